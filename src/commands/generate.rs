@@ -1,0 +1,65 @@
+//! `pipe generate`: files derived from the CLI definition (completions, man pages).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use clap::CommandFactory;
+use clap_complete::Shell as CompleteShell;
+
+use crate::cli::{Cli, GenerateArgs, GenerateWhat, Shell};
+use crate::error::code;
+
+pub fn run(args: &GenerateArgs) -> anyhow::Result<u8> {
+    match &args.what {
+        GenerateWhat::Completions { shell } => {
+            print!("{}", completions(*shell));
+        }
+        GenerateWhat::Man { dir } => write_man_pages(dir)?,
+    }
+    Ok(code::OK)
+}
+
+/// The completion script for a shell.
+pub fn completions(shell: Shell) -> String {
+    let shell = match shell {
+        Shell::Bash => CompleteShell::Bash,
+        Shell::Zsh => CompleteShell::Zsh,
+        Shell::Fish => CompleteShell::Fish,
+    };
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "pipe", &mut buf);
+    String::from_utf8(buf).expect("completion scripts are UTF-8")
+}
+
+/// Writes `pipe.1` and `pipe-SUBCOMMAND.1` for every visible subcommand.
+fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("failed to create `{}`", dir.display()))?;
+    for (name, page) in man_pages()? {
+        let path = dir.join(name);
+        std::fs::write(&path, page)
+            .with_context(|| format!("failed to write `{}`", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Every man page as (file name, roff text).
+pub fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let root = Cli::command();
+    let mut pages = Vec::new();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(root.clone())
+        .render(&mut buf)
+        .context("failed to render pipe.1")?;
+    pages.push(("pipe.1".to_string(), buf));
+    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("pipe-{}", sub.get_name());
+        let mut buf = Vec::new();
+        let sub = sub.clone().name(name.clone());
+        clap_mangen::Man::new(sub)
+            .render(&mut buf)
+            .with_context(|| format!("failed to render {name}.1"))?;
+        pages.push((format!("{name}.1"), buf));
+    }
+    Ok(pages)
+}

@@ -1,0 +1,57 @@
+//! One module per subcommand. Each takes its parsed arguments and returns an exit code.
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config::{self, Config};
+use crate::error::NotImplemented;
+use crate::output::Output;
+
+mod check;
+mod generate;
+mod poll;
+mod status;
+
+/// What every command gets: the global flags and the output settings they imply.
+pub struct Context {
+    pub global: GlobalArgs,
+    pub out: Output,
+}
+
+impl Context {
+    /// Finds and loads the pipeline file named by `-c`/`PIPE_CONFIG` or the defaults.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let path = config::locate(self.global.config.as_deref())?;
+        config::load(&path)
+    }
+
+    /// The state file named by `--state`/`PIPE_STATE` or the default location.
+    pub fn state_path(&self) -> anyhow::Result<std::path::PathBuf> {
+        crate::state::locate(self.global.state.as_deref())
+    }
+}
+
+/// Runs the parsed command.
+pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let out = Output::new(cli.global.quiet, cli.global.verbose);
+    let cx = Context {
+        global: cli.global,
+        out,
+    };
+    match cli.command {
+        Command::Poll(args) => poll::run(&cx, &args),
+        Command::Status(args) => status::run(&cx, &args),
+        Command::Check(args) => check::run(&cx, &args),
+        Command::Generate(args) => generate::run(&args),
+        Command::Build(_) => not_yet("build"),
+        Command::Test(_) => not_yet("test"),
+        Command::Push(_) => not_yet("push"),
+        Command::Deploy(_) => not_yet("deploy"),
+        Command::Run(_) => not_yet("run"),
+        Command::Logs(_) => not_yet("logs"),
+        Command::Serve(_) => not_yet("serve"),
+        Command::Prune(_) => not_yet("prune"),
+    }
+}
+
+fn not_yet(command: &'static str) -> anyhow::Result<u8> {
+    Err(NotImplemented { command }.into())
+}

@@ -1,0 +1,120 @@
+//! `pipe status`: the state as a table or a JSON document; reads only, takes no lock.
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::Context;
+use super::poll::short;
+use crate::cli::StatusArgs;
+use crate::error::{Usage, code};
+use crate::refs::{self, RefKind};
+use crate::{output, state};
+
+#[derive(Debug, Serialize)]
+struct StatusReport {
+    version: u32,
+    refs: Vec<RefStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct RefStatus {
+    project: String,
+    #[serde(rename = "ref")]
+    refname: String,
+    kind: RefKind,
+    head: String,
+    /// The commit of the last stage, or the head when no stage ran yet.
+    commit: String,
+    stage: String,
+    result: String,
+    /// When the last stage ended, or when the head was first seen.
+    at: jiff::Timestamp,
+    age_seconds: i64,
+}
+
+pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
+    let path = cx.state_path()?;
+    let st = state::load(&path)?;
+    if let Some(project) = &args.project
+        && !st.project.contains_key(project)
+    {
+        return Err(Usage(format!(
+            "no project `{project}` in state file `{}`",
+            path.display()
+        ))
+        .into());
+    }
+    let now = state::now();
+    let mut rows = Vec::new();
+    for (name, project) in &st.project {
+        if args.project.as_ref().is_some_and(|p| p != name) {
+            continue;
+        }
+        for (refname, r) in &project.refs {
+            let (stage, result, commit, at) = match &r.last {
+                Some(last) => (
+                    last.stage.clone(),
+                    last.result.clone(),
+                    last.commit.clone(),
+                    last.at,
+                ),
+                None => (
+                    "poll".into(),
+                    if r.pending { "pending" } else { "seen" }.into(),
+                    r.head.clone(),
+                    r.since,
+                ),
+            };
+            rows.push(RefStatus {
+                project: name.clone(),
+                refname: refname.clone(),
+                kind: refs::classify(refname).unwrap_or(RefKind::Branch),
+                head: r.head.clone(),
+                commit,
+                stage,
+                result,
+                at,
+                age_seconds: now.as_second() - at.as_second(),
+            });
+        }
+    }
+    if args.json {
+        let report = StatusReport {
+            version: 1,
+            refs: rows,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("failed to render JSON")?
+        );
+        return Ok(code::OK);
+    }
+    if rows.is_empty() {
+        cx.out.info(format!(
+            "nothing recorded yet in `{}`; run `pipe poll` first",
+            path.display()
+        ));
+        return Ok(code::OK);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.project.clone(),
+                refs::display(&r.refname).to_string(),
+                short(&r.commit).to_string(),
+                r.stage.clone(),
+                r.result.clone(),
+                output::age(r.age_seconds),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(
+            &["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "AGE"],
+            &table
+        )
+    );
+    Ok(code::OK)
+}

@@ -1,0 +1,174 @@
+//! Typed error leaves that decide the exit code, and how an error chain is printed.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Exit codes. Stable and documented in the README; scripts depend on them.
+pub mod code {
+    /// Success, or nothing to do.
+    pub const OK: u8 = 0;
+    /// A stage failed, or a remote could not be polled.
+    pub const FAILED: u8 = 1;
+    /// Usage or configuration error (including a command that is not implemented yet).
+    pub const USAGE: u8 = 2;
+    /// Another `pipe` process holds the lock on the state.
+    pub const LOCKED: u8 = 3;
+    /// docker, compose or git is missing or not answering.
+    pub const UNAVAILABLE: u8 = 4;
+    /// The state file cannot be read, parsed or written.
+    pub const STATE: u8 = 5;
+}
+
+/// The pipeline file is invalid; carries every problem found, each with file, line and column.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub diagnostics: Vec<crate::config::Diagnostic>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.diagnostics.len();
+        write!(
+            f,
+            "invalid pipeline file ({n} error{})",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for d in &self.diagnostics {
+            write!(f, "\n  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The state file is unreadable, corrupt or cannot be saved.
+#[derive(Debug)]
+pub struct StateError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "state file `{}`: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// Another `pipe` process holds the state lock.
+#[derive(Debug)]
+pub struct Locked {
+    pub lock_file: PathBuf,
+    pub holder: Option<String>,
+}
+
+impl fmt::Display for Locked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "another pipe process holds the lock `{}`",
+            self.lock_file.display()
+        )?;
+        if let Some(holder) = &self.holder {
+            write!(f, " ({holder})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Locked {}
+
+/// A command a later release fills in.
+#[derive(Debug)]
+pub struct NotImplemented {
+    pub command: &'static str,
+}
+
+impl fmt::Display for NotImplemented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`pipe {}` is not implemented yet", self.command)
+    }
+}
+
+impl std::error::Error for NotImplemented {}
+
+/// A usage mistake that clap cannot see, such as an unknown project name.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The exit code for an error: the first typed leaf found walking the chain decides.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<ConfigError>() || cause.is::<NotImplemented>() || cause.is::<Usage>() {
+            return code::USAGE;
+        }
+        if cause.is::<Locked>() {
+            return code::LOCKED;
+        }
+        if cause.is::<StateError>() {
+            return code::STATE;
+        }
+    }
+    code::FAILED
+}
+
+/// Renders `error: outer` followed by `caused by:` lines, cargo style.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut out = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        out.push_str(&format!("\ncaused by: {cause}"));
+    }
+    if let Some(hint) = hint(err) {
+        out.push_str(&format!("\nhint: {hint}"));
+    }
+    out
+}
+
+fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    for cause in err.chain() {
+        if cause.is::<Locked>() {
+            return Some("wait for the other run to finish; the lock is released when it exits");
+        }
+        if cause.is::<StateError>() {
+            return Some(
+                "fix or move the state file aside by hand; pipe never resets it on its own",
+            );
+        }
+    }
+    None
+}
+
+/// 1-based line and column (in characters) of a byte offset into `text`.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_counts_characters() {
+        assert_eq!(line_column("ab\ncé\nx", 7), (3, 1));
+        assert_eq!(line_column("ab\ncéd", 6), (2, 3));
+        assert_eq!(line_column("é", 1), (1, 1));
+    }
+}

@@ -1,0 +1,197 @@
+//! git2: listing a remote's refs without downloading objects, with bounded auth and timeouts.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use git2::{Cred, CredentialType, Direction, Remote, RemoteCallbacks};
+
+/// Credential callbacks give up after this many attempts instead of looping forever.
+const MAX_AUTH_ATTEMPTS: u32 = 3;
+
+/// Credentials for one remote, resolved from the project's `auth` table.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    pub username: Option<String>,
+    pub token: Option<String>,
+    pub ssh_key: Option<PathBuf>,
+    pub ssh_passphrase: Option<String>,
+}
+
+/// Sets libgit2's socket connect and read timeouts (process-wide; set once before polling).
+pub fn set_timeouts(timeout: Duration) {
+    static ONCE: Once = Once::new();
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    ONCE.call_once(|| {
+        // SAFETY: called once, before any thread uses libgit2 for network access.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
+        }
+    });
+}
+
+/// Lists the remote's refs (`git ls-remote`), giving up after `deadline` even if the transport
+/// ignores its own timeouts: the listing runs on a thread that is abandoned when it is late.
+pub fn list_remote(
+    url: &str,
+    auth: &Auth,
+    deadline: Duration,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let (tx, rx) = mpsc::channel();
+    let owned_url = url.to_string();
+    let auth = auth.clone();
+    std::thread::Builder::new()
+        .name("pipe-ls-remote".into())
+        .spawn(move || {
+            let _ = tx.send(list_now(&owned_url, &auth));
+        })
+        .context("failed to start a polling thread")?;
+    match rx.recv_timeout(deadline) {
+        Ok(result) => result,
+        Err(_) => Err(anyhow!(
+            "`{}` did not answer within {}s",
+            redact_url(url),
+            deadline.as_secs()
+        )),
+    }
+}
+
+fn list_now(url: &str, auth: &Auth) -> anyhow::Result<Vec<(String, String)>> {
+    let shown = redact_url(url);
+    let mut remote =
+        Remote::create_detached(url).with_context(|| format!("invalid remote `{shown}`"))?;
+    let attempts = Cell::new(0u32);
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.credentials(|_url, username_from_url, allowed| {
+        credentials(auth, &attempts, username_from_url, allowed)
+    });
+    let connection = remote
+        .connect_auth(Direction::Fetch, Some(callbacks), None)
+        .map_err(|e| anyhow!("cannot connect to `{shown}`: {}", clean_message(&e)))?;
+    let heads = connection
+        .list()
+        .map_err(|e| anyhow!("cannot list refs of `{shown}`: {}", clean_message(&e)))?;
+    Ok(heads
+        .iter()
+        .map(|h| (h.name().to_string(), h.oid().to_string()))
+        .collect())
+}
+
+fn credentials(
+    auth: &Auth,
+    attempts: &Cell<u32>,
+    username_from_url: Option<&str>,
+    allowed: CredentialType,
+) -> Result<Cred, git2::Error> {
+    let n = attempts.get() + 1;
+    attempts.set(n);
+    if n > MAX_AUTH_ATTEMPTS {
+        return Err(git2::Error::from_str(&format!(
+            "authentication failed after {MAX_AUTH_ATTEMPTS} attempts"
+        )));
+    }
+    if allowed.contains(CredentialType::USERNAME) {
+        return Cred::username(
+            auth.username
+                .as_deref()
+                .or(username_from_url)
+                .unwrap_or("git"),
+        );
+    }
+    if allowed.contains(CredentialType::SSH_KEY) {
+        let user = auth
+            .username
+            .as_deref()
+            .or(username_from_url)
+            .unwrap_or("git");
+        // The agent first; the configured key on the next attempt.
+        if (n == 1 || auth.ssh_key.is_none()) && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+            return Cred::ssh_key_from_agent(user);
+        }
+        if let Some(key) = &auth.ssh_key {
+            return Cred::ssh_key(user, None, key, auth.ssh_passphrase.as_deref());
+        }
+    }
+    if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+        && let Some(token) = &auth.token
+    {
+        let user = auth
+            .username
+            .as_deref()
+            .or(username_from_url)
+            .unwrap_or("x-access-token");
+        return Cred::userpass_plaintext(user, token);
+    }
+    Err(git2::Error::from_str(
+        "the remote wants credentials and none are configured (see `auth` in the pipeline file)",
+    ))
+}
+
+/// libgit2 messages end with the class and code in parentheses; keep the human part.
+fn clean_message(err: &git2::Error) -> String {
+    err.message().trim_end_matches('.').to_string()
+}
+
+/// Hides the password or token in `https://user:secret@host/…`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://***@{host}{path}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://bob:s3cret@git.example.com/a.git"),
+            "https://bob:***@git.example.com/a.git"
+        );
+        assert_eq!(
+            redact_url("https://tok@git.example.com/a.git"),
+            "https://***@git.example.com/a.git"
+        );
+        assert_eq!(
+            redact_url("git@github.com:a/b.git"),
+            "git@github.com:a/b.git"
+        );
+        assert_eq!(redact_url("file:///srv/a@b.git"), "file:///srv/a@b.git");
+    }
+
+    #[test]
+    fn credential_attempts_are_bounded() {
+        let auth = Auth {
+            token: Some("t".into()),
+            ..Default::default()
+        };
+        let attempts = Cell::new(0);
+        for _ in 0..MAX_AUTH_ATTEMPTS {
+            assert!(
+                credentials(&auth, &attempts, None, CredentialType::USER_PASS_PLAINTEXT).is_ok()
+            );
+        }
+        let err = credentials(&auth, &attempts, None, CredentialType::USER_PASS_PLAINTEXT)
+            .err()
+            .unwrap();
+        assert!(err.message().contains("after 3 attempts"));
+    }
+}

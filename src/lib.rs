@@ -1,0 +1,28 @@
+//! `pipe`: a lean CI/CD loop for teams that run their apps as Docker containers on a few hosts.
+//!
+//! The binary in `main.rs` is a thin shell over [`run`]. Each subcommand lives in
+//! [`commands`]; the modules below it each own one concern:
+//!
+//! - [`cli`]: the command-line definition (clap derive), the source of help, completions and man pages.
+//! - [`config`]: `pipeline.toml` types, strict loading and validation; no network, no processes.
+//! - [`state`]: the state file: versioned types, the lock, atomic saves.
+//! - [`git`]: git2: listing a remote's refs with bounded auth and timeouts.
+//! - [`refs`]: pure logic: which refs a project tracks and how they changed since the last poll.
+//! - [`secret`]: secrets read from `*_env` / `*_file`, never printed.
+//! - [`output`]: how messages reach a terminal or a journal.
+//! - [`error`]: typed error leaves and the documented exit codes.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod git;
+pub mod output;
+pub mod refs;
+pub mod secret;
+pub mod state;
+
+/// Runs one parsed command line and returns the process exit code.
+pub fn run(cli: cli::Cli) -> anyhow::Result<u8> {
+    commands::dispatch(cli)
+}

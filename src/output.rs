@@ -1,0 +1,132 @@
+//! How messages reach people: a terminal gets plain short lines (and, for long stages,
+//! indicatif spinners); a journal, cron mail or a pipe gets timestamped lines without escapes.
+//! Results that scripts read (tables, `--json`) go to stdout; everything else to stderr.
+
+use std::io::{IsTerminal, Write};
+
+/// Verbosity and destination of diagnostic messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub quiet: bool,
+    pub verbose: u8,
+    /// stderr is a terminal: no timestamps, spinners allowed.
+    pub terminal: bool,
+    /// Colour allowed: a terminal and no `NO_COLOR`.
+    pub color: bool,
+}
+
+impl Output {
+    pub fn new(quiet: bool, verbose: u8) -> Output {
+        let terminal = std::io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Output {
+            quiet,
+            verbose,
+            terminal,
+            color: terminal && !no_color,
+        }
+    }
+
+    /// Progress and results worth knowing; hidden by `-q`.
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            self.line("", msg.as_ref());
+        }
+    }
+
+    /// Detail shown with `-v`.
+    pub fn detail(&self, msg: impl AsRef<str>) {
+        if self.verbose > 0 && !self.quiet {
+            self.line("", msg.as_ref());
+        }
+    }
+
+    /// Always shown.
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        self.line(&self.paint("warning: ", "33"), msg.as_ref());
+    }
+
+    /// Always shown; used for per-project failures that do not stop the command.
+    pub fn error(&self, msg: impl AsRef<str>) {
+        self.line(&self.paint("error: ", "31"), msg.as_ref());
+    }
+
+    fn paint(&self, text: &str, sgr: &str) -> String {
+        if self.color {
+            format!("\x1b[{sgr}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn line(&self, prefix: &str, msg: &str) {
+        let mut err = std::io::stderr().lock();
+        for line in msg.lines() {
+            let _ = if self.terminal {
+                writeln!(err, "{prefix}{line}")
+            } else {
+                writeln!(err, "{} {prefix}{line}", crate::state::now())
+            };
+        }
+    }
+}
+
+/// Formats an age in seconds as `42s`, `5m`, `3h`, `2d`.
+pub fn age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// Lays out rows in left-aligned columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push_row = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut line = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    };
+    push_row(&mut header.iter().copied());
+    for row in rows {
+        push_row(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_short() {
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(125), "2m");
+        assert_eq!(age(7300), "2h");
+        assert_eq!(age(200_000), "2d");
+        assert_eq!(age(-3), "0s");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
+        assert_eq!(t, "A     BB\nlong  x\n");
+    }
+}

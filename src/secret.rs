@@ -1,0 +1,75 @@
+//! Secrets resolved from `*_env` / `*_file` indirection. The value never prints: `Debug` and
+//! `Display` show `***`, and error messages name the variable or file, never the content.
+
+use std::fmt;
+
+use anyhow::{Context as _, bail};
+
+use crate::config::SecretRef;
+
+/// A secret value; reveal it only where it is handed to git, docker's stdin or an HTTP header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Reads the secret now; `what` names the config key for the error message.
+pub fn resolve(secret: &SecretRef, what: &str) -> anyhow::Result<Secret> {
+    let value = match secret {
+        SecretRef::Env(var) => match std::env::var(var) {
+            Ok(v) => v,
+            Err(_) => bail!("environment variable `{var}` (named by `{what}_env`) is not set"),
+        },
+        SecretRef::File(path) => std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "failed to read secret file `{}` (named by `{what}_file`)",
+                path.display()
+            )
+        })?,
+    };
+    let value = value.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        bail!("the secret for `{what}` is empty");
+    }
+    Ok(Secret(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_format() {
+        let s = Secret("hunter2".into());
+        assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
+    }
+
+    #[test]
+    fn missing_variable_names_the_key_not_a_value() {
+        let err = resolve(
+            &SecretRef::Env("PIPE_TEST_SURELY_UNSET_VAR".into()),
+            "registry.r.password",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable `PIPE_TEST_SURELY_UNSET_VAR` (named by `registry.r.password_env`) is not set"
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! The state file: versioned types, the lock, atomic saves. The only module that writes state.
+//!
+//! Layout on disk, chosen so a tick that changes nothing reads one compact file and writes none:
+//!
+//! ```toml
+//! schema = 1
+//!
+//! [project.project1]
+//! indexed = true
+//!
+//! [project.project1.refs]
+//! "refs/heads/dev" = { head = "…", since = "2026-11-26T10:00:00Z", pending = true }
+//! ```
+//!
+//! One line per ref keeps 10,000 refs near 1.5 MB. Saves go to a temp file in the same
+//! directory, are fsynced, renamed over the old file, and the directory is fsynced, so a crash
+//! leaves either the old or the new file. A separate `state.toml.lock` (flock) admits one
+//! mutating `pipe` at a time; the kernel releases it when the process dies, however it dies.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Locked, StateError, line_column};
+
+/// The schema this build reads and writes.
+pub const SCHEMA: u32 = 1;
+
+/// Everything `pipe` remembers between runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub schema: u32,
+    #[serde(default)]
+    pub project: BTreeMap<String, ProjectState>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            schema: SCHEMA,
+            project: BTreeMap::new(),
+        }
+    }
+}
+
+/// What is known about one project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectState {
+    /// A first poll succeeded; later polls treat every new pull request as work.
+    #[serde(default)]
+    pub indexed: bool,
+    /// Tracked refs by full name (`refs/heads/dev`, `refs/pull/12/head`).
+    #[serde(default)]
+    pub refs: BTreeMap<String, RefState>,
+}
+
+/// What is known about one ref.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefState {
+    /// The head commit the remote advertised at the last poll.
+    pub head: String,
+    /// When that head was first seen.
+    pub since: Timestamp,
+    /// The head has not been through `pipe run` yet.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pending: bool,
+    /// Last stage run for this ref, with its commit, outcome and end time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<StageRecord>,
+}
+
+/// The outcome of one stage for one commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRecord {
+    pub stage: String,
+    pub result: String,
+    pub commit: String,
+    pub at: Timestamp,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Now, to the second: state timestamps carry no sub-second noise.
+pub fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Finds the state file: `--state`/`PIPE_STATE`, else systemd's `$STATE_DIRECTORY`, else
+/// `/var/lib/pipe` for root, else `$XDG_STATE_HOME/pipe` (`~/.local/state/pipe`).
+pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd passes a colon-separated list when several directories are configured.
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        return Ok(PathBuf::from(first).join("state.toml"));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(PathBuf::from("/var/lib/pipe/state.toml"));
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| {
+            state_error(
+                Path::new("state.toml"),
+                "cannot tell where it lives: set `--state`, `PIPE_STATE` or `HOME`",
+            )
+        })?;
+    Ok(base.join("pipe").join("state.toml"))
+}
+
+fn state_error(path: &Path, message: impl Into<String>) -> anyhow::Error {
+    StateError {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+    .into()
+}
+
+/// Reads the state; a missing file is an empty state, anything unreadable is an error.
+pub fn load(path: &Path) -> anyhow::Result<State> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(err) => return Err(state_error(path, format!("cannot be read: {err}"))),
+    };
+    parse(path, &text)
+}
+
+/// Parses state text, checking the schema version first so a newer file is refused clearly.
+pub fn parse(path: &Path, text: &str) -> anyhow::Result<State> {
+    let state: State = toml::from_str(text).map_err(|err| {
+        let (line, column) = err
+            .span()
+            .map(|s| line_column(text, s.start))
+            .unwrap_or((1, 1));
+        state_error(
+            path,
+            format!("corrupt at line {line}, column {column}: {}", err.message()),
+        )
+    })?;
+    if state.schema != SCHEMA {
+        return Err(state_error(
+            path,
+            format!(
+                "has schema {} but this pipe reads schema {SCHEMA}; upgrade pipe or restore a matching state",
+                state.schema
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// Renders the compact layout described in the module docs.
+pub fn render(state: &State) -> String {
+    let mut out = String::with_capacity(
+        64 + state
+            .project
+            .values()
+            .map(|p| p.refs.len() * 160)
+            .sum::<usize>(),
+    );
+    out.push_str(
+        "# pipe state: rewritten atomically by pipe; edit only while no pipe process runs\n",
+    );
+    out.push_str(&format!("schema = {}\n", state.schema));
+    for (name, project) in &state.project {
+        out.push_str(&format!(
+            "\n[project.{}]\nindexed = {}\n",
+            toml_key(name),
+            project.indexed
+        ));
+        if project.refs.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n[project.{}.refs]\n", toml_key(name)));
+        for (refname, record) in &project.refs {
+            out.push_str(&toml_key(refname));
+            out.push_str(" = ");
+            out.push_str(&inline(record));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if bare { key.to_string() } else { inline(key) }
+}
+
+fn inline<T: Serialize + ?Sized>(value: &T) -> String {
+    let mut buf = String::new();
+    value
+        .serialize(toml::ser::ValueSerializer::new(&mut buf))
+        .expect("state values always serialize");
+    buf
+}
+
+/// Writes the state atomically: temp file in the same directory, fsync, rename, fsync dir.
+pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
+    let dir = parent_dir(path);
+    fs::create_dir_all(dir).map_err(|e| {
+        state_error(
+            path,
+            format!("cannot create directory `{}`: {e}", dir.display()),
+        )
+    })?;
+    let text = render(state);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".state.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            state_error(
+                path,
+                format!("cannot create a temporary file in `{}`: {e}", dir.display()),
+            )
+        })?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| {
+            state_error(
+                path,
+                format!("cannot be saved (the previous state is intact): {e}"),
+            )
+        })?;
+    tmp.persist(path).map_err(|e| {
+        state_error(
+            path,
+            format!(
+                "cannot be replaced (the previous state is intact): {}",
+                e.error
+            ),
+        )
+    })?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+        state_error(
+            path,
+            format!("saved, but syncing `{}` failed: {e}", dir.display()),
+        )
+    })?;
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Held while a mutating command runs; dropping it (or the process dying) releases the lock.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl StateLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The lock file that guards a state file: `state.toml.lock` beside it.
+pub fn lock_path(state: &Path) -> PathBuf {
+    let mut name = state
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "state.toml".into());
+    name.push(".lock");
+    parent_dir(state).join(name)
+}
+
+/// Takes the lock without waiting; another holder is a [`Locked`] error naming its pid.
+pub fn lock(state: &Path, command: &str) -> anyhow::Result<StateLock> {
+    let path = lock_path(state);
+    let dir = parent_dir(state);
+    fs::create_dir_all(dir).map_err(|e| {
+        state_error(
+            state,
+            format!("cannot create directory `{}`: {e}", dir.display()),
+        )
+    })?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            state_error(
+                state,
+                format!("cannot open lock file `{}`: {e}", path.display()),
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(Locked {
+                lock_file: path,
+                holder: (!holder.is_empty()).then(|| holder.to_string()),
+            }
+            .into());
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(state_error(
+                state,
+                format!("cannot lock `{}`: {e}", path.display()),
+            ));
+        }
+    }
+    // Who holds the lock is only a courtesy for the message above; failing to write it is harmless.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(
+        file,
+        "pid {} running `pipe {command}` since {}",
+        std::process::id(),
+        now()
+    );
+    Ok(StateLock { _file: file, path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let mut state = State::default();
+        let mut project = ProjectState {
+            indexed: true,
+            ..Default::default()
+        };
+        project.refs.insert(
+            "refs/heads/feature/\"odd\" name".into(),
+            RefState {
+                head: "a".repeat(40),
+                since: Timestamp::from_second(1_790_000_000).unwrap(),
+                pending: true,
+                last: Some(StageRecord {
+                    stage: "build".into(),
+                    result: "failed".into(),
+                    commit: "b".repeat(40),
+                    at: Timestamp::from_second(1_790_000_100).unwrap(),
+                }),
+            },
+        );
+        project.refs.insert(
+            "refs/pull/7/head".into(),
+            RefState {
+                head: "c".repeat(40),
+                since: Timestamp::from_second(1_790_000_000).unwrap(),
+                pending: false,
+                last: None,
+            },
+        );
+        state.project.insert("web".into(), project);
+        state
+            .project
+            .insert("empty".into(), ProjectState::default());
+        state
+    }
+
+    #[test]
+    fn render_round_trips() {
+        let state = sample();
+        let text = render(&state);
+        assert_eq!(parse(Path::new("s.toml"), &text).unwrap(), state, "{text}");
+        assert_eq!(
+            text.lines().filter(|l| l.contains(" = { head = ")).count(),
+            2,
+            "one line per ref:\n{text}"
+        );
+    }
+
+    #[test]
+    fn corrupt_state_names_line() {
+        let err = parse(
+            Path::new("/x/state.toml"),
+            "schema = 1\n[project.a]\nindexed = yes\n",
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("state file `/x/state.toml`: corrupt at line 3, column 11"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let err = parse(Path::new("s.toml"), "schema = 2\n").unwrap_err();
+        assert!(format!("{err:#}").contains("has schema 2"), "{err:#}");
+    }
+
+    #[test]
+    fn lock_file_sits_beside_state() {
+        assert_eq!(
+            lock_path(Path::new("/var/lib/pipe/state.toml")),
+            Path::new("/var/lib/pipe/state.toml.lock")
+        );
+        assert_eq!(
+            lock_path(Path::new("state.toml")),
+            Path::new("./state.toml.lock")
+        );
+    }
+}

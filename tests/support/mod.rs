@@ -1,0 +1,315 @@
+//! Test harness shared by the integration tests: a temp dir per test, the real `pipe` binary
+//! run with a clean environment, real git repositories, and a real git daemon on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One test's sandbox: a temp dir holding the pipeline file, the state and any repos.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("pipe-test-")
+            .tempdir()
+            .expect("temp dir");
+        TestEnv {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("pipeline.toml")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.path().join("state").join("state.toml")
+    }
+
+    /// Writes `pipeline.toml`.
+    pub fn config(&self, text: &str) -> &Self {
+        std::fs::write(self.config_path(), text).expect("write pipeline.toml");
+        self
+    }
+
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// A `pipe` command with a clean environment pointed at this sandbox.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipe"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("PIPE_CONFIG", self.config_path())
+            .env("PIPE_STATE", self.state_path())
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `pipe ARGS` to completion.
+    pub fn pipe(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().expect("run pipe");
+        Run::from(output, args)
+    }
+
+    pub fn read_state(&self) -> String {
+        std::fs::read_to_string(self.state_path()).expect("read state")
+    }
+}
+
+/// A finished `pipe` process.
+pub struct Run {
+    pub args: String,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output, args: &[&str]) -> Run {
+        Run {
+            args: args.join(" "),
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts the exit code, printing everything on mismatch.
+    pub fn code(&self, expected: i32) -> &Self {
+        assert_eq!(
+            self.code, expected,
+            "`pipe {}` exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.args, self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr of `pipe {}` lacks {needle:?}\n--- stderr\n{}",
+            self.args,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn stdout_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout of `pipe {}` lacks {needle:?}\n--- stdout\n{}",
+            self.args,
+            self.stdout
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs git with a fixed identity; panics with its stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "pipe test")
+        .env("GIT_AUTHOR_EMAIL", "test@pipe.invalid")
+        .env("GIT_COMMITTER_NAME", "pipe test")
+        .env("GIT_COMMITTER_EMAIL", "test@pipe.invalid")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare repository whose refs the test moves directly (commits made with commit-tree).
+pub struct BareRepo {
+    pub path: PathBuf,
+    counter: std::cell::Cell<u32>,
+}
+
+impl BareRepo {
+    pub fn new(parent: &Path, name: &str) -> BareRepo {
+        let path = parent.join(format!("{name}.git"));
+        std::fs::create_dir_all(&path).unwrap();
+        git(
+            &path,
+            &["init", "--bare", "--quiet", "--initial-branch=main"],
+        );
+        BareRepo {
+            path,
+            counter: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.path.display())
+    }
+
+    /// A new commit (empty tree, unique message), not yet on any ref.
+    pub fn commit(&self) -> String {
+        let n = self.counter.get() + 1;
+        self.counter.set(n);
+        let tree = git(&self.path, &["hash-object", "-t", "tree", "-w", "--stdin"]);
+        let tree = if tree.is_empty() {
+            "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_string()
+        } else {
+            tree
+        };
+        git(
+            &self.path,
+            &["commit-tree", &tree, "-m", &format!("commit {n}")],
+        )
+    }
+
+    /// Points `refname` at a new commit and returns it.
+    pub fn set(&self, refname: &str) -> String {
+        let sha = self.commit();
+        git(&self.path, &["update-ref", refname, &sha]);
+        sha
+    }
+
+    pub fn delete(&self, refname: &str) {
+        git(&self.path, &["update-ref", "-d", refname]);
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `git daemon` serving a directory over git:// on 127.0.0.1; killed on drop.
+pub struct GitDaemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl GitDaemon {
+    pub fn start(base: &Path) -> GitDaemon {
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("git")
+                .args([
+                    "daemon",
+                    "--export-all",
+                    "--reuseaddr",
+                    "--listen=127.0.0.1",
+                    "--informative-errors",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--base-path={}", base.display()))
+                .arg(base)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("git daemon (is git installed?)");
+            let mut daemon = GitDaemon { child, port };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return daemon;
+                }
+                if let Ok(Some(_)) = daemon.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = daemon.child.kill();
+        }
+        panic!("git daemon did not start");
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers.
+pub struct SilentServer {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl SilentServer {
+    pub fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (s, h) = (stop.clone(), held.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => h.lock().unwrap().push(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        SilentServer { port, stop, held }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads a child's stderr to the end (for processes spawned with piped stderr).
+pub fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
