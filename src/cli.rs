@@ -24,12 +24,12 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]
-    #[arg(short, long, global = true, env = "PIPE_CONFIG", value_name = "FILE")]
+    #[arg(short, long, global = true, env = "PIPE_CONFIG", hide_env_values = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd,
     /// /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]
-    #[arg(long, global = true, env = "PIPE_STATE", value_name = "FILE")]
+    #[arg(long, global = true, env = "PIPE_STATE", hide_env_values = true, value_name = "FILE")]
     pub state: Option<PathBuf>,
 
     /// Print only errors and warnings
@@ -45,25 +45,25 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Ask each remote for its branch and pull-request heads and record what changed
     Poll(PollArgs),
-    /// Check out a commit clean and build its Docker image
+    /// Check out a commit clean and build its Docker image [not implemented yet]
     Build(BuildArgs),
-    /// Run the project's test command inside the image built for a commit
+    /// Run the project's test command inside the image built for a commit [not implemented yet]
     Test(TestArgs),
-    /// Push a tested image to the registries configured for its branch
+    /// Push a tested image to the registries configured for its branch [not implemented yet]
     Push(PushArgs),
-    /// Run the deploy targets configured for a branch, or roll back to an earlier commit
+    /// Run the deploy targets configured for a branch, or roll back to an earlier commit [not implemented yet]
     Deploy(DeployArgs),
-    /// The timer's command: poll, then build, test, push and deploy every new commit
+    /// The timer's command: poll, then build, test, push and deploy every new commit [not implemented yet]
     Run(RunArgs),
     /// Show project, ref, commit, last stage, result and age from the state
     Status(StatusArgs),
-    /// Print the saved log of a ref's latest (or an earlier) run
+    /// Print the saved log of a ref's latest (or an earlier) run [not implemented yet]
     Logs(LogsArgs),
     /// Validate the pipeline file and report every error at once
     Check(CheckArgs),
-    /// Run the authenticated deploy receiver for this host
+    /// Run the authenticated deploy receiver for this host [not implemented yet]
     Serve(ServeArgs),
-    /// Remove old run logs and images of deleted branches beyond the configured limits
+    /// Remove old run logs and images of deleted branches beyond the configured limits [not implemented yet]
     Prune(PruneArgs),
     /// Write completions, man pages and other generated files
     #[command(hide = true)]

@@ -22,13 +22,7 @@ use crate::error::{ConfigError, Usage, line_column};
 pub const DEFAULT_PATHS: [&str; 2] = ["pipeline.toml", "/etc/pipe/pipeline.toml"];
 
 /// Keys that would hold a secret inline; each has `_env` and `_file` forms instead.
-const INLINE_SECRET_KEYS: [&str; 5] = [
-    "password",
-    "secret",
-    "token",
-    "webhook_url",
-    "ssh_key_passphrase",
-];
+const INLINE_SECRET_KEYS: [&str; 5] = ["password", "secret", "token", "webhook_url", "ssh_key_passphrase"];
 
 /// One problem in the pipeline file, located by line and column (both 1-based).
 #[derive(Debug, Clone)]
@@ -41,14 +35,7 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.path.display(),
-            self.line,
-            self.column,
-            self.message
-        )
+        write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
     }
 }
 
@@ -175,16 +162,13 @@ pub struct Seconds(pub Duration);
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(Seconds)
-            .map_err(serde::de::Error::custom)
+        parse_duration(&text).map(Seconds).map_err(serde::de::Error::custom)
     }
 }
 
 /// Parses `"90s"`, `"10m"`, `"1h30m"`, `"2h"`: whole numbers, each followed by `h`, `m` or `s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let expected =
-        || format!("invalid duration `{text}`, expected e.g. \"90s\", \"10m\" or \"1h30m\"");
+    let expected = || format!("invalid duration `{text}`, expected e.g. \"90s\", \"10m\" or \"1h30m\"");
     let mut total: u64 = 0;
     let mut digits = String::new();
     for ch in text.trim().chars() {
@@ -199,10 +183,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             _ => return Err(expected()),
         };
         let n: u64 = digits.parse().map_err(|_| expected())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(expected)?;
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(expected)?;
         digits.clear();
     }
     if !digits.is_empty() || total == 0 {
@@ -423,27 +404,16 @@ fn compile_branch_glob(pattern: &str) -> Result<globset::Glob, String> {
         return Err("empty branch pattern".into());
     }
     if pattern.starts_with("refs/") {
-        return Err(format!(
-            "invalid branch pattern `{pattern}`: write branch names without `refs/heads/`"
-        ));
+        return Err(format!("invalid branch pattern `{pattern}`: write branch names without `refs/heads/`"));
     }
-    if let Some(bad) = pattern
-        .chars()
-        .find(|c| c.is_whitespace() || "~^:\\".contains(*c) || c.is_control())
-    {
+    if let Some(bad) = pattern.chars().find(|c| c.is_whitespace() || "~^:\\".contains(*c) || c.is_control()) {
         return Err(format!(
             "invalid branch pattern `{pattern}`: `{}` cannot appear in a git branch name",
             bad.escape_default()
         ));
     }
-    if pattern.contains("..")
-        || pattern.starts_with('/')
-        || pattern.ends_with('/')
-        || pattern.contains("//")
-    {
-        return Err(format!(
-            "invalid branch pattern `{pattern}`: not a valid git branch name"
-        ));
+    if pattern.contains("..") || pattern.starts_with('/') || pattern.ends_with('/') || pattern.contains("//") {
+        return Err(format!("invalid branch pattern `{pattern}`: not a valid git branch name"));
     }
     GlobBuilder::new(pattern)
         .literal_separator(true)
@@ -506,44 +476,24 @@ impl Config {
             }
         };
         if let Some(slack) = &self.notify.slack {
-            add(
-                "notify.slack.webhook_url".into(),
-                &slack.webhook_url_env,
-                &slack.webhook_url_file,
-            );
+            add("notify.slack.webhook_url".into(), &slack.webhook_url_env, &slack.webhook_url_file);
         }
         if let Some(hook) = &self.notify.webhook {
             add("notify.webhook.url".into(), &hook.url_env, &hook.url_file);
         }
         for (name, reg) in &self.registries {
-            add(
-                format!("registry.{name}.password"),
-                &reg.password_env,
-                &reg.password_file,
-            );
+            add(format!("registry.{name}.password"), &reg.password_env, &reg.password_file);
         }
         for (name, project) in &self.projects {
             if let Some(auth) = &project.auth {
-                add(
-                    format!("project.{name}.auth.token"),
-                    &auth.token_env,
-                    &auth.token_file,
-                );
+                add(format!("project.{name}.auth.token"), &auth.token_env, &auth.token_file);
                 add(format!("project.{name}.auth.ssh_key"), &None, &auth.ssh_key);
             }
             for deploy in &project.deploy {
                 if let Some(hook) = &deploy.get_ref().webhook {
                     let target = deploy.get_ref().display_name();
-                    add(
-                        format!("project.{name}.deploy.{target}.secret"),
-                        &hook.secret_env,
-                        &hook.secret_file,
-                    );
-                    add(
-                        format!("project.{name}.deploy.{target}.token"),
-                        &hook.token_env,
-                        &hook.token_file,
-                    );
+                    add(format!("project.{name}.deploy.{target}.secret"), &hook.secret_env, &hook.secret_file);
+                    add(format!("project.{name}.deploy.{target}.token"), &hook.token_env, &hook.token_file);
                 }
             }
         }
@@ -558,23 +508,15 @@ impl Config {
         names
             .iter()
             .map(|name| {
-                self.projects
-                    .get_key_value(name.as_str())
-                    .map(|(k, v)| (k.as_str(), v))
-                    .ok_or_else(|| {
-                        let known: Vec<_> =
-                            self.projects.keys().map(|k| format!("`{k}`")).collect();
-                        Usage(format!(
-                            "no project `{name}` in `{}` (projects: {})",
-                            self.path.display(),
-                            if known.is_empty() {
-                                "none".into()
-                            } else {
-                                known.join(", ")
-                            }
-                        ))
-                        .into()
-                    })
+                self.projects.get_key_value(name.as_str()).map(|(k, v)| (k.as_str(), v)).ok_or_else(|| {
+                    let known: Vec<_> = self.projects.keys().map(|k| format!("`{k}`")).collect();
+                    Usage(format!(
+                        "no project `{name}` in `{}` (projects: {})",
+                        self.path.display(),
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ))
+                    .into()
+                })
             })
             .collect()
     }
@@ -585,18 +527,14 @@ pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
     }
-    DEFAULT_PATHS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            Usage(
-                "no pipeline file: looked for `./pipeline.toml` and `/etc/pipe/pipeline.toml`\n\
+    DEFAULT_PATHS.iter().map(PathBuf::from).find(|p| p.exists()).ok_or_else(|| {
+        Usage(
+            "no pipeline file: looked for `./pipeline.toml` and `/etc/pipe/pipeline.toml`\n\
                  hint: pass `-c FILE` or set `PIPE_CONFIG`; `pipeline.example.toml` is a starting point"
-                    .into(),
-            )
-            .into()
-        })
+                .into(),
+        )
+        .into()
+    })
 }
 
 /// Reads and validates the pipeline file; every problem found is in the error.
@@ -609,11 +547,7 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
 
 /// Parses pipeline text; `path` is only used in diagnostics.
 pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
-    let mut cx = Cx {
-        path,
-        text,
-        diagnostics: Vec::new(),
-    };
+    let mut cx = Cx { path, text, diagnostics: Vec::new() };
     let (doc, syntax_errors) = DeTable::parse_recoverable(text);
     for err in syntax_errors {
         cx.error(err.span(), err.message().to_string());
@@ -661,11 +595,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         projects,
     };
     validate(&mut cx, &mut config);
-    if cx.diagnostics.is_empty() {
-        Ok(config)
-    } else {
-        Err(cx.diagnostics)
-    }
+    if cx.diagnostics.is_empty() { Ok(config) } else { Err(cx.diagnostics) }
 }
 
 /// Parsing context: the text diagnostics point into, and the diagnostics so far.
@@ -677,15 +607,8 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn error(&mut self, span: Option<Range<usize>>, message: String) {
-        let (line, column) = span
-            .map(|s| line_column(self.text, s.start))
-            .unwrap_or((1, 1));
-        self.diagnostics.push(Diagnostic {
-            path: self.path.to_path_buf(),
-            line,
-            column,
-            message,
-        });
+        let (line, column) = span.map(|s| line_column(self.text, s.start)).unwrap_or((1, 1));
+        self.diagnostics.push(Diagnostic { path: self.path.to_path_buf(), line, column, message });
     }
 
     fn de<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>) -> Option<T> {
@@ -700,17 +623,10 @@ impl Cx<'_> {
     }
 
     /// Splits `[section.NAME]` tables, validating each NAME.
-    fn named_tables<'i>(
-        &mut self,
-        value: Spanned<DeValue<'i>>,
-        section: &str,
-    ) -> Vec<(String, Spanned<DeValue<'i>>)> {
+    fn named_tables<'i>(&mut self, value: Spanned<DeValue<'i>>, section: &str) -> Vec<(String, Spanned<DeValue<'i>>)> {
         let span = value.span();
         let DeValue::Table(table) = value.into_inner() else {
-            self.error(
-                Some(span),
-                format!("`{section}` must be a table of named tables, e.g. `[{section}.NAME]`"),
-            );
+            self.error(Some(span), format!("`{section}` must be a table of named tables, e.g. `[{section}.NAME]`"));
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -718,10 +634,7 @@ impl Cx<'_> {
             let name_span = name.span();
             let name = name.into_inner().into_owned();
             if let Err(why) = validate_name(&name) {
-                self.error(
-                    Some(name_span),
-                    format!("invalid {section} name `{name}`: {why}"),
-                );
+                self.error(Some(name_span), format!("invalid {section} name `{name}`: {why}"));
                 continue;
             }
             out.push((name, value));
@@ -732,17 +645,10 @@ impl Cx<'_> {
 
 /// Names become file names, container names and compose project names.
 fn validate_name(name: &str) -> Result<(), &'static str> {
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    let starts_ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let starts_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if name.is_empty() || name.len() > 63 || !valid_chars || !starts_ok {
-        return Err(
-            "expected 1 to 63 lowercase letters, digits, `-` or `_`, starting with a letter or digit",
-        );
+        return Err("expected 1 to 63 lowercase letters, digits, `-` or `_`, starting with a letter or digit");
     }
     Ok(())
 }
@@ -757,7 +663,9 @@ fn reject_inline_secrets(cx: &mut Cx<'_>, table: &mut DeTable<'_>) {
             if INLINE_SECRET_KEYS.contains(&name) {
                 cx.error(
                     Some(key.span()),
-                    format!("secrets are never written inline: use `{name}_env = \"VARIABLE\"` or `{name}_file = \"/path\"`"),
+                    format!(
+                        "secrets are never written inline: use `{name}_env = \"VARIABLE\"` or `{name}_file = \"/path\"`"
+                    ),
                 );
                 return None;
             }
@@ -782,21 +690,13 @@ fn validate(cx: &mut Cx<'_>, config: &mut Config) {
     for (name, reg) in &config.registries {
         let has_password = reg.password_env.is_some() || reg.password_file.is_some();
         if reg.password_env.is_some() && reg.password_file.is_some() {
-            cx.error(
-                None,
-                format!(
-                    "registry `{name}`: set one of `password_env` and `password_file`, not both"
-                ),
-            );
+            cx.error(None, format!("registry `{name}`: set one of `password_env` and `password_file`, not both"));
         }
         if reg.ecr.is_some() && has_password {
             cx.error(None, format!("registry `{name}`: `ecr` logs in by itself; drop `password_env`/`password_file`"));
         }
         if has_password && reg.username.is_none() {
-            cx.error(
-                None,
-                format!("registry `{name}`: `username` is required with a password"),
-            );
+            cx.error(None, format!("registry `{name}`: `username` is required with a password"));
         }
         if reg.url.is_empty() || reg.url.contains("://") {
             cx.error(
@@ -809,11 +709,7 @@ fn validate(cx: &mut Cx<'_>, config: &mut Config) {
         if env == file {
             cx.error(
                 None,
-                format!(
-                    "`notify.{which}`: set exactly one of `{}_env` and `{}_file`",
-                    url_key(which),
-                    url_key(which)
-                ),
+                format!("`notify.{which}`: set exactly one of `{}_env` and `{}_file`", url_key(which), url_key(which)),
             );
         }
     }
@@ -829,11 +725,7 @@ fn validate(cx: &mut Cx<'_>, config: &mut Config) {
 fn notify_pairs(notify: &Notify) -> Vec<(&'static str, bool, bool)> {
     let mut out = Vec::new();
     if let Some(s) = &notify.slack {
-        out.push((
-            "slack",
-            s.webhook_url_env.is_some(),
-            s.webhook_url_file.is_some(),
-        ));
+        out.push(("slack", s.webhook_url_env.is_some(), s.webhook_url_file.is_some()));
     }
     if let Some(w) = &notify.webhook {
         out.push(("webhook", w.url_env.is_some(), w.url_file.is_some()));
@@ -842,11 +734,7 @@ fn notify_pairs(notify: &Notify) -> Vec<(&'static str, bool, bool)> {
 }
 
 fn url_key(which: &str) -> &'static str {
-    if which == "slack" {
-        "webhook_url"
-    } else {
-        "url"
-    }
+    if which == "slack" { "webhook_url" } else { "url" }
 }
 
 fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registries: &[String]) {
@@ -854,36 +742,28 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
         cx.error(None, format!("project `{name}`: `repo` is empty"));
     }
     if project.branches.is_empty() {
-        cx.error(
-            None,
-            format!("project `{name}`: `branches` is empty; list at least one branch or pattern"),
-        );
+        cx.error(None, format!("project `{name}`: `branches` is empty; list at least one branch or pattern"));
     }
     project.tracked = compile_spanned(cx, &project.branches);
     if let Some(auth) = &project.auth
         && auth.token_env.is_some()
         && auth.token_file.is_some()
     {
-        cx.error(
-            None,
-            format!("project `{name}`: `auth`: set one of `token_env` and `token_file`, not both"),
-        );
+        cx.error(None, format!("project `{name}`: `auth`: set one of `token_env` and `token_file`, not both"));
     }
     let mut target_names = BTreeMap::new();
     for deploy in &mut project.deploy {
         let span = deploy.span();
         let deploy = deploy.get_mut();
-        let kinds = [
-            deploy.compose.is_some(),
-            deploy.swarm.is_some(),
-            deploy.command.is_some(),
-            deploy.webhook.is_some(),
-        ];
+        let kinds =
+            [deploy.compose.is_some(), deploy.swarm.is_some(), deploy.command.is_some(), deploy.webhook.is_some()];
         let count = kinds.iter().filter(|k| **k).count();
         if count == 0 && deploy.push.is_empty() {
             cx.error(
                 Some(span.clone()),
-                format!("project `{name}`: a deploy entry needs `push` or one of `compose`, `swarm`, `command`, `webhook`"),
+                format!(
+                    "project `{name}`: a deploy entry needs `push` or one of `compose`, `swarm`, `command`, `webhook`"
+                ),
             );
         }
         if count > 1 {
@@ -895,15 +775,15 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
         if let Some(cmd) = &deploy.command
             && cmd.argv.is_some() == cmd.shell.is_some()
         {
-            cx.error(Some(span.clone()), format!("project `{name}`: `command` takes exactly one of `argv` (preferred) and `shell`"));
+            cx.error(
+                Some(span.clone()),
+                format!("project `{name}`: `command` takes exactly one of `argv` (preferred) and `shell`"),
+            );
         }
         if let Some(cmd) = &deploy.command
             && cmd.argv.as_ref().is_some_and(|a| a.is_empty())
         {
-            cx.error(
-                Some(span.clone()),
-                format!("project `{name}`: `command.argv` is empty"),
-            );
+            cx.error(Some(span.clone()), format!("project `{name}`: `command.argv` is empty"));
         }
         if let Some(health) = &deploy.health
             && health.url.is_some() == health.container.is_some()
@@ -915,40 +795,34 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
         }
         if let Some(hook) = &deploy.webhook {
             if hook.secret_env.is_some() && hook.secret_file.is_some() {
-                cx.error(Some(span.clone()), format!("project `{name}`: `webhook`: set one of `secret_env` and `secret_file`, not both"));
+                cx.error(
+                    Some(span.clone()),
+                    format!("project `{name}`: `webhook`: set one of `secret_env` and `secret_file`, not both"),
+                );
             }
             if hook.token_env.is_some() && hook.token_file.is_some() {
-                cx.error(Some(span.clone()), format!("project `{name}`: `webhook`: set one of `token_env` and `token_file`, not both"));
+                cx.error(
+                    Some(span.clone()),
+                    format!("project `{name}`: `webhook`: set one of `token_env` and `token_file`, not both"),
+                );
             }
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 cx.error(
                     Some(span.clone()),
-                    format!(
-                        "project `{name}`: `webhook.url` must start with `http://` or `https://`"
-                    ),
+                    format!("project `{name}`: `webhook.url` must start with `http://` or `https://`"),
                 );
             }
         }
         if deploy.branches.is_empty() {
-            cx.error(
-                Some(span.clone()),
-                format!("project `{name}`: a deploy entry needs `branches`"),
-            );
+            cx.error(Some(span.clone()), format!("project `{name}`: a deploy entry needs `branches`"));
         }
         deploy.matcher = compile_spanned(cx, &deploy.branches);
         for registry in &deploy.push {
             if !registries.iter().any(|r| r == registry.get_ref()) {
-                let known = if registries.is_empty() {
-                    "none are defined".to_string()
-                } else {
-                    registries.join(", ")
-                };
+                let known = if registries.is_empty() { "none are defined".to_string() } else { registries.join(", ") };
                 cx.error(
                     Some(registry.span()),
-                    format!(
-                        "unknown registry `{}` (registries: {known})",
-                        registry.get_ref()
-                    ),
+                    format!("unknown registry `{}` (registries: {known})", registry.get_ref()),
                 );
             }
         }
@@ -985,15 +859,8 @@ mod tests {
     #[test]
     fn example_file_is_valid() {
         let text = include_str!("../pipeline.example.toml");
-        let config = parse(Path::new("pipeline.example.toml"), text).unwrap_or_else(|d| {
-            panic!(
-                "{}",
-                d.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        });
+        let config = parse(Path::new("pipeline.example.toml"), text)
+            .unwrap_or_else(|d| panic!("{}", d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")));
         assert!(config.projects.contains_key("project1"));
         assert!(config.projects.contains_key("project2"));
         assert!(config.notify.slack.is_some());
@@ -1003,10 +870,7 @@ mod tests {
     fn unknown_key_is_located() {
         let errs = errors("[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\nbranchez = 1\n");
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(
-            errs[0].starts_with("p.toml:4:1: unknown field `branchez`"),
-            "{errs:?}"
-        );
+        assert!(errs[0].starts_with("p.toml:4:1: unknown field `branchez`"), "{errs:?}");
     }
 
     #[test]
@@ -1014,32 +878,15 @@ mod tests {
         let text = "[pipe]\nkeep_logs = \"many\"\n\n[project.a]\nrepo = \"x\"\n\n[project.B]\nrepo = \"y\"\nbranches = [\"m\"]\n\n[project.c]\nrepo = \"z\"\nbranches = [\"feature/[\"]\n";
         let errs = errors(text);
         assert_eq!(errs.len(), 4, "{errs:#?}");
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("p.toml:2:13:") && e.contains("expected u32")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter().any(|e| e.contains("missing field `branches`")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("p.toml:7:10: invalid project name `B`")),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.starts_with("p.toml:13:13: invalid branch pattern `feature/[`")),
-            "{errs:#?}"
-        );
+        assert!(errs.iter().any(|e| e.starts_with("p.toml:2:13:") && e.contains("expected u32")), "{errs:#?}");
+        assert!(errs.iter().any(|e| e.contains("missing field `branches`")), "{errs:#?}");
+        assert!(errs.iter().any(|e| e.starts_with("p.toml:7:10: invalid project name `B`")), "{errs:#?}");
+        assert!(errs.iter().any(|e| e.starts_with("p.toml:13:13: invalid branch pattern `feature/[`")), "{errs:#?}");
     }
 
     #[test]
     fn inline_secret_is_refused_with_the_fix() {
-        let errs = errors(
-            "[registry.r]\nurl = \"r.example.com\"\nusername = \"u\"\npassword = \"hunter2\"\n",
-        );
+        let errs = errors("[registry.r]\nurl = \"r.example.com\"\nusername = \"u\"\npassword = \"hunter2\"\n");
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].contains("use `password_env"), "{errs:?}");
         assert!(!errs[0].contains("hunter2"), "{errs:?}");
@@ -1049,10 +896,7 @@ mod tests {
     fn unknown_registry_in_push_is_located() {
         let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\npush = [\"prod\"]\n";
         let errs = errors(text);
-        assert_eq!(
-            errs,
-            vec!["p.toml:6:9: unknown registry `prod` (registries: none are defined)"]
-        );
+        assert_eq!(errs, vec!["p.toml:6:9: unknown registry `prod` (registries: none are defined)"]);
     }
 
     #[test]

@@ -28,11 +28,7 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.diagnostics.len();
-        write!(
-            f,
-            "invalid pipeline file ({n} error{})",
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "invalid pipeline file ({n} error{})", if n == 1 { "" } else { "s" })?;
         for d in &self.diagnostics {
             write!(f, "\n  {d}")?;
         }
@@ -66,11 +62,7 @@ pub struct Locked {
 
 impl fmt::Display for Locked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "another pipe process holds the lock `{}`",
-            self.lock_file.display()
-        )?;
+        write!(f, "another pipe process holds the lock `{}`", self.lock_file.display())?;
         if let Some(holder) = &self.holder {
             write!(f, " ({holder})")?;
         }
@@ -140,9 +132,7 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
             return Some("wait for the other run to finish; the lock is released when it exits");
         }
         if cause.is::<StateError>() {
-            return Some(
-                "fix or move the state file aside by hand; pipe never resets it on its own",
-            );
+            return Some("fix or move the state file aside by hand; pipe never resets it on its own");
         }
     }
     None

@@ -36,11 +36,7 @@ pub fn set_timeouts(timeout: Duration) {
 
 /// Lists the remote's refs (`git ls-remote`), giving up after `deadline` even if the transport
 /// ignores its own timeouts: the listing runs on a thread that is abandoned when it is late.
-pub fn list_remote(
-    url: &str,
-    auth: &Auth,
-    deadline: Duration,
-) -> anyhow::Result<Vec<(String, String)>> {
+pub fn list_remote(url: &str, auth: &Auth, deadline: Duration) -> anyhow::Result<Vec<(String, String)>> {
     let (tx, rx) = mpsc::channel();
     let owned_url = url.to_string();
     let auth = auth.clone();
@@ -52,33 +48,21 @@ pub fn list_remote(
         .context("failed to start a polling thread")?;
     match rx.recv_timeout(deadline) {
         Ok(result) => result,
-        Err(_) => Err(anyhow!(
-            "`{}` did not answer within {}s",
-            redact_url(url),
-            deadline.as_secs()
-        )),
+        Err(_) => Err(anyhow!("`{}` did not answer within {}s", redact_url(url), deadline.as_secs())),
     }
 }
 
 fn list_now(url: &str, auth: &Auth) -> anyhow::Result<Vec<(String, String)>> {
     let shown = redact_url(url);
-    let mut remote =
-        Remote::create_detached(url).with_context(|| format!("invalid remote `{shown}`"))?;
+    let mut remote = Remote::create_detached(url).with_context(|| format!("invalid remote `{shown}`"))?;
     let attempts = Cell::new(0u32);
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.credentials(|_url, username_from_url, allowed| {
-        credentials(auth, &attempts, username_from_url, allowed)
-    });
+    callbacks.credentials(|_url, username_from_url, allowed| credentials(auth, &attempts, username_from_url, allowed));
     let connection = remote
         .connect_auth(Direction::Fetch, Some(callbacks), None)
         .map_err(|e| anyhow!("cannot connect to `{shown}`: {}", clean_message(&e)))?;
-    let heads = connection
-        .list()
-        .map_err(|e| anyhow!("cannot list refs of `{shown}`: {}", clean_message(&e)))?;
-    Ok(heads
-        .iter()
-        .map(|h| (h.name().to_string(), h.oid().to_string()))
-        .collect())
+    let heads = connection.list().map_err(|e| anyhow!("cannot list refs of `{shown}`: {}", clean_message(&e)))?;
+    Ok(heads.iter().map(|h| (h.name().to_string(), h.oid().to_string())).collect())
 }
 
 fn credentials(
@@ -90,24 +74,13 @@ fn credentials(
     let n = attempts.get() + 1;
     attempts.set(n);
     if n > MAX_AUTH_ATTEMPTS {
-        return Err(git2::Error::from_str(&format!(
-            "authentication failed after {MAX_AUTH_ATTEMPTS} attempts"
-        )));
+        return Err(git2::Error::from_str(&format!("authentication failed after {MAX_AUTH_ATTEMPTS} attempts")));
     }
     if allowed.contains(CredentialType::USERNAME) {
-        return Cred::username(
-            auth.username
-                .as_deref()
-                .or(username_from_url)
-                .unwrap_or("git"),
-        );
+        return Cred::username(auth.username.as_deref().or(username_from_url).unwrap_or("git"));
     }
     if allowed.contains(CredentialType::SSH_KEY) {
-        let user = auth
-            .username
-            .as_deref()
-            .or(username_from_url)
-            .unwrap_or("git");
+        let user = auth.username.as_deref().or(username_from_url).unwrap_or("git");
         // The agent first; the configured key on the next attempt.
         if (n == 1 || auth.ssh_key.is_none()) && std::env::var_os("SSH_AUTH_SOCK").is_some() {
             return Cred::ssh_key_from_agent(user);
@@ -119,16 +92,10 @@ fn credentials(
     if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
         && let Some(token) = &auth.token
     {
-        let user = auth
-            .username
-            .as_deref()
-            .or(username_from_url)
-            .unwrap_or("x-access-token");
+        let user = auth.username.as_deref().or(username_from_url).unwrap_or("x-access-token");
         return Cred::userpass_plaintext(user, token);
     }
-    Err(git2::Error::from_str(
-        "the remote wants credentials and none are configured (see `auth` in the pipeline file)",
-    ))
+    Err(git2::Error::from_str("the remote wants credentials and none are configured (see `auth` in the pipeline file)"))
 }
 
 /// libgit2 messages end with the class and code in parentheses; keep the human part.
@@ -162,36 +129,20 @@ mod tests {
 
     #[test]
     fn credentials_in_urls_are_redacted() {
-        assert_eq!(
-            redact_url("https://bob:s3cret@git.example.com/a.git"),
-            "https://bob:***@git.example.com/a.git"
-        );
-        assert_eq!(
-            redact_url("https://tok@git.example.com/a.git"),
-            "https://***@git.example.com/a.git"
-        );
-        assert_eq!(
-            redact_url("git@github.com:a/b.git"),
-            "git@github.com:a/b.git"
-        );
+        assert_eq!(redact_url("https://bob:s3cret@git.example.com/a.git"), "https://bob:***@git.example.com/a.git");
+        assert_eq!(redact_url("https://tok@git.example.com/a.git"), "https://***@git.example.com/a.git");
+        assert_eq!(redact_url("git@github.com:a/b.git"), "git@github.com:a/b.git");
         assert_eq!(redact_url("file:///srv/a@b.git"), "file:///srv/a@b.git");
     }
 
     #[test]
     fn credential_attempts_are_bounded() {
-        let auth = Auth {
-            token: Some("t".into()),
-            ..Default::default()
-        };
+        let auth = Auth { token: Some("t".into()), ..Default::default() };
         let attempts = Cell::new(0);
         for _ in 0..MAX_AUTH_ATTEMPTS {
-            assert!(
-                credentials(&auth, &attempts, None, CredentialType::USER_PASS_PLAINTEXT).is_ok()
-            );
+            assert!(credentials(&auth, &attempts, None, CredentialType::USER_PASS_PLAINTEXT).is_ok());
         }
-        let err = credentials(&auth, &attempts, None, CredentialType::USER_PASS_PLAINTEXT)
-            .err()
-            .unwrap();
+        let err = credentials(&auth, &attempts, None, CredentialType::USER_PASS_PLAINTEXT).err().unwrap();
         assert!(err.message().contains("after 3 attempts"));
     }
 }

@@ -19,12 +19,7 @@ impl Output {
     pub fn new(quiet: bool, verbose: u8) -> Output {
         let terminal = std::io::stderr().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Output {
-            quiet,
-            verbose,
-            terminal,
-            color: terminal && !no_color,
-        }
+        Output { quiet, verbose, terminal, color: terminal && !no_color }
     }
 
     /// Progress and results worth knowing; hidden by `-q`.
@@ -52,11 +47,7 @@ impl Output {
     }
 
     fn paint(&self, text: &str, sgr: &str) -> String {
-        if self.color {
-            format!("\x1b[{sgr}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
+        if self.color { format!("\x1b[{sgr}m{text}\x1b[0m") } else { text.to_string() }
     }
 
     fn line(&self, prefix: &str, msg: &str) {

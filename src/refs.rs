@@ -48,10 +48,7 @@ pub struct Change {
 
 /// Classifies a full ref name; `None` for refs `pipe` never tracks (tags, notes, …).
 pub fn classify(refname: &str) -> Option<RefKind> {
-    if refname
-        .strip_prefix("refs/heads/")
-        .is_some_and(|b| !b.is_empty())
-    {
+    if refname.strip_prefix("refs/heads/").is_some_and(|b| !b.is_empty()) {
         return Some(RefKind::Branch);
     }
     pr_number(refname, "/head").map(|_| RefKind::PullRequest)
@@ -59,9 +56,7 @@ pub fn classify(refname: &str) -> Option<RefKind> {
 
 /// `refs/pull/12/head` → `12` (and GitLab's `refs/merge-requests/12/head`), for the given suffix.
 fn pr_number<'a>(refname: &'a str, suffix: &str) -> Option<&'a str> {
-    let rest = refname
-        .strip_prefix("refs/pull/")
-        .or_else(|| refname.strip_prefix("refs/merge-requests/"))?;
+    let rest = refname.strip_prefix("refs/pull/").or_else(|| refname.strip_prefix("refs/merge-requests/"))?;
     let number = rest.strip_suffix(suffix)?;
     (!number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())).then_some(number)
 }
@@ -71,10 +66,7 @@ pub fn display(refname: &str) -> &str {
     if let Some(branch) = refname.strip_prefix("refs/heads/") {
         return branch;
     }
-    refname
-        .strip_prefix("refs/")
-        .and_then(|r| r.strip_suffix("/head"))
-        .unwrap_or(refname)
+    refname.strip_prefix("refs/").and_then(|r| r.strip_suffix("/head")).unwrap_or(refname)
 }
 
 /// The heads a project follows out of everything a remote advertised.
@@ -106,10 +98,7 @@ pub fn tracked(project: &Project, advertised: &[(String, String)]) -> Tracked {
     if project.pull_requests {
         for (refname, _) in advertised {
             if let Some(n) = pr_number(refname, "/merge") {
-                let head = format!(
-                    "{}{n}/head",
-                    &refname[..refname.len() - "/merge".len() - n.len()]
-                );
+                let head = format!("{}{n}/head", &refname[..refname.len() - "/merge".len() - n.len()]);
                 if out.heads.contains_key(&head) {
                     out.open.insert(head);
                 }
@@ -178,15 +167,7 @@ pub fn diff(project: &str, previous: Option<&ProjectState>, now: &Tracked) -> Di
 pub fn apply(state: &mut ProjectState, diff: &Diff, now: jiff::Timestamp) {
     state.indexed = true;
     for (refname, oid) in &diff.baseline {
-        state.refs.insert(
-            refname.clone(),
-            RefState {
-                head: oid.clone(),
-                since: now,
-                pending: false,
-                last: None,
-            },
-        );
+        state.refs.insert(refname.clone(), RefState { head: oid.clone(), since: now, pending: false, last: None });
     }
     for change in &diff.changes {
         match (&change.change, &change.to) {
@@ -194,15 +175,12 @@ pub fn apply(state: &mut ProjectState, diff: &Diff, now: jiff::Timestamp) {
                 state.refs.remove(&change.refname);
             }
             (_, Some(to)) => {
-                let entry = state
-                    .refs
-                    .entry(change.refname.clone())
-                    .or_insert_with(|| RefState {
-                        head: to.clone(),
-                        since: now,
-                        pending: true,
-                        last: None,
-                    });
+                let entry = state.refs.entry(change.refname.clone()).or_insert_with(|| RefState {
+                    head: to.clone(),
+                    since: now,
+                    pending: true,
+                    last: None,
+                });
                 entry.head = to.clone();
                 entry.since = now;
                 entry.pending = true;
@@ -220,18 +198,11 @@ mod tests {
         let text = format!(
             "[project.p]\nrepo = \"file:///r\"\nbranches = [\"main\", \"feature/*\"]\npull_requests = {pull_requests}\n"
         );
-        config::parse(std::path::Path::new("p.toml"), &text)
-            .unwrap()
-            .projects
-            .remove("p")
-            .unwrap()
+        config::parse(std::path::Path::new("p.toml"), &text).unwrap().projects.remove("p").unwrap()
     }
 
     fn adv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(r, o)| (r.to_string(), o.to_string()))
-            .collect()
+        pairs.iter().map(|(r, o)| (r.to_string(), o.to_string())).collect()
     }
 
     #[test]
@@ -245,23 +216,10 @@ mod tests {
             ("refs/tags/v1", "5"),
             ("refs/pull/3/head", "6"),
         ]);
-        let got: Vec<_> = tracked(&project(false), &advertised)
-            .heads
-            .into_keys()
-            .collect();
+        let got: Vec<_> = tracked(&project(false), &advertised).heads.into_keys().collect();
         assert_eq!(got, ["refs/heads/feature/x", "refs/heads/main"]);
-        let got: Vec<_> = tracked(&project(true), &advertised)
-            .heads
-            .into_keys()
-            .collect();
-        assert_eq!(
-            got,
-            [
-                "refs/heads/feature/x",
-                "refs/heads/main",
-                "refs/pull/3/head"
-            ]
-        );
+        let got: Vec<_> = tracked(&project(true), &advertised).heads.into_keys().collect();
+        assert_eq!(got, ["refs/heads/feature/x", "refs/heads/main", "refs/pull/3/head"]);
     }
 
     #[test]
@@ -282,25 +240,14 @@ mod tests {
 
         let mut state = ProjectState::default();
         apply(&mut state, &d, jiff::Timestamp::UNIX_EPOCH);
-        assert!(
-            diff("p", Some(&state), &now).is_empty(),
-            "a second poll of the same heads changes nothing"
-        );
+        assert!(diff("p", Some(&state), &now).is_empty(), "a second poll of the same heads changes nothing");
 
         let later = tracked(
             &project(true),
-            &adv(&[
-                ("refs/heads/main", "1"),
-                ("refs/pull/1/head", "a2"),
-                ("refs/pull/5/head", "e"),
-            ]),
+            &adv(&[("refs/heads/main", "1"), ("refs/pull/1/head", "a2"), ("refs/pull/5/head", "e")]),
         );
         let d = diff("p", Some(&state), &later);
-        let got: Vec<_> = d
-            .changes
-            .iter()
-            .map(|c| (c.refname.as_str(), c.change))
-            .collect();
+        let got: Vec<_> = d.changes.iter().map(|c| (c.refname.as_str(), c.change)).collect();
         assert_eq!(
             got,
             [

@@ -36,12 +36,8 @@ pub fn resolve(secret: &SecretRef, what: &str) -> anyhow::Result<Secret> {
             Ok(v) => v,
             Err(_) => bail!("environment variable `{var}` (named by `{what}_env`) is not set"),
         },
-        SecretRef::File(path) => std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "failed to read secret file `{}` (named by `{what}_file`)",
-                path.display()
-            )
-        })?,
+        SecretRef::File(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read secret file `{}` (named by `{what}_file`)", path.display()))?,
     };
     let value = value.trim_end_matches(['\n', '\r']).to_string();
     if value.is_empty() {
@@ -62,11 +58,7 @@ mod tests {
 
     #[test]
     fn missing_variable_names_the_key_not_a_value() {
-        let err = resolve(
-            &SecretRef::Env("PIPE_TEST_SURELY_UNSET_VAR".into()),
-            "registry.r.password",
-        )
-        .unwrap_err();
+        let err = resolve(&SecretRef::Env("PIPE_TEST_SURELY_UNSET_VAR".into()), "registry.r.password").unwrap_err();
         assert_eq!(
             err.to_string(),
             "environment variable `PIPE_TEST_SURELY_UNSET_VAR` (named by `registry.r.password_env`) is not set"

@@ -41,10 +41,7 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        State {
-            schema: SCHEMA,
-            project: BTreeMap::new(),
-        }
+        State { schema: SCHEMA, project: BTreeMap::new() }
     }
 }
 
@@ -103,12 +100,7 @@ pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         // systemd passes a colon-separated list when several directories are configured.
-        let first = dir
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
         return Ok(PathBuf::from(first).join("state.toml"));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -120,20 +112,13 @@ pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .ok_or_else(|| {
-            state_error(
-                Path::new("state.toml"),
-                "cannot tell where it lives: set `--state`, `PIPE_STATE` or `HOME`",
-            )
+            state_error(Path::new("state.toml"), "cannot tell where it lives: set `--state`, `PIPE_STATE` or `HOME`")
         })?;
     Ok(base.join("pipe").join("state.toml"))
 }
 
 fn state_error(path: &Path, message: impl Into<String>) -> anyhow::Error {
-    StateError {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-    .into()
+    StateError { path: path.to_path_buf(), message: message.into() }.into()
 }
 
 /// Reads the state; a missing file is an empty state, anything unreadable is an error.
@@ -149,14 +134,8 @@ pub fn load(path: &Path) -> anyhow::Result<State> {
 /// Parses state text, checking the schema version first so a newer file is refused clearly.
 pub fn parse(path: &Path, text: &str) -> anyhow::Result<State> {
     let state: State = toml::from_str(text).map_err(|err| {
-        let (line, column) = err
-            .span()
-            .map(|s| line_column(text, s.start))
-            .unwrap_or((1, 1));
-        state_error(
-            path,
-            format!("corrupt at line {line}, column {column}: {}", err.message()),
-        )
+        let (line, column) = err.span().map(|s| line_column(text, s.start)).unwrap_or((1, 1));
+        state_error(path, format!("corrupt at line {line}, column {column}: {}", err.message()))
     })?;
     if state.schema != SCHEMA {
         return Err(state_error(
@@ -172,23 +151,11 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<State> {
 
 /// Renders the compact layout described in the module docs.
 pub fn render(state: &State) -> String {
-    let mut out = String::with_capacity(
-        64 + state
-            .project
-            .values()
-            .map(|p| p.refs.len() * 160)
-            .sum::<usize>(),
-    );
-    out.push_str(
-        "# pipe state: rewritten atomically by pipe; edit only while no pipe process runs\n",
-    );
+    let mut out = String::with_capacity(64 + state.project.values().map(|p| p.refs.len() * 160).sum::<usize>());
+    out.push_str("# pipe state: rewritten atomically by pipe; edit only while no pipe process runs\n");
     out.push_str(&format!("schema = {}\n", state.schema));
     for (name, project) in &state.project {
-        out.push_str(&format!(
-            "\n[project.{}]\nindexed = {}\n",
-            toml_key(name),
-            project.indexed
-        ));
+        out.push_str(&format!("\n[project.{}]\nindexed = {}\n", toml_key(name), project.indexed));
         if project.refs.is_empty() {
             continue;
         }
@@ -204,64 +171,35 @@ pub fn render(state: &State) -> String {
 }
 
 fn toml_key(key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if bare { key.to_string() } else { inline(key) }
 }
 
 fn inline<T: Serialize + ?Sized>(value: &T) -> String {
     let mut buf = String::new();
-    value
-        .serialize(toml::ser::ValueSerializer::new(&mut buf))
-        .expect("state values always serialize");
+    value.serialize(toml::ser::ValueSerializer::new(&mut buf)).expect("state values always serialize");
     buf
 }
 
 /// Writes the state atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
     let dir = parent_dir(path);
-    fs::create_dir_all(dir).map_err(|e| {
-        state_error(
-            path,
-            format!("cannot create directory `{}`: {e}", dir.display()),
-        )
-    })?;
+    fs::create_dir_all(dir)
+        .map_err(|e| state_error(path, format!("cannot create directory `{}`: {e}", dir.display())))?;
     let text = render(state);
     let mut tmp = tempfile::Builder::new()
         .prefix(".state.")
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(|e| {
-            state_error(
-                path,
-                format!("cannot create a temporary file in `{}`: {e}", dir.display()),
-            )
-        })?;
+        .map_err(|e| state_error(path, format!("cannot create a temporary file in `{}`: {e}", dir.display())))?;
     tmp.write_all(text.as_bytes())
         .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| {
-            state_error(
-                path,
-                format!("cannot be saved (the previous state is intact): {e}"),
-            )
-        })?;
-    tmp.persist(path).map_err(|e| {
-        state_error(
-            path,
-            format!(
-                "cannot be replaced (the previous state is intact): {}",
-                e.error
-            ),
-        )
-    })?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-        state_error(
-            path,
-            format!("saved, but syncing `{}` failed: {e}", dir.display()),
-        )
-    })?;
+        .map_err(|e| state_error(path, format!("cannot be saved (the previous state is intact): {e}")))?;
+    tmp.persist(path)
+        .map_err(|e| state_error(path, format!("cannot be replaced (the previous state is intact): {}", e.error)))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| state_error(path, format!("saved, but syncing `{}` failed: {e}", dir.display())))?;
     Ok(())
 }
 
@@ -287,10 +225,7 @@ impl StateLock {
 
 /// The lock file that guards a state file: `state.toml.lock` beside it.
 pub fn lock_path(state: &Path) -> PathBuf {
-    let mut name = state
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "state.toml".into());
+    let mut name = state.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "state.toml".into());
     name.push(".lock");
     parent_dir(state).join(name)
 }
@@ -299,52 +234,31 @@ pub fn lock_path(state: &Path) -> PathBuf {
 pub fn lock(state: &Path, command: &str) -> anyhow::Result<StateLock> {
     let path = lock_path(state);
     let dir = parent_dir(state);
-    fs::create_dir_all(dir).map_err(|e| {
-        state_error(
-            state,
-            format!("cannot create directory `{}`: {e}", dir.display()),
-        )
-    })?;
+    fs::create_dir_all(dir)
+        .map_err(|e| state_error(state, format!("cannot create directory `{}`: {e}", dir.display())))?;
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| {
-            state_error(
-                state,
-                format!("cannot open lock file `{}`: {e}", path.display()),
-            )
-        })?;
+        .map_err(|e| state_error(state, format!("cannot open lock file `{}`: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
-            return Err(Locked {
-                lock_file: path,
-                holder: (!holder.is_empty()).then(|| holder.to_string()),
-            }
-            .into());
+            return Err(Locked { lock_file: path, holder: (!holder.is_empty()).then(|| holder.to_string()) }.into());
         }
         Err(fs::TryLockError::Error(e)) => {
-            return Err(state_error(
-                state,
-                format!("cannot lock `{}`: {e}", path.display()),
-            ));
+            return Err(state_error(state, format!("cannot lock `{}`: {e}", path.display())));
         }
     }
     // Who holds the lock is only a courtesy for the message above; failing to write it is harmless.
     let _ = file.set_len(0);
     let _ = file.rewind();
-    let _ = write!(
-        file,
-        "pid {} running `pipe {command}` since {}",
-        std::process::id(),
-        now()
-    );
+    let _ = write!(file, "pid {} running `pipe {command}` since {}", std::process::id(), now());
     Ok(StateLock { _file: file, path })
 }
 
@@ -354,10 +268,7 @@ mod tests {
 
     fn sample() -> State {
         let mut state = State::default();
-        let mut project = ProjectState {
-            indexed: true,
-            ..Default::default()
-        };
+        let mut project = ProjectState { indexed: true, ..Default::default() };
         project.refs.insert(
             "refs/heads/feature/\"odd\" name".into(),
             RefState {
@@ -382,9 +293,7 @@ mod tests {
             },
         );
         state.project.insert("web".into(), project);
-        state
-            .project
-            .insert("empty".into(), ProjectState::default());
+        state.project.insert("empty".into(), ProjectState::default());
         state
     }
 
@@ -393,25 +302,14 @@ mod tests {
         let state = sample();
         let text = render(&state);
         assert_eq!(parse(Path::new("s.toml"), &text).unwrap(), state, "{text}");
-        assert_eq!(
-            text.lines().filter(|l| l.contains(" = { head = ")).count(),
-            2,
-            "one line per ref:\n{text}"
-        );
+        assert_eq!(text.lines().filter(|l| l.contains(" = { head = ")).count(), 2, "one line per ref:\n{text}");
     }
 
     #[test]
     fn corrupt_state_names_line() {
-        let err = parse(
-            Path::new("/x/state.toml"),
-            "schema = 1\n[project.a]\nindexed = yes\n",
-        )
-        .unwrap_err();
+        let err = parse(Path::new("/x/state.toml"), "schema = 1\n[project.a]\nindexed = yes\n").unwrap_err();
         let msg = format!("{err:#}");
-        assert!(
-            msg.starts_with("state file `/x/state.toml`: corrupt at line 3, column 11"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("state file `/x/state.toml`: corrupt at line 3, column 11"), "{msg}");
     }
 
     #[test]
@@ -422,13 +320,7 @@ mod tests {
 
     #[test]
     fn lock_file_sits_beside_state() {
-        assert_eq!(
-            lock_path(Path::new("/var/lib/pipe/state.toml")),
-            Path::new("/var/lib/pipe/state.toml.lock")
-        );
-        assert_eq!(
-            lock_path(Path::new("state.toml")),
-            Path::new("./state.toml.lock")
-        );
+        assert_eq!(lock_path(Path::new("/var/lib/pipe/state.toml")), Path::new("/var/lib/pipe/state.toml.lock"));
+        assert_eq!(lock_path(Path::new("state.toml")), Path::new("./state.toml.lock"));
     }
 }

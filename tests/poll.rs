@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use support::{BareRepo, GitDaemon, SilentServer, TestEnv};
 
 fn project(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        "[project.{name}]\nrepo = \"{url}\"\nbranches = [\"main\", \"dev\", \"feature/*\"]\n{extra}\n"
-    )
+    format!("[project.{name}]\nrepo = \"{url}\"\nbranches = [\"main\", \"dev\", \"feature/*\"]\n{extra}\n")
 }
 
 fn changes(run: &support::Run) -> Vec<(String, String, String)> {
@@ -49,32 +47,19 @@ fn branches_created_moved_and_deleted_are_reported_once() {
         got,
         vec![
             ("app".into(), "refs/heads/dev".into(), "new".into()),
-            (
-                "app".into(),
-                "refs/heads/feature/login".into(),
-                "new".into()
-            ),
+            ("app".into(), "refs/heads/feature/login".into(), "new".into()),
             ("app".into(), "refs/heads/main".into(), "new".into()),
         ]
     );
     let doc = run.json();
-    let main = doc["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["ref"] == "refs/heads/main")
-        .unwrap();
+    let main = doc["changes"].as_array().unwrap().iter().find(|c| c["ref"] == "refs/heads/main").unwrap();
     assert_eq!(main["kind"], "branch");
     assert_eq!(main["to"], main1.as_str());
     assert!(main["from"].is_null());
     assert!(env.read_state().contains(&main1), "the head is recorded");
 
     env.pipe(&["poll", "--json"]).code(0);
-    assert_eq!(
-        changes(&env.pipe(&["poll", "--json"])),
-        vec![],
-        "nothing changed, nothing reported"
-    );
+    assert_eq!(changes(&env.pipe(&["poll", "--json"])), vec![], "nothing changed, nothing reported");
 
     let main2 = repo.set("refs/heads/main");
     repo.delete("refs/heads/dev");
@@ -91,10 +76,7 @@ fn branches_created_moved_and_deleted_are_reported_once() {
     assert_eq!(doc["changes"][0]["from"], main1.as_str());
     assert_eq!(doc["changes"][0]["to"], main2.as_str());
     assert!(doc["changes"][1]["to"].is_null());
-    assert!(
-        !env.read_state().contains("refs/heads/dev"),
-        "a deleted branch leaves the state"
-    );
+    assert!(!env.read_state().contains("refs/heads/dev"), "a deleted branch leaves the state");
 }
 
 #[test]
@@ -108,20 +90,13 @@ fn human_output_is_a_table_and_status_shows_pending_refs() {
     run.code(0)
         .stdout_has("PROJECT  REF   CHANGE  COMMIT")
         .stdout_has(&format!("web      main  new     {}", &head[..12]));
-    assert!(
-        !run.stdout.contains('\x1b') && !run.stderr.contains('\x1b'),
-        "no escape codes off a terminal"
-    );
+    assert!(!run.stdout.contains('\x1b') && !run.stderr.contains('\x1b'), "no escape codes off a terminal");
 
     let run = env.pipe(&["poll"]);
     run.code(0);
     assert_eq!(run.stdout, "");
     assert!(run.stderr.ends_with("no changes\n"), "{}", run.stderr);
-    assert!(
-        run.stderr.starts_with("20"),
-        "timestamped lines off a terminal: {}",
-        run.stderr
-    );
+    assert!(run.stderr.starts_with("20"), "timestamped lines off a terminal: {}", run.stderr);
 
     let status = env.pipe(&["status"]);
     status
@@ -158,10 +133,7 @@ fn git_daemon_remote_is_listed_over_git_protocol() {
     env.config(&project("svc", &daemon.url("svc.git"), ""));
     let run = env.pipe(&["poll", "--json"]);
     run.code(0);
-    assert_eq!(
-        changes(&run),
-        vec![("svc".into(), "refs/heads/dev".into(), "new".into())]
-    );
+    assert_eq!(changes(&run), vec![("svc".into(), "refs/heads/dev".into(), "new".into())]);
     assert_eq!(run.json()["changes"][0]["to"], head.as_str());
 }
 
@@ -179,8 +151,7 @@ fn pull_requests_first_poll_builds_only_open_ones() {
     env.config(&project("app", &repo.url(), "pull_requests = true"));
 
     let run = env.pipe(&["poll", "--json"]);
-    run.code(0)
-        .stderr_has("recorded 31 existing pull request head(s)");
+    run.code(0).stderr_has("recorded 31 existing pull request head(s)");
     let mut got = changes(&run);
     got.sort();
     assert_eq!(
@@ -215,11 +186,7 @@ fn silent_remote_times_out_and_others_are_still_polled() {
     good.set("refs/heads/main");
     let config = format!(
         "[pipe.timeouts]\npoll = \"2s\"\n\n{}\n{}",
-        project(
-            "dead",
-            &format!("git://127.0.0.1:{}/dead.git", silent.port),
-            ""
-        ),
+        project("dead", &format!("git://127.0.0.1:{}/dead.git", silent.port), ""),
         project("good", &good.url(), "")
     );
     env.config(&config);
@@ -227,29 +194,13 @@ fn silent_remote_times_out_and_others_are_still_polled() {
     let run = env.pipe(&["poll", "--json"]);
     let took = started.elapsed();
     run.code(1).stderr_has("error: dead:");
-    assert!(
-        took < Duration::from_secs(20),
-        "a dead remote must not hang the poll ({took:?})"
-    );
+    assert!(took < Duration::from_secs(20), "a dead remote must not hang the poll ({took:?})");
     assert!(silent.connections() >= 1, "the remote was really contacted");
     let doc = run.json();
     assert_eq!(doc["errors"][0]["project"], "dead");
-    assert!(
-        doc["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("127.0.0.1"),
-        "{doc}"
-    );
-    assert_eq!(
-        changes(&run),
-        vec![("good".into(), "refs/heads/main".into(), "new".into())]
-    );
-    assert!(
-        env.read_state().contains("[project.good.refs]"),
-        "{}",
-        env.read_state()
-    );
+    assert!(doc["errors"][0]["message"].as_str().unwrap().contains("127.0.0.1"), "{doc}");
+    assert_eq!(changes(&run), vec![("good".into(), "refs/heads/main".into(), "new".into())]);
+    assert!(env.read_state().contains("[project.good.refs]"), "{}", env.read_state());
 }
 
 #[test]
@@ -275,19 +226,10 @@ fn refused_remote_is_an_error_for_that_project_only() {
 fn credentials_in_a_remote_url_never_reach_the_output() {
     let env = TestEnv::new();
     let port = support::free_port();
-    env.config(&project(
-        "p",
-        &format!("http://ci:hunter2@127.0.0.1:{port}/x.git"),
-        "",
-    ));
+    env.config(&project("p", &format!("http://ci:hunter2@127.0.0.1:{port}/x.git"), ""));
     let run = env.pipe(&["poll", "--json", "-v"]);
     run.code(1).stderr_has("ci:***@127.0.0.1");
-    assert!(
-        !run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"),
-        "{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    assert!(!run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"), "{}\n{}", run.stdout, run.stderr);
 }
 
 #[test]
@@ -295,10 +237,7 @@ fn unknown_project_is_a_usage_error() {
     let env = TestEnv::new();
     let repo = BareRepo::new(env.path(), "a");
     env.config(&project("a", &repo.url(), ""));
-    env.pipe(&["poll", "nope"])
-        .code(2)
-        .stderr_has("no project `nope`")
-        .stderr_has("`a`");
+    env.pipe(&["poll", "nope"]).code(2).stderr_has("no project `nope`").stderr_has("`a`");
 }
 
 #[test]
@@ -317,8 +256,5 @@ fn many_repos_are_polled_in_parallel() {
     let projects: Vec<_> = changes(&run).into_iter().map(|c| c.0).collect();
     let mut sorted = projects.clone();
     sorted.sort();
-    assert_eq!(
-        projects, sorted,
-        "output order is stable whatever finished first"
-    );
+    assert_eq!(projects, sorted, "output order is stable whatever finished first");
 }

@@ -33,32 +33,28 @@ pub fn completions(shell: Shell) -> String {
 
 /// Writes `pipe.1` and `pipe-SUBCOMMAND.1` for every visible subcommand.
 fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("failed to create `{}`", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
     for (name, page) in man_pages()? {
         let path = dir.join(name);
-        std::fs::write(&path, page)
-            .with_context(|| format!("failed to write `{}`", path.display()))?;
+        std::fs::write(&path, page).with_context(|| format!("failed to write `{}`", path.display()))?;
     }
     Ok(())
 }
 
 /// Every man page as (file name, roff text).
 pub fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let root = Cli::command();
+    let mut root = Cli::command();
+    // Building propagates the global flags into every subcommand, so each page lists them.
+    root.build();
     let mut pages = Vec::new();
     let mut buf = Vec::new();
-    clap_mangen::Man::new(root.clone())
-        .render(&mut buf)
-        .context("failed to render pipe.1")?;
+    clap_mangen::Man::new(root.clone()).render(&mut buf).context("failed to render pipe.1")?;
     pages.push(("pipe.1".to_string(), buf));
     for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("pipe-{}", sub.get_name());
         let mut buf = Vec::new();
-        let sub = sub.clone().name(name.clone());
-        clap_mangen::Man::new(sub)
-            .render(&mut buf)
-            .with_context(|| format!("failed to render {name}.1"))?;
+        let sub = sub.clone().name(name.clone()).version(env!("CARGO_PKG_VERSION"));
+        clap_mangen::Man::new(sub).render(&mut buf).with_context(|| format!("failed to render {name}.1"))?;
         pages.push((format!("{name}.1"), buf));
     }
     Ok(pages)

@@ -32,10 +32,7 @@ impl Context {
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let out = Output::new(cli.global.quiet, cli.global.verbose);
-    let cx = Context {
-        global: cli.global,
-        out,
-    };
+    let cx = Context { global: cli.global, out };
     match cli.command {
         Command::Poll(args) => poll::run(&cx, &args),
         Command::Status(args) => status::run(&cx, &args),

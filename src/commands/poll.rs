@@ -32,11 +32,7 @@ pub fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
     let projects = config.select(&args.projects)?;
     let state_path = cx.state_path()?;
-    let _lock = if args.dry_run {
-        None
-    } else {
-        Some(state::lock(&state_path, "poll")?)
-    };
+    let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "poll")?) };
     let mut st = state::load(&state_path)?;
 
     let report = poll(cx, &config, &projects, &mut st);
@@ -45,18 +41,11 @@ pub fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
     }
     let report = report.report;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("failed to render JSON")?
-        );
+        println!("{}", serde_json::to_string_pretty(&report).context("failed to render JSON")?);
     } else {
         print_table(cx, &report);
     }
-    Ok(if report.errors.is_empty() {
-        code::OK
-    } else {
-        code::FAILED
-    })
+    Ok(if report.errors.is_empty() { code::OK } else { code::FAILED })
 }
 
 /// The report plus whether the in-memory state now differs from the file.
@@ -66,18 +55,10 @@ pub struct Polled {
 }
 
 /// Polls the projects and applies what changed to `st` (the caller decides whether to save).
-pub fn poll(
-    cx: &Context,
-    config: &Config,
-    projects: &[(&str, &Project)],
-    st: &mut state::State,
-) -> Polled {
+pub fn poll(cx: &Context, config: &Config, projects: &[(&str, &Project)], st: &mut state::State) -> Polled {
     let listed = list_all(cx, config, projects);
     let now = state::now();
-    let mut report = PollReport {
-        version: 1,
-        ..Default::default()
-    };
+    let mut report = PollReport { version: 1, ..Default::default() };
     let mut state_changed = false;
     for ((name, project), result) in projects.iter().zip(listed) {
         let advertised = match result {
@@ -85,10 +66,7 @@ pub fn poll(
             Err(err) => {
                 let message = format!("{err:#}");
                 cx.out.error(format!("{name}: {message}"));
-                report.errors.push(PollError {
-                    project: name.to_string(),
-                    message,
-                });
+                report.errors.push(PollError { project: name.to_string(), message });
                 continue;
             }
         };
@@ -107,10 +85,7 @@ pub fn poll(
         }
         report.changes.extend(diff.changes);
     }
-    Polled {
-        report,
-        state_changed,
-    }
+    Polled { report, state_changed }
 }
 
 /// A remote's advertised refs as (full ref name, commit id), or why they could not be listed.
@@ -134,10 +109,7 @@ fn list_all(
                     let Some((name, project)) = projects.get(i) else {
                         break;
                     };
-                    cx.out.detail(format!(
-                        "{name}: listing `{}`",
-                        git::redact_url(&project.repo)
-                    ));
+                    cx.out.detail(format!("{name}: listing `{}`", git::redact_url(&project.repo)));
                     let result = list_one(config, name, project);
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
                 }
@@ -152,17 +124,9 @@ fn list_all(
         .collect()
 }
 
-fn list_one(
-    config: &Config,
-    name: &str,
-    project: &Project,
-) -> anyhow::Result<Vec<(String, String)>> {
+fn list_one(config: &Config, name: &str, project: &Project) -> anyhow::Result<Vec<(String, String)>> {
     let auth = resolve_auth(name, project)?;
-    git::list_remote(
-        &project.repo,
-        &auth,
-        config.timeout(Some(project), Stage::Poll),
-    )
+    git::list_remote(&project.repo, &auth, config.timeout(Some(project), Stage::Poll))
 }
 
 fn resolve_auth(name: &str, project: &Project) -> anyhow::Result<git::Auth> {
@@ -177,20 +141,10 @@ fn resolve_auth(name: &str, project: &Project) -> anyhow::Result<git::Auth> {
     let passphrase = auth
         .ssh_key_passphrase_env
         .as_ref()
-        .map(|var| {
-            secret::resolve(
-                &SecretRef::Env(var.clone()),
-                &format!("project.{name}.auth.ssh_key_passphrase"),
-            )
-        })
+        .map(|var| secret::resolve(&SecretRef::Env(var.clone()), &format!("project.{name}.auth.ssh_key_passphrase")))
         .transpose()?
         .map(|s| s.reveal().to_string());
-    Ok(git::Auth {
-        username: auth.username.clone(),
-        token,
-        ssh_key: auth.ssh_key.clone(),
-        ssh_passphrase: passphrase,
-    })
+    Ok(git::Auth { username: auth.username.clone(), token, ssh_key: auth.ssh_key.clone(), ssh_passphrase: passphrase })
 }
 
 fn print_table(cx: &Context, report: &PollReport) {
@@ -217,18 +171,10 @@ fn print_table(cx: &Context, report: &PollReport) {
                 ChangeKind::Updated => "updated",
                 ChangeKind::Deleted => "deleted",
             };
-            vec![
-                c.project.clone(),
-                refs::display(&c.refname).to_string(),
-                change.to_string(),
-                commits,
-            ]
+            vec![c.project.clone(), refs::display(&c.refname).to_string(), change.to_string(), commits]
         })
         .collect();
-    print!(
-        "{}",
-        output::table(&["PROJECT", "REF", "CHANGE", "COMMIT"], &rows)
-    );
+    print!("{}", output::table(&["PROJECT", "REF", "CHANGE", "COMMIT"], &rows));
 }
 
 /// The short commit id shown to people.

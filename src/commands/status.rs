@@ -38,11 +38,7 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     if let Some(project) = &args.project
         && !st.project.contains_key(project)
     {
-        return Err(Usage(format!(
-            "no project `{project}` in state file `{}`",
-            path.display()
-        ))
-        .into());
+        return Err(Usage(format!("no project `{project}` in state file `{}`", path.display())).into());
     }
     let now = state::now();
     let mut rows = Vec::new();
@@ -52,18 +48,8 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         }
         for (refname, r) in &project.refs {
             let (stage, result, commit, at) = match &r.last {
-                Some(last) => (
-                    last.stage.clone(),
-                    last.result.clone(),
-                    last.commit.clone(),
-                    last.at,
-                ),
-                None => (
-                    "poll".into(),
-                    if r.pending { "pending" } else { "seen" }.into(),
-                    r.head.clone(),
-                    r.since,
-                ),
+                Some(last) => (last.stage.clone(), last.result.clone(), last.commit.clone(), last.at),
+                None => ("poll".into(), if r.pending { "pending" } else { "seen" }.into(), r.head.clone(), r.since),
             };
             rows.push(RefStatus {
                 project: name.clone(),
@@ -79,21 +65,12 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         }
     }
     if args.json {
-        let report = StatusReport {
-            version: 1,
-            refs: rows,
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("failed to render JSON")?
-        );
+        let report = StatusReport { version: 1, refs: rows };
+        println!("{}", serde_json::to_string_pretty(&report).context("failed to render JSON")?);
         return Ok(code::OK);
     }
     if rows.is_empty() {
-        cx.out.info(format!(
-            "nothing recorded yet in `{}`; run `pipe poll` first",
-            path.display()
-        ));
+        cx.out.info(format!("nothing recorded yet in `{}`; run `pipe poll` first", path.display()));
         return Ok(code::OK);
     }
     let table: Vec<Vec<String>> = rows
@@ -109,12 +86,6 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        output::table(
-            &["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "AGE"],
-            &table
-        )
-    );
+    print!("{}", output::table(&["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "AGE"], &table));
     Ok(code::OK)
 }

@@ -2,6 +2,8 @@
 //! run with a clean environment, real git repositories, and a real git daemon on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -18,14 +20,8 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        let dir = tempfile::Builder::new()
-            .prefix("pipe-test-")
-            .tempdir()
-            .expect("temp dir");
-        TestEnv {
-            dir,
-            env: Vec::new(),
-        }
+        let dir = tempfile::Builder::new().prefix("pipe-test-").tempdir().expect("temp dir");
+        TestEnv { dir, env: Vec::new() }
     }
 
     pub fn path(&self) -> &Path {
@@ -128,8 +124,7 @@ impl Run {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 }
 
@@ -147,11 +142,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .stdin(Stdio::null())
         .output()
         .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -165,14 +156,8 @@ impl BareRepo {
     pub fn new(parent: &Path, name: &str) -> BareRepo {
         let path = parent.join(format!("{name}.git"));
         std::fs::create_dir_all(&path).unwrap();
-        git(
-            &path,
-            &["init", "--bare", "--quiet", "--initial-branch=main"],
-        );
-        BareRepo {
-            path,
-            counter: std::cell::Cell::new(0),
-        }
+        git(&path, &["init", "--bare", "--quiet", "--initial-branch=main"]);
+        BareRepo { path, counter: std::cell::Cell::new(0) }
     }
 
     pub fn url(&self) -> String {
@@ -184,15 +169,8 @@ impl BareRepo {
         let n = self.counter.get() + 1;
         self.counter.set(n);
         let tree = git(&self.path, &["hash-object", "-t", "tree", "-w", "--stdin"]);
-        let tree = if tree.is_empty() {
-            "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_string()
-        } else {
-            tree
-        };
-        git(
-            &self.path,
-            &["commit-tree", &tree, "-m", &format!("commit {n}")],
-        )
+        let tree = if tree.is_empty() { "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_string() } else { tree };
+        git(&self.path, &["commit-tree", &tree, "-m", &format!("commit {n}")])
     }
 
     /// Points `refname` at a new commit and returns it.
@@ -209,11 +187,7 @@ impl BareRepo {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `git daemon` serving a directory over git:// on 127.0.0.1; killed on drop.
@@ -227,13 +201,7 @@ impl GitDaemon {
         for _ in 0..5 {
             let port = free_port();
             let child = Command::new("git")
-                .args([
-                    "daemon",
-                    "--export-all",
-                    "--reuseaddr",
-                    "--listen=127.0.0.1",
-                    "--informative-errors",
-                ])
+                .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", "--informative-errors"])
                 .arg(format!("--port={port}"))
                 .arg(format!("--base-path={}", base.display()))
                 .arg(base)

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs and starts what the test suite needs on Debian/Ubuntu, saying what it does:
+# git, the Docker engine (docker.io), compose v1 (docker-compose), Debian's docker-registry,
+# busybox-static, and a local base image made from busybox-static (no image can be pulled).
+# Safe to run again: it skips whatever is already there.
+set -euo pipefail
+
+say() { printf '[test-deps] %s\n' "$*" >&2; }
+
+BASE_IMAGE="${PIPE_TEST_BASE_IMAGE:-pipe-busybox:latest}"
+
+need_pkgs=()
+command -v git >/dev/null || need_pkgs+=(git)
+command -v dockerd >/dev/null || need_pkgs+=(docker.io)
+command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
+command -v docker-registry >/dev/null || need_pkgs+=(docker-registry)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || need_pkgs+=(libssl-dev)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        say "missing packages: ${need_pkgs[*]}; run this script as root to install them"
+        exit 1
+    fi
+    say "installing ${need_pkgs[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        say "no Docker engine answers and starting one needs root"
+        exit 1
+    fi
+    # A daemon killed with its session leaves its pid file behind, and a new one refuses to start.
+    if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+        say "removing stale /var/run/docker.pid"
+        rm -f /var/run/docker.pid
+    fi
+    if [ -f /var/run/docker/containerd/containerd.pid ] && ! kill -0 "$(cat /var/run/docker/containerd/containerd.pid)" 2>/dev/null; then
+        rm -f /var/run/docker/containerd/containerd.pid
+    fi
+    say "starting dockerd in the background (log: /var/log/pipe-test-dockerd.log)"
+    nohup dockerd >/var/log/pipe-test-dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    if ! docker info >/dev/null 2>&1; then
+        say "dockerd did not come up; last lines of its log:"
+        tail -n 20 /var/log/pipe-test-dockerd.log >&2 || true
+        exit 1
+    fi
+fi
+say "Docker engine answers: $(docker version --format '{{.Server.Version}}')"
+
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    say "building base image $BASE_IMAGE from busybox-static with docker import"
+    rootfs="$(mktemp -d)"
+    trap 'rm -rf "$rootfs"' EXIT
+    mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/etc"
+    cp /bin/busybox "$rootfs/bin/busybox"
+    for applet in $("$rootfs/bin/busybox" --list); do
+        [ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
+    done
+    echo 'root:x:0:0:root:/:/bin/sh' >"$rootfs/etc/passwd"
+    echo 'root:x:0:' >"$rootfs/etc/group"
+    tar -C "$rootfs" -c . | docker import \
+        --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
+fi
+say "base image $BASE_IMAGE is ready"

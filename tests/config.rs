@@ -1,0 +1,104 @@
+//! The pipeline file: strict loading, every error at once with file:line:column, secret hygiene.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use support::TestEnv;
+
+#[test]
+fn check_accepts_the_example_file() {
+    let env = TestEnv::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/pipeline.example.toml");
+    let run = env.pipe(&["check", "-c", example]);
+    run.code(0).stderr_has("is valid: 2 project(s), 2 registries, 3 deploy target(s)");
+    run.stderr_has("environment variable `PIPE_SLACK_WEBHOOK` is not set here");
+}
+
+#[test]
+fn check_reports_every_error_with_its_location() {
+    let env = TestEnv::new();
+    env.config(
+        "[pipe]\nkeep_logs = -1\n\n[project.Web]\nrepo = \"x\"\nbranches = [\"main\"]\n\n[project.api]\nrepo = \"y\"\nbranches = [\"feat/[x\"]\ncolour = \"blue\"\n\n[project.db]\nbranches = [\"main\"]\n",
+    );
+    let run = env.pipe(&["check"]);
+    run.code(2).stderr_has("invalid pipeline file (4 errors)");
+    let path = env.config_path().display().to_string();
+    run.stderr_has(&format!("{path}:2:13: invalid value: integer `-1`, expected u32"));
+    run.stderr_has(&format!("{path}:4:10: invalid project name `Web`"));
+    run.stderr_has(&format!("{path}:11:1: unknown field `colour`, expected one of"));
+    run.stderr_has("missing field `repo`");
+}
+
+#[test]
+fn syntax_errors_and_duplicate_projects_are_located() {
+    let env = TestEnv::new();
+    env.config("[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n\n[project.a]\nrepo = \"y\"\n");
+    let run = env.pipe(&["poll"]);
+    run.code(2).stderr_has(&format!("{}:5:", env.config_path().display())).stderr_has("duplicate");
+    assert!(!env.state_path().exists(), "an invalid config touches no state");
+
+    env.config("[project.a\nrepo = \"x\"\n");
+    env.pipe(&["check"]).code(2).stderr_has(&format!("{}:1:", env.config_path().display()));
+}
+
+#[test]
+fn unknown_section_and_missing_file_are_usage_errors() {
+    let env = TestEnv::new();
+    env.config("[projects.a]\nrepo = \"x\"\n");
+    env.pipe(&["check"]).code(2).stderr_has(":1:2: unknown section `projects`");
+    env.pipe(&["check", "-c", "/nonexistent/pipeline.toml"])
+        .code(2)
+        .stderr_has("failed to read pipeline file `/nonexistent/pipeline.toml`");
+}
+
+#[test]
+fn inline_secret_is_refused_and_never_echoed() {
+    let env = TestEnv::new();
+    env.config("[notify.slack]\nwebhook_url = \"https://hooks.slack.invalid/T000/SECRETPART\"\n");
+    let run = env.pipe(&["check"]);
+    run.code(2).stderr_has("secrets are never written inline: use `webhook_url_env");
+    assert!(!run.stderr.contains("SECRETPART"), "{}", run.stderr);
+}
+
+#[test]
+fn check_warns_about_secret_files_readable_by_others() {
+    let env = TestEnv::new();
+    let secret = env.path().join("registry-password");
+    std::fs::write(&secret, "s3cr3t-value\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.config(&format!(
+        "[registry.r]\nurl = \"127.0.0.1:5000\"\nusername = \"ci\"\npassword_file = \"{}\"\n",
+        secret.display()
+    ));
+    let run = env.pipe(&["check"]);
+    run.code(0).stderr_has("is readable by others (mode 0644)").stderr_has("hint: chmod 600");
+    assert!(!run.stderr.contains("s3cr3t-value"));
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = env.pipe(&["check"]);
+    run.code(0);
+    assert!(!run.stderr.contains("readable by others"), "{}", run.stderr);
+
+    std::fs::remove_file(&secret).unwrap();
+    env.pipe(&["check"]).code(0).stderr_has("warning: `registry.r.password`: cannot read secret file");
+}
+
+#[test]
+fn default_config_location_is_the_working_directory() {
+    let env = TestEnv::new();
+    env.config("[project.a]\nrepo = \"file:///nowhere\"\nbranches = [\"main\"]\n");
+    let mut cmd = env.command(&["check"]);
+    cmd.env_remove("PIPE_CONFIG");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let empty = tempfile::tempdir().unwrap();
+    let mut cmd = env.command(&["check"]);
+    cmd.env_remove("PIPE_CONFIG").current_dir(empty.path());
+    let out = cmd.output().unwrap();
+    if !std::path::Path::new("/etc/pipe/pipeline.toml").exists() {
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no pipeline file"));
+    }
+}
