@@ -1,13 +1,17 @@
 //! git2: listing a remote's refs without downloading objects, with bounded auth and timeouts.
+//! SSH and git:// go through libgit2, local repositories are read directly, and HTTP(S)
+//! remotes get one smart-HTTP request (see [`http`]).
+
+mod http;
 
 use std::cell::Cell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use git2::{Cred, CredentialType, Direction, Remote, RemoteCallbacks};
+use git2::{Cred, CredentialType, Direction, Remote, RemoteCallbacks, Repository};
 
 /// Credential callbacks give up after this many attempts instead of looping forever.
 const MAX_AUTH_ATTEMPTS: u32 = 3;
@@ -43,7 +47,7 @@ pub fn list_remote(url: &str, auth: &Auth, deadline: Duration) -> anyhow::Result
     std::thread::Builder::new()
         .name("pipe-ls-remote".into())
         .spawn(move || {
-            let _ = tx.send(list_now(&owned_url, &auth));
+            let _ = tx.send(list_now(&owned_url, &auth, deadline));
         })
         .context("failed to start a polling thread")?;
     match rx.recv_timeout(deadline) {
@@ -52,7 +56,13 @@ pub fn list_remote(url: &str, auth: &Auth, deadline: Duration) -> anyhow::Result
     }
 }
 
-fn list_now(url: &str, auth: &Auth) -> anyhow::Result<Vec<(String, String)>> {
+fn list_now(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(String, String)>> {
+    if let Some(path) = local_path(url) {
+        return list_local(url, path);
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return http::list(url, auth, timeout);
+    }
     let shown = redact_url(url);
     let mut remote = Remote::create_detached(url).with_context(|| format!("invalid remote `{shown}`"))?;
     let attempts = Cell::new(0u32);
@@ -63,6 +73,29 @@ fn list_now(url: &str, auth: &Auth) -> anyhow::Result<Vec<(String, String)>> {
         .map_err(|e| anyhow!("cannot connect to `{shown}`: {}", clean_message(&e)))?;
     let heads = connection.list().map_err(|e| anyhow!("cannot list refs of `{shown}`: {}", clean_message(&e)))?;
     Ok(heads.iter().map(|h| (h.name().to_string(), h.oid().to_string())).collect())
+}
+
+/// The repository path of a `file://` URL; `None` for network URLs (and encoded paths, which
+/// take libgit2's own local transport).
+fn local_path(url: &str) -> Option<&Path> {
+    let path = url.strip_prefix("file://")?;
+    (path.starts_with('/') && !path.contains('%')).then(|| Path::new(path))
+}
+
+/// Reads a local repository's refs directly. libgit2's local transport looks every ref up
+/// again (a `stat` per loose ref, a packed-refs search per ref); iterating the ref database
+/// once gives the same list several times faster on repos with thousands of refs.
+fn list_local(url: &str, path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let repo = Repository::open(path).map_err(|e| anyhow!("cannot open `{url}`: {}", clean_message(&e)))?;
+    let refs = repo.references().map_err(|e| anyhow!("cannot list refs of `{url}`: {}", clean_message(&e)))?;
+    let mut out = Vec::new();
+    for reference in refs {
+        let reference = reference.map_err(|e| anyhow!("cannot list refs of `{url}`: {}", clean_message(&e)))?;
+        if let (Ok(name), Some(oid)) = (reference.name(), reference.target()) {
+            out.push((name.to_string(), oid.to_string()));
+        }
+    }
+    Ok(out)
 }
 
 fn credentials(

@@ -258,3 +258,29 @@ fn many_repos_are_polled_in_parallel() {
     sorted.sort();
     assert_eq!(projects, sorted, "output order is stable whatever finished first");
 }
+
+#[test]
+fn smart_http_remote_is_listed_with_a_token_that_never_prints() {
+    let mut env = TestEnv::new();
+    let served = env.path().join("http");
+    std::fs::create_dir_all(&served).unwrap();
+    let repo = BareRepo::new(&served, "web");
+    let head = repo.set("refs/heads/main");
+    repo.set("refs/tags/v1");
+    let server = support::GitHttpServer::start(&served, Some("ci:tok-3141592653"));
+    let remote = format!("[project.web]\nrepo = \"{}\"\nbranches = [\"main\"]\n", server.url("web.git"));
+
+    env.config(&remote);
+    env.pipe(&["poll", "--json"]).code(1).stderr_has("refused the credentials (HTTP 401)");
+
+    env.config(&format!("{remote}auth = {{ username = \"ci\", token_env = \"WEB_TOKEN\" }}\n"));
+    env.pipe(&["poll", "--json"]).code(1).stderr_has("environment variable `WEB_TOKEN`");
+
+    env.env("WEB_TOKEN", "tok-3141592653");
+    let run = env.pipe(&["poll", "--json", "-vv"]);
+    run.code(0);
+    assert_eq!(changes(&run), vec![("web".into(), "refs/heads/main".into(), "new".into())]);
+    assert_eq!(run.json()["changes"][0]["to"], head.as_str());
+    assert!(!run.stdout.contains("tok-3141592653") && !run.stderr.contains("tok-3141592653"));
+    assert!(!env.read_state().contains("tok-3141592653"));
+}

@@ -281,3 +281,43 @@ pub fn read_all(mut r: impl Read) -> String {
     let _ = r.read_to_string(&mut s);
     s
 }
+
+/// A smart-HTTP git server (`git http-backend` behind Python) on 127.0.0.1; killed on drop.
+pub struct GitHttpServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl GitHttpServer {
+    /// Serves the repositories under `root`; with `credential` (`user:password`), requires it.
+    pub fn start(root: &Path, credential: Option<&str>) -> GitHttpServer {
+        let port_file = root.join(format!(".http-port-{}", free_port()));
+        let mut cmd = Command::new("python3");
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/git_http_server.py")).arg(root).arg(&port_file);
+        if let Some(c) = credential {
+            cmd.arg(c);
+        }
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(port) = std::fs::read_to_string(&port_file) {
+                return GitHttpServer { child, port: port.trim().parse().unwrap() };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the git HTTP server did not start");
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("http://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

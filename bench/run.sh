@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The benchmark command: builds the release binary, makes its fixtures under bench/work,
+# measures side by side in one run, and writes bench/RESULTS.md.
+#
+#   poll:  `pipe poll` with nothing changed over 20 bare repos x 50 branches, against a shell
+#          loop of `git ls-remote file://...` over the same repos (medians, ratio, peak RSS).
+#   state: a no-op `pipe poll` and `pipe status --json` with 1,000 / 10,000 / 50,000 refs recorded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+work="$root/bench/work"
+results="$root/bench/RESULTS.md"
+
+say() { printf '[bench] %s\n' "$*" >&2; }
+for tool in hyperfine /usr/bin/time git jq; do
+    if ! command -v "$tool" >/dev/null; then
+        pkg="$tool"; [ "$tool" = /usr/bin/time ] && pkg=time
+        say "installing $pkg"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >/dev/null
+    fi
+done
+
+say "building the release binary"
+cargo build --quiet --release
+pipe="$root/target/release/pipe"
+
+rm -rf "$work"
+mkdir -p "$work"
+export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@pipe.invalid GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@pipe.invalid
+
+# make_repo DIR BRANCHES: a bare repo with BRANCHES branches, each on its own commit.
+make_repo() {
+    local dir="$1" n="$2"
+    git init --quiet --bare "$dir"
+    local tree
+    tree=$(git -C "$dir" hash-object -t tree -w --stdin </dev/null)
+    local base
+    base=$(git -C "$dir" commit-tree "$tree" -m base)
+    {
+        for i in $(seq 1 "$n"); do
+            echo "create refs/heads/branch-$i $base"
+        done
+        echo "create refs/heads/main $base"
+    } | git -C "$dir" update-ref --stdin
+    git -C "$dir" pack-refs --all
+}
+
+median_ms() { jq -r ".results[$2].median * 1000 | . * 10 | round / 10" "$1"; }
+peak_rss_kb() {
+    local best=()
+    for _ in 1 2 3 4 5; do
+        best+=("$( { /usr/bin/time -f '%M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n1 )")
+    done
+    printf '%s\n' "${best[@]}" | sort -n | sed -n 3p
+}
+
+say "fixture: 20 bare repos x 50 branches"
+mkdir -p "$work/poll/repos"
+config="$work/poll/pipeline.toml"
+: >"$config"
+urls=()
+for r in $(seq 1 20); do
+    make_repo "$work/poll/repos/r$r.git" 49
+    urls+=("file://$work/poll/repos/r$r.git")
+    printf '[project.r%s]\nrepo = "file://%s"\nbranches = ["**"]\n\n' "$r" "$work/poll/repos/r$r.git" >>"$config"
+done
+state="$work/poll/state.toml"
+PIPE_CONFIG="$config" PIPE_STATE="$state" "$pipe" poll -q >/dev/null
+printf '%s\n' "${urls[@]}" >"$work/poll/urls"
+loop="while read -r u; do git ls-remote \"\$u\" >/dev/null; done <$work/poll/urls"
+
+say "timing no-op pipe poll against the git ls-remote loop"
+hyperfine --shell=none --warmup 5 --runs 40 --export-json "$work/poll.json" \
+    -n "pipe poll (no change)" "env PIPE_CONFIG=$config PIPE_STATE=$state $pipe poll -q" \
+    -n "git ls-remote loop" "bash -c '$loop'" >&2
+poll_ms=$(median_ms "$work/poll.json" 0)
+loop_ms=$(median_ms "$work/poll.json" 1)
+ratio=$(jq -r '(.results[0].median / .results[1].median) * 1000 | round / 1000' "$work/poll.json")
+poll_rss=$(PIPE_CONFIG="$config" PIPE_STATE="$state" peak_rss_kb "$pipe" poll -q)
+
+say "state scale: 1,000 / 10,000 / 50,000 refs"
+scale_rows=""
+for n in 1000 10000 50000; do
+    d="$work/scale-$n"
+    mkdir -p "$d"
+    make_repo "$d/repo.git" "$n"
+    printf '[project.big]\nrepo = "file://%s"\nbranches = ["**"]\n' "$d/repo.git" >"$d/pipeline.toml"
+    PIPE_CONFIG="$d/pipeline.toml" PIPE_STATE="$d/state.toml" "$pipe" poll -q >/dev/null
+    size_kb=$(( $(stat -c %s "$d/state.toml") / 1024 ))
+    hyperfine --shell=none --warmup 2 --runs 15 --export-json "$d/t.json" \
+        -n poll "env PIPE_CONFIG=$d/pipeline.toml PIPE_STATE=$d/state.toml $pipe poll -q" \
+        -n status "env PIPE_CONFIG=$d/pipeline.toml PIPE_STATE=$d/state.toml $pipe status --json" >&2
+    rss=$(PIPE_CONFIG="$d/pipeline.toml" PIPE_STATE="$d/state.toml" peak_rss_kb "$pipe" poll -q)
+    scale_rows+="| $n | $size_kb KB | $(median_ms "$d/t.json" 0) ms | $(median_ms "$d/t.json" 1) ms | $((rss / 1024)) MB |"$'\n'
+done
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+cat >"$results" <<MD
+# Benchmark results
+
+Written by \`bench/run.sh\` on $(date -u +%Y-%m-%d) — $(nproc) cores, $cpu, $(free -g | awk '/Mem:/ {print $2}') GB,
+$(uname -sr), $(git --version), pipe $("$pipe" --version | cut -d' ' -f2) (release build).
+Each row was measured in the same run with hyperfine (medians); peak RSS is the median of 5 runs of \`/usr/bin/time -f %M\`.
+
+## No-op poll: 20 bare repos x 50 branches (file://)
+
+| command | median | peak RSS |
+|---|---|---|
+| \`pipe poll\` (nothing changed) | $poll_ms ms | $((poll_rss / 1024)) MB |
+| \`git ls-remote\` shell loop over the same repos | $loop_ms ms | |
+| ratio pipe / loop | **$ratio** (target ≤ 0.25) | |
+
+## State scale: one project with N branches, nothing changed
+
+| refs | state file | no-op \`pipe poll\` | \`pipe status --json\` | poll peak RSS |
+|---|---|---|---|---|
+$scale_rows
+MD
+say "wrote $results"
+cat "$results"

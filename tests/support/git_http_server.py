@@ -1,0 +1,55 @@
+"""A real smart-HTTP git server for tests: `git http-backend` behind Python's HTTP server.
+
+usage: git_http_server.py PROJECT_ROOT PORT_FILE [USER:PASSWORD]
+Listens on 127.0.0.1 (a free port, written to PORT_FILE). With USER:PASSWORD, requests without
+exactly that Basic credential get 401.
+"""
+import base64
+import http.server
+import os
+import subprocess
+import sys
+
+root, port_file = sys.argv[1], sys.argv[2]
+expected = None
+if len(sys.argv) > 3:
+    expected = "Basic " + base64.b64encode(sys.argv[3].encode()).decode()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if expected is not None and self.headers.get("Authorization") != expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        env = dict(os.environ, GIT_PROJECT_ROOT=root, GIT_HTTP_EXPORT_ALL="1", REQUEST_METHOD="GET",
+                   PATH_INFO=path, QUERY_STRING=query, REMOTE_ADDR="127.0.0.1")
+        out = subprocess.run(["git", "http-backend"], env=env, capture_output=True).stdout
+        head, _, body = out.partition(b"\r\n\r\n")
+        status = 200
+        headers = []
+        for line in head.split(b"\r\n"):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename(port_file + ".tmp", port_file)
+server.serve_forever()
