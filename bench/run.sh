@@ -47,11 +47,13 @@ make_repo() {
 
 median_ms() { jq -r ".results[$2].median * 1000 | . * 10 | round / 10" "$1"; }
 peak_rss_kb() {
-    local best=()
+    local f
+    f=$(mktemp)
     for _ in 1 2 3 4 5; do
-        best+=("$( { /usr/bin/time -f '%M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n1 )")
+        /usr/bin/time -a -o "$f" -f '%M' "$@" >/dev/null 2>&1
     done
-    printf '%s\n' "${best[@]}" | sort -n | sed -n 3p
+    sort -n "$f" | sed -n 3p
+    rm -f "$f"
 }
 
 say "fixture: 20 bare repos x 50 branches"
@@ -91,7 +93,7 @@ for n in 1000 10000 50000; do
         -n poll "env PIPE_CONFIG=$d/pipeline.toml PIPE_STATE=$d/state.toml $pipe poll -q" \
         -n status "env PIPE_CONFIG=$d/pipeline.toml PIPE_STATE=$d/state.toml $pipe status --json" >&2
     rss=$(PIPE_CONFIG="$d/pipeline.toml" PIPE_STATE="$d/state.toml" peak_rss_kb "$pipe" poll -q)
-    scale_rows+="| $n | $size_kb KB | $(median_ms "$d/t.json" 0) ms | $(median_ms "$d/t.json" 1) ms | $((rss / 1024)) MB |"$'\n'
+    scale_rows+="| $n | $size_kb KB | $(median_ms "$d/t.json" 0) ms | $(median_ms "$d/t.json" 1) ms | $(awk "BEGIN {printf \"%.1f\", $rss / 1024}") MB |"$'\n'
 done
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
@@ -106,7 +108,7 @@ Each row was measured in the same run with hyperfine (medians); peak RSS is the 
 
 | command | median | peak RSS |
 |---|---|---|
-| \`pipe poll\` (nothing changed) | $poll_ms ms | $((poll_rss / 1024)) MB |
+| \`pipe poll\` (nothing changed) | $poll_ms ms | $(awk "BEGIN {printf \"%.1f\", $poll_rss / 1024}") MB |
 | \`git ls-remote\` shell loop over the same repos | $loop_ms ms | |
 | ratio pipe / loop | **$ratio** (target ≤ 0.25) | |
 

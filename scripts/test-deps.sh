@@ -33,14 +33,21 @@ if ! docker info >/dev/null 2>&1; then
         say "no Docker engine answers and starting one needs root"
         exit 1
     fi
-    # A daemon killed with its session leaves its pid file behind, and a new one refuses to start.
-    if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
-        say "removing stale /var/run/docker.pid"
-        rm -f /var/run/docker.pid
-    fi
-    if [ -f /var/run/docker/containerd/containerd.pid ] && ! kill -0 "$(cat /var/run/docker/containerd/containerd.pid)" 2>/dev/null; then
-        rm -f /var/run/docker/containerd/containerd.pid
-    fi
+    # A daemon killed with its session leaves its pid file behind, and a new one refuses to
+    # start. The file is stale unless its pid is a live (not zombie) process of that name.
+    remove_stale_pid() {
+        local file="$1" name="$2" pid
+        [ -f "$file" ] || return 0
+        pid="$(cat "$file" 2>/dev/null || true)"
+        if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] &&
+            ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null; then
+            return 0
+        fi
+        say "removing stale $file"
+        rm -f "$file"
+    }
+    remove_stale_pid /var/run/docker.pid dockerd
+    remove_stale_pid /var/run/docker/containerd/containerd.pid containerd
     say "starting dockerd in the background (log: /var/log/pipe-test-dockerd.log)"
     nohup dockerd >/var/log/pipe-test-dockerd.log 2>&1 &
     for _ in $(seq 1 60); do
