@@ -45,11 +45,11 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Ask each remote for its branch and pull-request heads and record what changed
     Poll(PollArgs),
-    /// Check out a commit clean and build its Docker image [not implemented yet]
+    /// Check out a commit clean and build its Docker image
     Build(BuildArgs),
-    /// Run the project's test command inside the image built for a commit [not implemented yet]
+    /// Run the project's test command inside the image built for a commit
     Test(TestArgs),
-    /// Push a tested image to the registries configured for its branch [not implemented yet]
+    /// Push a tested image to the registries configured for its branch
     Push(PushArgs),
     /// Run the deploy targets configured for a branch, or roll back to an earlier commit [not implemented yet]
     Deploy(DeployArgs),
@@ -57,7 +57,7 @@ pub enum Command {
     Run(RunArgs),
     /// Show project, ref, commit, last stage, result and age from the state
     Status(StatusArgs),
-    /// Print the saved log of a ref's latest (or an earlier) run [not implemented yet]
+    /// Print the saved log of a ref's latest (or an earlier) run
     Logs(LogsArgs),
     /// Validate the pipeline file and report every error at once
     Check(CheckArgs),

@@ -110,6 +110,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<StateError>() {
             return code::STATE;
         }
+        if cause.is::<crate::exec::ToolUnavailable>() {
+            return code::UNAVAILABLE;
+        }
     }
     code::FAILED
 }
@@ -133,6 +136,9 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
         }
         if cause.is::<StateError>() {
             return Some("fix or move the state file aside by hand; pipe never resets it on its own");
+        }
+        if cause.is::<crate::exec::ToolUnavailable>() {
+            return Some("is the Docker engine running? `docker version` should show a Server section");
         }
     }
     None

@@ -156,6 +156,70 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Fetches one ref (a single refspec, no tags) into the project's cache repository at `dir`
+/// and checks out `commit` (or the fetched head) clean: forced, untracked and ignored files
+/// removed, submodules updated. Returns the checked-out commit id.
+pub fn checkout(
+    url: &str,
+    auth: &Auth,
+    refname: &str,
+    commit: Option<&str>,
+    dir: &Path,
+    deadline: std::time::Instant,
+) -> anyhow::Result<String> {
+    let shown = redact_url(url);
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create workspace `{}`", dir.display()))?;
+    let repo = match Repository::open(dir) {
+        Ok(repo) => repo,
+        Err(_) => {
+            Repository::init(dir).with_context(|| format!("failed to create repository in `{}`", dir.display()))?
+        }
+    };
+    let fetched = "refs/pipe/fetched";
+    let refspec = format!("+{refname}:{fetched}");
+    let mut remote = repo.remote_anonymous(url).with_context(|| format!("invalid remote `{shown}`"))?;
+    let attempts = Cell::new(0u32);
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.credentials(|_url, user, allowed| credentials(auth, &attempts, user, allowed));
+    callbacks.transfer_progress(|_| std::time::Instant::now() < deadline);
+    let mut options = git2::FetchOptions::new();
+    options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None).depth(0);
+    remote
+        .fetch(&[&refspec], Some(&mut options), None)
+        .map_err(|e| anyhow!("cannot fetch `{refname}` from `{shown}`: {}", clean_message(&e)))?;
+    let oid = match commit {
+        Some(sha) => {
+            let object = repo
+                .revparse_single(sha)
+                .map_err(|_| anyhow!("commit `{sha}` is not in `{refname}` of `{shown}` (fetched its history)"))?;
+            object.peel_to_commit().map_err(|_| anyhow!("`{sha}` is not a commit"))?.id()
+        }
+        None => repo
+            .refname_to_id(fetched)
+            .map_err(|e| anyhow!("fetched `{refname}` but cannot resolve it: {}", clean_message(&e)))?,
+    };
+    let target = repo.find_commit(oid).with_context(|| format!("cannot read commit {oid}"))?;
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    checkout.force().remove_untracked(true).remove_ignored(true);
+    repo.checkout_tree(target.as_object(), Some(&mut checkout))
+        .map_err(|e| anyhow!("cannot check out {oid} in `{}`: {}", dir.display(), clean_message(&e)))?;
+    repo.set_head_detached(oid).map_err(|e| anyhow!("cannot move HEAD to {oid}: {}", clean_message(&e)))?;
+    for mut submodule in repo.submodules().context("cannot read .gitmodules")? {
+        let name = submodule.name().unwrap_or("?").to_string();
+        let attempts = Cell::new(0u32);
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.credentials(|_url, user, allowed| credentials(auth, &attempts, user, allowed));
+        let mut fetch = git2::FetchOptions::new();
+        fetch.remote_callbacks(callbacks);
+        let mut update = git2::SubmoduleUpdateOptions::new();
+        update.fetch(fetch);
+        submodule
+            .update(true, Some(&mut update))
+            .map_err(|e| anyhow!("cannot update submodule `{name}`: {}", clean_message(&e)))?;
+    }
+    Ok(oid.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,9 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod docker;
 pub mod error;
+pub mod exec;
 pub mod git;
 pub mod output;
 pub mod refs;

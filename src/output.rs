@@ -62,6 +62,42 @@ impl Output {
     }
 }
 
+/// A spinner for a long stage on a terminal; nothing elsewhere. Messages printed while it spins
+/// go through [`Spinner::println`] so they never garble the bar.
+pub struct Spinner {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Output {
+    pub fn spinner(&self, message: &str) -> Spinner {
+        if !self.terminal || self.quiet {
+            return Spinner { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Spinner { bar: Some(bar) }
+    }
+}
+
+impl Spinner {
+    pub fn set(&self, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.chars().take(100).collect::<String>());
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Formats an age in seconds as `42s`, `5m`, `3h`, `2d`.
 pub fn age(seconds: i64) -> String {
     let s = seconds.max(0);

@@ -183,10 +183,13 @@ fn inline<T: Serialize + ?Sized>(value: &T) -> String {
 
 /// Writes the state atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
+    write_atomic(path, &render(state))
+}
+
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = parent_dir(path);
     fs::create_dir_all(dir)
         .map_err(|e| state_error(path, format!("cannot create directory `{}`: {e}", dir.display())))?;
-    let text = render(state);
     let mut tmp = tempfile::Builder::new()
         .prefix(".state.")
         .suffix(".tmp")
@@ -201,6 +204,123 @@ pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(|e| state_error(path, format!("saved, but syncing `{}` failed: {e}", dir.display())))?;
     Ok(())
+}
+
+/// The runs of one ref, newest last. Kept in its own file beside the state so that a tick,
+/// which reads only `state.toml`, never pays for history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    pub schema: u32,
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub next_run: u64,
+    #[serde(default, rename = "run")]
+    pub runs: Vec<Run>,
+}
+
+/// One pass of a commit through the stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    pub number: u64,
+    pub commit: String,
+    pub started: Timestamp,
+    /// The image repository and the tags it was built with (local names).
+    pub image: String,
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    pub log: PathBuf,
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<StageRun>,
+    /// Registry name → pushed digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
+    /// The test command, environment and services resolved at build time for this commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub test_env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_services: Option<PathBuf>,
+}
+
+/// One stage of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRun {
+    pub stage: String,
+    /// `passed`, `failed`, `timed_out`, `interrupted` or `skipped`.
+    pub result: String,
+    pub started: Timestamp,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+impl Run {
+    /// The latest outcome of `stage` in this run.
+    pub fn stage(&self, stage: &str) -> Option<&StageRun> {
+        self.stages.iter().rev().find(|s| s.stage == stage)
+    }
+}
+
+/// A file-system-safe, collision-safe name for a ref.
+fn ref_key(refname: &str) -> String {
+    crate::docker::branch_tag(refname)
+}
+
+fn state_dir(state: &Path) -> &Path {
+    parent_dir(state)
+}
+
+/// Where a ref's history lives: `refs/PROJECT/REFKEY.toml` beside the state.
+pub fn history_path(state: &Path, project: &str, refname: &str) -> PathBuf {
+    state_dir(state).join("refs").join(project).join(format!("{}.toml", ref_key(refname)))
+}
+
+/// Where a ref's run logs live: `logs/PROJECT/REFKEY/` beside the state.
+pub fn logs_dir(state: &Path, project: &str, refname: &str) -> PathBuf {
+    state_dir(state).join("logs").join(project).join(ref_key(refname))
+}
+
+/// pipe's own docker client configuration (registry logins), beside the state.
+pub fn docker_config_dir(state: &Path) -> PathBuf {
+    state_dir(state).join("docker")
+}
+
+/// Reads a ref's history; a missing file is an empty history.
+pub fn load_history(path: &Path, refname: &str) -> anyhow::Result<History> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Ok(History { schema: SCHEMA, refname: refname.to_string(), next_run: 1, runs: Vec::new() });
+        }
+        Err(err) => return Err(state_error(path, format!("cannot be read: {err}"))),
+    };
+    let history: History = toml::from_str(&text).map_err(|err| {
+        let (line, column) = err.span().map(|s| line_column(&text, s.start)).unwrap_or((1, 1));
+        state_error(path, format!("corrupt at line {line}, column {column}: {}", err.message()))
+    })?;
+    if history.schema != SCHEMA {
+        return Err(state_error(path, format!("has schema {} but this pipe reads schema {SCHEMA}", history.schema)));
+    }
+    Ok(history)
+}
+
+/// Saves a ref's history atomically, keeping the newest `keep` runs and deleting older logs.
+pub fn save_history(path: &Path, history: &mut History, keep: usize) -> anyhow::Result<()> {
+    let keep = keep.max(1);
+    if history.runs.len() > keep {
+        let old: Vec<Run> = history.runs.drain(..history.runs.len() - keep).collect();
+        for run in old {
+            // A log that is already gone is what pruning wants anyway.
+            let _ = fs::remove_file(&run.log);
+        }
+    }
+    let text = toml::to_string(history).map_err(|e| state_error(path, format!("cannot be rendered: {e}")))?;
+    write_atomic(path, &text)
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -5,10 +5,15 @@ use crate::config::{self, Config};
 use crate::error::NotImplemented;
 use crate::output::Output;
 
+mod build;
 mod check;
 mod generate;
+mod logs;
 mod poll;
+mod push;
+mod stage;
 mod status;
+mod test;
 
 /// What every command gets: the global flags and the output settings they imply.
 pub struct Context {
@@ -38,12 +43,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => status::run(&cx, &args),
         Command::Check(args) => check::run(&cx, &args),
         Command::Generate(args) => generate::run(&args),
-        Command::Build(_) => not_yet("build"),
-        Command::Test(_) => not_yet("test"),
-        Command::Push(_) => not_yet("push"),
+        Command::Build(args) => build::run(&cx, &args),
+        Command::Test(args) => test::run(&cx, &args),
+        Command::Push(args) => push::run(&cx, &args),
         Command::Deploy(_) => not_yet("deploy"),
         Command::Run(_) => not_yet("run"),
-        Command::Logs(_) => not_yet("logs"),
+        Command::Logs(args) => logs::run(&cx, &args),
         Command::Serve(_) => not_yet("serve"),
         Command::Prune(_) => not_yet("prune"),
     }

@@ -68,3 +68,130 @@ pub fn unique_name(label: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("pipe-test-{label}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
+
+/// Removes every image carrying `pipe.project=<project>` (every tag, local and registry) on drop.
+pub struct ProjectImages {
+    pub project: String,
+}
+
+impl Drop for ProjectImages {
+    fn drop(&mut self) {
+        let out = Command::new("docker")
+            .args(["image", "ls", "--quiet", "--filter", &format!("label=pipe.project={}", self.project)])
+            .output();
+        if let Ok(out) = out {
+            let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+            ids.sort();
+            ids.dedup();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["image", "rm", "--force"])
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// Debian's `docker-registry` on 127.0.0.1 with htpasswd auth; killed on drop.
+pub struct Registry {
+    child: std::process::Child,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start(user: &str, password: &str) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd =
+            Command::new("htpasswd").args(["-Bbn", user, password]).output().expect("htpasswd (apache2-utils)");
+        assert!(htpasswd.status.success());
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        for _ in 0..5 {
+            let port = super::free_port();
+            let config = format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: pipe-test\n    path: {root}/htpasswd\n",
+                root = dir.path().display()
+            );
+            std::fs::write(dir.path().join("config.yml"), config).unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(dir.path().join("config.yml"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("docker-registry");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Registry { child, port, user: user.into(), password: password.into(), _dir: dir };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("docker-registry did not start");
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// GET on the registry API with the test credentials: (status, headers, body).
+    pub fn get(&self, path: &str, accept: Option<&str>) -> (u16, String, String) {
+        let mut args = vec!["-s".to_string(), "-i".into(), "-u".into(), format!("{}:{}", self.user, self.password)];
+        if let Some(a) = accept {
+            args.push("-H".into());
+            args.push(format!("Accept: {a}"));
+        }
+        args.push(format!("http://{}{path}", self.host()));
+        let out = Command::new("curl").args(&args).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+
+    /// The tags of a repository, empty when it does not exist.
+    pub fn tags(&self, repo: &str) -> Vec<String> {
+        let (status, _, body) = self.get(&format!("/v2/{repo}/tags/list"), None);
+        if status != 200 {
+            return Vec::new();
+        }
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut tags: Vec<String> = doc["tags"]
+            .as_array()
+            .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        tags.sort();
+        tags
+    }
+
+    /// The manifest digest the registry reports for a tag.
+    pub fn digest(&self, repo: &str, tag: &str) -> Option<String> {
+        let (status, head, _) = self
+            .get(&format!("/v2/{repo}/manifests/{tag}"), Some("application/vnd.docker.distribution.manifest.v2+json"));
+        (status == 200).then_some(())?;
+        head.lines()
+            .find_map(|l| {
+                l.strip_prefix("Docker-Content-Digest: ").or_else(|| l.strip_prefix("docker-content-digest: "))
+            })
+            .map(|d| d.trim().to_string())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -321,3 +321,40 @@ impl Drop for GitHttpServer {
         let _ = self.child.wait();
     }
 }
+
+/// A working checkout with files, committed and pushed to a bare repo beside it.
+pub struct WorkRepo {
+    pub work: PathBuf,
+    pub bare: PathBuf,
+}
+
+impl WorkRepo {
+    pub fn new(parent: &Path, name: &str) -> WorkRepo {
+        let work = parent.join(format!("{name}-work"));
+        let bare = parent.join(format!("{name}.git"));
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "--quiet", "--initial-branch=main"]);
+        git(parent, &["init", "--quiet", "--bare", bare.to_str().unwrap()]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        WorkRepo { work, bare }
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+
+    pub fn write(&self, path: &str, text: &str) -> &Self {
+        let p = self.work.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    /// Commits everything and pushes HEAD to `branch`; returns the commit id.
+    pub fn commit_to(&self, branch: &str, message: &str) -> String {
+        git(&self.work, &["add", "--all"]);
+        git(&self.work, &["commit", "--quiet", "--allow-empty", "-m", message]);
+        git(&self.work, &["push", "--quiet", "--force", "origin", &format!("HEAD:refs/heads/{branch}")]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+}

@@ -1,0 +1,65 @@
+//! `pipe logs`: print the saved log of a ref's latest (or `--run N`) run.
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::Context;
+use super::stage;
+use crate::cli::LogsArgs;
+use crate::error::{Usage, code};
+use crate::refs;
+use crate::state::{self, StageRun};
+
+#[derive(Serialize)]
+struct LogsReport<'a> {
+    version: u32,
+    project: &'a str,
+    #[serde(rename = "ref")]
+    refname: &'a str,
+    run: u64,
+    commit: &'a str,
+    log: String,
+    stages: &'a [StageRun],
+    text: String,
+}
+
+pub fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
+    let config = cx.config()?;
+    let project = stage::project(&config, &args.project)?;
+    let state_path = cx.state_path()?;
+    let st = state::load(&state_path)?;
+    let refname = stage::resolve_ref(&config, &args.project, project, &st, Some(&args.reference));
+    let files = stage::ref_files(&state_path, &args.project, &refname)?;
+    let run = match args.run {
+        Some(n) => files.history.runs.iter().find(|r| r.number == n),
+        None => files.history.runs.last(),
+    };
+    let Some(run) = run else {
+        let which = args.run.map_or("any run".to_string(), |n| format!("run {n}"));
+        return Err(Usage(format!(
+            "no log of {which} for {} {} (kept runs: {})",
+            args.project,
+            refs::display(&refname),
+            files.history.runs.iter().map(|r| r.number.to_string()).collect::<Vec<_>>().join(", ")
+        ))
+        .into());
+    };
+    let text = std::fs::read_to_string(&run.log)
+        .with_context(|| format!("failed to read log file `{}`", run.log.display()))?;
+    if args.json {
+        let report = LogsReport {
+            version: 1,
+            project: &args.project,
+            refname: &refname,
+            run: run.number,
+            commit: &run.commit,
+            log: run.log.display().to_string(),
+            stages: &run.stages,
+            text,
+        };
+        println!("{}", serde_json::to_string_pretty(&report).context("failed to render JSON")?);
+    } else {
+        print!("{text}");
+    }
+    Ok(code::OK)
+}

@@ -1,0 +1,321 @@
+//! What `build`, `test` and `push` share: resolving a project's ref, the build plan from the
+//! pipeline file and the repository's own files, the docker client, and recording results.
+
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+
+use super::Context;
+use crate::config::{self, Config, Project, RepoFile, SecretRef};
+use crate::docker::{self, Builder};
+use crate::error::Usage;
+use crate::exec::{Cmd, ToolUnavailable};
+use crate::state::{self, History, Run, StageRecord, StageRun, State};
+use crate::{git, secret};
+
+/// Build logs are capped at this size; the rest of a runaway build's output is dropped.
+pub const LOG_CAP: u64 = 16 * 1024 * 1024;
+
+/// A stage that ran and did not succeed (exit 1); its record is already saved.
+#[derive(Debug)]
+pub struct StageFailed(pub String);
+
+impl std::fmt::Display for StageFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StageFailed {}
+
+/// The docker CLI as pipe runs it: `PIPE_DOCKER` (default `docker`), with pipe's own
+/// `DOCKER_CONFIG` for CI runs so registry logins never mix with a person's.
+#[derive(Clone)]
+pub struct Docker {
+    pub program: OsString,
+    pub config_dir: Option<PathBuf>,
+}
+
+impl Docker {
+    pub fn new(config_dir: Option<PathBuf>) -> Docker {
+        let program = std::env::var_os("PIPE_DOCKER").filter(|p| !p.is_empty()).unwrap_or_else(|| "docker".into());
+        Docker { program, config_dir }
+    }
+
+    pub fn cmd(&self) -> Cmd {
+        let cmd = Cmd::new(self.program.clone());
+        match &self.config_dir {
+            Some(dir) => cmd.env("DOCKER_CONFIG", dir),
+            None => cmd,
+        }
+    }
+
+    /// Fails with [`ToolUnavailable`] (exit 4) unless the engine answers.
+    pub fn check_engine(&self, cx: &Context) -> anyhow::Result<()> {
+        let cmd = self.cmd().args(["version", "--format", "{{.Server.Version}}"]);
+        match crate::exec::capture(&cx.out, &cmd, Duration::from_secs(20)) {
+            Ok(_) => Ok(()),
+            Err(err) if err.is::<ToolUnavailable>() => Err(err),
+            Err(err) => Err(ToolUnavailable {
+                tool: self.program.to_string_lossy().into_owned(),
+                reason: format!("the Docker engine does not answer: {:#}", err).replace('\n', "\n  "),
+            }
+            .into()),
+        }
+    }
+
+    /// BuildKit when the buildx plugin answers, else the legacy builder.
+    pub fn builder(&self, cx: &Context) -> Builder {
+        let cmd = self.cmd().args(["buildx", "version"]);
+        match crate::exec::capture(&cx.out, &cmd, Duration::from_secs(20)) {
+            Ok(_) => Builder::BuildKit,
+            Err(_) => Builder::Legacy,
+        }
+    }
+
+    /// The compose command: `PIPE_COMPOSE`, else `docker compose` (v2), else `docker-compose` (v1).
+    pub fn compose(&self, cx: &Context) -> anyhow::Result<Vec<OsString>> {
+        if let Some(program) = std::env::var_os("PIPE_COMPOSE").filter(|p| !p.is_empty()) {
+            return Ok(vec![program]);
+        }
+        let v2 = self.cmd().args(["compose", "version"]);
+        if crate::exec::capture(&cx.out, &v2, Duration::from_secs(20)).is_ok() {
+            return Ok(vec![self.program.clone(), "compose".into()]);
+        }
+        if crate::exec::available("docker-compose".as_ref()) {
+            return Ok(vec!["docker-compose".into()]);
+        }
+        Err(ToolUnavailable {
+            tool: "docker compose".into(),
+            reason: "neither `docker compose` nor `docker-compose` works".into(),
+        }
+        .into())
+    }
+}
+
+/// Turns what a person types (`dev`, `feature/x`, `pr-12`, `pull/12`, `refs/…`) into a full ref.
+pub fn resolve_ref(config: &Config, name: &str, project: &Project, st: &State, given: Option<&str>) -> String {
+    let known = st.project.get(name);
+    let has = |r: &str| known.is_some_and(|p| p.refs.contains_key(r));
+    let Some(given) = given else {
+        return format!("refs/heads/{}", default_branch(config, name, project, st));
+    };
+    if given.starts_with("refs/") {
+        return given.to_string();
+    }
+    let number = given
+        .strip_prefix("pr-")
+        .or_else(|| given.strip_prefix("pull/"))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if let Some(n) = number
+        && !has(&format!("refs/heads/{given}"))
+    {
+        let gitlab = format!("refs/merge-requests/{n}/head");
+        return if has(&gitlab) { gitlab } else { format!("refs/pull/{n}/head") };
+    }
+    if let Some(n) = given.strip_prefix("merge-requests/") {
+        return format!("refs/merge-requests/{n}/head");
+    }
+    format!("refs/heads/{given}")
+}
+
+/// The branch tagged `latest`: the project's `default_branch`, else the first of
+/// `pipe.default_branches` the remote has (as last polled), else the first of them.
+pub fn default_branch(config: &Config, name: &str, project: &Project, st: &State) -> String {
+    if let Some(branch) = &project.default_branch {
+        return branch.clone();
+    }
+    let known = st.project.get(name);
+    let candidates = &config.settings.default_branches;
+    candidates
+        .iter()
+        .find(|b| known.is_some_and(|p| p.refs.contains_key(&format!("refs/heads/{b}"))))
+        .or_else(|| candidates.first())
+        .cloned()
+        .unwrap_or_else(|| "main".into())
+}
+
+/// Resolves the project's git credentials from its `auth` table.
+pub fn git_auth(name: &str, project: &Project) -> anyhow::Result<git::Auth> {
+    let Some(auth) = &project.auth else { return Ok(git::Auth::default()) };
+    let token = SecretRef::from_pair(&auth.token_env, &auth.token_file)
+        .map(|s| secret::resolve(&s, &format!("project.{name}.auth.token")))
+        .transpose()?
+        .map(|s| s.reveal().to_string());
+    let passphrase = auth
+        .ssh_key_passphrase_env
+        .as_ref()
+        .map(|var| secret::resolve(&SecretRef::Env(var.clone()), &format!("project.{name}.auth.ssh_key_passphrase")))
+        .transpose()?
+        .map(|s| s.reveal().to_string());
+    Ok(git::Auth { username: auth.username.clone(), token, ssh_key: auth.ssh_key.clone(), ssh_passphrase: passphrase })
+}
+
+/// How to build and test one checkout: the pipeline file wins, then `.pipe.toml`, then
+/// `.jenkins-env` (image name only), then the defaults.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub image: String,
+    pub dockerfile: PathBuf,
+    pub context: PathBuf,
+    pub build_args: Vec<(String, String)>,
+    pub test: Option<String>,
+    pub test_env: Vec<(String, String)>,
+    pub test_services: Option<PathBuf>,
+}
+
+/// Reads the repository's own files in `checkout` and merges them under the project's settings.
+pub fn plan(name: &str, project: Option<&Project>, checkout: &Path) -> anyhow::Result<Plan> {
+    let repo_file_path = checkout.join(".pipe.toml");
+    let repo_file = match std::fs::read_to_string(&repo_file_path) {
+        Ok(text) => config::parse_repo_file(Path::new(".pipe.toml"), &text).map_err(|diagnostics| {
+            anyhow::Error::new(crate::error::ConfigError { diagnostics })
+                .context(format!("project `{name}`: invalid `.pipe.toml` in the repository"))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => RepoFile::default(),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("failed to read `{}`", repo_file_path.display()))),
+    };
+    let jenkins_image =
+        std::fs::read_to_string(checkout.join(".jenkins-env")).ok().and_then(|t| config::parse_jenkins_env(&t));
+    let image =
+        project.and_then(|p| p.image.clone()).or(repo_file.image.clone()).or(jenkins_image).ok_or_else(|| {
+            anyhow!(
+                "project `{name}` names no image\nhint: set `image` under [project.{name}] in the pipeline file, \
+                 `image = \"…\"` in the repository's .pipe.toml, or `imagename=\"…\"` in its .jenkins-env"
+            )
+        })?;
+    docker::validate_repository(&image).map_err(|e| anyhow!("project `{name}`: {e}"))?;
+    let pick = |ours: Option<&String>, theirs: &Option<String>| ours.cloned().or_else(|| theirs.clone());
+    let dockerfile =
+        pick(project.and_then(|p| p.dockerfile.as_ref()), &repo_file.dockerfile).unwrap_or_else(|| "Dockerfile".into());
+    let context = pick(project.and_then(|p| p.context.as_ref()), &repo_file.context).unwrap_or_else(|| ".".into());
+    let services = pick(project.and_then(|p| p.test_services.as_ref()), &repo_file.test_services);
+    let mut build_args = repo_file.build_args.clone();
+    let mut test_env = repo_file.test_env.clone();
+    if let Some(p) = project {
+        build_args.extend(p.build_args.clone());
+        test_env.extend(p.test_env.clone());
+    }
+    Ok(Plan {
+        image,
+        dockerfile: inside(checkout, &dockerfile, "dockerfile")?,
+        context: inside(checkout, &context, "context")?,
+        build_args: build_args.into_iter().collect(),
+        test: pick(project.and_then(|p| p.test.as_ref()), &repo_file.test),
+        test_env: test_env.into_iter().collect(),
+        test_services: services.map(|s| inside(checkout, &s, "test_services")).transpose()?,
+    })
+}
+
+/// Joins a repository-relative path, refusing absolute paths and `..` (repo content must not
+/// reach outside its checkout).
+fn inside(root: &Path, relative: &str, key: &str) -> anyhow::Result<PathBuf> {
+    let path = Path::new(relative);
+    if path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        bail!("`{key} = \"{relative}\"` must be a path inside the repository (no `/` prefix, no `..`)");
+    }
+    Ok(root.join(path))
+}
+
+/// The ref's history file, its runs and where new logs go.
+pub struct RefFiles {
+    pub history_path: PathBuf,
+    pub logs: PathBuf,
+    pub history: History,
+}
+
+pub fn ref_files(state_path: &Path, project: &str, refname: &str) -> anyhow::Result<RefFiles> {
+    let history_path = state::history_path(state_path, project, refname);
+    let history = state::load_history(&history_path, refname)?;
+    Ok(RefFiles { history_path, logs: state::logs_dir(state_path, project, refname), history })
+}
+
+/// Appends a stage result to `run`, saves the history, and updates the ref's summary line.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    cx: &Context,
+    config: &Config,
+    state_path: &Path,
+    st: &mut State,
+    project: &str,
+    refname: &str,
+    files: &mut RefFiles,
+    run_number: u64,
+    stage: StageRun,
+) -> anyhow::Result<()> {
+    let _ = cx;
+    let run = files
+        .history
+        .runs
+        .iter_mut()
+        .find(|r| r.number == run_number)
+        .ok_or_else(|| anyhow!("run {run_number} vanished from the history"))?;
+    let summary = StageRecord {
+        stage: stage.stage.clone(),
+        result: stage.result.clone(),
+        commit: run.commit.clone(),
+        at: state::now(),
+    };
+    run.stages.push(stage);
+    state::save_history(&files.history_path, &mut files.history, config.settings.keep_logs as usize)?;
+    if let Some(entry) = st.project.get_mut(project).and_then(|p| p.refs.get_mut(refname)) {
+        entry.last = Some(summary);
+    } else {
+        let entry =
+            st.project.entry(project.to_string()).or_default().refs.entry(refname.to_string()).or_insert_with(|| {
+                state::RefState { head: summary.commit.clone(), since: summary.at, pending: false, last: None }
+            });
+        entry.last = Some(summary);
+    }
+    state::save(state_path, st)
+}
+
+/// The newest run of the ref whose build passed (optionally of one commit).
+pub fn latest_built<'a>(history: &'a History, commit: Option<&str>) -> Option<&'a Run> {
+    history.runs.iter().rev().find(|r| {
+        r.stage("build").is_some_and(|s| s.result == "passed") && commit.is_none_or(|c| r.commit.starts_with(c))
+    })
+}
+
+/// Finds a project or fails with a usage error listing the known ones.
+pub fn project<'a>(config: &'a Config, name: &str) -> anyhow::Result<&'a Project> {
+    Ok(config.select(&[name.to_string()])?[0].1)
+}
+
+/// `--here` with a pipeline file project is a contradiction worth naming.
+pub fn here_takes_no_project(project: &Option<String>) -> anyhow::Result<()> {
+    if project.is_some() {
+        return Err(Usage("`--here` builds the checkout in the current directory; it takes no PROJECT".into()).into());
+    }
+    Ok(())
+}
+
+/// The short tail of a log for an error message.
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Seconds as a float with 0.1 s precision, for records.
+pub fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
+}
+
+/// The current time, for records.
+pub fn now() -> jiff::Timestamp {
+    state::now()
+}
+
+/// Context for a missing checkout: where it was expected.
+pub fn workspace_dir(config: &Config, project: &str) -> PathBuf {
+    config.settings.workspace.join(project).join("src")
+}
+
+/// Creates the log directory and names the log of a new run.
+pub fn new_log(files: &RefFiles, number: u64) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&files.logs)
+        .with_context(|| format!("failed to create log directory `{}`", files.logs.display()))?;
+    Ok(files.logs.join(format!("{number}.log")))
+}

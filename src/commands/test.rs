@@ -1,0 +1,213 @@
+//! `pipe test`: run the project's test command inside the image built for a commit, with a
+//! unique container name and label, optional test services on a private network, a timeout,
+//! and no container left behind however it ends.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::Context;
+use super::build::{build_here, outcome};
+use super::stage::{self, Docker, StageFailed};
+use crate::cli::TestArgs;
+use crate::config::Stage;
+use crate::docker::{self, RunSpec};
+use crate::error::code;
+use crate::exec::{self, Cmd, Finished};
+use crate::refs;
+use crate::state::{self, StageRun};
+
+/// One test container's settings.
+pub struct TestJob<'a> {
+    pub label: String,
+    pub image: String,
+    pub command: &'a str,
+    pub env: Vec<(String, String)>,
+    pub services: Option<PathBuf>,
+    pub timeout: Duration,
+    pub log: PathBuf,
+    pub echo: bool,
+}
+
+pub fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
+    if args.here {
+        stage::here_takes_no_project(&args.project)?;
+        let Some(built) = build_here(cx, args.dry_run)? else { return Ok(code::OK) };
+        let Some(command) = built.plan.test.clone() else {
+            cx.out.info("no test command: set `test` in .pipe.toml");
+            return Ok(code::OK);
+        };
+        let job = TestJob {
+            label: format!("here-{}", std::process::id()),
+            image: built.reference.clone(),
+            command: &command,
+            env: built.plan.test_env.clone(),
+            services: built.plan.test_services.clone(),
+            timeout: Duration::from_secs(3600),
+            log: std::env::temp_dir().join(format!("pipe-here-test-{}.log", std::process::id())),
+            echo: !cx.out.quiet,
+        };
+        let finished = run_job(cx, &Docker::new(None), &job)?;
+        if !finished.success() {
+            return Err(StageFailed(format!("tests of {} failed: {}", built.reference, finished.describe())).into());
+        }
+        cx.out.info(format!("tests of {} passed on branch {}", built.reference, built.branch));
+        return Ok(code::OK);
+    }
+    let name = args.project.as_deref().expect("clap requires PROJECT without --here");
+    let config = cx.config()?;
+    let project = stage::project(&config, name)?;
+    let state_path = cx.state_path()?;
+    let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "test")?) };
+    let mut st = state::load(&state_path)?;
+    let refname = stage::resolve_ref(&config, name, project, &st, args.reference.as_deref());
+    let mut files = stage::ref_files(&state_path, name, &refname)?;
+    let Some(run) = stage::latest_built(&files.history, None).cloned() else {
+        return Err(crate::error::Usage(format!(
+            "no image was built for {name} {} yet\nhint: run `pipe build {name} {}` first",
+            refs::display(&refname),
+            refs::display(&refname)
+        ))
+        .into());
+    };
+    let image = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
+    let Some(command) = run.test.clone() else {
+        if !args.dry_run {
+            let skipped = StageRun {
+                stage: "test".into(),
+                result: "skipped".into(),
+                started: stage::now(),
+                seconds: 0.0,
+                exit_code: None,
+            };
+            stage::record(cx, &config, &state_path, &mut st, name, &refname, &mut files, run.number, skipped)?;
+        }
+        cx.out.info(format!("{name}: no test command for {image}; recorded as skipped"));
+        return Ok(code::OK);
+    };
+    let job = TestJob {
+        label: format!("{name}-{}-{}", docker::branch_tag(refs::display(&refname)), run.number),
+        image: image.clone(),
+        command: &command,
+        env: run.test_env.clone().into_iter().collect(),
+        services: run.test_services.clone(),
+        timeout: config.timeout(Some(project), Stage::Test),
+        log: run.log.clone(),
+        echo: false,
+    };
+    let docker = Docker::new(Some(state::docker_config_dir(&state_path)));
+    if args.dry_run {
+        let spec = run_spec(&job, "pipe-<unique>", None);
+        println!("{}", docker.cmd().args(docker::run_args(&spec)));
+        return Ok(code::OK);
+    }
+    let started = stage::now();
+    let finished = run_job(cx, &docker, &job)?;
+    let record = StageRun {
+        stage: "test".into(),
+        result: outcome(&finished).into(),
+        started,
+        seconds: stage::seconds(finished.duration),
+        exit_code: finished.code,
+    };
+    stage::record(cx, &config, &state_path, &mut st, name, &refname, &mut files, run.number, record)?;
+    if !finished.success() {
+        return Err(StageFailed(format!(
+            "tests of {image} failed: {}\nlog: {}\n{}",
+            finished.describe(),
+            job.log.display(),
+            stage::tail_lines(&finished.tail, 15)
+        ))
+        .into());
+    }
+    cx.out.info(format!("{name}: tests of {image} passed in {:.1}s", finished.duration.as_secs_f64()));
+    Ok(code::OK)
+}
+
+fn run_spec<'a>(job: &'a TestJob<'_>, container: &'a str, network: Option<&'a str>) -> RunSpec<'a> {
+    RunSpec { name: container, labels: &[], env: &job.env, network, image: &job.image, command: job.command }
+}
+
+/// Runs one test container (with its services) and removes everything it started.
+pub fn run_job(cx: &Context, docker: &Docker, job: &TestJob<'_>) -> anyhow::Result<Finished> {
+    docker.check_engine(cx)?;
+    let unique = unique_suffix();
+    let container = format!("pipe-test-{}-{unique}", docker::branch_tag(&job.label));
+    let labels = vec![("pipe.run".to_string(), job.label.clone())];
+    let services = match &job.services {
+        Some(file) => Some(Services::up(cx, docker, file, &job.log, &unique)?),
+        None => None,
+    };
+    let network = services.as_ref().map(|s| s.network.clone());
+    let spec = RunSpec { labels: &labels, ..run_spec(job, &container, network.as_deref()) };
+    let cmd = docker.cmd().args(docker::run_args(&spec));
+    let spinner = cx.out.spinner(&format!("testing {}", job.image));
+    let echo = job.echo;
+    let result = exec::logged(&cx.out, &cmd, &job.log, stage::LOG_CAP, job.timeout, &mut |line| {
+        if echo {
+            eprintln!("{line}");
+        }
+    });
+    spinner.finish();
+    // The CLI may be gone (timeout) while the container still runs: remove it by name.
+    let _ =
+        exec::capture(&cx.out, &docker.cmd().args(["rm", "--force", "--volumes", &container]), Duration::from_secs(60));
+    if let Some(services) = services {
+        services.down(cx);
+    }
+    result
+}
+
+/// Test services brought up from a compose file, on their own network; removed by `down`.
+struct Services {
+    compose: Vec<OsString>,
+    file: PathBuf,
+    project: String,
+    network: String,
+}
+
+impl Services {
+    fn up(cx: &Context, docker: &Docker, file: &Path, log: &Path, unique: &str) -> anyhow::Result<Services> {
+        let compose = docker.compose(cx)?;
+        let project = format!("pipetest{unique}");
+        let services = Services { compose, file: file.to_path_buf(), network: format!("{project}_default"), project };
+        let cmd = services.cmd().args(["up", "--detach"]);
+        let finished = exec::logged(&cx.out, &cmd, log, stage::LOG_CAP, Duration::from_secs(600), &mut |_| {})?;
+        if !finished.success() {
+            services.down(cx);
+            anyhow::bail!(
+                "test services from `{}` did not start: {}\n{}",
+                file.display(),
+                finished.describe(),
+                finished.tail
+            );
+        }
+        Ok(services)
+    }
+
+    fn cmd(&self) -> Cmd {
+        let dir = self.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Cmd::from_argv(&self.compose)
+            .args([
+                "--project-name".into(),
+                self.project.clone().into(),
+                "--file".into(),
+                self.file.clone().into_os_string(),
+            ])
+            .dir(dir)
+    }
+
+    fn down(&self, cx: &Context) {
+        let cmd = self.cmd().args(["down", "--volumes", "--remove-orphans", "--timeout", "5"]);
+        if let Err(err) = exec::capture(&cx.out, &cmd, Duration::from_secs(120)) {
+            cx.out.warn(format!("could not remove test services `{}`: {err:#}", self.project));
+        }
+    }
+}
+
+/// Lowercase letters and digits unique to this process and moment.
+fn unique_suffix() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}{:08x}", std::process::id(), nanos)
+}

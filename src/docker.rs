@@ -1,0 +1,313 @@
+//! Docker naming rules and argv builders, and parsers for docker's output. Pure: no IO.
+//!
+//! Tags. The default branch is `latest`; a pull request is `pr-<n>`; every image also gets the
+//! 12-character commit id, the immutable tag rollback uses. Any other branch keeps its name
+//! when that is already a valid tag that cannot be mistaken for one of those. Otherwise every
+//! character outside `[A-Za-z0-9_.-]` becomes `-`, the result is cut to fit, and `-` plus the
+//! first 8 hex digits of the SHA-256 of the branch name is appended, so `feat/a` and `feat-a`
+//! never share a tag and the same branch always gets the same one.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// Docker's limit on tag length.
+const MAX_TAG: usize = 128;
+
+/// The length of the commit-id tag.
+pub const SHORT_COMMIT: usize = 12;
+
+/// The immutable tag of a commit.
+pub fn commit_tag(sha: &str) -> &str {
+    sha.get(..SHORT_COMMIT).unwrap_or(sha)
+}
+
+/// The moving tag of a ref: `latest`, `pr-<n>` or the branch made a valid, distinct tag.
+pub fn ref_tag(refname: &str, default_branch: Option<&str>) -> String {
+    if let Some(branch) = refname.strip_prefix("refs/heads/") {
+        if Some(branch) == default_branch {
+            return "latest".into();
+        }
+        return branch_tag(branch);
+    }
+    for prefix in ["refs/pull/", "refs/merge-requests/"] {
+        if let Some(n) = refname.strip_prefix(prefix).and_then(|r| r.strip_suffix("/head")) {
+            return format!("pr-{n}");
+        }
+    }
+    branch_tag(refname)
+}
+
+/// A branch name as a Docker tag (see the module docs).
+pub fn branch_tag(branch: &str) -> String {
+    let valid_chars = branch.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    let valid_start = branch.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid_chars && valid_start && branch.len() <= MAX_TAG && !reserved(branch) {
+        return branch.to_string();
+    }
+    let hash = Sha256::digest(branch.as_bytes());
+    let suffix: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let mut clean: String =
+        branch.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' }).collect();
+    clean = clean.trim_start_matches(['-', '.']).to_string();
+    clean.truncate(MAX_TAG - suffix.len() - 1);
+    let clean = clean.trim_end_matches(['-', '.']);
+    if clean.is_empty() { format!("branch-{suffix}") } else { format!("{clean}-{suffix}") }
+}
+
+/// Branch names that would read as one of pipe's own tags.
+fn reserved(branch: &str) -> bool {
+    let is_hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    branch == "latest"
+        || branch.strip_prefix("pr-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        || (branch.len() >= 7 && branch.len() <= 40 && is_hex(branch))
+}
+
+/// Checks an image repository name against Docker's grammar: lowercase path components of
+/// `[a-z0-9]` separated by `.`, `_`, `__` or runs of `-`, joined by `/`, at most 255 characters.
+/// An optional registry host (with a `.` or `:` in it, or `localhost`) may lead.
+pub fn validate_repository(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(format!("invalid image name `{name}`: expected 1 to 255 characters"));
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        parts.remove(0);
+    }
+    for part in parts {
+        if !valid_component(part) {
+            return Err(format!(
+                "invalid image name `{name}`: `{part}` must be lowercase letters and digits, separated by `.`, `_`, `__` or `-`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn valid_component(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let sep = &part[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Which builder `docker build` uses: BuildKit (buildx present) or the legacy builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    BuildKit,
+    Legacy,
+}
+
+/// Everything a `docker build` needs.
+pub struct BuildSpec<'a> {
+    pub dockerfile: &'a Path,
+    pub context: &'a Path,
+    pub tags: &'a [String],
+    pub labels: &'a [(String, String)],
+    pub build_args: &'a [(String, String)],
+    pub iidfile: &'a Path,
+}
+
+/// `docker build` (legacy) or `docker buildx build --load` (BuildKit) arguments, after the
+/// docker program itself. BuildKit-only flags (`--progress`, `--load`) go only to BuildKit.
+pub fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = match builder {
+        Builder::BuildKit => vec!["buildx".into(), "build".into(), "--load".into(), "--progress=plain".into()],
+        Builder::Legacy => vec!["build".into()],
+    };
+    argv.push("--file".into());
+    argv.push(spec.dockerfile.into());
+    argv.push("--iidfile".into());
+    argv.push(spec.iidfile.into());
+    for tag in spec.tags {
+        argv.push("--tag".into());
+        argv.push(tag.into());
+    }
+    for (k, v) in spec.labels {
+        argv.push("--label".into());
+        argv.push(format!("{k}={v}").into());
+    }
+    for (k, v) in spec.build_args {
+        argv.push("--build-arg".into());
+        argv.push(format!("{k}={v}").into());
+    }
+    argv.push(spec.context.into());
+    argv
+}
+
+/// A short progress message from a build output line: `Step 3/7 : RUN make` (legacy) or
+/// `#5 [2/4] RUN make` (BuildKit).
+pub fn build_step(line: &str) -> Option<&str> {
+    if line.starts_with("Step ") {
+        return Some(line);
+    }
+    if line.starts_with('#') && line.contains(" [") {
+        return line.split_once(' ').map(|(_, rest)| rest);
+    }
+    None
+}
+
+/// Everything a test `docker run` needs.
+pub struct RunSpec<'a> {
+    pub name: &'a str,
+    pub labels: &'a [(String, String)],
+    pub env: &'a [(String, String)],
+    pub network: Option<&'a str>,
+    pub image: &'a str,
+    pub command: &'a str,
+}
+
+/// `docker run --rm --init …IMAGE sh -c COMMAND`: the test command is one argv word, so the
+/// host never interprets it; the container's shell does.
+pub fn run_args(spec: &RunSpec<'_>) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec!["run".into(), "--rm".into(), "--init".into(), "--name".into(), spec.name.into()];
+    for (k, v) in spec.labels {
+        argv.push("--label".into());
+        argv.push(format!("{k}={v}").into());
+    }
+    for (k, v) in spec.env {
+        argv.push("--env".into());
+        argv.push(format!("{k}={v}").into());
+    }
+    if let Some(network) = spec.network {
+        argv.push("--network".into());
+        argv.push(network.into());
+    }
+    argv.extend([spec.image.into(), "sh".into(), "-c".into(), spec.command.into()]);
+    argv
+}
+
+/// The digest in `docker push` output: `<tag>: digest: sha256:… size: N`.
+pub fn push_digest(output: &str) -> Option<String> {
+    output.lines().rev().find_map(|line| {
+        let rest = line.split("digest: ").nth(1)?;
+        let digest = rest.split_whitespace().next()?;
+        digest.starts_with("sha256:").then(|| digest.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_branch_is_latest_and_prs_are_numbered() {
+        assert_eq!(ref_tag("refs/heads/main", Some("main")), "latest");
+        assert_eq!(ref_tag("refs/heads/dev", Some("main")), "dev");
+        assert_eq!(ref_tag("refs/pull/12/head", Some("main")), "pr-12");
+        assert_eq!(ref_tag("refs/merge-requests/3/head", None), "pr-3");
+    }
+
+    #[test]
+    fn branch_tags_are_valid_distinct_and_deterministic() {
+        let names = [
+            "feat/a",
+            "feat-a",
+            "Feature/Login",
+            "x$(touch${IFS}pwned)",
+            "ünïcødé",
+            "-leading",
+            ".dot",
+            "latest",
+            "pr-5",
+            "deadbeefcafe",
+            &"a".repeat(250),
+            &format!("{}b", "a".repeat(249)),
+        ];
+        let tags: Vec<String> = names.iter().map(|n| branch_tag(n)).collect();
+        for (name, tag) in names.iter().zip(&tags) {
+            assert!(tag.len() <= 128, "{tag}");
+            assert!(tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)), "{name} -> {tag}");
+            assert!(tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_'), "{name} -> {tag}");
+            assert_eq!(&branch_tag(name), tag, "deterministic");
+        }
+        let unique: std::collections::BTreeSet<_> = tags.iter().collect();
+        assert_eq!(unique.len(), tags.len(), "{tags:#?}");
+        assert_eq!(tags[1], "feat-a", "a valid tag is kept as is");
+        assert!(tags[0].starts_with("feat-a-"), "{}", tags[0]);
+        assert!(tags[7].starts_with("latest-") && tags[8].starts_with("pr-5-") && tags[9].starts_with("deadbeefcafe-"));
+    }
+
+    #[test]
+    fn repository_names_follow_the_grammar() {
+        for ok in ["app", "example/project1", "a.b_c__d---e/f", "127.0.0.1:5000/team/app", "localhost/x"] {
+            assert!(validate_repository(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "App", "app/", "-app", "a..b", "a___b", "team/App", "a b"] {
+            assert!(validate_repository(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn legacy_builder_never_gets_buildkit_flags() {
+        let tags = vec!["app:dev".to_string(), "app:0123456789ab".to_string()];
+        let labels = vec![("org.opencontainers.image.revision".to_string(), "abc".to_string())];
+        let args = vec![("V".to_string(), "1".to_string())];
+        let spec = BuildSpec {
+            dockerfile: Path::new("/w/Dockerfile"),
+            context: Path::new("/w"),
+            tags: &tags,
+            labels: &labels,
+            build_args: &args,
+            iidfile: Path::new("/tmp/iid"),
+        };
+        let legacy: Vec<String> =
+            build_args(Builder::Legacy, &spec).iter().map(|a| a.to_string_lossy().into()).collect();
+        assert_eq!(
+            legacy.join(" "),
+            "build --file /w/Dockerfile --iidfile /tmp/iid --tag app:dev --tag app:0123456789ab \
+             --label org.opencontainers.image.revision=abc --build-arg V=1 /w"
+        );
+        let kit: Vec<String> =
+            build_args(Builder::BuildKit, &spec).iter().map(|a| a.to_string_lossy().into()).collect();
+        assert_eq!(&kit[..4], ["buildx", "build", "--load", "--progress=plain"]);
+    }
+
+    #[test]
+    fn test_command_is_one_word_for_the_container_shell() {
+        let spec = RunSpec {
+            name: "pipe-test-1",
+            labels: &[("pipe.run".into(), "1".into())],
+            env: &[],
+            network: None,
+            image: "app:abc",
+            command: "make test && echo $(whoami)",
+        };
+        let argv: Vec<String> = run_args(&spec).iter().map(|a| a.to_string_lossy().into()).collect();
+        assert_eq!(argv.last().unwrap(), "make test && echo $(whoami)");
+        assert_eq!(&argv[..3], ["run", "--rm", "--init"]);
+    }
+
+    #[test]
+    fn push_digest_is_parsed() {
+        let out = "The push refers to repository [127.0.0.1:5000/app]\n5f70bf18a086: Pushed\ndev: digest: sha256:0123abcd size: 527\n";
+        assert_eq!(push_digest(out).as_deref(), Some("sha256:0123abcd"));
+        assert_eq!(push_digest("nothing here"), None);
+    }
+
+    #[test]
+    fn build_steps_are_recognised() {
+        assert_eq!(build_step("Step 2/5 : RUN make"), Some("Step 2/5 : RUN make"));
+        assert_eq!(build_step("#7 [2/4] RUN make"), Some("[2/4] RUN make"));
+        assert_eq!(build_step(" ---> Running in 1234"), None);
+    }
+}

@@ -1,0 +1,283 @@
+//! `pipe build`, `pipe test`, `pipe push` and `pipe logs` against the real Docker engine, a
+//! real git remote and Debian's docker-registry with htpasswd auth on 127.0.0.1.
+
+mod support;
+
+use std::process::Command;
+
+use support::docker::{Docker, ProjectImages, Registry, unique_name};
+use support::{TestEnv, WorkRepo};
+
+/// A project whose image is built from the local busybox base.
+struct Fixture {
+    env: TestEnv,
+    repo: WorkRepo,
+    project: String,
+    image: String,
+    _images: ProjectImages,
+}
+
+fn fixture(docker: &Docker, test: &str) -> Fixture {
+    let env = TestEnv::new();
+    let project = unique_name("p").replace("pipe-test-", "").replace('_', "-");
+    let image = format!("pipe-test/{project}");
+    let repo = WorkRepo::new(env.path(), "app");
+    repo.write(
+        "Dockerfile",
+        &format!("FROM {}\nCOPY app.txt /app.txt\nRUN echo step-ran\nCMD [\"cat\", \"/app.txt\"]\n", docker.base_image),
+    )
+    .write("app.txt", "hello v1\n")
+    .write(".pipe.toml", &format!("image = \"{image}\"\ntest = {test:?}\n"));
+    Fixture { _images: ProjectImages { project: project.clone() }, env, repo, project, image }
+}
+
+fn config(f: &Fixture, extra_project: &str, extra: &str) -> String {
+    format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n{extra}\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"**\"]\n{extra_project}\n",
+        ws = f.env.path().join("work").display(),
+        p = f.project,
+        url = f.repo.url(),
+    )
+}
+
+fn registry_config(reg: &Registry, f: &Fixture, password_env: &str) -> String {
+    let registry = format!(
+        "[registry.local]\nurl = \"{}\"\nusername = \"{}\"\npassword_env = \"{password_env}\"\n",
+        reg.host(),
+        reg.user
+    );
+    config(
+        f,
+        "[[project.P.deploy]]\nbranches = [\"main\"]\npush = [\"local\"]\n".replace("P", &f.project).as_str(),
+        &registry,
+    )
+}
+
+fn inspect(image: &str, format: &str) -> String {
+    let out = Command::new("docker").args(["image", "inspect", "--format", format, image]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn build_test_push_a_commit_to_a_real_registry() {
+    let Some(docker) = Docker::require() else { return };
+    let reg = Registry::start("ci", "reg-pass-271828");
+    let mut f = fixture(&docker, "grep -q 'hello v1' /app.txt && echo tests-ok");
+    let sha = f.repo.commit_to("main", "first");
+    f.env.config(&registry_config(&reg, &f, "REG_PASSWORD"));
+    f.env.env("REG_PASSWORD", "reg-pass-271828");
+    let env = &f.env;
+
+    env.pipe(&["poll"]).code(0);
+    let dry = env.pipe(&["build", &f.project, "--dry-run"]);
+    dry.code(0).stdout_has("git fetch");
+    env.pipe(&["build", &f.project]).code(0).stderr_has(&format!(
+        "built {}:latest, {}:{}",
+        f.image,
+        f.image,
+        &sha[..12]
+    ));
+
+    let local = format!("{}:{}", f.image, &sha[..12]);
+    assert_eq!(inspect(&local, "{{index .Config.Labels \"org.opencontainers.image.revision\"}}"), sha);
+    assert_eq!(inspect(&local, "{{index .Config.Labels \"org.opencontainers.image.source\"}}"), f.repo.url());
+    assert!(inspect(&local, "{{index .Config.Labels \"org.opencontainers.image.created\"}}").starts_with("20"));
+    assert_eq!(inspect(&format!("{}:latest", f.image), "{{.Id}}"), inspect(&local, "{{.Id}}"));
+
+    env.pipe(&["push", &f.project]).code(1).stderr_has("tests have not run");
+    env.pipe(&["test", &f.project]).code(0).stderr_has("passed");
+    let push_dry = env.pipe(&["push", &f.project, "--dry-run"]);
+    push_dry.code(0).stdout_has("--password-stdin").stdout_has(&format!("push {}/{}:latest", reg.host(), f.image));
+    assert!(!push_dry.stdout.contains("reg-pass-271828"));
+    assert!(reg.tags(&f.image).is_empty(), "a dry run pushes nothing");
+    let push = env.pipe(&["push", &f.project, "-vv"]);
+    push.code(0);
+    assert!(!push.stderr.contains("reg-pass-271828") && !push.stdout.contains("reg-pass-271828"), "{}", push.stderr);
+
+    assert_eq!(reg.tags(&f.image), vec![sha[..12].to_string(), "latest".to_string()]);
+    let digest = reg.digest(&f.image, "latest").expect("manifest digest");
+    let history = std::fs::read_to_string(
+        env.state_path().with_file_name("refs").join(&f.project).join("refs-heads-main-f921bd05.toml"),
+    )
+    .unwrap();
+    assert!(history.contains(&format!("local = \"{digest}\"")), "recorded digest {digest} in\n{history}");
+
+    let status = env.pipe(&["status", "--json"]).json();
+    assert_eq!(status["refs"][0]["stage"], "push");
+    assert_eq!(status["refs"][0]["result"], "passed");
+    let logs = env.pipe(&["logs", &f.project, "main"]);
+    logs.code(0).stdout_has("step-ran").stdout_has("tests-ok");
+    let logs = env.pipe(&["logs", &f.project, "main", "--json"]).json();
+    assert_eq!(logs["run"], 1);
+    assert_eq!(logs["stages"].as_array().unwrap().len(), 3);
+    let state_dir = env.state_path().parent().unwrap().to_path_buf();
+    let docker_config = std::fs::read_to_string(state_dir.join("docker").join("config.json")).unwrap();
+    assert!(docker_config.contains(&reg.host()), "login went to pipe's own DOCKER_CONFIG");
+}
+
+#[test]
+fn a_failed_test_pushes_nothing_unless_forced() {
+    let Some(docker) = Docker::require() else { return };
+    let reg = Registry::start("ci", "pw-1");
+    let mut f = fixture(&docker, "echo failing-on-purpose; exit 3");
+    f.repo.commit_to("main", "first");
+    f.env.config(&registry_config(&reg, &f, "REG_PASSWORD"));
+    f.env.env("REG_PASSWORD", "pw-1");
+    let env = &f.env;
+    env.pipe(&["build", &f.project]).code(0);
+    env.pipe(&["test", &f.project]).code(1).stderr_has("exit status: 3").stderr_has("failing-on-purpose");
+    env.pipe(&["push", &f.project]).code(1).stderr_has("refusing to push").stderr_has("ended `failed`");
+    assert!(reg.tags(&f.image).is_empty(), "nothing reached the registry");
+    assert_eq!(env.pipe(&["status", "--json"]).json()["refs"][0]["result"], "failed");
+    env.pipe(&["push", &f.project, "--force"]).code(0);
+    assert_eq!(reg.tags(&f.image).len(), 2);
+}
+
+#[test]
+fn a_test_that_times_out_leaves_no_container() {
+    let Some(docker) = Docker::require() else { return };
+    let f = fixture(&docker, "sleep 60");
+    f.repo.commit_to("main", "first");
+    f.env.config(&config(&f, "timeouts = { test = \"3s\" }", ""));
+    f.env.pipe(&["build", &f.project]).code(0);
+    let started = std::time::Instant::now();
+    f.env.pipe(&["test", &f.project]).code(1).stderr_has("timed out after 3s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(40));
+    let left = docker.ok(&["ps", "--all", "--quiet", "--filter", &format!("label=pipe.run={}-main-1", f.project)]);
+    assert_eq!(left.trim(), "", "the timed-out test container is gone");
+    assert_eq!(f.env.pipe(&["status", "--json"]).json()["refs"][0]["result"], "timed_out");
+}
+
+#[test]
+fn test_services_run_on_a_private_network_and_are_removed() {
+    let Some(docker) = Docker::require() else { return };
+    let f = fixture(&docker, "wget -q -O- http://db/passwd | grep -q root && echo reached-db");
+    let marker = unique_name("svc");
+    f.repo.write(
+        "services.yml",
+        &format!(
+            "version: \"2.4\"\nservices:\n  db:\n    image: {}\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\n    labels:\n      pipe.testcase: {marker}\n",
+            docker.base_image
+        ),
+    );
+    f.repo.write(".pipe.toml", &format!("image = \"{}\"\ntest = \"sleep 1; wget -q -O- http://db/passwd | grep -q root && echo reached-db\"\ntest_services = \"services.yml\"\n", f.image));
+    f.repo.commit_to("main", "with services");
+    f.env.config(&config(&f, "", ""));
+    f.env.pipe(&["build", &f.project]).code(0);
+    f.env.pipe(&["test", &f.project]).code(0);
+    f.env.pipe(&["logs", &f.project, "main"]).code(0).stdout_has("reached-db");
+    let left = docker.ok(&["ps", "--all", "--quiet", "--filter", &format!("label=pipe.testcase={marker}")]);
+    assert_eq!(left.trim(), "", "test services are removed after the test");
+}
+
+#[test]
+fn hostile_branch_names_get_distinct_valid_tags_and_run_nothing() {
+    let Some(docker) = Docker::require() else { return };
+    let f = fixture(&docker, "true");
+    f.repo.commit_to("main", "first");
+    let long = "l".repeat(250);
+    let branches = ["x$(touch${IFS}pwned)", "Feature/Ünïcode", "feat/a", "feat-a", long.as_str()];
+    for b in branches {
+        f.repo.commit_to(b, b);
+    }
+    f.env.config(&config(&f, "", ""));
+    f.env.pipe(&["poll"]).code(0);
+    let mut tags = Vec::new();
+    for b in branches {
+        f.env.pipe(&["build", &f.project, b]).code(0);
+        let history = f.env.pipe(&["logs", &f.project, b, "--json"]).json();
+        assert_eq!(history["ref"], format!("refs/heads/{b}"));
+        let listed = docker.ok(&["image", "ls", "--format", "{{.Tag}}", &f.image]);
+        tags = listed.lines().map(str::to_string).collect();
+    }
+    for tag in &tags {
+        assert!(tag.len() <= 128 && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)), "{tag}");
+    }
+    let moving: Vec<_> = tags.iter().filter(|t| t.len() != 12).collect();
+    assert_eq!(moving.len(), branches.len(), "one distinct moving tag per branch: {tags:?}");
+    assert!(tags.contains(&"feat-a".to_string()));
+    for dir in [f.env.path().to_path_buf(), f.env.path().join("work").join(&f.project).join("src")] {
+        assert!(!dir.join("pwned").exists(), "a branch name was executed in {}", dir.display());
+    }
+}
+
+#[test]
+fn the_image_name_comes_from_jenkins_env_and_its_absence_is_clear() {
+    let Some(docker) = Docker::require() else { return };
+    let f = fixture(&docker, "true");
+    f.repo.write(".pipe.toml", "test = \"true\"\n");
+    f.repo.write(".jenkins-env", &format!("imagename=\"{}\"\n", f.image));
+    f.repo.commit_to("main", "jenkins style");
+    f.env.config(&config(&f, "", ""));
+    f.env.pipe(&["build", &f.project]).code(0).stderr_has(&format!("built {}:latest", f.image));
+
+    std::fs::remove_file(f.repo.work.join(".jenkins-env")).unwrap();
+    f.repo.commit_to("main", "no image name");
+    f.env
+        .pipe(&["build", &f.project])
+        .code(1)
+        .stderr_has(&format!("project `{}` names no image", f.project))
+        .stderr_has("hint:");
+}
+
+#[test]
+fn ecr_login_uses_the_aws_cli_password_on_stdin() {
+    let Some(docker) = Docker::require() else { return };
+    let reg = Registry::start("AWS", "ecr-token-161803");
+    let mut f = fixture(&docker, "true");
+    f.repo.commit_to("main", "first");
+    let bin = f.env.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let argv_log = f.env.path().join("aws-argv");
+    std::fs::write(
+        bin.join("aws"),
+        format!("#!/bin/sh\necho \"$@\" > {}\necho ecr-token-161803\n", argv_log.display()),
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(bin.join("aws")).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(bin.join("aws"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let registry = format!(
+        "[registry.prod]\nurl = \"{}\"\necr = {{ region = \"eu-west-1\", profile = \"production\" }}\n",
+        reg.host()
+    );
+    f.env.config(&config(
+        &f,
+        &format!("[[project.{}.deploy]]\nbranches = [\"main\"]\npush = [\"prod\"]\n", f.project),
+        &registry,
+    ));
+    f.env.env("PATH", &format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()));
+    let env = &f.env;
+    env.pipe(&["build", &f.project]).code(0);
+    env.pipe(&["test", &f.project]).code(0);
+    let push = env.pipe(&["push", &f.project, "-vv"]);
+    push.code(0);
+    assert!(!push.stderr.contains("ecr-token-161803"));
+    assert_eq!(
+        std::fs::read_to_string(&argv_log).unwrap().trim(),
+        "ecr get-login-password --region eu-west-1 --profile production"
+    );
+    assert_eq!(reg.tags(&f.image).len(), 2, "the real login worked");
+}
+
+#[test]
+fn developers_build_and_test_their_working_tree_as_ci_would() {
+    let Some(docker) = Docker::require() else { return };
+    let f = fixture(&docker, "grep -q uncommitted /app.txt && echo here-tests-ok");
+    let sha = f.repo.commit_to("main", "first");
+    f.repo.write("app.txt", "uncommitted change\n");
+    let mut cmd = f.env.command(&["test", "--here"]);
+    cmd.env_remove("PIPE_CONFIG").current_dir(&f.repo.work);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("here-tests-ok") && stderr.contains("uncommitted changes included"), "{stderr}");
+    let dirty = format!("{}:{}-dirty", f.image, &sha[..12]);
+    assert_eq!(inspect(&dirty, "{{index .Config.Labels \"org.opencontainers.image.revision\"}}"), sha);
+    assert_eq!(
+        inspect(&format!("{}:latest", f.image), "{{.Id}}"),
+        inspect(&dirty, "{{.Id}}"),
+        "main is tagged latest, as in CI"
+    );
+    assert!(!f.env.state_path().exists(), "--here records nothing");
+}
