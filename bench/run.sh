@@ -96,6 +96,69 @@ for n in 1000 10000 50000; do
     scale_rows+="| $n | $size_kb KB | $(median_ms "$d/t.json" 0) ms | $(median_ms "$d/t.json" 1) ms | $(awk "BEGIN {printf \"%.1f\", $rss / 1024}") MB |"$'\n'
 done
 
+say "stages: pipe build+test+push against the same raw docker and git commands"
+command -v docker-registry >/dev/null && docker info >/dev/null 2>&1 || { say "needs the Docker engine and docker-registry: run scripts/test-deps.sh"; exit 1; }
+base_image="${PIPE_TEST_BASE_IMAGE:-pipe-busybox:latest}"
+sd="$work/stages"
+mkdir -p "$sd/src" "$sd/reg"
+reg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$sd/reg/data" "$reg_port" >"$sd/reg/config.yml"
+docker-registry serve "$sd/reg/config.yml" >/dev/null 2>&1 &
+reg_pid=$!
+trap 'kill $reg_pid 2>/dev/null || true' EXIT
+git -C "$sd/src" init -q -b main
+printf 'FROM %s\nCOPY app.txt /app.txt\nRUN echo step\nCMD ["cat", "/app.txt"]\n' "$base_image" >"$sd/src/Dockerfile"
+echo hello >"$sd/src/app.txt"
+printf 'image = "pipe-bench/app"\ntest = "grep -q hello /app.txt"\n' >"$sd/src/.pipe.toml"
+git -C "$sd/src" add -A && git -C "$sd/src" commit -qm bench
+git clone -q --bare "$sd/src" "$sd/app.git"
+sha=$(git -C "$sd/src" rev-parse HEAD); short=${sha:0:12}
+created=$(date -u -d "@$(git -C "$sd/src" log -1 --format=%ct)" +%FT%TZ)
+cat >"$sd/pipeline.toml" <<TOML
+[pipe]
+workspace = "$sd/work"
+[registry.local]
+url = "127.0.0.1:$reg_port"
+[project.app]
+repo = "file://$sd/app.git"
+branches = ["main"]
+[[project.app.deploy]]
+branches = ["main"]
+push = ["local"]
+TOML
+git clone -q "$sd/app.git" "$sd/raw"
+for _ in $(seq 1 50); do curl -s "http://127.0.0.1:$reg_port/v2/" >/dev/null && break; sleep 0.1; done
+penv="env PIPE_CONFIG=$sd/pipeline.toml PIPE_STATE=$sd/state/state.toml"
+cat >"$sd/pipe.sh" <<SH
+set -e
+$penv $pipe -q build app
+$penv $pipe -q test app
+$penv $pipe -q push app >/dev/null
+SH
+reg="127.0.0.1:$reg_port/pipe-bench/app"
+cat >"$sd/raw.sh" <<SH
+set -e
+cd $sd/raw
+git fetch -q --no-tags origin +refs/heads/main:refs/remotes/origin/main
+git checkout -q -f $sha
+git clean -q -ffdx
+DOCKER_BUILDKIT=0 docker build -q --file Dockerfile --tag pipe-bench/app:latest --tag pipe-bench/app:$short \\
+  --label org.opencontainers.image.revision=$sha --label org.opencontainers.image.source=file://$sd/app.git \\
+  --label org.opencontainers.image.created=$created --label pipe.project=app --label pipe.ref=refs/heads/main . >/dev/null
+docker run --rm --init --name raw-bench-\$\$ pipe-bench/app:$short sh -c 'grep -q hello /app.txt'
+docker tag pipe-bench/app:$short $reg:latest && docker push -q $reg:latest >/dev/null
+docker tag pipe-bench/app:$short $reg:$short && docker push -q $reg:$short >/dev/null
+SH
+bash "$sd/pipe.sh" && bash "$sd/raw.sh"
+hyperfine --warmup 2 --runs 15 --export-json "$work/stages.json" \
+    -n "pipe build + test + push" "bash $sd/pipe.sh" \
+    -n "raw git + docker commands" "bash $sd/raw.sh" >&2
+stage_pipe=$(median_ms "$work/stages.json" 0)
+stage_raw=$(median_ms "$work/stages.json" 1)
+stage_diff=$(jq -r '((.results[0].median - .results[1].median) * 1000) | . * 10 | round / 10' "$work/stages.json")
+stage_pct=$(jq -r '((.results[0].median / .results[1].median) - 1) * 100 | . * 10 | round / 10' "$work/stages.json")
+docker image ls --quiet --filter "reference=pipe-bench/app" --filter "reference=$reg" | sort -u | xargs -r docker image rm -f >/dev/null 2>&1 || true
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 cat >"$results" <<MD
 # Benchmark results
@@ -111,6 +174,14 @@ Each row was measured in the same run with hyperfine (medians); peak RSS is the 
 | \`pipe poll\` (nothing changed) | $poll_ms ms | $(awk "BEGIN {printf \"%.1f\", $poll_rss / 1024}") MB |
 | \`git ls-remote\` shell loop over the same repos | $loop_ms ms | |
 | ratio pipe / loop | **$ratio** (target ≤ 0.25) | |
+
+## Stages: build + test + push of an unchanged commit (legacy builder, local registry)
+
+| command | median |
+|---|---|
+| \`pipe build\` + \`pipe test\` + \`pipe push\` | $stage_pipe ms |
+| the same raw \`git\` + \`docker build/run/tag/push\` commands | $stage_raw ms |
+| overhead | **$stage_diff ms ($stage_pct %)** (target ≤ 5 % or ≤ 150 ms) |
 
 ## State scale: one project with N branches, nothing changed
 

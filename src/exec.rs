@@ -216,18 +216,15 @@ pub fn logged(
     writeln!(file, "$ {cmd}").with_context(|| format!("failed to write log file `{}`", log.display()))?;
     let started = Instant::now();
     let reader = Arc::new(cmd.expression().stderr_to_stdout().reader().map_err(|e| spawn_error(cmd, e))?);
-    let done = Arc::new(AtomicBool::new(false));
     let timed_out = Arc::new(AtomicBool::new(false));
+    // The watchdog sleeps until the deadline or until `done` is dropped, whichever is first.
+    let (done, finished_rx) = std::sync::mpsc::channel::<()>();
     let watchdog = {
-        let (reader, done, timed_out) = (reader.clone(), done.clone(), timed_out.clone());
+        let (reader, timed_out) = (reader.clone(), timed_out.clone());
         std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                if started.elapsed() >= timeout {
-                    timed_out.store(true, Ordering::Relaxed);
-                    let _ = reader.kill();
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished_rx.recv_timeout(timeout) {
+                timed_out.store(true, Ordering::Relaxed);
+                let _ = reader.kill();
             }
         })
     };
@@ -267,7 +264,7 @@ pub fn logged(
             }
         }
     }
-    done.store(true, Ordering::Relaxed);
+    drop(done);
     let _ = watchdog.join();
     let status = reader.try_wait().ok().flatten().map(|o| o.status);
     let status = match status {

@@ -156,9 +156,49 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Routes libgit2's HTTP(S) through libcurl (git2-curl). libgit2 is built without its own TLS
+/// so that runs which never fetch over HTTPS never initialise OpenSSL; fetches, which are rare,
+/// pay for it here, once per process.
+fn use_curl_for_http(timeout: Duration) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let mut handle = curl::easy::Easy::new();
+        let _ = handle.connect_timeout(timeout.min(Duration::from_secs(60)));
+        // A transfer slower than 1 KB/s for a minute is a dead one.
+        let _ = handle.low_speed_limit(1024);
+        let _ = handle.low_speed_time(Duration::from_secs(60));
+        let _ = handle.useragent(concat!("git/2.0 (pipe/", env!("CARGO_PKG_VERSION"), ")"));
+        // SAFETY: called once, before the first HTTP(S) fetch creates a transport.
+        unsafe { git2_curl::register(handle) };
+    });
+}
+
+/// `https://host/x` with the project's token as `https://user:token@host/x` (percent-encoded),
+/// which is how libcurl takes Basic credentials. The result is never shown; `redact_url` is.
+fn with_credentials(url: &str, auth: &Auth) -> String {
+    let Some(token) = &auth.token else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let host = rest[..end].rsplit_once('@').map_or(&rest[..end], |(_, h)| h);
+    let user = auth.username.as_deref().unwrap_or("x-access-token");
+    format!("{scheme}://{}:{}@{host}{}", percent(user), percent(token), &rest[end..])
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Fetches one ref (a single refspec, no tags) into the project's cache repository at `dir`
 /// and checks out `commit` (or the fetched head) clean: forced, untracked and ignored files
-/// removed, submodules updated. Returns the checked-out commit id.
+/// removed, submodules updated. Returns the checked-out commit.
 pub fn checkout(
     url: &str,
     auth: &Auth,
@@ -166,7 +206,7 @@ pub fn checkout(
     commit: Option<&str>,
     dir: &Path,
     deadline: std::time::Instant,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Commit> {
     let shown = redact_url(url);
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create workspace `{}`", dir.display()))?;
     let repo = match Repository::open(dir) {
@@ -177,7 +217,13 @@ pub fn checkout(
     };
     let fetched = "refs/pipe/fetched";
     let refspec = format!("+{refname}:{fetched}");
-    let mut remote = repo.remote_anonymous(url).with_context(|| format!("invalid remote `{shown}`"))?;
+    let fetch_url = if url.starts_with("http://") || url.starts_with("https://") {
+        use_curl_for_http(deadline.saturating_duration_since(std::time::Instant::now()));
+        with_credentials(url, auth)
+    } else {
+        url.to_string()
+    };
+    let mut remote = repo.remote_anonymous(&fetch_url).with_context(|| format!("invalid remote `{shown}`"))?;
     let attempts = Cell::new(0u32);
     let mut callbacks = RemoteCallbacks::new();
     callbacks.credentials(|_url, user, allowed| credentials(auth, &attempts, user, allowed));
@@ -217,12 +263,34 @@ pub fn checkout(
             .update(true, Some(&mut update))
             .map_err(|e| anyhow!("cannot update submodule `{name}`: {}", clean_message(&e)))?;
     }
-    Ok(oid.to_string())
+    Ok(Commit { sha: oid.to_string(), time: commit_time(&target) })
+}
+
+/// A checked-out commit: its id and committer time.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub sha: String,
+    pub time: jiff::Timestamp,
+}
+
+/// The committer time of a commit (what `created` labels use, so rebuilds are reproducible).
+pub fn commit_time(commit: &git2::Commit<'_>) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(commit.time().seconds()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_put_in_the_fetch_url_encoded() {
+        let auth = Auth { token: Some("a/b:c".into()), ..Default::default() };
+        assert_eq!(
+            with_credentials("https://old@h.example/r.git", &auth),
+            "https://x-access-token:a%2Fb%3Ac@h.example/r.git"
+        );
+        assert_eq!(with_credentials("https://h.example/r.git", &Auth::default()), "https://h.example/r.git");
+    }
 
     #[test]
     fn credentials_in_urls_are_redacted() {

@@ -281,3 +281,39 @@ fn developers_build_and_test_their_working_tree_as_ci_would() {
     );
     assert!(!f.env.state_path().exists(), "--here records nothing");
 }
+
+#[test]
+fn a_project_on_an_http_remote_with_a_token_is_fetched_and_built() {
+    let Some(docker) = Docker::require() else { return };
+    let mut f = fixture(&docker, "true");
+    let sha = f.repo.commit_to("main", "over http");
+    let served = f.repo.bare.parent().unwrap().to_path_buf();
+    let server = support::GitHttpServer::start(&served, Some("ci:http-token-577215"));
+    f.env.config(&format!(
+        "[pipe]\nworkspace = \"{}\"\n\n[project.{}]\nrepo = \"{}\"\nbranches = [\"main\"]\nauth = {{ username = \"ci\", token_env = \"GIT_TOKEN\" }}\n",
+        f.env.path().join("work").display(),
+        f.project,
+        server.url("app.git")
+    ));
+    f.env.env("GIT_TOKEN", "http-token-577215");
+    let run = f.env.pipe(&["build", &f.project, "-vv"]);
+    run.code(0).stderr_has(&sha[..12]);
+    assert!(!run.stderr.contains("http-token-577215"), "{}", run.stderr);
+    let history = f.env.pipe(&["logs", &f.project, "main", "--json"]).json();
+    assert_eq!(history["commit"], sha.as_str());
+}
+
+#[test]
+fn an_unreachable_engine_is_exit_4_and_records_nothing() {
+    let Some(docker) = Docker::require() else { return };
+    let mut f = fixture(&docker, "true");
+    f.repo.commit_to("main", "first");
+    f.env.config(&config(&f, "", ""));
+    f.env.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let run = f.env.pipe(&["build", &f.project]);
+    run.code(4).stderr_has("the Docker engine does not answer").stderr_has("hint:");
+    assert!(!f.env.state_path().with_file_name("refs").exists(), "no run was recorded: the next tick retries");
+
+    f.env.env("PIPE_DOCKER", "/nonexistent/docker");
+    f.env.pipe(&["build", &f.project]).code(4).stderr_has("`/nonexistent/docker` is unavailable: not found");
+}

@@ -43,17 +43,17 @@ pub fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
         println!("{} build … (tags, labels and build args resolved after checkout)", docker.program.to_string_lossy());
         return Ok(code::OK);
     }
-    docker.check_engine(cx)?;
-    let builder = docker.builder(cx);
+    let builder = docker.builder();
     let deadline = Instant::now() + config.timeout(Some(project), Stage::Build);
     let auth = stage::git_auth(name, project)?;
     cx.out.info(format!("{name}: fetching {} from `{}`", refs::display(&refname), git::redact_url(&project.repo)));
-    let sha = git::checkout(&project.repo, &auth, &refname, commit.as_deref(), &workdir, deadline)
+    let checked_out = git::checkout(&project.repo, &auth, &refname, commit.as_deref(), &workdir, deadline)
         .with_context(|| format!("project `{name}`: cannot check out `{refname}`"))?;
+    let sha = checked_out.sha.clone();
     let plan = stage::plan(name, Some(project), &workdir)?;
     let default_branch = stage::default_branch(&config, name, project, &st);
     let tags = vec![docker::ref_tag(&refname, Some(&default_branch)), docker::commit_tag(&sha).to_string()];
-    let labels = labels(&sha, &git::redact_url(&project.repo), name, &refname);
+    let labels = labels(&sha, checked_out.time, &git::redact_url(&project.repo), name, &refname);
 
     let mut files = stage::ref_files(&state_path, name, &refname)?;
     let number = files.history.next_run;
@@ -76,6 +76,9 @@ pub fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
     let started = stage::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let (finished, image_id) = docker_build(cx, &docker, builder, &plan, &tags, &labels, &log, timeout, false)?;
+    if !finished.success() && stage::engine_down(&finished.tail) {
+        return Err(stage::engine_unavailable(&docker, &finished.tail));
+    }
     if let Some(run) = files.history.runs.iter_mut().find(|r| r.number == number) {
         run.image_id = image_id.clone();
     }
@@ -120,12 +123,20 @@ pub fn outcome(finished: &Finished) -> &'static str {
     }
 }
 
-/// The OCI labels of every image pipe builds.
-pub fn labels(sha: &str, source: &str, project: &str, refname: &str) -> Vec<(String, String)> {
+/// The OCI labels of every image pipe builds. `created` is the commit's time, not the wall
+/// clock, so rebuilding a commit hits the build cache and yields the same image (the
+/// reproducible-builds convention); every label is stable for a given commit and ref.
+pub fn labels(
+    sha: &str,
+    created: jiff::Timestamp,
+    source: &str,
+    project: &str,
+    refname: &str,
+) -> Vec<(String, String)> {
     vec![
         ("org.opencontainers.image.revision".into(), sha.into()),
         ("org.opencontainers.image.source".into(), source.into()),
-        ("org.opencontainers.image.created".into(), stage::now().to_string()),
+        ("org.opencontainers.image.created".into(), created.to_string()),
         ("pipe.project".into(), project.into()),
         ("pipe.ref".into(), refname.into()),
     ]
@@ -191,7 +202,9 @@ pub fn build_here(cx: &Context, dry_run: bool) -> anyhow::Result<Option<HereBuil
     let workdir = repo.workdir().ok_or_else(|| anyhow!("`{}` is a bare repository", cwd.display()))?.to_path_buf();
     let head = repo.head().context("the checkout has no commit yet")?;
     let branch = head.shorthand().unwrap_or("HEAD").to_string();
-    let sha = head.peel_to_commit().context("HEAD is not a commit")?.id().to_string();
+    let head_commit = head.peel_to_commit().context("HEAD is not a commit")?;
+    let sha = head_commit.id().to_string();
+    let created = git::commit_time(&head_commit);
     let mut status = git2::StatusOptions::new();
     status.include_untracked(true).include_ignored(false);
     let dirty = repo.statuses(Some(&mut status)).map(|s| !s.is_empty()).unwrap_or(true);
@@ -210,7 +223,7 @@ pub fn build_here(cx: &Context, dry_run: bool) -> anyhow::Result<Option<HereBuil
         .ok()
         .and_then(|r| r.url().ok().map(git::redact_url))
         .unwrap_or_else(|| workdir.display().to_string());
-    let labels = labels(&sha, &source, &name, &refname);
+    let labels = labels(&sha, created, &source, &name, &refname);
     let docker = Docker::new(None);
     let reference = format!("{}:{}", plan.image, tags[1]);
     if dry_run {
@@ -226,8 +239,7 @@ pub fn build_here(cx: &Context, dry_run: bool) -> anyhow::Result<Option<HereBuil
         println!("{}", Cmd::new(docker.program.clone()).args(docker::build_args(Builder::Legacy, &spec)));
         return Ok(None);
     }
-    docker.check_engine(cx)?;
-    let builder = docker.builder(cx);
+    let builder = docker.builder();
     let log = std::env::temp_dir().join(format!("pipe-here-{}.log", docker::branch_tag(&name)));
     let _ = std::fs::remove_file(&log);
     cx.out.info(format!(
@@ -238,6 +250,9 @@ pub fn build_here(cx: &Context, dry_run: bool) -> anyhow::Result<Option<HereBuil
     ));
     let (finished, _) =
         docker_build(cx, &docker, builder, &plan, &tags, &labels, &log, Duration::from_secs(3600), !cx.out.quiet)?;
+    if !finished.success() && stage::engine_down(&finished.tail) {
+        return Err(stage::engine_unavailable(&docker, &finished.tail));
+    }
     if !finished.success() {
         return Err(StageFailed(format!("build failed: {}\nlog: {}", finished.describe(), log.display())).into());
     }

@@ -55,7 +55,6 @@ pub fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
         }
         return Ok(code::OK);
     }
-    docker.check_engine(cx)?;
     let config_dir = state::docker_config_dir(&state_path);
     create_private_dir(&config_dir)?;
     let deadline = Instant::now() + config.timeout(Some(project), Stage::Push);
@@ -71,6 +70,10 @@ pub fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
                 }
             }
             Err(err) => {
+                let err = stage::classify(&docker, err);
+                if err.is::<crate::exec::ToolUnavailable>() {
+                    return Err(err);
+                }
                 failure = Some(err.context(format!("push to registry `{reg_name}` failed")));
                 break;
             }
@@ -154,6 +157,9 @@ fn push_one(
             output.push_str(line);
             output.push('\n');
         })?;
+        if !finished.success() && stage::engine_down(&finished.tail) {
+            return Err(stage::engine_unavailable(docker, &finished.tail));
+        }
         if !finished.success() {
             return Err(anyhow!("`{push}` failed: {}\n{}", finished.describe(), stage::tail_lines(&finished.tail, 10)));
         }

@@ -52,27 +52,31 @@ impl Docker {
         }
     }
 
-    /// Fails with [`ToolUnavailable`] (exit 4) unless the engine answers.
-    pub fn check_engine(&self, cx: &Context) -> anyhow::Result<()> {
-        let cmd = self.cmd().args(["version", "--format", "{{.Server.Version}}"]);
-        match crate::exec::capture(&cx.out, &cmd, Duration::from_secs(20)) {
-            Ok(_) => Ok(()),
-            Err(err) if err.is::<ToolUnavailable>() => Err(err),
-            Err(err) => Err(ToolUnavailable {
-                tool: self.program.to_string_lossy().into_owned(),
-                reason: format!("the Docker engine does not answer: {:#}", err).replace('\n', "\n  "),
-            }
-            .into()),
+    /// BuildKit when the buildx plugin is installed where this docker CLI looks for plugins
+    /// (checked on disk: no process), else the legacy builder. `PIPE_BUILDER=legacy|buildkit`
+    /// overrides.
+    pub fn builder(&self) -> Builder {
+        match std::env::var("PIPE_BUILDER").as_deref() {
+            Ok("legacy") => return Builder::Legacy,
+            Ok("buildkit") => return Builder::BuildKit,
+            _ => {}
         }
-    }
-
-    /// BuildKit when the buildx plugin answers, else the legacy builder.
-    pub fn builder(&self, cx: &Context) -> Builder {
-        let cmd = self.cmd().args(["buildx", "version"]);
-        match crate::exec::capture(&cx.out, &cmd, Duration::from_secs(20)) {
-            Ok(_) => Builder::BuildKit,
-            Err(_) => Builder::Legacy,
-        }
+        let user_dir = match &self.config_dir {
+            Some(dir) => Some(dir.join("cli-plugins")),
+            None => std::env::var_os("DOCKER_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+                .map(|d| d.join("cli-plugins")),
+        };
+        let system = [
+            "/usr/local/lib/docker/cli-plugins",
+            "/usr/local/libexec/docker/cli-plugins",
+            "/usr/lib/docker/cli-plugins",
+            "/usr/libexec/docker/cli-plugins",
+        ];
+        let found =
+            user_dir.into_iter().chain(system.iter().map(PathBuf::from)).any(|d| d.join("docker-buildx").is_file());
+        if found { Builder::BuildKit } else { Builder::Legacy }
     }
 
     /// The compose command: `PIPE_COMPOSE`, else `docker compose` (v2), else `docker-compose` (v1).
@@ -135,6 +139,32 @@ pub fn default_branch(config: &Config, name: &str, project: &Project, st: &State
         .or_else(|| candidates.first())
         .cloned()
         .unwrap_or_else(|| "main".into())
+}
+
+/// Does docker's output say the engine is unreachable (rather than that the work failed)?
+pub fn engine_down(output: &str) -> bool {
+    ["Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect"]
+        .iter()
+        .any(|needle| output.contains(needle))
+}
+
+/// The error for an unreachable engine: exit 4, and the caller records nothing, so the next
+/// tick retries the stage.
+pub fn engine_unavailable(docker: &Docker, output: &str) -> anyhow::Error {
+    let line = output.lines().find(|l| engine_down(l)).unwrap_or("no answer").trim().to_string();
+    ToolUnavailable {
+        tool: docker.program.to_string_lossy().into_owned(),
+        reason: format!("the Docker engine does not answer: {line}"),
+    }
+    .into()
+}
+
+/// Maps a failed docker command whose output says the engine is down to [`engine_unavailable`].
+pub fn classify(docker: &Docker, err: anyhow::Error) -> anyhow::Error {
+    let down = err
+        .chain()
+        .any(|c| c.downcast_ref::<crate::exec::ProcessFailed>().is_some_and(|p| engine_down(&p.output_tail)));
+    if down { engine_unavailable(docker, &format!("{err:#}")) } else { err }
 }
 
 /// Resolves the project's git credentials from its `auth` table.

@@ -130,7 +130,6 @@ fn run_spec<'a>(job: &'a TestJob<'_>, container: &'a str, network: Option<&'a st
 
 /// Runs one test container (with its services) and removes everything it started.
 pub fn run_job(cx: &Context, docker: &Docker, job: &TestJob<'_>) -> anyhow::Result<Finished> {
-    docker.check_engine(cx)?;
     let unique = unique_suffix();
     let container = format!("pipe-test-{}-{unique}", docker::branch_tag(&job.label));
     let labels = vec![("pipe.run".to_string(), job.label.clone())];

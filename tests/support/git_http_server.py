@@ -17,7 +17,16 @@ if len(sys.argv) > 3:
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
     def do_GET(self):
+        self.backend(b"")
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.backend(self.rfile.read(length))
+
+    def backend(self, body_in):
         if expected is not None and self.headers.get("Authorization") != expected:
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -25,9 +34,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         path, _, query = self.path.partition("?")
-        env = dict(os.environ, GIT_PROJECT_ROOT=root, GIT_HTTP_EXPORT_ALL="1", REQUEST_METHOD="GET",
-                   PATH_INFO=path, QUERY_STRING=query, REMOTE_ADDR="127.0.0.1")
-        out = subprocess.run(["git", "http-backend"], env=env, capture_output=True).stdout
+        env = dict(os.environ, GIT_PROJECT_ROOT=root, GIT_HTTP_EXPORT_ALL="1", REQUEST_METHOD=self.command,
+                   PATH_INFO=path, QUERY_STRING=query, REMOTE_ADDR="127.0.0.1",
+                   CONTENT_TYPE=self.headers.get("Content-Type", ""), CONTENT_LENGTH=str(len(body_in)))
+        out = subprocess.run(["git", "http-backend"], env=env, input=body_in, capture_output=True).stdout
         head, _, body = out.partition(b"\r\n\r\n")
         status = 200
         headers = []
