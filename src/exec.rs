@@ -144,6 +144,8 @@ pub struct Finished {
     pub code: Option<i32>,
     pub timed_out: bool,
     pub duration: Duration,
+    /// The timeout the process ran under.
+    pub limit: Duration,
     /// The last few KB of output, for error messages and notifications.
     pub tail: String,
 }
@@ -155,7 +157,7 @@ impl Finished {
 
     pub fn describe(&self) -> String {
         match (self.timed_out, self.code) {
-            (true, _) => format!("timed out after {}s", self.duration.as_secs()),
+            (true, _) => format!("timed out after {}s", self.limit.as_secs_f64().round()),
             (false, Some(code)) => format!("exit status: {code}"),
             (false, None) => "killed by a signal".to_string(),
         }
@@ -285,6 +287,7 @@ pub fn logged(
         code: status.and_then(|s| s.code()),
         timed_out,
         duration: started.elapsed(),
+        limit: timeout,
         tail: tail_of(&String::from_utf8_lossy(&tail)),
     };
     let _ = writeln!(file, "[pipe: {} after {:.1}s]", finished.describe(), finished.duration.as_secs_f64());

@@ -111,6 +111,9 @@ fn build_test_push_a_commit_to_a_real_registry() {
     let logs = env.pipe(&["logs", &f.project, "main", "--json"]).json();
     assert_eq!(logs["run"], 1);
     assert_eq!(logs["stages"].as_array().unwrap().len(), 3);
+    assert_eq!(logs["digests"]["local"], digest.as_str());
+    assert_eq!(logs["image_id"], inspect(&local, "{{.Id}}").as_str());
+    assert_eq!(logs["tags"][0], "latest");
     let state_dir = env.state_path().parent().unwrap().to_path_buf();
     let docker_config = std::fs::read_to_string(state_dir.join("docker").join("config.json")).unwrap();
     assert!(docker_config.contains(&reg.host()), "login went to pipe's own DOCKER_CONFIG");
@@ -132,6 +135,25 @@ fn a_failed_test_pushes_nothing_unless_forced() {
     assert_eq!(env.pipe(&["status", "--json"]).json()["refs"][0]["result"], "failed");
     env.pipe(&["push", &f.project, "--force"]).code(0);
     assert_eq!(reg.tags(&f.image).len(), 2);
+}
+
+#[test]
+fn a_build_that_times_out_is_stopped_and_recorded() {
+    let Some(docker) = Docker::require() else { return };
+    let f = fixture(&docker, "true");
+    // The project name makes the steps unique, so no earlier run's build cache hides their output.
+    let dockerfile = format!(
+        "FROM {}\nARG GREETING\nRUN echo \"greeting=$GREETING in {}\"\nRUN sleep 60\n",
+        docker.base_image, f.project
+    );
+    f.repo.write("Dockerfile", &dockerfile);
+    f.repo.commit_to("main", "slow build");
+    f.env.config(&config(&f, "build_args = { GREETING = \"from-config\" }\ntimeouts = { build = \"4s\" }", ""));
+    let started = std::time::Instant::now();
+    f.env.pipe(&["build", &f.project]).code(1).stderr_has("timed out after 4s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(40));
+    f.env.pipe(&["logs", &f.project, "main"]).code(0).stdout_has("greeting=from-config");
+    assert_eq!(f.env.pipe(&["status", "--json"]).json()["refs"][0]["result"], "timed_out");
 }
 
 #[test]

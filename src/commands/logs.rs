@@ -19,6 +19,10 @@ struct LogsReport<'a> {
     run: u64,
     commit: &'a str,
     log: String,
+    image: String,
+    tags: &'a [String],
+    image_id: Option<&'a str>,
+    digests: &'a std::collections::BTreeMap<String, String>,
     stages: &'a [StageRun],
     text: String,
 }
@@ -54,6 +58,10 @@ pub fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
             run: run.number,
             commit: &run.commit,
             log: run.log.display().to_string(),
+            image: run.image.clone(),
+            tags: &run.tags,
+            image_id: run.image_id.as_deref(),
+            digests: &run.digests,
             stages: &run.stages,
             text,
         };
