@@ -101,6 +101,9 @@ impl std::error::Error for Usage {}
 /// The exit code for an error: the first typed leaf found walking the chain decides.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if let Some(interrupted) = cause.downcast_ref::<crate::signals::Interrupted>() {
+            return (128 + interrupted.0) as u8;
+        }
         if cause.is::<ConfigError>() || cause.is::<NotImplemented>() || cause.is::<Usage>() {
             return code::USAGE;
         }

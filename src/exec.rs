@@ -143,6 +143,8 @@ pub struct Finished {
     /// Exit code; `None` when killed by a signal or on timeout.
     pub code: Option<i32>,
     pub timed_out: bool,
+    /// Stopped because pipe received SIGTERM or SIGINT.
+    pub interrupted: bool,
     pub duration: Duration,
     /// The timeout the process ran under.
     pub limit: Duration,
@@ -152,10 +154,13 @@ pub struct Finished {
 
 impl Finished {
     pub fn success(&self) -> bool {
-        self.code == Some(0) && !self.timed_out
+        self.code == Some(0) && !self.timed_out && !self.interrupted
     }
 
     pub fn describe(&self) -> String {
+        if self.interrupted {
+            return "interrupted by a signal".to_string();
+        }
         match (self.timed_out, self.code) {
             (true, _) => format!("timed out after {}s", self.limit.as_secs_f64().round()),
             (false, Some(code)) => format!("exit status: {code}"),
@@ -176,7 +181,19 @@ fn spawn_error(cmd: &Cmd, err: std::io::Error) -> anyhow::Error {
 pub fn capture(out: &Output, cmd: &Cmd, timeout: Duration) -> anyhow::Result<String> {
     out.detail(format!("$ {cmd}"));
     let handle = cmd.expression().stdout_capture().stderr_capture().start().map_err(|e| spawn_error(cmd, e))?;
-    let result = handle.wait_timeout(timeout).with_context(|| format!("failed to wait for `{cmd}`"))?;
+    let started = Instant::now();
+    let result = loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        let slice = left.min(Duration::from_millis(100));
+        let result = handle.wait_timeout(slice).with_context(|| format!("failed to wait for `{cmd}`"))?;
+        if result.is_some() || left.is_zero() {
+            break result;
+        }
+        if let Some(signal) = crate::signals::received() {
+            let _ = handle.kill();
+            return Err(crate::signals::Interrupted(signal).into());
+        }
+    };
     let Some(output) = result else {
         let _ = handle.kill();
         return Err(ProcessFailed {
@@ -219,14 +236,29 @@ pub fn logged(
     let started = Instant::now();
     let reader = Arc::new(cmd.expression().stderr_to_stdout().reader().map_err(|e| spawn_error(cmd, e))?);
     let timed_out = Arc::new(AtomicBool::new(false));
-    // The watchdog sleeps until the deadline or until `done` is dropped, whichever is first.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    // The watchdog wakes when `done` is dropped, at the deadline, or to look for a signal.
     let (done, finished_rx) = std::sync::mpsc::channel::<()>();
     let watchdog = {
-        let (reader, timed_out) = (reader.clone(), timed_out.clone());
+        let (reader, timed_out, interrupted) = (reader.clone(), timed_out.clone(), interrupted.clone());
         std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished_rx.recv_timeout(timeout) {
-                timed_out.store(true, Ordering::Relaxed);
-                let _ = reader.kill();
+            loop {
+                let left = timeout.saturating_sub(started.elapsed());
+                match finished_rx.recv_timeout(left.min(Duration::from_millis(100))) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if left.is_zero() => {
+                        timed_out.store(true, Ordering::Relaxed);
+                        let _ = reader.kill();
+                        return;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if crate::signals::received().is_some() {
+                            interrupted.store(true, Ordering::Relaxed);
+                            let _ = reader.kill();
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
             }
         })
     };
@@ -277,6 +309,7 @@ pub fn logged(
         }
     };
     let timed_out = timed_out.load(Ordering::Relaxed);
+    let interrupted = interrupted.load(Ordering::Relaxed);
     if dropped > 0 {
         let _ = writeln!(file, "\n[pipe: log capped at {cap} bytes; {dropped} more bytes of output were dropped]");
     }
@@ -286,6 +319,7 @@ pub fn logged(
     let finished = Finished {
         code: status.and_then(|s| s.code()),
         timed_out,
+        interrupted,
         duration: started.elapsed(),
         limit: timeout,
         tail: tail_of(&String::from_utf8_lossy(&tail)),

@@ -227,7 +227,7 @@ pub fn checkout(
     let attempts = Cell::new(0u32);
     let mut callbacks = RemoteCallbacks::new();
     callbacks.credentials(|_url, user, allowed| credentials(auth, &attempts, user, allowed));
-    callbacks.transfer_progress(|_| std::time::Instant::now() < deadline);
+    callbacks.transfer_progress(|_| std::time::Instant::now() < deadline && crate::signals::received().is_none());
     let mut options = git2::FetchOptions::new();
     options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None).depth(0);
     remote

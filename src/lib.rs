@@ -8,6 +8,7 @@
 //! - [`state`]: the state file: versioned types, the lock, atomic saves.
 //! - [`git`]: git2: listing a remote's refs with bounded auth and timeouts.
 //! - [`refs`]: pure logic: which refs a project tracks and how they changed since the last poll.
+//! - [`signals`]: SIGTERM/SIGINT stop the running stage cleanly; a second one exits at once.
 //! - [`secret`]: secrets read from `*_env` / `*_file`, never printed.
 //! - [`output`]: how messages reach a terminal or a journal.
 //! - [`error`]: typed error leaves and the documented exit codes.
@@ -22,6 +23,7 @@ pub mod git;
 pub mod output;
 pub mod refs;
 pub mod secret;
+pub mod signals;
 pub mod state;
 
 /// Runs one parsed command line and returns the process exit code.

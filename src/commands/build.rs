@@ -2,18 +2,19 @@
 //! `docker build` it with OCI labels. `--here` builds the working tree a developer stands in.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
 use super::Context;
-use super::stage::{self, Docker, Plan, StageFailed};
+use super::stage::{self, Docker, Job, Plan, StageFailed};
 use crate::cli::BuildArgs;
 use crate::config::Stage;
 use crate::docker::{self, BuildSpec, Builder};
 use crate::error::code;
 use crate::exec::{self, Cmd, Finished};
-use crate::state::{self, Run, StageRun};
+use crate::state::{Run, StageRun, State};
 use crate::{git, refs};
 
 pub fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
@@ -26,36 +27,51 @@ pub fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
         return Ok(code::OK);
     }
     let name = args.project.as_deref().expect("clap requires PROJECT without --here");
-    let config = cx.config()?;
-    let project = stage::project(&config, name)?;
-    let state_path = cx.state_path()?;
-    let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "build")?) };
-    let mut st = state::load(&state_path)?;
-    let refname = stage::resolve_ref(&config, name, project, &st, args.reference.as_deref());
-    // Like "build now": the ref's current tip on the remote, unless a commit is named.
-    let commit = args.commit.clone();
-    let docker = Docker::new(Some(state::docker_config_dir(&state_path)));
-    let workdir = stage::workspace_dir(&config, name);
+    let loaded = stage::load(cx, name, "build", args.dry_run)?;
+    let job = loaded.job(cx, name, args.reference.as_deref());
     if args.dry_run {
-        let shown = git::redact_url(&project.repo);
-        println!("git fetch {shown} +{refname}:refs/pipe/fetched (no tags) into {}", workdir.display());
-        println!("git checkout --force {} && git clean -ffdx", commit.as_deref().unwrap_or("refs/pipe/fetched"));
-        println!("{} build … (tags, labels and build args resolved after checkout)", docker.program.to_string_lossy());
+        let workdir = stage::workspace_dir(job.config, name);
+        println!(
+            "git fetch {} +{}:refs/pipe/fetched (no tags) into {}",
+            git::redact_url(&job.project.repo),
+            job.refname,
+            workdir.display()
+        );
+        println!("git checkout --force {} && git clean -ffdx", args.commit.as_deref().unwrap_or("refs/pipe/fetched"));
+        println!(
+            "{} build … (tags, labels and build args resolved after checkout)",
+            job.docker().program.to_string_lossy()
+        );
         return Ok(code::OK);
     }
+    // Like "build now": the ref's current tip on the remote, unless a commit is named.
+    build(&job, &loaded.state, args.commit.as_deref())?;
+    Ok(code::OK)
+}
+
+/// Builds `commit` (else the ref's remote tip) and records the run; returns the run number.
+/// A failed build is recorded, then returned as [`StageFailed`].
+pub fn build(job: &Job<'_>, st: &Mutex<State>, commit: Option<&str>) -> anyhow::Result<u64> {
+    let (cx, name, project) = (job.cx, job.name, job.project);
+    let refname = job.refname.as_str();
+    let docker = job.docker();
     let builder = docker.builder();
-    let deadline = Instant::now() + config.timeout(Some(project), Stage::Build);
+    let deadline = Instant::now() + job.config.timeout(Some(project), Stage::Build);
     let auth = stage::git_auth(name, project)?;
-    cx.out.info(format!("{name}: fetching {} from `{}`", refs::display(&refname), git::redact_url(&project.repo)));
-    let checked_out = git::checkout(&project.repo, &auth, &refname, commit.as_deref(), &workdir, deadline)
+    let workdir = stage::workspace_dir(job.config, name);
+    cx.out.info(format!("{name}: fetching {} from `{}`", refs::display(refname), git::redact_url(&project.repo)));
+    let checked_out = git::checkout(&project.repo, &auth, refname, commit, &workdir, deadline)
         .with_context(|| format!("project `{name}`: cannot check out `{refname}`"))?;
     let sha = checked_out.sha.clone();
     let plan = stage::plan(name, Some(project), &workdir)?;
-    let default_branch = stage::default_branch(&config, name, project, &st);
-    let tags = vec![docker::ref_tag(&refname, Some(&default_branch)), docker::commit_tag(&sha).to_string()];
-    let labels = labels(&sha, checked_out.time, &git::redact_url(&project.repo), name, &refname);
+    let default_branch = {
+        let st = st.lock().unwrap_or_else(|e| e.into_inner());
+        stage::default_branch(job.config, name, project, &st)
+    };
+    let tags = vec![docker::ref_tag(refname, Some(&default_branch)), docker::commit_tag(&sha).to_string()];
+    let labels = labels(&sha, checked_out.time, &git::redact_url(&project.repo), name, refname);
 
-    let mut files = stage::ref_files(&state_path, name, &refname)?;
+    let mut files = job.files()?;
     let number = files.history.next_run;
     files.history.next_run += 1;
     let log = stage::new_log(&files, number)?;
@@ -76,25 +92,25 @@ pub fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
     let started = stage::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let (finished, image_id) = docker_build(cx, &docker, builder, &plan, &tags, &labels, &log, timeout, false)?;
-    if !finished.success() && stage::engine_down(&finished.tail) {
+    if !finished.success() && !finished.interrupted && stage::engine_down(&finished.tail) {
         return Err(stage::engine_unavailable(&docker, &finished.tail));
     }
     if let Some(run) = files.history.runs.iter_mut().find(|r| r.number == number) {
         run.image_id = image_id.clone();
     }
-    let result = outcome(&finished);
     let record = StageRun {
         stage: "build".into(),
-        result: result.into(),
+        result: outcome(&finished).into(),
         started,
         seconds: stage::seconds(finished.duration),
         exit_code: finished.code,
     };
-    stage::record(cx, &config, &state_path, &mut st, name, &refname, &mut files, number, record)?;
+    job.record(st, &mut files, number, record)?;
+    stage::interrupted(&finished)?;
     if !finished.success() {
         return Err(StageFailed(format!(
             "build of {name} {} ({}) failed: {}\nlog: {}\n{}",
-            refs::display(&refname),
+            refs::display(refname),
             docker::commit_tag(&sha),
             finished.describe(),
             log.display(),
@@ -109,12 +125,14 @@ pub fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
         docker::commit_tag(&sha),
         finished.duration.as_secs_f64()
     ));
-    Ok(code::OK)
+    Ok(number)
 }
 
-/// `passed`, `failed` or `timed_out`.
+/// `passed`, `failed`, `timed_out` or `interrupted`.
 pub fn outcome(finished: &Finished) -> &'static str {
-    if finished.timed_out {
+    if finished.interrupted {
+        "interrupted"
+    } else if finished.timed_out {
         "timed_out"
     } else if finished.success() {
         "passed"

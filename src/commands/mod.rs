@@ -37,6 +37,7 @@ impl Context {
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let out = Output::new(cli.global.quiet, cli.global.verbose);
+    crate::signals::install()?;
     let cx = Context { global: cli.global, out };
     match cli.command {
         Command::Poll(args) => poll::run(&cx, &args),

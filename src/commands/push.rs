@@ -1,12 +1,13 @@
 //! `pipe push`: tag the tested image for each registry its branch deploys through, log in
 //! (password on stdin, ECR by `aws ecr get-login-password`), push, and record the digest.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
 use super::Context;
-use super::stage::{self, Docker, StageFailed};
+use super::stage::{self, Docker, Job, StageFailed};
 use crate::cli::PushArgs;
 use crate::config::{Config, Project, Registry, SecretRef, Stage};
 use crate::docker;
@@ -14,27 +15,31 @@ use crate::error::{Usage, code};
 use crate::exec::{self, Cmd};
 use crate::refs;
 use crate::secret;
-use crate::state::{self, StageRun};
+use crate::state::{self, StageRun, State};
 
 pub fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
-    let config = cx.config()?;
-    let project = stage::project(&config, &args.project)?;
-    let name = args.project.as_str();
-    let state_path = cx.state_path()?;
-    let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "push")?) };
-    let mut st = state::load(&state_path)?;
-    let refname = stage::resolve_ref(&config, name, project, &st, args.reference.as_deref());
-    let registries = registries_for(&config, project, &refname);
+    let loaded = stage::load(cx, &args.project, "push", args.dry_run)?;
+    let job = loaded.job(cx, &args.project, args.reference.as_deref());
+    push(&job, &loaded.state, args.force, args.dry_run)?;
+    Ok(code::OK)
+}
+
+/// Pushes the ref's latest built image to its branch's registries and records the digests.
+/// Refuses an image whose tests neither passed nor were skipped, unless `force`.
+pub fn push(job: &Job<'_>, st: &Mutex<State>, force: bool, dry_run: bool) -> anyhow::Result<()> {
+    let (cx, name) = (job.cx, job.name);
+    let refname = job.refname.as_str();
+    let registries = registries_for(job.config, job.project, refname);
     if registries.is_empty() {
-        cx.out.info(format!("{name}: no deploy entry pushes {}; nothing to push", refs::display(&refname)));
-        return Ok(code::OK);
+        cx.out.info(format!("{name}: no deploy entry pushes {}; nothing to push", refs::display(refname)));
+        return Ok(());
     }
-    let mut files = stage::ref_files(&state_path, name, &refname)?;
+    let mut files = job.files()?;
     let Some(run) = stage::latest_built(&files.history, None).cloned() else {
-        return Err(Usage(format!("no image was built for {name} {} yet", refs::display(&refname))).into());
+        return Err(Usage(format!("no image was built for {name} {} yet", refs::display(refname))).into());
     };
     let tested = run.stage("test").map(|s| s.result.as_str());
-    if !matches!(tested, Some("passed") | Some("skipped")) && !args.force {
+    if !matches!(tested, Some("passed") | Some("skipped")) && !force {
         return Err(StageFailed(format!(
             "refusing to push {}:{}: its tests {}\nhint: run `pipe test {name} {}`, or pass --force",
             run.image,
@@ -43,21 +48,20 @@ pub fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
                 Some(result) => format!("ended `{result}`"),
                 None => "have not run".into(),
             },
-            refs::display(&refname)
+            refs::display(refname)
         ))
         .into());
     }
-    let docker = Docker::new(Some(state::docker_config_dir(&state_path)));
+    let docker = job.docker();
     let local = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
-    if args.dry_run {
+    if dry_run {
         for (reg_name, registry) in &registries {
             print_plan(&docker, reg_name, registry, &run.image, &run.tags, &local);
         }
-        return Ok(code::OK);
+        return Ok(());
     }
-    let config_dir = state::docker_config_dir(&state_path);
-    create_private_dir(&config_dir)?;
-    let deadline = Instant::now() + config.timeout(Some(project), Stage::Push);
+    create_private_dir(&state::docker_config_dir(job.state_path))?;
+    let deadline = Instant::now() + job.config.timeout(Some(job.project), Stage::Push);
     let started = stage::now();
     let clock = Instant::now();
     let mut failure = None;
@@ -71,7 +75,17 @@ pub fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
             }
             Err(err) => {
                 let err = stage::classify(&docker, err);
-                if err.is::<crate::exec::ToolUnavailable>() {
+                if err.is::<crate::exec::ToolUnavailable>() || err.is::<crate::signals::Interrupted>() {
+                    if err.is::<crate::signals::Interrupted>() {
+                        let record = StageRun {
+                            stage: "push".into(),
+                            result: "interrupted".into(),
+                            started,
+                            seconds: stage::seconds(clock.elapsed()),
+                            exit_code: None,
+                        };
+                        job.record(st, &mut files, run.number, record)?;
+                    }
                     return Err(err);
                 }
                 failure = Some(err.context(format!("push to registry `{reg_name}` failed")));
@@ -86,10 +100,10 @@ pub fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
         seconds: stage::seconds(clock.elapsed()),
         exit_code: None,
     };
-    stage::record(cx, &config, &state_path, &mut st, name, &refname, &mut files, run.number, record)?;
+    job.record(st, &mut files, run.number, record)?;
     match failure {
-        Some(err) => Err(err),
-        None => Ok(code::OK),
+        Some(err) => Err(anyhow::Error::new(StageFailed(format!("{err:#}")))),
+        None => Ok(()),
     }
 }
 
@@ -157,6 +171,7 @@ fn push_one(
             output.push_str(line);
             output.push('\n');
         })?;
+        stage::interrupted(&finished)?;
         if !finished.success() && stage::engine_down(&finished.tail) {
             return Err(stage::engine_unavailable(docker, &finished.tail));
         }

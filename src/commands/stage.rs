@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -262,44 +263,89 @@ pub fn ref_files(state_path: &Path, project: &str, refname: &str) -> anyhow::Res
     Ok(RefFiles { history_path, logs: state::logs_dir(state_path, project, refname), history })
 }
 
-/// Appends a stage result to `run`, saves the history, and updates the ref's summary line.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    cx: &Context,
-    config: &Config,
-    state_path: &Path,
-    st: &mut State,
-    project: &str,
-    refname: &str,
-    files: &mut RefFiles,
-    run_number: u64,
-    stage: StageRun,
-) -> anyhow::Result<()> {
-    let _ = cx;
-    let run = files
-        .history
-        .runs
-        .iter_mut()
-        .find(|r| r.number == run_number)
-        .ok_or_else(|| anyhow!("run {run_number} vanished from the history"))?;
-    let summary = StageRecord {
-        stage: stage.stage.clone(),
-        result: stage.result.clone(),
-        commit: run.commit.clone(),
-        at: state::now(),
-    };
-    run.stages.push(stage);
-    state::save_history(&files.history_path, &mut files.history, config.settings.keep_logs as usize)?;
-    if let Some(entry) = st.project.get_mut(project).and_then(|p| p.refs.get_mut(refname)) {
-        entry.last = Some(summary);
-    } else {
-        let entry =
-            st.project.entry(project.to_string()).or_default().refs.entry(refname.to_string()).or_insert_with(|| {
-                state::RefState { head: summary.commit.clone(), since: summary.at, pending: false, last: None }
-            });
-        entry.last = Some(summary);
+/// One project's ref being worked on: everything a stage needs besides the state.
+pub struct Job<'a> {
+    pub cx: &'a Context,
+    pub config: &'a Config,
+    pub state_path: &'a Path,
+    pub name: &'a str,
+    pub project: &'a Project,
+    pub refname: String,
+}
+
+impl Job<'_> {
+    /// pipe's own docker client for CI work.
+    pub fn docker(&self) -> Docker {
+        Docker::new(Some(state::docker_config_dir(self.state_path)))
     }
-    state::save(state_path, st)
+
+    pub fn files(&self) -> anyhow::Result<RefFiles> {
+        ref_files(self.state_path, self.name, &self.refname)
+    }
+
+    /// Appends a stage result to run `run_number`, saves the history, and updates the ref's
+    /// summary line in the state (saved too).
+    pub fn record(
+        &self,
+        st: &Mutex<State>,
+        files: &mut RefFiles,
+        run_number: u64,
+        stage: StageRun,
+    ) -> anyhow::Result<()> {
+        let run = files
+            .history
+            .runs
+            .iter_mut()
+            .find(|r| r.number == run_number)
+            .ok_or_else(|| anyhow!("run {run_number} vanished from the history"))?;
+        let summary = StageRecord {
+            stage: stage.stage.clone(),
+            result: stage.result.clone(),
+            commit: run.commit.clone(),
+            at: state::now(),
+        };
+        run.stages.push(stage);
+        state::save_history(&files.history_path, &mut files.history, self.config.settings.keep_logs as usize)?;
+        let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
+        let entry =
+            st.project.entry(self.name.to_string()).or_default().refs.entry(self.refname.clone()).or_insert_with(
+                || state::RefState { head: summary.commit.clone(), since: summary.at, pending: false, last: None },
+            );
+        entry.last = Some(summary);
+        state::save(self.state_path, &st)
+    }
+}
+
+/// Loads config, project, state path, lock (unless a dry run) and state for a stage command.
+pub struct Loaded {
+    pub config: Config,
+    pub state_path: PathBuf,
+    /// Held until the command ends.
+    pub _lock: Option<state::StateLock>,
+    pub state: Mutex<State>,
+}
+
+pub fn load(cx: &Context, project: &str, command: &str, dry_run: bool) -> anyhow::Result<Loaded> {
+    let config = cx.config()?;
+    self::project(&config, project)?;
+    let state_path = cx.state_path()?;
+    let lock = if dry_run { None } else { Some(state::lock(&state_path, command)?) };
+    let state = Mutex::new(state::load(&state_path)?);
+    Ok(Loaded { config, state_path, _lock: lock, state })
+}
+
+impl Loaded {
+    pub fn job<'a>(&'a self, cx: &'a Context, name: &'a str, reference: Option<&str>) -> Job<'a> {
+        let project = &self.config.projects[name];
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let refname = resolve_ref(&self.config, name, project, &st, reference);
+        Job { cx, config: &self.config, state_path: &self.state_path, name, project, refname }
+    }
+}
+
+/// After recording a stage: a stage stopped by a signal ends the command with [`Interrupted`].
+pub fn interrupted(finished: &crate::exec::Finished) -> anyhow::Result<()> {
+    if finished.interrupted { crate::signals::check() } else { Ok(()) }
 }
 
 /// The newest run of the ref whose build passed (optionally of one commit).

@@ -4,18 +4,19 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::Context;
 use super::build::{build_here, outcome};
-use super::stage::{self, Docker, StageFailed};
+use super::stage::{self, Docker, Job, StageFailed};
 use crate::cli::TestArgs;
 use crate::config::Stage;
 use crate::docker::{self, RunSpec};
 use crate::error::code;
 use crate::exec::{self, Cmd, Finished};
 use crate::refs;
-use crate::state::{self, StageRun};
+use crate::state::{StageRun, State};
 
 /// One test container's settings.
 pub struct TestJob<'a> {
@@ -55,54 +56,74 @@ pub fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
         return Ok(code::OK);
     }
     let name = args.project.as_deref().expect("clap requires PROJECT without --here");
-    let config = cx.config()?;
-    let project = stage::project(&config, name)?;
-    let state_path = cx.state_path()?;
-    let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "test")?) };
-    let mut st = state::load(&state_path)?;
-    let refname = stage::resolve_ref(&config, name, project, &st, args.reference.as_deref());
-    let mut files = stage::ref_files(&state_path, name, &refname)?;
-    let Some(run) = stage::latest_built(&files.history, None).cloned() else {
-        return Err(crate::error::Usage(format!(
-            "no image was built for {name} {} yet\nhint: run `pipe build {name} {}` first",
-            refs::display(&refname),
-            refs::display(&refname)
-        ))
-        .into());
+    let loaded = stage::load(cx, name, "test", args.dry_run)?;
+    let job = loaded.job(cx, name, args.reference.as_deref());
+    if args.dry_run {
+        let files = job.files()?;
+        let run = stage::latest_built(&files.history, None).ok_or_else(|| not_built(&job))?;
+        let image = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
+        let env: Vec<(String, String)> = run.test_env.clone().into_iter().collect();
+        let command = run.test.clone().unwrap_or_else(|| "<no test command: skipped>".into());
+        let spec = RunSpec {
+            name: "pipe-test-<unique>",
+            labels: &[],
+            env: &env,
+            network: None,
+            image: &image,
+            command: &command,
+        };
+        println!("{}", job.docker().cmd().args(docker::run_args(&spec)));
+        return Ok(code::OK);
+    }
+    test(&job, &loaded.state, None)?;
+    Ok(code::OK)
+}
+
+fn not_built(job: &Job<'_>) -> anyhow::Error {
+    let shown = refs::display(&job.refname);
+    crate::error::Usage(format!(
+        "no image was built for {} {shown} yet\nhint: run `pipe build {} {shown}` first",
+        job.name, job.name
+    ))
+    .into()
+}
+
+/// Tests the ref's latest built image (or run `run_number`'s) and records the result; a
+/// failure is recorded, then returned as [`StageFailed`].
+pub fn test(job: &Job<'_>, st: &Mutex<State>, run_number: Option<u64>) -> anyhow::Result<()> {
+    let (cx, name) = (job.cx, job.name);
+    let mut files = job.files()?;
+    let run = match run_number {
+        Some(n) => files.history.runs.iter().find(|r| r.number == n).cloned(),
+        None => stage::latest_built(&files.history, None).cloned(),
     };
+    let Some(run) = run else { return Err(not_built(job)) };
     let image = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
     let Some(command) = run.test.clone() else {
-        if !args.dry_run {
-            let skipped = StageRun {
-                stage: "test".into(),
-                result: "skipped".into(),
-                started: stage::now(),
-                seconds: 0.0,
-                exit_code: None,
-            };
-            stage::record(cx, &config, &state_path, &mut st, name, &refname, &mut files, run.number, skipped)?;
-        }
+        let skipped = StageRun {
+            stage: "test".into(),
+            result: "skipped".into(),
+            started: stage::now(),
+            seconds: 0.0,
+            exit_code: None,
+        };
+        job.record(st, &mut files, run.number, skipped)?;
         cx.out.info(format!("{name}: no test command for {image}; recorded as skipped"));
-        return Ok(code::OK);
+        return Ok(());
     };
-    let job = TestJob {
-        label: format!("{name}-{}-{}", docker::branch_tag(refs::display(&refname)), run.number),
+    let test_job = TestJob {
+        label: format!("{name}-{}-{}", docker::branch_tag(refs::display(&job.refname)), run.number),
         image: image.clone(),
         command: &command,
         env: run.test_env.clone().into_iter().collect(),
         services: run.test_services.clone(),
-        timeout: config.timeout(Some(project), Stage::Test),
+        timeout: job.config.timeout(Some(job.project), Stage::Test),
         log: run.log.clone(),
         echo: false,
     };
-    let docker = Docker::new(Some(state::docker_config_dir(&state_path)));
-    if args.dry_run {
-        let spec = run_spec(&job, "pipe-<unique>", None);
-        println!("{}", docker.cmd().args(docker::run_args(&spec)));
-        return Ok(code::OK);
-    }
+    let docker = job.docker();
     let started = stage::now();
-    let finished = run_job(cx, &docker, &job)?;
+    let finished = run_job(cx, &docker, &test_job)?;
     let record = StageRun {
         stage: "test".into(),
         result: outcome(&finished).into(),
@@ -110,18 +131,19 @@ pub fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
         seconds: stage::seconds(finished.duration),
         exit_code: finished.code,
     };
-    stage::record(cx, &config, &state_path, &mut st, name, &refname, &mut files, run.number, record)?;
+    job.record(st, &mut files, run.number, record)?;
+    stage::interrupted(&finished)?;
     if !finished.success() {
         return Err(StageFailed(format!(
             "tests of {image} failed: {}\nlog: {}\n{}",
             finished.describe(),
-            job.log.display(),
+            test_job.log.display(),
             stage::tail_lines(&finished.tail, 15)
         ))
         .into());
     }
     cx.out.info(format!("{name}: tests of {image} passed in {:.1}s", finished.duration.as_secs_f64()));
-    Ok(code::OK)
+    Ok(())
 }
 
 fn run_spec<'a>(job: &'a TestJob<'_>, container: &'a str, network: Option<&'a str>) -> RunSpec<'a> {
