@@ -80,3 +80,8 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
         --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
 fi
 say "base image $BASE_IMAGE is ready"
+
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" != "active" ]; then
+    say "initialising a single-node swarm on 127.0.0.1 (for the swarm deploy test)"
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+fi

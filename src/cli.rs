@@ -51,9 +51,9 @@ pub enum Command {
     Test(TestArgs),
     /// Push a tested image to the registries configured for its branch
     Push(PushArgs),
-    /// Run the deploy targets configured for a branch, or roll back to an earlier commit [not implemented yet]
+    /// Run the deploy targets configured for a branch, or roll back to an earlier commit
     Deploy(DeployArgs),
-    /// The timer's command: poll, then build, test, push and deploy every new commit [not implemented yet]
+    /// The timer's command: poll, then build, test, push and deploy every new commit
     Run(RunArgs),
     /// Show project, ref, commit, last stage, result and age from the state
     Status(StatusArgs),

@@ -366,6 +366,8 @@ pub struct WebhookTarget {
     /// Talk docker-puller's protocol (token and hook in the query) for migration.
     #[serde(default)]
     pub docker_puller: bool,
+    /// docker-puller's hook name [default: the project's name].
+    pub hook: Option<String>,
 }
 
 /// `health = { url = "…" }` or `health = { container = "…" }`.

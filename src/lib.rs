@@ -10,6 +10,7 @@
 //! - [`refs`]: pure logic: which refs a project tracks and how they changed since the last poll.
 //! - [`signals`]: SIGTERM/SIGINT stop the running stage cleanly; a second one exits at once.
 //! - [`secret`]: secrets read from `*_env` / `*_file`, never printed.
+//! - [`notify`]: Slack and generic webhook notifications.
 //! - [`output`]: how messages reach a terminal or a journal.
 //! - [`error`]: typed error leaves and the documented exit codes.
 
@@ -20,6 +21,7 @@ pub mod docker;
 pub mod error;
 pub mod exec;
 pub mod git;
+pub mod notify;
 pub mod output;
 pub mod refs;
 pub mod secret;

@@ -285,6 +285,60 @@ pub fn logs_dir(state: &Path, project: &str, refname: &str) -> PathBuf {
     state_dir(state).join("logs").join(project).join(ref_key(refname))
 }
 
+/// The last deploys of one target, newest last: what rollback goes back to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployHistory {
+    pub schema: u32,
+    #[serde(default, rename = "deploy")]
+    pub deploys: Vec<DeployRecord>,
+}
+
+/// One deploy of an image to a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRecord {
+    pub commit: String,
+    /// The image repository as deployed (with the registry when pulled from one).
+    pub image: String,
+    pub tag: String,
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub at: Timestamp,
+    /// `succeeded`, `failed` or `rolled_back` (failed, and the previous image was redeployed).
+    pub result: String,
+}
+
+/// Deploy records kept per target.
+pub const KEEP_DEPLOYS: usize = 10;
+
+/// Where a deploy target's history lives: `deploys/PROJECT/TARGET.toml` beside the state.
+pub fn deploys_path(state: &Path, project: &str, target: &str) -> PathBuf {
+    state_dir(state).join("deploys").join(project).join(format!("{}.toml", ref_key(target)))
+}
+
+pub fn load_deploys(path: &Path) -> anyhow::Result<DeployHistory> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Ok(DeployHistory { schema: SCHEMA, deploys: Vec::new() });
+        }
+        Err(err) => return Err(state_error(path, format!("cannot be read: {err}"))),
+    };
+    toml::from_str(&text).map_err(|err| {
+        let (line, column) = err.span().map(|s| line_column(&text, s.start)).unwrap_or((1, 1));
+        state_error(path, format!("corrupt at line {line}, column {column}: {}", err.message()))
+    })
+}
+
+pub fn save_deploys(path: &Path, history: &mut DeployHistory) -> anyhow::Result<()> {
+    if history.deploys.len() > KEEP_DEPLOYS {
+        history.deploys.drain(..history.deploys.len() - KEEP_DEPLOYS);
+    }
+    let text = toml::to_string(history).map_err(|e| state_error(path, format!("cannot be rendered: {e}")))?;
+    write_atomic(path, &text)
+}
+
 /// pipe's own docker client configuration (registry logins), beside the state.
 pub fn docker_config_dir(state: &Path) -> PathBuf {
     state_dir(state).join("docker")

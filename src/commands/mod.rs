@@ -7,10 +7,12 @@ use crate::output::Output;
 
 mod build;
 mod check;
+mod deploy;
 mod generate;
 mod logs;
 mod poll;
 mod push;
+mod run;
 mod stage;
 mod status;
 mod test;
@@ -47,8 +49,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(args) => build::run(&cx, &args),
         Command::Test(args) => test::run(&cx, &args),
         Command::Push(args) => push::run(&cx, &args),
-        Command::Deploy(_) => not_yet("deploy"),
-        Command::Run(_) => not_yet("run"),
+        Command::Deploy(args) => deploy::run(&cx, &args),
+        Command::Run(args) => run::run(&cx, &args),
         Command::Logs(args) => logs::run(&cx, &args),
         Command::Serve(_) => not_yet("serve"),
         Command::Prune(_) => not_yet("prune"),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod http;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};

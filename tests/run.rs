@@ -1,0 +1,336 @@
+//! `pipe run`, `pipe deploy`: the whole loop against a real engine, a real registry, a real
+//! compose project answering on 127.0.0.1, and real HTTP peers for Slack and webhooks.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::docker::{Docker, ProjectImages, Registry, unique_name};
+use support::http::{HttpSink, get};
+use support::{TestEnv, WorkRepo, free_port};
+
+/// Removes a compose project (containers, network) on drop.
+struct ComposeProject {
+    name: String,
+    file: std::path::PathBuf,
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose")
+            .args(["--project-name", &self.name, "--file"])
+            .arg(&self.file)
+            .args(["down", "--volumes", "--timeout", "1"])
+            .env("PIPE_IMAGE", "x")
+            .env("PIPE_TAG", "x")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+struct App {
+    env: TestEnv,
+    repo: WorkRepo,
+    project: String,
+    image: String,
+    port: u16,
+    compose: ComposeProject,
+    _images: ProjectImages,
+}
+
+fn app(docker: &Docker) -> App {
+    let env = TestEnv::new();
+    let project = unique_name("r").replace("pipe-test-", "");
+    let image = format!("pipe-test/{project}");
+    let repo = WorkRepo::new(env.path(), "app");
+    repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
+    let port = free_port();
+    let file = env.path().join("deploy").join("docker-compose.yml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{port}:8080\"]\n"
+        ),
+    )
+    .unwrap();
+    App {
+        compose: ComposeProject { name: project.clone(), file },
+        _images: ProjectImages { project: project.clone() },
+        env,
+        repo,
+        project,
+        image,
+        port,
+    }
+}
+
+impl App {
+    fn version(&self, n: u32, test: &str, healthy: bool) -> String {
+        self.repo.write("www/index.html", &format!("version {n}\n"));
+        let health = self.repo.work.join("www/health");
+        if healthy {
+            self.repo.write("www/health", "ok\n");
+        } else if health.exists() {
+            std::fs::remove_file(health).unwrap();
+        }
+        self.repo.write(".pipe.toml", &format!("image = \"{}\"\ntest = {test:?}\n", self.image));
+        self.repo.commit_to("dev", &format!("version {n}"))
+    }
+
+    fn answers(&self) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some((200, body)) = get(&format!("http://127.0.0.1:{}/", self.port)) {
+                return Some(body.trim().to_string());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn commits_on_dev_are_built_tested_pushed_deployed_notified_and_rolled_back() {
+    let Some(docker) = Docker::require() else { return };
+    let reg = Registry::start("ci", "pw-run-1");
+    let slack = HttpSink::start(200);
+    let mut a = app(&docker);
+    a.env.env("REG_PW", "pw-run-1").env("SLACK_URL", &slack.url("/services/T000/B000/SECRETPART"));
+    a.env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[notify.slack]\nwebhook_url_env = \"SLACK_URL\"\n\n[registry.local]\nurl = \"{reg}\"\nusername = \"ci\"\npassword_env = \"REG_PW\"\n\n\
+         [project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nname = \"devhost\"\nbranches = [\"dev\"]\npush = [\"local\"]\n\
+         compose = {{ file = \"{file}\", project = \"{p}\", services = [\"web\"] }}\nhealth = {{ url = \"http://127.0.0.1:{port}/health\", timeout = \"8s\" }}\n",
+        ws = a.env.path().join("work").display(),
+        reg = reg.host(),
+        p = a.project,
+        url = a.repo.url(),
+        file = a.compose.file.display(),
+        port = a.port,
+    ));
+    let good = "grep -q version /www/index.html";
+
+    a.version(1, good, true);
+    a.env.pipe(&["run"]).code(0).stdout_has("deploy  passed");
+    assert_eq!(a.answers().as_deref(), Some("version 1"));
+
+    let v2 = a.version(2, good, true);
+    let run = a.env.pipe(&["run", "--json"]);
+    run.code(0);
+    let doc = run.json();
+    assert_eq!(doc["results"][0]["commit"], v2.as_str());
+    assert_eq!(doc["results"][0]["deployed"], true);
+    assert_eq!(a.answers().as_deref(), Some("version 2"));
+    assert!(slack.taken().is_empty(), "successes are not notified by default");
+
+    let v3 = a.version(3, "echo broken-on-purpose; exit 1", true);
+    a.env.pipe(&["run"]).code(1).stderr_has("broken-on-purpose");
+    assert_eq!(a.answers().as_deref(), Some("version 2"), "the previous version still answers");
+    assert!(!reg.tags(&a.image).contains(&v3[..12].to_string()), "a failed commit is not pushed");
+    let messages = slack.taken();
+    assert_eq!(messages.len(), 1, "exactly one failure message");
+    let m = messages[0].json();
+    assert_eq!(m["attachments"][0]["color"], "danger");
+    assert!(m["text"].as_str().unwrap().contains("dev failed at test"), "{m}");
+    assert!(m.to_string().contains("broken-on-purpose"), "the last log lines are attached: {m}");
+    assert!(!m.to_string().contains("SECRETPART") && !m.to_string().contains("pw-run-1"));
+
+    a.env.pipe(&["run"]).code(0);
+    assert!(slack.taken().is_empty(), "a failed commit is not rebuilt or re-notified on every tick");
+
+    a.version(4, good, true);
+    a.env.pipe(&["run"]).code(0);
+    assert_eq!(a.answers().as_deref(), Some("version 4"));
+    let messages = slack.taken();
+    assert_eq!(messages.len(), 1, "exactly one recovery message");
+    assert!(messages[0].json()["text"].as_str().unwrap().contains("recovered"));
+
+    a.version(5, good, false);
+    let run = a.env.pipe(&["run"]);
+    run.code(1).stderr_has("rolled back to");
+    assert_eq!(a.answers().as_deref(), Some("version 4"), "the health check failed and version 4 was redeployed");
+    assert_eq!(slack.taken().len(), 1, "the failed deploy is notified");
+}
+
+#[test]
+fn rollback_by_hand_redeploys_an_earlier_commit() {
+    let Some(docker) = Docker::require() else { return };
+    let a = app(&docker);
+    a.env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nbranches = [\"dev\"]\n\
+         compose = {{ file = \"{file}\", project = \"{p}\" }}\n",
+        ws = a.env.path().join("work").display(),
+        p = a.project,
+        url = a.repo.url(),
+        file = a.compose.file.display(),
+    ));
+    let v1 = a.version(1, "true", true);
+    a.env.pipe(&["run"]).code(0);
+    a.version(2, "true", true);
+    a.env.pipe(&["run"]).code(0);
+    assert_eq!(a.answers().as_deref(), Some("version 2"));
+    let dry = a.env.pipe(&["deploy", &a.project, "dev", "--commit", &v1[..12], "--dry-run"]);
+    dry.code(0).stdout_has("up --detach --no-build --remove-orphans");
+    a.env.pipe(&["deploy", &a.project, "dev", "--commit", &v1[..12]]).code(0);
+    assert_eq!(a.answers().as_deref(), Some("version 1"));
+    a.env
+        .pipe(&["deploy", &a.project, "dev", "--commit", "deadbeef"])
+        .code(1)
+        .stderr_has("no image of commit `deadbeef`");
+}
+
+#[test]
+fn a_webhook_target_posts_a_signed_release() {
+    let Some(docker) = Docker::require() else { return };
+    let receiver = HttpSink::start(202);
+    let mut a = app(&docker);
+    a.env.env("HOOK_SECRET", "hmac-secret-662607");
+    a.env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nbranches = [\"dev\"]\n\
+         webhook = {{ url = \"{hook}\", secret_env = \"HOOK_SECRET\" }}\n",
+        ws = a.env.path().join("work").display(),
+        p = a.project,
+        url = a.repo.url(),
+        hook = receiver.url("/hooks/app"),
+    ));
+    let sha = a.version(1, "true", true);
+    let run = a.env.pipe(&["run", "-vv"]);
+    run.code(0);
+    assert!(!run.stderr.contains("hmac-secret-662607"));
+    let requests = receiver.taken();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hooks/app"));
+    let expected = {
+        use std::io::Write;
+        let mut child = Command::new("openssl")
+            .args(["dgst", "-sha256", "-hmac", "hmac-secret-662607", "-r"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("openssl");
+        child.stdin.take().unwrap().write_all(&r.body).unwrap();
+        let out = child.wait_with_output().unwrap();
+        format!("sha256={}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap())
+    };
+    assert_eq!(r.header("X-Hub-Signature-256"), Some(expected.as_str()), "the signature verifies over the raw body");
+    let body = r.json();
+    assert_eq!(body["commit"], sha.as_str());
+    assert_eq!(body["project"], a.project.as_str());
+    assert_eq!(body["ref"], "refs/heads/dev");
+    assert_eq!(body["image"], a.image.as_str());
+
+    receiver.set_status(500);
+    a.version(2, "true", true);
+    let run = a.env.pipe(&["run"]);
+    run.code(1).stderr_has("failed after 3 attempts: HTTP 500");
+    assert_eq!(receiver.taken().len(), 3, "5xx is retried, boundedly");
+}
+
+#[test]
+fn two_runs_at_once_the_second_exits_with_the_lock_code() {
+    let Some(docker) = Docker::require() else { return };
+    let a = app(&docker);
+    a.env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n",
+        ws = a.env.path().join("work").display(),
+        p = a.project,
+        url = a.repo.url(),
+    ));
+    a.version(1, "sleep 20", true);
+    let mut first = a.env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let lock = a.env.state_path().with_file_name("state.toml.lock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.contains("pipe run")) {
+        assert!(Instant::now() < deadline, "the first run never took the lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.env.pipe(&["run"]).code(3).stderr_has("another pipe process holds the lock");
+    let _ = first.kill();
+    let _ = first.wait();
+}
+
+#[test]
+fn sigterm_during_a_long_test_stops_cleanly_and_the_next_run_finishes() {
+    let Some(docker) = Docker::require() else { return };
+    let a = app(&docker);
+    a.env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n",
+        ws = a.env.path().join("work").display(),
+        p = a.project,
+        url = a.repo.url(),
+    ));
+    a.version(1, "if [ -f /www/health ]; then sleep 60; fi", true);
+    let child = a.env.command(&["run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let label = format!("label=pipe.run={}-dev-1", a.project);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while docker.ok(&["ps", "--quiet", "--filter", &label]).trim().is_empty() {
+        assert!(Instant::now() < deadline, "the test container never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted by SIGTERM"));
+    assert_eq!(docker.ok(&["ps", "--all", "--quiet", "--filter", &label]).trim(), "", "no container is left");
+    assert_eq!(a.env.pipe(&["status", "--json"]).json()["refs"][0]["result"], "interrupted");
+
+    a.version(1, "true", true);
+    let run = a.env.pipe(&["run"]);
+    run.code(0);
+    assert_eq!(a.env.pipe(&["status", "--json"]).json()["refs"][0]["result"], "passed");
+}
+
+/// Removes a swarm stack on drop.
+struct Stack(String);
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ =
+            Command::new("docker").args(["stack", "rm", &self.0]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+#[test]
+fn a_swarm_target_deploys_the_stack_and_waits_for_it() {
+    let Some(docker) = Docker::require() else { return };
+    let swarm = docker.ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_eq!(swarm.trim(), "active", "scripts/test-deps.sh initialises a single-node swarm");
+    let a = app(&docker);
+    let stack = Stack(a.project.clone());
+    let file = a.env.path().join("deploy").join("stack.yml");
+    std::fs::write(
+        &file,
+        "version: \"3.8\"\nservices:\n  web:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    )
+    .unwrap();
+    a.env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nbranches = [\"dev\"]\n\
+         swarm = {{ file = \"{file}\", stack = \"{stack}\" }}\ntimeout = \"90s\"\n",
+        ws = a.env.path().join("work").display(),
+        p = a.project,
+        url = a.repo.url(),
+        file = file.display(),
+        stack = stack.0,
+    ));
+    let sha = a.version(1, "true", true);
+    a.env.pipe(&["run"]).code(0);
+    let replicas =
+        docker.ok(&["service", "ls", "--filter", &format!("name={}_web", stack.0), "--format", "{{.Replicas}}"]);
+    assert_eq!(replicas.trim(), "1/1", "the service converged before pipe returned");
+    let image = docker.ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        &format!("{}_web", stack.0),
+    ]);
+    assert!(image.trim().starts_with(&format!("{}:{}", a.image, &sha[..12])), "{image}");
+}
