@@ -80,6 +80,17 @@ loop_ms=$(median_ms "$work/poll.json" 1)
 ratio=$(jq -r '(.results[0].median / .results[1].median) * 1000 | round / 1000' "$work/poll.json")
 poll_rss=$(PIPE_CONFIG="$config" PIPE_STATE="$state" peak_rss_kb "$pipe" poll -q)
 
+say "no-op tick: pipe run with nothing new over the same 20 projects, against pipe poll"
+tick_state="$work/poll/tick-state.toml"
+sed 's/, pending = true//' "$state" >"$tick_state"
+hyperfine --shell=none --warmup 5 --runs 40 --export-json "$work/tick.json" \
+    -n "pipe run (nothing new)" "env PIPE_CONFIG=$config PIPE_STATE=$tick_state $pipe run -q" \
+    -n "pipe poll (nothing new)" "env PIPE_CONFIG=$config PIPE_STATE=$tick_state $pipe poll -q" >&2
+tick_ms=$(median_ms "$work/tick.json" 0)
+tick_poll_ms=$(median_ms "$work/tick.json" 1)
+tick_diff=$(jq -r '((.results[0].median - .results[1].median) * 1000) | . * 10 | round / 10' "$work/tick.json")
+tick_rss=$(PIPE_CONFIG="$config" PIPE_STATE="$tick_state" peak_rss_kb "$pipe" run -q)
+
 say "state scale: 1,000 / 10,000 / 50,000 refs"
 scale_rows=""
 for n in 1000 10000 50000; do
@@ -174,6 +185,14 @@ Each row was measured in the same run with hyperfine (medians); peak RSS is the 
 | \`pipe poll\` (nothing changed) | $poll_ms ms | $(awk "BEGIN {printf \"%.1f\", $poll_rss / 1024}") MB |
 | \`git ls-remote\` shell loop over the same repos | $loop_ms ms | |
 | ratio pipe / loop | **$ratio** (target ≤ 0.25) | |
+
+## No-op tick: \`pipe run\` with nothing new, 20 projects
+
+| command | median | peak RSS |
+|---|---|---|
+| \`pipe run\` | $tick_ms ms | $(awk "BEGIN {printf \"%.1f\", $tick_rss / 1024}") MB (target < 30 MB) |
+| \`pipe poll\` alone | $tick_poll_ms ms | |
+| the tick's extra cost | **$tick_diff ms** | |
 
 ## Stages: build + test + push of an unchanged commit (legacy builder, local registry)
 

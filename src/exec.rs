@@ -247,13 +247,13 @@ pub fn logged(
                 match finished_rx.recv_timeout(left.min(Duration::from_millis(100))) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) if left.is_zero() => {
                         timed_out.store(true, Ordering::Relaxed);
-                        let _ = reader.kill();
+                        stop(&reader, &finished_rx);
                         return;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         if crate::signals::received().is_some() {
                             interrupted.store(true, Ordering::Relaxed);
-                            let _ = reader.kill();
+                            stop(&reader, &finished_rx);
                             return;
                         }
                     }
@@ -327,6 +327,24 @@ pub fn logged(
     let _ = writeln!(file, "[pipe: {} after {:.1}s]", finished.describe(), finished.duration.as_secs_f64());
     file.sync_all().with_context(|| format!("failed to write log file `{}`", log.display()))?;
     Ok(finished)
+}
+
+/// How long a stopped child gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Stops a child: SIGTERM, then SIGKILL if it has not exited (its output closed) within
+/// [`GRACE`]. The docker CLI relays SIGTERM (`docker run` stops its container, `docker build`
+/// cancels the build) when given the chance.
+fn stop(reader: &duct::ReaderHandle, finished: &std::sync::mpsc::Receiver<()>) {
+    for pid in reader.pids() {
+        // SAFETY: kill(2) with a pid duct spawned and has not reaped yet.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(GRACE) {
+        let _ = reader.kill();
+    }
 }
 
 /// The last [`TAIL_BYTES`] of text, cut at a line start.

@@ -170,13 +170,21 @@ pub fn run_job(cx: &Context, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
         }
     });
     spinner.finish();
-    // The CLI may be gone (timeout) while the container still runs: remove it by name.
-    let _ =
-        exec::capture(&cx.out, &docker.cmd().args(["rm", "--force", "--volumes", &container]), Duration::from_secs(60));
+    // `--rm` removes a container whose CLI saw it exit. A CLI stopped at the timeout or by a
+    // signal may leave it running: remove it by name.
+    let clean_exit = result.as_ref().is_ok_and(|f| f.code.is_some() && !f.timed_out && !f.interrupted);
+    if !clean_exit {
+        let rm = docker.cmd().args(["rm", "--force", "--volumes", &container]);
+        let _ = exec::capture(&cx.out, &rm, Duration::from_secs(60));
+    }
     if let Some(services) = services {
         services.down(cx);
     }
-    result
+    let finished = result?;
+    if !finished.success() && !finished.interrupted && stage::engine_down(&finished.tail) {
+        return Err(stage::engine_unavailable(docker, &finished.tail));
+    }
+    Ok(finished)
 }
 
 /// Test services brought up from a compose file, on their own network; removed by `down`.
