@@ -61,7 +61,7 @@ pub enum Command {
     Logs(LogsArgs),
     /// Validate the pipeline file and report every error at once
     Check(CheckArgs),
-    /// Run the authenticated deploy receiver for this host [not implemented yet]
+    /// Run the authenticated deploy receiver for this host
     Serve(ServeArgs),
     /// Remove old run logs and images of deleted branches beyond the configured limits [not implemented yet]
     Prune(PruneArgs),

@@ -47,6 +47,67 @@ pub struct Config {
     pub notify: Notify,
     pub registries: BTreeMap<String, Registry>,
     pub projects: BTreeMap<String, Project>,
+    pub serve: Serve,
+}
+
+/// `[serve]`: the deploy receiver on this host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Serve {
+    /// Address to listen on; anything but loopback must be written out explicitly.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: u64,
+    /// How old a signed request may be (its `sent_at`), and how long delivery ids are remembered.
+    pub replay_window: Option<Seconds>,
+    /// `[serve.hooks.NAME]`, validated and filled in by the loader.
+    #[serde(skip)]
+    pub hooks: BTreeMap<String, Hook>,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Serve {
+            listen: default_listen(),
+            body_limit: default_body_limit(),
+            replay_window: None,
+            hooks: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9010".into()
+}
+fn default_body_limit() -> u64 {
+    1024 * 1024
+}
+
+/// `[serve.hooks.NAME]`: what one authenticated POST runs on this host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// Bearer token (`Authorization: Bearer …`).
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// HMAC-SHA256 secret for `X-Hub-Signature-256` over the raw body.
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// Image repositories this hook may deploy (`*` within a path segment, `**` across).
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Accept docker-puller's URL forms (`/?token=…&hook=…`, `/TOKEN/HOOK`) for migration.
+    #[serde(default)]
+    pub docker_puller: bool,
+    pub compose: Option<ComposeTarget>,
+    pub swarm: Option<SwarmTarget>,
+    pub command: Option<CommandTarget>,
+    pub health: Option<Health>,
+    pub timeout: Option<Seconds>,
+    #[serde(skip)]
+    pub allowed: Patterns,
 }
 
 /// `[pipe]`: settings for the whole pipeline.
@@ -326,7 +387,7 @@ pub struct Deploy {
 }
 
 /// `compose = { file = "…", services = […] }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComposeTarget {
     pub file: PathBuf,
@@ -337,7 +398,7 @@ pub struct ComposeTarget {
 }
 
 /// `swarm = { file = "…", stack = "…" }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwarmTarget {
     pub file: PathBuf,
@@ -345,7 +406,7 @@ pub struct SwarmTarget {
 }
 
 /// `command = { argv = […] }` or, explicitly, `command = { shell = "…" }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandTarget {
     pub argv: Option<Vec<String>>,
@@ -371,7 +432,7 @@ pub struct WebhookTarget {
 }
 
 /// `health = { url = "…" }` or `health = { container = "…" }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     pub url: Option<String>,
@@ -398,6 +459,19 @@ impl Patterns {
 
     pub fn is_match(&self, branch: &str) -> bool {
         self.set.is_match(branch)
+    }
+
+    /// Image repository patterns: `*` within a `/` segment, `**` across.
+    pub fn compile_images<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Patterns, String> {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in patterns {
+            let glob = GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("invalid image pattern `{pattern}`: {}", e.kind()))?;
+            builder.add(glob);
+        }
+        Ok(Patterns { set: builder.build().map_err(|e| e.to_string())? })
     }
 }
 
@@ -485,6 +559,10 @@ impl Config {
         }
         for (name, reg) in &self.registries {
             add(format!("registry.{name}.password"), &reg.password_env, &reg.password_file);
+        }
+        for (name, hook) in &self.serve.hooks {
+            add(format!("serve.hooks.{name}.token"), &hook.token_env, &hook.token_file);
+            add(format!("serve.hooks.{name}.secret"), &hook.secret_env, &hook.secret_file);
         }
         for (name, project) in &self.projects {
             if let Some(auth) = &project.auth {
@@ -623,6 +701,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
 
     let mut settings = None;
     let mut notify = None;
+    let mut serve: Option<Serve> = None;
+    let mut hooks = BTreeMap::new();
     let mut registries = BTreeMap::new();
     let mut projects = BTreeMap::new();
     for (key, value) in doc {
@@ -630,6 +710,23 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         match key.get_ref().as_ref() {
             "pipe" => settings = cx.de::<Settings>(value),
             "notify" => notify = cx.de::<Notify>(value),
+            "serve" => {
+                let span = value.span();
+                let DeValue::Table(mut table) = value.into_inner() else {
+                    cx.error(Some(span), "`serve` must be a table".into());
+                    continue;
+                };
+                let hook_tables = table.remove("hooks");
+                serve = cx.de::<Serve>(Spanned::new(span, DeValue::Table(table)));
+                if let Some(hook_tables) = hook_tables {
+                    for (name, value) in cx.named_tables(hook_tables, "hook") {
+                        let span = value.span();
+                        if let Some(hook) = cx.de::<Hook>(value) {
+                            hooks.insert(name, (span, hook));
+                        }
+                    }
+                }
+            }
             "registry" => {
                 for (name, value) in cx.named_tables(value, "registry") {
                     if let Some(reg) = cx.de::<Registry>(value) {
@@ -646,7 +743,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             }
             other => cx.error(
                 Some(span),
-                format!("unknown section `{other}`, expected one of `pipe`, `notify`, `registry`, `project`"),
+                format!("unknown section `{other}`, expected one of `pipe`, `notify`, `registry`, `project`, `serve`"),
             ),
         }
     }
@@ -656,8 +753,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         notify: notify.unwrap_or_default(),
         registries,
         projects,
+        serve: serve.unwrap_or_default(),
     };
     validate(&mut cx, &mut config);
+    for (name, (span, mut hook)) in hooks {
+        validate_hook(&mut cx, &name, span, &mut hook);
+        config.serve.hooks.insert(name, hook);
+    }
     if cx.diagnostics.is_empty() { Ok(config) } else { Err(cx.diagnostics) }
 }
 
@@ -896,6 +998,46 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
                 format!("project `{name}`: two deploy targets are named `{target}`; give each a distinct `name`"),
             );
         }
+    }
+}
+
+fn validate_hook(cx: &mut Cx<'_>, name: &str, span: Range<usize>, hook: &mut Hook) {
+    let token = hook.token_env.is_some() || hook.token_file.is_some();
+    let secret = hook.secret_env.is_some() || hook.secret_file.is_some();
+    if hook.token_env.is_some() && hook.token_file.is_some() || hook.secret_env.is_some() && hook.secret_file.is_some()
+    {
+        cx.error(
+            Some(span.clone()),
+            format!("hook `{name}`: set one of `*_env` and `*_file` for each credential, not both"),
+        );
+    }
+    if !token && !secret {
+        cx.error(Some(span.clone()), format!("hook `{name}` needs credentials: `secret_env`/`secret_file` (HMAC) or `token_env`/`token_file` (bearer)"));
+    }
+    if hook.docker_puller && !token {
+        cx.error(
+            Some(span.clone()),
+            format!("hook `{name}`: `docker_puller = true` needs a `token_env` or `token_file`"),
+        );
+    }
+    let kinds = [hook.compose.is_some(), hook.swarm.is_some(), hook.command.is_some()].iter().filter(|k| **k).count();
+    if kinds != 1 {
+        cx.error(Some(span.clone()), format!("hook `{name}` runs exactly one of `compose`, `swarm`, `command`"));
+    }
+    if (hook.compose.is_some() || hook.swarm.is_some()) && hook.images.is_empty() {
+        cx.error(
+            Some(span.clone()),
+            format!("hook `{name}` deploys images: list the repositories it may run in `images`, so a leaked secret cannot run an arbitrary image"),
+        );
+    }
+    if let Some(cmd) = &hook.command
+        && cmd.argv.is_some() == cmd.shell.is_some()
+    {
+        cx.error(Some(span.clone()), format!("hook `{name}`: `command` takes exactly one of `argv` and `shell`"));
+    }
+    match Patterns::compile_images(hook.images.iter().map(String::as_str)) {
+        Ok(p) => hook.allowed = p,
+        Err(e) => cx.error(Some(span), format!("hook `{name}`: {e}")),
     }
 }
 

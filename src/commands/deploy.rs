@@ -14,7 +14,7 @@ use sha2::Sha256;
 use super::Context;
 use super::stage::{self, Docker, Job, StageFailed};
 use crate::cli::DeployArgs;
-use crate::config::{Deploy, Health, SecretRef, Stage, WebhookTarget};
+use crate::config::{CommandTarget, ComposeTarget, Deploy, Health, SecretRef, Stage, SwarmTarget, WebhookTarget};
 use crate::docker;
 use crate::error::code;
 use crate::exec::{self, Cmd};
@@ -333,7 +333,29 @@ fn commands(
     tag: &str,
     release: &Release,
 ) -> anyhow::Result<Vec<Cmd>> {
-    let mut env = deploy_env(job, image, tag, release);
+    let kinds =
+        Kinds { compose: target.compose.as_ref(), swarm: target.swarm.as_ref(), command: target.command.as_ref() };
+    target_commands(job.cx, docker, kinds, job.name, !target.push.is_empty(), deploy_env(job, image, tag, release))
+}
+
+/// The local target kinds a deploy entry or a `pipe serve` hook can run.
+#[derive(Clone, Copy)]
+pub struct Kinds<'a> {
+    pub compose: Option<&'a ComposeTarget>,
+    pub swarm: Option<&'a SwarmTarget>,
+    pub command: Option<&'a CommandTarget>,
+}
+
+/// The commands of a compose, swarm or command target with `env` exported; `pull` first pulls
+/// the compose services (the image comes from a registry).
+pub fn target_commands(
+    cx: &Context,
+    docker: &Docker,
+    kinds: Kinds<'_>,
+    default_project: &str,
+    pull: bool,
+    mut env: Vec<(String, String)>,
+) -> anyhow::Result<Vec<Cmd>> {
     if let Some(dir) = &docker.config_dir {
         // compose pulls with pipe's registry logins, like the docker CLI.
         env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
@@ -345,9 +367,9 @@ fn commands(
         cmd
     };
     let mut out = Vec::new();
-    if let Some(compose) = &target.compose {
-        let program = docker.compose(job.cx)?;
-        let project = compose.project.clone().unwrap_or_else(|| job.name.to_string());
+    if let Some(compose) = kinds.compose {
+        let program = docker.compose(cx)?;
+        let project = compose.project.clone().unwrap_or_else(|| default_project.to_string());
         let dir = compose.file.parent().unwrap_or(Path::new("/")).to_path_buf();
         let base = |verb: &[&str]| {
             let mut argv: Vec<OsString> = program.clone();
@@ -361,12 +383,12 @@ fn commands(
             argv.extend(compose.services.iter().map(OsString::from));
             with_env(Cmd::from_argv(&argv).dir(dir.clone()))
         };
-        if !target.push.is_empty() {
+        if pull {
             out.push(base(&["pull"]));
         }
         out.push(base(&["up", "--detach", "--no-build", "--remove-orphans"]));
     }
-    if let Some(swarm) = &target.swarm {
+    if let Some(swarm) = kinds.swarm {
         let cmd = docker.cmd().args([
             "stack".into(),
             "deploy".into(),
@@ -375,7 +397,7 @@ fn commands(
         ]);
         out.push(with_env(cmd.args(["--with-registry-auth", swarm.stack.as_str()])));
     }
-    if let Some(command) = &target.command {
+    if let Some(command) = kinds.command {
         let argv: Vec<OsString> = match (&command.argv, &command.shell) {
             (Some(argv), _) => argv.iter().map(OsString::from).collect(),
             (None, Some(shell)) => vec!["sh".into(), "-c".into(), shell.into()],
@@ -419,7 +441,7 @@ fn apply(
 }
 
 /// Waits until every service of the stack runs all its replicas.
-fn wait_for_stack(cx: &Context, docker: &Docker, stack: &str, deadline: Instant) -> anyhow::Result<()> {
+pub fn wait_for_stack(cx: &Context, docker: &Docker, stack: &str, deadline: Instant) -> anyhow::Result<()> {
     let cmd = docker.cmd().args(["stack", "services", stack, "--format", "{{.Name}} {{.Replicas}}"]);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -442,7 +464,7 @@ fn wait_for_stack(cx: &Context, docker: &Docker, stack: &str, deadline: Instant)
 
 /// Polls an HTTP URL until it answers 2xx, or a container until it is healthy (or running, when
 /// it has no health check), within the timeout.
-fn check_health(cx: &Context, docker: &Docker, health: &Health) -> anyhow::Result<()> {
+pub fn check_health(cx: &Context, docker: &Docker, health: &Health) -> anyhow::Result<()> {
     let timeout = health.timeout.map_or(Duration::from_secs(60), |t| t.0);
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer");
@@ -524,6 +546,7 @@ fn post_webhook(
     release: &Release,
     timeout: Duration,
 ) -> anyhow::Result<()> {
+    // `delivery` and `sent_at` are covered by the signature: a receiver refuses a replay.
     let body = serde_json::json!({
         "project": job.name,
         "ref": job.refname,
@@ -531,6 +554,8 @@ fn post_webhook(
         "image": image,
         "tag": tag,
         "digest": release.digest,
+        "delivery": secret::random_id(),
+        "sent_at": stage::now().as_second(),
     })
     .to_string();
     let secret = SecretRef::from_pair(&hook.secret_env, &hook.secret_file)

@@ -13,6 +13,7 @@ mod logs;
 mod poll;
 mod push;
 mod run;
+mod serve;
 mod stage;
 mod status;
 mod test;
@@ -52,7 +53,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Deploy(args) => deploy::run(&cx, &args),
         Command::Run(args) => run::run(&cx, &args),
         Command::Logs(args) => logs::run(&cx, &args),
-        Command::Serve(_) => not_yet("serve"),
+        Command::Serve(args) => serve::run(&cx, &args),
         Command::Prune(_) => not_yet("prune"),
     }
 }

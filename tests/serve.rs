@@ -1,0 +1,326 @@
+//! `pipe serve`: the deploy receiver, over real HTTP on 127.0.0.1.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::docker::{Docker, ProjectImages, unique_name};
+use support::{TestEnv, WorkRepo, free_port};
+
+/// A running `pipe serve`; SIGTERM and wait on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(env: &TestEnv, port: u16) -> Server {
+        let mut child = env
+            .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                panic!("pipe serve exited with {status}: {err}");
+            }
+            assert!(Instant::now() < deadline, "pipe serve did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, port }
+    }
+
+    /// Sends SIGTERM and returns the exit code and everything it logged.
+    fn stop(mut self) -> (Option<i32>, String) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let status = self.child.wait().unwrap();
+        (status.code(), err)
+    }
+
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, serde_json::Value) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        read_response(&mut stream)
+    }
+
+    fn wait_for(&self, hook: &str, id: &str, auth: (&str, &str), done: &[&str]) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, doc) = self.request("GET", &format!("/hooks/{hook}/runs/{id}"), &[auth], b"");
+            assert_eq!(status, 200, "{doc}");
+            if done.contains(&doc["status"].as_str().unwrap()) {
+                return doc;
+            }
+            assert!(Instant::now() < deadline, "run {id} never finished: {doc}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+fn sign(secret: &str, data: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret, "-r"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!("sha256={}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A server with a token hook and a signed hook, each appending a line to a file.
+fn command_hooks(env: &mut TestEnv, script: &str) -> std::path::PathBuf {
+    let out = env.path().join("hook-output");
+    env.env("TOKEN", "tok-8675309").env("SECRET", "sec-1123581321");
+    let script = script.replace("OUT", &out.display().to_string());
+    env.config(&format!(
+        "[serve.hooks.tok]\ntoken_env = \"TOKEN\"\ncommand = {{ argv = [\"/bin/sh\", \"-c\", {script:?}] }}\n\n\
+         [serve.hooks.sig]\nsecret_env = \"SECRET\"\ncommand = {{ argv = [\"/bin/sh\", \"-c\", {script:?}] }}\n"
+    ));
+    out
+}
+
+const BEARER: (&str, &str) = ("Authorization", "Bearer tok-8675309");
+
+#[test]
+fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
+    let mut env = TestEnv::new();
+    let out = command_hooks(&mut env, "echo \"ran $PIPE_HOOK $PIPE_COMMIT\" >> OUT");
+    let server = Server::start(&env, free_port());
+
+    assert_eq!(server.request("GET", "/healthz", &[], b"").0, 200);
+    let (status, doc) = server.request("POST", "/hooks/tok", &[BEARER], br#"{"commit": "abc123"}"#);
+    assert_eq!(status, 202, "{doc}");
+    let run = server.wait_for("tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded", "failed"]);
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    let body = format!(r#"{{"commit": "def456", "delivery": "d-1", "sent_at": {}}}"#, now());
+    let sig = sign("sec-1123581321", body.as_bytes());
+    let (status, doc) = server.request("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], body.as_bytes());
+    assert_eq!(status, 202, "{doc}");
+    let id = doc["id"].as_str().unwrap().to_string();
+    let path_sig = sign("sec-1123581321", format!("/hooks/sig/runs/{id}").as_bytes());
+    server.wait_for("sig", &id, ("X-Hub-Signature-256", &path_sig), &["succeeded"]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "ran tok abc123\nran sig def456\n");
+
+    let (replayed, doc) = server.request("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], body.as_bytes());
+    assert_eq!(replayed, 409, "a replayed signed request is refused: {doc}");
+    let stale = format!(r#"{{"delivery": "d-2", "sent_at": {}}}"#, now() - 3600);
+    let (status, _) = server.request(
+        "POST",
+        "/hooks/sig",
+        &[("X-Hub-Signature-256", &sign("sec-1123581321", stale.as_bytes()))],
+        stale.as_bytes(),
+    );
+    assert_eq!(status, 409, "a signed request outside the replay window is refused");
+
+    let tampered = body.replace("def456", "bad000");
+    assert_eq!(server.request("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], tampered.as_bytes()).0, 403);
+    assert_eq!(server.request("POST", "/hooks/tok", &[("Authorization", "Bearer wrong")], b"").0, 403);
+    assert_eq!(server.request("POST", "/hooks/tok", &[], b"").0, 401);
+    assert_eq!(
+        server.request("POST", "/hooks/nope", &[BEARER], b"").0,
+        403,
+        "an unknown hook answers like a wrong token"
+    );
+    assert_eq!(server.request("POST", "/hooks/nope", &[], b"").0, 401, "and like a missing one");
+    assert_eq!(server.request("GET", "/hooks/tok", &[BEARER], b"").0, 405, "only POST triggers");
+    assert_eq!(
+        server.request("POST", "/?token=tok-8675309&hook=tok", &[], b"").0,
+        403,
+        "docker-puller forms need opting in"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2, "nothing else ran");
+
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "SIGTERM stops the server cleanly: {log}");
+    assert!(log.contains("POST /hooks/tok 202"), "{log}");
+    for secret in ["tok-8675309", "sec-1123581321"] {
+        assert!(!log.contains(secret), "a secret reached the log: {log}");
+    }
+}
+
+#[test]
+fn a_ten_megabyte_body_is_refused_without_being_read() {
+    let mut env = TestEnv::new();
+    command_hooks(&mut env, "true");
+    let server = Server::start(&env, free_port());
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        stream,
+        "POST /hooks/tok HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-8675309\r\nContent-Length: 10485760\r\n\r\n"
+    )
+    .unwrap();
+    stream.write_all(&[b'x'; 4096]).unwrap();
+    let started = Instant::now();
+    let (status, _) = read_response(&mut stream);
+    assert_eq!(status, 413);
+    assert!(started.elapsed() < Duration::from_secs(5), "answered before the body was sent");
+}
+
+#[test]
+fn an_idle_connection_does_not_block_a_deploy() {
+    let mut env = TestEnv::new();
+    command_hooks(&mut env, "true");
+    let server = Server::start(&env, free_port());
+    let _idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.write_all(b"POST /hooks/tok HTTP/1.1\r\n").unwrap();
+    let started = Instant::now();
+    let (status, doc) = server.request("POST", "/hooks/tok", &[BEARER], b"");
+    assert_eq!(status, 202);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    server.wait_for("tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded"]);
+}
+
+#[test]
+fn one_hook_never_runs_twice_at_once_and_every_request_has_a_fate() {
+    let mut env = TestEnv::new();
+    let out = command_hooks(&mut env, "echo \"start $PIPE_COMMIT\" >> OUT; sleep 1; echo \"end $PIPE_COMMIT\" >> OUT");
+    let server = Server::start(&env, free_port());
+    let ids: Vec<String> = ["aaa", "bbb", "ccc"]
+        .iter()
+        .map(|c| {
+            let (status, doc) =
+                server.request("POST", "/hooks/tok", &[BEARER], format!(r#"{{"commit": "{c}"}}"#).as_bytes());
+            assert_eq!(status, 202);
+            std::thread::sleep(Duration::from_millis(150));
+            doc["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let fates: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            server.wait_for("tok", id, BEARER, &["succeeded", "failed", "superseded"])["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(fates, ["succeeded", "superseded", "succeeded"], "the waiting request was superseded by the newer one");
+    let superseded = server.request("GET", &format!("/hooks/tok/runs/{}", ids[1]), &[BEARER], b"").1;
+    assert_eq!(superseded["superseded_by"], ids[2].as_str());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "start aaa\nend aaa\nstart ccc\nend ccc\n",
+        "runs never overlap"
+    );
+}
+
+#[test]
+fn a_failing_hook_reports_failed_with_its_exit_code() {
+    let mut env = TestEnv::new();
+    command_hooks(&mut env, "echo about-to-fail; exit 3");
+    let server = Server::start(&env, free_port());
+    let (_, doc) = server.request("POST", "/hooks/tok", &[BEARER], b"");
+    let run = server.wait_for("tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded", "failed"]);
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["exit_code"], 3);
+    assert!(run["log_tail"].as_str().unwrap().contains("about-to-fail"), "{run}");
+}
+
+#[test]
+fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
+    let Some(docker) = Docker::require() else { return };
+    let mut env = TestEnv::new();
+    let project = unique_name("s").replace("pipe-test-", "");
+    let _images = ProjectImages { project: project.clone() };
+    let image = format!("pipe-test/{project}");
+    let repo = WorkRepo::new(env.path(), "app");
+    repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
+    repo.write("www/index.html", "served through a hook\n");
+    repo.write(".pipe.toml", &format!("image = \"{image}\"\ntest = \"test -f /www/index.html\"\n"));
+    let sha = repo.commit_to("main", "first");
+    let (app_port, serve_port) = (free_port(), free_port());
+    let compose = env.path().join("prod").join("docker-compose.yml");
+    std::fs::create_dir_all(compose.parent().unwrap()).unwrap();
+    std::fs::write(
+        &compose,
+        format!("version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{app_port}:8080\"]\n"),
+    )
+    .unwrap();
+    struct Down(std::path::PathBuf, String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new("docker-compose")
+                .args(["--project-name", &self.1, "--file"])
+                .arg(&self.0)
+                .args(["down", "--timeout", "1"])
+                .env("PIPE_IMAGE", "x")
+                .env("PIPE_TAG", "x")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _down = Down(compose.clone(), project.clone());
+    env.env("HOOK_SECRET", "shared-secret-1414");
+    env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[serve.hooks.{p}]\nsecret_env = \"HOOK_SECRET\"\nimages = [\"pipe-test/*\"]\n\
+         compose = {{ file = \"{file}\", project = \"{p}\" }}\nhealth = {{ url = \"http://127.0.0.1:{app_port}/\", timeout = \"20s\" }}\n\n\
+         [project.{p}]\nrepo = \"{url}\"\nbranches = [\"main\"]\n\n[[project.{p}.deploy]]\nbranches = [\"main\"]\n\
+         webhook = {{ url = \"http://127.0.0.1:{serve_port}/hooks/{p}\", secret_env = \"HOOK_SECRET\" }}\n",
+        ws = env.path().join("work").display(),
+        p = project,
+        file = compose.display(),
+        url = repo.url(),
+    ));
+    let server = Server::start(&env, serve_port);
+    env.pipe(&["run"]).code(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, body)) = support::http::get(&format!("http://127.0.0.1:{app_port}/")) {
+            assert_eq!(body.trim(), "served through a hook");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hook's compose deploy never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let running = docker.ok(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+        "--format",
+        "{{.Image}}",
+    ]);
+    assert_eq!(running.trim(), format!("{image}:{}", &sha[..12]));
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0));
+    assert!(log.contains(&format!("POST /hooks/{project} 202")), "{log}");
+}
