@@ -170,6 +170,88 @@ stage_diff=$(jq -r '((.results[0].median - .results[1].median) * 1000) | . * 10 
 stage_pct=$(jq -r '((.results[0].median / .results[1].median) - 1) * 100 | . * 10 | round / 10' "$work/stages.json")
 docker image ls --quiet --filter "reference=pipe-bench/app" --filter "reference=$reg" | sort -u | xargs -r docker image rm -f >/dev/null 2>&1 || true
 
+say "serve: pipe serve against adnanh/webhook (Debian's webhook package), same machine, same run"
+for tool in webhook wrk; do
+    command -v "$tool" >/dev/null || { say "installing $tool"; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$tool" >/dev/null; }
+done
+sv="$work/serve"
+mkdir -p "$sv"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+token="bench-token-4242"
+for who in pipe webhook; do
+    printf '#!/bin/sh\necho ran >> %s\n' "$sv/$who.out" >"$sv/$who-hook.sh"
+    chmod +x "$sv/$who-hook.sh"
+    : >"$sv/$who.out"
+done
+printf '[serve.hooks.deploy]\ntoken_env = "BENCH_TOKEN"\ncommand = { argv = ["%s"] }\n' "$sv/pipe-hook.sh" >"$sv/pipeline.toml"
+rule="{\"match\": {\"type\": \"value\", \"value\": \"$token\", \"parameter\": {\"source\": \"header\", \"name\": \"X-Token\"}}}"
+cat >"$sv/hooks.json" <<JSON
+[
+  {"id": "deploy", "execute-command": "$sv/webhook-hook.sh", "trigger-rule": $rule},
+  {"id": "deploy-sync", "execute-command": "$sv/webhook-hook.sh", "include-command-output-in-response": true, "trigger-rule": $rule}
+]
+JSON
+pipe_port=$(free_port)
+wh_port=$(free_port)
+BENCH_TOKEN="$token" PIPE_CONFIG="$sv/pipeline.toml" PIPE_STATE="$sv/state/state.toml" \
+    "$pipe" serve --listen "127.0.0.1:$pipe_port" 2>"$sv/pipe.log" &
+pipe_pid=$!
+webhook -hooks "$sv/hooks.json" -ip 127.0.0.1 -port "$wh_port" >"$sv/webhook.log" 2>&1 &
+wh_pid=$!
+trap 'kill $reg_pid $pipe_pid $wh_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+    curl -s "http://127.0.0.1:$pipe_port/healthz" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$wh_port/" && break
+    sleep 0.1
+done
+sleep 1
+rss_kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
+mb() { awk "BEGIN {printf \"%.1f\", $1 / 1024}"; }
+pipe_idle=$(rss_kb $pipe_pid VmRSS)
+wh_idle=$(rss_kb $wh_pid VmRSS)
+purl="http://127.0.0.1:$pipe_port"
+wurl="http://127.0.0.1:$wh_port/hooks"
+pipe_202=$(python3 bench/serve_bench.py latency "$purl/hooks/deploy" Authorization "Bearer $token" 200)
+wh_202=$(python3 bench/serve_bench.py latency "$wurl/deploy" X-Token "$token" 200)
+sleep 2
+pipe_done=$(python3 bench/serve_bench.py complete-pipe "$purl" deploy "$token" 100)
+wh_done=$(python3 bench/serve_bench.py complete-sync "$wurl/deploy-sync" X-Token "$token" 100)
+sleep 2
+printf 'wrk.method = "POST"\nwrk.headers["Authorization"] = "Bearer %s"\n' "$token" >"$sv/pipe.lua"
+printf 'wrk.method = "POST"\nwrk.headers["X-Token"] = "%s"\n' "$token" >"$sv/webhook.lua"
+count() { grep -c -E "$1" "$2" || true; }
+p_acc0=$(count 'POST /hooks/deploy 202' "$sv/pipe.log"); p_end0=$(count 'hook=deploy (succeeded|failed|interrupted|cancelled)|superseded by' "$sv/pipe.log")
+w_ran0=$(wc -l <"$sv/webhook.out")
+wrk -t1 -c2 -d10s -s "$sv/pipe.lua" "$purl/hooks/deploy" >"$sv/wrk-pipe.txt" 2>&1
+wrk -t1 -c2 -d10s -s "$sv/webhook.lua" "$wurl/deploy" >"$sv/wrk-webhook.txt" 2>&1
+sleep 5
+wrk_rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+wrk_total() { awk '/requests in/ {print $1}' "$1"; }
+wrk_bad() { awk '/Non-2xx/ {print $5}' "$1"; }
+p_rps=$(wrk_rps "$sv/wrk-pipe.txt"); w_rps=$(wrk_rps "$sv/wrk-webhook.txt")
+p_total=$(wrk_total "$sv/wrk-pipe.txt"); w_total=$(wrk_total "$sv/wrk-webhook.txt")
+p_acc=$(( $(count 'POST /hooks/deploy 202' "$sv/pipe.log") - p_acc0 ))
+p_end=$(( $(count 'hook=deploy (succeeded|failed|interrupted|cancelled)|superseded by' "$sv/pipe.log") - p_end0 ))
+p_lost=$(( p_acc - p_end ))
+w_bad=$(wrk_bad "$sv/wrk-webhook.txt"); w_bad=${w_bad:-0}
+w_acc=$(( w_total - w_bad ))
+w_ran=$(( $(wc -l <"$sv/webhook.out") - w_ran0 ))
+w_lost=$(( w_acc - w_ran ))
+head -c 100000000 /dev/zero >"$sv/big"
+attack() {
+    local pids=()
+    for _ in 1 2; do
+        curl -s -o /dev/null -m 60 --data-binary @"$sv/big" "$1" &
+        pids+=($!)
+    done
+    wait "${pids[@]}" || true
+}
+attack "$purl/hooks/deploy"
+attack "$wurl/deploy"
+pipe_peak=$(rss_kb $pipe_pid VmHWM); wh_peak=$(rss_kb $wh_pid VmHWM)
+pipe_after=$(rss_kb $pipe_pid VmRSS); wh_after=$(rss_kb $wh_pid VmRSS)
+kill $pipe_pid $wh_pid 2>/dev/null || true
+rm -f "$sv/big"
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 cat >"$results" <<MD
 # Benchmark results
@@ -201,6 +283,18 @@ Each row was measured in the same run with hyperfine (medians); peak RSS is the 
 | \`pipe build\` + \`pipe test\` + \`pipe push\` | $stage_pipe ms |
 | the same raw \`git\` + \`docker build/run/tag/push\` commands | $stage_raw ms |
 | overhead | **$stage_diff ms ($stage_pct %)** (target ≤ 5 % or ≤ 150 ms) |
+
+## \`pipe serve\` against adnanh/webhook $(webhook -version | awk '{print $3}') (same hook: a token check, a script that appends a line)
+
+| | \`pipe serve\` | adnanh/webhook |
+|---|---|---|
+| idle RSS | $(mb "$pipe_idle") MB | $(mb "$wh_idle") MB |
+| median time to the answer (202 / 200), 200 sequential requests | $pipe_202 ms | $wh_202 ms |
+| median time from request to the script having finished, 100 requests | $pipe_done ms (\`POST …?wait=30\`) | $wh_done ms (sync mode) |
+| \`wrk -t1 -c2 -d10s\` throughput | $p_rps req/s ($p_total requests) | $w_rps req/s ($w_total requests) |
+| requests accepted during wrk | $p_acc (202) | $w_acc (200) |
+| accepted requests never run nor accounted for | **$p_lost** (each 202 ended as a run or a logged supersede) | **$w_lost** (200 answered, script never ran) |
+| peak RSS (VmHWM) after two unauthenticated 100 MB POSTs | $(mb "$pipe_peak") MB (RSS now $(mb "$pipe_after") MB) | $(mb "$wh_peak") MB (RSS now $(mb "$wh_after") MB) |
 
 ## State scale: one project with N branches, nothing changed
 

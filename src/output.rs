@@ -52,11 +52,14 @@ impl Output {
 
     fn line(&self, prefix: &str, msg: &str) {
         let mut err = std::io::stderr().lock();
-        for line in msg.lines() {
+        let indent = " ".repeat(prefix.chars().filter(|c| c.is_ascii_alphabetic() || *c == ':' || *c == ' ').count());
+        for (i, line) in msg.lines().enumerate() {
+            // The prefix marks the first line; the rest of a message is indented under it.
+            let lead = if i == 0 { prefix } else { indent.as_str() };
             let _ = if self.terminal {
-                writeln!(err, "{prefix}{line}")
+                writeln!(err, "{lead}{line}")
             } else {
-                writeln!(err, "{} {prefix}{line}", crate::state::now())
+                writeln!(err, "{} {lead}{line}", crate::state::now())
             };
         }
     }

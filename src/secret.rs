@@ -48,11 +48,11 @@ pub fn resolve(secret: &SecretRef, what: &str) -> anyhow::Result<Secret> {
 
 /// 128 random bits as 32 hex digits (run ids, delivery ids).
 pub fn random_id() -> String {
-    use std::io::Read;
     let mut bytes = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if read.is_err() {
-        // No /dev/urandom: time and pid still make an id unique enough for a delivery id.
+    // SAFETY: getrandom(2) writes at most `bytes.len()` bytes into the buffer.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled != bytes.len() as isize {
+        // No entropy to be had: time and pid still make an id unique enough for a delivery id.
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         bytes[..16].copy_from_slice(&(nanos ^ u128::from(std::process::id())).to_le_bytes());

@@ -93,8 +93,9 @@ impl Response {
             head.push_str("Content-Type: application/json\r\n");
         }
         head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()));
+        // One write, one packet: the client has the whole answer at once.
+        head.push_str(&self.body);
         stream.write_all(head.as_bytes())?;
-        stream.write_all(self.body.as_bytes())?;
         stream.flush()
     }
 }
@@ -222,13 +223,16 @@ where
     listener.set_nonblocking(true)?;
     let handle = Arc::new(handle);
     let active = Arc::new(AtomicUsize::new(0));
+    let mut ready = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&listener), events: libc::POLLIN, revents: 0 };
     while !stop() {
+        // Wait for a connection, waking every 100 ms to look at `stop`.
+        // SAFETY: one valid pollfd for the lifetime of the call.
+        if unsafe { libc::poll(&mut ready, 1, 100) } <= 0 {
+            continue;
+        }
         let (mut stream, _) = match listener.accept() {
             Ok(conn) => conn,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(50));

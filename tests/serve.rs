@@ -253,6 +253,11 @@ fn a_failing_hook_reports_failed_with_its_exit_code() {
     assert_eq!(run["status"], "failed");
     assert_eq!(run["exit_code"], 3);
     assert!(run["log_tail"].as_str().unwrap().contains("about-to-fail"), "{run}");
+
+    let (status, waited) = server.request("POST", "/hooks/tok?wait=30", &[BEARER], b"");
+    assert_eq!(status, 200, "`?wait=` answers when the run has ended: {waited}");
+    assert_eq!(waited["status"], "failed");
+    assert_eq!(waited["exit_code"], 3);
 }
 
 #[test]
@@ -272,7 +277,7 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
     std::fs::create_dir_all(compose.parent().unwrap()).unwrap();
     std::fs::write(
         &compose,
-        format!("version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{app_port}:8080\"]\n"),
+        format!("version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{app_port}:8080\"]\n"),
     )
     .unwrap();
     struct Down(std::path::PathBuf, String);
@@ -293,7 +298,7 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
     env.env("HOOK_SECRET", "shared-secret-1414");
     env.config(&format!(
         "[pipe]\nworkspace = \"{ws}\"\n\n[serve.hooks.{p}]\nsecret_env = \"HOOK_SECRET\"\nimages = [\"pipe-test/*\"]\n\
-         compose = {{ file = \"{file}\", project = \"{p}\" }}\nhealth = {{ url = \"http://127.0.0.1:{app_port}/\", timeout = \"20s\" }}\n\n\
+         compose = {{ file = \"{file}\", project = \"{p}\" }}\nhealth = {{ url = \"http://127.0.0.1:{app_port}/\", timeout = \"5s\" }}\n\n\
          [project.{p}]\nrepo = \"{url}\"\nbranches = [\"main\"]\n\n[[project.{p}.deploy]]\nbranches = [\"main\"]\n\
          webhook = {{ url = \"http://127.0.0.1:{serve_port}/hooks/{p}\", secret_env = \"HOOK_SECRET\" }}\n",
         ws = env.path().join("work").display(),
@@ -320,6 +325,14 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
         "{{.Image}}",
     ]);
     assert_eq!(running.trim(), format!("{image}:{}", &sha[..12]));
+
+    // A release that fails the receiver's health check fails `pipe run` too: pipe follows the
+    // run's status instead of trusting the 202.
+    std::fs::remove_file(repo.work.join("www/index.html")).unwrap();
+    repo.write("www/other.html", "no index\n");
+    repo.write(".pipe.toml", &format!("image = \"{image}\"\ntest = \"true\"\n"));
+    repo.commit_to("main", "breaks the health check");
+    env.pipe(&["run"]).code(1).stderr_has("the receiver's run ended `failed`").stderr_has("health check");
     let (code, log) = server.stop();
     assert_eq!(code, Some(0));
     assert!(log.contains(&format!("POST /hooks/{project} 202")), "{log}");

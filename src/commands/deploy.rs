@@ -592,7 +592,13 @@ fn post_webhook(
             request = request.bearer_auth(token.reveal());
         }
         match request.body(body.clone()).send() {
-            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) if resp.status().is_success() => {
+                let answer: serde_json::Value = resp.json_value();
+                return match answer["status_url"].as_str().filter(|_| !hook.docker_puller) {
+                    Some(status_url) => follow_run(hook, &client, status_url, secret.as_ref(), token.as_ref(), timeout),
+                    None => Ok(()),
+                };
+            }
             Ok(resp) if resp.status().is_server_error() => last = format!("HTTP {}", resp.status().as_u16()),
             Ok(resp) => bail!("webhook `{shown}` answered HTTP {}", resp.status().as_u16()),
             Err(e) if e.is_connect() || e.is_timeout() => last = without_url(&e),
@@ -600,6 +606,61 @@ fn post_webhook(
         }
     }
     Err(anyhow!("webhook `{shown}` failed after 3 attempts: {last}"))
+}
+
+/// Reads a response body as JSON, or `null`.
+trait JsonValue {
+    fn json_value(self) -> serde_json::Value;
+}
+
+impl JsonValue for reqwest::blocking::Response {
+    fn json_value(self) -> serde_json::Value {
+        self.bytes().ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A `pipe serve` hook answers `202` with a `status_url`: follow it until the run ends, so the
+/// deploy is reported as it really went on the far side.
+fn follow_run(
+    hook: &WebhookTarget,
+    client: &reqwest::blocking::Client,
+    status_url: &str,
+    secret: Option<&secret::Secret>,
+    token: Option<&secret::Secret>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(&hook.url)
+        .and_then(|base| base.join(status_url))
+        .context("invalid status URL from the receiver")?;
+    let deadline = Instant::now() + timeout;
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        crate::signals::check()?;
+        let mut request = client.get(url.clone());
+        if let Some(secret) = secret {
+            request =
+                request.header("X-Hub-Signature-256", signature(secret.reveal().as_bytes(), url.path().as_bytes()));
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token.reveal());
+        }
+        if let Ok(resp) = request.send()
+            && resp.status().is_success()
+        {
+            last = resp.json_value();
+            match last["status"].as_str().unwrap_or("") {
+                "succeeded" => return Ok(()),
+                "queued" | "running" | "" => {}
+                other => {
+                    let detail = last["error"].as_str().unwrap_or("");
+                    let tail = last["log_tail"].as_str().unwrap_or("");
+                    bail!("the receiver's run ended `{other}`: {detail}\n{tail}");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bail!("the receiver's run did not finish in time (last status: {})", last["status"].as_str().unwrap_or("unknown"));
 }
 
 /// reqwest errors include the URL, and a docker-puller URL carries the token: drop it.

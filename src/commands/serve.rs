@@ -10,6 +10,9 @@
 //! request supersedes the waiting one (whose status becomes `superseded`). Every `202` ends as
 //! `succeeded`, `failed`, `superseded`, `cancelled` (the server stopped before it ran) or
 //! `interrupted` (SIGTERM arrived while it ran: the child gets SIGTERM, then SIGKILL after 5 s).
+//!
+//! `POST /hooks/NAME?wait=SECONDS` holds the answer until the run ends (then `200` with its
+//! status) or the time is up (then the usual `202`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -76,6 +79,8 @@ struct HookRuntime {
 struct Hub {
     hooks: BTreeMap<String, Arc<HookRuntime>>,
     runs: Mutex<(HashMap<String, RunInfo>, VecDeque<String>)>,
+    /// Signalled whenever a run reaches its end, for `?wait=`.
+    ended: Condvar,
     deliveries: Mutex<HashMap<String, i64>>,
     window: i64,
     logs: PathBuf,
@@ -119,6 +124,7 @@ pub fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
     let hub = Arc::new(Hub {
         hooks,
         runs: Mutex::new((HashMap::new(), VecDeque::new())),
+        ended: Condvar::new(),
         deliveries: Mutex::new(HashMap::new()),
         window: config.serve.replay_window.map_or(300, |w| w.0.as_secs() as i64),
         logs,
@@ -273,6 +279,7 @@ impl Hub {
                     r.status = "superseded".into();
                     r.superseded_by = Some(id.clone());
                 }
+                self.cx.out.info(format!("run {old} hook={} superseded by {id}", h.name));
                 superseded = Some(old);
             }
             runs.0.insert(id.clone(), info);
@@ -284,12 +291,42 @@ impl Hub {
             }
         }
         h.wake.notify_all();
-        let mut doc =
-            json!({"id": id, "hook": h.name, "status": "queued", "status_url": format!("/hooks/{}/runs/{id}", h.name)});
+        self.ended.notify_all();
+        let status_url = format!("/hooks/{}/runs/{id}", h.name);
+        let wait = req.query_param("wait").and_then(|w| w.parse::<u64>().ok()).map(|w| Duration::from_secs(w.min(600)));
+        if let Some(wait) = wait
+            && let Some(run) = self.wait_for_end(&id, wait)
+        {
+            let mut doc = serde_json::to_value(&run).unwrap_or_default();
+            doc["status_url"] = json!(status_url);
+            return (Response::json(200, doc), name, Some(id));
+        }
+        let mut doc = json!({"id": id, "hook": h.name, "status": "queued", "status_url": status_url});
         if let Some(old) = superseded {
             doc["superseded"] = json!(old);
         }
         (Response::json(202, doc), name, Some(id))
+    }
+
+    /// Waits up to `wait` for a run to end; `None` if it is still queued or running.
+    fn wait_for_end(&self, id: &str, wait: Duration) -> Option<RunInfo> {
+        let deadline = Instant::now() + wait;
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let run = runs.0.get(id)?;
+            if !matches!(run.status.as_str(), "queued" | "running") {
+                return Some(run.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || crate::signals::received().is_some() {
+                return None;
+            }
+            runs = self
+                .ended
+                .wait_timeout(runs, left.min(Duration::from_millis(200)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
     }
 
     /// A signed body must carry a fresh `sent_at` and a `delivery` id not seen before.
@@ -417,7 +454,9 @@ fn worker(hub: &Hub, h: &HookRuntime) {
             loop {
                 if crate::signals::received().is_some() {
                     if let Some(waiting) = queue.waiting.take() {
+                        hub.cx.out.info(format!("run {waiting} hook={} cancelled", h.name));
                         hub.set(&waiting, |r| r.status = "cancelled".into());
+                        hub.ended.notify_all();
                     }
                     return;
                 }
@@ -443,6 +482,11 @@ fn worker(hub: &Hub, h: &HookRuntime) {
         let started = Instant::now();
         let outcome = execute(hub, h, env, &log);
         let seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+        let status = match &outcome {
+            Ok(()) => "succeeded",
+            Err((status, _, _)) => status,
+        };
+        hub.cx.out.info(format!("run {id} hook={} {status} in {seconds:.1}s", h.name));
         hub.set(&id, |r| {
             r.seconds = Some(seconds);
             match outcome {
@@ -455,6 +499,7 @@ fn worker(hub: &Hub, h: &HookRuntime) {
             }
         });
         h.queue.lock().unwrap_or_else(|e| e.into_inner()).running = None;
+        hub.ended.notify_all();
     }
 }
 
