@@ -18,6 +18,8 @@ command -v docker-registry >/dev/null || need_pkgs+=(docker-registry)
 command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v curl >/dev/null || need_pkgs+=(curl)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_pkgs+=(libssl-dev)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
