@@ -624,15 +624,7 @@ const HOST_SIDE_KEYS: [&str; 6] = ["deploy", "hooks", "command", "commands", "no
 /// Parses `.pipe.toml` text; errors carry `path:line:column`.
 pub fn parse_repo_file(path: &Path, text: &str) -> Result<RepoFile, Vec<Diagnostic>> {
     let mut cx = Cx { path, text, diagnostics: Vec::new() };
-    let (doc, syntax_errors) = DeTable::parse_recoverable(text);
-    for err in syntax_errors {
-        cx.error(err.span(), err.message().to_string());
-    }
-    if !cx.diagnostics.is_empty() {
-        return Err(cx.diagnostics);
-    }
-    let mut doc = doc.into_inner();
-    reject_inline_secrets(&mut cx, &mut doc);
+    let mut doc = cx.document()?;
     let entries = std::mem::take(&mut doc);
     for (key, value) in entries {
         let name: &str = key.get_ref().as_ref();
@@ -689,15 +681,7 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
 /// Parses pipeline text; `path` is only used in diagnostics.
 pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let mut cx = Cx { path, text, diagnostics: Vec::new() };
-    let (doc, syntax_errors) = DeTable::parse_recoverable(text);
-    for err in syntax_errors {
-        cx.error(err.span(), err.message().to_string());
-    }
-    if !cx.diagnostics.is_empty() {
-        return Err(cx.diagnostics);
-    }
-    let mut doc = doc.into_inner();
-    reject_inline_secrets(&mut cx, &mut doc);
+    let doc = cx.document()?;
 
     let mut settings = None;
     let mut notify = None;
@@ -770,7 +754,21 @@ struct Cx<'a> {
     diagnostics: Vec<Diagnostic>,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
+    /// Parses the text, reporting every syntax error, and refuses inline secrets.
+    fn document(&mut self) -> Result<DeTable<'a>, Vec<Diagnostic>> {
+        let (doc, syntax_errors) = DeTable::parse_recoverable(self.text);
+        for err in syntax_errors {
+            self.error(err.span(), err.message().to_string());
+        }
+        if !self.diagnostics.is_empty() {
+            return Err(std::mem::take(&mut self.diagnostics));
+        }
+        let mut doc = doc.into_inner();
+        reject_inline_secrets(self, &mut doc);
+        Ok(doc)
+    }
+
     fn error(&mut self, span: Option<Range<usize>>, message: String) {
         let (line, column) = span.map(|s| line_column(self.text, s.start)).unwrap_or((1, 1));
         self.diagnostics.push(Diagnostic { path: self.path.to_path_buf(), line, column, message });

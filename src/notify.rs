@@ -128,19 +128,14 @@ pub fn send(out: &Output, config: &Config, notices: &[Notice]) {
                     notice.project,
                     resp.status().as_u16()
                 )),
-                Err(e) => out.warn(format!("{sink} notification for {} failed: {}", notice.project, inner_message(&e))),
+                Err(e) => out.warn(format!(
+                    "{sink} notification for {} failed: {}",
+                    notice.project,
+                    crate::secret::http_cause(&e)
+                )),
             }
         }
     }
-}
-
-/// The innermost cause, without the URL reqwest puts in its own message (it is a secret).
-fn inner_message(err: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = err;
-    while let Some(inner) = source.source() {
-        source = inner;
-    }
-    if err.is_timeout() { "timed out".into() } else { source.to_string() }
 }
 
 #[cfg(test)]

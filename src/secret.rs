@@ -46,6 +46,16 @@ pub fn resolve(secret: &SecretRef, what: &str) -> anyhow::Result<Secret> {
     Ok(Secret(value))
 }
 
+/// The innermost cause of an HTTP error, without the URL reqwest puts in its own message (a
+/// Slack URL or a docker-puller URL is a secret).
+pub fn http_cause(err: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = err;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    if err.is_timeout() { format!("timed out ({source})") } else { source.to_string() }
+}
+
 /// 128 random bits as 32 hex digits (run ids, delivery ids).
 pub fn random_id() -> String {
     let mut bytes = [0u8; 16];

@@ -21,5 +21,9 @@ fn pipe_serve_unit_verifies_without_warnings() {
 }
 
 fn which_analyze() -> Result<std::path::PathBuf, ()> {
-    ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].iter().map(std::path::PathBuf::from).find(|p| p.exists()).ok_or(())
+    ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or(())
 }

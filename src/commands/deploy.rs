@@ -601,8 +601,8 @@ fn post_webhook(
             }
             Ok(resp) if resp.status().is_server_error() => last = format!("HTTP {}", resp.status().as_u16()),
             Ok(resp) => bail!("webhook `{shown}` answered HTTP {}", resp.status().as_u16()),
-            Err(e) if e.is_connect() || e.is_timeout() => last = without_url(&e),
-            Err(e) => return Err(anyhow!("webhook `{shown}` failed: {}", without_url(&e))),
+            Err(e) if e.is_connect() || e.is_timeout() => last = crate::secret::http_cause(&e),
+            Err(e) => return Err(anyhow!("webhook `{shown}` failed: {}", crate::secret::http_cause(&e))),
         }
     }
     Err(anyhow!("webhook `{shown}` failed after 3 attempts: {last}"))
@@ -661,15 +661,6 @@ fn follow_run(
         std::thread::sleep(Duration::from_millis(300));
     }
     bail!("the receiver's run did not finish in time (last status: {})", last["status"].as_str().unwrap_or("unknown"));
-}
-
-/// reqwest errors include the URL, and a docker-puller URL carries the token: drop it.
-fn without_url(err: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = err;
-    while let Some(inner) = source.source() {
-        source = inner;
-    }
-    if err.is_timeout() { "timed out".to_string() } else { source.to_string() }
 }
 
 #[cfg(test)]

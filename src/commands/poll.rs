@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use super::Context;
 use crate::cli::PollArgs;
-use crate::config::{Config, Project, SecretRef, Stage};
+use crate::config::{Config, Project, Stage};
 use crate::error::code;
 use crate::refs::{self, Change, ChangeKind};
-use crate::{git, output, secret, state};
+use crate::{git, output, state};
 
 /// A project whose remote could not be listed.
 #[derive(Debug, Serialize)]
@@ -125,26 +125,8 @@ fn list_all(
 }
 
 fn list_one(config: &Config, name: &str, project: &Project) -> anyhow::Result<Vec<(String, String)>> {
-    let auth = resolve_auth(name, project)?;
+    let auth = super::stage::git_auth(name, project)?;
     git::list_remote(&project.repo, &auth, config.timeout(Some(project), Stage::Poll))
-}
-
-fn resolve_auth(name: &str, project: &Project) -> anyhow::Result<git::Auth> {
-    let Some(auth) = &project.auth else {
-        return Ok(git::Auth::default());
-    };
-    let key = format!("project.{name}.auth.token");
-    let token = SecretRef::from_pair(&auth.token_env, &auth.token_file)
-        .map(|s| secret::resolve(&s, &key))
-        .transpose()?
-        .map(|s| s.reveal().to_string());
-    let passphrase = auth
-        .ssh_key_passphrase_env
-        .as_ref()
-        .map(|var| secret::resolve(&SecretRef::Env(var.clone()), &format!("project.{name}.auth.ssh_key_passphrase")))
-        .transpose()?
-        .map(|s| s.reveal().to_string());
-    Ok(git::Auth { username: auth.username.clone(), token, ssh_key: auth.ssh_key.clone(), ssh_passphrase: passphrase })
 }
 
 fn print_table(cx: &Context, report: &PollReport) {

@@ -28,7 +28,7 @@ pub fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(St
         let user = auth.username.clone().or(url_user).unwrap_or_else(|| "x-access-token".into());
         request = request.basic_auth(user, Some(password));
     }
-    let response = request.send().map_err(|e| anyhow!("cannot reach `{shown}`: {}", describe(&e)))?;
+    let response = request.send().map_err(|e| anyhow!("cannot reach `{shown}`: {}", crate::secret::http_cause(&e)))?;
     let status = response.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         bail!(
@@ -46,7 +46,8 @@ pub fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(St
     if !smart {
         bail!("`{shown}` is not a smart HTTP git server (dumb HTTP is not supported)");
     }
-    let body = response.bytes().map_err(|e| anyhow!("cannot read refs from `{shown}`: {}", describe(&e)))?;
+    let body =
+        response.bytes().map_err(|e| anyhow!("cannot read refs from `{shown}`: {}", crate::secret::http_cause(&e)))?;
     parse_advertisement(&body).with_context(|| format!("`{shown}` sent an invalid ref advertisement"))
 }
 
@@ -64,15 +65,6 @@ fn split_userinfo(url: &str) -> (String, Option<String>, Option<String>) {
         }
         None => (url.to_string(), None, None),
     }
-}
-
-/// reqwest's top-level message hides the cause (timeout, refused); show the innermost one.
-fn describe(err: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = err;
-    while let Some(inner) = source.source() {
-        source = inner;
-    }
-    if err.is_timeout() { format!("timed out ({source})") } else { source.to_string() }
 }
 
 /// Parses pkt-lines: an optional `# service=…` section, then `<oid> <ref>[\0caps]` lines.
