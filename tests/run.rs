@@ -6,37 +6,18 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::docker::{Docker, ProjectImages, Registry, unique_name};
+use support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name};
 use support::http::{HttpSink, get};
 use support::{TestEnv, WorkRepo, free_port};
 
-/// Removes a compose project (containers, network) on drop.
-struct ComposeProject {
-    name: String,
-    file: std::path::PathBuf,
-}
-
-impl Drop for ComposeProject {
-    fn drop(&mut self) {
-        let _ = Command::new("docker-compose")
-            .args(["--project-name", &self.name, "--file"])
-            .arg(&self.file)
-            .args(["down", "--volumes", "--timeout", "1"])
-            .env("PIPE_IMAGE", "x")
-            .env("PIPE_TAG", "x")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 struct App {
+    _compose: ComposeProject,
+    compose_file: std::path::PathBuf,
     env: TestEnv,
     repo: WorkRepo,
     project: String,
     image: String,
     port: u16,
-    compose: ComposeProject,
     _images: ProjectImages,
 }
 
@@ -57,7 +38,8 @@ fn app(docker: &Docker) -> App {
     )
     .unwrap();
     App {
-        compose: ComposeProject { name: project.clone(), file },
+        _compose: ComposeProject { name: project.clone() },
+        compose_file: file,
         _images: ProjectImages { project: project.clone() },
         env,
         repo,
@@ -109,7 +91,7 @@ fn commits_on_dev_are_built_tested_pushed_deployed_notified_and_rolled_back() {
         reg = reg.host(),
         p = a.project,
         url = a.repo.url(),
-        file = a.compose.file.display(),
+        file = a.compose_file.display(),
         port = a.port,
     ));
     let good = "grep -q version /www/index.html";
@@ -166,7 +148,7 @@ fn rollback_by_hand_redeploys_an_earlier_commit() {
         ws = a.env.path().join("work").display(),
         p = a.project,
         url = a.repo.url(),
-        file = a.compose.file.display(),
+        file = a.compose_file.display(),
     ));
     let v1 = a.version(1, "true", true);
     a.env.pipe(&["run"]).code(0);

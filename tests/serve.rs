@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::docker::{Docker, ProjectImages, unique_name};
+use support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
 use support::{TestEnv, WorkRepo, free_port};
 
 /// A running `pipe serve`; SIGTERM and wait on drop.
@@ -280,21 +280,7 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
         format!("version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{app_port}:8080\"]\n"),
     )
     .unwrap();
-    struct Down(std::path::PathBuf, String);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = Command::new("docker-compose")
-                .args(["--project-name", &self.1, "--file"])
-                .arg(&self.0)
-                .args(["down", "--timeout", "1"])
-                .env("PIPE_IMAGE", "x")
-                .env("PIPE_TAG", "x")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-    let _down = Down(compose.clone(), project.clone());
+    let _down = ComposeProject { name: project.clone() };
     env.env("HOOK_SECRET", "shared-secret-1414");
     env.config(&format!(
         "[pipe]\nworkspace = \"{ws}\"\n\n[serve.hooks.{p}]\nsecret_env = \"HOOK_SECRET\"\nimages = [\"pipe-test/*\"]\n\

@@ -195,3 +195,28 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// Removes a compose project's containers and networks by label on drop. Works even when the
+/// compose file is already gone (a test's temp dir drops first).
+pub struct ComposeProject {
+    pub name: String,
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        for (list, remove) in [
+            (["ps", "--all", "--quiet"], ["rm", "--force", "--volumes"]),
+            (["network", "ls", "--quiet"], ["network", "rm", ""]),
+        ] {
+            let Ok(out) = Command::new("docker").args(list).args(["--filter", &label]).output() else { continue };
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let remove: Vec<&str> = remove.iter().copied().filter(|a| !a.is_empty()).collect();
+            let _ =
+                Command::new("docker").args(&remove).args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+    }
+}
