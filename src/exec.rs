@@ -325,7 +325,9 @@ pub fn logged(
         tail: tail_of(&String::from_utf8_lossy(&tail)),
     };
     let _ = writeln!(file, "[pipe: {} after {:.1}s]", finished.describe(), finished.duration.as_secs_f64());
-    file.sync_all().with_context(|| format!("failed to write log file `{}`", log.display()))?;
+    // Flushed, not fsynced: a log is evidence, not state, and an fsync per command would add
+    // milliseconds to every hook run. The state file is always fsynced.
+    file.flush().with_context(|| format!("failed to write log file `{}`", log.display()))?;
     Ok(finished)
 }
 
