@@ -339,3 +339,18 @@ fn an_unreachable_engine_is_exit_4_and_records_nothing() {
     f.env.env("PIPE_DOCKER", "/nonexistent/docker");
     f.env.pipe(&["build", &f.project]).code(4).stderr_has("`/nonexistent/docker` is unavailable: not found");
 }
+
+#[test]
+fn submodules_are_checked_out_for_the_build() {
+    let Some(docker) = Docker::require() else { return };
+    let f = fixture(&docker, "grep -q from-the-submodule /lib/sub.txt");
+    let sub = WorkRepo::new(f.env.path(), "sub");
+    sub.write("sub.txt", "from-the-submodule\n");
+    sub.commit_to("main", "sub");
+    support::git(&f.repo.work, &["-c", "protocol.file.allow=always", "submodule", "add", "--quiet", &sub.url(), "lib"]);
+    f.repo.write("Dockerfile", &format!("FROM {}\nCOPY app.txt /app.txt\nCOPY lib /lib\n", docker.base_image));
+    f.repo.commit_to("main", "with a submodule");
+    f.env.config(&config(&f, "", ""));
+    f.env.pipe(&["build", &f.project]).code(0);
+    f.env.pipe(&["test", &f.project]).code(0);
+}

@@ -335,7 +335,7 @@ impl WorkRepo {
         let bare = parent.join(format!("{name}.git"));
         std::fs::create_dir_all(&work).unwrap();
         git(&work, &["init", "--quiet", "--initial-branch=main"]);
-        git(parent, &["init", "--quiet", "--bare", bare.to_str().unwrap()]);
+        git(parent, &["init", "--quiet", "--bare", "--initial-branch=main", bare.to_str().unwrap()]);
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
         WorkRepo { work, bare }
     }
