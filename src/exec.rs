@@ -65,10 +65,6 @@ impl Cmd {
         self
     }
 
-    pub fn program(&self) -> &OsStr {
-        &self.program
-    }
-
     pub fn argv(&self) -> Vec<OsString> {
         std::iter::once(self.program.clone()).chain(self.args.iter().cloned()).collect()
     }

@@ -259,6 +259,20 @@ pub struct StageRun {
     pub exit_code: Option<i32>,
 }
 
+impl StageRun {
+    /// A stage's record; durations are kept to 0.1 s.
+    pub fn new(
+        stage: &str,
+        result: &str,
+        started: Timestamp,
+        took: std::time::Duration,
+        exit_code: Option<i32>,
+    ) -> StageRun {
+        let seconds = (took.as_secs_f64() * 10.0).round() / 10.0;
+        StageRun { stage: stage.into(), result: result.into(), started, seconds, exit_code }
+    }
+}
+
 impl Run {
     /// The latest outcome of `stage` in this run.
     pub fn stage(&self, stage: &str) -> Option<&StageRun> {
@@ -388,13 +402,6 @@ fn parent_dir(path: &Path) -> &Path {
 #[derive(Debug)]
 pub struct StateLock {
     _file: File,
-    path: PathBuf,
-}
-
-impl StateLock {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// The lock file that guards a state file: `state.toml.lock` beside it.
@@ -433,7 +440,7 @@ pub fn lock(state: &Path, command: &str) -> anyhow::Result<StateLock> {
     let _ = file.set_len(0);
     let _ = file.rewind();
     let _ = write!(file, "pid {} running `pipe {command}` since {}", std::process::id(), now());
-    Ok(StateLock { _file: file, path })
+    Ok(StateLock { _file: file })
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ pub fn build(job: &Job<'_>, st: &Mutex<State>, commit: Option<&str>) -> anyhow::
     files.history.runs.push(Run {
         number,
         commit: sha.clone(),
-        started: stage::now(),
+        started: crate::state::now(),
         image: plan.image.clone(),
         tags: tags.clone(),
         image_id: None,
@@ -89,7 +89,7 @@ pub fn build(job: &Job<'_>, st: &Mutex<State>, commit: Option<&str>) -> anyhow::
         test_env: plan.test_env.iter().cloned().collect(),
         test_services: plan.test_services.clone(),
     });
-    let started = stage::now();
+    let started = crate::state::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let (finished, image_id) = docker_build(cx, &docker, builder, &plan, &tags, &labels, &log, timeout, false)?;
     if !finished.success() && !finished.interrupted && stage::engine_down(&finished.tail) {
@@ -98,13 +98,7 @@ pub fn build(job: &Job<'_>, st: &Mutex<State>, commit: Option<&str>) -> anyhow::
     if let Some(run) = files.history.runs.iter_mut().find(|r| r.number == number) {
         run.image_id = image_id.clone();
     }
-    let record = StageRun {
-        stage: "build".into(),
-        result: outcome(&finished).into(),
-        started,
-        seconds: stage::seconds(finished.duration),
-        exit_code: finished.code,
-    };
+    let record = StageRun::new("build", outcome(&finished), started, finished.duration, finished.code);
     job.record(st, &mut files, number, record)?;
     stage::interrupted(&finished)?;
     if !finished.success() {

@@ -87,7 +87,7 @@ pub fn deploy(
             dir.join("deploy.log")
         }
     };
-    let started = stage::now();
+    let started = crate::state::now();
     let clock = Instant::now();
     let mut failures = Vec::new();
     for target in &targets {
@@ -108,13 +108,7 @@ pub fn deploy(
     }
     if let Some(number) = release.run {
         let result = if failures.is_empty() { "passed" } else { "failed" };
-        let record = StageRun {
-            stage: "deploy".into(),
-            result: result.into(),
-            started,
-            seconds: stage::seconds(clock.elapsed()),
-            exit_code: None,
-        };
+        let record = StageRun::new("deploy", result, started, clock.elapsed(), None);
         job.record(st, &mut files, number, record)?;
     }
     if !failures.is_empty() {
@@ -254,7 +248,7 @@ fn deploy_target(
         image: image.clone(),
         tag: tag.clone(),
         refname: job.refname.clone(),
-        at: stage::now(),
+        at: crate::state::now(),
         result: "succeeded".into(),
     };
     let Err(err) = result else {
@@ -296,7 +290,7 @@ fn deploy_target(
     record.result = if rolled.is_ok() { "rolled_back" } else { "failed" }.into();
     history.deploys.push(record);
     if rolled.is_ok() {
-        history.deploys.push(DeployRecord { at: stage::now(), result: "succeeded".into(), ..previous.clone() });
+        history.deploys.push(DeployRecord { at: crate::state::now(), result: "succeeded".into(), ..previous.clone() });
     }
     state::save_deploys(&path, &mut history)?;
     match rolled {
@@ -555,7 +549,7 @@ fn post_webhook(
         "tag": tag,
         "digest": release.digest,
         "delivery": secret::random_id(),
-        "sent_at": stage::now().as_second(),
+        "sent_at": crate::state::now().as_second(),
     })
     .to_string();
     let secret = SecretRef::from_pair(&hook.secret_env, &hook.secret_file)

@@ -62,7 +62,7 @@ pub fn push(job: &Job<'_>, st: &Mutex<State>, force: bool, dry_run: bool) -> any
     }
     create_private_dir(&state::docker_config_dir(job.state_path))?;
     let deadline = Instant::now() + job.config.timeout(Some(job.project), Stage::Push);
-    let started = stage::now();
+    let started = crate::state::now();
     let clock = Instant::now();
     let mut failure = None;
     for (reg_name, registry) in &registries {
@@ -77,13 +77,7 @@ pub fn push(job: &Job<'_>, st: &Mutex<State>, force: bool, dry_run: bool) -> any
                 let err = stage::classify(&docker, err);
                 if err.is::<crate::exec::ToolUnavailable>() || err.is::<crate::signals::Interrupted>() {
                     if err.is::<crate::signals::Interrupted>() {
-                        let record = StageRun {
-                            stage: "push".into(),
-                            result: "interrupted".into(),
-                            started,
-                            seconds: stage::seconds(clock.elapsed()),
-                            exit_code: None,
-                        };
+                        let record = StageRun::new("push", "interrupted", started, clock.elapsed(), None);
                         job.record(st, &mut files, run.number, record)?;
                     }
                     return Err(err);
@@ -93,13 +87,8 @@ pub fn push(job: &Job<'_>, st: &Mutex<State>, force: bool, dry_run: bool) -> any
             }
         }
     }
-    let record = StageRun {
-        stage: "push".into(),
-        result: if failure.is_some() { "failed" } else { "passed" }.into(),
-        started,
-        seconds: stage::seconds(clock.elapsed()),
-        exit_code: None,
-    };
+    let result = if failure.is_some() { "failed" } else { "passed" };
+    let record = StageRun::new("push", result, started, clock.elapsed(), None);
     job.record(st, &mut files, run.number, record)?;
     match failure {
         Some(err) => Err(anyhow::Error::new(StageFailed(format!("{err:#}")))),

@@ -128,8 +128,8 @@ pub fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
     });
     let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by(|a, b| (&a.0.project, &a.0.refname).cmp(&(&b.0.project, &b.0.refname)));
-    let st = st.into_inner().unwrap_or_else(|e| e.into_inner());
-    state::save(&state_path, &st)?;
+    // Every stage and every finished ref saved the state already: a tick that ran nothing
+    // writes nothing.
     let notices: Vec<Notice> = results.iter().flat_map(|(r, w)| notices_for(r, w, &state_path)).collect();
     notify::send(&cx.out, &config, &notices);
     if let Some(err) = interrupted.into_inner().unwrap_or_else(|e| e.into_inner()) {

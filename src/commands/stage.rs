@@ -81,22 +81,26 @@ impl Docker {
     }
 
     /// The compose command: `PIPE_COMPOSE`, else `docker compose` (v2), else `docker-compose` (v1).
+    /// Detected once per process: every test-services and deploy step of a run shares it.
     pub fn compose(&self, cx: &Context) -> anyhow::Result<Vec<OsString>> {
-        if let Some(program) = std::env::var_os("PIPE_COMPOSE").filter(|p| !p.is_empty()) {
-            return Ok(vec![program]);
-        }
-        let v2 = self.cmd().args(["compose", "version"]);
-        if crate::exec::capture(&cx.out, &v2, Duration::from_secs(20)).is_ok() {
-            return Ok(vec![self.program.clone(), "compose".into()]);
-        }
-        if crate::exec::available("docker-compose".as_ref()) {
-            return Ok(vec!["docker-compose".into()]);
-        }
-        Err(ToolUnavailable {
-            tool: "docker compose".into(),
-            reason: "neither `docker compose` nor `docker-compose` works".into(),
-        }
-        .into())
+        static DETECTED: std::sync::OnceLock<Option<Vec<OsString>>> = std::sync::OnceLock::new();
+        let detected = DETECTED.get_or_init(|| {
+            if let Some(program) = std::env::var_os("PIPE_COMPOSE").filter(|p| !p.is_empty()) {
+                return Some(vec![program]);
+            }
+            let v2 = self.cmd().args(["compose", "version"]);
+            if crate::exec::capture(&cx.out, &v2, Duration::from_secs(20)).is_ok() {
+                return Some(vec![self.program.clone(), "compose".into()]);
+            }
+            crate::exec::available("docker-compose".as_ref()).then(|| vec!["docker-compose".into()])
+        });
+        detected.clone().ok_or_else(|| {
+            ToolUnavailable {
+                tool: "docker compose".into(),
+                reason: "neither `docker compose` nor `docker-compose` works".into(),
+            }
+            .into()
+        })
     }
 }
 
@@ -372,16 +376,6 @@ pub fn here_takes_no_project(project: &Option<String>) -> anyhow::Result<()> {
 pub fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Seconds as a float with 0.1 s precision, for records.
-pub fn seconds(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10.0).round() / 10.0
-}
-
-/// The current time, for records.
-pub fn now() -> jiff::Timestamp {
-    state::now()
 }
 
 /// Context for a missing checkout: where it was expected.

@@ -100,13 +100,7 @@ pub fn test(job: &Job<'_>, st: &Mutex<State>, run_number: Option<u64>) -> anyhow
     let Some(run) = run else { return Err(not_built(job)) };
     let image = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
     let Some(command) = run.test.clone() else {
-        let skipped = StageRun {
-            stage: "test".into(),
-            result: "skipped".into(),
-            started: stage::now(),
-            seconds: 0.0,
-            exit_code: None,
-        };
+        let skipped = StageRun::new("test", "skipped", crate::state::now(), Duration::ZERO, None);
         job.record(st, &mut files, run.number, skipped)?;
         cx.out.info(format!("{name}: no test command for {image}; recorded as skipped"));
         return Ok(());
@@ -122,15 +116,9 @@ pub fn test(job: &Job<'_>, st: &Mutex<State>, run_number: Option<u64>) -> anyhow
         echo: false,
     };
     let docker = job.docker();
-    let started = stage::now();
+    let started = crate::state::now();
     let finished = run_job(cx, &docker, &test_job)?;
-    let record = StageRun {
-        stage: "test".into(),
-        result: outcome(&finished).into(),
-        started,
-        seconds: stage::seconds(finished.duration),
-        exit_code: finished.code,
-    };
+    let record = StageRun::new("test", outcome(&finished), started, finished.duration, finished.code);
     job.record(st, &mut files, run.number, record)?;
     stage::interrupted(&finished)?;
     if !finished.success() {
