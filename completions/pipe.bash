@@ -64,6 +64,12 @@ _pipe() {
             pipe__subcmd__generate,man)
                 cmd="pipe__subcmd__generate__subcmd__man"
                 ;;
+            pipe__subcmd__generate,nginx)
+                cmd="pipe__subcmd__generate__subcmd__nginx"
+                ;;
+            pipe__subcmd__generate,systemd)
+                cmd="pipe__subcmd__generate__subcmd__systemd"
+                ;;
             pipe__subcmd__generate__subcmd__help,completions)
                 cmd="pipe__subcmd__generate__subcmd__help__subcmd__completions"
                 ;;
@@ -72,6 +78,12 @@ _pipe() {
                 ;;
             pipe__subcmd__generate__subcmd__help,man)
                 cmd="pipe__subcmd__generate__subcmd__help__subcmd__man"
+                ;;
+            pipe__subcmd__generate__subcmd__help,nginx)
+                cmd="pipe__subcmd__generate__subcmd__help__subcmd__nginx"
+                ;;
+            pipe__subcmd__generate__subcmd__help,systemd)
+                cmd="pipe__subcmd__generate__subcmd__help__subcmd__systemd"
                 ;;
             pipe__subcmd__help,build)
                 cmd="pipe__subcmd__help__subcmd__build"
@@ -117,6 +129,12 @@ _pipe() {
                 ;;
             pipe__subcmd__help__subcmd__generate,man)
                 cmd="pipe__subcmd__help__subcmd__generate__subcmd__man"
+                ;;
+            pipe__subcmd__help__subcmd__generate,nginx)
+                cmd="pipe__subcmd__help__subcmd__generate__subcmd__nginx"
+                ;;
+            pipe__subcmd__help__subcmd__generate,systemd)
+                cmd="pipe__subcmd__help__subcmd__generate__subcmd__systemd"
                 ;;
             *)
                 ;;
@@ -241,7 +259,7 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__generate)
-            opts="-c -q -v -h -V --config --state --quiet --verbose --help --version completions man help"
+            opts="-c -q -v -h -V --config --state --quiet --verbose --help --version nginx systemd completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -293,7 +311,7 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__generate__subcmd__help)
-            opts="completions man help"
+            opts="nginx systemd completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -348,6 +366,34 @@ _pipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pipe__subcmd__generate__subcmd__help__subcmd__nginx)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__generate__subcmd__help__subcmd__systemd)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pipe__subcmd__generate__subcmd__man)
             opts="-c -q -v -h -V --config --state --quiet --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -355,6 +401,62 @@ _pipe() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__generate__subcmd__nginx)
+            opts="-c -q -v -h -V --config --state --quiet --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__generate__subcmd__systemd)
+            opts="-c -q -v -h -V --bin --config --state --quiet --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --bin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -431,7 +533,7 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__help__subcmd__generate)
-            opts="completions man"
+            opts="nginx systemd completions man"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -459,6 +561,34 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__help__subcmd__generate__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__help__subcmd__generate__subcmd__nginx)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__help__subcmd__generate__subcmd__systemd)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -655,7 +785,7 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__prune)
-            opts="-c -q -v -h -V --dry-run --config --state --quiet --verbose --help --version"
+            opts="-c -q -v -h -V --dry-run --json --config --state --quiet --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -40,8 +40,8 @@ complete -c pipe -n "__fish_pipe_needs_command" -f -a "status" -d 'Show project,
 complete -c pipe -n "__fish_pipe_needs_command" -f -a "logs" -d 'Print the saved log of a ref\'s latest (or an earlier) run'
 complete -c pipe -n "__fish_pipe_needs_command" -f -a "check" -d 'Validate the pipeline file and report every error at once'
 complete -c pipe -n "__fish_pipe_needs_command" -f -a "serve" -d 'Run the authenticated deploy receiver for this host'
-complete -c pipe -n "__fish_pipe_needs_command" -f -a "prune" -d 'Remove old run logs and images of deleted branches beyond the configured limits [not implemented yet]'
-complete -c pipe -n "__fish_pipe_needs_command" -f -a "generate" -d 'Write completions, man pages and other generated files'
+complete -c pipe -n "__fish_pipe_needs_command" -f -a "prune" -d 'Remove run logs and images pipe no longer needs, never one a deploy target runs or can roll back to'
+complete -c pipe -n "__fish_pipe_needs_command" -f -a "generate" -d 'Print or write files derived from pipe: nginx front, systemd units, completions, man pages'
 complete -c pipe -n "__fish_pipe_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pipe -n "__fish_pipe_using_subcommand poll" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand poll" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
@@ -124,20 +124,36 @@ complete -c pipe -n "__fish_pipe_using_subcommand serve" -s h -l help -d 'Print 
 complete -c pipe -n "__fish_pipe_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c pipe -n "__fish_pipe_using_subcommand prune" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand prune" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand prune" -l dry-run -d 'Print what would be removed without removing it'
+complete -c pipe -n "__fish_pipe_using_subcommand prune" -l dry-run -d 'Print every file and the exact `docker image rm` commands, but remove nothing'
+complete -c pipe -n "__fish_pipe_using_subcommand prune" -l json -d 'Print one JSON document on stdout instead of lines'
 complete -c pipe -n "__fish_pipe_using_subcommand prune" -s q -l quiet -d 'Print only errors and warnings'
 complete -c pipe -n "__fish_pipe_using_subcommand prune" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
 complete -c pipe -n "__fish_pipe_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_using_subcommand prune" -s V -l version -d 'Print version'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -s q -l quiet -d 'Print only errors and warnings'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -s h -l help -d 'Print help'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -s V -l version -d 'Print version'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -f -a "completions" -d 'Print the completion script for a shell'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -f -a "man" -d 'Write man pages (pipe.1 and one per subcommand) into a directory'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s q -l quiet -d 'Print only errors and warnings'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s V -l version -d 'Print version'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "nginx" -d 'Print the nginx configuration that routes `<service>.DOMAIN` to each service in the deploy targets\' `ingress` tables (settings from `[ingress]`)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "systemd" -d 'Write pipe.service, pipe.timer and pipe-serve.service into a directory'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "completions" -d 'Print the completion script for a shell'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "man" -d 'Write man pages (pipe.1 and one per subcommand) into a directory'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from nginx" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from nginx" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from nginx" -s q -l quiet -d 'Print only errors and warnings'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from nginx" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from nginx" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from nginx" -s V -l version -d 'Print version'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -l bin -d 'Path of the pipe binary the units start' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -s q -l quiet -d 'Print only errors and warnings'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -s V -l version -d 'Print version'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from completions" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from completions" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from completions" -s q -l quiet -d 'Print only errors and warnings'
@@ -150,6 +166,8 @@ complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subc
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from man" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from man" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from man" -s V -l version -d 'Print version'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "nginx" -d 'Print the nginx configuration that routes `<service>.DOMAIN` to each service in the deploy targets\' `ingress` tables (settings from `[ingress]`)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "systemd" -d 'Write pipe.service, pipe.timer and pipe-serve.service into a directory'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'Print the completion script for a shell'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'Write man pages (pipe.1 and one per subcommand) into a directory'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -163,8 +181,10 @@ complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subc
 complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subcommand_from poll build test push deploy run status logs check serve prune generate help" -f -a "logs" -d 'Print the saved log of a ref\'s latest (or an earlier) run'
 complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subcommand_from poll build test push deploy run status logs check serve prune generate help" -f -a "check" -d 'Validate the pipeline file and report every error at once'
 complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subcommand_from poll build test push deploy run status logs check serve prune generate help" -f -a "serve" -d 'Run the authenticated deploy receiver for this host'
-complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subcommand_from poll build test push deploy run status logs check serve prune generate help" -f -a "prune" -d 'Remove old run logs and images of deleted branches beyond the configured limits [not implemented yet]'
-complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subcommand_from poll build test push deploy run status logs check serve prune generate help" -f -a "generate" -d 'Write completions, man pages and other generated files'
+complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subcommand_from poll build test push deploy run status logs check serve prune generate help" -f -a "prune" -d 'Remove run logs and images pipe no longer needs, never one a deploy target runs or can roll back to'
+complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subcommand_from poll build test push deploy run status logs check serve prune generate help" -f -a "generate" -d 'Print or write files derived from pipe: nginx front, systemd units, completions, man pages'
 complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subcommand_from poll build test push deploy run status logs check serve prune generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pipe -n "__fish_pipe_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "nginx" -d 'Print the nginx configuration that routes `<service>.DOMAIN` to each service in the deploy targets\' `ingress` tables (settings from `[ingress]`)'
+complete -c pipe -n "__fish_pipe_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "systemd" -d 'Write pipe.service, pipe.timer and pipe-serve.service into a directory'
 complete -c pipe -n "__fish_pipe_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "completions" -d 'Print the completion script for a shell'
 complete -c pipe -n "__fish_pipe_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "man" -d 'Write man pages (pipe.1 and one per subcommand) into a directory'

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs on Debian/Ubuntu, saying what it does:
 # git, the Docker engine (docker.io), compose v1 (docker-compose), Debian's docker-registry,
-# busybox-static, and a local base image made from busybox-static (no image can be pulled).
+# busybox-static, nginx (the ingress test), and a local base image made from busybox-static
+# (no image can be pulled).
 # Safe to run again: it skips whatever is already there.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+[ -x /usr/sbin/nginx ] || need_pkgs+=(nginx)
 command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_pkgs+=(libssl-dev)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -63,10 +63,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Run the authenticated deploy receiver for this host
     Serve(ServeArgs),
-    /// Remove old run logs and images of deleted branches beyond the configured limits [not implemented yet]
+    /// Remove run logs and images pipe no longer needs, never one a deploy target runs or can roll back to
     Prune(PruneArgs),
-    /// Write completions, man pages and other generated files
-    #[command(hide = true)]
+    /// Print or write files derived from pipe: nginx front, systemd units, completions, man pages
     Generate(GenerateArgs),
 }
 
@@ -241,9 +240,17 @@ pub struct ServeArgs {
 /// Arguments of `pipe prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Print what would be removed without removing it
+    /// Projects to prune [default: every project in the pipeline file]
+    #[arg(value_name = "PROJECT")]
+    pub projects: Vec<String>,
+
+    /// Print every file and the exact `docker image rm` commands, but remove nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Print one JSON document on stdout instead of lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `pipe generate`.
@@ -255,6 +262,18 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum GenerateWhat {
+    /// Print the nginx configuration that routes `<service>.DOMAIN` to each service in the
+    /// deploy targets' `ingress` tables (settings from `[ingress]`)
+    Nginx,
+    /// Write pipe.service, pipe.timer and pipe-serve.service into a directory
+    Systemd {
+        /// Directory to write into, e.g. /etc/systemd/system
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Path of the pipe binary the units start
+        #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/pipe")]
+        bin: PathBuf,
+    },
     /// Print the completion script for a shell
     Completions {
         /// Shell to generate for

@@ -48,6 +48,60 @@ pub struct Config {
     pub registries: BTreeMap<String, Registry>,
     pub projects: BTreeMap<String, Project>,
     pub serve: Serve,
+    pub ingress: Ingress,
+}
+
+/// `[ingress]`: the nginx front `pipe generate nginx` writes for the deploy targets' services.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ingress {
+    /// `<service>.DOMAIN` reaches the service of that name.
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// nginx `listen` value: a port or `address:port`.
+    #[serde(default = "default_ingress_listen")]
+    pub listen: String,
+    /// nginx `client_max_body_size`, e.g. `10m`.
+    #[serde(default = "default_body_size")]
+    pub body_size: String,
+    /// How long nginx waits on a service's response (`proxy_read_timeout`, `proxy_send_timeout`).
+    #[serde(default = "default_ingress_timeout")]
+    pub timeout: Seconds,
+    /// DNS server nginx asks for service names: Docker's embedded one when nginx runs in a
+    /// container on the services' network.
+    #[serde(default = "default_resolver")]
+    pub resolver: String,
+    /// Host nginx connects to instead of the service name (nginx on the host, ports published).
+    pub upstream: Option<String>,
+}
+
+impl Default for Ingress {
+    fn default() -> Self {
+        Ingress {
+            domain: default_domain(),
+            listen: default_ingress_listen(),
+            body_size: default_body_size(),
+            timeout: default_ingress_timeout(),
+            resolver: default_resolver(),
+            upstream: None,
+        }
+    }
+}
+
+fn default_domain() -> String {
+    "localhost".into()
+}
+fn default_ingress_listen() -> String {
+    "80".into()
+}
+fn default_body_size() -> String {
+    "10m".into()
+}
+fn default_ingress_timeout() -> Seconds {
+    Seconds(Duration::from_secs(60))
+}
+fn default_resolver() -> String {
+    "127.0.0.11".into()
 }
 
 /// `[serve]`: the deploy receiver on this host.
@@ -106,6 +160,9 @@ pub struct Hook {
     pub command: Option<CommandTarget>,
     pub health: Option<Health>,
     pub timeout: Option<Seconds>,
+    /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
+    #[serde(default)]
+    pub ingress: BTreeMap<String, u16>,
     #[serde(skip)]
     pub allowed: Patterns,
 }
@@ -202,6 +259,11 @@ impl Timeouts {
 }
 
 impl Config {
+    /// Run logs kept per ref of a project: the project's `keep_logs`, else the pipeline's.
+    pub fn keep_logs(&self, project: &Project) -> usize {
+        project.keep_logs.unwrap_or(self.settings.keep_logs) as usize
+    }
+
     /// The timeout for a stage of a project: the project's, else the pipeline's, else the default.
     pub fn timeout(&self, project: Option<&Project>, stage: Stage) -> Duration {
         let default = match stage {
@@ -342,8 +404,10 @@ pub struct Project {
     pub test_env: BTreeMap<String, String>,
     /// Compose file of services the tests need, relative to the repo.
     pub test_services: Option<String>,
-    /// Images kept per project beyond those deployed.
+    /// Images kept per project beyond those a deploy target runs or can roll back to.
     pub keep_images: Option<u32>,
+    /// Run logs kept per ref [default: `pipe.keep_logs`].
+    pub keep_logs: Option<u32>,
     pub timeouts: Option<Timeouts>,
     pub auth: Option<GitAuth>,
     #[serde(default)]
@@ -382,6 +446,9 @@ pub struct Deploy {
     pub webhook: Option<WebhookTarget>,
     pub health: Option<Health>,
     pub timeout: Option<Seconds>,
+    /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
+    #[serde(default)]
+    pub ingress: BTreeMap<String, u16>,
     #[serde(skip)]
     pub matcher: Patterns,
 }
@@ -686,6 +753,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let mut settings = None;
     let mut notify = None;
     let mut serve: Option<Serve> = None;
+    let mut ingress = None;
     let mut hooks = BTreeMap::new();
     let mut registries = BTreeMap::new();
     let mut projects = BTreeMap::new();
@@ -694,6 +762,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         match key.get_ref().as_ref() {
             "pipe" => settings = cx.de::<Settings>(value),
             "notify" => notify = cx.de::<Notify>(value),
+            "ingress" => ingress = cx.de::<Ingress>(value),
             "serve" => {
                 let span = value.span();
                 let DeValue::Table(mut table) = value.into_inner() else {
@@ -727,7 +796,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             }
             other => cx.error(
                 Some(span),
-                format!("unknown section `{other}`, expected one of `pipe`, `notify`, `registry`, `project`, `serve`"),
+                format!("unknown section `{other}`, expected one of `pipe`, `notify`, `registry`, `project`, `serve`, `ingress`"),
             ),
         }
     }
@@ -738,13 +807,57 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         registries,
         projects,
         serve: serve.unwrap_or_default(),
+        ingress: ingress.unwrap_or_default(),
     };
     validate(&mut cx, &mut config);
     for (name, (span, mut hook)) in hooks {
         validate_hook(&mut cx, &name, span, &mut hook);
         config.serve.hooks.insert(name, hook);
     }
+    validate_ingress(&mut cx, &config.ingress);
     if cx.diagnostics.is_empty() { Ok(config) } else { Err(cx.diagnostics) }
+}
+
+/// `[ingress]` values end up in nginx directives: each must be one plain token of its kind.
+fn validate_ingress(cx: &mut Cx<'_>, ingress: &Ingress) {
+    let host_chars = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+    let listen_chars = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || ".:[]-".contains(c));
+    let size = |s: &str| {
+        let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+        !digits.is_empty() && s.len() - digits.len() <= 1 && digits.chars().all(|c| c.is_ascii_digit())
+    };
+    let checks = [
+        ("domain", host_chars(&ingress.domain), "a domain like `devel.example.com`"),
+        ("listen", listen_chars(&ingress.listen), "a port or `address:port`"),
+        ("body_size", size(&ingress.body_size), "a size like `10m`"),
+        ("resolver", listen_chars(&ingress.resolver), "an address like `127.0.0.11`"),
+        ("upstream", ingress.upstream.as_deref().is_none_or(host_chars), "a host like `127.0.0.1`"),
+    ];
+    for (key, ok, expected) in checks {
+        if !ok {
+            cx.error(None, format!("`ingress.{key}` must be {expected}"));
+        }
+    }
+}
+
+/// Service names become host names (`<service>.DOMAIN`) and nginx map keys.
+fn validate_ingress_services(cx: &mut Cx<'_>, owner: &str, span: &Range<usize>, services: &BTreeMap<String, u16>) {
+    for (service, port) in services {
+        let label = !service.is_empty()
+            && service.len() <= 63
+            && service.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !service.starts_with('-')
+            && !service.ends_with('-');
+        if !label {
+            cx.error(
+                Some(span.clone()),
+                format!("{owner}: ingress service `{service}` must be a DNS label: lowercase letters, digits and `-`"),
+            );
+        }
+        if *port == 0 {
+            cx.error(Some(span.clone()), format!("{owner}: ingress service `{service}` needs a port from 1 to 65535"));
+        }
+    }
 }
 
 /// Parsing context: the text diagnostics point into, and the diagnostics so far.
@@ -979,6 +1092,15 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
         if deploy.branches.is_empty() {
             cx.error(Some(span.clone()), format!("project `{name}`: a deploy entry needs `branches`"));
         }
+        if deploy.webhook.is_some() && !deploy.ingress.is_empty() {
+            cx.error(
+                Some(span.clone()),
+                format!(
+                    "project `{name}`: `ingress` on a webhook target belongs in the receiving host's `[serve.hooks.*]`"
+                ),
+            );
+        }
+        validate_ingress_services(cx, &format!("project `{name}`"), &span, &deploy.ingress);
         deploy.matcher = compile_spanned(cx, &deploy.branches);
         for registry in &deploy.push {
             if !registries.iter().any(|r| r == registry.get_ref()) {
@@ -1009,6 +1131,7 @@ fn validate_hook(cx: &mut Cx<'_>, name: &str, span: Range<usize>, hook: &mut Hoo
             format!("hook `{name}`: set one of `*_env` and `*_file` for each credential, not both"),
         );
     }
+    validate_ingress_services(cx, &format!("hook `{name}`"), &span, &hook.ingress);
     if !token && !secret {
         cx.error(Some(span.clone()), format!("hook `{name}` needs credentials: `secret_env`/`secret_file` (HMAC) or `token_env`/`token_file` (bearer)"));
     }

@@ -72,20 +72,6 @@ impl fmt::Display for Locked {
 
 impl std::error::Error for Locked {}
 
-/// A command a later release fills in.
-#[derive(Debug)]
-pub struct NotImplemented {
-    pub command: &'static str,
-}
-
-impl fmt::Display for NotImplemented {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`pipe {}` is not implemented yet", self.command)
-    }
-}
-
-impl std::error::Error for NotImplemented {}
-
 /// A usage mistake that clap cannot see, such as an unknown project name.
 #[derive(Debug)]
 pub struct Usage(pub String);
@@ -104,7 +90,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(interrupted) = cause.downcast_ref::<crate::signals::Interrupted>() {
             return (128 + interrupted.0) as u8;
         }
-        if cause.is::<ConfigError>() || cause.is::<NotImplemented>() || cause.is::<Usage>() {
+        if cause.is::<ConfigError>() || cause.is::<Usage>() {
             return code::USAGE;
         }
         if cause.is::<Locked>() {

@@ -8,6 +8,7 @@
 //! - [`state`]: the state file: versioned types, the lock, atomic saves.
 //! - [`git`]: git2: listing a remote's refs with bounded auth and timeouts.
 //! - [`refs`]: pure logic: which refs a project tracks and how they changed since the last poll.
+//! - [`nginx`]: the nginx front `pipe generate nginx` writes from the deploy targets' services.
 //! - [`server`]: the small HTTP/1.1 server under `pipe serve`.
 //! - [`signals`]: SIGTERM/SIGINT stop the running stage cleanly; a second one exits at once.
 //! - [`secret`]: secrets read from `*_env` / `*_file`, never printed.
@@ -22,6 +23,7 @@ pub mod docker;
 pub mod error;
 pub mod exec;
 pub mod git;
+pub mod nginx;
 pub mod notify;
 pub mod output;
 pub mod refs;

@@ -114,12 +114,19 @@ pub struct Diff {
     pub changes: Vec<Change>,
     /// Pull-request heads recorded on the first poll without being reported or built.
     pub baseline: Vec<(String, String)>,
+    /// Known pull requests that were closed (`true`) or reopened (`false`) without moving.
+    pub closed: Vec<(String, bool)>,
 }
 
 impl Diff {
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.baseline.is_empty()
+        self.changes.is_empty() && self.baseline.is_empty() && self.closed.is_empty()
     }
+}
+
+/// A tracked pull request whose merge ref is not advertised (closed or merged).
+fn is_closed(now: &Tracked, refname: &str) -> bool {
+    classify(refname) == Some(RefKind::PullRequest) && !now.open.contains(refname)
 }
 
 /// Compares what the remote has now with what the state remembers.
@@ -131,7 +138,12 @@ pub fn diff(project: &str, previous: Option<&ProjectState>, now: &Tracked) -> Di
     for (refname, oid) in &now.heads {
         let kind = classify(refname).unwrap_or(RefKind::Branch);
         let change = match known.get(refname) {
-            Some(old) if old.head == *oid => continue,
+            Some(old) if old.head == *oid => {
+                if old.closed != is_closed(now, refname) {
+                    out.closed.push((refname.clone(), !old.closed));
+                }
+                continue;
+            }
             Some(old) => (ChangeKind::Updated, Some(old.head.clone())),
             None if first_poll && kind == RefKind::PullRequest && !now.open.contains(refname) => {
                 out.baseline.push((refname.clone(), oid.clone()));
@@ -164,10 +176,16 @@ pub fn diff(project: &str, previous: Option<&ProjectState>, now: &Tracked) -> Di
 }
 
 /// Records a diff: new and moved heads become pending work, deleted refs are forgotten.
-pub fn apply(state: &mut ProjectState, diff: &Diff, now: jiff::Timestamp) {
+pub fn apply(state: &mut ProjectState, diff: &Diff, now: &Tracked, at: jiff::Timestamp) {
     state.indexed = true;
     for (refname, oid) in &diff.baseline {
-        state.refs.insert(refname.clone(), RefState { head: oid.clone(), since: now, pending: false, last: None });
+        let record = RefState { head: oid.clone(), since: at, pending: false, last: None, closed: true };
+        state.refs.insert(refname.clone(), record);
+    }
+    for (refname, closed) in &diff.closed {
+        if let Some(entry) = state.refs.get_mut(refname) {
+            entry.closed = *closed;
+        }
     }
     for change in &diff.changes {
         match (&change.change, &change.to) {
@@ -177,13 +195,15 @@ pub fn apply(state: &mut ProjectState, diff: &Diff, now: jiff::Timestamp) {
             (_, Some(to)) => {
                 let entry = state.refs.entry(change.refname.clone()).or_insert_with(|| RefState {
                     head: to.clone(),
-                    since: now,
+                    since: at,
                     pending: true,
                     last: None,
+                    closed: false,
                 });
                 entry.head = to.clone();
-                entry.since = now;
+                entry.since = at;
                 entry.pending = true;
+                entry.closed = is_closed(now, &change.refname);
             }
         }
     }
@@ -239,8 +259,28 @@ mod tests {
         assert_eq!(base, ["refs/merge-requests/9/head", "refs/pull/1/head"]);
 
         let mut state = ProjectState::default();
-        apply(&mut state, &d, jiff::Timestamp::UNIX_EPOCH);
+        apply(&mut state, &d, &now, jiff::Timestamp::UNIX_EPOCH);
         assert!(diff("p", Some(&state), &now).is_empty(), "a second poll of the same heads changes nothing");
+        assert!(state.refs["refs/pull/1/head"].closed && !state.refs["refs/pull/2/head"].closed);
+
+        // Pull request 2 is closed: its merge ref goes, its head stays. Nothing to build, but
+        // the state learns it, so `pipe prune` can drop its images.
+        let closed = tracked(
+            &project(true),
+            &adv(&[
+                ("refs/heads/main", "1"),
+                ("refs/pull/1/head", "a"),
+                ("refs/pull/2/head", "b"),
+                ("refs/merge-requests/9/head", "c"),
+            ]),
+        );
+        let d = diff("p", Some(&state), &closed);
+        assert!(d.changes.is_empty());
+        assert_eq!(d.closed, [("refs/pull/2/head".to_string(), true)]);
+        let mut after = state.clone();
+        apply(&mut after, &d, &closed, jiff::Timestamp::UNIX_EPOCH);
+        assert!(after.refs["refs/pull/2/head"].closed);
+        assert!(diff("p", Some(&after), &closed).is_empty());
 
         let later = tracked(
             &project(true),

@@ -71,6 +71,10 @@ pub struct RefState {
     /// Last stage run for this ref, with its commit, outcome and end time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<StageRecord>,
+    /// A pull request whose merge ref is no longer advertised: closed or merged. Its images
+    /// are pruned like those of a deleted branch.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub closed: bool,
 }
 
 /// The outcome of one stage for one commit.
@@ -289,6 +293,12 @@ fn state_dir(state: &Path) -> &Path {
     parent_dir(state)
 }
 
+/// The directories of a project's ref histories, run logs and deploy histories.
+pub fn project_dirs(state: &Path, project: &str) -> [PathBuf; 3] {
+    let dir = state_dir(state);
+    ["refs", "logs", "deploys"].map(|kind| dir.join(kind).join(project))
+}
+
 /// Where a ref's history lives: `refs/PROJECT/REFKEY.toml` beside the state.
 pub fn history_path(state: &Path, project: &str, refname: &str) -> PathBuf {
     state_dir(state).join("refs").join(project).join(format!("{}.toml", ref_key(refname)))
@@ -462,6 +472,7 @@ mod tests {
                     commit: "b".repeat(40),
                     at: Timestamp::from_second(1_790_000_100).unwrap(),
                 }),
+                closed: false,
             },
         );
         project.refs.insert(
@@ -471,6 +482,7 @@ mod tests {
                 since: Timestamp::from_second(1_790_000_000).unwrap(),
                 pending: false,
                 last: None,
+                closed: true,
             },
         );
         state.project.insert("web".into(), project);

@@ -13,10 +13,11 @@ fn help_lists_every_command_and_the_global_flags() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_fail() {
+fn prune_of_an_unknown_project_is_a_usage_error() {
     let env = TestEnv::new();
-    let run = env.pipe(&["prune"]);
-    run.code(2).stderr_has("`pipe prune` is not implemented yet");
+    env.config("[project.app]\nrepo = \"file:///nowhere\"\nbranches = [\"main\"]\n");
+    let run = env.pipe(&["prune", "nope"]);
+    run.code(2).stderr_has("nope");
     assert_eq!(run.stdout, "", "no pretend output");
 }
 

@@ -1,4 +1,7 @@
-//! The shipped systemd units pass `systemd-analyze verify` with no warning at all.
+//! The shipped systemd units, as `pipe generate systemd` writes them, pass `systemd-analyze
+//! verify` with no warning at all.
+
+mod support;
 
 #[test]
 fn shipped_units_verify_without_warnings() {
@@ -7,14 +10,16 @@ fn shipped_units_verify_without_warnings() {
         eprintln!("skipped: systemd-analyze is not installed");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let env = support::TestEnv::new();
+    let dir = env.path().join("units");
+    // verify checks that ExecStart exists: point the units at the binary under test.
+    env.pipe(&["generate", "systemd", &dir.display().to_string(), "--bin", env!("CARGO_BIN_EXE_pipe")]).code(0);
     let mut paths = Vec::new();
     for name in ["pipe.service", "pipe.timer", "pipe-serve.service"] {
-        let unit = std::fs::read_to_string(format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        // verify checks that ExecStart exists: point it at the binary under test.
-        let unit = unit.replace("/usr/local/bin/pipe", env!("CARGO_BIN_EXE_pipe"));
-        let path = dir.path().join(name);
-        std::fs::write(&path, unit).unwrap();
+        let shipped = std::fs::read_to_string(format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let path = dir.join(name);
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written, shipped.replace("/usr/local/bin/pipe", env!("CARGO_BIN_EXE_pipe")), "{name}");
         paths.push(path);
     }
     let out = std::process::Command::new(analyze).arg("verify").args(&paths).output().unwrap();

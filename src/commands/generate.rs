@@ -1,4 +1,5 @@
-//! `pipe generate`: files derived from the CLI definition (completions, man pages).
+//! `pipe generate`: files derived from pipe itself: the nginx front from the pipeline file, the
+//! shipped systemd units, and completions and man pages from the CLI definition.
 
 use std::path::Path;
 
@@ -9,14 +10,36 @@ use clap_complete::Shell as CompleteShell;
 use crate::cli::{Cli, GenerateArgs, GenerateWhat, Shell};
 use crate::error::code;
 
-pub fn run(args: &GenerateArgs) -> anyhow::Result<u8> {
+use super::Context;
+
+/// The units shipped in `systemd/`, built into the binary so `pipe generate systemd` needs no checkout.
+const UNITS: [(&str, &str); 3] = [
+    ("pipe.service", include_str!("../../systemd/pipe.service")),
+    ("pipe.timer", include_str!("../../systemd/pipe.timer")),
+    ("pipe-serve.service", include_str!("../../systemd/pipe-serve.service")),
+];
+
+pub fn run(cx: &Context, args: &GenerateArgs) -> anyhow::Result<u8> {
     match &args.what {
+        GenerateWhat::Nginx => print!("{}", crate::nginx::render(&cx.config()?)?),
+        GenerateWhat::Systemd { dir, bin } => write_units(cx, dir, bin)?,
         GenerateWhat::Completions { shell } => {
             print!("{}", completions(*shell));
         }
         GenerateWhat::Man { dir } => write_man_pages(dir)?,
     }
     Ok(code::OK)
+}
+
+fn write_units(cx: &Context, dir: &Path, bin: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
+    for (name, text) in UNITS {
+        let path = dir.join(name);
+        let text = text.replace("/usr/local/bin/pipe", &bin.display().to_string());
+        std::fs::write(&path, text).with_context(|| format!("failed to write `{}`", path.display()))?;
+        cx.out.info(format!("wrote {}", path.display()));
+    }
+    Ok(())
 }
 
 /// The completion script for a shell.

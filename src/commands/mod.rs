@@ -2,7 +2,6 @@
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self, Config};
-use crate::error::NotImplemented;
 use crate::output::Output;
 
 mod build;
@@ -11,6 +10,7 @@ mod deploy;
 mod generate;
 mod logs;
 mod poll;
+mod prune;
 mod push;
 mod run;
 mod serve;
@@ -46,7 +46,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Poll(args) => poll::run(&cx, &args),
         Command::Status(args) => status::run(&cx, &args),
         Command::Check(args) => check::run(&cx, &args),
-        Command::Generate(args) => generate::run(&args),
+        Command::Generate(args) => generate::run(&cx, &args),
         Command::Build(args) => build::run(&cx, &args),
         Command::Test(args) => test::run(&cx, &args),
         Command::Push(args) => push::run(&cx, &args),
@@ -54,10 +54,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&cx, &args),
         Command::Logs(args) => logs::run(&cx, &args),
         Command::Serve(args) => serve::run(&cx, &args),
-        Command::Prune(_) => not_yet("prune"),
+        Command::Prune(args) => prune::run(&cx, &args),
     }
-}
-
-fn not_yet(command: &'static str) -> anyhow::Result<u8> {
-    Err(NotImplemented { command }.into())
 }

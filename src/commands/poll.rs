@@ -80,7 +80,7 @@ pub fn poll(cx: &Context, config: &Config, projects: &[(&str, &Project)], st: &m
             ));
         }
         if !diff.is_empty() || previous.is_none_or(|p| !p.indexed) {
-            refs::apply(st.project.entry(name.to_string()).or_default(), &diff, now);
+            refs::apply(st.project.entry(name.to_string()).or_default(), &diff, &tracked, now);
             state_changed = true;
         }
         report.changes.extend(diff.changes);

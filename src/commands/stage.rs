@@ -309,11 +309,17 @@ impl Job<'_> {
             at: state::now(),
         };
         run.stages.push(stage);
-        state::save_history(&files.history_path, &mut files.history, self.config.settings.keep_logs as usize)?;
+        state::save_history(&files.history_path, &mut files.history, self.config.keep_logs(self.project))?;
         let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
         let entry =
             st.project.entry(self.name.to_string()).or_default().refs.entry(self.refname.clone()).or_insert_with(
-                || state::RefState { head: summary.commit.clone(), since: summary.at, pending: false, last: None },
+                || state::RefState {
+                    head: summary.commit.clone(),
+                    since: summary.at,
+                    pending: false,
+                    last: None,
+                    closed: false,
+                },
             );
         entry.last = Some(summary);
         state::save(self.state_path, &st)

@@ -220,3 +220,18 @@ impl Drop for ComposeProject {
         }
     }
 }
+
+/// Removes a container by name on drop.
+pub struct Container {
+    pub name: String,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "--force", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

@@ -103,7 +103,17 @@ impl Drop for HttpSink {
 
 /// GET a URL on 127.0.0.1: (status, body), or `None` when nothing answers.
 pub fn get(url: &str) -> Option<(u16, String)> {
-    let out = std::process::Command::new("curl").args(["-s", "-m", "5", "-w", "\n%{http_code}", url]).output().ok()?;
+    get_as(url, None)
+}
+
+/// GET a URL with another `Host` header, as a browser asking for that name would.
+pub fn get_as(url: &str, host: Option<&str>) -> Option<(u16, String)> {
+    let mut curl = std::process::Command::new("curl");
+    curl.args(["-s", "-m", "5", "-w", "\n%{http_code}"]);
+    if let Some(host) = host {
+        curl.args(["-H", &format!("Host: {host}")]);
+    }
+    let out = curl.arg(url).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n')?;
     let code: u16 = code.trim().parse().ok()?;

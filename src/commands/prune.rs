@@ -1,0 +1,332 @@
+//! `pipe prune`: removes the run logs and images pipe no longer needs.
+//!
+//! What goes: the history and logs of refs the remote no longer has; run logs beyond
+//! `keep_logs` and log files no history points at; images (every local tag) of deleted
+//! branches and closed pull requests; a live ref's images beyond its `keep_images` newest.
+//! What never goes: an image whose commit any deploy target of the project has run in its
+//! kept history (the running one and every rollback candidate), the image of a ref's current
+//! head or last stage, and anything docker refuses to remove because a container uses it
+//! (`docker image rm` without `--force`). Only images labelled `pipe.project=NAME` are touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::Context;
+use super::stage::{self, Docker};
+use crate::cli::PruneArgs;
+use crate::config::{Config, Project};
+use crate::error::code;
+use crate::refs;
+use crate::state::{self, ProjectState};
+
+/// Images kept per ref when a project sets no `keep_images`.
+const DEFAULT_KEEP_IMAGES: u32 = 5;
+
+/// `docker image ls` / `inspect` take seconds at worst; a hung engine must not hang the timer.
+const DOCKER_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default, Serialize)]
+struct PruneReport {
+    version: u32,
+    dry_run: bool,
+    removed_images: Vec<ImageAction>,
+    kept_deployed: Vec<ImageAction>,
+    removed_files: Vec<PathBuf>,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ImageAction {
+    project: String,
+    #[serde(rename = "ref")]
+    refname: String,
+    commit: String,
+    id: String,
+    tags: Vec<String>,
+    reason: String,
+}
+
+/// The parts of `docker image inspect` prune reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Inspected {
+    id: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    config: Option<InspectedConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectedConfig {
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+/// One image of a project, as prune sees it.
+#[derive(Debug, Clone)]
+struct Image {
+    id: String,
+    tags: Vec<String>,
+    refname: String,
+    commit: String,
+    created: String,
+}
+
+pub fn run(cx: &Context, args: &PruneArgs) -> anyhow::Result<u8> {
+    let config = cx.config()?;
+    for name in &args.projects {
+        stage::project(&config, name)?;
+    }
+    let state_path = cx.state_path()?;
+    let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "prune")?) };
+    let st = state::load(&state_path)?;
+    let docker = Docker::new(None);
+    let mut report = PruneReport { version: 1, dry_run: args.dry_run, ..Default::default() };
+    for (name, project) in &config.projects {
+        if !args.projects.is_empty() && !args.projects.contains(name) {
+            continue;
+        }
+        let Some(known) = st.project.get(name).filter(|p| p.indexed) else {
+            report.warnings.push(format!("{name}: never polled, so which refs are gone is unknown; skipped"));
+            continue;
+        };
+        prune_logs(cx, &config, &state_path, name, project, known, args.dry_run, &mut report)?;
+        prune_images(cx, &docker, &state_path, name, project, known, args.dry_run, &mut report)?;
+    }
+    print(cx, args, &report)?;
+    Ok(code::OK)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prune_logs(
+    cx: &Context,
+    config: &Config,
+    state_path: &Path,
+    name: &str,
+    project: &Project,
+    known: &ProjectState,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> anyhow::Result<()> {
+    let [refs_dir, logs_dir, _] = state::project_dirs(state_path, name);
+    let mut referenced = BTreeSet::new();
+    for path in files_in(&refs_dir)? {
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let mut history = state::load_history(&path, "")?;
+        let live = known.refs.contains_key(&history.refname);
+        if !live {
+            cx.out.detail(format!("{name}: {} is gone from the remote", refs::display(&history.refname)));
+            report.removed_files.push(path.clone());
+            report.removed_files.extend(history.runs.iter().map(|r| r.log.clone()));
+            if !dry_run {
+                for run in &history.runs {
+                    remove_file(&run.log)?;
+                }
+                remove_file(&path)?;
+            }
+            continue;
+        }
+        let keep = config.keep_logs(project).max(1);
+        if history.runs.len() > keep {
+            let old = &history.runs[..history.runs.len() - keep];
+            report.removed_files.extend(old.iter().map(|r| r.log.clone()));
+            if !dry_run {
+                state::save_history(&path, &mut history, keep)?;
+            }
+        }
+        let kept = &history.runs[history.runs.len().saturating_sub(keep)..];
+        referenced.extend(kept.iter().map(|r| r.log.clone()));
+    }
+    // Log files no kept run points at: a ref deleted above, or a run whose record never landed.
+    // `deploy.log` of a live ref is kept: it logs rollbacks to commits older than its history.
+    for dir in files_in(&logs_dir)? {
+        let dir_is_live = known.refs.keys().any(|r| state::logs_dir(state_path, name, r) == dir);
+        for log in files_in(&dir)? {
+            let rollback_log = dir_is_live && log.file_name().is_some_and(|n| n == "deploy.log");
+            if !rollback_log && !referenced.contains(&log) && !report.removed_files.contains(&log) {
+                report.removed_files.push(log.clone());
+                if !dry_run {
+                    remove_file(&log)?;
+                }
+            }
+        }
+        if !dry_run {
+            // Only succeeds once the directory is empty, which is exactly when it should go.
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prune_images(
+    cx: &Context,
+    docker: &Docker,
+    state_path: &Path,
+    name: &str,
+    project: &Project,
+    known: &ProjectState,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> anyhow::Result<()> {
+    let images = project_images(cx, docker, name)?;
+    let deployed = deployed_commits(state_path, name)?;
+    let keep = project.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES).max(1) as usize;
+    let mut by_ref: BTreeMap<&str, Vec<&Image>> = BTreeMap::new();
+    for image in &images {
+        by_ref.entry(&image.refname).or_default().push(image);
+    }
+    for (refname, mut list) in by_ref {
+        // Newest commit first: `created` is the commit time, an RFC 3339 timestamp.
+        list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+        let live = known.refs.get(refname);
+        let current: BTreeSet<&str> = live
+            .map(|r| [Some(r.head.as_str()), r.last.as_ref().map(|l| l.commit.as_str())])
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        for (rank, image) in list.into_iter().enumerate() {
+            let action = |reason: String| ImageAction {
+                project: name.to_string(),
+                refname: refname.to_string(),
+                commit: image.commit.clone(),
+                id: image.id.clone(),
+                tags: image.tags.clone(),
+                reason,
+            };
+            if deployed.contains(&image.commit) {
+                report.kept_deployed.push(action("a deploy target runs it or can roll back to it".into()));
+                continue;
+            }
+            let reason = match live {
+                None => format!("{} is gone from the remote", refs::display(refname)),
+                Some(r) if r.closed => format!("{} is closed", refs::display(refname)),
+                Some(_) if current.contains(image.commit.as_str()) => continue,
+                Some(_) if rank >= keep => format!("beyond keep_images = {keep} for {}", refs::display(refname)),
+                Some(_) => continue,
+            };
+            remove_image(cx, docker, image, dry_run, report);
+            report.removed_images.push(action(reason));
+        }
+    }
+    Ok(())
+}
+
+/// Every image labelled with the project, with the ref and commit it was built from.
+fn project_images(cx: &Context, docker: &Docker, name: &str) -> anyhow::Result<Vec<Image>> {
+    let list = docker
+        .cmd()
+        .args(["image", "ls", "--quiet", "--no-trunc", "--filter"])
+        .arg(format!("label=pipe.project={name}"));
+    let out = crate::exec::capture(&cx.out, &list, DOCKER_QUERY_TIMEOUT).map_err(|e| stage::classify(docker, e))?;
+    let ids: BTreeSet<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inspect = docker.cmd().args(["image", "inspect"]).args(ids);
+    let out = crate::exec::capture(&cx.out, &inspect, DOCKER_QUERY_TIMEOUT).map_err(|e| stage::classify(docker, e))?;
+    let inspected: Vec<Inspected> =
+        serde_json::from_str(&out).context("failed to parse `docker image inspect` output")?;
+    Ok(inspected
+        .into_iter()
+        .filter_map(|i| {
+            let labels = i.config.and_then(|c| c.labels).unwrap_or_default();
+            Some(Image {
+                id: i.id,
+                tags: i.repo_tags.unwrap_or_default(),
+                refname: labels.get("pipe.ref")?.clone(),
+                commit: labels.get("org.opencontainers.image.revision").cloned().unwrap_or_default(),
+                created: labels.get("org.opencontainers.image.created").cloned().unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+/// Commits any deploy target of the project has run, within its kept deploy history.
+fn deployed_commits(state_path: &Path, name: &str) -> anyhow::Result<BTreeSet<String>> {
+    let [_, _, deploys_dir] = state::project_dirs(state_path, name);
+    let mut commits = BTreeSet::new();
+    for path in files_in(&deploys_dir)? {
+        if path.extension().is_some_and(|e| e == "toml") {
+            commits.extend(state::load_deploys(&path)?.deploys.into_iter().map(|d| d.commit));
+        }
+    }
+    Ok(commits)
+}
+
+/// Removes every tag of the image, never with `--force`: docker keeps an image a container uses.
+fn remove_image(cx: &Context, docker: &Docker, image: &Image, dry_run: bool, report: &mut PruneReport) {
+    let names = if image.tags.is_empty() { vec![image.id.clone()] } else { image.tags.clone() };
+    let cmd = docker.cmd().args(["image", "rm"]).args(&names);
+    if dry_run {
+        cx.out.info(format!("would run: {cmd}"));
+        return;
+    }
+    if let Err(err) = crate::exec::capture(&cx.out, &cmd, DOCKER_QUERY_TIMEOUT) {
+        report.warnings.push(format!("{err:#}"));
+    }
+}
+
+fn files_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("failed to list `{}`", dir.display())),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        paths.push(entry.with_context(|| format!("failed to list `{}`", dir.display()))?.path());
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+fn remove_file(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("failed to remove `{}`", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn print(cx: &Context, args: &PruneArgs, report: &PruneReport) -> anyhow::Result<()> {
+    for warning in &report.warnings {
+        cx.out.warn(warning);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(report).context("failed to render the report")?);
+        return Ok(());
+    }
+    let verb = if args.dry_run { "would remove" } else { "removed" };
+    for image in &report.removed_images {
+        let name = image.tags.first().unwrap_or(&image.id);
+        cx.out.info(format!("{}: {verb} image {name} ({})", image.project, image.reason));
+    }
+    for image in &report.kept_deployed {
+        let name = image.tags.first().unwrap_or(&image.id);
+        cx.out.detail(format!("{}: kept image {name} ({})", image.project, image.reason));
+    }
+    if args.dry_run {
+        for file in &report.removed_files {
+            cx.out.info(format!("would remove {}", file.display()));
+        }
+    }
+    if !cx.out.quiet {
+        println!(
+            "{verb} {} image(s) and {} history and log file(s); kept {} image(s) that deploy targets run or can roll back to",
+            report.removed_images.len(),
+            report.removed_files.len(),
+            report.kept_deployed.len()
+        );
+    }
+    Ok(())
+}
