@@ -51,22 +51,36 @@ impl Output {
     }
 
     fn line(&self, prefix: &str, msg: &str) {
-        let mut err = std::io::stderr().lock();
         let indent = " ".repeat(prefix.chars().filter(|c| c.is_ascii_alphabetic() || *c == ':' || *c == ' ').count());
+        let mut text = String::new();
         for (i, line) in msg.lines().enumerate() {
             // The prefix marks the first line; the rest of a message is indented under it.
             let lead = if i == 0 { prefix } else { indent.as_str() };
-            let _ = if self.terminal {
-                writeln!(err, "{lead}{line}")
-            } else {
-                writeln!(err, "{} {lead}{line}", crate::state::now())
-            };
+            if !self.terminal {
+                text.push_str(&format!("{} ", crate::state::now()));
+            }
+            text.push_str(lead);
+            text.push_str(line);
+            text.push('\n');
         }
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        };
+        // Spinners are cleared while the line is written and redrawn under it, so a message
+        // never lands in the middle of a bar, whichever thread prints it.
+        if self.terminal { bars().suspend(write) } else { write() }
     }
 }
 
-/// A spinner for a long stage on a terminal; nothing elsewhere. Messages printed while it spins
-/// go through [`Spinner::println`] so they never garble the bar.
+/// Every spinner of the process draws through one `MultiProgress`, which serialises drawing
+/// with the lines printed in between (projects run in parallel, each with its own spinner).
+fn bars() -> &'static indicatif::MultiProgress {
+    static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(indicatif::MultiProgress::new)
+}
+
+/// A spinner for a long stage on a terminal; nothing elsewhere. Lines printed while it spins
+/// clear it first and redraw it after (see [`Output::line`]), so they never garble the bar.
 pub struct Spinner {
     bar: Option<indicatif::ProgressBar>,
 }
@@ -76,9 +90,9 @@ impl Output {
         if !self.terminal || self.quiet {
             return Spinner { bar: None };
         }
-        let bar = indicatif::ProgressBar::new_spinner();
+        let bar = bars().add(indicatif::ProgressBar::new_spinner());
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {wide_msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
         bar.set_message(message.to_string());
@@ -97,6 +111,7 @@ impl Spinner {
     pub fn finish(self) {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
+            bars().remove(&bar);
         }
     }
 }

@@ -156,10 +156,14 @@ fn push_one(
         exec::capture(&cx.out, &docker.cmd().args(["tag", local, &remote]), left())?;
         let push = docker.cmd().args(["push", &remote]);
         let mut output = String::new();
+        let spinner = cx.out.spinner(&format!("pushing {remote}"));
         let finished = exec::logged(&cx.out, &push, log, stage::LOG_CAP, left(), &mut |line| {
             output.push_str(line);
             output.push('\n');
-        })?;
+            spinner.set(&format!("pushing {remote}: {line}"));
+        });
+        spinner.finish();
+        let finished = finished?;
         stage::interrupted(&finished)?;
         if !finished.success() && stage::engine_down(&finished.tail) {
             return Err(stage::engine_unavailable(docker, &finished.tail));
