@@ -38,20 +38,65 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The state file is unreadable, corrupt or cannot be saved.
+/// The state file (or a history or log beside it) is unreadable, corrupt or cannot be saved.
 #[derive(Debug)]
 pub struct StateError {
     pub path: PathBuf,
     pub message: String,
 }
 
+impl StateError {
+    /// A run log beside the state that cannot be written: the same storage, the same exit code.
+    pub fn log(path: &std::path::Path, err: std::io::Error) -> anyhow::Error {
+        StateError { path: path.to_path_buf(), message: format!("cannot be written: {err}") }.into()
+    }
+
+    fn disk_full(&self) -> bool {
+        self.message.contains("os error 28") || self.message.contains("No space left on device")
+    }
+}
+
 impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "state file `{}`: {}", self.path.display(), self.message)
+        let what = if self.path.extension().is_some_and(|e| e == "log") { "run log" } else { "state file" };
+        write!(f, "{what} `{}`: {}", self.path.display(), self.message)
     }
 }
 
 impl std::error::Error for StateError {}
+
+/// A registry (or another remote service) did not answer: nothing is recorded, so the next
+/// run retries, as when the Docker engine is down.
+#[derive(Debug)]
+pub struct RemoteUnavailable {
+    pub what: String,
+    pub reason: String,
+}
+
+impl fmt::Display for RemoteUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} does not answer: {}", self.what, self.reason)
+    }
+}
+
+impl std::error::Error for RemoteUnavailable {}
+
+impl RemoteUnavailable {
+    /// Docker's wording for a registry it could not reach (as opposed to one that refused).
+    pub fn unreachable(output: &str) -> Option<&str> {
+        const NEEDLES: [&str; 8] = [
+            "connection refused",
+            "no such host",
+            "i/o timeout",
+            "TLS handshake timeout",
+            "connection reset by peer",
+            "502 Bad Gateway",
+            "503 Service Unavailable",
+            "504 Gateway Timeout",
+        ];
+        output.lines().find(|line| NEEDLES.iter().any(|n| line.contains(n))).map(str::trim)
+    }
+}
 
 /// Another `pipe` process holds the state lock.
 #[derive(Debug)]
@@ -99,7 +144,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<StateError>() {
             return code::STATE;
         }
-        if cause.is::<crate::exec::ToolUnavailable>() {
+        if cause.is::<crate::exec::ToolUnavailable>() || cause.is::<RemoteUnavailable>() {
             return code::UNAVAILABLE;
         }
     }
@@ -123,11 +168,17 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
         if cause.is::<Locked>() {
             return Some("wait for the other run to finish; the lock is released when it exits");
         }
-        if cause.is::<StateError>() {
+        if let Some(state) = cause.downcast_ref::<StateError>() {
+            if state.disk_full() {
+                return Some("free space on the file system that holds the state; nothing recorded was lost");
+            }
             return Some("fix or move the state file aside by hand; pipe never resets it on its own");
         }
         if cause.is::<crate::exec::ToolUnavailable>() {
             return Some("is the Docker engine running? `docker version` should show a Server section");
+        }
+        if cause.is::<RemoteUnavailable>() {
+            return Some("nothing was recorded; the next run retries once it answers");
         }
     }
     None

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::error::StateError;
 use crate::output::Output;
 
 /// How much of a failed command's output an error message carries.
@@ -223,12 +224,9 @@ pub fn logged(
     on_line: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Finished> {
     out.detail(format!("$ {cmd}"));
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("failed to open log file `{}`", log.display()))?;
-    writeln!(file, "$ {cmd}").with_context(|| format!("failed to write log file `{}`", log.display()))?;
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| StateError::log(log, e))?;
+    writeln!(file, "$ {cmd}").map_err(|e| StateError::log(log, e))?;
     let started = Instant::now();
     let reader = Arc::new(cmd.expression().stderr_to_stdout().reader().map_err(|e| spawn_error(cmd, e))?);
     let timed_out = Arc::new(AtomicBool::new(false));
@@ -310,7 +308,7 @@ pub fn logged(
         let _ = writeln!(file, "\n[pipe: log capped at {cap} bytes; {dropped} more bytes of output were dropped]");
     }
     if let Some(e) = write_error {
-        return Err(anyhow::Error::new(e).context(format!("failed to write log file `{}`", log.display())));
+        return Err(StateError::log(log, e));
     }
     let finished = Finished {
         code: status.and_then(|s| s.code()),
@@ -323,7 +321,7 @@ pub fn logged(
     let _ = writeln!(file, "[pipe: {} after {:.1}s]", finished.describe(), finished.duration.as_secs_f64());
     // Flushed, not fsynced: a log is evidence, not state, and an fsync per command would add
     // milliseconds to every hook run. The state file is always fsynced.
-    file.flush().with_context(|| format!("failed to write log file `{}`", log.display()))?;
+    file.flush().map_err(|e| StateError::log(log, e))?;
     Ok(finished)
 }
 

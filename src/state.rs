@@ -450,7 +450,22 @@ pub fn lock(state: &Path, command: &str) -> anyhow::Result<StateLock> {
     let _ = file.set_len(0);
     let _ = file.rewind();
     let _ = write!(file, "pid {} running `pipe {command}` since {}", std::process::id(), now());
+    remove_stale_temp_files(dir);
     Ok(StateLock { _file: file })
+}
+
+/// A save killed between creating its temp file and renaming it (SIGKILL, power loss) leaves
+/// `.state.*.tmp` behind. Every writer of `state.toml` holds the lock, so once we hold it any
+/// such file beside the state is stale.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".state.") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

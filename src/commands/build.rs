@@ -92,7 +92,7 @@ pub fn build(job: &Job<'_>, st: &Mutex<State>, commit: Option<&str>) -> anyhow::
     let started = crate::state::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let (finished, image_id) = docker_build(cx, &docker, builder, &plan, &tags, &labels, &log, timeout, false)?;
-    if !finished.success() && !finished.interrupted && stage::engine_down(&finished.tail) {
+    if stage::engine_gone(&docker, &cx.out, &finished) {
         return Err(stage::engine_unavailable(&docker, &finished.tail));
     }
     if let Some(run) = files.history.runs.iter_mut().find(|r| r.number == number) {
@@ -262,7 +262,7 @@ pub fn build_here(cx: &Context, dry_run: bool) -> anyhow::Result<Option<HereBuil
     ));
     let (finished, _) =
         docker_build(cx, &docker, builder, &plan, &tags, &labels, &log, Duration::from_secs(3600), !cx.out.quiet)?;
-    if !finished.success() && stage::engine_down(&finished.tail) {
+    if stage::engine_gone(&docker, &cx.out, &finished) {
         return Err(stage::engine_unavailable(&docker, &finished.tail));
     }
     if !finished.success() {

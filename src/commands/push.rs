@@ -11,7 +11,7 @@ use super::stage::{self, Docker, Job, StageFailed};
 use crate::cli::PushArgs;
 use crate::config::{Config, Project, Registry, SecretRef, Stage};
 use crate::docker;
-use crate::error::{Usage, code};
+use crate::error::{RemoteUnavailable, Usage, code};
 use crate::exec::{self, Cmd};
 use crate::refs;
 use crate::secret;
@@ -74,8 +74,11 @@ pub fn push(job: &Job<'_>, st: &Mutex<State>, force: bool, dry_run: bool) -> any
                 }
             }
             Err(err) => {
-                let err = stage::classify(&docker, err);
-                if err.is::<crate::exec::ToolUnavailable>() || err.is::<crate::signals::Interrupted>() {
+                let err = unreachable_registry(stage::classify(&docker, err), reg_name, registry);
+                if err.is::<crate::exec::ToolUnavailable>()
+                    || err.is::<RemoteUnavailable>()
+                    || err.is::<crate::signals::Interrupted>()
+                {
                     if err.is::<crate::signals::Interrupted>() {
                         let record = StageRun::new("push", "interrupted", started, clock.elapsed(), None);
                         job.record(st, &mut files, run.number, record)?;
@@ -93,6 +96,20 @@ pub fn push(job: &Job<'_>, st: &Mutex<State>, force: bool, dry_run: bool) -> any
     match failure {
         Some(err) => Err(anyhow::Error::new(StageFailed(format!("{err:#}")))),
         None => Ok(()),
+    }
+}
+
+/// A push or login that failed because the registry could not be reached becomes
+/// [`RemoteUnavailable`]: recorded as nothing, retried by the next run. A registry that
+/// answered and refused (bad credentials, denied) stays a failure.
+fn unreachable_registry(err: anyhow::Error, reg_name: &str, registry: &Registry) -> anyhow::Error {
+    let text = format!("{err:#}");
+    match RemoteUnavailable::unreachable(&text) {
+        Some(line) => {
+            RemoteUnavailable { what: format!("registry `{reg_name}` (`{}`)", registry.url), reason: line.to_string() }
+                .into()
+        }
+        None => err,
     }
 }
 
@@ -165,7 +182,7 @@ fn push_one(
         spinner.finish();
         let finished = finished?;
         stage::interrupted(&finished)?;
-        if !finished.success() && stage::engine_down(&finished.tail) {
+        if stage::engine_gone(docker, &cx.out, &finished) {
             return Err(stage::engine_unavailable(docker, &finished.tail));
         }
         if !finished.success() {

@@ -144,8 +144,16 @@ pub fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
     } else {
         print_summary(cx, &results, deferred);
     }
-    let ok = report.errors.is_empty() && results.iter().all(|r| r.result == "passed");
-    Ok(if ok { code::OK } else { code::FAILED })
+    let failed =
+        !report.errors.is_empty() || results.iter().any(|r| !matches!(r.result.as_str(), "passed" | "unavailable"));
+    let unavailable = results.iter().any(|r| r.result == "unavailable");
+    Ok(if failed {
+        code::FAILED
+    } else if unavailable {
+        code::UNAVAILABLE
+    } else {
+        code::OK
+    })
 }
 
 /// Refs whose head is pending (new or moved), whose last stage was interrupted, or, with
@@ -227,7 +235,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<Ref
             return Err(err);
         }
         result.message = Some(format!("{err:#}"));
-        result.result = if err.is::<ToolUnavailable>() {
+        result.result = if err.is::<ToolUnavailable>() || err.is::<crate::error::RemoteUnavailable>() {
             "unavailable".into()
         } else if err.is::<StageFailed>() {
             let st = st.lock().unwrap_or_else(|e| e.into_inner());
@@ -243,7 +251,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<Ref
             result.message.as_deref().unwrap_or("")
         ));
     }
-    // An unreachable engine leaves the ref pending, so the next tick retries it.
+    // An unreachable engine or registry leaves the ref pending, so the next tick retries it.
     if result.result != "unavailable" {
         let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = st.project.get_mut(job.name).and_then(|p| p.refs.get_mut(&job.refname))

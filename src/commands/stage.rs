@@ -153,10 +153,25 @@ pub fn engine_down(output: &str) -> bool {
         .any(|needle| output.contains(needle))
 }
 
+/// A docker command failed because the engine went away: its output says so, or the engine no
+/// longer answers a `docker version` (a daemon stopping mid-build leaves only `unexpected EOF`).
+/// Asked only after a failure, so a passing stage never pays for the probe.
+pub fn engine_gone(docker: &Docker, out: &crate::output::Output, finished: &crate::exec::Finished) -> bool {
+    if finished.success() || finished.interrupted || finished.timed_out {
+        return false;
+    }
+    if engine_down(&finished.tail) {
+        return true;
+    }
+    let probe = docker.cmd().args(["version", "--format", "{{.Server.Version}}"]);
+    crate::exec::capture(out, &probe, std::time::Duration::from_secs(10)).is_err()
+}
+
 /// The error for an unreachable engine: exit 4, and the caller records nothing, so the next
 /// tick retries the stage.
 pub fn engine_unavailable(docker: &Docker, output: &str) -> anyhow::Error {
-    let line = output.lines().find(|l| engine_down(l)).unwrap_or("no answer").trim().to_string();
+    let line = output.lines().find(|l| engine_down(l)).or_else(|| output.lines().last()).unwrap_or("no answer");
+    let line = line.trim().to_string();
     ToolUnavailable {
         tool: docker.program.to_string_lossy().into_owned(),
         reason: format!("the Docker engine does not answer: {line}"),

@@ -169,7 +169,7 @@ pub fn run_job(cx: &Context, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
         services.down(cx);
     }
     let finished = result?;
-    if !finished.success() && !finished.interrupted && stage::engine_down(&finished.tail) {
+    if stage::engine_gone(docker, &cx.out, &finished) {
         return Err(stage::engine_unavailable(docker, &finished.tail));
     }
     Ok(finished)
