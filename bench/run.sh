@@ -5,6 +5,9 @@
 #   poll:  `pipe poll` with nothing changed over 20 bare repos x 50 branches, against a shell
 #          loop of `git ls-remote file://...` over the same repos (medians, ratio, peak RSS).
 #   state: a no-op `pipe poll` and `pipe status --json` with 1,000 / 10,000 / 50,000 refs recorded.
+#   fuzz:  the `prop_*` property tests (config, state, tags, request parser) with PIPE_FUZZ_CASES
+#          cases each (default 20,000), then generated requests against a running `pipe serve`,
+#          each bounded by PIPE_FUZZ_SECONDS (default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -252,6 +255,24 @@ pipe_after=$(rss_kb $pipe_pid VmRSS); wh_after=$(rss_kb $wh_pid VmRSS)
 kill $pipe_pid $wh_pid 2>/dev/null || true
 rm -f "$sv/big"
 
+say "fuzzing: property tests, then generated requests against a running pipe serve"
+fuzz_cases="${PIPE_FUZZ_CASES:-20000}"
+serve_cases=$((fuzz_cases / 4))
+fuzz() { # name cases command...: runs bounded, prints "result|seconds|tests"
+    local name="$1" cases="$2" started rc=0
+    shift 2
+    started=$(date +%s.%N)
+    PROPTEST_CASES="$cases" timeout "${PIPE_FUZZ_SECONDS:-600}" "$@" >"$work/fuzz-$name.log" 2>&1 || rc=$?
+    local took tests
+    took=$(awk "BEGIN {print $(date +%s.%N) - $started}")
+    tests=$(grep -o '[0-9]* passed' "$work/fuzz-$name.log" | awk '{s+=$1} END {print s+0}')
+    if [ "$rc" -eq 0 ]; then echo "no failure|$(printf %.0f "$took")|$tests"
+    elif [ "$rc" -eq 124 ]; then echo "stopped at the time bound, no failure before it|${PIPE_FUZZ_SECONDS:-600}|$tests"
+    else echo "**FAILED** (bench/work/fuzz-$name.log)|$(printf %.0f "$took")|$tests"; fi
+}
+IFS='|' read -r fuzz_lib fuzz_lib_s fuzz_lib_n < <(fuzz lib "$fuzz_cases" cargo test --release --lib prop_)
+IFS='|' read -r fuzz_srv fuzz_srv_s _ < <(fuzz serve "$serve_cases" cargo test --release --test serve generated_requests)
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 cat >"$results" <<MD
 # Benchmark results
@@ -295,6 +316,17 @@ Each row was measured in the same run with hyperfine (medians); peak RSS is the 
 | requests accepted during wrk | $p_acc (202) | $w_acc (200) |
 | accepted requests never run nor accounted for | **$p_lost** (each 202 ended as a run or a logged supersede) | **$w_lost** (200 answered, script never ran) |
 | peak RSS (VmHWM) after two unauthenticated 100 MB POSTs | $(mb "$pipe_peak") MB (RSS now $(mb "$pipe_after") MB) | $(mb "$wh_peak") MB (RSS now $(mb "$wh_after") MB) |
+
+## Fuzzing (proptest, bounded by PIPE_FUZZ_SECONDS)
+
+| target | cases | time | outcome |
+|---|---|---|---|
+| $fuzz_lib_n \`prop_*\` properties: config parsing (fragments and arbitrary text), state parsing and render/parse round trip, tag sanitising (valid, deterministic, distinct, no branch can take another's tag), the HTTP request parser (arbitrary bytes, well-formed requests) | $fuzz_cases each | $fuzz_lib_s s | $fuzz_lib |
+| generated requests (noise and near-valid: methods, paths, auth headers, lengths, bodies) against a running \`pipe serve\`: only expected statuses, no hook run, still serving, no token logged | $serve_cases | $fuzz_srv_s s | $fuzz_srv |
+
+Found and fixed by these properties: a branch named exactly like another branch's sanitised tag
+(\`feat-a-<8 hex>\`) shared it; a ref name such as \`'\\\` was written as a state key the parser
+refused.
 
 ## State scale: one project with N branches, nothing changed
 

@@ -1264,4 +1264,113 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").is_err());
     }
+
+    /// Lines a pipeline file is made of, good and bad, for the fragment property test.
+    fn arb_document() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let section = proptest::sample::select(vec![
+            "[pipe]",
+            "[pipe.timeouts]",
+            "[project.a]",
+            "[project.B]",
+            "[[project.a.deploy]]",
+            "[registry.r]",
+            "[serve]",
+            "[serve.hooks.h]",
+            "[ingress]",
+            "[notify.slack]",
+            "[unknown]",
+            "[project.a.auth]",
+        ]);
+        let key = proptest::sample::select(vec![
+            "repo",
+            "branches",
+            "image",
+            "test",
+            "push",
+            "compose",
+            "swarm",
+            "command",
+            "webhook",
+            "url",
+            "password",
+            "password_env",
+            "token_env",
+            "secret_env",
+            "keep_logs",
+            "keep_images",
+            "timeout",
+            "parallel",
+            "domain",
+            "listen",
+            "ingress",
+            "health",
+            "name",
+            "images",
+            "username",
+            "body_size",
+            "build",
+            "workspace",
+        ]);
+        let value = proptest::sample::select(vec![
+            "\"x\"",
+            "[\"dev\"]",
+            "[\"feature/[\"]",
+            "1",
+            "-1",
+            "0",
+            "true",
+            "{ file = \"f\" }",
+            "{ argv = [] }",
+            "{ argv = [\"true\"] }",
+            "{ shell = \"x\" }",
+            "\"10m\"",
+            "\"bad dur\"",
+            "[]",
+            "\"a b\"",
+            "99999999999999999999",
+            "{ api = 8080 }",
+            "{ API = 0 }",
+            "\"http://x\"",
+            "{ url = \"u\" }",
+            "[\"r\"]",
+            "\"127.0.0.1:1\"",
+            "\"\"",
+            "{",
+        ]);
+        let line = prop_oneof![
+            section.prop_map(str::to_string),
+            (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+            "\\PC{0,20}",
+        ];
+        proptest::collection::vec(line, 0..30).prop_map(|lines| lines.join("\n"))
+    }
+
+    // Property tests (`prop_*`): `bench/run.sh` runs them with many more cases.
+    proptest::proptest! {
+        #[test]
+        fn prop_any_document_is_accepted_or_every_error_is_located(text in arb_document()) {
+            if let Err(diagnostics) = parse(Path::new("p.toml"), &text) {
+                proptest::prop_assert!(!diagnostics.is_empty());
+                let lines = text.lines().count().max(1);
+                for d in &diagnostics {
+                    proptest::prop_assert!(d.line >= 1 && d.line <= lines + 1 && d.column >= 1, "{d} in\n{text}");
+                }
+            }
+        }
+
+        #[test]
+        fn prop_arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            let _ = parse(Path::new("p.toml"), &text);
+        }
+
+        #[test]
+        fn prop_repo_files_never_define_host_side_keys(text in arb_document()) {
+            if parse_repo_file(Path::new(".pipe.toml"), &text).is_ok() {
+                for key in HOST_SIDE_KEYS {
+                    proptest::prop_assert!(!text.lines().any(|l| l.trim_start().starts_with(&format!("{key} ="))), "{text}");
+                }
+            }
+        }
+    }
 }

@@ -56,12 +56,18 @@ pub fn branch_tag(branch: &str) -> String {
     if clean.is_empty() { format!("branch-{suffix}") } else { format!("{clean}-{suffix}") }
 }
 
-/// Branch names that would read as one of pipe's own tags.
+/// Branch names that would read as one of pipe's own tags: `latest`, `pr-N`, a commit id, or
+/// the sanitised form of another branch (`…-` and 8 hex digits), which a branch named exactly
+/// like that would otherwise share (found by `prop_a_branch_named_like_another_branchs_tag_gets_its_own`).
 fn reserved(branch: &str) -> bool {
     let is_hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let hashed_form = branch.len() > 9
+        && branch.as_bytes()[branch.len() - 9] == b'-'
+        && branch[branch.len() - 8..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     branch == "latest"
         || branch.strip_prefix("pr-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         || (branch.len() >= 7 && branch.len() <= 40 && is_hex(branch))
+        || hashed_form
 }
 
 /// Checks an image repository name against Docker's grammar: lowercase path components of
@@ -309,5 +315,48 @@ mod tests {
         assert_eq!(build_step("Step 2/5 : RUN make"), Some("Step 2/5 : RUN make"));
         assert_eq!(build_step("#7 [2/4] RUN make"), Some("[2/4] RUN make"));
         assert_eq!(build_step(" ---> Running in 1234"), None);
+    }
+
+    #[test]
+    fn a_branch_named_after_another_branchs_tag_does_not_share_it() {
+        // Found by the property below: `feat-a-<hash of feat/a>` used to be kept as it was.
+        let tag = branch_tag("feat/a");
+        assert_ne!(branch_tag(&tag), tag);
+        assert_eq!(branch_tag("release-2026"), "release-2026", "ordinary names are still kept");
+    }
+
+    // Property tests (`prop_*`): `bench/run.sh` runs them with many more cases.
+    fn valid_tag(tag: &str) -> bool {
+        tag.len() <= 128
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_any_branch_name_becomes_a_valid_deterministic_tag(name in "\\PC{1,300}") {
+            let tag = branch_tag(&name);
+            proptest::prop_assert!(valid_tag(&tag), "{name:?} -> {tag:?}");
+            proptest::prop_assert_eq!(&tag, &branch_tag(&name));
+            proptest::prop_assert!(!reserved(&tag) || tag != name);
+        }
+
+        #[test]
+        fn prop_distinct_names_get_distinct_tags(a in "[a-zA-Z0-9/_.-]{1,40}", b in "[a-zA-Z0-9/_.-]{1,40}") {
+            proptest::prop_assume!(a != b);
+            proptest::prop_assert_ne!(branch_tag(&a), branch_tag(&b), "{:?} and {:?}", a, b);
+        }
+
+        #[test]
+        fn prop_a_branch_named_like_another_branchs_tag_gets_its_own(name in "[a-zA-Z0-9_.-]{0,20}/[a-zA-Z0-9/_.-]{0,40}") {
+            // A branch literally named after another branch's sanitised tag must not share it.
+            let tag = branch_tag(&name);
+            proptest::prop_assert_ne!(branch_tag(&tag), tag);
+        }
+
+        #[test]
+        fn prop_pull_requests_are_pr_n(n in 1u32..1_000_000) {
+            proptest::prop_assert_eq!(ref_tag(&format!("refs/pull/{n}/head"), Some("main")), format!("pr-{n}"));
+        }
     }
 }

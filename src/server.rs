@@ -133,8 +133,18 @@ const MAX_HEADERS: usize = 64;
 
 /// Reads one request within the limits. `413` is decided from `Content-Length` alone.
 pub fn read_request(stream: &TcpStream, limits: &Limits) -> Result<Request, ReadError> {
+    read_request_from(stream, |left| drop(stream.set_read_timeout(Some(left))), limits)
+}
+
+/// [`read_request`] over any byte source; `set_timeout` bounds the next read. Separate so the
+/// parser can be fuzzed with arbitrary bytes.
+pub fn read_request_from<R: Read>(
+    source: R,
+    mut set_timeout: impl FnMut(Duration),
+    limits: &Limits,
+) -> Result<Request, ReadError> {
     let started = Instant::now();
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(source);
     let mut head_bytes = 0usize;
     let mut line = String::new();
     let mut read_line = |line: &mut String, deadline: Duration| -> Result<(), ReadError> {
@@ -143,7 +153,7 @@ pub fn read_request(stream: &TcpStream, limits: &Limits) -> Result<Request, Read
         if left.is_zero() {
             return Err(ReadError::Status(408));
         }
-        let _ = stream.set_read_timeout(Some(left));
+        set_timeout(left);
         let n = (&mut reader)
             .take((MAX_HEAD - head_bytes.min(MAX_HEAD)) as u64 + 1)
             .read_line(line)
@@ -199,7 +209,7 @@ pub fn read_request(stream: &TcpStream, limits: &Limits) -> Result<Request, Read
         if left.is_zero() {
             return Err(ReadError::Status(408));
         }
-        let _ = stream.set_read_timeout(Some(left));
+        set_timeout(left);
         match reader.read(&mut body[filled..]) {
             Ok(0) => return Err(ReadError::Gone),
             Ok(n) => filled += n,
@@ -281,5 +291,66 @@ mod tests {
         assert_eq!(r.query_param("token").as_deref(), Some("a+b"));
         assert_eq!(r.query_param("hook").as_deref(), Some("web app"));
         assert_eq!(r.query_param("x"), None);
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            body: 4096,
+            head_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(5),
+            connections: 4,
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Request, ReadError> {
+        read_request_from(std::io::Cursor::new(bytes), |_| {}, &limits())
+    }
+
+    #[test]
+    fn an_oversized_body_is_413_before_any_of_it_is_read() {
+        let err = parse(b"POST /hooks/x HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n").unwrap_err();
+        assert!(matches!(err, ReadError::Status(413)), "{err:?}");
+    }
+
+    // Property tests (`prop_*`): `bench/run.sh` runs them with many more cases.
+    proptest::proptest! {
+        #[test]
+        fn prop_arbitrary_bytes_never_panic_or_overread(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8192)) {
+            if let Ok(req) = parse(&bytes) {
+                proptest::prop_assert!(req.body.len() <= 4096);
+                proptest::prop_assert!(req.headers.len() <= MAX_HEADERS);
+            }
+        }
+
+        #[test]
+        fn prop_well_formed_requests_parse_to_what_was_sent(
+            method in "(GET|POST|PUT|DELETE)",
+            path in "(/[a-zA-Z0-9._~-]{0,12}){1,4}",
+            query in "([a-z]{1,5}=[a-zA-Z0-9%+]{0,8}(&[a-z]{1,5}=[a-z0-9]{0,5}){0,3})?",
+            headers in proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~&&[^:]]{0,40}"), 0..10),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+        ) {
+            let headers: Vec<(String, String)> = headers
+                .into_iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("transfer-encoding"))
+                .map(|(k, v)| (k, v.trim().to_string()))
+                .collect();
+            let target = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+            let mut raw = format!("{method} {target} HTTP/1.1\r\n");
+            for (k, v) in &headers {
+                raw.push_str(&format!("{k}: {v}\r\n"));
+            }
+            raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+            let mut bytes = raw.into_bytes();
+            bytes.extend_from_slice(&body);
+            let req = parse(&bytes).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e:?}")))?;
+            proptest::prop_assert_eq!(&req.method, &method);
+            proptest::prop_assert_eq!(&req.path, &path);
+            proptest::prop_assert_eq!(&req.query, &query);
+            proptest::prop_assert_eq!(&req.body, &body);
+            for (k, v) in &headers {
+                proptest::prop_assert!(req.headers.iter().any(|(hk, hv)| hk == k && hv == v));
+            }
+        }
     }
 }

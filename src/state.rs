@@ -176,7 +176,23 @@ pub fn render(state: &State) -> String {
 
 fn toml_key(key: &str) -> String {
     let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if bare { key.to_string() } else { inline(key) }
+    if bare {
+        return key.to_string();
+    }
+    // Always a basic string: a value serializer may pick a multi-line string, which a key
+    // cannot be (found by `prop_any_state_renders_and_parses_back_unchanged`).
+    let mut out = String::with_capacity(key.len() + 2);
+    out.push('"');
+    for c in key.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn inline<T: Serialize + ?Sized>(value: &T) -> String {
@@ -530,5 +546,61 @@ mod tests {
     fn lock_file_sits_beside_state() {
         assert_eq!(lock_path(Path::new("/var/lib/pipe/state.toml")), Path::new("/var/lib/pipe/state.toml.lock"));
         assert_eq!(lock_path(Path::new("state.toml")), Path::new("./state.toml.lock"));
+    }
+
+    fn arb_state() -> impl proptest::strategy::Strategy<Value = State> {
+        use proptest::prelude::*;
+        let record = ("[a-z_]{1,10}", "[a-z_]{1,12}", "[0-9a-f]{40}", 0i64..4_000_000_000).prop_map(
+            |(stage, result, commit, at)| StageRecord {
+                stage,
+                result,
+                commit,
+                at: Timestamp::from_second(at).unwrap(),
+            },
+        );
+        let refstate =
+            ("[0-9a-f]{40}", 0i64..4_000_000_000, any::<bool>(), proptest::option::of(record), any::<bool>()).prop_map(
+                |(head, since, pending, last, closed)| RefState {
+                    head,
+                    since: Timestamp::from_second(since).unwrap(),
+                    pending,
+                    last,
+                    closed,
+                },
+            );
+        let project = (any::<bool>(), proptest::collection::btree_map("\\PC{1,60}", refstate, 0..8))
+            .prop_map(|(indexed, refs)| ProjectState { indexed, refs });
+        proptest::collection::btree_map("[a-z0-9][a-z0-9_-]{0,20}", project, 0..4)
+            .prop_map(|project| State { schema: SCHEMA, project })
+    }
+
+    #[test]
+    fn ref_names_with_quotes_backslashes_and_newlines_round_trip() {
+        // Found by the property below: `'\` was rendered as a key the parser refused.
+        let mut state = State::default();
+        let project = state.project.entry("p".into()).or_default();
+        let record =
+            RefState { head: "a".repeat(40), since: Timestamp::UNIX_EPOCH, pending: false, last: None, closed: false };
+        project.refs.insert("refs/heads/a\nb\"c\\d".into(), record.clone());
+        project.refs.insert("'\\".into(), record);
+        assert_eq!(parse(Path::new("s"), &render(&state)).unwrap(), state);
+    }
+
+    // Property tests (`prop_*`): `bench/run.sh` runs them with many more cases.
+    proptest::proptest! {
+        #[test]
+        fn prop_any_state_renders_and_parses_back_unchanged(state in arb_state()) {
+            let text = render(&state);
+            let back = parse(Path::new("state.toml"), &text).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e:#}\n{text}")))?;
+            proptest::prop_assert_eq!(back, state);
+        }
+
+        #[test]
+        fn prop_arbitrary_text_is_parsed_or_refused_never_a_panic(text in "\\PC{0,600}") {
+            if let Err(err) = parse(Path::new("state.toml"), &text) {
+                let message = format!("{err:#}");
+                proptest::prop_assert!(message.contains("state.toml"), "{message}");
+            }
+        }
     }
 }

@@ -323,3 +323,83 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
     assert_eq!(code, Some(0));
     assert!(log.contains(&format!("POST /hooks/{project} 202")), "{log}");
 }
+
+/// One generated request: raw bytes, either mostly well-formed or pure noise.
+fn arb_request() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let method = proptest::sample::select(vec!["POST", "GET", "PUT", "DELETE", "HEAD", "OPTIONS", "POS", ""]);
+    let path = prop_oneof![
+        proptest::sample::select(vec![
+            "/hooks/tok",
+            "/hooks/sig",
+            "/hooks/nope",
+            "/hooks/tok/runs/abc",
+            "/hooks/",
+            "/",
+            "/?token=x&hook=tok",
+            "/tok-8675309x/tok",
+            "/healthz",
+            "//hooks//tok",
+            "/hooks/tok?wait=1",
+            "/hooks/../hooks/tok",
+            "*",
+        ])
+        .prop_map(str::to_string),
+        "/[ -~]{0,40}",
+    ];
+    let header = prop_oneof![
+        "Bearer [ -~]{0,30}".prop_map(|t| format!("Authorization: {t}")),
+        "sha256=[0-9a-f]{0,64}".prop_map(|s| format!("X-Hub-Signature-256: {s}")),
+        "[0-9]{1,12}".prop_map(|n| format!("Content-Length: {n}")),
+        Just("Transfer-Encoding: chunked".to_string()),
+        "[A-Za-z-]{1,12}: [ -~]{0,30}",
+        "[ -~]{0,40}",
+    ];
+    let well_formed =
+        (method, path, proptest::collection::vec(header, 0..6), proptest::collection::vec(any::<u8>(), 0..512))
+            .prop_map(|(m, p, headers, body)| {
+                let mut raw = format!("{m} {p} HTTP/1.1\r\n");
+                for h in headers {
+                    raw.push_str(&h);
+                    raw.push_str("\r\n");
+                }
+                raw.push_str("\r\n");
+                let mut bytes = raw.into_bytes();
+                bytes.extend(body);
+                bytes
+            });
+    prop_oneof![4 => well_formed, 1 => proptest::collection::vec(any::<u8>(), 0..2048)]
+}
+
+#[test]
+fn generated_requests_never_run_a_hook_crash_the_receiver_or_leak_a_token() {
+    use proptest::test_runner::{Config, TestRunner};
+    let mut env = TestEnv::new();
+    let out = command_hooks(&mut env, "echo ran >> OUT");
+    let server = Server::start(&env, free_port());
+    let allowed = [0u16, 200, 400, 401, 403, 404, 405, 408, 409, 411, 413, 422, 431];
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&arb_request(), |bytes| {
+            let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            let _ = stream.write_all(&bytes);
+            // The client is done: a body shorter than its Content-Length ends here, not at a timeout.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let (status, _) = read_response(&mut stream);
+            proptest::prop_assert!(
+                allowed.contains(&status),
+                "status {status} for {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(server.request("GET", "/healthz", &[], b"").0, 200, "still serving");
+    assert!(!out.exists(), "no generated request ran a hook");
+    let (_, log) = server.stop();
+    assert!(!log.contains("panicked"), "{log}");
+    for secret in ["tok-8675309", "sec-1123581321"] {
+        assert!(!log.contains(secret), "{secret} logged");
+    }
+}
