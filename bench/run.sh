@@ -265,7 +265,7 @@ fuzz() { # name cases command...: runs bounded, prints "result|seconds|tests"
     PROPTEST_CASES="$cases" timeout "${PIPE_FUZZ_SECONDS:-600}" "$@" >"$work/fuzz-$name.log" 2>&1 || rc=$?
     local took tests
     took=$(awk "BEGIN {print $(date +%s.%N) - $started}")
-    tests=$(grep -o '[0-9]* passed' "$work/fuzz-$name.log" | awk '{s+=$1} END {print s+0}')
+    tests=$(grep -o '[0-9]* passed' "$work/fuzz-$name.log" | awk '{s+=$1} END {print s+0}' || true)
     if [ "$rc" -eq 0 ]; then echo "no failure|$(printf %.0f "$took")|$tests"
     elif [ "$rc" -eq 124 ]; then echo "stopped at the time bound, no failure before it|${PIPE_FUZZ_SECONDS:-600}|$tests"
     else echo "**FAILED** (bench/work/fuzz-$name.log)|$(printf %.0f "$took")|$tests"; fi

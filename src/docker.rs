@@ -2,10 +2,11 @@
 //!
 //! Tags. The default branch is `latest`; a pull request is `pr-<n>`; every image also gets the
 //! 12-character commit id, the immutable tag rollback uses. Any other branch keeps its name
-//! when that is already a valid tag that cannot be mistaken for one of those. Otherwise every
-//! character outside `[A-Za-z0-9_.-]` becomes `-`, the result is cut to fit, and `-` plus the
-//! first 8 hex digits of the SHA-256 of the branch name is appended, so `feat/a` and `feat-a`
-//! never share a tag and the same branch always gets the same one.
+//! when that is already a valid tag that cannot be mistaken for one of those or for another
+//! branch's hashed tag. Otherwise every character outside `[A-Za-z0-9_.-]` becomes `-`, the
+//! result is cut to fit, and `-` plus the first 8 hex digits of the SHA-256 of the branch name
+//! is appended, so `feat/a` and `feat-a` never share a tag and the same branch always gets the
+//! same one.
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -10,39 +10,58 @@ use std::time::{Duration, Instant};
 use support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
 use support::{TestEnv, WorkRepo, free_port};
 
-/// A running `pipe serve`; SIGTERM and wait on drop.
+/// A running `pipe serve`; SIGTERM and wait on drop. Its stderr is drained as it comes, so a
+/// long test never fills the pipe and stalls the server's logging.
 struct Server {
     child: Child,
     port: u16,
+    log: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Server {
-    fn start(env: &TestEnv, port: u16) -> Server {
+    /// Starts on a free port, trying another when a concurrent test took the one picked.
+    fn start(env: &TestEnv) -> Server {
+        (0..5).find_map(|_| Server::start_on(env, free_port())).expect("pipe serve did not start")
+    }
+
+    /// Starts on `port`; `None` when pipe serve could not listen there. Ready once it has said
+    /// "listening on" itself, so a test never talks to another test's server on that port.
+    fn start_on(env: &TestEnv, port: u16) -> Option<Server> {
         let mut child = env
             .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                panic!("pipe serve exited with {status}: {err}");
+        let stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let log = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut text = String::new();
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening on") {
+                    let _ = ready_tx.send(());
+                }
+                text.push_str(&line);
+                text.push('\n');
             }
-            assert!(Instant::now() < deadline, "pipe serve did not start");
-            std::thread::sleep(Duration::from_millis(20));
+            text
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("pipe serve did not listen on {port}: {}", log.join().unwrap());
+            return None;
         }
-        Server { child, port }
+        Some(Server { child, port, log: Some(log) })
     }
 
     /// Sends SIGTERM and returns the exit code and everything it logged.
     fn stop(mut self) -> (Option<i32>, String) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let mut err = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         let status = self.child.wait().unwrap();
+        let err = self.log.take().unwrap().join().unwrap();
         (status.code(), err)
     }
 
@@ -122,7 +141,7 @@ const BEARER: (&str, &str) = ("Authorization", "Bearer tok-8675309");
 fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
     let mut env = TestEnv::new();
     let out = command_hooks(&mut env, "echo \"ran $PIPE_HOOK $PIPE_COMMIT\" >> OUT");
-    let server = Server::start(&env, free_port());
+    let server = Server::start(&env);
 
     assert_eq!(server.request("GET", "/healthz", &[], b"").0, 200);
     let (status, doc) = server.request("POST", "/hooks/tok", &[BEARER], br#"{"commit": "abc123"}"#);
@@ -180,7 +199,7 @@ fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
 fn a_ten_megabyte_body_is_refused_without_being_read() {
     let mut env = TestEnv::new();
     command_hooks(&mut env, "true");
-    let server = Server::start(&env, free_port());
+    let server = Server::start(&env);
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     write!(
         stream,
@@ -198,7 +217,7 @@ fn a_ten_megabyte_body_is_refused_without_being_read() {
 fn an_idle_connection_does_not_block_a_deploy() {
     let mut env = TestEnv::new();
     command_hooks(&mut env, "true");
-    let server = Server::start(&env, free_port());
+    let server = Server::start(&env);
     let _idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     slow.write_all(b"POST /hooks/tok HTTP/1.1\r\n").unwrap();
@@ -213,7 +232,7 @@ fn an_idle_connection_does_not_block_a_deploy() {
 fn one_hook_never_runs_twice_at_once_and_every_request_has_a_fate() {
     let mut env = TestEnv::new();
     let out = command_hooks(&mut env, "echo \"start $PIPE_COMMIT\" >> OUT; sleep 1; echo \"end $PIPE_COMMIT\" >> OUT");
-    let server = Server::start(&env, free_port());
+    let server = Server::start(&env);
     let ids: Vec<String> = ["aaa", "bbb", "ccc"]
         .iter()
         .map(|c| {
@@ -247,7 +266,7 @@ fn one_hook_never_runs_twice_at_once_and_every_request_has_a_fate() {
 fn a_failing_hook_reports_failed_with_its_exit_code() {
     let mut env = TestEnv::new();
     command_hooks(&mut env, "echo about-to-fail; exit 3");
-    let server = Server::start(&env, free_port());
+    let server = Server::start(&env);
     let (_, doc) = server.request("POST", "/hooks/tok", &[BEARER], b"");
     let run = server.wait_for("tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded", "failed"]);
     assert_eq!(run["status"], "failed");
@@ -292,7 +311,7 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
         file = compose.display(),
         url = repo.url(),
     ));
-    let server = Server::start(&env, serve_port);
+    let server = Server::start_on(&env, serve_port).expect("pipe serve listens");
     env.pipe(&["run"]).code(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -376,7 +395,7 @@ fn generated_requests_never_run_a_hook_crash_the_receiver_or_leak_a_token() {
     use proptest::test_runner::{Config, TestRunner};
     let mut env = TestEnv::new();
     let out = command_hooks(&mut env, "echo ran >> OUT");
-    let server = Server::start(&env, free_port());
+    let server = Server::start(&env);
     let allowed = [0u16, 200, 400, 401, 403, 404, 405, 408, 409, 411, 413, 422, 431];
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });

@@ -95,24 +95,27 @@ pub fn run(cx: &Context, args: &PruneArgs) -> anyhow::Result<u8> {
             report.warnings.push(format!("{name}: never polled, so which refs are gone is unknown; skipped"));
             continue;
         };
-        prune_logs(cx, &config, &state_path, name, project, known, args.dry_run, &mut report)?;
-        prune_images(cx, &docker, &state_path, name, project, known, args.dry_run, &mut report)?;
+        let scope = Scope { cx, config: &config, state_path: &state_path, name, project, known, dry_run: args.dry_run };
+        prune_logs(&scope, &mut report)?;
+        prune_images(&scope, &docker, &mut report)?;
     }
     print(cx, args, &report)?;
     Ok(code::OK)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn prune_logs(
-    cx: &Context,
-    config: &Config,
-    state_path: &Path,
-    name: &str,
-    project: &Project,
-    known: &ProjectState,
+/// One project being pruned, and what is known about it.
+struct Scope<'a> {
+    cx: &'a Context,
+    config: &'a Config,
+    state_path: &'a Path,
+    name: &'a str,
+    project: &'a Project,
+    known: &'a ProjectState,
     dry_run: bool,
-    report: &mut PruneReport,
-) -> anyhow::Result<()> {
+}
+
+fn prune_logs(scope: &Scope<'_>, report: &mut PruneReport) -> anyhow::Result<()> {
+    let Scope { cx, config, state_path, name, project, known, dry_run } = *scope;
     let [refs_dir, logs_dir, _] = state::project_dirs(state_path, name);
     let mut referenced = BTreeSet::new();
     for path in files_in(&refs_dir)? {
@@ -165,17 +168,8 @@ fn prune_logs(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn prune_images(
-    cx: &Context,
-    docker: &Docker,
-    state_path: &Path,
-    name: &str,
-    project: &Project,
-    known: &ProjectState,
-    dry_run: bool,
-    report: &mut PruneReport,
-) -> anyhow::Result<()> {
+fn prune_images(scope: &Scope<'_>, docker: &Docker, report: &mut PruneReport) -> anyhow::Result<()> {
+    let Scope { cx, state_path, name, project, known, dry_run, .. } = *scope;
     let images = project_images(cx, docker, name)?;
     let deployed = deployed_commits(state_path, name)?;
     let keep = project.keep_images.unwrap_or(DEFAULT_KEEP_IMAGES).max(1) as usize;

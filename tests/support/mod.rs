@@ -201,8 +201,11 @@ impl GitDaemon {
     pub fn start(base: &Path) -> GitDaemon {
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new("git")
-                .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", "--informative-errors"])
+            // git-daemon itself, not `git daemon`: `git` would run it as a child of its own, which
+            // killing `git` on drop would leave behind.
+            let exec_path = git(base, &["--exec-path"]);
+            let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+                .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1", "--informative-errors"])
                 .arg(format!("--port={port}"))
                 .arg(format!("--base-path={}", base.display()))
                 .arg(base)
