@@ -533,6 +533,7 @@ fn a_gigabyte_of_build_output_keeps_memory_bounded_and_the_log_capped() {
     stderr.push_str(&reader.join().unwrap());
     assert!(child.wait().unwrap().success(), "{stderr}");
     assert!(peak_kb > 0 && peak_kb < 64 * 1024, "pipe's peak RSS stays bounded: {peak_kb} kB");
+    eprintln!("1 GiB of build output: pipe's peak RSS {peak_kb} kB");
     let logs = p.env.pipe(&["logs", &p.project, "main", "--json"]).json();
     let log = PathBuf::from(logs["log"].as_str().unwrap());
     let size = std::fs::metadata(&log).unwrap().len();
