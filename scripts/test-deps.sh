@@ -2,7 +2,7 @@
 # Installs and starts what the test suite needs on Debian/Ubuntu, saying what it does: what
 # scripts/setup-docker.sh sets up (git, Docker engine, compose, docker-registry, busybox-static
 # and the base image), plus the tools the tests drive (htpasswd, python3, systemd-analyze,
-# openssl, nginx, the TLS headers the build links) and a single-node swarm.
+# openssl, nginx, openssh-server, the TLS headers the build links) and a single-node swarm.
 # Safe to run again: it skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ command -v python3 >/dev/null || extra+=(python3)
 command -v systemd-analyze >/dev/null || extra+=(systemd)
 command -v openssl >/dev/null || extra+=(openssl)
 [ -x /usr/sbin/nginx ] || extra+=(nginx)
+[ -x /usr/sbin/sshd ] || extra+=(openssh-server)
 command -v pkg-config >/dev/null || extra+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || extra+=(libssl-dev)
 scripts/setup-docker.sh "${extra[@]}"

@@ -70,7 +70,7 @@ fn list_now(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(St
     callbacks.credentials(|_url, username_from_url, allowed| credentials(auth, &attempts, username_from_url, allowed));
     let connection = remote
         .connect_auth(Direction::Fetch, Some(callbacks), None)
-        .map_err(|e| anyhow!("cannot connect to `{shown}`: {}", clean_message(&e)))?;
+        .map_err(|e| anyhow!("cannot connect to `{shown}`: {}", explain(&e, url)))?;
     let heads = connection.list().map_err(|e| anyhow!("cannot list refs of `{shown}`: {}", clean_message(&e)))?;
     Ok(heads.iter().map(|h| (h.name().to_string(), h.oid().to_string())).collect())
 }
@@ -134,6 +134,35 @@ fn credentials(
 /// libgit2 messages end with the class and code in parentheses; keep the human part.
 fn clean_message(err: &git2::Error) -> String {
     err.message().trim_end_matches('.').to_string()
+}
+
+/// [`clean_message`], plus what to do when libgit2 refused an SSH server whose host key is not
+/// in `~/.ssh/known_hosts` (it never accepts an unknown one, like `StrictHostKeyChecking=yes`).
+fn explain(err: &git2::Error, url: &str) -> String {
+    let message = clean_message(err);
+    if !message.contains("hostkey") {
+        return message;
+    }
+    let (host, port) = ssh_host(url);
+    let home = std::env::var("HOME").unwrap_or_else(|_| "~".into());
+    let port_flag = port.map(|p| format!("-p {p} ")).unwrap_or_default();
+    format!(
+        "{message}\nhint: the host key of `{host}` is not in `{home}/.ssh/known_hosts`; check its fingerprint, then add it: `ssh-keyscan {port_flag}{host} >> {home}/.ssh/known_hosts`"
+    )
+}
+
+/// Host and port of `ssh://[user@]host[:port]/path` or scp-like `[user@]host:path`.
+fn ssh_host(url: &str) -> (String, Option<u16>) {
+    let rest = url.strip_prefix("ssh://").or_else(|| url.strip_prefix("git+ssh://"));
+    let authority = match rest {
+        Some(rest) => rest.split('/').next().unwrap_or(rest),
+        None => url.split(':').next().unwrap_or(url),
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match (rest, host_port.rsplit_once(':')) {
+        (Some(_), Some((host, port))) if port.parse::<u16>().is_ok() => (host.to_string(), port.parse().ok()),
+        _ => (host_port.to_string(), None),
+    }
 }
 
 /// Hides the password or token in `https://user:secret@host/…`.
@@ -232,7 +261,7 @@ pub fn checkout(
     options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None).depth(0);
     remote
         .fetch(&[&refspec], Some(&mut options), None)
-        .map_err(|e| anyhow!("cannot fetch `{refname}` from `{shown}`: {}", clean_message(&e)))?;
+        .map_err(|e| anyhow!("cannot fetch `{refname}` from `{shown}`: {}", explain(&e, url)))?;
     let oid = match commit {
         Some(sha) => {
             let object = repo
@@ -290,6 +319,13 @@ mod tests {
             "https://x-access-token:a%2Fb%3Ac@h.example/r.git"
         );
         assert_eq!(with_credentials("https://h.example/r.git", &Auth::default()), "https://h.example/r.git");
+    }
+
+    #[test]
+    fn ssh_hosts_and_ports_are_found_for_the_known_hosts_hint() {
+        assert_eq!(ssh_host("ssh://git@10.0.0.5:2222/srv/r.git"), ("10.0.0.5".to_string(), Some(2222)));
+        assert_eq!(ssh_host("ssh://git@github.com/x/r.git"), ("github.com".to_string(), None));
+        assert_eq!(ssh_host("git@github.com:example/project1.git"), ("github.com".to_string(), None));
     }
 
     #[test]

@@ -74,6 +74,11 @@ impl TestEnv {
     pub fn read_state(&self) -> String {
         std::fs::read_to_string(self.state_path()).expect("read state")
     }
+
+    /// The state file's text, or "" when none was written.
+    pub fn read_state_opt(&self) -> String {
+        std::fs::read_to_string(self.state_path()).unwrap_or_default()
+    }
 }
 
 /// A finished `pipe` process.
@@ -360,5 +365,96 @@ impl WorkRepo {
         git(&self.work, &["commit", "--quiet", "--allow-empty", "-m", message]);
         git(&self.work, &["push", "--quiet", "--force", "origin", &format!("HEAD:refs/heads/{branch}")]);
         git(&self.work, &["rev-parse", "HEAD"])
+    }
+}
+
+/// OpenSSH's sshd on 127.0.0.1 with its own host key, accepting one client key; killed on drop.
+pub struct Sshd {
+    child: Child,
+    pub port: u16,
+    /// The client key it accepts.
+    pub key: PathBuf,
+    host_key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    /// `None` (test skipped) without sshd, unless `PIPE_REQUIRE_DOCKER=1` makes that a failure.
+    pub fn start() -> Option<Sshd> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        if !sshd.exists() {
+            assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "sshd is missing (apt-get install openssh-server)");
+            eprintln!("skipped: sshd is not installed");
+            return None;
+        }
+        // Privilege separation wants this directory; only root can make it.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let dir = tempfile::tempdir().unwrap();
+        let keygen = |name: &str| {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.path().join(name))
+                .status()
+                .expect("ssh-keygen");
+            assert!(status.success());
+        };
+        keygen("host");
+        keygen("client");
+        std::fs::copy(dir.path().join("client.pub"), dir.path().join("authorized_keys")).unwrap();
+        let host_key = std::fs::read_to_string(dir.path().join("host.pub")).unwrap();
+        let host_key = host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        for _ in 0..5 {
+            let port = free_port();
+            let config = dir.path().join("sshd_config");
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\nPidFile none\n",
+                    d = dir.path().display()
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new(sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("sshd");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let key = dir.path().join("client");
+                    return Some(Sshd { child, port, key, host_key, _dir: dir });
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("sshd did not start (it needs root for /run/sshd)");
+    }
+
+    /// `ssh://USER@127.0.0.1:PORT/ABSOLUTE/PATH` for a repository on this machine.
+    pub fn url(&self, repo: &Path) -> String {
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        format!("ssh://{}@127.0.0.1:{}{}", user.trim(), self.port, repo.display())
+    }
+
+    /// The `known_hosts` line for this server.
+    pub fn known_hosts_line(&self) -> String {
+        format!("[127.0.0.1]:{} {}\n", self.port, self.host_key)
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
