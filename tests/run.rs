@@ -316,3 +316,73 @@ fn a_swarm_target_deploys_the_stack_and_waits_for_it() {
     ]);
     assert!(image.trim().starts_with(&format!("{}:{}", a.image, &sha[..12])), "{image}");
 }
+
+#[test]
+fn a_container_health_check_rolls_back_an_unhealthy_deploy_and_the_generic_webhook_hears_of_it() {
+    let Some(docker) = Docker::require() else { return };
+    let sink = HttpSink::start(200);
+    let mut a = app(&docker);
+    let container = unique_name("health");
+    std::fs::write(
+        &a.compose_file,
+        format!(
+            "version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n    container_name: {container}\n    \
+             command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{port}:8080\"]\n    \
+             healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/www/health\"]\n      interval: 1s\n      timeout: 1s\n      retries: 2\n",
+            port = a.port
+        ),
+    )
+    .unwrap();
+    a.env.env("NOTIFY_URL", &sink.url("/pipe-events"));
+    a.env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[notify.webhook]\nurl_env = \"NOTIFY_URL\"\non = [\"failure\", \"deploy\"]\n\n\
+         [project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nbranches = [\"dev\"]\n\
+         compose = {{ file = \"{file}\", project = \"{p}\", services = [\"web\"] }}\nhealth = {{ container = \"{container}\", timeout = \"30s\" }}\n",
+        ws = a.env.path().join("work").display(),
+        p = a.project,
+        url = a.repo.url(),
+        file = a.compose_file.display(),
+    ));
+
+    let v1 = a.version(1, "true", true);
+    a.env.pipe(&["run"]).code(0);
+    assert_eq!(docker.ok(&["inspect", "--format", "{{.State.Health.Status}}", &container]).trim(), "healthy");
+    assert_eq!(a.answers().as_deref(), Some("version 1"));
+    let events = sink.taken();
+    assert_eq!(events.len(), 1, "one deploy notice");
+    let deployed = events[0].json();
+    assert_eq!((deployed["version"].as_i64(), deployed["event"].as_str()), (Some(1), Some("deploy")));
+    assert_eq!(deployed["commit"], v1.as_str());
+
+    // No /www/health: the container turns unhealthy, the deploy fails and version 1 comes back.
+    a.version(2, "true", false);
+    let run = a.env.pipe(&["run"]);
+    run.code(1).stderr_has(&format!("container `{container}` is unhealthy"));
+    assert_eq!(a.answers().as_deref(), Some("version 1"), "rolled back to the healthy image");
+    let events = sink.taken();
+    assert_eq!(events.len(), 1, "one failure notice: {:?}", events.iter().map(|e| e.json()).collect::<Vec<_>>());
+    let failed = events[0].json();
+    assert_eq!((failed["event"].as_str(), failed["stage"].as_str()), (Some("failure"), Some("deploy")), "{failed}");
+}
+
+#[test]
+fn max_builds_defers_the_rest_to_the_next_run() {
+    let Some(docker) = Docker::require() else { return };
+    let a = app(&docker);
+    a.env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\nmax_builds = 1\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\", \"feat\"]\n",
+        ws = a.env.path().join("work").display(),
+        p = a.project,
+        url = a.repo.url(),
+    ));
+    a.version(1, "true", true);
+    a.repo.commit_to("feat", "feature");
+    let first = a.env.pipe(&["run", "--json"]);
+    first.code(0);
+    let doc = first.json();
+    assert_eq!((doc["results"].as_array().unwrap().len(), doc["deferred"].as_u64()), (1, Some(1)), "{doc}");
+    let second = a.env.pipe(&["run", "--json"]).json();
+    assert_eq!((second["results"].as_array().unwrap().len(), second["deferred"].as_u64()), (1, Some(0)), "{second}");
+    assert_ne!(doc["results"][0]["ref"], second["results"][0]["ref"], "the deferred ref is the one built next");
+    a.env.pipe(&["run"]).code(0).stderr_has("nothing to do");
+}
