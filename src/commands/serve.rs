@@ -85,6 +85,66 @@ struct Hub {
     window: i64,
     logs: PathBuf,
     cx: Context,
+    journal: Journal,
+}
+
+/// What the journal thread is asked to do.
+enum JournalMsg {
+    Line(String),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The receiver's log lines, written to stderr by one thread. A request never waits for
+/// stderr: when it does not keep up (a stalled journal, an unread pipe), lines are dropped and
+/// counted, and the count is logged as soon as it does.
+struct Journal {
+    tx: std::sync::mpsc::SyncSender<JournalMsg>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Journal {
+    fn start(out: crate::output::Output) -> Journal {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<JournalMsg>(1024);
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = dropped.clone();
+        std::thread::spawn(move || {
+            for msg in rx {
+                let lost = counted.swap(0, std::sync::atomic::Ordering::Relaxed);
+                if lost > 0 {
+                    out.warn(format!("{lost} log line(s) dropped: stderr did not keep up"));
+                }
+                match msg {
+                    JournalMsg::Line(line) => out.info(line),
+                    JournalMsg::Flush(done) => drop(done.send(())),
+                }
+            }
+        });
+        Journal { tx, dropped }
+    }
+
+    fn line(&self, text: String) {
+        if self.tx.try_send(JournalMsg::Line(text)).is_err() {
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Waits (briefly) until every line queued so far is written: called once, at shutdown.
+    fn flush(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        let mut msg = JournalMsg::Flush(done);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(std::sync::mpsc::TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = wait.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
 }
 
 pub fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
@@ -129,6 +189,7 @@ pub fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
         window: config.serve.replay_window.map_or(300, |w| w.0.as_secs() as i64),
         logs,
         cx: Context { global: cx.global.clone(), out: cx.out },
+        journal: Journal::start(cx.out),
     });
     let workers: Vec<_> = hub
         .hooks
@@ -152,13 +213,14 @@ pub fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
     let handler_hub = hub.clone();
     server::serve(listener, limits, move |req| handler_hub.handle(req), || crate::signals::received().is_some())
         .context("the server stopped")?;
-    cx.out.info("stopping: no new requests; waiting runs are cancelled, a running hook is stopped");
+    hub.journal.line("stopping: no new requests; waiting runs are cancelled, a running hook is stopped".into());
     for h in hub.hooks.values() {
         h.wake.notify_all();
     }
     for w in workers {
         let _ = w.join();
     }
+    hub.journal.flush();
     Ok(code::OK)
 }
 
@@ -177,7 +239,7 @@ impl Hub {
         let (response, hook, run) = self.route(req);
         // Never the query string or a docker-puller path: they carry tokens.
         let shown = if req.path.starts_with("/hooks/") || req.path == "/healthz" { req.path.as_str() } else { "/***" };
-        self.cx.out.info(format!(
+        self.journal.line(format!(
             "{} {shown} {} hook={} run={} {:.1}ms",
             req.method,
             response.status,
@@ -279,7 +341,7 @@ impl Hub {
                     r.status = "superseded".into();
                     r.superseded_by = Some(id.clone());
                 }
-                self.cx.out.info(format!("run {old} hook={} superseded by {id}", h.name));
+                self.journal.line(format!("run {old} hook={} superseded by {id}", h.name));
                 superseded = Some(old);
             }
             runs.0.insert(id.clone(), info);
@@ -454,7 +516,7 @@ fn worker(hub: &Hub, h: &HookRuntime) {
             loop {
                 if crate::signals::received().is_some() {
                     if let Some(waiting) = queue.waiting.take() {
-                        hub.cx.out.info(format!("run {waiting} hook={} cancelled", h.name));
+                        hub.journal.line(format!("run {waiting} hook={} cancelled", h.name));
                         hub.set(&waiting, |r| r.status = "cancelled".into());
                         hub.ended.notify_all();
                     }
@@ -486,7 +548,7 @@ fn worker(hub: &Hub, h: &HookRuntime) {
             Ok(()) => "succeeded",
             Err((status, _, _)) => status,
         };
-        hub.cx.out.info(format!("run {id} hook={} {status} in {seconds:.1}s", h.name));
+        hub.journal.line(format!("run {id} hook={} {status} in {seconds:.1}s", h.name));
         hub.set(&id, |r| {
             r.seconds = Some(seconds);
             match outcome {
