@@ -265,7 +265,7 @@ pub enum GenerateWhat {
     /// Print the nginx configuration that routes `<service>.DOMAIN` to each service in the
     /// deploy targets' `ingress` tables (settings from `[ingress]`)
     Nginx,
-    /// Write pipe.service, pipe.timer and pipe-serve.service into a directory
+    /// Write pipe.service, pipe.timer, pipe-serve.service and pipe-prune.service/.timer into a directory
     Systemd {
         /// Directory to write into, e.g. /etc/systemd/system
         #[arg(value_name = "DIR")]

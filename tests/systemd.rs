@@ -15,7 +15,7 @@ fn shipped_units_verify_without_warnings() {
     // verify checks that ExecStart exists: point the units at the binary under test.
     env.pipe(&["generate", "systemd", &dir.display().to_string(), "--bin", env!("CARGO_BIN_EXE_pipe")]).code(0);
     let mut paths = Vec::new();
-    for name in ["pipe.service", "pipe.timer", "pipe-serve.service"] {
+    for name in ["pipe.service", "pipe.timer", "pipe-serve.service", "pipe-prune.service", "pipe-prune.timer"] {
         let shipped = std::fs::read_to_string(format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let path = dir.join(name);
         let written = std::fs::read_to_string(&path).unwrap();

@@ -13,10 +13,12 @@ use crate::error::code;
 use super::Context;
 
 /// The units shipped in `systemd/`, built into the binary so `pipe generate systemd` needs no checkout.
-const UNITS: [(&str, &str); 3] = [
+const UNITS: [(&str, &str); 5] = [
     ("pipe.service", include_str!("../../systemd/pipe.service")),
     ("pipe.timer", include_str!("../../systemd/pipe.timer")),
     ("pipe-serve.service", include_str!("../../systemd/pipe-serve.service")),
+    ("pipe-prune.service", include_str!("../../systemd/pipe-prune.service")),
+    ("pipe-prune.timer", include_str!("../../systemd/pipe-prune.timer")),
 ];
 
 pub fn run(cx: &Context, args: &GenerateArgs) -> anyhow::Result<u8> {
