@@ -60,3 +60,13 @@ fn committed_man_pages_are_fresh() {
     let poll = std::fs::read_to_string(out.join("pipe-poll.1")).unwrap();
     assert!(poll.contains("\\-\\-state"), "subcommand pages list the global flags");
 }
+
+#[test]
+fn generate_nginx_without_any_ingress_warns_that_every_name_gets_404() {
+    let env = TestEnv::new();
+    env.config("[project.app]\nrepo = \"file:///nowhere\"\nbranches = [\"main\"]\n");
+    let run = env.pipe(&["generate", "nginx"]);
+    run.code(0)
+        .stderr_has("has an `ingress` table: every name will get 404")
+        .stdout_has("map $pipe_service $pipe_port");
+}

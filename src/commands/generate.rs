@@ -23,7 +23,16 @@ const UNITS: [(&str, &str); 5] = [
 
 pub fn run(cx: &Context, args: &GenerateArgs) -> anyhow::Result<u8> {
     match &args.what {
-        GenerateWhat::Nginx => print!("{}", crate::nginx::render(&cx.config()?)?),
+        GenerateWhat::Nginx => {
+            let config = cx.config()?;
+            if crate::nginx::routes(&config)?.is_empty() {
+                cx.out.warn(format!(
+                    "no deploy target or hook in `{}` has an `ingress` table: every name will get 404",
+                    config.path.display()
+                ));
+            }
+            print!("{}", crate::nginx::render(&config)?);
+        }
         GenerateWhat::Systemd { dir, bin } => write_units(cx, dir, bin)?,
         GenerateWhat::Completions { shell } => {
             print!("{}", completions(*shell));
