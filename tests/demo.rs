@@ -52,8 +52,10 @@ impl Drop for Demo {
 fn the_demo_deploys_prints_its_url_rebuilds_nothing_unchanged_and_deploys_a_new_commit() {
     let Some(_docker) = Docker::require() else { return };
     let project = unique_name("demo").replace("pipe-test-", "");
-    let _compose = ComposeProject { name: project.clone() };
+    // Images after the compose project: locals drop in reverse, so its containers go first and
+    // the images are no longer in use when they are removed.
     let _images = ProjectImages { project: project.clone() };
+    let _compose = ComposeProject { name: project.clone() };
     let demo = Demo { dir: tempfile::tempdir().unwrap(), port: free_port(), registry_port: free_port(), project };
     let url = format!("http://127.0.0.1:{}/", demo.port);
 

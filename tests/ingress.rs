@@ -44,7 +44,8 @@ struct Nginx(Child);
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SIGTERM to the master stops its workers too; SIGKILL would leave them holding the port.
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         let _ = self.0.wait();
     }
 }
@@ -93,8 +94,10 @@ fn generated_nginx_config_passes_nginx_t_and_proxies_to_the_deployed_service() {
     }
     let env = TestEnv::new();
     let project = unique_name("ngx").replace("pipe-test-", "");
-    let _compose = ComposeProject { name: project.clone() };
+    // Images after the compose project: locals drop in reverse, so its containers go first and
+    // the images are no longer in use when they are removed.
     let _images = ProjectImages { project: project.clone() };
+    let _compose = ComposeProject { name: project.clone() };
     let repo = WorkRepo::new(env.path(), "app");
     repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
     repo.write("www/index.html", "hello through nginx\n");

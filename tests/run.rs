@@ -277,6 +277,17 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let _ =
             Command::new("docker").args(["stack", "rm", &self.0]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        // `stack rm` returns before the tasks' containers are gone; the test's images can only be
+        // removed once they are.
+        let label = format!("label=com.docker.stack.namespace={}", self.0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let left = Command::new("docker").args(["ps", "--all", "--quiet", "--filter", &label]).output();
+            if left.map(|o| o.stdout.is_empty()).unwrap_or(true) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Command;
 
-use support::docker::{Docker, ProjectImages, Registry, unique_name};
+use support::docker::{Docker, ImageGuard, ProjectImages, Registry, unique_name};
 use support::{TestEnv, WorkRepo};
 
 /// A project whose image is built from the local busybox base.
@@ -295,6 +295,8 @@ fn developers_build_and_test_their_working_tree_as_ci_would() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("here-tests-ok") && stderr.contains("uncommitted changes included"), "{stderr}");
     let dirty = format!("{}:{}-dirty", f.image, &sha[..12]);
+    // A working-tree build is labelled with the checkout's name, not the test's project.
+    let _built = [ImageGuard { name: dirty.clone() }, ImageGuard { name: format!("{}:latest", f.image) }];
     assert_eq!(inspect(&dirty, "{{index .Config.Labels \"org.opencontainers.image.revision\"}}"), sha);
     assert_eq!(
         inspect(&format!("{}:latest", f.image), "{{.Id}}"),
