@@ -52,24 +52,20 @@ pub struct Config {
 }
 
 /// `[ingress]`: the nginx front `pipe generate nginx` writes for the deploy targets' services.
+/// A missing key takes its value from [`Ingress::default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Ingress {
     /// `<service>.DOMAIN` reaches the service of that name.
-    #[serde(default = "default_domain")]
     pub domain: String,
     /// nginx `listen` value: a port or `address:port`.
-    #[serde(default = "default_ingress_listen")]
     pub listen: String,
     /// nginx `client_max_body_size`, e.g. `10m`.
-    #[serde(default = "default_body_size")]
     pub body_size: String,
     /// How long nginx waits on a service's response (`proxy_read_timeout`, `proxy_send_timeout`).
-    #[serde(default = "default_ingress_timeout")]
     pub timeout: Seconds,
     /// DNS server nginx asks for service names: Docker's embedded one when nginx runs in a
     /// container on the services' network.
-    #[serde(default = "default_resolver")]
     pub resolver: String,
     /// Host nginx connects to instead of the service name (nginx on the host, ports published).
     pub upstream: Option<String>,
@@ -78,30 +74,14 @@ pub struct Ingress {
 impl Default for Ingress {
     fn default() -> Self {
         Ingress {
-            domain: default_domain(),
-            listen: default_ingress_listen(),
-            body_size: default_body_size(),
-            timeout: default_ingress_timeout(),
-            resolver: default_resolver(),
+            domain: "localhost".into(),
+            listen: "80".into(),
+            body_size: "10m".into(),
+            timeout: Seconds(Duration::from_secs(60)),
+            resolver: "127.0.0.11".into(),
             upstream: None,
         }
     }
-}
-
-fn default_domain() -> String {
-    "localhost".into()
-}
-fn default_ingress_listen() -> String {
-    "80".into()
-}
-fn default_body_size() -> String {
-    "10m".into()
-}
-fn default_ingress_timeout() -> Seconds {
-    Seconds(Duration::from_secs(60))
-}
-fn default_resolver() -> String {
-    "127.0.0.11".into()
 }
 
 /// `[serve]`: the deploy receiver on this host.

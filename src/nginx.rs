@@ -48,10 +48,10 @@ pub fn routes(config: &Config) -> anyhow::Result<BTreeMap<String, Route>> {
     Ok(routes)
 }
 
-/// The configuration for nginx's `http` block (e.g. `/etc/nginx/conf.d/pipe.conf`).
-pub fn render(config: &Config) -> anyhow::Result<String> {
-    let routes = routes(config)?;
-    Ok(render_routes(&config.ingress, &config.path.display().to_string(), &routes))
+/// The configuration for nginx's `http` block (e.g. `/etc/nginx/conf.d/pipe.conf`), for the
+/// routes [`routes`] found in `config`.
+pub fn render(config: &Config, routes: &BTreeMap<String, Route>) -> String {
+    render_routes(&config.ingress, &config.path.display().to_string(), routes)
 }
 
 fn render_routes(ingress: &Ingress, source: &str, routes: &BTreeMap<String, Route>) -> String {
@@ -135,6 +135,10 @@ mod tests {
         parse(Path::new("pipeline.toml"), text).unwrap_or_else(|d| panic!("{d:?}"))
     }
 
+    fn generate(c: &Config) -> anyhow::Result<String> {
+        Ok(render(c, &routes(c)?))
+    }
+
     const TWO_PROJECTS: &str = "[ingress]\ndomain = \"devel.example.com\"\nbody_size = \"50m\"\ntimeout = \"2m\"\n\n\
         [project.a]\nrepo = \"x\"\nbranches = [\"dev\"]\n[[project.a.deploy]]\nbranches = [\"dev\"]\n\
         compose = { file = \"a.yml\" }\ningress = { api = 8080, web = 3000 }\n\n\
@@ -143,7 +147,7 @@ mod tests {
 
     #[test]
     fn every_service_is_mapped_to_its_port_under_the_domain() {
-        let text = render(&config(TWO_PROJECTS)).unwrap();
+        let text = generate(&config(TWO_PROJECTS)).unwrap();
         assert!(text.contains("server_name ~^(?<pipe_service>[a-z0-9-]+)\\.devel\\.example\\.com$;"), "{text}");
         assert!(text.contains("    admin 9000;  # project `b` target `command`\n"), "{text}");
         assert!(text.contains("    api   8080;  # project `a` target `compose`\n"), "{text}");
@@ -157,14 +161,14 @@ mod tests {
     #[test]
     fn an_upstream_host_replaces_the_service_name() {
         let c = config(&TWO_PROJECTS.replace("timeout = \"2m\"\n", "timeout = \"2m\"\nupstream = \"127.0.0.1\"\n"));
-        let text = render(&c).unwrap();
+        let text = generate(&c).unwrap();
         assert!(text.contains("proxy_pass http://127.0.0.1:$pipe_port;"), "{text}");
     }
 
     #[test]
     fn one_service_name_with_two_ports_is_an_error_naming_both() {
         let text = TWO_PROJECTS.replace("admin = 9000", "api = 9000");
-        let err = render(&config(&text)).unwrap_err().to_string();
+        let err = generate(&config(&text)).unwrap_err().to_string();
         assert!(err.contains("`api` has port 8080 in project `a` target `compose` but 9000 in project `b`"), "{err}");
     }
 

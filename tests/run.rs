@@ -62,6 +62,16 @@ impl App {
         self.repo.commit_to("dev", &format!("version {n}"))
     }
 
+    /// A pipeline file with just this project: no registry, no deploy target.
+    fn plain_config(&self, pipe_extra: &str, branches: &str) -> String {
+        format!(
+            "[pipe]\nworkspace = \"{ws}\"\n{pipe_extra}\n[project.{p}]\nrepo = \"{url}\"\nbranches = [{branches}]\n",
+            ws = self.env.path().join("work").display(),
+            p = self.project,
+            url = self.repo.url(),
+        )
+    }
+
     fn answers(&self) -> Option<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -217,12 +227,7 @@ fn a_webhook_target_posts_a_signed_release() {
 fn two_runs_at_once_the_second_exits_with_the_lock_code() {
     let Some(docker) = Docker::require() else { return };
     let a = app(&docker);
-    a.env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n",
-        ws = a.env.path().join("work").display(),
-        p = a.project,
-        url = a.repo.url(),
-    ));
+    a.env.config(&a.plain_config("", "\"dev\""));
     a.version(1, "sleep 20", true);
     let mut first = a.env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let lock = a.env.state_path().with_file_name("state.toml.lock");
@@ -240,20 +245,11 @@ fn two_runs_at_once_the_second_exits_with_the_lock_code() {
 fn sigterm_during_a_long_test_stops_cleanly_and_the_next_run_finishes() {
     let Some(docker) = Docker::require() else { return };
     let a = app(&docker);
-    a.env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n",
-        ws = a.env.path().join("work").display(),
-        p = a.project,
-        url = a.repo.url(),
-    ));
+    a.env.config(&a.plain_config("", "\"dev\""));
     a.version(1, "if [ -f /www/health ]; then sleep 60; fi", true);
     let child = a.env.command(&["run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let label = format!("label=pipe.run={}-dev-1", a.project);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while docker.ok(&["ps", "--quiet", "--filter", &label]).trim().is_empty() {
-        assert!(Instant::now() < deadline, "the test container never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    docker.wait_for_running(&label);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let started = Instant::now();
@@ -380,12 +376,7 @@ fn a_container_health_check_rolls_back_an_unhealthy_deploy_and_the_generic_webho
 fn max_builds_defers_the_rest_to_the_next_run() {
     let Some(docker) = Docker::require() else { return };
     let a = app(&docker);
-    a.env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\nmax_builds = 1\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\", \"feat\"]\n",
-        ws = a.env.path().join("work").display(),
-        p = a.project,
-        url = a.repo.url(),
-    ));
+    a.env.config(&a.plain_config("max_builds = 1\n", "\"dev\", \"feat\""));
     a.version(1, "true", true);
     a.repo.commit_to("feat", "feature");
     let first = a.env.pipe(&["run", "--json"]);

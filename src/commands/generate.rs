@@ -25,13 +25,14 @@ pub fn run(cx: &Context, args: &GenerateArgs) -> anyhow::Result<u8> {
     match &args.what {
         GenerateWhat::Nginx => {
             let config = cx.config()?;
-            if crate::nginx::routes(&config)?.is_empty() {
+            let routes = crate::nginx::routes(&config)?;
+            if routes.is_empty() {
                 cx.out.warn(format!(
                     "no deploy target or hook in `{}` has an `ingress` table: every name will get 404",
                     config.path.display()
                 ));
             }
-            print!("{}", crate::nginx::render(&config)?);
+            print!("{}", crate::nginx::render(&config, &routes));
         }
         GenerateWhat::Systemd { dir, bin } => write_units(cx, dir, bin)?,
         GenerateWhat::Completions { shell } => {

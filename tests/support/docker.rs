@@ -42,6 +42,15 @@ impl Docker {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits (up to a minute) until a running container matches the `docker ps` filter.
+    pub fn wait_for_running(&self, filter: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.ok(&["ps", "--quiet", "--filter", filter]).trim().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no running container matches `{filter}`");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// An image name removed (with its containers) when the guard drops.
     pub fn image(&self, name: &str) -> ImageGuard {
         ImageGuard { name: format!("pipe-test/{name}:latest") }
