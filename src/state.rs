@@ -453,21 +453,35 @@ pub fn lock(state: &Path, command: &str) -> anyhow::Result<StateLock> {
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(Locked { lock_file: path, holder: (!holder.is_empty()).then(|| holder.to_string()) }.into());
+            return Err(Locked { lock_file: path, holder: read_holder(&mut file) }.into());
         }
         Err(fs::TryLockError::Error(e)) => {
             return Err(state_error(state, format!("cannot lock `{}`: {e}", path.display())));
         }
     }
     // Who holds the lock is only a courtesy for the message above; failing to write it is harmless.
-    let _ = file.set_len(0);
-    let _ = file.rewind();
-    let _ = write!(file, "pid {} running `pipe {command}` since {}", std::process::id(), now());
+    // One write of a whole line, then the cut: a reader never sees an empty or half-written
+    // holder (found by the ten-runs-at-once fault test, where losers read "pid" alone).
+    let line = format!("pid {} running `pipe {command}` since {}\n", std::process::id(), now());
+    let _ = file.rewind().and_then(|()| file.write_all(line.as_bytes()));
+    let _ = file.set_len(line.len() as u64);
     remove_stale_temp_files(dir);
     Ok(StateLock { _file: file })
+}
+
+/// The holder's line from the lock file. The holder writes it right after locking, so a reader
+/// that lost the race by microseconds waits briefly for a complete line.
+fn read_holder(file: &mut File) -> Option<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    loop {
+        let mut text = String::new();
+        let _ = file.rewind().and_then(|()| file.read_to_string(&mut text).map(drop));
+        if text.ends_with('\n') || std::time::Instant::now() > deadline {
+            let text = text.trim();
+            return (!text.is_empty()).then(|| text.to_string());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// A save killed between creating its temp file and renaming it (SIGKILL, power loss) leaves
