@@ -3,8 +3,8 @@
 //! Loading parses the document once, then deserializes every section and every project on its
 //! own, so that `pipe check` can report every problem at once, each with `file:line:column`.
 
+use crate::error::Diagnostic;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,21 +23,6 @@ pub const DEFAULT_PATHS: [&str; 2] = ["pipeline.toml", "/etc/pipe/pipeline.toml"
 
 /// Keys that would hold a secret inline; each has `_env` and `_file` forms instead.
 const INLINE_SECRET_KEYS: [&str; 5] = ["password", "secret", "token", "webhook_url", "ssh_key_passphrase"];
-
-/// One problem in the pipeline file, located by line and column (both 1-based).
-#[derive(Debug, Clone)]
-pub struct Diagnostic {
-    pub path: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
-    }
-}
 
 /// The whole, validated pipeline file.
 #[derive(Debug)]

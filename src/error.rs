@@ -22,7 +22,7 @@ pub mod code {
 /// The pipeline file is invalid; carries every problem found, each with file, line and column.
 #[derive(Debug)]
 pub struct ConfigError {
-    pub diagnostics: Vec<crate::config::Diagnostic>,
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 impl fmt::Display for ConfigError {
@@ -129,10 +129,86 @@ impl fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// One problem in the pipeline file, located by line and column (both 1-based).
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+    }
+}
+
+/// A required program is missing or its service does not answer.
+#[derive(Debug)]
+pub struct ToolUnavailable {
+    pub tool: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ToolUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` is unavailable: {}", self.tool, self.reason)
+    }
+}
+
+impl std::error::Error for ToolUnavailable {}
+
+/// A process that exited unsuccessfully, in cargo's shape: argv, status, tail of its output.
+#[derive(Debug)]
+pub struct ProcessFailed {
+    pub command: String,
+    pub status: String,
+    pub output_tail: String,
+}
+
+impl fmt::Display for ProcessFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "process didn't exit successfully: `{}` ({})", self.command, self.status)?;
+        let tail = self.output_tail.trim_end();
+        if !tail.is_empty() {
+            write!(f, "\n--- output\n{tail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProcessFailed {}
+
+/// The run was stopped by a signal; exits 128 + the signal number (143 or 130).
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if self.0 == libc::SIGTERM { "SIGTERM" } else { "SIGINT" };
+        write!(f, "interrupted by {name}; the stage was recorded as interrupted and the next run retries it")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// A stage that ran and did not succeed (exit 1); its record is already saved.
+#[derive(Debug)]
+pub struct StageFailed(pub String);
+
+impl std::fmt::Display for StageFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StageFailed {}
+
 /// The exit code for an error: the first typed leaf found walking the chain decides.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if let Some(interrupted) = cause.downcast_ref::<crate::signals::Interrupted>() {
+        if let Some(interrupted) = cause.downcast_ref::<Interrupted>() {
             return (128 + interrupted.0) as u8;
         }
         if cause.is::<ConfigError>() || cause.is::<Usage>() {
@@ -144,7 +220,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<StateError>() {
             return code::STATE;
         }
-        if cause.is::<crate::exec::ToolUnavailable>() || cause.is::<RemoteUnavailable>() {
+        if cause.is::<ToolUnavailable>() || cause.is::<RemoteUnavailable>() {
             return code::UNAVAILABLE;
         }
     }
@@ -174,7 +250,7 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
             }
             return Some("fix or move the state file aside by hand; pipe never resets it on its own");
         }
-        if cause.is::<crate::exec::ToolUnavailable>() {
+        if cause.is::<ToolUnavailable>() {
             return Some("is the Docker engine running? `docker version` should show a Server section");
         }
         if cause.is::<RemoteUnavailable>() {

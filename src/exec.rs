@@ -2,6 +2,7 @@
 //! data, never shell strings; each is logged at `-v` with secrets already redacted; each has a
 //! timeout after which it is killed; a missing program is a [`ToolUnavailable`] error (exit 4).
 
+use crate::error::{ProcessFailed, ToolUnavailable};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{Read, Write};
@@ -98,42 +99,6 @@ fn quote(word: &str) -> String {
     if plain { word.to_string() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
 
-/// A required program is missing or its service does not answer.
-#[derive(Debug)]
-pub struct ToolUnavailable {
-    pub tool: String,
-    pub reason: String,
-}
-
-impl fmt::Display for ToolUnavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` is unavailable: {}", self.tool, self.reason)
-    }
-}
-
-impl std::error::Error for ToolUnavailable {}
-
-/// A process that exited unsuccessfully, in cargo's shape: argv, status, tail of its output.
-#[derive(Debug)]
-pub struct ProcessFailed {
-    pub command: String,
-    pub status: String,
-    pub output_tail: String,
-}
-
-impl fmt::Display for ProcessFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "process didn't exit successfully: `{}` ({})", self.command, self.status)?;
-        let tail = self.output_tail.trim_end();
-        if !tail.is_empty() {
-            write!(f, "\n--- output\n{tail}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ProcessFailed {}
-
 /// How a logged process ended.
 #[derive(Debug)]
 pub struct Finished {
@@ -188,7 +153,7 @@ pub fn capture(out: &Output, cmd: &Cmd, timeout: Duration) -> anyhow::Result<Str
         }
         if let Some(signal) = crate::signals::received() {
             let _ = handle.kill();
-            return Err(crate::signals::Interrupted(signal).into());
+            return Err(crate::error::Interrupted(signal).into());
         }
     };
     let Some(output) = result else {

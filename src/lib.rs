@@ -17,6 +17,7 @@
 //! - [`error`]: typed error leaves and the documented exit codes.
 
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod docker;

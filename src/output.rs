@@ -57,7 +57,7 @@ impl Output {
             // The prefix marks the first line; the rest of a message is indented under it.
             let lead = if i == 0 { prefix } else { indent.as_str() };
             if !self.terminal {
-                text.push_str(&format!("{} ", crate::state::now()));
+                text.push_str(&format!("{} ", crate::clock::now()));
             }
             text.push_str(lead);
             text.push_str(line);

@@ -2,6 +2,7 @@
 //! container removed, the stage recorded as interrupted, the state saved, the lock released);
 //! a second one exits at once.
 
+use crate::error::Interrupted;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,19 +46,6 @@ pub fn received() -> Option<i32> {
         None
     }
 }
-
-/// The run was stopped by a signal; exits 128 + the signal number (143 or 130).
-#[derive(Debug)]
-pub struct Interrupted(pub i32);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = if self.0 == SIGTERM { "SIGTERM" } else { "SIGINT" };
-        write!(f, "interrupted by {name}; the stage was recorded as interrupted and the next run retries it")
-    }
-}
-
-impl std::error::Error for Interrupted {}
 
 /// Fails with [`Interrupted`] when a signal arrived.
 pub fn check() -> anyhow::Result<()> {

@@ -91,11 +91,6 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Now, to the second: state timestamps carry no sub-second noise.
-pub fn now() -> Timestamp {
-    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
 /// Finds the state file: `--state`/`PIPE_STATE`, else systemd's `$STATE_DIRECTORY`, else
 /// `/var/lib/pipe` for root, else `$XDG_STATE_HOME/pipe` (`~/.local/state/pipe`).
 pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -462,7 +457,7 @@ pub fn lock(state: &Path, command: &str) -> anyhow::Result<StateLock> {
     // Who holds the lock is only a courtesy for the message above; failing to write it is harmless.
     // One write of a whole line, then the cut: a reader never sees an empty or half-written
     // holder (found by the ten-runs-at-once fault test, where losers read "pid" alone).
-    let line = format!("pid {} running `pipe {command}` since {}\n", std::process::id(), now());
+    let line = format!("pid {} running `pipe {command}` since {}\n", std::process::id(), crate::clock::now());
     let _ = file.rewind().and_then(|()| file.write_all(line.as_bytes()));
     let _ = file.set_len(line.len() as u64);
     remove_stale_temp_files(dir);

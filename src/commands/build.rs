@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 
 use super::Context;
-use super::stage::{self, Docker, Job, Plan, StageFailed};
+use super::stage::{self, Docker, Job, Plan};
 use crate::cli::BuildArgs;
 use crate::config::Stage;
 use crate::docker::{self, BuildSpec, Builder};
+use crate::error::StageFailed;
 use crate::error::code;
 use crate::exec::{self, Cmd, Finished};
 use crate::state::{Run, StageRun, State};
@@ -78,7 +79,7 @@ pub fn build(job: &Job<'_>, st: &Mutex<State>, commit: Option<&str>) -> anyhow::
     files.history.runs.push(Run {
         number,
         commit: sha.clone(),
-        started: crate::state::now(),
+        started: crate::clock::now(),
         image: plan.image.clone(),
         tags: tags.clone(),
         image_id: None,
@@ -89,7 +90,7 @@ pub fn build(job: &Job<'_>, st: &Mutex<State>, commit: Option<&str>) -> anyhow::
         test_env: plan.test_env.iter().cloned().collect(),
         test_services: plan.test_services.clone(),
     });
-    let started = crate::state::now();
+    let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let (finished, image_id) = docker_build(cx, &docker, builder, &plan, &tags, &labels, &log, timeout, false)?;
     if stage::engine_gone(&docker, &cx.out, &finished) {

@@ -12,10 +12,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::Context;
-use super::stage::{self, Docker, Job, StageFailed};
+use super::stage::{self, Docker, Job};
 use crate::cli::DeployArgs;
 use crate::config::{CommandTarget, ComposeTarget, Deploy, Health, SecretRef, Stage, SwarmTarget, WebhookTarget};
 use crate::docker;
+use crate::error::StageFailed;
 use crate::error::code;
 use crate::exec::{self, Cmd};
 use crate::refs;
@@ -87,7 +88,7 @@ pub fn deploy(
             dir.join("deploy.log")
         }
     };
-    let started = crate::state::now();
+    let started = crate::clock::now();
     let clock = Instant::now();
     let mut failures = Vec::new();
     for target in &targets {
@@ -97,7 +98,7 @@ pub fn deploy(
             continue;
         }
         if let Err(err) = outcome {
-            if err.is::<crate::exec::ToolUnavailable>() || err.is::<crate::signals::Interrupted>() {
+            if err.is::<crate::error::ToolUnavailable>() || err.is::<crate::error::Interrupted>() {
                 return Err(err);
             }
             failures.push(format!("{:#}", err));
@@ -248,7 +249,7 @@ fn deploy_target(
         image: image.clone(),
         tag: tag.clone(),
         refname: job.refname.clone(),
-        at: crate::state::now(),
+        at: crate::clock::now(),
         result: "succeeded".into(),
     };
     let Err(err) = result else {
@@ -257,7 +258,7 @@ fn deploy_target(
         cx.out.info(format!("{}: deployed {image}:{tag} to `{name}`", job.name));
         return Ok(());
     };
-    if err.is::<crate::signals::Interrupted>() || err.is::<crate::exec::ToolUnavailable>() {
+    if err.is::<crate::error::Interrupted>() || err.is::<crate::error::ToolUnavailable>() {
         return Err(err);
     }
     record.result = "failed".into();
@@ -290,7 +291,7 @@ fn deploy_target(
     record.result = if rolled.is_ok() { "rolled_back" } else { "failed" }.into();
     history.deploys.push(record);
     if rolled.is_ok() {
-        history.deploys.push(DeployRecord { at: crate::state::now(), result: "succeeded".into(), ..previous.clone() });
+        history.deploys.push(DeployRecord { at: crate::clock::now(), result: "succeeded".into(), ..previous.clone() });
     }
     state::save_deploys(&path, &mut history)?;
     match rolled {
@@ -549,7 +550,7 @@ fn post_webhook(
         "tag": tag,
         "digest": release.digest,
         "delivery": secret::random_id(),
-        "sent_at": crate::state::now().as_second(),
+        "sent_at": crate::clock::now().as_second(),
     })
     .to_string();
     let secret = SecretRef::from_pair(&hook.secret_env, &hook.secret_file)

@@ -57,7 +57,7 @@ pub struct Polled {
 /// Polls the projects and applies what changed to `st` (the caller decides whether to save).
 pub fn poll(cx: &Context, config: &Config, projects: &[(&str, &Project)], st: &mut state::State) -> Polled {
     let listed = list_all(cx, config, projects);
-    let now = state::now();
+    let now = crate::clock::now();
     let mut report = PollReport { version: 1, ..Default::default() };
     let mut state_changed = false;
     for ((name, project), result) in projects.iter().zip(listed) {

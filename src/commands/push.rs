@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 
 use super::Context;
-use super::stage::{self, Docker, Job, StageFailed};
+use super::stage::{self, Docker, Job};
 use crate::cli::PushArgs;
 use crate::config::{Config, Project, Registry, SecretRef, Stage};
 use crate::docker;
+use crate::error::StageFailed;
 use crate::error::{RemoteUnavailable, Usage, code};
 use crate::exec::{self, Cmd};
 use crate::refs;
@@ -62,7 +63,7 @@ pub fn push(job: &Job<'_>, st: &Mutex<State>, force: bool, dry_run: bool) -> any
     }
     create_private_dir(&state::docker_config_dir(job.state_path))?;
     let deadline = Instant::now() + job.config.timeout(Some(job.project), Stage::Push);
-    let started = crate::state::now();
+    let started = crate::clock::now();
     let clock = Instant::now();
     let mut failure = None;
     for (reg_name, registry) in &registries {
@@ -75,11 +76,11 @@ pub fn push(job: &Job<'_>, st: &Mutex<State>, force: bool, dry_run: bool) -> any
             }
             Err(err) => {
                 let err = unreachable_registry(stage::classify(&docker, err), reg_name, registry);
-                if err.is::<crate::exec::ToolUnavailable>()
+                if err.is::<crate::error::ToolUnavailable>()
                     || err.is::<RemoteUnavailable>()
-                    || err.is::<crate::signals::Interrupted>()
+                    || err.is::<crate::error::Interrupted>()
                 {
-                    if err.is::<crate::signals::Interrupted>() {
+                    if err.is::<crate::error::Interrupted>() {
                         let record = StageRun::new("push", "interrupted", started, clock.elapsed(), None);
                         job.record(st, &mut files, run.number, record)?;
                     }

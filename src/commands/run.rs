@@ -10,15 +10,16 @@ use serde::Serialize;
 
 use super::Context;
 use super::poll::{self, PollError};
-use super::stage::{Job, StageFailed};
+use super::stage::Job;
 use super::{build, deploy, push, test};
 use crate::cli::RunArgs;
 use crate::config::{Config, Project};
+use crate::error::Interrupted;
+use crate::error::StageFailed;
+use crate::error::ToolUnavailable;
 use crate::error::code;
-use crate::exec::ToolUnavailable;
 use crate::notify::{self, EventKind, Notice};
 use crate::refs::{self, Change};
-use crate::signals::Interrupted;
 use crate::state::{self, State};
 use crate::{docker, output};
 

@@ -393,7 +393,7 @@ impl Hub {
 
     /// A signed body must carry a fresh `sent_at` and a `delivery` id not seen before.
     fn fresh(&self, body: &serde_json::Value) -> Result<(), &'static str> {
-        let now = crate::state::now().as_second();
+        let now = crate::clock::now().as_second();
         let sent = body["sent_at"].as_i64().ok_or("signed requests carry `sent_at`")?;
         let delivery = body["delivery"]
             .as_str()

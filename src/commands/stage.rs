@@ -11,25 +11,14 @@ use anyhow::{Context as _, anyhow, bail};
 use super::Context;
 use crate::config::{self, Config, Project, RepoFile, SecretRef};
 use crate::docker::{self, Builder};
+use crate::error::ToolUnavailable;
 use crate::error::Usage;
-use crate::exec::{Cmd, ToolUnavailable};
+use crate::exec::Cmd;
 use crate::state::{self, History, Run, StageRecord, StageRun, State};
 use crate::{git, secret};
 
 /// Build logs are capped at this size; the rest of a runaway build's output is dropped.
 pub const LOG_CAP: u64 = 16 * 1024 * 1024;
-
-/// A stage that ran and did not succeed (exit 1); its record is already saved.
-#[derive(Debug)]
-pub struct StageFailed(pub String);
-
-impl std::fmt::Display for StageFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StageFailed {}
 
 /// The docker CLI as pipe runs it: `PIPE_DOCKER` (default `docker`), with pipe's own
 /// `DOCKER_CONFIG` for CI runs so registry logins never mix with a person's.
@@ -183,7 +172,7 @@ pub fn engine_unavailable(docker: &Docker, output: &str) -> anyhow::Error {
 pub fn classify(docker: &Docker, err: anyhow::Error) -> anyhow::Error {
     let down = err
         .chain()
-        .any(|c| c.downcast_ref::<crate::exec::ProcessFailed>().is_some_and(|p| engine_down(&p.output_tail)));
+        .any(|c| c.downcast_ref::<crate::error::ProcessFailed>().is_some_and(|p| engine_down(&p.output_tail)));
     if down { engine_unavailable(docker, &format!("{err:#}")) } else { err }
 }
 
@@ -321,7 +310,7 @@ impl Job<'_> {
             stage: stage.stage.clone(),
             result: stage.result.clone(),
             commit: run.commit.clone(),
-            at: state::now(),
+            at: crate::clock::now(),
         };
         run.stages.push(stage);
         state::save_history(&files.history_path, &mut files.history, self.config.keep_logs(self.project))?;

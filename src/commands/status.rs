@@ -40,7 +40,7 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     {
         return Err(Usage(format!("no project `{project}` in state file `{}`", path.display())).into());
     }
-    let now = state::now();
+    let now = crate::clock::now();
     let mut rows = Vec::new();
     for (name, project) in &st.project {
         if args.project.as_ref().is_some_and(|p| p != name) {

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use super::Context;
 use super::build::{build_here, outcome};
-use super::stage::{self, Docker, Job, StageFailed};
+use super::stage::{self, Docker, Job};
 use crate::cli::TestArgs;
 use crate::config::Stage;
 use crate::docker::{self, RunSpec};
+use crate::error::StageFailed;
 use crate::error::code;
 use crate::exec::{self, Cmd, Finished};
 use crate::refs;
@@ -100,7 +101,7 @@ pub fn test(job: &Job<'_>, st: &Mutex<State>, run_number: Option<u64>) -> anyhow
     let Some(run) = run else { return Err(not_built(job)) };
     let image = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
     let Some(command) = run.test.clone() else {
-        let skipped = StageRun::new("test", "skipped", crate::state::now(), Duration::ZERO, None);
+        let skipped = StageRun::new("test", "skipped", crate::clock::now(), Duration::ZERO, None);
         job.record(st, &mut files, run.number, skipped)?;
         cx.out.info(format!("{name}: no test command for {image}; recorded as skipped"));
         return Ok(());
@@ -116,7 +117,7 @@ pub fn test(job: &Job<'_>, st: &Mutex<State>, run_number: Option<u64>) -> anyhow
         echo: false,
     };
     let docker = job.docker();
-    let started = crate::state::now();
+    let started = crate::clock::now();
     let finished = run_job(cx, &docker, &test_job)?;
     let record = StageRun::new("test", outcome(&finished), started, finished.duration, finished.code);
     job.record(st, &mut files, run.number, record)?;
