@@ -21,6 +21,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod docker;
+pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod git;
@@ -32,6 +33,7 @@ pub mod secret;
 pub mod server;
 pub mod signals;
 pub mod state;
+pub mod targets;
 
 /// Runs one parsed command line and returns the process exit code.
 pub fn run(cli: cli::Cli) -> anyhow::Result<u8> {

@@ -5,6 +5,9 @@ use std::fmt;
 
 use anyhow::{Context as _, bail};
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 use crate::config::SecretRef;
 
 /// A secret value; reveal it only where it is handed to git, docker's stdin or an HTTP header.
@@ -56,6 +59,19 @@ pub fn http_cause(err: &reqwest::Error) -> String {
     if err.is_timeout() { format!("timed out ({source})") } else { source.to_string() }
 }
 
+/// `sha256=<hex>` of HMAC-SHA256 over the body.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Whether `given` is the `sha256=<hex>` signature of `body`, compared in constant time.
+pub fn verify(secret: &[u8], body: &[u8], given: &str) -> bool {
+    same(sign(secret, body).as_bytes(), given.as_bytes())
+}
+
 /// 128 random bits as 32 hex digits (run ids, delivery ids).
 pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
@@ -95,6 +111,15 @@ mod tests {
     fn secrets_never_format() {
         let s = Secret("hunter2".into());
         assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
+    }
+
+    #[test]
+    fn signature_matches_github_format() {
+        // HMAC-SHA256("It's a Secret to Everybody", "Hello, World!") as documented by GitHub.
+        let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(sign(b"It's a Secret to Everybody", b"Hello, World!"), expected);
+        assert!(verify(b"It's a Secret to Everybody", b"Hello, World!", expected));
+        assert!(!verify(b"It's a Secret to Everybody", b"Hello, World?", expected));
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 
 use super::Context;
-use super::stage::{self, Docker, Job, Plan};
+use super::stage::{self, Job, Plan};
 use crate::cli::BuildArgs;
 use crate::config::Stage;
 use crate::docker::{self, BuildSpec, Builder};
+use crate::engine::docker::{self as engine, Docker};
 use crate::error::StageFailed;
 use crate::error::code;
 use crate::exec::{self, Cmd, Finished};
@@ -93,8 +94,8 @@ pub fn build(job: &Job<'_>, st: &Mutex<State>, commit: Option<&str>) -> anyhow::
     let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let (finished, image_id) = docker_build(cx, &docker, builder, &plan, &tags, &labels, &log, timeout, false)?;
-    if stage::engine_gone(&docker, &cx.out, &finished) {
-        return Err(stage::engine_unavailable(&docker, &finished.tail));
+    if engine::engine_gone(&docker, &cx.out, &finished) {
+        return Err(engine::engine_unavailable(&docker, &finished.tail));
     }
     if let Some(run) = files.history.runs.iter_mut().find(|r| r.number == number) {
         run.image_id = image_id.clone();
@@ -109,7 +110,7 @@ pub fn build(job: &Job<'_>, st: &Mutex<State>, commit: Option<&str>) -> anyhow::
             docker::commit_tag(&sha),
             finished.describe(),
             log.display(),
-            stage::tail_lines(&finished.tail, 15)
+            crate::output::tail_lines(&finished.tail, 15)
         ))
         .into());
     }
@@ -185,7 +186,7 @@ pub fn docker_build(
     }
     let spinner = cx.out.spinner(&format!("building {}", refs[0]));
     let out = cx.out;
-    let finished = exec::logged(&cx.out, &cmd, log, stage::LOG_CAP, timeout, &mut |line| {
+    let finished = exec::logged(&cx.out, &cmd, log, engine::LOG_CAP, timeout, &mut |line| {
         if echo {
             eprintln!("{line}");
         } else if let Some(step) = docker::build_step(line) {
@@ -263,8 +264,8 @@ pub fn build_here(cx: &Context, dry_run: bool) -> anyhow::Result<Option<HereBuil
     ));
     let (finished, _) =
         docker_build(cx, &docker, builder, &plan, &tags, &labels, &log, Duration::from_secs(3600), !cx.out.quiet)?;
-    if stage::engine_gone(&docker, &cx.out, &finished) {
-        return Err(stage::engine_unavailable(&docker, &finished.tail));
+    if engine::engine_gone(&docker, &cx.out, &finished) {
+        return Err(engine::engine_unavailable(&docker, &finished.tail));
     }
     if !finished.success() {
         return Err(StageFailed(format!("build failed: {}\nlog: {}", finished.describe(), log.display())).into());

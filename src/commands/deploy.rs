@@ -2,20 +2,18 @@
 //! webhook), check health, roll back automatically when the check fails, and keep a short
 //! history per target so `--commit` can roll back by hand.
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use super::Context;
-use super::stage::{self, Docker, Job};
+use super::stage::{self, Job};
 use crate::cli::DeployArgs;
-use crate::config::{CommandTarget, ComposeTarget, Deploy, Health, SecretRef, Stage, SwarmTarget, WebhookTarget};
+use crate::config::{Deploy, SecretRef, Stage, WebhookTarget};
 use crate::docker;
+use crate::engine::docker::{self as engine, Docker};
 use crate::error::StageFailed;
 use crate::error::code;
 use crate::exec::{self, Cmd};
@@ -239,7 +237,7 @@ fn deploy_target(
     let result = applied.and_then(|()| {
         spinner.set(&format!("checking health of {name}"));
         match &target.health {
-            Some(health) => check_health(cx, docker, health),
+            Some(health) => crate::targets::check_health(&cx.out, docker, health),
             None => Ok(()),
         }
     });
@@ -287,7 +285,7 @@ fn deploy_target(
         run: None,
     };
     let rolled = apply(job, docker, target, &previous.image, &previous.tag, &back, log, timeout)
-        .and_then(|()| target.health.as_ref().map_or(Ok(()), |h| check_health(cx, docker, h)));
+        .and_then(|()| target.health.as_ref().map_or(Ok(()), |h| crate::targets::check_health(&cx.out, docker, h)));
     record.result = if rolled.is_ok() { "rolled_back" } else { "failed" }.into();
     history.deploys.push(record);
     if rolled.is_ok() {
@@ -328,79 +326,19 @@ fn commands(
     tag: &str,
     release: &Release,
 ) -> anyhow::Result<Vec<Cmd>> {
-    let kinds =
-        Kinds { compose: target.compose.as_ref(), swarm: target.swarm.as_ref(), command: target.command.as_ref() };
-    target_commands(job.cx, docker, kinds, job.name, !target.push.is_empty(), deploy_env(job, image, tag, release))
-}
-
-/// The local target kinds a deploy entry or a `pipe serve` hook can run.
-#[derive(Clone, Copy)]
-pub struct Kinds<'a> {
-    pub compose: Option<&'a ComposeTarget>,
-    pub swarm: Option<&'a SwarmTarget>,
-    pub command: Option<&'a CommandTarget>,
-}
-
-/// The commands of a compose, swarm or command target with `env` exported; `pull` first pulls
-/// the compose services (the image comes from a registry).
-pub fn target_commands(
-    cx: &Context,
-    docker: &Docker,
-    kinds: Kinds<'_>,
-    default_project: &str,
-    pull: bool,
-    mut env: Vec<(String, String)>,
-) -> anyhow::Result<Vec<Cmd>> {
-    if let Some(dir) = &docker.config_dir {
-        // compose pulls with pipe's registry logins, like the docker CLI.
-        env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
-    }
-    let with_env = |mut cmd: Cmd| {
-        for (k, v) in &env {
-            cmd = cmd.env(k, v);
-        }
-        cmd
+    let kinds = crate::targets::Kinds {
+        compose: target.compose.as_ref(),
+        swarm: target.swarm.as_ref(),
+        command: target.command.as_ref(),
     };
-    let mut out = Vec::new();
-    if let Some(compose) = kinds.compose {
-        let program = docker.compose(cx)?;
-        let project = compose.project.clone().unwrap_or_else(|| default_project.to_string());
-        let dir = compose.file.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let base = |verb: &[&str]| {
-            let mut argv: Vec<OsString> = program.clone();
-            argv.extend([
-                "--project-name".into(),
-                project.clone().into(),
-                "--file".into(),
-                compose.file.clone().into_os_string(),
-            ]);
-            argv.extend(verb.iter().map(OsString::from));
-            argv.extend(compose.services.iter().map(OsString::from));
-            with_env(Cmd::from_argv(&argv).dir(dir.clone()))
-        };
-        if pull {
-            out.push(base(&["pull"]));
-        }
-        out.push(base(&["up", "--detach", "--no-build", "--remove-orphans"]));
-    }
-    if let Some(swarm) = kinds.swarm {
-        let cmd = docker.cmd().args([
-            "stack".into(),
-            "deploy".into(),
-            "--compose-file".into(),
-            swarm.file.clone().into_os_string(),
-        ]);
-        out.push(with_env(cmd.args(["--with-registry-auth", swarm.stack.as_str()])));
-    }
-    if let Some(command) = kinds.command {
-        let argv: Vec<OsString> = match (&command.argv, &command.shell) {
-            (Some(argv), _) => argv.iter().map(OsString::from).collect(),
-            (None, Some(shell)) => vec!["sh".into(), "-c".into(), shell.into()],
-            (None, None) => Vec::new(),
-        };
-        out.push(with_env(Cmd::from_argv(&argv)));
-    }
-    Ok(out)
+    crate::targets::target_commands(
+        &job.cx.out,
+        docker,
+        kinds,
+        job.name,
+        !target.push.is_empty(),
+        deploy_env(job, image, tag, release),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -417,87 +355,20 @@ fn apply(
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     for cmd in commands(job, docker, target, image, tag, release)? {
-        let finished = exec::logged(&job.cx.out, &cmd, log, stage::LOG_CAP, left(), &mut |_| {})?;
+        let finished = exec::logged(&job.cx.out, &cmd, log, engine::LOG_CAP, left(), &mut |_| {})?;
         stage::interrupted(&finished)?;
         if !finished.success() {
-            if stage::engine_down(&finished.tail) {
-                return Err(stage::engine_unavailable(docker, &finished.tail));
+            if engine::engine_down(&finished.tail) {
+                return Err(engine::engine_unavailable(docker, &finished.tail));
             }
-            bail!("`{cmd}` failed: {}\n{}", finished.describe(), stage::tail_lines(&finished.tail, 10));
+            bail!("`{cmd}` failed: {}\n{}", finished.describe(), crate::output::tail_lines(&finished.tail, 10));
         }
     }
     if let Some(swarm) = &target.swarm {
-        wait_for_stack(job.cx, docker, &swarm.stack, deadline)?;
+        crate::targets::wait_for_stack(&job.cx.out, docker, &swarm.stack, deadline)?;
     }
     if let Some(hook) = &target.webhook {
         post_webhook(job, hook, image, tag, release, left())?;
-    }
-    Ok(())
-}
-
-/// Waits until every service of the stack runs all its replicas.
-pub fn wait_for_stack(cx: &Context, docker: &Docker, stack: &str, deadline: Instant) -> anyhow::Result<()> {
-    let cmd = docker.cmd().args(["stack", "services", stack, "--format", "{{.Name}} {{.Replicas}}"]);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        crate::signals::check()?;
-        last = exec::capture(&cx.out, &cmd, Duration::from_secs(30))?;
-        let converged = !last.trim().is_empty()
-            && last.lines().all(|line| {
-                let replicas = line.split_whitespace().nth(1).unwrap_or("");
-                let (have, want) = replicas.split_once('/').unwrap_or(("0", "1"));
-                let want = want.split_whitespace().next().unwrap_or(want);
-                have == want && want != "0"
-            });
-        if converged {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    bail!("stack `{stack}` did not converge in time:\n{}", last.trim())
-}
-
-/// Polls an HTTP URL until it answers 2xx, or a container until it is healthy (or running, when
-/// it has no health check), within the timeout.
-pub fn check_health(cx: &Context, docker: &Docker, health: &Health) -> anyhow::Result<()> {
-    let timeout = health.timeout.map_or(Duration::from_secs(60), |t| t.0);
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("no answer");
-    if let Some(url) = &health.url {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .context("failed to set up an HTTP client")?;
-        while Instant::now() < deadline {
-            crate::signals::check()?;
-            match client.get(url).send() {
-                Ok(resp) if resp.status().is_success() => return Ok(()),
-                Ok(resp) => last = format!("HTTP {}", resp.status().as_u16()),
-                Err(e) => last = e.to_string(),
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        bail!("health check `{url}` did not answer 2xx within {}s (last: {last})", timeout.as_secs());
-    }
-    if let Some(container) = &health.container {
-        let format = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}";
-        let cmd = docker.cmd().args(["inspect", "--format", format, container]);
-        while Instant::now() < deadline {
-            crate::signals::check()?;
-            match exec::capture(&cx.out, &cmd, Duration::from_secs(30)) {
-                Ok(status) => {
-                    last = status.trim().to_string();
-                    match last.as_str() {
-                        "healthy" | "running" => return Ok(()),
-                        "unhealthy" | "exited" | "dead" => bail!("container `{container}` is {last}"),
-                        _ => {}
-                    }
-                }
-                Err(e) => last = format!("{e:#}"),
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        bail!("container `{container}` was not healthy within {}s (last: {last})", timeout.as_secs());
     }
     Ok(())
 }
@@ -521,14 +392,6 @@ fn auth_note(hook: &WebhookTarget) -> &'static str {
         (false, true) => "bearer token, redacted",
         (false, false) => "unauthenticated",
     }
-}
-
-/// `sha256=<hex>` of HMAC-SHA256 over the body.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    let bytes = mac.finalize().into_bytes();
-    format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// POSTs the release to a `pipe serve` hook (HMAC-signed) or a docker-puller; retries connect
@@ -581,7 +444,8 @@ fn post_webhook(
             .header("Content-Type", "application/json")
             .header("User-Agent", concat!("pipe/", env!("CARGO_PKG_VERSION")));
         if let Some(secret) = &secret {
-            request = request.header("X-Hub-Signature-256", signature(secret.reveal().as_bytes(), body.as_bytes()));
+            request =
+                request.header("X-Hub-Signature-256", crate::secret::sign(secret.reveal().as_bytes(), body.as_bytes()));
         }
         if let (Some(token), false) = (&token, hook.docker_puller) {
             request = request.bearer_auth(token.reveal());
@@ -633,8 +497,8 @@ fn follow_run(
         crate::signals::check()?;
         let mut request = client.get(url.clone());
         if let Some(secret) = secret {
-            request =
-                request.header("X-Hub-Signature-256", signature(secret.reveal().as_bytes(), url.path().as_bytes()));
+            request = request
+                .header("X-Hub-Signature-256", crate::secret::sign(secret.reveal().as_bytes(), url.path().as_bytes()));
         }
         if let Some(token) = token {
             request = request.bearer_auth(token.reveal());
@@ -656,18 +520,4 @@ fn follow_run(
         std::thread::sleep(Duration::from_millis(300));
     }
     bail!("the receiver's run did not finish in time (last status: {})", last["status"].as_str().unwrap_or("unknown"));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signature_matches_github_format() {
-        // HMAC-SHA256("It's a Secret to Everybody", "Hello, World!") as documented by GitHub.
-        assert_eq!(
-            signature(b"It's a Secret to Everybody", b"Hello, World!"),
-            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-        );
-    }
 }

@@ -16,9 +16,10 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::Context;
-use super::stage::{self, Docker};
+use super::stage;
 use crate::cli::PruneArgs;
 use crate::config::{Config, Project};
+use crate::engine::docker::{self as engine, Docker};
 use crate::error::code;
 use crate::refs;
 use crate::state::{self, ProjectState};
@@ -220,13 +221,13 @@ fn project_images(cx: &Context, docker: &Docker, name: &str) -> anyhow::Result<V
         .cmd()
         .args(["image", "ls", "--quiet", "--no-trunc", "--filter"])
         .arg(format!("label=pipe.project={name}"));
-    let out = crate::exec::capture(&cx.out, &list, DOCKER_QUERY_TIMEOUT).map_err(|e| stage::classify(docker, e))?;
+    let out = crate::exec::capture(&cx.out, &list, DOCKER_QUERY_TIMEOUT).map_err(|e| engine::classify(docker, e))?;
     let ids: BTreeSet<&str> = out.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let inspect = docker.cmd().args(["image", "inspect"]).args(ids);
-    let out = crate::exec::capture(&cx.out, &inspect, DOCKER_QUERY_TIMEOUT).map_err(|e| stage::classify(docker, e))?;
+    let out = crate::exec::capture(&cx.out, &inspect, DOCKER_QUERY_TIMEOUT).map_err(|e| engine::classify(docker, e))?;
     let inspected: Vec<Inspected> =
         serde_json::from_str(&out).context("failed to parse `docker image inspect` output")?;
     Ok(inspected

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 
 use super::Context;
-use super::stage::{self, Docker, Job};
+use super::stage::{self, Job};
 use crate::cli::PushArgs;
 use crate::config::{Config, Project, Registry, SecretRef, Stage};
 use crate::docker;
+use crate::engine::docker::{self as engine, Docker};
 use crate::error::StageFailed;
 use crate::error::{RemoteUnavailable, Usage, code};
 use crate::exec::{self, Cmd};
@@ -75,7 +76,7 @@ pub fn push(job: &Job<'_>, st: &Mutex<State>, force: bool, dry_run: bool) -> any
                 }
             }
             Err(err) => {
-                let err = unreachable_registry(stage::classify(&docker, err), reg_name, registry);
+                let err = unreachable_registry(engine::classify(&docker, err), reg_name, registry);
                 if err.is::<crate::error::ToolUnavailable>()
                     || err.is::<RemoteUnavailable>()
                     || err.is::<crate::error::Interrupted>()
@@ -175,7 +176,7 @@ fn push_one(
         let push = docker.cmd().args(["push", &remote]);
         let mut output = String::new();
         let spinner = cx.out.spinner(&format!("pushing {remote}"));
-        let finished = exec::logged(&cx.out, &push, log, stage::LOG_CAP, left(), &mut |line| {
+        let finished = exec::logged(&cx.out, &push, log, engine::LOG_CAP, left(), &mut |line| {
             output.push_str(line);
             output.push('\n');
             spinner.set(&format!("pushing {remote}: {line}"));
@@ -183,11 +184,15 @@ fn push_one(
         spinner.finish();
         let finished = finished?;
         stage::interrupted(&finished)?;
-        if stage::engine_gone(docker, &cx.out, &finished) {
-            return Err(stage::engine_unavailable(docker, &finished.tail));
+        if engine::engine_gone(docker, &cx.out, &finished) {
+            return Err(engine::engine_unavailable(docker, &finished.tail));
         }
         if !finished.success() {
-            return Err(anyhow!("`{push}` failed: {}\n{}", finished.describe(), stage::tail_lines(&finished.tail, 10)));
+            return Err(anyhow!(
+                "`{push}` failed: {}\n{}",
+                finished.describe(),
+                crate::output::tail_lines(&finished.tail, 10)
+            ));
         }
         digest = docker::push_digest(&output).or(digest);
     }

@@ -303,7 +303,7 @@ fn log_tail(state_path: &std::path::Path, result: &RefResult) -> String {
         .and_then(|h| h.runs.last().cloned())
         .and_then(|run| std::fs::read_to_string(run.log).ok())
         .unwrap_or_default();
-    super::stage::tail_lines(&text, 10)
+    crate::output::tail_lines(&text, 10)
 }
 
 fn print_summary(cx: &Context, results: &[RefResult], deferred: usize) {

@@ -24,10 +24,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Context;
-use super::deploy::{self, Kinds};
-use super::stage::{self, Docker};
 use crate::cli::ServeArgs;
 use crate::config::{Hook, SecretRef};
+use crate::engine::docker::{self as engine, Docker};
+use crate::targets::{self, Kinds};
 
 use crate::error::{Usage, code};
 use crate::exec;
@@ -424,7 +424,7 @@ impl Hub {
             return Response::json(404, json!({"error": "no such run"}));
         };
         let mut doc = serde_json::to_value(run).unwrap_or_default();
-        let tail = std::fs::read_to_string(&run.log).map(|t| stage::tail_lines(&t, 20)).unwrap_or_default();
+        let tail = std::fs::read_to_string(&run.log).map(|t| crate::output::tail_lines(&t, 20)).unwrap_or_default();
         doc["log_tail"] = json!(tail);
         Response::json(200, doc)
     }
@@ -464,11 +464,10 @@ fn authenticate(h: &HookRuntime, req: &Request, signed: &[u8]) -> Auth {
     {
         return Auth::Token;
     }
-    if let (Some(secret), Some(given)) = (&h.secret, signature) {
-        let expected = deploy::signature(secret.reveal().as_bytes(), signed);
-        if secret::same(expected.as_bytes(), given.as_bytes()) {
-            return Auth::Signature;
-        }
+    if let (Some(secret), Some(given)) = (&h.secret, signature)
+        && secret::verify(secret.reveal().as_bytes(), signed, given)
+    {
+        return Auth::Signature;
     }
     Auth::Wrong
 }
@@ -582,12 +581,12 @@ fn execute(
     let pulls = env.iter().any(|(k, v)| {
         k == "PIPE_IMAGE" && v.split('/').next().is_some_and(|host| host.contains(['.', ':']) || host == "localhost")
     });
-    let commands = deploy::target_commands(&hub.cx, &docker, kinds, &h.name, pulls, env).map_err(failed)?;
+    let commands = targets::target_commands(&hub.cx.out, &docker, kinds, &h.name, pulls, env).map_err(failed)?;
     let timeout = h.hook.timeout.map_or(Duration::from_secs(600), |t| t.0);
     let deadline = Instant::now() + timeout;
     for cmd in commands {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let finished = exec::logged(&hub.cx.out, &cmd, log, stage::LOG_CAP, left, &mut |_| {}).map_err(failed)?;
+        let finished = exec::logged(&hub.cx.out, &cmd, log, engine::LOG_CAP, left, &mut |_| {}).map_err(failed)?;
         if finished.interrupted {
             return Err(("interrupted", finished.code, "the server was stopped while the hook ran".into()));
         }
@@ -596,10 +595,10 @@ fn execute(
         }
     }
     if let Some(swarm) = &h.hook.swarm {
-        deploy::wait_for_stack(&hub.cx, &docker, &swarm.stack, deadline).map_err(failed)?;
+        targets::wait_for_stack(&hub.cx.out, &docker, &swarm.stack, deadline).map_err(failed)?;
     }
     if let Some(health) = &h.hook.health {
-        deploy::check_health(&hub.cx, &docker, health).map_err(failed)?;
+        targets::check_health(&hub.cx.out, &docker, health).map_err(failed)?;
     }
     Ok(())
 }

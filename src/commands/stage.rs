@@ -1,97 +1,18 @@
 //! What `build`, `test` and `push` share: resolving a project's ref, the build plan from the
 //! pipeline file and the repository's own files, the docker client, and recording results.
 
-use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 
 use super::Context;
 use crate::config::{self, Config, Project, RepoFile, SecretRef};
-use crate::docker::{self, Builder};
-use crate::error::ToolUnavailable;
+use crate::docker::{self};
+use crate::engine::docker::Docker;
 use crate::error::Usage;
-use crate::exec::Cmd;
 use crate::state::{self, History, Run, StageRecord, StageRun, State};
 use crate::{git, secret};
-
-/// Build logs are capped at this size; the rest of a runaway build's output is dropped.
-pub const LOG_CAP: u64 = 16 * 1024 * 1024;
-
-/// The docker CLI as pipe runs it: `PIPE_DOCKER` (default `docker`), with pipe's own
-/// `DOCKER_CONFIG` for CI runs so registry logins never mix with a person's.
-#[derive(Clone)]
-pub struct Docker {
-    pub program: OsString,
-    pub config_dir: Option<PathBuf>,
-}
-
-impl Docker {
-    pub fn new(config_dir: Option<PathBuf>) -> Docker {
-        let program = std::env::var_os("PIPE_DOCKER").filter(|p| !p.is_empty()).unwrap_or_else(|| "docker".into());
-        Docker { program, config_dir }
-    }
-
-    pub fn cmd(&self) -> Cmd {
-        let cmd = Cmd::new(self.program.clone());
-        match &self.config_dir {
-            Some(dir) => cmd.env("DOCKER_CONFIG", dir),
-            None => cmd,
-        }
-    }
-
-    /// BuildKit when the buildx plugin is installed where this docker CLI looks for plugins
-    /// (checked on disk: no process), else the legacy builder. `PIPE_BUILDER=legacy|buildkit`
-    /// overrides.
-    pub fn builder(&self) -> Builder {
-        match std::env::var("PIPE_BUILDER").as_deref() {
-            Ok("legacy") => return Builder::Legacy,
-            Ok("buildkit") => return Builder::BuildKit,
-            _ => {}
-        }
-        let user_dir = match &self.config_dir {
-            Some(dir) => Some(dir.join("cli-plugins")),
-            None => std::env::var_os("DOCKER_CONFIG")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
-                .map(|d| d.join("cli-plugins")),
-        };
-        let system = [
-            "/usr/local/lib/docker/cli-plugins",
-            "/usr/local/libexec/docker/cli-plugins",
-            "/usr/lib/docker/cli-plugins",
-            "/usr/libexec/docker/cli-plugins",
-        ];
-        let found =
-            user_dir.into_iter().chain(system.iter().map(PathBuf::from)).any(|d| d.join("docker-buildx").is_file());
-        if found { Builder::BuildKit } else { Builder::Legacy }
-    }
-
-    /// The compose command: `PIPE_COMPOSE`, else `docker compose` (v2), else `docker-compose` (v1).
-    /// Detected once per process: every test-services and deploy step of a run shares it.
-    pub fn compose(&self, cx: &Context) -> anyhow::Result<Vec<OsString>> {
-        static DETECTED: std::sync::OnceLock<Option<Vec<OsString>>> = std::sync::OnceLock::new();
-        let detected = DETECTED.get_or_init(|| {
-            if let Some(program) = std::env::var_os("PIPE_COMPOSE").filter(|p| !p.is_empty()) {
-                return Some(vec![program]);
-            }
-            let v2 = self.cmd().args(["compose", "version"]);
-            if crate::exec::capture(&cx.out, &v2, Duration::from_secs(20)).is_ok() {
-                return Some(vec![self.program.clone(), "compose".into()]);
-            }
-            crate::exec::available("docker-compose".as_ref()).then(|| vec!["docker-compose".into()])
-        });
-        detected.clone().ok_or_else(|| {
-            ToolUnavailable {
-                tool: "docker compose".into(),
-                reason: "neither `docker compose` nor `docker-compose` works".into(),
-            }
-            .into()
-        })
-    }
-}
 
 /// Turns what a person types (`dev`, `feature/x`, `pr-12`, `pull/12`, `refs/…`) into a full ref.
 pub fn resolve_ref(config: &Config, name: &str, project: &Project, st: &State, given: Option<&str>) -> String {
@@ -133,47 +54,6 @@ pub fn default_branch(config: &Config, name: &str, project: &Project, st: &State
         .or_else(|| candidates.first())
         .cloned()
         .unwrap_or_else(|| "main".into())
-}
-
-/// Does docker's output say the engine is unreachable (rather than that the work failed)?
-pub fn engine_down(output: &str) -> bool {
-    ["Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect"]
-        .iter()
-        .any(|needle| output.contains(needle))
-}
-
-/// A docker command failed because the engine went away: its output says so, or the engine no
-/// longer answers a `docker version` (a daemon stopping mid-build leaves only `unexpected EOF`).
-/// Asked only after a failure, so a passing stage never pays for the probe.
-pub fn engine_gone(docker: &Docker, out: &crate::output::Output, finished: &crate::exec::Finished) -> bool {
-    if finished.success() || finished.interrupted || finished.timed_out {
-        return false;
-    }
-    if engine_down(&finished.tail) {
-        return true;
-    }
-    let probe = docker.cmd().args(["version", "--format", "{{.Server.Version}}"]);
-    crate::exec::capture(out, &probe, std::time::Duration::from_secs(10)).is_err()
-}
-
-/// The error for an unreachable engine: exit 4, and the caller records nothing, so the next
-/// tick retries the stage.
-pub fn engine_unavailable(docker: &Docker, output: &str) -> anyhow::Error {
-    let line = output.lines().find(|l| engine_down(l)).or_else(|| output.lines().last()).unwrap_or("no answer");
-    let line = line.trim().to_string();
-    ToolUnavailable {
-        tool: docker.program.to_string_lossy().into_owned(),
-        reason: format!("the Docker engine does not answer: {line}"),
-    }
-    .into()
-}
-
-/// Maps a failed docker command whose output says the engine is down to [`engine_unavailable`].
-pub fn classify(docker: &Docker, err: anyhow::Error) -> anyhow::Error {
-    let down = err
-        .chain()
-        .any(|c| c.downcast_ref::<crate::error::ProcessFailed>().is_some_and(|p| engine_down(&p.output_tail)));
-    if down { engine_unavailable(docker, &format!("{err:#}")) } else { err }
 }
 
 /// Resolves the project's git credentials from its `auth` table.
@@ -380,12 +260,6 @@ pub fn here_takes_no_project(project: &Option<String>) -> anyhow::Result<()> {
         return Err(Usage("`--here` builds the checkout in the current directory; it takes no PROJECT".into()).into());
     }
     Ok(())
-}
-
-/// The short tail of a log for an error message.
-pub fn tail_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Context for a missing checkout: where it was expected.

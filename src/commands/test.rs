@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use super::Context;
 use super::build::{build_here, outcome};
-use super::stage::{self, Docker, Job};
+use super::stage::{self, Job};
 use crate::cli::TestArgs;
 use crate::config::Stage;
 use crate::docker::{self, RunSpec};
+use crate::engine::docker::{self as engine, Docker};
 use crate::error::StageFailed;
 use crate::error::code;
 use crate::exec::{self, Cmd, Finished};
@@ -127,7 +128,7 @@ pub fn test(job: &Job<'_>, st: &Mutex<State>, run_number: Option<u64>) -> anyhow
             "tests of {image} failed: {}\nlog: {}\n{}",
             finished.describe(),
             test_job.log.display(),
-            stage::tail_lines(&finished.tail, 15)
+            crate::output::tail_lines(&finished.tail, 15)
         ))
         .into());
     }
@@ -153,7 +154,7 @@ pub fn run_job(cx: &Context, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
     let cmd = docker.cmd().args(docker::run_args(&spec));
     let spinner = cx.out.spinner(&format!("testing {}", job.image));
     let echo = job.echo;
-    let result = exec::logged(&cx.out, &cmd, &job.log, stage::LOG_CAP, job.timeout, &mut |line| {
+    let result = exec::logged(&cx.out, &cmd, &job.log, engine::LOG_CAP, job.timeout, &mut |line| {
         if echo {
             eprintln!("{line}");
         }
@@ -170,8 +171,8 @@ pub fn run_job(cx: &Context, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
         services.down(cx);
     }
     let finished = result?;
-    if stage::engine_gone(docker, &cx.out, &finished) {
-        return Err(stage::engine_unavailable(docker, &finished.tail));
+    if engine::engine_gone(docker, &cx.out, &finished) {
+        return Err(engine::engine_unavailable(docker, &finished.tail));
     }
     Ok(finished)
 }
@@ -186,11 +187,11 @@ struct Services {
 
 impl Services {
     fn up(cx: &Context, docker: &Docker, file: &Path, log: &Path, unique: &str) -> anyhow::Result<Services> {
-        let compose = docker.compose(cx)?;
+        let compose = docker.compose(&cx.out)?;
         let project = format!("pipetest{unique}");
         let services = Services { compose, file: file.to_path_buf(), network: format!("{project}_default"), project };
         let cmd = services.cmd().args(["up", "--detach"]);
-        let finished = exec::logged(&cx.out, &cmd, log, stage::LOG_CAP, Duration::from_secs(600), &mut |_| {})?;
+        let finished = exec::logged(&cx.out, &cmd, log, engine::LOG_CAP, Duration::from_secs(600), &mut |_| {})?;
         if !finished.success() {
             services.down(cx);
             anyhow::bail!(

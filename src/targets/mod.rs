@@ -1,0 +1,150 @@
+//! Deploy targets: the commands a compose, swarm or command target runs, and how a deploy is
+//! judged done (a swarm stack converged, a health URL or container healthy).
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::config::{CommandTarget, ComposeTarget, Health, SwarmTarget};
+use crate::engine::docker::Docker;
+use crate::exec::{self, Cmd};
+use crate::output::Output;
+
+/// The local target kinds a deploy entry or a `pipe serve` hook can run.
+#[derive(Clone, Copy)]
+pub struct Kinds<'a> {
+    pub compose: Option<&'a ComposeTarget>,
+    pub swarm: Option<&'a SwarmTarget>,
+    pub command: Option<&'a CommandTarget>,
+}
+
+/// The commands of a compose, swarm or command target with `env` exported; `pull` first pulls
+/// the compose services (the image comes from a registry).
+pub fn target_commands(
+    out: &Output,
+    docker: &Docker,
+    kinds: Kinds<'_>,
+    default_project: &str,
+    pull: bool,
+    mut env: Vec<(String, String)>,
+) -> anyhow::Result<Vec<Cmd>> {
+    if let Some(dir) = &docker.config_dir {
+        // compose pulls with pipe's registry logins, like the docker CLI.
+        env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
+    }
+    let with_env = |mut cmd: Cmd| {
+        for (k, v) in &env {
+            cmd = cmd.env(k, v);
+        }
+        cmd
+    };
+    let mut cmds = Vec::new();
+    if let Some(compose) = kinds.compose {
+        let program = docker.compose(out)?;
+        let project = compose.project.clone().unwrap_or_else(|| default_project.to_string());
+        let dir = compose.file.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let base = |verb: &[&str]| {
+            let mut argv: Vec<OsString> = program.clone();
+            argv.extend([
+                "--project-name".into(),
+                project.clone().into(),
+                "--file".into(),
+                compose.file.clone().into_os_string(),
+            ]);
+            argv.extend(verb.iter().map(OsString::from));
+            argv.extend(compose.services.iter().map(OsString::from));
+            with_env(Cmd::from_argv(&argv).dir(dir.clone()))
+        };
+        if pull {
+            cmds.push(base(&["pull"]));
+        }
+        cmds.push(base(&["up", "--detach", "--no-build", "--remove-orphans"]));
+    }
+    if let Some(swarm) = kinds.swarm {
+        let cmd = docker.cmd().args([
+            "stack".into(),
+            "deploy".into(),
+            "--compose-file".into(),
+            swarm.file.clone().into_os_string(),
+        ]);
+        cmds.push(with_env(cmd.args(["--with-registry-auth", swarm.stack.as_str()])));
+    }
+    if let Some(command) = kinds.command {
+        let argv: Vec<OsString> = match (&command.argv, &command.shell) {
+            (Some(argv), _) => argv.iter().map(OsString::from).collect(),
+            (None, Some(shell)) => vec!["sh".into(), "-c".into(), shell.into()],
+            (None, None) => Vec::new(),
+        };
+        cmds.push(with_env(Cmd::from_argv(&argv)));
+    }
+    Ok(cmds)
+}
+
+/// Waits until every service of the stack runs all its replicas.
+pub fn wait_for_stack(out: &Output, docker: &Docker, stack: &str, deadline: Instant) -> anyhow::Result<()> {
+    let cmd = docker.cmd().args(["stack", "services", stack, "--format", "{{.Name}} {{.Replicas}}"]);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        crate::signals::check()?;
+        last = exec::capture(out, &cmd, Duration::from_secs(30))?;
+        let converged = !last.trim().is_empty()
+            && last.lines().all(|line| {
+                let replicas = line.split_whitespace().nth(1).unwrap_or("");
+                let (have, want) = replicas.split_once('/').unwrap_or(("0", "1"));
+                let want = want.split_whitespace().next().unwrap_or(want);
+                have == want && want != "0"
+            });
+        if converged {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("stack `{stack}` did not converge in time:\n{}", last.trim())
+}
+
+/// Polls an HTTP URL until it answers 2xx, or a container until it is healthy (or running, when
+/// it has no health check), within the timeout.
+pub fn check_health(out: &Output, docker: &Docker, health: &Health) -> anyhow::Result<()> {
+    let timeout = health.timeout.map_or(Duration::from_secs(60), |t| t.0);
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    if let Some(url) = &health.url {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .context("failed to set up an HTTP client")?;
+        while Instant::now() < deadline {
+            crate::signals::check()?;
+            match client.get(url).send() {
+                Ok(resp) if resp.status().is_success() => return Ok(()),
+                Ok(resp) => last = format!("HTTP {}", resp.status().as_u16()),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        bail!("health check `{url}` did not answer 2xx within {}s (last: {last})", timeout.as_secs());
+    }
+    if let Some(container) = &health.container {
+        let format = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}";
+        let cmd = docker.cmd().args(["inspect", "--format", format, container]);
+        while Instant::now() < deadline {
+            crate::signals::check()?;
+            match exec::capture(out, &cmd, Duration::from_secs(30)) {
+                Ok(status) => {
+                    last = status.trim().to_string();
+                    match last.as_str() {
+                        "healthy" | "running" => return Ok(()),
+                        "unhealthy" | "exited" | "dead" => bail!("container `{container}` is {last}"),
+                        _ => {}
+                    }
+                }
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        bail!("container `{container}` was not healthy within {}s (last: {last})", timeout.as_secs());
+    }
+    Ok(())
+}
