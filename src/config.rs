@@ -201,15 +201,7 @@ pub struct Timeouts {
     pub deploy: Option<Seconds>,
 }
 
-/// The stages that have a timeout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Poll,
-    Build,
-    Test,
-    Push,
-    Deploy,
-}
+pub use crate::model::Stage;
 
 impl Timeouts {
     fn get(&self, stage: Stage) -> Option<Seconds> {

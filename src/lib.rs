@@ -25,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod git;
+pub mod model;
 pub mod nginx;
 pub mod notify;
 pub mod output;

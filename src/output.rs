@@ -162,6 +162,11 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The short commit id shown to people.
+pub fn short(oid: &str) -> &str {
+    oid.get(..12).unwrap_or(oid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,8 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::Context;
-use super::stage;
 use crate::cli::LogsArgs;
+use crate::engine;
 use crate::error::{Usage, code};
 use crate::refs;
 use crate::state::{self, StageRun};
@@ -29,11 +29,11 @@ struct LogsReport<'a> {
 
 pub fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
-    let project = stage::project(&config, &args.project)?;
+    let project = engine::project(&config, &args.project)?;
     let state_path = cx.state_path()?;
     let st = state::load(&state_path)?;
-    let refname = stage::resolve_ref(&config, &args.project, project, &st, Some(&args.reference));
-    let files = stage::ref_files(&state_path, &args.project, &refname)?;
+    let refname = engine::resolve_ref(&config, &args.project, project, &st, Some(&args.reference));
+    let files = engine::RefFiles::load(&state_path, &args.project, &refname)?;
     let run = match args.run {
         Some(n) => files.history.runs.iter().find(|r| r.number == n),
         None => files.history.runs.last(),

@@ -14,7 +14,6 @@ mod prune;
 mod push;
 mod run;
 mod serve;
-mod stage;
 mod status;
 mod test;
 

@@ -1,32 +1,13 @@
 //! `pipe poll`: list every remote's heads in parallel, compare with the state, record changes.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use anyhow::Context as _;
-use serde::Serialize;
 
 use super::Context;
 use crate::cli::PollArgs;
-use crate::config::{Config, Project, Stage};
+use crate::engine::poll::{PollReport, poll};
 use crate::error::code;
-use crate::refs::{self, Change, ChangeKind};
-use crate::{git, output, state};
-
-/// A project whose remote could not be listed.
-#[derive(Debug, Serialize)]
-pub struct PollError {
-    pub project: String,
-    pub message: String,
-}
-
-/// What one poll found across the selected projects.
-#[derive(Debug, Default, Serialize)]
-pub struct PollReport {
-    pub version: u32,
-    pub changes: Vec<Change>,
-    pub errors: Vec<PollError>,
-}
+use crate::refs::{self, ChangeKind};
+use crate::{output, state};
 
 pub fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
@@ -35,7 +16,7 @@ pub fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
     let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "poll")?) };
     let mut st = state::load(&state_path)?;
 
-    let report = poll(cx, &config, &projects, &mut st);
+    let report = poll(&cx.out, &config, &projects, &mut st);
     if !args.dry_run && report.state_changed {
         state::save(&state_path, &st)?;
     }
@@ -46,87 +27,6 @@ pub fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
         print_table(cx, &report);
     }
     Ok(if report.errors.is_empty() { code::OK } else { code::FAILED })
-}
-
-/// The report plus whether the in-memory state now differs from the file.
-pub struct Polled {
-    pub report: PollReport,
-    pub state_changed: bool,
-}
-
-/// Polls the projects and applies what changed to `st` (the caller decides whether to save).
-pub fn poll(cx: &Context, config: &Config, projects: &[(&str, &Project)], st: &mut state::State) -> Polled {
-    let listed = list_all(cx, config, projects);
-    let now = crate::clock::now();
-    let mut report = PollReport { version: 1, ..Default::default() };
-    let mut state_changed = false;
-    for ((name, project), result) in projects.iter().zip(listed) {
-        let advertised = match result {
-            Ok(advertised) => advertised,
-            Err(err) => {
-                let message = format!("{err:#}");
-                cx.out.error(format!("{name}: {message}"));
-                report.errors.push(PollError { project: name.to_string(), message });
-                continue;
-            }
-        };
-        let tracked = refs::tracked(project, &advertised);
-        let previous = st.project.get(*name);
-        let diff = refs::diff(name, previous, &tracked);
-        if !diff.baseline.is_empty() {
-            cx.out.info(format!(
-                "{name}: recorded {} existing pull request head(s) without an open merge ref as a baseline; they are not built unless they move",
-                diff.baseline.len()
-            ));
-        }
-        if !diff.is_empty() || previous.is_none_or(|p| !p.indexed) {
-            refs::apply(st.project.entry(name.to_string()).or_default(), &diff, &tracked, now);
-            state_changed = true;
-        }
-        report.changes.extend(diff.changes);
-    }
-    Polled { report, state_changed }
-}
-
-/// A remote's advertised refs as (full ref name, commit id), or why they could not be listed.
-type Listing = anyhow::Result<Vec<(String, String)>>;
-
-/// Lists every project's remote, at most `pipe.parallel` at a time, each bounded by its timeout.
-fn list_all(
-    cx: &Context,
-    config: &Config,
-    projects: &[(&str, &Project)],
-) -> Vec<anyhow::Result<Vec<(String, String)>>> {
-    git::set_timeouts(config.timeout(None, Stage::Poll));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Listing>>> = Mutex::new(projects.iter().map(|_| None).collect());
-    let workers = config.settings.parallel.clamp(1, projects.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((name, project)) = projects.get(i) else {
-                        break;
-                    };
-                    cx.out.detail(format!("{name}: listing `{}`", git::redact_url(&project.repo)));
-                    let result = list_one(config, name, project);
-                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("not polled"))))
-        .collect()
-}
-
-fn list_one(config: &Config, name: &str, project: &Project) -> anyhow::Result<Vec<(String, String)>> {
-    let auth = super::stage::git_auth(name, project)?;
-    git::list_remote(&project.repo, &auth, config.timeout(Some(project), Stage::Poll))
 }
 
 fn print_table(cx: &Context, report: &PollReport) {
@@ -142,10 +42,10 @@ fn print_table(cx: &Context, report: &PollReport) {
         .map(|c| {
             let commits = match (c.change, &c.from, &c.to) {
                 (ChangeKind::Updated, Some(from), Some(to)) => {
-                    format!("{} -> {}", short(from), short(to))
+                    format!("{} -> {}", output::short(from), output::short(to))
                 }
-                (_, _, Some(to)) => short(to).to_string(),
-                (_, Some(from), None) => format!("(was {})", short(from)),
+                (_, _, Some(to)) => output::short(to).to_string(),
+                (_, Some(from), None) => format!("(was {})", output::short(from)),
                 _ => String::new(),
             };
             let change = match c.change {
@@ -157,9 +57,4 @@ fn print_table(cx: &Context, report: &PollReport) {
         })
         .collect();
     print!("{}", output::table(&["PROJECT", "REF", "CHANGE", "COMMIT"], &rows));
-}
-
-/// The short commit id shown to people.
-pub fn short(oid: &str) -> &str {
-    oid.get(..12).unwrap_or(oid)
 }

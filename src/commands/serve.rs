@@ -598,7 +598,7 @@ fn execute(
         targets::wait_for_stack(&hub.cx.out, &docker, &swarm.stack, deadline).map_err(failed)?;
     }
     if let Some(health) = &h.hook.health {
-        targets::check_health(&hub.cx.out, &docker, health).map_err(failed)?;
+        targets::check_health(&hub.cx.out, &docker, health, deadline).map_err(failed)?;
     }
     Ok(())
 }

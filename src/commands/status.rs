@@ -4,9 +4,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::Context;
-use super::poll::short;
 use crate::cli::StatusArgs;
 use crate::error::{Usage, code};
+use crate::output::short;
 use crate::refs::{self, RefKind};
 use crate::{output, state};
 
@@ -48,7 +48,7 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         }
         for (refname, r) in &project.refs {
             let (stage, result, commit, at) = match &r.last {
-                Some(last) => (last.stage.clone(), last.result.clone(), last.commit.clone(), last.at),
+                Some(last) => (last.stage.to_string(), last.result.to_string(), last.commit.clone(), last.at),
                 None => ("poll".into(), if r.pending { "pending" } else { "seen" }.into(), r.head.clone(), r.since),
             };
             rows.push(RefStatus {

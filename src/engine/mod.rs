@@ -1,4 +1,296 @@
 //! The work below the commands: the Docker client, the build plan, the stages and the run
 //! they hand along. Commands parse arguments, call in here and print.
+//!
+//! A stage receives the ref's loaded history ([`RefFiles`]) and the run it works on, records
+//! its outcome there (one history save per stage transition) and hands the history back; the
+//! ref's summary line in `state.toml` is written once, by [`Job::settle`], when the command or
+//! the ref's pass through the chain ends.
 
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context as _, anyhow};
+
+use crate::config::{Config, Project, SecretRef};
+use crate::engine::docker::Docker;
+use crate::error::Usage;
+use crate::model::{Outcome, Stage};
+use crate::output::Output;
+use crate::state::{self, History, Run, StageRecord, StageRun, State};
+use crate::{git, secret};
+
+pub mod build;
+pub mod deploy;
 pub mod docker;
+pub mod plan;
+pub mod poll;
+pub mod prune;
+pub mod push;
+pub mod test;
+pub mod tick;
+
+/// The ref's history file, its runs and where new logs go, loaded once per command.
+pub struct RefFiles {
+    pub history_path: PathBuf,
+    pub logs: PathBuf,
+    pub history: History,
+    /// The newest stage recorded through [`Job::record`], not yet in the state's summary.
+    unsettled: Option<StageRecord>,
+}
+
+impl RefFiles {
+    pub fn load(state_path: &Path, project: &str, refname: &str) -> anyhow::Result<RefFiles> {
+        let history_path = state::history_path(state_path, project, refname);
+        let history = state::load_history(&history_path, refname)?;
+        Ok(RefFiles { history_path, logs: state::logs_dir(state_path, project, refname), history, unsettled: None })
+    }
+
+    /// Creates the log directory and names the log of a new run.
+    pub fn new_log(&self, number: u64) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(&self.logs)
+            .with_context(|| format!("failed to create log directory `{}`", self.logs.display()))?;
+        Ok(self.logs.join(format!("{number}.log")))
+    }
+
+    pub fn run(&self, number: u64) -> Option<&Run> {
+        self.history.runs.iter().find(|r| r.number == number)
+    }
+
+    /// The newest stage recorded since the last settle, for [`Job::settle`].
+    pub fn take_unsettled(&mut self) -> Option<StageRecord> {
+        self.unsettled.take()
+    }
+
+    pub fn run_mut(&mut self, number: u64) -> Option<&mut Run> {
+        self.history.runs.iter_mut().find(|r| r.number == number)
+    }
+}
+
+/// One project's ref being worked on: everything a stage needs besides the state.
+pub struct Job<'a> {
+    pub out: Output,
+    pub config: &'a Config,
+    pub state_path: &'a Path,
+    pub name: &'a str,
+    pub project: &'a Project,
+    pub refname: String,
+}
+
+impl Job<'_> {
+    /// pipe's own docker client for CI work.
+    pub fn docker(&self) -> Docker {
+        Docker::new(Some(state::docker_config_dir(self.state_path)))
+    }
+
+    pub fn files(&self) -> anyhow::Result<RefFiles> {
+        RefFiles::load(self.state_path, self.name, &self.refname)
+    }
+
+    /// The stage's timeout: the project's, else the pipeline's, else the default.
+    pub fn timeout(&self, stage: Stage) -> std::time::Duration {
+        self.config.timeout(Some(self.project), stage)
+    }
+
+    /// Appends a stage result to run `number` and saves the history: one save per stage
+    /// transition. The state's summary follows in [`Job::settle`].
+    pub fn record(&self, files: &mut RefFiles, number: u64, stage: StageRun) -> anyhow::Result<()> {
+        let run = files.run_mut(number).ok_or_else(|| anyhow!("run {number} vanished from the history"))?;
+        let summary = StageRecord {
+            stage: stage.stage,
+            result: stage.result,
+            commit: run.commit.clone(),
+            at: crate::clock::now(),
+        };
+        run.stages.push(stage);
+        state::save_history(&files.history_path, &mut files.history, self.config.keep_logs(self.project))?;
+        files.unsettled = Some(summary);
+        Ok(())
+    }
+
+    /// Writes the newest recorded stage into the ref's summary line and, with `done`, clears
+    /// `pending` when the state's head is still that commit; saves the state once, and only
+    /// when something changed.
+    pub fn settle(&self, st: &Mutex<State>, summary: Option<StageRecord>, done: Option<&str>) -> anyhow::Result<()> {
+        let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = false;
+        if let Some(summary) = summary {
+            let entry =
+                st.project.entry(self.name.to_string()).or_default().refs.entry(self.refname.clone()).or_insert_with(
+                    || state::RefState {
+                        head: summary.commit.clone(),
+                        since: summary.at,
+                        pending: false,
+                        last: None,
+                        closed: false,
+                    },
+                );
+            entry.last = Some(summary);
+            changed = true;
+        }
+        if let Some(head) = done
+            && let Some(r) = st.project.get_mut(self.name).and_then(|p| p.refs.get_mut(&self.refname))
+            && r.head == head
+            && r.pending
+        {
+            r.pending = false;
+            changed = true;
+        }
+        if changed { state::save(self.state_path, &st) } else { Ok(()) }
+    }
+}
+
+/// What a stage command holds: the pipeline file, the state path, the lock (unless a dry
+/// run) and the state.
+pub struct Session {
+    pub config: Config,
+    pub state_path: PathBuf,
+    /// Held until the command ends.
+    _lock: Option<state::StateLock>,
+    pub state: Mutex<State>,
+}
+
+impl Session {
+    pub fn open(
+        config: Config,
+        state_path: PathBuf,
+        project_name: &str,
+        command: &str,
+        dry_run: bool,
+    ) -> anyhow::Result<Session> {
+        project(&config, project_name)?;
+        let lock = if dry_run { None } else { Some(state::lock(&state_path, command)?) };
+        let state = Mutex::new(state::load(&state_path)?);
+        Ok(Session { config, state_path, _lock: lock, state })
+    }
+
+    pub fn job<'a>(&'a self, out: Output, name: &'a str, reference: Option<&str>) -> Job<'a> {
+        let project = &self.config.projects[name];
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let refname = resolve_ref(&self.config, name, project, &st, reference);
+        Job { out, config: &self.config, state_path: &self.state_path, name, project, refname }
+    }
+}
+
+/// Turns what a person types (`dev`, `feature/x`, `pr-12`, `pull/12`, `refs/…`) into a full ref.
+pub fn resolve_ref(config: &Config, name: &str, project: &Project, st: &State, given: Option<&str>) -> String {
+    let known = st.project.get(name);
+    let has = |r: &str| known.is_some_and(|p| p.refs.contains_key(r));
+    let Some(given) = given else {
+        return format!("refs/heads/{}", default_branch(config, name, project, st));
+    };
+    if given.starts_with("refs/") {
+        return given.to_string();
+    }
+    let number = given
+        .strip_prefix("pr-")
+        .or_else(|| given.strip_prefix("pull/"))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if let Some(n) = number
+        && !has(&format!("refs/heads/{given}"))
+    {
+        let gitlab = format!("refs/merge-requests/{n}/head");
+        return if has(&gitlab) { gitlab } else { format!("refs/pull/{n}/head") };
+    }
+    if let Some(n) = given.strip_prefix("merge-requests/") {
+        return format!("refs/merge-requests/{n}/head");
+    }
+    format!("refs/heads/{given}")
+}
+
+/// The branch tagged `latest`: the project's `default_branch`, else the first of
+/// `pipe.default_branches` the remote has (as last polled), else the first of them.
+pub fn default_branch(config: &Config, name: &str, project: &Project, st: &State) -> String {
+    if let Some(branch) = &project.default_branch {
+        return branch.clone();
+    }
+    let known = st.project.get(name);
+    let candidates = &config.settings.default_branches;
+    candidates
+        .iter()
+        .find(|b| known.is_some_and(|p| p.refs.contains_key(&format!("refs/heads/{b}"))))
+        .or_else(|| candidates.first())
+        .cloned()
+        .unwrap_or_else(|| "main".into())
+}
+
+/// Resolves the project's git credentials from its `auth` table.
+pub fn git_auth(name: &str, project: &Project) -> anyhow::Result<git::Auth> {
+    let Some(auth) = &project.auth else { return Ok(git::Auth::default()) };
+    let token = SecretRef::from_pair(&auth.token_env, &auth.token_file)
+        .map(|s| secret::resolve(&s, &format!("project.{name}.auth.token")))
+        .transpose()?
+        .map(|s| s.reveal().to_string());
+    let passphrase = auth
+        .ssh_key_passphrase_env
+        .as_ref()
+        .map(|var| secret::resolve(&SecretRef::Env(var.clone()), &format!("project.{name}.auth.ssh_key_passphrase")))
+        .transpose()?
+        .map(|s| s.reveal().to_string());
+    Ok(git::Auth { username: auth.username.clone(), token, ssh_key: auth.ssh_key.clone(), ssh_passphrase: passphrase })
+}
+
+/// After recording a stage: a stage stopped by a signal ends the command with
+/// [`crate::error::Interrupted`].
+pub fn interrupted(finished: &crate::exec::Finished) -> anyhow::Result<()> {
+    if finished.interrupted { crate::signals::check() } else { Ok(()) }
+}
+
+/// The newest run of the ref whose build passed (optionally of one commit).
+pub fn latest_built<'a>(history: &'a History, commit: Option<&str>) -> Option<&'a Run> {
+    history.runs.iter().rev().find(|r| {
+        r.stage(Stage::Build).is_some_and(|s| s.result == Outcome::Passed)
+            && commit.is_none_or(|c| r.commit.starts_with(c))
+    })
+}
+
+/// The gates between stages, in one place: an image is pushed or deployed only when its tests
+/// passed or had nothing to run; an image bound for a registry is deployed only once pushed.
+pub mod gate {
+    use crate::model::{Outcome, Stage};
+    use crate::state::Run;
+
+    /// Why the run may not go on to `next`, or `None` when it may.
+    pub fn refusal(run: &Run, next: Stage, pushes: bool) -> Option<String> {
+        let tested = run.stage(Stage::Test).map(|s| s.result);
+        if !tested.is_some_and(Outcome::clears) {
+            return Some(match tested {
+                Some(result) => format!("its tests ended `{result}`"),
+                None => "its tests have not run".into(),
+            });
+        }
+        if next == Stage::Deploy && pushes && run.stage(Stage::Push).is_none_or(|s| s.result != Outcome::Passed) {
+            return Some("it was not pushed".into());
+        }
+        None
+    }
+}
+
+/// Finds a project or fails with a usage error listing the known ones.
+pub fn project<'a>(config: &'a Config, name: &str) -> anyhow::Result<&'a Project> {
+    Ok(config.select(&[name.to_string()])?[0].1)
+}
+
+/// `--here` with a pipeline file project is a contradiction worth naming.
+pub fn here_takes_no_project(project: &Option<String>) -> anyhow::Result<()> {
+    if project.is_some() {
+        return Err(Usage("`--here` builds the checkout in the current directory; it takes no PROJECT".into()).into());
+    }
+    Ok(())
+}
+
+/// Where a project's checkout lives.
+pub fn workspace_dir(config: &Config, project: &str) -> PathBuf {
+    config.settings.workspace.join(project).join("src")
+}
+
+/// A usage error for a stage that needs an image of a ref that was never built.
+pub fn not_built(job: &Job<'_>) -> anyhow::Error {
+    let shown = crate::refs::display(&job.refname);
+    Usage(format!("no image was built for {} {shown} yet\nhint: run `pipe build {} {shown}` first", job.name, job.name))
+        .into()
+}
+
+/// Creates a directory the stage writes into.
+pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))
+}

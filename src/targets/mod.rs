@@ -12,6 +12,8 @@ use crate::engine::docker::Docker;
 use crate::exec::{self, Cmd};
 use crate::output::Output;
 
+pub mod webhook;
+
 /// The local target kinds a deploy entry or a `pipe serve` hook can run.
 #[derive(Clone, Copy)]
 pub struct Kinds<'a> {
@@ -105,10 +107,11 @@ pub fn wait_for_stack(out: &Output, docker: &Docker, stack: &str, deadline: Inst
 }
 
 /// Polls an HTTP URL until it answers 2xx, or a container until it is healthy (or running, when
-/// it has no health check), within the timeout.
-pub fn check_health(out: &Output, docker: &Docker, health: &Health) -> anyhow::Result<()> {
-    let timeout = health.timeout.map_or(Duration::from_secs(60), |t| t.0);
-    let deadline = Instant::now() + timeout;
+/// it has no health check), within the check's own timeout and the deploy's `deadline`.
+pub fn check_health(out: &Output, docker: &Docker, health: &Health, deadline: Instant) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let deadline = deadline.min(start + health.timeout.map_or(Duration::from_secs(60), |t| t.0));
+    let timeout = deadline.saturating_duration_since(start);
     let mut last = String::from("no answer");
     if let Some(url) = &health.url {
         let client = reqwest::blocking::Client::builder()

@@ -26,6 +26,11 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Locked, StateError, line_column};
+use crate::model::{Outcome, Stage};
+
+mod history;
+
+pub use history::*;
 
 /// The schema this build reads and writes.
 pub const SCHEMA: u32 = 1;
@@ -81,8 +86,8 @@ pub struct RefState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageRecord {
-    pub stage: String,
-    pub result: String,
+    pub stage: Stage,
+    pub result: Outcome,
     pub commit: String,
     pub at: Timestamp,
 }
@@ -221,80 +226,6 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The runs of one ref, newest last. Kept in its own file beside the state so that a tick,
-/// which reads only `state.toml`, never pays for history.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct History {
-    pub schema: u32,
-    #[serde(rename = "ref")]
-    pub refname: String,
-    pub next_run: u64,
-    #[serde(default, rename = "run")]
-    pub runs: Vec<Run>,
-}
-
-/// One pass of a commit through the stages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Run {
-    pub number: u64,
-    pub commit: String,
-    pub started: Timestamp,
-    /// The image repository and the tags it was built with (local names).
-    pub image: String,
-    pub tags: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_id: Option<String>,
-    pub log: PathBuf,
-    #[serde(default, rename = "stage")]
-    pub stages: Vec<StageRun>,
-    /// Registry name → pushed digest.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub digests: BTreeMap<String, String>,
-    /// The test command, environment and services resolved at build time for this commit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub test_env: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_services: Option<PathBuf>,
-}
-
-/// One stage of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StageRun {
-    pub stage: String,
-    /// `passed`, `failed`, `timed_out`, `interrupted` or `skipped`.
-    pub result: String,
-    pub started: Timestamp,
-    pub seconds: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-}
-
-impl StageRun {
-    /// A stage's record; durations are kept to 0.1 s.
-    pub fn new(
-        stage: &str,
-        result: &str,
-        started: Timestamp,
-        took: std::time::Duration,
-        exit_code: Option<i32>,
-    ) -> StageRun {
-        let seconds = (took.as_secs_f64() * 10.0).round() / 10.0;
-        StageRun { stage: stage.into(), result: result.into(), started, seconds, exit_code }
-    }
-}
-
-impl Run {
-    /// The latest outcome of `stage` in this run.
-    pub fn stage(&self, stage: &str) -> Option<&StageRun> {
-        self.stages.iter().rev().find(|s| s.stage == stage)
-    }
-}
-
 /// A file-system-safe, collision-safe name for a ref.
 fn ref_key(refname: &str) -> String {
     crate::docker::branch_tag(refname)
@@ -320,96 +251,14 @@ pub fn logs_dir(state: &Path, project: &str, refname: &str) -> PathBuf {
     state_dir(state).join("logs").join(project).join(ref_key(refname))
 }
 
-/// The last deploys of one target, newest last: what rollback goes back to.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployHistory {
-    pub schema: u32,
-    #[serde(default, rename = "deploy")]
-    pub deploys: Vec<DeployRecord>,
-}
-
-/// One deploy of an image to a target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployRecord {
-    pub commit: String,
-    /// The image repository as deployed (with the registry when pulled from one).
-    pub image: String,
-    pub tag: String,
-    #[serde(rename = "ref")]
-    pub refname: String,
-    pub at: Timestamp,
-    /// `succeeded`, `failed` or `rolled_back` (failed, and the previous image was redeployed).
-    pub result: String,
-}
-
-/// Deploy records kept per target.
-pub const KEEP_DEPLOYS: usize = 10;
-
 /// Where a deploy target's history lives: `deploys/PROJECT/TARGET.toml` beside the state.
 pub fn deploys_path(state: &Path, project: &str, target: &str) -> PathBuf {
     state_dir(state).join("deploys").join(project).join(format!("{}.toml", ref_key(target)))
 }
 
-pub fn load_deploys(path: &Path) -> anyhow::Result<DeployHistory> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            return Ok(DeployHistory { schema: SCHEMA, deploys: Vec::new() });
-        }
-        Err(err) => return Err(state_error(path, format!("cannot be read: {err}"))),
-    };
-    toml::from_str(&text).map_err(|err| {
-        let (line, column) = err.span().map(|s| line_column(&text, s.start)).unwrap_or((1, 1));
-        state_error(path, format!("corrupt at line {line}, column {column}: {}", err.message()))
-    })
-}
-
-pub fn save_deploys(path: &Path, history: &mut DeployHistory) -> anyhow::Result<()> {
-    if history.deploys.len() > KEEP_DEPLOYS {
-        history.deploys.drain(..history.deploys.len() - KEEP_DEPLOYS);
-    }
-    let text = toml::to_string(history).map_err(|e| state_error(path, format!("cannot be rendered: {e}")))?;
-    write_atomic(path, &text)
-}
-
 /// pipe's own docker client configuration (registry logins), beside the state.
 pub fn docker_config_dir(state: &Path) -> PathBuf {
     state_dir(state).join("docker")
-}
-
-/// Reads a ref's history; a missing file is an empty history.
-pub fn load_history(path: &Path, refname: &str) -> anyhow::Result<History> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            return Ok(History { schema: SCHEMA, refname: refname.to_string(), next_run: 1, runs: Vec::new() });
-        }
-        Err(err) => return Err(state_error(path, format!("cannot be read: {err}"))),
-    };
-    let history: History = toml::from_str(&text).map_err(|err| {
-        let (line, column) = err.span().map(|s| line_column(&text, s.start)).unwrap_or((1, 1));
-        state_error(path, format!("corrupt at line {line}, column {column}: {}", err.message()))
-    })?;
-    if history.schema != SCHEMA {
-        return Err(state_error(path, format!("has schema {} but this pipe reads schema {SCHEMA}", history.schema)));
-    }
-    Ok(history)
-}
-
-/// Saves a ref's history atomically, keeping the newest `keep` runs and deleting older logs.
-pub fn save_history(path: &Path, history: &mut History, keep: usize) -> anyhow::Result<()> {
-    let keep = keep.max(1);
-    if history.runs.len() > keep {
-        let old: Vec<Run> = history.runs.drain(..history.runs.len() - keep).collect();
-        for run in old {
-            // A log that is already gone is what pruning wants anyway.
-            let _ = fs::remove_file(&run.log);
-        }
-    }
-    let text = toml::to_string(history).map_err(|e| state_error(path, format!("cannot be rendered: {e}")))?;
-    write_atomic(path, &text)
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -507,8 +356,8 @@ mod tests {
                 since: Timestamp::from_second(1_790_000_000).unwrap(),
                 pending: true,
                 last: Some(StageRecord {
-                    stage: "build".into(),
-                    result: "failed".into(),
+                    stage: Stage::Build,
+                    result: Outcome::Failed,
                     commit: "b".repeat(40),
                     at: Timestamp::from_second(1_790_000_100).unwrap(),
                 }),
@@ -559,10 +408,12 @@ mod tests {
 
     fn arb_state() -> impl proptest::strategy::Strategy<Value = State> {
         use proptest::prelude::*;
-        let record = ("[a-z_]{1,10}", "[a-z_]{1,12}", "[0-9a-f]{40}", 0i64..4_000_000_000).prop_map(
-            |(stage, result, commit, at)| StageRecord {
-                stage,
-                result,
+        let stages = [Stage::Build, Stage::Test, Stage::Push, Stage::Deploy];
+        let outcomes = [Outcome::Passed, Outcome::Failed, Outcome::TimedOut, Outcome::Interrupted, Outcome::Skipped];
+        let record = (0..stages.len(), 0..outcomes.len(), "[0-9a-f]{40}", 0i64..4_000_000_000).prop_map(
+            move |(stage, result, commit, at)| StageRecord {
+                stage: stages[stage],
+                result: outcomes[result],
                 commit,
                 at: Timestamp::from_second(at).unwrap(),
             },

@@ -1,0 +1,295 @@
+//! The build stage: fetch one commit into the project's workspace, check it out clean, and
+//! `docker build` it with OCI labels; and the developer's build of the working tree (`--here`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+
+use super::docker::{self as engine, Docker};
+use super::plan::{self, Plan};
+use super::{Job, RefFiles};
+use crate::docker::{self, BuildSpec, Builder};
+use crate::error::{Interrupted, RemoteUnavailable, StageFailed, ToolUnavailable};
+use crate::exec::{self, Cmd, Finished};
+use crate::model::{Outcome, Stage};
+use crate::output::Output;
+use crate::state::{Run, StageRun};
+use crate::{git, refs};
+
+/// Builds `commit` (else the ref's remote tip) and records the run; returns the run number.
+/// A failed build is recorded, then returned as [`StageFailed`]; so is a failure before the
+/// image build (credentials, fetch, checkout, an invalid `.pipe.toml`), with its message as
+/// the run's log, so the commit is never dropped silently.
+pub fn build(job: &Job<'_>, files: &mut RefFiles, default_branch: &str, commit: Option<&str>) -> anyhow::Result<u64> {
+    let (out, name, refname) = (&job.out, job.name, job.refname.as_str());
+    let docker = job.docker();
+    let builder = docker.builder();
+    let deadline = Instant::now() + job.timeout(Stage::Build);
+    let prepared = prepare(job, default_branch, commit, deadline);
+    if let Err(err) = &prepared
+        && (err.is::<Interrupted>() || err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>())
+    {
+        return prepared.map(|_| 0);
+    }
+    let number = files.history.next_run;
+    files.history.next_run += 1;
+    let log = files.new_log(number)?;
+    let (sha, plan, tags, labels) = match prepared {
+        Ok(p) => p,
+        Err(err) => return record_early_failure(job, files, number, &log, commit, err),
+    };
+    files.history.runs.push(Run {
+        number,
+        commit: sha.clone(),
+        started: crate::clock::now(),
+        image: plan.image.clone(),
+        tags: tags.clone(),
+        image_id: None,
+        log: log.clone(),
+        stages: Vec::new(),
+        digests: Default::default(),
+        test: plan.test.clone(),
+        test_env: plan.test_env.iter().cloned().collect(),
+        test_services: plan.test_services.clone(),
+    });
+    let started = crate::clock::now();
+    let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    let (finished, image_id) = docker_build(
+        out,
+        &docker,
+        builder,
+        &BuildRefs { plan: &plan, tags: &tags, labels: &labels },
+        &log,
+        timeout,
+        false,
+    )?;
+    if engine::engine_gone(&docker, out, &finished) {
+        return Err(engine::engine_unavailable(&docker, &finished.tail));
+    }
+    if let Some(run) = files.run_mut(number) {
+        run.image_id = image_id.clone();
+    }
+    let record = StageRun::new(Stage::Build, outcome(&finished), started, finished.duration, finished.code);
+    job.record(files, number, record)?;
+    super::interrupted(&finished)?;
+    if !finished.success() {
+        return Err(StageFailed(format!(
+            "build of {name} {} ({}) failed: {}\nlog: {}\n{}",
+            refs::display(refname),
+            docker::commit_tag(&sha),
+            finished.describe(),
+            log.display(),
+            crate::output::tail_lines(&finished.tail, 15)
+        ))
+        .into());
+    }
+    out.info(format!(
+        "{name}: built {} ({}) from {} in {:.1}s",
+        tags.iter().map(|t| format!("{}:{t}", plan.image)).collect::<Vec<_>>().join(", "),
+        image_id.as_deref().unwrap_or("?"),
+        docker::commit_tag(&sha),
+        finished.duration.as_secs_f64()
+    ));
+    Ok(number)
+}
+
+/// What a build knows once its commit is checked out: the commit, the plan, tags and labels.
+type Prepared = (String, Plan, Vec<String>, Vec<(String, String)>);
+
+fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: Instant) -> anyhow::Result<Prepared> {
+    let (name, project, refname) = (job.name, job.project, job.refname.as_str());
+    let auth = super::git_auth(name, project)?;
+    let workdir = super::workspace_dir(job.config, name);
+    let shown = git::redact_url(&project.repo);
+    job.out.info(format!("{name}: fetching {} from `{shown}`", refs::display(refname)));
+    let checked_out = git::checkout(&project.repo, &auth, refname, commit, &workdir, deadline)
+        .with_context(|| format!("project `{name}`: cannot check out `{refname}`"))?;
+    let sha = checked_out.sha;
+    let plan = plan::plan(name, Some(project), &workdir)?;
+    let tags = vec![docker::ref_tag(refname, Some(default_branch)), docker::commit_tag(&sha).to_string()];
+    let labels = labels(&sha, checked_out.time, &shown, name, refname);
+    Ok((sha, plan, tags, labels))
+}
+
+/// Records a build that failed before `docker build` ran: a run of the commit that was asked
+/// for (the polled head), its error as the log, the build stage failed.
+fn record_early_failure(
+    job: &Job<'_>,
+    files: &mut RefFiles,
+    number: u64,
+    log: &Path,
+    commit: Option<&str>,
+    err: anyhow::Error,
+) -> anyhow::Result<u64> {
+    let message = format!("{err:#}");
+    std::fs::write(log, format!("{message}\n")).map_err(|e| crate::error::StateError::log(log, e))?;
+    let commit = commit.unwrap_or_default().to_string();
+    let started = crate::clock::now();
+    files.history.runs.push(Run {
+        number,
+        commit: commit.clone(),
+        started,
+        image: String::new(),
+        tags: Vec::new(),
+        image_id: None,
+        log: log.to_path_buf(),
+        stages: Vec::new(),
+        digests: Default::default(),
+        test: None,
+        test_env: Default::default(),
+        test_services: None,
+    });
+    job.record(files, number, StageRun::new(Stage::Build, Outcome::Failed, started, Duration::ZERO, None))?;
+    let shown = refs::display(&job.refname);
+    Err(StageFailed(format!("build of {} {shown} failed before the image build: {message}", job.name)).into())
+}
+
+/// How a stage's process ended, as recorded.
+pub fn outcome(finished: &Finished) -> Outcome {
+    if finished.interrupted {
+        Outcome::Interrupted
+    } else if finished.timed_out {
+        Outcome::TimedOut
+    } else if finished.success() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// The OCI labels of every image pipe builds. `created` is the commit's time, not the wall
+/// clock, so rebuilding a commit hits the build cache and yields the same image (the
+/// reproducible-builds convention); every label is stable for a given commit and ref.
+pub fn labels(
+    sha: &str,
+    created: jiff::Timestamp,
+    source: &str,
+    project: &str,
+    refname: &str,
+) -> Vec<(String, String)> {
+    vec![
+        ("org.opencontainers.image.revision".into(), sha.into()),
+        ("org.opencontainers.image.source".into(), source.into()),
+        ("org.opencontainers.image.created".into(), created.to_string()),
+        ("pipe.project".into(), project.into()),
+        ("pipe.ref".into(), refname.into()),
+    ]
+}
+
+/// What one image build names: the plan, its tags and labels.
+pub struct BuildRefs<'a> {
+    pub plan: &'a Plan,
+    pub tags: &'a [String],
+    pub labels: &'a [(String, String)],
+}
+
+impl BuildRefs<'_> {
+    /// The `docker build` command for these refs, writing the image id to `iidfile`: what runs,
+    /// and what a dry run prints.
+    pub fn command(&self, docker: &Docker, builder: Builder, iidfile: &Path) -> Cmd {
+        let refs: Vec<String> = self.tags.iter().map(|t| format!("{}:{t}", self.plan.image)).collect();
+        let spec = BuildSpec {
+            dockerfile: &self.plan.dockerfile,
+            context: &self.plan.context,
+            tags: &refs,
+            labels: self.labels,
+            build_args: &self.plan.build_args,
+            iidfile,
+        };
+        let cmd = docker.cmd().args(docker::build_args(builder, &spec));
+        if builder == Builder::Legacy { cmd.env("DOCKER_BUILDKIT", "0") } else { cmd }
+    }
+}
+
+/// Runs `docker build` with output in `log` (and, with `echo`, on stderr); returns how it ended
+/// and the image id from `--iidfile`.
+pub fn docker_build(
+    out: &Output,
+    docker: &Docker,
+    builder: Builder,
+    build: &BuildRefs<'_>,
+    log: &Path,
+    timeout: Duration,
+    echo: bool,
+) -> anyhow::Result<(Finished, Option<String>)> {
+    let iid = tempfile::Builder::new().prefix("pipe-iid-").tempfile().context("failed to create a temporary file")?;
+    let cmd = build.command(docker, builder, iid.path());
+    let spinner = out.spinner(&format!("building {}:{}", build.plan.image, build.tags[0]));
+    let finished = exec::logged(out, &cmd, log, engine::LOG_CAP, timeout, &mut |line| {
+        if echo {
+            eprintln!("{line}");
+        } else if let Some(step) = docker::build_step(line) {
+            spinner.set(step);
+            out.detail(step);
+        }
+    })?;
+    spinner.finish();
+    let image_id = std::fs::read_to_string(iid.path()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    Ok((finished, image_id))
+}
+
+/// What `--here` built.
+pub struct HereBuild {
+    pub reference: String,
+    pub plan: Plan,
+    pub branch: String,
+}
+
+/// Builds the working tree of the checkout around the current directory, uncommitted changes
+/// included, with the image name, tags, labels and build args CI would use for its branch.
+pub fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<HereBuild>> {
+    let cwd = std::env::current_dir().context("failed to read the current directory")?;
+    let repo = git2::Repository::discover(&cwd).map_err(|_| {
+        anyhow!("`{}` is not inside a git checkout; `--here` builds the checkout you stand in", cwd.display())
+    })?;
+    let workdir = repo.workdir().ok_or_else(|| anyhow!("`{}` is a bare repository", cwd.display()))?.to_path_buf();
+    let head = repo.head().context("the checkout has no commit yet")?;
+    let branch = head.shorthand().unwrap_or("HEAD").to_string();
+    let head_commit = head.peel_to_commit().context("HEAD is not a commit")?;
+    let sha = head_commit.id().to_string();
+    let created = git::commit_time(&head_commit);
+    let mut status = git2::StatusOptions::new();
+    status.include_untracked(true).include_ignored(false);
+    let dirty = repo.statuses(Some(&mut status)).map(|s| !s.is_empty()).unwrap_or(true);
+    let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "here".into());
+    let plan = plan::plan(&name, None, &workdir)?;
+    let defaults = crate::config::Settings::default().default_branches;
+    let refname = format!("refs/heads/{branch}");
+    let default = defaults.iter().find(|b| **b == branch).cloned();
+    let mut commit_tag = docker::commit_tag(&sha).to_string();
+    if dirty {
+        commit_tag.push_str("-dirty");
+    }
+    let tags = vec![docker::ref_tag(&refname, default.as_deref()), commit_tag];
+    let source = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(git::redact_url))
+        .unwrap_or_else(|| workdir.display().to_string());
+    let labels = labels(&sha, created, &source, &name, &refname);
+    let docker = Docker::new(None);
+    let reference = format!("{}:{}", plan.image, tags[1]);
+    let builder = docker.builder();
+    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels };
+    if dry_run {
+        println!("{}", build.command(&docker, builder, Path::new("<iidfile>")));
+        return Ok(None);
+    }
+    let log = std::env::temp_dir().join(format!("pipe-here-{}.log", docker::branch_tag(&name)));
+    let _ = std::fs::remove_file(&log);
+    out.info(format!(
+        "building {} from `{}`{}",
+        reference,
+        workdir.display(),
+        if dirty { " (uncommitted changes included)" } else { "" }
+    ));
+    let (finished, _) = docker_build(out, &docker, builder, &build, &log, Duration::from_secs(3600), !out.quiet)?;
+    if engine::engine_gone(&docker, out, &finished) {
+        return Err(engine::engine_unavailable(&docker, &finished.tail));
+    }
+    if !finished.success() {
+        return Err(StageFailed(format!("build failed: {}\nlog: {}", finished.describe(), log.display())).into());
+    }
+    Ok(Some(HereBuild { reference, plan, branch }))
+}

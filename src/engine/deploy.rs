@@ -1,0 +1,364 @@
+//! The deploy stage: run the deploy targets configured for a branch (compose, swarm, command,
+//! webhook), check health, roll back automatically when the check fails, and keep a short
+//! history per target so `--commit` can roll back by hand.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+
+use super::docker::{self as engine, Docker};
+use super::{Job, RefFiles};
+use crate::config::Deploy;
+use crate::docker;
+use crate::error::{Interrupted, StageFailed, ToolUnavailable, Usage};
+use crate::exec::{self, Cmd};
+use crate::model::{DeployResult, Outcome, Stage};
+use crate::refs;
+use crate::state::{self, DeployRecord, Run, StageRun};
+use crate::targets::{self, Kinds, webhook};
+
+/// What gets deployed: an image of one commit.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub commit: String,
+    /// Local image repository (as built).
+    pub image: String,
+    pub tags: Vec<String>,
+    pub digest: Option<String>,
+    pub run: Option<u64>,
+}
+
+/// The deploy entries of the job's branch that have a target, optionally only the named one.
+pub fn targets<'a>(job: &'a Job<'_>, only: Option<&str>) -> Vec<&'a Deploy> {
+    let Some(branch) = job.refname.strip_prefix("refs/heads/") else { return Vec::new() };
+    job.project
+        .deploy
+        .iter()
+        .map(|d| d.get_ref())
+        .filter(|d| d.matcher.is_match(branch))
+        .filter(|d| d.compose.is_some() || d.swarm.is_some() || d.command.is_some() || d.webhook.is_some())
+        .filter(|d| only.is_none_or(|name| d.display_name() == name))
+        .collect()
+}
+
+/// Deploys the ref's latest tested (and pushed) image, or `commit`'s image (rollback), to every
+/// matching target. A failed deploy is recorded and returned as [`StageFailed`].
+pub fn deploy(
+    job: &Job<'_>,
+    files: &mut RefFiles,
+    only: Option<&str>,
+    commit: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let targets = targets(job, only);
+    if targets.is_empty() {
+        if let Some(name) = only {
+            let shown = refs::display(&job.refname);
+            return Err(Usage(format!("no deploy target `{name}` for {} {shown}", job.name)).into());
+        }
+        job.out.info(format!("{}: no deploy target for {}; nothing to deploy", job.name, refs::display(&job.refname)));
+        return Ok(());
+    }
+    let release = release(job, &files.history, &targets, commit)?;
+    let docker = job.docker();
+    let log = match release.run.and_then(|n| files.run(n)) {
+        Some(run) => run.log.clone(),
+        None => {
+            super::ensure_dir(&files.logs)?;
+            files.logs.join("deploy.log")
+        }
+    };
+    let started = crate::clock::now();
+    let clock = Instant::now();
+    let mut failures = Vec::new();
+    for target in &targets {
+        let rollout = Rollout::new(job, &docker, target, &release, log.clone());
+        if dry_run {
+            rollout.print_plan()?;
+            continue;
+        }
+        if let Err(err) = rollout.run() {
+            if err.is::<ToolUnavailable>() || err.is::<Interrupted>() {
+                return Err(err);
+            }
+            failures.push(format!("{err:#}"));
+        }
+    }
+    if dry_run {
+        return Ok(());
+    }
+    if let Some(number) = release.run {
+        let result = if failures.is_empty() { Outcome::Passed } else { Outcome::Failed };
+        job.record(files, number, StageRun::new(Stage::Deploy, result, started, clock.elapsed(), None))?;
+    }
+    if !failures.is_empty() {
+        return Err(StageFailed(failures.join("\n")).into());
+    }
+    Ok(())
+}
+
+/// Picks the image to deploy. Without `commit`: the ref's latest built run, which must have
+/// passed the gates (tests, and the push for targets that push). With `commit`: that commit's
+/// run in the ref's history, else any deploy record of these targets (rollback).
+fn release(
+    job: &Job<'_>,
+    history: &state::History,
+    targets: &[&Deploy],
+    commit: Option<&str>,
+) -> anyhow::Result<Release> {
+    let from_run = |run: &Run| Release {
+        commit: run.commit.clone(),
+        image: run.image.clone(),
+        tags: run.tags.clone(),
+        digest: run.digests.values().next().cloned(),
+        run: Some(run.number),
+    };
+    if let Some(sha) = commit {
+        if let Some(run) = super::latest_built(history, Some(sha)) {
+            return Ok(from_run(run));
+        }
+        for target in targets {
+            let deploys = state::load_deploys(&state::deploys_path(job.state_path, job.name, target.display_name()))?;
+            if let Some(d) = deploys.deploys.iter().rev().find(|d| d.commit.starts_with(sha)) {
+                let image = local_image(job, target, &d.image);
+                return Ok(Release {
+                    commit: d.commit.clone(),
+                    image,
+                    tags: vec![d.tag.clone()],
+                    digest: None,
+                    run: None,
+                });
+            }
+        }
+        bail!(
+            "no image of commit `{sha}` is known for {} {}: it was never built or deployed here",
+            job.name,
+            refs::display(&job.refname)
+        );
+    }
+    let Some(run) = super::latest_built(history, None) else {
+        bail!(
+            "no image was built for {} {} yet\nhint: run `pipe build` and `pipe test` first",
+            job.name,
+            refs::display(&job.refname)
+        );
+    };
+    let pushes = targets.iter().any(|t| !t.push.is_empty());
+    if let Some(why) = super::gate::refusal(run, Stage::Deploy, pushes) {
+        let image = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
+        return Err(StageFailed(format!("refusing to deploy {image}: {why}")).into());
+    }
+    Ok(from_run(run))
+}
+
+/// The repository part of a deployed image name without the registry prefix.
+fn local_image(job: &Job<'_>, target: &Deploy, deployed: &str) -> String {
+    for reg in &target.push {
+        if let Some(registry) = job.config.registries.get(reg.get_ref())
+            && let Some(rest) = deployed.strip_prefix(&format!("{}/", registry.url))
+        {
+            return rest.to_string();
+        }
+    }
+    deployed.to_string()
+}
+
+/// One release going to one target: the commands it runs, the health check that judges it, the
+/// rollback when that fails, and the target's deploy history.
+struct Rollout<'a> {
+    job: &'a Job<'a>,
+    docker: &'a Docker,
+    target: &'a Deploy,
+    release: &'a Release,
+    /// The image repository the target runs: the first registry it pushes to, else local.
+    image: String,
+    tag: String,
+    log: PathBuf,
+    timeout: Duration,
+}
+
+impl<'a> Rollout<'a> {
+    fn new(
+        job: &'a Job<'a>,
+        docker: &'a Docker,
+        target: &'a Deploy,
+        release: &'a Release,
+        log: PathBuf,
+    ) -> Rollout<'a> {
+        let image = target
+            .push
+            .first()
+            .and_then(|reg| job.config.registries.get(reg.get_ref()))
+            .map_or_else(|| release.image.clone(), |r| format!("{}/{}", r.url, release.image));
+        let tag = docker::commit_tag(&release.commit).to_string();
+        let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
+        Rollout { job, docker, target, release, image, tag, log, timeout }
+    }
+
+    fn name(&self) -> &str {
+        self.target.display_name()
+    }
+
+    /// The process commands of this release on this target (none for a webhook), in order.
+    fn commands(&self, image: &str, tag: &str, release: &Release) -> anyhow::Result<Vec<Cmd>> {
+        let t = self.target;
+        let kinds = Kinds { compose: t.compose.as_ref(), swarm: t.swarm.as_ref(), command: t.command.as_ref() };
+        let env = deploy_env(self.job, image, tag, release);
+        targets::target_commands(&self.job.out, self.docker, kinds, self.job.name, !t.push.is_empty(), env)
+    }
+
+    fn print_plan(&self) -> anyhow::Result<()> {
+        for cmd in self.commands(&self.image, &self.tag, self.release)? {
+            println!("{cmd}");
+        }
+        if let Some(hook) = &self.target.webhook {
+            println!(
+                "POST {} (body: project, ref, commit, image, digest; {})",
+                webhook::shown_url(hook, self.job.name),
+                webhook::auth_note(hook)
+            );
+        }
+        Ok(())
+    }
+
+    /// Deploys, checks health, rolls back on failure, and records the target's history.
+    fn run(&self) -> anyhow::Result<()> {
+        let (out, project, name) = (&self.job.out, self.job.name, self.name());
+        let (image, tag) = (&self.image, &self.tag);
+        let path = state::deploys_path(self.job.state_path, project, name);
+        let mut history = state::load_deploys(&path)?;
+        out.info(format!("{project}: deploying {image}:{tag} to `{name}`"));
+        let spinner = out.spinner(&format!("deploying {image}:{tag} to {name}"));
+        let deadline = Instant::now() + self.timeout;
+        let applied = self.apply(image, tag, self.release, deadline);
+        // A webhook that was refused changed nothing on the far side: nothing to roll back.
+        let may_roll_back = applied.is_ok() || self.target.webhook.is_none();
+        let result = applied.and_then(|()| {
+            spinner.set(&format!("checking health of {name}"));
+            self.check(deadline)
+        });
+        spinner.finish();
+        let mut record = DeployRecord {
+            commit: self.release.commit.clone(),
+            image: image.clone(),
+            tag: tag.clone(),
+            refname: self.job.refname.clone(),
+            at: crate::clock::now(),
+            result: DeployResult::Succeeded,
+        };
+        let Err(err) = result else {
+            history.deploys.push(record);
+            state::save_deploys(&path, &mut history)?;
+            out.info(format!("{project}: deployed {image}:{tag} to `{name}`"));
+            return Ok(());
+        };
+        if err.is::<Interrupted>() || err.is::<ToolUnavailable>() {
+            return Err(err);
+        }
+        record.result = DeployResult::Failed;
+        let previous = history
+            .deploys
+            .iter()
+            .rev()
+            .find(|d| d.result == DeployResult::Succeeded && d.commit != self.release.commit)
+            .filter(|_| may_roll_back)
+            .cloned();
+        let Some(previous) = previous else {
+            history.deploys.push(record);
+            state::save_deploys(&path, &mut history)?;
+            let why = if may_roll_back { ", and there is no earlier deploy to roll back to" } else { "" };
+            return Err(err.context(format!("deploy of {image}:{tag} to `{name}` failed{why}")));
+        };
+        let (back_image, back_tag) = (&previous.image, &previous.tag);
+        out.error(format!(
+            "{project}: deploy of {image}:{tag} to `{name}` failed: {err:#}; rolling back to {back_image}:{back_tag}"
+        ));
+        let back = Release {
+            commit: previous.commit.clone(),
+            image: local_image(self.job, self.target, back_image),
+            tags: vec![back_tag.clone()],
+            digest: None,
+            run: None,
+        };
+        let deadline = Instant::now() + self.timeout;
+        let rolled = self.apply(back_image, back_tag, &back, deadline).and_then(|()| self.check(deadline));
+        if rolled.as_ref().is_err_and(|e| e.is::<Interrupted>() || e.is::<ToolUnavailable>()) {
+            history.deploys.push(record);
+            state::save_deploys(&path, &mut history)?;
+            return rolled;
+        }
+        record.result = if rolled.is_ok() { DeployResult::RolledBack } else { DeployResult::Failed };
+        history.deploys.push(record);
+        if rolled.is_ok() {
+            history.deploys.push(DeployRecord {
+                at: crate::clock::now(),
+                result: DeployResult::Succeeded,
+                ..previous.clone()
+            });
+        }
+        state::save_deploys(&path, &mut history)?;
+        match rolled {
+            Ok(()) => Err(err.context(format!(
+                "deploy of {image}:{tag} to `{name}` failed; rolled back to {back_image}:{back_tag}, which is running again"
+            ))),
+            Err(back_err) => Err(err.context(format!(
+                "deploy of {image}:{tag} to `{name}` failed, and rolling back to {back_image}:{back_tag} failed too: {back_err:#}"
+            ))),
+        }
+    }
+
+    /// Runs the target's commands (and waits for a swarm stack, or posts the webhook) within
+    /// `deadline`.
+    fn apply(&self, image: &str, tag: &str, release: &Release, deadline: Instant) -> anyhow::Result<()> {
+        let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let out = &self.job.out;
+        for cmd in self.commands(image, tag, release)? {
+            let finished = exec::logged(out, &cmd, &self.log, engine::LOG_CAP, left(), &mut |_| {})?;
+            super::interrupted(&finished)?;
+            if !finished.success() {
+                if engine::engine_gone(self.docker, out, &finished) {
+                    return Err(engine::engine_unavailable(self.docker, &finished.tail));
+                }
+                let tail = crate::output::tail_lines(&finished.tail, 10);
+                return Err(anyhow!("`{cmd}` failed: {}\n{tail}", finished.describe()));
+            }
+        }
+        if let Some(swarm) = &self.target.swarm {
+            targets::wait_for_stack(out, self.docker, &swarm.stack, deadline)?;
+        }
+        if let Some(hook) = &self.target.webhook {
+            let delivery = webhook::Delivery {
+                project: self.job.name,
+                refname: &self.job.refname,
+                commit: &release.commit,
+                image,
+                tag,
+                digest: release.digest.as_deref(),
+            };
+            webhook::post(hook, &delivery, left())?;
+        }
+        Ok(())
+    }
+
+    /// The target's health check, bounded by the deploy's own deadline too.
+    fn check(&self, deadline: Instant) -> anyhow::Result<()> {
+        match &self.target.health {
+            Some(health) => targets::check_health(&self.job.out, self.docker, health, deadline),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The environment every deploy exports, for compose files and commands to interpolate.
+fn deploy_env(job: &Job<'_>, image: &str, tag: &str, release: &Release) -> Vec<(String, String)> {
+    let branch = job.refname.strip_prefix("refs/heads/").unwrap_or(&job.refname);
+    vec![
+        ("PIPE_IMAGE".into(), image.into()),
+        ("PIPE_TAG".into(), tag.into()),
+        ("PIPE_COMMIT".into(), release.commit.clone()),
+        ("PIPE_BRANCH".into(), branch.into()),
+        ("PIPE_PROJECT".into(), job.name.into()),
+        ("PIPE_REF_TAG".into(), release.tags.first().cloned().unwrap_or_default()),
+    ]
+}

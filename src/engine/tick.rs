@@ -1,0 +1,261 @@
+//! The tick: which refs have work, and each ref's pass through build → test → push → deploy,
+//! each stage gated by the one before; projects in parallel, refs of one project in turn.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{Job, deploy, push};
+use crate::config::{Config, Project};
+use crate::error::{Interrupted, RemoteUnavailable, StageFailed, StateError, ToolUnavailable};
+use crate::model::{Outcome, Stage, Verdict};
+use crate::notify::{EventKind, Notice};
+use crate::output::Output;
+use crate::refs;
+use crate::state::{self, State};
+
+/// One ref's pass through the stages.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefResult {
+    pub project: String,
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub commit: String,
+    /// The last stage that ran.
+    pub stage: Stage,
+    pub result: Verdict,
+    pub seconds: f64,
+    pub deployed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The ref's history could not be read or written: the run exits 5, the ref stays pending.
+    #[serde(skip)]
+    pub state_error: bool,
+}
+
+/// A ref waiting for the stages.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub project: String,
+    pub refname: String,
+    pub head: String,
+    since: jiff::Timestamp,
+    /// The ref's last recorded outcome before this run.
+    previous: Option<Outcome>,
+}
+
+/// Refs whose head is pending (new or moved), whose last stage was interrupted, or, with
+/// `--retry`, whose last run failed; oldest first, at most `pipe.max_builds` of them, taken
+/// round-robin across projects. Returns the work and how many refs were deferred.
+pub fn work_list(config: &Config, projects: &[(&str, &Project)], st: &State, retry: bool) -> (Vec<Work>, usize) {
+    let mut per_project: Vec<Vec<Work>> = Vec::new();
+    for (name, _) in projects {
+        let Some(project) = st.project.get(*name) else { continue };
+        let mut refs: Vec<Work> = project
+            .refs
+            .iter()
+            .filter(|(_, r)| {
+                let last = r.last.as_ref().map(|l| l.result);
+                r.pending || last == Some(Outcome::Interrupted) || (retry && last.is_some_and(Outcome::is_failure))
+            })
+            .map(|(refname, r)| Work {
+                project: name.to_string(),
+                refname: refname.clone(),
+                head: r.head.clone(),
+                since: r.since,
+                previous: r.last.as_ref().map(|l| l.result),
+            })
+            .collect();
+        refs.sort_by_key(|w| w.since);
+        per_project.push(refs);
+    }
+    let total: usize = per_project.iter().map(Vec::len).sum();
+    let mut work = Vec::new();
+    let mut round = 0;
+    while work.len() < config.settings.max_builds && work.len() < total {
+        for refs in &per_project {
+            if let Some(w) = refs.get(round)
+                && work.len() < config.settings.max_builds
+            {
+                work.push(w.clone());
+            }
+        }
+        round += 1;
+    }
+    let deferred = total - work.len();
+    (work, deferred)
+}
+
+/// What a tick's workers produced: each ref's result with its work item, and the interruption
+/// that stopped the run, if any.
+pub struct Ran {
+    pub results: Vec<(RefResult, Work)>,
+    pub interrupted: Option<anyhow::Error>,
+}
+
+/// Runs the work: `pipe.parallel` projects at a time, each project's refs in turn. An
+/// unreachable engine or registry stops that project's remaining refs for this tick.
+pub fn run_all(
+    out: Output,
+    config: &Config,
+    state_path: &Path,
+    projects: &[(&str, &Project)],
+    work: &[Work],
+    st: &Mutex<State>,
+) -> Ran {
+    let results = Mutex::new(Vec::new());
+    let interrupted = Mutex::new(None);
+    let by_project: Vec<(&str, &Project, Vec<&Work>)> = projects
+        .iter()
+        .map(|(name, project)| (*name, *project, work.iter().filter(|w| w.project == *name).collect::<Vec<_>>()))
+        .filter(|(_, _, w)| !w.is_empty())
+        .collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..config.settings.parallel.clamp(1, by_project.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((name, project, refs)) = by_project.get(i) else { break };
+                    for w in refs {
+                        if crate::signals::received().is_some() {
+                            return;
+                        }
+                        let job = Job { out, config, state_path, name, project, refname: w.refname.clone() };
+                        match pipeline(&job, st, w) {
+                            Ok(result) => {
+                                let stop_project = result.result == Verdict::Unavailable;
+                                results.lock().unwrap_or_else(|e| e.into_inner()).push((result, (*w).clone()));
+                                if stop_project {
+                                    break;
+                                }
+                            }
+                            Err(err) => {
+                                *interrupted.lock().unwrap_or_else(|e| e.into_inner()) = Some(err);
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by(|a, b| (&a.0.project, &a.0.refname).cmp(&(&b.0.project, &b.0.refname)));
+    Ran { results, interrupted: interrupted.into_inner().unwrap_or_else(|e| e.into_inner()) }
+}
+
+/// Runs the stages for one ref, handing its history from stage to stage, and settles the
+/// ref's summary once at the end. `Err` only for an interruption (the whole run stops); every
+/// other outcome is a result.
+fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<RefResult> {
+    let started = Instant::now();
+    let mut result = RefResult {
+        project: job.name.to_string(),
+        refname: job.refname.clone(),
+        commit: work.head.clone(),
+        stage: Stage::Build,
+        result: Verdict::Passed,
+        seconds: 0.0,
+        deployed: false,
+        message: None,
+        state_error: false,
+    };
+    let mut files = None;
+    let outcome = (|| -> anyhow::Result<()> {
+        let files = files.insert(job.files()?);
+        let default_branch = {
+            let st = st.lock().unwrap_or_else(|e| e.into_inner());
+            super::default_branch(job.config, job.name, job.project, &st)
+        };
+        let number = super::build::build(job, files, &default_branch, Some(&work.head))?;
+        result.stage = Stage::Test;
+        super::test::test(job, files, Some(number))?;
+        if !push::registries_for(job.config, job.project, &job.refname).is_empty() {
+            result.stage = Stage::Push;
+            push::push(job, files, false, false)?;
+        }
+        if !deploy::targets(job, None).is_empty() {
+            result.stage = Stage::Deploy;
+            deploy::deploy(job, files, None, None, false)?;
+            result.deployed = true;
+        }
+        Ok(())
+    })();
+    result.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    let recorded = files.as_ref().and_then(|f| f.unsettled.as_ref()).map(|s| s.result);
+    if let Err(err) = &outcome {
+        result.message = Some(format!("{err:#}"));
+        result.state_error = err.is::<StateError>();
+        result.result = if err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>() {
+            Verdict::Unavailable
+        } else if err.is::<StageFailed>() {
+            Verdict::of_failure(recorded)
+        } else {
+            Verdict::Failed
+        };
+    }
+    // An interruption settles what was recorded and stops the run; an unreachable engine or
+    // registry leaves the ref pending, so the next tick retries it.
+    let done = match &outcome {
+        Err(err) if err.is::<Interrupted>() => None,
+        _ if result.result == Verdict::Unavailable || result.state_error => None,
+        _ => Some(work.head.as_str()),
+    };
+    job.settle(st, files.as_mut().and_then(super::RefFiles::take_unsettled), done)?;
+    if let Err(err) = outcome {
+        if err.is::<Interrupted>() {
+            return Err(err);
+        }
+        job.out.error(format!(
+            "{} {}: {}",
+            job.name,
+            refs::display(&job.refname),
+            result.message.as_deref().unwrap_or("")
+        ));
+    }
+    Ok(result)
+}
+
+/// Failure (once per failing commit), recovery (first success after a failure), success, deploy.
+pub fn notices_for(result: &RefResult, work: &Work, state_path: &Path) -> Vec<Notice> {
+    let base = |event| Notice {
+        event,
+        project: result.project.clone(),
+        refname: result.refname.clone(),
+        commit: result.commit.clone(),
+        stage: result.stage.to_string(),
+        result: result.result.to_string(),
+        seconds: result.seconds,
+        log_tail: String::new(),
+    };
+    let mut out = Vec::new();
+    if result.result.is_failure() {
+        let mut n = base(EventKind::Failure);
+        n.log_tail = log_tail(state_path, result);
+        out.push(n);
+    } else if result.result == Verdict::Passed {
+        if work.previous.is_some_and(Outcome::is_failure) {
+            out.push(base(EventKind::Recovery));
+        }
+        out.push(base(EventKind::Success));
+        if result.deployed {
+            out.push(base(EventKind::Deploy));
+        }
+    }
+    out
+}
+
+fn log_tail(state_path: &Path, result: &RefResult) -> String {
+    let history =
+        state::load_history(&state::history_path(state_path, &result.project, &result.refname), &result.refname);
+    let text = history
+        .ok()
+        .and_then(|h| h.runs.last().cloned())
+        .and_then(|run| std::fs::read_to_string(run.log).ok())
+        .unwrap_or_default();
+    crate::output::tail_lines(&text, 10)
+}

@@ -1,0 +1,181 @@
+//! Per-ref run histories and per-target deploy histories: the files beside `state.toml` that
+//! only the stage working on a ref (or `pipe logs`, `pipe prune`) reads.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{SCHEMA, state_error, write_atomic};
+use crate::error::line_column;
+use crate::model::{DeployResult, Outcome, Stage};
+
+/// The runs of one ref, newest last. Kept in its own file beside the state so that a tick,
+/// which reads only `state.toml`, never pays for history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    pub schema: u32,
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub next_run: u64,
+    #[serde(default, rename = "run")]
+    pub runs: Vec<Run>,
+}
+
+/// One pass of a commit through the stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    pub number: u64,
+    pub commit: String,
+    pub started: Timestamp,
+    /// The image repository and the tags it was built with (local names).
+    pub image: String,
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    pub log: PathBuf,
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<StageRun>,
+    /// Registry name → pushed digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
+    /// The test command, environment and services resolved at build time for this commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub test_env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_services: Option<PathBuf>,
+}
+
+/// One stage of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRun {
+    pub stage: Stage,
+    pub result: Outcome,
+    pub started: Timestamp,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+impl StageRun {
+    /// A stage's record; durations are kept to 0.1 s.
+    pub fn new(
+        stage: Stage,
+        result: Outcome,
+        started: Timestamp,
+        took: std::time::Duration,
+        exit_code: Option<i32>,
+    ) -> StageRun {
+        let seconds = (took.as_secs_f64() * 10.0).round() / 10.0;
+        StageRun { stage, result, started, seconds, exit_code }
+    }
+}
+
+impl Run {
+    /// The latest outcome of `stage` in this run.
+    pub fn stage(&self, stage: Stage) -> Option<&StageRun> {
+        self.stages.iter().rev().find(|s| s.stage == stage)
+    }
+}
+
+/// The last deploys of one target, newest last: what rollback goes back to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployHistory {
+    pub schema: u32,
+    #[serde(default, rename = "deploy")]
+    pub deploys: Vec<DeployRecord>,
+}
+
+/// One deploy of an image to a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRecord {
+    pub commit: String,
+    /// The image repository as deployed (with the registry when pulled from one).
+    pub image: String,
+    pub tag: String,
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub at: Timestamp,
+    pub result: DeployResult,
+}
+
+/// Deploy records kept per target.
+pub const KEEP_DEPLOYS: usize = 10;
+
+/// Reads a target's deploy history; a missing file is an empty history.
+pub fn load_deploys(path: &Path) -> anyhow::Result<DeployHistory> {
+    Ok(read_versioned(path)?.unwrap_or(DeployHistory { schema: SCHEMA, deploys: Vec::new() }))
+}
+
+pub fn save_deploys(path: &Path, history: &mut DeployHistory) -> anyhow::Result<()> {
+    if history.deploys.len() > KEEP_DEPLOYS {
+        history.deploys.drain(..history.deploys.len() - KEEP_DEPLOYS);
+    }
+    let text = toml::to_string(history).map_err(|e| state_error(path, format!("cannot be rendered: {e}")))?;
+    write_atomic(path, &text)
+}
+
+/// Reads a ref's history; a missing file is an empty history.
+pub fn load_history(path: &Path, refname: &str) -> anyhow::Result<History> {
+    let empty = || History { schema: SCHEMA, refname: refname.to_string(), next_run: 1, runs: Vec::new() };
+    Ok(read_versioned(path)?.unwrap_or_else(empty))
+}
+
+/// A file with a `schema` field: `None` when missing; corrupt or of another schema, a
+/// `StateError` naming the file and line.
+fn read_versioned<T: DeserializeOwned + Versioned>(path: &Path) -> anyhow::Result<Option<T>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(state_error(path, format!("cannot be read: {err}"))),
+    };
+    let value: T = toml::from_str(&text).map_err(|err| {
+        let (line, column) = err.span().map(|s| line_column(&text, s.start)).unwrap_or((1, 1));
+        state_error(path, format!("corrupt at line {line}, column {column}: {}", err.message()))
+    })?;
+    if value.schema() != SCHEMA {
+        return Err(state_error(path, format!("has schema {} but this pipe reads schema {SCHEMA}", value.schema())));
+    }
+    Ok(Some(value))
+}
+
+trait Versioned {
+    fn schema(&self) -> u32;
+}
+
+impl Versioned for History {
+    fn schema(&self) -> u32 {
+        self.schema
+    }
+}
+
+impl Versioned for DeployHistory {
+    fn schema(&self) -> u32 {
+        self.schema
+    }
+}
+
+/// Saves a ref's history atomically, keeping the newest `keep` runs and deleting older logs.
+pub fn save_history(path: &Path, history: &mut History, keep: usize) -> anyhow::Result<()> {
+    let keep = keep.max(1);
+    if history.runs.len() > keep {
+        let old: Vec<Run> = history.runs.drain(..history.runs.len() - keep).collect();
+        for run in old {
+            // A log that is already gone is what pruning wants anyway.
+            let _ = fs::remove_file(&run.log);
+        }
+    }
+    let text = toml::to_string(history).map_err(|e| state_error(path, format!("cannot be rendered: {e}")))?;
+    write_atomic(path, &text)
+}

@@ -1,0 +1,166 @@
+//! Webhook targets: POST a release to a remote `pipe serve` hook (HMAC-signed, bearer token) or
+//! to a docker-puller, and follow the receiver's run until it ends.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::config::{SecretRef, WebhookTarget};
+use crate::secret;
+
+/// What a webhook delivers: the release of one project's ref.
+pub struct Delivery<'a> {
+    pub project: &'a str,
+    pub refname: &'a str,
+    pub commit: &'a str,
+    pub image: &'a str,
+    pub tag: &'a str,
+    pub digest: Option<&'a str>,
+}
+
+/// The webhook URL as shown to people: docker-puller's token is never displayed.
+pub fn shown_url(hook: &WebhookTarget, project: &str) -> String {
+    if hook.docker_puller {
+        format!("{}?token=***&hook={}", hook.url, hook.hook.as_deref().unwrap_or(project))
+    } else {
+        crate::git::redact_url(&hook.url)
+    }
+}
+
+/// How the webhook authenticates, for a dry run: never the credential itself.
+pub fn auth_note(hook: &WebhookTarget) -> &'static str {
+    match (
+        hook.secret_env.is_some() || hook.secret_file.is_some(),
+        hook.token_env.is_some() || hook.token_file.is_some(),
+    ) {
+        (true, true) => "signed X-Hub-Signature-256 and a bearer token, both redacted",
+        (true, false) => "signed X-Hub-Signature-256, secret redacted",
+        (false, true) => "bearer token, redacted",
+        (false, false) => "unauthenticated",
+    }
+}
+
+/// POSTs the release to a `pipe serve` hook (HMAC-signed) or a docker-puller; retries connect
+/// errors and 5xx with backoff (1 s, 2 s), fails on any other non-2xx.
+pub fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Duration) -> anyhow::Result<()> {
+    let project = delivery.project;
+    // `delivery` and `sent_at` are covered by the signature: a receiver refuses a replay.
+    let body = serde_json::json!({
+        "project": project,
+        "ref": delivery.refname,
+        "commit": delivery.commit,
+        "image": delivery.image,
+        "tag": delivery.tag,
+        "digest": delivery.digest,
+        "delivery": secret::random_id(),
+        "sent_at": crate::clock::now().as_second(),
+    })
+    .to_string();
+    let secret = SecretRef::from_pair(&hook.secret_env, &hook.secret_file)
+        .map(|s| secret::resolve(&s, &format!("project.{project}.deploy.webhook.secret")))
+        .transpose()?;
+    let token = SecretRef::from_pair(&hook.token_env, &hook.token_file)
+        .map(|s| secret::resolve(&s, &format!("project.{project}.deploy.webhook.token")))
+        .transpose()?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(timeout.min(Duration::from_secs(60)))
+        .build()
+        .context("failed to set up an HTTP client")?;
+    let shown = shown_url(hook, project);
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_secs(1 << (attempt - 1)));
+        }
+        crate::signals::check()?;
+        let mut request = if hook.docker_puller {
+            let hook_name = hook.hook.clone().unwrap_or_else(|| project.to_string());
+            let token = token.as_ref().map(|t| t.reveal().to_string()).unwrap_or_default();
+            client.post(&hook.url).query(&[("token", token.as_str()), ("hook", hook_name.as_str())])
+        } else {
+            client.post(&hook.url)
+        };
+        request = request
+            .header("Content-Type", "application/json")
+            .header("User-Agent", concat!("pipe/", env!("CARGO_PKG_VERSION")));
+        if let Some(secret) = &secret {
+            request =
+                request.header("X-Hub-Signature-256", crate::secret::sign(secret.reveal().as_bytes(), body.as_bytes()));
+        }
+        if let (Some(token), false) = (&token, hook.docker_puller) {
+            request = request.bearer_auth(token.reveal());
+        }
+        match request.body(body.clone()).send() {
+            Ok(resp) if resp.status().is_success() => {
+                let answer: serde_json::Value = resp.json_value();
+                return match answer["status_url"].as_str().filter(|_| !hook.docker_puller) {
+                    Some(status_url) => follow_run(hook, &client, status_url, secret.as_ref(), token.as_ref(), timeout),
+                    None => Ok(()),
+                };
+            }
+            Ok(resp) if resp.status().is_server_error() => last = format!("HTTP {}", resp.status().as_u16()),
+            Ok(resp) => bail!("webhook `{shown}` answered HTTP {}", resp.status().as_u16()),
+            Err(e) if e.is_connect() || e.is_timeout() => last = secret::http_cause(&e),
+            Err(e) => return Err(anyhow!("webhook `{shown}` failed: {}", secret::http_cause(&e))),
+        }
+    }
+    Err(anyhow!("webhook `{shown}` failed after 3 attempts: {last}"))
+}
+
+/// Reads a response body as JSON, or `null`.
+trait JsonValue {
+    fn json_value(self) -> serde_json::Value;
+}
+
+impl JsonValue for reqwest::blocking::Response {
+    fn json_value(self) -> serde_json::Value {
+        self.bytes().ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A `pipe serve` hook answers `202` with a `status_url`: follow it until the run ends, so the
+/// deploy is reported as it really went on the far side.
+fn follow_run(
+    hook: &WebhookTarget,
+    client: &reqwest::blocking::Client,
+    status_url: &str,
+    secret: Option<&secret::Secret>,
+    token: Option<&secret::Secret>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let base = reqwest::Url::parse(&hook.url).context("invalid webhook URL")?;
+    let url = base.join(status_url).context("invalid status URL from the receiver")?;
+    // The token and signature go only where the webhook itself goes.
+    if url.origin() != base.origin() {
+        bail!("the receiver named a status URL on another origin; not following it");
+    }
+    let deadline = Instant::now() + timeout;
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        crate::signals::check()?;
+        let mut request = client.get(url.clone());
+        if let Some(secret) = secret {
+            request = request
+                .header("X-Hub-Signature-256", crate::secret::sign(secret.reveal().as_bytes(), url.path().as_bytes()));
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token.reveal());
+        }
+        if let Ok(resp) = request.send()
+            && resp.status().is_success()
+        {
+            last = resp.json_value();
+            match last["status"].as_str().unwrap_or("") {
+                "succeeded" => return Ok(()),
+                "queued" | "running" | "" => {}
+                other => {
+                    let detail = last["error"].as_str().unwrap_or("");
+                    let tail = last["log_tail"].as_str().unwrap_or("");
+                    bail!("the receiver's run ended `{other}`: {detail}\n{tail}");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bail!("the receiver's run did not finish in time (last status: {})", last["status"].as_str().unwrap_or("unknown"));
+}
