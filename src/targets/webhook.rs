@@ -78,7 +78,10 @@ pub fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Duration) ->
             let token = token.as_ref().map(|t| t.reveal().to_string()).unwrap_or_default();
             client.post(&hook.url).query(&[("token", token.as_str()), ("hook", hook_name.as_str())])
         } else {
-            client.post(&hook.url)
+            // The receiver holds the answer until the run ends (or `wait` passes), so a quick
+            // deploy needs no status polling at all.
+            let wait = timeout.min(Duration::from_secs(60)).saturating_sub(Duration::from_secs(5)).as_secs();
+            client.post(&hook.url).query(&[("wait", wait.to_string())])
         };
         request = request
             .header("Content-Type", "application/json")
@@ -92,8 +95,14 @@ pub fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Duration) ->
         }
         match request.body(body.clone()).send() {
             Ok(resp) if resp.status().is_success() => {
+                if hook.docker_puller {
+                    return Ok(());
+                }
                 let answer: serde_json::Value = resp.json_value();
-                return match answer["status_url"].as_str().filter(|_| !hook.docker_puller) {
+                if run_ended(&answer)? {
+                    return Ok(());
+                }
+                return match answer["status_url"].as_str() {
                     Some(status_url) => follow_run(hook, &client, status_url, secret.as_ref(), token.as_ref(), timeout),
                     None => Ok(()),
                 };
@@ -118,6 +127,20 @@ impl JsonValue for reqwest::blocking::Response {
     }
 }
 
+/// Whether a receiver's run document says the run ended: `Ok(true)` when it succeeded, an error
+/// when it ended otherwise, `Ok(false)` while it is queued or running.
+fn run_ended(run: &serde_json::Value) -> anyhow::Result<bool> {
+    match run["status"].as_str().unwrap_or("") {
+        "succeeded" => Ok(true),
+        "queued" | "running" | "" => Ok(false),
+        other => {
+            let detail = run["error"].as_str().unwrap_or("");
+            let tail = run["log_tail"].as_str().unwrap_or("");
+            bail!("the receiver's run ended `{other}`: {detail}\n{tail}");
+        }
+    }
+}
+
 /// A `pipe serve` hook answers `202` with a `status_url`: follow it until the run ends, so the
 /// deploy is reported as it really went on the far side.
 fn follow_run(
@@ -136,6 +159,8 @@ fn follow_run(
     }
     let deadline = Instant::now() + timeout;
     let mut last = serde_json::Value::Null;
+    // Backs off from 0.3 s to 5 s: a long run costs the receiver a request every few seconds.
+    let mut pause = Duration::from_millis(300);
     while Instant::now() < deadline {
         crate::signals::check()?;
         let mut request = client.get(url.clone());
@@ -150,17 +175,12 @@ fn follow_run(
             && resp.status().is_success()
         {
             last = resp.json_value();
-            match last["status"].as_str().unwrap_or("") {
-                "succeeded" => return Ok(()),
-                "queued" | "running" | "" => {}
-                other => {
-                    let detail = last["error"].as_str().unwrap_or("");
-                    let tail = last["log_tail"].as_str().unwrap_or("");
-                    bail!("the receiver's run ended `{other}`: {detail}\n{tail}");
-                }
+            if run_ended(&last)? {
+                return Ok(());
             }
         }
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
     bail!("the receiver's run did not finish in time (last status: {})", last["status"].as_str().unwrap_or("unknown"));
 }
