@@ -1,0 +1,163 @@
+use std::path::Path;
+
+use super::repo::HOST_SIDE_KEYS;
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(Path::new("p.toml"), text) {
+        Ok(_) => Vec::new(),
+        Err(d) => d.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+#[test]
+fn example_file_is_valid() {
+    let text = include_str!("../../pipeline.example.toml");
+    let config = parse(Path::new("pipeline.example.toml"), text)
+        .unwrap_or_else(|d| panic!("{}", d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")));
+    assert!(config.projects.contains_key("project1"));
+    assert!(config.projects.contains_key("project2"));
+    assert!(config.notify.slack.is_some());
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let errs = errors("[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\nbranchez = 1\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("p.toml:4:1: unknown field `branchez`"), "{errs:?}");
+}
+
+#[test]
+fn every_error_is_reported() {
+    let text = "[pipe]\nkeep_logs = \"many\"\n\n[project.a]\nrepo = \"x\"\n\n[project.B]\nrepo = \"y\"\nbranches = [\"m\"]\n\n[project.c]\nrepo = \"z\"\nbranches = [\"feature/[\"]\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("p.toml:2:13:") && e.contains("expected u32")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("missing field `branches`")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("p.toml:7:10: invalid project name `B`")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("p.toml:13:13: invalid branch pattern `feature/[`")), "{errs:#?}");
+}
+
+#[test]
+fn inline_secret_is_refused_with_the_fix() {
+    let errs = errors("[registry.r]\nurl = \"r.example.com\"\nusername = \"u\"\npassword = \"hunter2\"\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("use `password_env"), "{errs:?}");
+    assert!(!errs[0].contains("hunter2"), "{errs:?}");
+}
+
+#[test]
+fn unknown_registry_in_push_is_located() {
+    let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\npush = [\"prod\"]\n";
+    let errs = errors(text);
+    assert_eq!(errs, vec!["p.toml:6:9: unknown registry `prod` (registries: none are defined)"]);
+}
+
+/// Lines a pipeline file is made of, good and bad, for the fragment property test.
+fn arb_document() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let section = proptest::sample::select(vec![
+        "[pipe]",
+        "[pipe.timeouts]",
+        "[project.a]",
+        "[project.B]",
+        "[[project.a.deploy]]",
+        "[registry.r]",
+        "[serve]",
+        "[serve.hooks.h]",
+        "[ingress]",
+        "[notify.slack]",
+        "[unknown]",
+        "[project.a.auth]",
+    ]);
+    let key = proptest::sample::select(vec![
+        "repo",
+        "branches",
+        "image",
+        "test",
+        "push",
+        "compose",
+        "swarm",
+        "command",
+        "webhook",
+        "url",
+        "password",
+        "password_env",
+        "token_env",
+        "secret_env",
+        "keep_logs",
+        "keep_images",
+        "timeout",
+        "parallel",
+        "domain",
+        "listen",
+        "ingress",
+        "health",
+        "name",
+        "images",
+        "username",
+        "body_size",
+        "build",
+        "workspace",
+    ]);
+    let value = proptest::sample::select(vec![
+        "\"x\"",
+        "[\"dev\"]",
+        "[\"feature/[\"]",
+        "1",
+        "-1",
+        "0",
+        "true",
+        "{ file = \"f\" }",
+        "{ argv = [] }",
+        "{ argv = [\"true\"] }",
+        "{ shell = \"x\" }",
+        "\"10m\"",
+        "\"bad dur\"",
+        "[]",
+        "\"a b\"",
+        "99999999999999999999",
+        "{ api = 8080 }",
+        "{ API = 0 }",
+        "\"http://x\"",
+        "{ url = \"u\" }",
+        "[\"r\"]",
+        "\"127.0.0.1:1\"",
+        "\"\"",
+        "{",
+    ]);
+    let line = prop_oneof![
+        section.prop_map(str::to_string),
+        (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+        "\\PC{0,20}",
+    ];
+    proptest::collection::vec(line, 0..30).prop_map(|lines| lines.join("\n"))
+}
+
+// Property tests (`prop_*`): `bench/run.sh` runs them with many more cases.
+proptest::proptest! {
+    #[test]
+    fn prop_any_document_is_accepted_or_every_error_is_located(text in arb_document()) {
+        if let Err(diagnostics) = parse(Path::new("p.toml"), &text) {
+            proptest::prop_assert!(!diagnostics.is_empty());
+            let lines = text.lines().count().max(1);
+            for d in &diagnostics {
+                proptest::prop_assert!(d.line >= 1 && d.line <= lines + 1 && d.column >= 1, "{d} in\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn prop_arbitrary_text_never_panics(text in "\\PC{0,400}") {
+        let _ = parse(Path::new("p.toml"), &text);
+    }
+
+    #[test]
+    fn prop_repo_files_never_define_host_side_keys(text in arb_document()) {
+        if parse_repo_file(Path::new(".pipe.toml"), &text).is_ok() {
+            for key in HOST_SIDE_KEYS {
+                proptest::prop_assert!(!text.lines().any(|l| l.trim_start().starts_with(&format!("{key} ="))), "{text}");
+            }
+        }
+    }
+}
