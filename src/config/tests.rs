@@ -161,3 +161,77 @@ proptest::proptest! {
         }
     }
 }
+
+/// Rules checked after serde point at the key they are about (or at the header of the table that
+/// lacks it), not at `1:1`.
+#[test]
+fn cross_field_errors_point_at_their_key() {
+    let project = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n";
+    let cases = [
+        (format!("{project}[pipe]\nparallel = 0\n"), "p.toml:5:1: `pipe.parallel` must be at least 1"),
+        (
+            "\n[registry.r]\nusername = \"u\"\nurl = \"https://r\"\n".to_string(),
+            "p.toml:4:1: registry `r`: `url` is a registry host like `registry.example.com[:port][/prefix]`, without a scheme",
+        ),
+        (
+            "# registries\n[registry.r]\nurl = \"r\"\npassword_env = \"P\"\n".to_string(),
+            "p.toml:2:1: registry `r`: `username` is required with a password",
+        ),
+        (
+            "\n[registry.r]\nurl = \"r\"\nusername = \"u\"\npassword_env = \"P\"\npassword_file = \"/p\"\n".to_string(),
+            "p.toml:6:1: registry `r`: set one of `password_env` and `password_file`, not both",
+        ),
+        (
+            "\n[registry.r]\nurl = \"r\"\nusername = \"u\"\npassword_env = \"P\"\necr = { region = \"eu\" }\n"
+                .to_string(),
+            "p.toml:6:1: registry `r`: `ecr` logs in by itself; drop `password_env`/`password_file`",
+        ),
+        (
+            "# notify\n[notify.slack]\non = [\"failure\"]\n".to_string(),
+            "p.toml:2:1: `notify.slack`: set exactly one of `webhook_url_env` and `webhook_url_file`",
+        ),
+        (
+            "[notify]\nwebhook = { url_file = \"/u\", url_env = \"U\" }\n".to_string(),
+            "p.toml:2:30: `notify.webhook`: set exactly one of `url_env` and `url_file`",
+        ),
+        ("[project.a]\nbranches = [\"main\"]\nrepo = \" \"\n".to_string(), "p.toml:3:1: project `a`: `repo` is empty"),
+        (
+            "[project.a]\nrepo = \"x\"\nbranches = []\n".to_string(),
+            "p.toml:3:1: project `a`: `branches` is empty; list at least one branch or pattern",
+        ),
+        (
+            format!("{project}auth = {{ token_env = \"T\", token_file = \"/t\" }}\n"),
+            "p.toml:4:27: project `a`: `auth`: set one of `token_env` and `token_file`, not both",
+        ),
+        (
+            format!(
+                "{project}[[project.a.deploy]]\nbranches = [\"main\"]\nwebhook = {{ url = \"https://h\", secret_file = \"/s\", secret_env = \"S\" }}\n"
+            ),
+            "p.toml:6:52: project `a`: `webhook`: set one of `secret_env` and `secret_file`, not both",
+        ),
+        (
+            "[serve.hooks.h]\ncommand = { argv = [\"true\"] }\ntoken_file = \"/t\"\ntoken_env = \"T\"\n".to_string(),
+            "p.toml:4:1: hook `h`: set one of `*_env` and `*_file` for each credential, not both",
+        ),
+        (
+            "[ingress]\ndomain = \"x\"\nlisten = \"80 x\"\n".to_string(),
+            "p.toml:3:1: `ingress.listen` must be a port or `address:port`",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(errors(&text), vec![expected.to_string()], "{text}");
+    }
+}
+
+#[test]
+fn an_invalid_duration_names_its_key() {
+    let errs = errors("[pipe.timeouts]\npoll = \"0s\"\n");
+    assert_eq!(errs, vec!["p.toml:2:8: `pipe.timeouts.poll`: invalid duration `0s`: must be longer than zero"]);
+    let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\n\
+                command = { argv = [\"true\"] }\nhealth = { url = \"http://h\", timeout = \"-1m\" }\n";
+    let errs = errors(text);
+    assert_eq!(
+        errs,
+        vec!["p.toml:7:40: `project.a.deploy.health.timeout`: invalid duration `-1m`: must be longer than zero"]
+    );
+}

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::document::Cx;
 use super::patterns::compile_branch_glob;
-use super::{Config, Hook, Ingress, Notify, Patterns, Project};
+use super::{Config, Hook, Ingress, Patterns, Project};
 
 /// `[ingress]` values end up in nginx directives: each must be one plain token of its kind.
 pub(super) fn validate_ingress(cx: &mut Cx<'_>, ingress: &Ingress) {
@@ -26,7 +26,7 @@ pub(super) fn validate_ingress(cx: &mut Cx<'_>, ingress: &Ingress) {
     ];
     for (key, ok, expected) in checks {
         if !ok {
-            cx.error(None, format!("`ingress.{key}` must be {expected}"));
+            cx.error_at(&["ingress", key], format!("`ingress.{key}` must be {expected}"));
         }
     }
 }
@@ -54,33 +54,39 @@ fn validate_ingress_services(cx: &mut Cx<'_>, owner: &str, span: &Range<usize>, 
 /// Cross-field rules serde cannot express.
 pub(super) fn validate(cx: &mut Cx<'_>, config: &mut Config) {
     for (name, reg) in &config.registries {
-        let has_password = reg.password_env.is_some() || reg.password_file.is_some();
-        if reg.password_env.is_some() && reg.password_file.is_some() {
-            cx.error(None, format!("registry `{name}`: set one of `password_env` and `password_file`, not both"));
+        let table = ["registry", name.as_str()];
+        let password = Pair::new(&table, "password", &reg.password_env, &reg.password_file);
+        password.check(cx, Need::AtMostOne, || {
+            format!("registry `{name}`: set one of `password_env` and `password_file`, not both")
+        });
+        if reg.ecr.is_some() && password.any() {
+            cx.error_at(
+                &["registry", name, "ecr"],
+                format!("registry `{name}`: `ecr` logs in by itself; drop `password_env`/`password_file`"),
+            );
         }
-        if reg.ecr.is_some() && has_password {
-            cx.error(None, format!("registry `{name}`: `ecr` logs in by itself; drop `password_env`/`password_file`"));
-        }
-        if has_password && reg.username.is_none() {
-            cx.error(None, format!("registry `{name}`: `username` is required with a password"));
+        if password.any() && reg.username.is_none() {
+            cx.error_at(
+                &["registry", name, "username"],
+                format!("registry `{name}`: `username` is required with a password"),
+            );
         }
         if reg.url.is_empty() || reg.url.contains("://") {
-            cx.error(
-                None,
+            cx.error_at(
+                &["registry", name, "url"],
                 format!("registry `{name}`: `url` is a registry host like `registry.example.com[:port][/prefix]`, without a scheme"),
             );
         }
     }
-    for (which, env, file) in notify_pairs(&config.notify) {
-        if env == file {
-            cx.error(
-                None,
-                format!("`notify.{which}`: set exactly one of `{}_env` and `{}_file`", url_key(which), url_key(which)),
-            );
-        }
+    let slack = config.notify.slack.as_ref().map(|s| ("slack", "webhook_url", &s.webhook_url_env, &s.webhook_url_file));
+    let webhook = config.notify.webhook.as_ref().map(|w| ("webhook", "url", &w.url_env, &w.url_file));
+    for (which, key, env, file) in slack.into_iter().chain(webhook) {
+        Pair::new(&["notify", which], key, env, file).check(cx, Need::ExactlyOne, || {
+            format!("`notify.{which}`: set exactly one of `{key}_env` and `{key}_file`")
+        });
     }
     if config.settings.parallel == 0 {
-        cx.error(None, "`pipe.parallel` must be at least 1".into());
+        cx.error_at(&["pipe", "parallel"], "`pipe.parallel` must be at least 1".into());
     }
     let registries: Vec<String> = config.registries.keys().cloned().collect();
     for (name, project) in &mut config.projects {
@@ -88,37 +94,75 @@ pub(super) fn validate(cx: &mut Cx<'_>, config: &mut Config) {
     }
 }
 
-fn notify_pairs(notify: &Notify) -> Vec<(&'static str, bool, bool)> {
-    let mut out = Vec::new();
-    if let Some(s) = &notify.slack {
-        out.push(("slack", s.webhook_url_env.is_some(), s.webhook_url_file.is_some()));
-    }
-    if let Some(w) = &notify.webhook {
-        out.push(("webhook", w.url_env.is_some(), w.url_file.is_some()));
-    }
-    out
+/// A secret named one of two ways in one table: `KEY_env` (a variable) or `KEY_file`.
+#[derive(Clone, Copy)]
+struct Pair<'p> {
+    table: &'p [&'p str],
+    key: &'p str,
+    env: bool,
+    file: bool,
 }
 
-fn url_key(which: &str) -> &'static str {
-    if which == "slack" { "webhook_url" } else { "url" }
+/// How many halves of a [`Pair`] may be set.
+#[derive(Clone, Copy)]
+enum Need {
+    AtMostOne,
+    ExactlyOne,
+}
+
+impl<'p> Pair<'p> {
+    fn new<F>(table: &'p [&'p str], key: &'p str, env: &Option<String>, file: &Option<F>) -> Self {
+        Pair { table, key, env: env.is_some(), file: file.is_some() }
+    }
+
+    fn any(&self) -> bool {
+        self.env || self.file
+    }
+
+    /// Reports `message` when the pair breaks `need`: at the later of the two keys when both are
+    /// set, at the table when neither is. Returns whether it reported.
+    fn check(&self, cx: &mut Cx<'_>, need: Need, message: impl FnOnce() -> String) -> bool {
+        let both = self.env && self.file;
+        let broken = match need {
+            Need::AtMostOne => both,
+            Need::ExactlyOne => self.env == self.file,
+        };
+        if !broken {
+            return false;
+        }
+        let half = |suffix: &str| {
+            let key = format!("{}_{suffix}", self.key);
+            cx.locate(&[self.table, &[key.as_str()]].concat())
+        };
+        let span = if both { half("env").into_iter().chain(half("file")).max_by_key(|s| s.start) } else { None };
+        let span = span.or_else(|| cx.locate(self.table));
+        cx.error(span, message());
+        true
+    }
 }
 
 fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registries: &[String]) {
     if project.repo.trim().is_empty() {
-        cx.error(None, format!("project `{name}`: `repo` is empty"));
+        cx.error_at(&["project", name, "repo"], format!("project `{name}`: `repo` is empty"));
     }
     if project.branches.is_empty() {
-        cx.error(None, format!("project `{name}`: `branches` is empty; list at least one branch or pattern"));
+        cx.error_at(
+            &["project", name, "branches"],
+            format!("project `{name}`: `branches` is empty; list at least one branch or pattern"),
+        );
     }
     project.tracked = compile_spanned(cx, &project.branches);
-    if let Some(auth) = &project.auth
-        && auth.token_env.is_some()
-        && auth.token_file.is_some()
-    {
-        cx.error(None, format!("project `{name}`: `auth`: set one of `token_env` and `token_file`, not both"));
+    if let Some(auth) = &project.auth {
+        Pair::new(&["project", name, "auth"], "token", &auth.token_env, &auth.token_file).check(
+            cx,
+            Need::AtMostOne,
+            || format!("project `{name}`: `auth`: set one of `token_env` and `token_file`, not both"),
+        );
     }
     let mut target_names = BTreeMap::new();
-    for deploy in &mut project.deploy {
+    for (index, deploy) in project.deploy.iter_mut().enumerate() {
+        let index = index.to_string();
+        let webhook_table = ["project", name, "deploy", index.as_str(), "webhook"];
         let span = deploy.span();
         let deploy = deploy.get_mut();
         let kinds =
@@ -160,18 +204,12 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
             );
         }
         if let Some(hook) = &deploy.webhook {
-            if hook.secret_env.is_some() && hook.secret_file.is_some() {
-                cx.error(
-                    Some(span.clone()),
-                    format!("project `{name}`: `webhook`: set one of `secret_env` and `secret_file`, not both"),
-                );
-            }
-            if hook.token_env.is_some() && hook.token_file.is_some() {
-                cx.error(
-                    Some(span.clone()),
-                    format!("project `{name}`: `webhook`: set one of `token_env` and `token_file`, not both"),
-                );
-            }
+            Pair::new(&webhook_table, "secret", &hook.secret_env, &hook.secret_file).check(cx, Need::AtMostOne, || {
+                format!("project `{name}`: `webhook`: set one of `secret_env` and `secret_file`, not both")
+            });
+            Pair::new(&webhook_table, "token", &hook.token_env, &hook.token_file).check(cx, Need::AtMostOne, || {
+                format!("project `{name}`: `webhook`: set one of `token_env` and `token_file`, not both")
+            });
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 cx.error(
                     Some(span.clone()),
@@ -212,15 +250,15 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
 }
 
 pub(super) fn validate_hook(cx: &mut Cx<'_>, name: &str, span: Range<usize>, hook: &mut Hook) {
-    let token = hook.token_env.is_some() || hook.token_file.is_some();
-    let secret = hook.secret_env.is_some() || hook.secret_file.is_some();
-    if hook.token_env.is_some() && hook.token_file.is_some() || hook.secret_env.is_some() && hook.secret_file.is_some()
-    {
-        cx.error(
-            Some(span.clone()),
-            format!("hook `{name}`: set one of `*_env` and `*_file` for each credential, not both"),
-        );
+    let table = ["serve", "hooks", name];
+    let token = Pair::new(&table, "token", &hook.token_env, &hook.token_file);
+    let secret = Pair::new(&table, "secret", &hook.secret_env, &hook.secret_file);
+    let both = || format!("hook `{name}`: set one of `*_env` and `*_file` for each credential, not both");
+    // One message covers both credentials: the second is checked only when the first passed.
+    if !token.check(cx, Need::AtMostOne, both) {
+        secret.check(cx, Need::AtMostOne, both);
     }
+    let (token, secret) = (token.any(), secret.any());
     validate_ingress_services(cx, &format!("hook `{name}`"), &span, &hook.ingress);
     if !token && !secret {
         cx.error(Some(span.clone()), format!("hook `{name}` needs credentials: `secret_env`/`secret_file` (HMAC) or `token_env`/`token_file` (bearer)"));
