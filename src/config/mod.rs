@@ -92,9 +92,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
                 serve = cx.de::<Serve>(Spanned::new(span, DeValue::Table(table)));
                 if let Some(hook_tables) = hook_tables {
                     for (name, value) in cx.named_tables(hook_tables, "hook") {
-                        let span = value.span();
                         if let Some(hook) = cx.de::<Hook>(value) {
-                            hooks.insert(name, (span, hook));
+                            hooks.insert(name, hook);
                         }
                     }
                 }
@@ -129,8 +128,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         ingress: ingress.unwrap_or_default(),
     };
     validate(&mut cx, &mut config);
-    for (name, (span, mut hook)) in hooks {
-        validate_hook(&mut cx, &name, span, &mut hook);
+    for (name, mut hook) in hooks {
+        validate_hook(&mut cx, &name, &mut hook);
         config.serve.hooks.insert(name, hook);
     }
     validate_ingress(&mut cx, &config.ingress);

@@ -235,3 +235,36 @@ fn an_invalid_duration_names_its_key() {
         vec!["p.toml:7:40: `project.a.deploy.health.timeout`: invalid duration `-1m`: must be longer than zero"]
     );
 }
+
+/// Rules about one key of a deploy target or a hook point at that key, not at the entry's header.
+#[test]
+fn target_errors_point_at_their_key() {
+    let deploy = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\n";
+    let hook = "# receiver\n[serve.hooks.h]\ntoken_env = \"T\"\n";
+    let cases = [
+        (format!("{deploy}command = {{ argv = [] }}\n"), "p.toml:6:13: project `a`: `command.argv` is empty"),
+        (
+            format!("{deploy}webhook = {{ url = \"ftp://h\" }}\n"),
+            "p.toml:6:13: project `a`: `webhook.url` must start with `http://` or `https://`",
+        ),
+        (
+            format!("{deploy}command = {{ argv = [\"true\"] }}\ningress = {{ api = 0 }}\n"),
+            "p.toml:7:13: project `a`: ingress service `api` needs a port from 1 to 65535",
+        ),
+        (
+            "[serve.hooks.h]\nsecret_env = \"S\"\ndocker_puller = true\ncommand = { shell = \"x\" }\n".to_string(),
+            "p.toml:3:1: hook `h`: `docker_puller = true` needs a `token_env` or `token_file`",
+        ),
+        (
+            format!("{hook}compose = {{ file = \"c.yml\" }}\n"),
+            "p.toml:2:1: hook `h` deploys images: list the repositories it may run in `images`, so a leaked secret cannot run an arbitrary image",
+        ),
+        (
+            format!("{hook}command = {{ argv = [\"true\"] }}\nimages = [\"a/[\"]\n"),
+            "p.toml:5:1: hook `h`: invalid image pattern `a/[`: unclosed character class; missing ']'",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(errors(&text), vec![expected.to_string()], "{text}");
+    }
+}

@@ -1,7 +1,6 @@
 //! Cross-field rules serde cannot express, each reported as a located diagnostic.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 
 use toml::Spanned;
 
@@ -32,21 +31,22 @@ pub(super) fn validate_ingress(cx: &mut Cx<'_>, ingress: &Ingress) {
 }
 
 /// Service names become host names (`<service>.DOMAIN`) and nginx map keys.
-fn validate_ingress_services(cx: &mut Cx<'_>, owner: &str, span: &Range<usize>, services: &BTreeMap<String, u16>) {
+fn validate_ingress_services(cx: &mut Cx<'_>, owner: &str, table: &[&str], services: &BTreeMap<String, u16>) {
     for (service, port) in services {
+        let at = [table, &["ingress", service.as_str()]].concat();
         let label = !service.is_empty()
             && service.len() <= 63
             && service.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !service.starts_with('-')
             && !service.ends_with('-');
         if !label {
-            cx.error(
-                Some(span.clone()),
+            cx.error_at(
+                &at,
                 format!("{owner}: ingress service `{service}` must be a DNS label: lowercase letters, digits and `-`"),
             );
         }
         if *port == 0 {
-            cx.error(Some(span.clone()), format!("{owner}: ingress service `{service}` needs a port from 1 to 65535"));
+            cx.error_at(&at, format!("{owner}: ingress service `{service}` needs a port from 1 to 65535"));
         }
     }
 }
@@ -162,7 +162,9 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
     let mut target_names = BTreeMap::new();
     for (index, deploy) in project.deploy.iter_mut().enumerate() {
         let index = index.to_string();
-        let webhook_table = ["project", name, "deploy", index.as_str(), "webhook"];
+        let entry = ["project", name, "deploy", index.as_str()];
+        let at = |key: &'static str| [entry.as_slice(), &[key]].concat();
+        let webhook_table = at("webhook");
         let span = deploy.span();
         let deploy = deploy.get_mut();
         let kinds =
@@ -185,21 +187,24 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
         if let Some(cmd) = &deploy.command
             && cmd.argv.is_some() == cmd.shell.is_some()
         {
-            cx.error(
-                Some(span.clone()),
+            cx.error_at(
+                &at("command"),
                 format!("project `{name}`: `command` takes exactly one of `argv` (preferred) and `shell`"),
             );
         }
         if let Some(cmd) = &deploy.command
             && cmd.argv.as_ref().is_some_and(|a| a.is_empty())
         {
-            cx.error(Some(span.clone()), format!("project `{name}`: `command.argv` is empty"));
+            cx.error_at(
+                &[entry.as_slice(), &["command", "argv"]].concat(),
+                format!("project `{name}`: `command.argv` is empty"),
+            );
         }
         if let Some(health) = &deploy.health
             && health.url.is_some() == health.container.is_some()
         {
-            cx.error(
-                Some(span.clone()),
+            cx.error_at(
+                &at("health"),
                 format!("project `{name}`: `health` takes exactly one of `url` and `container`"),
             );
         }
@@ -211,8 +216,8 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
                 format!("project `{name}`: `webhook`: set one of `token_env` and `token_file`, not both")
             });
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
-                cx.error(
-                    Some(span.clone()),
+                cx.error_at(
+                    &[entry.as_slice(), &["webhook", "url"]].concat(),
                     format!("project `{name}`: `webhook.url` must start with `http://` or `https://`"),
                 );
             }
@@ -221,14 +226,14 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
             cx.error(Some(span.clone()), format!("project `{name}`: a deploy entry needs `branches`"));
         }
         if deploy.webhook.is_some() && !deploy.ingress.is_empty() {
-            cx.error(
-                Some(span.clone()),
+            cx.error_at(
+                &at("ingress"),
                 format!(
                     "project `{name}`: `ingress` on a webhook target belongs in the receiving host's `[serve.hooks.*]`"
                 ),
             );
         }
-        validate_ingress_services(cx, &format!("project `{name}`"), &span, &deploy.ingress);
+        validate_ingress_services(cx, &format!("project `{name}`"), &entry, &deploy.ingress);
         deploy.matcher = compile_spanned(cx, &deploy.branches);
         for registry in &deploy.push {
             if !registries.iter().any(|r| r == registry.get_ref()) {
@@ -241,15 +246,15 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
         }
         let target = deploy.display_name().to_string();
         if count == 1 && target_names.insert(target.clone(), ()).is_some() {
-            cx.error(
-                Some(span),
+            cx.error_at(
+                &at("name"),
                 format!("project `{name}`: two deploy targets are named `{target}`; give each a distinct `name`"),
             );
         }
     }
 }
 
-pub(super) fn validate_hook(cx: &mut Cx<'_>, name: &str, span: Range<usize>, hook: &mut Hook) {
+pub(super) fn validate_hook(cx: &mut Cx<'_>, name: &str, hook: &mut Hook) {
     let table = ["serve", "hooks", name];
     let token = Pair::new(&table, "token", &hook.token_env, &hook.token_file);
     let secret = Pair::new(&table, "secret", &hook.secret_env, &hook.secret_file);
@@ -259,34 +264,35 @@ pub(super) fn validate_hook(cx: &mut Cx<'_>, name: &str, span: Range<usize>, hoo
         secret.check(cx, Need::AtMostOne, both);
     }
     let (token, secret) = (token.any(), secret.any());
-    validate_ingress_services(cx, &format!("hook `{name}`"), &span, &hook.ingress);
+    validate_ingress_services(cx, &format!("hook `{name}`"), &table, &hook.ingress);
+    let at = |key: &'static str| [table.as_slice(), &[key]].concat();
     if !token && !secret {
-        cx.error(Some(span.clone()), format!("hook `{name}` needs credentials: `secret_env`/`secret_file` (HMAC) or `token_env`/`token_file` (bearer)"));
+        cx.error_at(&table, format!("hook `{name}` needs credentials: `secret_env`/`secret_file` (HMAC) or `token_env`/`token_file` (bearer)"));
     }
     if hook.docker_puller && !token {
-        cx.error(
-            Some(span.clone()),
+        cx.error_at(
+            &at("docker_puller"),
             format!("hook `{name}`: `docker_puller = true` needs a `token_env` or `token_file`"),
         );
     }
     let kinds = [hook.compose.is_some(), hook.swarm.is_some(), hook.command.is_some()].iter().filter(|k| **k).count();
     if kinds != 1 {
-        cx.error(Some(span.clone()), format!("hook `{name}` runs exactly one of `compose`, `swarm`, `command`"));
+        cx.error_at(&table, format!("hook `{name}` runs exactly one of `compose`, `swarm`, `command`"));
     }
     if (hook.compose.is_some() || hook.swarm.is_some()) && hook.images.is_empty() {
-        cx.error(
-            Some(span.clone()),
+        cx.error_at(
+            &at("images"),
             format!("hook `{name}` deploys images: list the repositories it may run in `images`, so a leaked secret cannot run an arbitrary image"),
         );
     }
     if let Some(cmd) = &hook.command
         && cmd.argv.is_some() == cmd.shell.is_some()
     {
-        cx.error(Some(span.clone()), format!("hook `{name}`: `command` takes exactly one of `argv` and `shell`"));
+        cx.error_at(&at("command"), format!("hook `{name}`: `command` takes exactly one of `argv` and `shell`"));
     }
     match Patterns::compile_images(hook.images.iter().map(String::as_str)) {
         Ok(p) => hook.allowed = p,
-        Err(e) => cx.error(Some(span), format!("hook `{name}`: {e}")),
+        Err(e) => cx.error_at(&at("images"), format!("hook `{name}`: {e}")),
     }
 }
 
