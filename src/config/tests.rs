@@ -1,0 +1,270 @@
+use std::path::Path;
+
+use super::repo::HOST_SIDE_KEYS;
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(Path::new("p.toml"), text) {
+        Ok(_) => Vec::new(),
+        Err(d) => d.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+#[test]
+fn example_file_is_valid() {
+    let text = include_str!("../../pipeline.example.toml");
+    let config = parse(Path::new("pipeline.example.toml"), text)
+        .unwrap_or_else(|d| panic!("{}", d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")));
+    assert!(config.projects.contains_key("project1"));
+    assert!(config.projects.contains_key("project2"));
+    assert!(config.notify.slack.is_some());
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let errs = errors("[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\nbranchez = 1\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("p.toml:4:1: unknown field `branchez`"), "{errs:?}");
+}
+
+#[test]
+fn every_error_is_reported() {
+    let text = "[pipe]\nkeep_logs = \"many\"\n\n[project.a]\nrepo = \"x\"\n\n[project.B]\nrepo = \"y\"\nbranches = [\"m\"]\n\n[project.c]\nrepo = \"z\"\nbranches = [\"feature/[\"]\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("p.toml:2:13:") && e.contains("expected u32")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("missing field `branches`")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("p.toml:7:10: invalid project name `B`")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.starts_with("p.toml:13:13: invalid branch pattern `feature/[`")), "{errs:#?}");
+}
+
+#[test]
+fn inline_secret_is_refused_with_the_fix() {
+    let errs = errors("[registry.r]\nurl = \"r.example.com\"\nusername = \"u\"\npassword = \"hunter2\"\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("use `password_env"), "{errs:?}");
+    assert!(!errs[0].contains("hunter2"), "{errs:?}");
+}
+
+#[test]
+fn unknown_registry_in_push_is_located() {
+    let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\npush = [\"prod\"]\n";
+    let errs = errors(text);
+    assert_eq!(errs, vec!["p.toml:6:9: unknown registry `prod` (registries: none are defined)"]);
+}
+
+/// Lines a pipeline file is made of, good and bad, for the fragment property test.
+fn arb_document() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let section = proptest::sample::select(vec![
+        "[pipe]",
+        "[pipe.timeouts]",
+        "[project.a]",
+        "[project.B]",
+        "[[project.a.deploy]]",
+        "[registry.r]",
+        "[serve]",
+        "[serve.hooks.h]",
+        "[ingress]",
+        "[notify.slack]",
+        "[unknown]",
+        "[project.a.auth]",
+    ]);
+    let key = proptest::sample::select(vec![
+        "repo",
+        "branches",
+        "image",
+        "test",
+        "push",
+        "compose",
+        "swarm",
+        "command",
+        "webhook",
+        "url",
+        "password",
+        "password_env",
+        "token_env",
+        "secret_env",
+        "keep_logs",
+        "keep_images",
+        "timeout",
+        "parallel",
+        "domain",
+        "listen",
+        "ingress",
+        "health",
+        "name",
+        "images",
+        "username",
+        "body_size",
+        "build",
+        "workspace",
+    ]);
+    let value = proptest::sample::select(vec![
+        "\"x\"",
+        "[\"dev\"]",
+        "[\"feature/[\"]",
+        "1",
+        "-1",
+        "0",
+        "true",
+        "{ file = \"f\" }",
+        "{ argv = [] }",
+        "{ argv = [\"true\"] }",
+        "{ shell = \"x\" }",
+        "\"10m\"",
+        "\"bad dur\"",
+        "[]",
+        "\"a b\"",
+        "99999999999999999999",
+        "{ api = 8080 }",
+        "{ API = 0 }",
+        "\"http://x\"",
+        "{ url = \"u\" }",
+        "[\"r\"]",
+        "\"127.0.0.1:1\"",
+        "\"\"",
+        "{",
+    ]);
+    let line = prop_oneof![
+        section.prop_map(str::to_string),
+        (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+        "\\PC{0,20}",
+    ];
+    proptest::collection::vec(line, 0..30).prop_map(|lines| lines.join("\n"))
+}
+
+// Property tests (`prop_*`): `bench/run.sh` runs them with many more cases.
+proptest::proptest! {
+    #[test]
+    fn prop_any_document_is_accepted_or_every_error_is_located(text in arb_document()) {
+        if let Err(diagnostics) = parse(Path::new("p.toml"), &text) {
+            proptest::prop_assert!(!diagnostics.is_empty());
+            let lines = text.lines().count().max(1);
+            for d in &diagnostics {
+                proptest::prop_assert!(d.line >= 1 && d.line <= lines + 1 && d.column >= 1, "{d} in\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn prop_arbitrary_text_never_panics(text in "\\PC{0,400}") {
+        let _ = parse(Path::new("p.toml"), &text);
+    }
+
+    #[test]
+    fn prop_repo_files_never_define_host_side_keys(text in arb_document()) {
+        if parse_repo_file(Path::new(".pipe.toml"), &text).is_ok() {
+            for key in HOST_SIDE_KEYS {
+                proptest::prop_assert!(!text.lines().any(|l| l.trim_start().starts_with(&format!("{key} ="))), "{text}");
+            }
+        }
+    }
+}
+
+/// Rules checked after serde point at the key they are about (or at the header of the table that
+/// lacks it), not at `1:1`.
+#[test]
+fn cross_field_errors_point_at_their_key() {
+    let project = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n";
+    let cases = [
+        (format!("{project}[pipe]\nparallel = 0\n"), "p.toml:5:1: `pipe.parallel` must be at least 1"),
+        (
+            "\n[registry.r]\nusername = \"u\"\nurl = \"https://r\"\n".to_string(),
+            "p.toml:4:1: registry `r`: `url` is a registry host like `registry.example.com[:port][/prefix]`, without a scheme",
+        ),
+        (
+            "# registries\n[registry.r]\nurl = \"r\"\npassword_env = \"P\"\n".to_string(),
+            "p.toml:2:1: registry `r`: `username` is required with a password",
+        ),
+        (
+            "\n[registry.r]\nurl = \"r\"\nusername = \"u\"\npassword_env = \"P\"\npassword_file = \"/p\"\n".to_string(),
+            "p.toml:6:1: registry `r`: set one of `password_env` and `password_file`, not both",
+        ),
+        (
+            "\n[registry.r]\nurl = \"r\"\nusername = \"u\"\npassword_env = \"P\"\necr = { region = \"eu\" }\n"
+                .to_string(),
+            "p.toml:6:1: registry `r`: `ecr` logs in by itself; drop `password_env`/`password_file`",
+        ),
+        (
+            "# notify\n[notify.slack]\non = [\"failure\"]\n".to_string(),
+            "p.toml:2:1: `notify.slack`: set exactly one of `webhook_url_env` and `webhook_url_file`",
+        ),
+        (
+            "[notify]\nwebhook = { url_file = \"/u\", url_env = \"U\" }\n".to_string(),
+            "p.toml:2:30: `notify.webhook`: set exactly one of `url_env` and `url_file`",
+        ),
+        ("[project.a]\nbranches = [\"main\"]\nrepo = \" \"\n".to_string(), "p.toml:3:1: project `a`: `repo` is empty"),
+        (
+            "[project.a]\nrepo = \"x\"\nbranches = []\n".to_string(),
+            "p.toml:3:1: project `a`: `branches` is empty; list at least one branch or pattern",
+        ),
+        (
+            format!("{project}auth = {{ token_env = \"T\", token_file = \"/t\" }}\n"),
+            "p.toml:4:27: project `a`: `auth`: set one of `token_env` and `token_file`, not both",
+        ),
+        (
+            format!(
+                "{project}[[project.a.deploy]]\nbranches = [\"main\"]\nwebhook = {{ url = \"https://h\", secret_file = \"/s\", secret_env = \"S\" }}\n"
+            ),
+            "p.toml:6:52: project `a`: `webhook`: set one of `secret_env` and `secret_file`, not both",
+        ),
+        (
+            "[serve.hooks.h]\ncommand = { argv = [\"true\"] }\ntoken_file = \"/t\"\ntoken_env = \"T\"\n".to_string(),
+            "p.toml:4:1: hook `h`: set one of `*_env` and `*_file` for each credential, not both",
+        ),
+        (
+            "[ingress]\ndomain = \"x\"\nlisten = \"80 x\"\n".to_string(),
+            "p.toml:3:1: `ingress.listen` must be a port or `address:port`",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(errors(&text), vec![expected.to_string()], "{text}");
+    }
+}
+
+#[test]
+fn an_invalid_duration_names_its_key() {
+    let errs = errors("[pipe.timeouts]\npoll = \"0s\"\n");
+    assert_eq!(errs, vec!["p.toml:2:8: `pipe.timeouts.poll`: invalid duration `0s`: must be longer than zero"]);
+    let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\n\
+                command = { argv = [\"true\"] }\nhealth = { url = \"http://h\", timeout = \"-1m\" }\n";
+    let errs = errors(text);
+    assert_eq!(
+        errs,
+        vec!["p.toml:7:40: `project.a.deploy.health.timeout`: invalid duration `-1m`: must be longer than zero"]
+    );
+}
+
+/// Rules about one key of a deploy target or a hook point at that key, not at the entry's header.
+#[test]
+fn target_errors_point_at_their_key() {
+    let deploy = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\n";
+    let hook = "# receiver\n[serve.hooks.h]\ntoken_env = \"T\"\n";
+    let cases = [
+        (format!("{deploy}command = {{ argv = [] }}\n"), "p.toml:6:13: project `a`: `command.argv` is empty"),
+        (
+            format!("{deploy}webhook = {{ url = \"ftp://h\" }}\n"),
+            "p.toml:6:13: project `a`: `webhook.url` must start with `http://` or `https://`",
+        ),
+        (
+            format!("{deploy}command = {{ argv = [\"true\"] }}\ningress = {{ api = 0 }}\n"),
+            "p.toml:7:13: project `a`: ingress service `api` needs a port from 1 to 65535",
+        ),
+        (
+            "[serve.hooks.h]\nsecret_env = \"S\"\ndocker_puller = true\ncommand = { shell = \"x\" }\n".to_string(),
+            "p.toml:3:1: hook `h`: `docker_puller = true` needs a `token_env` or `token_file`",
+        ),
+        (
+            format!("{hook}compose = {{ file = \"c.yml\" }}\n"),
+            "p.toml:2:1: hook `h` deploys images: list the repositories it may run in `images`, so a leaked secret cannot run an arbitrary image",
+        ),
+        (
+            format!("{hook}command = {{ argv = [\"true\"] }}\nimages = [\"a/[\"]\n"),
+            "p.toml:5:1: hook `h`: invalid image pattern `a/[`: unclosed character class; missing ']'",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(errors(&text), vec![expected.to_string()], "{text}");
+    }
+}

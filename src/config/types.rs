@@ -1,0 +1,518 @@
+//! The serde types of `pipeline.toml`, and what the rest of pipe asks of a loaded file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Patterns, Seconds};
+use crate::error::Usage;
+
+/// The whole, validated pipeline file.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub settings: Settings,
+    pub notify: Notify,
+    pub registries: BTreeMap<String, Registry>,
+    pub projects: BTreeMap<String, Project>,
+    pub serve: Serve,
+    pub ingress: Ingress,
+}
+
+/// `[ingress]`: the nginx front `pipe generate nginx` writes for the deploy targets' services.
+/// A missing key takes its value from [`Ingress::default`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingress {
+    /// `<service>.DOMAIN` reaches the service of that name.
+    pub domain: String,
+    /// nginx `listen` value: a port or `address:port`.
+    pub listen: String,
+    /// nginx `client_max_body_size`, e.g. `10m`.
+    pub body_size: String,
+    /// How long nginx waits on a service's response (`proxy_read_timeout`, `proxy_send_timeout`).
+    pub timeout: Seconds,
+    /// DNS server nginx asks for service names: Docker's embedded one when nginx runs in a
+    /// container on the services' network.
+    pub resolver: String,
+    /// Host nginx connects to instead of the service name (nginx on the host, ports published).
+    pub upstream: Option<String>,
+}
+
+impl Default for Ingress {
+    fn default() -> Self {
+        Ingress {
+            domain: "localhost".into(),
+            listen: "80".into(),
+            body_size: "10m".into(),
+            timeout: Seconds(Duration::from_secs(60)),
+            resolver: "127.0.0.11".into(),
+            upstream: None,
+        }
+    }
+}
+
+/// `[serve]`: the deploy receiver on this host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Serve {
+    /// Address to listen on; anything but loopback must be written out explicitly.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: u64,
+    /// How old a signed request may be (its `sent_at`), and how long delivery ids are remembered.
+    pub replay_window: Option<Seconds>,
+    /// `[serve.hooks.NAME]`, validated and filled in by the loader.
+    #[serde(skip)]
+    pub hooks: BTreeMap<String, Hook>,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Serve {
+            listen: default_listen(),
+            body_limit: default_body_limit(),
+            replay_window: None,
+            hooks: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9010".into()
+}
+fn default_body_limit() -> u64 {
+    1024 * 1024
+}
+
+/// `[serve.hooks.NAME]`: what one authenticated POST runs on this host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// Bearer token (`Authorization: Bearer …`).
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// HMAC-SHA256 secret for `X-Hub-Signature-256` over the raw body.
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// Image repositories this hook may deploy (`*` within a path segment, `**` across).
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Accept docker-puller's URL forms (`/?token=…&hook=…`, `/TOKEN/HOOK`) for migration.
+    #[serde(default)]
+    pub docker_puller: bool,
+    pub compose: Option<ComposeTarget>,
+    pub swarm: Option<SwarmTarget>,
+    pub command: Option<CommandTarget>,
+    pub health: Option<Health>,
+    pub timeout: Option<Seconds>,
+    /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
+    #[serde(default)]
+    pub ingress: BTreeMap<String, u16>,
+    #[serde(skip)]
+    pub allowed: Patterns,
+}
+
+/// `[pipe]`: settings for the whole pipeline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Cache repositories and build checkouts live here.
+    #[serde(default = "default_workspace")]
+    pub workspace: PathBuf,
+    /// Run logs kept per project and ref.
+    #[serde(default = "default_keep_logs")]
+    pub keep_logs: u32,
+    /// Projects polled (and later built) at the same time.
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+    /// Builds started by one `pipe run`, so a newly indexed project cannot start a build storm.
+    #[serde(default = "default_max_builds")]
+    pub max_builds: usize,
+    /// Branches whose image is tagged `latest` when a project names no `default_branch`.
+    #[serde(default = "default_branches")]
+    pub default_branches: Vec<String>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            workspace: default_workspace(),
+            keep_logs: default_keep_logs(),
+            parallel: default_parallel(),
+            max_builds: default_max_builds(),
+            default_branches: default_branches(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+fn default_workspace() -> PathBuf {
+    PathBuf::from("/var/lib/pipe/work")
+}
+fn default_keep_logs() -> u32 {
+    20
+}
+fn default_parallel() -> usize {
+    4
+}
+fn default_max_builds() -> usize {
+    4
+}
+fn default_branches() -> Vec<String> {
+    vec!["main".into(), "master".into()]
+}
+
+/// `[pipe.timeouts]` and `[project.NAME.timeouts]`: the longest each stage may take.
+/// A project's value wins over the pipeline's, which wins over the built-in default.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting to and listing one remote [default: 30s].
+    pub poll: Option<Seconds>,
+    /// `docker build` [default: 30m].
+    pub build: Option<Seconds>,
+    /// The test command [default: 30m].
+    pub test: Option<Seconds>,
+    /// Logging in and pushing to every registry [default: 10m].
+    pub push: Option<Seconds>,
+    /// One deploy target, health check included [default: 10m].
+    pub deploy: Option<Seconds>,
+}
+
+pub use crate::model::Stage;
+
+impl Timeouts {
+    fn get(&self, stage: Stage) -> Option<Seconds> {
+        match stage {
+            Stage::Poll => self.poll,
+            Stage::Build => self.build,
+            Stage::Test => self.test,
+            Stage::Push => self.push,
+            Stage::Deploy => self.deploy,
+        }
+    }
+}
+
+impl Config {
+    /// Run logs kept per ref of a project: the project's `keep_logs`, else the pipeline's.
+    pub fn keep_logs(&self, project: &Project) -> usize {
+        project.keep_logs.unwrap_or(self.settings.keep_logs) as usize
+    }
+
+    /// The timeout for a stage of a project: the project's, else the pipeline's, else the default.
+    pub fn timeout(&self, project: Option<&Project>, stage: Stage) -> Duration {
+        let default = match stage {
+            Stage::Poll => 30,
+            Stage::Build | Stage::Test => 1800,
+            Stage::Push | Stage::Deploy => 600,
+        };
+        project
+            .and_then(|p| p.timeouts.and_then(|t| t.get(stage)))
+            .or(self.settings.timeouts.get(stage))
+            .map_or(Duration::from_secs(default), |s| s.0)
+    }
+}
+
+/// `[notify]`: where results are reported.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub slack: Option<SlackNotify>,
+    pub webhook: Option<WebhookNotify>,
+}
+
+/// `[notify.slack]`: a Slack incoming webhook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackNotify {
+    pub webhook_url_env: Option<String>,
+    pub webhook_url_file: Option<PathBuf>,
+    #[serde(default = "default_events")]
+    pub on: Vec<Event>,
+}
+
+/// `[notify.webhook]`: a generic JSON webhook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookNotify {
+    pub url_env: Option<String>,
+    pub url_file: Option<PathBuf>,
+    #[serde(default = "default_events")]
+    pub on: Vec<Event>,
+}
+
+fn default_events() -> Vec<Event> {
+    vec![Event::Failure, Event::Recovery]
+}
+
+/// When a notification is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    Failure,
+    Recovery,
+    Success,
+    Deploy,
+}
+
+/// `[registry.NAME]`: a registry images are pushed to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// Host (and optional port and path prefix) images are tagged with, e.g. `registry.example.com/team`.
+    pub url: String,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Log in to AWS ECR with `aws ecr get-login-password` on every push.
+    pub ecr: Option<Ecr>,
+}
+
+/// `ecr = { region = "…" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ecr {
+    pub region: String,
+    /// AWS CLI profile, for a production account separate from the CI host's.
+    pub profile: Option<String>,
+}
+
+/// `[project.NAME]`: one repository and what happens to its branches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    /// Git URL: `https://`, `ssh://`, `git@host:path`, `git://` or `file://`.
+    pub repo: String,
+    /// Branch name patterns; `*` stays within one path segment, `**` crosses them.
+    pub branches: Vec<Spanned<String>>,
+    /// Also track pull/merge request heads.
+    #[serde(default)]
+    pub pull_requests: bool,
+    /// Branch tagged `latest` [default: the first of `pipe.default_branches` the remote has].
+    pub default_branch: Option<String>,
+    /// Image repository name; else `.pipe.toml`, else `.jenkins-env` in the repo.
+    pub image: Option<String>,
+    pub dockerfile: Option<String>,
+    pub context: Option<String>,
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    /// Test command run with `sh -c` inside the built image.
+    pub test: Option<String>,
+    #[serde(default)]
+    pub test_env: BTreeMap<String, String>,
+    /// Compose file of services the tests need, relative to the repo.
+    pub test_services: Option<String>,
+    /// Images kept per project beyond those a deploy target runs or can roll back to.
+    pub keep_images: Option<u32>,
+    /// Run logs kept per ref [default: `pipe.keep_logs`].
+    pub keep_logs: Option<u32>,
+    pub timeouts: Option<Timeouts>,
+    pub auth: Option<GitAuth>,
+    #[serde(default)]
+    pub deploy: Vec<Spanned<Deploy>>,
+    /// Compiled from `branches` during validation.
+    #[serde(skip)]
+    pub tracked: Patterns,
+}
+
+/// `auth = { … }`: credentials for the project's git remote.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitAuth {
+    /// User name for HTTPS tokens and SSH [default: `git` for SSH, `x-access-token` for HTTPS].
+    pub username: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// SSH private key tried after the SSH agent.
+    pub ssh_key: Option<PathBuf>,
+    pub ssh_key_passphrase_env: Option<String>,
+}
+
+/// `[[project.NAME.deploy]]`: what happens after a branch's image is tested.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// Name for `pipe deploy --target` [default: the target kind, e.g. `compose`].
+    pub name: Option<String>,
+    pub branches: Vec<Spanned<String>>,
+    /// Registries (names of `[registry.*]`) the image is pushed to first.
+    #[serde(default)]
+    pub push: Vec<Spanned<String>>,
+    pub compose: Option<ComposeTarget>,
+    pub swarm: Option<SwarmTarget>,
+    pub command: Option<CommandTarget>,
+    pub webhook: Option<WebhookTarget>,
+    pub health: Option<Health>,
+    pub timeout: Option<Seconds>,
+    /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
+    #[serde(default)]
+    pub ingress: BTreeMap<String, u16>,
+    #[serde(skip)]
+    pub matcher: Patterns,
+}
+
+/// `compose = { file = "…", services = […] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeTarget {
+    pub file: PathBuf,
+    /// Compose project name [default: the pipe project's name].
+    pub project: Option<String>,
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+/// `swarm = { file = "…", stack = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmTarget {
+    pub file: PathBuf,
+    pub stack: String,
+}
+
+/// `command = { argv = […] }` or, explicitly, `command = { shell = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTarget {
+    pub argv: Option<Vec<String>>,
+    pub shell: Option<String>,
+}
+
+/// `webhook = { url = "…", secret_env = "…" }`: a remote `pipe serve` or docker-puller.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    pub url: String,
+    /// HMAC-SHA256 secret for `X-Hub-Signature-256`.
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// Bearer token (or docker-puller's token with `docker_puller = true`).
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Talk docker-puller's protocol (token and hook in the query) for migration.
+    #[serde(default)]
+    pub docker_puller: bool,
+    /// docker-puller's hook name [default: the project's name].
+    pub hook: Option<String>,
+}
+
+/// `health = { url = "…" }` or `health = { container = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub url: Option<String>,
+    pub container: Option<String>,
+    pub timeout: Option<Seconds>,
+}
+
+impl Project {
+    /// Does this project follow the branch `name` (without `refs/heads/`)?
+    pub fn tracks_branch(&self, name: &str) -> bool {
+        self.tracked.is_match(name)
+    }
+}
+
+impl Deploy {
+    /// The kind of target this entry configures.
+    pub fn kind(&self) -> &'static str {
+        if self.compose.is_some() {
+            "compose"
+        } else if self.swarm.is_some() {
+            "swarm"
+        } else if self.command.is_some() {
+            "command"
+        } else {
+            "webhook"
+        }
+    }
+
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or_else(|| self.kind())
+    }
+}
+
+/// A secret given by indirection: the name of an environment variable, or a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// The `*_env` / `*_file` pair of a config table as one reference, if either is set.
+    pub fn from_pair(env: &Option<String>, file: &Option<PathBuf>) -> Option<SecretRef> {
+        match (env, file) {
+            (Some(var), _) => Some(SecretRef::Env(var.clone())),
+            (None, Some(path)) => Some(SecretRef::File(path.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+impl Config {
+    /// Every secret the file refers to, with the key that names it, for `pipe check`.
+    pub fn secret_refs(&self) -> Vec<(String, SecretRef)> {
+        let mut out = Vec::new();
+        let mut add = |what: String, env: &Option<String>, file: &Option<PathBuf>| {
+            if let Some(secret) = SecretRef::from_pair(env, file) {
+                out.push((what, secret));
+            }
+        };
+        if let Some(slack) = &self.notify.slack {
+            add("notify.slack.webhook_url".into(), &slack.webhook_url_env, &slack.webhook_url_file);
+        }
+        if let Some(hook) = &self.notify.webhook {
+            add("notify.webhook.url".into(), &hook.url_env, &hook.url_file);
+        }
+        for (name, reg) in &self.registries {
+            add(format!("registry.{name}.password"), &reg.password_env, &reg.password_file);
+        }
+        for (name, hook) in &self.serve.hooks {
+            add(format!("serve.hooks.{name}.token"), &hook.token_env, &hook.token_file);
+            add(format!("serve.hooks.{name}.secret"), &hook.secret_env, &hook.secret_file);
+        }
+        for (name, project) in &self.projects {
+            if let Some(auth) = &project.auth {
+                add(format!("project.{name}.auth.token"), &auth.token_env, &auth.token_file);
+                add(format!("project.{name}.auth.ssh_key"), &None, &auth.ssh_key);
+            }
+            for deploy in &project.deploy {
+                if let Some(hook) = &deploy.get_ref().webhook {
+                    let target = deploy.get_ref().display_name();
+                    add(format!("project.{name}.deploy.{target}.secret"), &hook.secret_env, &hook.secret_file);
+                    add(format!("project.{name}.deploy.{target}.token"), &hook.token_env, &hook.token_file);
+                }
+            }
+        }
+        out
+    }
+
+    /// The named projects, or all of them when `names` is empty; an unknown name is a usage error.
+    pub fn select<'a>(&'a self, names: &[String]) -> anyhow::Result<Vec<(&'a str, &'a Project)>> {
+        if names.is_empty() {
+            return Ok(self.projects.iter().map(|(k, v)| (k.as_str(), v)).collect());
+        }
+        names
+            .iter()
+            .map(|name| {
+                self.projects.get_key_value(name.as_str()).map(|(k, v)| (k.as_str(), v)).ok_or_else(|| {
+                    let known: Vec<_> = self.projects.keys().map(|k| format!("`{k}`")).collect();
+                    Usage(format!(
+                        "no project `{name}` in `{}` (projects: {})",
+                        self.path.display(),
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ))
+                    .into()
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,306 @@
+//! Cross-field rules serde cannot express, each reported as a located diagnostic.
+
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use super::document::Cx;
+use super::patterns::compile_branch_glob;
+use super::{Config, Hook, Ingress, Patterns, Project};
+
+/// `[ingress]` values end up in nginx directives: each must be one plain token of its kind.
+pub(super) fn validate_ingress(cx: &mut Cx<'_>, ingress: &Ingress) {
+    let host_chars = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+    let listen_chars = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || ".:[]-".contains(c));
+    let size = |s: &str| {
+        let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+        !digits.is_empty() && s.len() - digits.len() <= 1 && digits.chars().all(|c| c.is_ascii_digit())
+    };
+    let checks = [
+        ("domain", host_chars(&ingress.domain), "a domain like `devel.example.com`"),
+        ("listen", listen_chars(&ingress.listen), "a port or `address:port`"),
+        ("body_size", size(&ingress.body_size), "a size like `10m`"),
+        ("resolver", listen_chars(&ingress.resolver), "an address like `127.0.0.11`"),
+        ("upstream", ingress.upstream.as_deref().is_none_or(host_chars), "a host like `127.0.0.1`"),
+    ];
+    for (key, ok, expected) in checks {
+        if !ok {
+            cx.error_at(&["ingress", key], format!("`ingress.{key}` must be {expected}"));
+        }
+    }
+}
+
+/// Service names become host names (`<service>.DOMAIN`) and nginx map keys.
+fn validate_ingress_services(cx: &mut Cx<'_>, owner: &str, table: &[&str], services: &BTreeMap<String, u16>) {
+    for (service, port) in services {
+        let at = [table, &["ingress", service.as_str()]].concat();
+        let label = !service.is_empty()
+            && service.len() <= 63
+            && service.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !service.starts_with('-')
+            && !service.ends_with('-');
+        if !label {
+            cx.error_at(
+                &at,
+                format!("{owner}: ingress service `{service}` must be a DNS label: lowercase letters, digits and `-`"),
+            );
+        }
+        if *port == 0 {
+            cx.error_at(&at, format!("{owner}: ingress service `{service}` needs a port from 1 to 65535"));
+        }
+    }
+}
+
+/// Cross-field rules serde cannot express.
+pub(super) fn validate(cx: &mut Cx<'_>, config: &mut Config) {
+    for (name, reg) in &config.registries {
+        let table = ["registry", name.as_str()];
+        let password = Pair::new(&table, "password", &reg.password_env, &reg.password_file);
+        password.check(cx, Need::AtMostOne, || {
+            format!("registry `{name}`: set one of `password_env` and `password_file`, not both")
+        });
+        if reg.ecr.is_some() && password.any() {
+            cx.error_at(
+                &["registry", name, "ecr"],
+                format!("registry `{name}`: `ecr` logs in by itself; drop `password_env`/`password_file`"),
+            );
+        }
+        if password.any() && reg.username.is_none() {
+            cx.error_at(
+                &["registry", name, "username"],
+                format!("registry `{name}`: `username` is required with a password"),
+            );
+        }
+        if reg.url.is_empty() || reg.url.contains("://") {
+            cx.error_at(
+                &["registry", name, "url"],
+                format!("registry `{name}`: `url` is a registry host like `registry.example.com[:port][/prefix]`, without a scheme"),
+            );
+        }
+    }
+    let slack = config.notify.slack.as_ref().map(|s| ("slack", "webhook_url", &s.webhook_url_env, &s.webhook_url_file));
+    let webhook = config.notify.webhook.as_ref().map(|w| ("webhook", "url", &w.url_env, &w.url_file));
+    for (which, key, env, file) in slack.into_iter().chain(webhook) {
+        Pair::new(&["notify", which], key, env, file).check(cx, Need::ExactlyOne, || {
+            format!("`notify.{which}`: set exactly one of `{key}_env` and `{key}_file`")
+        });
+    }
+    if config.settings.parallel == 0 {
+        cx.error_at(&["pipe", "parallel"], "`pipe.parallel` must be at least 1".into());
+    }
+    let registries: Vec<String> = config.registries.keys().cloned().collect();
+    for (name, project) in &mut config.projects {
+        validate_project(cx, name, project, &registries);
+    }
+}
+
+/// A secret named one of two ways in one table: `KEY_env` (a variable) or `KEY_file`.
+#[derive(Clone, Copy)]
+struct Pair<'p> {
+    table: &'p [&'p str],
+    key: &'p str,
+    env: bool,
+    file: bool,
+}
+
+/// How many halves of a [`Pair`] may be set.
+#[derive(Clone, Copy)]
+enum Need {
+    AtMostOne,
+    ExactlyOne,
+}
+
+impl<'p> Pair<'p> {
+    fn new<F>(table: &'p [&'p str], key: &'p str, env: &Option<String>, file: &Option<F>) -> Self {
+        Pair { table, key, env: env.is_some(), file: file.is_some() }
+    }
+
+    fn any(&self) -> bool {
+        self.env || self.file
+    }
+
+    /// Reports `message` when the pair breaks `need`: at the later of the two keys when both are
+    /// set, at the table when neither is. Returns whether it reported.
+    fn check(&self, cx: &mut Cx<'_>, need: Need, message: impl FnOnce() -> String) -> bool {
+        let both = self.env && self.file;
+        let broken = match need {
+            Need::AtMostOne => both,
+            Need::ExactlyOne => self.env == self.file,
+        };
+        if !broken {
+            return false;
+        }
+        let half = |suffix: &str| {
+            let key = format!("{}_{suffix}", self.key);
+            cx.locate(&[self.table, &[key.as_str()]].concat())
+        };
+        let span = if both { half("env").into_iter().chain(half("file")).max_by_key(|s| s.start) } else { None };
+        let span = span.or_else(|| cx.locate(self.table));
+        cx.error(span, message());
+        true
+    }
+}
+
+fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registries: &[String]) {
+    if project.repo.trim().is_empty() {
+        cx.error_at(&["project", name, "repo"], format!("project `{name}`: `repo` is empty"));
+    }
+    if project.branches.is_empty() {
+        cx.error_at(
+            &["project", name, "branches"],
+            format!("project `{name}`: `branches` is empty; list at least one branch or pattern"),
+        );
+    }
+    project.tracked = compile_spanned(cx, &project.branches);
+    if let Some(auth) = &project.auth {
+        Pair::new(&["project", name, "auth"], "token", &auth.token_env, &auth.token_file).check(
+            cx,
+            Need::AtMostOne,
+            || format!("project `{name}`: `auth`: set one of `token_env` and `token_file`, not both"),
+        );
+    }
+    let mut target_names = BTreeMap::new();
+    for (index, deploy) in project.deploy.iter_mut().enumerate() {
+        let index = index.to_string();
+        let entry = ["project", name, "deploy", index.as_str()];
+        let at = |key: &'static str| [entry.as_slice(), &[key]].concat();
+        let webhook_table = at("webhook");
+        let span = deploy.span();
+        let deploy = deploy.get_mut();
+        let kinds =
+            [deploy.compose.is_some(), deploy.swarm.is_some(), deploy.command.is_some(), deploy.webhook.is_some()];
+        let count = kinds.iter().filter(|k| **k).count();
+        if count == 0 && deploy.push.is_empty() {
+            cx.error(
+                Some(span.clone()),
+                format!(
+                    "project `{name}`: a deploy entry needs `push` or one of `compose`, `swarm`, `command`, `webhook`"
+                ),
+            );
+        }
+        if count > 1 {
+            cx.error(
+                Some(span.clone()),
+                format!("project `{name}`: a deploy entry has one target kind; split `compose`, `swarm`, `command` and `webhook` into separate `[[project.{name}.deploy]]` entries"),
+            );
+        }
+        if let Some(cmd) = &deploy.command
+            && cmd.argv.is_some() == cmd.shell.is_some()
+        {
+            cx.error_at(
+                &at("command"),
+                format!("project `{name}`: `command` takes exactly one of `argv` (preferred) and `shell`"),
+            );
+        }
+        if let Some(cmd) = &deploy.command
+            && cmd.argv.as_ref().is_some_and(|a| a.is_empty())
+        {
+            cx.error_at(
+                &[entry.as_slice(), &["command", "argv"]].concat(),
+                format!("project `{name}`: `command.argv` is empty"),
+            );
+        }
+        if let Some(health) = &deploy.health
+            && health.url.is_some() == health.container.is_some()
+        {
+            cx.error_at(
+                &at("health"),
+                format!("project `{name}`: `health` takes exactly one of `url` and `container`"),
+            );
+        }
+        if let Some(hook) = &deploy.webhook {
+            Pair::new(&webhook_table, "secret", &hook.secret_env, &hook.secret_file).check(cx, Need::AtMostOne, || {
+                format!("project `{name}`: `webhook`: set one of `secret_env` and `secret_file`, not both")
+            });
+            Pair::new(&webhook_table, "token", &hook.token_env, &hook.token_file).check(cx, Need::AtMostOne, || {
+                format!("project `{name}`: `webhook`: set one of `token_env` and `token_file`, not both")
+            });
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                cx.error_at(
+                    &[entry.as_slice(), &["webhook", "url"]].concat(),
+                    format!("project `{name}`: `webhook.url` must start with `http://` or `https://`"),
+                );
+            }
+        }
+        if deploy.branches.is_empty() {
+            cx.error(Some(span.clone()), format!("project `{name}`: a deploy entry needs `branches`"));
+        }
+        if deploy.webhook.is_some() && !deploy.ingress.is_empty() {
+            cx.error_at(
+                &at("ingress"),
+                format!(
+                    "project `{name}`: `ingress` on a webhook target belongs in the receiving host's `[serve.hooks.*]`"
+                ),
+            );
+        }
+        validate_ingress_services(cx, &format!("project `{name}`"), &entry, &deploy.ingress);
+        deploy.matcher = compile_spanned(cx, &deploy.branches);
+        for registry in &deploy.push {
+            if !registries.iter().any(|r| r == registry.get_ref()) {
+                let known = if registries.is_empty() { "none are defined".to_string() } else { registries.join(", ") };
+                cx.error(
+                    Some(registry.span()),
+                    format!("unknown registry `{}` (registries: {known})", registry.get_ref()),
+                );
+            }
+        }
+        let target = deploy.display_name().to_string();
+        if count == 1 && target_names.insert(target.clone(), ()).is_some() {
+            cx.error_at(
+                &at("name"),
+                format!("project `{name}`: two deploy targets are named `{target}`; give each a distinct `name`"),
+            );
+        }
+    }
+}
+
+pub(super) fn validate_hook(cx: &mut Cx<'_>, name: &str, hook: &mut Hook) {
+    let table = ["serve", "hooks", name];
+    let token = Pair::new(&table, "token", &hook.token_env, &hook.token_file);
+    let secret = Pair::new(&table, "secret", &hook.secret_env, &hook.secret_file);
+    let both = || format!("hook `{name}`: set one of `*_env` and `*_file` for each credential, not both");
+    // One message covers both credentials: the second is checked only when the first passed.
+    if !token.check(cx, Need::AtMostOne, both) {
+        secret.check(cx, Need::AtMostOne, both);
+    }
+    let (token, secret) = (token.any(), secret.any());
+    validate_ingress_services(cx, &format!("hook `{name}`"), &table, &hook.ingress);
+    let at = |key: &'static str| [table.as_slice(), &[key]].concat();
+    if !token && !secret {
+        cx.error_at(&table, format!("hook `{name}` needs credentials: `secret_env`/`secret_file` (HMAC) or `token_env`/`token_file` (bearer)"));
+    }
+    if hook.docker_puller && !token {
+        cx.error_at(
+            &at("docker_puller"),
+            format!("hook `{name}`: `docker_puller = true` needs a `token_env` or `token_file`"),
+        );
+    }
+    let kinds = [hook.compose.is_some(), hook.swarm.is_some(), hook.command.is_some()].iter().filter(|k| **k).count();
+    if kinds != 1 {
+        cx.error_at(&table, format!("hook `{name}` runs exactly one of `compose`, `swarm`, `command`"));
+    }
+    if (hook.compose.is_some() || hook.swarm.is_some()) && hook.images.is_empty() {
+        cx.error_at(
+            &at("images"),
+            format!("hook `{name}` deploys images: list the repositories it may run in `images`, so a leaked secret cannot run an arbitrary image"),
+        );
+    }
+    if let Some(cmd) = &hook.command
+        && cmd.argv.is_some() == cmd.shell.is_some()
+    {
+        cx.error_at(&at("command"), format!("hook `{name}`: `command` takes exactly one of `argv` and `shell`"));
+    }
+    match Patterns::compile_images(hook.images.iter().map(String::as_str)) {
+        Ok(p) => hook.allowed = p,
+        Err(e) => cx.error_at(&at("images"), format!("hook `{name}`: {e}")),
+    }
+}
+
+fn compile_spanned(cx: &mut Cx<'_>, patterns: &[Spanned<String>]) -> Patterns {
+    for pattern in patterns {
+        if let Err(why) = compile_branch_glob(pattern.get_ref()) {
+            cx.error(Some(pattern.span()), why);
+        }
+    }
+    Patterns::compile(patterns.iter().map(|p| p.get_ref().as_str())).unwrap_or_default()
+}
