@@ -11,6 +11,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::duration;
 use crate::error::{Diagnostic, line_column};
 
+/// Keys whose value is a table. serde would also take a struct from an array of its fields in
+/// order (`compose = ["file", "proj"]`), which reads as something else entirely: refused.
+const TABLE_KEYS: [&str; 10] =
+    ["compose", "swarm", "command", "webhook", "health", "ingress", "auth", "ecr", "timeouts", "serve"];
+
 /// Keys that would hold a secret inline; each has `_env` and `_file` forms instead.
 const INLINE_SECRET_KEYS: [&str; 5] = ["password", "secret", "token", "webhook_url", "ssh_key_passphrase"];
 
@@ -121,6 +126,16 @@ fn reject_inline_secrets(cx: &mut Cx<'_>, table: &mut DeTable<'_>) {
         .into_iter()
         .filter_map(|(key, mut value)| {
             let name: &str = key.get_ref().as_ref();
+            if TABLE_KEYS.contains(&name)
+                && let DeValue::Array(items) = value.get_ref()
+                && !items.iter().all(|item| matches!(item.get_ref(), DeValue::Table(_)))
+            {
+                cx.error(
+                    Some(key.span()),
+                    format!("`{name}` is a table: write `{name} = {{ key = value, … }}` or a `[….{name}]` section, not an array"),
+                );
+                return None;
+            }
             if INLINE_SECRET_KEYS.contains(&name) {
                 cx.error(
                     Some(key.span()),

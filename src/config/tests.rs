@@ -268,3 +268,15 @@ fn target_errors_point_at_their_key() {
         assert_eq!(errors(&text), vec![expected.to_string()], "{text}");
     }
 }
+
+/// Regression: `compose = ["file", "proj", ["svc"]]` was taken as the table's fields in order.
+#[test]
+fn array_forms_of_tables_are_refused_at_their_key() {
+    let text = "[project.a]\nrepo = \"file:///r\"\nbranches = [\"main\"]\n\n[[project.a.deploy]]\nbranches = [\"main\"]\ncompose = [\"/srv/c.yml\", \"proj\", [\"svc\"]]\n";
+    let errors = parse(Path::new("p.toml"), text).unwrap_err();
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        shown.iter().any(|d| d.starts_with("p.toml:7:1: `compose` is a table: write `compose = { key = value, … }`")),
+        "{shown:?}"
+    );
+}
