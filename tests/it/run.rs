@@ -1,14 +1,12 @@
 //! `pipe run`, `pipe deploy`: the whole loop against a real engine, a real registry, a real
 //! compose project answering on 127.0.0.1, and real HTTP peers for Slack and webhooks.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name};
-use support::http::{HttpSink, get};
-use support::{TestEnv, WorkRepo, free_port};
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name};
+use crate::support::http::{HttpSink, get};
+use crate::support::{TestEnv, WorkRepo, free_port};
 
 struct App {
     _compose: ComposeProject,

@@ -1,8 +1,6 @@
 //! The command surface: help text, committed generated files, honest "not implemented" answers.
 
-mod support;
-
-use support::TestEnv;
+use crate::support::TestEnv;
 
 #[test]
 fn help_lists_every_command_and_the_global_flags() {

@@ -1,14 +1,13 @@
 //! `pipe serve`: the deploy receiver, over real HTTP on 127.0.0.1.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
-use support::{TestEnv, WorkRepo, free_port};
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
+use crate::support::http::get;
+use crate::support::{TestEnv, WorkRepo, free_port};
 
 /// A running `pipe serve`; SIGTERM and wait on drop. Its stderr is drained as it comes, so a
 /// long test never fills the pipe and stalls the server's logging.
@@ -315,7 +314,7 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
     env.pipe(&["run"]).code(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some((200, body)) = support::http::get(&format!("http://127.0.0.1:{app_port}/")) {
+        if let Some((200, body)) = get(&format!("http://127.0.0.1:{app_port}/")) {
             assert_eq!(body.trim(), "served through a hook");
             break;
         }

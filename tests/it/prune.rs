@@ -2,12 +2,10 @@
 //! `keep_images` go, logs beyond `keep_logs` and stray log files go, and an image a deploy
 //! target can roll back to stays, proven by rolling back to it afterwards.
 
-mod support;
-
 use std::process::{Command, Stdio};
 
-use support::docker::{Docker, ProjectImages, unique_name};
-use support::{TestEnv, WorkRepo, git};
+use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::{TestEnv, WorkRepo, git};
 
 fn image_exists(reference: &str) -> bool {
     Command::new("docker")

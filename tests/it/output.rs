@@ -2,12 +2,10 @@
 //! shows a spinner, lines carry no timestamp and are never garbled by the spinner, and colour
 //! follows `NO_COLOR`; through a pipe, every line is timestamped and no escape code appears.
 
-mod support;
-
 use std::process::{Command, Stdio};
 
-use support::docker::{Docker, ProjectImages, unique_name};
-use support::{TestEnv, WorkRepo};
+use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::{TestEnv, WorkRepo};
 
 /// Runs `pipe ARGS` under a pseudo-terminal; returns everything the terminal received.
 fn under_pty(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) -> String {

@@ -1,11 +1,9 @@
 //! Test harness shared by the integration tests: a temp dir per test, the real `pipe` binary
 //! run with a clean environment, real git repositories, and a real git daemon on 127.0.0.1.
-#![allow(dead_code)]
 
 pub mod docker;
 pub mod http;
 
-use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -284,13 +282,6 @@ impl Drop for SilentServer {
     }
 }
 
-/// Reads a child's stderr to the end (for processes spawned with piped stderr).
-pub fn read_all(mut r: impl Read) -> String {
-    let mut s = String::new();
-    let _ = r.read_to_string(&mut s);
-    s
-}
-
 /// A smart-HTTP git server (`git http-backend` behind Python) on 127.0.0.1; killed on drop.
 pub struct GitHttpServer {
     child: Child,
@@ -302,7 +293,7 @@ impl GitHttpServer {
     pub fn start(root: &Path, credential: Option<&str>) -> GitHttpServer {
         let port_file = root.join(format!(".http-port-{}", free_port()));
         let mut cmd = Command::new("python3");
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/git_http_server.py")).arg(root).arg(&port_file);
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/git_http_server.py")).arg(root).arg(&port_file);
         if let Some(c) = credential {
             cmd.arg(c);
         }

@@ -1,12 +1,10 @@
 //! `pipe build`, `pipe test`, `pipe push` and `pipe logs` against the real Docker engine, a
 //! real git remote and Debian's docker-registry with htpasswd auth on 127.0.0.1.
 
-mod support;
-
 use std::process::Command;
 
-use support::docker::{Docker, ImageGuard, ProjectImages, Registry, unique_name};
-use support::{TestEnv, WorkRepo};
+use crate::support::docker::{Docker, ImageGuard, ProjectImages, Registry, unique_name};
+use crate::support::{GitHttpServer, TestEnv, WorkRepo, git};
 
 /// A project whose image is built from the local busybox base.
 struct Fixture {
@@ -312,7 +310,7 @@ fn a_project_on_an_http_remote_with_a_token_is_fetched_and_built() {
     let mut f = fixture(&docker, "true");
     let sha = f.repo.commit_to("main", "over http");
     let served = f.repo.bare.parent().unwrap().to_path_buf();
-    let server = support::GitHttpServer::start(&served, Some("ci:http-token-577215"));
+    let server = GitHttpServer::start(&served, Some("ci:http-token-577215"));
     f.env.config(&format!(
         "[pipe]\nworkspace = \"{}\"\n\n[project.{}]\nrepo = \"{}\"\nbranches = [\"main\"]\nauth = {{ username = \"ci\", token_env = \"GIT_TOKEN\" }}\n",
         f.env.path().join("work").display(),
@@ -349,7 +347,7 @@ fn submodules_are_checked_out_for_the_build() {
     let sub = WorkRepo::new(f.env.path(), "sub");
     sub.write("sub.txt", "from-the-submodule\n");
     sub.commit_to("main", "sub");
-    support::git(&f.repo.work, &["-c", "protocol.file.allow=always", "submodule", "add", "--quiet", &sub.url(), "lib"]);
+    git(&f.repo.work, &["-c", "protocol.file.allow=always", "submodule", "add", "--quiet", &sub.url(), "lib"]);
     f.repo.write("Dockerfile", &format!("FROM {}\nCOPY app.txt /app.txt\nCOPY lib /lib\n", docker.base_image));
     f.repo.commit_to("main", "with a submodule");
     f.env.config(&config(&f, "", ""));

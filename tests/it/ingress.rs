@@ -2,15 +2,13 @@
 //! request for `<service>.DOMAIN` reaches the container `pipe run` deployed, both with nginx on
 //! the host (published ports) and with nginx in a container using Docker's DNS server.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::docker::{ComposeProject, Container, Docker, ProjectImages, unique_name};
-use support::http::get_as;
-use support::{TestEnv, WorkRepo, free_port};
+use crate::support::docker::{ComposeProject, Container, Docker, ProjectImages, unique_name};
+use crate::support::http::get_as;
+use crate::support::{TestEnv, WorkRepo, free_port};
 
 const NGINX: &str = "/usr/sbin/nginx";
 

@@ -1,16 +1,14 @@
 //! `pipe poll` against real git remotes: bare repos over file:// and a git daemon on 127.0.0.1.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{BareRepo, GitDaemon, SilentServer, TestEnv};
+use crate::support::{BareRepo, GitDaemon, GitHttpServer, Run, SilentServer, TestEnv, free_port};
 
 fn project(name: &str, url: &str, extra: &str) -> String {
     format!("[project.{name}]\nrepo = \"{url}\"\nbranches = [\"main\", \"dev\", \"feature/*\"]\n{extra}\n")
 }
 
-fn changes(run: &support::Run) -> Vec<(String, String, String)> {
+fn changes(run: &Run) -> Vec<(String, String, String)> {
     let doc = run.json();
     assert_eq!(doc["version"], 1);
     doc["changes"]
@@ -208,7 +206,7 @@ fn refused_remote_is_an_error_for_that_project_only() {
     let env = TestEnv::new();
     let good = BareRepo::new(env.path(), "good");
     good.set("refs/heads/main");
-    let port = support::free_port();
+    let port = free_port();
     env.config(&format!(
         "{}\n{}",
         project("gone", &format!("git://127.0.0.1:{port}/x.git"), ""),
@@ -225,7 +223,7 @@ fn refused_remote_is_an_error_for_that_project_only() {
 #[test]
 fn credentials_in_a_remote_url_never_reach_the_output() {
     let env = TestEnv::new();
-    let port = support::free_port();
+    let port = free_port();
     env.config(&project("p", &format!("http://ci:hunter2@127.0.0.1:{port}/x.git"), ""));
     let run = env.pipe(&["poll", "--json", "-v"]);
     run.code(1).stderr_has("ci:***@127.0.0.1");
@@ -267,7 +265,7 @@ fn smart_http_remote_is_listed_with_a_token_that_never_prints() {
     let repo = BareRepo::new(&served, "web");
     let head = repo.set("refs/heads/main");
     repo.set("refs/tags/v1");
-    let server = support::GitHttpServer::start(&served, Some("ci:tok-3141592653"));
+    let server = GitHttpServer::start(&served, Some("ci:tok-3141592653"));
     let remote = format!("[project.web]\nrepo = \"{}\"\nbranches = [\"main\"]\n", server.url("web.git"));
 
     env.config(&remote);

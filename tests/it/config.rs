@@ -1,10 +1,8 @@
 //! The pipeline file: strict loading, every error at once with file:line:column, secret hygiene.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use support::TestEnv;
+use crate::support::TestEnv;
 
 #[test]
 fn check_accepts_the_example_file() {

@@ -2,10 +2,8 @@
 //! the command that fixes it, a known one lists and fetches with the configured key (a real
 //! build of what came over SSH), and a key the server does not accept fails quickly and clearly.
 
-mod support;
-
-use support::docker::{Docker, ProjectImages, unique_name};
-use support::{Sshd, TestEnv, WorkRepo};
+use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::{Sshd, TestEnv, WorkRepo};
 
 fn config(env: &TestEnv, project: &str, url: &str, key: &std::path::Path) -> String {
     format!(

@@ -4,8 +4,6 @@
 //! Each case checks that nothing is lost, the message is clear, the exit code is the
 //! documented one, and the next run recovers.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -14,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::docker::{Docker, ProjectImages, Registry, unique_name};
-use support::http::HttpSink;
-use support::{BareRepo, TestEnv, WorkRepo, git};
+use crate::support::docker::{Docker, ProjectImages, Registry, unique_name};
+use crate::support::http::HttpSink;
+use crate::support::{BareRepo, Run, TestEnv, WorkRepo, git};
 
 /// A project whose repo holds a Dockerfile and a `.pipe.toml`.
 struct Proj {
@@ -50,7 +48,7 @@ impl Proj {
 }
 
 /// A `pipe run --json` that took its one ref through `stage` and passed.
-fn passed(run: &support::Run, stage: &str) {
+fn passed(run: &Run, stage: &str) {
     run.code(0);
     let doc = run.json();
     assert_eq!(
@@ -557,7 +555,7 @@ fn secrets_planted_in_the_config_never_reach_output_logs_state_errors_or_notific
         ),
     );
     let mut said = Vec::new();
-    let mut record = |run: support::Run| {
+    let mut record = |run: Run| {
         said.push(format!("{}\n{}", run.stdout, run.stderr));
         run
     };

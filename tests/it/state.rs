@@ -1,11 +1,9 @@
 //! The state file: located as documented, never silently reset, one mutating process at a time.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{BareRepo, SilentServer, TestEnv};
+use crate::support::{BareRepo, SilentServer, TestEnv};
 
 fn one_repo(env: &TestEnv) -> BareRepo {
     let repo = BareRepo::new(env.path(), "app");
