@@ -13,7 +13,13 @@ fn engine_builds_an_image_from_the_local_base_and_runs_it() {
     std::fs::create_dir_all(&context).unwrap();
     std::fs::write(
         context.join("Dockerfile"),
-        format!("FROM {}\nRUN echo built-by-the-engine > /built\nCMD [\"cat\", \"/built\"]\n", docker.base_image),
+        format!(
+            r#"FROM {}
+RUN echo built-by-the-engine > /built
+CMD ["cat", "/built"]
+"#,
+            docker.base_image
+        ),
     )
     .unwrap();
     let image = docker.image(&unique_name("harness"));

@@ -5,7 +5,13 @@ use std::time::{Duration, Instant};
 use crate::support::{BareRepo, GitDaemon, GitHttpServer, Run, SilentServer, TestEnv, free_port};
 
 fn project(name: &str, url: &str, extra: &str) -> String {
-    format!("[project.{name}]\nrepo = \"{url}\"\nbranches = [\"main\", \"dev\", \"feature/*\"]\n{extra}\n")
+    format!(
+        r#"[project.{name}]
+repo = "{url}"
+branches = ["main", "dev", "feature/*"]
+{extra}
+"#
+    )
 }
 
 fn changes(run: &Run) -> Vec<(String, String, String)> {
@@ -183,7 +189,11 @@ fn silent_remote_times_out_and_others_are_still_polled() {
     let good = BareRepo::new(env.path(), "good");
     good.set("refs/heads/main");
     let config = format!(
-        "[pipe.timeouts]\npoll = \"2s\"\n\n{}\n{}",
+        r#"[pipe.timeouts]
+poll = "2s"
+
+{}
+{}"#,
         project("dead", &format!("git://127.0.0.1:{}/dead.git", silent.port), ""),
         project("good", &good.url(), "")
     );
@@ -241,7 +251,12 @@ fn unknown_project_is_a_usage_error() {
 #[test]
 fn many_repos_are_polled_in_parallel() {
     let env = TestEnv::new();
-    let mut config = String::from("[pipe]\nparallel = 4\n\n");
+    let mut config = String::from(
+        r#"[pipe]
+parallel = 4
+
+"#,
+    );
     for i in 0..12 {
         let repo = BareRepo::new(env.path(), &format!("r{i}"));
         repo.set("refs/heads/main");
@@ -266,7 +281,13 @@ fn smart_http_remote_is_listed_with_a_token_that_never_prints() {
     let head = repo.set("refs/heads/main");
     repo.set("refs/tags/v1");
     let server = GitHttpServer::start(&served, Some("ci:tok-3141592653"));
-    let remote = format!("[project.web]\nrepo = \"{}\"\nbranches = [\"main\"]\n", server.url("web.git"));
+    let remote = format!(
+        r#"[project.web]
+repo = "{}"
+branches = ["main"]
+"#,
+        server.url("web.git")
+    );
 
     env.config(&remote);
     env.pipe(&["poll", "--json"]).code(1).stderr_has("refused the credentials (HTTP 401)");

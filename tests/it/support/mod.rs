@@ -400,8 +400,16 @@ impl Sshd {
             std::fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n\
-                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\nPidFile none\n",
+                    r#"Port {port}
+ListenAddress 127.0.0.1
+HostKey {d}/host
+AuthorizedKeysFile {d}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+StrictModes no
+UsePAM no
+PidFile none
+"#,
                     d = dir.path().display()
                 ),
             )
