@@ -2,6 +2,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use snapbox::str;
+
 use crate::support::TestEnv;
 
 #[test]
@@ -34,12 +36,14 @@ branches = ["main"]
 "#,
     );
     let run = env.pipe(&["check"]);
-    run.code(2).stderr_has("invalid pipeline file (4 errors)");
-    let path = env.config_path().display().to_string();
-    run.stderr_has(&format!("{path}:2:13: invalid value: integer `-1`, expected u32"));
-    run.stderr_has(&format!("{path}:4:10: invalid project name `Web`"));
-    run.stderr_has(&format!("{path}:11:1: unknown field `colour`, expected one of"));
-    run.stderr_has("missing field `repo`");
+    run.code(2).stderr_eq(str![[r#"
+error: invalid pipeline file (4 errors)
+  [ROOT]/pipeline.toml:2:13: invalid value: integer `-1`, expected u32
+  [ROOT]/pipeline.toml:4:10: invalid project name `Web`: expected 1 to 63 lowercase letters, digits, `-` or `_`, starting with a letter or digit
+  [ROOT]/pipeline.toml:11:1: unknown field `colour`, expected one of `repo`, `branches`, `pull_requests`, `default_branch`, `image`, `dockerfile`, `context`, `build_args`, `test`, `test_env`, `test_services`, `keep_images`, `keep_logs`, `timeouts`, `auth`, `deploy`
+  [ROOT]/pipeline.toml:13:1: missing field `repo`
+
+"#]], &[]);
 }
 
 #[test]

@@ -4,6 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use snapbox::str;
+
 use crate::support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name};
 use crate::support::http::{HttpSink, get};
 use crate::support::{TestEnv, WorkRepo, free_port};
@@ -144,16 +146,52 @@ health = {{ url = "http://127.0.0.1:{port}/health", timeout = "8s" }}
     ));
     let good = "grep -q version /www/index.html";
 
-    a.version(1, good, true);
-    a.env.pipe(&["run"]).code(0).stdout_has("deploy  passed");
+    let v1 = a.version(1, good, true);
+    let run = a.env.pipe(&["run"]);
+    run.code(0).stdout_eq(
+        str![[r#"
+PROJECT[..]REF  COMMIT        STAGE   RESULT  TIME
+[PROJECT][..]dev  [V_ONE]  deploy  passed  [..]
+
+"#]],
+        &[("[PROJECT]", &a.project), ("[V_ONE]", &v1[..12])],
+    );
     assert_eq!(a.answers().as_deref(), Some("version 1"));
 
     let v2 = a.version(2, good, true);
     let run = a.env.pipe(&["run", "--json"]);
-    run.code(0);
-    let doc = run.json();
-    assert_eq!(doc["results"][0]["commit"], v2.as_str());
-    assert_eq!(doc["results"][0]["deployed"], true);
+    run.code(0).stdout_eq(
+        str![[r#"
+{
+  "version": 1,
+  "changes": [
+    {
+      "project": "[PROJECT]",
+      "ref": "refs/heads/dev",
+      "kind": "branch",
+      "change": "updated",
+      "from": "[V_ONE]",
+      "to": "[V_TWO]"
+    }
+  ],
+  "errors": [],
+  "results": [
+    {
+      "project": "[PROJECT]",
+      "ref": "refs/heads/dev",
+      "commit": "[V_TWO]",
+      "stage": "deploy",
+      "result": "passed",
+      "seconds": [..],
+      "deployed": true
+    }
+  ],
+  "deferred": 0
+}
+
+"#]],
+        &[("[PROJECT]", &a.project), ("[V_ONE]", &v1), ("[V_TWO]", &v2)],
+    );
     assert_eq!(a.answers().as_deref(), Some("version 2"));
     assert!(slack.taken().is_empty(), "successes are not notified by default");
 

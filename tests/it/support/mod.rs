@@ -66,7 +66,7 @@ impl TestEnv {
     /// Runs `pipe ARGS` to completion.
     pub fn pipe(&self, args: &[&str]) -> Run {
         let output = self.command(args).output().expect("run pipe");
-        Run::from(output, args)
+        Run::from(output, args, self.path())
     }
 
     pub fn read_state(&self) -> String {
@@ -85,15 +85,18 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// The sandbox it ran in, shown as `[ROOT]` in snapshots.
+    root: PathBuf,
 }
 
 impl Run {
-    fn from(output: Output, args: &[&str]) -> Run {
+    fn from(output: Output, args: &[&str], root: &Path) -> Run {
         Run {
             args: args.join(" "),
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            root: root.to_path_buf(),
         }
     }
 
@@ -125,6 +128,36 @@ impl Run {
             self.stdout
         );
         self
+    }
+
+    /// Asserts the whole of stdout against a snapshot; see [`Run::stderr_eq`].
+    #[track_caller]
+    pub fn stdout_eq(&self, expected: impl snapbox::IntoData, redact: &[(&'static str, &str)]) -> &Self {
+        self.snapshot(&self.stdout, expected, redact);
+        self
+    }
+
+    /// Asserts the whole of stderr against a snapshot (snapbox): `[..]` matches the rest of a
+    /// line, `...` whole lines, the sandbox's path reads `[ROOT]`, and each `(placeholder,
+    /// value)` of `redact` (`[PROJECT]`, `[HEAD]`) reads as its placeholder.
+    /// `SNAPSHOTS=overwrite cargo test` rewrites a snapshot that no longer matches.
+    #[track_caller]
+    pub fn stderr_eq(&self, expected: impl snapbox::IntoData, redact: &[(&'static str, &str)]) -> &Self {
+        self.snapshot(&self.stderr, expected, redact);
+        self
+    }
+
+    #[track_caller]
+    fn snapshot(&self, actual: &str, expected: impl snapbox::IntoData, redact: &[(&'static str, &str)]) {
+        let mut redactions = snapbox::Redactions::new();
+        redactions.insert("[ROOT]", self.root.clone()).unwrap();
+        for (placeholder, value) in redact {
+            redactions.insert(placeholder, value.to_string()).unwrap();
+        }
+        snapbox::Assert::new()
+            .action_env(snapbox::assert::DEFAULT_ACTION_ENV)
+            .redact_with(redactions)
+            .eq(actual.to_string(), expected);
     }
 
     pub fn json(&self) -> serde_json::Value {
