@@ -271,7 +271,7 @@ fuzz() { # name cases command...: runs bounded, prints "result|seconds|tests"
     else echo "**FAILED** (bench/work/fuzz-$name.log)|$(printf %.0f "$took")|$tests"; fi
 }
 IFS='|' read -r fuzz_lib fuzz_lib_s fuzz_lib_n < <(fuzz lib "$fuzz_cases" cargo test --release --lib prop_)
-IFS='|' read -r fuzz_srv fuzz_srv_s _ < <(fuzz serve "$serve_cases" cargo test --release --test serve generated_requests)
+IFS='|' read -r fuzz_srv fuzz_srv_s _ < <(fuzz serve "$serve_cases" cargo test --release --test it serve::generated_requests)
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 cat >"$results" <<MD

@@ -2,19 +2,24 @@
 //! so the stages built on them are tested against a real engine. Skips on a laptop without an
 //! engine; fails when `PIPE_REQUIRE_DOCKER=1` (set by `scripts/test.sh`, hence in CI).
 
-mod support;
-
-use support::docker::{Docker, unique_name};
+use crate::support::TestEnv;
+use crate::support::docker::{Docker, unique_name};
 
 #[test]
 fn engine_builds_an_image_from_the_local_base_and_runs_it() {
     let Some(docker) = Docker::require() else { return };
-    let env = support::TestEnv::new();
+    let env = TestEnv::new();
     let context = env.path().join("ctx");
     std::fs::create_dir_all(&context).unwrap();
     std::fs::write(
         context.join("Dockerfile"),
-        format!("FROM {}\nRUN echo built-by-the-engine > /built\nCMD [\"cat\", \"/built\"]\n", docker.base_image),
+        format!(
+            r#"FROM {}
+RUN echo built-by-the-engine > /built
+CMD ["cat", "/built"]
+"#,
+            docker.base_image
+        ),
     )
     .unwrap();
     let image = docker.image(&unique_name("harness"));

@@ -1,11 +1,9 @@
 //! Test harness shared by the integration tests: a temp dir per test, the real `pipe` binary
 //! run with a clean environment, real git repositories, and a real git daemon on 127.0.0.1.
-#![allow(dead_code)]
 
 pub mod docker;
 pub mod http;
 
-use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -68,7 +66,7 @@ impl TestEnv {
     /// Runs `pipe ARGS` to completion.
     pub fn pipe(&self, args: &[&str]) -> Run {
         let output = self.command(args).output().expect("run pipe");
-        Run::from(output, args)
+        Run::from(output, args, self.path())
     }
 
     pub fn read_state(&self) -> String {
@@ -87,15 +85,18 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// The sandbox it ran in, shown as `[ROOT]` in snapshots.
+    root: PathBuf,
 }
 
 impl Run {
-    fn from(output: Output, args: &[&str]) -> Run {
+    fn from(output: Output, args: &[&str], root: &Path) -> Run {
         Run {
             args: args.join(" "),
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            root: root.to_path_buf(),
         }
     }
 
@@ -127,6 +128,36 @@ impl Run {
             self.stdout
         );
         self
+    }
+
+    /// Asserts the whole of stdout against a snapshot; see [`Run::stderr_eq`].
+    #[track_caller]
+    pub fn stdout_eq(&self, expected: impl snapbox::IntoData, redact: &[(&'static str, &str)]) -> &Self {
+        self.snapshot(&self.stdout, expected, redact);
+        self
+    }
+
+    /// Asserts the whole of stderr against a snapshot (snapbox): `[..]` matches the rest of a
+    /// line, `...` whole lines, the sandbox's path reads `[ROOT]`, and each `(placeholder,
+    /// value)` of `redact` (`[PROJECT]`, `[HEAD]`) reads as its placeholder.
+    /// `SNAPSHOTS=overwrite cargo test` rewrites a snapshot that no longer matches.
+    #[track_caller]
+    pub fn stderr_eq(&self, expected: impl snapbox::IntoData, redact: &[(&'static str, &str)]) -> &Self {
+        self.snapshot(&self.stderr, expected, redact);
+        self
+    }
+
+    #[track_caller]
+    fn snapshot(&self, actual: &str, expected: impl snapbox::IntoData, redact: &[(&'static str, &str)]) {
+        let mut redactions = snapbox::Redactions::new();
+        redactions.insert("[ROOT]", self.root.clone()).unwrap();
+        for (placeholder, value) in redact {
+            redactions.insert(placeholder, value.to_string()).unwrap();
+        }
+        snapbox::Assert::new()
+            .action_env(snapbox::assert::DEFAULT_ACTION_ENV)
+            .redact_with(redactions)
+            .eq(actual.to_string(), expected);
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -284,13 +315,6 @@ impl Drop for SilentServer {
     }
 }
 
-/// Reads a child's stderr to the end (for processes spawned with piped stderr).
-pub fn read_all(mut r: impl Read) -> String {
-    let mut s = String::new();
-    let _ = r.read_to_string(&mut s);
-    s
-}
-
 /// A smart-HTTP git server (`git http-backend` behind Python) on 127.0.0.1; killed on drop.
 pub struct GitHttpServer {
     child: Child,
@@ -302,7 +326,7 @@ impl GitHttpServer {
     pub fn start(root: &Path, credential: Option<&str>) -> GitHttpServer {
         let port_file = root.join(format!(".http-port-{}", free_port()));
         let mut cmd = Command::new("python3");
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/git_http_server.py")).arg(root).arg(&port_file);
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/git_http_server.py")).arg(root).arg(&port_file);
         if let Some(c) = credential {
             cmd.arg(c);
         }
@@ -409,8 +433,16 @@ impl Sshd {
             std::fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n\
-                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\nPidFile none\n",
+                    r#"Port {port}
+ListenAddress 127.0.0.1
+HostKey {d}/host
+AuthorizedKeysFile {d}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+StrictModes no
+UsePAM no
+PidFile none
+"#,
                     d = dir.path().display()
                 ),
             )

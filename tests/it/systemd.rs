@@ -1,7 +1,7 @@
 //! The shipped systemd units, as `pipe generate systemd` writes them, pass `systemd-analyze
 //! verify` with no warning at all.
 
-mod support;
+use crate::support::TestEnv;
 
 #[test]
 fn shipped_units_verify_without_warnings() {
@@ -10,7 +10,7 @@ fn shipped_units_verify_without_warnings() {
         eprintln!("skipped: systemd-analyze is not installed");
         return;
     };
-    let env = support::TestEnv::new();
+    let env = TestEnv::new();
     let dir = env.path().join("units");
     // verify checks that ExecStart exists: point the units at the binary under test.
     env.pipe(&["generate", "systemd", &dir.display().to_string(), "--bin", env!("CARGO_BIN_EXE_pipe")]).code(0);

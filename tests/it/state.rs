@@ -1,16 +1,20 @@
 //! The state file: located as documented, never silently reset, one mutating process at a time.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{BareRepo, SilentServer, TestEnv};
+use crate::support::{BareRepo, SilentServer, TestEnv};
 
 fn one_repo(env: &TestEnv) -> BareRepo {
     let repo = BareRepo::new(env.path(), "app");
     repo.set("refs/heads/main");
-    env.config(&format!("[project.app]\nrepo = \"{}\"\nbranches = [\"main\"]\n", repo.url()));
+    env.config(&format!(
+        r#"[project.app]
+repo = "{}"
+branches = ["main"]
+"#,
+        repo.url()
+    ));
     repo
 }
 
@@ -19,7 +23,11 @@ fn corrupt_state_is_an_error_naming_file_and_line_and_is_left_alone() {
     let env = TestEnv::new();
     one_repo(&env);
     std::fs::create_dir_all(env.state_path().parent().unwrap()).unwrap();
-    let corrupt = "schema = 1\n\n[project.app.refs]\n\"refs/heads/main\" = { head = \"abc\", since = \n";
+    let corrupt = r#"schema = 1
+
+[project.app.refs]
+"refs/heads/main" = { head = "abc", since = 
+"#;
     std::fs::write(env.state_path(), corrupt).unwrap();
 
     let run = env.pipe(&["poll"]);
@@ -82,7 +90,13 @@ fn systemd_state_directory_is_the_default_location() {
 /// Starts `pipe poll` against a remote that never answers, and waits until it holds the lock.
 fn start_lock_holder(env: &TestEnv, silent: &SilentServer) -> std::process::Child {
     env.config(&format!(
-        "[pipe.timeouts]\npoll = \"20s\"\n\n[project.slow]\nrepo = \"git://127.0.0.1:{}/slow.git\"\nbranches = [\"main\"]\n",
+        r#"[pipe.timeouts]
+poll = "20s"
+
+[project.slow]
+repo = "git://127.0.0.1:{}/slow.git"
+branches = ["main"]
+"#,
         silent.port
     ));
     let mut child = env.command(&["poll"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();

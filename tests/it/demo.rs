@@ -2,14 +2,12 @@
 //! project and prints where it answers, a second run rebuilds nothing, and a commit to the demo
 //! repo followed by the same command is deployed. Ports, directories and names are per test.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
-use support::http::get;
-use support::{free_port, git};
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
+use crate::support::http::get;
+use crate::support::{free_port, git};
 
 struct Demo {
     dir: tempfile::TempDir,

@@ -4,8 +4,6 @@
 //! Each case checks that nothing is lost, the message is clear, the exit code is the
 //! documented one, and the next run recovers.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -14,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::docker::{Docker, ProjectImages, Registry, unique_name};
-use support::http::HttpSink;
-use support::{BareRepo, TestEnv, WorkRepo, git};
+use crate::support::docker::{Docker, ProjectImages, Registry, unique_name};
+use crate::support::http::HttpSink;
+use crate::support::{BareRepo, Run, TestEnv, WorkRepo, git};
 
 /// A project whose repo holds a Dockerfile and a `.pipe.toml`.
 struct Proj {
@@ -34,14 +32,29 @@ fn proj(docker: &Docker, dockerfile_tail: &str, test: &str) -> Proj {
     let repo = WorkRepo::new(env.path(), "app");
     repo.write("Dockerfile", &format!("FROM {}\nCOPY app.txt /app.txt\n{dockerfile_tail}", docker.base_image))
         .write("app.txt", "v1\n")
-        .write(".pipe.toml", &format!("image = \"{image}\"\ntest = {test:?}\n"));
+        .write(
+            ".pipe.toml",
+            &format!(
+                r#"image = "{image}"
+test = {test:?}
+"#
+            ),
+        );
     Proj { _images: ProjectImages { project: project.clone() }, env, repo, project, image }
 }
 
 impl Proj {
     fn config(&self, project_extra: &str, extra: &str) {
         self.env.config(&format!(
-            "[pipe]\nworkspace = \"{ws}\"\n\n{extra}\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"main\", \"dev\"]\n{project_extra}\n",
+            r#"[pipe]
+workspace = "{ws}"
+
+{extra}
+[project.{p}]
+repo = "{url}"
+branches = ["main", "dev"]
+{project_extra}
+"#,
             ws = self.env.path().join("work").display(),
             p = self.project,
             url = self.repo.url(),
@@ -50,7 +63,7 @@ impl Proj {
 }
 
 /// A `pipe run --json` that took its one ref through `stage` and passed.
-fn passed(run: &support::Run, stage: &str) {
+fn passed(run: &Run, stage: &str) {
     run.code(0);
     let doc = run.json();
     assert_eq!(
@@ -106,7 +119,13 @@ fn sigkill_at_random_moments_during_saves_leaves_the_old_or_the_new_state() {
     update.stdin.take().unwrap().write_all(batch.as_bytes()).unwrap();
     assert!(update.wait().unwrap().success());
     let second = remote.commit();
-    env.config(&format!("[project.many]\nrepo = \"{}\"\nbranches = [\"**\"]\n", remote.url()));
+    env.config(&format!(
+        r#"[project.many]
+repo = "{}"
+branches = ["**"]
+"#,
+        remote.url()
+    ));
     env.pipe(&["poll"]).code(0);
     let state_dir = env.state_path().parent().unwrap().to_path_buf();
 
@@ -205,7 +224,13 @@ fn a_full_disk_keeps_the_old_state_and_says_so_and_the_next_run_recovers() {
     let Some(disk) = Tmpfs::mount(&p.env.path().join("small"), "1m") else { return };
     let state = disk.0.join("state.toml");
     p.env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"**\"]\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+[project.{p}]
+repo = "{url}"
+branches = ["**"]
+"#,
         ws = p.env.path().join("work").display(),
         p = p.project,
         url = p.repo.url(),
@@ -347,9 +372,24 @@ fn a_registry_that_is_down_or_refuses_credentials_fails_clearly_without_printing
     let mut reg = Registry::start("ci", password);
     let mut p = proj(&docker, "", "true");
     p.repo.commit_to("main", "first");
-    let registry =
-        format!("[registry.local]\nurl = \"{}\"\nusername = \"ci\"\npassword_env = \"REG_PW\"\n", reg.host());
-    p.config(&format!("[[project.{}.deploy]]\nbranches = [\"main\"]\npush = [\"local\"]\n", p.project), &registry);
+    let registry = format!(
+        r#"[registry.local]
+url = "{}"
+username = "ci"
+password_env = "REG_PW"
+"#,
+        reg.host()
+    );
+    p.config(
+        &format!(
+            r#"[[project.{}.deploy]]
+branches = ["main"]
+push = ["local"]
+"#,
+            p.project
+        ),
+        &registry,
+    );
     p.env.env("REG_PW", password);
 
     // Down: exit 4, nothing recorded, the ref stays pending; the next run pushes.
@@ -480,7 +520,13 @@ fn a_repo_file_cannot_run_anything_on_the_host() {
     p.repo.write(
         ".pipe.toml",
         &format!(
-            "image = \"{}\"\ntest = \"true\"\n\n[[deploy]]\nbranches = [\"main\"]\ncommand = {{ argv = [\"touch\", \"{}\"] }}\n",
+            r#"image = "{}"
+test = "true"
+
+[[deploy]]
+branches = ["main"]
+command = {{ argv = ["touch", "{}"] }}
+"#,
             p.image,
             marker.display()
         ),
@@ -545,19 +591,30 @@ fn secrets_planted_in_the_config_never_reach_output_logs_state_errors_or_notific
         .env("HOOK_SECRET", hook_secret);
     p.config(
         &format!(
-            "[[project.{p}.deploy]]\nname = \"prod\"\nbranches = [\"main\"]\npush = [\"local\"]\n\
-             webhook = {{ url = \"{hook}\", secret_env = \"HOOK_SECRET\" }}\n",
+            r#"[[project.{p}.deploy]]
+name = "prod"
+branches = ["main"]
+push = ["local"]
+webhook = {{ url = "{hook}", secret_env = "HOOK_SECRET" }}
+"#,
             p = p.project,
             hook = receiver.url("/hooks/app"),
         ),
         &format!(
-            "[notify.slack]\nwebhook_url_env = \"SLACK_URL\"\non = [\"failure\", \"recovery\", \"deploy\"]\n\n\
-             [registry.local]\nurl = \"{}\"\nusername = \"ci\"\npassword_env = \"REG_PW\"\n",
+            r#"[notify.slack]
+webhook_url_env = "SLACK_URL"
+on = ["failure", "recovery", "deploy"]
+
+[registry.local]
+url = "{}"
+username = "ci"
+password_env = "REG_PW"
+"#,
             reg.host()
         ),
     );
     let mut said = Vec::new();
-    let mut record = |run: support::Run| {
+    let mut record = |run: Run| {
         said.push(format!("{}\n{}", run.stdout, run.stderr));
         run
     };

@@ -1,10 +1,10 @@
 //! The pipeline file: strict loading, every error at once with file:line:column, secret hygiene.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use support::TestEnv;
+use snapbox::str;
+
+use crate::support::TestEnv;
 
 #[test]
 fn check_accepts_the_example_file() {
@@ -19,33 +19,65 @@ fn check_accepts_the_example_file() {
 fn check_reports_every_error_with_its_location() {
     let env = TestEnv::new();
     env.config(
-        "[pipe]\nkeep_logs = -1\n\n[project.Web]\nrepo = \"x\"\nbranches = [\"main\"]\n\n[project.api]\nrepo = \"y\"\nbranches = [\"feat/[x\"]\ncolour = \"blue\"\n\n[project.db]\nbranches = [\"main\"]\n",
+        r#"[pipe]
+keep_logs = -1
+
+[project.Web]
+repo = "x"
+branches = ["main"]
+
+[project.api]
+repo = "y"
+branches = ["feat/[x"]
+colour = "blue"
+
+[project.db]
+branches = ["main"]
+"#,
     );
     let run = env.pipe(&["check"]);
-    run.code(2).stderr_has("invalid pipeline file (4 errors)");
-    let path = env.config_path().display().to_string();
-    run.stderr_has(&format!("{path}:2:13: invalid value: integer `-1`, expected u32"));
-    run.stderr_has(&format!("{path}:4:10: invalid project name `Web`"));
-    run.stderr_has(&format!("{path}:11:1: unknown field `colour`, expected one of"));
-    run.stderr_has("missing field `repo`");
+    run.code(2).stderr_eq(str![[r#"
+error: invalid pipeline file (4 errors)
+  [ROOT]/pipeline.toml:2:13: invalid value: integer `-1`, expected u32
+  [ROOT]/pipeline.toml:4:10: invalid project name `Web`: expected 1 to 63 lowercase letters, digits, `-` or `_`, starting with a letter or digit
+  [ROOT]/pipeline.toml:11:1: unknown field `colour`, expected one of `repo`, `branches`, `pull_requests`, `default_branch`, `image`, `dockerfile`, `context`, `build_args`, `test`, `test_env`, `test_services`, `keep_images`, `keep_logs`, `timeouts`, `auth`, `deploy`
+  [ROOT]/pipeline.toml:13:1: missing field `repo`
+
+"#]], &[]);
 }
 
 #[test]
 fn syntax_errors_and_duplicate_projects_are_located() {
     let env = TestEnv::new();
-    env.config("[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n\n[project.a]\nrepo = \"y\"\n");
+    env.config(
+        r#"[project.a]
+repo = "x"
+branches = ["main"]
+
+[project.a]
+repo = "y"
+"#,
+    );
     let run = env.pipe(&["poll"]);
     run.code(2).stderr_has(&format!("{}:5:", env.config_path().display())).stderr_has("duplicate");
     assert!(!env.state_path().exists(), "an invalid config touches no state");
 
-    env.config("[project.a\nrepo = \"x\"\n");
+    env.config(
+        r#"[project.a
+repo = "x"
+"#,
+    );
     env.pipe(&["check"]).code(2).stderr_has(&format!("{}:1:", env.config_path().display()));
 }
 
 #[test]
 fn unknown_section_and_missing_file_are_usage_errors() {
     let env = TestEnv::new();
-    env.config("[projects.a]\nrepo = \"x\"\n");
+    env.config(
+        r#"[projects.a]
+repo = "x"
+"#,
+    );
     env.pipe(&["check"]).code(2).stderr_has(":1:2: unknown section `projects`");
     env.pipe(&["check", "-c", "/nonexistent/pipeline.toml"])
         .code(2)
@@ -55,7 +87,11 @@ fn unknown_section_and_missing_file_are_usage_errors() {
 #[test]
 fn inline_secret_is_refused_and_never_echoed() {
     let env = TestEnv::new();
-    env.config("[notify.slack]\nwebhook_url = \"https://hooks.slack.invalid/T000/SECRETPART\"\n");
+    env.config(
+        r#"[notify.slack]
+webhook_url = "https://hooks.slack.invalid/T000/SECRETPART"
+"#,
+    );
     let run = env.pipe(&["check"]);
     run.code(2).stderr_has("secrets are never written inline: use `webhook_url_env");
     assert!(!run.stderr.contains("SECRETPART"), "{}", run.stderr);
@@ -68,7 +104,11 @@ fn check_warns_about_secret_files_readable_by_others() {
     std::fs::write(&secret, "s3cr3t-value\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
     env.config(&format!(
-        "[registry.r]\nurl = \"127.0.0.1:5000\"\nusername = \"ci\"\npassword_file = \"{}\"\n",
+        r#"[registry.r]
+url = "127.0.0.1:5000"
+username = "ci"
+password_file = "{}"
+"#,
         secret.display()
     ));
     let run = env.pipe(&["check"]);
@@ -87,7 +127,12 @@ fn check_warns_about_secret_files_readable_by_others() {
 #[test]
 fn default_config_location_is_the_working_directory() {
     let env = TestEnv::new();
-    env.config("[project.a]\nrepo = \"file:///nowhere\"\nbranches = [\"main\"]\n");
+    env.config(
+        r#"[project.a]
+repo = "file:///nowhere"
+branches = ["main"]
+"#,
+    );
     let mut cmd = env.command(&["check"]);
     cmd.env_remove("PIPE_CONFIG");
     let out = cmd.output().unwrap();

@@ -2,11 +2,9 @@
 //! and fetch, a corrupt ref history) is recorded, shown, notified once and retried; never
 //! dropped silently.
 
-mod support;
-
-use support::docker::{Docker, ProjectImages, unique_name};
-use support::http::HttpSink;
-use support::{TestEnv, WorkRepo};
+use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::http::HttpSink;
+use crate::support::{TestEnv, WorkRepo};
 
 struct Fixture {
     env: TestEnv,

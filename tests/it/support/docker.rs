@@ -123,7 +123,19 @@ impl Registry {
         for _ in 0..5 {
             let port = super::free_port();
             let config = format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: pipe-test\n    path: {root}/htpasswd\n",
+                r#"version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: {root}/data
+http:
+  addr: 127.0.0.1:{port}
+auth:
+  htpasswd:
+    realm: pipe-test
+    path: {root}/htpasswd
+"#,
                 root = dir.path().display()
             );
             std::fs::write(dir.path().join("config.yml"), config).unwrap();

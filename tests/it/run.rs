@@ -1,14 +1,14 @@
 //! `pipe run`, `pipe deploy`: the whole loop against a real engine, a real registry, a real
 //! compose project answering on 127.0.0.1, and real HTTP peers for Slack and webhooks.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name};
-use support::http::{HttpSink, get};
-use support::{TestEnv, WorkRepo, free_port};
+use snapbox::str;
+
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name};
+use crate::support::http::{HttpSink, get};
+use crate::support::{TestEnv, WorkRepo, free_port};
 
 struct App {
     _compose: ComposeProject,
@@ -33,7 +33,14 @@ fn app(docker: &Docker) -> App {
     std::fs::write(
         &file,
         format!(
-            "version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{port}:8080\"]\n"
+            r#"version: "2.4"
+services:
+  web:
+    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}
+    init: true
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: ["127.0.0.1:{port}:8080"]
+"#
         ),
     )
     .unwrap();
@@ -58,14 +65,28 @@ impl App {
         } else if health.exists() {
             std::fs::remove_file(health).unwrap();
         }
-        self.repo.write(".pipe.toml", &format!("image = \"{}\"\ntest = {test:?}\n", self.image));
+        self.repo.write(
+            ".pipe.toml",
+            &format!(
+                r#"image = "{}"
+test = {test:?}
+"#,
+                self.image
+            ),
+        );
         self.repo.commit_to("dev", &format!("version {n}"))
     }
 
     /// A pipeline file with just this project: no registry, no deploy target.
     fn plain_config(&self, pipe_extra: &str, branches: &str) -> String {
         format!(
-            "[pipe]\nworkspace = \"{ws}\"\n{pipe_extra}\n[project.{p}]\nrepo = \"{url}\"\nbranches = [{branches}]\n",
+            r#"[pipe]
+workspace = "{ws}"
+{pipe_extra}
+[project.{p}]
+repo = "{url}"
+branches = [{branches}]
+"#,
             ws = self.env.path().join("work").display(),
             p = self.project,
             url = self.repo.url(),
@@ -94,9 +115,28 @@ fn commits_on_dev_are_built_tested_pushed_deployed_notified_and_rolled_back() {
     let mut a = app(&docker);
     a.env.env("REG_PW", "pw-run-1").env("SLACK_URL", &slack.url("/services/T000/B000/SECRETPART"));
     a.env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[notify.slack]\nwebhook_url_env = \"SLACK_URL\"\n\n[registry.local]\nurl = \"{reg}\"\nusername = \"ci\"\npassword_env = \"REG_PW\"\n\n\
-         [project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nname = \"devhost\"\nbranches = [\"dev\"]\npush = [\"local\"]\n\
-         compose = {{ file = \"{file}\", project = \"{p}\", services = [\"web\"] }}\nhealth = {{ url = \"http://127.0.0.1:{port}/health\", timeout = \"8s\" }}\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+[notify.slack]
+webhook_url_env = "SLACK_URL"
+
+[registry.local]
+url = "{reg}"
+username = "ci"
+password_env = "REG_PW"
+
+[project.{p}]
+repo = "{url}"
+branches = ["dev"]
+
+[[project.{p}.deploy]]
+name = "devhost"
+branches = ["dev"]
+push = ["local"]
+compose = {{ file = "{file}", project = "{p}", services = ["web"] }}
+health = {{ url = "http://127.0.0.1:{port}/health", timeout = "8s" }}
+"#,
         ws = a.env.path().join("work").display(),
         reg = reg.host(),
         p = a.project,
@@ -106,16 +146,52 @@ fn commits_on_dev_are_built_tested_pushed_deployed_notified_and_rolled_back() {
     ));
     let good = "grep -q version /www/index.html";
 
-    a.version(1, good, true);
-    a.env.pipe(&["run"]).code(0).stdout_has("deploy  passed");
+    let v1 = a.version(1, good, true);
+    let run = a.env.pipe(&["run"]);
+    run.code(0).stdout_eq(
+        str![[r#"
+PROJECT[..]REF  COMMIT        STAGE   RESULT  TIME
+[PROJECT][..]dev  [V_ONE]  deploy  passed  [..]
+
+"#]],
+        &[("[PROJECT]", &a.project), ("[V_ONE]", &v1[..12])],
+    );
     assert_eq!(a.answers().as_deref(), Some("version 1"));
 
     let v2 = a.version(2, good, true);
     let run = a.env.pipe(&["run", "--json"]);
-    run.code(0);
-    let doc = run.json();
-    assert_eq!(doc["results"][0]["commit"], v2.as_str());
-    assert_eq!(doc["results"][0]["deployed"], true);
+    run.code(0).stdout_eq(
+        str![[r#"
+{
+  "version": 1,
+  "changes": [
+    {
+      "project": "[PROJECT]",
+      "ref": "refs/heads/dev",
+      "kind": "branch",
+      "change": "updated",
+      "from": "[V_ONE]",
+      "to": "[V_TWO]"
+    }
+  ],
+  "errors": [],
+  "results": [
+    {
+      "project": "[PROJECT]",
+      "ref": "refs/heads/dev",
+      "commit": "[V_TWO]",
+      "stage": "deploy",
+      "result": "passed",
+      "seconds": [..],
+      "deployed": true
+    }
+  ],
+  "deferred": 0
+}
+
+"#]],
+        &[("[PROJECT]", &a.project), ("[V_ONE]", &v1), ("[V_TWO]", &v2)],
+    );
     assert_eq!(a.answers().as_deref(), Some("version 2"));
     assert!(slack.taken().is_empty(), "successes are not notified by default");
 
@@ -153,8 +229,17 @@ fn rollback_by_hand_redeploys_an_earlier_commit() {
     let Some(docker) = Docker::require() else { return };
     let a = app(&docker);
     a.env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nbranches = [\"dev\"]\n\
-         compose = {{ file = \"{file}\", project = \"{p}\" }}\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+[project.{p}]
+repo = "{url}"
+branches = ["dev"]
+
+[[project.{p}.deploy]]
+branches = ["dev"]
+compose = {{ file = "{file}", project = "{p}" }}
+"#,
         ws = a.env.path().join("work").display(),
         p = a.project,
         url = a.repo.url(),
@@ -182,8 +267,17 @@ fn a_webhook_target_posts_a_signed_release() {
     let mut a = app(&docker);
     a.env.env("HOOK_SECRET", "hmac-secret-662607");
     a.env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nbranches = [\"dev\"]\n\
-         webhook = {{ url = \"{hook}\", secret_env = \"HOOK_SECRET\" }}\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+[project.{p}]
+repo = "{url}"
+branches = ["dev"]
+
+[[project.{p}.deploy]]
+branches = ["dev"]
+webhook = {{ url = "{hook}", secret_env = "HOOK_SECRET" }}
+"#,
         ws = a.env.path().join("work").display(),
         p = a.project,
         url = a.repo.url(),
@@ -297,12 +391,27 @@ fn a_swarm_target_deploys_the_stack_and_waits_for_it() {
     let file = a.env.path().join("deploy").join("stack.yml");
     std::fs::write(
         &file,
-        "version: \"3.8\"\nservices:\n  web:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        r#"version: "3.8"
+services:
+  web:
+    image: ${PIPE_IMAGE}:${PIPE_TAG}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+"#,
     )
     .unwrap();
     a.env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nbranches = [\"dev\"]\n\
-         swarm = {{ file = \"{file}\", stack = \"{stack}\" }}\ntimeout = \"90s\"\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+[project.{p}]
+repo = "{url}"
+branches = ["dev"]
+
+[[project.{p}.deploy]]
+branches = ["dev"]
+swarm = {{ file = "{file}", stack = "{stack}" }}
+timeout = "90s"
+"#,
         ws = a.env.path().join("work").display(),
         p = a.project,
         url = a.repo.url(),
@@ -333,18 +442,42 @@ fn a_container_health_check_rolls_back_an_unhealthy_deploy_and_the_generic_webho
     std::fs::write(
         &a.compose_file,
         format!(
-            "version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n    container_name: {container}\n    \
-             command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{port}:8080\"]\n    \
-             healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/www/health\"]\n      interval: 1s\n      timeout: 1s\n      retries: 2\n",
+            r#"version: "2.4"
+services:
+  web:
+    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}
+    init: true
+    container_name: {container}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: ["127.0.0.1:{port}:8080"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/www/health"]
+      interval: 1s
+      timeout: 1s
+      retries: 2
+"#,
             port = a.port
         ),
     )
     .unwrap();
     a.env.env("NOTIFY_URL", &sink.url("/pipe-events"));
     a.env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[notify.webhook]\nurl_env = \"NOTIFY_URL\"\non = [\"failure\", \"deploy\"]\n\n\
-         [project.{p}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{p}.deploy]]\nbranches = [\"dev\"]\n\
-         compose = {{ file = \"{file}\", project = \"{p}\", services = [\"web\"] }}\nhealth = {{ container = \"{container}\", timeout = \"30s\" }}\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+[notify.webhook]
+url_env = "NOTIFY_URL"
+on = ["failure", "deploy"]
+
+[project.{p}]
+repo = "{url}"
+branches = ["dev"]
+
+[[project.{p}.deploy]]
+branches = ["dev"]
+compose = {{ file = "{file}", project = "{p}", services = ["web"] }}
+health = {{ container = "{container}", timeout = "30s" }}
+"#,
         ws = a.env.path().join("work").display(),
         p = a.project,
         url = a.repo.url(),

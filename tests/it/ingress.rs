@@ -2,15 +2,13 @@
 //! request for `<service>.DOMAIN` reaches the container `pipe run` deployed, both with nginx on
 //! the host (published ports) and with nginx in a container using Docker's DNS server.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::docker::{ComposeProject, Container, Docker, ProjectImages, unique_name};
-use support::http::get_as;
-use support::{TestEnv, WorkRepo, free_port};
+use crate::support::docker::{ComposeProject, Container, Docker, ProjectImages, unique_name};
+use crate::support::http::get_as;
+use crate::support::{TestEnv, WorkRepo, free_port};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -27,9 +25,20 @@ fn nginx_available() -> bool {
 fn wrapper(dir: &Path, include: &str) -> String {
     let d = dir.display();
     format!(
-        "worker_processes 1;\nerror_log stderr;\npid {d}/nginx.pid;\nevents {{}}\nhttp {{\n    access_log off;\n    \
-         client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    \
-         uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n    include {include};\n}}\n"
+        r#"worker_processes 1;
+error_log stderr;
+pid {d}/nginx.pid;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    include {include};
+}}
+"#
     )
 }
 
@@ -108,17 +117,39 @@ fn generated_nginx_config_passes_nginx_t_and_proxies_to_the_deployed_service() {
     std::fs::write(
         &compose_file,
         format!(
-            "version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n    \
-             command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{app_port}:8080\"]\n"
+            r#"version: "2.4"
+services:
+  web:
+    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}
+    init: true
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: ["127.0.0.1:{app_port}:8080"]
+"#
         ),
     )
     .unwrap();
     let host_port = free_port();
     let config = |ingress: &str, port: u16| {
         format!(
-            "[pipe]\nworkspace = \"{ws}\"\n\n[ingress]\ndomain = \"devel.example.test\"\nbody_size = \"20m\"\ntimeout = \"30s\"\n{ingress}\n\n\
-             [project.{project}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{project}.deploy]]\nname = \"devhost\"\nbranches = [\"dev\"]\n\
-             compose = {{ file = \"{file}\", project = \"{project}\", services = [\"web\"] }}\ningress = {{ web = {port} }}\n",
+            r#"[pipe]
+workspace = "{ws}"
+
+[ingress]
+domain = "devel.example.test"
+body_size = "20m"
+timeout = "30s"
+{ingress}
+
+[project.{project}]
+repo = "{url}"
+branches = ["dev"]
+
+[[project.{project}.deploy]]
+name = "devhost"
+branches = ["dev"]
+compose = {{ file = "{file}", project = "{project}", services = ["web"] }}
+ingress = {{ web = {port} }}
+"#,
             ws = env.path().join("work").display(),
             url = repo.url(),
             file = compose_file.display(),

@@ -2,15 +2,21 @@
 //! the command that fixes it, a known one lists and fetches with the configured key (a real
 //! build of what came over SSH), and a key the server does not accept fails quickly and clearly.
 
-mod support;
-
-use support::docker::{Docker, ProjectImages, unique_name};
-use support::{Sshd, TestEnv, WorkRepo};
+use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::{Sshd, TestEnv, WorkRepo};
 
 fn config(env: &TestEnv, project: &str, url: &str, key: &std::path::Path) -> String {
     format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{project}]\nrepo = \"{url}\"\nbranches = [\"main\"]\n\n\
-         [project.{project}.auth]\nssh_key = \"{key}\"\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+[project.{project}]
+repo = "{url}"
+branches = ["main"]
+
+[project.{project}.auth]
+ssh_key = "{key}"
+"#,
         ws = env.path().join("work").display(),
         key = key.display(),
     )
@@ -26,7 +32,14 @@ fn ssh_remotes_check_the_host_key_then_list_and_fetch_with_the_configured_key() 
     let repo = WorkRepo::new(env.path(), "app");
     repo.write("Dockerfile", &format!("FROM {}\nCOPY app.txt /app.txt\n", docker.base_image));
     repo.write("app.txt", "fetched over ssh\n");
-    repo.write(".pipe.toml", &format!("image = \"pipe-test/{project}\"\ntest = \"grep -q ssh /app.txt\"\n"));
+    repo.write(
+        ".pipe.toml",
+        &format!(
+            r#"image = "pipe-test/{project}"
+test = "grep -q ssh /app.txt"
+"#
+        ),
+    );
     let head = repo.commit_to("main", "first");
     let url = sshd.url(&repo.bare);
     env.config(&config(&env, &project, &url, &sshd.key));

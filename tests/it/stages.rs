@@ -1,12 +1,10 @@
 //! `pipe build`, `pipe test`, `pipe push` and `pipe logs` against the real Docker engine, a
 //! real git remote and Debian's docker-registry with htpasswd auth on 127.0.0.1.
 
-mod support;
-
 use std::process::Command;
 
-use support::docker::{Docker, ImageGuard, ProjectImages, Registry, unique_name};
-use support::{TestEnv, WorkRepo};
+use crate::support::docker::{Docker, ImageGuard, ProjectImages, Registry, unique_name};
+use crate::support::{GitHttpServer, TestEnv, WorkRepo, git};
 
 /// A project whose image is built from the local busybox base.
 struct Fixture {
@@ -24,16 +22,38 @@ fn fixture(docker: &Docker, test: &str) -> Fixture {
     let repo = WorkRepo::new(env.path(), "app");
     repo.write(
         "Dockerfile",
-        &format!("FROM {}\nCOPY app.txt /app.txt\nRUN echo step-ran\nCMD [\"cat\", \"/app.txt\"]\n", docker.base_image),
+        &format!(
+            r#"FROM {}
+COPY app.txt /app.txt
+RUN echo step-ran
+CMD ["cat", "/app.txt"]
+"#,
+            docker.base_image
+        ),
     )
     .write("app.txt", "hello v1\n")
-    .write(".pipe.toml", &format!("image = \"{image}\"\ntest = {test:?}\n"));
+    .write(
+        ".pipe.toml",
+        &format!(
+            r#"image = "{image}"
+test = {test:?}
+"#
+        ),
+    );
     Fixture { _images: ProjectImages { project: project.clone() }, env, repo, project, image }
 }
 
 fn config(f: &Fixture, extra_project: &str, extra: &str) -> String {
     format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n{extra}\n[project.{p}]\nrepo = \"{url}\"\nbranches = [\"**\"]\n{extra_project}\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+{extra}
+[project.{p}]
+repo = "{url}"
+branches = ["**"]
+{extra_project}
+"#,
         ws = f.env.path().join("work").display(),
         p = f.project,
         url = f.repo.url(),
@@ -42,13 +62,22 @@ fn config(f: &Fixture, extra_project: &str, extra: &str) -> String {
 
 fn registry_config(reg: &Registry, f: &Fixture, password_env: &str) -> String {
     let registry = format!(
-        "[registry.local]\nurl = \"{}\"\nusername = \"{}\"\npassword_env = \"{password_env}\"\n",
+        r#"[registry.local]
+url = "{}"
+username = "{}"
+password_env = "{password_env}"
+"#,
         reg.host(),
         reg.user
     );
     config(
         f,
-        "[[project.P.deploy]]\nbranches = [\"main\"]\npush = [\"local\"]\n".replace("P", &f.project).as_str(),
+        r#"[[project.P.deploy]]
+branches = ["main"]
+push = ["local"]
+"#
+        .replace("P", &f.project)
+        .as_str(),
         &registry,
     )
 }
@@ -143,7 +172,11 @@ fn a_build_that_times_out_is_stopped_and_recorded() {
     let f = fixture(&docker, "true");
     // The project name makes the steps unique, so no earlier run's build cache hides their output.
     let dockerfile = format!(
-        "FROM {}\nARG GREETING\nRUN echo \"greeting=$GREETING in {}\"\nRUN sleep 60\n",
+        r#"FROM {}
+ARG GREETING
+RUN echo "greeting=$GREETING in {}"
+RUN sleep 60
+"#,
         docker.base_image, f.project
     );
     f.repo.write("Dockerfile", &dockerfile);
@@ -179,11 +212,27 @@ fn test_services_run_on_a_private_network_and_are_removed() {
     f.repo.write(
         "services.yml",
         &format!(
-            "version: \"2.4\"\nservices:\n  db:\n    image: {}\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\n    labels:\n      pipe.testcase: {marker}\n",
+            r#"version: "2.4"
+services:
+  db:
+    image: {}
+    command: ["httpd", "-f", "-p", "80", "-h", "/etc"]
+    labels:
+      pipe.testcase: {marker}
+"#,
             docker.base_image
         ),
     );
-    f.repo.write(".pipe.toml", &format!("image = \"{}\"\ntest = \"sleep 1; wget -q -O- http://db/passwd | grep -q root && echo reached-db\"\ntest_services = \"services.yml\"\n", f.image));
+    f.repo.write(
+        ".pipe.toml",
+        &format!(
+            r#"image = "{}"
+test = "sleep 1; wget -q -O- http://db/passwd | grep -q root && echo reached-db"
+test_services = "services.yml"
+"#,
+            f.image
+        ),
+    );
     f.repo.commit_to("main", "with services");
     f.env.config(&config(&f, "", ""));
     f.env.pipe(&["build", &f.project]).code(0);
@@ -254,18 +303,33 @@ fn ecr_login_uses_the_aws_cli_password_on_stdin() {
     let argv_log = f.env.path().join("aws-argv");
     std::fs::write(
         bin.join("aws"),
-        format!("#!/bin/sh\necho \"$@\" > {}\necho ecr-token-161803\n", argv_log.display()),
+        format!(
+            r#"#!/bin/sh
+echo "$@" > {}
+echo ecr-token-161803
+"#,
+            argv_log.display()
+        ),
     )
     .unwrap();
     std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(bin.join("aws")).unwrap().permissions(), 0o755);
     std::fs::set_permissions(bin.join("aws"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let registry = format!(
-        "[registry.prod]\nurl = \"{}\"\necr = {{ region = \"eu-west-1\", profile = \"production\" }}\n",
+        r#"[registry.prod]
+url = "{}"
+ecr = {{ region = "eu-west-1", profile = "production" }}
+"#,
         reg.host()
     );
     f.env.config(&config(
         &f,
-        &format!("[[project.{}.deploy]]\nbranches = [\"main\"]\npush = [\"prod\"]\n", f.project),
+        &format!(
+            r#"[[project.{}.deploy]]
+branches = ["main"]
+push = ["prod"]
+"#,
+            f.project
+        ),
         &registry,
     ));
     f.env.env("PATH", &format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()));
@@ -312,9 +376,16 @@ fn a_project_on_an_http_remote_with_a_token_is_fetched_and_built() {
     let mut f = fixture(&docker, "true");
     let sha = f.repo.commit_to("main", "over http");
     let served = f.repo.bare.parent().unwrap().to_path_buf();
-    let server = support::GitHttpServer::start(&served, Some("ci:http-token-577215"));
+    let server = GitHttpServer::start(&served, Some("ci:http-token-577215"));
     f.env.config(&format!(
-        "[pipe]\nworkspace = \"{}\"\n\n[project.{}]\nrepo = \"{}\"\nbranches = [\"main\"]\nauth = {{ username = \"ci\", token_env = \"GIT_TOKEN\" }}\n",
+        r#"[pipe]
+workspace = "{}"
+
+[project.{}]
+repo = "{}"
+branches = ["main"]
+auth = {{ username = "ci", token_env = "GIT_TOKEN" }}
+"#,
         f.env.path().join("work").display(),
         f.project,
         server.url("app.git")
@@ -349,8 +420,17 @@ fn submodules_are_checked_out_for_the_build() {
     let sub = WorkRepo::new(f.env.path(), "sub");
     sub.write("sub.txt", "from-the-submodule\n");
     sub.commit_to("main", "sub");
-    support::git(&f.repo.work, &["-c", "protocol.file.allow=always", "submodule", "add", "--quiet", &sub.url(), "lib"]);
-    f.repo.write("Dockerfile", &format!("FROM {}\nCOPY app.txt /app.txt\nCOPY lib /lib\n", docker.base_image));
+    git(&f.repo.work, &["-c", "protocol.file.allow=always", "submodule", "add", "--quiet", &sub.url(), "lib"]);
+    f.repo.write(
+        "Dockerfile",
+        &format!(
+            r#"FROM {}
+COPY app.txt /app.txt
+COPY lib /lib
+"#,
+            docker.base_image
+        ),
+    );
     f.repo.commit_to("main", "with a submodule");
     f.env.config(&config(&f, "", ""));
     f.env.pipe(&["build", &f.project]).code(0);

@@ -2,12 +2,10 @@
 //! shows a spinner, lines carry no timestamp and are never garbled by the spinner, and colour
 //! follows `NO_COLOR`; through a pipe, every line is timestamped and no escape code appears.
 
-mod support;
-
 use std::process::{Command, Stdio};
 
-use support::docker::{Docker, ProjectImages, unique_name};
-use support::{TestEnv, WorkRepo};
+use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::{TestEnv, WorkRepo};
 
 /// Runs `pipe ARGS` under a pseudo-terminal; returns everything the terminal received.
 fn under_pty(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) -> String {
@@ -77,10 +75,23 @@ fn a_terminal_gets_a_spinner_and_clean_lines_a_pipe_gets_timestamps_and_no_escap
     let repo = WorkRepo::new(env.path(), "app");
     // A build step long enough for the spinner to draw several frames.
     repo.write("Dockerfile", &format!("FROM {}\nRUN sleep 1.5 && echo slow step done\n", docker.base_image));
-    repo.write(".pipe.toml", &format!("image = \"pipe-test/{project}\"\ntest = \"true\"\n"));
+    repo.write(
+        ".pipe.toml",
+        &format!(
+            r#"image = "pipe-test/{project}"
+test = "true"
+"#
+        ),
+    );
     repo.commit_to("main", "app");
     env.config(&format!(
-        "[pipe]\nworkspace = \"{}\"\n\n[project.{project}]\nrepo = \"{}\"\nbranches = [\"main\"]\n",
+        r#"[pipe]
+workspace = "{}"
+
+[project.{project}]
+repo = "{}"
+branches = ["main"]
+"#,
         env.path().join("work").display(),
         repo.url()
     ));
@@ -119,7 +130,11 @@ fn colour_on_a_terminal_follows_no_color() {
     // World-readable secret file: `pipe check` warns.
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     env.config(&format!(
-        "[registry.local]\nurl = \"127.0.0.1:5000\"\nusername = \"ci\"\npassword_file = \"{}\"\n",
+        r#"[registry.local]
+url = "127.0.0.1:5000"
+username = "ci"
+password_file = "{}"
+"#,
         secret.display()
     ));
     let coloured = under_pty(&env, &["check"], &[]);

@@ -2,12 +2,10 @@
 //! `keep_images` go, logs beyond `keep_logs` and stray log files go, and an image a deploy
 //! target can roll back to stays, proven by rolling back to it afterwards.
 
-mod support;
-
 use std::process::{Command, Stdio};
 
-use support::docker::{Docker, ProjectImages, unique_name};
-use support::{TestEnv, WorkRepo, git};
+use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::{TestEnv, WorkRepo, git};
 
 fn image_exists(reference: &str) -> bool {
     Command::new("docker")
@@ -21,9 +19,20 @@ fn image_exists(reference: &str) -> bool {
 
 fn config(env: &TestEnv, project: &str, repo: &WorkRepo, keep_logs: u32) -> String {
     format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{project}]\nrepo = \"{url}\"\nbranches = [\"dev\", \"feature/*\"]\n\
-         keep_images = 1\nkeep_logs = {keep_logs}\n\n[[project.{project}.deploy]]\nname = \"devhost\"\nbranches = [\"dev\"]\n\
-         command = {{ argv = [\"true\"] }}\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+[project.{project}]
+repo = "{url}"
+branches = ["dev", "feature/*"]
+keep_images = 1
+keep_logs = {keep_logs}
+
+[[project.{project}.deploy]]
+name = "devhost"
+branches = ["dev"]
+command = {{ argv = ["true"] }}
+"#,
         ws = env.path().join("work").display(),
         url = repo.url(),
     )
@@ -41,7 +50,14 @@ fn prune_removes_what_no_ref_or_target_needs_and_keeps_rollback_images() {
     env.config(&config(&env, &project, &repo, 10));
     let commit = |n: u32, test: &str, branch: &str| {
         repo.write("version", &format!("{n}\n"));
-        repo.write(".pipe.toml", &format!("image = \"{image}\"\ntest = {test:?}\n"));
+        repo.write(
+            ".pipe.toml",
+            &format!(
+                r#"image = "{image}"
+test = {test:?}
+"#
+            ),
+        );
         repo.commit_to(branch, &format!("version {n}"))
     };
     let tag = |sha: &str| format!("{image}:{}", &sha[..12]);

@@ -1,16 +1,22 @@
 //! `pipe poll` against real git remotes: bare repos over file:// and a git daemon on 127.0.0.1.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{BareRepo, GitDaemon, SilentServer, TestEnv};
+use snapbox::str;
+
+use crate::support::{BareRepo, GitDaemon, GitHttpServer, Run, SilentServer, TestEnv, free_port};
 
 fn project(name: &str, url: &str, extra: &str) -> String {
-    format!("[project.{name}]\nrepo = \"{url}\"\nbranches = [\"main\", \"dev\", \"feature/*\"]\n{extra}\n")
+    format!(
+        r#"[project.{name}]
+repo = "{url}"
+branches = ["main", "dev", "feature/*"]
+{extra}
+"#
+    )
 }
 
-fn changes(run: &support::Run) -> Vec<(String, String, String)> {
+fn changes(run: &Run) -> Vec<(String, String, String)> {
     let doc = run.json();
     assert_eq!(doc["version"], 1);
     doc["changes"]
@@ -32,7 +38,7 @@ fn branches_created_moved_and_deleted_are_reported_once() {
     let env = TestEnv::new();
     let repo = BareRepo::new(env.path(), "app");
     let main1 = repo.set("refs/heads/main");
-    repo.set("refs/heads/dev");
+    let dev1 = repo.set("refs/heads/dev");
     repo.set("refs/heads/feature/login");
     repo.set("refs/heads/feature/ui/deep");
     repo.set("refs/heads/unrelated");
@@ -64,18 +70,34 @@ fn branches_created_moved_and_deleted_are_reported_once() {
     let main2 = repo.set("refs/heads/main");
     repo.delete("refs/heads/dev");
     let run = env.pipe(&["poll", "--json"]);
-    run.code(0);
-    assert_eq!(
-        changes(&run),
-        vec![
-            ("app".into(), "refs/heads/main".into(), "updated".into()),
-            ("app".into(), "refs/heads/dev".into(), "deleted".into()),
-        ]
+    run.code(0).stdout_eq(
+        str![[r#"
+{
+  "version": 1,
+  "changes": [
+    {
+      "project": "app",
+      "ref": "refs/heads/main",
+      "kind": "branch",
+      "change": "updated",
+      "from": "[MAIN_ONE]",
+      "to": "[MAIN_TWO]"
+    },
+    {
+      "project": "app",
+      "ref": "refs/heads/dev",
+      "kind": "branch",
+      "change": "deleted",
+      "from": "[DEV]",
+      "to": null
+    }
+  ],
+  "errors": []
+}
+
+"#]],
+        &[("[MAIN_ONE]", &main1), ("[MAIN_TWO]", &main2), ("[DEV]", &dev1)],
     );
-    let doc = run.json();
-    assert_eq!(doc["changes"][0]["from"], main1.as_str());
-    assert_eq!(doc["changes"][0]["to"], main2.as_str());
-    assert!(doc["changes"][1]["to"].is_null());
     assert!(!env.read_state().contains("refs/heads/dev"), "a deleted branch leaves the state");
 }
 
@@ -86,10 +108,17 @@ fn human_output_is_a_table_and_status_shows_pending_refs() {
     let head = repo.set("refs/heads/main");
     env.config(&project("web", &repo.url(), ""));
 
+    // `[HEAD_SHORT]` is as wide as the 12-digit commit it stands for: the columns stay aligned.
+    let redact = [("[HEAD]", head.as_str()), ("[HEAD_SHORT]", &head[..12])];
     let run = env.pipe(&["poll"]);
-    run.code(0)
-        .stdout_has("PROJECT  REF   CHANGE  COMMIT")
-        .stdout_has(&format!("web      main  new     {}", &head[..12]));
+    run.code(0).stdout_eq(
+        str![[r#"
+PROJECT  REF   CHANGE  COMMIT
+web      main  new     [HEAD_SHORT]
+
+"#]],
+        &redact,
+    );
     assert!(!run.stdout.contains('\x1b') && !run.stderr.contains('\x1b'), "no escape codes off a terminal");
 
     let run = env.pipe(&["poll"]);
@@ -98,16 +127,36 @@ fn human_output_is_a_table_and_status_shows_pending_refs() {
     assert!(run.stderr.ends_with("no changes\n"), "{}", run.stderr);
     assert!(run.stderr.starts_with("20"), "timestamped lines off a terminal: {}", run.stderr);
 
-    let status = env.pipe(&["status"]);
-    status
-        .code(0)
-        .stdout_has("PROJECT  REF   COMMIT        STAGE  RESULT   AGE")
-        .stdout_has(&format!("web      main  {}  poll   pending", &head[..12]));
-    let doc = env.pipe(&["status", "--json"]).json();
-    assert_eq!(doc["version"], 1);
-    assert_eq!(doc["refs"][0]["ref"], "refs/heads/main");
-    assert_eq!(doc["refs"][0]["commit"], head.as_str());
-    assert_eq!(doc["refs"][0]["result"], "pending");
+    env.pipe(&["status"]).code(0).stdout_eq(
+        str![[r#"
+PROJECT  REF   COMMIT        STAGE  RESULT   AGE
+web      main  [HEAD_SHORT]  poll   pending  [..]
+
+"#]],
+        &redact,
+    );
+    env.pipe(&["status", "--json"]).code(0).stdout_eq(
+        str![[r#"
+{
+  "version": 1,
+  "refs": [
+    {
+      "project": "web",
+      "ref": "refs/heads/main",
+      "kind": "branch",
+      "head": "[HEAD]",
+      "commit": "[HEAD]",
+      "stage": "poll",
+      "result": "pending",
+      "at": "[..]",
+      "age_seconds": [..]
+    }
+  ]
+}
+
+"#]],
+        &redact,
+    );
 }
 
 #[test]
@@ -185,7 +234,11 @@ fn silent_remote_times_out_and_others_are_still_polled() {
     let good = BareRepo::new(env.path(), "good");
     good.set("refs/heads/main");
     let config = format!(
-        "[pipe.timeouts]\npoll = \"2s\"\n\n{}\n{}",
+        r#"[pipe.timeouts]
+poll = "2s"
+
+{}
+{}"#,
         project("dead", &format!("git://127.0.0.1:{}/dead.git", silent.port), ""),
         project("good", &good.url(), "")
     );
@@ -208,7 +261,7 @@ fn refused_remote_is_an_error_for_that_project_only() {
     let env = TestEnv::new();
     let good = BareRepo::new(env.path(), "good");
     good.set("refs/heads/main");
-    let port = support::free_port();
+    let port = free_port();
     env.config(&format!(
         "{}\n{}",
         project("gone", &format!("git://127.0.0.1:{port}/x.git"), ""),
@@ -225,7 +278,7 @@ fn refused_remote_is_an_error_for_that_project_only() {
 #[test]
 fn credentials_in_a_remote_url_never_reach_the_output() {
     let env = TestEnv::new();
-    let port = support::free_port();
+    let port = free_port();
     env.config(&project("p", &format!("http://ci:hunter2@127.0.0.1:{port}/x.git"), ""));
     let run = env.pipe(&["poll", "--json", "-v"]);
     run.code(1).stderr_has("ci:***@127.0.0.1");
@@ -243,7 +296,12 @@ fn unknown_project_is_a_usage_error() {
 #[test]
 fn many_repos_are_polled_in_parallel() {
     let env = TestEnv::new();
-    let mut config = String::from("[pipe]\nparallel = 4\n\n");
+    let mut config = String::from(
+        r#"[pipe]
+parallel = 4
+
+"#,
+    );
     for i in 0..12 {
         let repo = BareRepo::new(env.path(), &format!("r{i}"));
         repo.set("refs/heads/main");
@@ -267,8 +325,14 @@ fn smart_http_remote_is_listed_with_a_token_that_never_prints() {
     let repo = BareRepo::new(&served, "web");
     let head = repo.set("refs/heads/main");
     repo.set("refs/tags/v1");
-    let server = support::GitHttpServer::start(&served, Some("ci:tok-3141592653"));
-    let remote = format!("[project.web]\nrepo = \"{}\"\nbranches = [\"main\"]\n", server.url("web.git"));
+    let server = GitHttpServer::start(&served, Some("ci:tok-3141592653"));
+    let remote = format!(
+        r#"[project.web]
+repo = "{}"
+branches = ["main"]
+"#,
+        server.url("web.git")
+    );
 
     env.config(&remote);
     env.pipe(&["poll", "--json"]).code(1).stderr_has("refused the credentials (HTTP 401)");

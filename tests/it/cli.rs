@@ -1,8 +1,6 @@
 //! The command surface: help text, committed generated files, honest "not implemented" answers.
 
-mod support;
-
-use support::TestEnv;
+use crate::support::TestEnv;
 
 #[test]
 fn help_lists_every_command_and_the_global_flags() {
@@ -15,7 +13,12 @@ fn help_lists_every_command_and_the_global_flags() {
 #[test]
 fn prune_of_an_unknown_project_is_a_usage_error() {
     let env = TestEnv::new();
-    env.config("[project.app]\nrepo = \"file:///nowhere\"\nbranches = [\"main\"]\n");
+    env.config(
+        r#"[project.app]
+repo = "file:///nowhere"
+branches = ["main"]
+"#,
+    );
     let run = env.pipe(&["prune", "nope"]);
     run.code(2).stderr_has("nope");
     assert_eq!(run.stdout, "", "no pretend output");
@@ -64,7 +67,12 @@ fn committed_man_pages_are_fresh() {
 #[test]
 fn generate_nginx_without_any_ingress_warns_that_every_name_gets_404() {
     let env = TestEnv::new();
-    env.config("[project.app]\nrepo = \"file:///nowhere\"\nbranches = [\"main\"]\n");
+    env.config(
+        r#"[project.app]
+repo = "file:///nowhere"
+branches = ["main"]
+"#,
+    );
     let run = env.pipe(&["generate", "nginx"]);
     run.code(0)
         .stderr_has("has an `ingress` table: every name will get 404")

@@ -1,14 +1,13 @@
 //! `pipe serve`: the deploy receiver, over real HTTP on 127.0.0.1.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
-use support::{TestEnv, WorkRepo, free_port};
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
+use crate::support::http::get;
+use crate::support::{TestEnv, WorkRepo, free_port};
 
 /// A running `pipe serve`; SIGTERM and wait on drop. Its stderr is drained as it comes, so a
 /// long test never fills the pipe and stalls the server's logging.
@@ -129,8 +128,14 @@ fn command_hooks(env: &mut TestEnv, script: &str) -> std::path::PathBuf {
     env.env("TOKEN", "tok-8675309").env("SECRET", "sec-1123581321");
     let script = script.replace("OUT", &out.display().to_string());
     env.config(&format!(
-        "[serve.hooks.tok]\ntoken_env = \"TOKEN\"\ncommand = {{ argv = [\"/bin/sh\", \"-c\", {script:?}] }}\n\n\
-         [serve.hooks.sig]\nsecret_env = \"SECRET\"\ncommand = {{ argv = [\"/bin/sh\", \"-c\", {script:?}] }}\n"
+        r#"[serve.hooks.tok]
+token_env = "TOKEN"
+command = {{ argv = ["/bin/sh", "-c", {script:?}] }}
+
+[serve.hooks.sig]
+secret_env = "SECRET"
+command = {{ argv = ["/bin/sh", "-c", {script:?}] }}
+"#
     ));
     out
 }
@@ -289,23 +294,52 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
     let repo = WorkRepo::new(env.path(), "app");
     repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
     repo.write("www/index.html", "served through a hook\n");
-    repo.write(".pipe.toml", &format!("image = \"{image}\"\ntest = \"test -f /www/index.html\"\n"));
+    repo.write(
+        ".pipe.toml",
+        &format!(
+            r#"image = "{image}"
+test = "test -f /www/index.html"
+"#
+        ),
+    );
     let sha = repo.commit_to("main", "first");
     let (app_port, serve_port) = (free_port(), free_port());
     let compose = env.path().join("prod").join("docker-compose.yml");
     std::fs::create_dir_all(compose.parent().unwrap()).unwrap();
     std::fs::write(
         &compose,
-        format!("version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{app_port}:8080\"]\n"),
+        format!(
+            r#"version: "2.4"
+services:
+  web:
+    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}
+    init: true
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: ["127.0.0.1:{app_port}:8080"]
+"#
+        ),
     )
     .unwrap();
     let _down = ComposeProject { name: project.clone() };
     env.env("HOOK_SECRET", "shared-secret-1414");
     env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[serve.hooks.{p}]\nsecret_env = \"HOOK_SECRET\"\nimages = [\"pipe-test/*\"]\n\
-         compose = {{ file = \"{file}\", project = \"{p}\" }}\nhealth = {{ url = \"http://127.0.0.1:{app_port}/\", timeout = \"5s\" }}\n\n\
-         [project.{p}]\nrepo = \"{url}\"\nbranches = [\"main\"]\n\n[[project.{p}.deploy]]\nbranches = [\"main\"]\n\
-         webhook = {{ url = \"http://127.0.0.1:{serve_port}/hooks/{p}\", secret_env = \"HOOK_SECRET\" }}\n",
+        r#"[pipe]
+workspace = "{ws}"
+
+[serve.hooks.{p}]
+secret_env = "HOOK_SECRET"
+images = ["pipe-test/*"]
+compose = {{ file = "{file}", project = "{p}" }}
+health = {{ url = "http://127.0.0.1:{app_port}/", timeout = "5s" }}
+
+[project.{p}]
+repo = "{url}"
+branches = ["main"]
+
+[[project.{p}.deploy]]
+branches = ["main"]
+webhook = {{ url = "http://127.0.0.1:{serve_port}/hooks/{p}", secret_env = "HOOK_SECRET" }}
+"#,
         ws = env.path().join("work").display(),
         p = project,
         file = compose.display(),
@@ -315,7 +349,7 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
     env.pipe(&["run"]).code(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some((200, body)) = support::http::get(&format!("http://127.0.0.1:{app_port}/")) {
+        if let Some((200, body)) = get(&format!("http://127.0.0.1:{app_port}/")) {
             assert_eq!(body.trim(), "served through a hook");
             break;
         }
@@ -335,7 +369,14 @@ fn pipe_run_deploys_through_pipe_serve_to_a_real_compose_project() {
     // run's status instead of trusting the 202.
     std::fs::remove_file(repo.work.join("www/index.html")).unwrap();
     repo.write("www/other.html", "no index\n");
-    repo.write(".pipe.toml", &format!("image = \"{image}\"\ntest = \"true\"\n"));
+    repo.write(
+        ".pipe.toml",
+        &format!(
+            r#"image = "{image}"
+test = "true"
+"#
+        ),
+    );
     repo.commit_to("main", "breaks the health check");
     env.pipe(&["run"]).code(1).stderr_has("the receiver's run ended `failed`").stderr_has("health check");
     let (code, log) = server.stop();

@@ -1,0 +1,23 @@
+//! The integration tests, one binary: each module drives the real `pipe` binary against real git,
+//! a real Docker engine, registry, nginx, sshd and HTTP peers, through the harness in `support`.
+//! One binary links once and shares the harness; libtest runs its tests on one pool of threads.
+//! `cargo test --test it poll::` runs one module, `cargo test --test it NAME` one test.
+
+mod support;
+
+mod cli;
+mod config;
+mod demo;
+mod docker;
+mod early_failures;
+mod faults;
+mod ingress;
+mod output;
+mod poll;
+mod prune;
+mod run;
+mod serve;
+mod ssh;
+mod stages;
+mod state;
+mod systemd;
