@@ -290,7 +290,8 @@ webhook = {{ url = "{hook}", secret_env = "HOOK_SECRET" }}
     let requests = receiver.taken();
     assert_eq!(requests.len(), 1);
     let r = &requests[0];
-    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hooks/app"));
+    // The sender asks a `pipe serve` receiver to hold its answer until the run ends.
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hooks/app?wait=55"));
     let expected = {
         use std::io::Write;
         let mut child = Command::new("openssl")
