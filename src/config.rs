@@ -81,6 +81,8 @@ pub struct Serve {
     pub body_limit: u64,
     /// How old a signed request may be (its `sent_at`), and how long delivery ids are remembered.
     pub replay_window: Option<Seconds>,
+    /// Runs kept per hook (status documents and logs, pruned together; default 1000).
+    pub keep_runs: Option<usize>,
     /// `[serve.hooks.NAME]`, validated and filled in by the loader.
     #[serde(skip)]
     pub hooks: BTreeMap<String, Hook>,
@@ -92,6 +94,7 @@ impl Default for Serve {
             listen: default_listen(),
             body_limit: default_body_limit(),
             replay_window: None,
+            keep_runs: None,
             hooks: BTreeMap::new(),
         }
     }
@@ -125,6 +128,8 @@ pub struct Hook {
     pub command: Option<CommandTarget>,
     pub health: Option<Health>,
     pub timeout: Option<Seconds>,
+    /// Largest request body this hook reads, in bytes (default 64 KiB, at most `serve.body_limit`).
+    pub max_body: Option<u64>,
     /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
     #[serde(default)]
     pub ingress: BTreeMap<String, u16>,
@@ -411,6 +416,8 @@ pub struct Deploy {
     pub webhook: Option<WebhookTarget>,
     pub health: Option<Health>,
     pub timeout: Option<Seconds>,
+    /// Largest request body this hook reads, in bytes (default 64 KiB, at most `serve.body_limit`).
+    pub max_body: Option<u64>,
     /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
     #[serde(default)]
     pub ingress: BTreeMap<String, u16>,
@@ -885,7 +892,7 @@ impl<'a> Cx<'a> {
 }
 
 /// Names become file names, container names and compose project names.
-fn validate_name(name: &str) -> Result<(), &'static str> {
+pub(crate) fn validate_name(name: &str) -> Result<(), &'static str> {
     let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     let starts_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if name.is_empty() || name.len() > 63 || !valid_chars || !starts_ok {

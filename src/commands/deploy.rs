@@ -405,7 +405,9 @@ fn post_webhook(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     // `delivery` and `sent_at` are covered by the signature: a receiver refuses a replay.
+    // `hook` (the URL's last path segment) binds the signature to the hook it is sent to.
     let body = serde_json::json!({
+        "hook": hook.url.split(['?', '#']).next().unwrap_or("").trim_end_matches('/').rsplit('/').next().unwrap_or(""),
         "project": job.name,
         "ref": job.refname,
         "commit": release.commit,
