@@ -268,6 +268,11 @@ pub fn serve<S: Service>(
     stop: impl Fn() -> bool,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    // A deep accept queue: a burst of connections must not drop a fresh one's SYN (a 1 s retry).
+    // SAFETY: listen(2) again on a listening socket only changes its backlog.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), 4096);
+    }
     let budget = Arc::new(Budget { used: AtomicUsize::new(0), limit: limits.body_memory });
     let handlers = Arc::new(AtomicUsize::new(0));
     let mut conns: Vec<Conn> = Vec::new();
@@ -309,6 +314,12 @@ pub fn serve<S: Service>(
     Ok(())
 }
 
+/// Connections accepted per turn of the loop: between turns the waiting input is read, so a
+/// burst of new connections meets requests that arrived whole already read.
+const ACCEPT_BATCH: usize = 16;
+/// How long a new connection cannot be shed for a newer one.
+const PROTECTED: Duration = Duration::from_secs(1);
+
 /// Accepts what is waiting, shedding the oldest connection of the busiest address at a bound.
 fn accept_all<S: Service>(
     listener: &TcpListener,
@@ -317,7 +328,7 @@ fn accept_all<S: Service>(
     service: &S,
     budget: &Budget,
 ) {
-    for _ in 0..256 {
+    for _ in 0..ACCEPT_BATCH {
         let (stream, addr) = match listener.accept() {
             Ok(conn) => conn,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -345,16 +356,19 @@ fn accept_all<S: Service>(
         } else {
             None
         };
-        if let Some(ip) = shed_from
-            && let Some(oldest) = conns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.peer == ip && !matches!(c.phase, Phase::Linger { .. }))
+        if let Some(ip) = shed_from {
+            // The oldest reader goes, preferably one past its first second: a younger one may be
+            // a request whose bytes are still on their way.
+            let readers =
+                || conns.iter().enumerate().filter(|(_, c)| c.peer == ip && !matches!(c.phase, Phase::Linger { .. }));
+            let victim = readers()
+                .filter(|(_, c)| c.accepted.elapsed() >= PROTECTED)
                 .min_by_key(|(_, c)| c.accepted)
-                .map(|(i, _)| i)
-        {
-            let mut conn = conns.swap_remove(oldest);
-            refuse(&mut conn, service, budget, 503);
+                .or_else(|| readers().min_by_key(|(_, c)| c.accepted))
+                .map(|(i, _)| i);
+            if let Some(i) = victim {
+                refuse(&mut conns[i], service, budget, 503);
+            }
         }
         // Lingering connections count against the descriptors too: drop the oldest beyond twice the bound.
         if conns.len() >= 2 * limits.connections

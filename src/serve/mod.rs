@@ -42,8 +42,8 @@ pub const DEFAULT_KEEP_RUNS: usize = 1000;
 pub const LIMITS: Limits = Limits {
     head_timeout: Duration::from_secs(10),
     body_timeout: Duration::from_secs(10),
-    connections: 512,
-    per_client: 64,
+    connections: 1024,
+    per_client: 256,
     body_memory: 8 * 1024 * 1024,
     handlers: 128,
 };
