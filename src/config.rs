@@ -416,8 +416,6 @@ pub struct Deploy {
     pub webhook: Option<WebhookTarget>,
     pub health: Option<Health>,
     pub timeout: Option<Seconds>,
-    /// Largest request body this hook reads, in bytes (default 64 KiB, at most `serve.body_limit`).
-    pub max_body: Option<u64>,
     /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
     #[serde(default)]
     pub ingress: BTreeMap<String, u16>,
