@@ -186,7 +186,7 @@ for who in pipe webhook; do
     chmod +x "$sv/$who-hook.sh"
     : >"$sv/$who.out"
 done
-printf '[serve.hooks.deploy]\ntoken_env = "BENCH_TOKEN"\ncommand = { argv = ["%s"] }\n' "$sv/pipe-hook.sh" >"$sv/pipeline.toml"
+printf '[serve.hooks.deploy]\ntoken_env = "BENCH_TOKEN"\ncommand = { argv = ["%s"] }\n\n[serve.hooks.signed]\nsecret_env = "BENCH_TOKEN"\ncommand = { argv = ["%s"] }\n' "$sv/pipe-hook.sh" "$sv/pipe-hook.sh" >"$sv/pipeline.toml"
 rule="{\"match\": {\"type\": \"value\", \"value\": \"$token\", \"parameter\": {\"source\": \"header\", \"name\": \"X-Token\"}}}"
 cat >"$sv/hooks.json" <<JSON
 [
@@ -239,6 +239,11 @@ w_bad=$(wrk_bad "$sv/wrk-webhook.txt"); w_bad=${w_bad:-0}
 w_acc=$(( w_total - w_bad ))
 w_ran=$(( $(wc -l <"$sv/webhook.out") - w_ran0 ))
 w_lost=$(( w_acc - w_ran ))
+# 300 slowloris connections + 255 x 1 MiB unauthenticated bodies, 100 legitimate requests beside.
+read -r pipe_flood_ok pipe_flood_max < <(python3 bench/serve_bench.py flood "$purl/hooks/signed" signed "$token" 100)
+pipe_flood_rss=$(rss_kb $pipe_pid VmHWM)
+read -r wh_flood_ok wh_flood_max < <(python3 bench/serve_bench.py flood "$wurl/deploy" token "$token" 100)
+wh_flood_rss=$(rss_kb $wh_pid VmHWM)
 head -c 100000000 /dev/zero >"$sv/big"
 attack() {
     local pids=()
@@ -315,6 +320,8 @@ Each row was measured in the same run with hyperfine (medians); peak RSS is the 
 | \`wrk -t1 -c2 -d10s\` throughput | $p_rps req/s ($p_total requests) | $w_rps req/s ($w_total requests) |
 | requests accepted during wrk | $p_acc (202) | $w_acc (200) |
 | accepted requests never run nor accounted for | **$p_lost** (each 202 ended as a run or a logged supersede) | **$w_lost** (200 answered, script never ran) |
+| 300 slowloris + 255 x 1 MiB unauthenticated bodies: legitimate requests answered within 1 s (100 sequential; pipe: signed) | **${pipe_flood_ok} %** (slowest ${pipe_flood_max} ms) | **${wh_flood_ok} %** (slowest ${wh_flood_max} ms) |
+| peak RSS (VmHWM) after that load | $(mb "$pipe_flood_rss") MB (target < 32 MB) | $(mb "$wh_flood_rss") MB |
 | peak RSS (VmHWM) after two unauthenticated 100 MB POSTs | $(mb "$pipe_peak") MB (RSS now $(mb "$pipe_after") MB) | $(mb "$wh_peak") MB (RSS now $(mb "$wh_after") MB) |
 
 ## Fuzzing (proptest, bounded by PIPE_FUZZ_SECONDS)

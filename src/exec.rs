@@ -1,14 +1,22 @@
-//! The only place that spawns processes (through duct). Commands are argv vectors built as
-//! data, never shell strings; each is logged at `-v` with secrets already redacted; each has a
-//! timeout after which it is killed; a missing program is a [`ToolUnavailable`] error (exit 4).
+//! The only place that spawns processes. Commands are argv vectors built as data, never shell
+//! strings; each is logged at `-v` with secrets already redacted; a missing program is a
+//! [`ToolUnavailable`] error (exit 4).
+//!
+//! Every child runs in its own process group, and that group is the command's lifetime: a
+//! timeout or a signal stops the whole group (SIGTERM, SIGKILL after [`GRACE`]); once the direct
+//! child has exited, pipe waits at most [`DRAIN`] for output its descendants still hold open,
+//! then stops whatever is left of the group the same way. The command succeeds or fails on the
+//! direct child's exit status. A daemon meant to outlive its command leaves the group itself
+//! (`setsid`, or better a systemd unit).
 
 use crate::error::{ProcessFailed, ToolUnavailable};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::ExitStatus;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -18,6 +26,12 @@ use crate::output::Output;
 
 /// How much of a failed command's output an error message carries.
 const TAIL_BYTES: usize = 4096;
+
+/// How long a stopped process group gets between SIGTERM and SIGKILL.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// How long output is still read after the direct child exited (descendants may hold the pipe).
+pub const DRAIN: Duration = Duration::from_millis(1500);
 
 /// A process to run: program, argv, environment, working directory and optional stdin.
 #[derive(Clone)]
@@ -71,17 +85,26 @@ impl Cmd {
         std::iter::once(self.program.clone()).chain(self.args.iter().cloned()).collect()
     }
 
-    fn expression(&self) -> duct::Expression {
-        let mut expr = duct::cmd(&self.program, &self.args).unchecked();
+    /// The duct expression, in a process group of its own (its pid is the group id), writing
+    /// to `stdout` and `stderr`. Dropping the expression closes its copies of those write ends.
+    fn expression(&self, stdout: std::io::PipeWriter, stderr: std::io::PipeWriter) -> duct::Expression {
+        let mut expression = duct::cmd(&self.program, &self.args)
+            .before_spawn(|command| {
+                command.process_group(0);
+                Ok(())
+            })
+            .unchecked()
+            .stdout_file(stdout)
+            .stderr_file(stderr);
         for (k, v) in &self.env {
-            expr = expr.env(k, v);
+            expression = expression.env(k, v);
         }
         if let Some(dir) = &self.dir {
-            expr = expr.dir(dir);
+            expression = expression.dir(dir);
         }
         match &self.stdin {
-            Some(bytes) => expr.stdin_bytes(bytes.clone()),
-            None => expr.stdin_null(),
+            Some(bytes) => expression.stdin_bytes(bytes.clone()),
+            None => expression.stdin_null(),
         }
     }
 }
@@ -142,44 +165,36 @@ fn spawn_error(cmd: &Cmd, err: std::io::Error) -> anyhow::Error {
 /// Runs a short command and returns its stdout; a non-zero exit is a [`ProcessFailed`].
 pub fn capture(out: &Output, cmd: &Cmd, timeout: Duration) -> anyhow::Result<String> {
     out.detail(format!("$ {cmd}"));
-    let handle = cmd.expression().stdout_capture().stderr_capture().start().map_err(|e| spawn_error(cmd, e))?;
-    let started = Instant::now();
-    let result = loop {
-        let left = timeout.saturating_sub(started.elapsed());
-        let slice = left.min(Duration::from_millis(100));
-        let result = handle.wait_timeout(slice).with_context(|| format!("failed to wait for `{cmd}`"))?;
-        if result.is_some() || left.is_zero() {
-            break result;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let ended = supervise(cmd, timeout, false, &mut |stream, chunk| match stream {
+        Stream::Out => stdout.extend_from_slice(chunk),
+        Stream::Err => {
+            stderr.extend_from_slice(chunk);
+            if stderr.len() > 2 * TAIL_BYTES {
+                stderr.drain(..stderr.len() - TAIL_BYTES);
+            }
         }
-        if let Some(signal) = crate::signals::received() {
-            let _ = handle.kill();
-            return Err(crate::error::Interrupted(signal).into());
-        }
-    };
-    let Some(output) = result else {
-        let _ = handle.kill();
-        return Err(ProcessFailed {
-            command: cmd.to_string(),
-            status: format!("timed out after {}s", timeout.as_secs()),
-            output_tail: String::new(),
-        }
-        .into());
-    };
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(ProcessFailed {
-            command: cmd.to_string(),
-            status: output.status.to_string(),
-            output_tail: tail_of(&stderr),
-        }
-        .into());
+    })?;
+    if let Some(signal) = ended.interrupted {
+        return Err(crate::error::Interrupted(signal).into());
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    let failed = |status: String| ProcessFailed {
+        command: cmd.to_string(),
+        status,
+        output_tail: tail_of(&String::from_utf8_lossy(&stderr)),
+    };
+    if ended.timed_out {
+        return Err(failed(format!("timed out after {}s", timeout.as_secs())).into());
+    }
+    if !ended.status.success() {
+        return Err(failed(ended.status.to_string()).into());
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 /// Runs a command with stdout and stderr streamed into `log` (at most `cap` bytes are kept;
 /// the rest is counted and dropped so a runaway build cannot fill the disk or memory). Each
-/// complete output line is also offered to `on_line` (for a spinner). Killed at `timeout`.
+/// complete output line is also offered to `on_line` (for a spinner). Stopped at `timeout`.
 pub fn logged(
     out: &Output,
     cmd: &Cmd,
@@ -193,48 +208,12 @@ pub fn logged(
         std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| StateError::log(log, e))?;
     writeln!(file, "$ {cmd}").map_err(|e| StateError::log(log, e))?;
     let started = Instant::now();
-    let reader = Arc::new(cmd.expression().stderr_to_stdout().reader().map_err(|e| spawn_error(cmd, e))?);
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let interrupted = Arc::new(AtomicBool::new(false));
-    // The watchdog wakes when `done` is dropped, at the deadline, or to look for a signal.
-    let (done, finished_rx) = std::sync::mpsc::channel::<()>();
-    let watchdog = {
-        let (reader, timed_out, interrupted) = (reader.clone(), timed_out.clone(), interrupted.clone());
-        std::thread::spawn(move || {
-            loop {
-                let left = timeout.saturating_sub(started.elapsed());
-                match finished_rx.recv_timeout(left.min(Duration::from_millis(100))) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if left.is_zero() => {
-                        timed_out.store(true, Ordering::Relaxed);
-                        stop(&reader, &finished_rx);
-                        return;
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        if crate::signals::received().is_some() {
-                            interrupted.store(true, Ordering::Relaxed);
-                            stop(&reader, &finished_rx);
-                            return;
-                        }
-                    }
-                    _ => return,
-                }
-            }
-        })
-    };
     let mut written: u64 = 0;
     let mut dropped: u64 = 0;
     let mut tail: Vec<u8> = Vec::new();
     let mut line: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
     let mut write_error = None;
-    loop {
-        let n = match (&*reader).read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let chunk = &buf[..n];
+    let ended = supervise(cmd, timeout, true, &mut |_, chunk| {
         let room = cap.saturating_sub(written) as usize;
         let keep = chunk.len().min(room);
         if keep > 0 && write_error.is_none() {
@@ -256,19 +235,7 @@ pub fn logged(
                 line.push(b);
             }
         }
-    }
-    drop(done);
-    let _ = watchdog.join();
-    let status = reader.try_wait().ok().flatten().map(|o| o.status);
-    let status = match status {
-        Some(s) => Some(s),
-        None => {
-            let _ = reader.kill();
-            reader.try_wait().ok().flatten().map(|o| o.status)
-        }
-    };
-    let timed_out = timed_out.load(Ordering::Relaxed);
-    let interrupted = interrupted.load(Ordering::Relaxed);
+    })?;
     if dropped > 0 {
         let _ = writeln!(file, "\n[pipe: log capped at {cap} bytes; {dropped} more bytes of output were dropped]");
     }
@@ -276,9 +243,9 @@ pub fn logged(
         return Err(StateError::log(log, e));
     }
     let finished = Finished {
-        code: status.and_then(|s| s.code()),
-        timed_out,
-        interrupted,
+        code: ended.status.code(),
+        timed_out: ended.timed_out,
+        interrupted: ended.interrupted.is_some(),
         duration: started.elapsed(),
         limit: timeout,
         tail: tail_of(&String::from_utf8_lossy(&tail)),
@@ -290,22 +257,160 @@ pub fn logged(
     Ok(finished)
 }
 
-/// How long a stopped child gets between SIGTERM and SIGKILL.
-const GRACE: Duration = Duration::from_secs(5);
+/// Which pipe a chunk of output came from.
+#[derive(Clone, Copy)]
+enum Stream {
+    Out,
+    Err,
+}
 
-/// Stops a child: SIGTERM, then SIGKILL if it has not exited (its output closed) within
-/// [`GRACE`]. The docker CLI relays SIGTERM (`docker run` stops its container, `docker build`
-/// cancels the build) when given the chance.
-fn stop(reader: &duct::ReaderHandle, finished: &std::sync::mpsc::Receiver<()>) {
-    for pid in reader.pids() {
-        // SAFETY: kill(2) with a pid duct spawned and has not reaped yet.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+/// How a supervised command ended.
+struct Ended {
+    /// The direct child's exit status.
+    status: ExitStatus,
+    timed_out: bool,
+    /// The signal pipe received while the command ran.
+    interrupted: Option<i32>,
+}
+
+/// Spawns `cmd` in its own process group and hands its output to `sink` (stderr into the same
+/// stream when `merged`) until the direct child has exited and the output is closed, or
+/// [`DRAIN`] after that exit when descendants still hold it. A timeout or a signal stops the
+/// group; whatever the command left in its group is stopped before this returns.
+fn supervise(cmd: &Cmd, timeout: Duration, merged: bool, sink: &mut dyn FnMut(Stream, &[u8])) -> anyhow::Result<Ended> {
+    let (out_read, out_write) = std::io::pipe().context("failed to create a pipe")?;
+    let (err_read, err_write) = if merged {
+        (None, out_write.try_clone().context("failed to create a pipe")?)
+    } else {
+        let (read, write) = std::io::pipe().context("failed to create a pipe")?;
+        (Some(read), write)
+    };
+    let expression = cmd.expression(out_write, err_write);
+    let spawned = expression.start();
+    // Our copies of the write ends go with the expression: end of output then means every
+    // process that inherited them closed them or exited.
+    drop(expression);
+    let child = spawned.map_err(|e| spawn_error(cmd, e))?;
+    let group =
+        child.pids().first().copied().ok_or_else(|| anyhow::anyhow!("`{cmd}` started no process"))? as libc::pid_t;
+    let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+    for (stream, pipe) in [(Stream::Out, Some(out_read)), (Stream::Err, err_read)] {
+        let (Some(mut pipe), tx) = (pipe, tx.clone()) else { continue };
+        // A reader left blocked by a descendant that keeps the pipe open ends when it closes.
+        std::thread::Builder::new()
+            .name("pipe-exec-output".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) if tx.send((stream, buf[..n].to_vec())).is_ok() => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        _ => break,
+                    }
+                }
+            })
+            .context("failed to start an output reader")?;
+    }
+    drop(tx);
+    let started = Instant::now();
+    let (mut status, mut exited_at, mut closed) = (None, None, false);
+    let (mut stopped_at, mut timed_out, mut interrupted) = (None::<Instant>, false, None);
+    loop {
+        if closed {
+            std::thread::sleep(Duration::from_millis(20));
+        } else {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((stream, chunk)) => sink(stream, &chunk),
+                Err(mpsc::RecvTimeoutError::Disconnected) => closed = true,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        if status.is_none()
+            && let Some(output) = child.try_wait().with_context(|| format!("failed to wait for `{cmd}`"))?
+        {
+            status = Some(output.status);
+            exited_at = Some(Instant::now());
+        }
+        if let Some(at) = exited_at {
+            if closed || at.elapsed() >= DRAIN {
+                break;
+            }
+            continue;
+        }
+        match stopped_at {
+            None => {
+                if started.elapsed() >= timeout {
+                    timed_out = true;
+                } else {
+                    interrupted = crate::signals::received();
+                }
+                if timed_out || interrupted.is_some() {
+                    signal_group(group, libc::SIGTERM);
+                    stopped_at = Some(Instant::now());
+                }
+            }
+            Some(at) if at.elapsed() >= GRACE => signal_group(group, libc::SIGKILL),
+            Some(_) => {}
         }
     }
-    if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(GRACE) {
-        let _ = reader.kill();
+    // Output that arrived with the exit.
+    while let Ok((stream, chunk)) = rx.try_recv() {
+        sink(stream, &chunk);
     }
+    sweep(group, stopped_at);
+    let status = status.unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
+    Ok(Ended { status, timed_out, interrupted })
+}
+
+/// Stops what is left of a process group: SIGTERM (unless it was sent at `stopped_at`), then
+/// SIGKILL once [`GRACE`] has passed. The docker CLI relays SIGTERM (`docker run` stops its
+/// container, `docker build` cancels the build) when given the chance.
+fn sweep(group: libc::pid_t, stopped_at: Option<Instant>) {
+    if !group_alive(group) {
+        return;
+    }
+    let since = stopped_at.unwrap_or_else(|| {
+        signal_group(group, libc::SIGTERM);
+        Instant::now()
+    });
+    while group_alive(group) {
+        if since.elapsed() >= GRACE {
+            signal_group(group, libc::SIGKILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal_group(group: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) on a process group pipe created (negative pid: the whole group).
+    unsafe {
+        libc::kill(-group, signal);
+    }
+}
+
+/// Whether a live (not zombie) process is still in the group. Zombies count as gone: their
+/// parent exited and whoever adopted them may never reap them.
+fn group_alive(group: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the group exists.
+    if unsafe { libc::kill(-group, 0) } != 0 {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return true };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return false };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<libc::pid_t>().ok());
+        pgrp == Some(group) && state != "Z" && state != "X"
+    })
 }
 
 /// The last [`TAIL_BYTES`] of text, cut at a line start.

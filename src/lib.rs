@@ -31,6 +31,7 @@ pub mod notify;
 pub mod output;
 pub mod refs;
 pub mod secret;
+pub mod serve;
 pub mod server;
 pub mod signals;
 pub mod state;

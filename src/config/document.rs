@@ -110,7 +110,7 @@ impl<'a> Cx<'a> {
 }
 
 /// Names become file names, container names and compose project names.
-fn validate_name(name: &str) -> Result<(), &'static str> {
+pub(crate) fn validate_name(name: &str) -> Result<(), &'static str> {
     let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     let starts_ok = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if name.is_empty() || name.len() > 63 || !valid_chars || !starts_ok {

@@ -30,6 +30,7 @@ use crate::error::{ConfigError, Diagnostic, Usage};
 use document::Cx;
 use validate::{validate, validate_hook, validate_ingress};
 
+pub(crate) use document::validate_name;
 pub use duration::Seconds;
 pub use patterns::Patterns;
 pub use repo::{RepoFile, parse_jenkins_env, parse_repo_file};

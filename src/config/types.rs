@@ -67,6 +67,8 @@ pub struct Serve {
     pub body_limit: u64,
     /// How old a signed request may be (its `sent_at`), and how long delivery ids are remembered.
     pub replay_window: Option<Seconds>,
+    /// Runs kept per hook (status documents and logs, pruned together; default 1000).
+    pub keep_runs: Option<usize>,
     /// `[serve.hooks.NAME]`, validated and filled in by the loader.
     #[serde(skip)]
     pub hooks: BTreeMap<String, Hook>,
@@ -78,6 +80,7 @@ impl Default for Serve {
             listen: default_listen(),
             body_limit: default_body_limit(),
             replay_window: None,
+            keep_runs: None,
             hooks: BTreeMap::new(),
         }
     }
@@ -111,6 +114,8 @@ pub struct Hook {
     pub command: Option<CommandTarget>,
     pub health: Option<Health>,
     pub timeout: Option<Seconds>,
+    /// Largest request body this hook reads, in bytes (default 64 KiB, at most `serve.body_limit`).
+    pub max_body: Option<u64>,
     /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
     #[serde(default)]
     pub ingress: BTreeMap<String, u16>,

@@ -44,8 +44,13 @@ pub fn auth_note(hook: &WebhookTarget) -> &'static str {
 /// errors and 5xx with backoff (1 s, 2 s), fails on any other non-2xx.
 pub fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Duration) -> anyhow::Result<()> {
     let project = delivery.project;
-    // `delivery` and `sent_at` are covered by the signature: a receiver refuses a replay.
+    // `delivery` and `sent_at` are covered by the signature: a receiver refuses a replay. So is
+    // `hook`, the last segment of the URL's path: a `pipe serve` receiver refuses a body signed
+    // for another of its hooks.
+    let hook_name =
+        hook.url.split(['?', '#']).next().unwrap_or("").trim_end_matches('/').rsplit('/').next().unwrap_or("");
     let body = serde_json::json!({
+        "hook": hook_name,
         "project": project,
         "ref": delivery.refname,
         "commit": delivery.commit,

@@ -154,7 +154,7 @@ fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
     let run = server.wait_for("tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded", "failed"]);
     assert_eq!(run["status"], "succeeded", "{run}");
 
-    let body = format!(r#"{{"commit": "def456", "delivery": "d-1", "sent_at": {}}}"#, now());
+    let body = format!(r#"{{"hook": "sig", "commit": "def456", "delivery": "d-1", "sent_at": {}}}"#, now());
     let sig = sign("sec-1123581321", body.as_bytes());
     let (status, doc) = server.request("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], body.as_bytes());
     assert_eq!(status, 202, "{doc}");
@@ -165,7 +165,7 @@ fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
 
     let (replayed, doc) = server.request("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], body.as_bytes());
     assert_eq!(replayed, 409, "a replayed signed request is refused: {doc}");
-    let stale = format!(r#"{{"delivery": "d-2", "sent_at": {}}}"#, now() - 3600);
+    let stale = format!(r#"{{"hook": "sig", "delivery": "d-2", "sent_at": {}}}"#, now() - 3600);
     let (status, _) = server.request(
         "POST",
         "/hooks/sig",

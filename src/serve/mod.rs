@@ -1,0 +1,368 @@
+//! The deploy receiver behind `pipe serve`: routing, authentication, the replay window, the
+//! per-hook queues and workers, the persisted run table and the journal of log lines.
+//!
+//! `POST /hooks/NAME` runs the hook's target once its credentials check out: a bearer token
+//! (checked from the head, before any body byte is read) or `X-Hub-Signature-256` over at most
+//! the hook's `max_body` bytes. Signed bodies must name the hook, carry a `delivery` id and a
+//! `sent_at` time inside the replay window of the receiver's clock; ids are kept on disk. See
+//! `queue` for who runs when, `runs` for what is kept and for how long.
+
+mod auth;
+mod journal;
+mod queue;
+mod replay;
+mod runs;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::config::{Hook, SecretRef, Serve};
+use crate::error::Usage;
+use crate::output::Output;
+use crate::secret::{self, Secret};
+use crate::server::{self, Admit, Limits, Request, Response, Service};
+use auth::{Auth, Credentials, Stale};
+use journal::Journal;
+use queue::Slot;
+use replay::Deliveries;
+use runs::{RunInfo, Runs};
+
+/// A hook's body limit when it sets no `max_body`.
+pub const DEFAULT_MAX_BODY: u64 = 64 * 1024;
+/// Runs kept per hook when `serve.keep_runs` is not set.
+pub const DEFAULT_KEEP_RUNS: usize = 1000;
+
+/// The connection limits `pipe serve` runs with.
+pub const LIMITS: Limits = Limits {
+    head_timeout: Duration::from_secs(10),
+    body_timeout: Duration::from_secs(10),
+    connections: 1024,
+    per_client: 256,
+    body_memory: 8 * 1024 * 1024,
+    handlers: 128,
+};
+
+pub(crate) struct HookRuntime {
+    name: String,
+    hook: Hook,
+    token: Option<Secret>,
+    secret: Option<Secret>,
+    max_body: u64,
+    slot: Slot,
+}
+
+/// The receiver: what the server's I/O thread and handler threads call into.
+pub struct Receiver {
+    hooks: BTreeMap<String, Arc<HookRuntime>>,
+    runs: Runs,
+    deliveries: Deliveries,
+    window: i64,
+    /// Checked against for unknown hooks and missing credential kinds: equal work for all.
+    dummy_token: Secret,
+    dummy_secret: Secret,
+    out: Output,
+    journal: Journal,
+}
+
+impl Receiver {
+    /// Resolves the hooks' secrets and opens the run table and delivery ids under `dir`.
+    pub fn new(serve: &Serve, dir: PathBuf, out: Output) -> anyhow::Result<Receiver> {
+        let mut hooks = BTreeMap::new();
+        for (name, hook) in &serve.hooks {
+            let resolve = |env: &Option<String>, file: &Option<PathBuf>, what: &str| {
+                SecretRef::from_pair(env, file)
+                    .map(|s| secret::resolve(&s, &format!("serve.hooks.{name}.{what}")))
+                    .transpose()
+                    .map_err(|e| Usage(format!("{e:#}")))
+            };
+            let runtime = HookRuntime {
+                name: name.clone(),
+                hook: hook.clone(),
+                token: resolve(&hook.token_env, &hook.token_file, "token")?,
+                secret: resolve(&hook.secret_env, &hook.secret_file, "secret")?,
+                max_body: hook.max_body.unwrap_or(DEFAULT_MAX_BODY).min(serve.body_limit),
+                slot: Slot::default(),
+            };
+            hooks.insert(name.clone(), Arc::new(runtime));
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
+        let now = crate::clock::now().as_second();
+        let names: Vec<String> = hooks.keys().cloned().collect();
+        Ok(Receiver {
+            hooks,
+            runs: Runs::open(dir.clone(), serve.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS), &names),
+            deliveries: Deliveries::open(dir.join("deliveries"), now)?,
+            window: serve.replay_window.map_or(300, |w| w.0.as_secs() as i64),
+            dummy_token: secret::random(),
+            dummy_secret: secret::random(),
+            out,
+            journal: Journal::start(out),
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT, then cancels waiting runs, stops running hooks and
+    /// waits for the workers.
+    pub fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        let workers: Vec<_> = self
+            .hooks
+            .values()
+            .map(|h| {
+                let (rx, h) = (self.clone(), h.clone());
+                std::thread::spawn(move || queue::worker(&rx, &h))
+            })
+            .collect();
+        self.out.info(format!(
+            "listening on {} (hooks: {})",
+            listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            self.hooks.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        server::serve(listener, LIMITS, self.clone(), || crate::signals::received().is_some())
+            .context("the server stopped")?;
+        self.journal.line("stopping: no new requests; waiting runs are cancelled, a running hook is stopped".into());
+        for h in self.hooks.values() {
+            h.slot.wake.notify_all();
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+        self.journal.flush();
+        Ok(())
+    }
+
+    /// A hook's credentials, dummies standing in for what it (or an unknown hook) lacks.
+    fn credentials<'a>(&'a self, hook: Option<&'a HookRuntime>) -> Credentials<'a> {
+        Credentials {
+            token: Some(hook.and_then(|h| h.token.as_ref()).unwrap_or(&self.dummy_token)),
+            secret: Some(hook.and_then(|h| h.secret.as_ref()).unwrap_or(&self.dummy_secret)),
+        }
+    }
+
+    /// One log line per request: never the query string or a docker-puller path (tokens).
+    fn log(&self, req: Option<&Request>, status: u16, hook: Option<&str>, run: Option<&str>, started: Instant) {
+        let (method, path) = match req {
+            Some(r) if r.path.starts_with("/hooks/") || r.path == "/healthz" => (r.method.as_str(), r.path.as_str()),
+            Some(r) => (r.method.as_str(), "/***"),
+            None => ("-", "-"),
+        };
+        self.journal.line(format!(
+            "{method} {path} {status} hook={} run={} {:.1}ms",
+            hook.unwrap_or("-"),
+            run.unwrap_or("-"),
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+    }
+
+    /// docker-puller's URL forms: `(token, hook)`, `None` when the path is not one.
+    fn puller_form(req: &Request) -> Option<(Option<String>, Option<String>)> {
+        if req.path == "/" {
+            return Some((req.query_param("token"), req.query_param("hook")));
+        }
+        match req.path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice() {
+            [token, name] => Some((Some(token.to_string()), Some(name.to_string()))),
+            _ => None,
+        }
+    }
+
+    /// A docker-puller request's hook, when the hook opted in and the token is its own.
+    fn puller_hook(&self, token: Option<String>, name: Option<String>) -> Result<&Arc<HookRuntime>, u16> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(401u16)?;
+        let hook = name.and_then(|n| self.hooks.get(&n)).filter(|h| h.hook.docker_puller);
+        let expected = hook.and_then(|h| h.token.as_ref()).unwrap_or(&self.dummy_token);
+        let valid = secret::same(expected.reveal().as_bytes(), token.as_bytes());
+        hook.filter(|_| valid).ok_or(403)
+    }
+
+    fn route(&self, req: &Request) -> (Response, Option<String>, Option<String>) {
+        if req.path == "/healthz" {
+            return (Response::json(200, json!({"status": "ok"})), None, None);
+        }
+        if let Some(rest) = req.path.strip_prefix("/hooks/") {
+            if let Some((name, id)) = rest.split_once("/runs/") {
+                if req.method != "GET" {
+                    return (not_allowed("GET"), None, None);
+                }
+                return (self.status(req, name, id), Some(name.to_string()), Some(id.to_string()));
+            }
+            if req.method != "POST" {
+                return (not_allowed("POST"), None, None);
+            }
+            let hook = self.hooks.get(rest);
+            return match (hook, auth::authenticate(&self.credentials(hook.map(|h| &**h)), req, &req.body)) {
+                (_, Auth::Missing) => (Response::empty(401), None, None),
+                (None, _) | (_, Auth::Wrong) => (Response::empty(403), None, None),
+                (Some(h), auth) => self.accept(h, req, auth == Auth::Signature),
+            };
+        }
+        if req.method == "POST" {
+            let Some((token, name)) = Self::puller_form(req) else { return (Response::empty(404), None, None) };
+            return match self.puller_hook(token, name) {
+                Ok(h) => self.accept(h, req, false),
+                Err(status) => (Response::empty(status), None, None),
+            };
+        }
+        (Response::empty(404), None, None)
+    }
+
+    /// Queues an authenticated request; signed bodies are checked for hook and replay first.
+    fn accept(&self, h: &HookRuntime, req: &Request, signed: bool) -> (Response, Option<String>, Option<String>) {
+        let name = Some(h.name.clone());
+        let refuse = |status: u16, why: String| (Response::json(status, json!({"error": why})), name.clone(), None);
+        let body: serde_json::Value = if req.body.is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(_) => return refuse(400, "the body is not JSON".into()),
+            }
+        };
+        let now = crate::clock::now().as_second();
+        let delivery = if signed {
+            match auth::signed_fields(&body, &h.name, now, self.window) {
+                Ok(fields) => Some(fields),
+                Err(Stale::Replay(why)) => return refuse(409, why.into()),
+                Err(Stale::Malformed(why)) => return refuse(400, why.into()),
+                Err(Stale::OtherHook) => return refuse(403, "the signed body names another hook".into()),
+            }
+        } else {
+            None
+        };
+        let env = match auth::release_env(&h.name, &h.hook, &body) {
+            Ok(env) => env,
+            Err(why) => return refuse(422, why),
+        };
+        if let Some((delivery, expires)) = delivery {
+            match self.deliveries.record(delivery, expires, now) {
+                Ok(true) => {}
+                Ok(false) => return refuse(409, "this delivery was already received".into()),
+                Err(e) => {
+                    self.journal.line(format!("cannot record a delivery id: {e:#}"));
+                    return refuse(503, "the receiver cannot record the delivery".into());
+                }
+            }
+        }
+        let id = secret::random_id();
+        let image = env.iter().find(|(k, _)| k == "PIPE_IMAGE").map(|(_, v)| v.clone());
+        let tag = env.iter().find(|(k, _)| k == "PIPE_TAG").map(|(_, v)| v.clone());
+        let info = RunInfo {
+            id: id.clone(),
+            hook: h.name.clone(),
+            status: "queued".into(),
+            received_at: now,
+            exit_code: None,
+            seconds: None,
+            image: image.map(|i| format!("{i}:{}", tag.unwrap_or_default())),
+            superseded_by: None,
+            error: None,
+            env,
+        };
+        let mut superseded = None;
+        let inserted = self.runs.insert(info, |supersede| {
+            let mut queue = h.slot.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = queue.waiting.replace(id.clone()) {
+                supersede(&old, &id);
+                superseded = Some(old);
+            }
+        });
+        if let Err(e) = inserted {
+            self.journal.line(format!("cannot record a run: {e:#}"));
+            return refuse(503, "the receiver cannot record the run".into());
+        }
+        if let Some(old) = &superseded {
+            self.journal.line(format!("run {old} hook={} superseded by {id}", h.name));
+        }
+        h.slot.wake.notify_all();
+        let status_url = format!("/hooks/{}/runs/{id}", h.name);
+        let wait = req.query_param("wait").and_then(|w| w.parse::<u64>().ok()).map(|w| Duration::from_secs(w.min(600)));
+        if let Some(wait) = wait
+            && let Some(run) = self.runs.wait_for_end(&id, wait)
+        {
+            let mut doc = serde_json::to_value(&run).unwrap_or_default();
+            doc["status_url"] = json!(status_url);
+            return (Response::json(200, doc), name, Some(id));
+        }
+        let mut doc = json!({"id": id, "hook": h.name, "status": "queued", "status_url": status_url});
+        if let Some(old) = superseded {
+            doc["superseded"] = json!(old);
+        }
+        (Response::json(202, doc), name, Some(id))
+    }
+
+    fn status(&self, req: &Request, name: &str, id: &str) -> Response {
+        let hook = self.hooks.get(name);
+        match auth::authenticate(&self.credentials(hook.map(|h| &**h)), req, req.path.as_bytes()) {
+            Auth::Missing => return Response::empty(401),
+            Auth::Wrong => return Response::empty(403),
+            _ if hook.is_none() => return Response::empty(403),
+            _ => {}
+        }
+        let Some(run) = self.runs.get(name, id) else {
+            return Response::json(404, json!({"error": "no such run"}));
+        };
+        let mut doc = serde_json::to_value(&run).unwrap_or_default();
+        let log = self.runs.log_path(name, &run.id);
+        let tail = std::fs::read_to_string(log).map(|t| crate::output::tail_lines(&t, 20)).unwrap_or_default();
+        doc["log_tail"] = json!(tail);
+        Response::json(200, doc)
+    }
+
+    /// Answers from the head alone, logging the answer.
+    fn answer(&self, head: &Request, response: Response, started: Instant) -> Admit {
+        self.log(Some(head), response.status, None, None, started);
+        Admit::Answer(response)
+    }
+}
+
+impl Service for Receiver {
+    fn admit(&self, head: &Request, _peer: IpAddr) -> Admit {
+        let started = Instant::now();
+        let Some(rest) = head.path.strip_prefix("/hooks/") else {
+            if head.method == "POST"
+                && let Some((token, name)) = Self::puller_form(head)
+            {
+                return match self.puller_hook(token, name) {
+                    Ok(h) => Admit::Body(h.max_body),
+                    Err(status) => self.answer(head, Response::empty(status), started),
+                };
+            }
+            return Admit::Body(0);
+        };
+        if rest.contains("/runs/") {
+            return Admit::Body(0);
+        }
+        if head.method != "POST" {
+            return self.answer(head, not_allowed("POST"), started);
+        }
+        let hook = self.hooks.get(rest).map(|h| &**h);
+        let max = hook.map_or(DEFAULT_MAX_BODY, |h| h.max_body);
+        match auth::token_valid(&self.credentials(hook), head) {
+            Some(true) => Admit::Body(max),
+            // A signature is checked over the body (an unknown hook's against the dummy secret).
+            _ if auth::signature(head).is_some() => Admit::Body(max),
+            Some(false) => self.answer(head, Response::empty(403), started),
+            None => self.answer(head, Response::empty(401), started),
+        }
+    }
+
+    fn handle(&self, req: &Request, _peer: IpAddr) -> Response {
+        let started = Instant::now();
+        let (response, hook, run) = self.route(req);
+        self.log(Some(req), response.status, hook.as_deref(), run.as_deref(), started);
+        response
+    }
+
+    fn refused(&self, head: Option<&Request>, _peer: IpAddr, status: u16) {
+        self.log(head, status, None, None, Instant::now());
+    }
+}
+
+fn not_allowed(allow: &str) -> Response {
+    let mut r = Response::empty(405);
+    r.headers.push(("Allow".into(), allow.into()));
+    r
+}
