@@ -41,7 +41,7 @@ pub fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
     };
     let mut files = job.files()?;
     let built = build::build(&job, &mut files, &default_branch, args.commit.as_deref());
-    job.settle(&session.state, files.take_unsettled(), None)?;
-    built?;
+    let settled = job.settle(&session.state, files.take_unsettled(), None);
+    engine::conclude(built, settled)?;
     Ok(code::OK)
 }

@@ -3,7 +3,7 @@
 
 use super::Context;
 use crate::cli::DeployArgs;
-use crate::engine::{Session, deploy};
+use crate::engine::{self, Session, deploy};
 use crate::error::code;
 
 pub fn run(cx: &Context, args: &DeployArgs) -> anyhow::Result<u8> {
@@ -11,7 +11,7 @@ pub fn run(cx: &Context, args: &DeployArgs) -> anyhow::Result<u8> {
     let job = session.job(cx.out, &args.project, args.reference.as_deref());
     let mut files = job.files()?;
     let deployed = deploy::deploy(&job, &mut files, args.target.as_deref(), args.commit.as_deref(), args.dry_run);
-    job.settle(&session.state, files.take_unsettled(), None)?;
-    deployed?;
+    let settled = job.settle(&session.state, files.take_unsettled(), None);
+    engine::conclude(deployed, settled)?;
     Ok(code::OK)
 }

@@ -2,7 +2,7 @@
 
 use super::Context;
 use crate::cli::PushArgs;
-use crate::engine::{Session, push};
+use crate::engine::{self, Session, push};
 use crate::error::code;
 
 pub fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
@@ -10,7 +10,7 @@ pub fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
     let job = session.job(cx.out, &args.project, args.reference.as_deref());
     let mut files = job.files()?;
     let pushed = push::push(&job, &mut files, args.force, args.dry_run);
-    job.settle(&session.state, files.take_unsettled(), None)?;
-    pushed?;
+    let settled = job.settle(&session.state, files.take_unsettled(), None);
+    engine::conclude(pushed, settled)?;
     Ok(code::OK)
 }

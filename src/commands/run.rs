@@ -1,20 +1,16 @@
 //! `pipe run`: the timer's command. Poll, then for each ref with a new head build → test →
 //! push → deploy its newest commit (the tick, in `engine::tick`); notify; print a summary.
 
-use std::sync::Mutex;
-
 use anyhow::Context as _;
 use serde::Serialize;
 
 use super::Context;
 use crate::cli::RunArgs;
-use crate::engine::poll::{self, PollError};
+use crate::engine::poll::PollError;
 use crate::engine::tick::{self, RefResult};
 use crate::error::code;
 use crate::model::Verdict;
-use crate::notify::{self, Notice};
 use crate::refs::{self, Change};
-use crate::state;
 use crate::{docker, output};
 
 #[derive(Debug, Serialize)]
@@ -31,42 +27,24 @@ pub fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
     let projects = config.select(&args.projects)?;
     let state_path = cx.state_path()?;
-    let _lock = state::lock(&state_path, "run")?;
-    let mut st = state::load(&state_path)?;
-    let polled = poll::poll(&cx.out, &config, &projects, &mut st);
-    if polled.state_changed && !args.dry_run {
-        state::save(&state_path, &st)?;
-    }
-    let (work, deferred) = tick::work_list(&config, &projects, &st, args.retry);
+    let tick = tick::tick(cx.out, &config, &state_path, &projects, args.retry, args.dry_run)?;
     if args.dry_run {
-        for w in &work {
+        for w in &tick.work {
             println!(
                 "{} {}: build {} then test, push, deploy as configured",
                 w.project,
                 refs::display(&w.refname),
-                &w.head[..12.min(w.head.len())]
+                output::short(&w.head)
             );
         }
         return Ok(code::OK);
     }
-    let st = Mutex::new(st);
-    let ran = tick::run_all(cx.out, &config, &state_path, &projects, &work, &st);
-    let results = ran.results;
-    // Every stage and every finished ref saved the state already: a tick that ran nothing
-    // writes nothing.
-    let notices: Vec<Notice> = results.iter().flat_map(|(r, w)| tick::notices_for(r, w, &state_path)).collect();
-    notify::send(&cx.out, &config, &notices);
-    if let Some(err) = ran.interrupted {
-        return Err(err);
-    }
-    let results: Vec<RefResult> = results.into_iter().map(|(r, _)| r).collect();
-    let report = &polled.report;
+    let (report, results, deferred) = (&tick.poll, &tick.results, tick.deferred);
     if args.json {
-        let doc =
-            RunReport { version: 1, changes: &report.changes, errors: &report.errors, results: &results, deferred };
+        let doc = RunReport { version: 1, changes: &report.changes, errors: &report.errors, results, deferred };
         println!("{}", serde_json::to_string_pretty(&doc).context("failed to render JSON")?);
     } else {
-        print_summary(cx, &results, deferred);
+        print_summary(cx, results, deferred);
     }
     let failed = !report.errors.is_empty()
         || results.iter().any(|r| !matches!(r.result, Verdict::Passed | Verdict::Unavailable));

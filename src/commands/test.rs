@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Context;
 use crate::cli::TestArgs;
 use crate::docker;
-use crate::engine::docker::Docker;
+use crate::docker::client::Docker;
 use crate::engine::test::{self, TestJob};
 use crate::engine::{self, Session, build};
 use crate::error::{StageFailed, code};
@@ -57,7 +57,7 @@ pub fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
         return Ok(code::OK);
     }
     let tested = test::test(&job, &mut files, None);
-    job.settle(&session.state, files.take_unsettled(), None)?;
-    tested?;
+    let settled = job.settle(&session.state, files.take_unsettled(), None);
+    engine::conclude(tested, settled)?;
     Ok(code::OK)
 }

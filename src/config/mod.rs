@@ -36,7 +36,7 @@ pub use patterns::Patterns;
 pub use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub use types::{
     CommandTarget, ComposeTarget, Config, Deploy, Ecr, Event, GitAuth, Health, Hook, Ingress, Notify, Project,
-    Registry, SecretRef, Serve, Settings, SlackNotify, Stage, SwarmTarget, Timeouts, WebhookNotify, WebhookTarget,
+    Registry, SecretRef, Serve, Settings, SlackNotify, SwarmTarget, Timeouts, WebhookNotify, WebhookTarget,
 };
 
 /// Where the pipeline file is looked for when neither `-c` nor `PIPE_CONFIG` names one.

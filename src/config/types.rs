@@ -192,7 +192,7 @@ pub struct Timeouts {
     pub deploy: Option<Seconds>,
 }
 
-pub use crate::model::Stage;
+use crate::model::Stage;
 
 impl Timeouts {
     fn get(&self, stage: Stage) -> Option<Seconds> {

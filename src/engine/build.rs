@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
-use super::docker::{self as engine, Docker};
 use super::plan::{self, Plan};
 use super::{Job, RefFiles};
+use crate::docker::client::{self as client, Docker};
 use crate::docker::{self, BuildSpec, Builder};
-use crate::error::{Interrupted, RemoteUnavailable, StageFailed, ToolUnavailable};
+use crate::error::{RemoteUnavailable, StageFailed, ToolUnavailable};
 use crate::exec::{self, Cmd, Finished};
 use crate::model::{Outcome, Stage};
 use crate::output::Output;
@@ -18,27 +18,29 @@ use crate::state::{Run, StageRun};
 use crate::{git, refs};
 
 /// Builds `commit` (else the ref's remote tip) and records the run; returns the run number.
-/// A failed build is recorded, then returned as [`StageFailed`]; so is a failure before the
-/// image build (credentials, fetch, checkout, an invalid `.pipe.toml`), with its message as
-/// the run's log, so the commit is never dropped silently.
+/// A failed build is recorded, then returned as [`StageFailed`]. So is a failure before the
+/// image build (credentials, fetch, checkout, an invalid `.pipe.toml`) of a named commit (the
+/// polled head, in a tick), with its message as the run's log, so the commit is never dropped
+/// silently; a signal stops it with nothing recorded.
 pub fn build(job: &Job<'_>, files: &mut RefFiles, default_branch: &str, commit: Option<&str>) -> anyhow::Result<u64> {
     let (out, name, refname) = (&job.out, job.name, job.refname.as_str());
     let docker = job.docker();
     let builder = docker.builder();
     let deadline = Instant::now() + job.timeout(Stage::Build);
-    let prepared = prepare(job, default_branch, commit, deadline);
-    if let Err(err) = &prepared
-        && (err.is::<Interrupted>() || err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>())
-    {
-        return prepared.map(|_| 0);
-    }
+    let (sha, plan, tags, labels) = match prepare(job, default_branch, commit, deadline) {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            // git gives up a fetch at a signal or the deadline with a plain error.
+            crate::signals::check()?;
+            let unanswered = err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>();
+            let Some(commit) = commit.filter(|_| !unanswered) else { return Err(err) };
+            let outcome = if Instant::now() >= deadline { Outcome::TimedOut } else { Outcome::Failed };
+            return record_early_failure(job, files, commit, outcome, err);
+        }
+    };
     let number = files.history.next_run;
     files.history.next_run += 1;
     let log = files.new_log(number)?;
-    let (sha, plan, tags, labels) = match prepared {
-        Ok(p) => p,
-        Err(err) => return record_early_failure(job, files, number, &log, commit, err),
-    };
     files.history.runs.push(Run {
         number,
         commit: sha.clone(),
@@ -64,8 +66,8 @@ pub fn build(job: &Job<'_>, files: &mut RefFiles, default_branch: &str, commit: 
         timeout,
         false,
     )?;
-    if engine::engine_gone(&docker, out, &finished) {
-        return Err(engine::engine_unavailable(&docker, &finished.tail));
+    if client::engine_gone(&docker, out, &finished) {
+        return Err(client::engine_unavailable(&docker, &finished.tail));
     }
     if let Some(run) = files.run_mut(number) {
         run.image_id = image_id.clone();
@@ -113,36 +115,38 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
 }
 
 /// Records a build that failed before `docker build` ran: a run of the commit that was asked
-/// for (the polled head), its error as the log, the build stage failed.
+/// for (the polled head), its error as the log, the build stage failed (or timed out). The
+/// error keeps its chain, so an invalid `.pipe.toml` is still a configuration error (exit 2).
 fn record_early_failure(
     job: &Job<'_>,
     files: &mut RefFiles,
-    number: u64,
-    log: &Path,
-    commit: Option<&str>,
+    commit: &str,
+    outcome: Outcome,
     err: anyhow::Error,
 ) -> anyhow::Result<u64> {
+    let number = files.history.next_run;
+    files.history.next_run += 1;
+    let log = files.new_log(number)?;
     let message = format!("{err:#}");
-    std::fs::write(log, format!("{message}\n")).map_err(|e| crate::error::StateError::log(log, e))?;
-    let commit = commit.unwrap_or_default().to_string();
+    std::fs::write(&log, format!("{message}\n")).map_err(|e| crate::error::StateError::log(&log, e))?;
     let started = crate::clock::now();
     files.history.runs.push(Run {
         number,
-        commit: commit.clone(),
+        commit: commit.to_string(),
         started,
         image: String::new(),
         tags: Vec::new(),
         image_id: None,
-        log: log.to_path_buf(),
+        log,
         stages: Vec::new(),
         digests: Default::default(),
         test: None,
         test_env: Default::default(),
         test_services: None,
     });
-    job.record(files, number, StageRun::new(Stage::Build, Outcome::Failed, started, Duration::ZERO, None))?;
+    job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
     let shown = refs::display(&job.refname);
-    Err(StageFailed(format!("build of {} {shown} failed before the image build: {message}", job.name)).into())
+    Err(err.context(StageFailed(format!("build of {} {shown} failed before the image build", job.name))))
 }
 
 /// How a stage's process ended, as recorded.
@@ -216,7 +220,7 @@ pub fn docker_build(
     let iid = tempfile::Builder::new().prefix("pipe-iid-").tempfile().context("failed to create a temporary file")?;
     let cmd = build.command(docker, builder, iid.path());
     let spinner = out.spinner(&format!("building {}:{}", build.plan.image, build.tags[0]));
-    let finished = exec::logged(out, &cmd, log, engine::LOG_CAP, timeout, &mut |line| {
+    let finished = exec::logged(out, &cmd, log, client::LOG_CAP, timeout, &mut |line| {
         if echo {
             eprintln!("{line}");
         } else if let Some(step) = docker::build_step(line) {
@@ -285,8 +289,8 @@ pub fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<HereBuil
         if dirty { " (uncommitted changes included)" } else { "" }
     ));
     let (finished, _) = docker_build(out, &docker, builder, &build, &log, Duration::from_secs(3600), !out.quiet)?;
-    if engine::engine_gone(&docker, out, &finished) {
-        return Err(engine::engine_unavailable(&docker, &finished.tail));
+    if client::engine_gone(&docker, out, &finished) {
+        return Err(client::engine_unavailable(&docker, &finished.tail));
     }
     if !finished.success() {
         return Err(StageFailed(format!("build failed: {}\nlog: {}", finished.describe(), log.display())).into());

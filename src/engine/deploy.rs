@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 
-use super::docker::{self as engine, Docker};
 use super::{Job, RefFiles};
 use crate::config::Deploy;
 use crate::docker;
-use crate::error::{Interrupted, StageFailed, ToolUnavailable, Usage};
+use crate::docker::client::{self as client, Docker};
+use crate::error::{Interrupted, StageFailed, StateError, ToolUnavailable, Usage};
 use crate::exec::{self, Cmd};
 use crate::model::{DeployResult, Outcome, Stage};
 use crate::refs;
@@ -79,7 +79,7 @@ pub fn deploy(
             continue;
         }
         if let Err(err) = rollout.run() {
-            if err.is::<ToolUnavailable>() || err.is::<Interrupted>() {
+            if passes_through(&err) {
                 return Err(err);
             }
             failures.push(format!("{err:#}"));
@@ -145,7 +145,7 @@ fn release(
         );
     };
     let pushes = targets.iter().any(|t| !t.push.is_empty());
-    if let Some(why) = super::gate::refusal(run, Stage::Deploy, pushes) {
+    if let Some(why) = super::gate::refuse_deploy(run, pushes) {
         let image = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
         return Err(StageFailed(format!("refusing to deploy {image}: {why}")).into());
     }
@@ -253,7 +253,7 @@ impl<'a> Rollout<'a> {
             out.info(format!("{project}: deployed {image}:{tag} to `{name}`"));
             return Ok(());
         };
-        if err.is::<Interrupted>() || err.is::<ToolUnavailable>() {
+        if passes_through(&err) {
             return Err(err);
         }
         record.result = DeployResult::Failed;
@@ -283,7 +283,7 @@ impl<'a> Rollout<'a> {
         };
         let deadline = Instant::now() + self.timeout;
         let rolled = self.apply(back_image, back_tag, &back, deadline).and_then(|()| self.check(deadline));
-        if rolled.as_ref().is_err_and(|e| e.is::<Interrupted>() || e.is::<ToolUnavailable>()) {
+        if rolled.as_ref().is_err_and(passes_through) {
             history.deploys.push(record);
             state::save_deploys(&path, &mut history)?;
             return rolled;
@@ -314,11 +314,18 @@ impl<'a> Rollout<'a> {
         let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
         let out = &self.job.out;
         for cmd in self.commands(image, tag, release)? {
-            let finished = exec::logged(out, &cmd, &self.log, engine::LOG_CAP, left(), &mut |_| {})?;
+            let finished = exec::logged(out, &cmd, &self.log, client::LOG_CAP, left(), &mut |_| {})?;
             super::interrupted(&finished)?;
             if !finished.success() {
-                if engine::engine_gone(self.docker, out, &finished) {
-                    return Err(engine::engine_unavailable(self.docker, &finished.tail));
+                // Only a docker or compose command can say the engine went away; a deploy
+                // script that failed on a host without an engine is the deploy's failure.
+                let gone = if self.docker.runs(&cmd) {
+                    client::engine_gone(self.docker, out, &finished)
+                } else {
+                    client::engine_down(&finished.tail)
+                };
+                if gone {
+                    return Err(client::engine_unavailable(self.docker, &finished.tail));
                 }
                 let tail = crate::output::tail_lines(&finished.tail, 10);
                 return Err(anyhow!("`{cmd}` failed: {}\n{tail}", finished.describe()));
@@ -348,6 +355,12 @@ impl<'a> Rollout<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// Errors that are not the deploy's failure: a signal, an engine that does not answer, state
+/// that cannot be read or written. Nothing is rolled back for them; they end the command.
+fn passes_through(err: &anyhow::Error) -> bool {
+    err.is::<Interrupted>() || err.is::<ToolUnavailable>() || err.is::<StateError>()
 }
 
 /// The environment every deploy exports, for compose files and commands to interpolate.

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use anyhow::{Context as _, anyhow};
 
 use crate::config::{Config, Project, SecretRef};
-use crate::engine::docker::Docker;
+use crate::docker::client::Docker;
 use crate::error::Usage;
 use crate::model::{Outcome, Stage};
 use crate::output::Output;
@@ -21,7 +21,7 @@ use crate::{git, secret};
 
 pub mod build;
 pub mod deploy;
-pub mod docker;
+
 pub mod plan;
 pub mod poll;
 pub mod prune;
@@ -47,8 +47,7 @@ impl RefFiles {
 
     /// Creates the log directory and names the log of a new run.
     pub fn new_log(&self, number: u64) -> anyhow::Result<PathBuf> {
-        std::fs::create_dir_all(&self.logs)
-            .with_context(|| format!("failed to create log directory `{}`", self.logs.display()))?;
+        std::fs::create_dir_all(&self.logs).map_err(|e| crate::error::StateError::log(&self.logs, e))?;
         Ok(self.logs.join(format!("{number}.log")))
     }
 
@@ -59,6 +58,11 @@ impl RefFiles {
     /// The newest stage recorded since the last settle, for [`Job::settle`].
     pub fn take_unsettled(&mut self) -> Option<StageRecord> {
         self.unsettled.take()
+    }
+
+    /// The outcome of the newest stage recorded since the last settle.
+    pub fn last_recorded(&self) -> Option<Outcome> {
+        self.unsettled.as_ref().map(|s| s.result)
     }
 
     pub fn run_mut(&mut self, number: u64) -> Option<&mut Run> {
@@ -136,6 +140,17 @@ impl Job<'_> {
             changed = true;
         }
         if changed { state::save(self.state_path, &st) } else { Ok(()) }
+    }
+}
+
+/// A command's result once its stage ran and the record was settled: the stage's own error
+/// first (it says what happened, and decides the exit code), with a failed save attached to
+/// it; else the save's error.
+pub fn conclude<T>(outcome: anyhow::Result<T>, settled: anyhow::Result<()>) -> anyhow::Result<T> {
+    match (outcome, settled) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Ok(_), Err(err)) | (Err(err), Ok(())) => Err(err),
+        (Err(err), Err(save)) => Err(err.context(format!("and the state could not be saved: {save:#}"))),
     }
 }
 
@@ -249,19 +264,23 @@ pub mod gate {
     use crate::model::{Outcome, Stage};
     use crate::state::Run;
 
-    /// Why the run may not go on to `next`, or `None` when it may.
-    pub fn refusal(run: &Run, next: Stage, pushes: bool) -> Option<String> {
+    /// Why the run's image may not be pushed, or `None` when it may.
+    pub fn refuse_push(run: &Run) -> Option<String> {
         let tested = run.stage(Stage::Test).map(|s| s.result);
-        if !tested.is_some_and(Outcome::clears) {
-            return Some(match tested {
-                Some(result) => format!("its tests ended `{result}`"),
-                None => "its tests have not run".into(),
-            });
+        match tested {
+            Some(result) if result.clears() => None,
+            Some(result) => Some(format!("its tests ended `{result}`")),
+            None => Some("its tests have not run".into()),
         }
-        if next == Stage::Deploy && pushes && run.stage(Stage::Push).is_none_or(|s| s.result != Outcome::Passed) {
-            return Some("it was not pushed".into());
-        }
-        None
+    }
+
+    /// Why the run's image may not be deployed (to targets that `push` through a registry, or
+    /// not), or `None` when it may.
+    pub fn refuse_deploy(run: &Run, pushes: bool) -> Option<String> {
+        refuse_push(run).or_else(|| {
+            let pushed = run.stage(Stage::Push).is_some_and(|s| s.result == Outcome::Passed);
+            (pushes && !pushed).then(|| "it was not pushed".into())
+        })
     }
 }
 

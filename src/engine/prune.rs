@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Project};
-use crate::engine::docker::Docker;
+use crate::docker::client::Docker;
 use crate::output::Output;
 use crate::refs;
 use crate::state::{self, ProjectState};
@@ -219,14 +219,14 @@ fn project_images(out: &Output, docker: &Docker, name: &str) -> anyhow::Result<V
         .args(["image", "ls", "--quiet", "--no-trunc", "--filter"])
         .arg(format!("label=pipe.project={name}"));
     let listed = crate::exec::capture(out, &list, DOCKER_QUERY_TIMEOUT)
-        .map_err(|e| crate::engine::docker::classify(docker, e))?;
+        .map_err(|e| crate::docker::client::classify(docker, e))?;
     let ids: BTreeSet<&str> = listed.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let inspect = docker.cmd().args(["image", "inspect"]).args(ids);
     let json = crate::exec::capture(out, &inspect, DOCKER_QUERY_TIMEOUT)
-        .map_err(|e| crate::engine::docker::classify(docker, e))?;
+        .map_err(|e| crate::docker::client::classify(docker, e))?;
     let inspected: Vec<Inspected> =
         serde_json::from_str(&json).context("failed to parse `docker image inspect` output")?;
     Ok(inspected

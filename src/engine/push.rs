@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
-use super::docker::{self as engine, Docker};
 use super::{Job, RefFiles};
 use crate::config::{Config, Project, Registry, SecretRef};
 use crate::docker;
-use crate::error::{Interrupted, RemoteUnavailable, StageFailed, ToolUnavailable, Usage};
+use crate::docker::client::{self as client, Docker};
+use crate::error::{Interrupted, RemoteUnavailable, StageFailed, StateError, ToolUnavailable, Usage};
 use crate::exec::{self, Cmd};
 use crate::model::{Outcome, Stage};
 use crate::output::Output;
@@ -31,7 +31,7 @@ pub fn push(job: &Job<'_>, files: &mut RefFiles, force: bool, dry_run: bool) -> 
     let Some(run) = super::latest_built(&files.history, None).cloned() else {
         return Err(Usage(format!("no image was built for {name} {} yet", refs::display(refname))).into());
     };
-    if let Some(why) = super::gate::refusal(&run, Stage::Push, true)
+    if let Some(why) = super::gate::refuse_push(&run)
         && !force
     {
         return Err(StageFailed(format!(
@@ -46,7 +46,8 @@ pub fn push(job: &Job<'_>, files: &mut RefFiles, force: bool, dry_run: bool) -> 
     if dry_run {
         for (reg_name, registry) in &registries {
             let plan = PushPlan::new(&docker, reg_name, registry, &run);
-            for cmd in plan.login.iter().chain(plan.steps.iter().flat_map(|(_, tag, push)| [tag, push])) {
+            for cmd in plan.login.commands().into_iter().chain(plan.steps.iter().flat_map(|(_, tag, push)| [tag, push]))
+            {
                 println!("{cmd}");
             }
         }
@@ -67,13 +68,13 @@ pub fn push(job: &Job<'_>, files: &mut RefFiles, force: bool, dry_run: bool) -> 
                 }
             }
             Err(err) => {
-                let err = unreachable_registry(engine::classify(&docker, err), reg_name, registry);
+                let err = unreachable_registry(client::classify(&docker, err), reg_name, registry);
                 if err.is::<Interrupted>() {
                     let record = StageRun::new(Stage::Push, Outcome::Interrupted, started, clock.elapsed(), None);
                     job.record(files, run.number, record)?;
                     return Err(err);
                 }
-                if err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>() {
+                if err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>() || err.is::<StateError>() {
                     return Err(err);
                 }
                 failure = Some(err.context(format!("push to registry `{reg_name}` failed")));
@@ -129,8 +130,7 @@ pub fn registries_for<'a>(config: &'a Config, project: &'a Project, refname: &st
 struct PushPlan<'a> {
     reg_name: &'a str,
     registry: &'a Registry,
-    /// `aws ecr get-login-password …` and/or `docker login … --password-stdin` (no stdin yet).
-    login: Vec<Cmd>,
+    login: Login,
     /// (remote reference, `docker tag`, `docker push`) per tag.
     steps: Vec<(String, Cmd, Cmd)>,
 }
@@ -146,11 +146,11 @@ impl<'a> PushPlan<'a> {
             if let Some(profile) = &ecr.profile {
                 password = password.args(["--profile", profile]);
             }
-            vec![password, login_as("AWS")]
-        } else if registry.password_env.is_some() || registry.password_file.is_some() {
-            vec![login_as(registry.username.as_deref().unwrap_or_default())]
+            Login::Ecr { password, login: login_as("AWS") }
+        } else if let Some(secret) = SecretRef::from_pair(&registry.password_env, &registry.password_file) {
+            Login::Password { secret, login: login_as(registry.username.as_deref().unwrap_or_default()) }
         } else {
-            Vec::new()
+            Login::None
         };
         let steps = run
             .tags
@@ -173,7 +173,7 @@ impl<'a> PushPlan<'a> {
             exec::capture(out, tag, left())?;
             let mut output = String::new();
             let spinner = out.spinner(&format!("pushing {remote}"));
-            let finished = exec::logged(out, push, &run.log, engine::LOG_CAP, left(), &mut |line| {
+            let finished = exec::logged(out, push, &run.log, client::LOG_CAP, left(), &mut |line| {
                 output.push_str(line);
                 output.push('\n');
                 spinner.set(&format!("pushing {remote}: {line}"));
@@ -181,8 +181,8 @@ impl<'a> PushPlan<'a> {
             spinner.finish();
             let finished = finished?;
             super::interrupted(&finished)?;
-            if engine::engine_gone(docker, out, &finished) {
-                return Err(engine::engine_unavailable(docker, &finished.tail));
+            if client::engine_gone(docker, out, &finished) {
+                return Err(client::engine_unavailable(docker, &finished.tail));
             }
             if !finished.success() {
                 return Err(anyhow!(
@@ -196,25 +196,41 @@ impl<'a> PushPlan<'a> {
         digest.ok_or_else(|| anyhow!("pushed, but `docker push` printed no digest"))
     }
 
-    /// Runs the login commands with the password on stdin; nothing to do without credentials.
+    /// Runs the login command with the password on stdin; nothing to do without credentials.
     fn log_in(&self, out: &Output, timeout: Duration) -> anyhow::Result<()> {
-        let (login, password) = match self.login.as_slice() {
-            [] => return Ok(()),
-            [password_cmd, login] => {
-                let password =
-                    exec::capture(out, password_cmd, timeout).context("failed to get an ECR login password")?;
+        let (login, password) = match &self.login {
+            Login::None => return Ok(()),
+            Login::Ecr { password, login } => {
+                let password = exec::capture(out, password, timeout).context("failed to get an ECR login password")?;
                 (login, password.trim().to_string())
             }
-            [login, ..] => {
-                let secret_ref = SecretRef::from_pair(&self.registry.password_env, &self.registry.password_file)
-                    .expect("a login command is planned only with a password");
-                let password = secret::resolve(&secret_ref, &format!("registry.{}.password", self.reg_name))?;
+            Login::Password { secret, login } => {
+                let password = secret::resolve(secret, &format!("registry.{}.password", self.reg_name))?;
                 (login, password.reveal().to_string())
             }
         };
         exec::capture(out, &login.clone().stdin(password.into_bytes()), timeout)
             .with_context(|| format!("`docker login` to `{}` failed", self.registry.url))?;
         Ok(())
+    }
+}
+
+/// How a registry is logged in to: the `docker login … --password-stdin` command (its password
+/// given on stdin only when it runs), and for ECR the command that prints the password.
+enum Login {
+    None,
+    Password { secret: SecretRef, login: Cmd },
+    Ecr { password: Cmd, login: Cmd },
+}
+
+impl Login {
+    /// The commands a dry run shows, in order; never a password.
+    fn commands(&self) -> Vec<&Cmd> {
+        match self {
+            Login::None => Vec::new(),
+            Login::Password { login, .. } => vec![login],
+            Login::Ecr { password, login } => vec![password, login],
+        }
     }
 }
 

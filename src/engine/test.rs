@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::build::outcome;
-use super::docker::{self as engine, Docker};
 use super::{Job, RefFiles};
+use crate::docker::client::{self as client, Docker};
 use crate::docker::{self, RunSpec};
 use crate::error::StageFailed;
 use crate::exec::{self, Cmd, Finished};
@@ -96,7 +96,7 @@ pub fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
     let cmd = job.command(docker, &container, &labels, network.as_deref());
     let spinner = out.spinner(&format!("testing {}", job.image));
     let echo = job.echo;
-    let result = exec::logged(out, &cmd, &job.log, engine::LOG_CAP, job.timeout, &mut |line| {
+    let result = exec::logged(out, &cmd, &job.log, client::LOG_CAP, job.timeout, &mut |line| {
         if echo {
             eprintln!("{line}");
         }
@@ -113,8 +113,8 @@ pub fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
         services.down(out);
     }
     let finished = result?;
-    if engine::engine_gone(docker, out, &finished) {
-        return Err(engine::engine_unavailable(docker, &finished.tail));
+    if client::engine_gone(docker, out, &finished) {
+        return Err(client::engine_unavailable(docker, &finished.tail));
     }
     Ok(finished)
 }
@@ -133,7 +133,7 @@ impl Services {
         let project = format!("pipetest{unique}");
         let services = Services { compose, file: file.to_path_buf(), network: format!("{project}_default"), project };
         let cmd = services.cmd().args(["up", "--detach"]);
-        let finished = exec::logged(out, &cmd, log, engine::LOG_CAP, Duration::from_secs(600), &mut |_| {})?;
+        let finished = exec::logged(out, &cmd, log, client::LOG_CAP, Duration::from_secs(600), &mut |_| {})?;
         if !finished.success() {
             services.down(out);
             anyhow::bail!(

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::poll::PollReport;
 use super::{Job, deploy, push};
 use crate::config::{Config, Project};
 use crate::error::{Interrupted, RemoteUnavailable, StageFailed, StateError, ToolUnavailable};
@@ -16,6 +17,49 @@ use crate::notify::{EventKind, Notice};
 use crate::output::Output;
 use crate::refs;
 use crate::state::{self, State};
+
+/// What one tick did: the poll's report, the work it found, and each ref's result.
+pub struct Tick {
+    pub poll: PollReport,
+    /// The refs taken this tick (all that a dry run would run).
+    pub work: Vec<Work>,
+    pub results: Vec<RefResult>,
+    /// Refs with work left for a later tick (beyond `pipe.max_builds`).
+    pub deferred: usize,
+}
+
+/// The timer's tick: takes the lock, polls (saving only what changed), runs the work, notifies.
+/// A dry run polls and lists the work without saving or running anything. An interruption is
+/// returned as the error once the results so far are settled and notified.
+pub fn tick(
+    out: Output,
+    config: &Config,
+    state_path: &Path,
+    projects: &[(&str, &Project)],
+    retry: bool,
+    dry_run: bool,
+) -> anyhow::Result<Tick> {
+    let _lock = state::lock(state_path, "run")?;
+    let mut st = state::load(state_path)?;
+    let polled = super::poll::poll(&out, config, projects, &mut st);
+    if polled.state_changed && !dry_run {
+        state::save(state_path, &st)?;
+    }
+    let (work, deferred) = work_list(config, projects, &st, retry);
+    if dry_run {
+        return Ok(Tick { poll: polled.report, work, results: Vec::new(), deferred });
+    }
+    let st = Mutex::new(st);
+    let ran = run_all(out, config, state_path, projects, &work, &st);
+    // Each ref settled its own summary: a tick that ran nothing writes nothing.
+    let notices: Vec<Notice> = ran.results.iter().flat_map(|(r, w)| notices_for(r, w, state_path)).collect();
+    crate::notify::send(&out, config, &notices);
+    if let Some(err) = ran.interrupted {
+        return Err(err);
+    }
+    let results = ran.results.into_iter().map(|(r, _)| r).collect();
+    Ok(Tick { poll: polled.report, work, results, deferred })
+}
 
 /// One ref's pass through the stages.
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +94,7 @@ pub struct Work {
 /// Refs whose head is pending (new or moved), whose last stage was interrupted, or, with
 /// `--retry`, whose last run failed; oldest first, at most `pipe.max_builds` of them, taken
 /// round-robin across projects. Returns the work and how many refs were deferred.
-pub fn work_list(config: &Config, projects: &[(&str, &Project)], st: &State, retry: bool) -> (Vec<Work>, usize) {
+fn work_list(config: &Config, projects: &[(&str, &Project)], st: &State, retry: bool) -> (Vec<Work>, usize) {
     let mut per_project: Vec<Vec<Work>> = Vec::new();
     for (name, _) in projects {
         let Some(project) = st.project.get(*name) else { continue };
@@ -91,14 +135,14 @@ pub fn work_list(config: &Config, projects: &[(&str, &Project)], st: &State, ret
 
 /// What a tick's workers produced: each ref's result with its work item, and the interruption
 /// that stopped the run, if any.
-pub struct Ran {
+struct Ran {
     pub results: Vec<(RefResult, Work)>,
     pub interrupted: Option<anyhow::Error>,
 }
 
 /// Runs the work: `pipe.parallel` projects at a time, each project's refs in turn. An
 /// unreachable engine or registry stops that project's remaining refs for this tick.
-pub fn run_all(
+fn run_all(
     out: Output,
     config: &Config,
     state_path: &Path,
@@ -186,7 +230,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<Ref
         Ok(())
     })();
     result.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-    let recorded = files.as_ref().and_then(|f| f.unsettled.as_ref()).map(|s| s.result);
+    let recorded = files.as_ref().and_then(super::RefFiles::last_recorded);
     if let Err(err) = &outcome {
         result.message = Some(format!("{err:#}"));
         result.state_error = err.is::<StateError>();
@@ -205,10 +249,17 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<Ref
         _ if result.result == Verdict::Unavailable || result.state_error => None,
         _ => Some(work.head.as_str()),
     };
-    job.settle(st, files.as_mut().and_then(super::RefFiles::take_unsettled), done)?;
+    let settled = job.settle(st, files.as_mut().and_then(super::RefFiles::take_unsettled), done);
+    let outcome = super::conclude(outcome, settled);
     if let Err(err) = outcome {
         if err.is::<Interrupted>() {
             return Err(err);
+        }
+        // A state that cannot be saved is this ref's failure (exit 5), not the run's end.
+        if err.is::<StateError>() && !result.state_error {
+            result.state_error = true;
+            result.result = Verdict::Failed;
+            result.message = Some(format!("{err:#}"));
         }
         job.out.error(format!(
             "{} {}: {}",
@@ -221,7 +272,12 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<Ref
 }
 
 /// Failure (once per failing commit), recovery (first success after a failure), success, deploy.
-pub fn notices_for(result: &RefResult, work: &Work, state_path: &Path) -> Vec<Notice> {
+fn notices_for(result: &RefResult, work: &Work, state_path: &Path) -> Vec<Notice> {
+    // A history that cannot be read keeps the ref pending and fails every tick until it is
+    // fixed by hand: the exit code says so each time, a notification would not stop.
+    if result.state_error {
+        return Vec::new();
+    }
     let base = |event| Notice {
         event,
         project: result.project.clone(),

@@ -6,7 +6,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{HookRuntime, Receiver};
-use crate::engine::docker::{self as engine, Docker};
+use crate::docker::client::{self as client, Docker};
 use crate::exec;
 use crate::targets::{self, Kinds};
 
@@ -113,7 +113,7 @@ fn execute(
         if left.is_zero() {
             return Err(timed_out());
         }
-        let finished = exec::logged(&rx.out, &cmd, log, engine::LOG_CAP, left, &mut |_| {}).map_err(failed)?;
+        let finished = exec::logged(&rx.out, &cmd, log, client::LOG_CAP, left, &mut |_| {}).map_err(failed)?;
         if finished.interrupted {
             return Err(("interrupted", finished.code, "the server was stopped while the hook ran".into()));
         }

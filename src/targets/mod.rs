@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::config::{CommandTarget, ComposeTarget, Health, SwarmTarget};
-use crate::engine::docker::Docker;
+use crate::docker::client::Docker;
 use crate::exec::{self, Cmd};
 use crate::output::Output;
 
@@ -112,18 +112,22 @@ pub fn check_health(out: &Output, docker: &Docker, health: &Health, deadline: In
     let start = Instant::now();
     let deadline = deadline.min(start + health.timeout.map_or(Duration::from_secs(60), |t| t.0));
     let timeout = deadline.saturating_duration_since(start);
-    let mut last = String::from("no answer");
+    let mut last;
     if let Some(url) = &health.url {
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .context("failed to set up an HTTP client")?;
-        while Instant::now() < deadline {
+        // At least one probe, even when the deploy used up its time.
+        loop {
             crate::signals::check()?;
             match client.get(url).send() {
                 Ok(resp) if resp.status().is_success() => return Ok(()),
                 Ok(resp) => last = format!("HTTP {}", resp.status().as_u16()),
                 Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= deadline {
+                break;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -132,7 +136,7 @@ pub fn check_health(out: &Output, docker: &Docker, health: &Health, deadline: In
     if let Some(container) = &health.container {
         let format = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}";
         let cmd = docker.cmd().args(["inspect", "--format", format, container]);
-        while Instant::now() < deadline {
+        loop {
             crate::signals::check()?;
             match exec::capture(out, &cmd, Duration::from_secs(30)) {
                 Ok(status) => {
@@ -144,6 +148,9 @@ pub fn check_health(out: &Output, docker: &Docker, health: &Health, deadline: In
                     }
                 }
                 Err(e) => last = format!("{e:#}"),
+            }
+            if Instant::now() >= deadline {
+                break;
             }
             std::thread::sleep(Duration::from_millis(500));
         }

@@ -61,6 +61,8 @@ fn invalid_repo_file_is_recorded_notified_once_and_retried() {
     f.env.pipe(&["run"]).code(0).stderr_has("nothing to do");
     assert!(f.slack.taken().is_empty(), "not rebuilt or re-notified on the next tick");
     f.env.pipe(&["run", "--retry"]).code(1).stderr_has("not_a_key");
+    // By hand it is still a configuration error, with its exit code.
+    f.env.pipe(&["build", &f.project, "--commit", &bad]).code(2).stderr_has("not_a_key");
 
     f.repo.write(".pipe.toml", &format!("image = \"pipe-test/{}\"\ntest = \"grep -q v1 /app.txt\"\n", f.project));
     let good = f.repo.commit_to("main", "fixed");
@@ -103,4 +105,5 @@ fn corrupt_ref_history_exits_5_and_keeps_the_commit_pending() {
     f.env.pipe(&["run"]).code(5).stderr_has(&history.display().to_string());
     assert!(f.env.read_state().contains("pending = true"), "{}", f.env.read_state());
     f.env.pipe(&["run"]).code(5);
+    assert!(f.slack.taken().is_empty(), "a history to fix by hand is not notified on every tick");
 }

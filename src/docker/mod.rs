@@ -1,4 +1,5 @@
-//! Docker naming rules and argv builders, and parsers for docker's output. Pure: no IO.
+//! Docker naming rules and argv builders, and parsers for docker's output: pure, no IO. The
+//! [`client`] runs the docker CLI as pipe does.
 //!
 //! Tags. The default branch is `latest`; a pull request is `pr-<n>`; every image also gets the
 //! 12-character commit id, the immutable tag rollback uses. Any other branch keeps its name
@@ -12,6 +13,8 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+
+pub mod client;
 
 /// Docker's limit on tag length.
 const MAX_TAG: usize = 128;

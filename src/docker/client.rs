@@ -35,6 +35,16 @@ impl Docker {
         }
     }
 
+    /// Whether `cmd` runs this docker CLI or compose (v1 `docker-compose` or `PIPE_COMPOSE`).
+    pub fn runs(&self, cmd: &Cmd) -> bool {
+        let argv = cmd.argv();
+        let Some(program) = argv.first() else { return false };
+        let name = std::path::Path::new(program).file_name().unwrap_or_default();
+        *program == self.program
+            || name == "docker-compose"
+            || std::env::var_os("PIPE_COMPOSE").is_some_and(|c| !c.is_empty() && c == *program)
+    }
+
     /// BuildKit when the buildx plugin is installed where this docker CLI looks for plugins
     /// (checked on disk: no process), else the legacy builder. `PIPE_BUILDER=legacy|buildkit`
     /// overrides.
