@@ -270,7 +270,7 @@ fn branch_names_and_log_lines_reach_slack_escaped_and_mention_nobody() {
     assert_eq!(
         m["text"].as_str().unwrap(),
         "app x&lt;!channel&gt;&amp;&lt;@U0BOSS|boss&gt;@\u{200b}here failed at build (".to_string()
-            + &m["attachments"][0]["fields"][2]["value"].as_str().unwrap().to_string()
+            + m["attachments"][0]["fields"][2]["value"].as_str().unwrap()
             + ")"
     );
     let tail = m["attachments"][0]["fields"][5]["value"].as_str().unwrap();
