@@ -157,6 +157,6 @@ fn git_daemon_remotes_are_listed_and_its_errors_shown_escaped() {
     urls.push(daemon.url("missing.git"));
     env.config(&config(&urls, ""));
     let run = env.pipe(&["poll"]);
-    run.code(1).stderr_has("the server said: \"access denied or repository not exported: /missing.git\"");
+    run.code(1).stderr_has("the server said: \"no such repository: /missing.git\"");
     assert_eq!(run.stderr.matches("error:").count(), 1, "only the missing one failed:\n{}", run.stderr);
 }
