@@ -44,7 +44,7 @@ mkdir -p "$w/repos" "$w/repos200" "$w/home/.ssh" "$w/srv"
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@pipe.invalid GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@pipe.invalid
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() { for p in "${pids[@]}"; do kill -- "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 make_repo() { # DIR BRANCHES: a bare repo, BRANCHES branches + main on one commit, refs packed
@@ -69,8 +69,9 @@ pids+=($!)
 say "nginx + fcgiwrap + git http-backend, HTTP and HTTPS (self-signed certificate)"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 -keyout "$w/srv/tls.key" -out "$w/srv/tls.crt" 2>/dev/null
-/usr/sbin/fcgiwrap -c 4 -s "unix:$w/srv/fcgi.sock" &
-pids+=($!)
+# Its own process group: the four pre-forked children outlive a TERM to the parent.
+setsid /usr/sbin/fcgiwrap -c 4 -s "unix:$w/srv/fcgi.sock" &
+pids+=("-$!")
 http_port=$(free_port); https_port=$(free_port)
 cat >"$w/srv/nginx.conf" <<NGINX
 user root;
