@@ -4,6 +4,10 @@
 #
 #   poll:  `pipe poll` with nothing changed over 20 bare repos x 50 branches, against a shell
 #          loop of `git ls-remote file://...` over the same repos (medians, ratio, peak RSS).
+#   protocols: `pipe poll` against a `git ls-remote` loop over file://, git:// (git-daemon),
+#          http:// and https:// (nginx + fcgiwrap + git http-backend, self-signed TLS) and ssh://
+#          (OpenSSH sshd), 20 repos x 50 branches on one host, plus HTTPS with 200 repos: wall,
+#          CPU and peak RSS, every server started by bench/protocols.sh (which says how).
 #   state: a no-op `pipe poll` and `pipe status --json` with 1,000 / 10,000 / 50,000 refs recorded.
 #   fuzz:  the `prop_*` property tests (config, state, tags, request parser) with PIPE_FUZZ_CASES
 #          cases each (default 20,000), then generated requests against a running `pipe serve`,
@@ -93,6 +97,9 @@ tick_ms=$(median_ms "$work/tick.json" 0)
 tick_poll_ms=$(median_ms "$work/tick.json" 1)
 tick_diff=$(jq -r '((.results[0].median - .results[1].median) * 1000) | . * 10 | round / 10' "$work/tick.json")
 tick_rss=$(PIPE_CONFIG="$config" PIPE_STATE="$tick_state" peak_rss_kb "$pipe" run -q)
+
+say "poll over every protocol: bench/protocols.sh"
+bash bench/protocols.sh "$pipe" >/dev/null
 
 say "state scale: 1,000 / 10,000 / 50,000 refs"
 scale_rows=""
@@ -301,6 +308,8 @@ Each row was measured in the same run with hyperfine (medians); peak RSS is the 
 | \`pipe run\` | $tick_ms ms | $(awk "BEGIN {printf \"%.1f\", $tick_rss / 1024}") MB (target < 30 MB) |
 | \`pipe poll\` alone | $tick_poll_ms ms | |
 | the tick's extra cost | **$tick_diff ms** | |
+
+$(cat "$work/proto/table.md")
 
 ## Stages: build + test + push of an unchanged commit (legacy builder, local registry)
 

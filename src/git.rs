@@ -1,13 +1,19 @@
-//! git2: listing a remote's refs without downloading objects, with bounded auth and timeouts.
-//! SSH and git:// go through libgit2, local repositories are read directly, and HTTP(S)
-//! remotes get one smart-HTTP request (see [`http`]).
+//! Listing a remote's refs without downloading objects, with bounded auth, timeouts and sizes;
+//! fetching one ref and checking it out with git2. Local repositories are read directly, HTTP(S)
+//! remotes get one smart-HTTP request on a shared client ([`http`]), SSH remotes a channel on a
+//! reused session per host ([`ssh`]), `git://` one connection to the daemon; all three read the
+//! advertisement through the same capped reader ([`wire`]).
 
 mod http;
+mod ssh;
+mod wire;
 
 use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, Once};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -63,6 +69,12 @@ fn list_now(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(St
     if url.starts_with("http://") || url.starts_with("https://") {
         return http::list(url, auth, timeout);
     }
+    if let Some(rest) = url.strip_prefix("git://") {
+        return list_daemon(url, rest, timeout);
+    }
+    if is_ssh(url) {
+        return ssh::list(url, auth, timeout).map_err(|e| anyhow!("{}", with_hostkey_hint(format!("{e:#}"), url)));
+    }
     let shown = redact_url(url);
     let mut remote = Remote::create_detached(url).with_context(|| format!("invalid remote `{shown}`"))?;
     let attempts = Cell::new(0u32);
@@ -73,6 +85,79 @@ fn list_now(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(St
         .map_err(|e| anyhow!("cannot connect to `{shown}`: {}", explain(&e, url)))?;
     let heads = connection.list().map_err(|e| anyhow!("cannot list refs of `{shown}`: {}", clean_message(&e)))?;
     Ok(heads.iter().map(|h| (h.name().to_string(), h.oid().to_string())).collect())
+}
+
+/// At most this many connections to one host at a time, whatever `pipe.parallel` says, so a
+/// poll of many repositories on one forge never looks like a flood.
+pub(crate) const MAX_PER_HOST: usize = 8;
+
+/// A claim on one of a host's [`MAX_PER_HOST`] connection slots, released on drop.
+pub(crate) struct HostSlot(String);
+
+static SLOTS: (Mutex<Option<HashMap<String, usize>>>, Condvar) = (Mutex::new(None), Condvar::new());
+
+/// Waits for a free slot on `host`.
+pub(crate) fn host_slot(host: &str) -> HostSlot {
+    let (lock, freed) = &SLOTS;
+    let mut slots = lock.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let in_use = slots.get_or_insert_with(HashMap::new).entry(host.to_string()).or_insert(0);
+        if *in_use < MAX_PER_HOST {
+            *in_use += 1;
+            return HostSlot(host.to_string());
+        }
+        slots = freed.wait(slots).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+impl Drop for HostSlot {
+    fn drop(&mut self) {
+        let (lock, freed) = &SLOTS;
+        let mut slots = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = slots.as_mut().and_then(|s| s.get_mut(&self.0)) {
+            *n = n.saturating_sub(1);
+        }
+        freed.notify_all();
+    }
+}
+
+/// `ssh://…`, `git+ssh://…`, `ssh+git://…` or scp-like `[user@]host:path`.
+fn is_ssh(url: &str) -> bool {
+    if ["ssh://", "git+ssh://", "ssh+git://"].iter().any(|p| url.starts_with(p)) {
+        return true;
+    }
+    !url.contains("://") && url.find(':').is_some_and(|colon| !url[..colon].contains('/'))
+}
+
+/// Lists a `git daemon` repository: one TCP connection, the `git-upload-pack` request line,
+/// the advertisement (capped), then a flush so the daemon's upload-pack exits cleanly.
+fn list_daemon(url: &str, rest: &str, timeout: Duration) -> anyhow::Result<Vec<(String, String)>> {
+    let shown = redact_url(url);
+    let (authority, path) = rest.split_at(rest.find('/').ok_or_else(|| anyhow!("invalid remote `{shown}`"))?);
+    let has_port = authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    let with_port = if has_port { authority.to_string() } else { format!("{authority}:9418") };
+    let _slot = host_slot(&with_port);
+    let connect = || -> std::io::Result<std::net::TcpStream> {
+        use std::net::ToSocketAddrs as _;
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        for addr in with_port.to_socket_addrs()? {
+            match std::net::TcpStream::connect_timeout(&addr, timeout) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    let mut stream = connect().map_err(|e| anyhow!("cannot connect to `{shown}`: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).ok();
+    stream.set_write_timeout(Some(timeout)).ok();
+    let _ = stream.set_nodelay(true);
+    let request = wire::pkt(format!("git-upload-pack {path}\0host={authority}\0").as_bytes());
+    stream.write_all(&request).map_err(|e| anyhow!("cannot talk to `{shown}`: {e}"))?;
+    let refs = wire::read_advertisement(&mut stream).map_err(|e| anyhow!("cannot list refs of `{shown}`: {e:#}"))?;
+    let _ = stream.write_all(b"0000");
+    let _ = std::io::copy(&mut (&mut stream).take(64 * 1024), &mut std::io::sink());
+    Ok(refs)
 }
 
 /// The repository path of a `file://` URL; `None` for network URLs (and encoded paths, which
@@ -139,7 +224,11 @@ fn clean_message(err: &git2::Error) -> String {
 /// [`clean_message`], plus what to do when libgit2 refused an SSH server whose host key is not
 /// in `~/.ssh/known_hosts` (it never accepts an unknown one, like `StrictHostKeyChecking=yes`).
 fn explain(err: &git2::Error, url: &str) -> String {
-    let message = clean_message(err);
+    with_hostkey_hint(clean_message(err), url)
+}
+
+/// Adds the `ssh-keyscan` hint to a message about an unknown host key.
+fn with_hostkey_hint(message: String, url: &str) -> String {
     if !message.contains("hostkey") {
         return message;
     }

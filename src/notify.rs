@@ -49,7 +49,9 @@ impl EventKind {
     }
 }
 
-/// The Slack message: a one-line text and an attachment with the details.
+/// The Slack message: a one-line text and an attachment with the details. Everything that
+/// comes from a repository or a run (project, ref, stage, log lines) passes through
+/// [`slack_escape`], so a branch name or a log line cannot add links or mentions.
 pub fn slack_payload(n: &Notice) -> serde_json::Value {
     let (color, verb) = match n.event {
         EventKind::Failure => ("danger", "failed"),
@@ -57,22 +59,52 @@ pub fn slack_payload(n: &Notice) -> serde_json::Value {
         EventKind::Success => ("good", "succeeded"),
         EventKind::Deploy => ("#439FE0", "deployed"),
     };
-    let short = n.commit.get(..12).unwrap_or(&n.commit);
-    let refname = crate::refs::display(&n.refname);
+    let short = slack_escape(n.commit.get(..12).unwrap_or(&n.commit));
+    let refname = slack_escape(crate::refs::display(&n.refname));
+    let project = slack_escape(&n.project);
+    let stage = slack_escape(&n.stage);
     let mut fields = vec![
-        json!({"title": "Project", "value": n.project, "short": true}),
+        json!({"title": "Project", "value": project, "short": true}),
         json!({"title": "Ref", "value": refname, "short": true}),
         json!({"title": "Commit", "value": short, "short": true}),
-        json!({"title": "Stage", "value": format!("{} ({})", n.stage, n.result), "short": true}),
+        json!({"title": "Stage", "value": format!("{stage} ({})", slack_escape(&n.result)), "short": true}),
         json!({"title": "Duration", "value": format!("{:.1}s", n.seconds), "short": true}),
     ];
     if !n.log_tail.is_empty() {
-        fields.push(json!({"title": "Last log lines", "value": format!("```{}```", n.log_tail), "short": false}));
+        // A log line cannot close the code block early either.
+        let tail = slack_escape(&n.log_tail).replace("```", "`\u{200b}``");
+        fields.push(json!({"title": "Last log lines", "value": format!("```{tail}```"), "short": false}));
     }
     json!({
-        "text": format!("{} {refname} {verb} at {} ({short})", n.project, n.stage),
-        "attachments": [{"color": color, "fallback": format!("{} {refname} {verb}", n.project), "fields": fields}],
+        "text": format!("{project} {refname} {verb} at {stage} ({short})"),
+        "attachments": [{"color": color, "fallback": format!("{project} {refname} {verb}"), "fields": fields}],
     })
+}
+
+/// Slack's message escaping (`&`, `<`, `>`, the only characters Slack's markup needs escaped),
+/// which also disarms `<!channel>`, `<@U123>` and `<http://…|text>`; plain-text mentions
+/// (`@here`, `@channel`, `@everyone`) get a zero-width space after the `@`, so they show as
+/// typed but notify nobody.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => {
+                out.push('@');
+                let word: String = rest[1..].chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+                if ["here", "channel", "everyone"].iter().any(|m| word.eq_ignore_ascii_case(m)) {
+                    out.push('\u{200b}');
+                }
+            }
+            c => out.push(c),
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// The generic webhook body.
@@ -164,6 +196,29 @@ mod tests {
         assert_eq!(fields[3]["value"], "test (failed)");
         assert_eq!(fields[4]["value"], "12.3s");
         assert_eq!(fields[5]["value"], "```assert 1 == 2```");
+    }
+
+    #[test]
+    fn slack_text_from_repositories_is_escaped_and_mentions_nobody() {
+        assert_eq!(
+            slack_escape("a & <b> @here @Channel @everyone! @hereafter me@x"),
+            "a &amp; &lt;b&gt; @\u{200b}here @\u{200b}Channel @\u{200b}everyone! @hereafter me@x"
+        );
+        let mut n = notice(EventKind::Failure);
+        n.project = "web<!channel>".into();
+        n.refname = "refs/heads/x<!here>&<https://evil.example|click>".into();
+        n.log_tail = "boom <!everyone> @channel\n```\n*bold*".into();
+        let p = slack_payload(&n);
+        let text = p.to_string();
+        for raw in ["<!channel>", "<!here>", "<!everyone>", "<https://", "@channel"] {
+            assert!(!text.contains(raw), "{raw} reached Slack unescaped: {text}");
+        }
+        assert_eq!(
+            p["text"],
+            "web&lt;!channel&gt; x&lt;!here&gt;&amp;&lt;https://evil.example|click&gt; failed at test (0123456789ab)"
+        );
+        let tail = p["attachments"][0]["fields"][5]["value"].as_str().unwrap();
+        assert_eq!(tail.matches("```").count(), 2, "the log cannot close the code block: {tail}");
     }
 
     #[test]

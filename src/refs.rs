@@ -69,6 +69,25 @@ pub fn display(refname: &str) -> &str {
     refname.strip_prefix("refs/").and_then(|r| r.strip_suffix("/head")).unwrap_or(refname)
 }
 
+/// Whether a remote's ref name may enter pipe: git's own rules (`git check-ref-format`, as
+/// libgit2 implements them: no `..`, no component starting with `.`, no `~^:?*[\`, no control
+/// characters, …), plus what is harmless to git but not to the terminals, journals, argv and
+/// environments the name reaches: no control or bidirectional-formatting characters anywhere,
+/// and no branch or path component starting with `-` (it would read as an option).
+pub fn valid_name(refname: &str) -> bool {
+    if refname == "HEAD" {
+        return true;
+    }
+    let shown_safely =
+        !refname.chars().any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'));
+    shown_safely && !refname.split('/').any(|part| part.starts_with('-')) && git2::Reference::is_valid_name(refname)
+}
+
+/// A ref name as it may be shown anywhere: quoted, with control characters escaped.
+pub fn escaped(refname: &str) -> String {
+    format!("{refname:?}")
+}
+
 /// The heads a project follows out of everything a remote advertised.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Tracked {
@@ -76,12 +95,19 @@ pub struct Tracked {
     pub heads: BTreeMap<String, String>,
     /// Pull-request head refs whose merge ref is advertised (open pull requests).
     pub open: BTreeSet<String>,
+    /// Advertised names that fail [`valid_name`]: never tracked, never stored.
+    pub rejected: Vec<String>,
 }
 
 /// Keeps the branches matching the project's patterns and, when enabled, pull-request heads.
+/// Names that are not valid ref names are set aside in `rejected`.
 pub fn tracked(project: &Project, advertised: &[(String, String)]) -> Tracked {
     let mut out = Tracked::default();
     for (refname, oid) in advertised {
+        if !valid_name(refname) {
+            out.rejected.push(refname.clone());
+            continue;
+        }
         match classify(refname) {
             Some(RefKind::Branch) => {
                 let branch = &refname["refs/heads/".len()..];
@@ -298,6 +324,34 @@ mod tests {
             ]
         );
         assert!(d.baseline.is_empty());
+    }
+
+    #[test]
+    fn invalid_ref_names_are_rejected_and_never_tracked() {
+        for bad in [
+            "refs/heads/\x1b[31mred",
+            "refs/heads/a\rb",
+            "refs/heads/../../etc",
+            "refs/heads/-rf",
+            "refs/heads/feature/--help",
+            "refs/heads/a..b",
+            "refs/heads/x.lock",
+            "refs/heads/a b",
+            "refs/heads/rtl\u{202e}txt",
+            "refs/heads/del\u{7f}",
+            "refs/heads/c1\u{9b}",
+        ] {
+            assert!(!valid_name(bad), "{bad:?} was accepted");
+        }
+        for good in ["HEAD", "refs/heads/main", "refs/heads/feature/x-1", "refs/heads/ünïcode", "refs/pull/3/head"] {
+            assert!(valid_name(good), "{good:?} was refused");
+        }
+        let advertised =
+            adv(&[("refs/heads/main", "1"), ("refs/heads/main\x1b]0;pwned\x07", "2"), ("refs/pull/1/head\r", "3")]);
+        let t = tracked(&project(true), &advertised);
+        assert_eq!(t.heads.keys().collect::<Vec<_>>(), ["refs/heads/main"]);
+        assert_eq!(t.rejected.len(), 2);
+        assert_eq!(escaped(&t.rejected[0]), "\"refs/heads/main\\u{1b}]0;pwned\\u{7}\"");
     }
 
     #[test]

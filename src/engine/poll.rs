@@ -49,6 +49,7 @@ pub fn poll(out: &Output, config: &Config, projects: &[(&str, &Project)], st: &m
             }
         };
         let tracked = refs::tracked(project, &advertised);
+        warn_rejected(out, name, &tracked.rejected);
         let previous = st.project.get(*name);
         let diff = refs::diff(name, previous, &tracked);
         if !diff.baseline.is_empty() {
@@ -64,6 +65,18 @@ pub fn poll(out: &Output, config: &Config, projects: &[(&str, &Project)], st: &m
         report.changes.extend(diff.changes);
     }
     Polled { report, state_changed }
+}
+
+/// Names a remote advertised that are not valid ref names: skipped, shown escaped, at most a
+/// few by name so a hostile remote cannot flood the journal.
+fn warn_rejected(out: &Output, project: &str, rejected: &[String]) {
+    const SHOWN: usize = 5;
+    for refname in rejected.iter().take(SHOWN) {
+        out.warn(format!("{project}: skipped ref {}: not a valid git ref name", refs::escaped(refname)));
+    }
+    if rejected.len() > SHOWN {
+        out.warn(format!("{project}: skipped {} more refs with invalid names", rejected.len() - SHOWN));
+    }
 }
 
 /// A remote's advertised refs as (full ref name, commit id), or why they could not be listed.
