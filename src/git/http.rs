@@ -92,15 +92,17 @@ fn host_of(url: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
-/// `https://user:pw@host/x` → (`https://host/x`, user, pw).
+/// `https://user:pw@host/x` → (`https://host/x`, user, pw), user and password percent-decoded
+/// as URLs carry them (`p%40ss` is the password `p@ss`).
 fn split_userinfo(url: &str) -> (String, Option<String>, Option<String>) {
     let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None, None) };
     let end = rest.find('/').unwrap_or(rest.len());
+    let decoded = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
     match rest[..end].rsplit_once('@') {
         Some((info, host)) => {
             let (user, pw) = match info.split_once(':') {
-                Some((u, p)) => (u.to_string(), Some(p.to_string())),
-                None => (info.to_string(), None),
+                Some((u, p)) => (decoded(u), Some(decoded(p))),
+                None => (decoded(info), None),
             };
             (format!("{scheme}://{host}{}", &rest[end..]), Some(user), pw)
         }
@@ -119,6 +121,11 @@ mod tests {
             ("https://h.example/r.git".into(), Some("bob".into()), Some("pw".into()))
         );
         assert_eq!(split_userinfo("https://h.example/r.git"), ("https://h.example/r.git".into(), None, None));
+        // Regression: the password went out still percent-encoded.
+        assert_eq!(
+            split_userinfo("https://bob%2Bci:p%40ss%3Aw0rd@h.example/r.git"),
+            ("https://h.example/r.git".into(), Some("bob+ci".into()), Some("p@ss:w0rd".into()))
+        );
         assert_eq!(host_of("https://h.example:8443/r.git"), "h.example:8443");
     }
 }
