@@ -23,3 +23,4 @@ mod ssh;
 mod stages;
 mod state;
 mod systemd;
+mod trust;
