@@ -34,7 +34,7 @@ pub struct TestJob<'a> {
     pub secrets: Vec<(String, Option<Secret>)>,
     pub services: Option<Services>,
     pub confinement: Confinement,
-    /// The network a test without services runs on (created on first use).
+    /// The network a test without services runs on (see [`network_name`]).
     pub network: String,
     /// The docker config compose runs with: one holding no registry login.
     pub compose_config: PathBuf,
@@ -43,10 +43,15 @@ pub struct TestJob<'a> {
     pub echo: bool,
 }
 
-/// The test network of a project: internal (no route beyond it) unless the project allows egress.
-pub fn network_name(project: &str, confinement: &Confinement) -> String {
-    format!("pipe-test-{project}-{}", if confinement.egress { "egress" } else { "internal" })
+/// The network of a test without services: none at all (loopback only), or with `egress` one
+/// bridge shared by every such test, with inter-container traffic off, so tests reach out but
+/// not each other. One network, not one per project: Docker's address pools hold about thirty.
+pub fn network_name(confinement: &Confinement) -> String {
+    if confinement.egress { EGRESS_NETWORK.into() } else { "none".into() }
 }
+
+/// The shared network of tests with `limits.egress = true`.
+pub const EGRESS_NETWORK: &str = "pipe-test-egress";
 
 /// Tests the ref's latest built image (or run `run_number`'s) and records the result; a
 /// failure is recorded, then returned as [`StageFailed`].
@@ -83,7 +88,7 @@ pub fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>) -> any
         env: run.test_env.clone().into_iter().collect(),
         secrets,
         services,
-        network: network_name(name, &confinement),
+        network: network_name(&confinement),
         confinement,
         compose_config: nologin.config_dir.clone().unwrap_or_default(),
         timeout: job.timeout(Stage::Test),
@@ -165,15 +170,16 @@ pub fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
         })
     };
     let mut result = run();
-    // The project's test network is made on first use: looking for it first would cost every
-    // test a docker round trip.
+    // The egress network is made on first use: looking for it first would cost every test a
+    // docker round trip.
     if services.is_none()
+        && job.network == EGRESS_NETWORK
         && let Ok(finished) = &result
         && finished.code == Some(125)
         && finished.tail.contains("network")
         && finished.tail.contains("not found")
     {
-        create_network(out, docker, &job.network, &job.confinement);
+        create_network(out, docker);
         result = run();
     }
     spinner.finish();
@@ -194,14 +200,19 @@ pub fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
     Ok(finished)
 }
 
-/// `docker network create [--internal] NAME`; a network another run just made is fine.
-fn create_network(out: &Output, docker: &Docker, name: &str, confinement: &Confinement) {
-    let mut cmd = docker.cmd().args(["network", "create", "--label", "pipe.network=test"]);
-    if !confinement.egress {
-        cmd = cmd.arg("--internal");
-    }
-    if let Err(err) = exec::capture(out, &cmd.arg(name), Duration::from_secs(60)) {
-        out.detail(format!("network `{name}`: {err:#}"));
+/// Creates the egress network; one another run just made is fine.
+fn create_network(out: &Output, docker: &Docker) {
+    let cmd = docker.cmd().args([
+        "network",
+        "create",
+        "--label",
+        "pipe.network=test",
+        "--opt",
+        "com.docker.network.bridge.enable_icc=false",
+        EGRESS_NETWORK,
+    ]);
+    if let Err(err) = exec::capture(out, &cmd, Duration::from_secs(60)) {
+        out.warn(format!("could not create the test network `{EGRESS_NETWORK}`: {err:#}"));
     }
 }
 
