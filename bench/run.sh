@@ -166,18 +166,25 @@ git clean -q -ffdx
 DOCKER_BUILDKIT=0 docker build -q --file Dockerfile --tag pipe-bench/app:latest --tag pipe-bench/app:$short \\
   --label org.opencontainers.image.revision=$sha --label org.opencontainers.image.source=file://$sd/app.git \\
   --label org.opencontainers.image.created=$created --label pipe.project=app --label pipe.ref=refs/heads/main . >/dev/null
-docker run --rm --init --name raw-bench-\$\$ pipe-bench/app:$short sh -c 'grep -q hello /app.txt'
+docker run --rm --init --name raw-bench-\$\$ CONFINEMENT pipe-bench/app:$short sh -c 'grep -q hello /app.txt'
 docker tag pipe-bench/app:$short $reg:latest && docker push -q $reg:latest >/dev/null
 docker tag pipe-bench/app:$short $reg:$short && docker push -q $reg:$short >/dev/null
 SH
-bash "$sd/pipe.sh" && bash "$sd/raw.sh"
+# The same raw commands with the test container confined as pipe confines it, and without.
+confined="--cap-drop ALL --security-opt no-new-privileges --memory 2g --memory-swap 2g --pids-limit 1024 --cpus 2 --network none"
+sed "s|CONFINEMENT|$confined|" "$sd/raw.sh" >"$sd/raw-confined.sh"
+sed -i "s|CONFINEMENT ||" "$sd/raw.sh"
+bash "$sd/pipe.sh" && bash "$sd/raw.sh" && bash "$sd/raw-confined.sh"
 hyperfine --warmup 2 --runs 15 --export-json "$work/stages.json" \
     -n "pipe build + test + push" "bash $sd/pipe.sh" \
-    -n "raw git + docker commands" "bash $sd/raw.sh" >&2
+    -n "raw git + docker commands, test container confined" "bash $sd/raw-confined.sh" \
+    -n "raw git + docker commands, unconfined" "bash $sd/raw.sh" >&2
 stage_pipe=$(median_ms "$work/stages.json" 0)
 stage_raw=$(median_ms "$work/stages.json" 1)
 stage_diff=$(jq -r '((.results[0].median - .results[1].median) * 1000) | . * 10 | round / 10' "$work/stages.json")
 stage_pct=$(jq -r '((.results[0].median / .results[1].median) - 1) * 100 | . * 10 | round / 10' "$work/stages.json")
+stage_unconfined=$(median_ms "$work/stages.json" 2)
+confine_pct=$(jq -r '((.results[1].median / .results[2].median) - 1) * 100 | . * 10 | round / 10' "$work/stages.json")
 docker image ls --quiet --filter "reference=pipe-bench/app" --filter "reference=$reg" | sort -u | xargs -r docker image rm -f >/dev/null 2>&1 || true
 
 say "serve: pipe serve against adnanh/webhook (Debian's webhook package), same machine, same run"
@@ -316,8 +323,10 @@ $(cat "$work/proto/table.md")
 | command | median |
 |---|---|
 | \`pipe build\` + \`pipe test\` + \`pipe push\` | $stage_pipe ms |
-| the same raw \`git\` + \`docker build/run/tag/push\` commands | $stage_raw ms |
+| the same raw \`git\` + \`docker build/run/tag/push\` commands (test container confined) | $stage_raw ms |
 | overhead | **$stage_diff ms ($stage_pct %)** (target ≤ 5 % or ≤ 150 ms) |
+| the raw commands with an unconfined test container | $stage_unconfined ms |
+| cost of the confinement | **$confine_pct %** (target ≤ 5 %) |
 
 ## \`pipe serve\` against adnanh/webhook $(webhook -version | awk '{print $3}') (same hook: a token check, a script that appends a line)
 

@@ -39,13 +39,15 @@ pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    /// Start from an empty environment: the process sees only `env`.
+    env_clear: bool,
     dir: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
 }
 
 impl Cmd {
     pub fn new(program: impl Into<OsString>) -> Cmd {
-        Cmd { program: program.into(), args: Vec::new(), env: Vec::new(), dir: None, stdin: None }
+        Cmd { program: program.into(), args: Vec::new(), env: Vec::new(), env_clear: false, dir: None, stdin: None }
     }
 
     /// A program given as a words list (e.g. `["docker", "compose"]`) plus arguments.
@@ -67,6 +69,13 @@ impl Cmd {
 
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Cmd {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the process with only the variables given by [`Cmd::env`], none of pipe's own
+    /// (compose must not interpolate pipe's secrets into a repository's services).
+    pub fn env_clear(mut self) -> Cmd {
+        self.env_clear = true;
         self
     }
 
@@ -96,6 +105,9 @@ impl Cmd {
             .unchecked()
             .stdout_file(stdout)
             .stderr_file(stderr);
+        if self.env_clear {
+            expression = expression.full_env(self.env.iter().cloned());
+        }
         for (k, v) in &self.env {
             expression = expression.env(k, v);
         }

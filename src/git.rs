@@ -6,6 +6,7 @@
 
 mod http;
 mod ssh;
+pub mod submodules;
 mod wire;
 
 use std::cell::Cell;
@@ -324,6 +325,7 @@ pub fn checkout(
     commit: Option<&str>,
     dir: &Path,
     deadline: std::time::Instant,
+    policy: &submodules::Policy,
 ) -> anyhow::Result<Commit> {
     let shown = redact_url(url);
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create workspace `{}`", dir.display()))?;
@@ -368,17 +370,32 @@ pub fn checkout(
     repo.checkout_tree(target.as_object(), Some(&mut checkout))
         .map_err(|e| anyhow!("cannot check out {oid} in `{}`: {}", dir.display(), clean_message(&e)))?;
     repo.set_head_detached(oid).map_err(|e| anyhow!("cannot move HEAD to {oid}: {}", clean_message(&e)))?;
-    for mut submodule in repo.submodules().context("cannot read .gitmodules")? {
+    // FETCH_HEAD names the URL fetched from, credentials included: it must not stay in a
+    // checkout that becomes a build context.
+    let _ = std::fs::remove_file(repo.path().join("FETCH_HEAD"));
+    // Submodules by policy: each URL is resolved and checked before anything is fetched, and
+    // only the project's own host is offered its credentials.
+    for submodule in repo.submodules().context("cannot read .gitmodules")? {
         let name = submodule.name().unwrap_or("?").to_string();
+        let declared = submodule.url().ok().flatten().unwrap_or("").to_string();
+        let decision =
+            submodules::decide(url, &declared, policy).map_err(|why| anyhow!("submodule `{name}`: {why}"))?;
+        let key = format!("submodule.{name}.url");
+        repo.config()
+            .and_then(|mut c| c.set_str(&key, &decision.url))
+            .map_err(|e| anyhow!("cannot set the URL of submodule `{name}`: {}", clean_message(&e)))?;
+        let mut submodule =
+            repo.find_submodule(&name).map_err(|e| anyhow!("cannot read submodule `{name}`: {}", clean_message(&e)))?;
+        let sub_auth = if decision.credentials { auth.clone() } else { Auth::default() };
         let attempts = Cell::new(0u32);
         let mut callbacks = RemoteCallbacks::new();
-        callbacks.credentials(|_url, user, allowed| credentials(auth, &attempts, user, allowed));
+        callbacks.credentials(|_url, user, allowed| credentials(&sub_auth, &attempts, user, allowed));
         let mut fetch = git2::FetchOptions::new();
         fetch.remote_callbacks(callbacks);
         let mut update = git2::SubmoduleUpdateOptions::new();
         update.fetch(fetch);
         submodule
-            .update(true, Some(&mut update))
+            .update(false, Some(&mut update))
             .map_err(|e| anyhow!("cannot update submodule `{name}`: {}", clean_message(&e)))?;
     }
     Ok(Commit { sha: oid.to_string(), time: commit_time(&target) })

@@ -18,6 +18,11 @@ impl Secret {
     pub fn reveal(&self) -> &str {
         &self.0
     }
+
+    #[cfg(test)]
+    pub fn for_tests(value: &str) -> Secret {
+        Secret(value.to_string())
+    }
 }
 
 impl fmt::Debug for Secret {

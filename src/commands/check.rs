@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::Context;
 use crate::cli::CheckArgs;
-use crate::config::SecretRef;
+use crate::config::{ArgValue, SecretRef};
 use crate::error::code;
 
 pub fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
@@ -33,6 +33,24 @@ pub fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
             },
         }
     }
+    for (name, project) in &config.projects {
+        for (table, values) in [("build_args", &project.build_args), ("test_env", &project.test_env)] {
+            for (key, value) in values {
+                if matches!(value.get_ref(), ArgValue::Literal(_)) && looks_secret(key) {
+                    cx.out.warn(format!(
+                        "`project.{name}.{table}.{key}` looks like a secret written inline: it would appear in logs, \
+                         histories and `ps`\nhint: write `{key} = {{ env = \"VARIABLE\" }}` or `{{ file = \"/path\" }}`"
+                    ));
+                }
+            }
+        }
+        if project.trust_pull_requests {
+            cx.out.warn(format!(
+                "project `{name}` has `trust_pull_requests = true`: anyone who can open a pull request can read its \
+                 secret build args and test variables"
+            ));
+        }
+    }
     let deploys: usize = config.projects.values().map(|p| p.deploy.len()).sum();
     cx.out.info(format!(
         "`{}` is valid: {} project(s), {} registr{}, {} deploy target(s)",
@@ -43,4 +61,23 @@ pub fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
         deploys
     ));
     Ok(code::OK)
+}
+
+/// A variable name that usually holds a secret: `*TOKEN*`, `*PASSWORD*`, `*SECRET*`, `*KEY*`.
+fn looks_secret(key: &str) -> bool {
+    let upper = key.to_ascii_uppercase();
+    ["TOKEN", "PASSWORD", "PASSWD", "SECRET", "KEY", "CREDENTIAL"].iter().any(|w| upper.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_looking_names() {
+        for yes in ["NPM_TOKEN", "db_password", "AWS_SECRET_ACCESS_KEY", "api_key"] {
+            assert!(super::looks_secret(yes), "{yes}");
+        }
+        for no in ["RUST_LOG", "GREETING", "PORT"] {
+            assert!(!super::looks_secret(no), "{no}");
+        }
+    }
 }

@@ -19,12 +19,18 @@ pub fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
             cx.out.info("no test command: set `test` in .pipe.toml");
             return Ok(code::OK);
         };
+        let confinement = crate::docker::Confinement::default();
+        let nologin = tempfile::Builder::new().prefix("pipe-nologin-").tempdir()?;
         let job = TestJob {
             label: format!("here-{}", std::process::id()),
             image: built.reference.clone(),
             command: &command,
             env: built.plan.test_env.clone(),
-            services: built.plan.test_services.clone(),
+            secrets: Vec::new(),
+            services: built.plan.test_services.clone().map(|(_, s)| s),
+            network: test::network_name(&confinement),
+            confinement,
+            compose_config: nologin.path().to_path_buf(),
             timeout: Duration::from_secs(3600),
             log: std::env::temp_dir().join(format!("pipe-here-test-{}.log", std::process::id())),
             echo: !cx.out.quiet,
@@ -48,12 +54,17 @@ pub fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
             image: format!("{}:{}", run.image, docker::commit_tag(&run.commit)),
             command: &command,
             env: run.test_env.clone().into_iter().collect(),
+            secrets: run.test_secrets.iter().filter(|_| job.trusted()).map(|k| (k.clone(), None)).collect(),
             services: None,
+            network: test::network_name(&job.project.limits.confinement()),
+            confinement: job.project.limits.confinement(),
+            compose_config: Default::default(),
             timeout: job.timeout(crate::model::Stage::Test),
             log: run.log.clone(),
             echo: false,
         };
-        println!("{}", test_job.command(&job.docker(), "pipe-test-<unique>", &[], None));
+        let network = test_job.network.clone();
+        println!("{}", test_job.command(&job.docker(), "pipe-test-<unique>", &[], Some(&network)));
         return Ok(code::OK);
     }
     let tested = test::test(&job, &mut files, None);

@@ -35,9 +35,11 @@ pub use duration::Seconds;
 pub use patterns::Patterns;
 pub use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub use types::{
-    CommandTarget, ComposeTarget, Config, Deploy, Ecr, Event, GitAuth, Health, Hook, Ingress, Notify, Project,
-    Registry, SecretRef, Serve, Settings, SlackNotify, SwarmTarget, Timeouts, WebhookNotify, WebhookTarget,
+    ArgValue, CommandTarget, ComposeTarget, Config, Deploy, Ecr, Event, GitAuth, Health, Hook, Ingress, Limits, Notify,
+    Project, Registry, SecretArg, SecretRef, Serve, Settings, SlackNotify, SubmoduleAllow, Submodules, SwarmTarget,
+    Timeouts, WebhookNotify, WebhookTarget,
 };
+pub use validate::parse_memory;
 
 /// Where the pipeline file is looked for when neither `-c` nor `PIPE_CONFIG` names one.
 pub(crate) const DEFAULT_PATHS: [&str; 2] = ["pipeline.toml", "/etc/pipe/pipeline.toml"];

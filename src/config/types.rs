@@ -307,14 +307,24 @@ pub struct Project {
     pub image: Option<String>,
     pub dockerfile: Option<String>,
     pub context: Option<String>,
+    /// `--build-arg` values: literal, or `{ env = "VAR" }` / `{ file = "/path" }` secrets.
     #[serde(default)]
-    pub build_args: BTreeMap<String, String>,
+    pub build_args: BTreeMap<String, Spanned<ArgValue>>,
     /// Test command run with `sh -c` inside the built image.
     pub test: Option<String>,
+    /// The test container's environment: literal, or `{ env }` / `{ file }` secrets.
     #[serde(default)]
-    pub test_env: BTreeMap<String, String>,
+    pub test_env: BTreeMap<String, Spanned<ArgValue>>,
     /// Compose file of services the tests need, relative to the repo.
     pub test_services: Option<String>,
+    /// Confinement of the test container and test services.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Pull-request builds get the project's secrets (they still never push or deploy).
+    #[serde(default)]
+    pub trust_pull_requests: bool,
+    /// Which submodule URLs a checkout may fetch [default: the project's own host and scheme].
+    pub submodules: Option<Submodules>,
     /// Images kept per project beyond those a deploy target runs or can roll back to.
     pub keep_images: Option<u32>,
     /// Run logs kept per ref [default: `pipe.keep_logs`].
@@ -326,6 +336,80 @@ pub struct Project {
     /// Compiled from `branches` during validation.
     #[serde(skip)]
     pub tracked: Patterns,
+}
+
+/// A build arg or test variable in the pipeline file: a literal, or a secret by reference.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, expecting = "a string, `{ env = \"VARIABLE\" }` or `{ file = \"/path\" }`")]
+pub enum ArgValue {
+    Literal(String),
+    Secret(SecretArg),
+}
+
+/// `{ env = "VAR" }` or `{ file = "/path" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretArg {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+impl ArgValue {
+    /// The secret this value refers to, if it is one.
+    pub fn secret(&self) -> Option<SecretRef> {
+        match self {
+            ArgValue::Literal(_) => None,
+            ArgValue::Secret(s) => SecretRef::from_pair(&s.env, &s.file),
+        }
+    }
+}
+
+/// `limits = { memory = "2g", pids = 1024, cpus = 2.0, egress = false }`: how the test
+/// container and each test service are confined. Set only in the pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Memory (and memory+swap) per container: a number with `k`, `m` or `g`.
+    pub memory: String,
+    /// Processes per container.
+    pub pids: u32,
+    /// CPUs per container.
+    pub cpus: f64,
+    /// Let the test network reach beyond itself (e.g. to download packages).
+    pub egress: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let c = crate::docker::Confinement::default();
+        Limits { memory: c.memory, pids: c.pids, cpus: c.cpus, egress: c.egress }
+    }
+}
+
+impl Limits {
+    pub fn confinement(&self) -> crate::docker::Confinement {
+        crate::docker::Confinement {
+            memory: self.memory.clone(),
+            pids: self.pids,
+            cpus: self.cpus,
+            egress: self.egress,
+        }
+    }
+}
+
+/// `submodules = false` or `submodules = { allow = ["https://github.com/org/*"] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "`false`, `true` or `{ allow = [\"URL pattern\", …] }`")]
+pub enum Submodules {
+    Enabled(bool),
+    Allow(SubmoduleAllow),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmoduleAllow {
+    /// URL patterns (`*` matches anything) allowed besides the project's own host.
+    pub allow: Vec<String>,
 }
 
 /// `auth = { … }`: credentials for the project's git remote.
@@ -485,6 +569,13 @@ impl Config {
             add(format!("serve.hooks.{name}.secret"), &hook.secret_env, &hook.secret_file);
         }
         for (name, project) in &self.projects {
+            for (table, values) in [("build_args", &project.build_args), ("test_env", &project.test_env)] {
+                for (key, value) in values {
+                    if let ArgValue::Secret(secret) = value.get_ref() {
+                        add(format!("project.{name}.{table}.{key}"), &secret.env, &secret.file);
+                    }
+                }
+            }
             if let Some(auth) = &project.auth {
                 add(format!("project.{name}.auth.token"), &auth.token_env, &auth.token_file);
                 add(format!("project.{name}.auth.ssh_key"), &None, &auth.ssh_key);

@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::document::Cx;
 use super::patterns::compile_branch_glob;
-use super::{Config, Hook, Ingress, Patterns, Project};
+use super::{ArgValue, Config, Hook, Ingress, Patterns, Project, Submodules};
 
 /// `[ingress]` values end up in nginx directives: each must be one plain token of its kind.
 pub(super) fn validate_ingress(cx: &mut Cx<'_>, ingress: &Ingress) {
@@ -152,6 +152,7 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
         );
     }
     project.tracked = compile_spanned(cx, &project.branches);
+    validate_trust(cx, name, project);
     if let Some(auth) = &project.auth {
         Pair::new(&["project", name, "auth"], "token", &auth.token_env, &auth.token_file).check(
             cx,
@@ -303,4 +304,83 @@ fn compile_spanned(cx: &mut Cx<'_>, patterns: &[Spanned<String>]) -> Patterns {
         }
     }
     Patterns::compile(patterns.iter().map(|p| p.get_ref().as_str())).unwrap_or_default()
+}
+
+/// Build args, test variables, limits and submodule patterns: the parts of a project that
+/// decide what a repository's code gets.
+fn validate_trust(cx: &mut Cx<'_>, name: &str, project: &Project) {
+    for (table, values) in [("build_args", &project.build_args), ("test_env", &project.test_env)] {
+        for (key, value) in values {
+            let valid = key.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                cx.error(
+                    Some(value.span()),
+                    format!("project `{name}`: `{table}.{key}`: names are letters, digits and `_`"),
+                );
+            }
+            if let ArgValue::Secret(secret) = value.get_ref() {
+                if secret.env.is_some() == secret.file.is_some() {
+                    cx.error(
+                        Some(value.span()),
+                        format!("project `{name}`: `{table}.{key}` takes exactly one of `env` and `file`"),
+                    );
+                }
+                if key.starts_with("DOCKER_") || ["PATH", "HOME"].contains(&key.as_str()) {
+                    cx.error(
+                        Some(value.span()),
+                        format!("project `{name}`: `{table}.{key}`: a secret cannot be named like the docker CLI's own variables"),
+                    );
+                }
+            }
+        }
+    }
+    let limits = &project.limits;
+    let digits = limits.memory.trim_end_matches(['b', 'k', 'm', 'g', 'B', 'K', 'M', 'G']);
+    let memory_ok = !digits.is_empty()
+        && limits.memory.len() - digits.len() <= 1
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && parse_memory(&limits.memory).is_some_and(|b| b >= 6 * 1024 * 1024);
+    if !memory_ok {
+        cx.error(
+            None,
+            format!("project `{name}`: `limits.memory` must be a size like \"512m\" or \"2g\" (at least 6m)"),
+        );
+    }
+    if limits.pids < 16 {
+        cx.error_at(
+            &["project", name, "limits", "pids"],
+            format!("project `{name}`: `limits.pids` must be at least 16"),
+        );
+    }
+    if !(limits.cpus > 0.0 && limits.cpus <= 1024.0) {
+        cx.error_at(
+            &["project", name, "limits", "cpus"],
+            format!("project `{name}`: `limits.cpus` must be a number above 0, like 2.0"),
+        );
+    }
+    if let Some(Submodules::Allow(allow)) = &project.submodules {
+        for pattern in &allow.allow {
+            if !pattern.contains("://") {
+                cx.error_at(&["project", name, "submodules", "allow"], format!("project `{name}`: `submodules.allow`: `{pattern}` must be a URL pattern with a scheme, like \"https://github.com/org/*\""));
+            }
+        }
+    }
+}
+
+/// Bytes in `512m`, `2g`, `1048576`.
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
+        _ => (text, 'b'),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let mult = match unit {
+        'b' => 1,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }

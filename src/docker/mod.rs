@@ -134,6 +134,11 @@ pub struct BuildSpec<'a> {
     pub tags: &'a [String],
     pub labels: &'a [(String, String)],
     pub build_args: &'a [(String, String)],
+    /// Secret build args by name; their values are in the docker CLI's environment, never in
+    /// argv. BuildKit gets them as `--secret id=NAME,env=NAME` (read with
+    /// `RUN --mount=type=secret,id=NAME`); the legacy builder as `--build-arg NAME`, which
+    /// leaves the value in the image's history (documented in the README).
+    pub secret_args: &'a [String],
     pub iidfile: &'a Path,
 }
 
@@ -160,6 +165,18 @@ pub fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString> {
         argv.push("--build-arg".into());
         argv.push(format!("{k}={v}").into());
     }
+    for name in spec.secret_args {
+        match builder {
+            Builder::BuildKit => {
+                argv.push("--secret".into());
+                argv.push(format!("id={name},env={name}").into());
+            }
+            Builder::Legacy => {
+                argv.push("--build-arg".into());
+                argv.push(name.into());
+            }
+        }
+    }
     argv.push(spec.context.into());
     argv
 }
@@ -176,20 +193,67 @@ pub fn build_step(line: &str) -> Option<&str> {
     None
 }
 
+/// How a test container and each test service are confined: no capabilities, no new
+/// privileges, no host path, bounded memory, PIDs and CPU, and a network of their own with no
+/// route out unless `egress`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confinement {
+    /// Memory and memory+swap limit, in docker's notation (`512m`, `2g`).
+    pub memory: String,
+    pub pids: u32,
+    pub cpus: f64,
+    /// The test network reaches beyond itself (downloads); otherwise it is `--internal`.
+    pub egress: bool,
+}
+
+impl Default for Confinement {
+    fn default() -> Self {
+        Confinement { memory: "2g".into(), pids: 1024, cpus: 2.0, egress: false }
+    }
+}
+
+impl Confinement {
+    /// The `docker run` flags of this confinement.
+    pub fn run_flags(&self) -> Vec<OsString> {
+        let cpus = format!("{}", self.cpus);
+        [
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--memory",
+            &self.memory,
+            "--memory-swap",
+            &self.memory,
+            "--pids-limit",
+            &self.pids.to_string(),
+            "--cpus",
+            &cpus,
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect()
+    }
+}
+
 /// Everything a test `docker run` needs.
 pub struct RunSpec<'a> {
     pub name: &'a str,
     pub labels: &'a [(String, String)],
     pub env: &'a [(String, String)],
+    /// Secret variables by name; their values are in the docker CLI's environment.
+    pub secret_env: &'a [String],
+    pub confinement: &'a Confinement,
     pub network: Option<&'a str>,
     pub image: &'a str,
     pub command: &'a str,
 }
 
-/// `docker run --rm --init …IMAGE sh -c COMMAND`: the test command is one argv word, so the
-/// host never interprets it; the container's shell does.
+/// `docker run --rm --init <confinement> …IMAGE sh -c COMMAND`: the test command is one argv
+/// word, so the host never interprets it; the container's shell does.
 pub fn run_args(spec: &RunSpec<'_>) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec!["run".into(), "--rm".into(), "--init".into(), "--name".into(), spec.name.into()];
+    argv.extend(spec.confinement.run_flags());
     for (k, v) in spec.labels {
         argv.push("--label".into());
         argv.push(format!("{k}={v}").into());
@@ -197,6 +261,10 @@ pub fn run_args(spec: &RunSpec<'_>) -> Vec<OsString> {
     for (k, v) in spec.env {
         argv.push("--env".into());
         argv.push(format!("{k}={v}").into());
+    }
+    for name in spec.secret_env {
+        argv.push("--env".into());
+        argv.push(name.into());
     }
     if let Some(network) = spec.network {
         argv.push("--network".into());
@@ -278,6 +346,7 @@ mod tests {
             tags: &tags,
             labels: &labels,
             build_args: &args,
+            secret_args: &["NPM_TOKEN".to_string()],
             iidfile: Path::new("/tmp/iid"),
         };
         let legacy: Vec<String> =
@@ -285,11 +354,12 @@ mod tests {
         assert_eq!(
             legacy.join(" "),
             "build --file /w/Dockerfile --iidfile /tmp/iid --tag app:dev --tag app:0123456789ab \
-             --label org.opencontainers.image.revision=abc --build-arg V=1 /w"
+             --label org.opencontainers.image.revision=abc --build-arg V=1 --build-arg NPM_TOKEN /w"
         );
         let kit: Vec<String> =
             build_args(Builder::BuildKit, &spec).iter().map(|a| a.to_string_lossy().into()).collect();
         assert_eq!(&kit[..4], ["buildx", "build", "--load", "--progress=plain"]);
+        assert!(kit.join(" ").contains("--secret id=NPM_TOKEN,env=NPM_TOKEN /w"), "{kit:?}");
     }
 
     #[test]
@@ -297,14 +367,25 @@ mod tests {
         let spec = RunSpec {
             name: "pipe-test-1",
             labels: &[("pipe.run".into(), "1".into())],
-            env: &[],
-            network: None,
+            env: &[("A".into(), "1".into())],
+            secret_env: &["DB_PASSWORD".into()],
+            confinement: &Confinement::default(),
+            network: Some("pipe-net"),
             image: "app:abc",
             command: "make test && echo $(whoami)",
         };
         let argv: Vec<String> = run_args(&spec).iter().map(|a| a.to_string_lossy().into()).collect();
         assert_eq!(argv.last().unwrap(), "make test && echo $(whoami)");
         assert_eq!(&argv[..3], ["run", "--rm", "--init"]);
+        let line = argv.join(" ");
+        assert!(
+            line.contains(
+                "--cap-drop ALL --security-opt no-new-privileges --memory 2g --memory-swap 2g --pids-limit 1024 --cpus 2"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("--env A=1 --env DB_PASSWORD --network pipe-net"), "{line}");
+        assert!(!line.contains("--privileged") && !line.contains("--volume") && !line.contains("-v "), "{line}");
     }
 
     #[test]

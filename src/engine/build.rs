@@ -1,19 +1,22 @@
 //! The build stage: fetch one commit into the project's workspace, check it out clean, and
 //! `docker build` it with OCI labels; and the developer's build of the working tree (`--here`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
 use super::plan::{self, Plan};
+use super::redact::{self, Redactor};
 use super::{Job, RefFiles};
+use crate::config::Submodules;
 use crate::docker::client::{self as client, Docker};
 use crate::docker::{self, BuildSpec, Builder};
 use crate::error::{RemoteUnavailable, StageFailed, ToolUnavailable};
-use crate::exec::{self, Cmd, Finished};
+use crate::exec::{Cmd, Finished};
 use crate::model::{Outcome, Stage};
 use crate::output::Output;
+use crate::secret::{self, Secret};
 use crate::state::{Run, StageRun};
 use crate::{git, refs};
 
@@ -24,10 +27,12 @@ use crate::{git, refs};
 /// silently; a signal stops it with nothing recorded.
 pub fn build(job: &Job<'_>, files: &mut RefFiles, default_branch: &str, commit: Option<&str>) -> anyhow::Result<u64> {
     let (out, name, refname) = (&job.out, job.name, job.refname.as_str());
-    let docker = job.docker();
+    // An untrusted ref builds with no registry login: its Dockerfile cannot pull with pipe's
+    // credentials.
+    let docker = if job.trusted() { job.docker() } else { job.untrusted_docker()? };
     let builder = docker.builder();
     let deadline = Instant::now() + job.timeout(Stage::Build);
-    let (sha, plan, tags, labels) = match prepare(job, default_branch, commit, deadline) {
+    let Prepared { sha, plan, tags, labels, services, secrets } = match prepare(job, default_branch, commit, deadline) {
         Ok(prepared) => prepared,
         Err(err) => {
             // git gives up a fetch at a signal or the deadline with a plain error.
@@ -53,7 +58,8 @@ pub fn build(job: &Job<'_>, files: &mut RefFiles, default_branch: &str, commit: 
         digests: Default::default(),
         test: plan.test.clone(),
         test_env: plan.test_env.iter().cloned().collect(),
-        test_services: plan.test_services.clone(),
+        test_secrets: plan.test_secrets.iter().map(|(k, _)| k.clone()).collect(),
+        test_services: services,
     });
     let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -61,7 +67,7 @@ pub fn build(job: &Job<'_>, files: &mut RefFiles, default_branch: &str, commit: 
         out,
         &docker,
         builder,
-        &BuildRefs { plan: &plan, tags: &tags, labels: &labels },
+        &BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &secrets },
         &log,
         timeout,
         false,
@@ -96,8 +102,17 @@ pub fn build(job: &Job<'_>, files: &mut RefFiles, default_branch: &str, commit: 
     Ok(number)
 }
 
-/// What a build knows once its commit is checked out: the commit, the plan, tags and labels.
-type Prepared = (String, Plan, Vec<String>, Vec<(String, String)>);
+/// What a build knows once its commit is checked out.
+struct Prepared {
+    sha: String,
+    plan: Plan,
+    tags: Vec<String>,
+    labels: Vec<(String, String)>,
+    /// The accepted test services, stored in pipe's own directory for the test stage.
+    services: Option<PathBuf>,
+    /// The secret build args, resolved.
+    secrets: Vec<(String, Secret)>,
+}
 
 fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: Instant) -> anyhow::Result<Prepared> {
     let (name, project, refname) = (job.name, job.project, job.refname.as_str());
@@ -105,13 +120,41 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     let workdir = super::workspace_dir(job.config, name);
     let shown = git::redact_url(&project.repo);
     job.out.info(format!("{name}: fetching {} from `{shown}`", refs::display(refname)));
-    let checked_out = git::checkout(&project.repo, &auth, refname, commit, &workdir, deadline)
+    let policy = match &project.submodules {
+        None | Some(Submodules::Enabled(true)) => git::submodules::Policy::SameHost,
+        Some(Submodules::Enabled(false)) => git::submodules::Policy::Off,
+        Some(Submodules::Allow(a)) => git::submodules::Policy::Allow(a.allow.clone()),
+    };
+    let checked_out = git::checkout(&project.repo, &auth, refname, commit, &workdir, deadline, &policy)
         .with_context(|| format!("project `{name}`: cannot check out `{refname}`"))?;
     let sha = checked_out.sha;
-    let plan = plan::plan(name, Some(project), &workdir)?;
+    let trusted = job.trusted();
+    let plan = plan::plan(name, Some(project), &workdir, trusted)?;
+    if !trusted && (!project.build_args.is_empty() || !project.test_env.is_empty()) {
+        job.out.detail(format!(
+            "{name}: {} is a pull request and `trust_pull_requests` is off: no secret build args or test variables",
+            refs::display(refname)
+        ));
+    }
+    let services = match &plan.test_services {
+        Some((_, services)) => {
+            let dir = job.config.settings.workspace.join(name).join("test-services");
+            super::ensure_dir(&dir)?;
+            let path = dir.join(format!("{sha}.json"));
+            let text = serde_json::to_string_pretty(&services.to_stored()).context("failed to encode test services")?;
+            std::fs::write(&path, text).with_context(|| format!("failed to write `{}`", path.display()))?;
+            Some(path)
+        }
+        None => None,
+    };
+    let secrets = plan
+        .secret_args
+        .iter()
+        .map(|(key, r)| Ok((key.clone(), secret::resolve(r, &format!("project.{name}.build_args.{key}"))?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let tags = vec![docker::ref_tag(refname, Some(default_branch)), docker::commit_tag(&sha).to_string()];
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
-    Ok((sha, plan, tags, labels))
+    Ok(Prepared { sha, plan, tags, labels, services, secrets })
 }
 
 /// Records a build that failed before `docker build` ran: a run of the commit that was asked
@@ -142,6 +185,7 @@ fn record_early_failure(
         digests: Default::default(),
         test: None,
         test_env: Default::default(),
+        test_secrets: Default::default(),
         test_services: None,
     });
     job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
@@ -181,11 +225,13 @@ pub fn labels(
     ]
 }
 
-/// What one image build names: the plan, its tags and labels.
+/// What one image build names: the plan, its tags and labels, and the secret build args'
+/// values (empty for a dry run, which prints only their names).
 pub struct BuildRefs<'a> {
     pub plan: &'a Plan,
     pub tags: &'a [String],
     pub labels: &'a [(String, String)],
+    pub secrets: &'a [(String, Secret)],
 }
 
 impl BuildRefs<'_> {
@@ -199,9 +245,13 @@ impl BuildRefs<'_> {
             tags: &refs,
             labels: self.labels,
             build_args: &self.plan.build_args,
+            secret_args: &self.plan.secret_args.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
             iidfile,
         };
-        let cmd = docker.cmd().args(docker::build_args(builder, &spec));
+        let mut cmd = docker.cmd().args(docker::build_args(builder, &spec));
+        for (key, value) in self.secrets {
+            cmd = cmd.env(key, value.reveal());
+        }
         if builder == Builder::Legacy { cmd.env("DOCKER_BUILDKIT", "0") } else { cmd }
     }
 }
@@ -220,7 +270,8 @@ pub fn docker_build(
     let iid = tempfile::Builder::new().prefix("pipe-iid-").tempfile().context("failed to create a temporary file")?;
     let cmd = build.command(docker, builder, iid.path());
     let spinner = out.spinner(&format!("building {}:{}", build.plan.image, build.tags[0]));
-    let finished = exec::logged(out, &cmd, log, client::LOG_CAP, timeout, &mut |line| {
+    let redactor = Redactor::new(build.secrets.iter().map(|(_, s)| s));
+    let finished = redact::logged(out, &cmd, log, client::LOG_CAP, timeout, &redactor, &mut |line| {
         if echo {
             eprintln!("{line}");
         } else if let Some(step) = docker::build_step(line) {
@@ -257,7 +308,7 @@ pub fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<HereBuil
     status.include_untracked(true).include_ignored(false);
     let dirty = repo.statuses(Some(&mut status)).map(|s| !s.is_empty()).unwrap_or(true);
     let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "here".into());
-    let plan = plan::plan(&name, None, &workdir)?;
+    let plan = plan::plan(&name, None, &workdir, true)?;
     let defaults = crate::config::Settings::default().default_branches;
     let refname = format!("refs/heads/{branch}");
     let default = defaults.iter().find(|b| **b == branch).cloned();
@@ -275,7 +326,7 @@ pub fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<HereBuil
     let docker = Docker::new(None);
     let reference = format!("{}:{}", plan.image, tags[1]);
     let builder = docker.builder();
-    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels };
+    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[] };
     if dry_run {
         println!("{}", build.command(&docker, builder, Path::new("<iidfile>")));
         return Ok(None);

@@ -21,11 +21,13 @@ use crate::{git, secret};
 
 pub mod build;
 pub mod deploy;
-
+pub mod paths;
 pub mod plan;
 pub mod poll;
 pub mod prune;
 pub mod push;
+pub mod redact;
+pub mod services;
 pub mod test;
 pub mod tick;
 
@@ -84,6 +86,20 @@ impl Job<'_> {
     /// pipe's own docker client for CI work.
     pub fn docker(&self) -> Docker {
         Docker::new(Some(state::docker_config_dir(self.state_path)))
+    }
+
+    /// Whether this ref may have the project's secrets: a branch, or a pull request of a
+    /// project with `trust_pull_requests = true`.
+    pub fn trusted(&self) -> bool {
+        trusted(self.project, &self.refname)
+    }
+
+    /// A docker client with no registry login, for work on untrusted refs and for test
+    /// services: pipe's `DOCKER_CONFIG` is not handed over.
+    pub fn untrusted_docker(&self) -> anyhow::Result<Docker> {
+        let dir = state::state_dir(self.state_path).join("docker-nologin");
+        ensure_private_dir(&dir)?;
+        Ok(Docker::new(Some(dir)))
     }
 
     pub fn files(&self) -> anyhow::Result<RefFiles> {
@@ -307,6 +323,19 @@ pub fn not_built(job: &Job<'_>) -> anyhow::Error {
     let shown = crate::refs::display(&job.refname);
     Usage(format!("no image was built for {} {shown} yet\nhint: run `pipe build {} {shown}` first", job.name, job.name))
         .into()
+}
+
+/// Whether `refname` of `project` may have the project's secrets (see [`Job::trusted`]).
+pub fn trusted(project: &Project, refname: &str) -> bool {
+    crate::refs::classify(refname) != Some(crate::refs::RefKind::PullRequest) || project.trust_pull_requests
+}
+
+/// Creates a directory only its owner can enter.
+pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    ensure_dir(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("failed to restrict `{}`", dir.display()))
 }
 
 /// Creates a directory the stage writes into.

@@ -1,12 +1,17 @@
 //! The build plan of one checkout: the pipeline file wins, then the repository's `.pipe.toml`,
-//! then its `.jenkins-env` (image name only), then the defaults. Repository paths stay inside
-//! the checkout.
+//! then its `.jenkins-env` (image name only), then the defaults. Every path a repository names
+//! is resolved inside the checkout ([`super::paths`]); its test-services file is parsed against
+//! the allow-list ([`super::services`]) here, so a refused key fails the build with its
+//! `file:line`. Secrets (`{ env }` / `{ file }` values) come only from the pipeline file, and
+//! only when the ref is trusted.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail};
+use anyhow::anyhow;
 
-use crate::config::{self, Project, RepoFile};
+use super::paths;
+use super::services::{self, Services};
+use crate::config::{self, ArgValue, Project, RepoFile, SecretRef};
 use crate::docker;
 
 /// How to build and test one checkout: the pipeline file wins, then `.pipe.toml`, then
@@ -17,24 +22,36 @@ pub struct Plan {
     pub dockerfile: PathBuf,
     pub context: PathBuf,
     pub build_args: Vec<(String, String)>,
+    /// Secret build args from the pipeline file (trusted refs only).
+    pub secret_args: Vec<(String, SecretRef)>,
     pub test: Option<String>,
     pub test_env: Vec<(String, String)>,
-    pub test_services: Option<PathBuf>,
+    /// Secret test variables from the pipeline file (trusted refs only).
+    pub test_secrets: Vec<(String, SecretRef)>,
+    /// The test services the allow-list accepted, and the file they came from.
+    pub test_services: Option<(PathBuf, Services)>,
 }
 
-/// Reads the repository's own files in `checkout` and merges them under the project's settings.
-pub fn plan(name: &str, project: Option<&Project>, checkout: &Path) -> anyhow::Result<Plan> {
-    let repo_file_path = checkout.join(".pipe.toml");
-    let repo_file = match std::fs::read_to_string(&repo_file_path) {
-        Ok(text) => config::parse_repo_file(Path::new(".pipe.toml"), &text).map_err(|diagnostics| {
+/// Reads the repository's own files in `checkout` and merges them under the project's
+/// settings. `trusted` is false for a pull request of a project that does not trust them:
+/// its plan carries no secret.
+pub fn plan(name: &str, project: Option<&Project>, checkout: &Path, trusted: bool) -> anyhow::Result<Plan> {
+    let invalid = |file: &str| {
+        let file = file.to_string();
+        move |diagnostics| {
             anyhow::Error::new(crate::error::ConfigError { diagnostics })
-                .context(format!("project `{name}`: invalid `.pipe.toml` in the repository"))
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => RepoFile::default(),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("failed to read `{}`", repo_file_path.display()))),
+                .context(format!("project `{name}`: invalid `{file}` in the repository"))
+        }
     };
-    let jenkins_image =
-        std::fs::read_to_string(checkout.join(".jenkins-env")).ok().and_then(|t| config::parse_jenkins_env(&t));
+    let repo_file = match paths::read_repo_file(checkout, ".pipe.toml")
+        .map_err(|e| e.context(format!("project `{name}`: cannot read `.pipe.toml`")))?
+    {
+        Some(text) => config::parse_repo_file(Path::new(".pipe.toml"), &text).map_err(invalid(".pipe.toml"))?,
+        None => RepoFile::default(),
+    };
+    let jenkins_image = paths::read_repo_file(checkout, ".jenkins-env")
+        .map_err(|e| e.context(format!("project `{name}`: cannot read `.jenkins-env`")))?
+        .and_then(|t| config::parse_jenkins_env(&t));
     let image =
         project.and_then(|p| p.image.clone()).or(repo_file.image.clone()).or(jenkins_image).ok_or_else(|| {
             anyhow!(
@@ -47,30 +64,51 @@ pub fn plan(name: &str, project: Option<&Project>, checkout: &Path) -> anyhow::R
     let dockerfile =
         pick(project.and_then(|p| p.dockerfile.as_ref()), &repo_file.dockerfile).unwrap_or_else(|| "Dockerfile".into());
     let context = pick(project.and_then(|p| p.context.as_ref()), &repo_file.context).unwrap_or_else(|| ".".into());
-    let services = pick(project.and_then(|p| p.test_services.as_ref()), &repo_file.test_services);
+    let services_file = pick(project.and_then(|p| p.test_services.as_ref()), &repo_file.test_services);
     let mut build_args = repo_file.build_args.clone();
     let mut test_env = repo_file.test_env.clone();
+    let mut secret_args = Vec::new();
+    let mut test_secrets = Vec::new();
     if let Some(p) = project {
-        build_args.extend(p.build_args.clone());
-        test_env.extend(p.test_env.clone());
+        for (values, literal, secret) in
+            [(&p.build_args, &mut build_args, &mut secret_args), (&p.test_env, &mut test_env, &mut test_secrets)]
+        {
+            for (key, value) in values {
+                match value.get_ref() {
+                    ArgValue::Literal(v) => {
+                        literal.insert(key.clone(), v.clone());
+                    }
+                    ArgValue::Secret(_) => {
+                        // The repository's value of the same name never stands in for a secret.
+                        literal.remove(key);
+                        if trusted && let Some(r) = value.get_ref().secret() {
+                            secret.push((key.clone(), r));
+                        }
+                    }
+                }
+            }
+        }
     }
+    let test_services = match services_file {
+        Some(file) => {
+            paths::resolve(checkout, &file, "test_services")?;
+            let text = paths::read_repo_file(checkout, &file)
+                .map_err(|e| e.context(format!("project `{name}`: cannot read test services `{file}`")))?
+                .ok_or_else(|| anyhow!("project `{name}`: the test services file `{file}` is not in the repository"))?;
+            let parsed = services::parse(Path::new(&file), &text).map_err(invalid(&file))?;
+            Some((PathBuf::from(file), parsed))
+        }
+        None => None,
+    };
     Ok(Plan {
         image,
-        dockerfile: inside(checkout, &dockerfile, "dockerfile")?,
-        context: inside(checkout, &context, "context")?,
+        dockerfile: paths::resolve(checkout, &dockerfile, "dockerfile")?,
+        context: paths::resolve(checkout, &context, "context")?,
         build_args: build_args.into_iter().collect(),
+        secret_args,
         test: pick(project.and_then(|p| p.test.as_ref()), &repo_file.test),
         test_env: test_env.into_iter().collect(),
-        test_services: services.map(|s| inside(checkout, &s, "test_services")).transpose()?,
+        test_secrets,
+        test_services,
     })
-}
-
-/// Joins a repository-relative path, refusing absolute paths and `..` (repo content must not
-/// reach outside its checkout).
-fn inside(root: &Path, relative: &str, key: &str) -> anyhow::Result<PathBuf> {
-    let path = Path::new(relative);
-    if path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        bail!("`{key} = \"{relative}\"` must be a path inside the repository (no `/` prefix, no `..`)");
-    }
-    Ok(root.join(path))
 }

@@ -1,20 +1,26 @@
 //! The test stage: run the project's test command inside the image built for a commit, with a
-//! unique container name and label, optional test services on a private network, a timeout,
-//! and no container left behind however it ends.
+//! unique container name and label, confined (no capabilities, no new privileges, no host
+//! path, bounded memory, PIDs and CPU, a network of its own), optional test services from the
+//! allow-list on that network, a timeout, and no container left behind however it ends.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use super::build::outcome;
+use super::redact::{self, Redactor};
+use super::services::Services;
 use super::{Job, RefFiles};
 use crate::docker::client::{self as client, Docker};
-use crate::docker::{self, RunSpec};
+use crate::docker::{self, Confinement, RunSpec};
 use crate::error::StageFailed;
 use crate::exec::{self, Cmd, Finished};
 use crate::model::{Outcome, Stage};
 use crate::output::Output;
 use crate::refs;
+use crate::secret::{self, Secret};
 use crate::state::StageRun;
 
 /// One test container's settings.
@@ -23,11 +29,29 @@ pub struct TestJob<'a> {
     pub image: String,
     pub command: &'a str,
     pub env: Vec<(String, String)>,
-    pub services: Option<PathBuf>,
+    /// Secret variables: names on the command line, values in the docker CLI's environment
+    /// (`None` in a dry run, which only prints the names).
+    pub secrets: Vec<(String, Option<Secret>)>,
+    pub services: Option<Services>,
+    pub confinement: Confinement,
+    /// The network a test without services runs on (see [`network_name`]).
+    pub network: String,
+    /// The docker config compose runs with: one holding no registry login.
+    pub compose_config: PathBuf,
     pub timeout: Duration,
     pub log: PathBuf,
     pub echo: bool,
 }
+
+/// The network of a test without services: none at all (loopback only), or with `egress` one
+/// bridge shared by every such test, with inter-container traffic off, so tests reach out but
+/// not each other. One network, not one per project: Docker's address pools hold about thirty.
+pub fn network_name(confinement: &Confinement) -> String {
+    if confinement.egress { EGRESS_NETWORK.into() } else { "none".into() }
+}
+
+/// The shared network of tests with `limits.egress = true`.
+pub const EGRESS_NETWORK: &str = "pipe-test-egress";
 
 /// Tests the ref's latest built image (or run `run_number`'s) and records the result; a
 /// failure is recorded, then returned as [`StageFailed`].
@@ -45,17 +69,33 @@ pub fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>) -> any
         out.info(format!("{name}: no test command for {image}; recorded as skipped"));
         return Ok(());
     };
+    let trusted = job.trusted();
+    let mut secrets = Vec::new();
+    for key in run.test_secrets.iter().filter(|_| trusted) {
+        let Some(reference) = job.project.test_env.get(key).and_then(|v| v.get_ref().secret()) else { continue };
+        secrets.push((key.clone(), Some(secret::resolve(&reference, &format!("project.{name}.test_env.{key}"))?)));
+    }
+    let services = match &run.test_services {
+        Some(path) => Some(load_services(path)?),
+        None => None,
+    };
+    let confinement = job.project.limits.confinement();
+    let nologin = job.untrusted_docker()?;
     let test_job = TestJob {
         label: format!("{name}-{}-{}", docker::branch_tag(refs::display(&job.refname)), run.number),
         image: image.clone(),
         command: &command,
         env: run.test_env.clone().into_iter().collect(),
-        services: run.test_services.clone(),
+        secrets,
+        services,
+        network: network_name(&confinement),
+        confinement,
+        compose_config: nologin.config_dir.clone().unwrap_or_default(),
         timeout: job.timeout(Stage::Test),
         log: run.log.clone(),
         echo: false,
     };
-    let docker = job.docker();
+    let docker = if trusted { job.docker() } else { nologin };
     let started = crate::clock::now();
     let finished = run_job(out, &docker, &test_job)?;
     let record = StageRun::new(Stage::Test, outcome(&finished), started, finished.duration, finished.code);
@@ -74,12 +114,37 @@ pub fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>) -> any
     Ok(())
 }
 
+/// Reads the test services the build stage accepted and stored.
+pub fn load_services(path: &Path) -> anyhow::Result<Services> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read stored test services `{}`", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("invalid stored test services `{}`", path.display()))?;
+    Services::from_stored(&value).ok_or_else(|| anyhow::anyhow!("invalid stored test services `{}`", path.display()))
+}
+
 impl TestJob<'_> {
-    /// The `docker run` of this job's container: what runs, and what a dry run prints.
+    /// The `docker run` of this job's container: what runs, and what a dry run prints (secret
+    /// variables by name only; their values are added to the environment of the command).
     pub fn command(&self, docker: &Docker, container: &str, labels: &[(String, String)], network: Option<&str>) -> Cmd {
-        let spec =
-            RunSpec { name: container, labels, env: &self.env, network, image: &self.image, command: self.command };
-        docker.cmd().args(docker::run_args(&spec))
+        let names: Vec<String> = self.secrets.iter().map(|(k, _)| k.clone()).collect();
+        let spec = RunSpec {
+            name: container,
+            labels,
+            env: &self.env,
+            secret_env: &names,
+            confinement: &self.confinement,
+            network,
+            image: &self.image,
+            command: self.command,
+        };
+        let mut cmd = docker.cmd().args(docker::run_args(&spec));
+        for (key, value) in &self.secrets {
+            if let Some(value) = value {
+                cmd = cmd.env(key, value.reveal());
+            }
+        }
+        cmd
     }
 }
 
@@ -89,18 +154,34 @@ pub fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
     let container = format!("pipe-test-{}-{unique}", docker::branch_tag(&job.label));
     let labels = vec![("pipe.run".to_string(), job.label.clone())];
     let services = match &job.services {
-        Some(file) => Some(Services::up(out, docker, file, &job.log, &unique)?),
+        Some(services) => Some(ServicesUp::up(out, docker, job, services, &unique)?),
         None => None,
     };
-    let network = services.as_ref().map(|s| s.network.clone());
-    let cmd = job.command(docker, &container, &labels, network.as_deref());
+    let network = services.as_ref().map_or_else(|| job.network.clone(), |s| s.network.clone());
+    let cmd = job.command(docker, &container, &labels, Some(&network));
+    let redactor = Redactor::new(job.secrets.iter().filter_map(|(_, s)| s.as_ref()));
     let spinner = out.spinner(&format!("testing {}", job.image));
     let echo = job.echo;
-    let result = exec::logged(out, &cmd, &job.log, client::LOG_CAP, job.timeout, &mut |line| {
-        if echo {
-            eprintln!("{line}");
-        }
-    });
+    let run = || {
+        redact::logged(out, &cmd, &job.log, client::LOG_CAP, job.timeout, &redactor, &mut |line| {
+            if echo {
+                eprintln!("{line}");
+            }
+        })
+    };
+    let mut result = run();
+    // The egress network is made on first use: looking for it first would cost every test a
+    // docker round trip.
+    if services.is_none()
+        && job.network == EGRESS_NETWORK
+        && let Ok(finished) = &result
+        && finished.code == Some(125)
+        && finished.tail.contains("network")
+        && finished.tail.contains("not found")
+    {
+        create_network(out, docker);
+        result = run();
+    }
     spinner.finish();
     // `--rm` removes a container whose CLI saw it exit. A CLI stopped at the timeout or by a
     // signal may leave it running: remove it by name.
@@ -119,43 +200,88 @@ pub fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Resu
     Ok(finished)
 }
 
-/// Test services brought up from a compose file, on their own network; removed by `down`.
-struct Services {
-    compose: Vec<OsString>,
-    file: PathBuf,
-    project: String,
-    network: String,
+/// Creates the egress network; one another run just made is fine.
+fn create_network(out: &Output, docker: &Docker) {
+    let cmd = docker.cmd().args([
+        "network",
+        "create",
+        "--label",
+        "pipe.network=test",
+        "--opt",
+        "com.docker.network.bridge.enable_icc=false",
+        EGRESS_NETWORK,
+    ]);
+    if let Err(err) = exec::capture(out, &cmd, Duration::from_secs(60)) {
+        out.warn(format!("could not create the test network `{EGRESS_NETWORK}`: {err:#}"));
+    }
 }
 
-impl Services {
-    fn up(out: &Output, docker: &Docker, file: &Path, log: &Path, unique: &str) -> anyhow::Result<Services> {
+/// Test services brought up by compose from the file pipe wrote, on their own network;
+/// removed by `down`.
+struct ServicesUp {
+    compose: Vec<OsString>,
+    /// pipe's own directory holding the compose file: nothing of the repository's is in it
+    /// (no `.env` for compose to read).
+    dir: tempfile::TempDir,
+    project: String,
+    network: String,
+    config: PathBuf,
+}
+
+impl ServicesUp {
+    fn up(
+        out: &Output,
+        docker: &Docker,
+        job: &TestJob<'_>,
+        services: &Services,
+        unique: &str,
+    ) -> anyhow::Result<ServicesUp> {
         let compose = docker.compose(out)?;
         let project = format!("pipetest{unique}");
-        let services = Services { compose, file: file.to_path_buf(), network: format!("{project}_default"), project };
-        let cmd = services.cmd().args(["up", "--detach"]);
-        let finished = exec::logged(out, &cmd, log, client::LOG_CAP, Duration::from_secs(600), &mut |_| {})?;
+        let dir = tempfile::Builder::new()
+            .prefix("pipe-services-")
+            .tempdir()
+            .context("failed to create a temporary directory")?;
+        let file = dir.path().join("compose.json");
+        let document = services.compose_json(&job.confinement, &job.label);
+        std::fs::write(&file, serde_json::to_vec_pretty(&document)?)
+            .with_context(|| format!("failed to write `{}`", file.display()))?;
+        let up = ServicesUp {
+            compose,
+            dir,
+            network: format!("{project}_default"),
+            project,
+            config: job.compose_config.clone(),
+        };
+        let cmd = up.cmd().args(["up", "--detach", "--no-build"]);
+        let finished = exec::logged(out, &cmd, &job.log, client::LOG_CAP, Duration::from_secs(600), &mut |_| {})?;
         if !finished.success() {
-            services.down(out);
-            anyhow::bail!(
-                "test services from `{}` did not start: {}\n{}",
-                file.display(),
-                finished.describe(),
-                finished.tail
-            );
+            up.down(out);
+            anyhow::bail!("test services did not start: {}\n{}", finished.describe(), finished.tail);
         }
-        Ok(services)
+        Ok(up)
     }
 
+    /// compose with an environment of pipe's choosing only: no variable of pipe's own (the
+    /// registry password, the Slack URL, a git token) can be interpolated or inherited.
     fn cmd(&self) -> Cmd {
-        let dir = self.file.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Cmd::from_argv(&self.compose)
+        let mut cmd = Cmd::from_argv(&self.compose).env_clear();
+        for key in ["PATH", "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"] {
+            if let Some(value) = std::env::var_os(key) {
+                cmd = cmd.env(key, value);
+            }
+        }
+        cmd.env("DOCKER_CONFIG", &self.config)
+            .env("LANG", "C.UTF-8")
             .args([
                 "--project-name".into(),
-                self.project.clone().into(),
+                OsString::from(&self.project),
+                "--project-directory".into(),
+                self.dir.path().as_os_str().to_owned(),
                 "--file".into(),
-                self.file.clone().into_os_string(),
+                self.dir.path().join("compose.json").into_os_string(),
             ])
-            .dir(dir)
+            .dir(self.dir.path())
     }
 
     fn down(&self, out: &Output) {

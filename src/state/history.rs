@@ -50,6 +50,11 @@ pub struct Run {
     pub test: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub test_env: BTreeMap<String, String>,
+    /// Names of the secret test variables the pipeline file gives this run (values are
+    /// resolved at test time, never stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_secrets: Vec<String>,
+    /// The accepted test services, as pipe stored them (not the repository's file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_services: Option<PathBuf>,
 }

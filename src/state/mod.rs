@@ -231,7 +231,7 @@ fn ref_key(refname: &str) -> String {
     crate::docker::branch_tag(refname)
 }
 
-fn state_dir(state: &Path) -> &Path {
+pub fn state_dir(state: &Path) -> &Path {
     parent_dir(state)
 }
 

@@ -25,3 +25,4 @@ mod ssh;
 mod stages;
 mod state;
 mod systemd;
+mod trust;

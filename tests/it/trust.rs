@@ -1,0 +1,456 @@
+//! The trust boundary, attacked from a branch or a pull request: a repository shapes its own
+//! image, test container and test services, inside limits, and never reaches the host, pipe's
+//! secrets or another project. Every attack runs against the real engine, compose and git; each
+//! checks the refusal names the file and key (or the attack is contained), a canary directory
+//! on the host is unchanged byte for byte, no planted secret is in any output, log, history or
+//! Slack message, and the next legitimate commit on the same branch builds and tests.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt as _, symlink};
+use std::path::{Path, PathBuf};
+
+use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::http::HttpSink;
+use crate::support::{GitHttpServer, Run, TestEnv, WorkRepo, git};
+
+const REG_PASSWORD: &str = "planted-registry-password-4711";
+const GIT_TOKEN: &str = "planted-git-token-0815";
+const SLACK_PATH: &str = "/services/T0/B0/planted-slack-path-2718";
+const DB_PASSWORD: &str = "planted-db-password-3141";
+const NPM_TOKEN: &str = "planted-npm-token-1618";
+
+/// Files on the host a repository must never change: contents, mode and mtime snapshotted.
+struct Canary {
+    dir: PathBuf,
+    before: BTreeMap<PathBuf, (Vec<u8>, u32, i64, i64)>,
+}
+
+impl Canary {
+    fn new(parent: &Path) -> Canary {
+        let dir = parent.join("host-canary");
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("etc/passwd"), "root:x:0:0:canary\n").unwrap();
+        std::fs::write(dir.join("secret.txt"), "host-only canary secret\n").unwrap();
+        std::fs::set_permissions(dir.join("secret.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let mut canary = Canary { dir, before: BTreeMap::new() };
+        canary.before = canary.snapshot();
+        canary
+    }
+
+    fn snapshot(&self) -> BTreeMap<PathBuf, (Vec<u8>, u32, i64, i64)> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![self.dir.clone()];
+        while let Some(dir) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&dir).unwrap();
+            out.insert(dir.clone(), (Vec::new(), meta.mode(), meta.mtime(), meta.mtime_nsec()));
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    stack.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    out.insert(path, (bytes, meta.mode(), meta.mtime(), meta.mtime_nsec()));
+                }
+            }
+        }
+        out
+    }
+
+    fn assert_unchanged(&self) {
+        assert!(self.snapshot() == self.before, "the host canary `{}` changed", self.dir.display());
+    }
+}
+
+/// A project holding every kind of secret pipe has, a Slack sink, and a repository an
+/// attacker pushes to.
+struct Target {
+    env: TestEnv,
+    repo: WorkRepo,
+    project: String,
+    image: String,
+    canary: Canary,
+    slack: HttpSink,
+    base: String,
+    runs: Vec<Run>,
+    _images: ProjectImages,
+}
+
+fn target(docker: &Docker) -> Target {
+    let mut env = TestEnv::new();
+    let project = unique_name("t").replace("pipe-test-", "").replace('_', "-");
+    let image = format!("pipe-test/{project}");
+    let repo = WorkRepo::new(env.path(), "app");
+    let canary = Canary::new(env.path());
+    let slack = HttpSink::start(200);
+    env.env("REG_PASSWORD", REG_PASSWORD)
+        .env("GIT_TOKEN", GIT_TOKEN)
+        .env("PIPE_SLACK_WEBHOOK", &slack.url(SLACK_PATH))
+        .env("DB_PASSWORD", DB_PASSWORD)
+        .env("NPM_TOKEN", NPM_TOKEN);
+    let t = Target {
+        env,
+        repo,
+        _images: ProjectImages { project: project.clone() },
+        project,
+        image,
+        canary,
+        slack,
+        base: docker.base_image.clone(),
+        runs: Vec::new(),
+    };
+    t.legitimate("true");
+    t.configure("");
+    t
+}
+
+impl Target {
+    fn configure(&self, extra_project: &str) {
+        self.env.config(&format!(
+            r#"[pipe]
+workspace = "{ws}"
+
+[notify.slack]
+webhook_url_env = "PIPE_SLACK_WEBHOOK"
+on = ["failure", "recovery"]
+
+[registry.local]
+url = "127.0.0.1:1"
+username = "ci"
+password_env = "REG_PASSWORD"
+
+[project.{p}]
+repo = "{url}"
+branches = ["**"]
+pull_requests = true
+{extra_project}
+"#,
+            ws = self.env.path().join("work").display(),
+            p = self.project,
+            url = self.repo.url(),
+        ));
+    }
+
+    /// A normal repository: a Dockerfile from the base image and a test command.
+    fn legitimate(&self, test: &str) {
+        let _ = std::fs::remove_file(self.repo.work.join(".env"));
+        for gone in ["ctx", "Dockerfile.link", "svc.yml", ".gitmodules", "lib"] {
+            let path = self.repo.work.join(gone);
+            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+        }
+        self.repo
+            .write("Dockerfile", &format!("FROM {}\nCOPY app.txt /app.txt\n", self.base))
+            .write("app.txt", "legitimate\n")
+            .write(".pipe.toml", &format!("image = \"{}\"\ntest = {test:?}\n", self.image));
+    }
+
+    fn pipe(&mut self, args: &[&str]) -> &Run {
+        let run = self.env.pipe(args);
+        self.runs.push(run);
+        self.runs.last().unwrap()
+    }
+
+    /// Commits the attack to `dev` and runs the pipeline on it: it must fail (exit 1) and say
+    /// why with `expected` in its output.
+    fn refused(&mut self, message: &str, expected: &[&str]) {
+        self.repo.commit_to("dev", message);
+        let project = self.project.clone();
+        let run = self.pipe(&["run", &project]);
+        run.code(1);
+        let log = self.pipe(&["logs", &project, "dev"]).stdout.clone();
+        for needle in expected {
+            assert!(log.contains(needle), "the log of `{message}` lacks {needle:?}:\n{log}");
+        }
+        self.canary.assert_unchanged();
+    }
+
+    /// The next legitimate commit on `dev` builds and tests normally.
+    fn recovers(&mut self) {
+        self.legitimate("grep -q legitimate /app.txt");
+        self.repo.commit_to("dev", "legitimate");
+        let project = self.project.clone();
+        self.pipe(&["run", &project]).code(0);
+        self.canary.assert_unchanged();
+    }
+
+    /// No planted secret in any output, any file beside the state (pipe's own docker login
+    /// store aside), the workspace's test-services files, or any Slack message.
+    fn assert_no_secret_anywhere(&self) {
+        let secrets = [REG_PASSWORD, GIT_TOKEN, "planted-slack-path-2718", DB_PASSWORD, NPM_TOKEN];
+        for run in &self.runs {
+            for secret in secrets {
+                assert!(
+                    !run.stdout.contains(secret) && !run.stderr.contains(secret),
+                    "`{secret}` printed by `pipe {}`:\n{}\n{}",
+                    run.args,
+                    run.stdout,
+                    run.stderr
+                );
+            }
+        }
+        let state_dir = self.env.state_path().parent().unwrap().to_path_buf();
+        let mut stack = vec![state_dir.clone(), self.env.path().join("work").join(&self.project).join("test-services")];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path == state_dir.join("docker") {
+                    continue;
+                }
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                    for secret in secrets {
+                        assert!(!text.contains(secret), "`{secret}` written to `{}`", path.display());
+                    }
+                }
+            }
+        }
+        for request in self.slack.requests.lock().unwrap().iter() {
+            let body = String::from_utf8_lossy(&request.body);
+            for secret in secrets {
+                assert!(!body.contains(secret), "`{secret}` sent to Slack: {body}");
+            }
+        }
+    }
+}
+
+fn services_file(t: &Target, service_lines: &str) {
+    t.repo.write("svc.yml", &format!("version: \"2.4\"\nservices:\n  db:\n    image: {}\n{service_lines}", t.base));
+    t.repo.write(".pipe.toml", &format!("image = \"{}\"\ntest = \"true\"\ntest_services = \"svc.yml\"\n", t.image));
+}
+
+#[test]
+fn test_services_that_reach_the_host_are_refused_by_file_line_and_key() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    let canary = t.canary.dir.display().to_string();
+    // The issue's attack first (root on the host through a mount), then ten more ways a
+    // compose file reaches the host, each its own commit on the same branch.
+    let attacks = [
+        (
+            format!(
+                "    volumes:\n      - {canary}:/host\n    command: [\"sh\", \"-c\", \"echo pwned > /host/secret.txt\"]\n"
+            ),
+            "volumes",
+        ),
+        ("    privileged: true\n".to_string(), "privileged"),
+        ("    cap_add: [SYS_ADMIN]\n".to_string(), "cap_add"),
+        ("    devices: [\"/dev/mem:/dev/mem\"]\n".to_string(), "devices"),
+        ("    network_mode: host\n".to_string(), "network_mode"),
+        ("    pid: host\n".to_string(), "pid"),
+        ("    build: { context: / }\n".to_string(), "build"),
+        ("    env_file: /proc/self/environ\n".to_string(), "env_file"),
+        (format!("    extends: {{ file: {canary}/evil.yml, service: x }}\n"), "extends"),
+        ("    security_opt: [\"seccomp:unconfined\"]\n".to_string(), "security_opt"),
+        ("    ports: [\"0.0.0.0:2375:2375\"]\n".to_string(), "ports"),
+    ];
+    for (lines, key) in &attacks {
+        services_file(&t, lines);
+        t.refused(&format!("attack: {key}"), &[&format!("svc.yml:5:5: `{key}` is not allowed in test service `db`")]);
+    }
+    t.repo.write(
+        "svc.yml",
+        &format!(
+            "services:\n  db:\n    image: {}\nvolumes:\n  data:\n    driver_opts: {{ device: {canary} }}\n",
+            t.base
+        ),
+    );
+    t.refused("attack: a top-level volume", &["svc.yml:4:1: `volumes` is not allowed in a test-services file"]);
+    t.recovers();
+    t.assert_no_secret_anywhere();
+}
+
+#[test]
+fn compose_never_sees_pipes_environment_nor_the_repositorys_dotenv() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    services_file(&t, "    environment:\n      LEAK: ${REG_PASSWORD}\n");
+    t.refused("attack: interpolation", &["svc.yml:6:13: `services.db.environment.LEAK`: interpolation"]);
+    services_file(&t, "    environment:\n      - GIT_TOKEN\n");
+    t.refused("attack: pass-through", &["svc.yml:6:9: `services.db.environment`: `GIT_TOKEN` has no value"]);
+    services_file(&t, "    command: [\"sh\", \"-c\", \"echo $PIPE_SLACK_WEBHOOK\"]\n");
+    t.refused("attack: bare $NAME", &["interpolation"]);
+    // A `.env` beside the repository's compose file is where compose looks for its own settings
+    // (COMPOSE_FILE, DOCKER_HOST, …): pipe's compose file is elsewhere, so it is never read.
+    services_file(
+        &t,
+        "    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\n    environment:\n      ONLY: literal\n",
+    );
+    t.repo.write(".env", &format!("DOCKER_HOST=tcp://127.0.0.1:1\nCOMPOSE_FILE={}/evil.yml\n", t.canary.dir.display()));
+    t.repo.write(
+        ".pipe.toml",
+        &format!(
+            "image = \"{}\"\ntest = \"sleep 1; wget -q -O- http://db/passwd | grep -q root && env && echo reached-db\"\ntest_services = \"svc.yml\"\n",
+            t.image
+        ),
+    );
+    t.repo.commit_to("dev", "services with a .env");
+    let project = t.project.clone();
+    t.pipe(&["run", &project]).code(0);
+    let log = t.pipe(&["logs", &project, "dev"]).stdout.clone();
+    assert!(log.contains("reached-db"), "{log}");
+    t.canary.assert_unchanged();
+    t.recovers();
+    t.assert_no_secret_anywhere();
+}
+
+#[test]
+fn symlinks_out_of_the_checkout_are_refused_and_repository_files_are_bounded() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    symlink(&t.canary.dir, t.repo.work.join("ctx")).unwrap();
+    t.repo.write(".pipe.toml", &format!("image = \"{}\"\ncontext = \"ctx\"\n", t.image));
+    t.refused(
+        "attack: context out of the checkout",
+        &["`context = \"ctx\"` is a symlink that leads out of the repository"],
+    );
+    t.legitimate("true");
+    symlink(t.canary.dir.join("secret.txt"), t.repo.work.join("Dockerfile.link")).unwrap();
+    t.repo.write(".pipe.toml", &format!("image = \"{}\"\ndockerfile = \"Dockerfile.link\"\n", t.image));
+    t.refused("attack: a Dockerfile on the host", &["`dockerfile = \"Dockerfile.link\"` is a symlink that leads out"]);
+    t.legitimate("true");
+    std::fs::remove_file(t.repo.work.join(".pipe.toml")).unwrap();
+    symlink("/dev/zero", t.repo.work.join(".pipe.toml")).unwrap();
+    t.repo.write(".jenkins-env", &format!("imagename=\"{}\"\n", t.image));
+    let started = std::time::Instant::now();
+    t.refused("attack: .pipe.toml -> /dev/zero", &["cannot read `.pipe.toml`", "leads out of the repository"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "an unbounded read");
+    std::fs::remove_file(t.repo.work.join(".pipe.toml")).unwrap();
+    std::fs::remove_file(t.repo.work.join(".jenkins-env")).unwrap();
+    t.repo.write(".pipe.toml", &format!("image = \"{}\"\n# {}\n", t.image, "x".repeat(1024 * 1024)));
+    t.refused("attack: a 1 MiB .pipe.toml", &["repository files are read up to 1048576 bytes"]);
+    t.recovers();
+    t.assert_no_secret_anywhere();
+}
+
+#[test]
+fn submodules_on_the_host_or_another_server_are_refused_and_get_no_token() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    // The project is served over HTTP with a token; a submodule elsewhere must not get it.
+    let served = t.repo.bare.parent().unwrap().to_path_buf();
+    let server = GitHttpServer::start(&served, Some(&format!("ci:{GIT_TOKEN}")));
+    let project_url = server.url("app.git");
+    let other = HttpSink::start(401);
+    let host_repo = WorkRepo::new(&t.canary.dir, "private");
+    host_repo.write("secret.txt", "host repository\n");
+    host_repo.commit_to("main", "private");
+    t.canary.before = t.canary.snapshot();
+    let config = |extra: &str| format!("auth = {{ username = \"ci\", token_env = \"GIT_TOKEN\" }}\n{extra}");
+    let write_config = |t: &Target, extra: &str| {
+        let text = std::fs::read_to_string(t.env.config_path()).unwrap();
+        let text = text.replace(&t.repo.url(), &project_url);
+        let text = match text.find("pull_requests = true\n") {
+            Some(_) => text.replacen("pull_requests = true\n", &format!("pull_requests = true\n{}", config(extra)), 1),
+            None => text,
+        };
+        t.env.config(&text);
+    };
+    write_config(&t, "");
+    // A real gitlink: a nested repository committed as `lib`, its URL in `.gitmodules`.
+    let lib = t.repo.work.join("lib");
+    let gitlink = |t: &Target, url: &str| {
+        std::fs::create_dir_all(&lib).unwrap();
+        if !lib.join(".git").exists() {
+            git(&lib, &["init", "--quiet", "--initial-branch=main"]);
+            std::fs::write(lib.join("x"), "x\n").unwrap();
+            git(&lib, &["add", "x"]);
+            git(&lib, &["commit", "--quiet", "-m", "lib"]);
+        }
+        t.repo.write(".gitmodules", &format!("[submodule \"lib\"]\n\tpath = lib\n\turl = {url}\n"));
+    };
+    for (url, expected) in [
+        (host_repo.url(), "is refused: a local path or `file://` URL, and the project is not local"),
+        (host_repo.bare.display().to_string(), "is refused: a local path"),
+        (other.url("/x.git"), "is refused: not on the project's own host and scheme"),
+    ] {
+        gitlink(&t, &url);
+        t.refused(&format!("attack: submodule {url}"), &["submodule `lib`", expected]);
+    }
+    assert!(other.taken().is_empty(), "the other server was contacted");
+    // Allowed explicitly, the other server is asked, but never with the project's token.
+    t.configure("");
+    write_config(&t, &format!("submodules = {{ allow = [\"{}\"] }}", other.url("/*")));
+    gitlink(&t, &other.url("/x.git"));
+    t.refused("allowed submodule elsewhere", &["submodule `lib`"]);
+    let asked = other.taken();
+    assert!(!asked.is_empty(), "the allowed server was never asked");
+    for request in asked {
+        let auth = request.header("authorization").unwrap_or("");
+        assert!(auth.is_empty(), "credentials sent to another host: {auth}");
+    }
+    std::fs::remove_dir_all(&lib).unwrap();
+    t.recovers();
+    t.assert_no_secret_anywhere();
+}
+
+#[test]
+fn secrets_by_reference_never_show_and_inline_ones_are_warned() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    t.configure(
+        "build_args = { NPM_TOKEN = { env = \"NPM_TOKEN\" }, GREETING = \"hi\" }\ntest_env = { DB_PASSWORD = { env = \"DB_PASSWORD\" }, API_TOKEN = \"inline-looks-secret\" }\n",
+    );
+    t.env
+        .pipe(&["check"])
+        .code(0)
+        .stderr_has("`project.")
+        .stderr_has(".test_env.API_TOKEN` looks like a secret written inline");
+    t.repo.write(
+        "Dockerfile",
+        &format!("FROM {}\nARG NPM_TOKEN\nRUN echo \"npm=$NPM_TOKEN\" && echo \"$NPM_TOKEN\" > /npm\nCOPY app.txt /app.txt\n", t.base),
+    );
+    t.repo.write(
+        ".pipe.toml",
+        &format!(
+            "image = \"{}\"\ntest = \"echo db=$DB_PASSWORD; test ${{#DB_PASSWORD}} -eq {} && test $(wc -c < /npm) -eq {}\"\n",
+            t.image,
+            DB_PASSWORD.len(),
+            NPM_TOKEN.len() + 1
+        ),
+    );
+    t.repo.commit_to("dev", "uses secrets");
+    let project = t.project.clone();
+    t.pipe(&["run", &project, "-vv"]).code(0);
+    let log = t.pipe(&["logs", &project, "dev"]).stdout.clone();
+    assert!(
+        log.contains("db=***") && log.contains("--env DB_PASSWORD ") && log.contains("--build-arg NPM_TOKEN "),
+        "{log}"
+    );
+    t.pipe(&["test", &project, "dev", "--dry-run"]).code(0).stdout_has("--env DB_PASSWORD ");
+    // A pull request of the same project gets neither secret.
+    let sha = git(&t.repo.work, &["rev-parse", "HEAD"]);
+    git(&t.repo.bare, &["update-ref", "refs/pull/7/merge", &sha]);
+    t.repo.write(".pipe.toml", &format!("image = \"{}\"\ntest = \"env; test -z \\\"$DB_PASSWORD\\\" && ! grep -q . /npm && echo pr-has-no-secrets\"\n", t.image));
+    git(&t.repo.work, &["add", "--all"]);
+    git(&t.repo.work, &["commit", "--quiet", "-m", "a pull request"]);
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/7/head"]);
+    t.pipe(&["run", &project]).code(0);
+    t.pipe(&["logs", &project, "pull/7"]).code(0).stdout_has("pr-has-no-secrets");
+    t.assert_no_secret_anywhere();
+}
+
+#[test]
+fn the_test_container_is_confined() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    t.configure("limits = { memory = \"256m\", pids = 64, cpus = 1.0 }\n");
+    let checks = [
+        "grep -q '^CapEff:.*0000000000000000' /proc/self/status",
+        "grep -q '^NoNewPrivs:.*1' /proc/self/status",
+        "m=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes); test \"$m\" = 268435456",
+        "p=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max); test \"$p\" = 64",
+        "! wget -q -T 3 -O- http://1.1.1.1/ 2>/dev/null",
+        "test -z \"$(grep -E ' /host| /var/run/docker.sock' /proc/mounts)\"",
+        "echo confined-ok",
+    ];
+    t.legitimate(&checks.join(" && "));
+    t.repo.commit_to("dev", "confinement probe");
+    let project = t.project.clone();
+    t.pipe(&["run", &project]).code(0);
+    t.pipe(&["logs", &project, "dev"]).code(0).stdout_has("confined-ok").stdout_has("--cap-drop ALL");
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+}
