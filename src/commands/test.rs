@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use super::Context;
 use crate::cli::TestArgs;
-use crate::docker;
 use crate::docker::client::Docker;
 use crate::engine::test::{self, TestJob};
 use crate::engine::{self, Session, build};
@@ -48,23 +47,12 @@ pub fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
     let mut files = job.files()?;
     if args.dry_run {
         let run = engine::latest_built(&files.history, None).ok_or_else(|| engine::not_built(&job))?;
-        let command = run.test.clone().unwrap_or_else(|| "<no test command: skipped>".into());
-        let test_job = TestJob {
-            label: String::new(),
-            image: format!("{}:{}", run.image, docker::commit_tag(&run.commit)),
-            command: &command,
-            env: run.test_env.clone().into_iter().collect(),
-            secrets: run.test_secrets.iter().filter(|_| job.trusted()).map(|k| (k.clone(), None)).collect(),
-            services: None,
-            network: test::network_name(&job.project.limits.confinement()),
-            confinement: job.project.limits.confinement(),
-            compose_config: Default::default(),
-            timeout: job.timeout(crate::model::Stage::Test),
-            log: run.log.clone(),
-            echo: false,
+        let Some(command) = &run.test else {
+            println!("# no test command: the test stage records `skipped`");
+            return Ok(code::OK);
         };
-        let network = test_job.network.clone();
-        println!("{}", test_job.command(&job.docker(), "pipe-test-<unique>", &[], Some(&network)));
+        let (test_job, docker) = test::plan(&job, run, command, false)?;
+        println!("{}", test_job.dry_run(&docker));
         return Ok(code::OK);
     }
     let tested = test::test(&job, &mut files, None);

@@ -21,7 +21,7 @@ use crate::model::{Outcome, Stage};
 use crate::output::Output;
 use crate::refs;
 use crate::secret::{self, Secret};
-use crate::state::StageRun;
+use crate::state::{Run, StageRun};
 
 /// One test container's settings.
 pub struct TestJob<'a> {
@@ -69,33 +69,7 @@ pub fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>) -> any
         out.info(format!("{name}: no test command for {image}; recorded as skipped"));
         return Ok(());
     };
-    let trusted = job.trusted();
-    let mut secrets = Vec::new();
-    for key in run.test_secrets.iter().filter(|_| trusted) {
-        let Some(reference) = job.project.test_env.get(key).and_then(|v| v.get_ref().secret()) else { continue };
-        secrets.push((key.clone(), Some(secret::resolve(&reference, &format!("project.{name}.test_env.{key}"))?)));
-    }
-    let services = match &run.test_services {
-        Some(path) => Some(load_services(path)?),
-        None => None,
-    };
-    let confinement = job.project.limits.confinement();
-    let nologin = job.untrusted_docker()?;
-    let test_job = TestJob {
-        label: format!("{name}-{}-{}", docker::branch_tag(refs::display(&job.refname)), run.number),
-        image: image.clone(),
-        command: &command,
-        env: run.test_env.clone().into_iter().collect(),
-        secrets,
-        services,
-        network: network_name(&confinement),
-        confinement,
-        compose_config: nologin.config_dir.clone().unwrap_or_default(),
-        timeout: job.timeout(Stage::Test),
-        log: run.log.clone(),
-        echo: false,
-    };
-    let docker = if trusted { job.docker() } else { nologin };
+    let (test_job, docker) = plan(job, &run, &command, true)?;
     let started = crate::clock::now();
     let finished = run_job(out, &docker, &test_job)?;
     let record = StageRun::new(Stage::Test, outcome(&finished), started, finished.duration, finished.code);
@@ -114,6 +88,43 @@ pub fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>) -> any
     Ok(())
 }
 
+/// The test container (and services) of `run` as the test stage runs it, and the docker client
+/// it runs with (no registry login for an untrusted ref). Without `resolve`, secret variables are
+/// named but not read, for a dry run.
+pub fn plan<'a>(job: &Job<'_>, run: &Run, command: &'a str, resolve: bool) -> anyhow::Result<(TestJob<'a>, Docker)> {
+    let name = job.name;
+    let trusted = job.trusted();
+    let mut secrets = Vec::new();
+    for key in run.test_secrets.iter().filter(|_| trusted) {
+        let Some(reference) = job.project.test_env.get(key).and_then(|v| v.get_ref().secret()) else { continue };
+        let value =
+            if resolve { Some(secret::resolve(&reference, &format!("project.{name}.test_env.{key}"))?) } else { None };
+        secrets.push((key.clone(), value));
+    }
+    let services = match &run.test_services {
+        Some(path) => Some(load_services(path)?),
+        None => None,
+    };
+    let confinement = job.project.limits.confinement();
+    let nologin = job.untrusted_docker()?;
+    let test_job = TestJob {
+        label: format!("{name}-{}-{}", docker::branch_tag(refs::display(&job.refname)), run.number),
+        image: format!("{}:{}", run.image, docker::commit_tag(&run.commit)),
+        command,
+        env: run.test_env.clone().into_iter().collect(),
+        secrets,
+        services,
+        network: network_name(&confinement),
+        confinement,
+        compose_config: nologin.config_dir.clone().unwrap_or_default(),
+        timeout: job.timeout(Stage::Test),
+        log: run.log.clone(),
+        echo: false,
+    };
+    let docker = if trusted { job.docker() } else { nologin };
+    Ok((test_job, docker))
+}
+
 /// Reads the test services the build stage accepted and stored.
 pub fn load_services(path: &Path) -> anyhow::Result<Services> {
     let text = std::fs::read_to_string(path)
@@ -124,6 +135,21 @@ pub fn load_services(path: &Path) -> anyhow::Result<Services> {
 }
 
 impl TestJob<'_> {
+    /// The container's name and labels for one run (`unique` per run).
+    fn names(&self, unique: &str) -> (String, Vec<(String, String)>) {
+        let container = format!("pipe-test-{}-{unique}", docker::branch_tag(&self.label));
+        (container, vec![("pipe.run".to_string(), self.label.clone())])
+    }
+
+    /// What a dry run prints: the container's `docker run` as the stage runs it, with test
+    /// services' network named by the project they would get.
+    pub fn dry_run(&self, docker: &Docker) -> Cmd {
+        let unique = "UNIQUE";
+        let (container, labels) = self.names(unique);
+        let network = if self.services.is_some() { format!("pipetest{unique}_default") } else { self.network.clone() };
+        self.command(docker, &container, &labels, Some(&network))
+    }
+
     /// The `docker run` of this job's container: what runs, and what a dry run prints (secret
     /// variables by name only; their values are added to the environment of the command).
     pub fn command(&self, docker: &Docker, container: &str, labels: &[(String, String)], network: Option<&str>) -> Cmd {
@@ -151,8 +177,7 @@ impl TestJob<'_> {
 /// Runs one test container (with its services) and removes everything it started.
 pub fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Result<Finished> {
     let unique = unique_suffix();
-    let container = format!("pipe-test-{}-{unique}", docker::branch_tag(&job.label));
-    let labels = vec![("pipe.run".to_string(), job.label.clone())];
+    let (container, labels) = job.names(&unique);
     let services = match &job.services {
         Some(services) => Some(ServicesUp::up(out, docker, job, services, &unique)?),
         None => None,

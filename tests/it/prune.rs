@@ -49,7 +49,7 @@ fn prune_removes_what_no_ref_or_target_needs_and_keeps_rollback_images() {
     repo.write("Dockerfile", &format!("FROM {}\nCOPY version /version\n", docker.base_image));
     env.config(&config(&env, &project, &repo, 10));
     let commit = |n: u32, test: &str, branch: &str| {
-        repo.write("version", &format!("{n}\n"));
+        repo.write("version", &format!("{n} {project}\n"));
         repo.write(
             ".pipe.toml",
             &format!(
