@@ -43,11 +43,28 @@ pub struct Cmd {
     env_clear: bool,
     dir: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
+    /// Runs to its end even after SIGTERM/SIGINT (cleanup that must finish).
+    through_signals: bool,
 }
 
 impl Cmd {
     pub fn new(program: impl Into<OsString>) -> Cmd {
-        Cmd { program: program.into(), args: Vec::new(), env: Vec::new(), env_clear: false, dir: None, stdin: None }
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            env_clear: false,
+            dir: None,
+            stdin: None,
+            through_signals: false,
+        }
+    }
+
+    /// Not stopped by a signal pipe received (still by its timeout): cleanup after SIGTERM,
+    /// such as removing containers that never took traffic.
+    pub fn through_signals(mut self) -> Cmd {
+        self.through_signals = true;
+        self
     }
 
     /// A program given as a words list (e.g. `["docker", "compose"]`) plus arguments.
@@ -354,7 +371,7 @@ fn supervise(cmd: &Cmd, timeout: Duration, merged: bool, sink: &mut dyn FnMut(St
             None => {
                 if started.elapsed() >= timeout {
                     timed_out = true;
-                } else {
+                } else if !cmd.through_signals {
                     interrupted = crate::signals::received();
                 }
                 if timed_out || interrupted.is_some() {

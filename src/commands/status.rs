@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::Context;
 use crate::cli::StatusArgs;
 use crate::error::{Usage, code};
+use crate::model::DeployResult;
 use crate::output::short;
 use crate::refs::{self, RefKind};
 use crate::{output, state};
@@ -30,6 +31,27 @@ struct RefStatus {
     /// When the last stage ended, or when the head was first seen.
     at: jiff::Timestamp,
     age_seconds: i64,
+    /// The last deploy of this ref: seconds from its commit being detected to taking traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit_to_traffic_seconds: Option<f64>,
+}
+
+/// The commit-to-traffic time of the newest successful deploy of `refname` to any of the
+/// project's targets.
+fn last_commit_to_traffic(state_path: &std::path::Path, project: &str, refname: &str) -> Option<f64> {
+    let dir = state::deploys_path(state_path, project, "x").parent()?.to_path_buf();
+    let mut newest: Option<(jiff::Timestamp, f64)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(history) = state::load_deploys(&entry.path()) else { continue };
+        let found = history.deploys.iter().rev().find(|d| d.refname == refname && d.result == DeployResult::Succeeded);
+        if let Some(d) = found
+            && let Some(secs) = d.timeline.as_ref().and_then(|t| t.commit_to_traffic())
+            && newest.is_none_or(|(at, _)| d.at > at)
+        {
+            newest = Some((d.at, secs));
+        }
+    }
+    newest.map(|(_, secs)| secs)
 }
 
 pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
@@ -61,6 +83,7 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
                 result,
                 at,
                 age_seconds: now.as_second() - at.as_second(),
+                commit_to_traffic_seconds: last_commit_to_traffic(&path, name, refname),
             });
         }
     }
@@ -83,9 +106,10 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
                 r.stage.clone(),
                 r.result.clone(),
                 output::age(r.age_seconds),
+                r.commit_to_traffic_seconds.map_or_else(|| "-".into(), |s| format!("{s:.1}s")),
             ]
         })
         .collect();
-    print!("{}", output::table(&["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "AGE"], &table));
+    print!("{}", output::table(&["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "AGE", "COMMIT TO TRAFFIC"], &table));
     Ok(code::OK)
 }

@@ -36,8 +36,8 @@ pub use patterns::Patterns;
 pub use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub use types::{
     ArgValue, CommandTarget, ComposeTarget, Config, Deploy, Ecr, Event, GitAuth, Health, Hook, Ingress, Limits, Notify,
-    Project, Registry, SecretArg, SecretRef, Serve, Settings, SlackNotify, SubmoduleAllow, Submodules, SwarmTarget,
-    Timeouts, WebhookNotify, WebhookTarget,
+    Project, Registry, ReleaseCommand, SecretArg, SecretRef, Serve, Settings, SlackNotify, SubmoduleAllow, Submodules,
+    SwarmTarget, Timeouts, WebhookNotify, WebhookTarget,
 };
 pub use validate::parse_memory;
 

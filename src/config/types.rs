@@ -40,6 +40,11 @@ pub struct Ingress {
     pub resolver: String,
     /// Host nginx connects to instead of the service name (nginx on the host, ports published).
     pub upstream: Option<String>,
+    /// Directory where pipe writes one `upstream` file per switched service; setting it makes
+    /// compose deploys behind the ingress zero-downtime (start beside, check, switch, drain).
+    pub upstreams: Option<PathBuf>,
+    /// The nginx pipe checks (`-t`), reloads (`-s reload`) and, when none runs, starts.
+    pub nginx: Vec<String>,
 }
 
 impl Default for Ingress {
@@ -51,6 +56,8 @@ impl Default for Ingress {
             timeout: Seconds(Duration::from_secs(60)),
             resolver: "127.0.0.11".into(),
             upstream: None,
+            upstreams: None,
+            nginx: vec!["nginx".into()],
         }
     }
 }
@@ -444,8 +451,19 @@ pub struct Deploy {
     /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
     #[serde(default)]
     pub ingress: BTreeMap<String, u16>,
+    /// How long the old release keeps its containers after the switch [default: 5s].
+    pub drain: Option<Seconds>,
+    /// Run once in the new image before the switch (migrations); failing aborts the deploy.
+    pub release: Option<ReleaseCommand>,
     #[serde(skip)]
     pub matcher: Patterns,
+}
+
+/// `release = { argv = ["bin/migrate"] }`: a command run in the new release's image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseCommand {
+    pub argv: Vec<String>,
 }
 
 /// `compose = { file = "…", services = […] }`.

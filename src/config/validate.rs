@@ -12,6 +12,7 @@ use super::{ArgValue, Config, Hook, Ingress, Patterns, Project, Submodules};
 pub(super) fn validate_ingress(cx: &mut Cx<'_>, ingress: &Ingress) {
     let host_chars = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
     let listen_chars = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || ".:[]-".contains(c));
+    let path_chars = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
     let size = |s: &str| {
         let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
         !digits.is_empty() && s.len() - digits.len() <= 1 && digits.chars().all(|c| c.is_ascii_digit())
@@ -22,6 +23,12 @@ pub(super) fn validate_ingress(cx: &mut Cx<'_>, ingress: &Ingress) {
         ("body_size", size(&ingress.body_size), "a size like `10m`"),
         ("resolver", listen_chars(&ingress.resolver), "an address like `127.0.0.11`"),
         ("upstream", ingress.upstream.as_deref().is_none_or(host_chars), "a host like `127.0.0.1`"),
+        (
+            "upstreams",
+            ingress.upstreams.as_ref().is_none_or(|p| p.is_absolute() && p.to_str().is_some_and(path_chars)),
+            "an absolute directory path of letters, digits, `/`, `.`, `_` and `-`",
+        ),
+        ("nginx", !ingress.nginx.is_empty(), "a command like `[\"nginx\"]`"),
     ];
     for (key, ok, expected) in checks {
         if !ok {
@@ -235,6 +242,19 @@ fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registri
             );
         }
         validate_ingress_services(cx, &format!("project `{name}`"), &entry, &deploy.ingress);
+        if let Some(release) = &deploy.release {
+            if deploy.compose.is_none() || deploy.ingress.is_empty() {
+                cx.error_at(
+                    &at("release"),
+                    format!("project `{name}`: `release` runs before an ingress switch: it needs a `compose` target with `ingress`"),
+                );
+            } else if release.argv.is_empty() {
+                cx.error_at(
+                    &[entry.as_slice(), &["release", "argv"]].concat(),
+                    format!("project `{name}`: `release.argv` is empty"),
+                );
+            }
+        }
         deploy.matcher = compile_spanned(cx, &deploy.branches);
         for registry in &deploy.push {
             if !registries.iter().any(|r| r == registry.get_ref()) {

@@ -2,6 +2,7 @@
 //! webhook), check health, roll back automatically when the check fails, and keep a short
 //! history per target so `--commit` can roll back by hand.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,10 @@ use crate::error::{Interrupted, StageFailed, StateError, ToolUnavailable, Usage}
 use crate::exec::{self, Cmd};
 use crate::model::{DeployResult, Outcome, Stage};
 use crate::refs;
-use crate::state::{self, DeployRecord, Run, StageRun};
-use crate::targets::{self, Kinds, webhook};
+use crate::state::{self, DeployRecord, Run, StageRun, Timeline};
+use crate::targets::beside::{self, Beside};
+use crate::targets::ingress::Nginx;
+use crate::targets::{self, Compose, Kinds, webhook};
 
 /// What gets deployed: an image of one commit.
 #[derive(Debug, Clone)]
@@ -27,6 +30,10 @@ pub struct Release {
     pub tags: Vec<String>,
     pub digest: Option<String>,
     pub run: Option<u64>,
+    /// The run's stage records (built, tested, pushed), for the deploy timeline.
+    pub stages: Vec<StageRun>,
+    /// When the ref's head was first seen at this commit.
+    pub detected: Option<jiff::Timestamp>,
 }
 
 /// The deploy entries of the job's branch that have a target, optionally only the named one.
@@ -43,14 +50,15 @@ pub fn targets<'a>(job: &'a Job<'_>, only: Option<&str>) -> Vec<&'a Deploy> {
 }
 
 /// Deploys the ref's latest tested (and pushed) image, or `commit`'s image (rollback), to every
-/// matching target. A failed deploy is recorded and returned as [`StageFailed`].
+/// matching target. A failed deploy is recorded and returned as [`StageFailed`]. Returns the
+/// timeline of the last target deployed.
 pub fn deploy(
     job: &Job<'_>,
     files: &mut RefFiles,
     only: Option<&str>,
     commit: Option<&str>,
     dry_run: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Timeline>> {
     let targets = targets(job, only);
     if targets.is_empty() {
         if let Some(name) = only {
@@ -58,9 +66,16 @@ pub fn deploy(
             return Err(Usage(format!("no deploy target `{name}` for {} {shown}", job.name)).into());
         }
         job.out.info(format!("{}: no deploy target for {}; nothing to deploy", job.name, refs::display(&job.refname)));
-        return Ok(());
+        return Ok(None);
     }
-    let release = release(job, &files.history, &targets, commit)?;
+    let mut release = release(job, &files.history, &targets, commit)?;
+    if !dry_run {
+        // Read-only: the poll that saw this head saved it before any stage ran.
+        release.detected = state::load(job.state_path).ok().and_then(|st| {
+            let r = st.project.get(job.name)?.refs.get(&job.refname)?;
+            (r.head == release.commit).then_some(r.since)
+        });
+    }
     let docker = job.docker();
     let log = match release.run.and_then(|n| files.run(n)) {
         Some(run) => run.log.clone(),
@@ -72,21 +87,21 @@ pub fn deploy(
     let started = crate::clock::now();
     let clock = Instant::now();
     let mut failures = Vec::new();
+    let mut timeline = None;
     for target in &targets {
         let rollout = Rollout::new(job, &docker, target, &release, log.clone());
         if dry_run {
             rollout.print_plan()?;
             continue;
         }
-        if let Err(err) = rollout.run() {
-            if passes_through(&err) {
-                return Err(err);
-            }
-            failures.push(format!("{err:#}"));
+        match rollout.run() {
+            Ok(t) => timeline = Some(t),
+            Err(err) if passes_through(&err) => return Err(err),
+            Err(err) => failures.push(format!("{err:#}")),
         }
     }
     if dry_run {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(number) = release.run {
         let result = if failures.is_empty() { Outcome::Passed } else { Outcome::Failed };
@@ -95,7 +110,7 @@ pub fn deploy(
     if !failures.is_empty() {
         return Err(StageFailed(failures.join("\n")).into());
     }
-    Ok(())
+    Ok(timeline)
 }
 
 /// Picks the image to deploy. Without `commit`: the ref's latest built run, which must have
@@ -113,6 +128,8 @@ fn release(
         tags: run.tags.clone(),
         digest: run.digests.values().next().cloned(),
         run: Some(run.number),
+        stages: run.stages.clone(),
+        detected: None,
     };
     if let Some(sha) = commit {
         if let Some(run) = super::latest_built(history, Some(sha)) {
@@ -128,6 +145,8 @@ fn release(
                     tags: vec![d.tag.clone()],
                     digest: None,
                     run: None,
+                    stages: Vec::new(),
+                    detected: None,
                 });
             }
         }
@@ -176,6 +195,8 @@ struct Rollout<'a> {
     tag: String,
     log: PathBuf,
     timeout: Duration,
+    /// Set by a zero-downtime apply: when the release was ready and took traffic.
+    switched: Cell<Option<beside::Switched>>,
 }
 
 impl<'a> Rollout<'a> {
@@ -193,7 +214,67 @@ impl<'a> Rollout<'a> {
             .map_or_else(|| release.image.clone(), |r| format!("{}/{}", r.url, release.image));
         let tag = docker::commit_tag(&release.commit).to_string();
         let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
-        Rollout { job, docker, target, release, image, tag, log, timeout }
+        Rollout { job, docker, target, release, image, tag, log, timeout, switched: Cell::new(None) }
+    }
+
+    /// A compose target whose services sit behind an ingress pipe switches: started beside
+    /// the old release, checked, switched, drained.
+    fn zero_downtime(&self) -> bool {
+        self.target.compose.is_some() && !self.target.ingress.is_empty() && self.job.config.ingress.upstreams.is_some()
+    }
+
+    /// Hands the zero-downtime rollout of `release` on this target to `f`.
+    fn beside<T>(
+        &self,
+        image: &str,
+        tag: &str,
+        release: &Release,
+        f: impl FnOnce(&Beside<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let (t, out) = (self.target, &self.job.out);
+        let Some(compose) = &t.compose else { bail!("zero-downtime deploys need a compose target") };
+        let mut env = deploy_env(self.job, image, tag, release);
+        if let Some(dir) = &self.docker.config_dir {
+            env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
+        }
+        let compose = Compose::new(out, self.docker, compose, self.job.name, env)?;
+        let nginx =
+            Nginx::new(&self.job.config.ingress, &self.log).ok_or_else(|| anyhow!("no `[ingress] upstreams`"))?;
+        let beside = Beside {
+            out,
+            docker: self.docker,
+            compose: &compose,
+            services: &t.ingress,
+            health: t.health.as_ref(),
+            release: t.release.as_ref(),
+            drain: t.drain.map_or(beside::DEFAULT_DRAIN, |d| d.0),
+            nginx: &nginx,
+            pull: !t.push.is_empty(),
+            log: &self.log,
+            note: format!("{} {image}:{tag} (commit {})", self.job.name, release.commit),
+        };
+        f(&beside)
+    }
+
+    /// The deploy's moments: the commit's stages from its run, readiness and the switch.
+    fn timeline(&self, done: jiff::Timestamp) -> Timeline {
+        let ended = |stage: Stage| {
+            self.release
+                .stages
+                .iter()
+                .rev()
+                .find(|s| s.stage == stage && s.result == Outcome::Passed)
+                .and_then(|s| s.started.checked_add(jiff::SignedDuration::from_secs_f64(s.seconds)).ok())
+        };
+        let switched = self.switched.get();
+        Timeline {
+            detected: self.release.detected,
+            built: ended(Stage::Build),
+            tested: ended(Stage::Test),
+            pushed: ended(Stage::Push),
+            healthy: Some(switched.map_or(done, |s| s.healthy)),
+            traffic: Some(switched.map_or(done, |s| s.switched)),
+        }
     }
 
     fn name(&self) -> &str {
@@ -209,6 +290,13 @@ impl<'a> Rollout<'a> {
     }
 
     fn print_plan(&self) -> anyhow::Result<()> {
+        if self.zero_downtime() {
+            let cmds = self.beside(&self.image, &self.tag, self.release, |b| Ok(b.commands()))?;
+            for cmd in cmds {
+                println!("{cmd}");
+            }
+            return Ok(());
+        }
         for cmd in self.commands(&self.image, &self.tag, self.release)? {
             println!("{cmd}");
         }
@@ -223,7 +311,7 @@ impl<'a> Rollout<'a> {
     }
 
     /// Deploys, checks health, rolls back on failure, and records the target's history.
-    fn run(&self) -> anyhow::Result<()> {
+    fn run(&self) -> anyhow::Result<Timeline> {
         let (out, project, name) = (&self.job.out, self.job.name, self.name());
         let (image, tag) = (&self.image, &self.tag);
         let path = state::deploys_path(self.job.state_path, project, name);
@@ -246,17 +334,27 @@ impl<'a> Rollout<'a> {
             refname: self.job.refname.clone(),
             at: crate::clock::now(),
             result: DeployResult::Succeeded,
+            timeline: None,
         };
         let Err(err) = result else {
+            let timeline = self.timeline(record.at);
+            record.timeline = Some(timeline.clone());
             history.deploys.push(record);
             state::save_deploys(&path, &mut history)?;
             out.info(format!("{project}: deployed {image}:{tag} to `{name}`"));
-            return Ok(());
+            out.info(format!("{project}: timeline of {tag} on `{name}`: {}", timeline.describe()));
+            return Ok(timeline);
         };
         if passes_through(&err) {
             return Err(err);
         }
         record.result = DeployResult::Failed;
+        if self.zero_downtime() {
+            // Nothing was switched: the old release is the one serving; no rollback to run.
+            history.deploys.push(record);
+            state::save_deploys(&path, &mut history)?;
+            return Err(err.context(format!("deploy of {image}:{tag} to `{name}` failed")));
+        }
         let previous = history
             .deploys
             .iter()
@@ -280,13 +378,15 @@ impl<'a> Rollout<'a> {
             tags: vec![back_tag.clone()],
             digest: None,
             run: None,
+            stages: Vec::new(),
+            detected: None,
         };
         let deadline = Instant::now() + self.timeout;
         let rolled = self.apply(back_image, back_tag, &back, deadline).and_then(|()| self.check(deadline));
         if rolled.as_ref().is_err_and(passes_through) {
             history.deploys.push(record);
             state::save_deploys(&path, &mut history)?;
-            return rolled;
+            return rolled.map(|()| Timeline::default());
         }
         record.result = if rolled.is_ok() { DeployResult::RolledBack } else { DeployResult::Failed };
         history.deploys.push(record);
@@ -294,6 +394,7 @@ impl<'a> Rollout<'a> {
             history.deploys.push(DeployRecord {
                 at: crate::clock::now(),
                 result: DeployResult::Succeeded,
+                timeline: None,
                 ..previous.clone()
             });
         }
@@ -313,6 +414,11 @@ impl<'a> Rollout<'a> {
     fn apply(&self, image: &str, tag: &str, release: &Release, deadline: Instant) -> anyhow::Result<()> {
         let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
         let out = &self.job.out;
+        if self.zero_downtime() {
+            let switched = self.beside(image, tag, release, |b| b.run(deadline))?;
+            self.switched.set(Some(switched));
+            return Ok(());
+        }
         for cmd in self.commands(image, tag, release)? {
             let finished = exec::logged(out, &cmd, &self.log, client::LOG_CAP, left(), &mut |_| {})?;
             super::interrupted(&finished)?;
@@ -350,6 +456,10 @@ impl<'a> Rollout<'a> {
 
     /// The target's health check, bounded by the deploy's own deadline too.
     fn check(&self, deadline: Instant) -> anyhow::Result<()> {
+        if self.zero_downtime() {
+            // Checked against the new containers themselves, before the switch.
+            return Ok(());
+        }
         match &self.target.health {
             Some(health) => targets::check_health(&self.job.out, self.docker, health, deadline),
             None => Ok(()),

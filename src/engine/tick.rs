@@ -73,6 +73,9 @@ pub struct RefResult {
     pub result: Verdict,
     pub seconds: f64,
     pub deployed: bool,
+    /// From the commit being detected to its release taking traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<state::Timeline>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The ref's history could not be read or written: the run exits 5, the ref stays pending.
@@ -205,6 +208,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<Ref
         result: Verdict::Passed,
         seconds: 0.0,
         deployed: false,
+        timeline: None,
         message: None,
         state_error: false,
     };
@@ -224,7 +228,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<Ref
         }
         if !deploy::targets(job, None).is_empty() {
             result.stage = Stage::Deploy;
-            deploy::deploy(job, files, None, None, false)?;
+            result.timeline = deploy::deploy(job, files, None, None, false)?;
             result.deployed = true;
         }
         Ok(())

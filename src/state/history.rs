@@ -113,6 +113,60 @@ pub struct DeployRecord {
     pub refname: String,
     pub at: Timestamp,
     pub result: DeployResult,
+    /// When the commit went from detected to taking traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+/// The moments of one deploy, from the commit being detected to its release taking traffic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeline {
+    /// The ref's head first seen at this commit (`since` in the state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tested: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<Timestamp>,
+    /// The new release passed its checks (before the release command and the switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<Timestamp>,
+    /// The ingress sends it traffic (or, without a switched ingress, the deploy finished).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Timestamp>,
+}
+
+impl Timeline {
+    /// Seconds from the commit being detected to its release taking traffic.
+    pub fn commit_to_traffic(&self) -> Option<f64> {
+        let (from, to) = (self.detected?, self.traffic?);
+        Some(((to.as_millisecond() - from.as_millisecond()) as f64 / 100.0).round() / 10.0)
+    }
+
+    /// `detected 20:01:02, built +4.1s, …, took traffic +13.0s`.
+    pub fn describe(&self) -> String {
+        let base = self.detected.or(self.built).or(self.healthy);
+        let mut parts = Vec::new();
+        if let Some(at) = self.detected {
+            parts.push(format!("detected {}", at.strftime("%H:%M:%S")));
+        }
+        for (what, at) in [
+            ("built", self.built),
+            ("tested", self.tested),
+            ("pushed", self.pushed),
+            ("healthy", self.healthy),
+            ("took traffic", self.traffic),
+        ] {
+            if let (Some(at), Some(base)) = (at, base) {
+                let secs = (at.as_millisecond() - base.as_millisecond()) as f64 / 1000.0;
+                parts.push(format!("{what} +{secs:.1}s"));
+            }
+        }
+        parts.join(", ")
+    }
 }
 
 /// Deploy records kept per target.

@@ -2,7 +2,7 @@
 //! judged done (a swarm stack converged, a health URL or container healthy).
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -12,6 +12,8 @@ use crate::docker::client::Docker;
 use crate::exec::{self, Cmd};
 use crate::output::Output;
 
+pub mod beside;
+pub mod ingress;
 pub mod webhook;
 
 /// The local target kinds a deploy entry or a `pipe serve` hook can run.
@@ -44,25 +46,11 @@ pub fn target_commands(
     };
     let mut cmds = Vec::new();
     if let Some(compose) = kinds.compose {
-        let program = docker.compose(out)?;
-        let project = compose.project.clone().unwrap_or_else(|| default_project.to_string());
-        let dir = compose.file.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let base = |verb: &[&str]| {
-            let mut argv: Vec<OsString> = program.clone();
-            argv.extend([
-                "--project-name".into(),
-                project.clone().into(),
-                "--file".into(),
-                compose.file.clone().into_os_string(),
-            ]);
-            argv.extend(verb.iter().map(OsString::from));
-            argv.extend(compose.services.iter().map(OsString::from));
-            with_env(Cmd::from_argv(&argv).dir(dir.clone()))
-        };
+        let compose = Compose::new(out, docker, compose, default_project, env.clone())?;
         if pull {
-            cmds.push(base(&["pull"]));
+            cmds.push(compose.cmd(&["pull"], &compose.services));
         }
-        cmds.push(base(&["up", "--detach", "--no-build", "--remove-orphans"]));
+        cmds.push(compose.cmd(&["up", "--detach", "--no-build", "--remove-orphans"], &compose.services));
     }
     if let Some(swarm) = kinds.swarm {
         let cmd = docker.cmd().args([
@@ -82,6 +70,49 @@ pub fn target_commands(
         cmds.push(with_env(Cmd::from_argv(&argv)));
     }
     Ok(cmds)
+}
+
+/// A compose project as pipe runs it: the compose program, project name, file, the file's
+/// directory to run in, and the deploy's environment.
+pub struct Compose {
+    program: Vec<OsString>,
+    pub project: String,
+    file: PathBuf,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    pub services: Vec<String>,
+}
+
+impl Compose {
+    pub fn new(
+        out: &Output,
+        docker: &Docker,
+        target: &ComposeTarget,
+        default_project: &str,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Compose> {
+        Ok(Compose {
+            program: docker.compose(out)?,
+            project: target.project.clone().unwrap_or_else(|| default_project.to_string()),
+            file: target.file.clone(),
+            dir: target.file.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            env,
+            services: target.services.clone(),
+        })
+    }
+
+    /// `compose --project-name P --file F VERB… SERVICES…` in the file's directory.
+    pub fn cmd<S: AsRef<str>>(&self, verb: &[&str], services: &[S]) -> Cmd {
+        let mut argv: Vec<OsString> = self.program.clone();
+        argv.extend(["--project-name".into(), self.project.clone().into(), "--file".into(), self.file.clone().into()]);
+        argv.extend(verb.iter().map(OsString::from));
+        argv.extend(services.iter().map(|s| OsString::from(s.as_ref())));
+        let mut cmd = Cmd::from_argv(&argv).dir(self.dir.clone());
+        for (k, v) in &self.env {
+            cmd = cmd.env(k, v);
+        }
+        cmd
+    }
 }
 
 /// Waits until every service of the stack runs all its replicas.

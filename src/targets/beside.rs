@@ -1,0 +1,379 @@
+//! Zero-downtime compose deploys behind the ingress: start the new release's containers beside
+//! the old ones (same project and service, `up --no-recreate --scale`), wait until each is
+//! ready (its container health check, the target's health path or its port, asked directly,
+//! not through the ingress), run the release command, switch the ingress's upstream to them,
+//! let the old ones drain, then stop them. Anything failing before the switch removes the new
+//! containers: the old release never stopped serving.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use jiff::Timestamp;
+
+use super::Compose;
+use super::ingress::Nginx;
+use crate::config::{Health, ReleaseCommand};
+use crate::docker::client::Docker;
+use crate::exec::{self, Cmd};
+use crate::output::Output;
+
+/// One zero-downtime rollout of a compose target.
+pub struct Beside<'a> {
+    pub out: &'a Output,
+    pub docker: &'a Docker,
+    pub compose: &'a Compose,
+    /// Ingress services of the target and the port nginx connects to inside each container.
+    pub services: &'a BTreeMap<String, u16>,
+    pub health: Option<&'a Health>,
+    pub release: Option<&'a ReleaseCommand>,
+    pub drain: Duration,
+    pub nginx: &'a Nginx<'a>,
+    pub pull: bool,
+    pub log: &'a Path,
+    /// Names the release in the upstream files.
+    pub note: String,
+}
+
+/// When the new release was ready and when it took traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct Switched {
+    pub healthy: Timestamp,
+    pub switched: Timestamp,
+}
+
+/// A container of a service as `docker inspect` shows it.
+#[derive(Debug, Clone)]
+struct Box {
+    id: String,
+    status: String,
+    /// `healthy`, `unhealthy`, `starting`, or `none` without a health check.
+    health: String,
+    ip: Option<String>,
+}
+
+const SHORT: Duration = Duration::from_secs(60);
+const LOG_CAP: u64 = 1024 * 1024;
+/// Drain when the target says nothing.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+
+impl Beside<'_> {
+    fn names(&self) -> Vec<&str> {
+        self.services.keys().map(String::as_str).collect()
+    }
+
+    /// Other services the target lists: updated as before (`up`), ahead of the switch.
+    fn others(&self) -> Vec<&str> {
+        self.compose.services.iter().map(String::as_str).filter(|s| !self.services.contains_key(*s)).collect()
+    }
+
+    fn scale_cmd(&self, counts: &BTreeMap<&str, usize>) -> Cmd {
+        let mut verb: Vec<String> = ["up", "--detach", "--no-build", "--no-recreate"].map(String::from).to_vec();
+        for (service, n) in counts {
+            verb.push("--scale".into());
+            verb.push(format!("{service}={n}"));
+        }
+        let verb: Vec<&str> = verb.iter().map(String::as_str).collect();
+        self.compose.cmd(&verb, &self.names())
+    }
+
+    fn release_cmd(&self, release: &ReleaseCommand) -> Cmd {
+        let service = self.names()[0].to_string();
+        let mut verb = vec!["run", "--rm", "--no-deps", "-T", service.as_str()];
+        verb.extend(release.argv.iter().map(String::as_str));
+        self.compose.cmd(&verb, &[] as &[&str])
+    }
+
+    /// What a real run executes, for `--dry-run` (the scale counts depend on what runs then).
+    pub fn commands(&self) -> Vec<Cmd> {
+        let mut cmds = Vec::new();
+        if self.pull {
+            cmds.push(self.compose.cmd(&["pull"], &self.names()));
+        }
+        if !self.others().is_empty() {
+            cmds.push(self.compose.cmd(&["up", "--detach", "--no-build"], &self.others()));
+        }
+        cmds.push(self.scale_cmd(&self.names().into_iter().map(|s| (s, 2)).collect()));
+        if let Some(release) = self.release {
+            cmds.push(self.release_cmd(release));
+        }
+        cmds.extend(self.nginx.commands());
+        cmds
+    }
+
+    /// Starts beside, checks, switches and drains within `deadline`.
+    pub fn run(&self, deadline: Instant) -> anyhow::Result<Switched> {
+        let mut old: BTreeMap<&str, Vec<Box>> = BTreeMap::new();
+        for service in self.names() {
+            old.insert(service, self.converge(service)?);
+        }
+        if self.pull {
+            self.logged(&self.compose.cmd(&["pull"], &self.names()), deadline)?;
+        }
+        if !self.others().is_empty() {
+            self.logged(&self.compose.cmd(&["up", "--detach", "--no-build"], &self.others()), deadline)?;
+        }
+        let counts: BTreeMap<&str, usize> = old
+            .iter()
+            .map(|(s, boxes)| (*s, boxes.len() + boxes.iter().filter(|b| b.ip.is_some()).count().max(1)))
+            .collect();
+        let started = self.logged(&self.scale_cmd(&counts), deadline);
+        let mut fresh: BTreeMap<&str, Vec<Box>> = BTreeMap::new();
+        let checked = started.and_then(|()| {
+            for service in self.names() {
+                let known: Vec<&str> = old[service].iter().map(|b| b.id.as_str()).collect();
+                let boxes = self.boxes(service)?.into_iter().filter(|b| !known.contains(&b.id.as_str())).collect();
+                fresh.insert(service, boxes);
+            }
+            for (service, boxes) in &fresh {
+                if boxes.is_empty() {
+                    bail!("`{}` started no new container for `{service}`", self.compose.project);
+                }
+                for b in boxes {
+                    self.wait_ready(service, b, deadline)?;
+                }
+            }
+            let healthy = crate::clock::now();
+            if let Some(release) = self.release {
+                self.out.info(format!("running the release command in `{}`", self.names()[0]));
+                let ran = self.logged(&self.release_cmd(release), deadline);
+                self.remove_oneoffs();
+                ran.context("the release command failed")?;
+            }
+            Ok(healthy)
+        });
+        let healthy = match checked {
+            Ok(healthy) => healthy,
+            Err(err) => {
+                self.remove_new(&old);
+                return Err(err.context("the new release never took traffic; the old release kept serving"));
+            }
+        };
+        let mut upstreams = Vec::new();
+        for (service, boxes) in &fresh {
+            let port = self.services[*service];
+            let servers = boxes.iter().filter_map(|b| b.ip.as_ref()).map(|ip| format!("{ip}:{port}")).collect();
+            upstreams.push((service.to_string(), servers));
+        }
+        if let Err(err) = self.nginx.switch(self.out, &upstreams, &self.note) {
+            self.remove_new(&old);
+            return Err(err.context("the new release never took traffic; the old release kept serving"));
+        }
+        let switched = crate::clock::now();
+        self.drain_and_stop(old.values().flatten().map(|b| b.id.clone()).collect());
+        Ok(Switched { healthy, switched })
+    }
+
+    /// The service's containers that may serve now. A container the ingress does not route
+    /// to is left from an interrupted deploy and never took traffic: nginx is first made to
+    /// match its files (the interruption may have come between the write and the reload),
+    /// then such containers are removed.
+    fn converge(&self, service: &str) -> anyhow::Result<Vec<Box>> {
+        let boxes = self.boxes(service)?;
+        let serving = self.nginx.serving(service)?;
+        if serving.is_empty() {
+            return Ok(boxes);
+        }
+        let port = self.services[service];
+        let routed = |b: &Box| b.ip.as_ref().is_some_and(|ip| serving.contains(&format!("{ip}:{port}")));
+        let (keep, stray): (Vec<Box>, Vec<Box>) = boxes.into_iter().partition(routed);
+        if !stray.is_empty() {
+            self.out.info(format!(
+                "removing {} container(s) of `{service}` left by an interrupted deploy (they never took traffic)",
+                stray.len()
+            ));
+            self.nginx.resync(self.out)?;
+            self.remove(&stray.iter().map(|b| b.id.clone()).collect::<Vec<_>>());
+        }
+        Ok(keep)
+    }
+
+    fn wait_ready(&self, service: &str, b: &Box, deadline: Instant) -> anyhow::Result<()> {
+        let limit = self.health.and_then(|h| h.timeout).map_or(Duration::from_secs(60), |t| t.0);
+        let deadline = deadline.min(Instant::now() + limit);
+        let port = self.services[service];
+        let path = self.health.and_then(|h| h.url.as_deref()).map(url_path);
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .context("failed to set up an HTTP client")?;
+        let short = &b.id[..12.min(b.id.len())];
+        let mut last = String::from("not checked yet");
+        while Instant::now() < deadline {
+            crate::signals::check()?;
+            let now =
+                self.inspect(std::slice::from_ref(&b.id))?.pop().ok_or_else(|| anyhow!("container {short} is gone"))?;
+            if matches!(now.status.as_str(), "exited" | "dead" | "removing") {
+                bail!("new container {short} of `{service}` {}", now.status);
+            }
+            if now.health == "unhealthy" {
+                bail!("new container {short} of `{service}` is unhealthy");
+            }
+            if let (Some(ip), true) = (&now.ip, matches!(now.health.as_str(), "healthy" | "none")) {
+                match &path {
+                    Some(path) => {
+                        let url = format!("http://{ip}:{port}{path}");
+                        match client.get(&url).send() {
+                            Ok(resp) if resp.status().is_success() => return Ok(()),
+                            Ok(resp) => last = format!("`{url}` answered HTTP {}", resp.status().as_u16()),
+                            Err(e) => last = format!("`{url}`: {e}"),
+                        }
+                    }
+                    None => {
+                        let addr: SocketAddr = format!("{ip}:{port}").parse().context("container address")?;
+                        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                            Ok(_) => return Ok(()),
+                            Err(e) => last = format!("{addr}: {e}"),
+                        }
+                    }
+                }
+            } else {
+                last = format!("container {}, health {}", now.status, now.health);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("new container {short} of `{service}` was not ready within {}s (last: {last})", limit.as_secs())
+    }
+
+    /// Waits `drain` (cut short by a signal: the switch is done), then stops the old containers
+    /// (SIGTERM, then SIGKILL after their stop timeout) and removes them.
+    fn drain_and_stop(&self, old: Vec<String>) {
+        if old.is_empty() {
+            return;
+        }
+        let until = Instant::now() + self.drain;
+        while Instant::now() < until && crate::signals::received().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stop = self.docker.cmd().arg("stop").args(&old);
+        if let Err(e) = exec::capture(self.out, &stop.through_signals(), SHORT) {
+            self.out.warn(format!("could not stop the old release's containers: {e:#}"));
+        }
+        self.remove(&old);
+    }
+
+    /// Removes every container of the services that was not there before this deploy.
+    fn remove_new(&self, old: &BTreeMap<&str, Vec<Box>>) {
+        let mut ids = Vec::new();
+        for service in self.names() {
+            let known: Vec<&str> = old.get(service).map_or(Vec::new(), |v| v.iter().map(|b| b.id.as_str()).collect());
+            match self.ids(service, false, false) {
+                Ok(all) => ids.extend(all.into_iter().filter(|id| !known.contains(&id.as_str()))),
+                Err(e) => self.out.warn(format!("could not list the new containers of `{service}`: {e:#}")),
+            }
+        }
+        self.remove(&ids);
+        self.remove_oneoffs();
+    }
+
+    fn remove_oneoffs(&self) {
+        if let Ok(ids) = self.ids(self.names()[0], true, false) {
+            self.remove(&ids);
+        }
+    }
+
+    fn remove(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let rm = self.docker.cmd().args(["rm", "--force", "--volumes"]).args(ids);
+        if let Err(e) = exec::capture(self.out, &rm.through_signals(), SHORT) {
+            self.out.warn(format!("could not remove containers: {e:#}"));
+        }
+    }
+
+    /// The ids of the service's containers (one-off `run` containers when `oneoff`).
+    fn ids(&self, service: &str, oneoff: bool, stop_on_signal: bool) -> anyhow::Result<Vec<String>> {
+        let project = self.compose.project.to_lowercase();
+        let cmd = self.docker.cmd().args(["ps", "--all", "--quiet", "--no-trunc"]).args([
+            "--filter".to_string(),
+            format!("label=com.docker.compose.project={project}"),
+            "--filter".to_string(),
+            format!("label=com.docker.compose.service={service}"),
+            "--filter".to_string(),
+            format!("label=com.docker.compose.oneoff={}", if oneoff { "True" } else { "False" }),
+        ]);
+        let text = if stop_on_signal {
+            exec::capture(self.out, &cmd, SHORT)?
+        } else {
+            exec::capture(self.out, &cmd.through_signals(), SHORT)?
+        };
+        Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+    }
+
+    fn boxes(&self, service: &str) -> anyhow::Result<Vec<Box>> {
+        let ids = self.ids(service, false, true)?;
+        self.inspect(&ids)
+    }
+
+    fn inspect(&self, ids: &[String]) -> anyhow::Result<Vec<Box>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // engine 20.10 has no `.State.Health` key without a health check: read the JSON.
+        let format = "{{.Id}}\t{{json .State}}\t{{json .NetworkSettings.Networks}}";
+        let cmd = self.docker.cmd().args(["inspect", "--format", format]).args(ids);
+        let text = exec::capture(self.out, &cmd, SHORT)?;
+        Ok(text.lines().filter_map(parse_box).collect())
+    }
+
+    fn logged(&self, cmd: &Cmd, deadline: Instant) -> anyhow::Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let finished = exec::logged(self.out, cmd, self.log, LOG_CAP, left, &mut |_| {})?;
+        crate::engine::interrupted(&finished)?;
+        if finished.success() {
+            return Ok(());
+        }
+        let tail = crate::output::tail_lines(&finished.tail, 10);
+        Err(anyhow!("`{cmd}` failed: {}\n{tail}", finished.describe()))
+    }
+}
+
+fn parse_box(line: &str) -> Option<Box> {
+    let mut fields = line.splitn(3, '\t');
+    let id = fields.next()?.trim().to_string();
+    let state: serde_json::Value = serde_json::from_str(fields.next()?).ok()?;
+    let networks: serde_json::Value = serde_json::from_str(fields.next()?).ok()?;
+    let status = state["Status"].as_str().unwrap_or("unknown").to_string();
+    let health = state["Health"]["Status"].as_str().unwrap_or("none").to_string();
+    // The address on the first network by name (a `BTreeMap` keeps Docker's order).
+    let ip = networks
+        .as_object()
+        .and_then(|n| n.values().filter_map(|v| v["IPAddress"].as_str()).find(|ip| !ip.is_empty()))
+        .map(str::to_string);
+    Some(Box { id, status, health, ip })
+}
+
+/// The path (and query) of a health URL, asked of a container directly.
+fn url_path(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+        Err(_) => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_lines_are_parsed() {
+        let line = "abc\t{\"Status\":\"running\"}\t{\"p_default\":{\"IPAddress\":\"172.18.0.3\"}}";
+        let b = parse_box(line).unwrap();
+        assert_eq!((b.id.as_str(), b.status.as_str(), b.health.as_str()), ("abc", "running", "none"));
+        assert_eq!(b.ip.as_deref(), Some("172.18.0.3"));
+        let b = parse_box("abc\t{\"Status\":\"exited\",\"Health\":{\"Status\":\"unhealthy\"}}\t{}").unwrap();
+        assert_eq!((b.health.as_str(), b.ip), ("unhealthy", None));
+    }
+
+    #[test]
+    fn the_health_path_is_kept_and_the_host_dropped() {
+        assert_eq!(url_path("http://web.devel.example.com/health?deep=1"), "/health?deep=1");
+        assert_eq!(url_path("http://127.0.0.1:8080"), "/");
+    }
+}

@@ -1,0 +1,145 @@
+//! The ingress as pipe drives it: the upstream files of switched services, `nginx -t` before
+//! every reload, a graceful `nginx -s reload`, and starting nginx when none runs.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+
+use crate::config::Ingress;
+use crate::exec::{self, Cmd};
+use crate::nginx;
+use crate::output::Output;
+
+/// The nginx of `[ingress]`: where its upstream files live and the command that runs it.
+pub struct Nginx<'a> {
+    pub dir: &'a Path,
+    argv: &'a [String],
+    log: &'a Path,
+}
+
+const LOG_CAP: u64 = 64 * 1024;
+
+impl<'a> Nginx<'a> {
+    /// `None` when the pipeline file does not let pipe switch the ingress (no `upstreams`).
+    pub fn new(ingress: &'a Ingress, log: &'a Path) -> Option<Nginx<'a>> {
+        Some(Nginx { dir: ingress.upstreams.as_deref()?, argv: &ingress.nginx, log })
+    }
+
+    fn cmd(&self, extra: &[&str]) -> Cmd {
+        let mut argv: Vec<OsString> = self.argv.iter().map(OsString::from).collect();
+        argv.extend(extra.iter().map(OsString::from));
+        Cmd::from_argv(&argv)
+    }
+
+    /// The commands a dry run shows for a switch.
+    pub fn commands(&self) -> Vec<Cmd> {
+        vec![self.cmd(&["-t"]), self.cmd(&["-s", "reload"])]
+    }
+
+    /// The servers the ingress routes `service` to now (empty before its first switch).
+    pub fn serving(&self, service: &str) -> anyhow::Result<Vec<String>> {
+        let path = nginx::upstream_file(self.dir, service);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(nginx::parse_upstream(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(anyhow!(e).context(format!("failed to read upstream file `{}`", path.display()))),
+        }
+    }
+
+    /// Points each service at its servers: writes the upstream files, checks the whole config
+    /// with `nginx -t`, and reloads gracefully (old workers finish their requests). A config
+    /// nginx refuses is never reloaded: the previous files are put back.
+    pub fn switch(&self, out: &Output, services: &[(String, Vec<String>)], note: &str) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.dir)
+            .with_context(|| format!("failed to create upstream directory `{}`", self.dir.display()))?;
+        let mut previous: Vec<(PathBuf, Option<String>)> = Vec::new();
+        for (service, servers) in services {
+            let path = nginx::upstream_file(self.dir, service);
+            previous.push((path.clone(), std::fs::read_to_string(&path).ok()));
+            write_file(&path, &nginx::render_upstream(service, servers, note))?;
+        }
+        let restore = || {
+            for (path, text) in &previous {
+                let _ = match text {
+                    Some(text) => write_file(path, text),
+                    None => std::fs::remove_file(path).map_err(Into::into),
+                };
+            }
+        };
+        if let Err(err) = self.check(out) {
+            restore();
+            return Err(err.context("nginx refused the new upstreams; nginx was not reloaded"));
+        }
+        if let Err(err) = self.reload(out) {
+            restore();
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Makes the running nginx match the files on disk (after an interrupted switch).
+    pub fn resync(&self, out: &Output) -> anyhow::Result<()> {
+        self.check(out)?;
+        self.reload(out)
+    }
+
+    /// `nginx -t`.
+    pub fn check(&self, out: &Output) -> anyhow::Result<()> {
+        self.run(out, &self.cmd(&["-t"]))
+    }
+
+    /// `nginx -s reload`, or starting nginx when no master runs (no pid file, stale pid).
+    fn reload(&self, out: &Output) -> anyhow::Result<()> {
+        let cmd = self.cmd(&["-s", "reload"]);
+        match self.run(out, &cmd) {
+            Ok(()) => Ok(()),
+            Err(err) if not_running(&format!("{err:#}")) => {
+                out.info("the ingress nginx is not running: starting it");
+                self.run(out, &self.cmd(&[]))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn run(&self, out: &Output, cmd: &Cmd) -> anyhow::Result<()> {
+        let finished = exec::logged(out, cmd, self.log, LOG_CAP, Duration::from_secs(30), &mut |_| {})?;
+        crate::engine::interrupted(&finished)?;
+        if finished.success() {
+            return Ok(());
+        }
+        let tail = crate::output::tail_lines(&finished.tail, 10);
+        Err(anyhow!("`{cmd}` failed: {}\n{tail}", finished.describe()))
+    }
+}
+
+/// nginx's words for "no master process to signal".
+fn not_running(said: &str) -> bool {
+    said.contains(".pid\" failed") || said.contains("invalid PID") || said.contains("No such process")
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("conf.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("failed to write upstream file `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("failed to write upstream file `{}`", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_without_a_master_is_recognised() {
+        assert!(not_running("open() \"/run/nginx.pid\" failed (2: No such file or directory)"));
+        assert!(not_running("invalid PID number \"\" in \"/tmp/x/nginx.pid\""));
+        assert!(!not_running("unknown directive \"servr\""));
+    }
+
+    #[test]
+    fn upstream_files_round_trip() {
+        let text = nginx::render_upstream("web", &["172.18.0.3:8080".into(), "172.18.0.4:8080".into()], "x");
+        assert!(text.contains("upstream pipe-web {\n    server 172.18.0.3:8080;\n"), "{text}");
+        assert_eq!(nginx::parse_upstream(&text), ["172.18.0.3:8080", "172.18.0.4:8080"]);
+    }
+}

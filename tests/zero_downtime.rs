@@ -1,0 +1,334 @@
+//! Zero-downtime deploys through the real nginx ingress, under continuous HTTP load: every
+//! response is checked for which release answered. Zero failed requests, and zero answers from
+//! a release that failed its checks, across consecutive deploys, a release that never gets
+//! healthy, a failing release command, a rollback by hand, a slow-booting app, and a `pipe run`
+//! killed with SIGTERM mid-deploy.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
+use support::{TestEnv, WorkRepo, free_port};
+
+const NGINX: &str = "/usr/sbin/nginx";
+const HOST: &str = "web.zdd.test";
+
+/// The app, its compose file, and an nginx on the host that pipe configures, starts and reloads.
+struct Stack {
+    // Field order is drop order: nginx, then containers and networks, then images.
+    _nginx: NginxGuard,
+    _compose: ComposeProject,
+    _images: ProjectImages,
+    env: TestEnv,
+    repo: WorkRepo,
+    project: String,
+    front: u16,
+}
+
+/// Stops the nginx pipe started, by its pid file.
+struct NginxGuard(PathBuf);
+
+impl Drop for NginxGuard {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn stack(docker: &Docker, target_extra: &str) -> Option<Stack> {
+    if !Path::new(NGINX).exists() {
+        assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "nginx is missing (apt-get install nginx)");
+        return None;
+    }
+    let env = TestEnv::new();
+    let project = unique_name("zd").replace("pipe-test-", "");
+    let repo = WorkRepo::new(env.path(), "app");
+    repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
+    let dir = env.path().join("deploy");
+    std::fs::create_dir_all(&dir).unwrap();
+    // No published port: nginx reaches each container at its own address, so two releases of
+    // the service can run side by side. `boot` makes an app slow to start.
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "version: \"2.4\"\nservices:\n  web:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    init: true\n    \
+         command: [\"sh\", \"-c\", \"sleep $$(cat /www/boot); exec httpd -f -p 8080 -h /www\"]\n",
+    )
+    .unwrap();
+    let ngx = env.path().join("nginx");
+    std::fs::create_dir_all(&ngx).unwrap();
+    let front = free_port();
+    let d = ngx.display();
+    std::fs::write(
+        ngx.join("nginx.conf"),
+        format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nevents {{}}\nhttp {{\n    access_log off;\n    \
+             client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    \
+             uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n    include {d}/pipe.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[ingress]\ndomain = \"zdd.test\"\nlisten = \"127.0.0.1:{front}\"\n\
+         upstreams = \"{d}/upstreams\"\nnginx = [\"{NGINX}\", \"-c\", \"{d}/nginx.conf\", \"-e\", \"{d}/error.log\"]\n\n\
+         [project.{project}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{project}.deploy]]\nname = \"devhost\"\n\
+         branches = [\"dev\"]\ncompose = {{ file = \"{file}\", project = \"{project}\", services = [\"web\"] }}\n\
+         ingress = {{ web = 8080 }}\nhealth = {{ url = \"http://{HOST}/health\", timeout = \"15s\" }}\ndrain = \"1s\"\n{target_extra}\n",
+        ws = env.path().join("work").display(),
+        url = repo.url(),
+        file = dir.join("docker-compose.yml").display(),
+    ));
+    let generated = env.pipe(&["generate", "nginx"]);
+    generated.code(0).stdout_has("include ").stdout_has("web pipe-web;");
+    std::fs::write(ngx.join("pipe.conf"), &generated.stdout).unwrap();
+    Some(Stack {
+        _nginx: NginxGuard(ngx.join("nginx.pid")),
+        _compose: ComposeProject { name: project.clone() },
+        _images: ProjectImages { project: project.clone() },
+        env,
+        repo,
+        project,
+        front,
+    })
+}
+
+/// How a release behaves.
+#[derive(Clone, Copy)]
+enum Kind {
+    Good,
+    /// Never healthy: no `/health`.
+    Unhealthy,
+    /// Healthy, but its release command fails.
+    FailingRelease,
+}
+
+impl Stack {
+    /// Commits a release answering `body` on `/`.
+    fn release(&self, body: &str, kind: Kind, boot_seconds: u32) -> String {
+        self.repo.write("www/index.html", &format!("{body}\n"));
+        self.repo.write("www/boot", &format!("{boot_seconds}\n"));
+        let health = self.repo.work.join("www/health");
+        let migrate = self.repo.work.join("www/migrate-ok");
+        let _ = std::fs::remove_file(&health);
+        let _ = std::fs::remove_file(&migrate);
+        if !matches!(kind, Kind::Unhealthy) {
+            self.repo.write("www/health", "ok\n");
+        }
+        if !matches!(kind, Kind::FailingRelease) {
+            self.repo.write("www/migrate-ok", "yes\n");
+        }
+        self.repo.write(".pipe.toml", &format!("image = \"pipe-test/{}\"\ntest = \"true\"\n", self.project));
+        self.repo.commit_to("dev", body)
+    }
+
+    fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "--all", "--format", "{{.Names}}", "--filter"])
+            .arg(format!("label=com.docker.compose.project={}", self.project))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    fn get(&self) -> Result<String, String> {
+        request(self.front)
+    }
+
+    /// Waits until the ingress answers 200.
+    fn answering(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.get() {
+                Ok(body) => return body,
+                Err(e) => assert!(Instant::now() < deadline, "the ingress never answered: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// One GET through nginx: the body of a 200, or what went wrong.
+fn request(port: u16) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+    let status = text.split_whitespace().nth(1).unwrap_or("");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim().to_string();
+    if status == "200" { Ok(body) } else { Err(format!("HTTP {status}: {body}")) }
+}
+
+/// Continuous GETs at ≥ 100/s (bounded: at most 10 minutes), every answer tallied.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<BTreeMap<String, usize>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(BTreeMap::new()));
+        let (s, t) = (stop.clone(), tally.clone());
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(600);
+            let mut next = Instant::now();
+            while !s.load(Ordering::Relaxed) && Instant::now() < until {
+                let key = match request(port) {
+                    Ok(body) => body,
+                    Err(e) => format!("FAILED {e}"),
+                };
+                *t.lock().unwrap().entry(key).or_default() += 1;
+                // 150 requests a second.
+                next += Duration::from_micros(6_667);
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        });
+        Load { stop, tally, thread: Some(thread), started: Instant::now() }
+    }
+
+    /// Stops and returns the tally; asserts the rate held.
+    fn finish(mut self) -> BTreeMap<String, usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        let tally = self.tally.lock().unwrap().clone();
+        let total: usize = tally.values().sum();
+        let rate = total as f64 / self.started.elapsed().as_secs_f64();
+        assert!(rate >= 100.0, "the load ran at {rate:.0} requests/s, below 100: {tally:?}");
+        eprintln!("load: {total} requests at {rate:.0}/s: {tally:?}");
+        tally
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Every answer came from one of `allowed`, and none failed.
+fn only(tally: &BTreeMap<String, usize>, allowed: &[&str]) {
+    let bad: Vec<_> = tally.iter().filter(|(k, _)| !allowed.contains(&k.as_str())).collect();
+    assert!(bad.is_empty(), "answers from outside {allowed:?} (failed requests or a bad release): {bad:?}");
+}
+
+fn deploys_wanted() -> u32 {
+    std::env::var("PIPE_ZDD_DEPLOYS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
+
+#[test]
+fn consecutive_deploys_under_load_fail_no_request_and_record_their_timeline() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "") else { return };
+    s.release("release 0", Kind::Good, 0);
+    s.env.pipe(&["run"]).code(0).stdout_has("deploy  passed");
+    assert_eq!(s.answering(), "release 0");
+    assert!(s.env.path().join("nginx/nginx.pid").exists(), "pipe started the ingress nginx");
+
+    let load = Load::start(s.front);
+    let mut allowed = vec!["release 0".to_string()];
+    for n in 1..=deploys_wanted() {
+        let body = format!("release {n}");
+        let commit = s.release(&body, Kind::Good, 0);
+        let run = s.env.pipe(&["run", "--json"]);
+        run.code(0);
+        let doc = run.json();
+        let result = &doc["results"][0];
+        assert_eq!(result["commit"], commit.as_str());
+        let timeline = &result["timeline"];
+        for moment in ["detected", "built", "tested", "healthy", "traffic"] {
+            assert!(timeline[moment].is_string(), "timeline lacks `{moment}`: {doc}");
+        }
+        allowed.push(body.clone());
+        assert_eq!(s.get().as_deref(), Ok(body.as_str()));
+    }
+    let tally = load.finish();
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    only(&tally, &allowed);
+    assert_eq!(s.containers().len(), 1, "the old releases were removed: {:?}", s.containers());
+
+    let history =
+        std::fs::read_to_string(s.env.state_path().with_file_name("deploys").join(&s.project).join("devhost.toml"))
+            .unwrap();
+    assert!(history.contains("[deploy.timeline]") && history.contains("traffic = "), "{history}");
+    s.env.pipe(&["status"]).code(0).stdout_has("COMMIT TO TRAFFIC");
+    let status = s.env.pipe(&["status", "--json"]);
+    assert!(status.json()["refs"][0]["commit_to_traffic_seconds"].is_number(), "{}", status.stdout);
+}
+
+#[test]
+fn bad_releases_never_answer_and_a_rollback_by_hand_switches_without_failures() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "release = { argv = [\"test\", \"-f\", \"/www/migrate-ok\"] }") else { return };
+    let first = s.release("good 1", Kind::Good, 0);
+    s.env.pipe(&["run"]).code(0);
+    assert_eq!(s.answering(), "good 1");
+    let load = Load::start(s.front);
+
+    s.release("bad unhealthy", Kind::Unhealthy, 0);
+    let run = s.env.pipe(&["run"]);
+    run.code(1).stderr_has("the old release kept serving");
+    assert_eq!(s.containers().len(), 1, "the unhealthy release's container was removed: {:?}", s.containers());
+    s.env.pipe(&["run"]).code(0).stderr_has("nothing to do");
+
+    s.release("bad migration", Kind::FailingRelease, 0);
+    s.env.pipe(&["run"]).code(1).stderr_has("the release command failed");
+    assert_eq!(s.containers().len(), 1, "{:?}", s.containers());
+    let log = s.env.pipe(&["logs", &s.project, "dev"]);
+    log.code(0).stdout_has("test -f /www/migrate-ok");
+
+    s.release("good 2", Kind::Good, 0);
+    s.env.pipe(&["run"]).code(0);
+    assert_eq!(s.get().as_deref(), Ok("good 2"));
+
+    s.env.pipe(&["deploy", &s.project, "dev", "--commit", &first]).code(0);
+    assert_eq!(s.get().as_deref(), Ok("good 1"));
+
+    let tally = load.finish();
+    only(&tally, &["good 1", "good 2"]);
+    assert_eq!(s.containers().len(), 1, "{:?}", s.containers());
+}
+
+#[test]
+fn a_sigterm_mid_deploy_of_a_slow_booting_app_keeps_the_old_release_serving_and_the_next_run_converges() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "") else { return };
+    s.release("slow 1", Kind::Good, 5);
+    s.env.pipe(&["run"]).code(0);
+    assert_eq!(s.answering(), "slow 1");
+    let load = Load::start(s.front);
+
+    s.release("slow 2", Kind::Good, 5);
+    let mut child = s.env.command(&["run"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s.containers().len() < 2 {
+        assert!(Instant::now() < deadline, "the new release never started beside the old one");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The new container is booting (5 s): stop pipe in the middle of the rollout.
+    std::thread::sleep(Duration::from_secs(1));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert_eq!(s.get().as_deref(), Ok("slow 1"));
+
+    // The next run deploys the interrupted commit, with a 5 s boot, and leaves one container.
+    s.env.pipe(&["run"]).code(0);
+    assert_eq!(s.get().as_deref(), Ok("slow 2"));
+    let tally = load.finish();
+    only(&tally, &["slow 1", "slow 2"]);
+    assert_eq!(s.containers().len(), 1, "{:?}", s.containers());
+}
