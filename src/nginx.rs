@@ -221,6 +221,19 @@ mod tests {
     }
 
     #[test]
+    fn switched_services_go_to_the_upstream_groups_pipe_writes() {
+        let c =
+            config(&TWO_PROJECTS.replace("timeout = \"2m\"\n", "timeout = \"2m\"\nupstreams = \"/etc/nginx/pipe\"\n"));
+        let text = generate(&c).unwrap();
+        assert!(text.contains("\ninclude /etc/nginx/pipe/*.conf;\n"), "{text}");
+        assert!(text.contains("map $pipe_service $pipe_backend {\n    default $pipe_service:$pipe_port;\n"), "{text}");
+        // The compose target's services are switched; the command target's keeps its port.
+        assert!(text.contains("    api   pipe-api;\n    web   pipe-web;\n}"), "{text}");
+        assert!(!text.contains("pipe-admin"), "{text}");
+        assert!(text.contains("proxy_pass http://$pipe_backend;"), "{text}");
+    }
+
+    #[test]
     fn one_service_name_with_two_ports_is_an_error_naming_both() {
         let text = TWO_PROJECTS.replace("admin = 9000", "api = 9000");
         let err = generate(&config(&text)).unwrap_err().to_string();

@@ -332,3 +332,91 @@ fn a_sigterm_mid_deploy_of_a_slow_booting_app_keeps_the_old_release_serving_and_
     only(&tally, &["slow 1", "slow 2"]);
     assert_eq!(s.containers().len(), 1, "{:?}", s.containers());
 }
+
+/// Removes a swarm stack on drop.
+struct SwarmStack(String);
+
+impl Drop for SwarmStack {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["stack", "rm", &self.0]).output();
+        // `stack rm` returns before the network is gone; wait so nothing is left behind.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = Command::new("docker")
+                .args(["network", "ls", "--quiet", "--filter", &format!("label=com.docker.stack.namespace={}", self.0)])
+                .output()
+                .unwrap();
+            if out.stdout.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+#[test]
+fn swarm_services_update_start_first_and_roll_back_unless_the_stack_file_says_otherwise() {
+    let Some(docker) = Docker::require() else { return };
+    let swarm = Command::new("docker").args(["info", "--format", "{{.Swarm.LocalNodeState}}"]).output().unwrap();
+    if String::from_utf8_lossy(&swarm.stdout).trim() != "active" {
+        assert!(
+            std::env::var("PIPE_REQUIRE_DOCKER").is_err(),
+            "no swarm: scripts/test-deps.sh runs `docker swarm init`"
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    let project = unique_name("zs").replace("pipe-test-", "");
+    let _images = ProjectImages { project: project.clone() };
+    let _stack = SwarmStack(project.clone());
+    let repo = WorkRepo::new(env.path(), "app");
+    repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
+    repo.write("www/index.html", "swarm\n");
+    repo.write(".pipe.toml", &format!("image = \"pipe-test/{project}\"\ntest = \"true\"\n"));
+    repo.commit_to("dev", "swarm");
+    let file = env.path().join("stack.yml");
+    std::fs::write(
+        &file,
+        "version: \"3.8\"\nservices:\n  web:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n  \
+         worker:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    command: [\"sleep\", \"3600\"]\n    deploy:\n      update_config:\n        order: stop-first\n",
+    )
+    .unwrap();
+    env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{project}]\nrepo = \"{url}\"\nbranches = [\"dev\"]\n\n[[project.{project}.deploy]]\n\
+         branches = [\"dev\"]\nswarm = {{ file = \"{file}\", stack = \"{project}\" }}\ntimeout = \"2m\"\n",
+        ws = env.path().join("work").display(),
+        url = repo.url(),
+        file = file.display(),
+    ));
+    env.pipe(&["run"]).code(0).stdout_has("deploy  passed");
+    let spec = |service: &str| {
+        docker.ok(&["service", "inspect", "--format", "{{json .Spec.UpdateConfig}}", &format!("{project}_{service}")])
+    };
+    let web = spec("web");
+    assert!(web.contains("\"Order\":\"start-first\"") && web.contains("\"FailureAction\":\"rollback\""), "{web}");
+    let worker = spec("worker");
+    assert!(
+        worker.contains("\"Order\":\"stop-first\"") && worker.contains("\"FailureAction\":\"rollback\""),
+        "{worker}"
+    );
+}
+
+#[test]
+fn check_names_the_outage_of_a_compose_target_outside_the_ingress_and_the_fix() {
+    let env = TestEnv::new();
+    env.config(
+        "[project.app]\nrepo = \"file:///nowhere\"\nbranches = [\"dev\"]\n\n[[project.app.deploy]]\nname = \"devhost\"\n\
+         branches = [\"dev\"]\ncompose = { file = \"/srv/app/docker-compose.yml\" }\n",
+    );
+    env.pipe(&["check"]).code(0).stderr_has("project `app` target `devhost`: every deploy is an outage").stderr_has(
+        "hint: route its services through the ingress: `ingress = { SERVICE = PORT }` on the target and `upstreams =",
+    );
+    env.config(
+        "[ingress]\nupstreams = \"/etc/nginx/pipe\"\n\n[project.app]\nrepo = \"file:///nowhere\"\nbranches = [\"dev\"]\n\n\
+         [[project.app.deploy]]\nbranches = [\"dev\"]\ncompose = { file = \"/srv/app/docker-compose.yml\" }\ningress = { web = 8080 }\n\
+         release = { argv = [\"bin/migrate\"] }\ndrain = \"3s\"\n",
+    );
+    let run = env.pipe(&["check"]);
+    run.code(0);
+    assert!(!run.stderr.contains("outage"), "{}", run.stderr);
+}

@@ -51,6 +51,9 @@ pub fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
             ));
         }
     }
+    for warning in crate::targets::outage_warnings(&config) {
+        cx.out.warn(warning);
+    }
     let deploys: usize = config.projects.values().map(|p| p.deploy.len()).sum();
     cx.out.info(format!(
         "`{}` is valid: {} project(s), {} registr{}, {} deploy target(s)",

@@ -19,7 +19,7 @@ use crate::refs;
 use crate::state::{self, DeployRecord, Run, StageRun, Timeline};
 use crate::targets::beside::{self, Beside};
 use crate::targets::ingress::Nginx;
-use crate::targets::{self, Compose, Kinds, webhook};
+use crate::targets::{self, Compose, Kinds, swarm, webhook};
 
 /// What gets deployed: an image of one commit.
 #[derive(Debug, Clone)]
@@ -286,7 +286,13 @@ impl<'a> Rollout<'a> {
         let t = self.target;
         let kinds = Kinds { compose: t.compose.as_ref(), swarm: t.swarm.as_ref(), command: t.command.as_ref() };
         let env = deploy_env(self.job, image, tag, release);
-        targets::target_commands(&self.job.out, self.docker, kinds, self.job.name, !t.push.is_empty(), env)
+        let Some(stack) = kinds.swarm else {
+            return targets::target_commands(&self.job.out, self.docker, kinds, self.job.name, !t.push.is_empty(), env);
+        };
+        // Start-first updates with automatic rollback, unless the stack file says otherwise.
+        let dir = self.job.config.settings.workspace.join("swarm");
+        let extra = swarm::write_override(&self.job.out, self.docker, stack, &env, &dir)?;
+        Ok(vec![swarm::deploy_cmd(self.docker, stack, extra.as_deref(), &env)])
     }
 
     fn print_plan(&self) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use crate::output::Output;
 
 pub mod beside;
 pub mod ingress;
+pub mod swarm;
 pub mod webhook;
 
 /// The local target kinds a deploy entry or a `pipe serve` hook can run.
@@ -52,14 +53,8 @@ pub fn target_commands(
         }
         cmds.push(compose.cmd(&["up", "--detach", "--no-build", "--remove-orphans"], &compose.services));
     }
-    if let Some(swarm) = kinds.swarm {
-        let cmd = docker.cmd().args([
-            "stack".into(),
-            "deploy".into(),
-            "--compose-file".into(),
-            swarm.file.clone().into_os_string(),
-        ]);
-        cmds.push(with_env(cmd.args(["--with-registry-auth", swarm.stack.as_str()])));
+    if let Some(target) = kinds.swarm {
+        cmds.push(swarm::deploy_cmd(docker, target, None, &env));
     }
     if let Some(command) = kinds.command {
         let argv: Vec<OsString> = match (&command.argv, &command.shell) {
@@ -70,6 +65,33 @@ pub fn target_commands(
         cmds.push(with_env(Cmd::from_argv(&argv)));
     }
     Ok(cmds)
+}
+
+/// What `pipe check` says about deploys that cannot be zero-downtime: a compose target not
+/// switched through the ingress stops its old container before the new one answers.
+pub fn outage_warnings(config: &crate::config::Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (project, p) in &config.projects {
+        for deploy in &p.deploy {
+            let deploy = deploy.get_ref();
+            if deploy.compose.is_none() {
+                continue;
+            }
+            let name = deploy.display_name();
+            let fix = match (deploy.ingress.is_empty(), config.ingress.upstreams.is_none()) {
+                (false, false) => continue,
+                (true, true) => {
+                    "route its services through the ingress: `ingress = { SERVICE = PORT }` on the target and `upstreams = \"/etc/nginx/pipe\"` in `[ingress]`"
+                }
+                (true, false) => "route its services through the ingress: `ingress = { SERVICE = PORT }` on the target",
+                (false, true) => "let pipe switch the ingress: `upstreams = \"/etc/nginx/pipe\"` in `[ingress]`",
+            };
+            warnings.push(format!(
+                "project `{project}` target `{name}`: every deploy is an outage (compose stops the old container before the new one answers)\nhint: {fix}, then `pipe generate nginx` again"
+            ));
+        }
+    }
+    warnings
 }
 
 /// A compose project as pipe runs it: the compose program, project name, file, the file's

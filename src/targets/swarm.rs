@@ -1,0 +1,170 @@
+//! Swarm stacks updated without downtime: unless the stack file says otherwise, every service
+//! gets `update_config: {order: start-first, failure_action: rollback}` (and a start-first
+//! `rollback_config`) from an override file passed to `docker stack deploy` after the stack file.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::SwarmTarget;
+use crate::docker::client::Docker;
+use crate::exec::{self, Cmd};
+use crate::output::Output;
+
+/// What the stack file says about its services' updates (from `docker stack config`).
+#[derive(Debug, Default, PartialEq)]
+pub struct StackShape {
+    pub version: String,
+    /// Service name, whether it sets `update_config.order`, whether it sets `failure_action`.
+    pub services: Vec<(String, bool, bool)>,
+}
+
+/// Reads `docker stack config`'s normalised output (two-space indentation, one key a line).
+pub fn parse_stack_config(text: &str) -> StackShape {
+    let mut shape = StackShape::default();
+    let mut in_services = false;
+    let mut in_update = false;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let key = line.trim().trim_end_matches(':');
+        match indent {
+            0 => {
+                in_services = line == "services:";
+                if let Some(v) = line.strip_prefix("version:") {
+                    shape.version = v.trim().trim_matches('"').to_string();
+                }
+            }
+            2 if in_services && line.ends_with(':') => {
+                shape.services.push((key.to_string(), false, false));
+                in_update = false;
+            }
+            6 if in_services => in_update = key == "update_config",
+            8 if in_services && in_update => {
+                if let Some(last) = shape.services.last_mut() {
+                    last.1 |= key.starts_with("order:");
+                    last.2 |= key.starts_with("failure_action:");
+                }
+            }
+            _ => {}
+        }
+    }
+    shape
+}
+
+/// The override adding start-first updates with automatic rollback where the stack file is
+/// silent; `None` when nothing is missing, or the file's version is older than 3.4 (which
+/// cannot say `order`).
+pub fn render_override(shape: &StackShape) -> Option<String> {
+    let (major, minor) = shape.version.split_once('.').unwrap_or((&shape.version, "0"));
+    let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().unwrap_or(0));
+    if (major, minor) < (3, 4) {
+        return None;
+    }
+    let rollback_config = (major, minor) >= (3, 7);
+    let mut out =
+        format!("# Written by pipe before `docker stack deploy`.\nversion: \"{}\"\nservices:\n", shape.version);
+    let mut any = false;
+    for (service, has_order, has_failure) in &shape.services {
+        if *has_order && *has_failure {
+            continue;
+        }
+        any = true;
+        let _ = writeln!(out, "  {service}:\n    deploy:\n      update_config:");
+        if !has_order {
+            out.push_str("        order: start-first\n");
+        }
+        if !has_failure {
+            out.push_str("        failure_action: rollback\n");
+        }
+        if rollback_config && !has_order {
+            out.push_str("      rollback_config:\n        order: start-first\n");
+        }
+    }
+    any.then_some(out)
+}
+
+/// `docker stack deploy --compose-file FILE [--compose-file OVERRIDE] --with-registry-auth STACK`.
+pub fn deploy_cmd(docker: &Docker, swarm: &SwarmTarget, extra: Option<&Path>, env: &[(String, String)]) -> Cmd {
+    let mut cmd = docker.cmd().args([
+        "stack".into(),
+        "deploy".into(),
+        "--compose-file".into(),
+        swarm.file.clone().into_os_string(),
+    ]);
+    if let Some(path) = extra {
+        cmd = cmd.args([OsString::from("--compose-file"), path.into()]);
+    }
+    cmd = cmd.args(["--with-registry-auth", swarm.stack.as_str()]);
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Writes the override for `swarm` into `dir` when the stack file leaves something unsaid, and
+/// returns its path.
+pub fn write_override(
+    out: &Output,
+    docker: &Docker,
+    swarm: &SwarmTarget,
+    env: &[(String, String)],
+    dir: &Path,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let mut cmd = docker.cmd().args([
+        "stack".into(),
+        "config".into(),
+        "--compose-file".into(),
+        swarm.file.clone().into_os_string(),
+    ]);
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let text = exec::capture(out, &cmd, Duration::from_secs(30))?;
+    let shape = parse_stack_config(&text);
+    let Some(text) = render_override(&shape) else {
+        let old = shape.version.split_once('.').is_some_and(|(a, b)| a == "3" && b.parse().is_ok_and(|m: u32| m < 4));
+        if old {
+            out.warn(format!(
+                "stack file `{}` is version {}, too old to ask for start-first updates: its deploys stop the old task first\nhint: write `version: \"3.7\"` or later",
+                swarm.file.display(),
+                shape.version
+            ));
+        }
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create directory `{}`", dir.display()))?;
+    let path = dir.join(format!("{}.override.yml", swarm.stack));
+    std::fs::write(&path, text).with_context(|| format!("failed to write `{}`", path.display()))?;
+    Ok(Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "version: \"3.8\"\nservices:\n  web:\n    command:\n      - httpd\n    deploy:\n      replicas: 1\n    image: x\n  worker:\n    deploy:\n      update_config:\n        order: stop-first\n    image: x\nnetworks: {}\n";
+
+    #[test]
+    fn services_and_what_they_say_about_updates_are_read() {
+        let shape = parse_stack_config(CONFIG);
+        assert_eq!(shape.version, "3.8");
+        assert_eq!(shape.services, [("web".to_string(), false, false), ("worker".to_string(), true, false)]);
+    }
+
+    #[test]
+    fn the_override_adds_only_what_the_stack_file_leaves_unsaid() {
+        let text = render_override(&parse_stack_config(CONFIG)).unwrap();
+        assert!(text.starts_with("# Written by pipe"), "{text}");
+        assert!(text.contains("  web:\n    deploy:\n      update_config:\n        order: start-first\n        failure_action: rollback\n      rollback_config:\n        order: start-first\n"), "{text}");
+        assert!(
+            text.ends_with("  worker:\n    deploy:\n      update_config:\n        failure_action: rollback\n"),
+            "{text}"
+        );
+        assert!(!text.contains("stop-first"), "{text}");
+        let old = StackShape { version: "3.3".into(), services: vec![("web".into(), false, false)] };
+        assert_eq!(render_override(&old), None);
+    }
+}
