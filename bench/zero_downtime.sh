@@ -98,14 +98,15 @@ say "first deploy of $v1 (pipe builds, tests and starts nginx)"
 "$pipe" run -q >/dev/null
 v2="$(commit 'release 2')"
 "$pipe" poll -q >/dev/null && "$pipe" build -q "$name" dev >/dev/null && "$pipe" test -q "$name" dev >/dev/null
-plain_up() { PIPE_IMAGE="pipe-bench/$name" PIPE_TAG="$1" docker-compose -p "${name}plain" -f "$work/plain/docker-compose.yml" up -d --no-build "$@" >/dev/null 2>&1; }
+plain_up() { PIPE_IMAGE="pipe-bench/$name" PIPE_TAG="$1" docker-compose -p "${name}plain" -f "$work/plain/docker-compose.yml" up -d --no-build >/dev/null 2>&1; }
 plain_up "$v1"
 for i in $(seq 1 100); do curl -sf -H 'Host: plain.zdd.bench' "http://127.0.0.1:$front/" >/dev/null && break; sleep 0.2; done
 
 now() { date +%s.%N; }
-# measure HOST SECONDS_AFTER COMMAND...: load through nginx while COMMAND runs, then a tail.
+# measure HOST PROJECT SECONDS_AFTER COMMAND...: load through nginx while COMMAND runs, then a
+# tail; PROJECT's remaining container is the new release, whose start time splits the figures.
 measure() {
-    local host="$1" tail="$2"; shift 2
+    local host="$1" project="$2" tail="$3"; shift 3
     rm -f "$work/stop"
     python3 "$root/bench/zdd_load.py" "$front" "$host" "$rate" 300 "$work/stop" > "$work/load.json" &
     local loader=$!
@@ -114,22 +115,30 @@ measure() {
     "$@"
     local c1; c1="$(now)"
     sleep "$tail"; touch "$work/stop"; wait "$loader"
-    python3 - "$work/load.json" "$t0" "$c0" "$c1" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1])); t0, c0, c1 = map(float, sys.argv[2:5])
+    local started=""
+    if [ -n "$project" ]; then
+        started="$(docker ps -q --filter "label=com.docker.compose.project=$project" | head -1 | xargs docker inspect -f '{{.State.StartedAt}}')"
+    fi
+    python3 - "$work/load.json" "$t0" "$c0" "$c1" "$started" "$boot" <<'PY'
+import json, sys, datetime
+d = json.load(open(sys.argv[1])); t0, c0, c1 = map(float, sys.argv[2:5]); boot = float(sys.argv[6])
 new = d["first_seen"].get("release 2")
 d["switch_s"] = round(new - (c0 - t0), 2) if new is not None else None
 d["command_s"] = round(c1 - c0, 2)
+if sys.argv[5] and new is not None:
+    s = sys.argv[5].rstrip("Z"); s = s[:26] if "." in s else s  # microseconds for fromisoformat
+    started = datetime.datetime.fromisoformat(s).replace(tzinfo=datetime.timezone.utc).timestamp()
+    d["start_s"] = round(started - c0, 2)                 # command start → new container started
+    d["after_boot_s"] = round(t0 + new - started - boot, 2)  # app booted → first answer through nginx
 print(json.dumps(d))
 PY
 }
 say "idle: 5 s of load, no deploy"
-idle="$(measure "app.zdd.bench" 4 true)"
+idle="$(measure "app.zdd.bench" "" 4 true)"
 say "pipe deploy (zero-downtime) of $v2 under load"
-zdd="$(measure "app.zdd.bench" 3 "$pipe" deploy -q "$name" dev)"
+zdd="$(measure "app.zdd.bench" "$name" 3 "$pipe" deploy -q "$name" dev)"
 say "plain docker-compose up -d of $v2 under load"
-plain="$(measure "plain.zdd.bench" 3 plain_up "$v2")"
-timeline="$(sed -n 's/^traffic = //p;s/^healthy = //p;s/^built = //p' "$work/state/deploys/$name/compose.toml" | tail -2 | tr '\n' ' ')"
+plain="$(measure "plain.zdd.bench" "${name}plain" "$((boot + 3))" plain_up "$v2")"
 say "idle: $idle"; say "pipe: $zdd"; say "plain: $plain"
 
 python3 - "$root/bench/RESULTS.md" "$boot" "$rate" "$idle" "$zdd" "$plain" <<'PY'
@@ -137,16 +146,20 @@ import json, re, sys, platform, datetime
 path, boot, rate = sys.argv[1], sys.argv[2], sys.argv[3]
 idle, zdd, plain = (json.loads(a) for a in sys.argv[4:7])
 def row(what, d):
-    return f"| {what} | {d['total']} | {d['rate']} | **{d['failed']}** | {d['p50_ms']} ms | {d['p99_ms']} ms | {d['command_s']} s | {d['switch_s'] if d['switch_s'] is not None else '-'} s |"
+    g = lambda k: f"{d[k]} s" if d.get(k) is not None else "-"
+    return f"| {what} | {d['total']} | {d['rate']} | **{d['failed']}** | {d['p50_ms']} ms | {d['p99_ms']} ms | {g('command_s')} | {g('switch_s')} | {g('start_s')} | {g('after_boot_s')} |"
 section = f"""<!-- zero-downtime:{boot} start -->
 ## Zero-downtime deploys: app booting in {boot} s
 
 Written by `bench/zero_downtime.sh` (`BENCH_BOOT={boot}`) on {datetime.date.today()} — {rate} requests/s through one host nginx
 (`Connection: close`, a new connection per request); the same images, the same nginx. "to traffic" is
-from the deploy command's start to the first answer of the new release.
+from the deploy command's start to the first answer of the new release; it splits into "to start"
+(command start → the new container started: compose, and pipe's checks before it) and "after boot"
+(the app's {boot} s boot over → first answer through nginx: health check, nginx -t, reload; for
+plain compose, nginx noticing the new port). "command took" includes pipe's 2 s drain.
 
-| deploy | requests | req/s | failed | p50 | p99 | command took | to traffic |
-|---|---|---|---|---|---|---|---|
+| deploy | requests | req/s | failed | p50 | p99 | command took | to traffic | to start | after boot |
+|---|---|---|---|---|---|---|---|---|---|
 {row("idle (no deploy)", idle)}
 {row("`pipe deploy` (start beside, check, switch, drain 2 s)", zdd)}
 {row("plain `docker-compose up -d`", plain)}

@@ -232,7 +232,7 @@ impl Beside<'_> {
             } else {
                 last = format!("container {}, health {}", now.status, now.health);
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
         }
         bail!("new container {short} of `{service}` was not ready within {}s (last: {last})", limit.as_secs())
     }
