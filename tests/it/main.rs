@@ -26,3 +26,4 @@ mod stages;
 mod state;
 mod systemd;
 mod trust;
+mod zero_downtime;

@@ -4,8 +4,6 @@
 //! healthy, a failing release command, a rollback by hand, a slow-booting app, and a `pipe run`
 //! killed with SIGTERM mid-deploy.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
-use support::{TestEnv, WorkRepo, free_port};
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
+use crate::support::{TestEnv, WorkRepo, free_port};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const HOST: &str = "web.zdd.test";
