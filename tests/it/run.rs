@@ -183,7 +183,15 @@ PROJECT[..]REF  COMMIT        STAGE   RESULT  TIME
       "stage": "deploy",
       "result": "passed",
       "seconds": [..],
-      "deployed": true
+      "deployed": true,
+      "timeline": {
+        "detected": "[..]",
+        "built": "[..]",
+        "tested": "[..]",
+        "pushed": "[..]",
+        "healthy": "[..]",
+        "traffic": "[..]"
+      }
     }
   ],
   "deferred": 0
