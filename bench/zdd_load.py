@@ -8,6 +8,7 @@ import http.client, json, os, sys, time
 
 port, host, rate, limit, stopfile = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 start = time.monotonic()
+start_epoch = time.time()
 lat, bodies, first, failed = [], {}, {}, 0
 n = 0
 while time.monotonic() - start < limit and not os.path.exists(stopfile):
@@ -34,5 +35,5 @@ while time.monotonic() - start < limit and not os.path.exists(stopfile):
 lat.sort()
 pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
 elapsed = time.monotonic() - start
-print(json.dumps({"total": len(lat), "rate": round(len(lat) / elapsed, 1), "failed": failed,
+print(json.dumps({"start_epoch": start_epoch, "total": len(lat), "rate": round(len(lat) / elapsed, 1), "failed": failed,
                   "p50_ms": pick(0.5), "p99_ms": pick(0.99), "bodies": bodies, "first_seen": first}))

@@ -122,6 +122,7 @@ measure() {
     python3 - "$work/load.json" "$t0" "$c0" "$c1" "$started" "$boot" <<'PY'
 import json, sys, datetime
 d = json.load(open(sys.argv[1])); t0, c0, c1 = map(float, sys.argv[2:5]); boot = float(sys.argv[6])
+t0 = d.pop("start_epoch")  # the loader's own clock start, not the shell's (python starts later)
 new = d["first_seen"].get("release 2")
 d["switch_s"] = round(new - (c0 - t0), 2) if new is not None else None
 d["command_s"] = round(c1 - c0, 2)
