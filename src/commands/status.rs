@@ -1,5 +1,7 @@
 //! `pipe status`: the state as a table or a JSON document; reads only, takes no lock.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
 use serde::Serialize;
 
@@ -36,22 +38,21 @@ struct RefStatus {
     commit_to_traffic_seconds: Option<f64>,
 }
 
-/// The commit-to-traffic time of the newest successful deploy of `refname` to any of the
-/// project's targets.
-fn last_commit_to_traffic(state_path: &std::path::Path, project: &str, refname: &str) -> Option<f64> {
-    let dir = state::deploys_path(state_path, project, "x").parent()?.to_path_buf();
-    let mut newest: Option<(jiff::Timestamp, f64)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+/// Per ref of one project: the commit-to-traffic time of its newest successful deploy to any
+/// of the project's targets. Each deploy history is read once per project, not once per ref.
+fn commit_to_traffic(state_path: &std::path::Path, project: &str) -> BTreeMap<String, f64> {
+    let mut newest: BTreeMap<String, (jiff::Timestamp, f64)> = BTreeMap::new();
+    let [_, _, dir] = state::project_dirs(state_path, project);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let Ok(history) = state::load_deploys(&entry.path()) else { continue };
-        let found = history.deploys.iter().rev().find(|d| d.refname == refname && d.result == DeployResult::Succeeded);
-        if let Some(d) = found
-            && let Some(secs) = d.timeline.as_ref().and_then(|t| t.commit_to_traffic())
-            && newest.is_none_or(|(at, _)| d.at > at)
-        {
-            newest = Some((d.at, secs));
+        for d in history.deploys.iter().filter(|d| d.result == DeployResult::Succeeded) {
+            let Some(secs) = d.timeline.as_ref().and_then(|t| t.commit_to_traffic()) else { continue };
+            if newest.get(&d.refname).is_none_or(|(at, _)| d.at > *at) {
+                newest.insert(d.refname.clone(), (d.at, secs));
+            }
         }
     }
-    newest.map(|(_, secs)| secs)
+    newest.into_iter().map(|(refname, (_, secs))| (refname, secs)).collect()
 }
 
 pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
@@ -68,6 +69,7 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         if args.project.as_ref().is_some_and(|p| p != name) {
             continue;
         }
+        let traffic = commit_to_traffic(&path, name);
         for (refname, r) in &project.refs {
             let (stage, result, commit, at) = match &r.last {
                 Some(last) => (last.stage.to_string(), last.result.to_string(), last.commit.clone(), last.at),
@@ -83,7 +85,7 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
                 result,
                 at,
                 age_seconds: now.as_second() - at.as_second(),
-                commit_to_traffic_seconds: last_commit_to_traffic(&path, name, refname),
+                commit_to_traffic_seconds: traffic.get(refname).copied(),
             });
         }
     }
@@ -96,20 +98,29 @@ pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         cx.out.info(format!("nothing recorded yet in `{}`; run `pipe poll` first", path.display()));
         return Ok(code::OK);
     }
+    // The deploy-time column appears once some ref was deployed with a timeline.
+    let traffic = rows.iter().any(|r| r.commit_to_traffic_seconds.is_some());
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 r.project.clone(),
                 refs::display(&r.refname).to_string(),
                 short(&r.commit).to_string(),
                 r.stage.clone(),
                 r.result.clone(),
                 output::age(r.age_seconds),
-                r.commit_to_traffic_seconds.map_or_else(|| "-".into(), |s| format!("{s:.1}s")),
-            ]
+            ];
+            if traffic {
+                row.push(r.commit_to_traffic_seconds.map_or_else(|| "-".into(), |s| format!("{s:.1}s")));
+            }
+            row
         })
         .collect();
-    print!("{}", output::table(&["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "AGE", "COMMIT TO TRAFFIC"], &table));
+    let mut header = vec!["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "AGE"];
+    if traffic {
+        header.push("COMMIT TO TRAFFIC");
+    }
+    print!("{}", output::table(&header, &table));
     Ok(code::OK)
 }
