@@ -159,7 +159,26 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The short tail of a log for an error message.
 pub fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    printable(&lines[lines.len().saturating_sub(n)..].join("\n")).into_owned()
+}
+
+/// Text a command or a repository wrote (untrusted), made safe for a terminal: every control
+/// character but newline and tab is shown escaped (`\u{1b}`), so no escape sequence (a window
+/// title, the clipboard, a cleared screen) reaches the terminal or the journal.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The short commit id shown to people.
@@ -170,6 +189,15 @@ pub fn short(oid: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a test printing OSC 52 (write the clipboard) reached the terminal through
+    /// `pipe logs` and error tails.
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(printable("ok\tline\n"), "ok\tline\n");
+        assert_eq!(printable("\x1b]52;c;cm0K\x07\x1b[2J"), "\\u{1b}]52;c;cm0K\\u{7}\\u{1b}[2J");
+        assert_eq!(tail_lines("a\nb\x1b[31m\n", 1), "b\\u{1b}[31m");
+    }
 
     #[test]
     fn ages_are_short() {

@@ -48,8 +48,8 @@ pub fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
         ))
         .into());
     };
-    let text = std::fs::read_to_string(&run.log)
-        .with_context(|| format!("failed to read log file `{}`", run.log.display()))?;
+    let bytes = std::fs::read(&run.log).with_context(|| format!("failed to read log file `{}`", run.log.display()))?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     if args.json {
         let report = LogsReport {
             version: 1,
@@ -67,7 +67,7 @@ pub fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
         };
         println!("{}", serde_json::to_string_pretty(&report).context("failed to render JSON")?);
     } else {
-        print!("{text}");
+        print!("{}", crate::output::printable(&text));
     }
     Ok(code::OK)
 }

@@ -13,7 +13,7 @@ use crate::config::Submodules;
 use crate::docker::client::{self as client, Docker};
 use crate::docker::{self, BuildSpec, Builder};
 use crate::error::{RemoteUnavailable, StageFailed, ToolUnavailable};
-use crate::exec::{Cmd, Finished};
+use crate::exec::{self, Cmd, Finished};
 use crate::model::{Outcome, Stage};
 use crate::output::Output;
 use crate::secret::{self, Secret};
@@ -153,6 +153,9 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         .map(|(key, r)| Ok((key.clone(), secret::resolve(r, &format!("project.{name}.build_args.{key}"))?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let tags = vec![docker::ref_tag(refname, Some(default_branch)), docker::commit_tag(&sha).to_string()];
+    if plan.image_from_repo {
+        foreign_tags(job, &job.docker(), &plan.image, &tags)?;
+    }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
     Ok(Prepared { sha, plan, tags, labels, services, secrets })
 }
@@ -191,6 +194,38 @@ fn record_early_failure(
     job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
     let shown = refs::display(&job.refname);
     Err(err.context(StageFailed(format!("build of {} {shown} failed before the image build", job.name))))
+}
+
+/// Refuses to build when the repository named the image and one of its tags already names an
+/// image pipe did not build for this project (another project's, or a base image such as
+/// `node:20`): a branch could otherwise replace what other builds start `FROM`.
+fn foreign_tags(job: &Job<'_>, docker: &Docker, image: &str, tags: &[String]) -> anyhow::Result<()> {
+    for tag in tags {
+        let reference = format!("{image}:{tag}");
+        let inspect = docker.cmd().args([
+            "image",
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"pipe.project\"}}",
+            &reference,
+        ]);
+        // Not there (or unreadable): nothing to replace.
+        let Ok(owner) = exec::capture(&job.out, &inspect, Duration::from_secs(30)) else { continue };
+        let owner = owner.trim();
+        if owner != job.name {
+            let whose = if owner.is_empty() || owner == "<no value>" {
+                "an image pipe did not build".to_string()
+            } else {
+                format!("project `{owner}`'s image")
+            };
+            return Err(StageFailed(format!(
+                "refusing to build {reference}: the repository names the image, and that tag is {whose}\nhint: name the image under [project.{}] in the pipeline file",
+                job.name
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// How a stage's process ended, as recorded.

@@ -19,6 +19,9 @@ use crate::docker;
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub image: String,
+    /// The image name came from the repository (`.pipe.toml`, `.jenkins-env`), not the
+    /// pipeline file: its tags may only replace images pipe built for this project.
+    pub image_from_repo: bool,
     pub dockerfile: PathBuf,
     pub context: PathBuf,
     pub build_args: Vec<(String, String)>,
@@ -52,6 +55,7 @@ pub fn plan(name: &str, project: Option<&Project>, checkout: &Path, trusted: boo
     let jenkins_image = paths::read_repo_file(checkout, ".jenkins-env")
         .map_err(|e| e.context(format!("project `{name}`: cannot read `.jenkins-env`")))?
         .and_then(|t| config::parse_jenkins_env(&t));
+    let image_from_repo = project.and_then(|p| p.image.as_ref()).is_none();
     let image =
         project.and_then(|p| p.image.clone()).or(repo_file.image.clone()).or(jenkins_image).ok_or_else(|| {
             anyhow!(
@@ -102,6 +106,7 @@ pub fn plan(name: &str, project: Option<&Project>, checkout: &Path, trusted: boo
     };
     Ok(Plan {
         image,
+        image_from_repo,
         dockerfile: paths::resolve(checkout, &dockerfile, "dockerfile")?,
         context: paths::resolve(checkout, &context, "context")?,
         build_args: build_args.into_iter().collect(),

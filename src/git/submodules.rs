@@ -32,7 +32,7 @@ pub fn decide(project: &str, url: &str, policy: &Policy) -> Result<Decision, Str
         return Err("submodules are off for this project (`submodules = false`)".into());
     }
     let resolved = resolve(project, url);
-    let same = origin(&resolved) == origin(project);
+    let same = origin(&resolved) == origin(project) && beside(project, &resolved);
     let allowed = same || matches!(policy, Policy::Allow(patterns) if patterns.iter().any(|p| glob(p, &resolved)));
     if !allowed {
         let (scheme, _) = origin(&resolved);
@@ -47,6 +47,38 @@ pub fn decide(project: &str, url: &str, policy: &Policy) -> Result<Decision, Str
         ));
     }
     Ok(Decision { url: resolved, credentials: same })
+}
+
+/// A local submodule must sit beside the project's own repository (same parent directory):
+/// a local project may not pull in any other repository on the host, such as pipe's own
+/// workspace checkouts of other projects. Remote URLs are judged by host alone.
+fn beside(project: &str, submodule: &str) -> bool {
+    match (local_path(project), local_path(submodule)) {
+        (Some(project), Some(submodule)) => project.parent().is_some() && project.parent() == submodule.parent(),
+        _ => true,
+    }
+}
+
+/// The lexically normalised path of a `file://` URL or a plain path; `None` for remote URLs.
+fn local_path(url: &str) -> Option<std::path::PathBuf> {
+    use std::path::{Component, PathBuf};
+    let path = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("file") => rest,
+        Some(_) => return None,
+        None if origin(url).0 == "file" => url,
+        None => return None,
+    };
+    let mut out = PathBuf::new();
+    for part in std::path::Path::new(path.trim_end_matches('/')).components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Some(out)
 }
 
 /// `../lib.git` against `https://host/org/app.git` is `https://host/org/lib.git`, as git does.
@@ -123,6 +155,19 @@ mod tests {
         assert_eq!(resolve("git@h.example:org/app.git", "../lib.git"), "git@h.example:org/lib.git");
         assert_eq!(resolve("https://h.example/app.git", "../../../../etc"), "https://h.example/etc");
         assert_eq!(resolve("file:///srv/git/app.git", "../lib.git"), "file:///srv/git/lib.git");
+    }
+
+    /// Regression: any local repository passed as "the same origin" for a local project, so a
+    /// pull request could build pipe's workspace checkout of another project into its image.
+    #[test]
+    fn a_local_submodule_must_sit_beside_the_project() {
+        let p = Policy::SameHost;
+        assert!(decide("file:///srv/git/app.git", "../lib.git", &p).is_ok());
+        assert!(decide("file:///srv/git/app.git", "file:///srv/git/lib.git", &p).is_ok());
+        assert!(decide("/srv/git/app.git", "/srv/git/lib.git", &p).is_ok());
+        assert!(decide("file:///srv/git/app.git", "/var/lib/pipe/work/other/src", &p).is_err());
+        assert!(decide("file:///srv/git/app.git", "file:///srv/git/x/../../other/y.git", &p).is_err());
+        assert!(decide("file:///srv/git/app.git", "../../etc", &p).is_err());
     }
 
     #[test]

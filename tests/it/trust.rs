@@ -454,3 +454,33 @@ fn the_test_container_is_confined() {
     t.canary.assert_unchanged();
     t.assert_no_secret_anywhere();
 }
+
+/// Regression: a repository naming its image could retag any image on the host, such as a base
+/// image other builds start `FROM` or another project's `latest`, with its own content.
+#[test]
+fn a_repository_cannot_take_over_an_image_pipe_did_not_build_for_it() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    t.configure("");
+    // A base image on the host: what other projects' Dockerfiles start `FROM`.
+    let base = unique_name("shared-base");
+    docker.ok(&["tag", &docker.base_image, &format!("{base}:latest")]);
+    let _base = docker.image(&format!("{base}:latest"));
+    let before = docker.ok(&["image", "inspect", "--format", "{{.Id}}", &format!("{base}:latest")]);
+    t.repo
+        .write("Dockerfile", &format!("FROM {}\nRUN echo hijacked > /marker\n", t.base))
+        .write(".pipe.toml", &format!("image = \"{base}\"\ntest = \"true\"\n"));
+    t.repo.commit_to("main", "take over the shared base image");
+    let project = t.project.clone();
+    let run = t.pipe(&["run", &project]);
+    run.code(1).stderr_has(&format!("refusing to build {base}:latest")).stderr_has("an image pipe did not build");
+    let after = docker.ok(&["image", "inspect", "--format", "{{.Id}}", &format!("{base}:latest")]);
+    assert_eq!(before, after, "the shared image was replaced");
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+
+    // The project's own image name goes on working.
+    t.legitimate("grep -q legitimate /app.txt");
+    t.repo.commit_to("main", "legitimate");
+    t.pipe(&["run", &project]).code(0);
+}
