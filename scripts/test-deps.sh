@@ -2,7 +2,7 @@
 # Installs and starts what the test suite needs on Debian/Ubuntu, saying what it does: what
 # scripts/setup-docker.sh sets up (git, Docker engine, compose, docker-registry, busybox-static
 # and the base image), plus the tools the tests drive (htpasswd, python3, systemd-analyze,
-# openssl, nginx, openssh-server, the TLS headers the build links) and a single-node swarm.
+# openssl, GNU time, nginx, openssh-server, the TLS headers the build links) and a single-node swarm.
 # Safe to run again: it skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ command -v htpasswd >/dev/null || extra+=(apache2-utils)
 command -v python3 >/dev/null || extra+=(python3)
 command -v systemd-analyze >/dev/null || extra+=(systemd)
 command -v openssl >/dev/null || extra+=(openssl)
+[ -x /usr/bin/time ] || extra+=(time)
 [ -x /usr/sbin/nginx ] || extra+=(nginx)
 [ -x /usr/sbin/sshd ] || extra+=(openssh-server)
 command -v pkg-config >/dev/null || extra+=(pkg-config)

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use crate::support::{BareRepo, GitDaemon, GitHttpServer, TestEnv};
 
@@ -83,20 +83,27 @@ fn hostile_server(http: bool) -> (u16, std::sync::mpsc::Receiver<u64>) {
     (port, rx)
 }
 
-/// Runs `pipe ARGS` and returns (exit code, stderr, peak RSS in KiB) from wait4(2).
+/// Runs `pipe ARGS` under GNU time and returns (exit code, stderr, peak RSS in KiB). Not
+/// wait4(2)'s rusage: a child spawned from this (large, multi-test) process starts with the
+/// parent's address space until it execs, and the kernel keeps that high-water mark.
 fn run_measured(env: &TestEnv, args: &[&str]) -> (i32, String, i64) {
-    let mut child = env.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain FFI; `usage` is written by the kernel.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid);
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    std::mem::forget(child);
-    (code, stderr, usage.ru_maxrss)
+    let pipe = env.command(args);
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-f").arg("peak-rss-kib %M").arg(pipe.get_program()).args(pipe.get_args());
+    cmd.env_clear();
+    for (key, value) in pipe.get_envs() {
+        if let Some(value) = value {
+            cmd.env(key, value);
+        }
+    }
+    if let Some(dir) = pipe.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("GNU time (package `time`) runs pipe");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (rest, last) = stderr.trim_end().rsplit_once('\n').unwrap_or(("", stderr.trim_end()));
+    let peak = last.strip_prefix("peak-rss-kib ").and_then(|k| k.trim().parse().ok()).expect("time's peak RSS line");
+    (out.status.code().unwrap_or(-1), rest.to_string(), peak)
 }
 
 #[test]
