@@ -63,15 +63,15 @@ pub fn build(job: &Job<'_>, files: &mut RefFiles, default_branch: &str, commit: 
     });
     let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-    let (finished, image_id) = docker_build(
-        out,
-        &docker,
-        builder,
-        &BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &secrets },
-        &log,
-        timeout,
-        false,
-    )?;
+    let refs = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &secrets };
+    let (mut finished, mut image_id) = docker_build(out, &docker, builder, &refs, &log, timeout, false)?;
+    if !finished.success() && lost_cache_layer(&finished.tail) {
+        // An image removed while this build used one of its layers as cache (a prune, another
+        // build's cleanup): the engine's own race, not the commit's failure. Built again once.
+        out.warn(format!("{name}: the engine lost a cached layer during the build; building again"));
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        (finished, image_id) = docker_build(out, &docker, builder, &refs, &log, left, false)?;
+    }
     if client::engine_gone(&docker, out, &finished) {
         return Err(client::engine_unavailable(&docker, &finished.tail));
     }
@@ -228,6 +228,11 @@ fn foreign_tags(job: &Job<'_>, docker: &Docker, image: &str, tags: &[String]) ->
     Ok(())
 }
 
+/// The legacy builder's words for a cache layer that vanished under it.
+fn lost_cache_layer(output: &str) -> bool {
+    output.lines().any(|l| l.contains("failed to get digest") && l.contains("no such file or directory"))
+}
+
 /// How a stage's process ended, as recorded.
 pub fn outcome(finished: &Finished) -> Outcome {
     if finished.interrupted {
@@ -382,4 +387,18 @@ pub fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<HereBuil
         return Err(StageFailed(format!("build failed: {}\nlog: {}", finished.describe(), log.display())).into());
     }
     Ok(Some(HereBuild { reference, plan, branch }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a parallel test's image cleanup pruned a cached layer mid-build, and the
+    /// build failed as if the commit were broken.
+    #[test]
+    fn a_vanished_cache_layer_is_recognised() {
+        let tail = "Step 3/7 : LABEL a=b\n ---> Running in 95a0912e2776\nfailed to get digest sha256:9f76: open /var/lib/docker/image/overlay2/imagedb/content/sha256/9f76: no such file or directory";
+        assert!(lost_cache_layer(tail));
+        assert!(!lost_cache_layer("RUN false\nThe command '/bin/sh -c false' returned a non-zero code: 1"));
+    }
 }

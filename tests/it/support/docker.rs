@@ -65,7 +65,7 @@ pub struct ImageGuard {
 impl Drop for ImageGuard {
     fn drop(&mut self) {
         let _ = Command::new("docker")
-            .args(["image", "rm", "--force", "--no-prune", &self.name])
+            .args(["image", "rm", "--force", &self.name])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -94,7 +94,7 @@ impl Drop for ProjectImages {
             ids.dedup();
             if !ids.is_empty() {
                 let _ = Command::new("docker")
-                    .args(["image", "rm", "--force", "--no-prune"])
+                    .args(["image", "rm", "--force"])
                     .args(&ids)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
