@@ -195,7 +195,8 @@ struct Inner {
     /// `None` when the outbox could not be read: statuses are not sent this tick, and the file
     /// is left as it is for a person to look at.
     outbox: Option<Outbox>,
-    on_disk: bool,
+    /// What the outbox file holds now (empty when there is none).
+    saved: Outbox,
     /// Forges that failed this tick: later statuses wait for the next tick.
     down: BTreeSet<String>,
     tokens: BTreeMap<String, Option<Secret>>,
@@ -216,12 +217,12 @@ impl<'a> Reporter<'a> {
                 }
             }
         };
-        let on_disk = path.exists();
+        let saved = outbox.clone().unwrap_or_default();
         Reporter {
             out,
             config,
             path,
-            inner: Mutex::new(Inner { outbox, on_disk, down: BTreeSet::new(), tokens: BTreeMap::new() }),
+            inner: Mutex::new(Inner { outbox, saved, down: BTreeSet::new(), tokens: BTreeMap::new() }),
         }
     }
 
@@ -261,9 +262,8 @@ impl<'a> Reporter<'a> {
 
     fn deliver(&self, inner: &mut Inner) {
         let now = crate::clock::now().as_second();
-        let Inner { outbox, on_disk, down, tokens } = inner;
+        let Inner { outbox, saved, down, tokens } = inner;
         let Some(outbox) = outbox.as_mut() else { return };
-        let before = outbox.clone();
         outbox.deferred.retain(|_, until| *until > now);
         let mut kept = Vec::new();
         for mut status in std::mem::take(&mut outbox.statuses) {
@@ -319,15 +319,12 @@ impl<'a> Reporter<'a> {
             }
         }
         outbox.statuses = kept;
-        let empty = outbox.statuses.is_empty() && outbox.deferred.is_empty();
-        if *outbox == before && (!empty || !*on_disk) {
-            return;
-        }
-        if empty && !*on_disk {
+        let same = |a: &Outbox, b: &Outbox| a.statuses == b.statuses && a.deferred == b.deferred;
+        if same(outbox, saved) {
             return;
         }
         match state::save_outbox(&self.path, outbox) {
-            Ok(()) => *on_disk = !empty,
+            Ok(()) => *saved = outbox.clone(),
             Err(e) => self.out.warn(format!("{e:#}")),
         }
     }
