@@ -297,3 +297,269 @@ health = {{ url = "http://127.0.0.1:{port}/health", timeout = "2s" }}
     let description = api.requests()[11]["body"]["description"].as_str().unwrap().to_string();
     assert!(description.starts_with("rolled back"), "{description}");
 }
+
+/// A running `pipe serve` whose log lines are kept, each with when it arrived; SIGTERM on drop.
+struct Serve {
+    child: Child,
+    port: u16,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Serve {
+    fn start(env: &TestEnv) -> Serve {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = env
+                .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stderr = child.stderr.take().unwrap();
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let kept = lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    kept.lock().unwrap().push((Instant::now(), line));
+                }
+            });
+            let serve = Serve { child, port, lines };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if serve.has("listening on") {
+                    return serve;
+                }
+                if serve.has("cannot listen") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("pipe serve did not start");
+    }
+
+    fn has(&self, needle: &str) -> bool {
+        self.count(needle) > 0
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).count()
+    }
+
+    /// When the first line containing `needle` arrived, waiting up to `limit` for it.
+    fn wait_for(&self, needle: &str, nth: usize, limit: Duration) -> Instant {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some((at, _)) = self.lines.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).nth(nth - 1) {
+                return *at;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} (#{nth}) in:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().iter().map(|(_, l)| format!("{l}\n")).collect()
+    }
+
+    fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// HMAC-SHA256 of `data` in hex, by openssl: an implementation independent of pipe's.
+fn hmac_hex(secret: &str, data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret, "-r"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/it/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+const WEBHOOK_SECRET: &str = "whsec-31415926";
+
+/// A GitHub delivery of `event` with `body`, signed with `secret`.
+fn github(serve: &Serve, project: &str, event: &str, delivery: &str, body: &[u8], secret: &str) -> (u16, String) {
+    let signature = format!("sha256={}", hmac_hex(secret, body));
+    serve.post(
+        &format!("/forge/{project}"),
+        &[("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery), ("X-Hub-Signature-256", &signature)],
+        body,
+    )
+}
+
+#[test]
+fn a_signed_github_push_starts_a_run_within_a_second_and_a_wrong_signature_starts_none() {
+    let Some(docker) = Docker::require() else { return };
+    let mut a = app(&docker);
+    a.env.env("WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let api = ForgeApi::start(&a.env, "github", None);
+    a.config(
+        &format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port),
+        "acme/app",
+        "webhook_secret_env = \"WEBHOOK_SECRET\"",
+    );
+    let commit = a.commit(1, "true");
+    let serve = Serve::start(&a.env);
+    let path = format!("/forge/{}", a.project);
+    let push = fixture("github-push.json");
+
+    assert_eq!(github(&serve, &a.project, "push", "d-bad", &push, "not-the-secret").0, 403);
+    assert_eq!(serve.post(&path, &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d-none")], &push).0, 401);
+    assert_eq!(github(&serve, "no-such-project", "push", "d-x", &push, WEBHOOK_SECRET).0, 403);
+    assert_eq!(github(&serve, &a.project, "ping", "d-ping", &fixture("github-ping.json"), WEBHOOK_SECRET).0, 200);
+    assert_eq!(github(&serve, &a.project, "issues", "d-issues", b"{}", WEBHOOK_SECRET).0, 204);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!serve.has("run started"), "no run without a valid push:\n{}", serve.log());
+    assert!(!a.env.state_path().exists(), "nothing polled");
+
+    let (status, body) = github(&serve, &a.project, "push", "d-push-1", &push, WEBHOOK_SECRET);
+    let sent = Instant::now();
+    assert_eq!(status, 202, "{body}");
+    let started = serve.wait_for("run started", 1, Duration::from_secs(5));
+    assert!(started.saturating_duration_since(sent) < Duration::from_secs(1), "{:?}", started - sent);
+    serve.wait_for("run ended", 1, Duration::from_secs(120));
+    assert!(std::fs::read_to_string(a.env.state_path()).unwrap().contains(&commit), "the run polled and built");
+    assert!(api.statuses("context").contains(&("pipe/test".into(), "success".into())));
+
+    assert_eq!(github(&serve, &a.project, "push", "d-push-1", &push, WEBHOOK_SECRET).0, 409, "a replayed delivery");
+    let log = serve.log();
+    assert!(!log.contains(WEBHOOK_SECRET) && !log.contains(TOKEN), "{log}");
+    for line in ["403 -", "401 -", "200 event=ping", "204 event=issues", "202 event=push delivery=d-push-1 run=queued"]
+    {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+}
+
+#[test]
+fn fifty_webhooks_during_a_running_build_make_exactly_one_follow_up_run() {
+    let Some(docker) = Docker::require() else { return };
+    let mut a = app(&docker);
+    a.env.env("WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let api = ForgeApi::start(&a.env, "github", None);
+    a.config(
+        &format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port),
+        "acme/app",
+        "webhook_secret_env = \"WEBHOOK_SECRET\"",
+    );
+    a.commit(1, "sleep 4");
+    let serve = Serve::start(&a.env);
+    let push = fixture("github-push.json");
+    assert_eq!(github(&serve, &a.project, "push", "first", &push, WEBHOOK_SECRET).0, 202);
+    serve.wait_for("run started", 1, Duration::from_secs(5));
+    let answers: Vec<(u16, String)> =
+        (0..50).map(|i| github(&serve, &a.project, "push", &format!("during-{i}"), &push, WEBHOOK_SECRET)).collect();
+    assert!(!serve.has("run ended"), "the 50 arrived while the first run was building:\n{}", serve.log());
+    assert!(answers.iter().all(|(s, _)| *s == 202), "{answers:?}");
+    assert!(answers[0].1.contains("queued") && answers[1..].iter().all(|(_, b)| b.contains("coalesced")));
+    serve.wait_for("run ended", 2, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(serve.count("run started"), 2, "{}", serve.log());
+    assert_eq!(serve.count("run ended"), 2, "{}", serve.log());
+}
+
+#[test]
+fn gitea_signatures_and_gitlab_tokens_are_checked_their_own_way() {
+    let mut env = TestEnv::new();
+    env.env("FORGE_TOKEN", TOKEN).env("GITEA_HOOK", WEBHOOK_SECRET).env("GITLAB_HOOK", "gl-secret-2718");
+    let repo = WorkRepo::new(env.path(), "app");
+    repo.write("README", "no image here\n");
+    repo.commit_to("main", "one");
+    env.config(&format!(
+        r#"[pipe]
+workspace = "{ws}"
+
+[forge.gitea]
+kind = "forgejo"
+api = "http://127.0.0.1:9/api/v1"
+token_env = "FORGE_TOKEN"
+
+[forge.gitlab]
+kind = "gitlab"
+api = "http://127.0.0.1:9/api/v4"
+token_env = "FORGE_TOKEN"
+
+[project.tea]
+repo = "{url}"
+branches = ["main"]
+forge = "gitea"
+forge_repo = "acme/app"
+webhook_secret_env = "GITEA_HOOK"
+
+[project.lab]
+repo = "{url}"
+branches = ["main"]
+forge = "gitlab"
+forge_repo = "42"
+webhook_secret_env = "GITLAB_HOOK"
+"#,
+        ws = env.path().join("work").display(),
+        url = repo.url(),
+    ));
+    let serve = Serve::start(&env);
+    let push = fixture("gitea-push.json");
+    let hex = hmac_hex(WEBHOOK_SECRET, &push);
+    let gitea = |signature: &str, delivery: &str| {
+        serve.post(
+            "/forge/tea",
+            &[("X-Gitea-Event", "push"), ("X-Gitea-Delivery", delivery), ("X-Gitea-Signature", signature)],
+            &push,
+        )
+    };
+    assert_eq!(gitea(&hmac_hex("wrong", &push), "g-1").0, 403);
+    assert_eq!(gitea(&format!("sha256={hex}"), "g-2").0, 403, "Gitea's signature is bare hex");
+    assert_eq!(gitea(&hex, "g-3").0, 202);
+    serve.wait_for("forge project=tea run started", 1, Duration::from_secs(2));
+
+    let body = fixture("gitlab-push.json");
+    let gitlab = |token: Option<&str>, uuid: &str| {
+        let mut headers = vec![("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Event-UUID", uuid)];
+        if let Some(token) = token {
+            headers.push(("X-Gitlab-Token", token));
+        }
+        serve.post("/forge/lab", &headers, &body)
+    };
+    assert_eq!(gitlab(None, "u-1").0, 401);
+    assert_eq!(gitlab(Some("gl-secret-2719"), "u-2").0, 403);
+    assert_eq!(gitlab(Some("gl-secret-2718"), "u-3").0, 202);
+    serve.wait_for("forge project=lab run started", 1, Duration::from_secs(2));
+    assert_eq!(gitlab(Some("gl-secret-2718"), "u-3").0, 409, "the same delivery again");
+    // The two runs may meet at the state lock: the second waits for it and is not lost.
+    serve.wait_for("forge project=lab run ended", 1, Duration::from_secs(60));
+    assert_eq!(serve.count("run ended"), 2, "{}", serve.log());
+    assert!(serve.has("202 event=Push_Hook delivery=u-3 run=queued"), "{}", serve.log());
+}
