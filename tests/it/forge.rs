@@ -563,3 +563,111 @@ webhook_secret_env = "GITLAB_HOOK"
     assert_eq!(serve.count("run ended"), 2, "{}", serve.log());
     assert!(serve.has("202 event=Push_Hook delivery=u-3 run=queued"), "{}", serve.log());
 }
+
+#[test]
+fn check_locates_every_forge_mistake() {
+    let env = TestEnv::new();
+    env.config(
+        r#"[forge.hub]
+kind = "github"
+token = "ghp_inline"
+
+[forge.lab]
+kind = "gitlab"
+api = "https://gitlab.example.com"
+token_env = "GL"
+
+[forge.tea]
+kind = "bitbucket"
+
+[project.a]
+repo = "x"
+branches = ["main"]
+forge = "nowhere"
+
+[project.b]
+repo = "x"
+branches = ["main"]
+forge = "hub"
+forge_repo = "just-a-name"
+
+[project.c]
+repo = "x"
+branches = ["main"]
+forge = "lab"
+
+[project.d]
+repo = "x"
+branches = ["main"]
+webhook_secret_env = "S"
+"#,
+    );
+    env.pipe(&["check"]).code(2).stderr_eq(snapbox::str![[r#"
+error: invalid pipeline file (8 errors)
+  [ROOT]/pipeline.toml:3:1: secrets are never written inline: use `token_env = "VARIABLE"` or `token_file = "/path"`
+  [ROOT]/pipeline.toml:11:8: unknown variant `bitbucket`, expected one of `github`, `forgejo`, `gitea`, `gitlab`
+  [ROOT]/pipeline.toml:1:1: forge `hub`: set exactly one of `token_env` and `token_file` (a token that may set commit statuses)
+  [ROOT]/pipeline.toml:7:1: forge `lab`: `api` must be the API base URL, like `https://HOST/api/v4`
+  [ROOT]/pipeline.toml:16:1: project `a`: no `[forge.nowhere]` (forges: `hub`, `lab`)
+  [ROOT]/pipeline.toml:22:1: project `b`: `forge_repo` must be `owner/repo`
+  [ROOT]/pipeline.toml:27:1: project `c`: `forge_repo` is required with `forge` (the repository on the forge)
+  [ROOT]/pipeline.toml:32:1: project `d`: `webhook_secret_env` needs `forge = "NAME"` of a `[forge.NAME]`
+
+"#]], &[]);
+}
+
+#[test]
+fn generate_webhook_prints_the_url_the_secret_and_the_events_to_select() {
+    let env = TestEnv::new();
+    env.config(
+        r#"[serve]
+listen = "127.0.0.1:9010"
+
+[forge.hub]
+kind = "github"
+token_env = "GH"
+
+[forge.lab]
+kind = "gitlab"
+api = "https://gitlab.example.com/api/v4"
+token_env = "GL"
+
+[project.web]
+repo = "x"
+branches = ["main"]
+forge = "hub"
+forge_repo = "acme/web"
+webhook_secret_env = "WEB_HOOK_SECRET"
+
+[project.api]
+repo = "x"
+branches = ["main"]
+forge = "lab"
+forge_repo = "acme/api"
+webhook_secret_file = "/etc/pipe/api-hook"
+"#,
+    );
+    env.pipe(&["generate", "webhook", "web", "--url", "https://ci.example.com/"]).code(0).stdout_eq(
+        snapbox::str![[r#"
+# GitHub: acme/web → Settings → Webhooks → Add webhook
+Payload URL:   https://ci.example.com/forge/web
+Content type:  application/json
+Secret:        the value of $WEB_HOOK_SECRET
+Events:        Let me select individual events: Pushes, Pull requests
+# forge `hub`; pipe polls on each event, so the payload is never trusted
+
+"#]],
+        &[],
+    );
+    env.pipe(&["generate", "webhook", "api"]).code(0).stdout_eq(
+        snapbox::str![[r#"
+# GitLab: project acme/api → Settings → Webhooks → Add new webhook
+URL:           http://127.0.0.1:9010/forge/api
+Secret token:  the content of `/etc/pipe/api-hook`
+Trigger:       Push events (all branches), Merge request events
+# forge `lab`; pipe polls on each event, so the payload is never trusted
+
+"#]],
+        &[],
+    );
+}
