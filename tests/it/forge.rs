@@ -671,3 +671,25 @@ Trigger:       Push events (all branches), Merge request events
         &[],
     );
 }
+
+#[test]
+fn a_rate_limited_forge_is_not_asked_again_before_the_time_it_names() {
+    let Some(docker) = Docker::require() else { return };
+    let a = app(&docker);
+    let api = ForgeApi::start(&a.env, "github", None);
+    a.config(&format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port), "acme/app", "");
+    let limit = api.record.with_extension("jsonl.limit");
+    std::fs::write(&limit, r#"{"status": 429, "headers": {"Retry-After": "3"}}"#).unwrap();
+    a.commit(1, "true");
+    a.env.pipe(&["run"]).code(0).stderr_has("rate limited (429)");
+    assert_eq!(api.requests().len(), 1, "the first refusal defers the rest");
+    std::fs::remove_file(&limit).unwrap();
+    a.env.pipe(&["run"]).code(0);
+    assert_eq!(api.requests().len(), 1, "not asked again before Retry-After has passed");
+    std::thread::sleep(Duration::from_secs(3));
+    a.env.pipe(&["run"]).code(0);
+    let delivered: Vec<_> = api.requests()[1..].iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(delivered, [201, 201, 201, 201], "then all four, in order");
+    let states: Vec<_> = api.requests()[1..].iter().map(|r| r["body"]["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states, ["pending", "success", "pending", "success"]);
+}

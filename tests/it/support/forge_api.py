@@ -24,7 +24,9 @@ documentation:
 
 Every request is appended to RECORD_FILE as one JSON line:
 {"status": CODE, "path": ..., "body": ..., "error": REASON or null}.
-The port is written to PORT_FILE once listening.
+The port is written to PORT_FILE once listening. While RECORD_FILE.limit exists, every
+request gets the rate-limited answer it describes (GitHub: 403 or 429 with `Retry-After` or
+`x-ratelimit-remaining: 0`, https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
 """
 
 import json
@@ -115,6 +117,23 @@ class Handler(BaseHTTPRequestHandler):
         return 201, None, body
 
     def do_POST(self):
+        # RECORD.limit, while it exists, holds a rate-limited answer: {"status": …, "headers": {…}}.
+        try:
+            with open(RECORD + ".limit") as f:
+                limit = json.load(f)
+        except FileNotFoundError:
+            limit = None
+        if limit:
+            length = int(self.headers.get("Content-Length", "0"))
+            self.rfile.read(length)
+            with open(RECORD, "a") as f:
+                f.write(json.dumps({"status": limit["status"], "method": self.command, "path": self.path, "body": None, "error": "rate limited"}) + "\n")
+            self.send_response(limit["status"])
+            for k, v in limit["headers"].items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.answer(*self.check())
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
