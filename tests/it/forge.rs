@@ -693,3 +693,32 @@ fn a_rate_limited_forge_is_not_asked_again_before_the_time_it_names() {
     let states: Vec<_> = api.requests()[1..].iter().map(|r| r["body"]["state"].as_str().unwrap().to_string()).collect();
     assert_eq!(states, ["pending", "success", "pending", "success"]);
 }
+
+#[test]
+fn a_webhook_while_the_timers_run_holds_the_lock_runs_once_that_run_ends() {
+    let Some(docker) = Docker::require() else { return };
+    let mut a = app(&docker);
+    a.env.env("WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let api = ForgeApi::start(&a.env, "github", None);
+    a.config(
+        &format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port),
+        "acme/app",
+        "webhook_secret_env = \"WEBHOOK_SECRET\"",
+    );
+    a.commit(1, "sleep 3");
+    let serve = Serve::start(&a.env);
+    // The timer's tick, building and testing while the webhook arrives.
+    let mut tick = a.env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the tick never started its build");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(github(&serve, &a.project, "push", "while-locked", &fixture("github-push.json"), WEBHOOK_SECRET).0, 202);
+    serve.wait_for("another run holds the lock", 1, Duration::from_secs(5));
+    assert!(tick.wait().unwrap().success());
+    serve.wait_for("run ended", 1, Duration::from_secs(30));
+    let log = serve.log();
+    assert!(log.contains("run ended: exit status: 0"), "the waiting run got the lock and ran: {log}");
+    assert_eq!(serve.count("run ended"), 1, "{log}");
+}
