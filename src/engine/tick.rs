@@ -381,8 +381,7 @@ impl<'r, 't> StageStatus<'r, 't> {
 /// A stage's state and description: the duration, and for a failure the first line of the
 /// error and the failing command.
 fn ended<T>(outcome: &anyhow::Result<T>, started: Instant, command: Option<&str>) -> (ForgeState, String) {
-    let secs = started.elapsed().as_secs_f64();
-    let took = if secs < 10.0 { format!("{secs:.1}s") } else { format!("{}s", secs.round()) };
+    let took = took(started);
     match outcome {
         Ok(_) => (ForgeState::Success, format!("passed in {took}")),
         Err(err) if err.is::<Interrupted>() => (ForgeState::Error, format!("interrupted after {took}")),
@@ -394,6 +393,12 @@ fn ended<T>(outcome: &anyhow::Result<T>, started: Instant, command: Option<&str>
             (ForgeState::Failure, format!("failed after {took}:{shown} {}", first_line(err)))
         }
     }
+}
+
+/// A stage's duration as a status shows it: tenths under ten seconds, whole seconds beyond.
+fn took(started: Instant) -> String {
+    let secs = started.elapsed().as_secs_f64();
+    if secs < 10.0 { format!("{secs:.1}s") } else { format!("{}s", secs.round()) }
 }
 
 fn first_line(err: &anyhow::Error) -> String {
@@ -413,14 +418,16 @@ fn deploy_status<T>(
     if fallback == ForgeState::Error {
         return (fallback, description);
     }
-    let took = description.split(':').next().unwrap_or("").replace("passed in", "in").replace("failed after", "after");
+    let took = took(started);
     let history = state::load_deploys(&state::deploys_path(job.state_path, job.name, target));
     let last = history.ok().and_then(|h| h.deploys.into_iter().rev().find(|d| d.commit == commit));
     match last.map(|d| d.result) {
-        Some(DeployResult::Succeeded) => (ForgeState::Success, format!("deployed and healthy {took}")),
-        Some(DeployResult::RolledBack) => (ForgeState::Failure, format!("rolled back {took}: the release failed")),
-        Some(DeployResult::Failed) => (ForgeState::Failure, format!("failed {took}")),
-        None if deployed.is_ok() => (ForgeState::Success, format!("deployed {took}")),
+        Some(DeployResult::Succeeded) => (ForgeState::Success, format!("deployed and healthy in {took}")),
+        Some(DeployResult::RolledBack) => {
+            (ForgeState::Failure, format!("rolled back after {took}: the release failed"))
+        }
+        Some(DeployResult::Failed) => (ForgeState::Failure, format!("failed after {took}")),
+        None if deployed.is_ok() => (ForgeState::Success, format!("deployed in {took}")),
         None => (ForgeState::Failure, description),
     }
 }
