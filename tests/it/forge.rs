@@ -722,3 +722,25 @@ fn a_webhook_while_the_timers_run_holds_the_lock_runs_once_that_run_ends() {
     assert!(log.contains("run ended: exit status: 0"), "the waiting run got the lock and ran: {log}");
     assert_eq!(serve.count("run ended"), 1, "{log}");
 }
+
+#[test]
+fn a_stage_stopped_by_sigterm_is_an_error_status() {
+    let Some(docker) = Docker::require() else { return };
+    let a = app(&docker);
+    let api = ForgeApi::start(&a.env, "github", None);
+    a.config(&format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port), "acme/app", "");
+    a.commit(1, "sleep 60");
+    let mut run = a.env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.requests().len() < 3 {
+        assert!(Instant::now() < deadline, "the test stage never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill").args(["-TERM", &run.id().to_string()]).status();
+    assert!(!run.wait().unwrap().success());
+    let statuses = api.statuses("context");
+    assert_eq!(statuses.last().unwrap(), &("pipe/test".to_string(), "error".to_string()), "{statuses:?}");
+    let description = api.requests().last().unwrap()["body"]["description"].as_str().unwrap().to_string();
+    assert!(description.starts_with("interrupted after"), "{description}");
+}
