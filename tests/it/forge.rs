@@ -679,14 +679,16 @@ fn a_rate_limited_forge_is_not_asked_again_before_the_time_it_names() {
     let api = ForgeApi::start(&a.env, "github", None);
     a.config(&format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port), "acme/app", "");
     let limit = api.record.with_extension("jsonl.limit");
-    std::fs::write(&limit, r#"{"status": 429, "headers": {"Retry-After": "3"}}"#).unwrap();
+    std::fs::write(&limit, r#"{"status": 429, "headers": {"Retry-After": "10"}}"#).unwrap();
     a.commit(1, "true");
+    let limited = Instant::now();
     a.env.pipe(&["run"]).code(0).stderr_has("rate limited (429)");
     assert_eq!(api.requests().len(), 1, "the first refusal defers the rest");
     std::fs::remove_file(&limit).unwrap();
     a.env.pipe(&["run"]).code(0);
+    assert!(limited.elapsed() < Duration::from_secs(9), "the machine is too slow for this test's timing");
     assert_eq!(api.requests().len(), 1, "not asked again before Retry-After has passed");
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(limited.elapsed()));
     a.env.pipe(&["run"]).code(0);
     let delivered: Vec<_> = api.requests()[1..].iter().map(|r| r["status"].as_u64().unwrap()).collect();
     assert_eq!(delivered, [201, 201, 201, 201], "then all four, in order");
