@@ -70,6 +70,9 @@ _pipe() {
             pipe__subcmd__generate,systemd)
                 cmd="pipe__subcmd__generate__subcmd__systemd"
                 ;;
+            pipe__subcmd__generate,webhook)
+                cmd="pipe__subcmd__generate__subcmd__webhook"
+                ;;
             pipe__subcmd__generate__subcmd__help,completions)
                 cmd="pipe__subcmd__generate__subcmd__help__subcmd__completions"
                 ;;
@@ -84,6 +87,9 @@ _pipe() {
                 ;;
             pipe__subcmd__generate__subcmd__help,systemd)
                 cmd="pipe__subcmd__generate__subcmd__help__subcmd__systemd"
+                ;;
+            pipe__subcmd__generate__subcmd__help,webhook)
+                cmd="pipe__subcmd__generate__subcmd__help__subcmd__webhook"
                 ;;
             pipe__subcmd__help,build)
                 cmd="pipe__subcmd__help__subcmd__build"
@@ -135,6 +141,9 @@ _pipe() {
                 ;;
             pipe__subcmd__help__subcmd__generate,systemd)
                 cmd="pipe__subcmd__help__subcmd__generate__subcmd__systemd"
+                ;;
+            pipe__subcmd__help__subcmd__generate,webhook)
+                cmd="pipe__subcmd__help__subcmd__generate__subcmd__webhook"
                 ;;
             *)
                 ;;
@@ -259,7 +268,7 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__generate)
-            opts="-c -q -v -h -V --config --state --quiet --verbose --help --version nginx systemd completions man help"
+            opts="-c -q -v -h -V --config --state --quiet --verbose --help --version nginx systemd webhook completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,7 +320,7 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__generate__subcmd__help)
-            opts="nginx systemd completions man help"
+            opts="nginx systemd webhook completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -381,6 +390,20 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__generate__subcmd__help__subcmd__systemd)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__generate__subcmd__help__subcmd__webhook)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -476,6 +499,36 @@ _pipe() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pipe__subcmd__generate__subcmd__webhook)
+            opts="-c -q -v -h -V --url --config --state --quiet --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pipe__subcmd__help)
             opts="poll build test push deploy run status logs check serve prune generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -533,7 +586,7 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__help__subcmd__generate)
-            opts="nginx systemd completions man"
+            opts="nginx systemd webhook completions man"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -589,6 +642,20 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__help__subcmd__generate__subcmd__systemd)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pipe__subcmd__help__subcmd__generate__subcmd__webhook)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -130,17 +130,18 @@ complete -c pipe -n "__fish_pipe_using_subcommand prune" -s q -l quiet -d 'Print
 complete -c pipe -n "__fish_pipe_using_subcommand prune" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
 complete -c pipe -n "__fish_pipe_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_using_subcommand prune" -s V -l version -d 'Print version'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s q -l quiet -d 'Print only errors and warnings'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s h -l help -d 'Print help'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -s V -l version -d 'Print version'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "nginx" -d 'Print the nginx configuration that routes `<service>.DOMAIN` to each service in the deploy targets\' `ingress` tables (settings from `[ingress]`)'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "systemd" -d 'Write pipe.service, pipe.timer, pipe-serve.service and pipe-prune.service/.timer into a directory'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "completions" -d 'Print the completion script for a shell'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "man" -d 'Write man pages (pipe.1 and one per subcommand) into a directory'
-complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -s q -l quiet -d 'Print only errors and warnings'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -s V -l version -d 'Print version'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -f -a "nginx" -d 'Print the nginx configuration that routes `<service>.DOMAIN` to each service in the deploy targets\' `ingress` tables (settings from `[ingress]`)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -f -a "systemd" -d 'Write pipe.service, pipe.timer, pipe-serve.service and pipe-prune.service/.timer into a directory'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -f -a "webhook" -d 'Print the forge webhook to add for a project: its URL, secret and the events to select'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -f -a "completions" -d 'Print the completion script for a shell'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -f -a "man" -d 'Write man pages (pipe.1 and one per subcommand) into a directory'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and not __fish_seen_subcommand_from nginx systemd webhook completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from nginx" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from nginx" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from nginx" -s q -l quiet -d 'Print only errors and warnings'
@@ -154,6 +155,13 @@ complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subc
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -s h -l help -d 'Print help'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from systemd" -s V -l version -d 'Print version'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from webhook" -l url -d 'Public base URL the forge reaches `pipe serve` at [default: http://`serve.listen`]' -r
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from webhook" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from webhook" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from webhook" -s q -l quiet -d 'Print only errors and warnings'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from webhook" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from webhook" -s h -l help -d 'Print help'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from webhook" -s V -l version -d 'Print version'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from completions" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from completions" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from completions" -s q -l quiet -d 'Print only errors and warnings'
@@ -168,6 +176,7 @@ complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subc
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from man" -s V -l version -d 'Print version'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "nginx" -d 'Print the nginx configuration that routes `<service>.DOMAIN` to each service in the deploy targets\' `ingress` tables (settings from `[ingress]`)'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "systemd" -d 'Write pipe.service, pipe.timer, pipe-serve.service and pipe-prune.service/.timer into a directory'
+complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "webhook" -d 'Print the forge webhook to add for a project: its URL, secret and the events to select'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'Print the completion script for a shell'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'Write man pages (pipe.1 and one per subcommand) into a directory'
 complete -c pipe -n "__fish_pipe_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -186,5 +195,6 @@ complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subc
 complete -c pipe -n "__fish_pipe_using_subcommand help; and not __fish_seen_subcommand_from poll build test push deploy run status logs check serve prune generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pipe -n "__fish_pipe_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "nginx" -d 'Print the nginx configuration that routes `<service>.DOMAIN` to each service in the deploy targets\' `ingress` tables (settings from `[ingress]`)'
 complete -c pipe -n "__fish_pipe_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "systemd" -d 'Write pipe.service, pipe.timer, pipe-serve.service and pipe-prune.service/.timer into a directory'
+complete -c pipe -n "__fish_pipe_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "webhook" -d 'Print the forge webhook to add for a project: its URL, secret and the events to select'
 complete -c pipe -n "__fish_pipe_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "completions" -d 'Print the completion script for a shell'
 complete -c pipe -n "__fish_pipe_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "man" -d 'Write man pages (pipe.1 and one per subcommand) into a directory'

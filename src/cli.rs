@@ -274,6 +274,15 @@ pub enum GenerateWhat {
         #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/pipe")]
         bin: PathBuf,
     },
+    /// Print the forge webhook to add for a project: its URL, secret and the events to select
+    Webhook {
+        /// Project whose forge sends the webhook
+        #[arg(value_name = "PROJECT")]
+        project: String,
+        /// Public base URL the forge reaches `pipe serve` at [default: http://`serve.listen`]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Print the completion script for a shell
     Completions {
         /// Shell to generate for

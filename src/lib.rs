@@ -24,6 +24,7 @@ pub mod docker;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod forge;
 pub mod git;
 pub mod model;
 pub mod nginx;

@@ -35,12 +35,67 @@ pub fn run(cx: &Context, args: &GenerateArgs) -> anyhow::Result<u8> {
             print!("{}", crate::nginx::render(&config, &routes));
         }
         GenerateWhat::Systemd { dir, bin } => write_units(cx, dir, bin)?,
+        GenerateWhat::Webhook { project, url } => {
+            let config = cx.config()?;
+            print!("{}", webhook(&config, project, url.as_deref())?);
+        }
         GenerateWhat::Completions { shell } => {
             print!("{}", completions(*shell));
         }
         GenerateWhat::Man { dir } => write_man_pages(dir)?,
     }
     Ok(code::OK)
+}
+
+/// What to enter in the forge's webhook settings for a project.
+fn webhook(config: &crate::config::Config, name: &str, base: Option<&str>) -> anyhow::Result<String> {
+    use crate::config::{ForgeKind, SecretRef};
+    use crate::error::Usage;
+    let project = crate::engine::project(config, name)?;
+    let forge = project.forge.as_ref().and_then(|f| config.forges.get(f).map(|forge| (f, forge)));
+    let Some((forge_name, forge)) = forge else {
+        return Err(
+            Usage(format!("project `{name}` names no forge\nhint: set `forge = \"NAME\"` and `forge_repo`")).into()
+        );
+    };
+    let secret = match SecretRef::from_pair(&project.webhook_secret_env, &project.webhook_secret_file) {
+        Some(SecretRef::Env(var)) => format!("the value of ${var}"),
+        Some(SecretRef::File(path)) => format!("the content of `{}`", path.display()),
+        None => {
+            return Err(Usage(format!(
+                "project `{name}` has no webhook secret\nhint: set `webhook_secret_env` or `webhook_secret_file`"
+            ))
+            .into());
+        }
+    };
+    let base = base.map(str::to_string).unwrap_or_else(|| format!("http://{}", config.serve.listen));
+    let url = format!("{}/forge/{name}", base.trim_end_matches('/'));
+    let repo = project.forge_repo.as_deref().unwrap_or("");
+    let text = match forge.kind {
+        ForgeKind::Github => format!(
+            "# GitHub: {repo} → Settings → Webhooks → Add webhook\n\
+             Payload URL:   {url}\n\
+             Content type:  application/json\n\
+             Secret:        {secret}\n\
+             Events:        Let me select individual events: Pushes, Pull requests\n"
+        ),
+        ForgeKind::Gitea => format!(
+            "# Gitea/Forgejo: {repo} → Settings → Webhooks → Add webhook → Gitea (or Forgejo)\n\
+             Target URL:    {url}\n\
+             HTTP method:   POST\n\
+             Content type:  application/json\n\
+             Secret:        {secret}\n\
+             Trigger on:    Custom events: Push, Pull Request (Pull Request Synchronized)\n\
+             Branch filter: *\n"
+        ),
+        ForgeKind::Gitlab => format!(
+            "# GitLab: project {repo} → Settings → Webhooks → Add new webhook\n\
+             URL:           {url}\n\
+             Secret token:  {secret}\n\
+             Trigger:       Push events (all branches), Merge request events\n"
+        ),
+    };
+    Ok(format!("{text}# forge `{forge_name}`; pipe polls on each event, so the payload is never trusted\n"))
 }
 
 fn write_units(cx: &Context, dir: &Path, bin: &Path) -> anyhow::Result<()> {

@@ -10,24 +10,23 @@ use anyhow::Context as _;
 use super::Context;
 use crate::cli::ServeArgs;
 use crate::error::{Usage, code};
-use crate::serve::Receiver;
+use crate::serve::{ForgeHooks, Receiver};
 
 pub fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
-    if config.serve.hooks.is_empty() {
+    let state = crate::state::locate(cx.global.state.as_deref())?;
+    // Runs, their logs and the delivery ids live beside the state file.
+    let dir = state.parent().map(|p| p.join("serve")).unwrap_or_else(|| PathBuf::from("serve"));
+    let forge = ForgeHooks::new(&config, &state, dir.join("forge"), config.serve.body_limit)?;
+    if config.serve.hooks.is_empty() && forge.names().next().is_none() {
         return Err(Usage(format!(
-            "`{}` defines no `[serve.hooks.NAME]`; `pipe serve` has nothing to run",
+            "`{}` defines no `[serve.hooks.NAME]` and no project with a forge `webhook_secret`; `pipe serve` has nothing to run",
             config.path.display()
         ))
         .into());
     }
     let listen = args.listen.clone().unwrap_or_else(|| config.serve.listen.clone());
-    // Runs, their logs and the delivery ids live beside the state file.
-    let dir = crate::state::locate(cx.global.state.as_deref())?
-        .parent()
-        .map(|p| p.join("serve"))
-        .unwrap_or_else(|| PathBuf::from("serve"));
-    let receiver = Arc::new(Receiver::new(&config.serve, dir, cx.out)?);
+    let receiver = Arc::new(Receiver::new(&config.serve, forge, dir, cx.out)?);
     let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("cannot listen on `{listen}`"))?;
     receiver.run(listener)?;
     Ok(code::OK)

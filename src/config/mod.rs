@@ -35,9 +35,9 @@ pub use duration::Seconds;
 pub use patterns::Patterns;
 pub use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub use types::{
-    ArgValue, CommandTarget, ComposeTarget, Config, Deploy, Ecr, Event, GitAuth, Health, Hook, Ingress, Limits, Notify,
-    Project, Registry, ReleaseCommand, SecretArg, SecretRef, Serve, Settings, SlackNotify, SubmoduleAllow, Submodules,
-    SwarmTarget, Timeouts, WebhookNotify, WebhookTarget,
+    ArgValue, CommandTarget, ComposeTarget, Config, Deploy, Ecr, Event, Forge, ForgeKind, GitAuth, Health, Hook,
+    Ingress, Limits, Notify, Project, Registry, ReleaseCommand, SecretArg, SecretRef, Serve, Settings, SlackNotify,
+    SubmoduleAllow, Submodules, SwarmTarget, Timeouts, WebhookNotify, WebhookTarget,
 };
 pub use validate::parse_memory;
 
@@ -78,6 +78,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let mut ingress = None;
     let mut hooks = BTreeMap::new();
     let mut registries = BTreeMap::new();
+    let mut forges = BTreeMap::new();
     let mut projects = BTreeMap::new();
     for (key, value) in doc {
         let span = key.span();
@@ -108,6 +109,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
                     }
                 }
             }
+            "forge" => {
+                for (name, value) in cx.named_tables(value, "forge") {
+                    if let Some(forge) = cx.de::<Forge>(value) {
+                        forges.insert(name, forge);
+                    }
+                }
+            }
             "project" => {
                 for (name, value) in cx.named_tables(value, "project") {
                     if let Some(project) = cx.de::<Project>(value) {
@@ -117,7 +125,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
             }
             other => cx.error(
                 Some(span),
-                format!("unknown section `{other}`, expected one of `pipe`, `notify`, `registry`, `project`, `serve`, `ingress`"),
+                format!("unknown section `{other}`, expected one of `pipe`, `notify`, `registry`, `project`, `serve`, `ingress`, `forge`"),
             ),
         }
     }
@@ -129,6 +137,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         projects,
         serve: serve.unwrap_or_default(),
         ingress: ingress.unwrap_or_default(),
+        forges,
     };
     validate(&mut cx, &mut config);
     for (name, mut hook) in hooks {

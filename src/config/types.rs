@@ -20,6 +20,51 @@ pub struct Config {
     pub projects: BTreeMap<String, Project>,
     pub serve: Serve,
     pub ingress: Ingress,
+    /// `[forge.NAME]`: where commit statuses go and whose webhooks `pipe serve` accepts.
+    pub forges: BTreeMap<String, Forge>,
+}
+
+/// `[forge.NAME]`: a GitHub, Gitea/Forgejo or GitLab instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forge {
+    pub kind: ForgeKind,
+    /// The API base: `https://api.github.com` (GitHub Enterprise: `https://HOST/api/v3`),
+    /// `https://HOST/api/v1` (Gitea, Forgejo), `https://HOST/api/v4` (GitLab) [default: GitHub's].
+    pub api: Option<String>,
+    /// API token allowed to set commit statuses.
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Link of each status (`target_url`): `{project}`, `{ref}`, `{commit}` and `{context}`
+    /// are replaced. Without it statuses carry no link.
+    pub target_url: Option<String>,
+}
+
+/// The forge software behind a `[forge.NAME]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    Github,
+    #[serde(alias = "forgejo")]
+    Gitea,
+    Gitlab,
+}
+
+impl ForgeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForgeKind::Github => "github",
+            ForgeKind::Gitea => "gitea",
+            ForgeKind::Gitlab => "gitlab",
+        }
+    }
+}
+
+impl Forge {
+    /// The API base without a trailing slash.
+    pub fn api_base(&self) -> &str {
+        self.api.as_deref().unwrap_or("https://api.github.com").trim_end_matches('/')
+    }
 }
 
 /// `[ingress]`: the nginx front `pipe generate nginx` writes for the deploy targets' services.
@@ -340,6 +385,13 @@ pub struct Project {
     pub auth: Option<GitAuth>,
     #[serde(default)]
     pub deploy: Vec<Spanned<Deploy>>,
+    /// The `[forge.NAME]` this repository lives on: commit statuses and webhooks.
+    pub forge: Option<String>,
+    /// The repository on the forge: `owner/repo`, or a GitLab project id or `group/project` path.
+    pub forge_repo: Option<String>,
+    /// Secret of the forge's webhook (HMAC key on GitHub and Gitea, the token on GitLab).
+    pub webhook_secret_env: Option<String>,
+    pub webhook_secret_file: Option<PathBuf>,
     /// Compiled from `branches` during validation.
     #[serde(skip)]
     pub tracked: Patterns,
@@ -586,7 +638,11 @@ impl Config {
             add(format!("serve.hooks.{name}.token"), &hook.token_env, &hook.token_file);
             add(format!("serve.hooks.{name}.secret"), &hook.secret_env, &hook.secret_file);
         }
+        for (name, forge) in &self.forges {
+            add(format!("forge.{name}.token"), &forge.token_env, &forge.token_file);
+        }
         for (name, project) in &self.projects {
+            add(format!("project.{name}.webhook_secret"), &project.webhook_secret_env, &project.webhook_secret_file);
             for (table, values) in [("build_args", &project.build_args), ("test_env", &project.test_env)] {
                 for (key, value) in values {
                     if let ArgValue::Secret(secret) = value.get_ref() {

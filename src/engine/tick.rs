@@ -12,6 +12,8 @@ use super::poll::PollReport;
 use super::{Job, deploy, push};
 use crate::config::{Config, Project};
 use crate::error::{Interrupted, RemoteUnavailable, StageFailed, StateError, ToolUnavailable};
+use crate::forge::{Reporter, State as ForgeState, Target};
+use crate::model::DeployResult;
 use crate::model::{Outcome, Stage, Verdict};
 use crate::notify::{EventKind, Notice};
 use crate::output::Output;
@@ -50,7 +52,10 @@ pub fn tick(
         return Ok(Tick { poll: polled.report, work, results: Vec::new(), deferred });
     }
     let st = Mutex::new(st);
-    let ran = run_all(out, config, state_path, projects, &work, &st);
+    // Statuses an earlier tick could not deliver go first, in order.
+    let reporter = Reporter::open(out, config, state_path);
+    reporter.flush();
+    let ran = run_all(out, config, state_path, projects, &work, &st, &reporter);
     // Each ref settled its own summary: a tick that ran nothing writes nothing.
     let notices: Vec<Notice> = ran.results.iter().flat_map(|(r, w)| notices_for(r, w, state_path)).collect();
     crate::notify::send(&out, config, &notices);
@@ -152,6 +157,7 @@ fn run_all(
     projects: &[(&str, &Project)],
     work: &[Work],
     st: &Mutex<State>,
+    reporter: &Reporter<'_>,
 ) -> Ran {
     let results = Mutex::new(Vec::new());
     let interrupted = Mutex::new(None);
@@ -172,7 +178,7 @@ fn run_all(
                             return;
                         }
                         let job = Job { out, config, state_path, name, project, refname: w.refname.clone() };
-                        match pipeline(&job, st, w) {
+                        match pipeline(&job, st, w, reporter) {
                             Ok(result) => {
                                 let stop_project = result.result == Verdict::Unavailable;
                                 results.lock().unwrap_or_else(|e| e.into_inner()).push((result, (*w).clone()));
@@ -198,7 +204,7 @@ fn run_all(
 /// Runs the stages for one ref, handing its history from stage to stage, and settles the
 /// ref's summary once at the end. `Err` only for an interruption (the whole run stops); every
 /// other outcome is a result.
-fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<RefResult> {
+fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'_>) -> anyhow::Result<RefResult> {
     let started = Instant::now();
     let mut result = RefResult {
         project: job.name.to_string(),
@@ -213,22 +219,43 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work) -> anyhow::Result<Ref
         state_error: false,
     };
     let mut files = None;
+    let forge = reporter.target(job.name, job.project, &job.refname, &work.head);
     let outcome = (|| -> anyhow::Result<()> {
         let files = files.insert(job.files()?);
         let default_branch = {
             let st = st.lock().unwrap_or_else(|e| e.into_inner());
             super::default_branch(job.config, job.name, job.project, &st)
         };
-        let number = super::build::build(job, files, &default_branch, Some(&work.head))?;
+        let stage = StageStatus::start(reporter, forge.as_ref(), "pipe/build");
+        let number = stage.end(super::build::build(job, files, &default_branch, Some(&work.head)), None)?;
         result.stage = Stage::Test;
-        super::test::test(job, files, Some(number))?;
+        let stage = StageStatus::start(reporter, forge.as_ref(), "pipe/test");
+        let tested = super::test::test(job, files, Some(number));
+        if tested.is_ok() && files.last_recorded() == Some(Outcome::Skipped) {
+            stage.end_with(ForgeState::Success, "skipped: no test command");
+        } else {
+            stage.end(tested, job.project.test.as_deref())?;
+        }
         if !push::registries_for(job.config, job.project, &job.refname).is_empty() {
             result.stage = Stage::Push;
-            push::push(job, files, false, false)?;
+            let stage = StageStatus::start(reporter, forge.as_ref(), "pipe/push");
+            stage.end(push::push(job, files, false, false), None)?;
         }
-        if !deploy::targets(job, None).is_empty() {
+        let targets = deploy::targets(job, None);
+        if !targets.is_empty() {
             result.stage = Stage::Deploy;
-            result.timeline = deploy::deploy(job, files, None, None, false)?;
+            let started = Instant::now();
+            let contexts: Vec<(String, &str)> =
+                targets.iter().map(|t| (format!("pipe/deploy/{}", t.display_name()), t.display_name())).collect();
+            for (context, _) in &contexts {
+                reporter.report(forge.as_ref(), context, ForgeState::Pending, "deploying");
+            }
+            let deployed = deploy::deploy(job, files, None, None, false);
+            for (context, target) in &contexts {
+                let (state, description) = deploy_status(job, target, &work.head, &deployed, started);
+                reporter.report(forge.as_ref(), context, state, &description);
+            }
+            result.timeline = deployed?;
             result.deployed = true;
         }
         Ok(())
@@ -318,4 +345,89 @@ fn log_tail(state_path: &Path, result: &RefResult) -> String {
         .and_then(|run| std::fs::read_to_string(run.log).ok())
         .unwrap_or_default();
     crate::output::tail_lines(&text, 10)
+}
+
+/// A stage's commit status: `pending` when it starts, its result when it ends.
+struct StageStatus<'r, 't> {
+    reporter: &'r Reporter<'r>,
+    target: Option<&'t Target<'t>>,
+    context: &'static str,
+    started: Instant,
+}
+
+impl<'r, 't> StageStatus<'r, 't> {
+    fn start(reporter: &'r Reporter<'r>, target: Option<&'t Target<'t>>, context: &'static str) -> Self {
+        let what = match context {
+            "pipe/build" => "building",
+            "pipe/test" => "testing",
+            _ => "pushing",
+        };
+        reporter.report(target, context, ForgeState::Pending, what);
+        StageStatus { reporter, target, context, started: Instant::now() }
+    }
+
+    /// Reports how the stage ended and hands its result on; `command` is the test command.
+    fn end<T>(self, outcome: anyhow::Result<T>, command: Option<&str>) -> anyhow::Result<T> {
+        let (state, description) = ended(&outcome, self.started, command);
+        self.reporter.report(self.target, self.context, state, &description);
+        outcome
+    }
+
+    fn end_with(self, state: ForgeState, description: &str) {
+        self.reporter.report(self.target, self.context, state, description);
+    }
+}
+
+/// A stage's state and description: the duration, and for a failure the first line of the
+/// error and the failing command.
+fn ended<T>(outcome: &anyhow::Result<T>, started: Instant, command: Option<&str>) -> (ForgeState, String) {
+    let took = took(started);
+    match outcome {
+        Ok(_) => (ForgeState::Success, format!("passed in {took}")),
+        Err(err) if err.is::<Interrupted>() => (ForgeState::Error, format!("interrupted after {took}")),
+        Err(err) if err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>() => {
+            (ForgeState::Error, format!("unavailable after {took}: {}", first_line(err)))
+        }
+        Err(err) => {
+            let shown = command.map(|c| format!(" `{c}`")).unwrap_or_default();
+            (ForgeState::Failure, format!("failed after {took}:{shown} {}", first_line(err)))
+        }
+    }
+}
+
+/// A stage's duration as a status shows it: tenths under ten seconds, whole seconds beyond.
+fn took(started: Instant) -> String {
+    let secs = started.elapsed().as_secs_f64();
+    if secs < 10.0 { format!("{secs:.1}s") } else { format!("{}s", secs.round()) }
+}
+
+fn first_line(err: &anyhow::Error) -> String {
+    format!("{err:#}").lines().next().unwrap_or("").to_string()
+}
+
+/// A target's deploy status from its deploy history: `success` only when this commit's release
+/// took traffic and passed its health check, `failure` when it failed or was rolled back.
+fn deploy_status<T>(
+    job: &Job<'_>,
+    target: &str,
+    commit: &str,
+    deployed: &anyhow::Result<T>,
+    started: Instant,
+) -> (ForgeState, String) {
+    let (fallback, description) = ended(deployed, started, None);
+    if fallback == ForgeState::Error {
+        return (fallback, description);
+    }
+    let took = took(started);
+    let history = state::load_deploys(&state::deploys_path(job.state_path, job.name, target));
+    let last = history.ok().and_then(|h| h.deploys.into_iter().rev().find(|d| d.commit == commit));
+    match last.map(|d| d.result) {
+        Some(DeployResult::Succeeded) => (ForgeState::Success, format!("deployed and healthy in {took}")),
+        Some(DeployResult::RolledBack) => {
+            (ForgeState::Failure, format!("rolled back after {took}: the release failed"))
+        }
+        Some(DeployResult::Failed) => (ForgeState::Failure, format!("failed after {took}")),
+        None if deployed.is_ok() => (ForgeState::Success, format!("deployed in {took}")),
+        None => (ForgeState::Failure, description),
+    }
 }

@@ -8,6 +8,7 @@
 //! `queue` for who runs when, `runs` for what is kept and for how long.
 
 mod auth;
+pub mod forge;
 mod journal;
 mod queue;
 mod replay;
@@ -32,6 +33,8 @@ use journal::Journal;
 use queue::Slot;
 use replay::Deliveries;
 use runs::{RunInfo, Runs};
+
+pub use forge::ForgeHooks;
 
 /// A hook's body limit when it sets no `max_body`.
 pub const DEFAULT_MAX_BODY: u64 = 64 * 1024;
@@ -68,11 +71,13 @@ pub struct Receiver {
     dummy_secret: Secret,
     out: Output,
     journal: Journal,
+    /// `POST /forge/PROJECT`: the forges' webhooks.
+    forge: ForgeHooks,
 }
 
 impl Receiver {
     /// Resolves the hooks' secrets and opens the run table and delivery ids under `dir`.
-    pub fn new(serve: &Serve, dir: PathBuf, out: Output) -> anyhow::Result<Receiver> {
+    pub fn new(serve: &Serve, forge: ForgeHooks, dir: PathBuf, out: Output) -> anyhow::Result<Receiver> {
         let mut hooks = BTreeMap::new();
         for (name, hook) in &serve.hooks {
             let resolve = |env: &Option<String>, file: &Option<PathBuf>, what: &str| {
@@ -103,13 +108,14 @@ impl Receiver {
             dummy_secret: secret::random(),
             out,
             journal: Journal::start(out),
+            forge,
         })
     }
 
     /// Serves until SIGTERM or SIGINT, then cancels waiting runs, stops running hooks and
     /// waits for the workers.
     pub fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
-        let workers: Vec<_> = self
+        let mut workers: Vec<_> = self
             .hooks
             .values()
             .map(|h| {
@@ -117,10 +123,13 @@ impl Receiver {
                 std::thread::spawn(move || queue::worker(&rx, &h))
             })
             .collect();
+        workers.extend(ForgeHooks::workers(&self));
+        let forge: Vec<String> = self.forge.names().cloned().collect();
         self.out.info(format!(
-            "listening on {} (hooks: {})",
+            "listening on {} (hooks: {}{})",
             listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            self.hooks.keys().cloned().collect::<Vec<_>>().join(", ")
+            self.hooks.keys().cloned().collect::<Vec<_>>().join(", "),
+            if forge.is_empty() { String::new() } else { format!("; forge webhooks: {}", forge.join(", ")) }
         ));
         server::serve(listener, LIMITS, self.clone(), || crate::signals::received().is_some())
             .context("the server stopped")?;
@@ -128,6 +137,7 @@ impl Receiver {
         for h in self.hooks.values() {
             h.slot.wake.notify_all();
         }
+        self.forge.wake_all();
         for w in workers {
             let _ = w.join();
         }
@@ -321,6 +331,9 @@ impl Receiver {
 impl Service for Receiver {
     fn admit(&self, head: &Request, _peer: IpAddr) -> Admit {
         let started = Instant::now();
+        if let Some(name) = head.path.strip_prefix("/forge/") {
+            return forge::admit(self, head, name);
+        }
         let Some(rest) = head.path.strip_prefix("/hooks/") else {
             if head.method == "POST"
                 && let Some((token, name)) = Self::puller_form(head)
@@ -350,6 +363,9 @@ impl Service for Receiver {
     }
 
     fn handle(&self, req: &Request, _peer: IpAddr) -> Response {
+        if let Some(name) = req.path.strip_prefix("/forge/") {
+            return forge::handle(self, req, name);
+        }
         let started = Instant::now();
         let (response, hook, run) = self.route(req);
         self.log(Some(req), response.status, hook.as_deref(), run.as_deref(), started);

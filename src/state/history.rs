@@ -193,7 +193,7 @@ pub fn load_history(path: &Path, refname: &str) -> anyhow::Result<History> {
 
 /// A file with a `schema` field: `None` when missing; corrupt or of another schema, a
 /// `StateError` naming the file and line.
-fn read_versioned<T: DeserializeOwned + Versioned>(path: &Path) -> anyhow::Result<Option<T>> {
+pub(super) fn read_versioned<T: DeserializeOwned + Versioned>(path: &Path) -> anyhow::Result<Option<T>> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -209,7 +209,7 @@ fn read_versioned<T: DeserializeOwned + Versioned>(path: &Path) -> anyhow::Resul
     Ok(Some(value))
 }
 
-trait Versioned {
+pub(super) trait Versioned {
     fn schema(&self) -> u32;
 }
 

@@ -29,8 +29,10 @@ use crate::error::{Locked, StateError, line_column};
 use crate::model::{Outcome, Stage};
 
 mod history;
+mod outbox;
 
 pub use history::*;
+pub use outbox::*;
 
 /// The schema this build reads and writes.
 pub const SCHEMA: u32 = 1;

@@ -11,6 +11,7 @@ mod demo;
 mod docker;
 mod early_failures;
 mod faults;
+mod forge;
 mod hostile_remote;
 mod ingress;
 mod output;

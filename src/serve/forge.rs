@@ -1,0 +1,286 @@
+//! `POST /forge/PROJECT`: the forges' push and pull-request webhooks as a hint to poll now.
+//!
+//! The request is authenticated with the project's `webhook_secret` (GitLab's token from the
+//! head, before any body byte is read; GitHub's and Gitea's HMAC over at most `MAX_BODY`
+//! bytes), its delivery id is remembered so a captured request cannot be replayed, and a push
+//! or pull-request event starts `pipe run PROJECT` as a child with the receiver's own
+//! `--config` and `--state`. The body is never read for what to build: the run polls as usual.
+//! One run per project at a time; events that arrive meanwhile set one pending run (coalesced),
+//! and a run that finds the state lock held (the timer's tick) is retried until it gets it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::Receiver;
+use crate::config::{Config, ForgeKind, SecretRef};
+use crate::error::{Usage, code};
+use crate::exec::{self, Cmd};
+use crate::forge::webhook::{self, Action};
+use crate::secret::{self, Secret};
+use crate::server::{Admit, Request, Response};
+
+/// The largest webhook body read (GitHub caps payloads at 25 MB, but a push of a few commits
+/// is a few KB; larger ones are refused with 413 and polling catches up).
+pub const MAX_BODY: u64 = 1024 * 1024;
+/// How long delivery ids are remembered.
+const REMEMBER: i64 = 7 * 24 * 3600;
+/// A triggered run's limit.
+const RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// How long to wait before asking again for a lock another run holds.
+const LOCKED_RETRY: Duration = Duration::from_secs(2);
+
+/// The projects whose forge webhooks this receiver accepts, and how it starts their runs.
+pub struct ForgeHooks {
+    projects: BTreeMap<String, Arc<ForgeProject>>,
+    exe: PathBuf,
+    config: PathBuf,
+    state: PathBuf,
+    dir: PathBuf,
+    dummy: Secret,
+}
+
+struct ForgeProject {
+    name: String,
+    kind: ForgeKind,
+    secret: Secret,
+    max_body: u64,
+    trigger: Mutex<Trigger>,
+    wake: Condvar,
+}
+
+/// At most one run going and one waiting.
+#[derive(Default)]
+struct Trigger {
+    pending: bool,
+    running: bool,
+}
+
+impl ForgeHooks {
+    /// The projects with a forge and a webhook secret; their secrets are read now.
+    pub fn new(config: &Config, state: &Path, dir: PathBuf, body_limit: u64) -> anyhow::Result<ForgeHooks> {
+        let mut projects = BTreeMap::new();
+        for (name, project) in &config.projects {
+            let Some(forge) = project.forge.as_ref().and_then(|f| config.forges.get(f)) else { continue };
+            let Some(reference) = SecretRef::from_pair(&project.webhook_secret_env, &project.webhook_secret_file)
+            else {
+                continue;
+            };
+            let secret = secret::resolve(&reference, &format!("project.{name}.webhook_secret"))
+                .map_err(|e| Usage(format!("{e:#}")))?;
+            let runtime = ForgeProject {
+                name: name.clone(),
+                kind: forge.kind,
+                secret,
+                max_body: MAX_BODY.min(body_limit),
+                trigger: Mutex::new(Trigger::default()),
+                wake: Condvar::new(),
+            };
+            projects.insert(name.clone(), Arc::new(runtime));
+        }
+        let exe = std::env::current_exe().context("cannot find pipe's own executable to start runs")?;
+        Ok(ForgeHooks {
+            projects,
+            exe,
+            config: config.path.clone(),
+            state: state.to_path_buf(),
+            dir,
+            dummy: secret::random(),
+        })
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &String> {
+        self.projects.keys()
+    }
+
+    /// Starts one worker per project.
+    pub(crate) fn workers(rx: &Arc<Receiver>) -> Vec<std::thread::JoinHandle<()>> {
+        rx.forge
+            .projects
+            .values()
+            .map(|p| {
+                let (rx, p) = (rx.clone(), p.clone());
+                std::thread::spawn(move || worker(&rx, &p))
+            })
+            .collect()
+    }
+
+    pub(crate) fn wake_all(&self) {
+        for p in self.projects.values() {
+            p.wake.notify_all();
+        }
+    }
+}
+
+/// Decides from the head: a wrong or missing credential is answered before the body is read.
+pub(crate) fn admit(rx: &Receiver, head: &Request, name: &str) -> Admit {
+    let started = Instant::now();
+    let answer = |status: u16, response: Response| {
+        log(rx, name, status, head, "-", started);
+        Admit::Answer(response)
+    };
+    if head.method != "POST" {
+        let mut r = Response::empty(405);
+        r.headers.push(("Allow".into(), "POST".into()));
+        return answer(405, r);
+    }
+    let project = rx.forge.projects.get(name);
+    let kinds = [ForgeKind::Github, ForgeKind::Gitea, ForgeKind::Gitlab];
+    let kind = project.map(|p| p.kind);
+    let gitlab_token = head.header("X-Gitlab-Token");
+    let signed = kinds
+        .iter()
+        .filter(|k| kind.is_none_or(|kind| kind == **k))
+        .any(|k| webhook::signature_headers(*k).iter().any(|h| head.header(h).is_some()));
+    match (kind, gitlab_token) {
+        (Some(ForgeKind::Gitlab), Some(token)) | (None, Some(token)) => {
+            let secret = project.map_or(&rx.forge.dummy, |p| &p.secret);
+            if !webhook::token_matches(secret, token) || project.is_none() {
+                return answer(403, Response::empty(403));
+            }
+        }
+        _ if signed => {}
+        _ => return answer(401, Response::empty(401)),
+    }
+    let event_header = kind.map_or("X-GitHub-Event", webhook::event_header);
+    if project.is_some() && head.header(event_header).is_none() {
+        return answer(400, Response::json(400, json!({"error": format!("no `{event_header}` header")})));
+    }
+    Admit::Body(project.map_or(super::DEFAULT_MAX_BODY, |p| p.max_body))
+}
+
+/// Checks the signature and the delivery id, then queues a run for push and pull-request events.
+pub(crate) fn handle(rx: &Receiver, req: &Request, name: &str) -> Response {
+    let started = Instant::now();
+    let (status, response, note) = decide(rx, req, name);
+    log(rx, name, status, req, &note, started);
+    response
+}
+
+fn decide(rx: &Receiver, req: &Request, name: &str) -> (u16, Response, String) {
+    let refuse = |status: u16| (status, Response::empty(status), "-".to_string());
+    let Some(p) = rx.forge.projects.get(name) else {
+        // Checked against a secret nobody knows, for the same work as a known project.
+        let given = req.header("X-Hub-Signature-256").or(req.header("X-Gitea-Signature")).unwrap_or("");
+        let _ = webhook::signature_matches(ForgeKind::Github, &rx.forge.dummy, &req.body, given);
+        return refuse(403);
+    };
+    let authentic = match p.kind {
+        ForgeKind::Gitlab => req.header("X-Gitlab-Token").is_some_and(|t| webhook::token_matches(&p.secret, t)),
+        kind => webhook::signature_headers(kind)
+            .iter()
+            .find_map(|h| req.header(h))
+            .is_some_and(|sig| webhook::signature_matches(kind, &p.secret, &req.body, sig)),
+    };
+    if !authentic {
+        return refuse(403);
+    }
+    let event = req.header(webhook::event_header(p.kind)).unwrap_or("").to_string();
+    // The event name is the client's text: logged only when it looks like one.
+    let shown = if event.len() <= 64 && event.bytes().all(|b| b.is_ascii_alphanumeric() || b" _.-".contains(&b)) {
+        event.replace(' ', "_")
+    } else {
+        "?".into()
+    };
+    let Some(delivery) = req.header(webhook::delivery_header(p.kind)).filter(|d| super::replay::valid_id(d)) else {
+        let why = format!("no valid `{}` header", webhook::delivery_header(p.kind));
+        return (400, Response::json(400, json!({"error": why})), format!("event={shown}"));
+    };
+    let now = crate::clock::now().as_second();
+    let note = |what: &str| format!("event={shown} delivery={delivery} {what}");
+    match rx.deliveries.record(&format!("forge:{name}:{delivery}"), now + REMEMBER, now) {
+        Ok(true) => {}
+        Ok(false) => {
+            return (409, Response::json(409, json!({"error": "this delivery was already received"})), note("replay"));
+        }
+        Err(e) => {
+            rx.journal.line(format!("cannot record a delivery id: {e:#}"));
+            return (503, Response::empty(503), note("-"));
+        }
+    }
+    match webhook::action(p.kind, &event) {
+        Action::Ping => (200, Response::json(200, json!({"project": name, "ping": "ok"})), note("ping")),
+        Action::Ignore => (204, Response::empty(204), note("ignored")),
+        Action::Run => {
+            let mut trigger = p.trigger.lock().unwrap_or_else(|e| e.into_inner());
+            let queued = if trigger.pending { "coalesced" } else { "queued" };
+            trigger.pending = true;
+            p.wake.notify_all();
+            (202, Response::json(202, json!({"project": name, "run": queued})), note(&format!("run={queued}")))
+        }
+    }
+}
+
+/// One line per event: never a header value but the event name and delivery id.
+fn log(rx: &Receiver, name: &str, status: u16, req: &Request, note: &str, started: Instant) {
+    let shown = if crate::config::validate_name(name).is_ok() { name } else { "***" };
+    rx.journal.line(format!(
+        "{} /forge/{shown} {status} {note} {:.1}ms",
+        req.method,
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
+}
+
+/// Runs the project's pending runs one at a time until the server stops.
+fn worker(rx: &Receiver, p: &ForgeProject) {
+    let forge = &rx.forge;
+    loop {
+        {
+            let mut trigger = p.trigger.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if crate::signals::received().is_some() {
+                    return;
+                }
+                if trigger.pending {
+                    trigger.pending = false;
+                    trigger.running = true;
+                    break;
+                }
+                trigger = p
+                    .wake
+                    .wait_timeout(trigger, Duration::from_millis(200))
+                    .map(|(t, _)| t)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        }
+        let started = Instant::now();
+        rx.journal.line(format!("forge project={} run started", p.name));
+        let log = forge.dir.join(format!("{}.log", p.name));
+        let ran = std::fs::create_dir_all(&forge.dir)
+            .with_context(|| format!("failed to create `{}`", forge.dir.display()))
+            .and_then(|()| {
+                let _ = std::fs::remove_file(&log);
+                let cmd = Cmd::new(&forge.exe)
+                    .arg("--config")
+                    .arg(&forge.config)
+                    .arg("--state")
+                    .arg(&forge.state)
+                    .args(["run", p.name.as_str()]);
+                exec::logged(&rx.out, &cmd, &log, crate::docker::client::LOG_CAP, RUN_TIMEOUT, &mut |_| {})
+            });
+        p.trigger.lock().unwrap_or_else(|e| e.into_inner()).running = false;
+        let took = started.elapsed().as_secs_f64();
+        match ran {
+            Ok(f) if f.code == Some(i32::from(code::LOCKED)) => {
+                rx.journal.line(format!(
+                    "forge project={} another run holds the lock; retrying in {}s",
+                    p.name,
+                    LOCKED_RETRY.as_secs()
+                ));
+                p.trigger.lock().unwrap_or_else(|e| e.into_inner()).pending = true;
+                std::thread::sleep(LOCKED_RETRY);
+            }
+            Ok(f) => rx.journal.line(format!(
+                "forge project={} run ended: {} in {took:.1}s (log: {})",
+                p.name,
+                f.describe(),
+                log.display()
+            )),
+            Err(e) => rx.journal.line(format!("forge project={} run could not start: {e:#}", p.name)),
+        }
+    }
+}
