@@ -172,6 +172,10 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
+        // A carriage return (docker's progress lines) only moves the cursor: dropped.
+        if c == '\r' {
+            continue;
+        }
         if unsafe_char(c) {
             out.push_str(&format!("\\u{{{:x}}}", c as u32));
         } else {
@@ -197,6 +201,7 @@ mod tests {
         assert_eq!(printable("ok\tline\n"), "ok\tline\n");
         assert_eq!(printable("\x1b]52;c;cm0K\x07\x1b[2J"), "\\u{1b}]52;c;cm0K\\u{7}\\u{1b}[2J");
         assert_eq!(tail_lines("a\nb\x1b[31m\n", 1), "b\\u{1b}[31m");
+        assert_eq!(printable("50%\r100%\r\n"), "50%100%\n");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod document;
 mod duration;
 mod patterns;
 mod repo;
+mod targets;
 mod types;
 mod validate;
 
@@ -34,10 +35,10 @@ pub(crate) use document::validate_name;
 pub use duration::Seconds;
 pub use patterns::Patterns;
 pub use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
+pub use targets::{CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget};
 pub use types::{
-    ArgValue, CommandTarget, ComposeTarget, Config, Deploy, Ecr, Event, Forge, ForgeKind, GitAuth, Health, Hook,
-    Ingress, Limits, Notify, Project, Registry, ReleaseCommand, SecretArg, SecretRef, Serve, Settings, SlackNotify,
-    SubmoduleAllow, Submodules, SwarmTarget, Timeouts, WebhookNotify, WebhookTarget,
+    ArgValue, Config, Ecr, Event, Forge, ForgeKind, GitAuth, Hook, Ingress, Limits, Notify, Project, Registry,
+    SecretArg, SecretRef, Serve, Settings, SlackNotify, SubmoduleAllow, Submodules, Timeouts, WebhookNotify,
 };
 pub use validate::parse_memory;
 

@@ -230,7 +230,10 @@ fn foreign_tags(job: &Job<'_>, docker: &Docker, image: &str, tags: &[String]) ->
 
 /// The legacy builder's words for a cache layer that vanished under it.
 fn lost_cache_layer(output: &str) -> bool {
-    output.lines().any(|l| l.contains("failed to get digest") && l.contains("no such file or directory"))
+    output.lines().any(|l| {
+        (l.contains("failed to get digest") && l.contains("no such file or directory"))
+            || l.trim_start().starts_with("No such image: sha256:")
+    })
 }
 
 /// How a stage's process ended, as recorded.
@@ -399,6 +402,7 @@ mod tests {
     fn a_vanished_cache_layer_is_recognised() {
         let tail = "Step 3/7 : LABEL a=b\n ---> Running in 95a0912e2776\nfailed to get digest sha256:9f76: open /var/lib/docker/image/overlay2/imagedb/content/sha256/9f76: no such file or directory";
         assert!(lost_cache_layer(tail));
+        assert!(lost_cache_layer("Step 3/9 : RUN echo step-ran\nNo such image: sha256:51d48360cb4a7d2a"));
         assert!(!lost_cache_layer("RUN false\nThe command '/bin/sh -c false' returned a non-zero code: 1"));
     }
 }

@@ -1,0 +1,117 @@
+//! Deploy entries and their targets in `pipeline.toml`: compose, swarm, command and webhook
+//! targets, health checks and release commands.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Patterns, Seconds};
+
+/// `[[project.NAME.deploy]]`: what happens after a branch's image is tested.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// Name for `pipe deploy --target` [default: the target kind, e.g. `compose`].
+    pub name: Option<String>,
+    pub branches: Vec<Spanned<String>>,
+    /// Registries (names of `[registry.*]`) the image is pushed to first.
+    #[serde(default)]
+    pub push: Vec<Spanned<String>>,
+    pub compose: Option<ComposeTarget>,
+    pub swarm: Option<SwarmTarget>,
+    pub command: Option<CommandTarget>,
+    pub webhook: Option<WebhookTarget>,
+    pub health: Option<Health>,
+    pub timeout: Option<Seconds>,
+    /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
+    #[serde(default)]
+    pub ingress: BTreeMap<String, u16>,
+    /// How long the old release keeps its containers after the switch [default: 5s].
+    pub drain: Option<Seconds>,
+    /// Run once in the new image before the switch (migrations); failing aborts the deploy.
+    pub release: Option<ReleaseCommand>,
+    #[serde(skip)]
+    pub matcher: Patterns,
+}
+
+/// `release = { argv = ["bin/migrate"] }`: a command run in the new release's image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseCommand {
+    pub argv: Vec<String>,
+}
+
+/// `compose = { file = "…", services = […] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeTarget {
+    pub file: PathBuf,
+    /// Compose project name [default: the pipe project's name].
+    pub project: Option<String>,
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+/// `swarm = { file = "…", stack = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmTarget {
+    pub file: PathBuf,
+    pub stack: String,
+}
+
+/// `command = { argv = […] }` or, explicitly, `command = { shell = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTarget {
+    pub argv: Option<Vec<String>>,
+    pub shell: Option<String>,
+}
+
+/// `webhook = { url = "…", secret_env = "…" }`: a remote `pipe serve` or docker-puller.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    pub url: String,
+    /// HMAC-SHA256 secret for `X-Hub-Signature-256`.
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// Bearer token (or docker-puller's token with `docker_puller = true`).
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Talk docker-puller's protocol (token and hook in the query) for migration.
+    #[serde(default)]
+    pub docker_puller: bool,
+    /// docker-puller's hook name [default: the project's name].
+    pub hook: Option<String>,
+}
+
+/// `health = { url = "…" }` or `health = { container = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub url: Option<String>,
+    pub container: Option<String>,
+    pub timeout: Option<Seconds>,
+}
+
+impl Deploy {
+    /// The kind of target this entry configures.
+    pub fn kind(&self) -> &'static str {
+        if self.compose.is_some() {
+            "compose"
+        } else if self.swarm.is_some() {
+            "swarm"
+        } else if self.command.is_some() {
+            "command"
+        } else {
+            "webhook"
+        }
+    }
+
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or_else(|| self.kind())
+    }
+}
