@@ -34,6 +34,7 @@ pub(crate) use document::validate_name;
 pub use duration::Seconds;
 pub use patterns::Patterns;
 pub use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
+pub use types::Page;
 pub use types::{
     ArgValue, CommandTarget, ComposeTarget, Config, Deploy, Ecr, Event, Forge, ForgeKind, GitAuth, Health, Hook,
     Ingress, Limits, Notify, Project, Registry, ReleaseCommand, SecretArg, SecretRef, Serve, Settings, SlackNotify,
