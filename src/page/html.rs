@@ -190,7 +190,7 @@ pub fn run_page(project: &str, refname: &str, run: &Run, window: &Window, link: 
             (stages_table(run))
             h2 { "Log" }
             (pager)
-            pre.log { (window.text) }
+            pre.log { (super::log::strip_ansi(&window.text)) }
             (pager)
         },
     )

@@ -1,5 +1,6 @@
 //! Run logs for the page: read a bounded window from the file (never the whole log), cut at a
-//! line boundary, with terminal escape sequences removed.
+//! line boundary. The HTML page removes terminal escape sequences ([`strip_ansi`]); the JSON
+//! keeps the text as `pipe logs --json` does.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -33,7 +34,7 @@ pub fn window(path: &Path, offset: u64, chunk: u64) -> std::io::Result<Window> {
         bytes.truncate(cut + 1);
     }
     let next = offset + bytes.len() as u64;
-    Ok(Window { text: strip_ansi(&String::from_utf8_lossy(&bytes)), offset, next, len })
+    Ok(Window { text: String::from_utf8_lossy(&bytes).into_owned(), offset, next, len })
 }
 
 /// Removes CSI (`ESC [ … final`), OSC (`ESC ] … BEL` or `ESC \`) and two-byte escapes, and
