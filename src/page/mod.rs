@@ -284,7 +284,10 @@ impl Page {
         let rest = percent_decode_path(rest);
         let Some((project, what)) = rest.split_once('/') else { return Response::empty(404) };
         let state = read_retrying(|| state::load(&self.state)).unwrap_or_default();
-        let deploy_target = what.strip_prefix("deploy/").map(|t| (t, state::deploys_path(&self.state, project, t)));
+        // Only a project the state knows names a directory: `..` or a slash never reaches a path.
+        let known = state.project.contains_key(project);
+        let deploy_target =
+            what.strip_prefix("deploy/").filter(|_| known).map(|t| (t, state::deploys_path(&self.state, project, t)));
         let (label, message, colour) = match deploy_target {
             Some((target, path)) if path.exists() => {
                 let history = read_retrying(|| state::load_deploys(&path)).unwrap_or_default();

@@ -293,6 +293,10 @@ fn a_badge_renders_in_chromium_and_revalidates_by_etag() {
     let deploy = server.get("/badge/app/deploy/web.svg", &[]).2;
     assert!(deploy.contains(&main[..7]) && deploy.contains("rolled back"), "{deploy}");
 
+    // A project name that climbs out of deploys/ reads no file: state.toml is not a deploy history.
+    let climbing = server.get("/badge/%2E%2E/deploy/state.svg", &[]).2;
+    assert!(climbing.contains("unknown") && !climbing.contains("deploy state"), "{climbing}");
+
     let Some(dom) = chromium(&["--dump-dom"], &server.url("/badge/app/dev.svg")) else { return };
     assert!(dom.contains("<svg") && dom.contains("test failing"), "{dom}");
     screenshot(&server.url("/badge/app/main.svg"), &env.path().join("badge.png"));
