@@ -165,7 +165,9 @@ impl Receiver {
     /// One log line per request: never the query string or a docker-puller path (tokens).
     fn log(&self, req: Option<&Request>, status: u16, hook: Option<&str>, run: Option<&str>, started: Instant) {
         let (method, path) = match req {
-            Some(r) if r.path.starts_with("/hooks/") || r.path == "/healthz" => (r.method.as_str(), r.path.as_str()),
+            Some(r) if r.path.starts_with("/hooks/") || r.path == "/healthz" || crate::page::Page::owns(&r.path) => {
+                (r.method.as_str(), r.path.as_str())
+            }
             Some(r) => (r.method.as_str(), "/***"),
             None => ("-", "-"),
         };
