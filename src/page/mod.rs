@@ -27,6 +27,11 @@ use crate::state::{self, DeployRecord, History, State};
 /// Refs one overview page lists.
 pub const PER_PAGE: usize = 100;
 
+/// Page and badge answers built at once. Each parses `state.toml` (about 40 ms and 50 MB at
+/// 10,000 refs), so a burst of public badge requests must not take every handler's memory;
+/// beyond it `503` with `Retry-After`.
+pub const RENDERS: usize = 4;
+
 const CSP: &str =
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 const CSS: &str = include_str!("style.css");
@@ -37,6 +42,7 @@ pub struct Page {
     token: Option<Secret>,
     public_badges: bool,
     base: String,
+    rendering: std::sync::atomic::AtomicUsize,
 }
 
 /// One deploy target as the overview shows it.
@@ -71,7 +77,7 @@ impl Page {
             .transpose()
             .map_err(|e| Usage(format!("{e:#}")))?;
         let base = cfg.public_url.as_deref().unwrap_or("").trim_end_matches('/').to_string();
-        Ok(Some(Page { state, token, public_badges: cfg.public_badges, base }))
+        Ok(Some(Page { state, token, public_badges: cfg.public_badges, base, rendering: Default::default() }))
     }
 
     /// Whether a request is the page's: a GET under `/status` or `/badge/`.
@@ -96,6 +102,11 @@ impl Page {
             r.headers.push(("WWW-Authenticate".into(), "Basic realm=\"pipe\", charset=\"UTF-8\"".into()));
             return Some(r);
         }
+        let Some(_slot) = Slot::take(&self.rendering) else {
+            let mut r = Response::empty(503);
+            r.headers.push(("Retry-After".into(), "1".into()));
+            return Some(r);
+        };
         Some(if badge { self.badge(req) } else { self.page(req) })
     }
 
@@ -341,6 +352,26 @@ impl Page {
     }
 }
 
+/// One of the [`RENDERS`] slots, given back on drop (a panicking render included).
+struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(count: &'a std::sync::atomic::AtomicUsize) -> Option<Slot<'a>> {
+        use std::sync::atomic::Ordering;
+        if count.fetch_add(1, Ordering::AcqRel) >= RENDERS {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(count))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// A ref given as its full name (`refs/heads/dev`) or as shown (`dev`, `pull/12`).
 fn resolve_ref(state: &State, project: &str, given: &str) -> Option<String> {
     let refs = &state.project.get(project)?.refs;
@@ -422,6 +453,15 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_beyond_the_bound_are_refused_and_slots_come_back() {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let held: Vec<_> = (0..RENDERS).map(|_| Slot::take(&count).unwrap()).collect();
+        assert!(Slot::take(&count).is_none());
+        drop(held);
+        assert!(Slot::take(&count).is_some());
+    }
 
     #[test]
     fn basic_auth_is_decoded() {
