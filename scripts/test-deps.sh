@@ -2,7 +2,8 @@
 # Installs and starts what the test suite needs on Debian/Ubuntu, saying what it does: what
 # scripts/setup-docker.sh sets up (git, Docker engine, compose, docker-registry, busybox-static
 # and the base image), plus the tools the tests drive (htpasswd, python3, systemd-analyze,
-# openssl, GNU time, nginx, openssh-server, the TLS headers the build links) and a single-node swarm.
+# openssl, GNU time, nginx, openssh-server, the TLS headers the build links, chromium for the
+# status page's rendering tests) and a single-node swarm.
 # Safe to run again: it skips whatever is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ command -v openssl >/dev/null || extra+=(openssl)
 [ -x /usr/sbin/sshd ] || extra+=(openssh-server)
 command -v pkg-config >/dev/null || extra+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || extra+=(libssl-dev)
+command -v chromium >/dev/null || extra+=(chromium)
 scripts/setup-docker.sh "${extra[@]}"
 
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" != "active" ]; then

@@ -8,6 +8,7 @@ scripts/test-deps.sh
 
 # Real-Docker tests fail instead of skipping when the engine is required.
 export PIPE_REQUIRE_DOCKER=1
+export PIPE_REQUIRE_CHROMIUM=1
 export PIPE_TEST_BASE_IMAGE="${PIPE_TEST_BASE_IMAGE:-pipe-busybox:latest}"
 
 echo "[test] cargo fmt --check" >&2

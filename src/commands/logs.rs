@@ -1,31 +1,14 @@
 //! `pipe logs`: print the saved log of a ref's latest (or `--run N`) run.
 
 use anyhow::Context as _;
-use serde::Serialize;
 
 use super::Context;
 use crate::cli::LogsArgs;
 use crate::engine;
 use crate::error::{Usage, code};
 use crate::refs;
-use crate::state::{self, StageRun};
-
-#[derive(Serialize)]
-struct LogsReport<'a> {
-    version: u32,
-    project: &'a str,
-    #[serde(rename = "ref")]
-    refname: &'a str,
-    run: u64,
-    commit: &'a str,
-    log: String,
-    image: String,
-    tags: &'a [String],
-    image_id: Option<&'a str>,
-    digests: &'a std::collections::BTreeMap<String, String>,
-    stages: &'a [StageRun],
-    text: String,
-}
+use crate::report::LogsReport;
+use crate::state;
 
 pub fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
@@ -51,20 +34,7 @@ pub fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
     let bytes = std::fs::read(&run.log).with_context(|| format!("failed to read log file `{}`", run.log.display()))?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
     if args.json {
-        let report = LogsReport {
-            version: 1,
-            project: &args.project,
-            refname: &refname,
-            run: run.number,
-            commit: &run.commit,
-            log: run.log.display().to_string(),
-            image: run.image.clone(),
-            tags: &run.tags,
-            image_id: run.image_id.as_deref(),
-            digests: &run.digests,
-            stages: &run.stages,
-            text,
-        };
+        let report = LogsReport::new(&args.project, &refname, run, text);
         println!("{}", serde_json::to_string_pretty(&report).context("failed to render JSON")?);
     } else {
         print!("{}", crate::output::printable(&text));

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use super::Context;
 use crate::cli::ServeArgs;
 use crate::error::{Usage, code};
+use crate::page::Page;
 use crate::serve::{ForgeHooks, Receiver};
 
 pub fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
@@ -18,15 +19,16 @@ pub fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
     // Runs, their logs and the delivery ids live beside the state file.
     let dir = state.parent().map(|p| p.join("serve")).unwrap_or_else(|| PathBuf::from("serve"));
     let forge = ForgeHooks::new(&config, &state, dir.join("forge"), config.serve.body_limit)?;
-    if config.serve.hooks.is_empty() && forge.names().next().is_none() {
+    let page = Page::new(config.serve.page.as_ref(), state.clone())?;
+    if config.serve.hooks.is_empty() && forge.names().next().is_none() && page.is_none() {
         return Err(Usage(format!(
-            "`{}` defines no `[serve.hooks.NAME]` and no project with a forge `webhook_secret`; `pipe serve` has nothing to run",
+            "`{}` defines no `[serve.hooks.NAME]`, no project with a forge `webhook_secret` and no enabled `[serve.page]`; `pipe serve` has nothing to do",
             config.path.display()
         ))
         .into());
     }
     let listen = args.listen.clone().unwrap_or_else(|| config.serve.listen.clone());
-    let receiver = Arc::new(Receiver::new(&config.serve, forge, dir, cx.out)?);
+    let receiver = Arc::new(Receiver::new(&config.serve, forge, dir, cx.out)?.with_page(page));
     let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("cannot listen on `{listen}`"))?;
     receiver.run(listener)?;
     Ok(code::OK)

@@ -36,6 +36,7 @@ pub use duration::Seconds;
 pub use patterns::Patterns;
 pub use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub use targets::{CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget};
+pub use types::Page;
 pub use types::{
     ArgValue, Config, Ecr, Event, Forge, ForgeKind, GitAuth, Hook, Ingress, Limits, Notify, Project, Registry,
     SecretArg, SecretRef, Serve, Settings, SlackNotify, SubmoduleAllow, Submodules, Timeouts, WebhookNotify,

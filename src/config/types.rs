@@ -122,6 +122,9 @@ pub struct Serve {
     pub replay_window: Option<Seconds>,
     /// Runs kept per hook (status documents and logs, pruned together; default 1000).
     pub keep_runs: Option<usize>,
+    /// `[serve.page]`: the read-only status page and badges (off unless enabled).
+    #[serde(default)]
+    pub page: Option<Page>,
     /// `[serve.hooks.NAME]`, validated and filled in by the loader.
     #[serde(skip)]
     pub hooks: BTreeMap<String, Hook>,
@@ -134,9 +137,31 @@ impl Default for Serve {
             body_limit: default_body_limit(),
             replay_window: None,
             keep_runs: None,
+            page: None,
             hooks: BTreeMap::new(),
         }
     }
+}
+
+/// `[serve.page]`: the read-only status page and badges served by `pipe serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// Serve the page at all.
+    #[serde(default)]
+    pub enabled: bool,
+    /// A token pages require (bearer, or the password of basic auth); none: pages are open.
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Badges answer without the token (default true).
+    #[serde(default = "yes")]
+    pub public_badges: bool,
+    /// The page's address as others reach it, for absolute links (e.g. `https://ci.example.com`).
+    pub public_url: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_listen() -> String {

@@ -73,6 +73,8 @@ pub struct Receiver {
     journal: Journal,
     /// `POST /forge/PROJECT`: the forges' webhooks.
     forge: ForgeHooks,
+    /// The status page and badges, when `[serve.page]` enables them.
+    page: Option<crate::page::Page>,
 }
 
 impl Receiver {
@@ -109,7 +111,14 @@ impl Receiver {
             out,
             journal: Journal::start(out),
             forge,
+            page: None,
         })
+    }
+
+    /// Serves the status page and badges beside the hooks.
+    pub fn with_page(mut self, page: Option<crate::page::Page>) -> Receiver {
+        self.page = page;
+        self
     }
 
     /// Serves until SIGTERM or SIGINT, then cancels waiting runs, stops running hooks and
@@ -156,7 +165,9 @@ impl Receiver {
     /// One log line per request: never the query string or a docker-puller path (tokens).
     fn log(&self, req: Option<&Request>, status: u16, hook: Option<&str>, run: Option<&str>, started: Instant) {
         let (method, path) = match req {
-            Some(r) if r.path.starts_with("/hooks/") || r.path == "/healthz" => (r.method.as_str(), r.path.as_str()),
+            Some(r) if r.path.starts_with("/hooks/") || r.path == "/healthz" || crate::page::Page::owns(&r.path) => {
+                (r.method.as_str(), r.path.as_str())
+            }
             Some(r) => (r.method.as_str(), "/***"),
             None => ("-", "-"),
         };
@@ -189,6 +200,9 @@ impl Receiver {
     }
 
     fn route(&self, req: &Request) -> (Response, Option<String>, Option<String>) {
+        if let Some(response) = self.page.as_ref().and_then(|p| p.handle(req)) {
+            return (response, None, None);
+        }
         if req.path == "/healthz" {
             return (Response::json(200, json!({"status": "ok"})), None, None);
         }

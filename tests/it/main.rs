@@ -15,6 +15,7 @@ mod forge;
 mod hostile_remote;
 mod ingress;
 mod output;
+mod page;
 mod poll;
 mod poll_protocols;
 mod process_groups;

@@ -1,0 +1,210 @@
+//! The page's HTML, as maud templates: every value is escaped by maud, so branch names,
+//! commit ids and log lines (untrusted) can only ever be text.
+
+use maud::{DOCTYPE, Markup, html};
+
+use super::Overview;
+use super::log::Window;
+use crate::output::{age, short};
+use crate::refs;
+use crate::state::{History, Run};
+
+type Link<'a> = &'a dyn Fn(&str) -> String;
+
+fn enc(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn layout(title: &str, link: Link, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · pipe" }
+                link rel="stylesheet" href=(link("/status/style.css"));
+            }
+            body {
+                nav { a href=(link("/status")) { "pipe status" } }
+                (body)
+            }
+        }
+    }
+}
+
+fn result(word: &str) -> Markup {
+    html! { span class={ "result r-" (word) } { (word) } }
+}
+
+fn ref_link(link: Link, project: &str, refname: &str) -> String {
+    link(&format!("/status/ref?project={}&ref={}", enc(project), enc(refname)))
+}
+
+fn run_link(link: Link, project: &str, refname: &str, run: u64) -> String {
+    link(&format!("/status/run?project={}&ref={}&run={run}", enc(project), enc(refname)))
+}
+
+fn seconds(s: Option<f64>) -> String {
+    s.map_or_else(|| "-".into(), |s| format!("{s:.1}s"))
+}
+
+pub fn overview(ov: &Overview, link: Link) -> Markup {
+    let now = crate::clock::now().as_second();
+    let page_link = |page: usize| link(&format!("/status?q={}&result={}&page={page}", enc(&ov.query), enc(&ov.result)));
+    layout(
+        "status",
+        link,
+        html! {
+            h1 { "Refs" }
+            form method="get" action=(link("/status")) {
+                input type="search" name="q" value=(ov.query) placeholder="project or ref contains";
+                select name="result" {
+                    @for word in ["", "failed", "timed_out", "passed", "pending", "seen", "interrupted", "skipped"] {
+                        option value=(word) selected[word == ov.result] { @if word.is_empty() { "any result" } @else { (word) } }
+                    }
+                }
+                button type="submit" { "filter" }
+            }
+            p.pager {
+                (ov.total) " refs · page " (ov.page) " of " (ov.pages) " "
+                @if ov.page > 1 { a rel="prev" href=(page_link(ov.page - 1)) { "← newer page" } }
+                @if ov.page < ov.pages { a rel="next" href=(page_link(ov.page + 1)) { "next page →" } }
+            }
+            table id="refs" {
+                thead { tr { th { "project" } th { "ref" } th { "stage" } th { "result" } th { "commit" } th { "age" } th { "duration" } } }
+                tbody {
+                    @for (row, duration) in ov.report.refs.iter().zip(&ov.durations) {
+                        tr class={ "r-" (row.result) } data-ref=(row.refname) {
+                            td { (row.project) }
+                            td { a href=(ref_link(link, &row.project, &row.refname)) { (refs::display(&row.refname)) } }
+                            td.stage { (row.stage) }
+                            td { (result(&row.result)) }
+                            td { code { (short(&row.commit)) } }
+                            td { (age(row.age_seconds)) }
+                            td { (seconds(*duration)) }
+                        }
+                    }
+                }
+            }
+            h1 { "Deploy targets" }
+            @if ov.targets.is_empty() { p { "No deploys recorded." } }
+            @for t in &ov.targets {
+                section.target data-target=(t.target) {
+                    h2 { (t.project) " → " (t.target) }
+                    @match &t.current {
+                        Some(d) => p.current {
+                            "runs " code.commit { (short(&d.commit)) } " (" (d.image) ":" (d.tag) ", "
+                            (refs::display(&d.refname)) ") since " (d.at.strftime("%Y-%m-%d %H:%M:%S UTC")) " (" (age(now - d.at.as_second())) " ago)"
+                        },
+                        None => p.current { "no successful deploy recorded" },
+                    }
+                    table.deploys {
+                        thead { tr { th { "when" } th { "commit" } th { "ref" } th { "tag" } th { "result" } } }
+                        tbody {
+                            @for d in &t.deploys {
+                                tr {
+                                    td { (d.at.strftime("%Y-%m-%d %H:%M:%S")) }
+                                    td { code { (short(&d.commit)) } }
+                                    td { (refs::display(&d.refname)) }
+                                    td { (d.tag) }
+                                    td { (result(deploy_word(d.result))) @if d.result == crate::model::DeployResult::RolledBack { " ↩ rollback" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn stages_table(run: &Run) -> Markup {
+    html! {
+        table.stages {
+            thead { tr { th { "stage" } th { "result" } th { "started" } th { "duration" } th { "exit code" } } }
+            tbody {
+                @for s in &run.stages {
+                    tr class={ "r-" (s.result.as_str()) } {
+                        td.stage { (s.stage.as_str()) }
+                        td { (result(s.result.as_str())) }
+                        td { (s.started.strftime("%Y-%m-%d %H:%M:%S")) }
+                        td { (format!("{:.1}s", s.seconds)) }
+                        td { (s.exit_code.map(|c| c.to_string()).unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn run_result(run: &Run) -> &'static str {
+    run.stages.last().map_or("pending", |s| s.result.as_str())
+}
+
+pub fn ref_page(project: &str, refname: &str, history: &History, link: Link) -> Markup {
+    layout(
+        refs::display(refname),
+        link,
+        html! {
+            h1 { (project) " · " (refs::display(refname)) }
+            table.runs {
+                thead { tr { th { "run" } th { "commit" } th { "started" } th { "last stage" } th { "result" } th { "duration" } } }
+                tbody {
+                    @for run in history.runs.iter().rev() {
+                        tr class={ "r-" (run_result(run)) } {
+                            td { a href=(run_link(link, project, refname, run.number)) { "#" (run.number) } }
+                            td { code { (short(&run.commit)) } }
+                            td { (run.started.strftime("%Y-%m-%d %H:%M:%S")) }
+                            td { (run.stages.last().map_or("-", |s| s.stage.as_str())) }
+                            td { (result(run_result(run))) }
+                            td { (format!("{:.1}s", run.stages.iter().map(|s| s.seconds).sum::<f64>())) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn run_page(project: &str, refname: &str, run: &Run, window: &Window, link: Link) -> Markup {
+    let at = |offset: u64| {
+        link(&format!("/status/run?project={}&ref={}&run={}&offset={offset}", enc(project), enc(refname), run.number))
+    };
+    let pager = html! {
+        p.pager {
+            "log bytes " (window.offset) "–" (window.next) " of " (window.len) " "
+            @if window.offset > 0 { a href=(at(window.offset.saturating_sub(super::log::CHUNK))) { "← earlier" } }
+            @if window.next < window.len {
+                a href=(at(window.next)) { "later →" }
+                a href=(at(window.len.saturating_sub(super::log::CHUNK))) { "end" }
+            }
+        }
+    };
+    layout(
+        &format!("#{} {}", run.number, refs::display(refname)),
+        link,
+        html! {
+            h1 { (project) " · " a href=(ref_link(link, project, refname)) { (refs::display(refname)) } " · run #" (run.number) }
+            p { "commit " code.commit { (run.commit) } " · image " code { (run.image) } " · started " (run.started.strftime("%Y-%m-%d %H:%M:%S UTC")) " · " (result(run_result(run))) }
+            (stages_table(run))
+            h2 { "Log" }
+            (pager)
+            pre.log { (super::log::strip_ansi(&window.text)) }
+            (pager)
+        },
+    )
+}
+
+pub fn error(status: u16, message: &str) -> Markup {
+    layout("error", &|p: &str| p.to_string(), html! { h1 { (status) } p { (message) } })
+}
+
+fn deploy_word(result: crate::model::DeployResult) -> &'static str {
+    use crate::model::DeployResult::*;
+    match result {
+        Succeeded => "succeeded",
+        Failed => "failed",
+        RolledBack => "rolled_back",
+    }
+}

@@ -1,0 +1,114 @@
+//! The versioned JSON documents `pipe status --json` and `pipe logs --json` print, shared with
+//! the status page of `pipe serve` so both speak one schema. Reads state files only.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::model::DeployResult;
+use crate::refs::{self, RefKind};
+use crate::state::{self, RefState, Run, StageRun};
+
+/// `pipe status --json`, version 1.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub version: u32,
+    pub refs: Vec<RefStatus>,
+}
+
+/// One ref in [`StatusReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RefStatus {
+    pub project: String,
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub kind: RefKind,
+    pub head: String,
+    /// The commit of the last stage, or the head when no stage ran yet.
+    pub commit: String,
+    pub stage: String,
+    pub result: String,
+    /// When the last stage ended, or when the head was first seen.
+    pub at: jiff::Timestamp,
+    pub age_seconds: i64,
+    /// The last deploy of this ref: seconds from its commit being detected to taking traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_to_traffic_seconds: Option<f64>,
+}
+
+impl RefStatus {
+    /// A ref's row; `traffic` from [`commit_to_traffic`] of its project.
+    pub fn new(project: &str, refname: &str, r: &RefState, now: jiff::Timestamp, traffic: Option<f64>) -> RefStatus {
+        let (stage, result, commit, at) = match &r.last {
+            Some(last) => (last.stage.to_string(), last.result.to_string(), last.commit.clone(), last.at),
+            None => ("poll".into(), if r.pending { "pending" } else { "seen" }.into(), r.head.clone(), r.since),
+        };
+        RefStatus {
+            project: project.to_string(),
+            refname: refname.to_string(),
+            kind: refs::classify(refname).unwrap_or(RefKind::Branch),
+            head: r.head.clone(),
+            commit,
+            stage,
+            result,
+            at,
+            age_seconds: now.as_second() - at.as_second(),
+            commit_to_traffic_seconds: traffic,
+        }
+    }
+}
+
+/// Per ref of one project: the commit-to-traffic time of its newest successful deploy to any
+/// of the project's targets. Each deploy history is read once per project, not once per ref.
+pub fn commit_to_traffic(state_path: &Path, project: &str) -> BTreeMap<String, f64> {
+    let mut newest: BTreeMap<String, (jiff::Timestamp, f64)> = BTreeMap::new();
+    let [_, _, dir] = state::project_dirs(state_path, project);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(history) = state::load_deploys(&entry.path()) else { continue };
+        for d in history.deploys.iter().filter(|d| d.result == DeployResult::Succeeded) {
+            let Some(secs) = d.timeline.as_ref().and_then(|t| t.commit_to_traffic()) else { continue };
+            if newest.get(&d.refname).is_none_or(|(at, _)| d.at > *at) {
+                newest.insert(d.refname.clone(), (d.at, secs));
+            }
+        }
+    }
+    newest.into_iter().map(|(refname, (_, secs))| (refname, secs)).collect()
+}
+
+/// `pipe logs --json`, version 1: one run of a ref with its log text.
+#[derive(Serialize)]
+pub struct LogsReport<'a> {
+    pub version: u32,
+    pub project: &'a str,
+    #[serde(rename = "ref")]
+    pub refname: &'a str,
+    pub run: u64,
+    pub commit: &'a str,
+    pub log: String,
+    pub image: String,
+    pub tags: &'a [String],
+    pub image_id: Option<&'a str>,
+    pub digests: &'a BTreeMap<String, String>,
+    pub stages: &'a [StageRun],
+    pub text: String,
+}
+
+impl<'a> LogsReport<'a> {
+    pub fn new(project: &'a str, refname: &'a str, run: &'a Run, text: String) -> LogsReport<'a> {
+        LogsReport {
+            version: 1,
+            project,
+            refname,
+            run: run.number,
+            commit: &run.commit,
+            log: run.log.display().to_string(),
+            image: run.image.clone(),
+            tags: &run.tags,
+            image_id: run.image_id.as_deref(),
+            digests: &run.digests,
+            stages: &run.stages,
+            text,
+        }
+    }
+}
