@@ -3,6 +3,6 @@
 use jiff::Timestamp;
 
 /// Now, to the second: state timestamps carry no sub-second noise.
-pub fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
 }

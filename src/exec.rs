@@ -28,14 +28,14 @@ use crate::output::Output;
 const TAIL_BYTES: usize = 4096;
 
 /// How long a stopped process group gets between SIGTERM and SIGKILL.
-pub const GRACE: Duration = Duration::from_secs(5);
+pub(crate) const GRACE: Duration = Duration::from_secs(5);
 
 /// How long output is still read after the direct child exited (descendants may hold the pipe).
-pub const DRAIN: Duration = Duration::from_millis(1500);
+pub(crate) const DRAIN: Duration = Duration::from_millis(1500);
 
 /// A process to run: program, argv, environment, working directory and optional stdin.
 #[derive(Clone)]
-pub struct Cmd {
+pub(crate) struct Cmd {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
@@ -48,7 +48,7 @@ pub struct Cmd {
 }
 
 impl Cmd {
-    pub fn new(program: impl Into<OsString>) -> Cmd {
+    pub(crate) fn new(program: impl Into<OsString>) -> Cmd {
         Cmd {
             program: program.into(),
             args: Vec::new(),
@@ -62,52 +62,52 @@ impl Cmd {
 
     /// Not stopped by a signal pipe received (still by its timeout): cleanup after SIGTERM,
     /// such as removing containers that never took traffic.
-    pub fn through_signals(mut self) -> Cmd {
+    pub(crate) fn through_signals(mut self) -> Cmd {
         self.through_signals = true;
         self
     }
 
     /// A program given as a words list (e.g. `["docker", "compose"]`) plus arguments.
-    pub fn from_argv(argv: &[OsString]) -> Cmd {
+    pub(crate) fn from_argv(argv: &[OsString]) -> Cmd {
         let mut cmd = Cmd::new(argv.first().cloned().unwrap_or_default());
         cmd.args.extend(argv.iter().skip(1).cloned());
         cmd
     }
 
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Cmd {
+    pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Cmd {
         self.args.push(arg.into());
         self
     }
 
-    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Cmd {
+    pub(crate) fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Cmd {
         self.args.extend(args.into_iter().map(Into::into));
         self
     }
 
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Cmd {
+    pub(crate) fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Cmd {
         self.env.push((key.into(), value.into()));
         self
     }
 
     /// Runs the process with only the variables given by [`Cmd::env`], none of pipe's own
     /// (compose must not interpolate pipe's secrets into a repository's services).
-    pub fn env_clear(mut self) -> Cmd {
+    pub(crate) fn env_clear(mut self) -> Cmd {
         self.env_clear = true;
         self
     }
 
-    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Cmd {
+    pub(crate) fn dir(mut self, dir: impl Into<PathBuf>) -> Cmd {
         self.dir = Some(dir.into());
         self
     }
 
     /// Bytes written to the process's stdin (how passwords reach `docker login`).
-    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+    pub(crate) fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
         self.stdin = Some(bytes.into());
         self
     }
 
-    pub fn argv(&self) -> Vec<OsString> {
+    pub(crate) fn argv(&self) -> Vec<OsString> {
         std::iter::once(self.program.clone()).chain(self.args.iter().cloned()).collect()
     }
 
@@ -153,7 +153,7 @@ fn quote(word: &str) -> String {
 
 /// How a logged process ended.
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     /// Exit code; `None` when killed by a signal or on timeout.
     pub code: Option<i32>,
     pub timed_out: bool,
@@ -167,11 +167,11 @@ pub struct Finished {
 }
 
 impl Finished {
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.code == Some(0) && !self.timed_out && !self.interrupted
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if self.interrupted {
             return "interrupted by a signal".to_string();
         }
@@ -192,7 +192,7 @@ fn spawn_error(cmd: &Cmd, err: std::io::Error) -> anyhow::Error {
 }
 
 /// Runs a short command and returns its stdout; a non-zero exit is a [`ProcessFailed`].
-pub fn capture(out: &Output, cmd: &Cmd, timeout: Duration) -> anyhow::Result<String> {
+pub(crate) fn capture(out: &Output, cmd: &Cmd, timeout: Duration) -> anyhow::Result<String> {
     out.detail(format!("$ {cmd}"));
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let ended = supervise(cmd, timeout, false, &mut |stream, chunk| match stream {
@@ -224,7 +224,7 @@ pub fn capture(out: &Output, cmd: &Cmd, timeout: Duration) -> anyhow::Result<Str
 /// Runs a command with stdout and stderr streamed into `log` (at most `cap` bytes are kept;
 /// the rest is counted and dropped so a runaway build cannot fill the disk or memory). Each
 /// complete output line is also offered to `on_line` (for a spinner). Stopped at `timeout`.
-pub fn logged(
+pub(crate) fn logged(
     out: &Output,
     cmd: &Cmd,
     log: &Path,
@@ -456,7 +456,7 @@ fn tail_of(text: &str) -> String {
 }
 
 /// Is `program` on PATH (or an existing path)?
-pub fn available(program: &OsStr) -> bool {
+pub(crate) fn available(program: &OsStr) -> bool {
     which::which(program).is_ok()
 }
 

@@ -6,7 +6,7 @@
 
 mod http;
 mod ssh;
-pub mod submodules;
+pub(crate) mod submodules;
 mod wire;
 
 use std::cell::Cell;
@@ -25,7 +25,7 @@ const MAX_AUTH_ATTEMPTS: u32 = 3;
 
 /// Credentials for one remote, resolved from the project's `auth` table.
 #[derive(Debug, Clone, Default)]
-pub struct Auth {
+pub(crate) struct Auth {
     pub username: Option<String>,
     pub token: Option<String>,
     pub ssh_key: Option<PathBuf>,
@@ -33,7 +33,7 @@ pub struct Auth {
 }
 
 /// Sets libgit2's socket connect and read timeouts (process-wide; set once before polling).
-pub fn set_timeouts(timeout: Duration) {
+pub(crate) fn set_timeouts(timeout: Duration) {
     static ONCE: Once = Once::new();
     let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     ONCE.call_once(|| {
@@ -47,7 +47,7 @@ pub fn set_timeouts(timeout: Duration) {
 
 /// Lists the remote's refs (`git ls-remote`), giving up after `deadline` even if the transport
 /// ignores its own timeouts: the listing runs on a thread that is abandoned when it is late.
-pub fn list_remote(url: &str, auth: &Auth, deadline: Duration) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn list_remote(url: &str, auth: &Auth, deadline: Duration) -> anyhow::Result<Vec<(String, String)>> {
     let (tx, rx) = mpsc::channel();
     let owned_url = url.to_string();
     let auth = auth.clone();
@@ -256,7 +256,7 @@ fn ssh_host(url: &str) -> (String, Option<u16>) {
 }
 
 /// Hides the password or token in `https://user:secret@host/…`.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -318,7 +318,7 @@ fn percent(text: &str) -> String {
 /// Fetches one ref (a single refspec, no tags) into the project's cache repository at `dir`
 /// and checks out `commit` (or the fetched head) clean: forced, untracked and ignored files
 /// removed, submodules updated. Returns the checked-out commit.
-pub fn checkout(
+pub(crate) fn checkout(
     url: &str,
     auth: &Auth,
     refname: &str,
@@ -403,13 +403,13 @@ pub fn checkout(
 
 /// A checked-out commit: its id and committer time.
 #[derive(Debug, Clone)]
-pub struct Commit {
+pub(crate) struct Commit {
     pub sha: String,
     pub time: jiff::Timestamp,
 }
 
 /// The committer time of a commit (what `created` labels use, so rebuilds are reproducible).
-pub fn commit_time(commit: &git2::Commit<'_>) -> jiff::Timestamp {
+pub(crate) fn commit_time(commit: &git2::Commit<'_>) -> jiff::Timestamp {
     jiff::Timestamp::from_second(commit.time().seconds()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 

@@ -11,7 +11,7 @@ use crate::config::{Config, Ingress};
 
 /// One routed service: the port nginx connects to and where the route was configured.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Route {
+pub(crate) struct Route {
     pub port: u16,
     pub from: Vec<String>,
     /// pipe switches this service between releases through an upstream file of its own.
@@ -19,18 +19,18 @@ pub struct Route {
 }
 
 /// The nginx upstream group of a switched service, defined in [`upstream_file`].
-pub fn upstream_name(service: &str) -> String {
+pub(crate) fn upstream_name(service: &str) -> String {
     format!("pipe-{service}")
 }
 
 /// The file pipe writes into `[ingress] upstreams` for a switched service.
-pub fn upstream_file(dir: &std::path::Path, service: &str) -> std::path::PathBuf {
+pub(crate) fn upstream_file(dir: &std::path::Path, service: &str) -> std::path::PathBuf {
     dir.join(format!("{service}.conf"))
 }
 
 /// The upstream group of `service` routing to `servers` (`address:port` of the release's
 /// containers). `note` becomes a comment naming the release.
-pub fn render_upstream(service: &str, servers: &[String], note: &str) -> String {
+pub(crate) fn render_upstream(service: &str, servers: &[String], note: &str) -> String {
     let mut out =
         format!("# Written by pipe: {note}. Rewritten on every deploy.\nupstream {} {{\n", upstream_name(service));
     for server in servers {
@@ -41,7 +41,7 @@ pub fn render_upstream(service: &str, servers: &[String], note: &str) -> String 
 }
 
 /// The servers of an upstream file written by [`render_upstream`].
-pub fn parse_upstream(text: &str) -> Vec<String> {
+pub(crate) fn parse_upstream(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("server "))
         .map(|s| s.trim_end_matches(';').split_whitespace().next().unwrap_or("").to_string())
@@ -51,7 +51,7 @@ pub fn parse_upstream(text: &str) -> Vec<String> {
 
 /// Every service named in an `ingress` table of a deploy target or a `pipe serve` hook.
 /// Webhook targets are skipped: they deploy on another host, whose own config routes them.
-pub fn routes(config: &Config) -> anyhow::Result<BTreeMap<String, Route>> {
+pub(crate) fn routes(config: &Config) -> anyhow::Result<BTreeMap<String, Route>> {
     let mut sources = Vec::new();
     for (project, p) in &config.projects {
         for deploy in &p.deploy {
@@ -86,7 +86,7 @@ pub fn routes(config: &Config) -> anyhow::Result<BTreeMap<String, Route>> {
 
 /// The configuration for nginx's `http` block (e.g. `/etc/nginx/conf.d/pipe.conf`), for the
 /// routes [`routes`] found in `config`.
-pub fn render(config: &Config, routes: &BTreeMap<String, Route>) -> String {
+pub(crate) fn render(config: &Config, routes: &BTreeMap<String, Route>) -> String {
     render_routes(&config.ingress, &config.path.display().to_string(), routes)
 }
 

@@ -13,7 +13,7 @@ use crate::secret;
 
 /// Something worth telling people about one ref.
 #[derive(Debug, Clone, Serialize)]
-pub struct Notice {
+pub(crate) struct Notice {
     pub event: EventKind,
     pub project: String,
     #[serde(rename = "ref")]
@@ -30,7 +30,7 @@ pub struct Notice {
 /// Which `on = [...]` entry a notice answers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     Failure,
     Recovery,
     Success,
@@ -52,7 +52,7 @@ impl EventKind {
 /// The Slack message: a one-line text and an attachment with the details. Everything that
 /// comes from a repository or a run (project, ref, stage, log lines) passes through
 /// [`slack_escape`], so a branch name or a log line cannot add links or mentions.
-pub fn slack_payload(n: &Notice) -> serde_json::Value {
+pub(crate) fn slack_payload(n: &Notice) -> serde_json::Value {
     let (color, verb) = match n.event {
         EventKind::Failure => ("danger", "failed"),
         EventKind::Recovery => ("good", "recovered"),
@@ -85,7 +85,7 @@ pub fn slack_payload(n: &Notice) -> serde_json::Value {
 /// which also disarms `<!channel>`, `<@U123>` and `<http://…|text>`; plain-text mentions
 /// (`@here`, `@channel`, `@everyone`) get a zero-width space after the `@`, so they show as
 /// typed but notify nobody.
-pub fn slack_escape(text: &str) -> String {
+pub(crate) fn slack_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
@@ -108,14 +108,14 @@ pub fn slack_escape(text: &str) -> String {
 }
 
 /// The generic webhook body.
-pub fn generic_payload(n: &Notice) -> serde_json::Value {
+pub(crate) fn generic_payload(n: &Notice) -> serde_json::Value {
     let mut doc = serde_json::to_value(n).unwrap_or_default();
     doc["version"] = json!(1);
     doc
 }
 
 /// Sends every notice to every sink configured for its event; failures become warnings.
-pub fn send(out: &Output, config: &Config, notices: &[Notice]) {
+pub(crate) fn send(out: &Output, config: &Config, notices: &[Notice]) {
     if notices.is_empty() {
         return;
     }

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 
 /// Verbosity and destination of diagnostic messages.
 #[derive(Debug, Clone, Copy)]
-pub struct Output {
+pub(crate) struct Output {
     pub quiet: bool,
     pub verbose: u8,
     /// stderr is a terminal: no timestamps, spinners allowed.
@@ -16,33 +16,33 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(quiet: bool, verbose: u8) -> Output {
+    pub(crate) fn new(quiet: bool, verbose: u8) -> Output {
         let terminal = std::io::stderr().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Output { quiet, verbose, terminal, color: terminal && !no_color }
     }
 
     /// Progress and results worth knowing; hidden by `-q`.
-    pub fn info(&self, msg: impl AsRef<str>) {
+    pub(crate) fn info(&self, msg: impl AsRef<str>) {
         if !self.quiet {
             self.line("", msg.as_ref());
         }
     }
 
     /// Detail shown with `-v`.
-    pub fn detail(&self, msg: impl AsRef<str>) {
+    pub(crate) fn detail(&self, msg: impl AsRef<str>) {
         if self.verbose > 0 && !self.quiet {
             self.line("", msg.as_ref());
         }
     }
 
     /// Always shown.
-    pub fn warn(&self, msg: impl AsRef<str>) {
+    pub(crate) fn warn(&self, msg: impl AsRef<str>) {
         self.line(&self.paint("warning: ", "33"), msg.as_ref());
     }
 
     /// Always shown; used for per-project failures that do not stop the command.
-    pub fn error(&self, msg: impl AsRef<str>) {
+    pub(crate) fn error(&self, msg: impl AsRef<str>) {
         self.line(&self.paint("error: ", "31"), msg.as_ref());
     }
 
@@ -81,12 +81,12 @@ fn bars() -> &'static indicatif::MultiProgress {
 
 /// A spinner for a long stage on a terminal; nothing elsewhere. Lines printed while it spins
 /// clear it first and redraw it after (see [`Output::line`]), so they never garble the bar.
-pub struct Spinner {
+pub(crate) struct Spinner {
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl Output {
-    pub fn spinner(&self, message: &str) -> Spinner {
+    pub(crate) fn spinner(&self, message: &str) -> Spinner {
         if !self.terminal || self.quiet {
             return Spinner { bar: None };
         }
@@ -102,13 +102,13 @@ impl Output {
 }
 
 impl Spinner {
-    pub fn set(&self, message: &str) {
+    pub(crate) fn set(&self, message: &str) {
         if let Some(bar) = &self.bar {
             bar.set_message(message.chars().take(100).collect::<String>());
         }
     }
 
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
             bars().remove(&bar);
@@ -117,7 +117,7 @@ impl Spinner {
 }
 
 /// Formats an age in seconds as `42s`, `5m`, `3h`, `2d`.
-pub fn age(seconds: i64) -> String {
+pub(crate) fn age(seconds: i64) -> String {
     let s = seconds.max(0);
     match s {
         0..60 => format!("{s}s"),
@@ -128,7 +128,7 @@ pub fn age(seconds: i64) -> String {
 }
 
 /// Lays out rows in left-aligned columns separated by two spaces.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -157,7 +157,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The short tail of a log for an error message.
-pub fn tail_lines(text: &str, n: usize) -> String {
+pub(crate) fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     printable(&lines[lines.len().saturating_sub(n)..].join("\n")).into_owned()
 }
@@ -165,7 +165,7 @@ pub fn tail_lines(text: &str, n: usize) -> String {
 /// Text a command or a repository wrote (untrusted), made safe for a terminal: every control
 /// character but newline and tab is shown escaped (`\u{1b}`), so no escape sequence (a window
 /// title, the clipboard, a cleared screen) reaches the terminal or the journal.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
     if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
@@ -186,7 +186,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The short commit id shown to people.
-pub fn short(oid: &str) -> &str {
+pub(crate) fn short(oid: &str) -> &str {
     oid.get(..12).unwrap_or(oid)
 }
 

@@ -20,7 +20,7 @@ use crate::state::{ProjectState, RefState};
 /// What kind of ref this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RefKind {
+pub(crate) enum RefKind {
     Branch,
     PullRequest,
 }
@@ -28,7 +28,7 @@ pub enum RefKind {
 /// How a ref changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ChangeKind {
+pub(crate) enum ChangeKind {
     New,
     Updated,
     Deleted,
@@ -36,7 +36,7 @@ pub enum ChangeKind {
 
 /// One reported change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Change {
+pub(crate) struct Change {
     pub project: String,
     #[serde(rename = "ref")]
     pub refname: String,
@@ -47,7 +47,7 @@ pub struct Change {
 }
 
 /// Classifies a full ref name; `None` for refs `pipe` never tracks (tags, notes, …).
-pub fn classify(refname: &str) -> Option<RefKind> {
+pub(crate) fn classify(refname: &str) -> Option<RefKind> {
     if refname.strip_prefix("refs/heads/").is_some_and(|b| !b.is_empty()) {
         return Some(RefKind::Branch);
     }
@@ -62,7 +62,7 @@ fn pr_number<'a>(refname: &'a str, suffix: &str) -> Option<&'a str> {
 }
 
 /// A short name for people: `dev`, `pull/12`, `merge-requests/12`.
-pub fn display(refname: &str) -> &str {
+pub(crate) fn display(refname: &str) -> &str {
     if let Some(branch) = refname.strip_prefix("refs/heads/") {
         return branch;
     }
@@ -74,7 +74,7 @@ pub fn display(refname: &str) -> &str {
 /// characters, …), plus what is harmless to git but not to the terminals, journals, argv and
 /// environments the name reaches: no control or bidirectional-formatting characters anywhere,
 /// and no branch or path component starting with `-` (it would read as an option).
-pub fn valid_name(refname: &str) -> bool {
+pub(crate) fn valid_name(refname: &str) -> bool {
     if refname == "HEAD" {
         return true;
     }
@@ -84,13 +84,13 @@ pub fn valid_name(refname: &str) -> bool {
 }
 
 /// A ref name as it may be shown anywhere: quoted, with control characters escaped.
-pub fn escaped(refname: &str) -> String {
+pub(crate) fn escaped(refname: &str) -> String {
     format!("{refname:?}")
 }
 
 /// The heads a project follows out of everything a remote advertised.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Tracked {
+pub(crate) struct Tracked {
     /// Full ref name → commit id.
     pub heads: BTreeMap<String, String>,
     /// Pull-request head refs whose merge ref is advertised (open pull requests).
@@ -101,7 +101,7 @@ pub struct Tracked {
 
 /// Keeps the branches matching the project's patterns and, when enabled, pull-request heads.
 /// Names that are not valid ref names are set aside in `rejected`.
-pub fn tracked(project: &Project, advertised: &[(String, String)]) -> Tracked {
+pub(crate) fn tracked(project: &Project, advertised: &[(String, String)]) -> Tracked {
     let mut out = Tracked::default();
     for (refname, oid) in advertised {
         if !valid_name(refname) {
@@ -136,7 +136,7 @@ pub fn tracked(project: &Project, advertised: &[(String, String)]) -> Tracked {
 
 /// The result of comparing a poll with the state.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Diff {
+pub(crate) struct Diff {
     pub changes: Vec<Change>,
     /// Pull-request heads recorded on the first poll without being reported or built.
     pub baseline: Vec<(String, String)>,
@@ -145,7 +145,7 @@ pub struct Diff {
 }
 
 impl Diff {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.baseline.is_empty() && self.closed.is_empty()
     }
 }
@@ -156,7 +156,7 @@ fn is_closed(now: &Tracked, refname: &str) -> bool {
 }
 
 /// Compares what the remote has now with what the state remembers.
-pub fn diff(project: &str, previous: Option<&ProjectState>, now: &Tracked) -> Diff {
+pub(crate) fn diff(project: &str, previous: Option<&ProjectState>, now: &Tracked) -> Diff {
     let first_poll = previous.is_none_or(|p| !p.indexed);
     let empty = BTreeMap::new();
     let known = previous.map_or(&empty, |p| &p.refs);
@@ -202,7 +202,7 @@ pub fn diff(project: &str, previous: Option<&ProjectState>, now: &Tracked) -> Di
 }
 
 /// Records a diff: new and moved heads become pending work, deleted refs are forgotten.
-pub fn apply(state: &mut ProjectState, diff: &Diff, now: &Tracked, at: jiff::Timestamp) {
+pub(crate) fn apply(state: &mut ProjectState, diff: &Diff, now: &Tracked, at: jiff::Timestamp) {
     state.indexed = true;
     for (refname, oid) in &diff.baseline {
         let record = RefState { head: oid.clone(), since: at, pending: false, last: None, closed: true };

@@ -12,14 +12,14 @@ use crate::state::{self, RefState, Run, StageRun};
 
 /// `pipe status --json`, version 1.
 #[derive(Debug, Serialize)]
-pub struct StatusReport {
+pub(crate) struct StatusReport {
     pub version: u32,
     pub refs: Vec<RefStatus>,
 }
 
 /// One ref in [`StatusReport`].
 #[derive(Debug, Clone, Serialize)]
-pub struct RefStatus {
+pub(crate) struct RefStatus {
     pub project: String,
     #[serde(rename = "ref")]
     pub refname: String,
@@ -39,7 +39,13 @@ pub struct RefStatus {
 
 impl RefStatus {
     /// A ref's row; `traffic` from [`commit_to_traffic`] of its project.
-    pub fn new(project: &str, refname: &str, r: &RefState, now: jiff::Timestamp, traffic: Option<f64>) -> RefStatus {
+    pub(crate) fn new(
+        project: &str,
+        refname: &str,
+        r: &RefState,
+        now: jiff::Timestamp,
+        traffic: Option<f64>,
+    ) -> RefStatus {
         let (stage, result, commit, at) = match &r.last {
             Some(last) => (last.stage.to_string(), last.result.to_string(), last.commit.clone(), last.at),
             None => ("poll".into(), if r.pending { "pending" } else { "seen" }.into(), r.head.clone(), r.since),
@@ -61,7 +67,7 @@ impl RefStatus {
 
 /// Per ref of one project: the commit-to-traffic time of its newest successful deploy to any
 /// of the project's targets. Each deploy history is read once per project, not once per ref.
-pub fn commit_to_traffic(state_path: &Path, project: &str) -> BTreeMap<String, f64> {
+pub(crate) fn commit_to_traffic(state_path: &Path, project: &str) -> BTreeMap<String, f64> {
     let mut newest: BTreeMap<String, (jiff::Timestamp, f64)> = BTreeMap::new();
     let [_, _, dir] = state::project_dirs(state_path, project);
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -78,7 +84,7 @@ pub fn commit_to_traffic(state_path: &Path, project: &str) -> BTreeMap<String, f
 
 /// `pipe logs --json`, version 1: one run of a ref with its log text.
 #[derive(Serialize)]
-pub struct LogsReport<'a> {
+pub(crate) struct LogsReport<'a> {
     pub version: u32,
     pub project: &'a str,
     #[serde(rename = "ref")]
@@ -95,7 +101,7 @@ pub struct LogsReport<'a> {
 }
 
 impl<'a> LogsReport<'a> {
-    pub fn new(project: &'a str, refname: &'a str, run: &'a Run, text: String) -> LogsReport<'a> {
+    pub(crate) fn new(project: &'a str, refname: &'a str, run: &'a Run, text: String) -> LogsReport<'a> {
         LogsReport {
             version: 1,
             project,

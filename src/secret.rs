@@ -12,15 +12,15 @@ use crate::config::SecretRef;
 
 /// A secret value; reveal it only where it is handed to git, docker's stdin or an HTTP header.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn reveal(&self) -> &str {
+    pub(crate) fn reveal(&self) -> &str {
         &self.0
     }
 
     #[cfg(test)]
-    pub fn for_tests(value: &str) -> Secret {
+    pub(crate) fn for_tests(value: &str) -> Secret {
         Secret(value.to_string())
     }
 }
@@ -38,7 +38,7 @@ impl fmt::Display for Secret {
 }
 
 /// Reads the secret now; `what` names the config key for the error message.
-pub fn resolve(secret: &SecretRef, what: &str) -> anyhow::Result<Secret> {
+pub(crate) fn resolve(secret: &SecretRef, what: &str) -> anyhow::Result<Secret> {
     let value = match secret {
         SecretRef::Env(var) => match std::env::var(var) {
             Ok(v) => v,
@@ -56,7 +56,7 @@ pub fn resolve(secret: &SecretRef, what: &str) -> anyhow::Result<Secret> {
 
 /// The innermost cause of an HTTP error, without the URL reqwest puts in its own message (a
 /// Slack URL or a docker-puller URL is a secret).
-pub fn http_cause(err: &reqwest::Error) -> String {
+pub(crate) fn http_cause(err: &reqwest::Error) -> String {
     let mut source: &dyn std::error::Error = err;
     while let Some(inner) = source.source() {
         source = inner;
@@ -65,7 +65,7 @@ pub fn http_cause(err: &reqwest::Error) -> String {
 }
 
 /// `sha256=<hex>` of HMAC-SHA256 over the body.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
+pub(crate) fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     let bytes = mac.finalize().into_bytes();
@@ -73,18 +73,18 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// Whether `given` is the `sha256=<hex>` signature of `body`, compared in constant time.
-pub fn verify(secret: &[u8], body: &[u8], given: &str) -> bool {
+pub(crate) fn verify(secret: &[u8], body: &[u8], given: &str) -> bool {
     same(sign(secret, body).as_bytes(), given.as_bytes())
 }
 
 /// A random secret nobody knows: what an unknown hook is checked against, so it costs the same
 /// work as a known one.
-pub fn random() -> Secret {
+pub(crate) fn random() -> Secret {
     Secret(random_id())
 }
 
 /// 128 random bits as 32 hex digits (run ids, delivery ids).
-pub fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
     // SAFETY: getrandom(2) writes at most `bytes.len()` bytes into the buffer.
     let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
@@ -98,7 +98,7 @@ pub fn random_id() -> String {
 }
 
 /// Compares two secrets in constant time (over their SHA-256 digests, so lengths leak nothing).
-pub fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
     let (da, db) = (Sha256::digest(a), Sha256::digest(b));
     da.iter().zip(db.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

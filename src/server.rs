@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// Limits that keep one client from hurting the others.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Time allowed for the request line and headers, from the connection's accept.
     pub head_timeout: Duration,
     /// Time allowed for the body, from the end of the head.
@@ -37,7 +37,7 @@ pub struct Limits {
 }
 
 /// What the service decides from a request's head.
-pub enum Admit {
+pub(crate) enum Admit {
     /// Answer now, without reading the body; the service logged it.
     Answer(Response),
     /// Read a body of at most this many bytes (larger `Content-Length` → `413`), then handle.
@@ -45,7 +45,7 @@ pub enum Admit {
 }
 
 /// What `pipe serve` plugs into the server.
-pub trait Service: Send + Sync + 'static {
+pub(crate) trait Service: Send + Sync + 'static {
     /// Decides from the head (its `body` is empty); runs on the I/O thread, so it must not block.
     fn admit(&self, head: &Request, peer: IpAddr) -> Admit;
     /// Answers a complete request, on a handler thread.
@@ -56,7 +56,7 @@ pub trait Service: Send + Sync + 'static {
 
 /// A parsed request.
 #[derive(Debug, Clone, Default)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// The path without the query.
     pub path: String,
@@ -66,12 +66,12 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// A query parameter (no percent-decoding beyond `%XX` of ASCII).
-    pub fn query_param(&self, name: &str) -> Option<String> {
+    pub(crate) fn query_param(&self, name: &str) -> Option<String> {
         self.query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
             (k == name).then(|| percent_decode(v))
@@ -100,18 +100,18 @@ fn percent_decode(text: &str) -> String {
 
 /// A response: status, extra headers, JSON (or empty) body.
 #[derive(Debug, Clone)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl Response {
-    pub fn json(status: u16, body: serde_json::Value) -> Response {
+    pub(crate) fn json(status: u16, body: serde_json::Value) -> Response {
         Response { status, headers: Vec::new(), body: body.to_string() }
     }
 
-    pub fn empty(status: u16) -> Response {
+    pub(crate) fn empty(status: u16) -> Response {
         Response { status, headers: Vec::new(), body: String::new() }
     }
 
@@ -163,7 +163,7 @@ const LINGER_BYTES: usize = 1024 * 1024;
 /// Parses a request head under RFC 9112's rules: `Ok(None)` while it is incomplete, else the
 /// request and the head's length. Bare LF line endings, versions other than HTTP/1.0 and 1.1,
 /// malformed or conflicting `Content-Length` are `400`.
-pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, u16> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, u16> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
@@ -201,7 +201,7 @@ fn bare_lf(bytes: &[u8]) -> bool {
 
 /// The body's length: `Content-Length` as 1*DIGIT, every copy equal; `Transfer-Encoding` is
 /// refused (`411`): the limit must be known before reading.
-pub fn content_length(request: &Request) -> Result<u64, u16> {
+pub(crate) fn content_length(request: &Request) -> Result<u64, u16> {
     if request.header("transfer-encoding").is_some() {
         return Err(411);
     }
@@ -262,7 +262,7 @@ impl Budget {
 
 /// Accepts and reads connections until `stop()` is true; complete requests go to
 /// `service.handle` on their own threads.
-pub fn serve<S: Service>(
+pub(crate) fn serve<S: Service>(
     listener: TcpListener,
     limits: Limits,
     service: Arc<S>,

@@ -18,7 +18,7 @@ struct Flags {
 static FLAGS: OnceLock<Flags> = OnceLock::new();
 
 /// Installs the handlers (once per process).
-pub fn install() -> anyhow::Result<()> {
+pub(crate) fn install() -> anyhow::Result<()> {
     if FLAGS.get().is_some() {
         return Ok(());
     }
@@ -36,7 +36,7 @@ pub fn install() -> anyhow::Result<()> {
 }
 
 /// The signal received, if any: `Some(15)` for SIGTERM, `Some(2)` for SIGINT.
-pub fn received() -> Option<i32> {
+pub(crate) fn received() -> Option<i32> {
     let flags = FLAGS.get()?;
     if flags.term.load(Ordering::Relaxed) {
         Some(SIGTERM)
@@ -48,7 +48,7 @@ pub fn received() -> Option<i32> {
 }
 
 /// Fails with [`Interrupted`] when a signal arrived.
-pub fn check() -> anyhow::Result<()> {
+pub(crate) fn check() -> anyhow::Result<()> {
     match received() {
         Some(signal) => Err(Interrupted(signal).into()),
         None => Ok(()),

@@ -7,7 +7,7 @@ use crate::engine::{self, Session, build};
 use crate::error::code;
 use crate::git;
 
-pub fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
     if args.here {
         engine::here_takes_no_project(&args.project)?;
         let built = build::build_here(&cx.out, args.dry_run)?;

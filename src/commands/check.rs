@@ -9,7 +9,7 @@ use crate::cli::CheckArgs;
 use crate::config::{ArgValue, SecretRef};
 use crate::error::code;
 
-pub fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
     for (key, secret) in config.secret_refs() {
         match secret {

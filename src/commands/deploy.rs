@@ -6,7 +6,7 @@ use crate::cli::DeployArgs;
 use crate::engine::{self, Session, deploy};
 use crate::error::code;
 
-pub fn run(cx: &Context, args: &DeployArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &DeployArgs) -> anyhow::Result<u8> {
     let session = Session::open(cx.config()?, cx.state_path()?, &args.project, "deploy", args.dry_run)?;
     let job = session.job(cx.out, &args.project, args.reference.as_deref());
     let mut files = job.files()?;

@@ -21,7 +21,7 @@ const UNITS: [(&str, &str); 5] = [
     ("pipe-prune.timer", include_str!("../../systemd/pipe-prune.timer")),
 ];
 
-pub fn run(cx: &Context, args: &GenerateArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &GenerateArgs) -> anyhow::Result<u8> {
     match &args.what {
         GenerateWhat::Nginx => {
             let config = cx.config()?;
@@ -110,7 +110,7 @@ fn write_units(cx: &Context, dir: &Path, bin: &Path) -> anyhow::Result<()> {
 }
 
 /// The completion script for a shell.
-pub fn completions(shell: Shell) -> String {
+pub(super) fn completions(shell: Shell) -> String {
     let shell = match shell {
         Shell::Bash => CompleteShell::Bash,
         Shell::Zsh => CompleteShell::Zsh,
@@ -132,7 +132,7 @@ fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Every man page as (file name, roff text).
-pub fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+pub(super) fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut root = Cli::command();
     // Building propagates the global flags into every subcommand, so each page lists them.
     root.build();

@@ -10,7 +10,7 @@ use crate::refs;
 use crate::report::LogsReport;
 use crate::state;
 
-pub fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
     let project = engine::project(&config, &args.project)?;
     let state_path = cx.state_path()?;

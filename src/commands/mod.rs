@@ -18,26 +18,26 @@ mod status;
 mod test;
 
 /// What every command gets: the global flags and the output settings they imply.
-pub struct Context {
+pub(crate) struct Context {
     pub global: GlobalArgs,
     pub out: Output,
 }
 
 impl Context {
     /// Finds and loads the pipeline file named by `-c`/`PIPE_CONFIG` or the defaults.
-    pub fn config(&self) -> anyhow::Result<Config> {
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
         let path = config::locate(self.global.config.as_deref())?;
         config::load(&path)
     }
 
     /// The state file named by `--state`/`PIPE_STATE` or the default location.
-    pub fn state_path(&self) -> anyhow::Result<std::path::PathBuf> {
+    pub(crate) fn state_path(&self) -> anyhow::Result<std::path::PathBuf> {
         crate::state::locate(self.global.state.as_deref())
     }
 }
 
 /// Runs the parsed command.
-pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let out = Output::new(cli.global.quiet, cli.global.verbose);
     crate::signals::install()?;
     let cx = Context { global: cli.global, out };

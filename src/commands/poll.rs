@@ -9,7 +9,7 @@ use crate::error::code;
 use crate::refs::{self, ChangeKind};
 use crate::{output, state};
 
-pub fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
     let projects = config.select(&args.projects)?;
     let state_path = cx.state_path()?;

@@ -8,7 +8,7 @@ use crate::engine::{self, prune};
 use crate::error::code;
 use crate::state;
 
-pub fn run(cx: &Context, args: &PruneArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &PruneArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
     for name in &args.projects {
         engine::project(&config, name)?;

@@ -5,7 +5,7 @@ use crate::cli::PushArgs;
 use crate::engine::{self, Session, push};
 use crate::error::code;
 
-pub fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &PushArgs) -> anyhow::Result<u8> {
     let session = Session::open(cx.config()?, cx.state_path()?, &args.project, "push", args.dry_run)?;
     let job = session.job(cx.out, &args.project, args.reference.as_deref());
     let mut files = job.files()?;

@@ -23,7 +23,7 @@ struct RunReport<'a> {
     deferred: usize,
 }
 
-pub fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
     let projects = config.select(&args.projects)?;
     let state_path = cx.state_path()?;

@@ -13,7 +13,7 @@ use crate::error::{Usage, code};
 use crate::page::Page;
 use crate::serve::{ForgeHooks, Receiver};
 
-pub fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
     let state = crate::state::locate(cx.global.state.as_deref())?;
     // Runs, their logs and the delivery ids live beside the state file.

@@ -10,7 +10,7 @@ use crate::refs;
 use crate::report::{self, RefStatus, StatusReport};
 use crate::{output, state};
 
-pub fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     let path = cx.state_path()?;
     let st = state::load(&path)?;
     if let Some(project) = &args.project

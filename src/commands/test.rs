@@ -10,7 +10,7 @@ use crate::engine::test::{self, TestJob};
 use crate::engine::{self, Session, build};
 use crate::error::{StageFailed, code};
 
-pub fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
+pub(super) fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
     if args.here {
         engine::here_takes_no_project(&args.project)?;
         let Some(built) = build::build_here(&cx.out, args.dry_run)? else { return Ok(code::OK) };

@@ -13,8 +13,10 @@ use crate::error::{Diagnostic, line_column};
 
 /// Keys whose value is a table. serde would also take a struct from an array of its fields in
 /// order (`compose = ["file", "proj"]`), which reads as something else entirely: refused.
-const TABLE_KEYS: [&str; 10] =
-    ["compose", "swarm", "command", "webhook", "health", "ingress", "auth", "ecr", "timeouts", "serve"];
+const TABLE_KEYS: [&str; 13] = [
+    "compose", "swarm", "command", "webhook", "health", "ingress", "auth", "ecr", "timeouts", "serve", "limits",
+    "page", "release",
+];
 
 /// Keys that would hold a secret inline; each has `_env` and `_file` forms instead.
 const INLINE_SECRET_KEYS: [&str; 5] = ["password", "secret", "token", "webhook_url", "ssh_key_passphrase"];

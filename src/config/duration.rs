@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// A duration written as `"90s"`, `"10m"`, `"1h30m"`: whole seconds, longer than zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seconds(pub Duration);
+pub(crate) struct Seconds(pub Duration);
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -32,22 +32,21 @@ use document::Cx;
 use validate::{validate, validate_hook, validate_ingress};
 
 pub(crate) use document::validate_name;
-pub use duration::Seconds;
-pub use patterns::Patterns;
-pub use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
-pub use targets::{CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget};
-pub use types::Page;
-pub use types::{
-    ArgValue, Config, Ecr, Event, Forge, ForgeKind, GitAuth, Hook, Ingress, Limits, Notify, Project, Registry,
-    SecretArg, SecretRef, Serve, Settings, SlackNotify, SubmoduleAllow, Submodules, Timeouts, WebhookNotify,
+pub(crate) use duration::Seconds;
+pub(crate) use patterns::Patterns;
+pub(crate) use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
+pub(crate) use targets::{CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget};
+pub(crate) use types::Page;
+pub(crate) use types::{
+    ArgValue, Config, Event, Forge, ForgeKind, Hook, Ingress, Notify, Project, Registry, SecretRef, Serve, Settings,
+    Submodules,
 };
-pub use validate::parse_memory;
 
 /// Where the pipeline file is looked for when neither `-c` nor `PIPE_CONFIG` names one.
 pub(crate) const DEFAULT_PATHS: [&str; 2] = ["pipeline.toml", "/etc/pipe/pipeline.toml"];
 
 /// Finds the pipeline file: the explicit path, else the first default that exists.
-pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
     }
@@ -62,7 +61,7 @@ pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// Reads and validates the pipeline file; every problem found is in the error.
-pub fn load(path: &Path) -> anyhow::Result<Config> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read pipeline file `{}`", path.display()))
         .map_err(|e| anyhow::Error::new(Usage(format!("{e:#}"))))?;
@@ -70,7 +69,7 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
 }
 
 /// Parses pipeline text; `path` is only used in diagnostics.
-pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
     let mut cx = Cx::new(path, text);
     let doc = cx.document()?;
 

@@ -4,13 +4,13 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 /// Compiled branch patterns: `*` stays within one `/` segment, `**` crosses them.
 #[derive(Debug, Default, Clone)]
-pub struct Patterns {
+pub(crate) struct Patterns {
     set: GlobSet,
 }
 
 impl Patterns {
     /// Compiles patterns; the error names the first invalid one.
-    pub fn compile<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Patterns, String> {
+    pub(crate) fn compile<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Patterns, String> {
         let mut builder = GlobSetBuilder::new();
         for pattern in patterns {
             builder.add(compile_branch_glob(pattern)?);
@@ -19,12 +19,12 @@ impl Patterns {
         Ok(Patterns { set })
     }
 
-    pub fn is_match(&self, branch: &str) -> bool {
+    pub(crate) fn is_match(&self, branch: &str) -> bool {
         self.set.is_match(branch)
     }
 
     /// Image repository patterns: `*` within a `/` segment, `**` across.
-    pub fn compile_images<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Patterns, String> {
+    pub(crate) fn compile_images<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Patterns, String> {
         let mut builder = GlobSetBuilder::new();
         for pattern in patterns {
             let glob = GlobBuilder::new(pattern)

@@ -14,7 +14,7 @@ use crate::error::Diagnostic;
 /// host. Every key is optional; the operator's pipeline file wins where both set one.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RepoFile {
+pub(crate) struct RepoFile {
     pub image: Option<String>,
     pub dockerfile: Option<String>,
     pub context: Option<String>,
@@ -30,7 +30,7 @@ pub struct RepoFile {
 pub(super) const HOST_SIDE_KEYS: [&str; 6] = ["deploy", "hooks", "command", "commands", "notify", "registry"];
 
 /// Parses `.pipe.toml` text; errors carry `path:line:column`.
-pub fn parse_repo_file(path: &Path, text: &str) -> Result<RepoFile, Vec<Diagnostic>> {
+pub(crate) fn parse_repo_file(path: &Path, text: &str) -> Result<RepoFile, Vec<Diagnostic>> {
     let mut cx = Cx::new(path, text);
     let mut doc = cx.document()?;
     let entries = std::mem::take(&mut doc);
@@ -54,7 +54,7 @@ pub fn parse_repo_file(path: &Path, text: &str) -> Result<RepoFile, Vec<Diagnost
 }
 
 /// The image name in a Jenkins-era `.jenkins-env` (`imagename="…"`, quotes optional).
-pub fn parse_jenkins_env(text: &str) -> Option<String> {
+pub(crate) fn parse_jenkins_env(text: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let line = line.trim().strip_prefix("export ").unwrap_or(line.trim());
         let value = line.strip_prefix("imagename=")?.trim();

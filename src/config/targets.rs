@@ -12,7 +12,7 @@ use super::{Patterns, Seconds};
 /// `[[project.NAME.deploy]]`: what happens after a branch's image is tested.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Deploy {
+pub(crate) struct Deploy {
     /// Name for `pipe deploy --target` [default: the target kind, e.g. `compose`].
     pub name: Option<String>,
     pub branches: Vec<Spanned<String>>,
@@ -39,14 +39,14 @@ pub struct Deploy {
 /// `release = { argv = ["bin/migrate"] }`: a command run in the new release's image.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReleaseCommand {
+pub(crate) struct ReleaseCommand {
     pub argv: Vec<String>,
 }
 
 /// `compose = { file = "…", services = […] }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ComposeTarget {
+pub(crate) struct ComposeTarget {
     pub file: PathBuf,
     /// Compose project name [default: the pipe project's name].
     pub project: Option<String>,
@@ -57,7 +57,7 @@ pub struct ComposeTarget {
 /// `swarm = { file = "…", stack = "…" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SwarmTarget {
+pub(crate) struct SwarmTarget {
     pub file: PathBuf,
     pub stack: String,
 }
@@ -65,7 +65,7 @@ pub struct SwarmTarget {
 /// `command = { argv = […] }` or, explicitly, `command = { shell = "…" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CommandTarget {
+pub(crate) struct CommandTarget {
     pub argv: Option<Vec<String>>,
     pub shell: Option<String>,
 }
@@ -73,7 +73,7 @@ pub struct CommandTarget {
 /// `webhook = { url = "…", secret_env = "…" }`: a remote `pipe serve` or docker-puller.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookTarget {
+pub(crate) struct WebhookTarget {
     pub url: String,
     /// HMAC-SHA256 secret for `X-Hub-Signature-256`.
     pub secret_env: Option<String>,
@@ -91,7 +91,7 @@ pub struct WebhookTarget {
 /// `health = { url = "…" }` or `health = { container = "…" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Health {
+pub(crate) struct Health {
     pub url: Option<String>,
     pub container: Option<String>,
     pub timeout: Option<Seconds>,
@@ -99,7 +99,7 @@ pub struct Health {
 
 impl Deploy {
     /// The kind of target this entry configures.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         if self.compose.is_some() {
             "compose"
         } else if self.swarm.is_some() {
@@ -111,7 +111,7 @@ impl Deploy {
         }
     }
 
-    pub fn display_name(&self) -> &str {
+    pub(crate) fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or_else(|| self.kind())
     }
 }

@@ -13,7 +13,7 @@ use crate::error::Usage;
 
 /// The whole, validated pipeline file.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub path: PathBuf,
     pub settings: Settings,
     pub notify: Notify,
@@ -28,7 +28,7 @@ pub struct Config {
 /// `[forge.NAME]`: a GitHub, Gitea/Forgejo or GitLab instance.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Forge {
+pub(crate) struct Forge {
     pub kind: ForgeKind,
     /// The API base: `https://api.github.com` (GitHub Enterprise: `https://HOST/api/v3`),
     /// `https://HOST/api/v1` (Gitea, Forgejo), `https://HOST/api/v4` (GitLab) [default: GitHub's].
@@ -44,7 +44,7 @@ pub struct Forge {
 /// The forge software behind a `[forge.NAME]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ForgeKind {
+pub(crate) enum ForgeKind {
     Github,
     #[serde(alias = "forgejo")]
     Gitea,
@@ -52,7 +52,7 @@ pub enum ForgeKind {
 }
 
 impl ForgeKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ForgeKind::Github => "github",
             ForgeKind::Gitea => "gitea",
@@ -63,7 +63,7 @@ impl ForgeKind {
 
 impl Forge {
     /// The API base without a trailing slash.
-    pub fn api_base(&self) -> &str {
+    pub(crate) fn api_base(&self) -> &str {
         self.api.as_deref().unwrap_or("https://api.github.com").trim_end_matches('/')
     }
 }
@@ -72,7 +72,7 @@ impl Forge {
 /// A missing key takes its value from [`Ingress::default`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Ingress {
+pub(crate) struct Ingress {
     /// `<service>.DOMAIN` reaches the service of that name.
     pub domain: String,
     /// nginx `listen` value: a port or `address:port`.
@@ -111,7 +111,7 @@ impl Default for Ingress {
 /// `[serve]`: the deploy receiver on this host.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Serve {
+pub(crate) struct Serve {
     /// Address to listen on; anything but loopback must be written out explicitly.
     #[serde(default = "default_listen")]
     pub listen: String,
@@ -146,7 +146,7 @@ impl Default for Serve {
 /// `[serve.page]`: the read-only status page and badges served by `pipe serve`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Page {
+pub(crate) struct Page {
     /// Serve the page at all.
     #[serde(default)]
     pub enabled: bool,
@@ -174,7 +174,7 @@ fn default_body_limit() -> u64 {
 /// `[serve.hooks.NAME]`: what one authenticated POST runs on this host.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Hook {
+pub(crate) struct Hook {
     /// Bearer token (`Authorization: Bearer …`).
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
@@ -204,7 +204,7 @@ pub struct Hook {
 /// `[pipe]`: settings for the whole pipeline.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Cache repositories and build checkouts live here.
     #[serde(default = "default_workspace")]
     pub workspace: PathBuf,
@@ -257,7 +257,7 @@ fn default_branches() -> Vec<String> {
 /// A project's value wins over the pipeline's, which wins over the built-in default.
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
 #[serde(deny_unknown_fields)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// Connecting to and listing one remote [default: 30s].
     pub poll: Option<Seconds>,
     /// `docker build` [default: 30m].
@@ -286,12 +286,12 @@ impl Timeouts {
 
 impl Config {
     /// Run logs kept per ref of a project: the project's `keep_logs`, else the pipeline's.
-    pub fn keep_logs(&self, project: &Project) -> usize {
+    pub(crate) fn keep_logs(&self, project: &Project) -> usize {
         project.keep_logs.unwrap_or(self.settings.keep_logs) as usize
     }
 
     /// The timeout for a stage of a project: the project's, else the pipeline's, else the default.
-    pub fn timeout(&self, project: Option<&Project>, stage: Stage) -> Duration {
+    pub(crate) fn timeout(&self, project: Option<&Project>, stage: Stage) -> Duration {
         let default = match stage {
             Stage::Poll => 30,
             Stage::Build | Stage::Test => 1800,
@@ -307,7 +307,7 @@ impl Config {
 /// `[notify]`: where results are reported.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Notify {
+pub(crate) struct Notify {
     pub slack: Option<SlackNotify>,
     pub webhook: Option<WebhookNotify>,
 }
@@ -315,7 +315,7 @@ pub struct Notify {
 /// `[notify.slack]`: a Slack incoming webhook.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SlackNotify {
+pub(crate) struct SlackNotify {
     pub webhook_url_env: Option<String>,
     pub webhook_url_file: Option<PathBuf>,
     #[serde(default = "default_events")]
@@ -325,7 +325,7 @@ pub struct SlackNotify {
 /// `[notify.webhook]`: a generic JSON webhook.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookNotify {
+pub(crate) struct WebhookNotify {
     pub url_env: Option<String>,
     pub url_file: Option<PathBuf>,
     #[serde(default = "default_events")]
@@ -339,7 +339,7 @@ fn default_events() -> Vec<Event> {
 /// When a notification is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Event {
+pub(crate) enum Event {
     Failure,
     Recovery,
     Success,
@@ -349,7 +349,7 @@ pub enum Event {
 /// `[registry.NAME]`: a registry images are pushed to.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Registry {
+pub(crate) struct Registry {
     /// Host (and optional port and path prefix) images are tagged with, e.g. `registry.example.com/team`.
     pub url: String,
     pub username: Option<String>,
@@ -362,7 +362,7 @@ pub struct Registry {
 /// `ecr = { region = "…" }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Ecr {
+pub(crate) struct Ecr {
     pub region: String,
     /// AWS CLI profile, for a production account separate from the CI host's.
     pub profile: Option<String>,
@@ -371,7 +371,7 @@ pub struct Ecr {
 /// `[project.NAME]`: one repository and what happens to its branches.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Project {
+pub(crate) struct Project {
     /// Git URL: `https://`, `ssh://`, `git@host:path`, `git://` or `file://`.
     pub repo: String,
     /// Branch name patterns; `*` stays within one path segment, `**` crosses them.
@@ -426,7 +426,7 @@ pub struct Project {
 /// A build arg or test variable in the pipeline file: a literal, or a secret by reference.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged, expecting = "a string, `{ env = \"VARIABLE\" }` or `{ file = \"/path\" }`")]
-pub enum ArgValue {
+pub(crate) enum ArgValue {
     Literal(String),
     Secret(SecretArg),
 }
@@ -434,14 +434,14 @@ pub enum ArgValue {
 /// `{ env = "VAR" }` or `{ file = "/path" }`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SecretArg {
+pub(crate) struct SecretArg {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
 }
 
 impl ArgValue {
     /// The secret this value refers to, if it is one.
-    pub fn secret(&self) -> Option<SecretRef> {
+    pub(crate) fn secret(&self) -> Option<SecretRef> {
         match self {
             ArgValue::Literal(_) => None,
             ArgValue::Secret(s) => SecretRef::from_pair(&s.env, &s.file),
@@ -453,7 +453,7 @@ impl ArgValue {
 /// container and each test service are confined. Set only in the pipeline file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Memory (and memory+swap) per container: a number with `k`, `m` or `g`.
     pub memory: String,
     /// Processes per container.
@@ -472,7 +472,7 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub fn confinement(&self) -> crate::docker::Confinement {
+    pub(crate) fn confinement(&self) -> crate::docker::Confinement {
         crate::docker::Confinement {
             memory: self.memory.clone(),
             pids: self.pids,
@@ -485,14 +485,14 @@ impl Limits {
 /// `submodules = false` or `submodules = { allow = ["https://github.com/org/*"] }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged, expecting = "`false`, `true` or `{ allow = [\"URL pattern\", …] }`")]
-pub enum Submodules {
+pub(crate) enum Submodules {
     Enabled(bool),
     Allow(SubmoduleAllow),
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SubmoduleAllow {
+pub(crate) struct SubmoduleAllow {
     /// URL patterns (`*` matches anything) allowed besides the project's own host.
     pub allow: Vec<String>,
 }
@@ -500,7 +500,7 @@ pub struct SubmoduleAllow {
 /// `auth = { … }`: credentials for the project's git remote.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GitAuth {
+pub(crate) struct GitAuth {
     /// User name for HTTPS tokens and SSH [default: `git` for SSH, `x-access-token` for HTTPS].
     pub username: Option<String>,
     pub token_env: Option<String>,
@@ -512,21 +512,21 @@ pub struct GitAuth {
 
 impl Project {
     /// Does this project follow the branch `name` (without `refs/heads/`)?
-    pub fn tracks_branch(&self, name: &str) -> bool {
+    pub(crate) fn tracks_branch(&self, name: &str) -> bool {
         self.tracked.is_match(name)
     }
 }
 
 /// A secret given by indirection: the name of an environment variable, or a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretRef {
+pub(crate) enum SecretRef {
     Env(String),
     File(PathBuf),
 }
 
 impl SecretRef {
     /// The `*_env` / `*_file` pair of a config table as one reference, if either is set.
-    pub fn from_pair(env: &Option<String>, file: &Option<PathBuf>) -> Option<SecretRef> {
+    pub(crate) fn from_pair(env: &Option<String>, file: &Option<PathBuf>) -> Option<SecretRef> {
         match (env, file) {
             (Some(var), _) => Some(SecretRef::Env(var.clone())),
             (None, Some(path)) => Some(SecretRef::File(path.clone())),
@@ -537,7 +537,7 @@ impl SecretRef {
 
 impl Config {
     /// Every secret the file refers to, with the key that names it, for `pipe check`.
-    pub fn secret_refs(&self) -> Vec<(String, SecretRef)> {
+    pub(crate) fn secret_refs(&self) -> Vec<(String, SecretRef)> {
         let mut out = Vec::new();
         let mut add = |what: String, env: &Option<String>, file: &Option<PathBuf>| {
             if let Some(secret) = SecretRef::from_pair(env, file) {
@@ -585,7 +585,7 @@ impl Config {
     }
 
     /// The named projects, or all of them when `names` is empty; an unknown name is a usage error.
-    pub fn select<'a>(&'a self, names: &[String]) -> anyhow::Result<Vec<(&'a str, &'a Project)>> {
+    pub(crate) fn select<'a>(&'a self, names: &[String]) -> anyhow::Result<Vec<(&'a str, &'a Project)>> {
         if names.is_empty() {
             return Ok(self.projects.iter().map(|(k, v)| (k.as_str(), v)).collect());
         }

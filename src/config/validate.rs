@@ -481,7 +481,7 @@ fn validate_trust(cx: &mut Cx<'_>, name: &str, project: &Project) {
 }
 
 /// Bytes in `512m`, `2g`, `1048576`.
-pub fn parse_memory(text: &str) -> Option<u64> {
+pub(crate) fn parse_memory(text: &str) -> Option<u64> {
     let (digits, unit) = match text.char_indices().last()? {
         (i, c) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
         _ => (text, 'b'),

@@ -11,23 +11,23 @@ use crate::exec::{Cmd, Finished};
 use crate::output::Output;
 
 /// Build logs are capped at this size; the rest of a runaway build's output is dropped.
-pub const LOG_CAP: u64 = 16 * 1024 * 1024;
+pub(crate) const LOG_CAP: u64 = 16 * 1024 * 1024;
 
 /// The docker CLI as pipe runs it: `PIPE_DOCKER` (default `docker`), with pipe's own
 /// `DOCKER_CONFIG` for CI runs so registry logins never mix with a person's.
 #[derive(Clone)]
-pub struct Docker {
+pub(crate) struct Docker {
     pub program: OsString,
     pub config_dir: Option<PathBuf>,
 }
 
 impl Docker {
-    pub fn new(config_dir: Option<PathBuf>) -> Docker {
+    pub(crate) fn new(config_dir: Option<PathBuf>) -> Docker {
         let program = std::env::var_os("PIPE_DOCKER").filter(|p| !p.is_empty()).unwrap_or_else(|| "docker".into());
         Docker { program, config_dir }
     }
 
-    pub fn cmd(&self) -> Cmd {
+    pub(crate) fn cmd(&self) -> Cmd {
         let cmd = Cmd::new(self.program.clone());
         match &self.config_dir {
             Some(dir) => cmd.env("DOCKER_CONFIG", dir),
@@ -36,7 +36,7 @@ impl Docker {
     }
 
     /// Whether `cmd` runs this docker CLI or compose (v1 `docker-compose` or `PIPE_COMPOSE`).
-    pub fn runs(&self, cmd: &Cmd) -> bool {
+    pub(crate) fn runs(&self, cmd: &Cmd) -> bool {
         let argv = cmd.argv();
         let Some(program) = argv.first() else { return false };
         let name = std::path::Path::new(program).file_name().unwrap_or_default();
@@ -48,7 +48,7 @@ impl Docker {
     /// BuildKit when the buildx plugin is installed where this docker CLI looks for plugins
     /// (checked on disk: no process), else the legacy builder. `PIPE_BUILDER=legacy|buildkit`
     /// overrides.
-    pub fn builder(&self) -> Builder {
+    pub(crate) fn builder(&self) -> Builder {
         match std::env::var("PIPE_BUILDER").as_deref() {
             Ok("legacy") => return Builder::Legacy,
             Ok("buildkit") => return Builder::BuildKit,
@@ -74,7 +74,7 @@ impl Docker {
 
     /// The compose command: `PIPE_COMPOSE`, else `docker compose` (v2), else `docker-compose` (v1).
     /// Detected once per process: every test-services and deploy step of a run shares it.
-    pub fn compose(&self, out: &Output) -> anyhow::Result<Vec<OsString>> {
+    pub(crate) fn compose(&self, out: &Output) -> anyhow::Result<Vec<OsString>> {
         static DETECTED: std::sync::OnceLock<Option<Vec<OsString>>> = std::sync::OnceLock::new();
         let detected = DETECTED.get_or_init(|| {
             if let Some(program) = std::env::var_os("PIPE_COMPOSE").filter(|p| !p.is_empty()) {
@@ -97,7 +97,7 @@ impl Docker {
 }
 
 /// Does docker's output say the engine is unreachable (rather than that the work failed)?
-pub fn engine_down(output: &str) -> bool {
+pub(crate) fn engine_down(output: &str) -> bool {
     ["Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect"]
         .iter()
         .any(|needle| output.contains(needle))
@@ -106,7 +106,7 @@ pub fn engine_down(output: &str) -> bool {
 /// A docker command failed because the engine went away: its output says so, or the engine no
 /// longer answers a `docker version` (a daemon stopping mid-build leaves only `unexpected EOF`).
 /// Asked only after a failure, so a passing stage never pays for the probe.
-pub fn engine_gone(docker: &Docker, out: &Output, finished: &Finished) -> bool {
+pub(crate) fn engine_gone(docker: &Docker, out: &Output, finished: &Finished) -> bool {
     if finished.success() || finished.interrupted || finished.timed_out {
         return false;
     }
@@ -119,7 +119,7 @@ pub fn engine_gone(docker: &Docker, out: &Output, finished: &Finished) -> bool {
 
 /// The error for an unreachable engine: exit 4, and the caller records nothing, so the next
 /// tick retries the stage.
-pub fn engine_unavailable(docker: &Docker, output: &str) -> anyhow::Error {
+pub(crate) fn engine_unavailable(docker: &Docker, output: &str) -> anyhow::Error {
     let line = output.lines().find(|l| engine_down(l)).or_else(|| output.lines().last()).unwrap_or("no answer");
     let line = line.trim().to_string();
     ToolUnavailable {
@@ -130,7 +130,7 @@ pub fn engine_unavailable(docker: &Docker, output: &str) -> anyhow::Error {
 }
 
 /// Maps a failed docker command whose output says the engine is down to [`engine_unavailable`].
-pub fn classify(docker: &Docker, err: anyhow::Error) -> anyhow::Error {
+pub(crate) fn classify(docker: &Docker, err: anyhow::Error) -> anyhow::Error {
     let down = err.chain().any(|c| c.downcast_ref::<ProcessFailed>().is_some_and(|p| engine_down(&p.output_tail)));
     if down { engine_unavailable(docker, &format!("{err:#}")) } else { err }
 }

@@ -14,21 +14,21 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub mod client;
+pub(crate) mod client;
 
 /// Docker's limit on tag length.
 const MAX_TAG: usize = 128;
 
 /// The length of the commit-id tag.
-pub const SHORT_COMMIT: usize = 12;
+pub(crate) const SHORT_COMMIT: usize = 12;
 
 /// The immutable tag of a commit.
-pub fn commit_tag(sha: &str) -> &str {
+pub(crate) fn commit_tag(sha: &str) -> &str {
     sha.get(..SHORT_COMMIT).unwrap_or(sha)
 }
 
 /// The moving tag of a ref: `latest`, `pr-<n>` or the branch made a valid, distinct tag.
-pub fn ref_tag(refname: &str, default_branch: Option<&str>) -> String {
+pub(crate) fn ref_tag(refname: &str, default_branch: Option<&str>) -> String {
     if let Some(branch) = refname.strip_prefix("refs/heads/") {
         if Some(branch) == default_branch {
             return "latest".into();
@@ -44,7 +44,7 @@ pub fn ref_tag(refname: &str, default_branch: Option<&str>) -> String {
 }
 
 /// A branch name as a Docker tag (see the module docs).
-pub fn branch_tag(branch: &str) -> String {
+pub(crate) fn branch_tag(branch: &str) -> String {
     let valid_chars = branch.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     let valid_start = branch.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     if valid_chars && valid_start && branch.len() <= MAX_TAG && !reserved(branch) {
@@ -77,7 +77,7 @@ fn reserved(branch: &str) -> bool {
 /// Checks an image repository name against Docker's grammar: lowercase path components of
 /// `[a-z0-9]` separated by `.`, `_`, `__` or runs of `-`, joined by `/`, at most 255 characters.
 /// An optional registry host (with a `.` or `:` in it, or `localhost`) may lead.
-pub fn validate_repository(name: &str) -> Result<(), String> {
+pub(crate) fn validate_repository(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 255 {
         return Err(format!("invalid image name `{name}`: expected 1 to 255 characters"));
     }
@@ -122,13 +122,13 @@ fn valid_component(part: &str) -> bool {
 
 /// Which builder `docker build` uses: BuildKit (buildx present) or the legacy builder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Builder {
+pub(crate) enum Builder {
     BuildKit,
     Legacy,
 }
 
 /// Everything a `docker build` needs.
-pub struct BuildSpec<'a> {
+pub(crate) struct BuildSpec<'a> {
     pub dockerfile: &'a Path,
     pub context: &'a Path,
     pub tags: &'a [String],
@@ -144,7 +144,7 @@ pub struct BuildSpec<'a> {
 
 /// `docker build` (legacy) or `docker buildx build --load` (BuildKit) arguments, after the
 /// docker program itself. BuildKit-only flags (`--progress`, `--load`) go only to BuildKit.
-pub fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString> {
+pub(crate) fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString> {
     let mut argv: Vec<OsString> = match builder {
         Builder::BuildKit => vec!["buildx".into(), "build".into(), "--load".into(), "--progress=plain".into()],
         Builder::Legacy => vec!["build".into()],
@@ -183,7 +183,7 @@ pub fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString> {
 
 /// A short progress message from a build output line: `Step 3/7 : RUN make` (legacy) or
 /// `#5 [2/4] RUN make` (BuildKit).
-pub fn build_step(line: &str) -> Option<&str> {
+pub(crate) fn build_step(line: &str) -> Option<&str> {
     if line.starts_with("Step ") {
         return Some(line);
     }
@@ -197,7 +197,7 @@ pub fn build_step(line: &str) -> Option<&str> {
 /// privileges, no host path, bounded memory, PIDs and CPU, and a network of their own with no
 /// route out unless `egress`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Confinement {
+pub(crate) struct Confinement {
     /// Memory and memory+swap limit, in docker's notation (`512m`, `2g`).
     pub memory: String,
     pub pids: u32,
@@ -214,7 +214,7 @@ impl Default for Confinement {
 
 impl Confinement {
     /// The `docker run` flags of this confinement.
-    pub fn run_flags(&self) -> Vec<OsString> {
+    pub(crate) fn run_flags(&self) -> Vec<OsString> {
         let cpus = format!("{}", self.cpus);
         [
             "--cap-drop",
@@ -237,7 +237,7 @@ impl Confinement {
 }
 
 /// Everything a test `docker run` needs.
-pub struct RunSpec<'a> {
+pub(crate) struct RunSpec<'a> {
     pub name: &'a str,
     pub labels: &'a [(String, String)],
     pub env: &'a [(String, String)],
@@ -251,7 +251,7 @@ pub struct RunSpec<'a> {
 
 /// `docker run --rm --init <confinement> …IMAGE sh -c COMMAND`: the test command is one argv
 /// word, so the host never interprets it; the container's shell does.
-pub fn run_args(spec: &RunSpec<'_>) -> Vec<OsString> {
+pub(crate) fn run_args(spec: &RunSpec<'_>) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec!["run".into(), "--rm".into(), "--init".into(), "--name".into(), spec.name.into()];
     argv.extend(spec.confinement.run_flags());
     for (k, v) in spec.labels {
@@ -275,7 +275,7 @@ pub fn run_args(spec: &RunSpec<'_>) -> Vec<OsString> {
 }
 
 /// The digest in `docker push` output: `<tag>: digest: sha256:… size: N`.
-pub fn push_digest(output: &str) -> Option<String> {
+pub(crate) fn push_digest(output: &str) -> Option<String> {
     output.lines().rev().find_map(|line| {
         let rest = line.split("digest: ").nth(1)?;
         let digest = rest.split_whitespace().next()?;

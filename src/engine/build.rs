@@ -25,7 +25,12 @@ use crate::{git, refs};
 /// image build (credentials, fetch, checkout, an invalid `.pipe.toml`) of a named commit (the
 /// polled head, in a tick), with its message as the run's log, so the commit is never dropped
 /// silently; a signal stops it with nothing recorded.
-pub fn build(job: &Job<'_>, files: &mut RefFiles, default_branch: &str, commit: Option<&str>) -> anyhow::Result<u64> {
+pub(crate) fn build(
+    job: &Job<'_>,
+    files: &mut RefFiles,
+    default_branch: &str,
+    commit: Option<&str>,
+) -> anyhow::Result<u64> {
     let (out, name, refname) = (&job.out, job.name, job.refname.as_str());
     // An untrusted ref builds with no registry login: its Dockerfile cannot pull with pipe's
     // credentials.
@@ -237,7 +242,7 @@ fn lost_cache_layer(output: &str) -> bool {
 }
 
 /// How a stage's process ended, as recorded.
-pub fn outcome(finished: &Finished) -> Outcome {
+pub(crate) fn outcome(finished: &Finished) -> Outcome {
     if finished.interrupted {
         Outcome::Interrupted
     } else if finished.timed_out {
@@ -252,7 +257,7 @@ pub fn outcome(finished: &Finished) -> Outcome {
 /// The OCI labels of every image pipe builds. `created` is the commit's time, not the wall
 /// clock, so rebuilding a commit hits the build cache and yields the same image (the
 /// reproducible-builds convention); every label is stable for a given commit and ref.
-pub fn labels(
+pub(crate) fn labels(
     sha: &str,
     created: jiff::Timestamp,
     source: &str,
@@ -270,7 +275,7 @@ pub fn labels(
 
 /// What one image build names: the plan, its tags and labels, and the secret build args'
 /// values (empty for a dry run, which prints only their names).
-pub struct BuildRefs<'a> {
+pub(crate) struct BuildRefs<'a> {
     pub plan: &'a Plan,
     pub tags: &'a [String],
     pub labels: &'a [(String, String)],
@@ -280,7 +285,7 @@ pub struct BuildRefs<'a> {
 impl BuildRefs<'_> {
     /// The `docker build` command for these refs, writing the image id to `iidfile`: what runs,
     /// and what a dry run prints.
-    pub fn command(&self, docker: &Docker, builder: Builder, iidfile: &Path) -> Cmd {
+    pub(crate) fn command(&self, docker: &Docker, builder: Builder, iidfile: &Path) -> Cmd {
         let refs: Vec<String> = self.tags.iter().map(|t| format!("{}:{t}", self.plan.image)).collect();
         let spec = BuildSpec {
             dockerfile: &self.plan.dockerfile,
@@ -301,7 +306,7 @@ impl BuildRefs<'_> {
 
 /// Runs `docker build` with output in `log` (and, with `echo`, on stderr); returns how it ended
 /// and the image id from `--iidfile`.
-pub fn docker_build(
+pub(crate) fn docker_build(
     out: &Output,
     docker: &Docker,
     builder: Builder,
@@ -328,7 +333,7 @@ pub fn docker_build(
 }
 
 /// What `--here` built.
-pub struct HereBuild {
+pub(crate) struct HereBuild {
     pub reference: String,
     pub plan: Plan,
     pub branch: String,
@@ -336,7 +341,7 @@ pub struct HereBuild {
 
 /// Builds the working tree of the checkout around the current directory, uncommitted changes
 /// included, with the image name, tags, labels and build args CI would use for its branch.
-pub fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<HereBuild>> {
+pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<HereBuild>> {
     let cwd = std::env::current_dir().context("failed to read the current directory")?;
     let repo = git2::Repository::discover(&cwd).map_err(|_| {
         anyhow!("`{}` is not inside a git checkout; `--here` builds the checkout you stand in", cwd.display())

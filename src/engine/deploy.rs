@@ -23,7 +23,7 @@ use crate::targets::{self, Compose, Kinds, swarm, webhook};
 
 /// What gets deployed: an image of one commit.
 #[derive(Debug, Clone)]
-pub struct Release {
+pub(crate) struct Release {
     pub commit: String,
     /// Local image repository (as built).
     pub image: String,
@@ -37,7 +37,7 @@ pub struct Release {
 }
 
 /// The deploy entries of the job's branch that have a target, optionally only the named one.
-pub fn targets<'a>(job: &'a Job<'_>, only: Option<&str>) -> Vec<&'a Deploy> {
+pub(crate) fn targets<'a>(job: &'a Job<'_>, only: Option<&str>) -> Vec<&'a Deploy> {
     let Some(branch) = job.refname.strip_prefix("refs/heads/") else { return Vec::new() };
     job.project
         .deploy
@@ -52,7 +52,7 @@ pub fn targets<'a>(job: &'a Job<'_>, only: Option<&str>) -> Vec<&'a Deploy> {
 /// Deploys the ref's latest tested (and pushed) image, or `commit`'s image (rollback), to every
 /// matching target. A failed deploy is recorded and returned as [`StageFailed`]. Returns the
 /// timeline of the last target deployed.
-pub fn deploy(
+pub(crate) fn deploy(
     job: &Job<'_>,
     files: &mut RefFiles,
     only: Option<&str>,

@@ -19,20 +19,20 @@ use crate::output::Output;
 use crate::state::{self, History, Run, StageRecord, StageRun, State};
 use crate::{git, secret};
 
-pub mod build;
-pub mod deploy;
-pub mod paths;
-pub mod plan;
-pub mod poll;
-pub mod prune;
-pub mod push;
-pub mod redact;
-pub mod services;
-pub mod test;
-pub mod tick;
+pub(crate) mod build;
+pub(crate) mod deploy;
+pub(crate) mod paths;
+pub(crate) mod plan;
+pub(crate) mod poll;
+pub(crate) mod prune;
+pub(crate) mod push;
+pub(crate) mod redact;
+pub(crate) mod services;
+pub(crate) mod test;
+pub(crate) mod tick;
 
 /// The ref's history file, its runs and where new logs go, loaded once per command.
-pub struct RefFiles {
+pub(crate) struct RefFiles {
     pub history_path: PathBuf,
     pub logs: PathBuf,
     pub history: History,
@@ -41,39 +41,39 @@ pub struct RefFiles {
 }
 
 impl RefFiles {
-    pub fn load(state_path: &Path, project: &str, refname: &str) -> anyhow::Result<RefFiles> {
+    pub(crate) fn load(state_path: &Path, project: &str, refname: &str) -> anyhow::Result<RefFiles> {
         let history_path = state::history_path(state_path, project, refname);
         let history = state::load_history(&history_path, refname)?;
         Ok(RefFiles { history_path, logs: state::logs_dir(state_path, project, refname), history, unsettled: None })
     }
 
     /// Creates the log directory and names the log of a new run.
-    pub fn new_log(&self, number: u64) -> anyhow::Result<PathBuf> {
+    pub(crate) fn new_log(&self, number: u64) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&self.logs).map_err(|e| crate::error::StateError::log(&self.logs, e))?;
         Ok(self.logs.join(format!("{number}.log")))
     }
 
-    pub fn run(&self, number: u64) -> Option<&Run> {
+    pub(crate) fn run(&self, number: u64) -> Option<&Run> {
         self.history.runs.iter().find(|r| r.number == number)
     }
 
     /// The newest stage recorded since the last settle, for [`Job::settle`].
-    pub fn take_unsettled(&mut self) -> Option<StageRecord> {
+    pub(crate) fn take_unsettled(&mut self) -> Option<StageRecord> {
         self.unsettled.take()
     }
 
     /// The outcome of the newest stage recorded since the last settle.
-    pub fn last_recorded(&self) -> Option<Outcome> {
+    pub(crate) fn last_recorded(&self) -> Option<Outcome> {
         self.unsettled.as_ref().map(|s| s.result)
     }
 
-    pub fn run_mut(&mut self, number: u64) -> Option<&mut Run> {
+    pub(crate) fn run_mut(&mut self, number: u64) -> Option<&mut Run> {
         self.history.runs.iter_mut().find(|r| r.number == number)
     }
 }
 
 /// One project's ref being worked on: everything a stage needs besides the state.
-pub struct Job<'a> {
+pub(crate) struct Job<'a> {
     pub out: Output,
     pub config: &'a Config,
     pub state_path: &'a Path,
@@ -84,36 +84,36 @@ pub struct Job<'a> {
 
 impl Job<'_> {
     /// pipe's own docker client for CI work.
-    pub fn docker(&self) -> Docker {
+    pub(crate) fn docker(&self) -> Docker {
         Docker::new(Some(state::docker_config_dir(self.state_path)))
     }
 
     /// Whether this ref may have the project's secrets: a branch, or a pull request of a
     /// project with `trust_pull_requests = true`.
-    pub fn trusted(&self) -> bool {
+    pub(crate) fn trusted(&self) -> bool {
         trusted(self.project, &self.refname)
     }
 
     /// A docker client with no registry login, for work on untrusted refs and for test
     /// services: pipe's `DOCKER_CONFIG` is not handed over.
-    pub fn untrusted_docker(&self) -> anyhow::Result<Docker> {
+    pub(crate) fn untrusted_docker(&self) -> anyhow::Result<Docker> {
         let dir = state::state_dir(self.state_path).join("docker-nologin");
         ensure_private_dir(&dir)?;
         Ok(Docker::new(Some(dir)))
     }
 
-    pub fn files(&self) -> anyhow::Result<RefFiles> {
+    pub(crate) fn files(&self) -> anyhow::Result<RefFiles> {
         RefFiles::load(self.state_path, self.name, &self.refname)
     }
 
     /// The stage's timeout: the project's, else the pipeline's, else the default.
-    pub fn timeout(&self, stage: Stage) -> std::time::Duration {
+    pub(crate) fn timeout(&self, stage: Stage) -> std::time::Duration {
         self.config.timeout(Some(self.project), stage)
     }
 
     /// Appends a stage result to run `number` and saves the history: one save per stage
     /// transition. The state's summary follows in [`Job::settle`].
-    pub fn record(&self, files: &mut RefFiles, number: u64, stage: StageRun) -> anyhow::Result<()> {
+    pub(crate) fn record(&self, files: &mut RefFiles, number: u64, stage: StageRun) -> anyhow::Result<()> {
         let run = files.run_mut(number).ok_or_else(|| anyhow!("run {number} vanished from the history"))?;
         let summary = StageRecord {
             stage: stage.stage,
@@ -130,7 +130,12 @@ impl Job<'_> {
     /// Writes the newest recorded stage into the ref's summary line and, with `done`, clears
     /// `pending` when the state's head is still that commit; saves the state once, and only
     /// when something changed.
-    pub fn settle(&self, st: &Mutex<State>, summary: Option<StageRecord>, done: Option<&str>) -> anyhow::Result<()> {
+    pub(crate) fn settle(
+        &self,
+        st: &Mutex<State>,
+        summary: Option<StageRecord>,
+        done: Option<&str>,
+    ) -> anyhow::Result<()> {
         let mut st = st.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
         if let Some(summary) = summary {
@@ -162,7 +167,7 @@ impl Job<'_> {
 /// A command's result once its stage ran and the record was settled: the stage's own error
 /// first (it says what happened, and decides the exit code), with a failed save attached to
 /// it; else the save's error.
-pub fn conclude<T>(outcome: anyhow::Result<T>, settled: anyhow::Result<()>) -> anyhow::Result<T> {
+pub(crate) fn conclude<T>(outcome: anyhow::Result<T>, settled: anyhow::Result<()>) -> anyhow::Result<T> {
     match (outcome, settled) {
         (Ok(value), Ok(())) => Ok(value),
         (Ok(_), Err(err)) | (Err(err), Ok(())) => Err(err),
@@ -172,7 +177,7 @@ pub fn conclude<T>(outcome: anyhow::Result<T>, settled: anyhow::Result<()>) -> a
 
 /// What a stage command holds: the pipeline file, the state path, the lock (unless a dry
 /// run) and the state.
-pub struct Session {
+pub(crate) struct Session {
     pub config: Config,
     pub state_path: PathBuf,
     /// Held until the command ends.
@@ -181,7 +186,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(
+    pub(crate) fn open(
         config: Config,
         state_path: PathBuf,
         project_name: &str,
@@ -194,7 +199,7 @@ impl Session {
         Ok(Session { config, state_path, _lock: lock, state })
     }
 
-    pub fn job<'a>(&'a self, out: Output, name: &'a str, reference: Option<&str>) -> Job<'a> {
+    pub(crate) fn job<'a>(&'a self, out: Output, name: &'a str, reference: Option<&str>) -> Job<'a> {
         let project = &self.config.projects[name];
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let refname = resolve_ref(&self.config, name, project, &st, reference);
@@ -203,7 +208,7 @@ impl Session {
 }
 
 /// Turns what a person types (`dev`, `feature/x`, `pr-12`, `pull/12`, `refs/…`) into a full ref.
-pub fn resolve_ref(config: &Config, name: &str, project: &Project, st: &State, given: Option<&str>) -> String {
+pub(crate) fn resolve_ref(config: &Config, name: &str, project: &Project, st: &State, given: Option<&str>) -> String {
     let known = st.project.get(name);
     let has = |r: &str| known.is_some_and(|p| p.refs.contains_key(r));
     let Some(given) = given else {
@@ -230,7 +235,7 @@ pub fn resolve_ref(config: &Config, name: &str, project: &Project, st: &State, g
 
 /// The branch tagged `latest`: the project's `default_branch`, else the first of
 /// `pipe.default_branches` the remote has (as last polled), else the first of them.
-pub fn default_branch(config: &Config, name: &str, project: &Project, st: &State) -> String {
+pub(crate) fn default_branch(config: &Config, name: &str, project: &Project, st: &State) -> String {
     if let Some(branch) = &project.default_branch {
         return branch.clone();
     }
@@ -245,7 +250,7 @@ pub fn default_branch(config: &Config, name: &str, project: &Project, st: &State
 }
 
 /// Resolves the project's git credentials from its `auth` table.
-pub fn git_auth(name: &str, project: &Project) -> anyhow::Result<git::Auth> {
+pub(crate) fn git_auth(name: &str, project: &Project) -> anyhow::Result<git::Auth> {
     let Some(auth) = &project.auth else { return Ok(git::Auth::default()) };
     let token = SecretRef::from_pair(&auth.token_env, &auth.token_file)
         .map(|s| secret::resolve(&s, &format!("project.{name}.auth.token")))
@@ -262,12 +267,12 @@ pub fn git_auth(name: &str, project: &Project) -> anyhow::Result<git::Auth> {
 
 /// After recording a stage: a stage stopped by a signal ends the command with
 /// [`crate::error::Interrupted`].
-pub fn interrupted(finished: &crate::exec::Finished) -> anyhow::Result<()> {
+pub(crate) fn interrupted(finished: &crate::exec::Finished) -> anyhow::Result<()> {
     if finished.interrupted { crate::signals::check() } else { Ok(()) }
 }
 
 /// The newest run of the ref whose build passed (optionally of one commit).
-pub fn latest_built<'a>(history: &'a History, commit: Option<&str>) -> Option<&'a Run> {
+pub(crate) fn latest_built<'a>(history: &'a History, commit: Option<&str>) -> Option<&'a Run> {
     history.runs.iter().rev().find(|r| {
         r.stage(Stage::Build).is_some_and(|s| s.result == Outcome::Passed)
             && commit.is_none_or(|c| r.commit.starts_with(c))
@@ -276,12 +281,12 @@ pub fn latest_built<'a>(history: &'a History, commit: Option<&str>) -> Option<&'
 
 /// The gates between stages, in one place: an image is pushed or deployed only when its tests
 /// passed or had nothing to run; an image bound for a registry is deployed only once pushed.
-pub mod gate {
+pub(crate) mod gate {
     use crate::model::{Outcome, Stage};
     use crate::state::Run;
 
     /// Why the run's image may not be pushed, or `None` when it may.
-    pub fn refuse_push(run: &Run) -> Option<String> {
+    pub(crate) fn refuse_push(run: &Run) -> Option<String> {
         let tested = run.stage(Stage::Test).map(|s| s.result);
         match tested {
             Some(result) if result.clears() => None,
@@ -292,7 +297,7 @@ pub mod gate {
 
     /// Why the run's image may not be deployed (to targets that `push` through a registry, or
     /// not), or `None` when it may.
-    pub fn refuse_deploy(run: &Run, pushes: bool) -> Option<String> {
+    pub(crate) fn refuse_deploy(run: &Run, pushes: bool) -> Option<String> {
         refuse_push(run).or_else(|| {
             let pushed = run.stage(Stage::Push).is_some_and(|s| s.result == Outcome::Passed);
             (pushes && !pushed).then(|| "it was not pushed".into())
@@ -301,12 +306,12 @@ pub mod gate {
 }
 
 /// Finds a project or fails with a usage error listing the known ones.
-pub fn project<'a>(config: &'a Config, name: &str) -> anyhow::Result<&'a Project> {
+pub(crate) fn project<'a>(config: &'a Config, name: &str) -> anyhow::Result<&'a Project> {
     Ok(config.select(&[name.to_string()])?[0].1)
 }
 
 /// `--here` with a pipeline file project is a contradiction worth naming.
-pub fn here_takes_no_project(project: &Option<String>) -> anyhow::Result<()> {
+pub(crate) fn here_takes_no_project(project: &Option<String>) -> anyhow::Result<()> {
     if project.is_some() {
         return Err(Usage("`--here` builds the checkout in the current directory; it takes no PROJECT".into()).into());
     }
@@ -314,24 +319,24 @@ pub fn here_takes_no_project(project: &Option<String>) -> anyhow::Result<()> {
 }
 
 /// Where a project's checkout lives.
-pub fn workspace_dir(config: &Config, project: &str) -> PathBuf {
+pub(crate) fn workspace_dir(config: &Config, project: &str) -> PathBuf {
     config.settings.workspace.join(project).join("src")
 }
 
 /// A usage error for a stage that needs an image of a ref that was never built.
-pub fn not_built(job: &Job<'_>) -> anyhow::Error {
+pub(crate) fn not_built(job: &Job<'_>) -> anyhow::Error {
     let shown = crate::refs::display(&job.refname);
     Usage(format!("no image was built for {} {shown} yet\nhint: run `pipe build {} {shown}` first", job.name, job.name))
         .into()
 }
 
 /// Whether `refname` of `project` may have the project's secrets (see [`Job::trusted`]).
-pub fn trusted(project: &Project, refname: &str) -> bool {
+pub(crate) fn trusted(project: &Project, refname: &str) -> bool {
     crate::refs::classify(refname) != Some(crate::refs::RefKind::PullRequest) || project.trust_pull_requests
 }
 
 /// Creates a directory only its owner can enter.
-pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     ensure_dir(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -339,6 +344,6 @@ pub fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Creates a directory the stage writes into.
-pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))
 }

@@ -11,13 +11,13 @@ use anyhow::{Context as _, bail};
 
 /// The most pipe reads of any one repository file (`.pipe.toml`, `.jenkins-env`, the test
 /// services file).
-pub const REPO_FILE_CAP: u64 = 1024 * 1024;
+pub(crate) const REPO_FILE_CAP: u64 = 1024 * 1024;
 
 /// Resolves `relative` (as a repository wrote it, for the key `key`) to a real path inside
 /// `root`: no leading `/`, no `..`, and no symlink on the way that leads out of the checkout.
 /// A path that does not exist yet is returned as joined, provided none of its existing
 /// prefixes is a symlink leading out.
-pub fn resolve(root: &Path, relative: &str, key: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn resolve(root: &Path, relative: &str, key: &str) -> anyhow::Result<PathBuf> {
     let path = Path::new(relative);
     if path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
         bail!("`{key} = \"{relative}\"` must be a path inside the repository (no `/` prefix, no `..`)");
@@ -50,7 +50,7 @@ pub fn resolve(root: &Path, relative: &str, key: &str) -> anyhow::Result<PathBuf
 /// Reads the repository file `name` at the checkout's root: `None` when it does not exist; an
 /// error when it is a symlink out of the checkout, not a regular file, over
 /// [`REPO_FILE_CAP`], or not UTF-8.
-pub fn read_repo_file(root: &Path, name: &str) -> anyhow::Result<Option<String>> {
+pub(crate) fn read_repo_file(root: &Path, name: &str) -> anyhow::Result<Option<String>> {
     let path = resolve(root, name, name)?;
     // O_NOFOLLOW: `resolve` left no symlink in the path; O_NONBLOCK: opening a FIFO must not
     // wait for a writer. The type and size are then checked on the open file itself.

@@ -17,7 +17,7 @@ use crate::docker;
 /// How to build and test one checkout: the pipeline file wins, then `.pipe.toml`, then
 /// `.jenkins-env` (image name only), then the defaults.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub image: String,
     /// The image name came from the repository (`.pipe.toml`, `.jenkins-env`), not the
     /// pipeline file: its tags may only replace images pipe built for this project.
@@ -38,7 +38,7 @@ pub struct Plan {
 /// Reads the repository's own files in `checkout` and merges them under the project's
 /// settings. `trusted` is false for a pull request of a project that does not trust them:
 /// its plan carries no secret.
-pub fn plan(name: &str, project: Option<&Project>, checkout: &Path, trusted: bool) -> anyhow::Result<Plan> {
+pub(crate) fn plan(name: &str, project: Option<&Project>, checkout: &Path, trusted: bool) -> anyhow::Result<Plan> {
     let invalid = |file: &str| {
         let file = file.to_string();
         move |diagnostics| {

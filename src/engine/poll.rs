@@ -13,27 +13,27 @@ use crate::{git, state};
 
 /// A project whose remote could not be listed.
 #[derive(Debug, Serialize)]
-pub struct PollError {
+pub(crate) struct PollError {
     pub project: String,
     pub message: String,
 }
 
 /// What one poll found across the selected projects.
 #[derive(Debug, Default, Serialize)]
-pub struct PollReport {
+pub(crate) struct PollReport {
     pub version: u32,
     pub changes: Vec<Change>,
     pub errors: Vec<PollError>,
 }
 
 /// The report plus whether the in-memory state now differs from the file.
-pub struct Polled {
+pub(crate) struct Polled {
     pub report: PollReport,
     pub state_changed: bool,
 }
 
 /// Polls the projects and applies what changed to `st` (the caller decides whether to save).
-pub fn poll(out: &Output, config: &Config, projects: &[(&str, &Project)], st: &mut state::State) -> Polled {
+pub(crate) fn poll(out: &Output, config: &Config, projects: &[(&str, &Project)], st: &mut state::State) -> Polled {
     let listed = list_all(out, config, projects);
     let now = crate::clock::now();
     let mut report = PollReport { version: 1, ..Default::default() };

@@ -28,7 +28,7 @@ const DEFAULT_KEEP_IMAGES: u32 = 5;
 const DOCKER_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default, Serialize)]
-pub struct PruneReport {
+pub(crate) struct PruneReport {
     version: u32,
     dry_run: bool,
     pub removed_images: Vec<ImageAction>,
@@ -38,7 +38,7 @@ pub struct PruneReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ImageAction {
+pub(crate) struct ImageAction {
     pub project: String,
     #[serde(rename = "ref")]
     refname: String,
@@ -76,7 +76,7 @@ struct Image {
 }
 
 /// Prunes the named projects (all when empty); a dry run only reports.
-pub fn prune(
+pub(crate) fn prune(
     out: Output,
     config: &Config,
     state_path: &Path,

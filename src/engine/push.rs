@@ -20,7 +20,7 @@ use crate::state::{self, Run, StageRun};
 
 /// Pushes the ref's latest built image to its branch's registries and records the digests.
 /// Refuses an image whose tests neither passed nor were skipped, unless `force`.
-pub fn push(job: &Job<'_>, files: &mut RefFiles, force: bool, dry_run: bool) -> anyhow::Result<()> {
+pub(crate) fn push(job: &Job<'_>, files: &mut RefFiles, force: bool, dry_run: bool) -> anyhow::Result<()> {
     let (out, name) = (&job.out, job.name);
     let refname = job.refname.as_str();
     let registries = registries_for(job.config, job.project, refname);
@@ -105,7 +105,11 @@ fn unreachable_registry(err: anyhow::Error, reg_name: &str, registry: &Registry)
 }
 
 /// The registries named by the `push` lists of deploy entries that match the ref's branch.
-pub fn registries_for<'a>(config: &'a Config, project: &'a Project, refname: &str) -> Vec<(&'a str, &'a Registry)> {
+pub(crate) fn registries_for<'a>(
+    config: &'a Config,
+    project: &'a Project,
+    refname: &str,
+) -> Vec<(&'a str, &'a Registry)> {
     let Some(branch) = refname.strip_prefix("refs/heads/") else { return Vec::new() };
     let mut out: Vec<(&str, &Registry)> = Vec::new();
     for deploy in &project.deploy {

@@ -14,16 +14,16 @@ use crate::output::Output;
 use crate::secret::Secret;
 
 /// What every secret value is replaced with.
-pub const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 /// The secret values one command was given.
 #[derive(Default, Clone)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     values: Vec<String>,
 }
 
 impl Redactor {
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Redactor {
+    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Redactor {
         let mut values: Vec<String> =
             secrets.into_iter().map(|s| s.reveal().to_string()).filter(|v| !v.is_empty()).collect();
         // Longest first, so a secret that contains another is masked whole.
@@ -32,11 +32,11 @@ impl Redactor {
         Redactor { values }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
 
-    pub fn text(&self, text: &str) -> String {
+    pub(crate) fn text(&self, text: &str) -> String {
         let mut out = text.to_string();
         for value in &self.values {
             if out.contains(value.as_str()) {
@@ -47,7 +47,7 @@ impl Redactor {
     }
 
     /// Rewrites `log` from byte `from` on with every secret masked.
-    pub fn log_from(&self, log: &Path, from: u64) -> anyhow::Result<()> {
+    pub(crate) fn log_from(&self, log: &Path, from: u64) -> anyhow::Result<()> {
         if self.is_empty() {
             return Ok(());
         }
@@ -89,7 +89,7 @@ impl Redactor {
 
 /// [`exec::logged`] for a command that was given secrets: lines offered to `on_line`, the log
 /// and the tail come back with every secret masked.
-pub fn logged(
+pub(crate) fn logged(
     out: &Output,
     cmd: &Cmd,
     log: &Path,

@@ -115,7 +115,7 @@ impl MarkedEventReceiver for Builder {
 
 /// A test-services file accepted by the allow-list.
 #[derive(Debug, Clone)]
-pub struct Services {
+pub(crate) struct Services {
     /// Service names, in file order.
     pub names: Vec<String>,
     /// Image of each service, in the same order.
@@ -302,7 +302,7 @@ fn scalar_text(value: &Value) -> String {
 }
 
 /// Parses and checks a test-services file; `path` names it in diagnostics.
-pub fn parse(path: &Path, text: &str) -> Result<Services, Vec<Diagnostic>> {
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Services, Vec<Diagnostic>> {
     let mut cx = Check { path, diagnostics: Vec::new() };
     let mut builder = Builder { stack: Vec::new(), documents: Vec::new(), refused: Vec::new(), end: None };
     let mut parser = Parser::new_from_str(text);
@@ -489,12 +489,12 @@ fn depends_on(cx: &mut Check<'_>, node: &Node, what: &str, declared: &[String]) 
 impl Services {
     /// The accepted services as pipe keeps them between build and test, beside the checkout
     /// in pipe's own directory (no confinement yet: that is the pipeline file's, at test time).
-    pub fn to_stored(&self) -> Value {
+    pub(crate) fn to_stored(&self) -> Value {
         json!({ "names": self.names, "images": self.images, "services": self.services })
     }
 
     /// Reads back what [`Services::to_stored`] wrote.
-    pub fn from_stored(value: &Value) -> Option<Services> {
+    pub(crate) fn from_stored(value: &Value) -> Option<Services> {
         let strings = |key: &str| -> Option<Vec<String>> {
             value.get(key)?.as_array()?.iter().map(|v| v.as_str().map(String::from)).collect()
         };
@@ -508,7 +508,7 @@ impl Services {
     /// The compose file pipe runs (JSON, which is YAML): the accepted keys, plus on every
     /// service the confinement (no capabilities, no new privileges, memory, PIDs and CPU
     /// limits) and `label`, on one network of the project's own, internal unless `egress`.
-    pub fn compose_json(&self, confinement: &Confinement, label: &str) -> Value {
+    pub(crate) fn compose_json(&self, confinement: &Confinement, label: &str) -> Value {
         let mut services = Map::new();
         for (name, service) in &self.services {
             let mut service = service.as_object().cloned().unwrap_or_default();

@@ -24,7 +24,7 @@ use crate::secret::{self, Secret};
 use crate::state::{Run, StageRun};
 
 /// One test container's settings.
-pub struct TestJob<'a> {
+pub(crate) struct TestJob<'a> {
     pub label: String,
     pub image: String,
     pub command: &'a str,
@@ -46,16 +46,16 @@ pub struct TestJob<'a> {
 /// The network of a test without services: none at all (loopback only), or with `egress` one
 /// bridge shared by every such test, with inter-container traffic off, so tests reach out but
 /// not each other. One network, not one per project: Docker's address pools hold about thirty.
-pub fn network_name(confinement: &Confinement) -> String {
+pub(crate) fn network_name(confinement: &Confinement) -> String {
     if confinement.egress { EGRESS_NETWORK.into() } else { "none".into() }
 }
 
 /// The shared network of tests with `limits.egress = true`.
-pub const EGRESS_NETWORK: &str = "pipe-test-egress";
+pub(crate) const EGRESS_NETWORK: &str = "pipe-test-egress";
 
 /// Tests the ref's latest built image (or run `run_number`'s) and records the result; a
 /// failure is recorded, then returned as [`StageFailed`].
-pub fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>) -> anyhow::Result<()> {
+pub(crate) fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>) -> anyhow::Result<()> {
     let (out, name) = (&job.out, job.name);
     let run = match run_number {
         Some(n) => files.run(n).cloned(),
@@ -91,7 +91,12 @@ pub fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>) -> any
 /// The test container (and services) of `run` as the test stage runs it, and the docker client
 /// it runs with (no registry login for an untrusted ref). Without `resolve`, secret variables are
 /// named but not read, for a dry run.
-pub fn plan<'a>(job: &Job<'_>, run: &Run, command: &'a str, resolve: bool) -> anyhow::Result<(TestJob<'a>, Docker)> {
+pub(crate) fn plan<'a>(
+    job: &Job<'_>,
+    run: &Run,
+    command: &'a str,
+    resolve: bool,
+) -> anyhow::Result<(TestJob<'a>, Docker)> {
     let name = job.name;
     let trusted = job.trusted();
     let mut secrets = Vec::new();
@@ -126,7 +131,7 @@ pub fn plan<'a>(job: &Job<'_>, run: &Run, command: &'a str, resolve: bool) -> an
 }
 
 /// Reads the test services the build stage accepted and stored.
-pub fn load_services(path: &Path) -> anyhow::Result<Services> {
+pub(crate) fn load_services(path: &Path) -> anyhow::Result<Services> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read stored test services `{}`", path.display()))?;
     let value: serde_json::Value =
@@ -143,7 +148,7 @@ impl TestJob<'_> {
 
     /// What a dry run prints: the container's `docker run` as the stage runs it, with test
     /// services' network named by the project they would get.
-    pub fn dry_run(&self, docker: &Docker) -> Cmd {
+    pub(crate) fn dry_run(&self, docker: &Docker) -> Cmd {
         let unique = "UNIQUE";
         let (container, labels) = self.names(unique);
         let network = if self.services.is_some() { format!("pipetest{unique}_default") } else { self.network.clone() };
@@ -152,7 +157,13 @@ impl TestJob<'_> {
 
     /// The `docker run` of this job's container: what runs, and what a dry run prints (secret
     /// variables by name only; their values are added to the environment of the command).
-    pub fn command(&self, docker: &Docker, container: &str, labels: &[(String, String)], network: Option<&str>) -> Cmd {
+    pub(crate) fn command(
+        &self,
+        docker: &Docker,
+        container: &str,
+        labels: &[(String, String)],
+        network: Option<&str>,
+    ) -> Cmd {
         let names: Vec<String> = self.secrets.iter().map(|(k, _)| k.clone()).collect();
         let spec = RunSpec {
             name: container,
@@ -175,7 +186,7 @@ impl TestJob<'_> {
 }
 
 /// Runs one test container (with its services) and removes everything it started.
-pub fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Result<Finished> {
+pub(crate) fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Result<Finished> {
     let unique = unique_suffix();
     let (container, labels) = job.names(&unique);
     let services = match &job.services {

@@ -21,7 +21,7 @@ use crate::refs;
 use crate::state::{self, State};
 
 /// What one tick did: the poll's report, the work it found, and each ref's result.
-pub struct Tick {
+pub(crate) struct Tick {
     pub poll: PollReport,
     /// The refs taken this tick (all that a dry run would run).
     pub work: Vec<Work>,
@@ -33,7 +33,7 @@ pub struct Tick {
 /// The timer's tick: takes the lock, polls (saving only what changed), runs the work, notifies.
 /// A dry run polls and lists the work without saving or running anything. An interruption is
 /// returned as the error once the results so far are settled and notified.
-pub fn tick(
+pub(crate) fn tick(
     out: Output,
     config: &Config,
     state_path: &Path,
@@ -68,7 +68,7 @@ pub fn tick(
 
 /// One ref's pass through the stages.
 #[derive(Debug, Clone, Serialize)]
-pub struct RefResult {
+pub(crate) struct RefResult {
     pub project: String,
     #[serde(rename = "ref")]
     pub refname: String,
@@ -90,7 +90,7 @@ pub struct RefResult {
 
 /// A ref waiting for the stages.
 #[derive(Debug, Clone)]
-pub struct Work {
+pub(crate) struct Work {
     pub project: String,
     pub refname: String,
     pub head: String,

@@ -6,7 +6,7 @@
 //! tested); the [`Reporter`] sends in order, keeps what fails in `forge/outbox.toml` beside
 //! the state, and honours the forges' rate-limit headers by deferring, never by failing a run.
 
-pub mod webhook;
+pub(crate) mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,15 +21,15 @@ use crate::secret::{self, Secret};
 use crate::state::{self, Outbox, OutboxStatus};
 
 /// GitHub refuses descriptions over 140 characters; the others get the same.
-pub const MAX_DESCRIPTION: usize = 140;
+pub(crate) const MAX_DESCRIPTION: usize = 140;
 /// Statuses kept waiting at most; beyond it the oldest are dropped with a warning.
-pub const MAX_OUTBOX: usize = 2000;
+pub(crate) const MAX_OUTBOX: usize = 2000;
 /// How long one status request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A status as pipe decides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Pending,
     Success,
     Failure,
@@ -38,7 +38,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Pending => "pending",
             State::Success => "success",
@@ -50,7 +50,7 @@ impl State {
 
 /// The forge's word for a state. GitHub and Gitea share theirs; GitLab has `running` for a
 /// stage under way (its `pending` means queued) and `failed` for both failure and error.
-pub fn wire_state(kind: ForgeKind, state: &str) -> &'static str {
+pub(crate) fn wire_state(kind: ForgeKind, state: &str) -> &'static str {
     match (kind, state) {
         (ForgeKind::Gitlab, "pending") => "running",
         (ForgeKind::Gitlab, "success") => "success",
@@ -64,7 +64,7 @@ pub fn wire_state(kind: ForgeKind, state: &str) -> &'static str {
 
 /// One HTTP request to a forge, without the token (added by [`auth_header`] when sent).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Call {
+pub(crate) struct Call {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: serde_json::Value,
@@ -77,7 +77,7 @@ pub struct Call {
 ///   (gitea.com/api/swagger, `CreateStatusOption`).
 /// - GitLab: `POST {api}/projects/{id}/statuses/{sha}` with `state`, `name`, `target_url`,
 ///   `description` (docs.gitlab.com/api/commits/#set-the-pipeline-status-of-a-commit).
-pub fn call(forge: &Forge, status: &OutboxStatus) -> Call {
+pub(crate) fn call(forge: &Forge, status: &OutboxStatus) -> Call {
     let api = forge.api_base();
     let state = wire_state(forge.kind, &status.state);
     let mut body = match forge.kind {
@@ -106,7 +106,7 @@ pub fn call(forge: &Forge, status: &OutboxStatus) -> Call {
 
 /// The token's header: `Authorization: Bearer` (GitHub), `Authorization: token` (Gitea),
 /// `PRIVATE-TOKEN` (GitLab).
-pub fn auth_header(kind: ForgeKind, token: &Secret) -> (&'static str, String) {
+pub(crate) fn auth_header(kind: ForgeKind, token: &Secret) -> (&'static str, String) {
     match kind {
         ForgeKind::Github => ("Authorization", format!("Bearer {}", token.reveal())),
         ForgeKind::Gitea => ("Authorization", format!("token {}", token.reveal())),
@@ -124,7 +124,7 @@ fn encode_path(repo: &str) -> String {
 }
 
 /// A description on one line, at most [`MAX_DESCRIPTION`] characters (an ellipsis marks a cut).
-pub fn bounded(text: &str) -> String {
+pub(crate) fn bounded(text: &str) -> String {
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() <= MAX_DESCRIPTION {
         return one_line;
@@ -137,7 +137,7 @@ pub fn bounded(text: &str) -> String {
 /// When a forge may be asked again, from an answer's status and headers (`Retry-After`,
 /// GitHub's and Gitea's `X-RateLimit-Remaining`/`-Reset`, GitLab's `RateLimit-*`); `None`
 /// when it may be asked now. A rate-limited answer without a usable header waits a minute.
-pub fn defer_until(status: u16, header: &dyn Fn(&str) -> Option<String>, now: i64) -> Option<i64> {
+pub(crate) fn defer_until(status: u16, header: &dyn Fn(&str) -> Option<String>, now: i64) -> Option<i64> {
     let number = |name: &str| header(name).and_then(|v| v.trim().parse::<i64>().ok());
     let remaining = number("x-ratelimit-remaining").or_else(|| number("ratelimit-remaining"));
     let reset = number("x-ratelimit-reset").or_else(|| number("ratelimit-reset")).filter(|r| *r > now);
@@ -153,7 +153,7 @@ pub fn defer_until(status: u16, header: &dyn Fn(&str) -> Option<String>, now: i6
 
 /// The commit statuses of one project, or nothing when it names no forge.
 #[derive(Clone)]
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     forge_name: &'a str,
     forge: &'a Forge,
     repo: &'a str,
@@ -184,7 +184,7 @@ impl Target<'_> {
 }
 
 /// Sends statuses in order and keeps those not delivered in the outbox.
-pub struct Reporter<'a> {
+pub(crate) struct Reporter<'a> {
     out: Output,
     config: &'a Config,
     path: PathBuf,
@@ -204,7 +204,7 @@ struct Inner {
 
 impl<'a> Reporter<'a> {
     /// Opens the outbox beside the state (while the state lock is held).
-    pub fn open(out: Output, config: &'a Config, state_path: &Path) -> Reporter<'a> {
+    pub(crate) fn open(out: Output, config: &'a Config, state_path: &Path) -> Reporter<'a> {
         let path = state::outbox_path(state_path);
         let outbox = if config.forges.is_empty() && !path.exists() {
             Some(Outbox { schema: state::SCHEMA, ..Outbox::default() })
@@ -227,7 +227,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// The statuses of one commit of a project, `None` when the project names no forge.
-    pub fn target<'t>(
+    pub(crate) fn target<'t>(
         &'t self,
         name: &'t str,
         project: &'t Project,
@@ -241,7 +241,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// Queues a status and sends what can be sent.
-    pub fn report(&self, target: Option<&Target<'_>>, context: &str, state: State, description: &str) {
+    pub(crate) fn report(&self, target: Option<&Target<'_>>, context: &str, state: State, description: &str) {
         let Some(target) = target else { return };
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(outbox) = inner.outbox.as_mut() else { return };
@@ -255,7 +255,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// Sends what waits in the outbox (the tick's start: statuses of earlier ticks).
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         self.deliver(&mut inner);
     }

@@ -13,7 +13,7 @@ use crate::secret::{self, Secret};
 
 /// What an event asks of pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// A branch or pull request moved: poll this project now.
     Run,
     /// The forge checks the hook: answer 200.
@@ -23,7 +23,7 @@ pub enum Action {
 }
 
 /// The header naming the event.
-pub fn event_header(kind: ForgeKind) -> &'static str {
+pub(crate) fn event_header(kind: ForgeKind) -> &'static str {
     match kind {
         ForgeKind::Github => "X-GitHub-Event",
         ForgeKind::Gitea => "X-Gitea-Event",
@@ -32,7 +32,7 @@ pub fn event_header(kind: ForgeKind) -> &'static str {
 }
 
 /// The header carrying the delivery's unique id.
-pub fn delivery_header(kind: ForgeKind) -> &'static str {
+pub(crate) fn delivery_header(kind: ForgeKind) -> &'static str {
     match kind {
         ForgeKind::Github => "X-GitHub-Delivery",
         ForgeKind::Gitea => "X-Gitea-Delivery",
@@ -42,7 +42,7 @@ pub fn delivery_header(kind: ForgeKind) -> &'static str {
 
 /// The signature headers, in the order they are looked for (none on GitLab: its token is
 /// compared from the head).
-pub fn signature_headers(kind: ForgeKind) -> &'static [&'static str] {
+pub(crate) fn signature_headers(kind: ForgeKind) -> &'static [&'static str] {
     match kind {
         ForgeKind::Github => &["X-Hub-Signature-256"],
         ForgeKind::Gitea => &["X-Gitea-Signature", "X-Forgejo-Signature"],
@@ -51,7 +51,7 @@ pub fn signature_headers(kind: ForgeKind) -> &'static [&'static str] {
 }
 
 /// What an event name asks for.
-pub fn action(kind: ForgeKind, event: &str) -> Action {
+pub(crate) fn action(kind: ForgeKind, event: &str) -> Action {
     match (kind, event) {
         (ForgeKind::Github, "ping") => Action::Ping,
         (ForgeKind::Github | ForgeKind::Gitea, "push" | "pull_request" | "pull_request_sync" | "create" | "delete") => {
@@ -63,13 +63,13 @@ pub fn action(kind: ForgeKind, event: &str) -> Action {
 }
 
 /// GitLab's token, compared in constant time.
-pub fn token_matches(secret: &Secret, given: &str) -> bool {
+pub(crate) fn token_matches(secret: &Secret, given: &str) -> bool {
     secret::same(secret.reveal().as_bytes(), given.as_bytes())
 }
 
 /// A body's signature as the forge sends it: `sha256=HEX` on GitHub, bare `HEX` on Gitea;
 /// compared in constant time.
-pub fn signature_matches(kind: ForgeKind, secret: &Secret, body: &[u8], given: &str) -> bool {
+pub(crate) fn signature_matches(kind: ForgeKind, secret: &Secret, body: &[u8], given: &str) -> bool {
     let expected = secret::sign(secret.reveal().as_bytes(), body);
     let expected = match kind {
         ForgeKind::Github => expected.as_str(),

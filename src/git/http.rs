@@ -21,7 +21,7 @@ use super::{Auth, redact_url, wire};
 const IDLE_PER_HOST: usize = super::MAX_PER_HOST;
 
 /// Lists refs as (full name, commit id); peeled tags (`^{}`) and capabilities are dropped.
-pub fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(String, String)>> {
     let shown = redact_url(url);
     let (bare_url, url_user, url_password) = split_userinfo(url);
     let endpoint = format!("{}/info/refs?service=git-upload-pack", bare_url.trim_end_matches('/'));

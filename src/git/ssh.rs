@@ -32,7 +32,7 @@ struct Target {
 static IDLE: Mutex<Vec<(Target, Session)>> = Mutex::new(Vec::new());
 
 /// Lists the refs of `ssh://[user@]host[:port]/path` or `[user@]host:path`.
-pub fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(String, String)>> {
     let shown = redact_url(url);
     let (url_user, host, port, path) = parse(url).ok_or_else(|| anyhow!("invalid remote `{shown}`"))?;
     let user = auth.username.clone().or(url_user).unwrap_or_else(|| "git".into());

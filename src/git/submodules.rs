@@ -7,7 +7,7 @@
 
 /// The project's submodule policy.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Policy {
+pub(crate) enum Policy {
     /// The project's own scheme and host only.
     #[default]
     SameHost,
@@ -19,7 +19,7 @@ pub enum Policy {
 
 /// What may happen to one submodule.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// The URL to fetch (relative URLs resolved).
     pub url: String,
     /// Whether the project's credentials may be offered.
@@ -27,7 +27,7 @@ pub struct Decision {
 }
 
 /// Decides for the submodule URL `url` (as `.gitmodules` wrote it) of the project at `project`.
-pub fn decide(project: &str, url: &str, policy: &Policy) -> Result<Decision, String> {
+pub(crate) fn decide(project: &str, url: &str, policy: &Policy) -> Result<Decision, String> {
     if *policy == Policy::Off {
         return Err("submodules are off for this project (`submodules = false`)".into());
     }
@@ -82,7 +82,7 @@ fn local_path(url: &str) -> Option<std::path::PathBuf> {
 }
 
 /// `../lib.git` against `https://host/org/app.git` is `https://host/org/lib.git`, as git does.
-pub fn resolve(project: &str, url: &str) -> String {
+pub(crate) fn resolve(project: &str, url: &str) -> String {
     if !(url.starts_with("./") || url.starts_with("../")) {
         return url.to_string();
     }
@@ -109,7 +109,7 @@ pub fn resolve(project: &str, url: &str) -> String {
 }
 
 /// (scheme, host[:port]) of a git URL; scp-like `user@host:path` is ssh; paths are `file`.
-pub fn origin(url: &str) -> (String, String) {
+pub(crate) fn origin(url: &str) -> (String, String) {
     if let Some((scheme, rest)) = url.split_once("://") {
         let authority = rest.split('/').next().unwrap_or("");
         let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);

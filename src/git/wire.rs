@@ -9,18 +9,18 @@ use anyhow::{anyhow, bail};
 
 /// The most advertisement bytes read from one remote (16 MiB: about 230,000 refs of ordinary
 /// length; GitHub's largest public repositories advertise a few MiB including pull requests).
-pub const MAX_ADVERTISEMENT_BYTES: usize = 16 << 20;
+pub(super) const MAX_ADVERTISEMENT_BYTES: usize = 16 << 20;
 /// The most refs kept from one remote. Together with the byte cap this bounds what a poll of a
 /// hostile remote holds in memory (about 30 MB) before it gives up on that remote.
-pub const MAX_REFS: usize = 200_000;
+pub(super) const MAX_REFS: usize = 200_000;
 /// The longest ref name accepted. Git itself cannot store much longer names (one file per ref
 /// component), so a longer one is a broken or hostile remote.
-pub const MAX_REF_NAME: usize = 4096;
+pub(super) const MAX_REF_NAME: usize = 4096;
 
 /// Reads pkt-lines up to the flush that ends the advertisement: an optional smart-HTTP
 /// `# service=…` section first, then `<oid> <ref>[\0caps]` lines. Returns (full name, commit id),
 /// peeled tags (`^{}`) and the empty repository's `capabilities^{}` line dropped.
-pub fn read_advertisement(mut input: impl Read) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn read_advertisement(mut input: impl Read) -> anyhow::Result<Vec<(String, String)>> {
     let mut reader = PktReader { input: &mut input, read: 0, buf: Vec::with_capacity(1024) };
     let mut refs = Vec::new();
     let mut first = true;
@@ -75,7 +75,7 @@ fn is_object_id(oid: &[u8]) -> bool {
 
 /// Bytes from the remote as a quoted, escaped string (control characters and all), at most
 /// 200 characters: safe to print on a terminal or in the journal.
-pub fn printable(bytes: &[u8]) -> String {
+pub(super) fn printable(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
     let text = text.trim_end_matches('\n');
     format!("{text:?}")
@@ -125,7 +125,7 @@ impl<R: Read> PktReader<'_, R> {
 }
 
 /// One pkt-line.
-pub fn pkt(payload: &[u8]) -> Vec<u8> {
+pub(super) fn pkt(payload: &[u8]) -> Vec<u8> {
     let mut out = format!("{:04x}", payload.len() + 4).into_bytes();
     out.extend_from_slice(payload);
     out

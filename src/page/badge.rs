@@ -1,10 +1,10 @@
 //! Badges in the common flat style (shields.io's `flat`): a grey label, a coloured message.
 
 /// The colours of the flat style.
-pub const GREEN: &str = "#4c1";
-pub const RED: &str = "#e05d44";
-pub const YELLOW: &str = "#dfb317";
-pub const GREY: &str = "#9f9f9f";
+pub(super) const GREEN: &str = "#4c1";
+pub(super) const RED: &str = "#e05d44";
+pub(super) const YELLOW: &str = "#dfb317";
+pub(super) const GREY: &str = "#9f9f9f";
 
 /// Approximate width of Verdana 11px text, as shields measures it closely enough.
 fn text_width(text: &str) -> usize {
@@ -36,7 +36,7 @@ fn escape(text: &str) -> String {
 
 /// The SVG of a badge; `label` and `message` may come from a request or a repository and are
 /// escaped (and cut to 60 characters).
-pub fn svg(label: &str, message: &str, colour: &str) -> String {
+pub(super) fn svg(label: &str, message: &str, colour: &str) -> String {
     let cut = |s: &str| s.chars().take(60).collect::<String>();
     let (label, message) = (cut(label), cut(message));
     let (lw, mw) = (text_width(&label) + 10, text_width(&message) + 10);

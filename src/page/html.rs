@@ -49,7 +49,7 @@ fn seconds(s: Option<f64>) -> String {
     s.map_or_else(|| "-".into(), |s| format!("{s:.1}s"))
 }
 
-pub fn overview(ov: &Overview, link: Link) -> Markup {
+pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
     let now = crate::clock::now().as_second();
     let page_link = |page: usize| link(&format!("/status?q={}&result={}&page={page}", enc(&ov.query), enc(&ov.result)));
     layout(
@@ -142,7 +142,7 @@ fn run_result(run: &Run) -> &'static str {
     run.stages.last().map_or("pending", |s| s.result.as_str())
 }
 
-pub fn ref_page(project: &str, refname: &str, history: &History, link: Link) -> Markup {
+pub(super) fn ref_page(project: &str, refname: &str, history: &History, link: Link) -> Markup {
     layout(
         refs::display(refname),
         link,
@@ -167,7 +167,7 @@ pub fn ref_page(project: &str, refname: &str, history: &History, link: Link) -> 
     )
 }
 
-pub fn run_page(project: &str, refname: &str, run: &Run, window: &Window, link: Link) -> Markup {
+pub(super) fn run_page(project: &str, refname: &str, run: &Run, window: &Window, link: Link) -> Markup {
     let at = |offset: u64| {
         link(&format!("/status/run?project={}&ref={}&run={}&offset={offset}", enc(project), enc(refname), run.number))
     };
@@ -196,7 +196,7 @@ pub fn run_page(project: &str, refname: &str, run: &Run, window: &Window, link: 
     )
 }
 
-pub fn error(status: u16, message: &str) -> Markup {
+pub(super) fn error(status: u16, message: &str) -> Markup {
     layout("error", &|p: &str| p.to_string(), html! { h1 { (status) } p { (message) } })
 }
 

@@ -7,11 +7,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// Bytes of log one page shows.
-pub const CHUNK: u64 = 256 * 1024;
+pub(crate) const CHUNK: u64 = 256 * 1024;
 
 /// One window of a log file.
 #[derive(Debug, PartialEq)]
-pub struct Window {
+pub(crate) struct Window {
     pub text: String,
     /// Where this window starts and where the next one would (== `len` at the end).
     pub offset: u64,
@@ -22,7 +22,7 @@ pub struct Window {
 
 /// Reads at most `chunk` bytes from `offset`, ending at the last newline unless the file ends
 /// first. The file is opened once, so a log replaced mid-read is read whole from the old inode.
-pub fn window(path: &Path, offset: u64, chunk: u64) -> std::io::Result<Window> {
+pub(crate) fn window(path: &Path, offset: u64, chunk: u64) -> std::io::Result<Window> {
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
     let offset = offset.min(len);
@@ -39,7 +39,7 @@ pub fn window(path: &Path, offset: u64, chunk: u64) -> std::io::Result<Window> {
 
 /// Removes CSI (`ESC [ … final`), OSC (`ESC ] … BEL` or `ESC \`) and two-byte escapes, and
 /// every other control character but newline and tab; a carriage return ends nothing visible.
-pub fn strip_ansi(text: &str) -> String {
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {

@@ -9,7 +9,7 @@
 
 mod badge;
 mod html;
-pub mod log;
+pub(crate) mod log;
 
 use std::path::{Path, PathBuf};
 
@@ -25,19 +25,19 @@ use crate::server::{Request, Response};
 use crate::state::{self, DeployRecord, History, State};
 
 /// Refs one overview page lists.
-pub const PER_PAGE: usize = 100;
+pub(crate) const PER_PAGE: usize = 100;
 
 /// Page and badge answers built at once. Each parses `state.toml` (about 40 ms and 50 MB at
 /// 10,000 refs), so a burst of public badge requests must not take every handler's memory;
 /// beyond it `503` with `Retry-After`.
-pub const RENDERS: usize = 4;
+pub(crate) const RENDERS: usize = 4;
 
 const CSP: &str =
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 const CSS: &str = include_str!("style.css");
 
 /// The page's settings and where it reads.
-pub struct Page {
+pub(crate) struct Page {
     state: PathBuf,
     token: Option<Secret>,
     public_badges: bool,
@@ -47,7 +47,7 @@ pub struct Page {
 
 /// One deploy target as the overview shows it.
 #[derive(Debug, Serialize)]
-pub struct Target {
+pub(crate) struct Target {
     pub project: String,
     pub target: String,
     /// The newest succeeded deploy: what the target runs now.
@@ -57,7 +57,7 @@ pub struct Target {
 }
 
 /// The overview: one page of refs, the filter that chose them, the deploy targets.
-pub struct Overview {
+pub(crate) struct Overview {
     pub report: StatusReport,
     pub durations: Vec<Option<f64>>,
     pub total: usize,
@@ -70,7 +70,7 @@ pub struct Overview {
 
 impl Page {
     /// `None` when the page is not enabled.
-    pub fn new(cfg: Option<&config::Page>, state: PathBuf) -> anyhow::Result<Option<Page>> {
+    pub(crate) fn new(cfg: Option<&config::Page>, state: PathBuf) -> anyhow::Result<Option<Page>> {
         let Some(cfg) = cfg.filter(|c| c.enabled) else { return Ok(None) };
         let token = SecretRef::from_pair(&cfg.token_env, &cfg.token_file)
             .map(|s| secret::resolve(&s, "serve.page.token"))
@@ -81,12 +81,12 @@ impl Page {
     }
 
     /// Whether a request is the page's: a GET under `/status` or `/badge/`.
-    pub fn owns(path: &str) -> bool {
+    pub(crate) fn owns(path: &str) -> bool {
         path == "/status" || path.starts_with("/status/") || path.starts_with("/status.") || path.starts_with("/badge/")
     }
 
     /// Answers a page or badge request; `None` when the path is not the page's.
-    pub fn handle(&self, req: &Request) -> Option<Response> {
+    pub(crate) fn handle(&self, req: &Request) -> Option<Response> {
         if !Page::owns(&req.path) {
             return None;
         }

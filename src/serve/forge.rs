@@ -26,7 +26,7 @@ use crate::server::{Admit, Request, Response};
 
 /// The largest webhook body read (GitHub caps payloads at 25 MB, but a push of a few commits
 /// is a few KB; larger ones are refused with 413 and polling catches up).
-pub const MAX_BODY: u64 = 1024 * 1024;
+pub(crate) const MAX_BODY: u64 = 1024 * 1024;
 /// How long delivery ids are remembered.
 const REMEMBER: i64 = 7 * 24 * 3600;
 /// A triggered run's limit.
@@ -35,7 +35,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 const LOCKED_RETRY: Duration = Duration::from_secs(2);
 
 /// The projects whose forge webhooks this receiver accepts, and how it starts their runs.
-pub struct ForgeHooks {
+pub(crate) struct ForgeHooks {
     projects: BTreeMap<String, Arc<ForgeProject>>,
     exe: PathBuf,
     config: PathBuf,
@@ -62,7 +62,7 @@ struct Trigger {
 
 impl ForgeHooks {
     /// The projects with a forge and a webhook secret; their secrets are read now.
-    pub fn new(config: &Config, state: &Path, dir: PathBuf, body_limit: u64) -> anyhow::Result<ForgeHooks> {
+    pub(crate) fn new(config: &Config, state: &Path, dir: PathBuf, body_limit: u64) -> anyhow::Result<ForgeHooks> {
         let mut projects = BTreeMap::new();
         for (name, project) in &config.projects {
             let Some(forge) = project.forge.as_ref().and_then(|f| config.forges.get(f)) else { continue };

@@ -8,7 +8,7 @@
 //! `queue` for who runs when, `runs` for what is kept and for how long.
 
 mod auth;
-pub mod forge;
+pub(crate) mod forge;
 mod journal;
 mod queue;
 mod replay;
@@ -34,15 +34,15 @@ use queue::Slot;
 use replay::Deliveries;
 use runs::{RunInfo, Runs};
 
-pub use forge::ForgeHooks;
+pub(crate) use forge::ForgeHooks;
 
 /// A hook's body limit when it sets no `max_body`.
-pub const DEFAULT_MAX_BODY: u64 = 64 * 1024;
+pub(crate) const DEFAULT_MAX_BODY: u64 = 64 * 1024;
 /// Runs kept per hook when `serve.keep_runs` is not set.
-pub const DEFAULT_KEEP_RUNS: usize = 1000;
+pub(crate) const DEFAULT_KEEP_RUNS: usize = 1000;
 
 /// The connection limits `pipe serve` runs with.
-pub const LIMITS: Limits = Limits {
+pub(crate) const LIMITS: Limits = Limits {
     head_timeout: Duration::from_secs(10),
     body_timeout: Duration::from_secs(10),
     connections: 1024,
@@ -61,7 +61,7 @@ pub(crate) struct HookRuntime {
 }
 
 /// The receiver: what the server's I/O thread and handler threads call into.
-pub struct Receiver {
+pub(crate) struct Receiver {
     hooks: BTreeMap<String, Arc<HookRuntime>>,
     runs: Runs,
     deliveries: Deliveries,
@@ -79,7 +79,7 @@ pub struct Receiver {
 
 impl Receiver {
     /// Resolves the hooks' secrets and opens the run table and delivery ids under `dir`.
-    pub fn new(serve: &Serve, forge: ForgeHooks, dir: PathBuf, out: Output) -> anyhow::Result<Receiver> {
+    pub(crate) fn new(serve: &Serve, forge: ForgeHooks, dir: PathBuf, out: Output) -> anyhow::Result<Receiver> {
         let mut hooks = BTreeMap::new();
         for (name, hook) in &serve.hooks {
             let resolve = |env: &Option<String>, file: &Option<PathBuf>, what: &str| {
@@ -116,14 +116,14 @@ impl Receiver {
     }
 
     /// Serves the status page and badges beside the hooks.
-    pub fn with_page(mut self, page: Option<crate::page::Page>) -> Receiver {
+    pub(crate) fn with_page(mut self, page: Option<crate::page::Page>) -> Receiver {
         self.page = page;
         self
     }
 
     /// Serves until SIGTERM or SIGINT, then cancels waiting runs, stops running hooks and
     /// waits for the workers.
-    pub fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+    pub(crate) fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
         let mut workers: Vec<_> = self
             .hooks
             .values()

@@ -21,7 +21,7 @@ use crate::exec::{self, Cmd};
 use crate::output::Output;
 
 /// One zero-downtime rollout of a compose target.
-pub struct Beside<'a> {
+pub(crate) struct Beside<'a> {
     pub out: &'a Output,
     pub docker: &'a Docker,
     pub compose: &'a Compose,
@@ -39,7 +39,7 @@ pub struct Beside<'a> {
 
 /// When the new release was ready and when it took traffic.
 #[derive(Debug, Clone, Copy)]
-pub struct Switched {
+pub(crate) struct Switched {
     pub healthy: Timestamp,
     pub switched: Timestamp,
 }
@@ -57,7 +57,7 @@ struct Box {
 const SHORT: Duration = Duration::from_secs(60);
 const LOG_CAP: u64 = 1024 * 1024;
 /// Drain when the target says nothing.
-pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 
 impl Beside<'_> {
     fn names(&self) -> Vec<&str> {
@@ -87,7 +87,7 @@ impl Beside<'_> {
     }
 
     /// What a real run executes, for `--dry-run` (the scale counts depend on what runs then).
-    pub fn commands(&self) -> Vec<Cmd> {
+    pub(crate) fn commands(&self) -> Vec<Cmd> {
         let mut cmds = Vec::new();
         if self.pull {
             cmds.push(self.compose.cmd(&["pull"], &self.names()));
@@ -104,7 +104,7 @@ impl Beside<'_> {
     }
 
     /// Starts beside, checks, switches and drains within `deadline`.
-    pub fn run(&self, deadline: Instant) -> anyhow::Result<Switched> {
+    pub(crate) fn run(&self, deadline: Instant) -> anyhow::Result<Switched> {
         let mut old: BTreeMap<&str, Vec<Box>> = BTreeMap::new();
         for service in self.names() {
             old.insert(service, self.converge(service)?);

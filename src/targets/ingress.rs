@@ -13,7 +13,7 @@ use crate::nginx;
 use crate::output::Output;
 
 /// The nginx of `[ingress]`: where its upstream files live and the command that runs it.
-pub struct Nginx<'a> {
+pub(crate) struct Nginx<'a> {
     pub dir: &'a Path,
     argv: &'a [String],
     log: &'a Path,
@@ -23,7 +23,7 @@ const LOG_CAP: u64 = 64 * 1024;
 
 impl<'a> Nginx<'a> {
     /// `None` when the pipeline file does not let pipe switch the ingress (no `upstreams`).
-    pub fn new(ingress: &'a Ingress, log: &'a Path) -> Option<Nginx<'a>> {
+    pub(crate) fn new(ingress: &'a Ingress, log: &'a Path) -> Option<Nginx<'a>> {
         Some(Nginx { dir: ingress.upstreams.as_deref()?, argv: &ingress.nginx, log })
     }
 
@@ -34,12 +34,12 @@ impl<'a> Nginx<'a> {
     }
 
     /// The commands a dry run shows for a switch.
-    pub fn commands(&self) -> Vec<Cmd> {
+    pub(crate) fn commands(&self) -> Vec<Cmd> {
         vec![self.cmd(&["-t"]), self.cmd(&["-s", "reload"])]
     }
 
     /// The servers the ingress routes `service` to now (empty before its first switch).
-    pub fn serving(&self, service: &str) -> anyhow::Result<Vec<String>> {
+    pub(crate) fn serving(&self, service: &str) -> anyhow::Result<Vec<String>> {
         let path = nginx::upstream_file(self.dir, service);
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(nginx::parse_upstream(&text)),
@@ -51,7 +51,7 @@ impl<'a> Nginx<'a> {
     /// Points each service at its servers: writes the upstream files, checks the whole config
     /// with `nginx -t`, and reloads gracefully (old workers finish their requests). A config
     /// nginx refuses is never reloaded: the previous files are put back.
-    pub fn switch(&self, out: &Output, services: &[(String, Vec<String>)], note: &str) -> anyhow::Result<()> {
+    pub(crate) fn switch(&self, out: &Output, services: &[(String, Vec<String>)], note: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(self.dir)
             .with_context(|| format!("failed to create upstream directory `{}`", self.dir.display()))?;
         let mut previous: Vec<(PathBuf, Option<String>)> = Vec::new();
@@ -80,13 +80,13 @@ impl<'a> Nginx<'a> {
     }
 
     /// Makes the running nginx match the files on disk (after an interrupted switch).
-    pub fn resync(&self, out: &Output) -> anyhow::Result<()> {
+    pub(crate) fn resync(&self, out: &Output) -> anyhow::Result<()> {
         self.check(out)?;
         self.reload(out)
     }
 
     /// `nginx -t`.
-    pub fn check(&self, out: &Output) -> anyhow::Result<()> {
+    pub(crate) fn check(&self, out: &Output) -> anyhow::Result<()> {
         self.run(out, &self.cmd(&["-t"]))
     }
 

@@ -12,14 +12,14 @@ use crate::docker::client::Docker;
 use crate::exec::{self, Cmd};
 use crate::output::Output;
 
-pub mod beside;
-pub mod ingress;
-pub mod swarm;
-pub mod webhook;
+pub(crate) mod beside;
+pub(crate) mod ingress;
+pub(crate) mod swarm;
+pub(crate) mod webhook;
 
 /// The local target kinds a deploy entry or a `pipe serve` hook can run.
 #[derive(Clone, Copy)]
-pub struct Kinds<'a> {
+pub(crate) struct Kinds<'a> {
     pub compose: Option<&'a ComposeTarget>,
     pub swarm: Option<&'a SwarmTarget>,
     pub command: Option<&'a CommandTarget>,
@@ -27,7 +27,7 @@ pub struct Kinds<'a> {
 
 /// The commands of a compose, swarm or command target with `env` exported; `pull` first pulls
 /// the compose services (the image comes from a registry).
-pub fn target_commands(
+pub(crate) fn target_commands(
     out: &Output,
     docker: &Docker,
     kinds: Kinds<'_>,
@@ -69,7 +69,7 @@ pub fn target_commands(
 
 /// What `pipe check` says about deploys that cannot be zero-downtime: a compose target not
 /// switched through the ingress stops its old container before the new one answers.
-pub fn outage_warnings(config: &crate::config::Config) -> Vec<String> {
+pub(crate) fn outage_warnings(config: &crate::config::Config) -> Vec<String> {
     let mut warnings = Vec::new();
     for (project, p) in &config.projects {
         for deploy in &p.deploy {
@@ -96,7 +96,7 @@ pub fn outage_warnings(config: &crate::config::Config) -> Vec<String> {
 
 /// A compose project as pipe runs it: the compose program, project name, file, the file's
 /// directory to run in, and the deploy's environment.
-pub struct Compose {
+pub(crate) struct Compose {
     program: Vec<OsString>,
     pub project: String,
     file: PathBuf,
@@ -106,7 +106,7 @@ pub struct Compose {
 }
 
 impl Compose {
-    pub fn new(
+    pub(crate) fn new(
         out: &Output,
         docker: &Docker,
         target: &ComposeTarget,
@@ -124,7 +124,7 @@ impl Compose {
     }
 
     /// `compose --project-name P --file F VERB… SERVICES…` in the file's directory.
-    pub fn cmd<S: AsRef<str>>(&self, verb: &[&str], services: &[S]) -> Cmd {
+    pub(crate) fn cmd<S: AsRef<str>>(&self, verb: &[&str], services: &[S]) -> Cmd {
         let mut argv: Vec<OsString> = self.program.clone();
         argv.extend(["--project-name".into(), self.project.clone().into(), "--file".into(), self.file.clone().into()]);
         argv.extend(verb.iter().map(OsString::from));
@@ -138,7 +138,7 @@ impl Compose {
 }
 
 /// Waits until every service of the stack runs all its replicas.
-pub fn wait_for_stack(out: &Output, docker: &Docker, stack: &str, deadline: Instant) -> anyhow::Result<()> {
+pub(crate) fn wait_for_stack(out: &Output, docker: &Docker, stack: &str, deadline: Instant) -> anyhow::Result<()> {
     let cmd = docker.cmd().args(["stack", "services", stack, "--format", "{{.Name}} {{.Replicas}}"]);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -161,7 +161,7 @@ pub fn wait_for_stack(out: &Output, docker: &Docker, stack: &str, deadline: Inst
 
 /// Polls an HTTP URL until it answers 2xx, or a container until it is healthy (or running, when
 /// it has no health check), within the check's own timeout and the deploy's `deadline`.
-pub fn check_health(out: &Output, docker: &Docker, health: &Health, deadline: Instant) -> anyhow::Result<()> {
+pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadline: Instant) -> anyhow::Result<()> {
     let start = Instant::now();
     let deadline = deadline.min(start + health.timeout.map_or(Duration::from_secs(60), |t| t.0));
     let timeout = deadline.saturating_duration_since(start);

@@ -16,14 +16,14 @@ use crate::output::Output;
 
 /// What the stack file says about its services' updates (from `docker stack config`).
 #[derive(Debug, Default, PartialEq)]
-pub struct StackShape {
+pub(crate) struct StackShape {
     pub version: String,
     /// Service name, whether it sets `update_config.order`, whether it sets `failure_action`.
     pub services: Vec<(String, bool, bool)>,
 }
 
 /// Reads `docker stack config`'s normalised output (two-space indentation, one key a line).
-pub fn parse_stack_config(text: &str) -> StackShape {
+pub(crate) fn parse_stack_config(text: &str) -> StackShape {
     let mut shape = StackShape::default();
     let mut in_services = false;
     let mut in_update = false;
@@ -57,7 +57,7 @@ pub fn parse_stack_config(text: &str) -> StackShape {
 /// The override adding start-first updates with automatic rollback where the stack file is
 /// silent; `None` when nothing is missing, or the file's version is older than 3.4 (which
 /// cannot say `order`).
-pub fn render_override(shape: &StackShape) -> Option<String> {
+pub(crate) fn render_override(shape: &StackShape) -> Option<String> {
     let (major, minor) = shape.version.split_once('.').unwrap_or((&shape.version, "0"));
     let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().unwrap_or(0));
     if (major, minor) < (3, 4) {
@@ -87,7 +87,7 @@ pub fn render_override(shape: &StackShape) -> Option<String> {
 }
 
 /// `docker stack deploy --compose-file FILE [--compose-file OVERRIDE] --with-registry-auth STACK`.
-pub fn deploy_cmd(docker: &Docker, swarm: &SwarmTarget, extra: Option<&Path>, env: &[(String, String)]) -> Cmd {
+pub(crate) fn deploy_cmd(docker: &Docker, swarm: &SwarmTarget, extra: Option<&Path>, env: &[(String, String)]) -> Cmd {
     let mut cmd = docker.cmd().args([
         "stack".into(),
         "deploy".into(),
@@ -106,7 +106,7 @@ pub fn deploy_cmd(docker: &Docker, swarm: &SwarmTarget, extra: Option<&Path>, en
 
 /// Writes the override for `swarm` into `dir` when the stack file leaves something unsaid, and
 /// returns its path.
-pub fn write_override(
+pub(crate) fn write_override(
     out: &Output,
     docker: &Docker,
     swarm: &SwarmTarget,

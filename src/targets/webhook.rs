@@ -9,7 +9,7 @@ use crate::config::{SecretRef, WebhookTarget};
 use crate::secret;
 
 /// What a webhook delivers: the release of one project's ref.
-pub struct Delivery<'a> {
+pub(crate) struct Delivery<'a> {
     pub project: &'a str,
     pub refname: &'a str,
     pub commit: &'a str,
@@ -19,7 +19,7 @@ pub struct Delivery<'a> {
 }
 
 /// The webhook URL as shown to people: docker-puller's token is never displayed.
-pub fn shown_url(hook: &WebhookTarget, project: &str) -> String {
+pub(crate) fn shown_url(hook: &WebhookTarget, project: &str) -> String {
     if hook.docker_puller {
         format!("{}?token=***&hook={}", hook.url, hook.hook.as_deref().unwrap_or(project))
     } else {
@@ -28,7 +28,7 @@ pub fn shown_url(hook: &WebhookTarget, project: &str) -> String {
 }
 
 /// How the webhook authenticates, for a dry run: never the credential itself.
-pub fn auth_note(hook: &WebhookTarget) -> &'static str {
+pub(crate) fn auth_note(hook: &WebhookTarget) -> &'static str {
     match (
         hook.secret_env.is_some() || hook.secret_file.is_some(),
         hook.token_env.is_some() || hook.token_file.is_some(),
@@ -42,7 +42,7 @@ pub fn auth_note(hook: &WebhookTarget) -> &'static str {
 
 /// POSTs the release to a `pipe serve` hook (HMAC-signed) or a docker-puller; retries connect
 /// errors and 5xx with backoff (1 s, 2 s), fails on any other non-2xx.
-pub fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Duration) -> anyhow::Result<()> {
+pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Duration) -> anyhow::Result<()> {
     let project = delivery.project;
     // `delivery` and `sent_at` are covered by the signature: a receiver refuses a replay. So is
     // `hook`, the last segment of the URL's path: a `pipe serve` receiver refuses a body signed

@@ -84,7 +84,7 @@ impl Server {
     }
 
     fn signed(&self, hook: &str, body: &str) -> (u16, serde_json::Value) {
-        let sig = pipe::secret::sign(SECRET.as_bytes(), body.as_bytes());
+        let sig = crate::support::hub_signature(SECRET, body.as_bytes());
         self.request("POST", &format!("/hooks/{hook}"), &[("X-Hub-Signature-256", &sig)], body.as_bytes())
     }
 

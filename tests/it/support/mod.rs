@@ -490,3 +490,12 @@ impl Drop for Sshd {
         let _ = self.child.wait();
     }
 }
+
+/// `sha256=<hex>` HMAC-SHA256 of `body`, as GitHub and `pipe deploy` sign a webhook: computed
+/// here with the hmac crate, not with pipe's own code.
+pub fn hub_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
