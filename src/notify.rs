@@ -25,6 +25,9 @@ pub(crate) struct Notice {
     pub seconds: f64,
     /// The last lines of the run's log (failures only).
     pub log_tail: String,
+    /// The ref's page on the status page, when it is served with a `public_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Which `on = [...]` entry a notice answers to.
@@ -75,9 +78,14 @@ pub(crate) fn slack_payload(n: &Notice) -> serde_json::Value {
         let tail = slack_escape(&n.log_tail).replace("```", "`\u{200b}``");
         fields.push(json!({"title": "Last log lines", "value": format!("```{tail}```"), "short": false}));
     }
+    let mut attachment = json!({"color": color, "fallback": format!("{project} {refname} {verb}"), "fields": fields});
+    if let Some(url) = &n.url {
+        attachment["title"] = json!("Runs and logs");
+        attachment["title_link"] = json!(url);
+    }
     json!({
         "text": format!("{project} {refname} {verb} at {stage} ({short})"),
-        "attachments": [{"color": color, "fallback": format!("{project} {refname} {verb}"), "fields": fields}],
+        "attachments": [attachment],
     })
 }
 
@@ -184,7 +192,20 @@ mod tests {
             result: "failed".into(),
             seconds: 12.34,
             log_tail: "assert 1 == 2".into(),
+            url: None,
         }
+    }
+
+    #[test]
+    fn a_served_status_page_is_linked_from_the_message() {
+        let mut n = notice(EventKind::Failure);
+        assert!(slack_payload(&n)["attachments"][0].get("title_link").is_none());
+        n.url = Some(crate::page::ref_url("https://ci.example.com/", "web", "refs/heads/dev"));
+        let payload = slack_payload(&n);
+        assert_eq!(
+            payload["attachments"][0]["title_link"],
+            "https://ci.example.com/status/ref?project=web&ref=refs%2Fheads%2Fdev"
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub(crate) fn tick(
     reporter.flush();
     let ran = run_all(out, config, state_path, projects, &work, &st, &reporter);
     // Each ref settled its own summary: a tick that ran nothing writes nothing.
-    let notices: Vec<Notice> = ran.results.iter().flat_map(|(r, w)| notices_for(r, w, state_path)).collect();
+    let notices: Vec<Notice> = ran.results.iter().flat_map(|(r, w)| notices_for(config, r, w, state_path)).collect();
     crate::notify::send(&out, config, &notices);
     if let Some(err) = ran.interrupted {
         return Err(err);
@@ -303,7 +303,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
 }
 
 /// Failure (once per failing commit), recovery (first success after a failure), success, deploy.
-fn notices_for(result: &RefResult, work: &Work, state_path: &Path) -> Vec<Notice> {
+fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Path) -> Vec<Notice> {
     // A history that cannot be read keeps the ref pending and fails every tick until it is
     // fixed by hand: the exit code says so each time, a notification would not stop.
     if result.state_error {
@@ -318,6 +318,7 @@ fn notices_for(result: &RefResult, work: &Work, state_path: &Path) -> Vec<Notice
         result: result.result.to_string(),
         seconds: result.seconds,
         log_tail: String::new(),
+        url: crate::page::public_url(config).map(|p| crate::page::ref_url(p, &result.project, &result.refname)),
     };
     let mut out = Vec::new();
     if result.result.is_failure() {

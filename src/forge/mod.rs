@@ -160,6 +160,8 @@ pub(crate) struct Target<'a> {
     project: &'a str,
     refname: &'a str,
     commit: &'a str,
+    /// The status page's public URL, the default link when the forge names no `target_url`.
+    page: Option<&'a str>,
 }
 
 impl Target<'_> {
@@ -170,6 +172,7 @@ impl Target<'_> {
                 .replace("{commit}", self.commit)
                 .replace("{context}", context)
         });
+        let target_url = target_url.or_else(|| self.page.map(|p| crate::page::ref_url(p, self.project, self.refname)));
         OutboxStatus {
             forge: self.forge_name.to_string(),
             repo: self.repo.to_string(),
@@ -237,7 +240,8 @@ impl<'a> Reporter<'a> {
         let forge_name = project.forge.as_deref()?;
         let forge = self.config.forges.get(forge_name)?;
         let repo = project.forge_repo.as_deref()?;
-        Some(Target { forge_name, forge, repo, project: name, refname, commit })
+        let page = crate::page::public_url(self.config);
+        Some(Target { forge_name, forge, repo, project: name, refname, commit, page })
     }
 
     /// Queues a status and sends what can be sent.

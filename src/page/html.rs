@@ -37,6 +37,12 @@ fn result(word: &str) -> Markup {
     html! { span class={ "result r-" (word) } { (word) } }
 }
 
+/// The absolute address of a ref's page (its runs, newest first) under the page's public URL:
+/// what commit statuses and notifications link to.
+pub(crate) fn ref_url(public_url: &str, project: &str, refname: &str) -> String {
+    format!("{}/status/ref?project={}&ref={}", public_url.trim_end_matches('/'), enc(project), enc(refname))
+}
+
 fn ref_link(link: Link, project: &str, refname: &str) -> String {
     link(&format!("/status/ref?project={}&ref={}", enc(project), enc(refname)))
 }

@@ -9,6 +9,14 @@
 
 mod badge;
 mod html;
+
+pub(crate) use html::ref_url;
+
+/// The page's public URL when the page is served and has one: where links from commit statuses
+/// and notifications point.
+pub(crate) fn public_url(config: &crate::config::Config) -> Option<&str> {
+    config.serve.page.as_ref().filter(|p| p.enabled).and_then(|p| p.public_url.as_deref())
+}
 pub(crate) mod log;
 
 use std::path::{Path, PathBuf};
