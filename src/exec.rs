@@ -167,6 +167,12 @@ pub(crate) struct Finished {
 }
 
 impl Finished {
+    /// After recording what the process did: a process stopped by a signal ends the command
+    /// with [`crate::error::Interrupted`].
+    pub(crate) fn check_interrupted(&self) -> anyhow::Result<()> {
+        if self.interrupted { crate::signals::check() } else { Ok(()) }
+    }
+
     pub(crate) fn success(&self) -> bool {
         self.code == Some(0) && !self.timed_out && !self.interrupted
     }

@@ -85,7 +85,7 @@ pub(crate) fn build(
     }
     let record = StageRun::new(Stage::Build, outcome(&finished), started, finished.duration, finished.code);
     job.record(files, number, record)?;
-    super::interrupted(&finished)?;
+    finished.check_interrupted()?;
     if !finished.success() {
         return Err(StageFailed(format!(
             "build of {name} {} ({}) failed: {}\nlog: {}\n{}",

@@ -427,7 +427,7 @@ impl<'a> Rollout<'a> {
         }
         for cmd in self.commands(image, tag, release)? {
             let finished = exec::logged(out, &cmd, &self.log, client::LOG_CAP, left(), &mut |_| {})?;
-            super::interrupted(&finished)?;
+            finished.check_interrupted()?;
             if !finished.success() {
                 // Only a docker or compose command can say the engine went away; a deploy
                 // script that failed on a host without an engine is the deploy's failure.

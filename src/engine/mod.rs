@@ -265,12 +265,6 @@ pub(crate) fn git_auth(name: &str, project: &Project) -> anyhow::Result<git::Aut
     Ok(git::Auth { username: auth.username.clone(), token, ssh_key: auth.ssh_key.clone(), ssh_passphrase: passphrase })
 }
 
-/// After recording a stage: a stage stopped by a signal ends the command with
-/// [`crate::error::Interrupted`].
-pub(crate) fn interrupted(finished: &crate::exec::Finished) -> anyhow::Result<()> {
-    if finished.interrupted { crate::signals::check() } else { Ok(()) }
-}
-
 /// The newest run of the ref whose build passed (optionally of one commit).
 pub(crate) fn latest_built<'a>(history: &'a History, commit: Option<&str>) -> Option<&'a Run> {
     history.runs.iter().rev().find(|r| {

@@ -184,7 +184,7 @@ impl<'a> PushPlan<'a> {
             });
             spinner.finish();
             let finished = finished?;
-            super::interrupted(&finished)?;
+            finished.check_interrupted()?;
             if client::engine_gone(docker, out, &finished) {
                 return Err(client::engine_unavailable(docker, &finished.tail));
             }

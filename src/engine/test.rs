@@ -74,7 +74,7 @@ pub(crate) fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>)
     let finished = run_job(out, &docker, &test_job)?;
     let record = StageRun::new(Stage::Test, outcome(&finished), started, finished.duration, finished.code);
     job.record(files, run.number, record)?;
-    super::interrupted(&finished)?;
+    finished.check_interrupted()?;
     if !finished.success() {
         return Err(StageFailed(format!(
             "tests of {image} failed: {}\nlog: {}\n{}",

@@ -322,7 +322,7 @@ impl Beside<'_> {
     fn logged(&self, cmd: &Cmd, deadline: Instant) -> anyhow::Result<()> {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
         let finished = exec::logged(self.out, cmd, self.log, LOG_CAP, left, &mut |_| {})?;
-        crate::engine::interrupted(&finished)?;
+        finished.check_interrupted()?;
         if finished.success() {
             return Ok(());
         }

@@ -105,7 +105,7 @@ impl<'a> Nginx<'a> {
 
     fn run(&self, out: &Output, cmd: &Cmd) -> anyhow::Result<()> {
         let finished = exec::logged(out, cmd, self.log, LOG_CAP, Duration::from_secs(30), &mut |_| {})?;
-        crate::engine::interrupted(&finished)?;
+        finished.check_interrupted()?;
         if finished.success() {
             return Ok(());
         }
