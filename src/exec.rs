@@ -199,6 +199,21 @@ fn spawn_error(cmd: &Cmd, err: std::io::Error) -> anyhow::Error {
 
 /// Runs a short command and returns its stdout; a non-zero exit is a [`ProcessFailed`].
 pub(crate) fn capture(out: &Output, cmd: &Cmd, timeout: Duration) -> anyhow::Result<String> {
+    let (stdout, failed) = capture_even_failed(out, cmd, timeout)?;
+    match failed {
+        Some(err) => Err(err.into()),
+        None => Ok(stdout),
+    }
+}
+
+/// [`capture`] for a command whose stdout matters even when it exits non-zero (`docker image
+/// inspect` of several images, some missing): its stdout, and how it failed if it did. A
+/// signal still ends the command with [`crate::error::Interrupted`].
+pub(crate) fn capture_even_failed(
+    out: &Output,
+    cmd: &Cmd,
+    timeout: Duration,
+) -> anyhow::Result<(String, Option<ProcessFailed>)> {
     out.detail(format!("$ {cmd}"));
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let ended = supervise(cmd, timeout, false, &mut |stream, chunk| match stream {
@@ -218,13 +233,14 @@ pub(crate) fn capture(out: &Output, cmd: &Cmd, timeout: Duration) -> anyhow::Res
         status,
         output_tail: tail_of(&String::from_utf8_lossy(&stderr)),
     };
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
     if ended.timed_out {
-        return Err(failed(format!("timed out after {}s", timeout.as_secs())).into());
+        return Ok((stdout, Some(failed(format!("timed out after {}s", timeout.as_secs())))));
     }
     if !ended.status.success() {
-        return Err(failed(ended.status.to_string()).into());
+        return Ok((stdout, Some(failed(ended.status.to_string()))));
     }
-    Ok(String::from_utf8_lossy(&stdout).into_owned())
+    Ok((stdout, None))
 }
 
 /// Runs a command with stdout and stderr streamed into `log` (at most `cap` bytes are kept;

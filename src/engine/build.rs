@@ -205,30 +205,30 @@ fn record_early_failure(
 /// image pipe did not build for this project (another project's, or a base image such as
 /// `node:20`): a branch could otherwise replace what other builds start `FROM`.
 fn foreign_tags(job: &Job<'_>, docker: &Docker, image: &str, tags: &[String]) -> anyhow::Result<()> {
-    for tag in tags {
-        let reference = format!("{image}:{tag}");
-        let inspect = docker.cmd().args([
-            "image",
-            "inspect",
-            "--format",
-            "{{index .Config.Labels \"pipe.project\"}}",
-            &reference,
-        ]);
-        // Not there (or unreadable): nothing to replace.
-        let Ok(owner) = exec::capture(&job.out, &inspect, Duration::from_secs(30)) else { continue };
+    // One call for every tag; a tag that does not exist yet is only missing from the output.
+    let refs: Vec<String> = tags.iter().map(|t| format!("{image}:{t}")).collect();
+    let format = "{{range .RepoTags}}{{.}} {{end}}|{{index .Config.Labels \"pipe.project\"}}";
+    let inspect = docker.cmd().args(["image", "inspect", "--format", format]).args(&refs);
+    let (listed, _missing) = exec::capture_even_failed(&job.out, &inspect, Duration::from_secs(30))?;
+    for line in listed.lines() {
+        let Some((names, owner)) = line.rsplit_once('|') else { continue };
         let owner = owner.trim();
-        if owner != job.name {
-            let whose = if owner.is_empty() || owner == "<no value>" {
-                "an image pipe did not build".to_string()
-            } else {
-                format!("project `{owner}`'s image")
-            };
-            return Err(StageFailed(format!(
-                "refusing to build {reference}: the repository names the image, and that tag is {whose}\nhint: name the image under [project.{}] in the pipeline file",
-                job.name
-            ))
-            .into());
+        if owner == job.name {
+            continue;
         }
+        let Some(reference) = refs.iter().find(|r| names.split_whitespace().any(|n| n == r.as_str())) else {
+            continue;
+        };
+        let whose = if owner.is_empty() || owner == "<no value>" {
+            "an image pipe did not build".to_string()
+        } else {
+            format!("project `{owner}`'s image")
+        };
+        return Err(StageFailed(format!(
+            "refusing to build {reference}: the repository names the image, and that tag is {whose}\nhint: name the image under [project.{}] in the pipeline file",
+            job.name
+        ))
+        .into());
     }
     Ok(())
 }
