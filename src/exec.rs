@@ -366,10 +366,14 @@ fn supervise(cmd: &Cmd, timeout: Duration, merged: bool, sink: &mut dyn FnMut(St
     drop(tx);
     let started = Instant::now();
     let (mut status, mut exited_at, mut closed) = (None, None, false);
+    let mut pause = Duration::from_millis(1);
     let (mut stopped_at, mut timed_out, mut interrupted) = (None::<Instant>, false, None);
     loop {
         if closed {
-            std::thread::sleep(Duration::from_millis(20));
+            // Output ended: the child is exiting. Ask again soon, backing off to 20 ms for a
+            // child that closed its output and goes on running.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
         } else {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok((stream, chunk)) => sink(stream, &chunk),
