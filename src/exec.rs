@@ -344,7 +344,9 @@ fn supervise(cmd: &Cmd, timeout: Duration, merged: bool, sink: &mut dyn FnMut(St
     let child = spawned.map_err(|e| spawn_error(cmd, e))?;
     let group =
         child.pids().first().copied().ok_or_else(|| anyhow::anyhow!("`{cmd}` started no process"))? as libc::pid_t;
-    let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+    // Bounded: a command that writes faster than its log is written waits on its own pipe
+    // (at most 64 chunks of 16 KiB in flight), so a gigabyte of output costs no memory.
+    let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(64);
     for (stream, pipe) in [(Stream::Out, Some(out_read)), (Stream::Err, err_read)] {
         let (Some(mut pipe), tx) = (pipe, tx.clone()) else { continue };
         // A reader left blocked by a descendant that keeps the pipe open ends when it closes.
