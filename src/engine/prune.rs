@@ -176,8 +176,16 @@ fn prune_images(scope: &Scope<'_>, docker: &Docker, report: &mut PruneReport) ->
         by_ref.entry(&image.refname).or_default().push(image);
     }
     for (refname, mut list) in by_ref {
-        // Newest commit first: `created` is the commit time, an RFC 3339 timestamp.
-        list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+        // Newest commit first: `created` is the commit time, an RFC 3339 timestamp to the
+        // second; commits of one second are ordered by the ref's runs (the later run is newer).
+        let history = state::load_history(&state::history_path(state_path, name, refname), refname)?;
+        let run_of = |commit: &str| history.runs.iter().rev().find(|r| r.commit == commit).map_or(0, |r| r.number);
+        list.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| run_of(&b.commit).cmp(&run_of(&a.commit)))
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let live = known.refs.get(refname);
         let current: BTreeSet<&str> = live
             .map(|r| [Some(r.head.as_str()), r.last.as_ref().map(|l| l.commit.as_str())])
