@@ -392,20 +392,6 @@ impl Drop for Serve {
     }
 }
 
-/// HMAC-SHA256 of `data` in hex, by openssl: an implementation independent of pipe's.
-fn hmac_hex(secret: &str, data: &[u8]) -> String {
-    use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(["dgst", "-sha256", "-hmac", secret, "-r"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
-}
-
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/it/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
@@ -414,7 +400,7 @@ const WEBHOOK_SECRET: &str = "whsec-31415926";
 
 /// A GitHub delivery of `event` with `body`, signed with `secret`.
 fn github(serve: &Serve, project: &str, event: &str, delivery: &str, body: &[u8], secret: &str) -> (u16, String) {
-    let signature = format!("sha256={}", hmac_hex(secret, body));
+    let signature = format!("sha256={}", crate::support::hmac_hex(secret, body));
     serve.post(
         &format!("/forge/{project}"),
         &[("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery), ("X-Hub-Signature-256", &signature)],
@@ -532,7 +518,7 @@ webhook_secret_env = "GITLAB_HOOK"
     ));
     let serve = Serve::start(&env);
     let push = fixture("gitea-push.json");
-    let hex = hmac_hex(WEBHOOK_SECRET, &push);
+    let hex = crate::support::hmac_hex(WEBHOOK_SECRET, &push);
     let gitea = |signature: &str, delivery: &str| {
         serve.post(
             "/forge/tea",
@@ -540,7 +526,7 @@ webhook_secret_env = "GITLAB_HOOK"
             &push,
         )
     };
-    assert_eq!(gitea(&hmac_hex("wrong", &push), "g-1").0, 403);
+    assert_eq!(gitea(&crate::support::hmac_hex("wrong", &push), "g-1").0, 403);
     assert_eq!(gitea(&format!("sha256={hex}"), "g-2").0, 403, "Gitea's signature is bare hex");
     assert_eq!(gitea(&hex, "g-3").0, 202);
     serve.wait_for("forge project=tea run started", 1, Duration::from_secs(2));

@@ -106,18 +106,6 @@ fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }
 
-fn sign(secret: &str, data: &[u8]) -> String {
-    let mut child = Command::new("openssl")
-        .args(["dgst", "-sha256", "-hmac", secret, "-r"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    format!("sha256={}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap())
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
@@ -155,11 +143,11 @@ fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
     assert_eq!(run["status"], "succeeded", "{run}");
 
     let body = format!(r#"{{"hook": "sig", "commit": "def456", "delivery": "d-1", "sent_at": {}}}"#, now());
-    let sig = sign("sec-1123581321", body.as_bytes());
+    let sig = crate::support::hub_signature("sec-1123581321", body.as_bytes());
     let (status, doc) = server.request("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], body.as_bytes());
     assert_eq!(status, 202, "{doc}");
     let id = doc["id"].as_str().unwrap().to_string();
-    let path_sig = sign("sec-1123581321", format!("/hooks/sig/runs/{id}").as_bytes());
+    let path_sig = crate::support::hub_signature("sec-1123581321", format!("/hooks/sig/runs/{id}").as_bytes());
     server.wait_for("sig", &id, ("X-Hub-Signature-256", &path_sig), &["succeeded"]);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "ran tok abc123\nran sig def456\n");
 
@@ -169,7 +157,7 @@ fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
     let (status, _) = server.request(
         "POST",
         "/hooks/sig",
-        &[("X-Hub-Signature-256", &sign("sec-1123581321", stale.as_bytes()))],
+        &[("X-Hub-Signature-256", &crate::support::hub_signature("sec-1123581321", stale.as_bytes()))],
         stale.as_bytes(),
     );
     assert_eq!(status, 409, "a signed request outside the replay window is refused");

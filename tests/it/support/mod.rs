@@ -491,11 +491,20 @@ impl Drop for Sshd {
     }
 }
 
-/// `sha256=<hex>` HMAC-SHA256 of `body`, as GitHub and `pipe deploy` sign a webhook: computed
-/// here with the hmac crate, not with pipe's own code.
+/// HMAC-SHA256 of `data` in hex, by openssl: an implementation independent of pipe's.
+pub fn hmac_hex(secret: &str, data: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret, "-r"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+/// `sha256=<hex>`, as GitHub and `pipe deploy` sign a webhook body.
 pub fn hub_signature(secret: &str, body: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body);
-    format!("sha256={}", mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("sha256={}", hmac_hex(secret, body))
 }
