@@ -3,7 +3,7 @@
 
 use super::Context;
 use crate::cli::BuildArgs;
-use crate::engine::{self, Session, build};
+use crate::engine::{self, Session, build, statuses};
 use crate::error::code;
 use crate::git;
 
@@ -40,7 +40,9 @@ pub(super) fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
         engine::default_branch(job.config, name, job.project, &st)
     };
     let mut files = job.files()?;
-    let built = build::build(&job, &mut files, &default_branch, args.commit.as_deref());
+    let built = statuses::by_hand(&job, &mut files, "pipe/build", None, |files| {
+        build::build(&job, files, &default_branch, args.commit.as_deref())
+    });
     let settled = job.settle(&session.state, files.take_unsettled(), None);
     engine::conclude(built, settled)?;
     Ok(code::OK)

@@ -7,7 +7,7 @@ use super::Context;
 use crate::cli::TestArgs;
 use crate::docker::client::Docker;
 use crate::engine::test::{self, TestJob};
-use crate::engine::{self, Session, build};
+use crate::engine::{self, Session, build, statuses};
 use crate::error::{StageFailed, code};
 
 pub(super) fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
@@ -55,7 +55,9 @@ pub(super) fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
         println!("{}", test_job.dry_run(&docker));
         return Ok(code::OK);
     }
-    let tested = test::test(&job, &mut files, None);
+    let commit = engine::latest_built(&files.history, None).map(|r| r.commit.clone());
+    let tested =
+        statuses::by_hand(&job, &mut files, "pipe/test", commit.as_deref(), |files| test::test(&job, files, None));
     let settled = job.settle(&session.state, files.take_unsettled(), None);
     engine::conclude(tested, settled)?;
     Ok(code::OK)

@@ -28,6 +28,7 @@ pub(crate) mod prune;
 pub(crate) mod push;
 pub(crate) mod redact;
 pub(crate) mod services;
+pub(crate) mod statuses;
 pub(crate) mod test;
 pub(crate) mod tick;
 

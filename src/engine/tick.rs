@@ -9,11 +9,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::poll::PollReport;
+use super::statuses::{DeployStatuses, StageStatus};
 use super::{Job, deploy, push};
 use crate::config::{Config, Project};
 use crate::error::{Interrupted, RemoteUnavailable, StageFailed, StateError, ToolUnavailable};
-use crate::forge::{Reporter, State as ForgeState, Target};
-use crate::model::DeployResult;
+use crate::forge::{Reporter, State as ForgeState};
 use crate::model::{Outcome, Stage, Verdict};
 use crate::notify::{EventKind, Notice};
 use crate::output::Output;
@@ -244,17 +244,10 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
         let targets = deploy::targets(job, None);
         if !targets.is_empty() {
             result.stage = Stage::Deploy;
-            let started = Instant::now();
-            let contexts: Vec<(String, &str)> =
-                targets.iter().map(|t| (format!("pipe/deploy/{}", t.display_name()), t.display_name())).collect();
-            for (context, _) in &contexts {
-                reporter.report(forge.as_ref(), context, ForgeState::Pending, "deploying");
-            }
+            let names = targets.iter().map(|t| t.display_name().to_string()).collect();
+            let statuses = DeployStatuses::start(reporter, forge.as_ref(), names);
             let deployed = deploy::deploy(job, files, None, None, false);
-            for (context, target) in &contexts {
-                let (state, description) = deploy_status(job, target, &work.head, &deployed, started);
-                reporter.report(forge.as_ref(), context, state, &description);
-            }
+            statuses.end(job, &work.head, &deployed);
             result.timeline = deployed?;
             result.deployed = true;
         }
@@ -346,89 +339,4 @@ fn log_tail(state_path: &Path, result: &RefResult) -> String {
         .and_then(|run| std::fs::read_to_string(run.log).ok())
         .unwrap_or_default();
     crate::output::tail_lines(&text, 10)
-}
-
-/// A stage's commit status: `pending` when it starts, its result when it ends.
-struct StageStatus<'r, 't> {
-    reporter: &'r Reporter<'r>,
-    target: Option<&'t Target<'t>>,
-    context: &'static str,
-    started: Instant,
-}
-
-impl<'r, 't> StageStatus<'r, 't> {
-    fn start(reporter: &'r Reporter<'r>, target: Option<&'t Target<'t>>, context: &'static str) -> Self {
-        let what = match context {
-            "pipe/build" => "building",
-            "pipe/test" => "testing",
-            _ => "pushing",
-        };
-        reporter.report(target, context, ForgeState::Pending, what);
-        StageStatus { reporter, target, context, started: Instant::now() }
-    }
-
-    /// Reports how the stage ended and hands its result on; `command` is the test command.
-    fn end<T>(self, outcome: anyhow::Result<T>, command: Option<&str>) -> anyhow::Result<T> {
-        let (state, description) = ended(&outcome, self.started, command);
-        self.reporter.report(self.target, self.context, state, &description);
-        outcome
-    }
-
-    fn end_with(self, state: ForgeState, description: &str) {
-        self.reporter.report(self.target, self.context, state, description);
-    }
-}
-
-/// A stage's state and description: the duration, and for a failure the first line of the
-/// error and the failing command.
-fn ended<T>(outcome: &anyhow::Result<T>, started: Instant, command: Option<&str>) -> (ForgeState, String) {
-    let took = took(started);
-    match outcome {
-        Ok(_) => (ForgeState::Success, format!("passed in {took}")),
-        Err(err) if err.is::<Interrupted>() => (ForgeState::Error, format!("interrupted after {took}")),
-        Err(err) if err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>() => {
-            (ForgeState::Error, format!("unavailable after {took}: {}", first_line(err)))
-        }
-        Err(err) => {
-            let shown = command.map(|c| format!(" `{c}`")).unwrap_or_default();
-            (ForgeState::Failure, format!("failed after {took}:{shown} {}", first_line(err)))
-        }
-    }
-}
-
-/// A stage's duration as a status shows it: tenths under ten seconds, whole seconds beyond.
-fn took(started: Instant) -> String {
-    let secs = started.elapsed().as_secs_f64();
-    if secs < 10.0 { format!("{secs:.1}s") } else { format!("{}s", secs.round()) }
-}
-
-fn first_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").lines().next().unwrap_or("").to_string()
-}
-
-/// A target's deploy status from its deploy history: `success` only when this commit's release
-/// took traffic and passed its health check, `failure` when it failed or was rolled back.
-fn deploy_status<T>(
-    job: &Job<'_>,
-    target: &str,
-    commit: &str,
-    deployed: &anyhow::Result<T>,
-    started: Instant,
-) -> (ForgeState, String) {
-    let (fallback, description) = ended(deployed, started, None);
-    if fallback == ForgeState::Error {
-        return (fallback, description);
-    }
-    let took = took(started);
-    let history = state::load_deploys(&state::deploys_path(job.state_path, job.name, target));
-    let last = history.ok().and_then(|h| h.deploys.into_iter().rev().find(|d| d.commit == commit));
-    match last.map(|d| d.result) {
-        Some(DeployResult::Succeeded) => (ForgeState::Success, format!("deployed and healthy in {took}")),
-        Some(DeployResult::RolledBack) => {
-            (ForgeState::Failure, format!("rolled back after {took}: the release failed"))
-        }
-        Some(DeployResult::Failed) => (ForgeState::Failure, format!("failed after {took}")),
-        None if deployed.is_ok() => (ForgeState::Success, format!("deployed in {took}")),
-        None => (ForgeState::Failure, description),
-    }
 }

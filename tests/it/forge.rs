@@ -732,3 +732,57 @@ fn a_stage_stopped_by_sigterm_is_an_error_status() {
     let description = api.requests().last().unwrap()["body"]["description"].as_str().unwrap().to_string();
     assert!(description.starts_with("interrupted after"), "{description}");
 }
+
+#[test]
+fn stages_run_by_hand_give_the_forge_the_statuses_pipe_run_gives() {
+    let Some(docker) = Docker::require() else { return };
+    let a = app(&docker);
+    let api = ForgeApi::start(&a.env, "github", None);
+    a.config(
+        &format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port),
+        "acme/app",
+        &format!(
+            r#"
+[[project.{p}.deploy]]
+name = "one"
+branches = ["main"]
+command = {{ argv = ["true"] }}
+
+[[project.{p}.deploy]]
+name = "two"
+branches = ["main"]
+command = {{ argv = ["sh", "-c", "exit 4"] }}
+"#,
+            p = a.project
+        ),
+    );
+    let commit = a.commit(1, "true");
+    a.env.pipe(&["poll"]).code(0);
+    // A build learns its commit from the fetch: its forge sees the result only.
+    a.env.pipe(&["build", &a.project, "main"]).code(0);
+    assert_eq!(api.statuses("context"), pairs(&[("pipe/build", "success")]));
+    a.env.pipe(&["test", &a.project, "main"]).code(0);
+    assert_eq!(api.statuses("context")[1..].to_vec(), pairs(&[("pipe/test", "pending"), ("pipe/test", "success")]));
+    a.env.pipe(&["deploy", &a.project, "main", "--target", "one"]).code(0);
+    assert_eq!(
+        api.statuses("context")[3..].to_vec(),
+        pairs(&[("pipe/deploy/one", "pending"), ("pipe/deploy/one", "success")])
+    );
+    // Every target of the ref: each gets its own result.
+    a.env.pipe(&["deploy", &a.project, "main"]).code(1);
+    assert_eq!(
+        api.statuses("context")[5..].to_vec(),
+        pairs(&[
+            ("pipe/deploy/one", "pending"),
+            ("pipe/deploy/two", "pending"),
+            ("pipe/deploy/one", "success"),
+            ("pipe/deploy/two", "failure")
+        ])
+    );
+    let requests = api.requests();
+    assert!(requests.iter().all(|r| r["path"] == format!("/repos/acme/app/statuses/{commit}")), "{requests:?}");
+    assert!(requests.iter().all(|r| r["error"].is_null()), "{requests:?}");
+    // A dry run sends nothing.
+    a.env.pipe(&["deploy", &a.project, "main", "--dry-run"]).code(0);
+    assert_eq!(api.requests().len(), requests.len());
+}
