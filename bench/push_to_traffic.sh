@@ -7,33 +7,19 @@
 # default 5; BENCH_TIMER_SAMPLES timer pushes, default 3; BENCH_PERIOD seconds, default 60;
 # PIPE_BIN to use another binary).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root="$PWD"
-say() { printf '[bench] %s\n' "$*" >&2; }
+source "$(dirname "$0")/lib.sh"
 samples="${BENCH_SAMPLES:-5}"
 timer_samples="${BENCH_TIMER_SAMPLES:-3}"
 period="${BENCH_PERIOD:-60}"
-base="${PIPE_TEST_BASE_IMAGE:-pipe-busybox:latest}"
-if [ -z "${PIPE_BIN:-}" ]; then
-    say "building the release binary"
-    cargo build --quiet --release
-fi
-pipe="${PIPE_BIN:-$root/target/release/pipe}"
 work="$(mktemp -d /tmp/pipe-p2t-bench.XXXXXX)"
 name="p2t$$"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 front="$(free_port)"; git_port="$(free_port)"; serve_port="$(free_port)"
 n="$work/nginx"
 cleanup() {
     [ -f "$n/nginx.pid" ] && kill -TERM "$(cat "$n/nginx.pid")" 2>/dev/null || true
     [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null || true
     [ -n "${forge:-}" ] && kill "$forge" 2>/dev/null || true
-    ids="$(docker ps -aq --filter "label=com.docker.compose.project=$name")"
-    [ -n "$ids" ] && docker rm -f $ids >/dev/null
-    nets="$(docker network ls -q --filter "label=com.docker.compose.project=$name")"
-    [ -n "$nets" ] && docker network rm $nets >/dev/null
-    imgs="$(docker image ls -q --filter "label=pipe.project=$name" | sort -u)"
-    [ -n "$imgs" ] && docker image rm -f $imgs >/dev/null 2>&1 || true
+    remove_deployment "$name"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -93,17 +79,7 @@ TOML
 export PIPE_CONFIG="$work/pipeline.toml" PIPE_STATE="$work/state/state.toml"
 export BENCH_FORGE_TOKEN=bench-forge-token BENCH_HOOK_SECRET="bench-hook-$$-$RANDOM"
 "$pipe" generate nginx > "$n/pipe.conf"
-cat > "$n/nginx.conf" <<NGX
-worker_processes 1;
-pid $n/nginx.pid;
-events {}
-http {
-    access_log off;
-    client_body_temp_path $n/body; proxy_temp_path $n/proxy; fastcgi_temp_path $n/fastcgi;
-    uwsgi_temp_path $n/uwsgi; scgi_temp_path $n/scgi;
-    include $n/pipe.conf;
-}
-NGX
+nginx_conf "$n"
 
 say "$samples webhook pushes, then $timer_samples pushes under a ${period} s timer"
 result="$(python3 "$root/bench/push_to_traffic.py" "$pipe" "$work" "$front" "app.p2t.bench" "$serve_port" \

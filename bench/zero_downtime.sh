@@ -5,31 +5,15 @@
 # (scripts/test-deps.sh). Usage: bench/zero_downtime.sh   (BENCH_BOOT=5 for a 5 s-boot app,
 # BENCH_RATE requests/s, default 150; PIPE_BIN to use another binary).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root="$PWD"
-say() { printf '[bench] %s\n' "$*" >&2; }
+source "$(dirname "$0")/lib.sh"
 boot="${BENCH_BOOT:-0}"
 rate="${BENCH_RATE:-150}"
-base="${PIPE_TEST_BASE_IMAGE:-pipe-busybox:latest}"
-if [ -z "${PIPE_BIN:-}" ]; then
-    say "building the release binary"
-    cargo build --quiet --release
-fi
-pipe="${PIPE_BIN:-$root/target/release/pipe}"
 work="$(mktemp -d /tmp/pipe-zdd-bench.XXXXXX)"
 name="zdb$$"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 front="$(free_port)"; plain_port="$(free_port)"
 cleanup() {
     [ -f "$work/nginx/nginx.pid" ] && kill -TERM "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
-    for p in "$name" "${name}plain"; do
-        ids="$(docker ps -aq --filter "label=com.docker.compose.project=$p")"
-        [ -n "$ids" ] && docker rm -f $ids >/dev/null
-        nets="$(docker network ls -q --filter "label=com.docker.compose.project=$p")"
-        [ -n "$nets" ] && docker network rm $nets >/dev/null
-    done
-    imgs="$(docker image ls -q --filter "label=pipe.project=$name" | sort -u)"
-    [ -n "$imgs" ] && docker image rm -f $imgs >/dev/null 2>&1 || true
+    remove_deployment "$name" "${name}plain"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -79,19 +63,8 @@ drain = "2s"
 TOML
 export PIPE_CONFIG="$work/pipeline.toml" PIPE_STATE="$work/state/state.toml"
 "$pipe" generate nginx > "$n/pipe.conf"
-cat > "$n/nginx.conf" <<NGX
-worker_processes 1;
-pid $n/nginx.pid;
-events {}
-http {
-    access_log off;
-    client_body_temp_path $n/body; proxy_temp_path $n/proxy; fastcgi_temp_path $n/fastcgi;
-    uwsgi_temp_path $n/uwsgi; scgi_temp_path $n/scgi;
-    include $n/pipe.conf;
-    # The same nginx in front of the plain compose project's published port.
-    server { listen 127.0.0.1:$front; server_name plain.zdd.bench; location / { proxy_pass http://127.0.0.1:$plain_port; } }
-}
-NGX
+# The same nginx in front of the plain compose project's published port.
+nginx_conf "$n" "    server { listen 127.0.0.1:$front; server_name plain.zdd.bench; location / { proxy_pass http://127.0.0.1:$plain_port; } }"
 
 v1="$(commit 'release 1')"
 say "first deploy of $v1 (pipe builds, tests and starts nginx)"
