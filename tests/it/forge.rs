@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::serve::Serve;
 use crate::support::{TestEnv, WorkRepo, free_port};
 
 const TOKEN: &str = "forge-token-7f3a";
@@ -298,98 +299,12 @@ health = {{ url = "http://127.0.0.1:{port}/health", timeout = "2s" }}
     assert!(description.starts_with("rolled back"), "{description}");
 }
 
-/// A running `pipe serve` whose log lines are kept, each with when it arrived; SIGTERM on drop.
-struct Serve {
-    child: Child,
-    port: u16,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Serve {
-    fn start(env: &TestEnv) -> Serve {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = env
-                .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let stderr = child.stderr.take().unwrap();
-            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            let kept = lines.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    kept.lock().unwrap().push((Instant::now(), line));
-                }
-            });
-            let serve = Serve { child, port, lines };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if serve.has("listening on") {
-                    return serve;
-                }
-                if serve.has("cannot listen") {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("pipe serve did not start");
-    }
-
-    fn has(&self, needle: &str) -> bool {
-        self.count(needle) > 0
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.lines.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).count()
-    }
-
-    /// When the first line containing `needle` arrived, waiting up to `limit` for it.
-    fn wait_for(&self, needle: &str, nth: usize, limit: Duration) -> Instant {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some((at, _)) = self.lines.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).nth(nth - 1) {
-                return *at;
-            }
-            assert!(Instant::now() < deadline, "no {needle:?} (#{nth}) in:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().iter().map(|(_, l)| format!("{l}\n")).collect()
-    }
-
-    fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
+/// A webhook delivery: a JSON body with these headers; the status and the body answered.
+fn post(serve: &Serve, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    let answer = serve.request("POST", path, &all, body);
+    (answer.status, answer.body)
 }
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -401,7 +316,8 @@ const WEBHOOK_SECRET: &str = "whsec-31415926";
 /// A GitHub delivery of `event` with `body`, signed with `secret`.
 fn github(serve: &Serve, project: &str, event: &str, delivery: &str, body: &[u8], secret: &str) -> (u16, String) {
     let signature = format!("sha256={}", crate::support::hmac_hex(secret, body));
-    serve.post(
+    post(
+        serve,
         &format!("/forge/{project}"),
         &[("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery), ("X-Hub-Signature-256", &signature)],
         body,
@@ -425,7 +341,7 @@ fn a_signed_github_push_starts_a_run_within_a_second_and_a_wrong_signature_start
     let push = fixture("github-push.json");
 
     assert_eq!(github(&serve, &a.project, "push", "d-bad", &push, "not-the-secret").0, 403);
-    assert_eq!(serve.post(&path, &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d-none")], &push).0, 401);
+    assert_eq!(post(&serve, &path, &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d-none")], &push).0, 401);
     assert_eq!(github(&serve, "no-such-project", "push", "d-x", &push, WEBHOOK_SECRET).0, 403);
     assert_eq!(github(&serve, &a.project, "ping", "d-ping", &fixture("github-ping.json"), WEBHOOK_SECRET).0, 200);
     assert_eq!(github(&serve, &a.project, "issues", "d-issues", b"{}", WEBHOOK_SECRET).0, 204);
@@ -520,7 +436,8 @@ webhook_secret_env = "GITLAB_HOOK"
     let push = fixture("gitea-push.json");
     let hex = crate::support::hmac_hex(WEBHOOK_SECRET, &push);
     let gitea = |signature: &str, delivery: &str| {
-        serve.post(
+        post(
+            &serve,
             "/forge/tea",
             &[("X-Gitea-Event", "push"), ("X-Gitea-Delivery", delivery), ("X-Gitea-Signature", signature)],
             &push,
@@ -537,7 +454,7 @@ webhook_secret_env = "GITLAB_HOOK"
         if let Some(token) = token {
             headers.push(("X-Gitlab-Token", token));
         }
-        serve.post("/forge/lab", &headers, &body)
+        post(&serve, "/forge/lab", &headers, &body)
     };
     assert_eq!(gitlab(None, "u-1").0, 401);
     assert_eq!(gitlab(Some("gl-secret-2719"), "u-2").0, 403);

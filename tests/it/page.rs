@@ -2,89 +2,18 @@
 //! rendered by headless Chromium: what a person sees, that nothing from a repository or a log
 //! runs as markup, who may read what, and 10,000 refs.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pipe::model::{DeployResult, Outcome, Stage};
 use pipe::state::{self, DeployHistory, DeployRecord, History, RefState, Run, StageRecord, StageRun};
 
-use crate::support::{BareRepo, TestEnv, free_port};
+use crate::support::serve::Serve;
+use crate::support::{BareRepo, TestEnv};
 
 const XSS_BRANCH: &str = "refs/heads/<img/src=x/onerror=alert(1)>";
 const TOKEN: &str = "page-token-s3cret";
-
-/// A running `pipe serve`; killed and waited for on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(env: &TestEnv) -> Server {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = env
-                .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let stderr = child.stderr.take().unwrap();
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("listening on") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-            if rx.recv_timeout(Duration::from_secs(10)).is_ok() {
-                return Server { child, port };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("pipe serve did not start");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// `GET path` with extra headers: status, headers (lowercase names), body.
-    fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        let mut bytes = Vec::new();
-        stream.read_to_end(&mut bytes).unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let mut lines = head.lines();
-        let status = lines.next().unwrap_or("").split(' ').nth(1).unwrap_or("0").parse().unwrap();
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        (status, headers, body.to_string())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -233,7 +162,7 @@ fn row<'a>(dom: &'a str, refname: &str) -> &'a str {
 fn chromium_shows_the_failing_ref_red_with_its_stage_and_the_deployed_commit() {
     let env = TestEnv::new();
     let (main, _dev) = seeded(&env, "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let Some(dom) = chromium(&["--dump-dom"], &server.url("/status")) else { return };
 
     let dev = row(&dom, "refs/heads/dev");
@@ -257,7 +186,7 @@ fn chromium_shows_the_failing_ref_red_with_its_stage_and_the_deployed_commit() {
 fn markup_in_a_branch_name_or_a_log_line_is_shown_as_text_and_never_runs() {
     let env = TestEnv::new();
     seeded(&env, "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let Some(dom) = chromium(&["--dump-dom"], &server.url("/status")) else { return };
     assert!(dom.contains("&lt;img/src=x/onerror=alert(1)&gt;"), "the branch name is text in the DOM");
     assert!(!dom.contains("<img"), "no image element was created from the branch name");
@@ -281,7 +210,7 @@ fn markup_in_a_branch_name_or_a_log_line_is_shown_as_text_and_never_runs() {
 fn a_badge_renders_in_chromium_and_revalidates_by_etag() {
     let env = TestEnv::new();
     let (main, _) = seeded(&env, "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let (status, headers, svg) = server.get("/badge/app/dev.svg", &[]);
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-type"), Some("image/svg+xml"));
@@ -307,7 +236,7 @@ fn with_a_token_pages_answer_401_without_it_and_badges_stay_public() {
     let mut env = TestEnv::new();
     env.env("PIPE_PAGE_TOKEN", TOKEN);
     seeded(&env, "token_env = \"PIPE_PAGE_TOKEN\"");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     for path in ["/status", "/status.json", "/status/run?project=app&ref=dev", "/status/ref.json?project=app&ref=dev"] {
         let (status, headers, _) = server.get(path, &[]);
         assert_eq!(status, 401, "{path} without the token");
@@ -326,7 +255,7 @@ fn with_a_token_pages_answer_401_without_it_and_badges_stay_public() {
 fn json_beside_the_pages_speaks_the_schemas_of_status_and_logs() {
     let env = TestEnv::new();
     seeded(&env, "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let status: serde_json::Value = serde_json::from_str(&server.get("/status.json", &[]).2).unwrap();
     let cli = env.pipe(&["status", "--json"]).json();
     assert_eq!(status["version"], cli["version"]);
@@ -352,7 +281,7 @@ fn a_long_log_is_paged_by_offset() {
     let log = state::logs_dir(&env.state_path(), "app", "refs/heads/dev").join("1.log");
     let line = "x".repeat(99) + "\n";
     std::fs::write(&log, line.repeat(6000)).unwrap(); // 600 KB: three windows
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let mut offset = 0u64;
     let mut total = 0;
     for _ in 0..5 {
@@ -396,7 +325,7 @@ fn ten_thousand_refs_are_paginated_and_filterable() {
         );
     }
     state::save(&env.state_path(), &st).unwrap();
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let started = Instant::now();
     let (status, _, html) = server.get("/status", &[]);
     let took = started.elapsed();

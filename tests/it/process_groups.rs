@@ -2,13 +2,12 @@
 //! whole group; once the command itself exited, pipe stops waiting for output its leftovers
 //! hold and stops them too; only a process that left the group (`setsid`) outlives it.
 
-use std::io::{BufRead, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{Docker, ProjectImages, unique_name};
-use crate::support::{TestEnv, WorkRepo, free_port};
+use crate::support::serve::Serve;
+use crate::support::{TestEnv, WorkRepo};
 
 /// A `sleep` whose argument no other process has: `pgrep -f` finds exactly it.
 fn marker() -> String {
@@ -71,61 +70,9 @@ fn a_deploy_that_leaves_processes_behind_ends_on_its_own_exit_and_only_setsid_es
     assert!(survived, "a process that left the group with setsid keeps running");
 }
 
-/// A running `pipe serve` whose stderr is collected as it comes.
-struct Server {
-    child: Child,
-    port: u16,
-    log: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Server {
-    fn start(env: &TestEnv) -> Server {
-        let port = free_port();
-        let mut child = env
-            .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let log = std::thread::spawn(move || {
-            let mut text = String::new();
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening on") {
-                    let _ = ready_tx.send(());
-                }
-                text.push_str(&line);
-                text.push('\n');
-            }
-            text
-        });
-        ready_rx.recv_timeout(Duration::from_secs(10)).expect("pipe serve listens");
-        Server { child, port, log: Some(log) }
-    }
-
-    fn post(&self, path: &str) -> (u16, serde_json::Value) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-31337\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, serde_json::from_str(body).unwrap_or_default())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A hook request with the hooks' token.
+fn post(server: &Serve, path: &str) -> (u16, serde_json::Value) {
+    server.json("POST", path, &[("Authorization", "Bearer tok-31337")], b"")
 }
 
 fn hooks(env: &mut TestEnv, hooks: &[(&str, &str)]) {
@@ -149,10 +96,10 @@ fn a_hook_is_stopped_at_its_timeout_with_everything_it_started() {
         &mut env,
         &[("slow", &format!("sleep {slow}; echo done")), ("forks", &format!("sleep {forked} & echo forked"))],
     );
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
 
     let started = Instant::now();
-    let (status, run) = server.post("/hooks/slow?wait=30");
+    let (status, run) = post(&server, "/hooks/slow?wait=30");
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap().contains("timed out after 3s"), "{run}");
@@ -160,7 +107,7 @@ fn a_hook_is_stopped_at_its_timeout_with_everything_it_started() {
     assert!(gone(&format!("sleep {slow}"), Duration::from_secs(1)), "the hook's sleep was stopped with it");
 
     let started = Instant::now();
-    let (status, run) = server.post("/hooks/forks?wait=30");
+    let (status, run) = post(&server, "/hooks/forks?wait=30");
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], "succeeded", "the hook's own exit status decides: {run}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
@@ -174,9 +121,9 @@ fn sigterm_stops_the_server_and_every_process_of_a_running_hook_within_the_grace
     let mut env = TestEnv::new();
     hooks(&mut env, &[("plain", &format!("sleep {plain}")), ("stubborn", &format!("trap '' TERM; sleep {stubborn}"))]);
     env.config(&std::fs::read_to_string(env.config_path()).unwrap().replace("timeout = \"3s\"", "timeout = \"10m\""));
-    let mut server = Server::start(&env);
-    let (a, first) = server.post("/hooks/plain");
-    let (b, second) = server.post("/hooks/stubborn");
+    let server = Serve::start(&env);
+    let (a, first) = post(&server, "/hooks/plain");
+    let (b, second) = post(&server, "/hooks/stubborn");
     assert_eq!((a, b), (202, 202));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(running(&format!("sleep {plain}")) && running(&format!("sleep {stubborn}"))) {
@@ -184,10 +131,8 @@ fn sigterm_stops_the_server_and_every_process_of_a_running_hook_within_the_grace
         std::thread::sleep(Duration::from_millis(50));
     }
     let started = Instant::now();
-    let _ = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
-    let code = server.child.wait().unwrap().code();
+    let (code, log) = server.stop();
     let took = started.elapsed();
-    let log = server.log.take().unwrap().join().unwrap();
     assert_eq!(code, Some(0), "{log}");
     // SIGTERM, then SIGKILL after 5 s for the one that ignores it.
     assert!(took < Duration::from_secs(8), "the server took {took:?} to stop: {log}");

@@ -2,98 +2,25 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
 use crate::support::http::get;
+use crate::support::serve::Serve;
 use crate::support::{TestEnv, WorkRepo, free_port};
 
-/// A running `pipe serve`; SIGTERM and wait on drop. Its stderr is drained as it comes, so a
-/// long test never fills the pipe and stalls the server's logging.
-struct Server {
-    child: Child,
-    port: u16,
-    log: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Server {
-    /// Starts on a free port, trying another when a concurrent test took the one picked.
-    fn start(env: &TestEnv) -> Server {
-        (0..5).find_map(|_| Server::start_on(env, free_port())).expect("pipe serve did not start")
-    }
-
-    /// Starts on `port`; `None` when pipe serve could not listen there. Ready once it has said
-    /// "listening on" itself, so a test never talks to another test's server on that port.
-    fn start_on(env: &TestEnv, port: u16) -> Option<Server> {
-        let mut child = env
-            .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let log = std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut text = String::new();
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening on") {
-                    let _ = ready_tx.send(());
-                }
-                text.push_str(&line);
-                text.push('\n');
-            }
-            text
-        });
-        if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!("pipe serve did not listen on {port}: {}", log.join().unwrap());
-            return None;
+/// Polls a hook's run until its status is one of `done`.
+fn wait_run(server: &Serve, hook: &str, id: &str, auth: (&str, &str), done: &[&str]) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, doc) = server.json("GET", &format!("/hooks/{hook}/runs/{id}"), &[auth], b"");
+        assert_eq!(status, 200, "{doc}");
+        if done.contains(&doc["status"].as_str().unwrap()) {
+            return doc;
         }
-        Some(Server { child, port, log: Some(log) })
-    }
-
-    /// Sends SIGTERM and returns the exit code and everything it logged.
-    fn stop(mut self) -> (Option<i32>, String) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let status = self.child.wait().unwrap();
-        let err = self.log.take().unwrap().join().unwrap();
-        (status.code(), err)
-    }
-
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, serde_json::Value) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n", body.len());
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        read_response(&mut stream)
-    }
-
-    fn wait_for(&self, hook: &str, id: &str, auth: (&str, &str), done: &[&str]) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, doc) = self.request("GET", &format!("/hooks/{hook}/runs/{id}"), &[auth], b"");
-            assert_eq!(status, 200, "{doc}");
-            if done.contains(&doc["status"].as_str().unwrap()) {
-                return doc;
-            }
-            assert!(Instant::now() < deadline, "run {id} never finished: {doc}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        assert!(Instant::now() < deadline, "run {id} never finished: {doc}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -134,27 +61,27 @@ const BEARER: (&str, &str) = ("Authorization", "Bearer tok-8675309");
 fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
     let mut env = TestEnv::new();
     let out = command_hooks(&mut env, "echo \"ran $PIPE_HOOK $PIPE_COMMIT\" >> OUT");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
 
-    assert_eq!(server.request("GET", "/healthz", &[], b"").0, 200);
-    let (status, doc) = server.request("POST", "/hooks/tok", &[BEARER], br#"{"commit": "abc123"}"#);
+    assert_eq!(server.json("GET", "/healthz", &[], b"").0, 200);
+    let (status, doc) = server.json("POST", "/hooks/tok", &[BEARER], br#"{"commit": "abc123"}"#);
     assert_eq!(status, 202, "{doc}");
-    let run = server.wait_for("tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded", "failed"]);
+    let run = wait_run(&server, "tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded", "failed"]);
     assert_eq!(run["status"], "succeeded", "{run}");
 
     let body = format!(r#"{{"hook": "sig", "commit": "def456", "delivery": "d-1", "sent_at": {}}}"#, now());
     let sig = crate::support::hub_signature("sec-1123581321", body.as_bytes());
-    let (status, doc) = server.request("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], body.as_bytes());
+    let (status, doc) = server.json("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], body.as_bytes());
     assert_eq!(status, 202, "{doc}");
     let id = doc["id"].as_str().unwrap().to_string();
     let path_sig = crate::support::hub_signature("sec-1123581321", format!("/hooks/sig/runs/{id}").as_bytes());
-    server.wait_for("sig", &id, ("X-Hub-Signature-256", &path_sig), &["succeeded"]);
+    wait_run(&server, "sig", &id, ("X-Hub-Signature-256", &path_sig), &["succeeded"]);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "ran tok abc123\nran sig def456\n");
 
-    let (replayed, doc) = server.request("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], body.as_bytes());
+    let (replayed, doc) = server.json("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], body.as_bytes());
     assert_eq!(replayed, 409, "a replayed signed request is refused: {doc}");
     let stale = format!(r#"{{"hook": "sig", "delivery": "d-2", "sent_at": {}}}"#, now() - 3600);
-    let (status, _) = server.request(
+    let (status, _) = server.json(
         "POST",
         "/hooks/sig",
         &[("X-Hub-Signature-256", &crate::support::hub_signature("sec-1123581321", stale.as_bytes()))],
@@ -163,18 +90,14 @@ fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
     assert_eq!(status, 409, "a signed request outside the replay window is refused");
 
     let tampered = body.replace("def456", "bad000");
-    assert_eq!(server.request("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], tampered.as_bytes()).0, 403);
-    assert_eq!(server.request("POST", "/hooks/tok", &[("Authorization", "Bearer wrong")], b"").0, 403);
-    assert_eq!(server.request("POST", "/hooks/tok", &[], b"").0, 401);
+    assert_eq!(server.json("POST", "/hooks/sig", &[("X-Hub-Signature-256", &sig)], tampered.as_bytes()).0, 403);
+    assert_eq!(server.json("POST", "/hooks/tok", &[("Authorization", "Bearer wrong")], b"").0, 403);
+    assert_eq!(server.json("POST", "/hooks/tok", &[], b"").0, 401);
+    assert_eq!(server.json("POST", "/hooks/nope", &[BEARER], b"").0, 403, "an unknown hook answers like a wrong token");
+    assert_eq!(server.json("POST", "/hooks/nope", &[], b"").0, 401, "and like a missing one");
+    assert_eq!(server.json("GET", "/hooks/tok", &[BEARER], b"").0, 405, "only POST triggers");
     assert_eq!(
-        server.request("POST", "/hooks/nope", &[BEARER], b"").0,
-        403,
-        "an unknown hook answers like a wrong token"
-    );
-    assert_eq!(server.request("POST", "/hooks/nope", &[], b"").0, 401, "and like a missing one");
-    assert_eq!(server.request("GET", "/hooks/tok", &[BEARER], b"").0, 405, "only POST triggers");
-    assert_eq!(
-        server.request("POST", "/?token=tok-8675309&hook=tok", &[], b"").0,
+        server.json("POST", "/?token=tok-8675309&hook=tok", &[], b"").0,
         403,
         "docker-puller forms need opting in"
     );
@@ -192,7 +115,7 @@ fn authenticated_requests_run_the_hook_and_everything_else_is_refused() {
 fn a_ten_megabyte_body_is_refused_without_being_read() {
     let mut env = TestEnv::new();
     command_hooks(&mut env, "true");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     write!(
         stream,
@@ -210,27 +133,27 @@ fn a_ten_megabyte_body_is_refused_without_being_read() {
 fn an_idle_connection_does_not_block_a_deploy() {
     let mut env = TestEnv::new();
     command_hooks(&mut env, "true");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let _idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     slow.write_all(b"POST /hooks/tok HTTP/1.1\r\n").unwrap();
     let started = Instant::now();
-    let (status, doc) = server.request("POST", "/hooks/tok", &[BEARER], b"");
+    let (status, doc) = server.json("POST", "/hooks/tok", &[BEARER], b"");
     assert_eq!(status, 202);
     assert!(started.elapsed() < Duration::from_secs(2));
-    server.wait_for("tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded"]);
+    wait_run(&server, "tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded"]);
 }
 
 #[test]
 fn one_hook_never_runs_twice_at_once_and_every_request_has_a_fate() {
     let mut env = TestEnv::new();
     let out = command_hooks(&mut env, "echo \"start $PIPE_COMMIT\" >> OUT; sleep 1; echo \"end $PIPE_COMMIT\" >> OUT");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let ids: Vec<String> = ["aaa", "bbb", "ccc"]
         .iter()
         .map(|c| {
             let (status, doc) =
-                server.request("POST", "/hooks/tok", &[BEARER], format!(r#"{{"commit": "{c}"}}"#).as_bytes());
+                server.json("POST", "/hooks/tok", &[BEARER], format!(r#"{{"commit": "{c}"}}"#).as_bytes());
             assert_eq!(status, 202);
             std::thread::sleep(Duration::from_millis(150));
             doc["id"].as_str().unwrap().to_string()
@@ -239,14 +162,14 @@ fn one_hook_never_runs_twice_at_once_and_every_request_has_a_fate() {
     let fates: Vec<String> = ids
         .iter()
         .map(|id| {
-            server.wait_for("tok", id, BEARER, &["succeeded", "failed", "superseded"])["status"]
+            wait_run(&server, "tok", id, BEARER, &["succeeded", "failed", "superseded"])["status"]
                 .as_str()
                 .unwrap()
                 .to_string()
         })
         .collect();
     assert_eq!(fates, ["succeeded", "superseded", "succeeded"], "the waiting request was superseded by the newer one");
-    let superseded = server.request("GET", &format!("/hooks/tok/runs/{}", ids[1]), &[BEARER], b"").1;
+    let superseded = server.json("GET", &format!("/hooks/tok/runs/{}", ids[1]), &[BEARER], b"").1;
     assert_eq!(superseded["superseded_by"], ids[2].as_str());
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
@@ -259,14 +182,14 @@ fn one_hook_never_runs_twice_at_once_and_every_request_has_a_fate() {
 fn a_failing_hook_reports_failed_with_its_exit_code() {
     let mut env = TestEnv::new();
     command_hooks(&mut env, "echo about-to-fail; exit 3");
-    let server = Server::start(&env);
-    let (_, doc) = server.request("POST", "/hooks/tok", &[BEARER], b"");
-    let run = server.wait_for("tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded", "failed"]);
+    let server = Serve::start(&env);
+    let (_, doc) = server.json("POST", "/hooks/tok", &[BEARER], b"");
+    let run = wait_run(&server, "tok", doc["id"].as_str().unwrap(), BEARER, &["succeeded", "failed"]);
     assert_eq!(run["status"], "failed");
     assert_eq!(run["exit_code"], 3);
     assert!(run["log_tail"].as_str().unwrap().contains("about-to-fail"), "{run}");
 
-    let (status, waited) = server.request("POST", "/hooks/tok?wait=30", &[BEARER], b"");
+    let (status, waited) = server.json("POST", "/hooks/tok?wait=30", &[BEARER], b"");
     assert_eq!(status, 200, "`?wait=` answers when the run has ended: {waited}");
     assert_eq!(waited["status"], "failed");
     assert_eq!(waited["exit_code"], 3);
@@ -333,7 +256,7 @@ webhook = {{ url = "http://127.0.0.1:{serve_port}/hooks/{p}", secret_env = "HOOK
         file = compose.display(),
         url = repo.url(),
     ));
-    let server = Server::start_on(&env, serve_port).expect("pipe serve listens");
+    let server = Serve::start_on(&env, serve_port).expect("pipe serve listens");
     env.pipe(&["run"]).code(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -427,7 +350,7 @@ fn generated_requests_never_run_a_hook_crash_the_receiver_or_leak_a_token() {
     use proptest::test_runner::{Config, TestRunner};
     let mut env = TestEnv::new();
     let out = command_hooks(&mut env, "echo ran >> OUT");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let allowed = [0u16, 200, 400, 401, 403, 404, 405, 408, 409, 411, 413, 422, 431];
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
@@ -446,7 +369,7 @@ fn generated_requests_never_run_a_hook_crash_the_receiver_or_leak_a_token() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(server.request("GET", "/healthz", &[], b"").0, 200, "still serving");
+    assert_eq!(server.json("GET", "/healthz", &[], b"").0, 200, "still serving");
     assert!(!out.exists(), "no generated request ran a hook");
     let (_, log) = server.stop();
     assert!(!log.contains("panicked"), "{log}");

@@ -2,129 +2,45 @@
 //! after a restart and with a skewed clock, signatures moved to another hook, run accounting,
 //! requests refused while being read, strict request heads. Real processes on 127.0.0.1.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{TestEnv, free_port};
+use crate::support::TestEnv;
+use crate::support::serve::Serve;
 
 const SECRET: &str = "sec-27182818";
 const TOKEN: &str = "tok-16180339";
 
-/// A running `pipe serve`; its stderr is collected as it comes.
-struct Server {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+/// A hook request signed with the hooks' secret.
+fn signed(server: &Serve, hook: &str, body: &str) -> (u16, serde_json::Value) {
+    let sig = crate::support::hub_signature(SECRET, body.as_bytes());
+    server.json("POST", &format!("/hooks/{hook}"), &[("X-Hub-Signature-256", &sig)], body.as_bytes())
 }
 
-impl Server {
-    fn start(env: &TestEnv) -> Server {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = env
-                .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let stderr = child.stderr.take().unwrap();
-            let log = Arc::new(Mutex::new(String::new()));
-            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            let text = log.clone();
-            let reader = std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("listening on") {
-                        let _ = ready_tx.send(());
-                    }
-                    let mut text = text.lock().unwrap();
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            });
-            if ready_rx.recv_timeout(Duration::from_secs(10)).is_ok() {
-                return Server { child, port, log, reader: Some(reader) };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+fn run_status(server: &Serve, hook: &str, id: &str) -> (u16, serde_json::Value) {
+    server.json("GET", &format!("/hooks/{hook}/runs/{id}"), &[("Authorization", &format!("Bearer {TOKEN}"))], b"")
+}
+
+fn wait_ended(server: &Serve, hook: &str, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, doc) = run_status(server, hook, id);
+        assert_eq!(status, 200, "{doc}");
+        if !matches!(doc["status"].as_str(), Some("queued" | "running")) {
+            return doc;
         }
-        panic!("pipe serve did not start");
-    }
-
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        assert_eq!(self.child.wait().unwrap().code(), Some(0));
-        self.reader.take().unwrap().join().unwrap();
-        self.log.lock().unwrap().clone()
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn raw(&self, bytes: &[u8]) -> (u16, serde_json::Value) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        let _ = stream.write_all(bytes);
-        read_response(&mut stream)
-    }
-
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, serde_json::Value) {
-        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n", body.len());
-        for (k, v) in headers {
-            raw.push_str(&format!("{k}: {v}\r\n"));
-        }
-        raw.push_str("\r\n");
-        let mut bytes = raw.into_bytes();
-        bytes.extend_from_slice(body);
-        self.raw(&bytes)
-    }
-
-    fn signed(&self, hook: &str, body: &str) -> (u16, serde_json::Value) {
-        let sig = crate::support::hub_signature(SECRET, body.as_bytes());
-        self.request("POST", &format!("/hooks/{hook}"), &[("X-Hub-Signature-256", &sig)], body.as_bytes())
-    }
-
-    fn run_status(&self, hook: &str, id: &str) -> (u16, serde_json::Value) {
-        self.request("GET", &format!("/hooks/{hook}/runs/{id}"), &[("Authorization", &format!("Bearer {TOKEN}"))], b"")
-    }
-
-    fn wait_ended(&self, hook: &str, id: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, doc) = self.run_status(hook, id);
-            assert_eq!(status, 200, "{doc}");
-            if !matches!(doc["status"].as_str(), Some("queued" | "running")) {
-                return doc;
-            }
-            assert!(Instant::now() < deadline, "run {id} never ended: {doc}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Peak resident memory so far, in KiB.
-    fn peak_rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+        assert!(Instant::now() < deadline, "run {id} never ended: {doc}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Stops the server, which must exit 0, and returns what it logged.
+fn stop(server: Serve) -> String {
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "{log}");
+    log
 }
 
 fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
@@ -163,12 +79,12 @@ fn a_captured_request_is_refused_after_a_restart() {
     let mut env = TestEnv::new();
     setup(&mut env, "true", "");
     let captured = body("a", "d-restart", now());
-    let server = Server::start(&env);
-    assert_eq!(server.signed("a", &captured).0, 202);
-    assert_eq!(server.signed("a", &captured).0, 409);
-    server.stop();
-    let server = Server::start(&env);
-    let (status, doc) = server.signed("a", &captured);
+    let server = Serve::start(&env);
+    assert_eq!(signed(&server, "a", &captured).0, 202);
+    assert_eq!(signed(&server, "a", &captured).0, 409);
+    stop(server);
+    let server = Serve::start(&env);
+    let (status, doc) = signed(&server, "a", &captured);
     assert_eq!(status, 409, "replayed after a restart: {doc}");
     assert_eq!(doc["error"], "this delivery was already received");
 }
@@ -179,17 +95,17 @@ fn sent_at_is_judged_on_the_receivers_clock_both_ways() {
     // `sent_at` overflowed.
     let mut env = TestEnv::new();
     setup(&mut env, "true", "replay_window = \"10s\"");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     for (sent, status) in [(now() + 60, 409), (now() - 60, 409), (i64::MIN, 409), (i64::MAX, 409)] {
-        assert_eq!(server.signed("a", &body("a", &format!("d-{sent}"), sent)).0, status, "sent_at {sent}");
+        assert_eq!(signed(&server, "a", &body("a", &format!("d-{sent}"), sent)).0, status, "sent_at {sent}");
     }
     let ahead = body("a", "d-ahead", now() + 9);
-    assert_eq!(server.signed("a", &ahead).0, 202);
+    assert_eq!(signed(&server, "a", &ahead).0, 202);
     // Kept until receive time + window after the later of the two clocks: still refused once the
     // receiver's window after receipt has passed.
     std::thread::sleep(Duration::from_millis(11_500));
-    assert_eq!(server.signed("a", &ahead).0, 409, "replayed at +11.5 s");
-    let log = server.stop();
+    assert_eq!(signed(&server, "a", &ahead).0, 409, "replayed at +11.5 s");
+    let log = stop(server);
     assert!(!log.contains("panicked"), "{log}");
 }
 
@@ -197,12 +113,12 @@ fn sent_at_is_judged_on_the_receivers_clock_both_ways() {
 fn a_signature_for_one_hook_is_refused_by_another() {
     let mut env = TestEnv::new();
     setup(&mut env, "true", "");
-    let server = Server::start(&env);
-    let (status, doc) = server.signed("b", &body("a", "d-moved", now()));
+    let server = Serve::start(&env);
+    let (status, doc) = signed(&server, "b", &body("a", "d-moved", now()));
     assert_eq!(status, 403, "a body signed for `a` sent to `b`: {doc}");
-    let (status, doc) = server.signed("b", r#"{"delivery": "d-unnamed", "sent_at": 0}"#);
+    let (status, doc) = signed(&server, "b", r#"{"delivery": "d-unnamed", "sent_at": 0}"#);
     assert_eq!(status, 400, "a signed body must name its hook: {doc}");
-    assert_eq!(server.signed("a", &body("a", "d-own", now())).0, 202);
+    assert_eq!(signed(&server, "a", &body("a", "d-own", now())).0, 202);
 }
 
 #[test]
@@ -210,23 +126,23 @@ fn every_accepted_run_is_retrievable_after_a_restart() {
     // Regression: only 500 runs were kept in memory; 1,500 of 2,000 accepted runs became 404.
     let mut env = TestEnv::new();
     setup(&mut env, "true", "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let bearer = format!("Bearer {TOKEN}");
     let ids: Vec<String> = (0..600)
         .map(|i| {
             let hook = if i % 2 == 0 { "a" } else { "b" };
-            let (status, doc) = server.request("POST", &format!("/hooks/{hook}"), &[("Authorization", &bearer)], b"");
+            let (status, doc) = server.json("POST", &format!("/hooks/{hook}"), &[("Authorization", &bearer)], b"");
             assert_eq!(status, 202, "{doc}");
             doc["id"].as_str().unwrap().to_string()
         })
         .collect();
-    server.wait_ended("a", &ids[598]);
-    server.wait_ended("b", &ids[599]);
-    server.stop();
-    let server = Server::start(&env);
+    wait_ended(&server, "a", &ids[598]);
+    wait_ended(&server, "b", &ids[599]);
+    stop(server);
+    let server = Serve::start(&env);
     for (i, id) in ids.iter().enumerate() {
         let hook = if i % 2 == 0 { "a" } else { "b" };
-        let (status, doc) = server.run_status(hook, id);
+        let (status, doc) = run_status(&server, hook, id);
         assert_eq!(status, 200, "run {i} after a restart: {doc}");
         assert!(matches!(doc["status"].as_str(), Some("succeeded" | "superseded")), "run {i}: {doc}");
     }
@@ -236,7 +152,7 @@ fn every_accepted_run_is_retrievable_after_a_restart() {
 fn requests_refused_while_being_read_each_leave_a_log_line() {
     let mut env = TestEnv::new();
     setup(&mut env, "true", "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let sig = format!("X-Hub-Signature-256: sha256={}\r\n", "0".repeat(64));
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"BLAH\r\n\r\n".to_vec(), 400, "- - 400"),
@@ -250,14 +166,14 @@ fn requests_refused_while_being_read_each_leave_a_log_line() {
         (b"POST /hooks/a HTTP/1.1\r\n".to_vec(), 408, "- - 408"),
     ];
     for (bytes, status, _) in &cases {
-        assert_eq!(server.raw(bytes).0, *status, "{:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(60)]));
+        assert_eq!(server.raw(bytes).status, *status, "{:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(60)]));
     }
     // 257 connections from one address: the oldest is shed with 503.
     let mut first = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
     let _more: Vec<TcpStream> = (0..256).map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap()).collect();
     assert_eq!(read_response(&mut first).0, 503);
-    let log = server.stop();
+    let log = stop(server);
     for (_, status, line) in &cases {
         assert_eq!(log.matches(&format!(" {status} hook=")).count(), 1, "one line for {status}: {log}");
         assert!(log.contains(line), "{line}: {log}");
@@ -269,7 +185,7 @@ fn requests_refused_while_being_read_each_leave_a_log_line() {
 fn request_heads_follow_rfc_9112_strictly() {
     let mut env = TestEnv::new();
     setup(&mut env, "true", "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let auth = format!("Authorization: Bearer {TOKEN}\r\n");
     for raw in [
         format!("POST /hooks/a HTTP/1.1\r\n{auth}Content-Length: 2\r\nContent-Length: 3\r\n\r\n{{}}"),
@@ -277,28 +193,28 @@ fn request_heads_follow_rfc_9112_strictly() {
         format!("POST /hooks/a HTTP/1.1\r\n{auth}Content-Length: +2\r\n\r\n{{}}"),
         format!("POST /hooks/a HTTP/1.99\r\n{auth}Content-Length: 0\r\n\r\n"),
     ] {
-        assert_eq!(server.raw(raw.as_bytes()).0, 400, "{raw:?}");
+        assert_eq!(server.raw(raw.as_bytes()).status, 400, "{raw:?}");
     }
     let ok = format!("POST /hooks/a HTTP/1.1\r\n{auth}Content-Length: 2\r\nContent-Length: 2\r\n\r\n{{}}");
-    assert_eq!(server.raw(ok.as_bytes()).0, 202, "equal duplicates are one length");
+    assert_eq!(server.raw(ok.as_bytes()).status, 202, "equal duplicates are one length");
 }
 
 #[test]
 fn bodies_are_not_read_before_credentials_and_body_values_are_checked() {
     let mut env = TestEnv::new();
     setup(&mut env, "true", "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let mib = vec![b'x'; 1024 * 1024];
     let started = Instant::now();
-    assert_eq!(server.request("POST", "/hooks/a", &[], &mib).0, 401);
-    assert_eq!(server.request("POST", "/hooks/nope", &[], &mib).0, 401);
-    assert_eq!(server.request("POST", "/hooks/a", &[("Authorization", "Bearer wrong")], &mib).0, 403);
+    assert_eq!(server.json("POST", "/hooks/a", &[], &mib).0, 401);
+    assert_eq!(server.json("POST", "/hooks/nope", &[], &mib).0, 401);
+    assert_eq!(server.json("POST", "/hooks/a", &[("Authorization", "Bearer wrong")], &mib).0, 403);
     let fake = format!("sha256={}", "0".repeat(64));
-    assert_eq!(server.request("POST", "/hooks/a", &[("X-Hub-Signature-256", &fake)], &mib).0, 413, "64 KiB by default");
+    assert_eq!(server.json("POST", "/hooks/a", &[("X-Hub-Signature-256", &fake)], &mib).0, 413, "64 KiB by default");
     assert!(started.elapsed() < Duration::from_secs(3));
     let bearer = format!("Bearer {TOKEN}");
     for bad in [r#"{"ref": "refs/heads/a\nb"}"#, r#"{"ref": "refs/heads/x..y"}"#, r#"{"project": "Bad Name;rm"}"#] {
-        let (status, doc) = server.request("POST", "/hooks/a", &[("Authorization", &bearer)], bad.as_bytes());
+        let (status, doc) = server.json("POST", "/hooks/a", &[("Authorization", &bearer)], bad.as_bytes());
         assert_eq!(status, 422, "{bad}: {doc}");
     }
     assert!(!server.log().contains(TOKEN) && !server.log().contains(SECRET));
@@ -310,7 +226,7 @@ fn signed_requests_are_served_while_hundreds_of_slow_clients_hold_connections() 
     let mut env = TestEnv::new();
     let out = env.path().join("ran");
     setup(&mut env, &format!("echo ran >> {}", out.display()), "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let port = server.port;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
@@ -336,7 +252,7 @@ fn signed_requests_are_served_while_hundreds_of_slow_clients_hold_connections() 
     let mut slowest = Duration::ZERO;
     for i in 0..100 {
         let started = Instant::now();
-        let (status, doc) = server.signed("a", &body("a", &format!("d-load-{i}"), now()));
+        let (status, doc) = signed(&server, "a", &body("a", &format!("d-load-{i}"), now()));
         slowest = slowest.max(started.elapsed());
         assert_eq!(status, 202, "signed request {i} ({status}): {doc}");
         std::thread::sleep(Duration::from_millis(30));

@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod http;
+pub mod serve;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
