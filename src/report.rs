@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::model::DeployResult;
 use crate::refs::{self, RefKind};
-use crate::state::{self, RefState, Run, StageRun};
+use crate::state::{self, DeployRecord, RefState, Run, StageRun};
 
 /// `pipe status --json`, version 1.
 #[derive(Debug, Serialize)]
@@ -46,10 +46,11 @@ impl RefStatus {
         now: jiff::Timestamp,
         traffic: Option<f64>,
     ) -> RefStatus {
-        let (stage, result, commit, at) = match &r.last {
-            Some(last) => (last.stage.to_string(), last.result.to_string(), last.commit.clone(), last.at),
-            None => ("poll".into(), if r.pending { "pending" } else { "seen" }.into(), r.head.clone(), r.since),
+        let (stage, commit, at) = match &r.last {
+            Some(last) => (last.stage.to_string(), last.commit.clone(), last.at),
+            None => ("poll".into(), r.head.clone(), r.since),
         };
+        let result = last_result(r).to_string();
         RefStatus {
             project: project.to_string(),
             refname: refname.to_string(),
@@ -65,18 +66,35 @@ impl RefStatus {
     }
 }
 
+/// A ref's result word: its last stage's outcome, else `pending` or `seen`.
+pub(crate) fn last_result(r: &RefState) -> &'static str {
+    match &r.last {
+        Some(last) => last.result.as_str(),
+        None if r.pending => "pending",
+        None => "seen",
+    }
+}
+
 /// Per ref of one project: the commit-to-traffic time of its newest successful deploy to any
 /// of the project's targets. Each deploy history is read once per project, not once per ref.
 pub(crate) fn commit_to_traffic(state_path: &Path, project: &str) -> BTreeMap<String, f64> {
-    let mut newest: BTreeMap<String, (jiff::Timestamp, f64)> = BTreeMap::new();
     let [_, _, dir] = state::project_dirs(state_path, project);
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(history) = state::load_deploys(&entry.path()) else { continue };
-        for d in history.deploys.iter().filter(|d| d.result == DeployResult::Succeeded) {
-            let Some(secs) = d.timeline.as_ref().and_then(|t| t.commit_to_traffic()) else { continue };
-            if newest.get(&d.refname).is_none_or(|(at, _)| d.at > *at) {
-                newest.insert(d.refname.clone(), (d.at, secs));
-            }
+    let histories: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| state::load_deploys(&e.path()).ok())
+        .collect();
+    traffic_times(histories.iter().flat_map(|h| &h.deploys))
+}
+
+/// [`commit_to_traffic`] over deploy records already read.
+pub(crate) fn traffic_times<'a>(deploys: impl Iterator<Item = &'a DeployRecord>) -> BTreeMap<String, f64> {
+    let mut newest: BTreeMap<String, (jiff::Timestamp, f64)> = BTreeMap::new();
+    for d in deploys.filter(|d| d.result == DeployResult::Succeeded) {
+        let Some(secs) = d.timeline.as_ref().and_then(|t| t.commit_to_traffic()) else { continue };
+        if newest.get(&d.refname).is_none_or(|(at, _)| d.at > *at) {
+            newest.insert(d.refname.clone(), (d.at, secs));
         }
     }
     newest.into_iter().map(|(refname, (_, secs))| (refname, secs)).collect()
