@@ -173,6 +173,10 @@ pub fn read_compact(path: &Path, file: File) -> anyhow::Result<State> {
     parse(path, &text)
 }
 
+/// Ref lines parsed as one document: the parser's fixed cost is paid per batch, its memory
+/// is bounded by one batch (about 40 KB of text).
+const REF_BATCH: usize = 256;
+
 /// The state from the compact layout, `None` at the first line that is not of it (or on a
 /// read error: the whole parse then says what is wrong).
 fn compact_lines(reader: &mut impl io::BufRead) -> Option<State> {
@@ -183,7 +187,25 @@ fn compact_lines(reader: &mut impl io::BufRead) -> Option<State> {
     }
     let mut state = State { schema: 0, project: BTreeMap::new() };
     let mut section = Section::Top;
-    let mut line = String::new();
+    let mut refs_sections = std::collections::BTreeSet::new();
+    let (mut line, mut batch, mut batched) = (String::new(), String::new(), 0);
+    // Parses the ref lines batched so far into the project's refs; a ref twice is not compact.
+    let flush = |state: &mut State, section: &Section, batch: &mut String, batched: &mut usize| -> Option<()> {
+        if let Section::Refs(name) = section
+            && *batched > 0
+        {
+            let parsed: BTreeMap<String, RefState> = toml::from_str(batch).ok()?;
+            let refs = &mut state.project.get_mut(name)?.refs;
+            let before = refs.len();
+            refs.extend(parsed);
+            if refs.len() != before + *batched {
+                return None;
+            }
+        }
+        batch.clear();
+        *batched = 0;
+        Some(())
+    };
     loop {
         line.clear();
         if reader.read_line(&mut line).ok()? == 0 {
@@ -194,18 +216,19 @@ fn compact_lines(reader: &mut impl io::BufRead) -> Option<State> {
             continue;
         }
         if text.starts_with('[') {
-            // `[project.NAME]` or `[project.NAME.refs]`, each project once.
+            flush(&mut state, &section, &mut batch, &mut batched)?;
+            // `[project.NAME]` or `[project.NAME.refs]`, each once, in that order.
             let table: toml::Table = toml::from_str(text).ok()?;
             let (key, toml::Value::Table(projects)) = table.into_iter().next()? else { return None };
             if key != "project" || projects.len() != 1 {
                 return None;
             }
             let (name, toml::Value::Table(inner)) = projects.into_iter().next()? else { return None };
-            let known = state.project.get(&name);
+            let known = state.project.contains_key(&name);
             section = match inner.into_iter().next() {
-                None if known.is_none() => Section::Project(name),
+                None if !known => Section::Project(name),
                 Some((refs, value)) if refs == "refs" && value.as_table().is_some_and(|t| t.is_empty()) => {
-                    if known.is_none_or(|p| !p.refs.is_empty()) {
+                    if !known || !refs_sections.insert(name.clone()) {
                         return None;
                     }
                     Section::Refs(name)
@@ -234,17 +257,21 @@ fn compact_lines(reader: &mut impl io::BufRead) -> Option<State> {
                 }
                 state.project.get_mut(name)?.indexed = toml::from_str::<Indexed>(text).ok()?.indexed;
             }
-            Section::Refs(name) => {
-                let one: BTreeMap<String, RefState> = toml::from_str(text).ok()?;
-                let refs = &mut state.project.get_mut(name)?.refs;
-                for (refname, record) in one {
-                    if refs.insert(refname, record).is_some() {
-                        return None;
-                    }
+            Section::Refs(_) => {
+                // One ref per line: `KEY = { … }` (a line of another shape fails the batch).
+                if !text.ends_with('}') {
+                    return None;
+                }
+                batch.push_str(text);
+                batch.push('\n');
+                batched += 1;
+                if batched == REF_BATCH {
+                    flush(&mut state, &section, &mut batch, &mut batched)?;
                 }
             }
         }
     }
+    flush(&mut state, &section, &mut batch, &mut batched)?;
     (state.schema == SCHEMA).then_some(state)
 }
 
