@@ -195,7 +195,9 @@ Written by `bench/page.sh` on {datetime.date.today()} — `pipe serve` with `[se
 release build, 127.0.0.1, curl one request at a time. The states are what pipe writes: 20
 projects of 50 refs (1,000) or of 500 refs (10,000), each ref with a history of one run, two
 deploy targets per project. `state.toml` is read once per version (a line at a time) and
-kept; a page reads the histories of the 100 rows it shows and the deploy histories.
+kept as a compact index (one buffer of strings, one row per ref); a page reads the histories
+of the 100 rows it shows and the deploy histories. The peak while serving includes the two
+reads of the state (the parsed state and the index side by side for a moment).
 
 | state | request | median time to last byte (20) | bytes |
 |---|---|---|---|

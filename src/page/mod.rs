@@ -36,7 +36,7 @@ use crate::model::{DeployResult, Outcome};
 use crate::report::{self, LogsReport, RefStatus, StatusReport};
 use crate::secret::{self, Secret};
 use crate::server::{Request, Response};
-use crate::state::{self, DeployRecord, History, State};
+use crate::state::{self, DeployRecord, History};
 
 /// Refs one overview page lists.
 pub(crate) const PER_PAGE: usize = 100;
@@ -210,35 +210,35 @@ impl Page {
         }
     }
 
-    fn overview(&self, state: &State, req: &Request) -> Overview {
+    fn overview(&self, state: &cache::Index, req: &Request) -> Overview {
         let now = crate::clock::now();
         let query = req.query_param("q").unwrap_or_default();
         let result = req.query_param("result").unwrap_or_default();
-        // Rows are references into the shared state; only the page's rows become `RefStatus`.
-        let mut rows: Vec<(&str, &str, &state::RefState)> = state
-            .project
-            .iter()
-            .flat_map(|(name, p)| p.refs.iter().map(move |(refname, r)| (name.as_str(), refname.as_str(), r)))
-            .filter(|(name, refname, r)| {
-                (query.is_empty() || name.contains(&query) || refname.contains(&query))
-                    && (result.is_empty() || report::last_result(r) == result)
+        // Rows are references into the shared index; only the page's rows become `RefStatus`.
+        let mut rows: Vec<(&str, &cache::Row)> = state
+            .projects()
+            .flat_map(|(name, refs)| refs.iter().map(move |r| (name, r)))
+            .filter(|(name, r)| {
+                (query.is_empty() || name.contains(&query) || state.refname(r).contains(&query))
+                    && (result.is_empty() || r.result() == result)
             })
             .collect();
         // What is red comes first; then by project and ref as the state keeps them.
-        rows.sort_by_key(|(_, _, r)| !matches!(report::last_result(r), "failed" | "timed_out"));
+        rows.sort_by_key(|(_, r)| !matches!(r.result(), "failed" | "timed_out"));
         let total = rows.len();
         let pages = total.div_ceil(PER_PAGE).max(1);
         let page = req.query_param("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).clamp(1, pages);
-        let targets: Vec<Target> = state.project.keys().flat_map(|p| self.targets(p)).collect();
+        let targets: Vec<Target> = state.projects().flat_map(|(p, _)| self.targets(p)).collect();
         // Commit-to-traffic times from the deploy histories just read, per project on the page.
         let mut traffic = std::collections::BTreeMap::new();
         let visible: Vec<RefStatus> = rows[(page - 1) * PER_PAGE..total.min(page * PER_PAGE)]
             .iter()
-            .map(|&(project, refname, r)| {
+            .map(|&(project, row)| {
                 let times = traffic.entry(project).or_insert_with(|| {
                     report::traffic_times(targets.iter().filter(|t| t.project == project).flat_map(|t| &t.deploys))
                 });
-                RefStatus::new(project, refname, r, now, times.get(refname).copied())
+                let refname = state.refname(row);
+                RefStatus::new(project, refname, &state.ref_state(row), now, times.get(refname).copied())
             })
             .collect();
         drop(rows);
@@ -342,7 +342,7 @@ impl Page {
         let Some((project, what)) = rest.split_once('/') else { return Response::empty(404) };
         let state = read_retrying(|| self.cache.get()).unwrap_or_default();
         // Only a project the state knows names a directory: `..` or a slash never reaches a path.
-        let known = state.project.contains_key(project);
+        let known = state.refs(project).is_some();
         let deploy_target =
             what.strip_prefix("deploy/").filter(|_| known).map(|t| (t, state::deploys_path(&self.state, project, t)));
         let (label, message, colour) = match deploy_target {
@@ -368,7 +368,7 @@ impl Page {
             }
             _ => {
                 let last =
-                    resolve_ref(&state, project, what).and_then(|r| state.project.get(project)?.refs.get(&r).cloned());
+                    resolve_ref(&state, project, what).and_then(|r| Some(state.ref_state(state.find(project, &r)?)));
                 let (message, colour) = match last.as_ref().map(|r| (r.pending, r.last.as_ref())) {
                     None => ("unknown".to_string(), badge::GREY),
                     Some((true, _)) | Some((false, None)) => ("pending".into(), badge::YELLOW),
@@ -437,11 +437,10 @@ pub(crate) fn give_back_memory() {
 }
 
 /// A ref given as its full name (`refs/heads/dev`) or as shown (`dev`, `pull/12`).
-fn resolve_ref(state: &State, project: &str, given: &str) -> Option<String> {
-    let refs = &state.project.get(project)?.refs;
+fn resolve_ref(state: &cache::Index, project: &str, given: &str) -> Option<String> {
     [given.to_string(), format!("refs/heads/{given}"), format!("refs/{given}/head")]
         .into_iter()
-        .find(|r| refs.contains_key(r))
+        .find(|r| state.find(project, r).is_some())
 }
 
 /// A state file read again once when it failed: a reader that raced a rename sees the new file.
