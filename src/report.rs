@@ -136,3 +136,34 @@ impl<'a> LogsReport<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Timeline;
+
+    #[test]
+    fn traffic_times_are_those_of_each_refs_newest_succeeded_deploy() {
+        let at = |s: i64| jiff::Timestamp::from_second(1_790_000_000 + s).unwrap();
+        let deploy = |refname: &str, when: i64, took: i64, result| DeployRecord {
+            commit: "c".repeat(40),
+            image: "app".into(),
+            tag: "t".into(),
+            refname: refname.into(),
+            at: at(when),
+            result,
+            timeline: Some(Timeline { detected: Some(at(when - took)), traffic: Some(at(when)), ..Default::default() }),
+        };
+        let records = [
+            deploy("refs/heads/main", 100, 30, DeployResult::Succeeded),
+            deploy("refs/heads/main", 300, 12, DeployResult::Succeeded),
+            deploy("refs/heads/main", 400, 99, DeployResult::Failed),
+            deploy("refs/heads/dev", 200, 7, DeployResult::RolledBack),
+            deploy("refs/heads/dev", 50, 5, DeployResult::Succeeded),
+        ];
+        let times = traffic_times(records.iter());
+        assert_eq!(times.get("refs/heads/main"), Some(&12.0), "the newest success, not the failure after it");
+        assert_eq!(times.get("refs/heads/dev"), Some(&5.0));
+        assert_eq!(times.len(), 2);
+    }
+}
