@@ -428,7 +428,7 @@ fn busy() -> Response {
 
 /// Gives memory freed by a large read back to the system (glibc keeps freed heap otherwise,
 /// so one re-read of a 10,000-ref state would stay in the process's RSS).
-pub(crate) fn give_back_memory() {
+fn give_back_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages of glibc's heaps to the kernel.
     unsafe {
