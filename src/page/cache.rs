@@ -5,9 +5,10 @@
 //! file with the cached inode (and device, length, mtime and ctime, for an edit in place) is
 //! the cached one. A request costs one `stat`; a change costs one read, a line at a time
 //! ([`state::read_compact`]), without the lock, and kept as an [`Index`]: every string in one
-//! buffer, one 72-byte row per ref, so 10,000 refs hold about 1.3 MB in two allocations (the
-//! parsed `State` held 3.5 MB in some 40,000, between which the parse's freed ones stay
-//! mapped: glibc's `malloc_stats`). The old index's memory is given back before the next read.
+//! buffer, one 72-byte row per ref, so 10,000 refs hold about 1.3 MB in two allocations. The
+//! parsed `State` held 3.5 MB in three strings per ref and the map's nodes, with the parse's
+//! freed allocations between them that glibc cannot give back (`malloc_stats`: 5.3 MB of
+//! heap). The old index's memory is given back before the next read.
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
