@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::model::DeployResult;
 use crate::refs::{self, RefKind};
-use crate::state::{self, RefState, Run, StageRun};
+use crate::state::{self, DeployRecord, RefState, Run, StageRun};
 
 /// `pipe status --json`, version 1.
 #[derive(Debug, Serialize)]
@@ -46,10 +46,11 @@ impl RefStatus {
         now: jiff::Timestamp,
         traffic: Option<f64>,
     ) -> RefStatus {
-        let (stage, result, commit, at) = match &r.last {
-            Some(last) => (last.stage.to_string(), last.result.to_string(), last.commit.clone(), last.at),
-            None => ("poll".into(), if r.pending { "pending" } else { "seen" }.into(), r.head.clone(), r.since),
+        let (stage, commit, at) = match &r.last {
+            Some(last) => (last.stage.to_string(), last.commit.clone(), last.at),
+            None => ("poll".into(), r.head.clone(), r.since),
         };
+        let result = last_result(r).to_string();
         RefStatus {
             project: project.to_string(),
             refname: refname.to_string(),
@@ -65,18 +66,35 @@ impl RefStatus {
     }
 }
 
+/// A ref's result word: its last stage's outcome, else `pending` or `seen`.
+pub(crate) fn last_result(r: &RefState) -> &'static str {
+    match &r.last {
+        Some(last) => last.result.as_str(),
+        None if r.pending => "pending",
+        None => "seen",
+    }
+}
+
 /// Per ref of one project: the commit-to-traffic time of its newest successful deploy to any
 /// of the project's targets. Each deploy history is read once per project, not once per ref.
 pub(crate) fn commit_to_traffic(state_path: &Path, project: &str) -> BTreeMap<String, f64> {
-    let mut newest: BTreeMap<String, (jiff::Timestamp, f64)> = BTreeMap::new();
     let [_, _, dir] = state::project_dirs(state_path, project);
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(history) = state::load_deploys(&entry.path()) else { continue };
-        for d in history.deploys.iter().filter(|d| d.result == DeployResult::Succeeded) {
-            let Some(secs) = d.timeline.as_ref().and_then(|t| t.commit_to_traffic()) else { continue };
-            if newest.get(&d.refname).is_none_or(|(at, _)| d.at > *at) {
-                newest.insert(d.refname.clone(), (d.at, secs));
-            }
+    let histories: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| state::load_deploys(&e.path()).ok())
+        .collect();
+    traffic_times(histories.iter().flat_map(|h| &h.deploys))
+}
+
+/// [`commit_to_traffic`] over deploy records already read.
+pub(crate) fn traffic_times<'a>(deploys: impl Iterator<Item = &'a DeployRecord>) -> BTreeMap<String, f64> {
+    let mut newest: BTreeMap<String, (jiff::Timestamp, f64)> = BTreeMap::new();
+    for d in deploys.filter(|d| d.result == DeployResult::Succeeded) {
+        let Some(secs) = d.timeline.as_ref().and_then(|t| t.commit_to_traffic()) else { continue };
+        if newest.get(&d.refname).is_none_or(|(at, _)| d.at > *at) {
+            newest.insert(d.refname.clone(), (d.at, secs));
         }
     }
     newest.into_iter().map(|(refname, (_, secs))| (refname, secs)).collect()
@@ -116,5 +134,36 @@ impl<'a> LogsReport<'a> {
             stages: &run.stages,
             text,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Timeline;
+
+    #[test]
+    fn traffic_times_are_those_of_each_refs_newest_succeeded_deploy() {
+        let at = |s: i64| jiff::Timestamp::from_second(1_790_000_000 + s).unwrap();
+        let deploy = |refname: &str, when: i64, took: i64, result| DeployRecord {
+            commit: "c".repeat(40),
+            image: "app".into(),
+            tag: "t".into(),
+            refname: refname.into(),
+            at: at(when),
+            result,
+            timeline: Some(Timeline { detected: Some(at(when - took)), traffic: Some(at(when)), ..Default::default() }),
+        };
+        let records = [
+            deploy("refs/heads/main", 100, 30, DeployResult::Succeeded),
+            deploy("refs/heads/main", 300, 12, DeployResult::Succeeded),
+            deploy("refs/heads/main", 400, 99, DeployResult::Failed),
+            deploy("refs/heads/dev", 200, 7, DeployResult::RolledBack),
+            deploy("refs/heads/dev", 50, 5, DeployResult::Succeeded),
+        ];
+        let times = traffic_times(records.iter());
+        assert_eq!(times.get("refs/heads/main"), Some(&12.0), "the newest success, not the failure after it");
+        assert_eq!(times.get("refs/heads/dev"), Some(&5.0));
+        assert_eq!(times.len(), 2);
     }
 }

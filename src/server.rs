@@ -63,6 +63,8 @@ pub(crate) struct Request {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Sent as HTTP/1.0: a streamed answer is delimited by the close, not chunked.
+    pub http10: bool,
 }
 
 impl Request {
@@ -98,25 +100,46 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A response: status, extra headers, JSON (or empty) body.
-#[derive(Debug, Clone)]
+/// The rest of a streamed answer, written after its `body` a bounded piece at a time.
+pub(crate) type Stream = Box<dyn FnOnce(&mut dyn Write) -> std::io::Result<()> + Send>;
+
+/// A response: status, extra headers, JSON (or empty) body, and optionally a [`Stream`] that
+/// follows the body (sent chunked, so the body's length need not be known or held).
 pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    pub stream: Option<Stream>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &self.body)
+            .field("stream", &self.stream.is_some())
+            .finish()
+    }
 }
 
 impl Response {
     pub(crate) fn json(status: u16, body: serde_json::Value) -> Response {
-        Response { status, headers: Vec::new(), body: body.to_string() }
+        Response::text(status, body.to_string())
     }
 
     pub(crate) fn empty(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: String::new() }
+        Response::text(status, String::new())
     }
 
-    /// The whole answer as bytes (one write, one packet: the client has it at once).
-    fn bytes(&self) -> Vec<u8> {
+    /// A whole body; the caller adds its `Content-Type` (JSON is assumed otherwise).
+    pub(crate) fn text(status: u16, body: String) -> Response {
+        Response { status, headers: Vec::new(), body, stream: None }
+    }
+
+    /// The head, and the body unless the answer is streamed (one write, one packet: the client
+    /// has a short answer at once).
+    fn bytes(&self, http10: bool) -> Vec<u8> {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (k, v) in &self.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -124,9 +147,92 @@ impl Response {
         if !self.body.is_empty() && !self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             head.push_str("Content-Type: application/json\r\n");
         }
-        head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()));
-        head.push_str(&self.body);
+        if self.stream.is_none() {
+            head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()));
+            head.push_str(&self.body);
+        } else if http10 {
+            // HTTP/1.0 knows no chunks: the body ends where the connection does.
+            head.push_str("Connection: close\r\n\r\n");
+        } else {
+            head.push_str("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+        }
         head.into_bytes()
+    }
+
+    /// Writes the whole answer to a blocking stream: a streamed one as the head, then its body
+    /// and stream through a [`Chunked`] writer.
+    fn write_to(mut self, out: &mut impl Write, http10: bool) -> std::io::Result<()> {
+        out.write_all(&self.bytes(http10))?;
+        let Some(stream) = self.stream.take() else { return Ok(()) };
+        let mut chunked = Chunked::new(out, !http10);
+        chunked.write_all(self.body.as_bytes())?;
+        // The head and the body that precedes the stream go out at once: the first byte does
+        // not wait for the stream's first chunk.
+        chunked.flush()?;
+        drop(std::mem::take(&mut self.body));
+        stream(&mut chunked)?;
+        chunked.finish()
+    }
+}
+
+/// Bytes a [`Chunked`] writer holds before sending them as one chunk.
+pub(crate) const CHUNK: usize = 32 * 1024;
+
+/// HTTP/1.1 chunked transfer coding over a writer, with a bounded buffer: every [`CHUNK`]
+/// bytes (or on `flush`) one chunk goes out in one write; `finish` sends the last chunk.
+/// Without `chunked` (an HTTP/1.0 client), the same bytes go out as they are.
+pub(crate) struct Chunked<W: Write> {
+    out: W,
+    chunked: bool,
+    buf: Vec<u8>,
+    frame: Vec<u8>,
+}
+
+impl<W: Write> Chunked<W> {
+    pub(crate) fn new(out: W, chunked: bool) -> Chunked<W> {
+        Chunked { out, chunked, buf: Vec::with_capacity(CHUNK), frame: Vec::new() }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if !self.chunked {
+            self.out.write_all(&self.buf)?;
+        } else {
+            self.frame.clear();
+            self.frame.extend_from_slice(format!("{:x}\r\n", self.buf.len()).as_bytes());
+            self.frame.extend_from_slice(&self.buf);
+            self.frame.extend_from_slice(b"\r\n");
+            self.out.write_all(&self.frame)?;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Sends what is held and the terminating chunk.
+    pub(crate) fn finish(mut self) -> std::io::Result<()> {
+        self.send()?;
+        if self.chunked {
+            self.out.write_all(b"0\r\n\r\n")?;
+        }
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Write for Chunked<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = bytes.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()?;
+        self.out.flush()
     }
 }
 
@@ -189,6 +295,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, u16> {
             .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
             .collect(),
         body: Vec::new(),
+        http10: parsed.version == Some(0),
     };
     content_length(&request)?;
     Ok(Some((request, len)))
@@ -500,7 +607,8 @@ fn refuse<S: Service>(conn: &mut Conn, service: &S, budget: &Budget, status: u16
 /// Writes a short answer without blocking and moves the connection to [`Phase::Linger`].
 fn answer(conn: &mut Conn, response: &Response) {
     // A short answer fits the socket's send buffer; a client that does not read it loses it.
-    let _ = conn.stream.write(&response.bytes());
+    // (Answers from the head are never streamed.)
+    let _ = conn.stream.write(&response.bytes(false));
     let _ = conn.stream.shutdown(std::net::Shutdown::Write);
     conn.buf = Vec::new();
     conn.phase = Phase::Linger { until: Instant::now() + LINGER, drained: 0 };
@@ -530,11 +638,13 @@ fn dispatch<S: Service>(
     let spawned =
         std::thread::Builder::new().name("pipe-serve-request".into()).stack_size(256 * 1024).spawn(move || {
             let response = svc.handle(&request, peer);
+            let http10 = request.http10;
             drop(request);
             held.release(reserved);
             let _ = stream.set_nonblocking(false);
+            // Per write: a streamed answer to a client that stops reading ends here.
             let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-            let _ = stream.write_all(&response.bytes());
+            let _ = response.write_to(&mut stream, http10);
             let _ = stream.shutdown(std::net::Shutdown::Both);
             busy.fetch_sub(1, Ordering::AcqRel);
         });
@@ -556,6 +666,57 @@ mod tests {
         assert_eq!(r.query_param("token").as_deref(), Some("a+b"));
         assert_eq!(r.query_param("hook").as_deref(), Some("web app"));
         assert_eq!(r.query_param("x"), None);
+    }
+
+    /// Decodes a chunked body strictly: sizes in hex, CRLF after each chunk, a last `0` chunk.
+    fn dechunk(mut bytes: &[u8]) -> (Vec<u8>, usize) {
+        let (mut body, mut chunks) = (Vec::new(), 0);
+        loop {
+            let line = bytes.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&bytes[..line]).unwrap(), 16).unwrap();
+            bytes = &bytes[line + 2..];
+            if size == 0 {
+                assert_eq!(bytes, b"\r\n");
+                return (body, chunks);
+            }
+            body.extend_from_slice(&bytes[..size]);
+            assert_eq!(&bytes[size..size + 2], b"\r\n");
+            bytes = &bytes[size + 2..];
+            chunks += 1;
+        }
+    }
+
+    #[test]
+    fn a_streamed_answer_is_chunked_in_bounded_pieces_and_ends_with_the_last_chunk() {
+        let mut response = Response::text(200, "<head>".into());
+        response.stream = Some(Box::new(|out: &mut dyn Write| {
+            for i in 0..100u32 {
+                out.write_all(&vec![b'a' + (i % 26) as u8; 1000 + i as usize])?;
+            }
+            Ok(())
+        }));
+        let mut wire = Vec::new();
+        response.write_to(&mut wire, false).unwrap();
+        let text = String::from_utf8_lossy(&wire);
+        let (head, _) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("Transfer-Encoding: chunked") && !head.contains("Content-Length"), "{head}");
+        let (body, chunks) = dechunk(&wire[head.len() + 4..]);
+        let expected: Vec<u8> = std::iter::once(b"<head>".to_vec())
+            .chain((0..100u32).map(|i| vec![b'a' + (i % 26) as u8; 1000 + i as usize]))
+            .flatten()
+            .collect();
+        assert_eq!(body, expected);
+        assert_eq!(
+            chunks,
+            1 + expected.len().saturating_sub(6).div_ceil(CHUNK),
+            "the head's body goes out alone first"
+        );
+
+        let mut response = Response::text(200, String::new());
+        response.stream = Some(Box::new(|out: &mut dyn Write| out.write_all(b"plain")));
+        let mut wire = Vec::new();
+        response.write_to(&mut wire, true).unwrap();
+        assert!(wire.ends_with(b"Connection: close\r\n\r\nplain"), "HTTP/1.0: delimited by the close");
     }
 
     /// A whole request from bytes, as the server frames it (4 KiB body limit).

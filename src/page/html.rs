@@ -1,10 +1,9 @@
 //! The page's HTML, as maud templates: every value is escaped by maud, so branch names,
 //! commit ids and log lines (untrusted) can only ever be text.
 
-use maud::{DOCTYPE, Markup, html};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::Overview;
-use super::log::Window;
 use crate::output::{age, short};
 use crate::refs;
 use crate::state::{History, Run};
@@ -173,18 +172,21 @@ pub(super) fn ref_page(project: &str, refname: &str, history: &History, link: Li
     )
 }
 
-pub(super) fn run_page(project: &str, refname: &str, run: &Run, window: &Window, link: Link) -> Markup {
+/// Where [`run_page`] puts the log: the page is sent up to here, then the log is streamed into
+/// it. A comment no escaped value can contain (maud turns every `<` into `&lt;`).
+pub(super) const LOG_MARK: &str = "<!--pipe:log-->";
+
+/// A run's page with [`LOG_MARK`] where the log's bytes `offset..len` go.
+pub(super) fn run_page(project: &str, refname: &str, run: &Run, offset: u64, len: u64, link: Link) -> Markup {
     let at = |offset: u64| {
         link(&format!("/status/run?project={}&ref={}&run={}&offset={offset}", enc(project), enc(refname), run.number))
     };
+    let tail = len.saturating_sub(super::log::CHUNK);
     let pager = html! {
         p.pager {
-            "log bytes " (window.offset) "–" (window.next) " of " (window.len) " "
-            @if window.offset > 0 { a href=(at(window.offset.saturating_sub(super::log::CHUNK))) { "← earlier" } }
-            @if window.next < window.len {
-                a href=(at(window.next)) { "later →" }
-                a href=(at(window.len.saturating_sub(super::log::CHUNK))) { "end" }
-            }
+            "log bytes " (offset) "–" (len) " of " (len) " "
+            @if offset > 0 { a href=(at(0)) { "← from the start" } }
+            @if tail > offset { a href=(at(tail)) { "last 256 KiB →" } }
         }
     };
     layout(
@@ -196,7 +198,7 @@ pub(super) fn run_page(project: &str, refname: &str, run: &Run, window: &Window,
             (stages_table(run))
             h2 { "Log" }
             (pager)
-            pre.log { (super::log::strip_ansi(&window.text)) }
+            pre.log { (PreEscaped(LOG_MARK)) }
             (pager)
         },
     )

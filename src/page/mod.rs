@@ -2,12 +2,15 @@
 //!
 //! Every answer is built from the state files alone (`state.toml`, the ref histories, the deploy
 //! histories, the run logs), read without the lock: saves are atomic renames, so a read sees a
-//! whole file, and one that fails to parse mid-replacement is read again once. Logs are read a
-//! bounded window at a time ([`log::window`]). Pages are HTML from maud templates (every value
-//! escaped), with a strict Content-Security-Policy and no JavaScript; each has a JSON twin
-//! (`.json` or `?format=json`) in the schemas of `pipe status --json` and `pipe logs --json`.
+//! whole file, and one that fails to parse mid-replacement is read again once. `state.toml` is
+//! parsed once per version ([`cache`]); a page reads only the histories of the refs it shows.
+//! A run's log is streamed from its file a bounded piece at a time ([`log::stream_html`]), never
+//! held whole. Pages are HTML from maud templates (every value escaped), with a strict
+//! Content-Security-Policy and no JavaScript; each has a JSON twin (`.json` or `?format=json`)
+//! in the schemas of `pipe status --json` and `pipe logs --json`.
 
 mod badge;
+mod cache;
 mod html;
 
 pub(crate) use html::ref_url;
@@ -20,6 +23,9 @@ pub(crate) fn public_url(config: &crate::config::Config) -> Option<&str> {
 pub(crate) mod log;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
@@ -30,15 +36,22 @@ use crate::model::{DeployResult, Outcome};
 use crate::report::{self, LogsReport, RefStatus, StatusReport};
 use crate::secret::{self, Secret};
 use crate::server::{Request, Response};
-use crate::state::{self, DeployRecord, History, State};
+use crate::state::{self, DeployRecord, History};
 
 /// Refs one overview page lists.
 pub(crate) const PER_PAGE: usize = 100;
 
-/// Page and badge answers built at once. Each parses `state.toml` (about 40 ms and 50 MB at
-/// 10,000 refs), so a burst of public badge requests must not take every handler's memory;
-/// beyond it `503` with `Retry-After`.
+/// Page and badge answers built at once (each holds one page of rows and the histories it
+/// shows), so a burst of public badge requests cannot take every handler; beyond it `503` with
+/// `Retry-After`.
 pub(crate) const RENDERS: usize = 4;
+
+/// Logs streamed at once (each holds a file, about 150 KiB of buffers and a handler thread
+/// while the client reads); beyond it `503` with `Retry-After`.
+pub(crate) const STREAMS: usize = 16;
+
+/// How long one log may take to reach its client.
+const STREAM_TIME: Duration = Duration::from_secs(600);
 
 const CSP: &str =
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -47,10 +60,12 @@ const CSS: &str = include_str!("style.css");
 /// The page's settings and where it reads.
 pub(crate) struct Page {
     state: PathBuf,
+    cache: cache::StateCache,
     token: Option<Secret>,
     public_badges: bool,
     base: String,
-    rendering: std::sync::atomic::AtomicUsize,
+    rendering: Arc<AtomicUsize>,
+    streaming: Arc<AtomicUsize>,
 }
 
 /// One deploy target as the overview shows it.
@@ -85,7 +100,15 @@ impl Page {
             .transpose()
             .map_err(|e| Usage(format!("{e:#}")))?;
         let base = cfg.public_url.as_deref().unwrap_or("").trim_end_matches('/').to_string();
-        Ok(Some(Page { state, token, public_badges: cfg.public_badges, base, rendering: Default::default() }))
+        Ok(Some(Page {
+            cache: cache::StateCache::new(state.clone()),
+            state,
+            token,
+            public_badges: cfg.public_badges,
+            base,
+            rendering: Default::default(),
+            streaming: Default::default(),
+        }))
     }
 
     /// Whether a request is the page's: a GET under `/status` or `/badge/`.
@@ -110,11 +133,7 @@ impl Page {
             r.headers.push(("WWW-Authenticate".into(), "Basic realm=\"pipe\", charset=\"UTF-8\"".into()));
             return Some(r);
         }
-        let Some(_slot) = Slot::take(&self.rendering) else {
-            let mut r = Response::empty(503);
-            r.headers.push(("Retry-After".into(), "1".into()));
-            return Some(r);
-        };
+        let Some(_slot) = Slot::take(&self.rendering, RENDERS) else { return Some(busy()) };
         Some(if badge { self.badge(req) } else { self.page(req) })
     }
 
@@ -145,7 +164,7 @@ impl Page {
             Some(p) => (p, true),
             None => (req.path.as_str(), req.query_param("format").as_deref() == Some("json")),
         };
-        let state = match read_retrying(|| state::load(&self.state)) {
+        let state = match read_retrying(|| self.cache.get()) {
             Ok(s) => s,
             Err(e) => return error_page(503, &format!("{e:#}"), json),
         };
@@ -163,7 +182,7 @@ impl Page {
                 html_response(200, html::overview(&ov, &|p| self.link(p)))
             }
             "/status/style.css" => {
-                let mut r = Response { status: 200, headers: Vec::new(), body: CSS.into() };
+                let mut r = Response::text(200, CSS.into());
                 r.headers.push(("Content-Type".into(), "text/css; charset=utf-8".into()));
                 r.headers.push(("Cache-Control".into(), "max-age=300".into()));
                 r
@@ -191,37 +210,38 @@ impl Page {
         }
     }
 
-    fn overview(&self, state: &State, req: &Request) -> Overview {
+    fn overview(&self, state: &cache::Index, req: &Request) -> Overview {
         let now = crate::clock::now();
         let query = req.query_param("q").unwrap_or_default();
         let result = req.query_param("result").unwrap_or_default();
-        let wanted = |row: &RefStatus| {
-            (query.is_empty() || row.project.contains(&query) || row.refname.contains(&query))
-                && (result.is_empty() || row.result == result)
-        };
-        let mut rows: Vec<RefStatus> = Vec::new();
-        for (name, project) in &state.project {
-            for (refname, r) in &project.refs {
-                let row = RefStatus::new(name, refname, r, now, None);
-                if wanted(&row) {
-                    rows.push(row);
-                }
-            }
-        }
+        // Rows are references into the shared index; only the page's rows become `RefStatus`.
+        let mut rows: Vec<(&str, &cache::Row)> = state
+            .projects()
+            .flat_map(|(name, refs)| refs.iter().map(move |r| (name, r)))
+            .filter(|(name, r)| {
+                (query.is_empty() || name.contains(&query) || state.refname(r).contains(&query))
+                    && (result.is_empty() || r.result() == result)
+            })
+            .collect();
         // What is red comes first; then by project and ref as the state keeps them.
-        rows.sort_by_key(|r| !matches!(r.result.as_str(), "failed" | "timed_out"));
+        rows.sort_by_key(|(_, r)| !matches!(r.result(), "failed" | "timed_out"));
         let total = rows.len();
         let pages = total.div_ceil(PER_PAGE).max(1);
         let page = req.query_param("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).clamp(1, pages);
-        let mut visible: Vec<RefStatus> = rows.into_iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).collect();
-        // Deploy histories are read once per project on the page, as `pipe status` does.
+        let targets: Vec<Target> = state.projects().flat_map(|(p, _)| self.targets(p)).collect();
+        // Commit-to-traffic times from the deploy histories just read, per project on the page.
         let mut traffic = std::collections::BTreeMap::new();
-        for row in &mut visible {
-            let times = traffic
-                .entry(row.project.clone())
-                .or_insert_with(|| report::commit_to_traffic(&self.state, &row.project));
-            row.commit_to_traffic_seconds = times.get(&row.refname).copied();
-        }
+        let visible: Vec<RefStatus> = rows[(page - 1) * PER_PAGE..total.min(page * PER_PAGE)]
+            .iter()
+            .map(|&(project, row)| {
+                let times = traffic.entry(project).or_insert_with(|| {
+                    report::traffic_times(targets.iter().filter(|t| t.project == project).flat_map(|t| &t.deploys))
+                });
+                let refname = state.refname(row);
+                RefStatus::new(project, refname, &state.ref_state(row), now, times.get(refname).copied())
+            })
+            .collect();
+        drop(rows);
         let durations = visible
             .iter()
             .map(|r| {
@@ -231,7 +251,6 @@ impl Page {
                 Some(run.stages.iter().map(|s| s.seconds).sum())
             })
             .collect();
-        let targets = state.project.keys().flat_map(|p| self.targets(p)).collect();
         Overview {
             report: StatusReport { version: 1, refs: visible },
             durations,
@@ -280,20 +299,39 @@ impl Page {
         };
         let Some(run) = run else { return error_page(404, "no such run", json) };
         let offset = req.query_param("offset").and_then(|o| o.parse::<u64>().ok()).unwrap_or(0);
-        let window = log::window(&run.log, offset, log::CHUNK).unwrap_or(log::Window {
-            text: String::new(),
-            offset: 0,
-            next: 0,
-            len: 0,
-        });
         if json {
+            let window = log::window(&run.log, offset, log::CHUNK).unwrap_or(log::Window {
+                text: String::new(),
+                offset: 0,
+                next: 0,
+                len: 0,
+            });
             let mut doc = serde_json::to_value(LogsReport::new(project, refname, run, window.text)).unwrap_or_default();
             doc["offset"] = json!(window.offset);
             doc["next_offset"] = json!((window.next < window.len).then_some(window.next));
             doc["log_size"] = json!(window.len);
             return json_response(200, doc);
         }
-        html_response(200, html::run_page(project, refname, run, &window, &|p| self.link(p)))
+        // The log as the file is when the page is asked for: a log still growing is shown up
+        // to that length (the page says so), and one replaced meanwhile is read from this inode.
+        let file = std::fs::File::open(&run.log).ok();
+        let len = file.as_ref().and_then(|f| f.metadata().ok()).map_or(0, |m| m.len());
+        let offset = offset.min(len);
+        let Some(slot) = Slot::take(&self.streaming, STREAMS) else { return busy() };
+        let page = html::run_page(project, refname, run, offset, len, &|p| self.link(p)).into_string();
+        let (head, tail) = page.split_once(html::LOG_MARK).unwrap_or((&page, ""));
+        let (head, tail) = (head.to_string(), tail.to_string());
+        drop(page);
+        let deadline = Instant::now() + STREAM_TIME;
+        let mut r = html_text(200, head);
+        r.stream = Some(Box::new(move |out: &mut dyn std::io::Write| {
+            let _slot = slot;
+            if let Some(file) = file {
+                log::stream_html(file, offset, len, out, deadline)?;
+            }
+            out.write_all(tail.as_bytes())
+        }));
+        r
     }
 
     fn badge(&self, req: &Request) -> Response {
@@ -302,9 +340,9 @@ impl Page {
         };
         let rest = percent_decode_path(rest);
         let Some((project, what)) = rest.split_once('/') else { return Response::empty(404) };
-        let state = read_retrying(|| state::load(&self.state)).unwrap_or_default();
+        let state = read_retrying(|| self.cache.get()).unwrap_or_default();
         // Only a project the state knows names a directory: `..` or a slash never reaches a path.
-        let known = state.project.contains_key(project);
+        let known = state.refs(project).is_some();
         let deploy_target =
             what.strip_prefix("deploy/").filter(|_| known).map(|t| (t, state::deploys_path(&self.state, project, t)));
         let (label, message, colour) = match deploy_target {
@@ -330,7 +368,7 @@ impl Page {
             }
             _ => {
                 let last =
-                    resolve_ref(&state, project, what).and_then(|r| state.project.get(project)?.refs.get(&r).cloned());
+                    resolve_ref(&state, project, what).and_then(|r| Some(state.ref_state(state.find(project, &r)?)));
                 let (message, colour) = match last.as_ref().map(|r| (r.pending, r.last.as_ref())) {
                     None => ("unknown".to_string(), badge::GREY),
                     Some((true, _)) | Some((false, None)) => ("pending".into(), badge::YELLOW),
@@ -350,7 +388,9 @@ impl Page {
         let mut r = if req.header("if-none-match").is_some_and(|h| h.split(',').any(|t| t.trim() == etag)) {
             Response::empty(304)
         } else {
-            Response { status: 200, headers: vec![("Content-Type".into(), "image/svg+xml".into())], body: svg }
+            let mut r = Response::text(200, svg);
+            r.headers.push(("Content-Type".into(), "image/svg+xml".into()));
+            r
         };
         r.headers.push(("Cache-Control".into(), "no-cache, max-age=0".into()));
         r.headers.push(("ETag".into(), etag));
@@ -360,32 +400,47 @@ impl Page {
     }
 }
 
-/// One of the [`RENDERS`] slots, given back on drop (a panicking render included).
-struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+/// One of a bounded number of slots ([`RENDERS`], [`STREAMS`]), given back on drop (a
+/// panicking render or a stream cut by its client included).
+struct Slot(Arc<AtomicUsize>);
 
-impl<'a> Slot<'a> {
-    fn take(count: &'a std::sync::atomic::AtomicUsize) -> Option<Slot<'a>> {
-        use std::sync::atomic::Ordering;
-        if count.fetch_add(1, Ordering::AcqRel) >= RENDERS {
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>, bound: usize) -> Option<Slot> {
+        if count.fetch_add(1, Ordering::AcqRel) >= bound {
             count.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Slot(count))
+        Some(Slot(count.clone()))
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn busy() -> Response {
+    let mut r = Response::empty(503);
+    r.headers.push(("Retry-After".into(), "1".into()));
+    r
+}
+
+/// Gives memory freed by a large read back to the system (glibc keeps freed heap otherwise,
+/// so one re-read of a 10,000-ref state would stay in the process's RSS).
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heaps to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
 /// A ref given as its full name (`refs/heads/dev`) or as shown (`dev`, `pull/12`).
-fn resolve_ref(state: &State, project: &str, given: &str) -> Option<String> {
-    let refs = &state.project.get(project)?.refs;
+fn resolve_ref(state: &cache::Index, project: &str, given: &str) -> Option<String> {
     [given.to_string(), format!("refs/heads/{given}"), format!("refs/{given}/head")]
         .into_iter()
-        .find(|r| refs.contains_key(r))
+        .find(|r| state.find(project, r).is_some())
 }
 
 /// A state file read again once when it failed: a reader that raced a rename sees the new file.
@@ -409,7 +464,11 @@ fn security_headers(r: &mut Response) {
 }
 
 fn html_response(status: u16, body: maud::Markup) -> Response {
-    let mut r = Response { status, headers: Vec::new(), body: body.into_string() };
+    html_text(status, body.into_string())
+}
+
+fn html_text(status: u16, body: String) -> Response {
+    let mut r = Response::text(status, body);
     r.headers.push(("Content-Type".into(), "text/html; charset=utf-8".into()));
     security_headers(&mut r);
     r
@@ -464,11 +523,11 @@ mod tests {
 
     #[test]
     fn renders_beyond_the_bound_are_refused_and_slots_come_back() {
-        let count = std::sync::atomic::AtomicUsize::new(0);
-        let held: Vec<_> = (0..RENDERS).map(|_| Slot::take(&count).unwrap()).collect();
-        assert!(Slot::take(&count).is_none());
+        let count = Arc::new(AtomicUsize::new(0));
+        let held: Vec<_> = (0..RENDERS).map(|_| Slot::take(&count, RENDERS).unwrap()).collect();
+        assert!(Slot::take(&count, RENDERS).is_none());
         drop(held);
-        assert!(Slot::take(&count).is_some());
+        assert!(Slot::take(&count, RENDERS).is_some());
     }
 
     #[test]

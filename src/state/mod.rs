@@ -155,6 +155,126 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<State> {
     Ok(state)
 }
 
+/// Reads the state from an open file a line at a time, for a reader that keeps it (the status
+/// page): memory stays near the size of the result, where [`parse`] of the whole text holds the
+/// text and the parser's tree too (about 50 MB at 10,000 refs). Each line of the compact layout
+/// [`render`] writes is parsed as TOML on its own; anything else (a file edited by hand into
+/// another layout) is read whole by [`parse`], so the answer and any error are the same.
+pub fn read_compact(path: &Path, file: File) -> anyhow::Result<State> {
+    let mut reader = io::BufReader::new(file);
+    if let Some(state) = compact_lines(&mut reader) {
+        return Ok(state);
+    }
+    let mut text = String::new();
+    reader
+        .rewind()
+        .and_then(|()| reader.read_to_string(&mut text).map(drop))
+        .map_err(|err| state_error(path, format!("cannot be read: {err}")))?;
+    parse(path, &text)
+}
+
+/// Ref lines parsed as one document: the parser's fixed cost is paid per batch, its memory
+/// is bounded by one batch (about 40 KB of text).
+const REF_BATCH: usize = 256;
+
+/// The state from the compact layout, `None` at the first line that is not of it (or on a
+/// read error: the whole parse then says what is wrong).
+fn compact_lines(reader: &mut impl io::BufRead) -> Option<State> {
+    enum Section {
+        Top,
+        Project(String),
+        Refs(String),
+    }
+    let mut state = State { schema: 0, project: BTreeMap::new() };
+    let mut section = Section::Top;
+    let mut refs_sections = std::collections::BTreeSet::new();
+    let (mut line, mut batch, mut batched) = (String::new(), String::new(), 0);
+    // Parses the ref lines batched so far into the project's refs; a ref twice is not compact.
+    let flush = |state: &mut State, section: &Section, batch: &mut String, batched: &mut usize| -> Option<()> {
+        if let Section::Refs(name) = section
+            && *batched > 0
+        {
+            let parsed: BTreeMap<String, RefState> = toml::from_str(batch).ok()?;
+            let refs = &mut state.project.get_mut(name)?.refs;
+            let before = refs.len();
+            refs.extend(parsed);
+            if refs.len() != before + *batched {
+                return None;
+            }
+        }
+        batch.clear();
+        *batched = 0;
+        Some(())
+    };
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            break;
+        }
+        let text = line.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        if text.starts_with('[') {
+            flush(&mut state, &section, &mut batch, &mut batched)?;
+            // `[project.NAME]` or `[project.NAME.refs]`, each once, in that order.
+            let table: toml::Table = toml::from_str(text).ok()?;
+            let (key, toml::Value::Table(projects)) = table.into_iter().next()? else { return None };
+            if key != "project" || projects.len() != 1 {
+                return None;
+            }
+            let (name, toml::Value::Table(inner)) = projects.into_iter().next()? else { return None };
+            let known = state.project.contains_key(&name);
+            section = match inner.into_iter().next() {
+                None if !known => Section::Project(name),
+                Some((refs, value)) if refs == "refs" && value.as_table().is_some_and(|t| t.is_empty()) => {
+                    if !known || !refs_sections.insert(name.clone()) {
+                        return None;
+                    }
+                    Section::Refs(name)
+                }
+                _ => return None,
+            };
+            if let Section::Project(name) = &section {
+                state.project.insert(name.clone(), ProjectState::default());
+            }
+            continue;
+        }
+        match &section {
+            Section::Top => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Top {
+                    schema: u32,
+                }
+                state.schema = toml::from_str::<Top>(text).ok()?.schema;
+            }
+            Section::Project(name) => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Indexed {
+                    indexed: bool,
+                }
+                state.project.get_mut(name)?.indexed = toml::from_str::<Indexed>(text).ok()?.indexed;
+            }
+            Section::Refs(_) => {
+                // One ref per line: `KEY = { … }` (a line of another shape fails the batch).
+                if !text.ends_with('}') {
+                    return None;
+                }
+                batch.push_str(text);
+                batch.push('\n');
+                batched += 1;
+                if batched == REF_BATCH {
+                    flush(&mut state, &section, &mut batch, &mut batched)?;
+                }
+            }
+        }
+    }
+    flush(&mut state, &section, &mut batch, &mut batched)?;
+    (state.schema == SCHEMA).then_some(state)
+}
+
 /// Renders the compact layout described in the module docs.
 pub fn render(state: &State) -> String {
     let mut out = String::with_capacity(64 + state.project.values().map(|p| p.refs.len() * 160).sum::<usize>());
@@ -437,6 +557,28 @@ mod tests {
     }
 
     #[test]
+    fn the_line_reader_hands_other_layouts_and_errors_to_the_whole_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.toml");
+        let read = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            read_compact(&path, File::open(&path).unwrap())
+        };
+        // Hand-edited into tables: not the compact layout, read whole, same state.
+        let tables = "schema = 1\n[project.a.refs.\"refs/heads/x\"]\nhead = \"h\"\nsince = \"2026-01-01T00:00:00Z\"\n";
+        let state = read(tables).unwrap();
+        assert_eq!(state.project["a"].refs["refs/heads/x"].head, "h");
+        // Twice the same ref: the whole parse's error, with its line.
+        let line = "\"refs/heads/x\" = { head = \"h\", since = \"2026-01-01T00:00:00Z\" }\n";
+        let twice = format!("schema = 1\n[project.a]\nindexed = true\n[project.a.refs]\n{line}{line}");
+        let err = format!("{:#}", read(&twice).unwrap_err());
+        assert!(err.contains("state.toml") && err.contains("line 6"), "{err}");
+        let err = format!("{:#}", read("schema = 2\n").unwrap_err());
+        assert!(err.contains("schema 2"), "{err}");
+        assert_eq!(read(&render(&sample())).unwrap(), sample());
+    }
+
+    #[test]
     fn ref_names_with_quotes_backslashes_and_newlines_round_trip() {
         // Found by the property below: `'\` was rendered as a key the parser refused.
         let mut state = State::default();
@@ -455,6 +597,15 @@ mod tests {
             let text = render(&state);
             let back = parse(Path::new("state.toml"), &text).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e:#}\n{text}")))?;
             proptest::prop_assert_eq!(back, state);
+        }
+
+        #[test]
+        fn prop_the_line_reader_reads_what_the_whole_parse_reads(state in arb_state()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.toml");
+            save(&path, &state).unwrap();
+            proptest::prop_assert!(compact_lines(&mut io::BufReader::new(File::open(&path).unwrap())).is_some());
+            proptest::prop_assert_eq!(read_compact(&path, File::open(&path).unwrap()).unwrap(), state);
         }
 
         #[test]

@@ -299,6 +299,134 @@ fn a_long_log_is_paged_by_offset() {
     assert_eq!(total, 600_000, "the windows cover the whole log");
 }
 
+/// `GET path` as HTTP/1.1 or 1.0: the head and the raw body bytes as sent.
+fn raw_get(server: &Server, path: &str, version: &str) -> (String, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(stream, "GET {path} {version}\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole head");
+    (String::from_utf8(bytes[..end].to_vec()).unwrap(), bytes[end + 4..].to_vec())
+}
+
+/// A chunked body decoded strictly (hex sizes, CRLF after each chunk, the last chunk and
+/// nothing after it): the body and how many chunks carried it.
+fn dechunk(mut bytes: &[u8]) -> (Vec<u8>, usize) {
+    let (mut body, mut chunks) = (Vec::new(), 0);
+    loop {
+        let line = bytes.windows(2).position(|w| w == b"\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&bytes[..line]).unwrap(), 16).expect("a hex size");
+        bytes = &bytes[line + 2..];
+        if size == 0 {
+            assert_eq!(bytes, b"\r\n", "the last chunk ends the body");
+            return (body, chunks);
+        }
+        body.extend_from_slice(&bytes[..size]);
+        assert_eq!(&bytes[size..size + 2], b"\r\n");
+        bytes = &bytes[size + 2..];
+        chunks += 1;
+    }
+}
+
+#[test]
+fn a_sixteen_mib_log_is_streamed_whole_as_one_page_escaped_with_its_markup_as_text() {
+    let env = TestEnv::new();
+    seeded(&env, "");
+    let log = state::logs_dir(&env.state_path(), "app", "refs/heads/dev").join("1.log");
+    // Every line numbered (so a lost or repeated piece shows), with markup, a quote, an
+    // ampersand, escape codes and a two-byte character that 16 KiB pieces cut in places.
+    let line = |i: usize| format!("{i:07} <script>document.title='pwned'</script> \u{1b}[31mred\u{1b}[0m é &amp\n");
+    let mut text = String::new();
+    let mut lines = 0;
+    while text.len() < 16 * 1024 * 1024 {
+        text.push_str(&line(lines));
+        lines += 1;
+    }
+    std::fs::write(&log, &text).unwrap();
+    let server = Server::start(&env);
+
+    let (head, body) = raw_get(&server, "/status/run?project=app&ref=dev", "HTTP/1.1");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Transfer-Encoding: chunked") && !head.contains("Content-Length"), "{head}");
+    assert!(head.contains("Content-Security-Policy: default-src 'none'"), "{head}");
+    let (page, chunks) = dechunk(&body);
+    let page = String::from_utf8(page).expect("the page is UTF-8");
+    println!("16 MiB log page: {} bytes in {chunks} chunks", page.len());
+    assert!(chunks > 500, "sent in bounded chunks, not at once: {chunks}");
+    let start = page.find("<pre class=\"log\">").expect("the log block") + "<pre class=\"log\">".len();
+    let end = start + page[start..].find("</pre>").expect("the log block ends");
+    let shown = &page[start..end];
+    let expected = |i: usize| format!("{i:07} &lt;script&gt;document.title='pwned'&lt;/script&gt; red é &amp;amp\n");
+    assert_eq!(shown.len(), (0..lines).map(|i| expected(i).len()).sum::<usize>(), "every byte of the log");
+    for (i, got) in shown.split_inclusive('\n').enumerate() {
+        assert_eq!(got, expected(i), "line {i}");
+    }
+    assert!(!page.contains("<script"), "no markup from the log");
+    assert!(page.ends_with("</html>"), "the page is closed after the log");
+    assert!(page.contains(&format!("log bytes 0–{0} of {0}", text.len())), "the pager names the whole log");
+
+    // HTTP/1.0 knows no chunks: the same page, delimited by the close.
+    let (head, body) = raw_get(&server, "/status/run?project=app&ref=dev", "HTTP/1.0");
+    assert!(!head.contains("chunked"), "{head}");
+    assert_eq!(String::from_utf8(body).unwrap(), page);
+
+    // A jump into the log: from a byte inside the `é` of the line before the last to the end.
+    let at = text.len() - line(lines - 1).len() - " &amp\n".len() - 1;
+    let (_, body) = raw_get(&server, &format!("/status/run?project=app&ref=dev&offset={at}"), "HTTP/1.1");
+    let page = String::from_utf8(dechunk(&body).0).unwrap();
+    let start = page.find("<pre class=\"log\">").unwrap() + "<pre class=\"log\">".len();
+    let tail = &page[start..start + page[start..].find("</pre>").unwrap()];
+    assert_eq!(tail, format!(" &amp;amp\n{}", expected(lines - 1)), "the rest of the character is skipped");
+}
+
+#[test]
+fn a_state_saved_between_two_requests_is_what_the_second_one_shows() {
+    let env = TestEnv::new();
+    let (_, dev) = seeded(&env, "");
+    let server = Server::start(&env);
+    let result_of = |doc: &serde_json::Value, refname: &str| {
+        doc["refs"].as_array().unwrap().iter().find(|r| r["ref"] == refname).map(|r| r["result"].clone())
+    };
+    let before: serde_json::Value = serde_json::from_str(&server.get("/status.json", &[]).2).unwrap();
+    assert_eq!(result_of(&before, "refs/heads/dev"), Some("failed".into()));
+    assert!(server.get("/badge/app/dev.svg", &[]).2.contains("test failing"));
+    assert_eq!(before, serde_json::from_str::<serde_json::Value>(&server.get("/status.json", &[]).2).unwrap());
+
+    // What `pipe run` does: a whole new file renamed over the old one, while the page runs.
+    let path = env.state_path();
+    let mut st = state::load(&path).unwrap();
+    let refs = &mut st.project.get_mut("app").unwrap().refs;
+    let dev_ref = refs.get_mut("refs/heads/dev").unwrap();
+    dev_ref.last = Some(StageRecord {
+        stage: Stage::Deploy,
+        result: Outcome::Passed,
+        commit: dev.clone(),
+        at: ts("2026-11-26T11:00:00Z"),
+    });
+    let mut added = dev_ref.clone();
+    added.last = None;
+    added.pending = true;
+    refs.insert("refs/heads/new-work".into(), added);
+    state::save(&path, &st).unwrap();
+
+    let after: serde_json::Value = serde_json::from_str(&server.get("/status.json", &[]).2).unwrap();
+    assert_eq!(result_of(&after, "refs/heads/dev"), Some("passed".into()), "{after}");
+    assert_eq!(result_of(&after, "refs/heads/new-work"), Some("pending".into()), "the new ref is listed");
+    let (_, _, html) = server.get("/status", &[]);
+    let dev_row = row(&html, "refs/heads/dev");
+    assert!(dev_row.contains("class=\"r-passed\"") && dev_row.contains(">deploy<"), "{dev_row}");
+    assert!(server.get("/badge/app/dev.svg", &[]).2.contains("passing"), "the badge follows the new state");
+
+    // A file written in place (not renamed) is seen too: its length and mtime changed.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text.replace("\"refs/heads/new-work\"", "\"refs/heads/other-work\"");
+    std::fs::write(&path, text).unwrap();
+    let edited: serde_json::Value = serde_json::from_str(&server.get("/status.json", &[]).2).unwrap();
+    assert_eq!(result_of(&edited, "refs/heads/other-work"), Some("pending".into()), "{edited}");
+    assert_eq!(result_of(&edited, "refs/heads/new-work"), None);
+}
+
 #[test]
 fn ten_thousand_refs_are_paginated_and_filterable() {
     let env = TestEnv::new();
