@@ -2,6 +2,8 @@
 //! rendered by headless Chromium: what a person sees, that nothing from a repository or a log
 //! runs as markup, who may read what, and 10,000 refs.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -300,7 +302,7 @@ fn a_long_log_is_paged_by_offset() {
 }
 
 /// `GET path` as HTTP/1.1 or 1.0: the head and the raw body bytes as sent.
-fn raw_get(server: &Server, path: &str, version: &str) -> (String, Vec<u8>) {
+fn raw_get(server: &Serve, path: &str, version: &str) -> (String, Vec<u8>) {
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(stream, "GET {path} {version}\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
@@ -344,7 +346,7 @@ fn a_sixteen_mib_log_is_streamed_whole_as_one_page_escaped_with_its_markup_as_te
         lines += 1;
     }
     std::fs::write(&log, &text).unwrap();
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
 
     let (head, body) = raw_get(&server, "/status/run?project=app&ref=dev", "HTTP/1.1");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -384,7 +386,7 @@ fn a_sixteen_mib_log_is_streamed_whole_as_one_page_escaped_with_its_markup_as_te
 fn a_state_saved_between_two_requests_is_what_the_second_one_shows() {
     let env = TestEnv::new();
     let (_, dev) = seeded(&env, "");
-    let server = Server::start(&env);
+    let server = Serve::start(&env);
     let result_of = |doc: &serde_json::Value, refname: &str| {
         doc["refs"].as_array().unwrap().iter().find(|r| r["ref"] == refname).map(|r| r["result"].clone())
     };
