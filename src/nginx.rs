@@ -40,6 +40,35 @@ pub(crate) fn render_upstream(service: &str, servers: &[String], note: &str) -> 
     out
 }
 
+/// A preview's server block, written after its upstream group in the same file: `host` is
+/// proxied to the group `upstream` with the ingress's limits. An exact `server_name` wins over
+/// the wildcard server of [`render`], so the preview's name never reaches another service.
+pub(crate) fn render_site(ingress: &Ingress, host: &str, upstream: &str) -> String {
+    let timeout = ingress.timeout.0.as_secs().max(1);
+    format!(
+        "server {{
+    listen {listen};
+    server_name {host};
+    client_max_body_size {body_size};
+
+    location / {{
+        proxy_pass http://{upstream};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_connect_timeout 5s;
+        proxy_send_timeout {timeout}s;
+        proxy_read_timeout {timeout}s;
+    }}
+}}
+",
+        listen = ingress.listen,
+        body_size = ingress.body_size,
+    )
+}
+
 /// The servers of an upstream file written by [`render_upstream`].
 pub(crate) fn parse_upstream(text: &str) -> Vec<String> {
     text.lines()

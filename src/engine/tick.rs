@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::poll::PollReport;
-use super::{Job, deploy, push};
+use super::{Job, deploy, previews, push};
 use crate::config::{Config, Project};
 use crate::error::{Interrupted, RemoteUnavailable, StageFailed, StateError, ToolUnavailable};
 use crate::forge::{Reporter, State as ForgeState, Target};
@@ -47,6 +47,17 @@ pub(crate) fn tick(
     if polled.state_changed && !dry_run {
         state::save(state_path, &st)?;
     }
+    if !dry_run {
+        // Previews of closed or idle pull requests go before any new work takes their place.
+        let names: Vec<&str> =
+            projects.iter().filter(|(_, p)| !previews::targets(p).is_empty()).map(|(n, _)| *n).collect();
+        if let Err(err) = previews::sweep(&out, config, state_path, &st, &names, true, false) {
+            if err.is::<Interrupted>() || err.is::<StateError>() {
+                return Err(err);
+            }
+            out.warn(format!("previews were not swept: {err:#}"));
+        }
+    }
     let (work, deferred) = work_list(config, projects, &st, retry);
     if dry_run {
         return Ok(Tick { poll: polled.report, work, results: Vec::new(), deferred });
@@ -81,6 +92,9 @@ pub(crate) struct RefResult {
     /// From the commit being detected to its release taking traffic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<state::Timeline>,
+    /// Where the pull request's preview answers, when this run deployed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The ref's history could not be read or written: the run exits 5, the ref stays pending.
@@ -215,6 +229,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
         seconds: 0.0,
         deployed: false,
         timeline: None,
+        preview_url: None,
         message: None,
         state_error: false,
     };
@@ -256,6 +271,11 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
                 reporter.report(forge.as_ref(), context, state, &description);
             }
             result.timeline = deployed?;
+            result.deployed = true;
+        }
+        if refs::pull_number(&job.refname).is_some() && !previews::targets(job.project).is_empty() {
+            result.stage = Stage::Deploy;
+            result.preview_url = preview(job, files, reporter, forge.as_ref())?;
             result.deployed = true;
         }
         Ok(())
@@ -302,6 +322,48 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
     Ok(result)
 }
 
+/// Deploys a pull request's previews, each target's commit status (`pipe/deploy/TARGET`)
+/// linking to where its preview answers. Returns the first preview's address; a failed
+/// preview is the ref's failure.
+fn preview(
+    job: &Job<'_>,
+    files: &mut super::RefFiles,
+    reporter: &Reporter<'_>,
+    forge: Option<&Target<'_>>,
+) -> anyhow::Result<Option<String>> {
+    let started = Instant::now();
+    for target in previews::targets(job.project) {
+        reporter.report(
+            forge,
+            &format!("pipe/deploy/{}", target.display_name()),
+            ForgeState::Pending,
+            "deploying the preview",
+        );
+    }
+    let deployed = previews::deploy(job, files)?;
+    let mut first = None;
+    let mut failures = Vec::new();
+    for d in deployed {
+        let context = format!("pipe/deploy/{}", d.target);
+        match d.outcome {
+            Ok(url) => {
+                let description = format!("preview deployed in {}", took(started));
+                reporter.report_link(forge, &context, ForgeState::Success, &description, Some(&url));
+                first.get_or_insert(url);
+            }
+            Err(err) => {
+                let (state, description) = ended(&Err::<(), _>(anyhow::anyhow!("{err:#}")), started, None);
+                reporter.report(forge, &context, state, &description);
+                failures.push(format!("{err:#}"));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(StageFailed(failures.join("\n")).into());
+    }
+    Ok(first)
+}
+
 /// Failure (once per failing commit), recovery (first success after a failure), success, deploy.
 fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Path) -> Vec<Notice> {
     // A history that cannot be read keeps the ref pending and fails every tick until it is
@@ -319,6 +381,7 @@ fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Pa
         seconds: result.seconds,
         log_tail: String::new(),
         url: crate::page::public_url(config).map(|p| crate::page::ref_url(p, &result.project, &result.refname)),
+        preview_url: result.preview_url.clone(),
     };
     let mut out = Vec::new();
     if result.result.is_failure() {

@@ -222,6 +222,12 @@ impl Page {
                 .or_insert_with(|| report::commit_to_traffic(&self.state, &row.project));
             row.commit_to_traffic_seconds = times.get(&row.refname).copied();
         }
+        let mut previews = std::collections::BTreeMap::new();
+        for row in visible.iter_mut().filter(|r| r.kind == crate::refs::RefKind::PullRequest) {
+            let urls =
+                previews.entry(row.project.clone()).or_insert_with(|| report::preview_urls(&self.state, &row.project));
+            row.preview_url = urls.get(&row.refname).cloned();
+        }
         let durations = visible
             .iter()
             .map(|r| {
