@@ -157,7 +157,6 @@ fn render_routes(ingress: &Ingress, source: &str, routes: &BTreeMap<String, Rout
             "# Switched services go to the upstream group pipe writes into {} on every deploy.",
             dir.display()
         );
-        let _ = writeln!(out, "include {}/*.conf;", dir.display());
     }
     out.push_str("\nmap $pipe_service $pipe_port {\n    default \"\";\n");
     let width = routes.keys().map(String::len).max().unwrap_or(0);
@@ -205,6 +204,11 @@ fn render_routes(ingress: &Ingress, source: &str, routes: &BTreeMap<String, Rout
         body_size = ingress.body_size,
         resolver = ingress.resolver,
     );
+    if let Some(dir) = &ingress.upstreams {
+        // After the wildcard server, so that it stays the listener's default server: a host
+        // name nobody serves (a preview torn down) gets its 404, never a preview's answer.
+        let _ = write!(out, "\ninclude {}/*.conf;\n", dir.display());
+    }
     out
 }
 
