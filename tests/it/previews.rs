@@ -35,9 +35,11 @@ impl Drop for Leftovers {
 /// Ids of containers (`ps --all`), networks or volumes whose compose project is `project` or
 /// one of its previews (`project-pr-N`).
 fn matching(kind: &str, project: &str) -> Vec<String> {
+    // Volumes have a name where the others have an id.
+    let id = if kind.starts_with("volume") { "{{.Name}}" } else { "{{.ID}}" };
     let out = Command::new("docker")
         .args(kind.split(' '))
-        .args(["--format", "{{.ID}} {{.Label \"com.docker.compose.project\"}}"])
+        .args(["--format", &format!("{id} {{{{.Label \"com.docker.compose.project\"}}}}")])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
