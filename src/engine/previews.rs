@@ -137,7 +137,7 @@ fn deploy_one(
     }
     let docker = if trusted { job.docker() } else { job.untrusted_docker()? };
     let tag = docker::commit_tag(&run.commit).to_string();
-    let env = vec![
+    let mut env = vec![
         ("PIPE_IMAGE".to_string(), run.image.clone()),
         ("PIPE_TAG".into(), tag.clone()),
         ("PIPE_COMMIT".into(), run.commit.clone()),
@@ -146,6 +146,10 @@ fn deploy_one(
         ("PIPE_REF_TAG".into(), run.tags.first().cloned().unwrap_or_default()),
         ("PIPE_PREVIEW_URL".into(), url.clone()),
     ];
+    // Pulls for other services use the chosen client's logins: none for an untrusted one.
+    if let Some(dir) = &docker.config_dir {
+        env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
+    }
     let dir = preview_dir(job.state_path, &project);
     super::ensure_private_dir(&dir)?;
     let file = dir.join("compose.json");

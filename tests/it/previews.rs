@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::forge::{ForgeApi, TOKEN};
 use crate::support::docker::{Docker, ProjectImages, unique_name};
 use crate::support::{TestEnv, WorkRepo, free_port, git};
 use crate::zero_downtime::{NGINX, NginxGuard};
@@ -75,6 +76,11 @@ struct Stack {
 /// The app: busybox httpd on 8080 serving `www/`, CGI scripts included; its compose file gives
 /// it a secret from pipe's environment, a named volume and a host directory.
 fn stack(docker: &Docker, target_extra: &str, trust: bool) -> Option<Stack> {
+    stack_with(docker, target_extra, trust, "", "")
+}
+
+/// [`stack`] with `sections` added to the pipeline file and `project_extra` to the project.
+fn stack_with(docker: &Docker, target_extra: &str, trust: bool, sections: &str, project_extra: &str) -> Option<Stack> {
     if !std::path::Path::new(NGINX).exists() {
         assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "nginx is missing (apt-get install nginx)");
         return None;
@@ -113,10 +119,10 @@ fn stack(docker: &Docker, target_extra: &str, trust: bool) -> Option<Stack> {
     )
     .unwrap();
     env.config(&format!(
-        "[pipe]\nworkspace = \"{ws}\"\n\n[ingress]\ndomain = \"{DOMAIN}\"\nlisten = \"127.0.0.1:{front}\"\n\
+        "[pipe]\nworkspace = \"{ws}\"\n\n{sections}\n\n[ingress]\ndomain = \"{DOMAIN}\"\nlisten = \"127.0.0.1:{front}\"\n\
          upstreams = \"{d}/upstreams\"\nnginx = [\"{NGINX}\", \"-c\", \"{d}/nginx.conf\", \"-e\", \"{d}/error.log\"]\n\n\
          [project.{project}]\nrepo = \"{url}\"\nbranches = [\"main\"]\npull_requests = true\n\
-         trust_pull_requests = {trust}\nlimits = {{ memory = \"256m\", pids = 128, cpus = 0.5 }}\n\n\
+         trust_pull_requests = {trust}\nlimits = {{ memory = \"256m\", pids = 128, cpus = 0.5 }}\n{project_extra}\n\n\
          [[project.{project}.deploy]]\nname = \"devhost\"\nbranches = [\"main\"]\n\
          compose = {{ file = \"{file}\", project = \"{project}\", services = [\"web\"] }}\n\
          ingress = {{ web = 8080 }}\nhealth = {{ url = \"http://web.{DOMAIN}/index.html\", timeout = \"20s\" }}\n\
@@ -167,6 +173,32 @@ impl Stack {
 
     fn get(&self, host: &str, path: &str) -> Result<String, String> {
         request(self.front, host, path)
+    }
+
+    /// The body of `path` on `host` once it answers 200 (a name that just appeared can still
+    /// meet an nginx worker of the previous configuration for a moment after the reload).
+    fn fetch(&self, host: &str, path: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.get(host, path) {
+                Ok(body) => return body,
+                Err(e) => assert!(Instant::now() < deadline, "{host}{path} never answered: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the ingress answers 404 for `host` (nginx forgot the name).
+    fn forgotten(&self, host: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = self.get(host, "/index.html");
+            if got.as_ref().is_err_and(|e| e.starts_with("HTTP 404")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{host} should be unknown to the ingress, got {got:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until `host` answers `want` on `/index.html`.
@@ -289,8 +321,7 @@ fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothin
     let tags = s.image_tags();
     assert!(!tags.contains(&pr2[..12].to_string()) && !tags.contains(&"pr-2".to_string()), "{tags:?}");
     assert!(!s.upstream_files().contains(&format!("{}-web.conf", s.preview(2))));
-    let gone = s.get(&s.host(2), "/index.html");
-    assert!(gone.as_ref().is_err_and(|e| e.starts_with("HTTP 404")), "{gone:?}");
+    s.forgotten(&s.host(2));
     s.answers(&s.host(1), "preview one, second commit");
     s.answers(&format!("web.{DOMAIN}"), "main v1");
 
@@ -327,8 +358,7 @@ fn idle_previews_expire_and_the_oldest_idle_one_makes_room() {
     s.answers(&s.host(2), "two");
     s.answers(&s.host(3), "three");
     assert_eq!(of_project("ps --all", &s.preview(1)), Vec::<String>::new());
-    let gone = s.get(&s.host(1), "/index.html");
-    assert!(gone.as_ref().is_err_and(|e| e.starts_with("HTTP 404")), "{gone:?}");
+    s.forgotten(&s.host(1));
 
     // Nothing new for longer than `preview_ttl`: both go at the next tick.
     let path = s.env.path().join("state/previews").join(format!("{}.toml", s.project));
@@ -357,7 +387,16 @@ fn idle_previews_expire_and_the_oldest_idle_one_makes_room() {
 #[test]
 fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_deployment() {
     let Some(docker) = Docker::require() else { return };
-    let Some(s) = stack(&docker, "", false) else { return };
+    let env = TestEnv::new();
+    let api = ForgeApi::start(&env, "github", None);
+    let forge = format!(
+        "[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"\ntoken_env = \"FORGE_TOKEN\"",
+        api.port
+    );
+    let Some(mut s) = stack_with(&docker, "", false, &forge, "forge = \"origin\"\nforge_repo = \"acme/app\"") else {
+        return;
+    };
+    s.env.env("FORGE_TOKEN", TOKEN);
     // The main deployment's own CGI shows what the main branch's target is given.
     let cgi = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\n\
                echo \"secret=[$APP_SECRET] host=[$(cat /host/key 2>&1)]\"\n\
@@ -373,17 +412,28 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
         .ok(&["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &main_id])
         .trim()
         .to_string();
-    let main = s.get(&format!("web.{DOMAIN}"), "/cgi-bin/probe").unwrap();
+    let main = s.fetch(&format!("web.{DOMAIN}"), "/cgi-bin/probe");
     assert!(main.contains("secret=[s3cr3t-of-main]") && main.contains("host=[host-file-content]"), "{main}");
     assert!(main.contains("main=[main v1]"), "the probe itself works: {main}");
 
     // The pull request's code asks for the same things, and for the main deployment's address.
     s.repo.write("www/main-ip", &format!("{main_ip}\n"));
-    s.release("refs/pull/7/head", "untrusted");
+    let commit = s.release("refs/pull/7/head", "untrusted");
     let run = s.run();
     run.stderr_has("a host path is not mounted");
+    // The pull request's deploy status links to its preview.
+    let url = format!("http://{}:{}/", s.host(7), s.front);
+    let statuses: Vec<serde_json::Value> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == format!("/repos/acme/app/statuses/{commit}"))
+        .map(|r| r["body"].clone())
+        .collect();
+    let last = statuses.last().unwrap();
+    assert_eq!((last["context"].as_str(), last["state"].as_str()), (Some("pipe/deploy/devhost"), Some("success")));
+    assert_eq!(last["target_url"], url, "{statuses:?}");
     s.answers(&s.host(7), "untrusted");
-    let seen = s.get(&s.host(7), "/cgi-bin/probe").unwrap();
+    let seen = s.fetch(&s.host(7), "/cgi-bin/probe");
     assert!(seen.contains("secret=[]"), "the preview read the main target's secret: {seen}");
     assert!(!seen.contains("host-file-content") && seen.contains("host=[cat: can't open"), "{seen}");
     assert!(!seen.contains("main=[main v1"), "the preview reached the main deployment: {seen}");
@@ -404,4 +454,22 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
     // The secret is not in the container's configuration either.
     let envs = docker.ok(&["inspect", "--format", "{{json .Config.Env}}", &preview]);
     assert!(!envs.contains("s3cr3t"), "{envs}");
+}
+
+#[test]
+fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_environment_and_paths() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", true) else { return };
+    let cgi = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"secret=[$APP_SECRET] host=[$(cat /host/key 2>&1)]\"\n";
+    s.repo.write("www/cgi-bin/probe", cgi);
+    std::fs::set_permissions(s.repo.work.join("www/cgi-bin/probe"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.release("refs/heads/main", "main v1");
+    s.release("refs/pull/8/head", "trusted");
+    s.run();
+    s.answers(&s.host(8), "trusted");
+    let seen = s.fetch(&s.host(8), "/cgi-bin/probe");
+    assert!(seen.contains("secret=[s3cr3t-of-main] host=[host-file-content]"), "{seen}");
+    let preview = s.container(&s.preview(8));
+    let caps = docker.ok(&["inspect", "--format", "{{.HostConfig.CapDrop}} {{.HostConfig.Memory}}", &preview]);
+    assert_eq!(caps.trim(), "[] 0", "not confined: trusted by the pipeline file");
 }
