@@ -38,7 +38,7 @@ pub(crate) struct Deploy {
     /// A preview's host name: `{pr}`, `{project}`, `{service}`, `{domain}` are replaced
     /// [default: `pr-{pr}.{project}.{domain}`].
     pub preview_host: Option<String>,
-    /// A preview whose pull request got no new commit for this long is removed [default: 7d].
+    /// A preview whose pull request got no new commit for this long is removed [default: 168h, 7 days].
     pub preview_ttl: Option<Seconds>,
     /// At most this many previews of the target at once; the oldest idle one goes first
     /// [default: 10].
