@@ -17,13 +17,13 @@ const XSS_BRANCH: &str = "refs/heads/<img/src=x/onerror=alert(1)>";
 const TOKEN: &str = "page-token-s3cret";
 
 /// A running `pipe serve`; killed and waited for on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
 }
 
 impl Server {
-    fn start(env: &TestEnv) -> Server {
+    pub(crate) fn start(env: &TestEnv) -> Server {
         for _ in 0..5 {
             let port = free_port();
             let mut child = env
@@ -56,7 +56,7 @@ impl Server {
     }
 
     /// `GET path` with extra headers: status, headers (lowercase names), body.
-    fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
+    pub(crate) fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");

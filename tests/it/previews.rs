@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::forge::{ForgeApi, TOKEN};
+use crate::page::Server;
 use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::http::HttpSink;
 use crate::support::{TestEnv, WorkRepo, free_port, git};
 use crate::zero_downtime::{NGINX, NginxGuard};
 
@@ -268,7 +270,10 @@ fn request(port: u16, host: &str, path: &str) -> Result<String, String> {
 #[test]
 fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothing() {
     let Some(docker) = Docker::require() else { return };
-    let Some(s) = stack(&docker, "", false) else { return };
+    let sink = HttpSink::start(200);
+    let sections = "[notify.webhook]\nurl_env = \"NOTIFY_URL\"\non = [\"deploy\"]\n\n[serve.page]\nenabled = true\n";
+    let Some(mut s) = stack_with(&docker, "", false, sections, "") else { return };
+    s.env.env("NOTIFY_URL", &format!("http://127.0.0.1:{}/notify", sink.port));
     s.release("refs/heads/main", "main v1");
     let pr1 = s.release("refs/pull/1/head", "preview one");
     git(&s.repo.work, &["reset", "--quiet", "--hard", "HEAD~1"]);
@@ -296,6 +301,20 @@ fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothin
     assert_eq!(url_of("refs/pull/1/head"), Some(serde_json::json!(format!("http://{}:{}/", s.host(1), s.front))));
     assert_eq!(url_of("refs/heads/main"), Some(serde_json::Value::Null));
     s.env.pipe(&["status"]).code(0).stdout_has("PREVIEW").stdout_has(&format!("http://{}:{}/", s.host(2), s.front));
+    // The deploy notification and the status page.
+    let url1 = format!("http://{}:{}/", s.host(1), s.front);
+    let notices: Vec<serde_json::Value> = sink.requests.lock().unwrap().iter().map(|r| r.json()).collect();
+    let notice = notices.iter().find(|n| n["ref"] == "refs/pull/1/head").expect("a deploy notice for pull/1");
+    assert_eq!((&notice["event"], &notice["preview_url"]), (&serde_json::json!("deploy"), &serde_json::json!(url1)));
+    let main_notice = notices.iter().find(|n| n["ref"] == "refs/heads/main").expect("a deploy notice for main");
+    assert!(main_notice.get("preview_url").is_none(), "{main_notice}");
+    let page = Server::start(&s.env);
+    let (code, _, html) = page.get("/status", &[]);
+    assert_eq!(code, 200);
+    assert!(html.contains(&format!("<a class=\"preview\" href=\"{url1}\">preview</a>")), "{html}");
+    let (_, _, json) = page.get("/status.json", &[]);
+    assert!(json.contains(&format!("\"preview_url\":\"{url1}\"")), "{json}");
+    drop(page);
 
     // A new commit on pull request 1 redeploys only its preview.
     let two_before = s.container(&s.preview(2));
