@@ -264,6 +264,17 @@ mod tests {
         assert!(text.contains("    api   pipe-api;\n    web   pipe-web;\n}"), "{text}");
         assert!(!text.contains("pipe-admin"), "{text}");
         assert!(text.contains("proxy_pass http://$pipe_backend;"), "{text}");
+        // The wildcard server comes first, so it stays the listener's default server.
+        assert!(text.find("server_name ~^") < text.find("include /etc/nginx/pipe/"), "{text}");
+    }
+
+    #[test]
+    fn a_preview_site_answers_its_own_name_through_its_own_group() {
+        let c = config(TWO_PROJECTS);
+        let text = render_site(&c.ingress, "pr-3.a.devel.example.com", "pipe-a-pr-3-api");
+        assert!(text.contains("    server_name pr-3.a.devel.example.com;\n"), "{text}");
+        assert!(text.contains("    proxy_pass http://pipe-a-pr-3-api;\n"), "{text}");
+        assert!(text.contains("client_max_body_size 50m;") && text.contains("proxy_read_timeout 120s;"), "{text}");
     }
 
     #[test]
