@@ -67,7 +67,7 @@ out = ["schema = 1", ""]
 for line in sys.argv[2].splitlines():
     ref, sha = line.split()
     n = ref.split("/")[2]
-    out += ["[[preview]]", 'target = "compose"', f"number = {n}", f'ref = "{ref}"', f'compose_project = "app-pr-{n}"',
+    out += ["[[preview]]", 'target = "compose"', f"number = {n}", f'ref = "{ref}"', f'compose_project = "app-pr-{n}"', 'services = ["web"]',
             f'commit = "{sha}"', f'image = "pipe/app:{sha[:12]}"', f'url = "http://pr-{n}.app.bench.test/"',
             "trusted = false", f'created = "{now}"', f'updated = "{now}"', ""]
 open(sys.argv[1], "w").write("\n".join(out))

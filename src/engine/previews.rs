@@ -91,7 +91,7 @@ pub(crate) fn deploy(job: &Job<'_>, files: &mut RefFiles) -> anyhow::Result<Vec<
     let run = run.clone();
     let run = &run;
     for target in targets {
-        let outcome = deploy_one(job, target, number, run, &log, &mut previews);
+        let outcome = deploy_one(job, target, number, run, &log, &mut previews, &path);
         // Whatever happened, the file says what runs now.
         state::save_previews(&path, &previews)?;
         if let Err(err) = &outcome
@@ -113,6 +113,7 @@ fn deploy_one(
     run: &state::Run,
     log: &Path,
     previews: &mut Previews,
+    path: &Path,
 ) -> anyhow::Result<String> {
     let (out, name, config) = (&job.out, job.name, job.config);
     let trusted = job.trusted();
@@ -194,30 +195,34 @@ fn deploy_one(
         run.image
     ));
     let now = crate::clock::now();
-    let result = beside.run(Instant::now() + timeout);
-    let image = format!("{}:{tag}", run.image);
-    match previews.previews.iter_mut().find(|p| same(p) && p.number == number) {
-        Some(p) if result.is_ok() => {
-            p.commit = run.commit.clone();
-            p.image = image;
-            p.url = url.clone();
-            p.trusted = trusted;
-            p.updated = now;
-        }
-        Some(_) => {}
-        None => previews.previews.push(Preview {
+    if !previews.previews.iter().any(|p| same(p) && p.number == number) {
+        // Recorded before anything starts (with no commit yet), so that whatever a failed or
+        // killed first deploy leaves is removed when the pull request closes.
+        previews.previews.push(Preview {
             target: target.display_name().to_string(),
             number,
             refname: job.refname.clone(),
             compose_project: project.clone(),
-            // Recorded even when it failed, so that closing the pull request removes what started.
-            commit: if result.is_ok() { run.commit.clone() } else { String::new() },
-            image,
+            services: target.ingress.keys().cloned().collect(),
+            commit: String::new(),
+            image: String::new(),
             url: url.clone(),
             trusted,
             created: now,
             updated: now,
-        }),
+        });
+        state::save_previews(path, previews)?;
+    }
+    let result = beside.run(Instant::now() + timeout);
+    if result.is_ok()
+        && let Some(p) = previews.previews.iter_mut().find(|p| same(p) && p.number == number)
+    {
+        p.commit = run.commit.clone();
+        p.image = format!("{}:{tag}", run.image);
+        p.url = url.clone();
+        p.services = target.ingress.keys().cloned().collect();
+        p.trusted = trusted;
+        p.updated = now;
     }
     result.map_err(|e| {
         e.context(format!("preview of {} on `{}` failed", refs::display(&job.refname), target.display_name()))
@@ -395,7 +400,7 @@ pub(crate) fn teardown(
                 .with_context(|| format!("failed to remove the preview `{}`", preview.compose_project))?;
         }
     }
-    let images = preview_images(state_path, name, preview);
+    let images = preview_images(state_path, name, preview)?;
     if !images.is_empty() {
         // Never forced: an image something else still uses stays, with a warning.
         if let Err(err) =
@@ -404,17 +409,11 @@ pub(crate) fn teardown(
             out.warn(format!("{name}: some images of the preview `{}` were kept: {err:#}", preview.compose_project));
         }
     }
-    if let Some(target) = config
-        .projects
-        .get(name)
-        .and_then(|p| p.deploy.iter().map(|d| d.get_ref()).find(|d| d.display_name() == preview.target))
-    {
-        let log = state::state_dir(state_path).join("previews").join("ingress.log");
-        if let Some(mut nginx) = Nginx::new(&config.ingress, &log) {
-            nginx.site = Some(Site { prefix: preview.compose_project.clone(), hosts: BTreeMap::new() });
-            let services: Vec<&str> = target.ingress.keys().map(String::as_str).collect();
-            nginx.forget(out, &services)?;
-        }
+    let log = state::state_dir(state_path).join("previews").join("ingress.log");
+    if let Some(mut nginx) = Nginx::new(&config.ingress, &log) {
+        nginx.site = Some(Site { prefix: preview.compose_project.clone(), hosts: BTreeMap::new() });
+        let services: Vec<&str> = preview.services.iter().map(String::as_str).collect();
+        nginx.forget(out, &services)?;
     }
     let dir = preview_dir(state_path, &preview.compose_project);
     if let Err(e) = std::fs::remove_dir_all(&dir)
@@ -430,22 +429,42 @@ pub(crate) fn teardown(
     Ok(())
 }
 
-/// Every local tag of the pull request's images: its runs' commit tags and moving tags.
-fn preview_images(state_path: &Path, name: &str, preview: &Preview) -> Vec<String> {
-    let mut images = Vec::new();
-    let path = state::history_path(state_path, name, &preview.refname);
-    if let Ok(history) = state::load_history(&path, &preview.refname) {
-        for run in &history.runs {
-            images.push(format!("{}:{}", run.image, docker::commit_tag(&run.commit)));
-            images.extend(run.tags.iter().map(|t| format!("{}:{t}", run.image)));
+/// Every local tag of the pull request's images: its runs' commit tags and moving tags, except
+/// those of a commit another ref of the project is at or a deploy target ran (a pull request
+/// opened from a branch's head shares that branch's image).
+fn preview_images(state_path: &Path, name: &str, preview: &Preview) -> anyhow::Result<Vec<String>> {
+    let st = state::load(state_path)?;
+    let mut others: Vec<String> = st
+        .project
+        .get(name)
+        .map(|p| {
+            p.refs
+                .iter()
+                .filter(|(refname, _)| **refname != preview.refname)
+                .flat_map(|(_, r)| [Some(r.head.clone()), r.last.as_ref().map(|l| l.commit.clone())])
+                .flatten()
+                .collect()
+        })
+        .unwrap_or_default();
+    let [_, _, deploys] = state::project_dirs(state_path, name);
+    for entry in std::fs::read_dir(deploys).into_iter().flatten().flatten() {
+        if let Ok(history) = state::load_deploys(&entry.path()) {
+            others.extend(history.deploys.into_iter().map(|d| d.commit));
         }
     }
-    if !preview.commit.is_empty() && !images.contains(&preview.image) {
+    let mut images = Vec::new();
+    let path = state::history_path(state_path, name, &preview.refname);
+    let history = state::load_history(&path, &preview.refname)?;
+    for run in history.runs.iter().filter(|r| !others.contains(&r.commit)) {
+        images.push(format!("{}:{}", run.image, docker::commit_tag(&run.commit)));
+        images.extend(run.tags.iter().map(|t| format!("{}:{t}", run.image)));
+    }
+    if !preview.commit.is_empty() && !others.contains(&preview.commit) {
         images.push(preview.image.clone());
     }
     images.sort();
     images.dedup();
-    images
+    Ok(images)
 }
 
 /// Why a preview should go now, if it should: its pull request closed or is gone, its target

@@ -49,8 +49,8 @@ pub(crate) fn tick(
     }
     if !dry_run {
         // Previews of closed or idle pull requests go before any new work takes their place.
-        let names: Vec<&str> =
-            projects.iter().filter(|(_, p)| !previews::targets(p).is_empty()).map(|(n, _)| *n).collect();
+        // Every project: one whose target stopped running previews still has some to remove.
+        let names: Vec<&str> = projects.iter().map(|(n, _)| *n).collect();
         if let Err(err) = previews::sweep(&out, config, state_path, &st, &names, true, false) {
             if err.is::<Interrupted>() || err.is::<StateError>() {
                 return Err(err);

@@ -31,6 +31,8 @@ pub struct Preview {
     pub refname: String,
     /// The compose project it runs as: `<project>-pr-<N>`.
     pub compose_project: String,
+    /// Its services behind the ingress, each with a name of its own there.
+    pub services: Vec<String>,
     /// The commit it runs, and that commit's image as deployed.
     pub commit: String,
     pub image: String,
