@@ -513,6 +513,7 @@ pub(crate) fn sweep(
         }
         let mut previews = state::load_previews(&path)?;
         let mut kept = Vec::new();
+        let before = removed.len();
         for preview in std::mem::take(&mut previews.previews) {
             let Some(why) = reason(config, st, name, &preview, now, ttl) else {
                 kept.push(preview);
@@ -535,8 +536,9 @@ pub(crate) fn sweep(
                 }
             }
         }
+        // A tick that removes nothing writes nothing.
         previews.previews = kept;
-        if !dry_run {
+        if removed.len() > before {
             state::save_previews(&path, &previews)?;
         }
     }
