@@ -519,8 +519,9 @@ pub(crate) fn sweep(
                 kept.push(preview);
                 continue;
             };
+            let verb = if dry_run { "would remove" } else { "removing" };
             out.info(format!(
-                "{name}: removing the preview of {} (`{}`): {why}",
+                "{name}: {verb} the preview of {} (`{}`): {why}",
                 refs::display(&preview.refname),
                 preview.compose_project
             ));

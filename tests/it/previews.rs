@@ -379,8 +379,18 @@ fn idle_previews_expire_and_the_oldest_idle_one_makes_room() {
     assert_eq!(of_project("ps --all", &s.preview(1)), Vec::<String>::new());
     s.forgotten(&s.host(1));
 
-    // Nothing new for longer than `preview_ttl`: both go at the next tick.
+    // A tick with nothing new leaves the previews file as it was (a no-op tick writes nothing).
     let path = s.env.path().join("state/previews").join(format!("{}.toml", s.project));
+    let seen = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(p).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+    let before = seen(&path);
+    s.run();
+    assert_eq!(seen(&path), before, "a tick with nothing new rewrote `{}`", path.display());
+
+    // Nothing new for longer than `preview_ttl`: both go at the next tick.
     let text = std::fs::read_to_string(&path).unwrap();
     let updated: Vec<i64> = text
         .lines()
