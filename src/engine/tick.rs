@@ -273,7 +273,12 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
             result.timeline = deployed?;
             result.deployed = true;
         }
-        if refs::pull_number(&job.refname).is_some() && !previews::targets(job.project).is_empty() {
+        // A closed pull request's commit is still built and tested, but gets no preview.
+        let open = {
+            let st = st.lock().unwrap_or_else(|e| e.into_inner());
+            st.project.get(job.name).and_then(|p| p.refs.get(&job.refname)).is_some_and(|r| !r.closed)
+        };
+        if open && refs::pull_number(&job.refname).is_some() && !previews::targets(job.project).is_empty() {
             result.stage = Stage::Deploy;
             result.preview_url = preview(job, files, reporter, forge.as_ref())?;
             result.deployed = true;

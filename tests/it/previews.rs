@@ -341,6 +341,17 @@ fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothin
     assert!(!tags.contains(&pr2[..12].to_string()) && !tags.contains(&"pr-2".to_string()), "{tags:?}");
     assert!(!s.upstream_files().contains(&format!("{}-web.conf", s.preview(2))));
     s.forgotten(&s.host(2));
+    // A push to the closed pull request is built and tested, and brings no preview back.
+    git(&s.repo.work, &["checkout", "--quiet", &pr2]);
+    s.repo.write("www/index.html", "after closing\n");
+    git(&s.repo.work, &["commit", "--quiet", "--all", "-m", "after closing"]);
+    git(&s.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/2/head"]);
+    let after = git(&s.repo.work, &["rev-parse", "HEAD"]);
+    let run = s.run();
+    assert!(s.image_tags().contains(&after[..12].to_string()), "the push was built: {:?}", s.image_tags());
+    assert!(!run.stderr.contains("preview of pull/2"), "{}", run.stderr);
+    assert_eq!(of_project("ps --all", &s.preview(2)), Vec::<String>::new());
+    s.forgotten(&s.host(2));
     s.answers(&s.host(1), "preview one, second commit");
     s.answers(&format!("web.{DOMAIN}"), "main v1");
 
