@@ -24,6 +24,7 @@ use super::{Job, RefFiles};
 use crate::config::{Config, Deploy, Project};
 use crate::docker::client::{self as client, Docker};
 use crate::docker::{self, Confinement};
+use crate::error::{Interrupted, StateError, ToolUnavailable};
 use crate::exec;
 use crate::model::{Outcome, Stage};
 use crate::output::Output;
@@ -68,8 +69,8 @@ pub(crate) struct Deployed {
 }
 
 /// Deploys the pull request's latest tested image as its preview on every preview target of
-/// the project. Errors of one target are that target's outcome; an interruption or an
-/// unreadable state file is returned as the error.
+/// the project. Errors of one target are that target's outcome; an interruption, an engine
+/// that does not answer or an unreadable state file is returned as the error.
 pub(crate) fn deploy(job: &Job<'_>, files: &mut RefFiles) -> anyhow::Result<Vec<Deployed>> {
     let Some(number) = refs::pull_number(&job.refname) else { return Ok(Vec::new()) };
     let targets = targets(job.project);
@@ -94,8 +95,10 @@ pub(crate) fn deploy(job: &Job<'_>, files: &mut RefFiles) -> anyhow::Result<Vec<
         let outcome = deploy_one(job, target, number, run, &log, &mut previews, &path);
         // Whatever happened, the file says what runs now.
         state::save_previews(&path, &previews)?;
+        // Not the preview's failure: a signal, an engine that does not answer (the ref stays
+        // pending for the next tick), state that cannot be read or written.
         if let Err(err) = &outcome
-            && (err.is::<crate::error::Interrupted>() || err.is::<crate::error::StateError>())
+            && (err.is::<Interrupted>() || err.is::<ToolUnavailable>() || err.is::<StateError>())
         {
             return Err(outcome.unwrap_err());
         }
