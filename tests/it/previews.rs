@@ -321,9 +321,13 @@ fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothin
     let main_before = s.container(&s.project);
     git(&s.repo.work, &["checkout", "--quiet", &pr1]);
     let pr1b = s.release("refs/pull/1/head", "preview one, second commit");
-    let run = s.run();
-    run.stderr_has("deploying the preview of pull/1");
+    let run = s.env.pipe(&["run", "--json"]);
+    run.code(0).stderr_has("deploying the preview of pull/1");
     assert!(!run.stderr.contains("deploying the preview of pull/2"), "{}", run.stderr);
+    let results = run.json()["results"].clone();
+    assert_eq!(results.as_array().map(Vec::len), Some(1), "{results}");
+    assert_eq!(results[0]["ref"], "refs/pull/1/head");
+    assert_eq!(results[0]["preview_url"], url1);
     s.answers(&s.host(1), "preview one, second commit");
     s.answers(&s.host(2), "preview two");
     assert_eq!(s.container(&s.preview(2)), two_before, "pull request 2's preview was not touched");
