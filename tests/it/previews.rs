@@ -504,6 +504,7 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
 fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_environment_and_paths() {
     let Some(docker) = Docker::require() else { return };
     let Some(s) = stack(&docker, "", true) else { return };
+    s.env.pipe(&["check"]).code(0).stderr_has("its previews run unconfined with the deploy target's environment");
     let cgi = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"secret=[$APP_SECRET] host=[$(cat /host/key 2>&1)]\"\n";
     s.repo.write("www/cgi-bin/probe", cgi);
     std::fs::set_permissions(s.repo.work.join("www/cgi-bin/probe"), std::fs::Permissions::from_mode(0o755)).unwrap();
