@@ -321,7 +321,26 @@ fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothin
     let main_before = s.container(&s.project);
     git(&s.repo.work, &["checkout", "--quiet", &pr1]);
     let pr1b = s.release("refs/pull/1/head", "preview one, second commit");
+    // Requests keep going to the preview while it is redeployed: none fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, port, host) = (stop.clone(), s.front, s.host(1));
+        std::thread::spawn(move || {
+            let mut answers = std::collections::BTreeMap::<String, usize>::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = request(port, &host, "/index.html").unwrap_or_else(|e| format!("FAILED {e}"));
+                *answers.entry(key).or_default() += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answers
+        })
+    };
     let run = s.env.pipe(&["run", "--json"]);
+    s.answers(&s.host(1), "preview one, second commit");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = load.join().unwrap();
+    assert!(answers.keys().all(|k| k == "preview one" || k == "preview one, second commit"), "{answers:?}");
+    assert!(answers.get("preview one").is_some_and(|n| *n > 5), "the load ran during the deploy: {answers:?}");
     run.code(0).stderr_has("deploying the preview of pull/1");
     assert!(!run.stderr.contains("deploying the preview of pull/2"), "{}", run.stderr);
     let results = run.json()["results"].clone();
