@@ -40,6 +40,35 @@ pub(crate) fn render_upstream(service: &str, servers: &[String], note: &str) -> 
     out
 }
 
+/// A preview's server block, written after its upstream group in the same file: `host` is
+/// proxied to the group `upstream` with the ingress's limits. An exact `server_name` wins over
+/// the wildcard server of [`render`], so the preview's name never reaches another service.
+pub(crate) fn render_site(ingress: &Ingress, host: &str, upstream: &str) -> String {
+    let timeout = ingress.timeout.0.as_secs().max(1);
+    format!(
+        "server {{
+    listen {listen};
+    server_name {host};
+    client_max_body_size {body_size};
+
+    location / {{
+        proxy_pass http://{upstream};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_connect_timeout 5s;
+        proxy_send_timeout {timeout}s;
+        proxy_read_timeout {timeout}s;
+    }}
+}}
+",
+        listen = ingress.listen,
+        body_size = ingress.body_size,
+    )
+}
+
 /// The servers of an upstream file written by [`render_upstream`].
 pub(crate) fn parse_upstream(text: &str) -> Vec<String> {
     text.lines()
@@ -128,7 +157,6 @@ fn render_routes(ingress: &Ingress, source: &str, routes: &BTreeMap<String, Rout
             "# Switched services go to the upstream group pipe writes into {} on every deploy.",
             dir.display()
         );
-        let _ = writeln!(out, "include {}/*.conf;", dir.display());
     }
     out.push_str("\nmap $pipe_service $pipe_port {\n    default \"\";\n");
     let width = routes.keys().map(String::len).max().unwrap_or(0);
@@ -176,6 +204,11 @@ fn render_routes(ingress: &Ingress, source: &str, routes: &BTreeMap<String, Rout
         body_size = ingress.body_size,
         resolver = ingress.resolver,
     );
+    if let Some(dir) = &ingress.upstreams {
+        // After the wildcard server, so that it stays the listener's default server: a host
+        // name nobody serves (a preview torn down) gets its 404, never a preview's answer.
+        let _ = write!(out, "\ninclude {}/*.conf;\n", dir.display());
+    }
     out
 }
 
@@ -231,6 +264,17 @@ mod tests {
         assert!(text.contains("    api   pipe-api;\n    web   pipe-web;\n}"), "{text}");
         assert!(!text.contains("pipe-admin"), "{text}");
         assert!(text.contains("proxy_pass http://$pipe_backend;"), "{text}");
+        // The wildcard server comes first, so it stays the listener's default server.
+        assert!(text.find("server_name ~^") < text.find("include /etc/nginx/pipe/"), "{text}");
+    }
+
+    #[test]
+    fn a_preview_site_answers_its_own_name_through_its_own_group() {
+        let c = config(TWO_PROJECTS);
+        let text = render_site(&c.ingress, "pr-3.a.devel.example.com", "pipe-a-pr-3-api");
+        assert!(text.contains("    server_name pr-3.a.devel.example.com;\n"), "{text}");
+        assert!(text.contains("    proxy_pass http://pipe-a-pr-3-api;\n"), "{text}");
+        assert!(text.contains("client_max_body_size 50m;") && text.contains("proxy_read_timeout 120s;"), "{text}");
     }
 
     #[test]

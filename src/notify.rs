@@ -28,6 +28,9 @@ pub(crate) struct Notice {
     /// The ref's page on the status page, when it is served with a `public_url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Where a pull request's preview answers (deploy notices of previews).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_url: Option<String>,
 }
 
 /// Which `on = [...]` entry a notice answers to.
@@ -73,6 +76,9 @@ pub(crate) fn slack_payload(n: &Notice) -> serde_json::Value {
         json!({"title": "Stage", "value": format!("{stage} ({})", slack_escape(&n.result)), "short": true}),
         json!({"title": "Duration", "value": format!("{:.1}s", n.seconds), "short": true}),
     ];
+    if let Some(url) = &n.preview_url {
+        fields.push(json!({"title": "Preview", "value": slack_escape(url), "short": false}));
+    }
     if !n.log_tail.is_empty() {
         // A log line cannot close the code block early either.
         let tail = slack_escape(&n.log_tail).replace("```", "`\u{200b}``");
@@ -193,6 +199,7 @@ mod tests {
             seconds: 12.34,
             log_tail: "assert 1 == 2".into(),
             url: None,
+            preview_url: None,
         }
     }
 

@@ -61,6 +61,11 @@ fn pr_number<'a>(refname: &'a str, suffix: &str) -> Option<&'a str> {
     (!number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())).then_some(number)
 }
 
+/// A pull request's number: `refs/pull/12/head` → 12; `None` for a branch.
+pub(crate) fn pull_number(refname: &str) -> Option<u64> {
+    pr_number(refname, "/head")?.parse().ok()
+}
+
 /// A short name for people: `dev`, `pull/12`, `merge-requests/12`.
 pub(crate) fn display(refname: &str) -> &str {
     if let Some(branch) = refname.strip_prefix("refs/heads/") {

@@ -35,6 +35,9 @@ pub(crate) struct RefStatus {
     /// The last deploy of this ref: seconds from its commit being detected to taking traffic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_to_traffic_seconds: Option<f64>,
+    /// Where the pull request's preview answers, while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_url: Option<String>,
 }
 
 impl RefStatus {
@@ -62,6 +65,7 @@ impl RefStatus {
             at,
             age_seconds: now.as_second() - at.as_second(),
             commit_to_traffic_seconds: traffic,
+            preview_url: None,
         }
     }
 }
@@ -98,6 +102,16 @@ pub(crate) fn traffic_times<'a>(deploys: impl Iterator<Item = &'a DeployRecord>)
         }
     }
     newest.into_iter().map(|(refname, (_, secs))| (refname, secs)).collect()
+}
+
+/// Per pull request of one project: where its preview answers (its first preview target's).
+pub(crate) fn preview_urls(state_path: &Path, project: &str) -> BTreeMap<String, String> {
+    let mut urls = BTreeMap::new();
+    let previews = state::load_previews(&state::previews_path(state_path, project)).unwrap_or_default();
+    for p in previews.previews.into_iter().filter(|p| !p.commit.is_empty()) {
+        urls.entry(p.refname).or_insert(p.url);
+    }
+    urls
 }
 
 /// `pipe logs --json`, version 1: one run of a ref with its log text.

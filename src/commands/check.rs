@@ -45,9 +45,15 @@ pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
             }
         }
         if project.trust_pull_requests {
+            // Previews of trusted pull requests run with the target's environment and paths too.
+            let previews = if crate::engine::previews::targets(project).is_empty() {
+                ""
+            } else {
+                ", and its previews run unconfined with the deploy target's environment and host paths"
+            };
             cx.out.warn(format!(
                 "project `{name}` has `trust_pull_requests = true`: anyone who can open a pull request can read its \
-                 secret build args and test variables"
+                 secret build args and test variables{previews}"
             ));
         }
     }

@@ -25,8 +25,11 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
             continue;
         }
         let traffic = report::commit_to_traffic(&path, name);
+        let previews = report::preview_urls(&path, name);
         for (refname, r) in &project.refs {
-            rows.push(RefStatus::new(name, refname, r, now, traffic.get(refname).copied()));
+            let mut row = RefStatus::new(name, refname, r, now, traffic.get(refname).copied());
+            row.preview_url = previews.get(refname).cloned();
+            rows.push(row);
         }
     }
     if args.json {
@@ -40,6 +43,8 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     }
     // The deploy-time column appears once some ref was deployed with a timeline.
     let traffic = rows.iter().any(|r| r.commit_to_traffic_seconds.is_some());
+    // And the preview column once some pull request has a preview running.
+    let previews = rows.iter().any(|r| r.preview_url.is_some());
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -54,12 +59,18 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
             if traffic {
                 row.push(r.commit_to_traffic_seconds.map_or_else(|| "-".into(), |s| format!("{s:.1}s")));
             }
+            if previews {
+                row.push(r.preview_url.clone().unwrap_or_else(|| "-".into()));
+            }
             row
         })
         .collect();
     let mut header = vec!["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "AGE"];
     if traffic {
         header.push("COMMIT TO TRAFFIC");
+    }
+    if previews {
+        header.push("PREVIEW");
     }
     print!("{}", output::table(&header, &table));
     Ok(code::OK)

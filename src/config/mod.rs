@@ -35,7 +35,10 @@ pub(crate) use document::validate_name;
 pub(crate) use duration::Seconds;
 pub(crate) use patterns::Patterns;
 pub(crate) use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
-pub(crate) use targets::{CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget};
+pub(crate) use targets::{
+    CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget, preview_host,
+    preview_host_template,
+};
 pub(crate) use types::Page;
 pub(crate) use types::{
     ArgValue, Config, Event, Forge, ForgeKind, Hook, Ingress, Notify, Project, Registry, SecretRef, Serve, Settings,

@@ -32,6 +32,17 @@ pub(crate) struct Deploy {
     pub drain: Option<Seconds>,
     /// Run once in the new image before the switch (migrations); failing aborts the deploy.
     pub release: Option<ReleaseCommand>,
+    /// Also deploy each open pull request's tested image as a preview of its own.
+    #[serde(default)]
+    pub previews: bool,
+    /// A preview's host name: `{pr}`, `{project}`, `{service}`, `{domain}` are replaced
+    /// [default: `pr-{pr}.{project}.{domain}`].
+    pub preview_host: Option<String>,
+    /// A preview whose pull request got no new commit for this long is removed [default: 168h, 7 days].
+    pub preview_ttl: Option<Seconds>,
+    /// At most this many previews of the target at once; the oldest idle one goes first
+    /// [default: 10].
+    pub max_previews: Option<usize>,
     #[serde(skip)]
     pub matcher: Patterns,
 }
@@ -114,4 +125,18 @@ impl Deploy {
     pub(crate) fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or_else(|| self.kind())
     }
+}
+
+/// The host-name template of a preview target.
+pub(crate) fn preview_host_template(deploy: &Deploy) -> &str {
+    deploy.preview_host.as_deref().unwrap_or("pr-{pr}.{project}.{domain}")
+}
+
+/// A preview's host name from the template.
+pub(crate) fn preview_host(template: &str, pr: u64, project: &str, service: &str, domain: &str) -> String {
+    template
+        .replace("{pr}", &pr.to_string())
+        .replace("{project}", project)
+        .replace("{service}", service)
+        .replace("{domain}", domain)
 }

@@ -280,3 +280,32 @@ fn array_forms_of_tables_are_refused_at_their_key() {
         "{shown:?}"
     );
 }
+
+#[test]
+fn previews_need_an_ingress_target_pull_requests_and_a_plain_host_template() {
+    let base = |ingress: &str, project: &str, target: &str| {
+        format!(
+            "{ingress}\n[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n{project}\n[[project.a.deploy]]\nbranches = [\"main\"]\n\
+             compose = {{ file = \"/srv/a.yml\" }}\n{target}\n"
+        )
+    };
+    let upstreams = "[ingress]\nupstreams = \"/etc/nginx/pipe\"\n";
+    let good = base(upstreams, "pull_requests = true", "ingress = { web = 80 }\npreviews = true");
+    assert_eq!(errors(&good), Vec::<String>::new());
+    let errs = errors(&base("", "pull_requests = true", "ingress = { web = 80 }\npreviews = true"));
+    assert!(errs.len() == 1 && errs[0].contains("`upstreams` in `[ingress]`"), "{errs:?}");
+    let errs = errors(&base(upstreams, "", "ingress = { web = 80 }\npreviews = true"));
+    assert!(errs.len() == 1 && errs[0].contains("set `pull_requests = true`"), "{errs:?}");
+    let errs = errors(&base(upstreams, "pull_requests = true", "ingress = { web = 80, api = 81 }\npreviews = true"));
+    assert!(errs.len() == 1 && errs[0].contains("needs `{service}`"), "{errs:?}");
+    for template in ["pr.{project}.{domain}", "pr-{pr}.{x}.{domain}", "pr-{pr};.{domain}", "pr-{pr}..{domain}"] {
+        let target = format!("ingress = {{ web = 80 }}\npreviews = true\npreview_host = \"{template}\"");
+        let errs = errors(&base(upstreams, "pull_requests = true", &target));
+        assert!(errs.len() == 1 && errs[0].contains("`preview_host` must name a host"), "{template}: {errs:?}");
+    }
+    let errs = errors(&base(upstreams, "pull_requests = true", "ingress = { web = 80 }\nmax_previews = 3"));
+    assert!(errs.len() == 1 && errs[0].contains("need `previews = true`"), "{errs:?}");
+    let errs =
+        errors(&base(upstreams, "pull_requests = true", "ingress = { web = 80 }\npreviews = true\nmax_previews = 0"));
+    assert!(errs.len() == 1 && errs[0].contains("at least 1"), "{errs:?}");
+}

@@ -99,7 +99,67 @@ pub(super) fn validate(cx: &mut Cx<'_>, config: &mut Config) {
     for (name, project) in &mut config.projects {
         validate_project(cx, name, project, &registries);
     }
+    validate_previews(cx, config);
     validate_forges(cx, config);
+}
+
+/// Preview targets: a compose target switched through the ingress, of a project that follows
+/// pull requests, with a host-name template that yields one plain host per service.
+fn validate_previews(cx: &mut Cx<'_>, config: &Config) {
+    for (name, project) in &config.projects {
+        for (index, deploy) in project.deploy.iter().enumerate() {
+            let deploy = deploy.get_ref();
+            let index = index.to_string();
+            let at = |key: &'static str| ["project", name.as_str(), "deploy", index.as_str(), key];
+            let others = deploy.preview_host.is_some() || deploy.preview_ttl.is_some() || deploy.max_previews.is_some();
+            if !deploy.previews {
+                if others {
+                    cx.error_at(
+                        &at("previews"),
+                        format!(
+                            "project `{name}`: `preview_host`, `preview_ttl` and `max_previews` need `previews = true`"
+                        ),
+                    );
+                }
+                continue;
+            }
+            if deploy.compose.is_none() || deploy.ingress.is_empty() || config.ingress.upstreams.is_none() {
+                cx.error_at(
+                    &at("previews"),
+                    format!("project `{name}`: previews are reached through the ingress: they need a `compose` target with `ingress` and `upstreams` in `[ingress]`"),
+                );
+            }
+            if !project.pull_requests {
+                cx.error_at(
+                    &at("previews"),
+                    format!("project `{name}`: previews are of pull requests: set `pull_requests = true`"),
+                );
+            }
+            if deploy.max_previews == Some(0) {
+                cx.error_at(&at("max_previews"), format!("project `{name}`: `max_previews` must be at least 1"));
+            }
+            let template = crate::config::preview_host_template(deploy);
+            let sample =
+                |service: &str| crate::config::preview_host(template, 12345, name, service, &config.ingress.domain);
+            let hosts: Vec<String> = deploy.ingress.keys().map(|s| sample(s)).collect();
+            let plain = |h: &String| {
+                !h.is_empty()
+                    && !h.contains('{')
+                    && h.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            };
+            if !hosts.iter().all(plain) || !template.contains("{pr}") {
+                cx.error_at(
+                    &at("preview_host"),
+                    format!("project `{name}`: `preview_host` must name a host with `{{pr}}` in it, from letters, digits, `-`, `.` and `{{pr}}`, `{{project}}`, `{{service}}`, `{{domain}}`"),
+                );
+            } else if deploy.ingress.len() > 1 && !template.contains("{service}") {
+                cx.error_at(
+                    &at("preview_host"),
+                    format!("project `{name}`: the target routes {} services: `preview_host` needs `{{service}}` so each gets its own name", deploy.ingress.len()),
+                );
+            }
+        }
+    }
 }
 
 /// `[forge.NAME]` tables and the projects' `forge`, `forge_repo` and `webhook_secret_*` keys.

@@ -24,6 +24,7 @@ pub(crate) mod deploy;
 pub(crate) mod paths;
 pub(crate) mod plan;
 pub(crate) mod poll;
+pub(crate) mod previews;
 pub(crate) mod prune;
 pub(crate) mod push;
 pub(crate) mod redact;

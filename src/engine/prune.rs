@@ -34,6 +34,9 @@ pub(crate) struct PruneReport {
     pub removed_images: Vec<ImageAction>,
     pub kept_deployed: Vec<ImageAction>,
     pub removed_files: Vec<PathBuf>,
+    /// Compose projects of pull-request previews removed (their pull request is gone).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_previews: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -95,6 +98,9 @@ pub(crate) fn prune(
             continue;
         };
         let scope = Scope { out, config, state_path, name, project, known, dry_run };
+        // Previews first: their containers hold their images.
+        let removed = super::previews::sweep(&out, config, state_path, st, &[name.as_str()], false, dry_run)?;
+        report.removed_previews.extend(removed.into_iter().map(|p| p.compose_project));
         prune_logs(&scope, &mut report)?;
         prune_images(&scope, &docker, &mut report)?;
     }

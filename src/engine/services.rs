@@ -19,7 +19,7 @@ const TOP_KEYS: &[&str] = &["version", "services"];
 /// Keys a test service may have. Everything else (volumes, privileged, cap_add, devices,
 /// network_mode, pid, ipc, build, env_file, extends, secrets, configs, security_opt, sysctls,
 /// ports, ulimits, …) is refused: an allow-list, so a key compose learns tomorrow is refused too.
-const SERVICE_KEYS: &[&str] = &[
+pub(crate) const SERVICE_KEYS: &[&str] = &[
     "image",
     "command",
     "entrypoint",
@@ -512,12 +512,7 @@ impl Services {
         let mut services = Map::new();
         for (name, service) in &self.services {
             let mut service = service.as_object().cloned().unwrap_or_default();
-            service.insert("cap_drop".into(), json!(["ALL"]));
-            service.insert("security_opt".into(), json!(["no-new-privileges:true"]));
-            service.insert("mem_limit".into(), json!(confinement.memory));
-            service.insert("memswap_limit".into(), json!(confinement.memory));
-            service.insert("pids_limit".into(), json!(confinement.pids));
-            service.insert("cpus".into(), json!(confinement.cpus));
+            confine(&mut service, confinement);
             let labels = service.entry("labels").or_insert_with(|| json!({}));
             if let Some(labels) = labels.as_object_mut() {
                 labels.insert("pipe.run".into(), json!(label));
@@ -530,6 +525,17 @@ impl Services {
             "networks": { "default": { "internal": !confinement.egress } },
         })
     }
+}
+
+/// The confinement of a service in a compose file pipe writes (test services, previews of
+/// untrusted pull requests): no capabilities, no new privileges, memory, PIDs and CPU limits.
+pub(crate) fn confine(service: &mut Map<String, Value>, confinement: &Confinement) {
+    service.insert("cap_drop".into(), json!(["ALL"]));
+    service.insert("security_opt".into(), json!(["no-new-privileges:true"]));
+    service.insert("mem_limit".into(), json!(confinement.memory));
+    service.insert("memswap_limit".into(), json!(confinement.memory));
+    service.insert("pids_limit".into(), json!(confinement.pids));
+    service.insert("cpus".into(), json!(confinement.cpus));
 }
 
 #[cfg(test)]

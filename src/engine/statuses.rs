@@ -43,7 +43,7 @@ impl<'r, 't> StageStatus<'r, 't> {
 
 /// A stage's state and description: the duration, and for a failure the first line of the
 /// error and the failing command.
-fn ended<T>(outcome: &anyhow::Result<T>, started: Instant, command: Option<&str>) -> (ForgeState, String) {
+pub(crate) fn ended<T>(outcome: &anyhow::Result<T>, started: Instant, command: Option<&str>) -> (ForgeState, String) {
     let took = took(started);
     match outcome {
         Ok(_) => (ForgeState::Success, format!("passed in {took}")),
@@ -59,7 +59,7 @@ fn ended<T>(outcome: &anyhow::Result<T>, started: Instant, command: Option<&str>
 }
 
 /// A stage's duration as a status shows it: tenths under ten seconds, whole seconds beyond.
-fn took(started: Instant) -> String {
+pub(crate) fn took(started: Instant) -> String {
     let secs = started.elapsed().as_secs_f64();
     if secs < 10.0 { format!("{secs:.1}s") } else { format!("{}s", secs.round()) }
 }

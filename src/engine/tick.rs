@@ -9,11 +9,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::poll::PollReport;
-use super::statuses::{DeployStatuses, StageStatus};
-use super::{Job, deploy, push};
+use super::statuses::{DeployStatuses, StageStatus, ended, took};
+use super::{Job, deploy, previews, push};
 use crate::config::{Config, Project};
 use crate::error::{Interrupted, RemoteUnavailable, StageFailed, StateError, ToolUnavailable};
-use crate::forge::{Reporter, State as ForgeState};
+use crate::forge::{Reporter, State as ForgeState, Target};
 use crate::model::{Outcome, Stage, Verdict};
 use crate::notify::{EventKind, Notice};
 use crate::output::Output;
@@ -46,6 +46,17 @@ pub(crate) fn tick(
     let polled = super::poll::poll(&out, config, projects, &mut st);
     if polled.state_changed && !dry_run {
         state::save(state_path, &st)?;
+    }
+    if !dry_run {
+        // Previews of closed or idle pull requests go before any new work takes their place.
+        // Every project: one whose target stopped running previews still has some to remove.
+        let names: Vec<&str> = projects.iter().map(|(n, _)| *n).collect();
+        if let Err(err) = previews::sweep(&out, config, state_path, &st, &names, true, false) {
+            if err.is::<Interrupted>() || err.is::<StateError>() {
+                return Err(err);
+            }
+            out.warn(format!("previews were not swept: {err:#}"));
+        }
     }
     let (work, deferred) = work_list(config, projects, &st, retry);
     if dry_run {
@@ -81,6 +92,9 @@ pub(crate) struct RefResult {
     /// From the commit being detected to its release taking traffic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<state::Timeline>,
+    /// Where the pull request's preview answers, when this run deployed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The ref's history could not be read or written: the run exits 5, the ref stays pending.
@@ -215,6 +229,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
         seconds: 0.0,
         deployed: false,
         timeline: None,
+        preview_url: None,
         message: None,
         state_error: false,
     };
@@ -249,6 +264,16 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
             let deployed = deploy::deploy(job, files, None, None, false);
             statuses.end(job, &work.head, &deployed);
             result.timeline = deployed?;
+            result.deployed = true;
+        }
+        // A closed pull request's commit is still built and tested, but gets no preview.
+        let open = {
+            let st = st.lock().unwrap_or_else(|e| e.into_inner());
+            st.project.get(job.name).and_then(|p| p.refs.get(&job.refname)).is_some_and(|r| !r.closed)
+        };
+        if open && refs::pull_number(&job.refname).is_some() && !previews::targets(job.project).is_empty() {
+            result.stage = Stage::Deploy;
+            result.preview_url = preview(job, files, reporter, forge.as_ref())?;
             result.deployed = true;
         }
         Ok(())
@@ -295,6 +320,48 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
     Ok(result)
 }
 
+/// Deploys a pull request's previews, each target's commit status (`pipe/deploy/TARGET`)
+/// linking to where its preview answers. Returns the first preview's address; a failed
+/// preview is the ref's failure.
+fn preview(
+    job: &Job<'_>,
+    files: &mut super::RefFiles,
+    reporter: &Reporter<'_>,
+    forge: Option<&Target<'_>>,
+) -> anyhow::Result<Option<String>> {
+    let started = Instant::now();
+    for target in previews::targets(job.project) {
+        reporter.report(
+            forge,
+            &format!("pipe/deploy/{}", target.display_name()),
+            ForgeState::Pending,
+            "deploying the preview",
+        );
+    }
+    let deployed = previews::deploy(job, files)?;
+    let mut first = None;
+    let mut failures = Vec::new();
+    for d in deployed {
+        let context = format!("pipe/deploy/{}", d.target);
+        match d.outcome {
+            Ok(url) => {
+                let description = format!("preview deployed in {}", took(started));
+                reporter.report_link(forge, &context, ForgeState::Success, &description, Some(&url));
+                first.get_or_insert(url);
+            }
+            Err(err) => {
+                let (state, description) = ended(&Err::<(), _>(anyhow::anyhow!("{err:#}")), started, None);
+                reporter.report(forge, &context, state, &description);
+                failures.push(format!("{err:#}"));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(StageFailed(failures.join("\n")).into());
+    }
+    Ok(first)
+}
+
 /// Failure (once per failing commit), recovery (first success after a failure), success, deploy.
 fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Path) -> Vec<Notice> {
     // A history that cannot be read keeps the ref pending and fails every tick until it is
@@ -312,6 +379,7 @@ fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Pa
         seconds: result.seconds,
         log_tail: String::new(),
         url: crate::page::public_url(config).map(|p| crate::page::ref_url(p, &result.project, &result.refname)),
+        preview_url: result.preview_url.clone(),
     };
     let mut out = Vec::new();
     if result.result.is_failure() {

@@ -246,10 +246,26 @@ impl<'a> Reporter<'a> {
 
     /// Queues a status and sends what can be sent.
     pub(crate) fn report(&self, target: Option<&Target<'_>>, context: &str, state: State, description: &str) {
+        self.report_link(target, context, state, description, None);
+    }
+
+    /// [`Reporter::report`] with its own `target_url` (a preview's address).
+    pub(crate) fn report_link(
+        &self,
+        target: Option<&Target<'_>>,
+        context: &str,
+        state: State,
+        description: &str,
+        link: Option<&str>,
+    ) {
         let Some(target) = target else { return };
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(outbox) = inner.outbox.as_mut() else { return };
-        outbox.statuses.push(target.status(context, state, description));
+        let mut status = target.status(context, state, description);
+        if let Some(link) = link {
+            status.target_url = Some(link.to_string());
+        }
+        outbox.statuses.push(status);
         if outbox.statuses.len() > MAX_OUTBOX {
             let dropped = outbox.statuses.len() - MAX_OUTBOX;
             outbox.statuses.drain(..dropped);

@@ -82,7 +82,10 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
                     @for (row, duration) in ov.report.refs.iter().zip(&ov.durations) {
                         tr class={ "r-" (row.result) } data-ref=(row.refname) {
                             td { (row.project) }
-                            td { a href=(ref_link(link, &row.project, &row.refname)) { (refs::display(&row.refname)) } }
+                            td {
+                                a href=(ref_link(link, &row.project, &row.refname)) { (refs::display(&row.refname)) }
+                                @if let Some(url) = &row.preview_url { " " a.preview href=(url) { "preview" } }
+                            }
                             td.stage { (row.stage) }
                             td { (result(&row.result)) }
                             td { code { (short(&row.commit)) } }

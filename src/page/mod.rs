@@ -231,7 +231,7 @@ impl Page {
         let targets: Vec<Target> = state.projects().flat_map(|(p, _)| self.targets(p)).collect();
         // Commit-to-traffic times from the deploy histories just read, per project on the page.
         let mut traffic = std::collections::BTreeMap::new();
-        let visible: Vec<RefStatus> = rows[(page - 1) * PER_PAGE..total.min(page * PER_PAGE)]
+        let mut visible: Vec<RefStatus> = rows[(page - 1) * PER_PAGE..total.min(page * PER_PAGE)]
             .iter()
             .map(|&(project, row)| {
                 let times = traffic.entry(project).or_insert_with(|| {
@@ -242,6 +242,12 @@ impl Page {
             })
             .collect();
         drop(rows);
+        let mut previews = std::collections::BTreeMap::new();
+        for row in visible.iter_mut().filter(|r| r.kind == crate::refs::RefKind::PullRequest) {
+            let urls =
+                previews.entry(row.project.clone()).or_insert_with(|| report::preview_urls(&self.state, &row.project));
+            row.preview_url = urls.get(&row.refname).cloned();
+        }
         let durations = visible
             .iter()
             .map(|r| {

@@ -30,9 +30,11 @@ use crate::model::{Outcome, Stage};
 
 mod history;
 mod outbox;
+mod previews;
 
 pub use history::*;
 pub use outbox::*;
+pub use previews::*;
 
 /// The schema this build reads and writes.
 pub const SCHEMA: u32 = 1;

@@ -17,6 +17,17 @@ pub(crate) struct Nginx<'a> {
     pub dir: &'a Path,
     argv: &'a [String],
     log: &'a Path,
+    ingress: &'a Ingress,
+    /// Set for a preview: its own upstream groups and server names.
+    pub site: Option<Site>,
+}
+
+/// A preview's place in the ingress: upstream groups `pipe-<prefix>-<service>` in files of
+/// their own, each with a server block answering the service's host name.
+pub(crate) struct Site {
+    pub prefix: String,
+    /// Service → host name.
+    pub hosts: std::collections::BTreeMap<String, String>,
 }
 
 const LOG_CAP: u64 = 64 * 1024;
@@ -24,7 +35,40 @@ const LOG_CAP: u64 = 64 * 1024;
 impl<'a> Nginx<'a> {
     /// `None` when the pipeline file does not let pipe switch the ingress (no `upstreams`).
     pub(crate) fn new(ingress: &'a Ingress, log: &'a Path) -> Option<Nginx<'a>> {
-        Some(Nginx { dir: ingress.upstreams.as_deref()?, argv: &ingress.nginx, log })
+        Some(Nginx { dir: ingress.upstreams.as_deref()?, argv: &ingress.nginx, log, ingress, site: None })
+    }
+
+    /// The name of `service`'s upstream group and file: the service's own, or the preview's.
+    fn key(&self, service: &str) -> String {
+        match &self.site {
+            Some(site) => format!("{}-{service}", site.prefix),
+            None => service.to_string(),
+        }
+    }
+
+    /// The upstream file's text: the group, and for a preview its server block.
+    fn render(&self, service: &str, servers: &[String], note: &str) -> String {
+        let key = self.key(service);
+        let mut text = nginx::render_upstream(&key, servers, note);
+        if let Some(host) = self.site.as_ref().and_then(|s| s.hosts.get(service)) {
+            text.push_str(&nginx::render_site(self.ingress, host, &nginx::upstream_name(&key)));
+        }
+        text
+    }
+
+    /// Makes the ingress forget `services` (a preview torn down): their files are removed,
+    /// then `nginx -t` and a reload. Nothing to do when no file was there.
+    pub(crate) fn forget(&self, out: &Output, services: &[&str]) -> anyhow::Result<()> {
+        let mut removed = false;
+        for service in services {
+            let path = nginx::upstream_file(self.dir, &self.key(service));
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow!(e).context(format!("failed to remove `{}`", path.display()))),
+            }
+        }
+        if removed { self.resync(out) } else { Ok(()) }
     }
 
     fn cmd(&self, extra: &[&str]) -> Cmd {
@@ -40,7 +84,7 @@ impl<'a> Nginx<'a> {
 
     /// The servers the ingress routes `service` to now (empty before its first switch).
     pub(crate) fn serving(&self, service: &str) -> anyhow::Result<Vec<String>> {
-        let path = nginx::upstream_file(self.dir, service);
+        let path = nginx::upstream_file(self.dir, &self.key(service));
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(nginx::parse_upstream(&text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -56,9 +100,9 @@ impl<'a> Nginx<'a> {
             .with_context(|| format!("failed to create upstream directory `{}`", self.dir.display()))?;
         let mut previous: Vec<(PathBuf, Option<String>)> = Vec::new();
         for (service, servers) in services {
-            let path = nginx::upstream_file(self.dir, service);
+            let path = nginx::upstream_file(self.dir, &self.key(service));
             previous.push((path.clone(), std::fs::read_to_string(&path).ok()));
-            write_file(&path, &nginx::render_upstream(service, servers, note))?;
+            write_file(&path, &self.render(service, servers, note))?;
         }
         let restore = || {
             for (path, text) in &previous {

@@ -103,7 +103,13 @@ pub(crate) struct Compose {
     dir: PathBuf,
     env: Vec<(String, String)>,
     pub services: Vec<String>,
+    /// Only `env` and the engine's variables reach compose, none of pipe's own (a preview of an
+    /// untrusted pull request).
+    clean: bool,
 }
+
+/// The variables compose needs from pipe's environment to reach the engine.
+pub(crate) const ENGINE_ENV: [&str; 4] = ["PATH", "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"];
 
 impl Compose {
     pub(crate) fn new(
@@ -120,7 +126,22 @@ impl Compose {
             dir: target.file.parent().unwrap_or(Path::new("/")).to_path_buf(),
             env,
             services: target.services.clone(),
+            clean: false,
         })
+    }
+
+    /// A compose project on a file pipe wrote, run in that file's directory; with `clean`, in
+    /// an environment of `env` and the engine's variables only.
+    pub(crate) fn own(
+        program: Vec<OsString>,
+        project: String,
+        file: PathBuf,
+        env: Vec<(String, String)>,
+        services: Vec<String>,
+        clean: bool,
+    ) -> Compose {
+        let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+        Compose { program, project, file, dir, env, services, clean }
     }
 
     /// `compose --project-name P --file F VERB… SERVICES…` in the file's directory.
@@ -130,6 +151,14 @@ impl Compose {
         argv.extend(verb.iter().map(OsString::from));
         argv.extend(services.iter().map(|s| OsString::from(s.as_ref())));
         let mut cmd = Cmd::from_argv(&argv).dir(self.dir.clone());
+        if self.clean {
+            cmd = cmd.env_clear().env("LANG", "C.UTF-8");
+            for key in ENGINE_ENV {
+                if let Some(value) = std::env::var_os(key) {
+                    cmd = cmd.env(key, value);
+                }
+            }
+        }
         for (k, v) in &self.env {
             cmd = cmd.env(k, v);
         }

@@ -10,17 +10,17 @@ use crate::support::docker::{Docker, ProjectImages, unique_name};
 use crate::support::serve::Serve;
 use crate::support::{TestEnv, WorkRepo, free_port};
 
-const TOKEN: &str = "forge-token-7f3a";
+pub(crate) const TOKEN: &str = "forge-token-7f3a";
 
 /// One forge's status API on 127.0.0.1; killed on drop.
-struct ForgeApi {
+pub(crate) struct ForgeApi {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     record: PathBuf,
 }
 
 impl ForgeApi {
-    fn start(env: &TestEnv, kind: &str, port: Option<u16>) -> ForgeApi {
+    pub(crate) fn start(env: &TestEnv, kind: &str, port: Option<u16>) -> ForgeApi {
         let record = env.path().join(format!("forge-{kind}.jsonl"));
         let port_file = env.path().join(format!("forge-{kind}-{}.port", free_port()));
         let mut cmd = Command::new("python3");
@@ -45,7 +45,7 @@ impl ForgeApi {
     }
 
     /// Every request so far, as the stand-in judged it.
-    fn requests(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
             .lines()

@@ -18,6 +18,7 @@ mod output;
 mod page;
 mod poll;
 mod poll_protocols;
+mod previews;
 mod process_groups;
 mod prune;
 mod run;

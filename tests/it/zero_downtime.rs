@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
 use crate::support::{TestEnv, WorkRepo, free_port};
 
-const NGINX: &str = "/usr/sbin/nginx";
+pub(crate) const NGINX: &str = "/usr/sbin/nginx";
 const HOST: &str = "web.zdd.test";
 
 /// The app, its compose file, and an nginx on the host that pipe configures, starts and reloads.
@@ -32,7 +32,7 @@ struct Stack {
 }
 
 /// Stops the nginx pipe started, by its pid file.
-struct NginxGuard(PathBuf);
+pub(crate) struct NginxGuard(pub(crate) PathBuf);
 
 impl Drop for NginxGuard {
     fn drop(&mut self) {
