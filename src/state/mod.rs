@@ -28,9 +28,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Locked, StateError, line_column};
 use crate::model::{Outcome, Stage};
 
+mod discovered;
 mod history;
 mod outbox;
 
+pub use discovered::*;
 pub use history::*;
 pub use outbox::*;
 
