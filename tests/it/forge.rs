@@ -2,77 +2,12 @@
 //! APIs (tests/it/support/forge_api.py, which refuses anything their documentation does not
 //! describe), and the forges' push webhooks starting a run through `pipe serve`.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::forge_api::{ForgeApi, TOKEN};
 use crate::support::{TestEnv, WorkRepo, free_port};
-
-const TOKEN: &str = "forge-token-7f3a";
-
-/// One forge's status API on 127.0.0.1; killed on drop.
-struct ForgeApi {
-    child: Child,
-    port: u16,
-    record: PathBuf,
-}
-
-impl ForgeApi {
-    fn start(env: &TestEnv, kind: &str, port: Option<u16>) -> ForgeApi {
-        let record = env.path().join(format!("forge-{kind}.jsonl"));
-        let port_file = env.path().join(format!("forge-{kind}-{}.port", free_port()));
-        let mut cmd = Command::new("python3");
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/forge_api.py"))
-            .args([kind, TOKEN])
-            .arg(&record)
-            .arg(&port_file);
-        if let Some(port) = port {
-            cmd.arg(port.to_string());
-        }
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("python3");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(port) = std::fs::read_to_string(&port_file) {
-                return ForgeApi { child, port: port.trim().parse().unwrap(), record };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the {kind} stand-in did not start");
-    }
-
-    /// Every request so far, as the stand-in judged it.
-    fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// `(context, state)` of each status, after asserting the stand-in accepted every request.
-    fn statuses(&self, name_key: &str) -> Vec<(String, String)> {
-        let requests = self.requests();
-        for r in &requests {
-            assert_eq!(r["status"], 201, "the forge stand-in refused a request: {r}");
-        }
-        requests
-            .iter()
-            .map(|r| {
-                (r["body"][name_key].as_str().unwrap().to_string(), r["body"]["state"].as_str().unwrap().to_string())
-            })
-            .collect()
-    }
-}
-
-impl Drop for ForgeApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A project whose image builds from the base image; its `.pipe.toml` names the test command.
 struct App {
