@@ -33,6 +33,10 @@ pub(crate) struct Discover {
     /// Which clone URL of the listing a project polls when the template sets no `repo`.
     #[serde(default)]
     pub clone: CloneVia,
+    /// Secret of the organization's webhook (`repository` and push events): `pipe serve`
+    /// answers it at `/forge/FORGE` with a tick over every project.
+    pub webhook_secret_env: Option<String>,
+    pub webhook_secret_file: Option<std::path::PathBuf>,
     /// `[forge.NAME.discover.project]`: the project every discovered repository becomes, as
     /// written (strings still hold `{name}` and `{repo}`).
     #[serde(skip)]
@@ -139,6 +143,12 @@ pub(super) fn take(cx: &mut Cx<'_>, forge: &str, table: &mut DeTable<'_>) -> Opt
     };
     discover.included = patterns(cx, "include", &discover.include);
     discover.excluded = patterns(cx, "exclude", &discover.exclude);
+    if discover.webhook_secret_env.is_some() && discover.webhook_secret_file.is_some() {
+        cx.error_at(
+            &["forge", forge, "discover", "webhook_secret_file"],
+            format!("forge `{forge}`: `discover`: set one of `webhook_secret_env` and `webhook_secret_file`, not both"),
+        );
+    }
     let org_ok = !discover.org.is_empty()
         && discover.org.len() <= 255
         && discover.org.split('/').all(|part| !part.is_empty() && !part.starts_with('.') && valid_repo_name(part));

@@ -565,6 +565,9 @@ impl Config {
         }
         for (name, forge) in &self.forges {
             add(format!("forge.{name}.token"), &forge.token_env, &forge.token_file);
+            if let Some(d) = &forge.discover {
+                add(format!("forge.{name}.discover.webhook_secret"), &d.webhook_secret_env, &d.webhook_secret_file);
+            }
         }
         for (name, project) in &self.projects {
             add(format!("project.{name}.webhook_secret"), &project.webhook_secret_env, &project.webhook_secret_file);

@@ -349,6 +349,8 @@ mod tests {
             forks: false,
             archived: false,
             clone: CloneVia::Https,
+            webhook_secret_env: None,
+            webhook_secret_file: None,
             template: toml::Table::new(),
             included: Default::default(),
             excluded: Default::default(),

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::support::docker::{Docker, ProjectImages, unique_name};
-use crate::support::forge_api::{ForgeApi, TOKEN};
-use crate::support::{GitHttpServer, TestEnv, WorkRepo};
+use crate::support::forge_api::{ForgeApi, Serve, TOKEN};
+use crate::support::{GitHttpServer, TestEnv, WorkRepo, hmac_hex};
+
+const ORG_WEBHOOK_SECRET: &str = "org-whsec-2718";
 
 /// An organization on one forge, its repositories and the pipeline file that discovers it.
 struct Org {
@@ -30,7 +32,7 @@ struct Org {
 impl Org {
     fn new(kind: &str, base: &str) -> Org {
         let mut env = TestEnv::new();
-        env.env("FORGE_TOKEN", TOKEN);
+        env.env("FORGE_TOKEN", TOKEN).env("ORG_WEBHOOK_SECRET", ORG_WEBHOOK_SECRET);
         let root = env.path().join("org");
         std::fs::create_dir_all(&root).unwrap();
         let log = env.path().join("git-http.log");
@@ -67,6 +69,7 @@ token_env = "FORGE_TOKEN"
 [forge.acme.discover]
 org = "acme"
 include = ["{prefix}-*"]
+webhook_secret_env = "ORG_WEBHOOK_SECRET"
 
 [forge.acme.discover.project]
 branches = ["main"]
@@ -213,7 +216,7 @@ fn the_repositories_with_a_pipe_file_become_projects_and_are_built() {
 }
 
 #[test]
-fn a_repository_added_later_is_built_on_the_next_tick() {
+fn a_repository_added_later_is_built_on_the_next_tick_which_the_organization_webhook_starts() {
     let Some(docker) = Docker::require() else { return };
     let mut org = Org::new("gitea", "/api/v1");
     org.five(&docker.base_image);
@@ -227,8 +230,28 @@ fn a_repository_added_later_is_built_on_the_next_tick() {
         json!({"pushed_at": "2026-11-02T00:00:00Z"}),
     );
     org.publish();
-    assert_eq!(org.run(), passed(&[org.name("later")]));
-    docker.ok(&["image", "inspect", &format!("pipe-test/{}:latest", org.name("later"))]);
+    // Gitea's organization webhook says a repository was created: `pipe serve` starts the tick.
+    let later = org.name("later");
+    let serve = Serve::start(&org.env);
+    let body = json!({"action": "created", "repository": {"name": later, "full_name": format!("acme/{later}")}});
+    let body = body.to_string().into_bytes();
+    let signature = hmac_hex(ORG_WEBHOOK_SECRET, &body);
+    let headers =
+        [("X-Gitea-Event", "repository"), ("X-Gitea-Delivery", "d-repo-1"), ("X-Gitea-Signature", &signature)];
+    assert_eq!(serve.post("/forge/acme", &headers, &body).0, 202, "{}", serve.log());
+    let wrong = hmac_hex("not-the-secret", &body);
+    let forged = [("X-Gitea-Event", "repository"), ("X-Gitea-Delivery", "d-repo-2"), ("X-Gitea-Signature", &wrong)];
+    assert_eq!(serve.post("/forge/acme", &forged, &body).0, 403);
+    serve.wait_for("forge project=acme run ended", 1, std::time::Duration::from_secs(120));
+    assert!(serve.has("forge project=acme run ended: exit status: 0"), "{}", serve.log());
+
+    let status = org.env.pipe(&["status", "--json"]).code(0).json();
+    let built: Vec<&Value> =
+        status["refs"].as_array().unwrap().iter().filter(|r| r["project"] == later.as_str()).collect();
+    assert_eq!(built.len(), 1, "{status:#}");
+    assert_eq!(built[0]["result"], "passed", "{status:#}");
+    docker.ok(&["image", "inspect", &format!("pipe-test/{later}:latest")]);
+    assert_eq!(org.run(), Vec::new(), "built once, not again");
 }
 
 #[test]

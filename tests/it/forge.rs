@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{Docker, ProjectImages, unique_name};
-use crate::support::forge_api::{ForgeApi, TOKEN};
+use crate::support::forge_api::{ForgeApi, Serve, TOKEN};
 use crate::support::{TestEnv, WorkRepo, free_port};
 
 /// A project whose image builds from the base image; its `.pipe.toml` names the test command.
@@ -231,100 +231,6 @@ health = {{ url = "http://127.0.0.1:{port}/health", timeout = "2s" }}
     assert_eq!(second[10..].to_vec(), pairs(&[("pipe/deploy/devhost", "pending"), ("pipe/deploy/devhost", "failure")]));
     let description = api.requests()[11]["body"]["description"].as_str().unwrap().to_string();
     assert!(description.starts_with("rolled back"), "{description}");
-}
-
-/// A running `pipe serve` whose log lines are kept, each with when it arrived; SIGTERM on drop.
-struct Serve {
-    child: Child,
-    port: u16,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Serve {
-    fn start(env: &TestEnv) -> Serve {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = env
-                .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let stderr = child.stderr.take().unwrap();
-            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            let kept = lines.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    kept.lock().unwrap().push((Instant::now(), line));
-                }
-            });
-            let serve = Serve { child, port, lines };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if serve.has("listening on") {
-                    return serve;
-                }
-                if serve.has("cannot listen") {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("pipe serve did not start");
-    }
-
-    fn has(&self, needle: &str) -> bool {
-        self.count(needle) > 0
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.lines.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).count()
-    }
-
-    /// When the first line containing `needle` arrived, waiting up to `limit` for it.
-    fn wait_for(&self, needle: &str, nth: usize, limit: Duration) -> Instant {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some((at, _)) = self.lines.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).nth(nth - 1) {
-                return *at;
-            }
-            assert!(Instant::now() < deadline, "no {needle:?} (#{nth}) in:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().iter().map(|(_, l)| format!("{l}\n")).collect()
-    }
-
-    fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
 }
 
 fn fixture(name: &str) -> Vec<u8> {
