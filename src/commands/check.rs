@@ -111,9 +111,13 @@ fn print_discovery(reports: &[ForgeReport]) {
                 ]
             })
             .collect();
-        print!("{}", crate::output::table(&["REPOSITORY", "PROJECT", "DISCOVERED AS", "DETAIL"], &rows));
-        if let Some(error) = &report.error {
-            println!("listing failed: {error} (the rows are the last listing's)");
+        if !rows.is_empty() {
+            print!("{}", crate::output::table(&["REPOSITORY", "PROJECT", "DISCOVERED AS", "DETAIL"], &rows));
+        }
+        match (&report.error, rows.is_empty()) {
+            (Some(error), false) => println!("listing failed: {error} (the rows are the last listing's)"),
+            (Some(error), true) => println!("listing failed: {error}"),
+            (None, _) => {}
         }
         if let Some(until) = report.throttled_until {
             println!("throttled by the forge's rate limit until {until}");

@@ -298,10 +298,13 @@ fn list(
             cache.error = Some(why);
         }
         None => {
+            // An unchanged listing leaves the cache as it was, so a no-op tick writes nothing.
+            if not_modified < requests {
+                cache.listed_at = Some(crate::clock::now());
+            }
             cache.pages = pages;
             cache.repo = repos;
             cache.error = None;
-            cache.listed_at = Some(crate::clock::now());
         }
     }
     (requests, not_modified, refused)
@@ -340,6 +343,7 @@ fn probe(out: &Output, config: &Config, forge: &str, discover: &Discover, cache:
             });
         }
     });
+    let mut failed = 0;
     for (repo_name, result) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
         let repo = cache.repo.get_mut(&repo_name).expect("probed repositories are listed");
         match result {
@@ -357,8 +361,17 @@ fn probe(out: &Output, config: &Config, forge: &str, discover: &Discover, cache:
                 repo.commit = Some(probed.commit);
                 repo.probed = Some(repo.marker.clone());
             }
-            Err(e) => out.warn(format!("forge `{forge}`: cannot probe `{repo_name}`: {e:#}")),
+            Err(e) => {
+                // Tried again next tick; a few by name so an unreachable host cannot flood the journal.
+                failed += 1;
+                if failed <= 5 {
+                    out.warn(format!("forge `{forge}`: cannot probe `{repo_name}`: {e:#}"));
+                }
+            }
         }
+    }
+    if failed > 5 {
+        out.warn(format!("forge `{forge}`: {} more repositories could not be probed", failed - 5));
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context as _, anyhow};
 use git2::{RemoteCallbacks, Repository};
 
-use super::{Auth, clean_message, credentials, explain, redact_url, use_curl_for_http, with_credentials};
+use super::{Auth, clean_message, credentials, explain, local_path, redact_url, use_curl_for_http, with_credentials};
 
 /// A probe gives up once the pack it receives passes this size.
 pub(crate) const PROBE_CAP: usize = 256 * 1024 * 1024;
@@ -30,6 +30,15 @@ pub(crate) fn root_files(
     dir: &Path,
     deadline: Instant,
 ) -> anyhow::Result<Probed> {
+    // A local repository is read where it is (libgit2's local transport cannot fetch shallow,
+    // and needs no fetch).
+    if let Some(path) = local_path(url) {
+        let repo = Repository::open(path).with_context(|| format!("cannot open repository `{}`", path.display()))?;
+        let oid = repo
+            .refname_to_id(refname)
+            .map_err(|e| anyhow!("`{}` has no `{refname}`: {}", path.display(), clean_message(&e)))?;
+        return read(&repo, oid);
+    }
     let _ = std::fs::remove_dir_all(dir);
     let result = probe(url, auth, refname, dir, deadline);
     let _ = std::fs::remove_dir_all(dir);
@@ -70,6 +79,11 @@ fn probe(url: &str, auth: &Auth, refname: &str, dir: &Path, deadline: Instant) -
     let oid = repo
         .refname_to_id(probed)
         .map_err(|e| anyhow!("fetched `{refname}` but cannot resolve it: {}", clean_message(&e)))?;
+    read(&repo, oid)
+}
+
+/// The regular files at the root of commit `oid`.
+fn read(repo: &Repository, oid: git2::Oid) -> anyhow::Result<Probed> {
     let commit = repo.find_commit(oid).with_context(|| format!("cannot read commit {oid}"))?;
     let tree = commit.tree().with_context(|| format!("cannot read the tree of {oid}"))?;
     let root_files = tree

@@ -21,7 +21,7 @@ pub struct Discovered {
     pub schema: u32,
     /// The organization listed; a cache of another organization is started afresh.
     pub org: String,
-    /// When the last listing answered in full (every page `200` or `304`).
+    /// When a complete listing last brought a change (a page answered `200`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listed_at: Option<jiff::Timestamp>,
     /// Unix second before which the forge's API is not asked (its rate limit).
