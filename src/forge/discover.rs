@@ -14,18 +14,21 @@
 //! path, default branch and clone URL is checked before anything uses it; a repository that
 //! fails is skipped with the reason.
 
-use std::io::Read as _;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::{CloneVia, Discover, Forge, ForgeKind, valid_repo_name};
-use crate::secret::{self, Secret};
+use crate::secret::Secret;
 use crate::state::Repo;
 
 /// The largest listing page read.
 pub(crate) const MAX_PAGE_BYTES: u64 = 8 * 1024 * 1024;
 /// Pages followed at most (10,000 repositories at GitHub's 100 per page).
 pub(crate) const MAX_PAGES: usize = 100;
+/// How long one page may take.
+const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The first page's URL.
 pub(crate) fn first_page(forge: &Forge, discover: &Discover) -> String {
@@ -69,23 +72,20 @@ pub(crate) fn fetch_page(
     now: i64,
 ) -> Result<Fetched, Failed> {
     let fail = |why: String| Failed { why, defer: None };
-    let client = super::client().map_err(fail)?;
     let (auth_name, auth_value) = super::auth_header(forge.kind, token);
     let accept = match forge.kind {
         ForgeKind::Github => "application/vnd.github+json",
         _ => "application/json",
     };
-    let mut request = client.get(url).header(auth_name, auth_value).header("Accept", accept);
+    let mut headers = vec![format!("{auth_name}: {auth_value}"), format!("Accept: {accept}")];
     if forge.kind == ForgeKind::Github {
-        request = request.header("X-GitHub-Api-Version", "2022-11-28");
+        headers.push("X-GitHub-Api-Version: 2022-11-28".into());
     }
     if let Some(etag) = etag {
-        request = request.header("If-None-Match", etag);
+        headers.push(format!("If-None-Match: {etag}"));
     }
-    let response = request.send().map_err(|e| fail(secret::http_cause(&e)))?;
-    let code = response.status().as_u16();
-    let headers = response.headers().clone();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (code, response_headers, body) = get(url, &headers).map_err(fail)?;
+    let header = |name: &str| response_headers.get(name).cloned();
     let defer = super::defer_until(code, &header, now);
     match code {
         304 => return Ok(Fetched { answer: Answer::Unchanged, defer }),
@@ -100,18 +100,75 @@ pub(crate) fn fetch_page(
         }
         _ => return Err(Failed { why: format!("the forge answered {code}"), defer }),
     }
-    let mut body = Vec::new();
-    response
-        .take(MAX_PAGE_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| fail(format!("cannot read the listing: {e}")))?;
-    if body.len() as u64 > MAX_PAGE_BYTES {
-        return Err(fail(format!("a listing page is over {} MiB", MAX_PAGE_BYTES >> 20)));
-    }
     let (repos, skipped) = parse_page(forge, discover, &body).map_err(fail)?;
     let etag = header("etag").filter(|e| e.len() <= 256 && e.bytes().all(|b| (0x21..0x7f).contains(&b)));
     let next = next_page(forge, url, &header("link"), &header("x-next-page")).map_err(fail)?;
     Ok(Fetched { answer: Answer::Fresh { etag, next, repos, skipped }, defer })
+}
+
+/// One GET through libcurl on this thread's reused handle (keep-alive across a listing's
+/// pages): the status, the last response's headers (names lowercased), and the body, read up
+/// to [`MAX_PAGE_BYTES`]. libcurl rather than the process's reqwest client because a reqwest
+/// client loads and parses the system's TLS roots when it is built, even for `http://`, twice
+/// over with native-tls: ~45 ms of CPU on every tick; libcurl loads them only for an `https://`
+/// connection, once per handle.
+fn get(url: &str, headers: &[String]) -> Result<(u16, BTreeMap<String, String>, Vec<u8>), String> {
+    thread_local! {
+        static HANDLE: std::cell::RefCell<Option<curl::easy::Easy>> = const { std::cell::RefCell::new(None) };
+    }
+    let cause = |e: curl::Error| format!("cannot reach the forge: {}", e.description());
+    HANDLE.with_borrow_mut(|handle| {
+        let easy = handle.get_or_insert_with(curl::easy::Easy::new);
+        easy.reset();
+        easy.url(url).map_err(cause)?;
+        easy.get(true).map_err(cause)?;
+        easy.follow_location(false).map_err(cause)?;
+        easy.connect_timeout(TIMEOUT).map_err(cause)?;
+        easy.timeout(TIMEOUT).map_err(cause)?;
+        easy.useragent(concat!("pipe/", env!("CARGO_PKG_VERSION"))).map_err(cause)?;
+        let mut list = curl::easy::List::new();
+        for h in headers {
+            list.append(h).map_err(cause)?;
+        }
+        easy.http_headers(list).map_err(cause)?;
+        let mut found = BTreeMap::new();
+        let mut body = Vec::new();
+        let mut too_big = false;
+        {
+            let mut transfer = easy.transfer();
+            transfer
+                .header_function(|line| {
+                    let line = String::from_utf8_lossy(line);
+                    if line.starts_with("HTTP/") {
+                        found.clear();
+                    } else if let Some((name, value)) = line.split_once(':')
+                        && found.len() < 200
+                    {
+                        found.insert(name.trim().to_ascii_lowercase(), value.trim().chars().take(4096).collect());
+                    }
+                    true
+                })
+                .map_err(cause)?;
+            transfer
+                .write_function(|data| {
+                    if body.len() + data.len() > MAX_PAGE_BYTES as usize {
+                        too_big = true;
+                        return Ok(0);
+                    }
+                    body.extend_from_slice(data);
+                    Ok(data.len())
+                })
+                .map_err(cause)?;
+            let performed = transfer.perform();
+            drop(transfer);
+            if too_big {
+                return Err(format!("a listing page is over {} MiB", MAX_PAGE_BYTES >> 20));
+            }
+            performed.map_err(cause)?;
+        }
+        let code = easy.response_code().map_err(cause)?;
+        Ok((u16::try_from(code).unwrap_or(0), found, body))
+    })
 }
 
 /// The next page: `Link: <URL>; rel="next"` (every forge), else GitLab's `X-Next-Page`. A URL
