@@ -255,4 +255,56 @@ mod tests {
         assert_eq!(project_name("My.App").as_deref(), Some("my-app"));
         assert_eq!(project_name("_x"), None);
     }
+
+    const FILE: &str = r#"
+[forge.gh]
+kind = "github"
+token_env = "T"
+
+[forge.gh.discover]
+org = "acme"
+exclude = ["old-*"]
+
+[forge.gh.discover.project]
+branches = ["main"]
+image = "registry.example.com/{name}"
+
+[[forge.gh.discover.project.deploy]]
+branches = ["main"]
+compose = { file = "/srv/{name}/compose.yml", project = "{name}" }
+"#;
+
+    #[test]
+    fn the_template_becomes_a_validated_project_named_after_the_repository() {
+        let config = super::super::parse(Path::new("pipeline.toml"), FILE).unwrap();
+        let discover = config.forges["gh"].discover.as_ref().unwrap();
+        assert!(discover.wants("web") && !discover.wants("old-web"));
+        let candidate = Candidate {
+            name: "my-app",
+            repo: "My.App",
+            full_name: "acme/My.App",
+            clone_url: "https://github.com/acme/My.App.git",
+        };
+        let project = instantiate(&config, "gh", discover, &candidate).unwrap();
+        assert_eq!(project.image.as_deref(), Some("registry.example.com/my-app"));
+        assert_eq!(project.repo, "https://github.com/acme/My.App.git");
+        assert_eq!(project.forge_repo.as_deref(), Some("acme/My.App"));
+        assert_eq!(project.discovered.as_deref(), Some("gh"));
+        let compose = project.deploy[0].get_ref().compose.as_ref().unwrap();
+        assert_eq!(compose.project.as_deref(), Some("my-app"));
+        assert!(project.tracks_branch("main"));
+    }
+
+    #[test]
+    fn a_template_that_makes_no_valid_project_is_refused_at_its_table() {
+        let bad = FILE.replace("branches = [\"main\"]\nimage", "branches = []\nimage");
+        let errors = super::super::parse(Path::new("pipeline.toml"), &bad).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].line, 10);
+        assert!(errors[0].message.contains("the discovery template"), "{}", errors[0].message);
+        assert!(errors[0].message.contains("`branches` is empty"), "{}", errors[0].message);
+        let no_template = FILE.split("[forge.gh.discover.project]").next().unwrap();
+        let errors = super::super::parse(Path::new("pipeline.toml"), no_template).unwrap_err();
+        assert!(errors[0].message.contains("needs a `[forge.gh.discover.project]` template"), "{errors:#?}");
+    }
 }

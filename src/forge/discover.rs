@@ -106,13 +106,16 @@ pub(crate) fn fetch_page(
     Ok(Fetched { answer: Answer::Fresh { etag, next, repos, skipped }, defer })
 }
 
+/// An answer: status, headers by lowercased name, body.
+type Response = (u16, BTreeMap<String, String>, Vec<u8>);
+
 /// One GET through libcurl on this thread's reused handle (keep-alive across a listing's
 /// pages): the status, the last response's headers (names lowercased), and the body, read up
 /// to [`MAX_PAGE_BYTES`]. libcurl rather than the process's reqwest client because a reqwest
 /// client loads and parses the system's TLS roots when it is built, even for `http://`, twice
 /// over with native-tls: ~45 ms of CPU on every tick; libcurl loads them only for an `https://`
 /// connection, once per handle.
-fn get(url: &str, headers: &[String]) -> Result<(u16, BTreeMap<String, String>, Vec<u8>), String> {
+fn get(url: &str, headers: &[String]) -> Result<Response, String> {
     thread_local! {
         static HANDLE: std::cell::RefCell<Option<curl::easy::Easy>> = const { std::cell::RefCell::new(None) };
     }
