@@ -466,11 +466,12 @@ fn decide(
             }
         }
         if !taken.insert(name.clone()) || config.projects.contains_key(&name) {
-            decisions.push(decision(
-                Decision::InvalidName,
-                Some(name.clone()),
-                Some("another repository makes the same project name".into()),
-            ));
+            let clash = "another repository makes the same project name";
+            for earlier in decisions.iter_mut().filter(|d| d.project.as_deref() == Some(&name)) {
+                earlier.decision = Decision::InvalidName;
+                earlier.detail = Some(clash.into());
+            }
+            decisions.push(decision(Decision::InvalidName, Some(name.clone()), Some(clash.into())));
             projects.retain(|(n, _)| *n != name);
             continue;
         }
