@@ -49,6 +49,11 @@ impl Context {
         let reports = crate::engine::discover::refresh(&self.out, &mut config, &state_path, !dry_run);
         Ok(Discovered { config, lock, reports })
     }
+
+    /// The state file named by `--state`/`PIPE_STATE` or the default location.
+    pub(crate) fn state_path(&self) -> anyhow::Result<std::path::PathBuf> {
+        crate::state::locate(self.global.state.as_deref())
+    }
 }
 
 /// The pipeline file after a discovery refresh, the lock it was done under, and what each
@@ -57,13 +62,6 @@ pub(crate) struct Discovered {
     pub config: Config,
     pub lock: Option<crate::state::StateLock>,
     pub reports: Vec<crate::engine::discover::ForgeReport>,
-}
-
-impl Context {
-    /// The state file named by `--state`/`PIPE_STATE` or the default location.
-    pub(crate) fn state_path(&self) -> anyhow::Result<std::path::PathBuf> {
-        crate::state::locate(self.global.state.as_deref())
-    }
 }
 
 /// Runs the parsed command.
