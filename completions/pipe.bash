@@ -208,7 +208,7 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__check)
-            opts="-c -q -v -h -V --config --state --quiet --verbose --help --version"
+            opts="-c -q -v -h -V --json --config --state --quiet --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

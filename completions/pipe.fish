@@ -111,6 +111,7 @@ complete -c pipe -n "__fish_pipe_using_subcommand logs" -s h -l help -d 'Print h
 complete -c pipe -n "__fish_pipe_using_subcommand logs" -s V -l version -d 'Print version'
 complete -c pipe -n "__fish_pipe_using_subcommand check" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand check" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand check" -l json -d 'Print one JSON document on stdout: the file\'s summary and what organization discovery would make of each listed repository'
 complete -c pipe -n "__fish_pipe_using_subcommand check" -s q -l quiet -d 'Print only errors and warnings'
 complete -c pipe -n "__fish_pipe_using_subcommand check" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'
 complete -c pipe -n "__fish_pipe_using_subcommand check" -s h -l help -d 'Print help'

@@ -227,7 +227,12 @@ pub struct LogsArgs {
 
 /// Arguments of `pipe check`.
 #[derive(Debug, Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Print one JSON document on stdout: the file's summary and what organization discovery
+    /// would make of each listed repository
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Arguments of `pipe serve`.
 #[derive(Debug, Args)]

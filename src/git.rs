@@ -5,6 +5,7 @@
 //! advertisement through the same capped reader ([`wire`]).
 
 mod http;
+mod probe;
 mod ssh;
 pub(crate) mod submodules;
 mod wire;
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex, Once};
 use std::time::Duration;
+
+pub(crate) use probe::{Probed, root_files};
 
 use anyhow::{Context as _, anyhow};
 use git2::{Cred, CredentialType, Direction, Remote, RemoteCallbacks, Repository};

@@ -4,13 +4,19 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use anyhow::Context as _;
+use serde::Serialize;
+
 use super::Context;
 use crate::cli::CheckArgs;
 use crate::config::{ArgValue, SecretRef};
+use crate::engine::discover::ForgeReport;
 use crate::error::code;
 
-pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
-    let config = cx.config()?;
+pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
+    // Discovery is listed afresh (nothing saved, no lock), so the check shows what the next
+    // tick would make of the organization.
+    let super::Discovered { config, reports, .. } = cx.discovered_config("check", true)?;
     for (key, secret) in config.secret_refs() {
         match secret {
             SecretRef::Env(var) => {
@@ -61,6 +67,18 @@ pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
         cx.out.warn(warning);
     }
     let deploys: usize = config.projects.values().map(|p| p.deploy.len()).sum();
+    if args.json {
+        let doc = CheckReport {
+            version: 1,
+            file: &config.path,
+            projects: config.projects.len(),
+            discovered: config.projects.values().filter(|p| p.discovered.is_some()).count(),
+            discovery: &reports,
+        };
+        println!("{}", serde_json::to_string_pretty(&doc).context("failed to render JSON")?);
+    } else {
+        print_discovery(&reports);
+    }
     cx.out.info(format!(
         "`{}` is valid: {} project(s), {} registr{}, {} deploy target(s)",
         config.path.display(),
@@ -70,6 +88,50 @@ pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
         deploys
     ));
     Ok(code::OK)
+}
+
+/// `pipe check --json`.
+#[derive(Serialize)]
+struct CheckReport<'a> {
+    version: u32,
+    file: &'a std::path::Path,
+    /// Projects in all: written out and discovered.
+    projects: usize,
+    discovered: usize,
+    discovery: &'a [ForgeReport],
+}
+
+/// Each discovering forge's repositories and what they become.
+fn print_discovery(reports: &[ForgeReport]) {
+    for report in reports {
+        println!("forge `{}`, organization `{}`:", report.forge, report.org);
+        let rows: Vec<Vec<String>> = report
+            .repos
+            .iter()
+            .map(|r| {
+                vec![
+                    r.repo.clone(),
+                    r.project.clone().unwrap_or_else(|| "-".into()),
+                    r.decision.as_str().to_string(),
+                    r.detail.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            print!("{}", crate::output::table(&["REPOSITORY", "PROJECT", "DISCOVERED AS", "DETAIL"], &rows));
+        }
+        match (&report.error, rows.is_empty()) {
+            (Some(error), false) => println!("listing failed: {error} (the rows are the last listing's)"),
+            (Some(error), true) => println!("listing failed: {error}"),
+            (None, _) => {}
+        }
+        if let Some(until) = report.throttled_until {
+            println!("throttled by the forge's rate limit until {until}");
+        }
+        for (name, why) in &report.gone {
+            println!("no longer discovered: `{name}` ({why}); `pipe prune` removes its state");
+        }
+    }
 }
 
 /// A variable name that usually holds a secret: `*TOKEN*`, `*PASSWORD*`, `*SECRET*`, `*KEY*`.

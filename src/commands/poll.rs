@@ -10,10 +10,13 @@ use crate::refs::{self, ChangeKind};
 use crate::{output, state};
 
 pub(super) fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
-    let config = cx.config()?;
+    let super::Discovered { config, lock, .. } = cx.discovered_config("poll", args.dry_run)?;
     let projects = config.select(&args.projects)?;
     let state_path = cx.state_path()?;
-    let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "poll")?) };
+    let _lock = match lock {
+        None if !args.dry_run => Some(state::lock(&state_path, "poll")?),
+        lock => lock,
+    };
     let mut st = state::load(&state_path)?;
 
     let report = poll(&cx.out, &config, &projects, &mut st);

@@ -1,10 +1,11 @@
 //! `pipe prune`: removes the run logs and images pipe no longer needs (see `engine::prune`).
 
 use anyhow::Context as _;
+use serde::Serialize;
 
 use super::Context;
 use crate::cli::PruneArgs;
-use crate::engine::{self, prune};
+use crate::engine::{self, discover, prune};
 use crate::error::code;
 use crate::state;
 
@@ -15,21 +16,57 @@ pub(super) fn run(cx: &Context, args: &PruneArgs) -> anyhow::Result<u8> {
     }
     let state_path = cx.state_path()?;
     let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "prune")?) };
-    let st = state::load(&state_path)?;
+    let mut st = state::load(&state_path)?;
     let report = prune::prune(cx.out, &config, &state_path, &st, &args.projects, args.dry_run)?;
-    print(cx, args, &report)?;
+    // Projects organization discovery no longer makes go only when no project was named.
+    let forgotten = if args.projects.is_empty() {
+        discover::prune_gone(&config, &state_path, &mut st, args.dry_run)?
+    } else {
+        Vec::new()
+    };
+    if !forgotten.is_empty() && !args.dry_run {
+        state::save(&state_path, &st)?;
+    }
+    print(cx, args, &report, &forgotten)?;
     Ok(code::OK)
 }
 
-fn print(cx: &Context, args: &PruneArgs, report: &prune::PruneReport) -> anyhow::Result<()> {
+/// `pipe prune --json`: the prune report, plus the no-longer-discovered projects removed.
+#[derive(Serialize)]
+struct PruneDoc<'a> {
+    #[serde(flatten)]
+    report: &'a prune::PruneReport,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    forgotten_projects: &'a [discover::Forgotten],
+}
+
+fn print(
+    cx: &Context,
+    args: &PruneArgs,
+    report: &prune::PruneReport,
+    forgotten: &[discover::Forgotten],
+) -> anyhow::Result<()> {
     for warning in &report.warnings {
         cx.out.warn(warning);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(report).context("failed to render the report")?);
+        let doc = PruneDoc { report, forgotten_projects: forgotten };
+        println!("{}", serde_json::to_string_pretty(&doc).context("failed to render the report")?);
         return Ok(());
     }
     let verb = if args.dry_run { "would remove" } else { "removed" };
+    for f in forgotten {
+        let files: Vec<String> = f.removed.iter().map(|p| format!("`{}`", p.display())).collect();
+        cx.out.info(format!(
+            "{}: {verb} the state of this project, no longer discovered on forge `{}` ({}): {} ref(s){}{}",
+            f.project,
+            f.forge,
+            f.why,
+            f.refs,
+            if files.is_empty() { "" } else { ", " },
+            files.join(", ")
+        ));
+    }
     for image in &report.removed_images {
         let name = image.tags.first().unwrap_or(&image.id);
         cx.out.info(format!("{}: {verb} image {name} ({})", image.project, image.reason));

@@ -24,10 +24,10 @@ struct RunReport<'a> {
 }
 
 pub(super) fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
-    let config = cx.config()?;
+    let super::Discovered { config, lock, .. } = cx.discovered_config("run", args.dry_run)?;
     let projects = config.select(&args.projects)?;
     let state_path = cx.state_path()?;
-    let tick = tick::tick(cx.out, &config, &state_path, &projects, args.retry, args.dry_run)?;
+    let tick = tick::tick(cx.out, &config, &state_path, &projects, args.retry, args.dry_run, lock)?;
     if args.dry_run {
         for w in &tick.work {
             println!(

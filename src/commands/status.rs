@@ -1,9 +1,13 @@
 //! `pipe status`: the state as a table or a JSON document; reads only, takes no lock.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
+use serde::Serialize;
 
 use super::Context;
 use crate::cli::StatusArgs;
+use crate::engine::discover;
 use crate::error::{Usage, code};
 use crate::output::short;
 use crate::refs;
@@ -32,19 +36,24 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
             rows.push(row);
         }
     }
+    let discovery = discovery(cx, &path);
+    let forge_of = |project: &str| discovery.iter().find(|d| d.projects.iter().any(|p| p == project));
     if args.json {
         let report = StatusReport { version: 1, refs: rows };
-        println!("{}", serde_json::to_string_pretty(&report).context("failed to render JSON")?);
+        let doc = StatusDoc { report: &report, discovery: &discovery };
+        println!("{}", serde_json::to_string_pretty(&doc).context("failed to render JSON")?);
         return Ok(code::OK);
     }
     if rows.is_empty() {
         cx.out.info(format!("nothing recorded yet in `{}`; run `pipe poll` first", path.display()));
         return Ok(code::OK);
     }
-    // The deploy-time column appears once some ref was deployed with a timeline.
+    // The deploy-time column appears once some ref was deployed with a timeline, the
+    // discovered one once some project was discovered.
     let traffic = rows.iter().any(|r| r.commit_to_traffic_seconds.is_some());
     // And the preview column once some pull request has a preview running.
     let previews = rows.iter().any(|r| r.preview_url.is_some());
+    let discovered = rows.iter().any(|r| forge_of(&r.project).is_some());
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -62,6 +71,9 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
             if previews {
                 row.push(r.preview_url.clone().unwrap_or_else(|| "-".into()));
             }
+            if discovered {
+                row.push(forge_of(&r.project).map_or_else(|| "-".into(), |d| d.forge.clone()));
+            }
             row
         })
         .collect();
@@ -72,6 +84,76 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     if previews {
         header.push("PREVIEW");
     }
+    if discovered {
+        header.push("DISCOVERED");
+    }
     print!("{}", output::table(&header, &table));
     Ok(code::OK)
+}
+
+/// `pipe status --json`: the status document, plus what organization discovery knows.
+#[derive(Serialize)]
+struct StatusDoc<'a> {
+    #[serde(flatten)]
+    report: &'a StatusReport,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    discovery: &'a [DiscoveryStatus],
+}
+
+/// One forge's discovery, as its cache beside the state says.
+#[derive(Serialize)]
+struct DiscoveryStatus {
+    forge: String,
+    org: String,
+    /// The projects discovery made on its last listing.
+    projects: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listed_at: Option<jiff::Timestamp>,
+    /// Discovery waits for the forge's rate limit until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throttled_until: Option<jiff::Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Projects no longer discovered, not polled; their state stays until `pipe prune`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    gone: BTreeMap<String, String>,
+}
+
+/// Reads the discovery caches and says on stderr what holds discovery back.
+fn discovery(cx: &Context, path: &std::path::Path) -> Vec<DiscoveryStatus> {
+    let mut found = Vec::new();
+    for (forge, cache) in state::load_all_discovered(path) {
+        let cache = match cache {
+            Ok(c) => c,
+            Err(e) => {
+                cx.out.warn(format!("forge `{forge}`: {e:#}"));
+                continue;
+            }
+        };
+        let throttled_until = discover::throttled(&cache);
+        if let Some(until) = throttled_until {
+            cx.out.warn(format!(
+                "forge `{forge}`: discovery of `{}` is throttled by the forge's rate limit until {until}; known projects are polled",
+                cache.org
+            ));
+        }
+        if let Some(error) = &cache.error {
+            cx.out.warn(format!("forge `{forge}`: the last listing of `{}` failed: {error}", cache.org));
+        }
+        for (name, why) in &cache.gone {
+            cx.out.info(format!(
+                "forge `{forge}`: `{name}` is no longer discovered ({why}); `pipe prune` removes its state"
+            ));
+        }
+        found.push(DiscoveryStatus {
+            forge,
+            org: cache.org,
+            projects: cache.projects,
+            listed_at: cache.listed_at,
+            throttled_until,
+            error: cache.error,
+            gone: cache.gone,
+        });
+    }
+    found
 }

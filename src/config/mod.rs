@@ -9,6 +9,7 @@
 //! - `duration`, `patterns`: durations and branch/image globs.
 //! - `repo`: the repository's own `.pipe.toml` and `.jenkins-env`.
 
+mod discover;
 mod document;
 mod duration;
 mod patterns;
@@ -31,6 +32,7 @@ use crate::error::{ConfigError, Diagnostic, Usage};
 use document::Cx;
 use validate::{validate, validate_hook, validate_ingress};
 
+pub(crate) use discover::{Candidate, CloneVia, Discover, instantiate, project_name, valid_repo_name};
 pub(crate) use document::validate_name;
 pub(crate) use duration::Seconds;
 pub(crate) use patterns::Patterns;
@@ -115,7 +117,16 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             }
             "forge" => {
                 for (name, value) in cx.named_tables(value, "forge") {
-                    if let Some(forge) = cx.de::<Forge>(value) {
+                    let span = value.span();
+                    let (value, discover) = match value.into_inner() {
+                        DeValue::Table(mut table) => {
+                            let discover = discover::take(&mut cx, &name, &mut table);
+                            (Spanned::new(span, DeValue::Table(table)), discover)
+                        }
+                        other => (Spanned::new(span, other), None),
+                    };
+                    if let Some(mut forge) = cx.de::<Forge>(value) {
+                        forge.discover = discover;
                         forges.insert(name, forge);
                     }
                 }
@@ -149,5 +160,8 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         config.serve.hooks.insert(name, hook);
     }
     validate_ingress(&mut cx, &config.ingress);
+    if cx.diagnostics.is_empty() {
+        discover::validate_templates(&mut cx, &config);
+    }
     if cx.diagnostics.is_empty() { Ok(config) } else { Err(cx.diagnostics) }
 }

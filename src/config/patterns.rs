@@ -19,6 +19,11 @@ impl Patterns {
         Ok(Patterns { set })
     }
 
+    /// Patterns compiled elsewhere (repository names, whose `*` has no separator to stop at).
+    pub(crate) fn from_set(set: GlobSet) -> Patterns {
+        Patterns { set }
+    }
+
     pub(crate) fn is_match(&self, branch: &str) -> bool {
         self.set.is_match(branch)
     }

@@ -39,6 +39,9 @@ pub(crate) struct Forge {
     /// Link of each status (`target_url`): `{project}`, `{ref}`, `{commit}` and `{context}`
     /// are replaced. Without it statuses carry no link.
     pub target_url: Option<String>,
+    /// `[forge.NAME.discover]`: the organization whose repositories become projects.
+    #[serde(skip)]
+    pub discover: Option<super::Discover>,
 }
 
 /// The forge software behind a `[forge.NAME]`.
@@ -421,6 +424,9 @@ pub(crate) struct Project {
     /// Compiled from `branches` during validation.
     #[serde(skip)]
     pub tracked: Patterns,
+    /// The `[forge.NAME]` whose organization listing made this project (none: written out).
+    #[serde(skip)]
+    pub discovered: Option<String>,
 }
 
 /// A build arg or test variable in the pipeline file: a literal, or a secret by reference.
@@ -559,6 +565,9 @@ impl Config {
         }
         for (name, forge) in &self.forges {
             add(format!("forge.{name}.token"), &forge.token_env, &forge.token_file);
+            if let Some(d) = &forge.discover {
+                add(format!("forge.{name}.discover.webhook_secret"), &d.webhook_secret_env, &d.webhook_secret_file);
+            }
         }
         for (name, project) in &self.projects {
             add(format!("project.{name}.webhook_secret"), &project.webhook_secret_env, &project.webhook_secret_file);

@@ -192,49 +192,57 @@ fn validate_forges(cx: &mut Cx<'_>, config: &Config) {
         }
     }
     for (name, project) in &config.projects {
-        let at = |key: &'static str| ["project", name.as_str(), key];
-        Pair::new(&["project", name], "webhook_secret", &project.webhook_secret_env, &project.webhook_secret_file)
-            .check(cx, Need::AtMostOne, || {
-                format!("project `{name}`: set one of `webhook_secret_env` and `webhook_secret_file`, not both")
-            });
-        let Some(forge_name) = &project.forge else {
-            let stray = if project.forge_repo.is_some() {
-                Some("forge_repo")
-            } else if project.webhook_secret_env.is_some() {
-                Some("webhook_secret_env")
-            } else if project.webhook_secret_file.is_some() {
-                Some("webhook_secret_file")
-            } else {
-                None
-            };
-            if let Some(key) = stray {
-                cx.error_at(
-                    &at(key),
-                    format!("project `{name}`: `{key}` needs `forge = \"NAME\"` of a `[forge.NAME]`"),
-                );
-            }
-            continue;
+        validate_project_forge(cx, &config.forges, name, project);
+    }
+}
+
+/// A project's `forge`, `forge_repo` and `webhook_secret_*` keys.
+pub(super) fn validate_project_forge(
+    cx: &mut Cx<'_>,
+    forges: &BTreeMap<String, super::Forge>,
+    name: &str,
+    project: &Project,
+) {
+    let at = |key: &'static str| ["project", name, key];
+    Pair::new(&["project", name], "webhook_secret", &project.webhook_secret_env, &project.webhook_secret_file).check(
+        cx,
+        Need::AtMostOne,
+        || format!("project `{name}`: set one of `webhook_secret_env` and `webhook_secret_file`, not both"),
+    );
+    let Some(forge_name) = &project.forge else {
+        let stray = if project.forge_repo.is_some() {
+            Some("forge_repo")
+        } else if project.webhook_secret_env.is_some() {
+            Some("webhook_secret_env")
+        } else if project.webhook_secret_file.is_some() {
+            Some("webhook_secret_file")
+        } else {
+            None
         };
-        let Some(forge) = config.forges.get(forge_name) else {
-            let known: Vec<String> = config.forges.keys().map(|k| format!("`{k}`")).collect();
-            let known = if known.is_empty() { "none defined".into() } else { known.join(", ") };
-            cx.error_at(&at("forge"), format!("project `{name}`: no `[forge.{forge_name}]` (forges: {known})"));
-            continue;
-        };
-        match &project.forge_repo {
-            None => cx.error_at(
-                &at("forge"),
-                format!("project `{name}`: `forge_repo` is required with `forge` (the repository on the forge)"),
-            ),
-            Some(repo) if !valid_forge_repo(forge.kind, repo) => {
-                let expected = match forge.kind {
-                    ForgeKind::Gitlab => "a project id like `42` or a path like `group/project`",
-                    _ => "`owner/repo`",
-                };
-                cx.error_at(&at("forge_repo"), format!("project `{name}`: `forge_repo` must be {expected}"));
-            }
-            Some(_) => {}
+        if let Some(key) = stray {
+            cx.error_at(&at(key), format!("project `{name}`: `{key}` needs `forge = \"NAME\"` of a `[forge.NAME]`"));
         }
+        return;
+    };
+    let Some(forge) = forges.get(forge_name) else {
+        let known: Vec<String> = forges.keys().map(|k| format!("`{k}`")).collect();
+        let known = if known.is_empty() { "none defined".into() } else { known.join(", ") };
+        cx.error_at(&at("forge"), format!("project `{name}`: no `[forge.{forge_name}]` (forges: {known})"));
+        return;
+    };
+    match &project.forge_repo {
+        None => cx.error_at(
+            &at("forge"),
+            format!("project `{name}`: `forge_repo` is required with `forge` (the repository on the forge)"),
+        ),
+        Some(repo) if !valid_forge_repo(forge.kind, repo) => {
+            let expected = match forge.kind {
+                ForgeKind::Gitlab => "a project id like `42` or a path like `group/project`",
+                _ => "`owner/repo`",
+            };
+            cx.error_at(&at("forge_repo"), format!("project `{name}`: `forge_repo` must be {expected}"));
+        }
+        Some(_) => {}
     }
 }
 
@@ -300,7 +308,7 @@ impl<'p> Pair<'p> {
     }
 }
 
-fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registries: &[String]) {
+pub(super) fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registries: &[String]) {
     if project.repo.trim().is_empty() {
         cx.error_at(&["project", name, "repo"], format!("project `{name}`: `repo` is empty"));
     }

@@ -21,6 +21,7 @@ use crate::{git, secret};
 
 pub(crate) mod build;
 pub(crate) mod deploy;
+pub(crate) mod discover;
 pub(crate) mod paths;
 pub(crate) mod plan;
 pub(crate) mod poll;

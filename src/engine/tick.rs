@@ -30,9 +30,10 @@ pub(crate) struct Tick {
     pub deferred: usize,
 }
 
-/// The timer's tick: takes the lock, polls (saving only what changed), runs the work, notifies.
-/// A dry run polls and lists the work without saving or running anything. An interruption is
-/// returned as the error once the results so far are settled and notified.
+/// The timer's tick: takes the lock (unless the caller holds it already: `lock`), polls
+/// (saving only what changed), runs the work, notifies. A dry run polls and lists the work
+/// without saving or running anything. An interruption is returned as the error once the
+/// results so far are settled and notified.
 pub(crate) fn tick(
     out: Output,
     config: &Config,
@@ -40,8 +41,12 @@ pub(crate) fn tick(
     projects: &[(&str, &Project)],
     retry: bool,
     dry_run: bool,
+    lock: Option<state::StateLock>,
 ) -> anyhow::Result<Tick> {
-    let _lock = state::lock(state_path, "run")?;
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => state::lock(state_path, "run")?,
+    };
     let mut st = state::load(state_path)?;
     let polled = super::poll::poll(&out, config, projects, &mut st);
     if polled.state_changed && !dry_run {

@@ -6,6 +6,7 @@
 //! tested); the [`Reporter`] sends in order, keeps what fails in `forge/outbox.toml` beside
 //! the state, and honours the forges' rate-limit headers by deferring, never by failing a run.
 
+pub(crate) mod discover;
 pub(crate) mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -414,7 +415,14 @@ mod tests {
     use super::*;
 
     fn forge(kind: ForgeKind, api: Option<&str>) -> Forge {
-        Forge { kind, api: api.map(str::to_string), token_env: Some("T".into()), token_file: None, target_url: None }
+        Forge {
+            kind,
+            api: api.map(str::to_string),
+            token_env: Some("T".into()),
+            token_file: None,
+            target_url: None,
+            discover: None,
+        }
     }
 
     fn status(repo: &str, state: &str) -> OutboxStatus {

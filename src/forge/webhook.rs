@@ -54,9 +54,12 @@ pub(crate) fn signature_headers(kind: ForgeKind) -> &'static [&'static str] {
 pub(crate) fn action(kind: ForgeKind, event: &str) -> Action {
     match (kind, event) {
         (ForgeKind::Github, "ping") => Action::Ping,
-        (ForgeKind::Github | ForgeKind::Gitea, "push" | "pull_request" | "pull_request_sync" | "create" | "delete") => {
-            Action::Run
-        }
+        // `repository`: an organization's repository was created, archived, renamed or deleted
+        // (its webhook at `/forge/FORGE`, for organization discovery).
+        (
+            ForgeKind::Github | ForgeKind::Gitea,
+            "push" | "pull_request" | "pull_request_sync" | "create" | "delete" | "repository",
+        ) => Action::Run,
         (ForgeKind::Gitlab, "Push Hook" | "Merge Request Hook" | "Tag Push Hook" | "System Hook") => Action::Run,
         _ => Action::Ignore,
     }

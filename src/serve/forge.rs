@@ -1,4 +1,6 @@
-//! `POST /forge/PROJECT`: the forges' push and pull-request webhooks as a hint to poll now.
+//! `POST /forge/PROJECT`: the forges' push and pull-request webhooks as a hint to poll now;
+//! `POST /forge/FORGE`: an organization's webhook (organization discovery), a hint to list the
+//! organization and poll every project now.
 //!
 //! The request is authenticated with the project's `webhook_secret` (GitLab's token from the
 //! head, before any body byte is read; GitHub's and Gitea's HMAC over at most `MAX_BODY`
@@ -46,6 +48,9 @@ pub(crate) struct ForgeHooks {
 
 struct ForgeProject {
     name: String,
+    /// An organization's webhook (`/forge/FORGE`): its runs tick over every project, so a
+    /// repository that just appeared is discovered and built.
+    all: bool,
     kind: ForgeKind,
     secret: Secret,
     max_body: u64,
@@ -74,6 +79,32 @@ impl ForgeHooks {
                 .map_err(|e| Usage(format!("{e:#}")))?;
             let runtime = ForgeProject {
                 name: name.clone(),
+                all: false,
+                kind: forge.kind,
+                secret,
+                max_body: MAX_BODY.min(body_limit),
+                trigger: Mutex::new(Trigger::default()),
+                wake: Condvar::new(),
+            };
+            projects.insert(name.clone(), Arc::new(runtime));
+        }
+        for (name, forge) in &config.forges {
+            let Some(discover) = &forge.discover else { continue };
+            let Some(reference) = SecretRef::from_pair(&discover.webhook_secret_env, &discover.webhook_secret_file)
+            else {
+                continue;
+            };
+            if projects.contains_key(name) {
+                return Err(Usage(format!(
+                    "`/forge/{name}` would be both project `{name}`'s webhook and forge `{name}`'s organization webhook\nhint: rename the forge"
+                ))
+                .into());
+            }
+            let secret = secret::resolve(&reference, &format!("forge.{name}.discover.webhook_secret"))
+                .map_err(|e| Usage(format!("{e:#}")))?;
+            let runtime = ForgeProject {
+                name: name.clone(),
+                all: true,
                 kind: forge.kind,
                 secret,
                 max_body: MAX_BODY.min(body_limit),
@@ -254,12 +285,9 @@ fn worker(rx: &Receiver, p: &ForgeProject) {
             .with_context(|| format!("failed to create `{}`", forge.dir.display()))
             .and_then(|()| {
                 let _ = std::fs::remove_file(&log);
-                let cmd = Cmd::new(&forge.exe)
-                    .arg("--config")
-                    .arg(&forge.config)
-                    .arg("--state")
-                    .arg(&forge.state)
-                    .args(["run", p.name.as_str()]);
+                let cmd =
+                    Cmd::new(&forge.exe).arg("--config").arg(&forge.config).arg("--state").arg(&forge.state).arg("run");
+                let cmd = if p.all { cmd } else { cmd.arg(&p.name) };
                 exec::logged(&rx.out, &cmd, &log, crate::docker::client::LOG_CAP, RUN_TIMEOUT, &mut |_| {})
             });
         p.trigger.lock().unwrap_or_else(|e| e.into_inner()).running = false;

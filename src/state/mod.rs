@@ -28,10 +28,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Locked, StateError, line_column};
 use crate::model::{Outcome, Stage};
 
+mod discovered;
 mod history;
 mod outbox;
 mod previews;
 
+pub use discovered::*;
 pub use history::*;
 pub use outbox::*;
 pub use previews::*;

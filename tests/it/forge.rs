@@ -2,79 +2,13 @@
 //! APIs (tests/it/support/forge_api.py, which refuses anything their documentation does not
 //! describe), and the forges' push webhooks starting a run through `pipe serve`.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::forge_api::{ForgeApi, TOKEN};
 use crate::support::serve::Serve;
 use crate::support::{TestEnv, WorkRepo, free_port};
-
-pub(crate) const TOKEN: &str = "forge-token-7f3a";
-
-/// One forge's status API on 127.0.0.1; killed on drop.
-pub(crate) struct ForgeApi {
-    child: Child,
-    pub(crate) port: u16,
-    record: PathBuf,
-}
-
-impl ForgeApi {
-    pub(crate) fn start(env: &TestEnv, kind: &str, port: Option<u16>) -> ForgeApi {
-        let record = env.path().join(format!("forge-{kind}.jsonl"));
-        let port_file = env.path().join(format!("forge-{kind}-{}.port", free_port()));
-        let mut cmd = Command::new("python3");
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/forge_api.py"))
-            .args([kind, TOKEN])
-            .arg(&record)
-            .arg(&port_file);
-        if let Some(port) = port {
-            cmd.arg(port.to_string());
-        }
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("python3");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(port) = std::fs::read_to_string(&port_file) {
-                return ForgeApi { child, port: port.trim().parse().unwrap(), record };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the {kind} stand-in did not start");
-    }
-
-    /// Every request so far, as the stand-in judged it.
-    pub(crate) fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// `(context, state)` of each status, after asserting the stand-in accepted every request.
-    fn statuses(&self, name_key: &str) -> Vec<(String, String)> {
-        let requests = self.requests();
-        for r in &requests {
-            assert_eq!(r["status"], 201, "the forge stand-in refused a request: {r}");
-        }
-        requests
-            .iter()
-            .map(|r| {
-                (r["body"][name_key].as_str().unwrap().to_string(), r["body"]["state"].as_str().unwrap().to_string())
-            })
-            .collect()
-    }
-}
-
-impl Drop for ForgeApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A project whose image builds from the base image; its `.pipe.toml` names the test command.
 struct App {
     env: TestEnv,
@@ -299,14 +233,6 @@ health = {{ url = "http://127.0.0.1:{port}/health", timeout = "2s" }}
     assert!(description.starts_with("rolled back"), "{description}");
 }
 
-/// A webhook delivery: a JSON body with these headers; the status and the body answered.
-fn post(serve: &Serve, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut all = vec![("Content-Type", "application/json")];
-    all.extend_from_slice(headers);
-    let answer = serve.request("POST", path, &all, body);
-    (answer.status, answer.body)
-}
-
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/it/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
@@ -316,8 +242,7 @@ const WEBHOOK_SECRET: &str = "whsec-31415926";
 /// A GitHub delivery of `event` with `body`, signed with `secret`.
 fn github(serve: &Serve, project: &str, event: &str, delivery: &str, body: &[u8], secret: &str) -> (u16, String) {
     let signature = format!("sha256={}", crate::support::hmac_hex(secret, body));
-    post(
-        serve,
+    serve.post(
         &format!("/forge/{project}"),
         &[("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery), ("X-Hub-Signature-256", &signature)],
         body,
@@ -341,7 +266,7 @@ fn a_signed_github_push_starts_a_run_within_a_second_and_a_wrong_signature_start
     let push = fixture("github-push.json");
 
     assert_eq!(github(&serve, &a.project, "push", "d-bad", &push, "not-the-secret").0, 403);
-    assert_eq!(post(&serve, &path, &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d-none")], &push).0, 401);
+    assert_eq!(serve.post(&path, &[("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d-none")], &push).0, 401);
     assert_eq!(github(&serve, "no-such-project", "push", "d-x", &push, WEBHOOK_SECRET).0, 403);
     assert_eq!(github(&serve, &a.project, "ping", "d-ping", &fixture("github-ping.json"), WEBHOOK_SECRET).0, 200);
     assert_eq!(github(&serve, &a.project, "issues", "d-issues", b"{}", WEBHOOK_SECRET).0, 204);
@@ -436,8 +361,7 @@ webhook_secret_env = "GITLAB_HOOK"
     let push = fixture("gitea-push.json");
     let hex = crate::support::hmac_hex(WEBHOOK_SECRET, &push);
     let gitea = |signature: &str, delivery: &str| {
-        post(
-            &serve,
+        serve.post(
             "/forge/tea",
             &[("X-Gitea-Event", "push"), ("X-Gitea-Delivery", delivery), ("X-Gitea-Signature", signature)],
             &push,
@@ -454,7 +378,7 @@ webhook_secret_env = "GITLAB_HOOK"
         if let Some(token) = token {
             headers.push(("X-Gitlab-Token", token));
         }
-        post(&serve, "/forge/lab", &headers, &body)
+        serve.post("/forge/lab", &headers, &body)
     };
     assert_eq!(gitlab(None, "u-1").0, 401);
     assert_eq!(gitlab(Some("gl-secret-2719"), "u-2").0, 403);

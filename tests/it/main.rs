@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod config;
 mod demo;
+mod discover;
 mod docker;
 mod early_failures;
 mod faults;

@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::forge::{ForgeApi, TOKEN};
 use crate::support::docker::{Docker, ProjectImages, unique_name};
+use crate::support::forge_api::{ForgeApi, TOKEN};
 use crate::support::http::HttpSink;
 use crate::support::serve::Serve;
 use crate::support::{TestEnv, WorkRepo, free_port, git};

@@ -22,16 +22,41 @@ documentation:
   (PRIVATE-TOKEN: TOKEN; state one of pending, running, success, failed, canceled, skipped;
   name, target_url, description)
 
+Organization listings, served from RECORD_FILE.org.json ({"org": NAME, "repos": [{"name",
+"clone_url", "ssh_url", "default_branch", "archived", "fork", "pushed_at"}], "max_per_page": N}),
+rewritten by the test between ticks; each forge gets its own documented shape:
+
+- GitHub: GET /orgs/{org}/repos?type=&sort=&direction=&per_page=&page=
+  https://docs.github.com/en/rest/repos/repos#list-organization-repositories
+  (per_page at most 100; `Link` with rel="next"/"last"; `ETag`, and `304 Not Modified` for a
+  matching `If-None-Match`, https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate;
+  `x-ratelimit-limit/-remaining/-used/-reset/-resource`)
+- Gitea/Forgejo: GET /api/v1/orgs/{org}/repos?page=&limit=
+  https://gitea.com/api/swagger#/organization/orgListRepos  (`Link`, `X-Total-Count`)
+- GitLab: GET /api/v4/groups/{id}/projects?page=&per_page=&archived=&include_subgroups=&…
+  https://docs.gitlab.com/api/groups/#list-projects  (`path`, `path_with_namespace`,
+  `http_url_to_repo`, `ssh_url_to_repo`, `forked_from_project` on forks, `last_activity_at`;
+  `X-Page`, `X-Per-Page`, `X-Next-Page`, `X-Total`, `X-Total-Pages`, `Link`;
+  `RateLimit-Limit/-Remaining/-Reset`)
+
+`max_per_page` stands for the server's own page cap (Gitea's `MAX_RESPONSE_ITEMS`, GitLab's
+`max_per_page`), so a small organization still spans pages. While RECORD_FILE.org.json is
+missing, listings answer 404.
+
 Every request is appended to RECORD_FILE as one JSON line:
-{"status": CODE, "path": ..., "body": ..., "error": REASON or null}.
+{"status": CODE, "method": ..., "path": ..., "body": ..., "error": REASON or null,
+"if_none_match": HEADER or null}.
 The port is written to PORT_FILE once listening. While RECORD_FILE.limit exists, every
 request gets the rate-limited answer it describes (GitHub: 403 or 429 with `Retry-After` or
 `x-ratelimit-remaining: 0`, https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
 """
 
+import hashlib
 import json
 import re
 import sys
+import time
+from urllib.parse import parse_qs, urlsplit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KIND, TOKEN, RECORD, PORT_FILE = sys.argv[1:5]
@@ -74,9 +99,13 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def answer(self, status, error, body=None):
+    def record(self, status, error, body=None):
         with open(RECORD, "a") as f:
-            f.write(json.dumps({"status": status, "method": self.command, "path": self.path, "body": body, "error": error}) + "\n")
+            f.write(json.dumps({"status": status, "method": self.command, "path": self.path, "body": body, "error": error,
+                                "if_none_match": self.headers.get("If-None-Match")}) + "\n")
+
+    def answer(self, status, error, body=None):
+        self.record(status, error, body)
         payload = json.dumps({"message": error} if error else {"id": 1, "state": (body or {}).get("state")}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -134,9 +163,127 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if self.command == "GET" and LISTING[KIND]["path"].match(urlsplit(self.path).path):
+            self.listing()
+            return
         self.answer(*self.check())
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
+
+    def listing(self):
+        spec = LISTING[KIND]
+        url = urlsplit(self.path)
+        name, value = SPEC["auth"]
+        if self.headers.get(name) != value:
+            return self.answer(401, "wrong or missing " + name)
+        for k, v in SPEC["headers"].items():
+            if self.headers.get(k) != v:
+                return self.answer(400, "header %s must be %s" % (k, v))
+        query = parse_qs(url.query, keep_blank_values=True)
+        unknown = set(query) - spec["params"]
+        if unknown:
+            return self.answer(400, "undocumented query parameters %s" % sorted(unknown))
+        if any(len(v) != 1 for v in query.values()):
+            return self.answer(400, "a query parameter given twice")
+        try:
+            page = int(query.get("page", ["1"])[0])
+            per_page = int(query.get(spec["size"], [str(spec["default_size"])])[0])
+        except ValueError:
+            return self.answer(400, "page and page size must be integers")
+        if page < 1 or per_page < 1 or per_page > spec["max_size"]:
+            return self.answer(422, "page size must be 1 to %d" % spec["max_size"])
+        try:
+            with open(RECORD + ".org.json") as f:
+                org = json.load(f)
+        except FileNotFoundError:
+            return self.answer(404, "no such organization")
+        if spec["path"].match(url.path).group(1) != spec["org_in_path"](org["org"]):
+            return self.answer(404, "no such organization")
+        per_page = min(per_page, org.get("max_per_page", per_page))
+        repos = org["repos"]
+        pages = max(1, (len(repos) + per_page - 1) // per_page)
+        items = [spec["render"](org["org"], r) for r in repos[(page - 1) * per_page: page * per_page]]
+        payload = json.dumps(items).encode()
+        etag = 'W/"%s"' % hashlib.sha256(payload).hexdigest()[:32]
+        base = "http://127.0.0.1:%d%s?" % (self.server.server_address[1], url.path)
+        def link(n):
+            q = dict((k, v[0]) for k, v in query.items())
+            q["page"] = str(n)
+            q[spec["size"]] = str(per_page)
+            return base + "&".join("%s=%s" % kv for kv in q.items())
+        links = []
+        if page < pages:
+            links.append('<%s>; rel="next"' % link(page + 1))
+        links.append('<%s>; rel="last"' % link(pages))
+        headers = {"ETag": etag, "Link": ", ".join(links)}
+        reset = str(int(time.time()) + 3600)
+        if KIND.startswith("github"):
+            headers.update({"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4999", "x-ratelimit-used": "1",
+                            "x-ratelimit-reset": reset, "x-ratelimit-resource": "core"})
+        elif KIND == "gitea":
+            headers["X-Total-Count"] = str(len(repos))
+        else:
+            headers.update({"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(len(repos)),
+                            "X-Total-Pages": str(pages), "X-Next-Page": str(page + 1) if page < pages else "",
+                            "RateLimit-Limit": "2000", "RateLimit-Remaining": "1999", "RateLimit-Reset": reset})
+        matched = self.headers.get("If-None-Match") == etag
+        status = 304 if matched else 200
+        self.record(status, None)
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        if matched:
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def github_repo(org, r):
+    return {"id": abs(hash(r["name"])) % 100000, "name": r["name"], "full_name": "%s/%s" % (org, r["name"]),
+            "private": False, "owner": {"login": org}, "clone_url": r["clone_url"], "ssh_url": r.get("ssh_url", ""),
+            "default_branch": r.get("default_branch", "main"), "archived": r.get("archived", False),
+            "disabled": False, "fork": r.get("fork", False), "pushed_at": r.get("pushed_at", "2026-01-01T00:00:00Z"),
+            "updated_at": r.get("pushed_at", "2026-01-01T00:00:00Z")}
+
+
+def gitea_repo(org, r):
+    repo = github_repo(org, r)
+    repo.pop("pushed_at")
+    repo.pop("disabled")
+    repo["empty"] = False
+    return repo
+
+
+def gitlab_project(org, r):
+    p = {"id": abs(hash(r["name"])) % 100000, "name": r["name"], "path": r["name"],
+         "path_with_namespace": "%s/%s" % (org, r["name"]), "http_url_to_repo": r["clone_url"],
+         "ssh_url_to_repo": r.get("ssh_url", ""), "default_branch": r.get("default_branch", "main"),
+         "archived": r.get("archived", False), "last_activity_at": r.get("pushed_at", "2026-01-01T00:00:00Z")}
+    if r.get("fork"):
+        p["forked_from_project"] = {"id": 1, "path_with_namespace": "upstream/" + r["name"]}
+    return p
+
+
+SEGMENT = r"([A-Za-z0-9_.-]+)"
+GITHUB_LISTING = {"path": re.compile(r"^/orgs/" + SEGMENT + "/repos$"), "size": "per_page", "default_size": 30,
+                  "max_size": 100, "params": {"type", "sort", "direction", "per_page", "page"},
+                  "render": github_repo, "org_in_path": lambda org: org}
+LISTING = {
+    "github": GITHUB_LISTING,
+    "github-enterprise": dict(GITHUB_LISTING, path=re.compile(r"^/api/v3/orgs/" + SEGMENT + "/repos$")),
+    "gitea": {"path": re.compile(r"^/api/v1/orgs/" + SEGMENT + "/repos$"), "size": "limit", "default_size": 30,
+              "max_size": 50, "params": {"page", "limit"}, "render": gitea_repo, "org_in_path": lambda org: org},
+    "gitlab": {"path": re.compile(r"^/api/v4/groups/([A-Za-z0-9_.%-]+)/projects$"), "size": "per_page",
+               "default_size": 20, "max_size": 100,
+               "params": {"page", "per_page", "archived", "visibility", "order_by", "sort", "search", "simple",
+                          "owned", "starred", "with_issues_enabled", "with_merge_requests_enabled", "with_shared",
+                          "include_subgroups", "min_access_level", "with_custom_attributes", "with_security_reports"},
+               "render": gitlab_project, "org_in_path": lambda org: org.replace("/", "%2F")},
+}
 
 
 server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)

@@ -2,7 +2,8 @@
 
 usage: git_http_server.py PROJECT_ROOT PORT_FILE [USER:PASSWORD]
 Listens on 127.0.0.1 (a free port, written to PORT_FILE). With USER:PASSWORD, requests without
-exactly that Basic credential get 401.
+exactly that Basic credential get 401. With GIT_HTTP_LOG set, every request's method and path
+is appended to that file, one line each.
 """
 import base64
 import http.server
@@ -27,6 +28,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.backend(self.rfile.read(length))
 
     def backend(self, body_in):
+        if os.environ.get("GIT_HTTP_LOG"):
+            with open(os.environ["GIT_HTTP_LOG"], "a") as f:
+                f.write("%s %s\n" % (self.command, self.path))
         if expected is not None and self.headers.get("Authorization") != expected:
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')

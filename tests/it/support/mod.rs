@@ -2,6 +2,7 @@
 //! run with a clean environment, real git repositories, and a real git daemon on 127.0.0.1.
 
 pub mod docker;
+pub mod forge_api;
 pub mod http;
 pub mod serve;
 
@@ -325,11 +326,19 @@ pub struct GitHttpServer {
 impl GitHttpServer {
     /// Serves the repositories under `root`; with `credential` (`user:password`), requires it.
     pub fn start(root: &Path, credential: Option<&str>) -> GitHttpServer {
+        Self::start_logged(root, credential, None)
+    }
+
+    /// [`GitHttpServer::start`], appending each request's method and path to `log`.
+    pub fn start_logged(root: &Path, credential: Option<&str>, log: Option<&Path>) -> GitHttpServer {
         let port_file = root.join(format!(".http-port-{}", free_port()));
         let mut cmd = Command::new("python3");
         cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/git_http_server.py")).arg(root).arg(&port_file);
         if let Some(c) = credential {
             cmd.arg(c);
+        }
+        if let Some(log) = log {
+            cmd.env("GIT_HTTP_LOG", log);
         }
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("python3");
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -143,6 +143,14 @@ impl Serve {
         (answer.status, answer.headers, answer.body)
     }
 
+    /// A webhook delivery: a JSON body with these headers; the status and the body answered.
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend_from_slice(headers);
+        let answer = self.request("POST", path, &all, body);
+        (answer.status, answer.body)
+    }
+
     /// [`Serve::request`], answered with the status and the body as JSON.
     pub fn json(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, serde_json::Value) {
         let answer = self.request(method, path, headers, body);

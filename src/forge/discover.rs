@@ -1,0 +1,484 @@
+//! Listing an organization's repositories through each forge's documented API:
+//!
+//! - GitHub: `GET {api}/orgs/{org}/repos?per_page=100`
+//!   (docs.github.com/en/rest/repos/repos#list-organization-repositories), next pages by the
+//!   `Link` header.
+//! - Gitea/Forgejo: `GET {api}/orgs/{org}/repos?limit=50&page=N` (gitea.com/api/swagger,
+//!   `orgListRepos`), next pages by the `Link` header.
+//! - GitLab: `GET {api}/groups/{id}/projects?per_page=100&page=N`
+//!   (docs.gitlab.com/api/groups/#list-projects), next pages by `Link` or `X-Next-Page`.
+//!
+//! Every page is asked for with the `ETag` it last had (`If-None-Match`): an unchanged page is
+//! a `304` with no body. The listing is untrusted: pages are capped in size and number, a next
+//! page on another origin is refused (the token would go there), and each repository's name,
+//! path, default branch and clone URL is checked before anything uses it; a repository that
+//! fails is skipped with the reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{CloneVia, Discover, Forge, ForgeKind, valid_repo_name};
+use crate::secret::Secret;
+use crate::state::Repo;
+
+/// The largest listing page read.
+pub(crate) const MAX_PAGE_BYTES: u64 = 8 * 1024 * 1024;
+/// Pages followed at most (10,000 repositories at GitHub's 100 per page).
+pub(crate) const MAX_PAGES: usize = 100;
+/// How long one page may take.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The first page's URL.
+pub(crate) fn first_page(forge: &Forge, discover: &Discover) -> String {
+    let api = forge.api_base();
+    match forge.kind {
+        ForgeKind::Github => format!("{api}/orgs/{}/repos?per_page=100", discover.org),
+        ForgeKind::Gitea => format!("{api}/orgs/{}/repos?limit=50&page=1", discover.org),
+        ForgeKind::Gitlab => format!("{api}/groups/{}/projects?per_page=100&page=1", super::encode_path(&discover.org)),
+    }
+}
+
+/// One page's answer.
+pub(crate) enum Answer {
+    /// `304`: the page is as it was.
+    Unchanged,
+    /// `200`: the page's repositories, its `ETag` and the next page.
+    Fresh { etag: Option<String>, next: Option<String>, repos: Vec<(String, Repo)>, skipped: Vec<String> },
+}
+
+/// A page and the rate limit it reported.
+pub(crate) struct Fetched {
+    pub answer: Answer,
+    /// When the forge may be asked again, if its headers said to wait.
+    pub defer: Option<i64>,
+}
+
+/// Why a page could not be read: the listing stops, the known projects stay.
+pub(crate) struct Failed {
+    pub why: String,
+    /// The forge asked to wait until then (a rate limit).
+    pub defer: Option<i64>,
+}
+
+/// Asks for one page, conditionally when an `ETag` is known.
+pub(crate) fn fetch_page(
+    forge: &Forge,
+    discover: &Discover,
+    token: &Secret,
+    url: &str,
+    etag: Option<&str>,
+    now: i64,
+) -> Result<Fetched, Failed> {
+    let fail = |why: String| Failed { why, defer: None };
+    let (auth_name, auth_value) = super::auth_header(forge.kind, token);
+    let accept = match forge.kind {
+        ForgeKind::Github => "application/vnd.github+json",
+        _ => "application/json",
+    };
+    let mut headers = vec![format!("{auth_name}: {auth_value}"), format!("Accept: {accept}")];
+    if forge.kind == ForgeKind::Github {
+        headers.push("X-GitHub-Api-Version: 2022-11-28".into());
+    }
+    if let Some(etag) = etag {
+        headers.push(format!("If-None-Match: {etag}"));
+    }
+    let (code, response_headers, body) = get(url, &headers).map_err(fail)?;
+    let header = |name: &str| response_headers.get(name).cloned();
+    let defer = super::defer_until(code, &header, now);
+    match code {
+        304 => return Ok(Fetched { answer: Answer::Unchanged, defer }),
+        200 => {}
+        429 => return Err(Failed { why: format!("rate limited ({code})"), defer }),
+        403 if defer.is_some() => return Err(Failed { why: format!("rate limited ({code})"), defer }),
+        401 | 403 | 404 => {
+            return Err(Failed {
+                why: format!("the forge answered {code}: check the token and `discover.org`"),
+                defer: None,
+            });
+        }
+        _ => return Err(Failed { why: format!("the forge answered {code}"), defer }),
+    }
+    let (repos, skipped) = parse_page(forge, discover, &body).map_err(fail)?;
+    let etag = header("etag").filter(|e| e.len() <= 256 && e.bytes().all(|b| (0x21..0x7f).contains(&b)));
+    let next = next_page(forge, url, &header("link"), &header("x-next-page")).map_err(fail)?;
+    Ok(Fetched { answer: Answer::Fresh { etag, next, repos, skipped }, defer })
+}
+
+/// An answer: status, headers by lowercased name, body.
+type Response = (u16, BTreeMap<String, String>, Vec<u8>);
+
+/// One GET through libcurl on this thread's reused handle (keep-alive across a listing's
+/// pages): the status, the last response's headers (names lowercased), and the body, read up
+/// to [`MAX_PAGE_BYTES`]. libcurl rather than the process's reqwest client because a reqwest
+/// client loads and parses the system's TLS roots when it is built, even for `http://`, twice
+/// over with native-tls: ~45 ms of CPU on every tick; libcurl loads them only for an `https://`
+/// connection, once per handle.
+fn get(url: &str, headers: &[String]) -> Result<Response, String> {
+    thread_local! {
+        static HANDLE: std::cell::RefCell<Option<curl::easy::Easy>> = const { std::cell::RefCell::new(None) };
+    }
+    let cause = |e: curl::Error| format!("cannot reach the forge: {}", e.description());
+    HANDLE.with_borrow_mut(|handle| {
+        let easy = handle.get_or_insert_with(curl::easy::Easy::new);
+        easy.reset();
+        easy.url(url).map_err(cause)?;
+        easy.get(true).map_err(cause)?;
+        easy.follow_location(false).map_err(cause)?;
+        easy.connect_timeout(TIMEOUT).map_err(cause)?;
+        easy.timeout(TIMEOUT).map_err(cause)?;
+        easy.useragent(concat!("pipe/", env!("CARGO_PKG_VERSION"))).map_err(cause)?;
+        let mut list = curl::easy::List::new();
+        for h in headers {
+            list.append(h).map_err(cause)?;
+        }
+        easy.http_headers(list).map_err(cause)?;
+        let mut found = BTreeMap::new();
+        let mut body = Vec::new();
+        let mut too_big = false;
+        {
+            let mut transfer = easy.transfer();
+            transfer
+                .header_function(|line| {
+                    let line = String::from_utf8_lossy(line);
+                    if line.starts_with("HTTP/") {
+                        found.clear();
+                    } else if let Some((name, value)) = line.split_once(':')
+                        && found.len() < 200
+                    {
+                        found.insert(name.trim().to_ascii_lowercase(), value.trim().chars().take(4096).collect());
+                    }
+                    true
+                })
+                .map_err(cause)?;
+            transfer
+                .write_function(|data| {
+                    if body.len() + data.len() > MAX_PAGE_BYTES as usize {
+                        too_big = true;
+                        return Ok(0);
+                    }
+                    body.extend_from_slice(data);
+                    Ok(data.len())
+                })
+                .map_err(cause)?;
+            let performed = transfer.perform();
+            drop(transfer);
+            if too_big {
+                return Err(format!("a listing page is over {} MiB", MAX_PAGE_BYTES >> 20));
+            }
+            performed.map_err(cause)?;
+        }
+        let code = easy.response_code().map_err(cause)?;
+        Ok((u16::try_from(code).unwrap_or(0), found, body))
+    })
+}
+
+/// The next page: `Link: <URL>; rel="next"` (every forge), else GitLab's `X-Next-Page`. A URL
+/// on another origin than the API's is refused: the token goes with it.
+pub(crate) fn next_page(
+    forge: &Forge,
+    current: &str,
+    link: &Option<String>,
+    next_number: &Option<String>,
+) -> Result<Option<String>, String> {
+    let from_link = link.as_deref().and_then(|link| {
+        link.split(',').find_map(|part| {
+            let (url, params) = part.split_once(';')?;
+            let next = params.split(';').any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            });
+            next.then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        })
+    });
+    let next = match (from_link, next_number.as_deref().map(str::trim)) {
+        (Some(url), _) => url,
+        (None, Some(n))
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && forge.kind == ForgeKind::Gitlab =>
+        {
+            let base = current.split_once("&page=").map_or(current, |(b, _)| b);
+            format!("{base}&page={n}")
+        }
+        _ => return Ok(None),
+    };
+    if next.len() > 2048 || next.bytes().any(|b| b.is_ascii_control() || b == b' ') || origin(&next) != origin(current)
+    {
+        return Err(format!("the forge named a next page outside its API (`{}`); listing stopped", escape(&next)));
+    }
+    Ok(Some(next))
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&url[..scheme.len() + 3 + end])
+}
+
+/// The host of a URL (no user, no port).
+fn host(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if authority.starts_with('[') {
+        authority.split_once(']').map(|(h, _)| &h[1..])?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Untrusted text shown to people: control characters escaped, at most 200 characters.
+fn escape(text: &str) -> String {
+    text.chars().take(200).flat_map(char::escape_debug).collect()
+}
+
+#[derive(Deserialize)]
+struct GithubRepo {
+    name: String,
+    full_name: String,
+    clone_url: Option<String>,
+    ssh_url: Option<String>,
+    default_branch: Option<String>,
+    #[serde(default)]
+    archived: bool,
+    #[serde(default)]
+    disabled: bool,
+    #[serde(default)]
+    fork: bool,
+    #[serde(default)]
+    pushed_at: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GitlabProject {
+    path: String,
+    path_with_namespace: String,
+    http_url_to_repo: Option<String>,
+    ssh_url_to_repo: Option<String>,
+    default_branch: Option<String>,
+    #[serde(default)]
+    archived: bool,
+    #[serde(default)]
+    forked_from_project: Option<serde_json::Value>,
+    #[serde(default)]
+    last_activity_at: Option<String>,
+}
+
+/// A page's repositories by name, each checked, and why each refused entry was refused.
+type Parsed = (Vec<(String, Repo)>, Vec<String>);
+
+/// A page's repositories, each checked; the ones that fail are named in the second list.
+pub(crate) fn parse_page(forge: &Forge, discover: &Discover, body: &[u8]) -> Result<Parsed, String> {
+    let items: Vec<serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| format!("the listing is not a JSON array of repositories: {e}"))?;
+    let mut repos = Vec::new();
+    let mut skipped = Vec::new();
+    for item in items {
+        let listed = match forge.kind {
+            ForgeKind::Github | ForgeKind::Gitea => serde_json::from_value::<GithubRepo>(item).map(|r| {
+                let url = match discover.clone {
+                    CloneVia::Https => r.clone_url,
+                    CloneVia::Ssh => r.ssh_url,
+                };
+                let marker = r.pushed_at.or(r.updated_at).unwrap_or_default();
+                (r.name, r.full_name, url, r.default_branch, r.archived || r.disabled, r.fork, marker)
+            }),
+            ForgeKind::Gitlab => serde_json::from_value::<GitlabProject>(item).map(|p| {
+                let url = match discover.clone {
+                    CloneVia::Https => p.http_url_to_repo,
+                    CloneVia::Ssh => p.ssh_url_to_repo,
+                };
+                let fork = p.forked_from_project.is_some_and(|f| !f.is_null());
+                (
+                    p.path,
+                    p.path_with_namespace,
+                    url,
+                    p.default_branch,
+                    p.archived,
+                    fork,
+                    p.last_activity_at.unwrap_or_default(),
+                )
+            }),
+        };
+        let (name, full_name, url, branch, archived, fork, marker) = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                skipped.push(format!("an entry the listing does not describe as documented: {e}"));
+                continue;
+            }
+        };
+        match check(forge, discover, &name, &full_name, url.as_deref(), branch.as_deref()) {
+            Ok(()) => repos.push((
+                name,
+                Repo {
+                    full_name,
+                    clone_url: url.unwrap_or_default(),
+                    default_branch: branch.unwrap_or_default(),
+                    archived,
+                    fork,
+                    marker: marker.chars().take(64).collect(),
+                    ..Repo::default()
+                },
+            )),
+            Err(why) => skipped.push(format!("`{}`: {why}", escape(&name))),
+        }
+    }
+    Ok((repos, skipped))
+}
+
+/// The checks a listed repository passes before pipe uses any of it.
+fn check(
+    forge: &Forge,
+    discover: &Discover,
+    name: &str,
+    full_name: &str,
+    url: Option<&str>,
+    branch: Option<&str>,
+) -> Result<(), String> {
+    if !valid_repo_name(name) {
+        return Err("not a repository name pipe accepts (letters, digits, `.`, `_`, `-`)".into());
+    }
+    let parts: Vec<&str> = full_name.split('/').collect();
+    let owner_ok = parts.len() >= 2
+        && parts.last() == Some(&name)
+        && parts.iter().all(|p| valid_repo_name(p))
+        && (forge.kind == ForgeKind::Gitlab || parts.len() == 2);
+    if !owner_ok || full_name.len() > 512 {
+        return Err(format!("its full name `{}` is not `owner/{name}`", escape(full_name)));
+    }
+    let Some(branch) = branch.filter(|b| !b.is_empty()) else {
+        return Err("it has no default branch (an empty repository)".into());
+    };
+    if !crate::refs::valid_name(&format!("refs/heads/{branch}")) {
+        return Err(format!("its default branch `{}` is not a valid branch name", escape(branch)));
+    }
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        return Err("the listing gives no clone URL".into());
+    };
+    clone_url_ok(forge, discover.clone, url)
+}
+
+/// A clone URL from the listing is used only on the forge's own host: a listing that points
+/// elsewhere would be handed the project's git credentials.
+fn clone_url_ok(forge: &Forge, via: CloneVia, url: &str) -> Result<(), String> {
+    if url.len() > 1024 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("its clone URL is not a plain URL".into());
+    }
+    let api_host = host(forge.api_base()).unwrap_or_default();
+    let api_host = if api_host == "api.github.com" { "github.com" } else { api_host };
+    let url_host = match via {
+        CloneVia::Https => {
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('@') {
+                return Err(format!("its clone URL `{}` is not an http(s) URL without credentials", escape(url)));
+            }
+            host(url)
+        }
+        CloneVia::Ssh if url.contains("://") => host(url),
+        CloneVia::Ssh => url.split_once(':').map(|(h, _)| h.rsplit_once('@').map_or(h, |(_, h)| h)),
+    };
+    if url_host != Some(api_host) {
+        return Err(format!("its clone URL `{}` is not on the forge's host `{api_host}`", escape(url)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forge(kind: ForgeKind, api: &str) -> Forge {
+        Forge {
+            kind,
+            api: Some(api.into()),
+            token_env: Some("T".into()),
+            token_file: None,
+            target_url: None,
+            discover: None,
+        }
+    }
+
+    fn discover() -> Discover {
+        Discover {
+            org: "example".into(),
+            include: vec!["*".into()],
+            exclude: vec![],
+            forks: false,
+            archived: false,
+            clone: CloneVia::Https,
+            webhook_secret_env: None,
+            webhook_secret_file: None,
+            template: toml::Table::new(),
+            included: Default::default(),
+            excluded: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_next_page_comes_from_the_link_header_on_the_same_origin_only() {
+        let gh = forge(ForgeKind::Github, "https://api.github.com");
+        let current = "https://api.github.com/orgs/example/repos?per_page=100";
+        let link = Some(
+            r#"<https://api.github.com/organizations/1/repos?per_page=100&page=2>; rel="next", <https://api.github.com/organizations/1/repos?per_page=100&page=5>; rel="last""#.to_string(),
+        );
+        assert_eq!(
+            next_page(&gh, current, &link, &None).unwrap().as_deref(),
+            Some("https://api.github.com/organizations/1/repos?per_page=100&page=2")
+        );
+        let last_only = Some(r#"<https://api.github.com/x?page=1>; rel="prev""#.to_string());
+        assert_eq!(next_page(&gh, current, &last_only, &None).unwrap(), None);
+        let elsewhere = Some(r#"<https://evil.example/steal?page=2>; rel="next""#.to_string());
+        assert!(next_page(&gh, current, &elsewhere, &None).unwrap_err().contains("outside its API"));
+        let gl = forge(ForgeKind::Gitlab, "https://gl.example/api/v4");
+        let current = "https://gl.example/api/v4/groups/g/projects?per_page=100&page=1";
+        assert_eq!(
+            next_page(&gl, current, &None, &Some("2".into())).unwrap().as_deref(),
+            Some("https://gl.example/api/v4/groups/g/projects?per_page=100&page=2")
+        );
+        assert_eq!(next_page(&gl, current, &None, &Some(String::new())).unwrap(), None);
+    }
+
+    #[test]
+    fn listed_repositories_are_checked_before_use() {
+        let gh = forge(ForgeKind::Github, "https://api.github.com");
+        let body = serde_json::json!([
+            {"name": "app", "full_name": "example/app", "clone_url": "https://github.com/example/app.git",
+             "default_branch": "main", "archived": false, "fork": false, "pushed_at": "2026-01-01T00:00:00Z"},
+            {"name": "../x", "full_name": "example/../x", "clone_url": "https://github.com/example/x.git", "default_branch": "main"},
+            {"name": "steal", "full_name": "example/steal", "clone_url": "https://evil.example/steal.git", "default_branch": "main"},
+            {"name": "cred", "full_name": "example/cred", "clone_url": "https://u:p@github.com/example/cred.git", "default_branch": "main"},
+            {"name": "branch", "full_name": "example/branch", "clone_url": "https://github.com/example/branch.git", "default_branch": "-x..y"},
+            {"name": "empty", "full_name": "example/empty", "clone_url": "https://github.com/example/empty.git", "default_branch": null},
+            {"name": "other", "full_name": "someone/else", "clone_url": "https://github.com/example/other.git", "default_branch": "main"},
+            "not an object"
+        ]);
+        let (repos, skipped) = parse_page(&gh, &discover(), body.to_string().as_bytes()).unwrap();
+        assert_eq!(repos.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["app"]);
+        assert_eq!(repos[0].1.marker, "2026-01-01T00:00:00Z");
+        assert_eq!(skipped.len(), 7, "{skipped:#?}");
+        assert!(skipped.iter().any(|s| s.contains("evil.example")));
+        assert!(parse_page(&gh, &discover(), b"{\"message\": \"x\"}").is_err());
+    }
+
+    #[test]
+    fn gitlab_projects_name_their_forks_by_their_origin() {
+        let gl = forge(ForgeKind::Gitlab, "https://gl.example/api/v4");
+        let body = serde_json::json!([
+            {"path": "svc", "path_with_namespace": "grp/sub/svc", "http_url_to_repo": "https://gl.example/grp/sub/svc.git",
+             "default_branch": "main", "archived": true, "last_activity_at": "t1"},
+            {"path": "fork", "path_with_namespace": "grp/fork", "http_url_to_repo": "https://gl.example/grp/fork.git",
+             "default_branch": "main", "forked_from_project": {"id": 3}}
+        ]);
+        let (repos, skipped) = parse_page(&gl, &discover(), body.to_string().as_bytes()).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert!(repos[0].1.archived && !repos[0].1.fork);
+        assert!(repos[1].1.fork);
+        assert_eq!(
+            first_page(&gl, &Discover { org: "grp/sub".into(), ..discover() }),
+            "https://gl.example/api/v4/groups/grp%2Fsub/projects?per_page=100&page=1"
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! What organization discovery remembers per forge, in `discover/FORGE.toml` beside the state:
+//! each listing page's `ETag` (so an unchanged listing costs one `304` per page), the
+//! repositories listed, what probing each one's default branch found, the projects discovery
+//! made, the ones it made before and no longer does (kept until `pipe prune`), and whether the
+//! forge asked to be left alone.
+//!
+//! Written only by the tick that holds the state lock; one compact line per repository, so an
+//! organization of 500 repositories reads in a few milliseconds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{SCHEMA, inline, state_dir, toml_key, write_atomic};
+
+/// One forge's discovery cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovered {
+    pub schema: u32,
+    /// The organization listed; a cache of another organization is started afresh.
+    pub org: String,
+    /// When a complete listing last brought a change (a page answered `200`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_at: Option<jiff::Timestamp>,
+    /// Unix second before which the forge's API is not asked (its rate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_until: Option<i64>,
+    /// Why the last listing did not complete (the known projects stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The projects the last discovery made, by name.
+    #[serde(default)]
+    pub projects: Vec<String>,
+    /// The listing's pages in order.
+    #[serde(default, rename = "page", skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<Page>,
+    /// Projects discovery made once and no longer makes, with why: not polled, their state
+    /// kept until `pipe prune` removes it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gone: BTreeMap<String, String>,
+    /// Every repository listed, by its name on the forge.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub repo: BTreeMap<String, Repo>,
+}
+
+/// One page of the listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// The repositories this page listed, by name.
+    #[serde(default)]
+    pub repos: Vec<String>,
+}
+
+/// One listed repository and what its default branch carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repo {
+    /// `owner/name` (GitLab: the full path).
+    pub full_name: String,
+    pub clone_url: String,
+    pub default_branch: String,
+    #[serde(default)]
+    pub archived: bool,
+    #[serde(default)]
+    pub fork: bool,
+    /// The listing's last-push time (GitHub `pushed_at`, Gitea `updated_at`, GitLab
+    /// `last_activity_at`): when it moves, the default branch is probed again.
+    #[serde(default)]
+    pub marker: String,
+    /// The marker the last probe saw; equal to `marker` means the probe below is current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probed: Option<String>,
+    /// The default branch's commit the last probe read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// `pipe-toml`, `jenkins-env` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carries: Option<String>,
+}
+
+/// `discover/FORGE.toml` beside the state.
+pub fn discovered_path(state: &Path, forge: &str) -> PathBuf {
+    state_dir(state).join("discover").join(format!("{forge}.toml"))
+}
+
+/// Reads a forge's discovery cache; a missing file is an empty cache, a corrupt one a
+/// `StateError` naming the file and line.
+pub fn load_discovered(path: &Path) -> anyhow::Result<Discovered> {
+    Ok(super::history::read_versioned(path)?.unwrap_or(Discovered { schema: SCHEMA, ..Discovered::default() }))
+}
+
+/// Every forge's discovery cache beside the state, by forge name (for `pipe status`, which
+/// reads no pipeline file).
+pub fn load_all_discovered(state: &Path) -> Vec<(String, anyhow::Result<Discovered>)> {
+    let dir = state_dir(state).join("discover");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let mut found: Vec<(String, anyhow::Result<Discovered>)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".toml")?.to_string();
+            (!name.starts_with('.')).then(|| (name.clone(), load_discovered(&e.path())))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// Writes the cache atomically, one line per repository.
+pub fn save_discovered(path: &Path, cache: &Discovered) -> anyhow::Result<()> {
+    write_atomic(path, &render(cache))
+}
+
+fn render(cache: &Discovered) -> String {
+    let head = Discovered { repo: BTreeMap::new(), gone: BTreeMap::new(), pages: Vec::new(), ..cache.clone() };
+    let mut out = String::with_capacity(256 + cache.repo.len() * 240);
+    out.push_str("# pipe discovery cache: rewritten atomically by pipe\n");
+    out.push_str(&toml::to_string(&head).unwrap_or_default());
+    out.push_str("page = [\n");
+    for page in &cache.pages {
+        out.push_str("  ");
+        out.push_str(&inline(page));
+        out.push_str(",\n");
+    }
+    out.push_str("]\n\n[gone]\n");
+    for (name, why) in &cache.gone {
+        out.push_str(&format!("{} = {}\n", toml_key(name), inline(why)));
+    }
+    out.push_str("\n[repo]\n");
+    for (name, repo) in &cache.repo {
+        out.push_str(&toml_key(name));
+        out.push_str(" = ");
+        out.push_str(&inline(repo));
+        out.push('\n');
+    }
+    out
+}
+
+impl super::history::Versioned for Discovered {
+    fn schema(&self) -> u32 {
+        self.schema
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_discovery_cache_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = discovered_path(&dir.path().join("state.toml"), "gh");
+        assert_eq!(load_discovered(&path).unwrap().repo.len(), 0);
+        let mut cache = Discovered { schema: SCHEMA, org: "example".into(), ..Default::default() };
+        cache.throttled_until = Some(1_000);
+        cache.projects = vec!["app".into()];
+        cache.pages.push(Page {
+            url: "https://api.example/orgs/example/repos?page=1".into(),
+            etag: Some("W/\"abc\"".into()),
+            next: None,
+            repos: vec!["App.js".into()],
+        });
+        cache.gone.insert("old".into(), "removed from the listing".into());
+        cache.repo.insert(
+            "App.js".into(),
+            Repo {
+                full_name: "example/App.js".into(),
+                clone_url: "https://h/example/App.js.git".into(),
+                default_branch: "main".into(),
+                marker: "2026-01-01T00:00:00Z".into(),
+                carries: Some("pipe-toml".into()),
+                ..Default::default()
+            },
+        );
+        save_discovered(&path, &cache).unwrap();
+        assert_eq!(load_discovered(&path).unwrap(), cache);
+    }
+}
