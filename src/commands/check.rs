@@ -6,7 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::Context;
 use crate::cli::CheckArgs;
-use crate::config::{ArgValue, SecretRef};
+use crate::config::{ArgValue, NetworkPolicy, SecretRef};
+use crate::engine::isolation;
 use crate::error::code;
 
 pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
@@ -51,6 +52,7 @@ pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
             ));
         }
     }
+    network_warnings(cx, &config);
     for warning in crate::targets::outage_warnings(&config) {
         cx.out.warn(warning);
     }
@@ -64,6 +66,42 @@ pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
         deploys
     ));
     Ok(code::OK)
+}
+
+/// Says when this host cannot give the networks the pipeline file asks for: an isolated build
+/// is then refused, and test networks reach the host.
+fn network_warnings(cx: &Context, config: &crate::config::Config) {
+    let builder = crate::docker::client::Docker::new(None).builder();
+    let why = match builder {
+        crate::docker::Builder::BuildKit => {
+            Some("BuildKit builds only on the default network, `none` or `host`".to_string())
+        }
+        crate::docker::Builder::Legacy => isolation::unenforceable(),
+    };
+    let Some(why) = why else { return };
+    for (name, project) in &config.projects {
+        let untrusted = project.pull_requests && !project.trust_pull_requests;
+        let mut kinds = Vec::new();
+        if project.build_network(true) == NetworkPolicy::Isolated {
+            kinds.push("trusted");
+        }
+        if untrusted && project.build_network(false) == NetworkPolicy::Isolated {
+            kinds.push("untrusted");
+        }
+        if !kinds.is_empty() {
+            cx.out.warn(format!(
+                "project `{name}`: this host cannot isolate the image build's network ({why}): builds of {} refs \
+                 will be refused\nhint: run pipe as root with iptables, or set `build_network` to \"none\" or \"default\"",
+                kinds.join(" and ")
+            ));
+        }
+    }
+    if let Some(why) = isolation::unenforceable() {
+        cx.out.warn(format!(
+            "test containers with test services or `limits.egress` can reach services listening on this host and its \
+             LAN: {why}"
+        ));
+    }
 }
 
 /// A variable name that usually holds a secret: `*TOKEN*`, `*PASSWORD*`, `*SECRET*`, `*KEY*`.

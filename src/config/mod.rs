@@ -36,6 +36,7 @@ pub(crate) use duration::Seconds;
 pub(crate) use patterns::Patterns;
 pub(crate) use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub(crate) use targets::{CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget};
+pub(crate) use types::NetworkPolicy;
 pub(crate) use types::Page;
 pub(crate) use types::{
     ArgValue, Config, Event, Forge, ForgeKind, Hook, Ingress, Notify, Project, Registry, SecretRef, Serve, Settings,

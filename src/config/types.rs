@@ -401,6 +401,8 @@ pub(crate) struct Project {
     /// Pull-request builds get the project's secrets (they still never push or deploy).
     #[serde(default)]
     pub trust_pull_requests: bool,
+    /// The image build's network: one policy, or `{ trusted, untrusted }`.
+    pub build_network: Option<BuildNetwork>,
     /// Which submodule URLs a checkout may fetch [default: the project's own host and scheme].
     pub submodules: Option<Submodules>,
     /// Images kept per project beyond those a deploy target runs or can roll back to.
@@ -482,6 +484,45 @@ impl Limits {
     }
 }
 
+/// What an image build's `RUN` steps reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum NetworkPolicy {
+    /// The engine's default bridge: the internet, the host and the LAN.
+    Default,
+    /// A bridge of its own: the internet, but neither the host nor private ranges.
+    Isolated,
+    /// No network at all.
+    None,
+}
+
+impl NetworkPolicy {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            NetworkPolicy::Default => "default",
+            NetworkPolicy::Isolated => "isolated",
+            NetworkPolicy::None => "none",
+        }
+    }
+}
+
+/// `build_network = "isolated"` (every ref) or `{ trusted = "default", untrusted = "isolated" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "`\"default\"`, `\"isolated\"`, `\"none\"` or `{ trusted = \"…\", untrusted = \"…\" }`")]
+pub(crate) enum BuildNetwork {
+    All(NetworkPolicy),
+    Split(BuildNetworkSplit),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BuildNetworkSplit {
+    /// Branches trusted with the project's secrets [default: `default`].
+    pub trusted: Option<NetworkPolicy>,
+    /// Pull requests and untrusted branches [default: `isolated`].
+    pub untrusted: Option<NetworkPolicy>,
+}
+
 /// `submodules = false` or `submodules = { allow = ["https://github.com/org/*"] }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged, expecting = "`false`, `true` or `{ allow = [\"URL pattern\", …] }`")]
@@ -514,6 +555,17 @@ impl Project {
     /// Does this project follow the branch `name` (without `refs/heads/`)?
     pub(crate) fn tracks_branch(&self, name: &str) -> bool {
         self.tracked.is_match(name)
+    }
+
+    /// The network of a trusted (or untrusted) ref's image build: the engine's default for
+    /// trusted refs and `isolated` for the others, unless `build_network` says otherwise.
+    pub(crate) fn build_network(&self, trusted: bool) -> NetworkPolicy {
+        let (t, u) = match &self.build_network {
+            None => (None, None),
+            Some(BuildNetwork::All(p)) => (Some(*p), Some(*p)),
+            Some(BuildNetwork::Split(s)) => (s.trusted, s.untrusted),
+        };
+        if trusted { t.unwrap_or(NetworkPolicy::Default) } else { u.unwrap_or(NetworkPolicy::Isolated) }
     }
 }
 

@@ -140,6 +140,8 @@ pub(crate) struct BuildSpec<'a> {
     /// leaves the value in the image's history (documented in the README).
     pub secret_args: &'a [String],
     pub iidfile: &'a Path,
+    /// `--network` of the `RUN` steps; `None` for the engine's default.
+    pub network: Option<&'a str>,
 }
 
 /// `docker build` (legacy) or `docker buildx build --load` (BuildKit) arguments, after the
@@ -176,6 +178,10 @@ pub(crate) fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString
                 argv.push(name.into());
             }
         }
+    }
+    if let Some(network) = spec.network {
+        argv.push("--network".into());
+        argv.push(network.into());
     }
     argv.push(spec.context.into());
     argv
@@ -348,6 +354,7 @@ mod tests {
             build_args: &args,
             secret_args: &["NPM_TOKEN".to_string()],
             iidfile: Path::new("/tmp/iid"),
+            network: None,
         };
         let legacy: Vec<String> =
             build_args(Builder::Legacy, &spec).iter().map(|a| a.to_string_lossy().into()).collect();

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
+use super::isolation::{self, Isolated, NetworkSpec};
 use super::plan::{self, Plan};
 use super::redact::{self, Redactor};
 use super::{Job, RefFiles};
-use crate::config::Submodules;
+use crate::config::{NetworkPolicy, Submodules};
 use crate::docker::client::{self as client, Docker};
 use crate::docker::{self, BuildSpec, Builder};
 use crate::error::{RemoteUnavailable, StageFailed, ToolUnavailable};
@@ -68,7 +69,16 @@ pub(crate) fn build(
     });
     let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-    let refs = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &secrets };
+    // The build's network lives as long as this stage: its rules and bridge are removed when
+    // `network` drops, whatever the build's end.
+    let network = build_network(job, builder)?;
+    let refs = BuildRefs {
+        plan: &plan,
+        tags: &tags,
+        labels: &labels,
+        secrets: &secrets,
+        network: network.as_ref().map(BuildNetworkUse::name),
+    };
     let (mut finished, mut image_id) = docker_build(out, &docker, builder, &refs, &log, timeout, false)?;
     if !finished.success() && lost_cache_layer(&finished.tail) {
         // An image removed while this build used one of its layers as cache (a prune, another
@@ -107,6 +117,62 @@ pub(crate) fn build(
     Ok(number)
 }
 
+/// The network a build's `RUN` steps get.
+enum BuildNetworkUse {
+    None,
+    Isolated(Isolated),
+}
+
+impl BuildNetworkUse {
+    fn name(&self) -> &str {
+        match self {
+            BuildNetworkUse::None => "none",
+            BuildNetworkUse::Isolated(n) => &n.name,
+        }
+    }
+}
+
+/// Refuses a network policy this host or builder cannot give, before anything is fetched:
+/// an untrusted build is never run with more reach than its policy allows.
+fn check_build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<()> {
+    let policy = job.project.build_network(job.trusted());
+    if policy != NetworkPolicy::Isolated {
+        return Ok(());
+    }
+    let who = if job.trusted() { "trusted" } else { "untrusted" };
+    let why = if builder == Builder::BuildKit {
+        Some("BuildKit builds only on the default network, `none` or `host`".to_string())
+    } else {
+        isolation::unenforceable()
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(StageFailed(format!(
+            "project `{}`: cannot build {} on an isolated network: {why}
+hint: run pipe as root with iptables, or set              `build_network = {{ {who} = \"none\" }}` (no network) or `\"default\"` (its RUN steps reach the host and LAN)              under [project.{}]",
+            job.name,
+            refs::display(&job.refname),
+            job.name
+        ))
+        .into()),
+    }
+}
+
+/// Creates the build's network: nothing for the engine's default, `none`, or an isolated
+/// bridge of its own with its firewall rules.
+fn build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<Option<BuildNetworkUse>> {
+    match job.project.build_network(job.trusted()) {
+        NetworkPolicy::Default => Ok(None),
+        NetworkPolicy::None => Ok(Some(BuildNetworkUse::None)),
+        NetworkPolicy::Isolated => {
+            check_build_network(job, builder)?;
+            let name = format!("pipe-build-{}", super::test::unique_suffix());
+            let spec = NetworkSpec { name: &name, internal: false, purpose: "build", firewall: true };
+            Ok(Some(BuildNetworkUse::Isolated(Isolated::create(job.out, &job.docker(), &spec)?)))
+        }
+    }
+}
+
 /// What a build knows once its commit is checked out.
 struct Prepared {
     sha: String,
@@ -121,6 +187,7 @@ struct Prepared {
 
 fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: Instant) -> anyhow::Result<Prepared> {
     let (name, project, refname) = (job.name, job.project, job.refname.as_str());
+    check_build_network(job, job.docker().builder())?;
     let auth = super::git_auth(name, project)?;
     let workdir = super::workspace_dir(job.config, name);
     let shown = git::redact_url(&project.repo);
@@ -280,6 +347,8 @@ pub(crate) struct BuildRefs<'a> {
     pub tags: &'a [String],
     pub labels: &'a [(String, String)],
     pub secrets: &'a [(String, Secret)],
+    /// The network of the `RUN` steps (`none`, or an isolated one); `None`: the engine's default.
+    pub network: Option<&'a str>,
 }
 
 impl BuildRefs<'_> {
@@ -295,6 +364,7 @@ impl BuildRefs<'_> {
             build_args: &self.plan.build_args,
             secret_args: &self.plan.secret_args.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
             iidfile,
+            network: self.network,
         };
         let mut cmd = docker.cmd().args(docker::build_args(builder, &spec));
         for (key, value) in self.secrets {
@@ -374,7 +444,7 @@ pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<H
     let docker = Docker::new(None);
     let reference = format!("{}:{}", plan.image, tags[1]);
     let builder = docker.builder();
-    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[] };
+    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[], network: None };
     if dry_run {
         println!("{}", build.command(&docker, builder, Path::new("<iidfile>")));
         return Ok(None);

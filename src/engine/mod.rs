@@ -21,6 +21,7 @@ use crate::{git, secret};
 
 pub(crate) mod build;
 pub(crate) mod deploy;
+pub(crate) mod isolation;
 pub(crate) mod paths;
 pub(crate) mod plan;
 pub(crate) mod poll;

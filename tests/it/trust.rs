@@ -484,3 +484,219 @@ fn a_repository_cannot_take_over_an_image_pipe_did_not_build_for_it() {
     t.repo.commit_to("main", "legitimate");
     t.pipe(&["run", &project]).code(0);
 }
+
+const HOST_SERVICE_SECRET: &str = "planted-host-service-secret-9265";
+
+/// A service listening on every address of the host (as a `pipe serve` bound to `0.0.0.0`
+/// would), answering each connection with a secret and counting them.
+struct HostService {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HostService {
+    fn start() -> HostService {
+        use std::io::Write as _;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, stopped) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let _ = stream.write_all(format!("{HOST_SERVICE_SECRET}\n").as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        HostService { port, connections, stop }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A shell loop trying every address of the host (its own default gateway included) on the
+    /// service's port, printing whatever answers.
+    fn probe(&self) -> String {
+        let out = std::process::Command::new("ip").args(["-4", "-o", "addr", "show"]).output().unwrap();
+        let mut addresses: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .filter_map(|a| a.split('/').next())
+            .filter(|a| !a.starts_with("127."))
+            .map(String::from)
+            .collect();
+        addresses.push("$(ip route | awk '/default/{print $3}')".into());
+        format!(
+            // `reach''ed`: the word the log shows for a connection is not in the logged command.
+            "for a in {}; do echo | nc -w 2 $a {} && echo reach''ed-$a; done; true",
+            addresses.join(" "),
+            self.port
+        )
+    }
+}
+
+impl Drop for HostService {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Every `pipe isolation` firewall rule naming `bridge`.
+fn rules_of(bridge: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for chain in ["INPUT", "DOCKER-USER", "FORWARD"] {
+        let out = std::process::Command::new("iptables").args(["-w", "-S", chain]).output().unwrap();
+        found.extend(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(bridge)).map(String::from));
+    }
+    found
+}
+
+/// The network a build or test ran on, from the run's log (`--network NAME`).
+fn networks_in(log: &str, prefix: &str) -> Vec<String> {
+    log.split_whitespace()
+        .filter(|w| w.starts_with(prefix) && !w.contains("UNIQUE"))
+        .map(String::from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn untrusted_builds_and_test_services_cannot_reach_the_hosts_services() {
+    let Some(docker) = Docker::require() else { return };
+    if unsafe_euid_is_not_root() {
+        assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "the network isolation test needs root (iptables)");
+        eprintln!("skipped: isolation needs root");
+        return;
+    }
+    let mut t = target(&docker);
+    let service = HostService::start();
+    let probe = service.probe();
+    // A pull request whose build step and whose test container (beside a test service that
+    // probes too) try every address of the host.
+    t.repo
+        .write("Dockerfile", &format!("FROM {}\nRUN {probe}\nCOPY app.txt /app.txt\n", t.base))
+        .write(
+            "svc.yml",
+            &format!(
+                "version: \"2.4\"\nservices:\n  db:\n    image: {}\n    command: [\"sh\", \"-c\", {:?}]\n",
+                t.base,
+                format!("{probe}; sleep 60").replace('$', "$$")
+            ),
+        )
+        .write(
+            ".pipe.toml",
+            &format!(
+                "image = \"{}\"\ntest = {:?}\ntest_services = \"svc.yml\"\n",
+                t.image,
+                format!("sleep 3; {probe}")
+            ),
+        );
+    git(&t.repo.work, &["add", "--all"]);
+    git(&t.repo.work, &["commit", "--quiet", "-m", "a pull request probing the host"]);
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/9/head", "HEAD:refs/pull/9/merge"]);
+    let project = t.project.clone();
+    t.pipe(&["run", &project, "-vv"]).code(0);
+    let log = t.pipe(&["logs", &project, "pull/9"]).stdout.clone();
+    assert!(
+        !log.contains(HOST_SERVICE_SECRET) && !log.contains("reached-"),
+        "the pull request reached the host:\n{log}"
+    );
+    assert_eq!(service.connections(), 0, "a connection from the pull request reached the host's service:\n{log}");
+    assert!(log.contains("--network pipe-build-"), "the build had no network of its own:\n{log}");
+    // Nothing of the run's networks or rules is left.
+    for network in networks_in(&log, "pipe-build-").into_iter().chain(networks_in(&log, "pipetest")) {
+        let bridge = bridge_name(&network);
+        let inspect = std::process::Command::new("docker").args(["network", "inspect", &network]).output().unwrap();
+        assert!(!inspect.status.success(), "network `{network}` left behind");
+        assert!(rules_of(&bridge).is_empty(), "rules of `{bridge}` left behind: {:?}", rules_of(&bridge));
+    }
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+    let state_dir = t.env.state_path().parent().unwrap().to_path_buf();
+    for entry in walk(&state_dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
+        assert!(!text.contains(HOST_SERVICE_SECRET), "the host's secret is in `{}`", entry.display());
+    }
+
+    // The same probe on a branch, whose build keeps the engine's default network, does reach the
+    // service: the probe works, and the pull request's silence is the isolation's doing. (A
+    // step of its own, not the pull request's cached one.)
+    t.repo.write("Dockerfile", &format!("FROM {}\nRUN echo branch; {probe}\nCOPY app.txt /app.txt\n", t.base));
+    t.repo.commit_to("dev", "a branch probing the host");
+    t.pipe(&["build", &project, "dev"]).code(0);
+    assert!(service.connections() > 0, "the probe never reached the host's service, even from a branch");
+    t.pipe(&["logs", &project, "dev"]).code(0).stdout_has(HOST_SERVICE_SECRET);
+}
+
+fn unsafe_euid_is_not_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() != b"0").unwrap_or(true)
+}
+
+/// `pipe` and 11 hex digits of the network name's SHA-256, as pipe names the bridge.
+fn bridge_name(network: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(network.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    format!("pipe{}", &String::from_utf8_lossy(&out.stdout)[..11])
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() { stack.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
+
+#[test]
+fn a_host_that_cannot_isolate_refuses_untrusted_builds_unless_the_policy_says_none() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    t.env.env("PIPE_IPTABLES", "/nonexistent/iptables");
+    t.env
+        .pipe(&["check"])
+        .code(0)
+        .stderr_has("this host cannot isolate the image build's network (`/nonexistent/iptables` is not installed)")
+        .stderr_has("test containers with test services or `limits.egress` can reach services listening on this host");
+    t.repo.write(
+        "Dockerfile",
+        &format!("FROM {}\nRUN ! ip route | grep -q default && echo build-had-no-ro''ute\n", t.base),
+    );
+    git(&t.repo.work, &["add", "--all"]);
+    git(&t.repo.work, &["commit", "--quiet", "-m", "a pull request"]);
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/4/head", "HEAD:refs/pull/4/merge"]);
+    let project = t.project.clone();
+    t.pipe(&["run", &project])
+        .code(1)
+        .stderr_has("cannot build pull/4 on an isolated network: `/nonexistent/iptables` is not installed")
+        .stderr_has("build_network = { untrusted = \"none\" }");
+    // The operator's choice: no network at all for untrusted builds.
+    t.configure("build_network = { untrusted = \"none\" }\n");
+    t.pipe(&["run", &project, "--retry"]).code(0);
+    let log = t.pipe(&["logs", &project, "pull/4"]).stdout.clone();
+    assert!(log.contains("--network none") && log.contains("build-had-no-route"), "{log}");
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+}
