@@ -52,6 +52,7 @@ pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
             ));
         }
     }
+    trust_warnings(cx, &config);
     network_warnings(cx, &config);
     for warning in crate::targets::outage_warnings(&config) {
         cx.out.warn(warning);
@@ -68,6 +69,24 @@ pub(super) fn run(cx: &Context, _args: &CheckArgs) -> anyhow::Result<u8> {
     Ok(code::OK)
 }
 
+/// Deploy entries for branches `trusted_branches` leaves out: they never push or deploy.
+fn trust_warnings(cx: &Context, config: &crate::config::Config) {
+    for (name, project) in &config.projects {
+        let Some(trusted) = &project.trusted else { continue };
+        for deploy in &project.deploy {
+            for branch in &deploy.get_ref().branches {
+                let branch = branch.get_ref();
+                if !branch.contains('*') && !trusted.is_match(branch) {
+                    cx.out.warn(format!(
+                        "project `{name}`: the deploy entry for `{branch}` never pushes or deploys: `{branch}` is outside \
+                         `trusted_branches`, and untrusted branches are treated like pull requests"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Says when this host cannot give the networks the pipeline file asks for: an isolated build
 /// is then refused, and test networks reach the host.
 fn network_warnings(cx: &Context, config: &crate::config::Config) {
@@ -80,7 +99,7 @@ fn network_warnings(cx: &Context, config: &crate::config::Config) {
     };
     let Some(why) = why else { return };
     for (name, project) in &config.projects {
-        let untrusted = project.pull_requests && !project.trust_pull_requests;
+        let untrusted = (project.pull_requests && !project.trust_pull_requests) || project.trusted.is_some();
         let mut kinds = Vec::new();
         if project.build_network(true) == NetworkPolicy::Isolated {
             kinds.push("trusted");

@@ -401,6 +401,9 @@ pub(crate) struct Project {
     /// Pull-request builds get the project's secrets (they still never push or deploy).
     #[serde(default)]
     pub trust_pull_requests: bool,
+    /// Branch patterns trusted with the project's secrets, registry login, pushes and deploys
+    /// [default: every tracked branch]; other branches are treated like untrusted pull requests.
+    pub trusted_branches: Option<Vec<Spanned<String>>>,
     /// The image build's network: one policy, or `{ trusted, untrusted }`.
     pub build_network: Option<BuildNetwork>,
     /// Which submodule URLs a checkout may fetch [default: the project's own host and scheme].
@@ -423,6 +426,9 @@ pub(crate) struct Project {
     /// Compiled from `branches` during validation.
     #[serde(skip)]
     pub tracked: Patterns,
+    /// Compiled from `trusted_branches` during validation.
+    #[serde(skip)]
+    pub trusted: Option<Patterns>,
 }
 
 /// A build arg or test variable in the pipeline file: a literal, or a secret by reference.

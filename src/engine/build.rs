@@ -204,8 +204,9 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     let plan = plan::plan(name, Some(project), &workdir, trusted)?;
     if !trusted && (!project.build_args.is_empty() || !project.test_env.is_empty()) {
         job.out.detail(format!(
-            "{name}: {} is a pull request and `trust_pull_requests` is off: no secret build args or test variables",
-            refs::display(refname)
+            "{name}: {} is {}: no secret build args or test variables",
+            refs::display(refname),
+            super::untrusted_why(refname)
         ));
     }
     let services = match &plan.test_services {

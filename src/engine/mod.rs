@@ -89,8 +89,7 @@ impl Job<'_> {
         Docker::new(Some(state::docker_config_dir(self.state_path)))
     }
 
-    /// Whether this ref may have the project's secrets: a branch, or a pull request of a
-    /// project with `trust_pull_requests = true`.
+    /// Whether this ref may have the project's secrets (see [`trusted`]).
     pub(crate) fn trusted(&self) -> bool {
         trusted(self.project, &self.refname)
     }
@@ -325,9 +324,27 @@ pub(crate) fn not_built(job: &Job<'_>) -> anyhow::Error {
         .into()
 }
 
-/// Whether `refname` of `project` may have the project's secrets (see [`Job::trusted`]).
+/// Whether `refname` of `project` may have the project's secrets, registry login, pushes and
+/// deploys: a pull request only with `trust_pull_requests`, a branch when it matches
+/// `trusted_branches` (every branch when that is not set).
 pub(crate) fn trusted(project: &Project, refname: &str) -> bool {
-    crate::refs::classify(refname) != Some(crate::refs::RefKind::PullRequest) || project.trust_pull_requests
+    if crate::refs::classify(refname) == Some(crate::refs::RefKind::PullRequest) {
+        return project.trust_pull_requests;
+    }
+    match (&project.trusted, refname.strip_prefix("refs/heads/")) {
+        (None, _) => true,
+        (Some(patterns), Some(branch)) => patterns.is_match(branch),
+        (Some(_), None) => false,
+    }
+}
+
+/// Why an untrusted ref is untrusted, for people.
+pub(crate) fn untrusted_why(refname: &str) -> &'static str {
+    if crate::refs::classify(refname) == Some(crate::refs::RefKind::PullRequest) {
+        "a pull request and `trust_pull_requests` is off"
+    } else {
+        "a branch outside `trusted_branches`"
+    }
 }
 
 /// Creates a directory only its owner can enter.

@@ -700,3 +700,45 @@ fn a_host_that_cannot_isolate_refuses_untrusted_builds_unless_the_policy_says_no
     t.canary.assert_unchanged();
     t.assert_no_secret_anywhere();
 }
+
+#[test]
+fn branches_outside_trusted_branches_are_treated_like_pull_requests() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    let marker = t.env.path().join("deployed");
+    t.configure(&format!(
+        "trusted_branches = [\"main\"]\nbuild_args = {{ NPM_TOKEN = {{ env = \"NPM_TOKEN\" }} }}\ntest_env = {{ DB_PASSWORD = {{ env = \"DB_PASSWORD\" }} }}\n\n\
+         [[project.{p}.deploy]]\nbranches = [\"main\", \"dev\"]\ncommand = {{ argv = [\"sh\", \"-c\", \"echo $PIPE_BRANCH >> {m}\"] }}\n",
+        p = t.project,
+        m = marker.display()
+    ));
+    t.env.pipe(&["check"]).code(0).stderr_has("the deploy entry for `dev` never pushes or deploys");
+    t.repo.write(
+        "Dockerfile",
+        &format!("FROM {}\nARG NPM_TOKEN\nRUN echo \"npm=$NPM_TOKEN\" > /npm\nCOPY app.txt /app.txt\n", t.base),
+    );
+    t.repo.write(
+        ".pipe.toml",
+        &format!(
+            "image = \"{}\"\ntest = \"cat /npm; echo db=$DB_PASSWORD; if test -n \\\"$DB_PASSWORD\\\"; then echo has-secr''ets; else echo no-secr''ets; fi\"\n",
+            t.image
+        ),
+    );
+    t.repo.commit_to("dev", "an untrusted branch");
+    let project = t.project.clone();
+    t.pipe(&["run", &project]).code(0);
+    let log = t.pipe(&["logs", &project, "dev"]).stdout.clone();
+    assert!(log.contains("no-secrets") && !log.contains("has-secrets"), "{log}");
+    assert!(log.contains("--network pipe-build-"), "an untrusted branch builds isolated:\n{log}");
+    assert!(!marker.exists(), "an untrusted branch deployed");
+    t.assert_no_secret_anywhere();
+
+    // The trusted branch has its secrets and deploys, as before.
+    t.repo.commit_to("main", "the trusted branch");
+    t.pipe(&["run", &project]).code(0);
+    let log = t.pipe(&["logs", &project, "main"]).stdout.clone();
+    assert!(log.contains("has-secrets") && log.contains("db=***"), "{log}");
+    assert!(!log.contains("--network pipe-build-"), "a trusted branch keeps the default build network:\n{log}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "main\n");
+    t.canary.assert_unchanged();
+}
