@@ -8,6 +8,7 @@ mod build;
 mod check;
 mod deploy;
 mod generate;
+mod internal_submodules;
 mod logs;
 mod poll;
 mod prune;
@@ -34,6 +35,14 @@ impl Context {
     pub(crate) fn state_path(&self) -> anyhow::Result<std::path::PathBuf> {
         crate::state::locate(self.global.state.as_deref())
     }
+}
+
+/// Runs `pipe internal-submodules` (not a command of the CLI).
+pub(crate) fn internal_submodules(args: crate::cli::InternalSubmodulesArgs) -> anyhow::Result<u8> {
+    let out = Output::new(args.global.quiet, args.global.verbose);
+    crate::signals::install()?;
+    let cx = Context { global: args.global.clone(), out };
+    internal_submodules::run(&cx, &args)
 }
 
 /// Runs the parsed command.

@@ -192,13 +192,11 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     let workdir = super::workspace_dir(job.config, name);
     let shown = git::redact_url(&project.repo);
     job.out.info(format!("{name}: fetching {} from `{shown}`", refs::display(refname)));
-    let policy = match &project.submodules {
-        None | Some(Submodules::Enabled(true)) => git::submodules::Policy::SameHost,
-        Some(Submodules::Enabled(false)) => git::submodules::Policy::Off,
-        Some(Submodules::Allow(a)) => git::submodules::Policy::Allow(a.allow.clone()),
-    };
-    let checked_out = git::checkout(&project.repo, &auth, refname, commit, &workdir, deadline, &policy)
+    let checked_out = git::checkout(&project.repo, &auth, refname, commit, &workdir, deadline)
         .with_context(|| format!("project `{name}`: cannot check out `{refname}`"))?;
+    if git::has_submodules(&workdir)? {
+        fetch_submodules(job, &workdir, deadline)?;
+    }
     let sha = checked_out.sha;
     let trusted = job.trusted();
     let plan = plan::plan(name, Some(project), &workdir, trusted)?;
@@ -231,6 +229,48 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
     Ok(Prepared { sha, plan, tags, labels, services, secrets })
+}
+
+/// Which submodule URLs a project's checkouts may fetch.
+pub(crate) fn submodule_policy(project: &crate::config::Project) -> git::submodules::Policy {
+    match &project.submodules {
+        None | Some(Submodules::Enabled(true)) => git::submodules::Policy::SameHost,
+        Some(Submodules::Enabled(false)) => git::submodules::Policy::Off,
+        Some(Submodules::Allow(a)) => git::submodules::Policy::Allow(a.allow.clone()),
+    }
+}
+
+/// Fetches the checkout's submodules in a child `pipe internal-submodules`, stopped (with its
+/// whole process group) at the build's deadline: a server named by `.gitmodules` that trickles
+/// its answer cannot hold the build past its timeout. The child reads the same pipeline file
+/// and inherits the environment its secrets come from; nothing secret is in its argv.
+fn fetch_submodules(job: &Job<'_>, workdir: &Path, deadline: Instant) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find pipe's own executable")?;
+    let cmd = Cmd::new(exe)
+        .arg(crate::cli::INTERNAL_SUBMODULES)
+        .arg("--config")
+        .arg(&job.config.path)
+        .args(["--quiet", job.name])
+        .arg(workdir);
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    let (_, failed) = exec::capture_even_failed(&job.out, &cmd, left)?;
+    let Some(failed) = failed else { return Ok(()) };
+    // The child's own error, without its timestamps and `error:` prefix.
+    let said: Vec<&str> = failed
+        .output_tail
+        .lines()
+        .map(|l| l.split_once(" error: ").map_or(l, |(_, rest)| rest))
+        .map(|l| l.trim_start_matches("error: "))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if Instant::now() >= deadline {
+        anyhow::bail!(
+            "cannot fetch the submodules of `{}`: still fetching at the build's deadline ({}s)",
+            job.refname,
+            job.timeout(Stage::Build).as_secs()
+        );
+    }
+    anyhow::bail!("{}", said.join("\n"))
 }
 
 /// Records a build that failed before `docker build` ran: a run of the commit that was asked

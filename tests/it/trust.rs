@@ -742,3 +742,64 @@ fn branches_outside_trusted_branches_are_treated_like_pull_requests() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "main\n");
     t.canary.assert_unchanged();
 }
+
+/// A git daemon that answers every request with a ref advertisement trickled a byte at a time,
+/// slower than anything would call dead and never finished; sends `()` when a client hangs up.
+fn trickling_git_server() -> (u16, std::sync::mpsc::Receiver<()>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut len = [0u8; 4];
+                let _ = stream.read_exact(&mut len);
+                let len = usize::from_str_radix(std::str::from_utf8(&len).unwrap_or("0"), 16).unwrap_or(4);
+                let mut request = vec![0; len.saturating_sub(4)];
+                let _ = stream.read_exact(&mut request);
+                let line = format!("{:040x} HEAD\0multi_ack side-band-64k\n", 1);
+                let advert = format!("{:04x}{line}", line.len() + 4);
+                for byte in advert.bytes().cycle() {
+                    if stream.write_all(&[byte]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                let _ = tx.send(());
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn a_submodule_server_trickling_its_answer_is_stopped_at_the_builds_deadline() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    let (port, hung_up) = trickling_git_server();
+    let url = format!("git://127.0.0.1:{port}/lib.git");
+    t.configure(&format!(
+        "submodules = {{ allow = [\"git://127.0.0.1:{port}/*\"] }}\ntimeouts = {{ build = \"5s\" }}\n"
+    ));
+    let lib = t.repo.work.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    git(&lib, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(lib.join("x"), "x\n").unwrap();
+    git(&lib, &["add", "x"]);
+    git(&lib, &["commit", "--quiet", "-m", "lib"]);
+    t.repo.write(".gitmodules", &format!("[submodule \"lib\"]\n\tpath = lib\n\turl = {url}\n"));
+    t.repo.commit_to("dev", "a submodule on a trickling server");
+    let project = t.project.clone();
+    let started = std::time::Instant::now();
+    t.pipe(&["run", &project]).code(1).stderr_has("still fetching at the build's deadline (5s)");
+    assert!(started.elapsed() < std::time::Duration::from_secs(40), "the build outlived its deadline");
+    hung_up.recv_timeout(std::time::Duration::from_secs(10)).expect("the submodule fetch still holds the connection");
+    assert_eq!(t.env.pipe(&["status", "--json"]).json()["refs"][0]["result"], "timed_out");
+    std::fs::remove_dir_all(&lib).unwrap();
+    t.recovers();
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+}
