@@ -27,6 +27,13 @@ pub(crate) fn commit_tag(sha: &str) -> &str {
     sha.get(..SHORT_COMMIT).unwrap_or(sha)
 }
 
+/// The immutable tag of a commit built as an untrusted ref (a pull request, a branch outside
+/// `trusted_branches`): never the trusted build's tag, so an untrusted build of the same commit
+/// can never be pushed or deployed in its place.
+pub(crate) fn untrusted_commit_tag(sha: &str) -> String {
+    format!("{}-untrusted", commit_tag(sha))
+}
+
 /// The moving tag of a ref: `latest`, `pr-<n>` or the branch made a valid, distinct tag.
 pub(crate) fn ref_tag(refname: &str, default_branch: Option<&str>) -> String {
     if let Some(branch) = refname.strip_prefix("refs/heads/") {

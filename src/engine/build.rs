@@ -223,7 +223,8 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         .iter()
         .map(|(key, r)| Ok((key.clone(), secret::resolve(r, &format!("project.{name}.build_args.{key}"))?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let tags = vec![docker::ref_tag(refname, Some(default_branch)), docker::commit_tag(&sha).to_string()];
+    let commit_tag = if trusted { docker::commit_tag(&sha).to_string() } else { docker::untrusted_commit_tag(&sha) };
+    let tags = vec![docker::ref_tag(refname, Some(default_branch)), commit_tag];
     if plan.image_from_repo {
         foreign_tags(job, &job.docker(), &plan.image, &tags)?;
     }

@@ -273,6 +273,14 @@ pub(crate) fn latest_built<'a>(history: &'a History, commit: Option<&str>) -> Op
     })
 }
 
+/// The image of a run by its immutable tag: the commit's, or for an untrusted ref's build its
+/// own (`…-untrusted`), as the build recorded it.
+pub(crate) fn run_image(run: &crate::state::Run) -> String {
+    let commit = crate::docker::commit_tag(&run.commit);
+    let tag = run.tags.iter().find(|t| t.starts_with(commit)).map_or(commit, String::as_str);
+    format!("{}:{tag}", run.image)
+}
+
 /// The gates between stages, in one place: an image is pushed or deployed only when its tests
 /// passed or had nothing to run; an image bound for a registry is deployed only once pushed.
 pub(crate) mod gate {

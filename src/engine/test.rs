@@ -51,7 +51,7 @@ pub(crate) fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>)
         None => super::latest_built(&files.history, None).cloned(),
     };
     let Some(run) = run else { return Err(super::not_built(job)) };
-    let image = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
+    let image = super::run_image(&run);
     let Some(command) = run.test.clone() else {
         let skipped = StageRun::new(Stage::Test, Outcome::Skipped, crate::clock::now(), Duration::ZERO, None);
         job.record(files, run.number, skipped)?;
@@ -103,7 +103,7 @@ pub(crate) fn plan<'a>(
     let nologin = job.untrusted_docker()?;
     let test_job = TestJob {
         label: format!("{name}-{}-{}", docker::branch_tag(refs::display(&job.refname)), run.number),
-        image: format!("{}:{}", run.image, docker::commit_tag(&run.commit)),
+        image: super::run_image(run),
         command,
         env: run.test_env.clone().into_iter().collect(),
         secrets,

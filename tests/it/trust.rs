@@ -803,3 +803,115 @@ fn a_submodule_server_trickling_its_answer_is_stopped_at_the_builds_deadline() {
     t.canary.assert_unchanged();
     t.assert_no_secret_anywhere();
 }
+
+/// `docker run --rm IMAGE cat FILE`.
+fn cat_in(image: &str, file: &str) -> String {
+    let out = std::process::Command::new("docker").args(["run", "--rm", image, "cat", file]).output().unwrap();
+    assert!(out.status.success(), "cannot read {file} in {image}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_pull_request_gets_neither_the_registry_login_nor_the_trusted_image_tag() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    let reg = crate::support::docker::Registry::start("ci", REG_PASSWORD);
+    let write_config = |t: &Target| {
+        t.configure(&format!(
+            "build_args = {{ NPM_TOKEN = {{ env = \"NPM_TOKEN\" }} }}\n\n[[project.{p}.deploy]]\nbranches = [\"main\"]\npush = [\"local\"]\ncommand = {{ argv = [\"true\"] }}\n",
+            p = t.project
+        ));
+        let text = std::fs::read_to_string(t.env.config_path()).unwrap().replace("127.0.0.1:1", &reg.host());
+        t.env.config(&text);
+    };
+    write_config(&t);
+    // A base image only the registry's login can pull.
+    let private = format!("{}/{}-base:1", reg.host(), t.project);
+    let login_dir = tempfile::tempdir().unwrap();
+    let docker_as_ci = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", login_dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "docker {args:?}");
+    };
+    docker_as_ci(&["login", "--username", "ci", "--password-stdin", &reg.host()], Some(REG_PASSWORD));
+    docker.ok(&["tag", &t.base, &private]);
+    docker_as_ci(&["push", &private], None);
+    docker.ok(&["image", "rm", &private]);
+    let _private = docker.image(&private);
+
+    // The trusted branch: its build has the secret build arg, is pushed (pipe logs in) and deployed.
+    t.repo.write(
+        "Dockerfile",
+        &format!("FROM {}\nARG NPM_TOKEN\nRUN echo ${{#NPM_TOKEN}} > /len\nCOPY app.txt /app.txt\n", t.base),
+    );
+    let sha = t.repo.commit_to("main", "trusted");
+    let project = t.project.clone();
+    t.pipe(&["run", &project]).code(0);
+    let commit_tag = &sha[..12];
+    assert_eq!(cat_in(&format!("{}:{commit_tag}", t.image), "/len"), NPM_TOKEN.len().to_string());
+
+    // A pull request of the very same commit builds without the secret, under its own tags:
+    // the trusted image keeps its tag.
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/5/head", "HEAD:refs/pull/5/merge"]);
+    t.pipe(&["run", &project]).code(0);
+    assert_eq!(cat_in(&format!("{}:{commit_tag}-untrusted", t.image), "/len"), "0");
+    assert_eq!(cat_in(&format!("{}:pr-5", t.image), "/len"), "0");
+    assert_eq!(cat_in(&format!("{}:{commit_tag}", t.image), "/len"), NPM_TOKEN.len().to_string());
+    let untrusted_tag = format!("--tag {}:{commit_tag}-untrusted ", t.image);
+    t.pipe(&["logs", &project, "pull/5"]).code(0).stdout_has(&untrusted_tag);
+
+    // A pull request starting `FROM` the private image cannot pull it: pipe's login (stored by
+    // the push above) is not its to use.
+    t.repo.write("Dockerfile", &format!("FROM {private}\nCOPY app.txt /app.txt\n"));
+    git(&t.repo.work, &["add", "--all"]);
+    git(&t.repo.work, &["commit", "--quiet", "-m", "a pull request from the private image"]);
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/6/head", "HEAD:refs/pull/6/merge"]);
+    t.pipe(&["run", &project]).code(1);
+    let log = t.pipe(&["logs", &project, "pull/6"]).stdout.clone();
+    assert!(log.contains("no basic auth credentials") || log.contains("unauthorized"), "{log}");
+    // The same Dockerfile on the trusted branch pulls it with pipe's login.
+    t.repo.commit_to("main", "the trusted branch from the private image");
+    t.pipe(&["run", &project]).code(0);
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+}
+
+#[test]
+fn the_fetch_leaves_no_token_in_the_build_context_and_trusting_pull_requests_is_warned() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    let served = t.repo.bare.parent().unwrap().to_path_buf();
+    let server = GitHttpServer::start(&served, Some(&format!("ci:{GIT_TOKEN}")));
+    t.configure("auth = { username = \"ci\", token_env = \"GIT_TOKEN\" }\ntrust_pull_requests = true\n");
+    let text = std::fs::read_to_string(t.env.config_path()).unwrap().replace(&t.repo.url(), &server.url("app.git"));
+    t.env.config(&text);
+    t.env
+        .pipe(&["check"])
+        .code(0)
+        .stderr_has("has `trust_pull_requests = true`: anyone who can open a pull request can read its secret");
+    // The whole checkout, `.git` included, is the build context.
+    t.repo.write("Dockerfile", &format!("FROM {}\nCOPY . /ctx\n", t.base)).write(
+        ".pipe.toml",
+        &format!(
+            "image = \"{}\"\ntest = \"test -d /ctx/.git && ! test -e /ctx/.git/FETCH_HEAD && p={}; ! grep -rl $p{} /ctx && echo context-is-cl''ean\"\n",
+            t.image,
+            &GIT_TOKEN[..12],
+            &GIT_TOKEN[12..]
+        ),
+    );
+    t.repo.commit_to("dev", "copies its whole checkout");
+    let project = t.project.clone();
+    t.pipe(&["run", &project]).code(0);
+    t.pipe(&["logs", &project, "dev"]).code(0).stdout_has("context-is-clean");
+    let fetch_head = t.env.path().join("work").join(&project).join("src/.git/FETCH_HEAD");
+    assert!(!fetch_head.exists(), "`{}` is left in the checkout", fetch_head.display());
+    t.assert_no_secret_anywhere();
+}
