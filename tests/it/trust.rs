@@ -321,6 +321,15 @@ fn symlinks_out_of_the_checkout_are_refused_and_repository_files_are_bounded() {
     std::fs::remove_file(t.repo.work.join(".jenkins-env")).unwrap();
     t.repo.write(".pipe.toml", &format!("image = \"{}\"\n# {}\n", t.image, "x".repeat(1024 * 1024)));
     t.refused("attack: a 1 MiB .pipe.toml", &["repository files are read up to 1048576 bytes"]);
+    // The docker CLI reads `.dockerignore` on the host: a link to a host file (or an endless
+    // one) is refused before the build.
+    t.legitimate("true");
+    symlink("/dev/zero", t.repo.work.join(".dockerignore")).unwrap();
+    t.refused("attack: .dockerignore -> /dev/zero", &["cannot read `./.dockerignore`", "leads out of the repository"]);
+    std::fs::remove_file(t.repo.work.join(".dockerignore")).unwrap();
+    symlink(t.canary.dir.join("secret.txt"), t.repo.work.join("Dockerfile.dockerignore")).unwrap();
+    t.refused("attack: Dockerfile.dockerignore -> a host file", &["cannot read `Dockerfile.dockerignore`"]);
+    std::fs::remove_file(t.repo.work.join("Dockerfile.dockerignore")).unwrap();
     t.recovers();
     t.assert_no_secret_anywhere();
 }
