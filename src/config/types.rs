@@ -211,6 +211,9 @@ pub(crate) struct Settings {
     /// Run logs kept per project and ref.
     #[serde(default = "default_keep_logs")]
     pub keep_logs: u32,
+    /// Disk for one project's run logs, in MiB: beyond it its oldest logs are emptied.
+    #[serde(default = "default_project_logs_mib")]
+    pub project_logs_mib: u64,
     /// Projects polled (and later built) at the same time.
     #[serde(default = "default_parallel")]
     pub parallel: usize,
@@ -229,6 +232,7 @@ impl Default for Settings {
         Settings {
             workspace: default_workspace(),
             keep_logs: default_keep_logs(),
+            project_logs_mib: default_project_logs_mib(),
             parallel: default_parallel(),
             max_builds: default_max_builds(),
             default_branches: default_branches(),
@@ -242,6 +246,9 @@ fn default_workspace() -> PathBuf {
 }
 fn default_keep_logs() -> u32 {
     20
+}
+fn default_project_logs_mib() -> u64 {
+    1024
 }
 fn default_parallel() -> usize {
     4

@@ -52,6 +52,9 @@ pub(crate) fn build(
     let number = files.history.next_run;
     files.history.next_run += 1;
     let log = files.new_log(number)?;
+    if let Some(project_logs) = log.parent().and_then(Path::parent) {
+        super::enforce_log_budget(out, project_logs, job.config.settings.project_logs_mib.saturating_mul(1 << 20));
+    }
     files.history.runs.push(Run {
         number,
         commit: sha.clone(),

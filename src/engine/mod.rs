@@ -355,6 +355,43 @@ pub(crate) fn untrusted_why(refname: &str) -> &'static str {
     }
 }
 
+/// Keeps one project's run logs (every ref's, under `project_dir`) within `budget` bytes with
+/// room for a run about to be written (two capped commands): the oldest logs are emptied, down
+/// to a line saying why, so histories still point at a file. Many branches each flooding their
+/// logs cannot fill the disk.
+pub(crate) fn enforce_log_budget(out: &Output, project_dir: &Path, budget: u64) {
+    let room = 2 * crate::docker::client::LOG_CAP;
+    let mut logs = Vec::new();
+    let Ok(refs) = std::fs::read_dir(project_dir) else { return };
+    for dir in refs.flatten() {
+        let Ok(files) = std::fs::read_dir(dir.path()) else { continue };
+        for file in files.flatten() {
+            let Ok(meta) = file.metadata() else { continue };
+            if meta.is_file() {
+                logs.push((meta.modified().ok(), meta.len(), file.path()));
+            }
+        }
+    }
+    let mut total: u64 = logs.iter().map(|(_, len, _)| len).sum();
+    if total.saturating_add(room) <= budget {
+        return;
+    }
+    logs.sort();
+    let note = format!("[log emptied: this project's logs were over `pipe.project_logs_mib` ({} MiB)]\n", budget >> 20);
+    for (_, len, path) in logs {
+        if total.saturating_add(room) <= budget {
+            break;
+        }
+        if len <= note.len() as u64 {
+            continue;
+        }
+        match std::fs::write(&path, &note) {
+            Ok(()) => total -= len - note.len() as u64,
+            Err(err) => out.warn(format!("could not empty the log `{}`: {err}", path.display())),
+        }
+    }
+}
+
 /// Creates a directory only its owner can enter.
 pub(crate) fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -366,4 +403,31 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// Creates a directory the stage writes into.
 pub(crate) fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_logs_are_emptied_to_keep_a_project_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = 2 * crate::docker::client::LOG_CAP;
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        for (i, (refdir, name)) in [("a", "1.log"), ("b", "1.log"), ("a", "2.log")].iter().enumerate() {
+            std::fs::create_dir_all(dir.path().join(refdir)).unwrap();
+            let path = dir.path().join(refdir).join(name);
+            std::fs::write(&path, vec![b'x'; 200]).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(epoch + std::time::Duration::from_secs(1000 + i as u64)).unwrap();
+        }
+        let out = Output::new(true, 0);
+        enforce_log_budget(&out, dir.path(), room + 1000);
+        assert_eq!(std::fs::metadata(dir.path().join("a/1.log")).unwrap().len(), 200, "within budget: untouched");
+        enforce_log_budget(&out, dir.path(), room + 450);
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert!(read("a/1.log").starts_with("[log emptied"), "the oldest goes first");
+        assert!(read("b/1.log").starts_with("[log emptied"));
+        assert_eq!(read("a/2.log").len(), 200, "the newest stays");
+    }
 }

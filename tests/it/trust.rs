@@ -924,3 +924,25 @@ fn the_fetch_leaves_no_token_in_the_build_context_and_trusting_pull_requests_is_
     assert!(!fetch_head.exists(), "`{}` is left in the checkout", fetch_head.display());
     t.assert_no_secret_anywhere();
 }
+
+#[test]
+fn branches_flooding_their_logs_stay_within_the_projects_log_budget() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    // Room for one run (two capped commands, 32 MiB) and 1 MiB of older logs.
+    let text = std::fs::read_to_string(t.env.config_path()).unwrap();
+    t.env.config(&text.replacen("[pipe]\n", "[pipe]\nproject_logs_mib = 33\n", 1));
+    t.legitimate("yes flood-line-of-the-test | head -c 700000");
+    let project = t.project.clone();
+    for branch in ["flood-a", "flood-b", "flood-c"] {
+        t.repo.commit_to(branch, branch);
+        t.pipe(&["build", &project, branch]).code(0);
+        t.pipe(&["test", &project, branch]).code(0);
+    }
+    t.pipe(&["logs", &project, "flood-a"]).code(0).stdout_has("[log emptied: this project's logs were over");
+    t.pipe(&["logs", &project, "flood-c"]).code(0).stdout_has("flood-line-of-the-test");
+    let logs = t.env.state_path().parent().unwrap().join("logs").join(&project);
+    let total: u64 = walk(&logs).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(total <= (1 << 20) + 2 * 700_000, "the project's logs hold {total} bytes");
+    t.canary.assert_unchanged();
+}
