@@ -71,42 +71,23 @@ impl Rule {
 /// the DNS exceptions, inserted last, are matched first). `forward` is the chain Docker leaves
 /// to its users (`DOCKER-USER`), else `FORWARD`.
 pub(crate) fn rules(bridge: &str, forward: &str, resolvers: &[Ipv4Addr], v6: bool) -> Vec<Rule> {
-    let tag = |mut spec: Vec<String>| {
-        spec.extend(["-m", "comment", "--comment", COMMENT].map(String::from));
-        spec
+    let rule = |v6: bool, chain: &str, matches: &[&str], target: &str| {
+        let mut spec: Vec<String> = matches.iter().map(|w| w.to_string()).collect();
+        spec.extend(["-m", "comment", "--comment", COMMENT, "-j", target].map(String::from));
+        Rule { v6, chain: chain.into(), spec }
     };
-    let words = |s: &[&str]| s.iter().map(|w| w.to_string()).collect::<Vec<_>>();
     let mut rules = vec![
-        Rule {
-            v6: false,
-            chain: "INPUT".into(),
-            spec: tag(words(&["-i", bridge])).into_iter().chain(words(&["-j", "REJECT"])).collect(),
-        },
-        Rule {
-            v6: false,
-            chain: forward.into(),
-            spec: tag(words(&["-i", bridge, "!", "-o", bridge, "-d", NOT_PUBLIC]))
-                .into_iter()
-                .chain(words(&["-j", "REJECT"]))
-                .collect(),
-        },
+        rule(false, "INPUT", &["-i", bridge], "REJECT"),
+        rule(false, forward, &["-i", bridge, "!", "-o", bridge, "-d", NOT_PUBLIC], "REJECT"),
     ];
     for resolver in resolvers.iter().filter(|r| !r.is_loopback()) {
+        let address = resolver.to_string();
         for proto in ["udp", "tcp"] {
-            let spec = tag(words(&["-i", bridge, "-d", &resolver.to_string(), "-p", proto, "--dport", "53"]));
-            rules.push(Rule {
-                v6: false,
-                chain: forward.into(),
-                spec: spec.into_iter().chain(words(&["-j", "ACCEPT"])).collect(),
-            });
+            rules.push(rule(false, forward, &["-i", bridge, "-d", &address, "-p", proto, "--dport", "53"], "ACCEPT"));
         }
     }
     if v6 {
-        rules.push(Rule {
-            v6: true,
-            chain: "INPUT".into(),
-            spec: tag(words(&["-i", bridge])).into_iter().chain(words(&["-j", "REJECT"])).collect(),
-        });
+        rules.push(rule(true, "INPUT", &["-i", bridge], "REJECT"));
     }
     rules
 }
