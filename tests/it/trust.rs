@@ -946,3 +946,50 @@ fn branches_flooding_their_logs_stay_within_the_projects_log_budget() {
     assert!(total <= (1 << 20) + 2 * 700_000, "the project's logs hold {total} bytes");
     t.canary.assert_unchanged();
 }
+
+/// Removes every local tag of an image repository (what `--here` built, which carries the
+/// checkout's name, not the test's project label).
+struct RepositoryImages(String);
+
+impl Drop for RepositoryImages {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("docker")
+            .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}", &self.0])
+            .output()
+            .unwrap();
+        for reference in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = std::process::Command::new("docker").args(["image", "rm", "--force", reference]).output();
+        }
+    }
+}
+
+#[test]
+fn a_developers_test_here_is_confined_as_ci_confines_it() {
+    let Some(docker) = Docker::require() else { return };
+    let t = target(&docker);
+    let _images = RepositoryImages(t.image.clone());
+    let here = |t: &Target| {
+        let mut cmd = t.env.command(&["test", "--here"]);
+        cmd.env_remove("PIPE_CONFIG").current_dir(&t.repo.work);
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let checks = [
+        "grep -q '^CapEff:.*0000000000000000' /proc/self/status",
+        "grep -q '^NoNewPrivs:.*1' /proc/self/status",
+        "p=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max); test \"$p\" = 1024",
+        "! ip route | grep -q default",
+        "echo here-is-conf''ined",
+    ];
+    t.legitimate(&checks.join(" && "));
+    t.repo.commit_to("main", "a developer's checkout");
+    let (code, stderr) = here(&t);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("here-is-confined"), "{stderr}");
+    // Test services on a developer's machine pass the same allow-list.
+    services_file(&t, "    privileged: true\n");
+    let (code, stderr) = here(&t);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("svc.yml:5:5: `privileged` is not allowed in test service `db`"), "{stderr}");
+    t.canary.assert_unchanged();
+}
