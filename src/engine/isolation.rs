@@ -134,6 +134,7 @@ pub(crate) struct Isolated {
 impl Isolated {
     /// Creates the network, then its rules, so a rule whose bridge is gone is known stale.
     pub(crate) fn create(out: Output, docker: &Docker, spec: &NetworkSpec<'_>) -> anyhow::Result<Isolated> {
+        sweep_networks(&out, docker);
         let bridge = bridge_name(spec.name);
         let mut create = docker.cmd().args([
             "network".to_string(),
@@ -142,6 +143,8 @@ impl Isolated {
             "bridge".into(),
             "--label".into(),
             format!("pipe.network={}", spec.purpose),
+            "--label".into(),
+            format!("{OWNER_LABEL}={}", owner(std::process::id())),
             "--opt".into(),
             format!("com.docker.network.bridge.name={bridge}"),
         ]);
@@ -190,6 +193,59 @@ impl Drop for Isolated {
         let rm = self.docker.cmd().args(["network", "rm", &self.name]).through_signals();
         if let Err(err) = exec::capture(&self.out, &rm, Duration::from_secs(60)) {
             self.out.warn(format!("could not remove the network `{}`: {err:#}", self.name));
+        }
+    }
+}
+
+/// The label naming the process that made a network: `HOST:PID:START` (START: the process's
+/// start time in clock ticks since boot, so a reused PID is not taken for the owner).
+const OWNER_LABEL: &str = "pipe.owner";
+
+/// This host's name and `pid`'s start time, as [`OWNER_LABEL`] writes them; `None` for a
+/// process that does not exist.
+fn owner_of(pid: u32) -> Option<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The second field, `(comm)`, may hold spaces; the start time is the 20th after it.
+    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.to_string();
+    Some(format!("{}:{pid}:{start}", host.trim()))
+}
+
+fn owner(pid: u32) -> String {
+    owner_of(pid).unwrap_or_else(|| format!("?:{pid}:?"))
+}
+
+/// Whether the owner label `label` names a process of this host that is gone: its network was
+/// left by a pipe killed outright.
+fn owner_gone(label: &str) -> bool {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut parts = label.splitn(3, ':');
+    let (Some(h), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else { return false };
+    if h != host.trim() {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    owner_of(pid).as_deref() != Some(label)
+}
+
+/// Removes networks pipe made for isolation whose owner process on this host is gone (a pipe
+/// killed outright), so they cannot pile up and exhaust Docker's address pools. One with a
+/// container still attached is refused by Docker and left.
+fn sweep_networks(out: &Output, docker: &Docker) {
+    let list = docker.cmd().args([
+        "network".to_string(),
+        "ls".into(),
+        "--filter".into(),
+        format!("label={OWNER_LABEL}"),
+        "--format".into(),
+        format!("{{{{.Name}}}}\t{{{{.Label \"{OWNER_LABEL}\"}}}}"),
+    ]);
+    let Ok(listing) = exec::capture(out, &list, Duration::from_secs(30)) else { return };
+    for line in listing.lines() {
+        let Some((name, label)) = line.split_once('\t') else { continue };
+        if owner_gone(label.trim()) {
+            let rm = docker.cmd().args(["network", "rm", name]);
+            let _ = exec::capture(out, &rm, Duration::from_secs(60));
         }
     }
 }
@@ -266,6 +322,19 @@ mod tests {
         assert!(lines[3].contains("-p tcp"));
         assert_eq!(rules.len(), 5, "loopback resolvers need no exception: {lines:?}");
         assert!(rules[4].v6 && rules[4].chain == "INPUT");
+    }
+
+    #[test]
+    fn a_network_is_stale_only_when_its_owner_on_this_host_is_gone() {
+        let me = owner(std::process::id());
+        assert!(!owner_gone(&me), "{me}");
+        let (host, rest) = me.split_once(':').unwrap();
+        let start = rest.split_once(':').unwrap().1;
+        // The same PID with another start time: a reused PID, not the owner.
+        assert!(owner_gone(&format!("{host}:{}:{}1", std::process::id(), start)));
+        assert!(owner_gone(&format!("{host}:999999999:1")));
+        assert!(!owner_gone("another-host:999999999:1"), "another host's processes are not ours to judge");
+        assert!(!owner_gone("garbage"));
     }
 
     #[test]

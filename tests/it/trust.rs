@@ -993,3 +993,61 @@ fn a_developers_test_here_is_confined_as_ci_confines_it() {
     assert!(stderr.contains("svc.yml:5:5: `privileged` is not allowed in test service `db`"), "{stderr}");
     t.canary.assert_unchanged();
 }
+
+/// `HOST:PID:START` for a live process, as pipe labels the networks it makes.
+fn owner_label(pid: u32) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().to_string();
+    format!("{}:{pid}:{start}", host.trim())
+}
+
+#[test]
+fn networks_and_rules_a_killed_pipe_left_are_swept_and_live_ones_kept() {
+    let Some(docker) = Docker::require() else { return };
+    if unsafe_euid_is_not_root() {
+        assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "the network isolation test needs root (iptables)");
+        return;
+    }
+    let mut t = target(&docker);
+    t.repo.commit_to("main", "first");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = unique_name("stale-net");
+    let live = unique_name("live-net");
+    docker.ok(&[
+        "network",
+        "create",
+        "--label",
+        "pipe.network=test",
+        "--label",
+        &format!("pipe.owner={}:{dead_pid}:1", host.trim()),
+        &stale,
+    ]);
+    docker.ok(&[
+        "network",
+        "create",
+        "--label",
+        "pipe.network=test",
+        "--label",
+        &format!("pipe.owner={}", owner_label(std::process::id())),
+        &live,
+    ]);
+    let rule = ["INPUT", "-i", "pipe0000000dead", "-m", "comment", "--comment", "pipe isolation", "-j", "REJECT"];
+    let insert = std::process::Command::new("iptables").args(["-w", "-I"]).args(rule).status().unwrap();
+    assert!(insert.success());
+    // Any isolated network pipe makes sweeps first: a pull request's build.
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/3/head", "HEAD:refs/pull/3/merge"]);
+    let project = t.project.clone();
+    t.pipe(&["build", &project, "pull/3"]).code(0);
+    let exists = |name: &str| {
+        std::process::Command::new("docker").args(["network", "inspect", name]).output().unwrap().status.success()
+    };
+    assert!(!exists(&stale), "the network of a gone pipe is left");
+    assert!(exists(&live), "a live process's network was taken");
+    docker.ok(&["network", "rm", &live]);
+    assert!(rules_of("pipe0000000dead").is_empty(), "a rule of a gone bridge is left");
+    t.canary.assert_unchanged();
+}
