@@ -151,8 +151,9 @@ fn check_build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<()> {
     match why {
         None => Ok(()),
         Some(why) => Err(StageFailed(format!(
-            "project `{}`: cannot build {} on an isolated network: {why}
-hint: run pipe as root with iptables, or set              `build_network = {{ {who} = \"none\" }}` (no network) or `\"default\"` (its RUN steps reach the host and LAN)              under [project.{}]",
+            "project `{}`: cannot build {} on an isolated network: {why}\nhint: run pipe as root with iptables, or set \
+             `build_network = {{ {who} = \"none\" }}` (no network) or `\"default\"` (its RUN steps reach the host and \
+             the LAN) under [project.{}]",
             job.name,
             refs::display(&job.refname),
             job.name
@@ -273,6 +274,9 @@ fn fetch_submodules(job: &Job<'_>, workdir: &Path, deadline: Instant) -> anyhow:
             job.refname,
             job.timeout(Stage::Build).as_secs()
         );
+    }
+    if said.is_empty() {
+        return Err(failed.into());
     }
     anyhow::bail!("{}", said.join("\n"))
 }
