@@ -67,7 +67,8 @@ pub(crate) fn branch_tag(branch: &str) -> String {
     if clean.is_empty() { format!("branch-{suffix}") } else { format!("{clean}-{suffix}") }
 }
 
-/// Branch names that would read as one of pipe's own tags: `latest`, `pr-N`, a commit id, or
+/// Branch names that would read as one of pipe's own tags: `latest`, `pr-N`, a commit id (or an
+/// untrusted build's `<commit id>-untrusted`), or
 /// the sanitised form of another branch (`…-` and 8 hex digits), which a branch named exactly
 /// like that would otherwise share (found by `prop_a_branch_named_like_another_branchs_tag_gets_its_own`).
 fn reserved(branch: &str) -> bool {
@@ -78,6 +79,7 @@ fn reserved(branch: &str) -> bool {
     branch == "latest"
         || branch.strip_prefix("pr-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         || (branch.len() >= 7 && branch.len() <= 40 && is_hex(branch))
+        || branch.strip_suffix("-untrusted").is_some_and(|h| h.len() >= 7 && h.len() <= 40 && is_hex(h))
         || hashed_form
 }
 
@@ -422,6 +424,14 @@ mod tests {
         let tag = branch_tag("feat/a");
         assert_ne!(branch_tag(&tag), tag);
         assert_eq!(branch_tag("release-2026"), "release-2026", "ordinary names are still kept");
+    }
+
+    #[test]
+    fn a_branch_named_like_an_untrusted_builds_tag_does_not_take_it() {
+        let untrusted = untrusted_commit_tag("0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(untrusted, "0123456789ab-untrusted");
+        assert_ne!(branch_tag(&untrusted), untrusted);
+        assert_eq!(branch_tag("tests-untrusted"), "tests-untrusted", "ordinary names are still kept");
     }
 
     // Property tests (`prop_*`): `bench/run.sh` runs them with many more cases.
