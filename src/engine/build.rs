@@ -227,7 +227,10 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         .iter()
         .map(|(key, r)| Ok((key.clone(), secret::resolve(r, &format!("project.{name}.build_args.{key}"))?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let commit_tag = if trusted { docker::commit_tag(&sha).to_string() } else { docker::untrusted_commit_tag(&sha) };
+    // Only a build that may be pushed and deployed writes the commit's tag: never an untrusted
+    // ref's, nor a pull request's even with `trust_pull_requests` (pull requests never deploy).
+    let deployable = trusted && refs::classify(refname) != Some(refs::RefKind::PullRequest);
+    let commit_tag = if deployable { docker::commit_tag(&sha).to_string() } else { docker::untrusted_commit_tag(&sha) };
     let tags = vec![docker::ref_tag(refname, Some(default_branch)), commit_tag];
     if plan.image_from_repo {
         foreign_tags(job, &job.docker(), &plan.image, &tags)?;

@@ -922,6 +922,12 @@ fn the_fetch_leaves_no_token_in_the_build_context_and_trusting_pull_requests_is_
     t.pipe(&["logs", &project, "dev"]).code(0).stdout_has("context-is-clean");
     let fetch_head = t.env.path().join("work").join(&project).join("src/.git/FETCH_HEAD");
     assert!(!fetch_head.exists(), "`{}` is left in the checkout", fetch_head.display());
+    // A trusted pull request still never writes the tag its branch's build deploys.
+    let sha = git(&t.repo.work, &["rev-parse", "HEAD"]);
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/8/head", "HEAD:refs/pull/8/merge"]);
+    t.pipe(&["build", &project, "pull/8"]).code(0);
+    let untrusted_tag = format!("--tag {}:{}-untrusted ", t.image, &sha[..12]);
+    t.pipe(&["logs", &project, "pull/8"]).code(0).stdout_has(&untrusted_tag);
     t.assert_no_secret_anywhere();
 }
 
