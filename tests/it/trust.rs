@@ -582,7 +582,7 @@ fn networks_in(log: &str, prefix: &str) -> Vec<String> {
 #[test]
 fn untrusted_builds_and_test_services_cannot_reach_the_hosts_services() {
     let Some(docker) = Docker::require() else { return };
-    if unsafe_euid_is_not_root() {
+    if not_root() {
         assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "the network isolation test needs root (iptables)");
         eprintln!("skipped: isolation needs root");
         return;
@@ -647,7 +647,7 @@ fn untrusted_builds_and_test_services_cannot_reach_the_hosts_services() {
     t.pipe(&["logs", &project, "dev"]).code(0).stdout_has(HOST_SERVICE_SECRET);
 }
 
-fn unsafe_euid_is_not_root() -> bool {
+fn not_root() -> bool {
     std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() != b"0").unwrap_or(true)
 }
 
@@ -1011,7 +1011,7 @@ fn owner_label(pid: u32) -> String {
 #[test]
 fn networks_and_rules_a_killed_pipe_left_are_swept_and_live_ones_kept() {
     let Some(docker) = Docker::require() else { return };
-    if unsafe_euid_is_not_root() {
+    if not_root() {
         assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "the network isolation test needs root (iptables)");
         return;
     }
