@@ -258,6 +258,25 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
+/// `pipe internal-submodules PROJECT DIR`: not part of the CLI (no help, completion or man
+/// page): the build stage runs it to fetch a checkout's submodules in a process its deadline
+/// can stop. `main` recognises it by its first argument.
+#[derive(Debug, Parser)]
+#[command(name = "pipe internal-submodules")]
+pub struct InternalSubmodulesArgs {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// Project whose checkout it is (its repository, credentials and submodule policy)
+    #[arg(value_name = "PROJECT")]
+    pub project: String,
+    /// The checkout
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// The first argument that selects [`InternalSubmodulesArgs`].
+pub const INTERNAL_SUBMODULES: &str = "internal-submodules";
+
 /// Arguments of `pipe generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {

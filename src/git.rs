@@ -328,7 +328,6 @@ pub(crate) fn checkout(
     commit: Option<&str>,
     dir: &Path,
     deadline: std::time::Instant,
-    policy: &submodules::Policy,
 ) -> anyhow::Result<Commit> {
     let shown = redact_url(url);
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create workspace `{}`", dir.display()))?;
@@ -376,6 +375,23 @@ pub(crate) fn checkout(
     // FETCH_HEAD names the URL fetched from, credentials included: it must not stay in a
     // checkout that becomes a build context.
     let _ = std::fs::remove_file(repo.path().join("FETCH_HEAD"));
+    Ok(Commit { sha: oid.to_string(), time: commit_time(&target) })
+}
+
+/// Whether the checkout in `dir` declares submodules (its `.gitmodules` lists any).
+pub(crate) fn has_submodules(dir: &Path) -> anyhow::Result<bool> {
+    let repo = Repository::open(dir).with_context(|| format!("cannot open the checkout `{}`", dir.display()))?;
+    Ok(!repo.submodules().context("cannot read .gitmodules")?.is_empty())
+}
+
+/// Fetches and checks out the submodules of the checkout in `dir`, whose project lives at
+/// `url`. libgit2 bounds this only by socket timeouts, so the build runs it in a child process
+/// that its deadline can stop (`pipe internal-submodules`).
+pub(crate) fn update_submodules(url: &str, auth: &Auth, dir: &Path, policy: &submodules::Policy) -> anyhow::Result<()> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        use_curl_for_http(Duration::from_secs(600));
+    }
+    let repo = Repository::open(dir).with_context(|| format!("cannot open the checkout `{}`", dir.display()))?;
     // Submodules by policy: each URL is resolved and checked before anything is fetched, and
     // only the project's own host is offered its credentials.
     for submodule in repo.submodules().context("cannot read .gitmodules")? {
@@ -401,7 +417,7 @@ pub(crate) fn checkout(
             .update(false, Some(&mut update))
             .map_err(|e| anyhow!("cannot update submodule `{name}`: {}", clean_message(&e)))?;
     }
-    Ok(Commit { sha: oid.to_string(), time: commit_time(&target) })
+    Ok(())
 }
 
 /// A checked-out commit: its id and committer time.

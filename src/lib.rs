@@ -36,3 +36,9 @@ pub(crate) mod targets;
 pub fn run(cli: cli::Cli) -> anyhow::Result<u8> {
     commands::dispatch(cli)
 }
+
+/// Fetches a build checkout's submodules: the child process the build stage starts (see
+/// [`cli::InternalSubmodulesArgs`]).
+pub fn run_internal_submodules(args: cli::InternalSubmodulesArgs) -> anyhow::Result<u8> {
+    commands::internal_submodules(args)
+}

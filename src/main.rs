@@ -5,8 +5,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = pipe::cli::Cli::parse();
-    match pipe::run(cli) {
+    let internal = std::env::args_os().nth(1).is_some_and(|a| a == pipe::cli::INTERNAL_SUBMODULES);
+    let result = if internal {
+        let args = std::env::args_os().enumerate().filter(|(i, _)| *i != 1).map(|(_, a)| a);
+        pipe::run_internal_submodules(pipe::cli::InternalSubmodulesArgs::parse_from(args))
+    } else {
+        pipe::run(pipe::cli::Cli::parse())
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("{}", pipe::error::render(&err));

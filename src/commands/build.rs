@@ -29,8 +29,9 @@ pub(super) fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
         );
         println!("git checkout --force {} && git clean -ffdx", args.commit.as_deref().unwrap_or("refs/pipe/fetched"));
         println!(
-            "{} build … (tags, labels and build args resolved after checkout)",
-            job.docker().program.to_string_lossy()
+            "{} build … (tags, labels and build args resolved after checkout; build network: {})",
+            job.docker().program.to_string_lossy(),
+            job.project.build_network(job.trusted()).name()
         );
         return Ok(code::OK);
     }

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::Context;
 use crate::cli::CheckArgs;
-use crate::config::{ArgValue, SecretRef};
+use crate::config::{ArgValue, NetworkPolicy, SecretRef};
 use crate::engine::discover::ForgeReport;
+use crate::engine::isolation;
 use crate::error::code;
 
 pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
@@ -63,6 +64,8 @@ pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
             ));
         }
     }
+    trust_warnings(cx, &config);
+    network_warnings(cx, &config);
     for warning in crate::targets::outage_warnings(&config) {
         cx.out.warn(warning);
     }
@@ -131,6 +134,60 @@ fn print_discovery(reports: &[ForgeReport]) {
         for (name, why) in &report.gone {
             println!("no longer discovered: `{name}` ({why}); `pipe prune` removes its state");
         }
+    }
+}
+
+/// Deploy entries for branches `trusted_branches` leaves out: they never push or deploy.
+fn trust_warnings(cx: &Context, config: &crate::config::Config) {
+    for (name, project) in &config.projects {
+        let Some(trusted) = &project.trusted else { continue };
+        for deploy in &project.deploy {
+            for branch in &deploy.get_ref().branches {
+                let branch = branch.get_ref();
+                if !branch.contains('*') && !trusted.is_match(branch) {
+                    cx.out.warn(format!(
+                        "project `{name}`: the deploy entry for `{branch}` never pushes or deploys: `{branch}` is outside \
+                         `trusted_branches`, and untrusted branches are treated like pull requests"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Says when this host cannot give the networks the pipeline file asks for: an isolated build
+/// is then refused, and test networks reach the host.
+fn network_warnings(cx: &Context, config: &crate::config::Config) {
+    let builder = crate::docker::client::Docker::new(None).builder();
+    let why = match builder {
+        crate::docker::Builder::BuildKit => {
+            Some("BuildKit builds only on the default network, `none` or `host`".to_string())
+        }
+        crate::docker::Builder::Legacy => isolation::unenforceable(),
+    };
+    let Some(why) = why else { return };
+    for (name, project) in &config.projects {
+        let untrusted = (project.pull_requests && !project.trust_pull_requests) || project.trusted.is_some();
+        let mut kinds = Vec::new();
+        if project.build_network(true) == NetworkPolicy::Isolated {
+            kinds.push("trusted");
+        }
+        if untrusted && project.build_network(false) == NetworkPolicy::Isolated {
+            kinds.push("untrusted");
+        }
+        if !kinds.is_empty() {
+            cx.out.warn(format!(
+                "project `{name}`: this host cannot isolate the image build's network ({why}): builds of {} refs \
+                 will be refused\nhint: run pipe as root with iptables, or set `build_network` to \"none\" or \"default\"",
+                kinds.join(" and ")
+            ));
+        }
+    }
+    if let Some(why) = isolation::unenforceable() {
+        cx.out.warn(format!(
+            "test containers with test services or `limits.egress` can reach services listening on this host and its \
+             LAN: {why}"
+        ));
     }
 }
 

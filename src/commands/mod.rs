@@ -8,6 +8,7 @@ mod build;
 mod check;
 mod deploy;
 mod generate;
+mod internal_submodules;
 mod logs;
 mod poll;
 mod prune;
@@ -62,6 +63,14 @@ pub(crate) struct Discovered {
     pub config: Config,
     pub lock: Option<crate::state::StateLock>,
     pub reports: Vec<crate::engine::discover::ForgeReport>,
+}
+
+/// Runs `pipe internal-submodules` (not a command of the CLI).
+pub(crate) fn internal_submodules(args: crate::cli::InternalSubmodulesArgs) -> anyhow::Result<u8> {
+    let out = Output::new(args.global.quiet, args.global.verbose);
+    crate::signals::install()?;
+    let cx = Context { global: args.global.clone(), out };
+    internal_submodules::run(&cx, &args)
 }
 
 /// Runs the parsed command.

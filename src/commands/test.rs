@@ -27,7 +27,6 @@ pub(super) fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
             env: built.plan.test_env.clone(),
             secrets: Vec::new(),
             services: built.plan.test_services.clone().map(|(_, s)| s),
-            network: test::network_name(&confinement),
             confinement,
             compose_config: nologin.path().to_path_buf(),
             timeout: Duration::from_secs(3600),

@@ -41,6 +41,7 @@ pub(crate) use targets::{
     CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget, preview_host,
     preview_host_template,
 };
+pub(crate) use types::NetworkPolicy;
 pub(crate) use types::Page;
 pub(crate) use types::{
     ArgValue, Config, Event, Forge, ForgeKind, Hook, Ingress, Notify, Project, Registry, SecretRef, Serve, Settings,

@@ -214,6 +214,9 @@ pub(crate) struct Settings {
     /// Run logs kept per project and ref.
     #[serde(default = "default_keep_logs")]
     pub keep_logs: u32,
+    /// Disk for one project's run logs, in MiB: beyond it its oldest logs are emptied.
+    #[serde(default = "default_project_logs_mib")]
+    pub project_logs_mib: u64,
     /// Projects polled (and later built) at the same time.
     #[serde(default = "default_parallel")]
     pub parallel: usize,
@@ -232,6 +235,7 @@ impl Default for Settings {
         Settings {
             workspace: default_workspace(),
             keep_logs: default_keep_logs(),
+            project_logs_mib: default_project_logs_mib(),
             parallel: default_parallel(),
             max_builds: default_max_builds(),
             default_branches: default_branches(),
@@ -245,6 +249,9 @@ fn default_workspace() -> PathBuf {
 }
 fn default_keep_logs() -> u32 {
     20
+}
+fn default_project_logs_mib() -> u64 {
+    1024
 }
 fn default_parallel() -> usize {
     4
@@ -404,6 +411,11 @@ pub(crate) struct Project {
     /// Pull-request builds get the project's secrets (they still never push or deploy).
     #[serde(default)]
     pub trust_pull_requests: bool,
+    /// Branch patterns trusted with the project's secrets, registry login, pushes and deploys
+    /// [default: every tracked branch]; other branches are treated like untrusted pull requests.
+    pub trusted_branches: Option<Vec<Spanned<String>>>,
+    /// The image build's network: one policy, or `{ trusted, untrusted }`.
+    pub build_network: Option<BuildNetwork>,
     /// Which submodule URLs a checkout may fetch [default: the project's own host and scheme].
     pub submodules: Option<Submodules>,
     /// Images kept per project beyond those a deploy target runs or can roll back to.
@@ -427,6 +439,9 @@ pub(crate) struct Project {
     /// The `[forge.NAME]` whose organization listing made this project (none: written out).
     #[serde(skip)]
     pub discovered: Option<String>,
+    /// Compiled from `trusted_branches` during validation.
+    #[serde(skip)]
+    pub trusted: Option<Patterns>,
 }
 
 /// A build arg or test variable in the pipeline file: a literal, or a secret by reference.
@@ -488,6 +503,45 @@ impl Limits {
     }
 }
 
+/// What an image build's `RUN` steps reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum NetworkPolicy {
+    /// The engine's default bridge: the internet, the host and the LAN.
+    Default,
+    /// A bridge of its own: the internet, but neither the host nor private ranges.
+    Isolated,
+    /// No network at all.
+    None,
+}
+
+impl NetworkPolicy {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            NetworkPolicy::Default => "default",
+            NetworkPolicy::Isolated => "isolated",
+            NetworkPolicy::None => "none",
+        }
+    }
+}
+
+/// `build_network = "isolated"` (every ref) or `{ trusted = "default", untrusted = "isolated" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "`\"default\"`, `\"isolated\"`, `\"none\"` or `{ trusted = \"…\", untrusted = \"…\" }`")]
+pub(crate) enum BuildNetwork {
+    All(NetworkPolicy),
+    Split(BuildNetworkSplit),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BuildNetworkSplit {
+    /// Branches trusted with the project's secrets [default: `default`].
+    pub trusted: Option<NetworkPolicy>,
+    /// Pull requests and untrusted branches [default: `isolated`].
+    pub untrusted: Option<NetworkPolicy>,
+}
+
 /// `submodules = false` or `submodules = { allow = ["https://github.com/org/*"] }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged, expecting = "`false`, `true` or `{ allow = [\"URL pattern\", …] }`")]
@@ -520,6 +574,17 @@ impl Project {
     /// Does this project follow the branch `name` (without `refs/heads/`)?
     pub(crate) fn tracks_branch(&self, name: &str) -> bool {
         self.tracked.is_match(name)
+    }
+
+    /// The network of a trusted (or untrusted) ref's image build: the engine's default for
+    /// trusted refs and `isolated` for the others, unless `build_network` says otherwise.
+    pub(crate) fn build_network(&self, trusted: bool) -> NetworkPolicy {
+        let (t, u) = match &self.build_network {
+            None => (None, None),
+            Some(BuildNetwork::All(p)) => (Some(*p), Some(*p)),
+            Some(BuildNetwork::Split(s)) => (s.trusted, s.untrusted),
+        };
+        if trusted { t.unwrap_or(NetworkPolicy::Default) } else { u.unwrap_or(NetworkPolicy::Isolated) }
     }
 }
 

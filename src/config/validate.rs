@@ -319,6 +319,7 @@ pub(super) fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Projec
         );
     }
     project.tracked = compile_spanned(cx, &project.branches);
+    project.trusted = project.trusted_branches.as_ref().map(|patterns| compile_spanned(cx, patterns));
     validate_trust(cx, name, project);
     if let Some(auth) = &project.auth {
         Pair::new(&["project", name, "auth"], "token", &auth.token_env, &auth.token_file).check(

@@ -27,6 +27,13 @@ pub(crate) fn commit_tag(sha: &str) -> &str {
     sha.get(..SHORT_COMMIT).unwrap_or(sha)
 }
 
+/// The immutable tag of a commit built as an untrusted ref (a pull request, a branch outside
+/// `trusted_branches`): never the trusted build's tag, so an untrusted build of the same commit
+/// can never be pushed or deployed in its place.
+pub(crate) fn untrusted_commit_tag(sha: &str) -> String {
+    format!("{}-untrusted", commit_tag(sha))
+}
+
 /// The moving tag of a ref: `latest`, `pr-<n>` or the branch made a valid, distinct tag.
 pub(crate) fn ref_tag(refname: &str, default_branch: Option<&str>) -> String {
     if let Some(branch) = refname.strip_prefix("refs/heads/") {
@@ -60,7 +67,8 @@ pub(crate) fn branch_tag(branch: &str) -> String {
     if clean.is_empty() { format!("branch-{suffix}") } else { format!("{clean}-{suffix}") }
 }
 
-/// Branch names that would read as one of pipe's own tags: `latest`, `pr-N`, a commit id, or
+/// Branch names that would read as one of pipe's own tags: `latest`, `pr-N`, a commit id (or an
+/// untrusted build's `<commit id>-untrusted`), or
 /// the sanitised form of another branch (`…-` and 8 hex digits), which a branch named exactly
 /// like that would otherwise share (found by `prop_a_branch_named_like_another_branchs_tag_gets_its_own`).
 fn reserved(branch: &str) -> bool {
@@ -71,6 +79,7 @@ fn reserved(branch: &str) -> bool {
     branch == "latest"
         || branch.strip_prefix("pr-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         || (branch.len() >= 7 && branch.len() <= 40 && is_hex(branch))
+        || branch.strip_suffix("-untrusted").is_some_and(|h| h.len() >= 7 && h.len() <= 40 && is_hex(h))
         || hashed_form
 }
 
@@ -140,6 +149,8 @@ pub(crate) struct BuildSpec<'a> {
     /// leaves the value in the image's history (documented in the README).
     pub secret_args: &'a [String],
     pub iidfile: &'a Path,
+    /// `--network` of the `RUN` steps; `None` for the engine's default.
+    pub network: Option<&'a str>,
 }
 
 /// `docker build` (legacy) or `docker buildx build --load` (BuildKit) arguments, after the
@@ -176,6 +187,10 @@ pub(crate) fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString
                 argv.push(name.into());
             }
         }
+    }
+    if let Some(network) = spec.network {
+        argv.push("--network".into());
+        argv.push(network.into());
     }
     argv.push(spec.context.into());
     argv
@@ -348,6 +363,7 @@ mod tests {
             build_args: &args,
             secret_args: &["NPM_TOKEN".to_string()],
             iidfile: Path::new("/tmp/iid"),
+            network: None,
         };
         let legacy: Vec<String> =
             build_args(Builder::Legacy, &spec).iter().map(|a| a.to_string_lossy().into()).collect();
@@ -408,6 +424,14 @@ mod tests {
         let tag = branch_tag("feat/a");
         assert_ne!(branch_tag(&tag), tag);
         assert_eq!(branch_tag("release-2026"), "release-2026", "ordinary names are still kept");
+    }
+
+    #[test]
+    fn a_branch_named_like_an_untrusted_builds_tag_does_not_take_it() {
+        let untrusted = untrusted_commit_tag("0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(untrusted, "0123456789ab-untrusted");
+        assert_ne!(branch_tag(&untrusted), untrusted);
+        assert_eq!(branch_tag("tests-untrusted"), "tests-untrusted", "ordinary names are still kept");
     }
 
     // Property tests (`prop_*`): `bench/run.sh` runs them with many more cases.

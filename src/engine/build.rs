@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
+use super::isolation::{self, Isolated, NetworkSpec};
 use super::plan::{self, Plan};
 use super::redact::{self, Redactor};
 use super::{Job, RefFiles};
-use crate::config::Submodules;
+use crate::config::{NetworkPolicy, Submodules};
 use crate::docker::client::{self as client, Docker};
 use crate::docker::{self, BuildSpec, Builder};
 use crate::error::{RemoteUnavailable, StageFailed, ToolUnavailable};
@@ -51,6 +52,9 @@ pub(crate) fn build(
     let number = files.history.next_run;
     files.history.next_run += 1;
     let log = files.new_log(number)?;
+    if let Some(project_logs) = log.parent().and_then(Path::parent) {
+        super::enforce_log_budget(out, project_logs, job.config.settings.project_logs_mib.saturating_mul(1 << 20));
+    }
     files.history.runs.push(Run {
         number,
         commit: sha.clone(),
@@ -68,7 +72,16 @@ pub(crate) fn build(
     });
     let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-    let refs = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &secrets };
+    // The build's network lives as long as this stage: its rules and bridge are removed when
+    // `network` drops, whatever the build's end.
+    let network = build_network(job, builder)?;
+    let refs = BuildRefs {
+        plan: &plan,
+        tags: &tags,
+        labels: &labels,
+        secrets: &secrets,
+        network: network.as_ref().map(BuildNetworkUse::name),
+    };
     let (mut finished, mut image_id) = docker_build(out, &docker, builder, &refs, &log, timeout, false)?;
     if !finished.success() && lost_cache_layer(&finished.tail) {
         // An image removed while this build used one of its layers as cache (a prune, another
@@ -107,6 +120,63 @@ pub(crate) fn build(
     Ok(number)
 }
 
+/// The network a build's `RUN` steps get.
+enum BuildNetworkUse {
+    None,
+    Isolated(Isolated),
+}
+
+impl BuildNetworkUse {
+    fn name(&self) -> &str {
+        match self {
+            BuildNetworkUse::None => "none",
+            BuildNetworkUse::Isolated(n) => &n.name,
+        }
+    }
+}
+
+/// Refuses a network policy this host or builder cannot give, before anything is fetched:
+/// an untrusted build is never run with more reach than its policy allows.
+fn check_build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<()> {
+    let policy = job.project.build_network(job.trusted());
+    if policy != NetworkPolicy::Isolated {
+        return Ok(());
+    }
+    let who = if job.trusted() { "trusted" } else { "untrusted" };
+    let why = if builder == Builder::BuildKit {
+        Some("BuildKit builds only on the default network, `none` or `host`".to_string())
+    } else {
+        isolation::unenforceable()
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(StageFailed(format!(
+            "project `{}`: cannot build {} on an isolated network: {why}\nhint: run pipe as root with iptables, or set \
+             `build_network = {{ {who} = \"none\" }}` (no network) or `\"default\"` (its RUN steps reach the host and \
+             the LAN) under [project.{}]",
+            job.name,
+            refs::display(&job.refname),
+            job.name
+        ))
+        .into()),
+    }
+}
+
+/// Creates the build's network: nothing for the engine's default, `none`, or an isolated
+/// bridge of its own with its firewall rules.
+fn build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<Option<BuildNetworkUse>> {
+    match job.project.build_network(job.trusted()) {
+        NetworkPolicy::Default => Ok(None),
+        NetworkPolicy::None => Ok(Some(BuildNetworkUse::None)),
+        NetworkPolicy::Isolated => {
+            check_build_network(job, builder)?;
+            let name = format!("pipe-build-{}", super::test::unique_suffix());
+            let spec = NetworkSpec { name: &name, internal: false, purpose: "build", firewall: true };
+            Ok(Some(BuildNetworkUse::Isolated(Isolated::create(job.out, &job.docker(), &spec)?)))
+        }
+    }
+}
+
 /// What a build knows once its commit is checked out.
 struct Prepared {
     sha: String,
@@ -121,24 +191,24 @@ struct Prepared {
 
 fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: Instant) -> anyhow::Result<Prepared> {
     let (name, project, refname) = (job.name, job.project, job.refname.as_str());
+    check_build_network(job, job.docker().builder())?;
     let auth = super::git_auth(name, project)?;
     let workdir = super::workspace_dir(job.config, name);
     let shown = git::redact_url(&project.repo);
     job.out.info(format!("{name}: fetching {} from `{shown}`", refs::display(refname)));
-    let policy = match &project.submodules {
-        None | Some(Submodules::Enabled(true)) => git::submodules::Policy::SameHost,
-        Some(Submodules::Enabled(false)) => git::submodules::Policy::Off,
-        Some(Submodules::Allow(a)) => git::submodules::Policy::Allow(a.allow.clone()),
-    };
-    let checked_out = git::checkout(&project.repo, &auth, refname, commit, &workdir, deadline, &policy)
+    let checked_out = git::checkout(&project.repo, &auth, refname, commit, &workdir, deadline)
         .with_context(|| format!("project `{name}`: cannot check out `{refname}`"))?;
+    if git::has_submodules(&workdir)? {
+        fetch_submodules(job, &workdir, deadline)?;
+    }
     let sha = checked_out.sha;
     let trusted = job.trusted();
     let plan = plan::plan(name, Some(project), &workdir, trusted)?;
     if !trusted && (!project.build_args.is_empty() || !project.test_env.is_empty()) {
         job.out.detail(format!(
-            "{name}: {} is a pull request and `trust_pull_requests` is off: no secret build args or test variables",
-            refs::display(refname)
+            "{name}: {} is {}: no secret build args or test variables",
+            refs::display(refname),
+            super::untrusted_why(refname)
         ));
     }
     let services = match &plan.test_services {
@@ -157,12 +227,61 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         .iter()
         .map(|(key, r)| Ok((key.clone(), secret::resolve(r, &format!("project.{name}.build_args.{key}"))?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let tags = vec![docker::ref_tag(refname, Some(default_branch)), docker::commit_tag(&sha).to_string()];
+    // Only a build that may be pushed and deployed writes the commit's tag: never an untrusted
+    // ref's, nor a pull request's even with `trust_pull_requests` (pull requests never deploy).
+    let deployable = trusted && refs::classify(refname) != Some(refs::RefKind::PullRequest);
+    let commit_tag = if deployable { docker::commit_tag(&sha).to_string() } else { docker::untrusted_commit_tag(&sha) };
+    let tags = vec![docker::ref_tag(refname, Some(default_branch)), commit_tag];
     if plan.image_from_repo {
         foreign_tags(job, &job.docker(), &plan.image, &tags)?;
     }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
     Ok(Prepared { sha, plan, tags, labels, services, secrets })
+}
+
+/// Which submodule URLs a project's checkouts may fetch.
+pub(crate) fn submodule_policy(project: &crate::config::Project) -> git::submodules::Policy {
+    match &project.submodules {
+        None | Some(Submodules::Enabled(true)) => git::submodules::Policy::SameHost,
+        Some(Submodules::Enabled(false)) => git::submodules::Policy::Off,
+        Some(Submodules::Allow(a)) => git::submodules::Policy::Allow(a.allow.clone()),
+    }
+}
+
+/// Fetches the checkout's submodules in a child `pipe internal-submodules`, stopped (with its
+/// whole process group) at the build's deadline: a server named by `.gitmodules` that trickles
+/// its answer cannot hold the build past its timeout. The child reads the same pipeline file
+/// and inherits the environment its secrets come from; nothing secret is in its argv.
+fn fetch_submodules(job: &Job<'_>, workdir: &Path, deadline: Instant) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find pipe's own executable")?;
+    let cmd = Cmd::new(exe)
+        .arg(crate::cli::INTERNAL_SUBMODULES)
+        .arg("--config")
+        .arg(&job.config.path)
+        .args(["--quiet", job.name])
+        .arg(workdir);
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    let (_, failed) = exec::capture_even_failed(&job.out, &cmd, left)?;
+    let Some(failed) = failed else { return Ok(()) };
+    // The child's own error, without its timestamps and `error:` prefix.
+    let said: Vec<&str> = failed
+        .output_tail
+        .lines()
+        .map(|l| l.split_once(" error: ").map_or(l, |(_, rest)| rest))
+        .map(|l| l.trim_start_matches("error: "))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if Instant::now() >= deadline {
+        anyhow::bail!(
+            "cannot fetch the submodules of `{}`: still fetching at the build's deadline ({}s)",
+            job.refname,
+            job.timeout(Stage::Build).as_secs()
+        );
+    }
+    if said.is_empty() {
+        return Err(failed.into());
+    }
+    anyhow::bail!("{}", said.join("\n"))
 }
 
 /// Records a build that failed before `docker build` ran: a run of the commit that was asked
@@ -280,6 +399,8 @@ pub(crate) struct BuildRefs<'a> {
     pub tags: &'a [String],
     pub labels: &'a [(String, String)],
     pub secrets: &'a [(String, Secret)],
+    /// The network of the `RUN` steps (`none`, or an isolated one); `None`: the engine's default.
+    pub network: Option<&'a str>,
 }
 
 impl BuildRefs<'_> {
@@ -295,6 +416,7 @@ impl BuildRefs<'_> {
             build_args: &self.plan.build_args,
             secret_args: &self.plan.secret_args.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
             iidfile,
+            network: self.network,
         };
         let mut cmd = docker.cmd().args(docker::build_args(builder, &spec));
         for (key, value) in self.secrets {
@@ -374,7 +496,7 @@ pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<H
     let docker = Docker::new(None);
     let reference = format!("{}:{}", plan.image, tags[1]);
     let builder = docker.builder();
-    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[] };
+    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[], network: None };
     if dry_run {
         println!("{}", build.command(&docker, builder, Path::new("<iidfile>")));
         return Ok(None);

@@ -39,6 +39,10 @@ pub(crate) struct Release {
 /// The deploy entries of the job's branch that have a target, optionally only the named one.
 pub(crate) fn targets<'a>(job: &'a Job<'_>, only: Option<&str>) -> Vec<&'a Deploy> {
     let Some(branch) = job.refname.strip_prefix("refs/heads/") else { return Vec::new() };
+    // An untrusted branch never deploys, as a pull request never does.
+    if !job.trusted() {
+        return Vec::new();
+    }
     job.project
         .deploy
         .iter()

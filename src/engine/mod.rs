@@ -22,6 +22,7 @@ use crate::{git, secret};
 pub(crate) mod build;
 pub(crate) mod deploy;
 pub(crate) mod discover;
+pub(crate) mod isolation;
 pub(crate) mod paths;
 pub(crate) mod plan;
 pub(crate) mod poll;
@@ -91,8 +92,7 @@ impl Job<'_> {
         Docker::new(Some(state::docker_config_dir(self.state_path)))
     }
 
-    /// Whether this ref may have the project's secrets: a branch, or a pull request of a
-    /// project with `trust_pull_requests = true`.
+    /// Whether this ref may have the project's secrets (see [`trusted`]).
     pub(crate) fn trusted(&self) -> bool {
         trusted(self.project, &self.refname)
     }
@@ -276,6 +276,18 @@ pub(crate) fn latest_built<'a>(history: &'a History, commit: Option<&str>) -> Op
     })
 }
 
+/// A run's immutable tag: the commit's, or for an untrusted ref's build its own
+/// (`…-untrusted`), as the build recorded it.
+pub(crate) fn run_tag(run: &crate::state::Run) -> &str {
+    let commit = crate::docker::commit_tag(&run.commit);
+    run.tags.iter().find(|t| t.starts_with(commit)).map_or(commit, String::as_str)
+}
+
+/// The image of a run by its immutable tag ([`run_tag`]).
+pub(crate) fn run_image(run: &crate::state::Run) -> String {
+    format!("{}:{}", run.image, run_tag(run))
+}
+
 /// The gates between stages, in one place: an image is pushed or deployed only when its tests
 /// passed or had nothing to run; an image bound for a registry is deployed only once pushed.
 pub(crate) mod gate {
@@ -327,9 +339,64 @@ pub(crate) fn not_built(job: &Job<'_>) -> anyhow::Error {
         .into()
 }
 
-/// Whether `refname` of `project` may have the project's secrets (see [`Job::trusted`]).
+/// Whether `refname` of `project` may have the project's secrets, registry login, pushes and
+/// deploys: a pull request only with `trust_pull_requests`, a branch when it matches
+/// `trusted_branches` (every branch when that is not set).
 pub(crate) fn trusted(project: &Project, refname: &str) -> bool {
-    crate::refs::classify(refname) != Some(crate::refs::RefKind::PullRequest) || project.trust_pull_requests
+    if crate::refs::classify(refname) == Some(crate::refs::RefKind::PullRequest) {
+        return project.trust_pull_requests;
+    }
+    match (&project.trusted, refname.strip_prefix("refs/heads/")) {
+        (None, _) => true,
+        (Some(patterns), Some(branch)) => patterns.is_match(branch),
+        (Some(_), None) => false,
+    }
+}
+
+/// Why an untrusted ref is untrusted, for people.
+pub(crate) fn untrusted_why(refname: &str) -> &'static str {
+    if crate::refs::classify(refname) == Some(crate::refs::RefKind::PullRequest) {
+        "a pull request and `trust_pull_requests` is off"
+    } else {
+        "a branch outside `trusted_branches`"
+    }
+}
+
+/// Keeps one project's run logs (every ref's, under `project_dir`) within `budget` bytes with
+/// room for a run about to be written (two capped commands): the oldest logs are emptied, down
+/// to a line saying why, so histories still point at a file. Many branches each flooding their
+/// logs cannot fill the disk.
+pub(crate) fn enforce_log_budget(out: &Output, project_dir: &Path, budget: u64) {
+    let room = 2 * crate::docker::client::LOG_CAP;
+    let mut logs = Vec::new();
+    let Ok(refs) = std::fs::read_dir(project_dir) else { return };
+    for dir in refs.flatten() {
+        let Ok(files) = std::fs::read_dir(dir.path()) else { continue };
+        for file in files.flatten() {
+            let Ok(meta) = file.metadata() else { continue };
+            if meta.is_file() {
+                logs.push((meta.modified().ok(), meta.len(), file.path()));
+            }
+        }
+    }
+    let mut total: u64 = logs.iter().map(|(_, len, _)| len).sum();
+    if total.saturating_add(room) <= budget {
+        return;
+    }
+    logs.sort();
+    let note = format!("[log emptied: this project's logs were over `pipe.project_logs_mib` ({} MiB)]\n", budget >> 20);
+    for (_, len, path) in logs {
+        if total.saturating_add(room) <= budget {
+            break;
+        }
+        if len <= note.len() as u64 {
+            continue;
+        }
+        match std::fs::write(&path, &note) {
+            Ok(()) => total -= len - note.len() as u64,
+            Err(err) => out.warn(format!("could not empty the log `{}`: {err}", path.display())),
+        }
+    }
 }
 
 /// Creates a directory only its owner can enter.
@@ -343,4 +410,31 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// Creates a directory the stage writes into.
 pub(crate) fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create `{}`", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_logs_are_emptied_to_keep_a_project_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = 2 * crate::docker::client::LOG_CAP;
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        for (i, (refdir, name)) in [("a", "1.log"), ("b", "1.log"), ("a", "2.log")].iter().enumerate() {
+            std::fs::create_dir_all(dir.path().join(refdir)).unwrap();
+            let path = dir.path().join(refdir).join(name);
+            std::fs::write(&path, vec![b'x'; 200]).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(epoch + std::time::Duration::from_secs(1000 + i as u64)).unwrap();
+        }
+        let out = Output::new(true, 0);
+        enforce_log_budget(&out, dir.path(), room + 1000);
+        assert_eq!(std::fs::metadata(dir.path().join("a/1.log")).unwrap().len(), 200, "within budget: untouched");
+        enforce_log_budget(&out, dir.path(), room + 450);
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert!(read("a/1.log").starts_with("[log emptied"), "the oldest goes first");
+        assert!(read("b/1.log").starts_with("[log emptied"));
+        assert_eq!(read("a/2.log").len(), 200, "the newest stays");
+    }
 }

@@ -104,11 +104,19 @@ pub(crate) fn plan(name: &str, project: Option<&Project>, checkout: &Path, trust
         }
         None => None,
     };
+    let dockerfile_path = paths::resolve(checkout, &dockerfile, "dockerfile")?;
+    let context_path = paths::resolve(checkout, &context, "context")?;
+    // The docker CLI reads the context's `.dockerignore` (and BuildKit `DOCKERFILE.dockerignore`)
+    // on the host: the same rules as every repository file, so a link out is never followed.
+    for ignore in [format!("{context}/.dockerignore"), format!("{dockerfile}.dockerignore")] {
+        paths::read_repo_file(checkout, &ignore)
+            .map_err(|e| e.context(format!("project `{name}`: cannot read `{ignore}`")))?;
+    }
     Ok(Plan {
         image,
         image_from_repo,
-        dockerfile: paths::resolve(checkout, &dockerfile, "dockerfile")?,
-        context: paths::resolve(checkout, &context, "context")?,
+        dockerfile: dockerfile_path,
+        context: context_path,
         build_args: build_args.into_iter().collect(),
         secret_args,
         test: pick(project.and_then(|p| p.test.as_ref()), &repo_file.test),

@@ -22,8 +22,8 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{Job, RefFiles};
 use crate::config::{Config, Deploy, Project};
+use crate::docker::Confinement;
 use crate::docker::client::{self as client, Docker};
-use crate::docker::{self, Confinement};
 use crate::error::{Interrupted, StateError, ToolUnavailable};
 use crate::exec;
 use crate::model::{Outcome, Stage};
@@ -140,7 +140,7 @@ fn deploy_one(
         }
     }
     let docker = if trusted { job.docker() } else { job.untrusted_docker()? };
-    let tag = docker::commit_tag(&run.commit).to_string();
+    let tag = super::run_tag(run).to_string();
     let mut env = vec![
         ("PIPE_IMAGE".to_string(), run.image.clone()),
         ("PIPE_TAG".into(), tag.clone()),
@@ -459,7 +459,7 @@ fn preview_images(state_path: &Path, name: &str, preview: &Preview) -> anyhow::R
     let path = state::history_path(state_path, name, &preview.refname);
     let history = state::load_history(&path, &preview.refname)?;
     for run in history.runs.iter().filter(|r| !others.contains(&r.commit)) {
-        images.push(format!("{}:{}", run.image, docker::commit_tag(&run.commit)));
+        images.push(super::run_image(run));
         images.extend(run.tags.iter().map(|t| format!("{}:{t}", run.image)));
     }
     if !preview.commit.is_empty() && !others.contains(&preview.commit) {

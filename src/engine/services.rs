@@ -507,8 +507,9 @@ impl Services {
 
     /// The compose file pipe runs (JSON, which is YAML): the accepted keys, plus on every
     /// service the confinement (no capabilities, no new privileges, memory, PIDs and CPU
-    /// limits) and `label`, on one network of the project's own, internal unless `egress`.
-    pub(crate) fn compose_json(&self, confinement: &Confinement, label: &str) -> Value {
+    /// limits) and `label`, on `network`: the test's own, which pipe created (internal unless
+    /// `egress`, firewalled where the host can) before compose starts anything.
+    pub(crate) fn compose_json(&self, confinement: &Confinement, label: &str, network: &str) -> Value {
         let mut services = Map::new();
         for (name, service) in &self.services {
             let mut service = service.as_object().cloned().unwrap_or_default();
@@ -522,7 +523,7 @@ impl Services {
         json!({
             "version": "2.4",
             "services": services,
-            "networks": { "default": { "internal": !confinement.egress } },
+            "networks": { "default": { "external": { "name": network } } },
         })
     }
 }
@@ -555,7 +556,7 @@ mod tests {
         let services = parse(Path::new("svc.yml"), text).unwrap();
         assert_eq!(services.names, ["db", "app"]);
         let confinement = Confinement { memory: "1g".into(), pids: 512, cpus: 2.0, egress: false };
-        let doc = services.compose_json(&confinement, "p-main-1");
+        let doc = services.compose_json(&confinement, "p-main-1", "pipetest1");
         let db = &doc["services"]["db"];
         assert_eq!(db["environment"]["PORT"], "5432");
         assert_eq!(db["cap_drop"], json!(["ALL"]));
@@ -564,7 +565,7 @@ mod tests {
         assert_eq!(db["pids_limit"], 512);
         assert_eq!(doc["services"]["app"]["environment"]["PRICE"], "$$5");
         assert_eq!(doc["services"]["app"]["labels"]["pipe.run"], "p-main-1");
-        assert_eq!(doc["networks"]["default"]["internal"], true);
+        assert_eq!(doc["networks"]["default"]["external"]["name"], "pipetest1");
         assert_eq!(doc["version"], "2.4");
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::build::outcome;
+use super::isolation::{self, Isolated, NetworkSpec};
 use super::redact::{self, Redactor};
 use super::services::Services;
 use super::{Job, RefFiles};
@@ -34,24 +35,12 @@ pub(crate) struct TestJob<'a> {
     pub secrets: Vec<(String, Option<Secret>)>,
     pub services: Option<Services>,
     pub confinement: Confinement,
-    /// The network a test without services runs on (see [`network_name`]).
-    pub network: String,
     /// The docker config compose runs with: one holding no registry login.
     pub compose_config: PathBuf,
     pub timeout: Duration,
     pub log: PathBuf,
     pub echo: bool,
 }
-
-/// The network of a test without services: none at all (loopback only), or with `egress` one
-/// bridge shared by every such test, with inter-container traffic off, so tests reach out but
-/// not each other. One network, not one per project: Docker's address pools hold about thirty.
-pub(crate) fn network_name(confinement: &Confinement) -> String {
-    if confinement.egress { EGRESS_NETWORK.into() } else { "none".into() }
-}
-
-/// The shared network of tests with `limits.egress = true`.
-pub(crate) const EGRESS_NETWORK: &str = "pipe-test-egress";
 
 /// Tests the ref's latest built image (or run `run_number`'s) and records the result; a
 /// failure is recorded, then returned as [`StageFailed`].
@@ -62,7 +51,7 @@ pub(crate) fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>)
         None => super::latest_built(&files.history, None).cloned(),
     };
     let Some(run) = run else { return Err(super::not_built(job)) };
-    let image = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
+    let image = super::run_image(&run);
     let Some(command) = run.test.clone() else {
         let skipped = StageRun::new(Stage::Test, Outcome::Skipped, crate::clock::now(), Duration::ZERO, None);
         job.record(files, run.number, skipped)?;
@@ -114,12 +103,11 @@ pub(crate) fn plan<'a>(
     let nologin = job.untrusted_docker()?;
     let test_job = TestJob {
         label: format!("{name}-{}-{}", docker::branch_tag(refs::display(&job.refname)), run.number),
-        image: format!("{}:{}", run.image, docker::commit_tag(&run.commit)),
+        image: super::run_image(run),
         command,
         env: run.test_env.clone().into_iter().collect(),
         secrets,
         services,
-        network: network_name(&confinement),
         confinement,
         compose_config: nologin.config_dir.clone().unwrap_or_default(),
         timeout: job.timeout(Stage::Test),
@@ -146,12 +134,18 @@ impl TestJob<'_> {
         (container, vec![("pipe.run".to_string(), self.label.clone())])
     }
 
-    /// What a dry run prints: the container's `docker run` as the stage runs it, with test
-    /// services' network named by the project they would get.
+    /// Whether the test gets a network of its own (test services, or `limits.egress`); else it
+    /// runs with `--network none`, its own loopback only.
+    fn networked(&self) -> bool {
+        self.services.is_some() || self.confinement.egress
+    }
+
+    /// What a dry run prints: the container's `docker run` as the stage runs it, with the test's
+    /// network named as it would be.
     pub(crate) fn dry_run(&self, docker: &Docker) -> Cmd {
         let unique = "UNIQUE";
         let (container, labels) = self.names(unique);
-        let network = if self.services.is_some() { format!("pipetest{unique}_default") } else { self.network.clone() };
+        let network = if self.networked() { network_name(unique) } else { "none".into() };
         self.command(docker, &container, &labels, Some(&network))
     }
 
@@ -185,39 +179,44 @@ impl TestJob<'_> {
     }
 }
 
+/// The network of one test: `pipetest` and the run's unique suffix.
+fn network_name(unique: &str) -> String {
+    format!("pipetest{unique}")
+}
+
 /// Runs one test container (with its services) and removes everything it started.
 pub(crate) fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Result<Finished> {
     let unique = unique_suffix();
     let (container, labels) = job.names(&unique);
+    // A networked test gets a bridge of its own, created (and firewalled) before anything of the
+    // repository's starts on it: internal without `egress`, and refused the host and the LAN
+    // where this host can enforce it.
+    let network = if job.networked() {
+        let name = network_name(&unique);
+        let why = isolation::unenforceable();
+        if let Some(why) = &why {
+            out.detail(format!("the test network `{name}` reaches the host: {why}"));
+        }
+        let spec =
+            NetworkSpec { name: &name, internal: !job.confinement.egress, purpose: "test", firewall: why.is_none() };
+        Some(Isolated::create(*out, docker, &spec)?)
+    } else {
+        None
+    };
+    let network_name = network.as_ref().map_or("none", |n| n.name.as_str());
     let services = match &job.services {
-        Some(services) => Some(ServicesUp::up(out, docker, job, services, &unique)?),
+        Some(services) => Some(ServicesUp::up(out, docker, job, services, &unique, network_name)?),
         None => None,
     };
-    let network = services.as_ref().map_or_else(|| job.network.clone(), |s| s.network.clone());
-    let cmd = job.command(docker, &container, &labels, Some(&network));
+    let cmd = job.command(docker, &container, &labels, Some(network_name));
     let redactor = Redactor::new(job.secrets.iter().filter_map(|(_, s)| s.as_ref()));
     let spinner = out.spinner(&format!("testing {}", job.image));
     let echo = job.echo;
-    let run = || {
-        redact::logged(out, &cmd, &job.log, client::LOG_CAP, job.timeout, &redactor, &mut |line| {
-            if echo {
-                eprintln!("{line}");
-            }
-        })
-    };
-    let mut result = run();
-    // The egress network is made on first use: looking for it first would cost every test a
-    // docker round trip.
-    if services.is_none()
-        && job.network == EGRESS_NETWORK
-        && let Ok(finished) = &result
-        && finished.code == Some(125)
-        && finished.tail.contains("network")
-        && finished.tail.contains("not found")
-    {
-        create_network(out, docker);
-        result = run();
-    }
+    let result = redact::logged(out, &cmd, &job.log, client::LOG_CAP, job.timeout, &redactor, &mut |line| {
+        if echo {
+            eprintln!("{line}");
+        }
+    });
     spinner.finish();
     // `--rm` removes a container whose CLI saw it exit. A CLI stopped at the timeout or by a
     // signal may leave it running: remove it by name.
@@ -229,27 +228,13 @@ pub(crate) fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyho
     if let Some(services) = services {
         services.down(out);
     }
+    // The network (and its rules) go once nothing is attached to it.
+    drop(network);
     let finished = result?;
     if client::engine_gone(docker, out, &finished) {
         return Err(client::engine_unavailable(docker, &finished.tail));
     }
     Ok(finished)
-}
-
-/// Creates the egress network; one another run just made is fine.
-fn create_network(out: &Output, docker: &Docker) {
-    let cmd = docker.cmd().args([
-        "network",
-        "create",
-        "--label",
-        "pipe.network=test",
-        "--opt",
-        "com.docker.network.bridge.enable_icc=false",
-        EGRESS_NETWORK,
-    ]);
-    if let Err(err) = exec::capture(out, &cmd, Duration::from_secs(60)) {
-        out.warn(format!("could not create the test network `{EGRESS_NETWORK}`: {err:#}"));
-    }
 }
 
 /// Test services brought up by compose from the file pipe wrote, on their own network;
@@ -260,7 +245,6 @@ struct ServicesUp {
     /// (no `.env` for compose to read).
     dir: tempfile::TempDir,
     project: String,
-    network: String,
     config: PathBuf,
 }
 
@@ -271,6 +255,7 @@ impl ServicesUp {
         job: &TestJob<'_>,
         services: &Services,
         unique: &str,
+        network: &str,
     ) -> anyhow::Result<ServicesUp> {
         let compose = docker.compose(out)?;
         let project = format!("pipetest{unique}");
@@ -279,16 +264,10 @@ impl ServicesUp {
             .tempdir()
             .context("failed to create a temporary directory")?;
         let file = dir.path().join("compose.json");
-        let document = services.compose_json(&job.confinement, &job.label);
+        let document = services.compose_json(&job.confinement, &job.label, network);
         std::fs::write(&file, serde_json::to_vec_pretty(&document)?)
             .with_context(|| format!("failed to write `{}`", file.display()))?;
-        let up = ServicesUp {
-            compose,
-            dir,
-            network: format!("{project}_default"),
-            project,
-            config: job.compose_config.clone(),
-        };
+        let up = ServicesUp { compose, dir, project, config: job.compose_config.clone() };
         let cmd = up.cmd().args(["up", "--detach", "--no-build"]);
         let finished = exec::logged(out, &cmd, &job.log, client::LOG_CAP, Duration::from_secs(600), &mut |_| {})?;
         if !finished.success() {
@@ -329,7 +308,7 @@ impl ServicesUp {
 }
 
 /// Lowercase letters and digits unique to this process and moment.
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{}{:08x}", std::process::id(), nanos)

@@ -351,17 +351,17 @@ fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothin
     s.answers(&s.host(2), "preview two");
     assert_eq!(s.container(&s.preview(2)), two_before, "pull request 2's preview was not touched");
     assert_eq!(s.container(&s.project), main_before, "the main deployment was not touched");
-    assert!(s.image_tags().contains(&pr1b[..12].to_string()));
+    assert!(s.image_tags().contains(&pr_tag(&pr1b)));
 
     // Pull request 2 closes: everything of its preview goes, pull request 1's stays.
-    assert!(s.image_tags().contains(&pr2[..12].to_string()), "{:?}", s.image_tags());
+    assert!(s.image_tags().contains(&pr_tag(&pr2)), "{:?}", s.image_tags());
     s.close(2);
     s.run().stderr_has("removing the preview of pull/2").stderr_has("closed or merged");
     for kind in ["ps --all", "network ls", "volume ls"] {
         assert_eq!(of_project(kind, &s.preview(2)), Vec::<String>::new(), "{kind} of pr-2 left behind");
     }
     let tags = s.image_tags();
-    assert!(!tags.contains(&pr2[..12].to_string()) && !tags.contains(&"pr-2".to_string()), "{tags:?}");
+    assert!(!tags.contains(&pr_tag(&pr2)) && !tags.contains(&"pr-2".to_string()), "{tags:?}");
     assert!(!s.upstream_files().contains(&format!("{}-web.conf", s.preview(2))));
     s.forgotten(&s.host(2));
     // A push to the closed pull request is built and tested, and brings no preview back.
@@ -371,7 +371,7 @@ fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothin
     git(&s.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/2/head"]);
     let after = git(&s.repo.work, &["rev-parse", "HEAD"]);
     let run = s.run();
-    assert!(s.image_tags().contains(&after[..12].to_string()), "the push was built: {:?}", s.image_tags());
+    assert!(s.image_tags().contains(&pr_tag(&after)), "the push was built: {:?}", s.image_tags());
     assert!(!run.stderr.contains("preview of pull/2"), "{}", run.stderr);
     assert_eq!(of_project("ps --all", &s.preview(2)), Vec::<String>::new());
     s.forgotten(&s.host(2));
@@ -536,4 +536,10 @@ fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_environment_and_path
     let preview = s.container(&s.preview(8));
     let caps = docker.ok(&["inspect", "--format", "{{.HostConfig.CapDrop}} {{.HostConfig.Memory}}", &preview]);
     assert_eq!(caps.trim(), "[] 0", "not confined: trusted by the pipeline file");
+}
+
+/// The immutable tag of a pull request's build: never the commit's own, which only a trusted
+/// branch's build writes.
+fn pr_tag(commit: &str) -> String {
+    format!("{}-untrusted", &commit[..12])
 }

@@ -321,6 +321,15 @@ fn symlinks_out_of_the_checkout_are_refused_and_repository_files_are_bounded() {
     std::fs::remove_file(t.repo.work.join(".jenkins-env")).unwrap();
     t.repo.write(".pipe.toml", &format!("image = \"{}\"\n# {}\n", t.image, "x".repeat(1024 * 1024)));
     t.refused("attack: a 1 MiB .pipe.toml", &["repository files are read up to 1048576 bytes"]);
+    // The docker CLI reads `.dockerignore` on the host: a link to a host file (or an endless
+    // one) is refused before the build.
+    t.legitimate("true");
+    symlink("/dev/zero", t.repo.work.join(".dockerignore")).unwrap();
+    t.refused("attack: .dockerignore -> /dev/zero", &["cannot read `./.dockerignore`", "leads out of the repository"]);
+    std::fs::remove_file(t.repo.work.join(".dockerignore")).unwrap();
+    symlink(t.canary.dir.join("secret.txt"), t.repo.work.join("Dockerfile.dockerignore")).unwrap();
+    t.refused("attack: Dockerfile.dockerignore -> a host file", &["cannot read `Dockerfile.dockerignore`"]);
+    std::fs::remove_file(t.repo.work.join("Dockerfile.dockerignore")).unwrap();
     t.recovers();
     t.assert_no_secret_anywhere();
 }
@@ -483,4 +492,568 @@ fn a_repository_cannot_take_over_an_image_pipe_did_not_build_for_it() {
     t.legitimate("grep -q legitimate /app.txt");
     t.repo.commit_to("main", "legitimate");
     t.pipe(&["run", &project]).code(0);
+}
+
+const HOST_SERVICE_SECRET: &str = "planted-host-service-secret-9265";
+
+/// A service listening on every address of the host (as a `pipe serve` bound to `0.0.0.0`
+/// would), answering each connection with a secret and counting them.
+struct HostService {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HostService {
+    fn start() -> HostService {
+        use std::io::Write as _;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, stopped) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let _ = stream.write_all(format!("{HOST_SERVICE_SECRET}\n").as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        HostService { port, connections, stop }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A shell loop trying every address of the host (its own default gateway included) on the
+    /// service's port, printing whatever answers.
+    fn probe(&self) -> String {
+        let out = std::process::Command::new("ip").args(["-4", "-o", "addr", "show"]).output().unwrap();
+        let mut addresses: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .filter_map(|a| a.split('/').next())
+            .filter(|a| !a.starts_with("127."))
+            .map(String::from)
+            .collect();
+        addresses.push("$(ip route | awk '/default/{print $3}')".into());
+        format!(
+            // `reach''ed`: the word the log shows for a connection is not in the logged command.
+            "for a in {}; do echo | nc -w 2 $a {} && echo reach''ed-$a; done; true",
+            addresses.join(" "),
+            self.port
+        )
+    }
+}
+
+impl Drop for HostService {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Every `pipe isolation` firewall rule naming `bridge`.
+fn rules_of(bridge: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for chain in ["INPUT", "DOCKER-USER", "FORWARD"] {
+        let out = std::process::Command::new("iptables").args(["-w", "-S", chain]).output().unwrap();
+        found.extend(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(bridge)).map(String::from));
+    }
+    found
+}
+
+/// The network a build or test ran on, from the run's log (`--network NAME`).
+fn networks_in(log: &str, prefix: &str) -> Vec<String> {
+    log.split_whitespace()
+        .filter(|w| w.starts_with(prefix) && !w.contains("UNIQUE"))
+        .map(String::from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn untrusted_builds_and_test_services_cannot_reach_the_hosts_services() {
+    let Some(docker) = Docker::require() else { return };
+    if not_root() {
+        assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "the network isolation test needs root (iptables)");
+        eprintln!("skipped: isolation needs root");
+        return;
+    }
+    let mut t = target(&docker);
+    let service = HostService::start();
+    let probe = service.probe();
+    // A pull request whose build step and whose test container (beside a test service that
+    // probes too) try every address of the host.
+    t.repo
+        .write("Dockerfile", &format!("FROM {}\nRUN {probe}\nCOPY app.txt /app.txt\n", t.base))
+        .write(
+            "svc.yml",
+            &format!(
+                "version: \"2.4\"\nservices:\n  db:\n    image: {}\n    command: [\"sh\", \"-c\", {:?}]\n",
+                t.base,
+                format!("{probe}; sleep 60").replace('$', "$$")
+            ),
+        )
+        .write(
+            ".pipe.toml",
+            &format!(
+                "image = \"{}\"\ntest = {:?}\ntest_services = \"svc.yml\"\n",
+                t.image,
+                format!("sleep 3; {probe}")
+            ),
+        );
+    git(&t.repo.work, &["add", "--all"]);
+    git(&t.repo.work, &["commit", "--quiet", "-m", "a pull request probing the host"]);
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/9/head", "HEAD:refs/pull/9/merge"]);
+    let project = t.project.clone();
+    t.pipe(&["run", &project, "-vv"]).code(0);
+    let log = t.pipe(&["logs", &project, "pull/9"]).stdout.clone();
+    assert!(
+        !log.contains(HOST_SERVICE_SECRET) && !log.contains("reached-"),
+        "the pull request reached the host:\n{log}"
+    );
+    assert_eq!(service.connections(), 0, "a connection from the pull request reached the host's service:\n{log}");
+    assert!(log.contains("--network pipe-build-"), "the build had no network of its own:\n{log}");
+    // Nothing of the run's networks or rules is left.
+    for network in networks_in(&log, "pipe-build-").into_iter().chain(networks_in(&log, "pipetest")) {
+        let bridge = bridge_name(&network);
+        let inspect = std::process::Command::new("docker").args(["network", "inspect", &network]).output().unwrap();
+        assert!(!inspect.status.success(), "network `{network}` left behind");
+        assert!(rules_of(&bridge).is_empty(), "rules of `{bridge}` left behind: {:?}", rules_of(&bridge));
+    }
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+    let state_dir = t.env.state_path().parent().unwrap().to_path_buf();
+    for entry in walk(&state_dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
+        assert!(!text.contains(HOST_SERVICE_SECRET), "the host's secret is in `{}`", entry.display());
+    }
+
+    // The same probe on a branch, whose build keeps the engine's default network, does reach the
+    // service: the probe works, and the pull request's silence is the isolation's doing. (A
+    // step of its own, not the pull request's cached one.)
+    t.repo.write("Dockerfile", &format!("FROM {}\nRUN echo branch; {probe}\nCOPY app.txt /app.txt\n", t.base));
+    t.repo.commit_to("dev", "a branch probing the host");
+    t.pipe(&["build", &project, "dev"]).code(0);
+    assert!(service.connections() > 0, "the probe never reached the host's service, even from a branch");
+    t.pipe(&["logs", &project, "dev"]).code(0).stdout_has(HOST_SERVICE_SECRET);
+}
+
+fn not_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() != b"0").unwrap_or(true)
+}
+
+/// `pipe` and 11 hex digits of the network name's SHA-256, as pipe names the bridge.
+fn bridge_name(network: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(network.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    format!("pipe{}", &String::from_utf8_lossy(&out.stdout)[..11])
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() { stack.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
+
+#[test]
+fn a_host_that_cannot_isolate_refuses_untrusted_builds_unless_the_policy_says_none() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    t.env.env("PIPE_IPTABLES", "/nonexistent/iptables");
+    t.env
+        .pipe(&["check"])
+        .code(0)
+        .stderr_has("this host cannot isolate the image build's network (`/nonexistent/iptables` is not installed)")
+        .stderr_has("test containers with test services or `limits.egress` can reach services listening on this host");
+    t.repo.write(
+        "Dockerfile",
+        &format!("FROM {}\nRUN ! ip route | grep -q default && echo build-had-no-ro''ute\n", t.base),
+    );
+    git(&t.repo.work, &["add", "--all"]);
+    git(&t.repo.work, &["commit", "--quiet", "-m", "a pull request"]);
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/4/head", "HEAD:refs/pull/4/merge"]);
+    let project = t.project.clone();
+    t.pipe(&["run", &project])
+        .code(1)
+        .stderr_has("cannot build pull/4 on an isolated network: `/nonexistent/iptables` is not installed")
+        .stderr_has("build_network = { untrusted = \"none\" }");
+    // The operator's choice: no network at all for untrusted builds.
+    t.configure("build_network = { untrusted = \"none\" }\n");
+    t.pipe(&["run", &project, "--retry"]).code(0);
+    let log = t.pipe(&["logs", &project, "pull/4"]).stdout.clone();
+    assert!(log.contains("--network none") && log.contains("build-had-no-route"), "{log}");
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+}
+
+#[test]
+fn branches_outside_trusted_branches_are_treated_like_pull_requests() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    let marker = t.env.path().join("deployed");
+    t.configure(&format!(
+        "trusted_branches = [\"main\"]\nbuild_args = {{ NPM_TOKEN = {{ env = \"NPM_TOKEN\" }} }}\ntest_env = {{ DB_PASSWORD = {{ env = \"DB_PASSWORD\" }} }}\n\n\
+         [[project.{p}.deploy]]\nbranches = [\"main\", \"dev\"]\ncommand = {{ argv = [\"sh\", \"-c\", \"echo $PIPE_BRANCH >> {m}\"] }}\n",
+        p = t.project,
+        m = marker.display()
+    ));
+    t.env.pipe(&["check"]).code(0).stderr_has("the deploy entry for `dev` never pushes or deploys");
+    t.repo.write(
+        "Dockerfile",
+        &format!("FROM {}\nARG NPM_TOKEN\nRUN echo \"npm=$NPM_TOKEN\" > /npm\nCOPY app.txt /app.txt\n", t.base),
+    );
+    t.repo.write(
+        ".pipe.toml",
+        &format!(
+            "image = \"{}\"\ntest = \"cat /npm; echo db=$DB_PASSWORD; if test -n \\\"$DB_PASSWORD\\\"; then echo has-secr''ets; else echo no-secr''ets; fi\"\n",
+            t.image
+        ),
+    );
+    t.repo.commit_to("dev", "an untrusted branch");
+    let project = t.project.clone();
+    t.pipe(&["run", &project]).code(0);
+    let log = t.pipe(&["logs", &project, "dev"]).stdout.clone();
+    assert!(log.contains("no-secrets") && !log.contains("has-secrets"), "{log}");
+    assert!(log.contains("--network pipe-build-"), "an untrusted branch builds isolated:\n{log}");
+    assert!(!marker.exists(), "an untrusted branch deployed");
+    t.assert_no_secret_anywhere();
+
+    // The trusted branch has its secrets and deploys, as before.
+    t.repo.commit_to("main", "the trusted branch");
+    t.pipe(&["run", &project]).code(0);
+    let log = t.pipe(&["logs", &project, "main"]).stdout.clone();
+    assert!(log.contains("has-secrets") && log.contains("db=***"), "{log}");
+    assert!(!log.contains("--network pipe-build-"), "a trusted branch keeps the default build network:\n{log}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "main\n");
+    t.canary.assert_unchanged();
+}
+
+/// A git daemon that answers every request with a ref advertisement trickled a byte at a time,
+/// slower than anything would call dead and never finished; sends `()` when a client hangs up.
+fn trickling_git_server() -> (u16, std::sync::mpsc::Receiver<()>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut len = [0u8; 4];
+                let _ = stream.read_exact(&mut len);
+                let len = usize::from_str_radix(std::str::from_utf8(&len).unwrap_or("0"), 16).unwrap_or(4);
+                let mut request = vec![0; len.saturating_sub(4)];
+                let _ = stream.read_exact(&mut request);
+                let line = format!("{:040x} HEAD\0multi_ack side-band-64k\n", 1);
+                let advert = format!("{:04x}{line}", line.len() + 4);
+                for byte in advert.bytes().cycle() {
+                    if stream.write_all(&[byte]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                let _ = tx.send(());
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn a_submodule_server_trickling_its_answer_is_stopped_at_the_builds_deadline() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    let (port, hung_up) = trickling_git_server();
+    let url = format!("git://127.0.0.1:{port}/lib.git");
+    t.configure(&format!(
+        "submodules = {{ allow = [\"git://127.0.0.1:{port}/*\"] }}\ntimeouts = {{ build = \"5s\" }}\n"
+    ));
+    let lib = t.repo.work.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    git(&lib, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(lib.join("x"), "x\n").unwrap();
+    git(&lib, &["add", "x"]);
+    git(&lib, &["commit", "--quiet", "-m", "lib"]);
+    t.repo.write(".gitmodules", &format!("[submodule \"lib\"]\n\tpath = lib\n\turl = {url}\n"));
+    t.repo.commit_to("dev", "a submodule on a trickling server");
+    let project = t.project.clone();
+    let started = std::time::Instant::now();
+    t.pipe(&["run", &project]).code(1).stderr_has("still fetching at the build's deadline (5s)");
+    assert!(started.elapsed() < std::time::Duration::from_secs(40), "the build outlived its deadline");
+    hung_up.recv_timeout(std::time::Duration::from_secs(10)).expect("the submodule fetch still holds the connection");
+    assert_eq!(t.env.pipe(&["status", "--json"]).json()["refs"][0]["result"], "timed_out");
+    std::fs::remove_dir_all(&lib).unwrap();
+    t.recovers();
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+}
+
+/// `docker run --rm IMAGE cat FILE`.
+fn cat_in(image: &str, file: &str) -> String {
+    let out = std::process::Command::new("docker").args(["run", "--rm", image, "cat", file]).output().unwrap();
+    assert!(out.status.success(), "cannot read {file} in {image}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_pull_request_gets_neither_the_registry_login_nor_the_trusted_image_tag() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    let reg = crate::support::docker::Registry::start("ci", REG_PASSWORD);
+    let write_config = |t: &Target| {
+        t.configure(&format!(
+            "build_args = {{ NPM_TOKEN = {{ env = \"NPM_TOKEN\" }} }}\n\n[[project.{p}.deploy]]\nbranches = [\"main\"]\npush = [\"local\"]\ncommand = {{ argv = [\"true\"] }}\n",
+            p = t.project
+        ));
+        let text = std::fs::read_to_string(t.env.config_path()).unwrap().replace("127.0.0.1:1", &reg.host());
+        t.env.config(&text);
+    };
+    write_config(&t);
+    // A base image only the registry's login can pull.
+    let private = format!("{}/{}-base:1", reg.host(), t.project);
+    let login_dir = tempfile::tempdir().unwrap();
+    let docker_as_ci = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", login_dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "docker {args:?}");
+    };
+    docker_as_ci(&["login", "--username", "ci", "--password-stdin", &reg.host()], Some(REG_PASSWORD));
+    docker.ok(&["tag", &t.base, &private]);
+    docker_as_ci(&["push", &private], None);
+    docker.ok(&["image", "rm", &private]);
+    let _private = docker.image(&private);
+
+    // The trusted branch: its build has the secret build arg, is pushed (pipe logs in) and deployed.
+    t.repo.write(
+        "Dockerfile",
+        &format!("FROM {}\nARG NPM_TOKEN\nRUN echo ${{#NPM_TOKEN}} > /len\nCOPY app.txt /app.txt\n", t.base),
+    );
+    let sha = t.repo.commit_to("main", "trusted");
+    let project = t.project.clone();
+    t.pipe(&["run", &project]).code(0);
+    let commit_tag = &sha[..12];
+    assert_eq!(cat_in(&format!("{}:{commit_tag}", t.image), "/len"), NPM_TOKEN.len().to_string());
+
+    // A pull request of the very same commit builds without the secret, under its own tags:
+    // the trusted image keeps its tag.
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/5/head", "HEAD:refs/pull/5/merge"]);
+    t.pipe(&["run", &project]).code(0);
+    assert_eq!(cat_in(&format!("{}:{commit_tag}-untrusted", t.image), "/len"), "0");
+    assert_eq!(cat_in(&format!("{}:pr-5", t.image), "/len"), "0");
+    assert_eq!(cat_in(&format!("{}:{commit_tag}", t.image), "/len"), NPM_TOKEN.len().to_string());
+    let untrusted_tag = format!("--tag {}:{commit_tag}-untrusted ", t.image);
+    t.pipe(&["logs", &project, "pull/5"]).code(0).stdout_has(&untrusted_tag);
+
+    // A pull request starting `FROM` the private image cannot pull it: pipe's login (stored by
+    // the push above) is not its to use.
+    t.repo.write("Dockerfile", &format!("FROM {private}\nCOPY app.txt /app.txt\n"));
+    git(&t.repo.work, &["add", "--all"]);
+    git(&t.repo.work, &["commit", "--quiet", "-m", "a pull request from the private image"]);
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/6/head", "HEAD:refs/pull/6/merge"]);
+    t.pipe(&["run", &project]).code(1);
+    let log = t.pipe(&["logs", &project, "pull/6"]).stdout.clone();
+    assert!(log.contains("no basic auth credentials") || log.contains("unauthorized"), "{log}");
+    // The same Dockerfile on the trusted branch pulls it with pipe's login.
+    t.repo.commit_to("main", "the trusted branch from the private image");
+    t.pipe(&["run", &project]).code(0);
+    t.canary.assert_unchanged();
+    t.assert_no_secret_anywhere();
+}
+
+#[test]
+fn the_fetch_leaves_no_token_in_the_build_context_and_trusting_pull_requests_is_warned() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    let served = t.repo.bare.parent().unwrap().to_path_buf();
+    let server = GitHttpServer::start(&served, Some(&format!("ci:{GIT_TOKEN}")));
+    t.configure("auth = { username = \"ci\", token_env = \"GIT_TOKEN\" }\ntrust_pull_requests = true\n");
+    let text = std::fs::read_to_string(t.env.config_path()).unwrap().replace(&t.repo.url(), &server.url("app.git"));
+    t.env.config(&text);
+    t.env
+        .pipe(&["check"])
+        .code(0)
+        .stderr_has("has `trust_pull_requests = true`: anyone who can open a pull request can read its secret");
+    // The whole checkout, `.git` included, is the build context.
+    t.repo.write("Dockerfile", &format!("FROM {}\nCOPY . /ctx\n", t.base)).write(
+        ".pipe.toml",
+        &format!(
+            "image = \"{}\"\ntest = \"test -d /ctx/.git && ! test -e /ctx/.git/FETCH_HEAD && p={}; ! grep -rl $p{} /ctx && echo context-is-cl''ean\"\n",
+            t.image,
+            &GIT_TOKEN[..12],
+            &GIT_TOKEN[12..]
+        ),
+    );
+    t.repo.commit_to("dev", "copies its whole checkout");
+    let project = t.project.clone();
+    t.pipe(&["run", &project]).code(0);
+    t.pipe(&["logs", &project, "dev"]).code(0).stdout_has("context-is-clean");
+    let fetch_head = t.env.path().join("work").join(&project).join("src/.git/FETCH_HEAD");
+    assert!(!fetch_head.exists(), "`{}` is left in the checkout", fetch_head.display());
+    // A trusted pull request still never writes the tag its branch's build deploys.
+    let sha = git(&t.repo.work, &["rev-parse", "HEAD"]);
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/8/head", "HEAD:refs/pull/8/merge"]);
+    t.pipe(&["build", &project, "pull/8"]).code(0);
+    let untrusted_tag = format!("--tag {}:{}-untrusted ", t.image, &sha[..12]);
+    t.pipe(&["logs", &project, "pull/8"]).code(0).stdout_has(&untrusted_tag);
+    t.assert_no_secret_anywhere();
+}
+
+#[test]
+fn branches_flooding_their_logs_stay_within_the_projects_log_budget() {
+    let Some(docker) = Docker::require() else { return };
+    let mut t = target(&docker);
+    // Room for one run (two capped commands, 32 MiB) and 1 MiB of older logs.
+    let text = std::fs::read_to_string(t.env.config_path()).unwrap();
+    t.env.config(&text.replacen("[pipe]\n", "[pipe]\nproject_logs_mib = 33\n", 1));
+    t.legitimate("yes flood-line-of-the-test | head -c 700000");
+    let project = t.project.clone();
+    for branch in ["flood-a", "flood-b", "flood-c"] {
+        t.repo.commit_to(branch, branch);
+        t.pipe(&["build", &project, branch]).code(0);
+        t.pipe(&["test", &project, branch]).code(0);
+    }
+    t.pipe(&["logs", &project, "flood-a"]).code(0).stdout_has("[log emptied: this project's logs were over");
+    t.pipe(&["logs", &project, "flood-c"]).code(0).stdout_has("flood-line-of-the-test");
+    let logs = t.env.state_path().parent().unwrap().join("logs").join(&project);
+    let total: u64 = walk(&logs).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(total <= (1 << 20) + 2 * 700_000, "the project's logs hold {total} bytes");
+    t.canary.assert_unchanged();
+}
+
+/// Removes every local tag of an image repository (what `--here` built, which carries the
+/// checkout's name, not the test's project label).
+struct RepositoryImages(String);
+
+impl Drop for RepositoryImages {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("docker")
+            .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}", &self.0])
+            .output()
+            .unwrap();
+        for reference in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = std::process::Command::new("docker").args(["image", "rm", "--force", reference]).output();
+        }
+    }
+}
+
+#[test]
+fn a_developers_test_here_is_confined_as_ci_confines_it() {
+    let Some(docker) = Docker::require() else { return };
+    let t = target(&docker);
+    let _images = RepositoryImages(t.image.clone());
+    let here = |t: &Target| {
+        let mut cmd = t.env.command(&["test", "--here"]);
+        cmd.env_remove("PIPE_CONFIG").current_dir(&t.repo.work);
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let checks = [
+        "grep -q '^CapEff:.*0000000000000000' /proc/self/status",
+        "grep -q '^NoNewPrivs:.*1' /proc/self/status",
+        "p=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max); test \"$p\" = 1024",
+        "! ip route | grep -q default",
+        "echo here-is-conf''ined",
+    ];
+    t.legitimate(&checks.join(" && "));
+    t.repo.commit_to("main", "a developer's checkout");
+    let (code, stderr) = here(&t);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("here-is-confined"), "{stderr}");
+    // Test services on a developer's machine pass the same allow-list.
+    services_file(&t, "    privileged: true\n");
+    let (code, stderr) = here(&t);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("svc.yml:5:5: `privileged` is not allowed in test service `db`"), "{stderr}");
+    t.canary.assert_unchanged();
+}
+
+/// `HOST:PID:START` for a live process, as pipe labels the networks it makes.
+fn owner_label(pid: u32) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().to_string();
+    format!("{}:{pid}:{start}", host.trim())
+}
+
+#[test]
+fn networks_and_rules_a_killed_pipe_left_are_swept_and_live_ones_kept() {
+    let Some(docker) = Docker::require() else { return };
+    if not_root() {
+        assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "the network isolation test needs root (iptables)");
+        return;
+    }
+    let mut t = target(&docker);
+    t.repo.commit_to("main", "first");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = unique_name("stale-net");
+    let live = unique_name("live-net");
+    docker.ok(&[
+        "network",
+        "create",
+        "--label",
+        "pipe.network=test",
+        "--label",
+        &format!("pipe.owner={}:{dead_pid}:1", host.trim()),
+        &stale,
+    ]);
+    docker.ok(&[
+        "network",
+        "create",
+        "--label",
+        "pipe.network=test",
+        "--label",
+        &format!("pipe.owner={}", owner_label(std::process::id())),
+        &live,
+    ]);
+    let rule = ["INPUT", "-i", "pipe0000000dead", "-m", "comment", "--comment", "pipe isolation", "-j", "REJECT"];
+    let insert = std::process::Command::new("iptables").args(["-w", "-I"]).args(rule).status().unwrap();
+    assert!(insert.success());
+    // Any isolated network pipe makes sweeps first: a pull request's build.
+    git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/3/head", "HEAD:refs/pull/3/merge"]);
+    let project = t.project.clone();
+    t.pipe(&["build", &project, "pull/3"]).code(0);
+    let exists = |name: &str| {
+        std::process::Command::new("docker").args(["network", "inspect", name]).output().unwrap().status.success()
+    };
+    assert!(!exists(&stale), "the network of a gone pipe is left");
+    assert!(exists(&live), "a live process's network was taken");
+    docker.ok(&["network", "rm", &live]);
+    assert!(rules_of("pipe0000000dead").is_empty(), "a rule of a gone bridge is left");
+    t.canary.assert_unchanged();
 }
