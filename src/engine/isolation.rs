@@ -164,12 +164,7 @@ impl Isolated {
 
     fn firewall(&mut self) -> anyhow::Result<()> {
         sweep(&self.out);
-        let probe = Cmd::new(iptables()).args(["-w", "-S", "DOCKER-USER"]);
-        let forward =
-            if exec::capture(&self.out, &probe, Duration::from_secs(30)).is_ok() { "DOCKER-USER" } else { "FORWARD" };
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let v6 = std::path::Path::new("/proc/net/if_inet6").exists();
-        for rule in rules(&self.bridge, forward, &resolvers(&resolv), v6) {
+        for rule in host_rules(&self.out, &self.bridge, false) {
             match exec::capture(&self.out, &rule.cmd("-I"), Duration::from_secs(30)) {
                 Ok(_) => self.installed.push(rule),
                 // Without IPv6 filtering in the kernel there is no IPv6 on the bridge to filter.
@@ -180,6 +175,63 @@ impl Isolated {
             }
         }
         Ok(())
+    }
+}
+
+/// The rules for `bridge` on this host, in the order they are inserted: the forwarding chain,
+/// resolvers and IPv6 as found now. With `answers` (the host opens connections to the bridge's
+/// containers: nginx to a preview) the answers to those connections are let in.
+fn host_rules(out: &Output, bridge: &str, answers: bool) -> Vec<Rule> {
+    let probe = Cmd::new(iptables()).args(["-w", "-S", "DOCKER-USER"]);
+    let forward = if exec::capture(out, &probe, Duration::from_secs(30)).is_ok() { "DOCKER-USER" } else { "FORWARD" };
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let v6 = std::path::Path::new("/proc/net/if_inet6").exists();
+    let mut rules = rules(bridge, forward, &resolvers(&resolv), v6);
+    if answers {
+        let spec = ["-i", bridge, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-m", "comment", "--comment"];
+        let mut spec: Vec<String> = spec.iter().map(|w| w.to_string()).collect();
+        spec.extend([COMMENT, "-j", "ACCEPT"].map(String::from));
+        rules.push(Rule { v6: false, chain: "INPUT".into(), spec });
+    }
+    rules
+}
+
+/// Firewalls a long-lived bridge that pipe names but compose creates (a preview's network),
+/// with the rules of [`rules`] plus the answers to the host's own connections. Called before
+/// its containers start (a rule names the interface, which need not exist yet) and after (a
+/// sweep by another pipe may have taken rules whose bridge did not exist yet): when any rule is
+/// missing, all are put back in order, so a redeploy never adds one twice.
+pub(crate) fn ensure_firewall(out: &Output, bridge: &str) -> anyhow::Result<()> {
+    let rules = host_rules(out, bridge, true);
+    let present = |r: &Rule| exec::capture(out, &r.cmd("-C"), Duration::from_secs(30)).is_ok();
+    if rules.iter().filter(|r| !r.v6).all(present) {
+        return Ok(());
+    }
+    remove_rules(out, &rules);
+    for rule in &rules {
+        match exec::capture(out, &rule.cmd("-I"), Duration::from_secs(30)) {
+            Ok(_) => {}
+            Err(err) if rule.v6 => out.detail(format!("no IPv6 rule for `{bridge}`: {err:#}")),
+            Err(err) => return Err(err.context(format!("failed to isolate the bridge `{bridge}` with iptables"))),
+        }
+    }
+    Ok(())
+}
+
+/// Removes what [`ensure_firewall`] added for `bridge` (a preview torn down); rules that are not
+/// there are no error.
+pub(crate) fn remove_firewall(out: &Output, bridge: &str) {
+    remove_rules(out, &host_rules(out, bridge, true));
+}
+
+fn remove_rules(out: &Output, rules: &[Rule]) {
+    for rule in rules {
+        // Every copy: at most a few, however they came.
+        for _ in 0..4 {
+            if exec::capture(out, &rule.cmd("-D"), Duration::from_secs(30)).is_err() {
+                break;
+            }
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Map, Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::{Job, RefFiles};
+use super::{Job, RefFiles, isolation};
 use crate::config::{Config, Deploy, Project};
 use crate::docker::Confinement;
 use crate::docker::client::{self as client, Docker};
@@ -161,7 +161,10 @@ fn deploy_one(
     let program = docker.compose(out)?;
     let rendered = render(out, &program, &project, &compose_target.file, &env, trusted)?;
     let confinement = (!trusted).then(|| job.project.limits.confinement());
-    let (document, dropped) = reshape(&rendered, confinement.as_ref(), &project)?;
+    // An untrusted preview's network gets a bridge name pipe chooses, firewalled like the
+    // networks of untrusted builds and tests: neither the host nor the LAN.
+    let bridge = (!trusted).then(|| isolation::bridge_name(&project));
+    let (document, dropped) = reshape(&rendered, confinement.as_ref(), &project, bridge.as_deref())?;
     for what in &dropped {
         out.warn(format!("{name}: preview of {}: {what}", refs::display(&job.refname)));
     }
@@ -216,7 +219,13 @@ fn deploy_one(
         });
         state::save_previews(path, previews)?;
     }
+    if let Some(bridge) = &bridge {
+        firewall(out, bridge, &format!("{name}: the preview of {}", refs::display(&job.refname)))?;
+    }
     let result = beside.run(Instant::now() + timeout);
+    if let Some(bridge) = bridge.as_ref().filter(|_| result.is_ok()) {
+        firewall(out, bridge, &format!("{name}: the preview of {}", refs::display(&job.refname)))?;
+    }
     if result.is_ok()
         && let Some(p) = previews.previews.iter_mut().find(|p| same(p) && p.number == number)
     {
@@ -232,6 +241,17 @@ fn deploy_one(
     })?;
     out.info(format!("{name}: preview of {} answers at {url}", refs::display(&job.refname)));
     Ok(url)
+}
+
+/// Puts the rules on an untrusted preview's bridge, or says why this host cannot.
+fn firewall(out: &Output, bridge: &str, what: &str) -> anyhow::Result<()> {
+    match isolation::unenforceable() {
+        Some(why) => {
+            out.warn(format!("{what} can reach services listening on this host and its LAN: {why}"));
+            Ok(())
+        }
+        None => isolation::ensure_firewall(out, bridge),
+    }
 }
 
 /// pipe's own directory of a preview: the compose file it runs from, nothing of the repository.
@@ -259,7 +279,12 @@ fn render(
 /// The compose document a preview runs: from compose's rendering of the target's file, without
 /// ports, fixed names or other networks; for an untrusted pull request (`confinement`) only the
 /// allow-listed keys and named volumes of its own, confined. Returns what was left out.
-fn reshape(rendered: &str, confinement: Option<&Confinement>, project: &str) -> anyhow::Result<(Value, Vec<String>)> {
+fn reshape(
+    rendered: &str,
+    confinement: Option<&Confinement>,
+    project: &str,
+    bridge: Option<&str>,
+) -> anyhow::Result<(Value, Vec<String>)> {
     let docs = YamlLoader::load_from_str(rendered).map_err(|e| anyhow!("compose printed invalid YAML: {e}"))?;
     let root = docs.first().map(to_json).unwrap_or(Value::Null);
     let mut dropped = Vec::new();
@@ -305,11 +330,15 @@ fn reshape(rendered: &str, confinement: Option<&Confinement>, project: &str) -> 
         services.insert(service_name, Value::Object(kept));
     }
     let volumes: Map<String, Value> = declared.iter().map(|v| (v.clone(), json!({}))).collect();
+    let network = match bridge {
+        Some(bridge) => json!({ "driver_opts": { "com.docker.network.bridge.name": bridge } }),
+        None => json!({}),
+    };
     let document = json!({
         "version": "2.4",
         "services": services,
         "volumes": volumes,
-        "networks": { "default": {} },
+        "networks": { "default": network },
     });
     Ok((document, dropped))
 }
@@ -402,6 +431,9 @@ pub(crate) fn teardown(
                 .map_err(|e| client::classify(&docker, e))
                 .with_context(|| format!("failed to remove the preview `{}`", preview.compose_project))?;
         }
+    }
+    if !preview.trusted && isolation::unenforceable().is_none() {
+        isolation::remove_firewall(out, &isolation::bridge_name(&preview.compose_project));
     }
     let images = preview_images(state_path, name, preview)?;
     if !images.is_empty() {
@@ -562,7 +594,7 @@ mod tests {
     #[test]
     fn an_untrusted_preview_keeps_only_what_is_its_own_and_is_confined() {
         let confinement = Confinement { memory: "256m".into(), pids: 100, cpus: 0.5, egress: false };
-        let (doc, dropped) = reshape(RENDERED, Some(&confinement), "app-pr-3").unwrap();
+        let (doc, dropped) = reshape(RENDERED, Some(&confinement), "app-pr-3", Some("pipe0123456789a")).unwrap();
         let web = &doc["services"]["web"];
         assert_eq!(web["image"], "x:y");
         assert_eq!(web["environment"]["A"], "b");
@@ -575,7 +607,10 @@ mod tests {
         assert_eq!(web["pids_limit"], 100);
         assert_eq!(web["labels"]["pipe.preview"], "app-pr-3");
         assert_eq!(doc["volumes"], json!({"data": {}}));
-        assert_eq!(doc["networks"], json!({"default": {}}));
+        assert_eq!(
+            doc["networks"],
+            json!({"default": {"driver_opts": {"com.docker.network.bridge.name": "pipe0123456789a"}}})
+        );
         let dropped = dropped.join("\n");
         for word in ["privileged", "cap_add", "/etc", "ext"] {
             assert!(dropped.contains(word), "{dropped}");
@@ -584,7 +619,8 @@ mod tests {
 
     #[test]
     fn a_trusted_preview_keeps_its_keys_but_not_ports_or_other_networks() {
-        let (doc, _) = reshape(RENDERED, None, "app-pr-3").unwrap();
+        let (doc, _) = reshape(RENDERED, None, "app-pr-3", None).unwrap();
+        assert_eq!(doc["networks"], json!({"default": {}}));
         let web = &doc["services"]["web"];
         assert_eq!(web["privileged"], true);
         assert!(web.get("ports").is_none() && web.get("networks").is_none(), "{web}");

@@ -460,11 +460,27 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
         return;
     };
     s.env.env("FORGE_TOKEN", TOKEN);
+    // A service of the host's, listening on every address, with a canary only it knows.
+    let canary = format!("host-canary-{}", std::process::id());
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = listener.local_addr().unwrap().port();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (answer, count) = (canary.clone(), reached.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = std::io::Write::write_all(&mut stream, format!("HTTP/1.0 200 OK\r\n\r\n{answer}\n").as_bytes());
+        }
+    });
     // The main deployment's own CGI shows what the main branch's target is given.
     let cgi = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\n\
                echo \"secret=[$APP_SECRET] host=[$(cat /host/key 2>&1)]\"\n\
-               echo \"main=[$(printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $(cat /www/main-ip) 8080 | tail -n 1)]\"\n";
+               echo \"main=[$(printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $(cat /www/main-ip) 8080 | tail -n 1)]\"\n\
+               gw=$(ip route | awk '/default/ {print $3}')\n\
+               echo \"hostsvc=[$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $gw $(cat /www/host-port) | tail -n 1)]\"\n";
     s.repo.write("www/cgi-bin/probe", cgi);
+    s.repo.write("www/host-port", &format!("{host_port}\n"));
     let probe = s.repo.work.join("www/cgi-bin/probe");
     std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
     s.repo.write("www/main-ip", "127.0.0.1\n");
@@ -478,6 +494,8 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
     let main = s.fetch(&format!("web.{DOMAIN}"), "/cgi-bin/probe");
     assert!(main.contains("secret=[s3cr3t-of-main]") && main.contains("host=[host-file-content]"), "{main}");
     assert!(main.contains("main=[main v1]"), "the probe itself works: {main}");
+    assert!(main.contains(&format!("hostsvc=[{canary}]")), "the main deployment reaches the host: {main}");
+    let reached_by_main = reached.load(std::sync::atomic::Ordering::SeqCst);
 
     // The pull request's code asks for the same things, and for the main deployment's address.
     s.repo.write("www/main-ip", &format!("{main_ip}\n"));
@@ -501,6 +519,9 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
     assert!(!seen.contains("host-file-content") && seen.contains("host=[cat: can't open"), "{seen}");
     assert!(!seen.contains("main=[main v1"), "the preview reached the main deployment: {seen}");
     assert!(seen.contains("main=[]"), "{seen}");
+    // Nor the host: its bridge is firewalled (a service on the host's 0.0.0.0 is not reached).
+    assert!(seen.contains("hostsvc=[]") && !seen.contains(&canary), "the preview reached the host: {seen}");
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), reached_by_main, "no connection from the preview");
     assert!(!seen.contains(&s.host_dir.display().to_string()));
 
     // And it runs confined, with the project's limits.
@@ -517,6 +538,26 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
     // The secret is not in the container's configuration either.
     let envs = docker.ok(&["inspect", "--format", "{{json .Config.Env}}", &preview]);
     assert!(!envs.contains("s3cr3t"), "{envs}");
+
+    // Closing the pull request takes the preview's firewall rules with its network.
+    let network = format!("{}_default", s.preview(7));
+    let bridge = docker.ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
+        &network,
+    ]);
+    let bridge = bridge.trim().to_string();
+    assert!(bridge.starts_with("pipe"), "{bridge}");
+    let rules = || {
+        let listing = Command::new("iptables").args(["-w", "-S"]).output().unwrap();
+        String::from_utf8_lossy(&listing.stdout).lines().filter(|l| l.contains(&format!("-i {bridge} "))).count()
+    };
+    assert!(rules() >= 2, "the preview's bridge is firewalled");
+    s.close(7);
+    s.run().stderr_has("removing the preview of pull/7");
+    assert_eq!(rules(), 0, "no rule of the closed preview's bridge is left");
 }
 
 #[test]
