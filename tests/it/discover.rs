@@ -361,3 +361,51 @@ fn with_the_forge_api_down_the_known_projects_keep_being_polled_and_built() {
     assert!(status["discovery"][0]["error"].as_str().is_some(), "{status:#}");
     assert_eq!(status["discovery"][0]["projects"], json!([app, org.name("legacy")]));
 }
+
+#[test]
+fn a_rate_limited_listing_waits_for_the_reset_the_forge_names_and_known_projects_keep_being_built() {
+    let Some(docker) = Docker::require() else { return };
+    let mut org = Org::new("github", "");
+    org.five(&docker.base_image);
+    let app = org.name("app");
+    assert_eq!(org.run().len(), 2);
+    let asked = org.api.listings().len();
+
+    // GitHub's primary rate limit: 403 with `x-ratelimit-remaining: 0` and the reset time.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let reset = now + 4;
+    let limit = json!({"status": 403, "headers": {
+        "x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0", "x-ratelimit-used": "5000",
+        "x-ratelimit-reset": reset.to_string(), "x-ratelimit-resource": "core"}});
+    let limit_file = PathBuf::from(format!("{}.limit", org.api.record.display()));
+    std::fs::write(&limit_file, limit.to_string()).unwrap();
+    let repo = &org.repos.iter().find(|(s, _)| s == "app").unwrap().1;
+    repo.write("www/index.html", "version 2\n");
+    let commit = repo.commit_to("main", "second");
+    let run = org.env.pipe(&["run", "--json"]);
+    run.code(0);
+    let results = run.json()["results"].clone();
+    assert_eq!(results.as_array().unwrap().len(), 1, "{results:#}");
+    assert_eq!(
+        (results[0]["project"].as_str(), results[0]["commit"].as_str()),
+        (Some(app.as_str()), Some(commit.as_str()))
+    );
+    assert_eq!(org.api.listings().len(), asked + 1, "one limited answer");
+    let status = org.env.pipe(&["status", "--json"]);
+    status.code(0).stderr_has("throttled by the forge's rate limit until");
+    let doc = status.json();
+    assert!(doc["discovery"][0]["throttled_until"].as_str().is_some(), "{doc:#}");
+    assert_eq!(doc["discovery"][0]["projects"], json!([app, org.name("legacy")]));
+
+    // Until the reset, discovery asks nothing; after it, the listing is asked again.
+    org.run();
+    assert_eq!(org.api.listings().len(), asked + 1, "no request before the reset");
+    std::fs::remove_file(&limit_file).unwrap();
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() <= reset {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    org.run();
+    assert!(org.api.listings().len() > asked + 1, "listed again after the reset");
+    let doc = org.env.pipe(&["status", "--json"]).code(0).json();
+    assert!(doc["discovery"][0].get("throttled_until").is_none(), "{doc:#}");
+}
