@@ -17,13 +17,18 @@ pub(super) fn run(cx: &Context, args: &PruneArgs) -> anyhow::Result<u8> {
     let state_path = cx.state_path()?;
     let _lock = if args.dry_run { None } else { Some(state::lock(&state_path, "prune")?) };
     let mut st = state::load(&state_path)?;
-    let report = prune::prune(cx.out, &config, &state_path, &st, &args.projects, args.dry_run)?;
+    let mut report = prune::prune(cx.out, &config, &state_path, &st, &args.projects, args.dry_run)?;
     // Projects organization discovery no longer makes go only when no project was named.
     let forgotten = if args.projects.is_empty() {
         discover::prune_gone(&config, &state_path, &mut st, args.dry_run)?
     } else {
         Vec::new()
     };
+    for f in &forgotten {
+        if let Err(err) = prune::forgotten_images(cx.out, &f.project, args.dry_run, &mut report) {
+            report.warnings.push(format!("images of `{}` were not removed: {err:#}", f.project));
+        }
+    }
     if !forgotten.is_empty() && !args.dry_run {
         state::save(&state_path, &st)?;
     }

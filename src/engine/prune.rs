@@ -226,6 +226,25 @@ fn prune_images(scope: &Scope<'_>, docker: &Docker, report: &mut PruneReport) ->
     Ok(())
 }
 
+/// Removes the images of a project that is no longer discovered (its state is being
+/// forgotten): every image labelled with it, without `--force`, so one a container still runs
+/// stays, with a warning.
+pub(crate) fn forgotten_images(out: Output, name: &str, dry_run: bool, report: &mut PruneReport) -> anyhow::Result<()> {
+    let docker = Docker::new(None);
+    for image in project_images(&out, &docker, name)? {
+        remove_image(&out, &docker, &image, dry_run, report);
+        report.removed_images.push(ImageAction {
+            project: name.to_string(),
+            refname: image.refname.clone(),
+            commit: image.commit.clone(),
+            id: image.id.clone(),
+            tags: image.tags.clone(),
+            reason: "its project is no longer discovered".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Every image labelled with the project, with the ref and commit it was built from.
 fn project_images(out: &Output, docker: &Docker, name: &str) -> anyhow::Result<Vec<Image>> {
     let list = docker

@@ -303,11 +303,15 @@ fn the_archived_repository_is_never_polled() {
 
 #[test]
 fn a_repository_removed_from_the_listing_stops_being_polled_and_prune_removes_its_state() {
+    let Some(docker) = Docker::require() else { return };
     let mut org = Org::new("github", "");
-    org.five("pipe-busybox:latest");
+    org.five(&docker.base_image);
     let legacy = org.name("legacy");
-    org.env.pipe(&["poll"]).code(0);
+    assert_eq!(org.run().len(), 2);
     assert_eq!(org.projects_in_state(), [org.name("app"), legacy.clone()]);
+    let images_of =
+        |name: &str| docker.ok(&["image", "ls", "--quiet", "--filter", &format!("label=pipe.project={name}")]);
+    assert!(!images_of(&legacy).trim().is_empty(), "built");
 
     org.listed.retain(|r| r["name"] != legacy.as_str());
     org.publish();
@@ -328,12 +332,20 @@ fn a_repository_removed_from_the_listing_stops_being_polled_and_prune_removes_it
     org.env
         .pipe(&["prune", "--dry-run"])
         .code(0)
-        .stderr_has(&format!("{legacy}: would remove the state of this project"));
+        .stderr_has(&format!("{legacy}: would remove the state of this project"))
+        .stderr_has(&format!("{legacy}: would remove image pipe-test/{legacy}"));
     assert!(org.projects_in_state().contains(&legacy));
-    org.env.pipe(&["prune"]).code(0).stderr_has(&format!(
-        "{legacy}: removed the state of this project, no longer discovered on forge `acme` (no longer listed): 1 ref(s)"
-    ));
+    assert!(!images_of(&legacy).trim().is_empty(), "a dry run removes nothing");
+    org.env
+        .pipe(&["prune"])
+        .code(0)
+        .stderr_has(&format!(
+            "{legacy}: removed the state of this project, no longer discovered on forge `acme` (no longer listed): 1 ref(s)"
+        ))
+        .stderr_has("its project is no longer discovered");
     assert_eq!(org.projects_in_state(), [org.name("app")]);
+    assert_eq!(images_of(&legacy).trim(), "", "its images are gone");
+    assert!(!images_of(&org.name("app")).trim().is_empty(), "the other project's images stay");
     let status = org.env.pipe(&["status", "--json"]).code(0).json();
     assert!(status["discovery"][0].get("gone").is_none(), "{status:#}");
 }
