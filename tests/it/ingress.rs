@@ -8,38 +8,13 @@ use std::time::{Duration, Instant};
 
 use crate::support::docker::{ComposeProject, Container, Docker, ProjectImages, unique_name};
 use crate::support::http::get_as;
+use crate::support::nginx::{self, NGINX};
 use crate::support::{TestEnv, WorkRepo, free_port};
 
-const NGINX: &str = "/usr/sbin/nginx";
-
-fn nginx_available() -> bool {
-    if Path::new(NGINX).exists() {
-        return true;
-    }
-    assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "nginx is missing (apt-get install nginx)");
-    eprintln!("skipped: nginx is not installed");
-    false
-}
-
-/// An http-level nginx.conf around the generated file, with every path inside `dir`.
+/// An http-level nginx.conf around the generated file, with every path inside `dir`, logging
+/// errors to stderr.
 fn wrapper(dir: &Path, include: &str) -> String {
-    let d = dir.display();
-    format!(
-        r#"worker_processes 1;
-error_log stderr;
-pid {d}/nginx.pid;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    include {include};
-}}
-"#
-    )
+    format!("error_log stderr;\n{}", nginx::conf(dir, include))
 }
 
 fn nginx_t(conf: &Path) -> String {
@@ -98,7 +73,7 @@ fn nginx_image(docker: &Docker, dir: &Path, name: &str) {
 #[test]
 fn generated_nginx_config_passes_nginx_t_and_proxies_to_the_deployed_service() {
     let Some(docker) = Docker::require() else { return };
-    if !nginx_available() {
+    if !nginx::available() {
         return;
     }
     let env = TestEnv::new();

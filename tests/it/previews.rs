@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crate::support::docker::{Docker, ProjectImages, unique_name};
 use crate::support::forge_api::{ForgeApi, TOKEN};
 use crate::support::http::HttpSink;
+use crate::support::nginx::{self, NGINX, NginxGuard};
 use crate::support::serve::Serve;
 use crate::support::{TestEnv, WorkRepo, free_port, git};
-use crate::zero_downtime::{NGINX, NginxGuard};
 
 const DOMAIN: &str = "pv.test";
 
@@ -111,15 +111,7 @@ fn stack_with(docker: &Docker, target_extra: &str, trust: bool, sections: &str, 
     std::fs::create_dir_all(&ngx).unwrap();
     let front = free_port();
     let d = ngx.display();
-    std::fs::write(
-        ngx.join("nginx.conf"),
-        format!(
-            "worker_processes 1;\npid {d}/nginx.pid;\nevents {{}}\nhttp {{\n    access_log off;\n    \
-             client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    \
-             uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n    include {d}/pipe.conf;\n}}\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(ngx.join("nginx.conf"), nginx::conf(&ngx, &format!("{d}/pipe.conf"))).unwrap();
     env.config(&format!(
         "[pipe]\nworkspace = \"{ws}\"\n\n{sections}\n\n[ingress]\ndomain = \"{DOMAIN}\"\nlisten = \"127.0.0.1:{front}\"\n\
          upstreams = \"{d}/upstreams\"\nnginx = [\"{NGINX}\", \"-c\", \"{d}/nginx.conf\", \"-e\", \"{d}/error.log\"]\n\n\

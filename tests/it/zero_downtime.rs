@@ -7,16 +7,15 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
+use crate::support::nginx::{self, NGINX, NginxGuard};
 use crate::support::{TestEnv, WorkRepo, free_port};
 
-pub(crate) const NGINX: &str = "/usr/sbin/nginx";
 const HOST: &str = "web.zdd.test";
 
 /// The app, its compose file, and an nginx on the host that pipe configures, starts and reloads.
@@ -31,21 +30,8 @@ struct Stack {
     front: u16,
 }
 
-/// Stops the nginx pipe started, by its pid file.
-pub(crate) struct NginxGuard(pub(crate) PathBuf);
-
-impl Drop for NginxGuard {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.0) {
-            let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
 fn stack(docker: &Docker, target_extra: &str) -> Option<Stack> {
-    if !Path::new(NGINX).exists() {
-        assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "nginx is missing (apt-get install nginx)");
+    if !nginx::available() {
         return None;
     }
     let env = TestEnv::new();
@@ -66,15 +52,7 @@ fn stack(docker: &Docker, target_extra: &str) -> Option<Stack> {
     std::fs::create_dir_all(&ngx).unwrap();
     let front = free_port();
     let d = ngx.display();
-    std::fs::write(
-        ngx.join("nginx.conf"),
-        format!(
-            "worker_processes 1;\npid {d}/nginx.pid;\nevents {{}}\nhttp {{\n    access_log off;\n    \
-             client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    \
-             uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n    include {d}/pipe.conf;\n}}\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(ngx.join("nginx.conf"), nginx::conf(&ngx, &format!("{d}/pipe.conf"))).unwrap();
     env.config(&format!(
         "[pipe]\nworkspace = \"{ws}\"\n\n[ingress]\ndomain = \"zdd.test\"\nlisten = \"127.0.0.1:{front}\"\n\
          upstreams = \"{d}/upstreams\"\nnginx = [\"{NGINX}\", \"-c\", \"{d}/nginx.conf\", \"-e\", \"{d}/error.log\"]\n\n\

@@ -4,6 +4,7 @@
 pub mod docker;
 pub mod forge_api;
 pub mod http;
+pub mod nginx;
 pub mod serve;
 
 use std::net::{TcpListener, TcpStream};
