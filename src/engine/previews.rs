@@ -159,18 +159,28 @@ fn deploy_one(
     let file = dir.join("compose.json");
     let compose_target = target.compose.as_ref().ok_or_else(|| anyhow!("previews need a compose target"))?;
     let program = docker.compose(out)?;
-    let rendered = render(out, &program, &project, &compose_target.file, &env, trusted)?;
+    // An untrusted pull request's compose runs get an empty `--env-file` of pipe's own.
+    let clean = if trusted {
+        None
+    } else {
+        let empty = dir.join("empty.env");
+        std::fs::write(&empty, "").with_context(|| format!("failed to write `{}`", empty.display()))?;
+        Some(empty)
+    };
+    let rendered = render(out, &program, &project, &compose_target.file, &env, clean.clone())?;
     let confinement = (!trusted).then(|| job.project.limits.confinement());
-    // An untrusted preview's network gets a bridge name pipe chooses, firewalled like the
-    // networks of untrusted builds and tests: neither the host nor the LAN.
-    let bridge = (!trusted).then(|| isolation::bridge_name(&project));
-    let (document, dropped) = reshape(&rendered, confinement.as_ref(), &project, bridge.as_deref())?;
+    // An untrusted preview's network is made by pipe, its bridge named and firewalled like the
+    // networks of untrusted builds and tests (neither the host nor the LAN) before anything of
+    // the preview starts: a bridge that exists is never taken for a stale one by a sweep.
+    let what = format!("{name}: the preview of {}", refs::display(&job.refname));
+    let network = if trusted { None } else { Some(isolated_network(out, &docker, &project, &what)?) };
+    let (document, dropped) = reshape(&rendered, confinement.as_ref(), &project, network.as_deref())?;
     for what in &dropped {
         out.warn(format!("{name}: preview of {}: {what}", refs::display(&job.refname)));
     }
     std::fs::write(&file, serde_json::to_vec_pretty(&document)?)
         .with_context(|| format!("failed to write `{}`", file.display()))?;
-    let compose = Compose::own(program, project.clone(), file, env, compose_target.services.clone(), !trusted);
+    let compose = Compose::own(program, project.clone(), file, env, compose_target.services.clone(), clean);
     let hosts = target
         .ingress
         .keys()
@@ -219,13 +229,7 @@ fn deploy_one(
         });
         state::save_previews(path, previews)?;
     }
-    if let Some(bridge) = &bridge {
-        firewall(out, bridge, &format!("{name}: the preview of {}", refs::display(&job.refname)))?;
-    }
     let result = beside.run(Instant::now() + timeout);
-    if let Some(bridge) = bridge.as_ref().filter(|_| result.is_ok()) {
-        firewall(out, bridge, &format!("{name}: the preview of {}", refs::display(&job.refname)))?;
-    }
     if result.is_ok()
         && let Some(p) = previews.previews.iter_mut().find(|p| same(p) && p.number == number)
     {
@@ -243,15 +247,40 @@ fn deploy_one(
     Ok(url)
 }
 
-/// Puts the rules on an untrusted preview's bridge, or says why this host cannot.
-fn firewall(out: &Output, bridge: &str, what: &str) -> anyhow::Result<()> {
-    match isolation::unenforceable() {
-        Some(why) => {
-            out.warn(format!("{what} can reach services listening on this host and its LAN: {why}"));
-            Ok(())
-        }
-        None => isolation::ensure_firewall(out, bridge),
+/// The network of an untrusted preview, made once by pipe (labelled as the preview's and as
+/// its compose project's, so teardown finds it) with a bridge pipe names, and that bridge's
+/// firewall rules in place; or, on a host that cannot enforce them, a warning saying so.
+fn isolated_network(out: &Output, docker: &Docker, project: &str, what: &str) -> anyhow::Result<String> {
+    let network = isolated_network_name(project);
+    let bridge = isolation::bridge_name(&network);
+    let inspect = docker.cmd().args(["network", "inspect", "--format", "{{.Id}}", &network]);
+    if exec::capture(out, &inspect, Duration::from_secs(30)).is_err() {
+        let create = docker.cmd().args([
+            "network".to_string(),
+            "create".into(),
+            "--driver".into(),
+            "bridge".into(),
+            "--label".into(),
+            format!("pipe.preview={project}"),
+            "--label".into(),
+            format!("com.docker.compose.project={project}"),
+            "--opt".into(),
+            format!("com.docker.network.bridge.name={bridge}"),
+            network.clone(),
+        ]);
+        exec::capture(out, &create, Duration::from_secs(60))
+            .map_err(|e| client::classify(docker, e))
+            .with_context(|| format!("failed to create the network `{network}` of the preview `{project}`"))?;
     }
+    match isolation::unenforceable() {
+        Some(why) => out.warn(format!("{what} can reach services listening on this host and its LAN: {why}")),
+        None => isolation::ensure_firewall(out, &bridge)?,
+    }
+    Ok(network)
+}
+
+fn isolated_network_name(project: &str) -> String {
+    format!("{project}_isolated")
 }
 
 /// pipe's own directory of a preview: the compose file it runs from, nothing of the repository.
@@ -267,10 +296,10 @@ fn render(
     project: &str,
     file: &Path,
     env: &[(String, String)],
-    trusted: bool,
+    clean: Option<PathBuf>,
 ) -> anyhow::Result<String> {
     let compose =
-        Compose::own(program.to_vec(), project.to_string(), file.to_path_buf(), env.to_vec(), Vec::new(), !trusted);
+        Compose::own(program.to_vec(), project.to_string(), file.to_path_buf(), env.to_vec(), Vec::new(), clean);
     let cmd = compose.cmd(&["config"], &[] as &[&str]);
     exec::capture(out, &cmd, Duration::from_secs(60))
         .with_context(|| format!("failed to read the compose file `{}` for a preview", file.display()))
@@ -283,7 +312,7 @@ fn reshape(
     rendered: &str,
     confinement: Option<&Confinement>,
     project: &str,
-    bridge: Option<&str>,
+    network: Option<&str>,
 ) -> anyhow::Result<(Value, Vec<String>)> {
     let docs = YamlLoader::load_from_str(rendered).map_err(|e| anyhow!("compose printed invalid YAML: {e}"))?;
     let root = docs.first().map(to_json).unwrap_or(Value::Null);
@@ -329,10 +358,12 @@ fn reshape(
         }
         services.insert(service_name, Value::Object(kept));
     }
-    let volumes: Map<String, Value> = declared.iter().map(|v| (v.clone(), json!({}))).collect();
-    let network = match bridge {
-        Some(bridge) => json!({ "driver_opts": { "com.docker.network.bridge.name": bridge } }),
-        None => json!({}),
+    // Everything of the preview carries its label: teardown removes only what has it.
+    let volumes: Map<String, Value> =
+        declared.iter().map(|v| (v.clone(), json!({ "labels": { "pipe.preview": project } }))).collect();
+    let network = match network {
+        Some(name) => json!({ "external": { "name": name } }),
+        None => json!({ "labels": { "pipe.preview": project } }),
     };
     let document = json!({
         "version": "2.4",
@@ -417,7 +448,9 @@ pub(crate) fn teardown(
     preview: &Preview,
 ) -> anyhow::Result<()> {
     let docker = Docker::new(Some(state::docker_config_dir(state_path)));
-    let label = format!("label=com.docker.compose.project={}", preview.compose_project);
+    // Only what carries the preview's own label: never another deployment's containers,
+    // networks or volumes, even one whose compose project has the preview's name.
+    let label = format!("label=pipe.preview={}", preview.compose_project);
     for (list, remove) in [
         (vec!["ps", "--all", "--quiet", "--filter"], vec!["rm", "--force", "--volumes"]),
         (vec!["network", "ls", "--quiet", "--filter"], vec!["network", "rm"]),
@@ -433,7 +466,8 @@ pub(crate) fn teardown(
         }
     }
     if !preview.trusted && isolation::unenforceable().is_none() {
-        isolation::remove_firewall(out, &isolation::bridge_name(&preview.compose_project));
+        let network = isolated_network_name(&preview.compose_project);
+        isolation::remove_firewall(out, &isolation::bridge_name(&network));
     }
     let images = preview_images(state_path, name, preview)?;
     if !images.is_empty() {
@@ -594,7 +628,7 @@ mod tests {
     #[test]
     fn an_untrusted_preview_keeps_only_what_is_its_own_and_is_confined() {
         let confinement = Confinement { memory: "256m".into(), pids: 100, cpus: 0.5, egress: false };
-        let (doc, dropped) = reshape(RENDERED, Some(&confinement), "app-pr-3", Some("pipe0123456789a")).unwrap();
+        let (doc, dropped) = reshape(RENDERED, Some(&confinement), "app-pr-3", Some("app-pr-3_isolated")).unwrap();
         let web = &doc["services"]["web"];
         assert_eq!(web["image"], "x:y");
         assert_eq!(web["environment"]["A"], "b");
@@ -606,11 +640,8 @@ mod tests {
         assert_eq!(web["mem_limit"], "256m");
         assert_eq!(web["pids_limit"], 100);
         assert_eq!(web["labels"]["pipe.preview"], "app-pr-3");
-        assert_eq!(doc["volumes"], json!({"data": {}}));
-        assert_eq!(
-            doc["networks"],
-            json!({"default": {"driver_opts": {"com.docker.network.bridge.name": "pipe0123456789a"}}})
-        );
+        assert_eq!(doc["volumes"], json!({"data": {"labels": {"pipe.preview": "app-pr-3"}}}));
+        assert_eq!(doc["networks"], json!({"default": {"external": {"name": "app-pr-3_isolated"}}}));
         let dropped = dropped.join("\n");
         for word in ["privileged", "cap_add", "/etc", "ext"] {
             assert!(dropped.contains(word), "{dropped}");
@@ -620,7 +651,7 @@ mod tests {
     #[test]
     fn a_trusted_preview_keeps_its_keys_but_not_ports_or_other_networks() {
         let (doc, _) = reshape(RENDERED, None, "app-pr-3", None).unwrap();
-        assert_eq!(doc["networks"], json!({"default": {}}));
+        assert_eq!(doc["networks"], json!({"default": {"labels": {"pipe.preview": "app-pr-3"}}}));
         let web = &doc["services"]["web"];
         assert_eq!(web["privileged"], true);
         assert!(web.get("ports").is_none() && web.get("networks").is_none(), "{web}");

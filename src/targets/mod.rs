@@ -103,9 +103,9 @@ pub(crate) struct Compose {
     dir: PathBuf,
     env: Vec<(String, String)>,
     pub services: Vec<String>,
-    /// Only `env` and the engine's variables reach compose, none of pipe's own (a preview of an
-    /// untrusted pull request).
-    clean: bool,
+    /// Only `env` and the engine's variables reach compose, none of pipe's own, and this empty
+    /// file is its `--env-file` (a preview of an untrusted pull request).
+    clean: Option<PathBuf>,
 }
 
 /// The variables compose needs from pipe's environment to reach the engine.
@@ -126,19 +126,20 @@ impl Compose {
             dir: target.file.parent().unwrap_or(Path::new("/")).to_path_buf(),
             env,
             services: target.services.clone(),
-            clean: false,
+            clean: None,
         })
     }
 
-    /// A compose project on a file pipe wrote, run in that file's directory; with `clean`, in
-    /// an environment of `env` and the engine's variables only.
+    /// A compose project on a file pipe wrote, run in that file's directory; with `clean` (an
+    /// empty file of pipe's), in an environment of `env` and the engine's variables only, with
+    /// that file instead of a `.env` beside the compose file.
     pub(crate) fn own(
         program: Vec<OsString>,
         project: String,
         file: PathBuf,
         env: Vec<(String, String)>,
         services: Vec<String>,
-        clean: bool,
+        clean: Option<PathBuf>,
     ) -> Compose {
         let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
         Compose { program, project, file, dir, env, services, clean }
@@ -148,10 +149,15 @@ impl Compose {
     pub(crate) fn cmd<S: AsRef<str>>(&self, verb: &[&str], services: &[S]) -> Cmd {
         let mut argv: Vec<OsString> = self.program.clone();
         argv.extend(["--project-name".into(), self.project.clone().into(), "--file".into(), self.file.clone().into()]);
+        if let Some(empty) = &self.clean {
+            // Compose reads a `.env` beside the (first) file for interpolation unless told
+            // otherwise: the target's `.env` is for its branches, not for untrusted code.
+            argv.extend(["--env-file".into(), empty.clone().into()]);
+        }
         argv.extend(verb.iter().map(OsString::from));
         argv.extend(services.iter().map(|s| OsString::from(s.as_ref())));
         let mut cmd = Cmd::from_argv(&argv).dir(self.dir.clone());
-        if self.clean {
+        if self.clean.is_some() {
             cmd = cmd.env_clear().env("LANG", "C.UTF-8");
             for key in ENGINE_ENV {
                 if let Some(value) = std::env::var_os(key) {

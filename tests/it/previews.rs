@@ -83,8 +83,7 @@ fn stack(docker: &Docker, target_extra: &str, trust: bool) -> Option<Stack> {
 
 /// [`stack`] with `sections` added to the pipeline file and `project_extra` to the project.
 fn stack_with(docker: &Docker, target_extra: &str, trust: bool, sections: &str, project_extra: &str) -> Option<Stack> {
-    if !std::path::Path::new(NGINX).exists() {
-        assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "nginx is missing (apt-get install nginx)");
+    if !nginx::available() {
         return None;
     }
     let mut env = TestEnv::new();
@@ -465,6 +464,9 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
             let _ = std::io::Write::write_all(&mut stream, format!("HTTP/1.0 200 OK\r\n\r\n{answer}\n").as_bytes());
         }
     });
+    // The target's `.env` beside its compose file, as compose setups keep secrets: for the
+    // branches (pipe's environment wins for the main deployment), never for untrusted code.
+    std::fs::write(s.env.path().join("deploy/.env"), "APP_SECRET=s3cr3t-from-dotenv\n").unwrap();
     // The main deployment's own CGI shows what the main branch's target is given.
     let cgi = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\n\
                echo \"secret=[$APP_SECRET] host=[$(cat /host/key 2>&1)]\"\n\
@@ -508,6 +510,10 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
     s.answers(&s.host(7), "untrusted");
     let seen = s.fetch(&s.host(7), "/cgi-bin/probe");
     assert!(seen.contains("secret=[]"), "the preview read the main target's secret: {seen}");
+    assert!(!seen.contains("dotenv"), "the preview read the target's .env: {seen}");
+    let written = s.env.state_path().parent().unwrap().join("previews").join(s.preview(7)).join("compose.json");
+    let written = std::fs::read_to_string(written).unwrap();
+    assert!(!written.contains("s3cr3t"), "{written}");
     assert!(!seen.contains("host-file-content") && seen.contains("host=[cat: can't open"), "{seen}");
     assert!(!seen.contains("main=[main v1"), "the preview reached the main deployment: {seen}");
     assert!(seen.contains("main=[]"), "{seen}");
@@ -532,7 +538,7 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
     assert!(!envs.contains("s3cr3t"), "{envs}");
 
     // Closing the pull request takes the preview's firewall rules with its network.
-    let network = format!("{}_default", s.preview(7));
+    let network = format!("{}_isolated", s.preview(7));
     let bridge = docker.ok(&[
         "network",
         "inspect",
