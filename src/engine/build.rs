@@ -258,6 +258,8 @@ fn fetch_submodules(job: &Job<'_>, workdir: &Path, deadline: Instant) -> anyhow:
         .arg(crate::cli::INTERNAL_SUBMODULES)
         .arg("--config")
         .arg(&job.config.path)
+        .arg("--state")
+        .arg(job.state_path)
         .args(["--quiet", job.name])
         .arg(workdir);
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));

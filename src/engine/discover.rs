@@ -249,11 +249,19 @@ fn list(
             }
         };
         match fetched.answer {
+            // Only an answer to our `If-None-Match` may say "unchanged"; any other 304 is the
+            // forge's mistake, and the listing stops there as failed.
+            Answer::Unchanged if etag.is_none() => {
+                failure = Some(format!("`{current}` answered 304 Not Modified to a request without an ETag"));
+                break;
+            }
             Answer::Unchanged => {
                 let page = known.cloned().unwrap_or_default();
                 not_modified += 1;
                 for name in &page.repos {
-                    repos.insert(name.clone(), cache.repo[name].clone());
+                    if let Some(repo) = cache.repo.get(name) {
+                        repos.insert(name.clone(), repo.clone());
+                    }
                 }
                 url = page.next.clone();
                 pages.push(page);
@@ -431,6 +439,17 @@ fn candidacy(config: &Config, forge: &str, discover: &Discover, repo_name: &str,
 
 /// What each listed repository is, from the listing and the probes in `cache`, and the
 /// projects. Two repositories that would make the same project name both stay out.
+/// Why a repository may not become the project `name` though it is valid: it would take the
+/// URL of a forge's organization webhook (`/forge/NAME`), or the compose project of a
+/// pull-request preview (`<project>-pr-<N>`), whose teardown and deploys are another's.
+fn reserved(config: &Config, name: &str) -> Option<&'static str> {
+    if config.forges.contains_key(name) {
+        return Some("the name of a forge section, whose organization webhook is `/forge/NAME`");
+    }
+    let preview = name.rsplit_once("-pr-").is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    preview.then_some("names ending in `-pr-<N>` are those of pull-request previews")
+}
+
 fn decide(
     config: &Config,
     forge: &str,
@@ -464,6 +483,10 @@ fn decide(
                 decisions.push(decision(Decision::NotProbed, Some(name), None));
                 continue;
             }
+        }
+        if let Some(why) = reserved(config, &name) {
+            decisions.push(decision(Decision::InvalidName, Some(name), Some(why.into())));
+            continue;
         }
         if !taken.insert(name.clone()) || config.projects.contains_key(&name) {
             let clash = "another repository makes the same project name";

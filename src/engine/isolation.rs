@@ -92,6 +92,18 @@ pub(crate) fn rules(bridge: &str, forward: &str, resolvers: &[Ipv4Addr], v6: boo
     rules
 }
 
+/// The name servers Docker's embedded DNS forwards to: `/etc/resolv.conf`'s, or where that
+/// holds only a local stub (systemd-resolved's 127.0.0.53), the upstream servers behind it, as
+/// Docker itself reads them.
+fn host_resolvers() -> Vec<Ipv4Addr> {
+    let read = |path: &str| resolvers(&std::fs::read_to_string(path).unwrap_or_default());
+    let found = read("/etc/resolv.conf");
+    if found.iter().any(|r| !r.is_loopback()) {
+        return found;
+    }
+    read("/run/systemd/resolve/resolv.conf")
+}
+
 /// The IPv4 name servers of `resolv.conf`'s text: Docker's embedded DNS forwards to them from
 /// the container's network, so they must stay reachable.
 pub(crate) fn resolvers(resolv_conf: &str) -> Vec<Ipv4Addr> {
@@ -184,9 +196,8 @@ impl Isolated {
 fn host_rules(out: &Output, bridge: &str, answers: bool) -> Vec<Rule> {
     let probe = Cmd::new(iptables()).args(["-w", "-S", "DOCKER-USER"]);
     let forward = if exec::capture(out, &probe, Duration::from_secs(30)).is_ok() { "DOCKER-USER" } else { "FORWARD" };
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let v6 = std::path::Path::new("/proc/net/if_inet6").exists();
-    let mut rules = rules(bridge, forward, &resolvers(&resolv), v6);
+    let mut rules = rules(bridge, forward, &host_resolvers(), v6);
     if answers {
         let spec = ["-i", bridge, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-m", "comment", "--comment"];
         let mut spec: Vec<String> = spec.iter().map(|w| w.to_string()).collect();

@@ -280,7 +280,8 @@ pub(crate) fn latest_built<'a>(history: &'a History, commit: Option<&str>) -> Op
 /// (`…-untrusted`), as the build recorded it.
 pub(crate) fn run_tag(run: &crate::state::Run) -> &str {
     let commit = crate::docker::commit_tag(&run.commit);
-    run.tags.iter().find(|t| t.starts_with(commit)).map_or(commit, String::as_str)
+    let untrusted = crate::docker::untrusted_commit_tag(&run.commit);
+    run.tags.iter().find(|t| t.as_str() == commit || **t == untrusted).map_or(commit, String::as_str)
 }
 
 /// The image of a run by its immutable tag ([`run_tag`]).

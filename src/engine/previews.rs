@@ -546,7 +546,9 @@ fn reason(
     now: jiff::Timestamp,
     ttl: bool,
 ) -> Option<String> {
-    let project = config.projects.get(name)?;
+    let Some(project) = config.projects.get(name) else {
+        return Some("its project is no longer in the pipeline file nor discovered".into());
+    };
     let r = st.project.get(name).and_then(|p| p.refs.get(&preview.refname));
     match r {
         None => return Some("the pull request is gone".into()),
@@ -559,6 +561,20 @@ fn reason(
     let limit = target.preview_ttl.map_or(DEFAULT_TTL, |t| t.0);
     let idle = now.duration_since(preview.updated).unsigned_abs();
     (ttl && idle > limit).then(|| format!("it had no new commit for {}s (`preview_ttl`)", idle.as_secs()))
+}
+
+/// Projects that still have previews recorded but are no longer configured (removed from the
+/// pipeline file, or no longer discovered): their previews are swept like any other's.
+pub(crate) fn orphaned(config: &Config, state_path: &Path) -> Vec<String> {
+    let dir = state::state_dir(state_path).join("previews");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
+        .filter(|name| !config.projects.contains_key(name) && crate::config::validate_name(name).is_ok())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Tears down the previews that should go (see [`reason`]); with `ttl = false` (`pipe prune`),

@@ -104,6 +104,13 @@ pub(crate) fn prune(
         prune_logs(&scope, &mut report)?;
         prune_images(&scope, &docker, &mut report)?;
     }
+    if only.is_empty() {
+        // Previews of projects no longer configured at all.
+        let orphaned = super::previews::orphaned(config, state_path);
+        let names: Vec<&str> = orphaned.iter().map(String::as_str).collect();
+        let removed = super::previews::sweep(&out, config, state_path, st, &names, false, dry_run)?;
+        report.removed_previews.extend(removed.into_iter().map(|p| p.compose_project));
+    }
     Ok(report)
 }
 
@@ -219,8 +226,9 @@ fn prune_images(scope: &Scope<'_>, docker: &Docker, report: &mut PruneReport) ->
                 Some(_) if rank >= keep => format!("beyond keep_images = {keep} for {}", refs::display(refname)),
                 Some(_) => continue,
             };
-            remove_image(&out, docker, image, dry_run, report);
-            report.removed_images.push(action(reason));
+            if remove_image(&out, docker, image, dry_run, report) {
+                report.removed_images.push(action(reason));
+            }
         }
     }
     Ok(())
@@ -232,7 +240,9 @@ fn prune_images(scope: &Scope<'_>, docker: &Docker, report: &mut PruneReport) ->
 pub(crate) fn forgotten_images(out: Output, name: &str, dry_run: bool, report: &mut PruneReport) -> anyhow::Result<()> {
     let docker = Docker::new(None);
     for image in project_images(&out, &docker, name)? {
-        remove_image(&out, &docker, &image, dry_run, report);
+        if !remove_image(&out, &docker, &image, dry_run, report) {
+            continue;
+        }
         report.removed_images.push(ImageAction {
             project: name.to_string(),
             refname: image.refname.clone(),
@@ -290,15 +300,20 @@ fn deployed_commits(state_path: &Path, name: &str) -> anyhow::Result<BTreeSet<St
 }
 
 /// Removes every tag of the image, never with `--force`: docker keeps an image a container uses.
-fn remove_image(out: &Output, docker: &Docker, image: &Image, dry_run: bool, report: &mut PruneReport) {
+/// Whether it is gone (or would be, in a dry run).
+fn remove_image(out: &Output, docker: &Docker, image: &Image, dry_run: bool, report: &mut PruneReport) -> bool {
     let names = if image.tags.is_empty() { vec![image.id.clone()] } else { image.tags.clone() };
     let cmd = docker.cmd().args(["image", "rm"]).args(&names);
     if dry_run {
         out.info(format!("would run: {cmd}"));
-        return;
+        return true;
     }
-    if let Err(err) = crate::exec::capture(out, &cmd, DOCKER_QUERY_TIMEOUT) {
-        report.warnings.push(format!("{err:#}"));
+    match crate::exec::capture(out, &cmd, DOCKER_QUERY_TIMEOUT) {
+        Ok(_) => true,
+        Err(err) => {
+            report.warnings.push(format!("{err:#}"));
+            false
+        }
     }
 }
 

@@ -55,7 +55,10 @@ pub(crate) fn tick(
     if !dry_run {
         // Previews of closed or idle pull requests go before any new work takes their place.
         // Every project: one whose target stopped running previews still has some to remove.
-        let names: Vec<&str> = projects.iter().map(|(n, _)| *n).collect();
+        // And those of projects no longer configured at all.
+        let orphaned = previews::orphaned(config, state_path);
+        let mut names: Vec<&str> = projects.iter().map(|(n, _)| *n).collect();
+        names.extend(orphaned.iter().map(String::as_str));
         if let Err(err) = previews::sweep(&out, config, state_path, &st, &names, true, false) {
             if err.is::<Interrupted>() || err.is::<StateError>() {
                 return Err(err);
@@ -338,7 +341,7 @@ fn preview(
     for target in previews::targets(job.project) {
         reporter.report(
             forge,
-            &format!("pipe/deploy/{}", target.display_name()),
+            &preview_context(job.project, target.display_name()),
             ForgeState::Pending,
             "deploying the preview",
         );
@@ -347,7 +350,7 @@ fn preview(
     let mut first = None;
     let mut failures = Vec::new();
     for d in deployed {
-        let context = format!("pipe/deploy/{}", d.target);
+        let context = preview_context(job.project, &d.target);
         match d.outcome {
             Ok(url) => {
                 let description = format!("preview deployed in {}", took(started));
@@ -365,6 +368,17 @@ fn preview(
         return Err(StageFailed(failures.join("\n")).into());
     }
     Ok(first)
+}
+
+/// A preview's commit status: `pipe/deploy/preview` (`pipe/deploy/preview/<target>` when the
+/// project has several preview targets), never the context of a branch's deploy of the same
+/// commit, which a pull request opened from a branch's head shares.
+fn preview_context(project: &Project, target: &str) -> String {
+    if previews::targets(project).len() > 1 {
+        format!("pipe/deploy/preview/{target}")
+    } else {
+        "pipe/deploy/preview".to_string()
+    }
 }
 
 /// Failure (once per failing commit), recovery (first success after a failure), success, deploy.

@@ -505,7 +505,7 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
         .map(|r| r["body"].clone())
         .collect();
     let last = statuses.last().unwrap();
-    assert_eq!((last["context"].as_str(), last["state"].as_str()), (Some("pipe/deploy/devhost"), Some("success")));
+    assert_eq!((last["context"].as_str(), last["state"].as_str()), (Some("pipe/deploy/preview"), Some("success")));
     assert_eq!(last["target_url"], url, "{statuses:?}");
     s.answers(&s.host(7), "untrusted");
     let seen = s.fetch(&s.host(7), "/cgi-bin/probe");
@@ -575,6 +575,20 @@ fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_environment_and_path
     let preview = s.container(&s.preview(8));
     let caps = docker.ok(&["inspect", "--format", "{{.HostConfig.CapDrop}} {{.HostConfig.Memory}}", &preview]);
     assert_eq!(caps.trim(), "[] 0", "not confined: trusted by the pipeline file");
+
+    // The project leaves the pipeline file: its preview does not outlive it.
+    let config = std::fs::read_to_string(s.env.config_path()).unwrap();
+    let kept = &config[..config.find(&format!("[project.{}]", s.project)).unwrap()];
+    let other = s.env.path().join("other.git");
+    git(s.env.path(), &["init", "--quiet", "--bare", &other.display().to_string()]);
+    s.env.config(&format!(
+        "{kept}[project.{}-other]\nrepo = \"file://{}\"\nbranches = [\"main\"]\n",
+        s.project,
+        other.display()
+    ));
+    s.env.pipe(&["run"]).stderr_has("removing the preview of pull/8").stderr_has("no longer in the pipeline file");
+    assert_eq!(of_project("ps --all", &s.preview(8)), Vec::<String>::new(), "the preview was left running");
+    s.forgotten(&s.host(8));
 }
 
 /// The immutable tag of a pull request's build: never the commit's own, which only a trusted
