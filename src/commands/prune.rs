@@ -19,10 +19,10 @@ pub(super) fn run(cx: &Context, args: &PruneArgs) -> anyhow::Result<u8> {
     let mut st = state::load(&state_path)?;
     let mut report = prune::prune(cx.out, &config, &state_path, &st, &args.projects, args.dry_run)?;
     // Projects organization discovery no longer makes go only when no project was named.
-    let forgotten = if args.projects.is_empty() {
+    let (forgotten, caches) = if args.projects.is_empty() {
         discover::prune_gone(&config, &state_path, &mut st, args.dry_run)?
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     for f in &forgotten {
         if let Err(err) = prune::forgotten_images(cx.out, &f.project, args.dry_run, &mut report) {
@@ -31,6 +31,9 @@ pub(super) fn run(cx: &Context, args: &PruneArgs) -> anyhow::Result<u8> {
     }
     if !forgotten.is_empty() && !args.dry_run {
         state::save(&state_path, &st)?;
+    }
+    for (path, cache) in &caches {
+        state::save_discovered(path, cache)?;
     }
     print(cx, args, &report, &forgotten)?;
     Ok(code::OK)

@@ -505,6 +505,9 @@ fn decide(
     (decisions, projects)
 }
 
+/// A discovery cache and where it goes, saved once the state is.
+pub(crate) type CacheToSave = (PathBuf, state::Discovered);
+
 /// A project no longer discovered whose state `pipe prune` removes.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Forgotten {
@@ -527,8 +530,11 @@ pub(crate) fn prune_gone(
     state_path: &Path,
     st: &mut state::State,
     dry_run: bool,
-) -> anyhow::Result<Vec<Forgotten>> {
+) -> anyhow::Result<(Vec<Forgotten>, Vec<CacheToSave>)> {
     let mut forgotten = Vec::new();
+    // Saved by the caller after the state: a crash between leaves the projects to forget
+    // still named in the caches, so the next prune finishes the job.
+    let mut caches = Vec::new();
     for forge in discovering(config) {
         let path = state::discovered_path(state_path, &forge);
         let mut cache = state::load_discovered(&path)?;
@@ -552,8 +558,8 @@ pub(crate) fn prune_gone(
             forgotten.push(Forgotten { forge: forge.clone(), project: name, why, refs, removed });
         }
         if !dry_run {
-            state::save_discovered(&path, &cache)?;
+            caches.push((path, cache));
         }
     }
-    Ok(forgotten)
+    Ok((forgotten, caches))
 }

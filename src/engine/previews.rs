@@ -37,7 +37,8 @@ use crate::targets::ingress::{Nginx, Site};
 /// Previews of a target that has no TTL of its own are removed after a week without a commit.
 const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const DEFAULT_MAX: usize = 10;
-/// Keys of a service kept for every preview beside the allow-list of an untrusted one.
+/// Keys of a service dropped from every preview, trusted or not: its own network, names and
+/// ports, nothing built.
 const DROPPED_ALWAYS: &[&str] =
     &["ports", "container_name", "networks", "network_mode", "links", "external_links", "build", "profiles"];
 
