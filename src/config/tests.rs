@@ -303,6 +303,12 @@ fn previews_need_an_ingress_target_pull_requests_and_a_plain_host_template() {
         let errs = errors(&base(upstreams, "pull_requests = true", &target));
         assert!(errs.len() == 1 && errs[0].contains("`preview_host` must name a host"), "{template}: {errs:?}");
     }
+    // Previews of two projects must never share a name: `{project}` or the project's own name.
+    let shared = "ingress = { web = 80 }\npreviews = true\npreview_host = \"pr-{pr}.{domain}\"";
+    let errs = errors(&base(upstreams, "pull_requests = true", shared));
+    assert!(errs.len() == 1 && errs[0].contains("needs `{project}`"), "{errs:?}");
+    let named = "ingress = { web = 80 }\npreviews = true\npreview_host = \"pr-{pr}.a.{domain}\"";
+    assert_eq!(errors(&base(upstreams, "pull_requests = true", named)), Vec::<String>::new());
     let errs = errors(&base(upstreams, "pull_requests = true", "ingress = { web = 80 }\nmax_previews = 3"));
     assert!(errs.len() == 1 && errs[0].contains("need `previews = true`"), "{errs:?}");
     let errs =

@@ -107,10 +107,17 @@ pub(super) fn validate(cx: &mut Cx<'_>, config: &mut Config) {
 /// pull requests, with a host-name template that yields one plain host per service.
 fn validate_previews(cx: &mut Cx<'_>, config: &Config) {
     for (name, project) in &config.projects {
+        validate_project_previews(cx, &config.ingress, name, project);
+    }
+}
+
+/// [`validate_previews`] for one project, written out or discovered.
+pub(super) fn validate_project_previews(cx: &mut Cx<'_>, ingress: &Ingress, name: &str, project: &Project) {
+    {
         for (index, deploy) in project.deploy.iter().enumerate() {
             let deploy = deploy.get_ref();
             let index = index.to_string();
-            let at = |key: &'static str| ["project", name.as_str(), "deploy", index.as_str(), key];
+            let at = |key: &'static str| ["project", name, "deploy", index.as_str(), key];
             let others = deploy.preview_host.is_some() || deploy.preview_ttl.is_some() || deploy.max_previews.is_some();
             if !deploy.previews {
                 if others {
@@ -123,7 +130,7 @@ fn validate_previews(cx: &mut Cx<'_>, config: &Config) {
                 }
                 continue;
             }
-            if deploy.compose.is_none() || deploy.ingress.is_empty() || config.ingress.upstreams.is_none() {
+            if deploy.compose.is_none() || deploy.ingress.is_empty() || ingress.upstreams.is_none() {
                 cx.error_at(
                     &at("previews"),
                     format!("project `{name}`: previews are reached through the ingress: they need a `compose` target with `ingress` and `upstreams` in `[ingress]`"),
@@ -139,8 +146,7 @@ fn validate_previews(cx: &mut Cx<'_>, config: &Config) {
                 cx.error_at(&at("max_previews"), format!("project `{name}`: `max_previews` must be at least 1"));
             }
             let template = crate::config::preview_host_template(deploy);
-            let sample =
-                |service: &str| crate::config::preview_host(template, 12345, name, service, &config.ingress.domain);
+            let sample = |service: &str| crate::config::preview_host(template, 12345, name, service, &ingress.domain);
             let hosts: Vec<String> = deploy.ingress.keys().map(|s| sample(s)).collect();
             let plain = |h: &String| {
                 !h.is_empty()
@@ -152,6 +158,13 @@ fn validate_previews(cx: &mut Cx<'_>, config: &Config) {
                     &at("preview_host"),
                     format!("project `{name}`: `preview_host` must name a host with `{{pr}}` in it, from letters, digits, `-`, `.` and `{{pr}}`, `{{project}}`, `{{service}}`, `{{domain}}`"),
                 );
+            } else if !template.contains("{project}") && !names_project(&hosts, &ingress.domain, name) {
+                // Two projects' previews of pull request 1 at one name: nginx answers both with
+                // the first, so one preview's link would show another project's code.
+                cx.error_at(
+                    &at("preview_host"),
+                    format!("project `{name}`: `preview_host` needs `{{project}}` (or the project's name) so previews of different projects get different names"),
+                );
             } else if deploy.ingress.len() > 1 && !template.contains("{service}") {
                 cx.error_at(
                     &at("preview_host"),
@@ -160,6 +173,15 @@ fn validate_previews(cx: &mut Cx<'_>, config: &Config) {
             }
         }
     }
+}
+
+/// Whether every sample host names the project itself: a label of it before the domain is the
+/// project's name, or has it as a `-`-separated part.
+fn names_project(hosts: &[String], domain: &str, name: &str) -> bool {
+    hosts.iter().all(|host| {
+        let own = host.strip_suffix(domain).unwrap_or(host);
+        own.split('.').any(|label| label == name || label.split('-').any(|part| part == name))
+    })
 }
 
 /// `[forge.NAME]` tables and the projects' `forge`, `forge_repo` and `webhook_secret_*` keys.
