@@ -125,6 +125,20 @@ fn deploy_one(
     let url = url(config, name, target, number);
     let max = target.max_previews.unwrap_or(DEFAULT_MAX);
     let same = |p: &Preview| p.target == target.display_name();
+    // A preview whose trust changed (the pipeline file's `trust_pull_requests`) starts over:
+    // its network and confinement are not the ones it runs with.
+    if let Some(old) = previews.previews.iter().find(|p| same(p) && p.number == number && p.trusted != trusted).cloned()
+    {
+        out.info(format!(
+            "{name}: removing the preview of {} to redeploy it {}",
+            refs::display(&old.refname),
+            if trusted { "trusted" } else { "untrusted" }
+        ));
+        // Not its images: the one about to be deployed is among them.
+        stop(out, config, job.state_path, &old)?;
+        previews.previews.retain(|p| !(same(p) && p.number == number));
+        state::save_previews(path, previews)?;
+    }
     if !previews.previews.iter().any(|p| same(p) && p.number == number) {
         while previews.previews.iter().filter(|p| same(p)).count() >= max {
             let Some(oldest) = previews.previews.iter().filter(|p| same(p)).min_by_key(|p| p.updated).cloned() else {
@@ -448,6 +462,28 @@ pub(crate) fn teardown(
     name: &str,
     preview: &Preview,
 ) -> anyhow::Result<()> {
+    stop(out, config, state_path, preview)?;
+    let docker = Docker::new(Some(state::docker_config_dir(state_path)));
+    let images = preview_images(state_path, name, preview)?;
+    if !images.is_empty() {
+        // Never forced: an image something else still uses stays, with a warning.
+        if let Err(err) =
+            exec::capture(out, &docker.cmd().args(["image", "rm"]).args(&images), Duration::from_secs(120))
+        {
+            out.warn(format!("{name}: some images of the preview `{}` were kept: {err:#}", preview.compose_project));
+        }
+    }
+    out.info(format!(
+        "{name}: removed the preview of {} (`{}`)",
+        refs::display(&preview.refname),
+        preview.compose_project
+    ));
+    Ok(())
+}
+
+/// Everything of a preview but its images: containers, networks, volumes, its firewall rules,
+/// its name in the ingress, and pipe's directory of it.
+fn stop(out: &Output, config: &Config, state_path: &Path, preview: &Preview) -> anyhow::Result<()> {
     let docker = Docker::new(Some(state::docker_config_dir(state_path)));
     // Only what carries the preview's own label: never another deployment's containers,
     // networks or volumes, even one whose compose project has the preview's name.
@@ -470,15 +506,6 @@ pub(crate) fn teardown(
         let network = isolated_network_name(&preview.compose_project);
         isolation::remove_firewall(out, &isolation::bridge_name(&network));
     }
-    let images = preview_images(state_path, name, preview)?;
-    if !images.is_empty() {
-        // Never forced: an image something else still uses stays, with a warning.
-        if let Err(err) =
-            exec::capture(out, &docker.cmd().args(["image", "rm"]).args(&images), Duration::from_secs(120))
-        {
-            out.warn(format!("{name}: some images of the preview `{}` were kept: {err:#}", preview.compose_project));
-        }
-    }
     let log = state::state_dir(state_path).join("previews").join("ingress.log");
     if let Some(mut nginx) = Nginx::new(&config.ingress, &log) {
         nginx.site = Some(Site { prefix: preview.compose_project.clone(), hosts: BTreeMap::new() });
@@ -491,11 +518,6 @@ pub(crate) fn teardown(
     {
         out.warn(format!("could not remove `{}`: {e}", dir.display()));
     }
-    out.info(format!(
-        "{name}: removed the preview of {} (`{}`)",
-        refs::display(&preview.refname),
-        preview.compose_project
-    ));
     Ok(())
 }
 

@@ -576,6 +576,19 @@ fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_environment_and_path
     let caps = docker.ok(&["inspect", "--format", "{{.HostConfig.CapDrop}} {{.HostConfig.Memory}}", &preview]);
     assert_eq!(caps.trim(), "[] 0", "not confined: trusted by the pipeline file");
 
+    // The pipeline file stops trusting pull requests: the next commit's preview starts over,
+    // confined, on a network of pipe's.
+    let config = std::fs::read_to_string(s.env.config_path()).unwrap();
+    s.env.config(&config.replace("trust_pull_requests = true", "trust_pull_requests = false"));
+    s.release("refs/pull/8/head", "untrusted now");
+    s.run().stderr_has("removing the preview of pull/8 to redeploy it untrusted");
+    s.answers(&s.host(8), "untrusted now");
+    let seen = s.fetch(&s.host(8), "/cgi-bin/probe");
+    assert!(seen.contains("secret=[]") && !seen.contains("host-file-content"), "{seen}");
+    let preview = s.container(&s.preview(8));
+    let caps = docker.ok(&["inspect", "--format", "{{.HostConfig.CapDrop}} {{.HostConfig.Memory}}", &preview]);
+    assert_eq!(caps.trim(), "[ALL] 268435456", "confined once untrusted");
+
     // The project leaves the pipeline file: its preview does not outlive it.
     let config = std::fs::read_to_string(s.env.config_path()).unwrap();
     let kept = &config[..config.find(&format!("[project.{}]", s.project)).unwrap()];
