@@ -159,7 +159,7 @@ fn deploy_one(
     let file = dir.join("compose.json");
     let compose_target = target.compose.as_ref().ok_or_else(|| anyhow!("previews need a compose target"))?;
     let program = docker.compose(out)?;
-    let rendered = render(out, &program, &project, &compose_target.file, &env, trusted)?;
+    let rendered = render(out, &program, &project, &compose_target.file, &env, (!trusted).then_some(&dir))?;
     let confinement = (!trusted).then(|| job.project.limits.confinement());
     let (document, dropped) = reshape(&rendered, confinement.as_ref(), &project)?;
     for what in &dropped {
@@ -240,18 +240,34 @@ fn preview_dir(state_path: &Path, compose_project: &str) -> PathBuf {
 }
 
 /// The target's compose file as compose resolves it for the preview's project: with pipe's
-/// deploy variables, and for an untrusted pull request nothing else of pipe's environment.
+/// deploy variables, and for an untrusted pull request (`untrusted`: pipe's directory of the
+/// preview) nothing else of pipe's environment, nor of the `.env` file compose would read
+/// beside the target's file: an empty one of pipe's own stands in for it.
 fn render(
     out: &Output,
     program: &[std::ffi::OsString],
     project: &str,
     file: &Path,
     env: &[(String, String)],
-    trusted: bool,
+    untrusted: Option<&PathBuf>,
 ) -> anyhow::Result<String> {
-    let compose =
-        Compose::own(program.to_vec(), project.to_string(), file.to_path_buf(), env.to_vec(), Vec::new(), !trusted);
-    let cmd = compose.cmd(&["config"], &[] as &[&str]);
+    let compose = Compose::own(
+        program.to_vec(),
+        project.to_string(),
+        file.to_path_buf(),
+        env.to_vec(),
+        Vec::new(),
+        untrusted.is_some(),
+    );
+    let cmd = match untrusted {
+        Some(dir) => {
+            let empty = dir.join("empty.env");
+            std::fs::write(&empty, "").with_context(|| format!("failed to write `{}`", empty.display()))?;
+            let empty = empty.to_str().ok_or_else(|| anyhow!("`{}` is not UTF-8", empty.display()))?.to_string();
+            compose.cmd(&["--env-file", &empty, "config"], &[] as &[&str])
+        }
+        None => compose.cmd(&["config"], &[] as &[&str]),
+    };
     exec::capture(out, &cmd, Duration::from_secs(60))
         .with_context(|| format!("failed to read the compose file `{}` for a preview", file.display()))
 }

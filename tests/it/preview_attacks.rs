@@ -1,0 +1,137 @@
+//! Pull-request previews attacked from a pull request: its author controls the Dockerfile,
+//! `.pipe.toml`, every file and commit message, and tries to reach a secret, the host, the main
+//! deployment or another preview, or to make teardown leave or remove what is not its own.
+//! Each test runs the real engine, nginx and git through the previews harness, and checks the
+//! safe outcome: the planted secret absent, the host canary unchanged byte for byte, the main
+//! deployment and its volume untouched.
+
+use crate::previews::{Stack, of_project, stack};
+use crate::support::docker::Docker;
+
+/// The environment of a container, one `NAME=value` a line.
+fn env_of(docker: &Docker, id: &str) -> String {
+    docker.ok(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", id])
+}
+
+/// Every file under pipe's state directory, as text (lossy), with its path.
+fn state_files(s: &Stack) -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&s.env.path().join("state"), &mut out);
+    out
+}
+
+/// The operator keeps the deployment's database password where compose users usually do: in
+/// `.env` beside the target's compose file, referenced as `${DB_PASSWORD}`. The main deployment
+/// gets it; an untrusted pull request's preview must not (compose reads that `.env` when it
+/// renders the file in the file's directory).
+#[test]
+fn a_dotenv_beside_the_targets_compose_file_reaches_no_untrusted_preview() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", false) else { return };
+    let deploy = s.env.path().join("deploy");
+    let file = deploy.join("docker-compose.yml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text =
+        text.replace("APP_SECRET: ${APP_SECRET}", "APP_SECRET: ${APP_SECRET}\n      DB_PASSWORD: ${DB_PASSWORD}");
+    std::fs::write(&file, text).unwrap();
+    std::fs::write(deploy.join(".env"), "DB_PASSWORD=dotenv-s3cr3t-of-main\n").unwrap();
+    s.release("refs/heads/main", "main v1");
+    s.run();
+    let main = s.container(&s.project);
+    assert!(env_of(&docker, &main).contains("DB_PASSWORD=dotenv-s3cr3t-of-main"), "the main deployment reads `.env`");
+
+    s.release("refs/pull/5/head", "untrusted");
+    s.run();
+    s.answers(&s.host(5), "untrusted");
+    let preview = s.container(&s.preview(5));
+    let env = env_of(&docker, &preview);
+    assert!(!env.contains("dotenv-s3cr3t"), "the untrusted preview was given the `.env` secret:\n{env}");
+    for (path, text) in state_files(&s) {
+        assert!(!text.contains("dotenv-s3cr3t"), "`{path}` holds the `.env` secret");
+    }
+}
+
+/// The pull request's image claims another compose project's labels (the main deployment's,
+/// and another preview's), declares anonymous volumes, and its code tries to read and write
+/// the host. Its preview still runs as its own project, confined; closing it removes exactly
+/// its own containers, network and volumes (anonymous ones included) and nothing else: the
+/// main deployment's container, its data volume, the other preview and the host canary stay.
+#[test]
+fn a_pull_request_image_claiming_other_projects_labels_touches_nothing_of_theirs() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", false) else { return };
+    let canary = s.host_dir.join("key");
+    let canary_before = std::fs::read(&canary).unwrap();
+    s.release("refs/heads/main", "main v1");
+    s.run();
+    let main = s.container(&s.project);
+    // The main deployment writes its own data to its volume.
+    docker.ok(&["exec", &main, "sh", "-c", "echo main-data > /data/canary"]);
+    s.release("refs/pull/3/head", "honest preview");
+    s.run();
+    s.answers(&s.host(3), "honest preview");
+    let honest = s.container(&s.preview(3));
+
+    // The attacker's pull request: an image labelled as the main project's `web` and as pull
+    // request 3's, with anonymous volumes, and a test that tries to write the host path.
+    let base = docker.base_image.clone();
+    s.repo.write(
+        "Dockerfile",
+        &format!(
+            "FROM {base}\nCOPY www /www\nLABEL com.docker.compose.project={main} com.docker.compose.service=web \
+             com.docker.compose.oneoff=False pipe.preview={pr3}\nVOLUME /data /host /anon\n",
+            main = s.project,
+            pr3 = s.preview(3),
+        ),
+    );
+    s.repo.write(
+        ".pipe.toml",
+        &format!(
+            "image = \"pipe-test/{}\"\ntest = \"echo pwned > /host/key 2>/dev/null; echo pwned > /data/canary; true\"\n",
+            s.project
+        ),
+    );
+    s.release("refs/pull/9/head", "attacker");
+    s.run();
+    s.answers(&s.host(9), "attacker");
+    let attacker = s.container(&s.preview(9));
+    let labels =
+        docker.ok(&["inspect", "--format", "{{index .Config.Labels \"com.docker.compose.project\"}}", &attacker]);
+    assert_eq!(labels.trim(), s.preview(9), "the preview runs as its own compose project");
+    assert_eq!(s.container(&s.project), main, "the main deployment was not touched");
+    assert_eq!(s.container(&s.preview(3)), honest, "pull request 3's preview was not touched");
+    // The attacker's container writes where it can: its own volumes only.
+    docker.ok(&["exec", &attacker, "sh", "-c", "echo pwned > /data/canary; echo pwned > /host/key; true"]);
+    let anon: Vec<String> = docker
+        .ok(&["inspect", "--format", "{{range .Mounts}}{{.Name}} {{end}}", &attacker])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(!anon.is_empty());
+
+    s.close(9);
+    s.run().stderr_has("removing the preview of pull/9");
+    for kind in ["ps --all", "network ls", "volume ls"] {
+        assert_eq!(of_project(kind, &s.preview(9)), Vec::<String>::new(), "{kind} of pr-9 left behind");
+    }
+    let volumes = docker.ok(&["volume", "ls", "--quiet"]);
+    for v in &anon {
+        assert!(!volumes.lines().any(|l| l == v), "volume {v} of the attacker's preview left behind");
+    }
+    assert_eq!(s.container(&s.project), main, "the main deployment survived the teardown");
+    assert_eq!(s.container(&s.preview(3)), honest, "pull request 3's preview survived the teardown");
+    assert_eq!(docker.ok(&["exec", &main, "cat", "/data/canary"]), "main-data\n");
+    assert_eq!(std::fs::read(&canary).unwrap(), canary_before, "the host canary changed");
+    s.answers(&format!("web.{}", crate::previews::DOMAIN), "main v1");
+    s.answers(&s.host(3), "honest preview");
+}
