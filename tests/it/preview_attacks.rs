@@ -135,3 +135,44 @@ fn a_pull_request_image_claiming_other_projects_labels_touches_nothing_of_theirs
     s.answers(&format!("web.{}", crate::previews::DOMAIN), "main v1");
     s.answers(&s.host(3), "honest preview");
 }
+
+/// Bytes on the host of a container's log, rotated files included.
+fn log_bytes(docker: &Docker, id: &str) -> u64 {
+    let path = docker.ok(&["inspect", "--format", "{{.LogPath}}", id]).trim().to_string();
+    if path.is_empty() {
+        return 0;
+    }
+    let path = std::path::Path::new(&path);
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// The image's entrypoint wraps the target's command and prints 64 MiB first: a preview that
+/// runs for days printing without end would fill the host's disk through Docker's log. The
+/// preview's log on the host stays bounded.
+#[test]
+fn an_untrusted_preview_cannot_fill_the_host_disk_through_its_log() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", false) else { return };
+    s.release("refs/heads/main", "main v1");
+    s.run();
+    let base = docker.base_image.clone();
+    s.repo.write("flood.sh", "#!/bin/sh\nhead -c 67108864 /dev/zero | tr '\\0' 'x' | fold -w 1023\nexec \"$@\"\n");
+    std::fs::set_permissions(s.repo.work.join("flood.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    s.repo.write(
+        "Dockerfile",
+        &format!("FROM {base}\nCOPY www /www\nCOPY flood.sh /flood.sh\nENTRYPOINT [\"/flood.sh\"]\n"),
+    );
+    s.release("refs/pull/4/head", "flooding");
+    s.run();
+    s.answers(&s.host(4), "flooding");
+    let preview = s.container(&s.preview(4));
+    let bytes = log_bytes(&docker, &preview);
+    assert!(bytes < 32 << 20, "the preview's log holds {} MiB on the host: unbounded", bytes >> 20);
+}
