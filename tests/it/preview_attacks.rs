@@ -176,3 +176,38 @@ fn an_untrusted_preview_cannot_fill_the_host_disk_through_its_log() {
     let bytes = log_bytes(&docker, &preview);
     assert!(bytes < 32 << 20, "the preview's log holds {} MiB on the host: unbounded", bytes >> 20);
 }
+
+/// With the ingress listening on every address (`listen = "PORT"`, as the default `80` does),
+/// the preview's code connects to its network's gateway, which is the host, and asks nginx for
+/// the main deployment's name: the main deployment answers it. (Its own address is refused:
+/// Docker isolates the bridges; the ingress on the host is a way around that.)
+#[test]
+#[ignore = "hole: an untrusted preview reaches the main deployment (and every other name) through the host's ingress on its gateway"]
+fn an_untrusted_preview_cannot_reach_the_main_deployment_through_the_ingress_on_its_gateway() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", false) else { return };
+    let config = std::fs::read_to_string(s.env.config_path()).unwrap();
+    s.env.config(&config.replace("listen = \"127.0.0.1:", "listen = \""));
+    let generated = s.env.pipe(&["generate", "nginx"]);
+    generated.code(0);
+    std::fs::write(s.env.path().join("nginx/pipe.conf"), &generated.stdout).unwrap();
+    let cgi = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\n\
+               (printf 'GET /index.html HTTP/1.0\\r\\nHost: web.pv.test\\r\\n\\r\\n'; sleep 2) | \
+               nc -w 3 \"${QUERY_STRING%:*}\" \"${QUERY_STRING#*:}\" | tail -n 1\n";
+    s.repo.write("www/cgi-bin/probe", cgi);
+    std::fs::set_permissions(
+        s.repo.work.join("www/cgi-bin/probe"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    s.release("refs/heads/main", "main v1");
+    s.run();
+    s.answers(&format!("web.{}", crate::previews::DOMAIN), "main v1");
+    s.release("refs/pull/6/head", "untrusted");
+    s.run();
+    s.answers(&s.host(6), "untrusted");
+    let network = format!("{}_default", s.preview(6));
+    let gateway = docker.ok(&["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", &network]);
+    let seen = s.fetch(&s.host(6), &format!("/cgi-bin/probe?{}:{}", gateway.trim(), s.front));
+    assert!(!seen.contains("main v1"), "the preview read the main deployment through the ingress: {seen:?}");
+}
