@@ -5,8 +5,11 @@
 //! safe outcome: the planted secret absent, the host canary unchanged byte for byte, the main
 //! deployment and its volume untouched.
 
+use std::process::Command;
+
 use crate::previews::{Stack, of_project, stack};
 use crate::support::docker::Docker;
+use crate::support::git;
 
 /// The environment of a container, one `NAME=value` a line.
 fn env_of(docker: &Docker, id: &str) -> String {
@@ -210,4 +213,74 @@ fn an_untrusted_preview_cannot_reach_the_main_deployment_through_the_ingress_on_
     let gateway = docker.ok(&["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", &network]);
     let seen = s.fetch(&s.host(6), &format!("/cgi-bin/probe?{}:{}", gateway.trim(), s.front));
     assert!(!seen.contains("main v1"), "the preview read the main deployment through the ingress: {seen:?}");
+}
+
+/// Two repositories deploy into one compose project, each its own service (what `services` in
+/// a compose target is for), and both run previews. Pull request 1 of each then runs in the
+/// same compose project `<project>-pr-1`, on one network: the attacker's pull request 1 on the
+/// first repository reaches the second repository's pull request 1 directly, and closing it
+/// tears the other preview down.
+#[test]
+#[ignore = "hole: previews of two projects sharing a compose project share `<project>-pr-N`: one reaches, and its teardown removes, the other"]
+fn a_preview_never_shares_its_compose_project_with_another_projects_preview() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", false) else { return };
+    let other = format!("{}-b", s.project);
+    let _images = crate::support::docker::ProjectImages { project: other.clone() };
+    let repo = crate::support::WorkRepo::new(s.env.path(), "b");
+    let deploy = s.env.path().join("deploy-b");
+    std::fs::create_dir_all(&deploy).unwrap();
+    std::fs::write(
+        deploy.join("docker-compose.yml"),
+        "version: \"2.4\"\nservices:\n  api:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    init: true\n    \
+         command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(s.env.config_path()).unwrap();
+    s.env.config(&format!(
+        "{config}\n[project.{other}]\nrepo = \"{url}\"\nbranches = [\"main\"]\npull_requests = true\n\
+         image = \"pipe-test/{other}\"\nlimits = {{ memory = \"256m\", pids = 128, cpus = 0.5 }}\n\n\
+         [[project.{other}.deploy]]\nname = \"devhost\"\nbranches = [\"release\"]\n\
+         compose = {{ file = \"{file}\", project = \"{shared}\", services = [\"api\"] }}\n\
+         ingress = {{ api = 8080 }}\ndrain = \"1s\"\npreviews = true\n",
+        url = repo.url(),
+        file = deploy.join("docker-compose.yml").display(),
+        shared = s.project,
+    ));
+    repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
+    repo.write("www/index.html", "victim preview\n");
+    repo.write(".pipe.toml", "test = \"true\"\n");
+    repo.commit_to("main", "victim main");
+    git(&repo.work, &["push", "--quiet", "origin", "HEAD:refs/pull/1/head", "HEAD:refs/pull/1/merge"]);
+    s.release("refs/heads/main", "main v1");
+    s.release("refs/pull/1/head", "attacker preview");
+    // One project after the other: deployed at once, two compose runs race to make the network.
+    s.env.pipe(&["run", &s.project]).code(0);
+    s.env.pipe(&["run", &other]).code(0);
+    let victim_host = format!("pr-1.{other}.{}", crate::previews::DOMAIN);
+    s.answers(&victim_host, "victim preview");
+    s.answers(&s.host(1), "attacker preview");
+    let victim: Vec<String> = of_project("ps", &s.preview(1))
+        .into_iter()
+        .filter(|id| {
+            docker.ok(&["inspect", "--format", "{{index .Config.Labels \"com.docker.compose.service\"}}", id]).trim()
+                == "api"
+        })
+        .collect();
+    assert_eq!(victim.len(), 1, "the other project's preview runs: {victim:?}");
+    let attacker: Vec<String> = of_project("ps", &s.preview(1)).into_iter().filter(|id| !victim.contains(id)).collect();
+
+    // The attacker's preview asks the other project's preview by its service name.
+    for id in &attacker {
+        let reached = Command::new("docker")
+            .args(["exec", id, "sh", "-c", "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 api 8080"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&reached.stdout);
+        assert!(!text.contains("victim preview"), "the attacker's preview reached the other project's: {text}");
+    }
+    // The attacker closes the pull request: the other project's preview stays.
+    s.close(1);
+    s.env.pipe(&["run", &s.project]).code(0).stderr_has("removing the preview of pull/1");
+    s.answers(&victim_host, "victim preview");
 }
