@@ -258,3 +258,35 @@ fn a_preview_never_shares_its_compose_project_with_another_projects_preview() {
     s.env.pipe(&["run", &s.project]).code(2);
     assert_eq!(of_project("ps --all", &s.preview(1)), Vec::<String>::new(), "a preview ran");
 }
+
+/// The preview answers pipe's readiness check (the target's health path, asked by pipe on the
+/// host at the container's address) with a redirect to a service on the host's loopback, which
+/// no container reaches. pipe must not follow it: the host's own services never get a request
+/// the pull request chose.
+#[test]
+fn the_readiness_check_of_a_preview_follows_no_redirect_to_the_hosts_loopback() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", false) else { return };
+    let sink = crate::support::http::HttpSink::start(200);
+    s.release("refs/heads/main", "main v1");
+    s.run();
+    let base = docker.base_image.clone();
+    s.repo.write(
+        "redirect.sh",
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = sh ] && exec \"$@\"\nwhile true; do printf 'HTTP/1.0 302 Found\\r\\nLocation: http://127.0.0.1:{}/from-the-preview\\r\\n\
+             Content-Length: 0\\r\\n\\r\\n' | nc -l -p 8080 >/dev/null; done\n",
+            sink.port
+        ),
+    );
+    std::fs::set_permissions(s.repo.work.join("redirect.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    s.repo.write(
+        "Dockerfile",
+        &format!("FROM {base}\nCOPY www /www\nCOPY redirect.sh /redirect.sh\nENTRYPOINT [\"/redirect.sh\"]\n"),
+    );
+    s.release("refs/pull/2/head", "redirecting");
+    let run = s.env.pipe(&["run"]);
+    let hits: Vec<String> = sink.requests.lock().unwrap().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert!(hits.is_empty(), "pipe followed the preview's redirect to the host's loopback: {hits:?}\n{}", run.stderr);
+}
