@@ -5,6 +5,8 @@
 //! safe outcome: the planted secret absent, the host canary unchanged byte for byte, the main
 //! deployment and its volume untouched.
 
+use std::process::Command;
+
 use crate::previews::{Stack, of_project, stack};
 use crate::support::docker::Docker;
 use crate::support::git;
@@ -289,4 +291,30 @@ fn the_readiness_check_of_a_preview_follows_no_redirect_to_the_hosts_loopback() 
     let run = s.env.pipe(&["run"]);
     let hits: Vec<String> = sink.requests.lock().unwrap().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
     assert!(hits.is_empty(), "pipe followed the preview's redirect to the host's loopback: {hits:?}\n{}", run.stderr);
+}
+
+/// The preview's code writes twice its memory limit to its volume and to its own filesystem:
+/// both land on the host's disk, with no bound, for as long as the preview lives (a week by
+/// default), so a few previews fill the host's disk. (The written data goes with the preview.)
+#[test]
+#[ignore = "hole: an untrusted preview's volumes and writable layer have no size bound: it can fill the host's disk"]
+fn an_untrusted_preview_cannot_write_without_bound_to_the_hosts_disk() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", false) else { return };
+    s.release("refs/heads/main", "main v1");
+    s.release("refs/pull/8/head", "writer");
+    s.run();
+    s.answers(&s.host(8), "writer");
+    let preview = s.container(&s.preview(8));
+    for target in ["/data/fill", "/fill"] {
+        let wrote = Command::new("docker")
+            .args(["exec", &preview, "sh", "-c", &format!("head -c 536870912 /dev/zero > {target} && echo wrote")])
+            .output()
+            .unwrap();
+        let _ = Command::new("docker").args(["exec", &preview, "rm", "-f", target]).status();
+        assert!(
+            !String::from_utf8_lossy(&wrote.stdout).contains("wrote"),
+            "512 MiB (twice the memory limit) written to {target} on the host's disk"
+        );
+    }
 }
