@@ -318,3 +318,24 @@ fn an_untrusted_preview_cannot_write_without_bound_to_the_hosts_disk() {
         );
     }
 }
+
+/// The pull request's head is the main branch's own commit (a pull request opened from a
+/// branch at that commit): its preview runs the main deployment's image, and closing the pull
+/// request removes the preview but not that image, whose tags the main deployment still needs.
+#[test]
+fn closing_a_pull_request_at_the_main_commit_leaves_the_main_image() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", false) else { return };
+    let main = s.release("refs/heads/main", "main v1");
+    git(&s.repo.work, &["push", "--quiet", "origin", "HEAD:refs/pull/11/head", "HEAD:refs/pull/11/merge"]);
+    s.run();
+    s.answers(&s.host(11), "main v1");
+    let main_box = s.container(&s.project);
+    s.close(11);
+    s.run().stderr_has("removing the preview of pull/11");
+    assert_eq!(of_project("ps --all", &s.preview(11)), Vec::<String>::new());
+    let tags = s.image_tags();
+    assert!(tags.contains(&main[..12].to_string()) && tags.contains(&"latest".to_string()), "{tags:?}");
+    assert_eq!(s.container(&s.project), main_box, "the main deployment was not touched");
+    s.answers(&format!("web.{}", crate::previews::DOMAIN), "main v1");
+}
