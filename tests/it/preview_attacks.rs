@@ -339,3 +339,111 @@ fn closing_a_pull_request_at_the_main_commit_leaves_the_main_image() {
     assert_eq!(s.container(&s.project), main_box, "the main deployment was not touched");
     s.answers(&format!("web.{}", crate::previews::DOMAIN), "main v1");
 }
+
+/// Removes volumes and images by id on drop (what a failed build left, found by the test).
+struct Remove {
+    volumes: Vec<String>,
+    images: Vec<String>,
+}
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        for volume in &self.volumes {
+            let users = Command::new("docker")
+                .args(["ps", "--all", "--quiet", "--filter"])
+                .arg(format!("volume={volume}"))
+                .output();
+            let users: Vec<String> = users
+                .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+                .unwrap_or_default();
+            if !users.is_empty() {
+                let _ = Command::new("docker").args(["rm", "--force"]).args(&users).output();
+            }
+        }
+        if !self.volumes.is_empty() {
+            let _ = Command::new("docker").args(["volume", "rm", "--force"]).args(&self.volumes).output();
+        }
+        if !self.images.is_empty() {
+            let _ = Command::new("docker").args(["image", "rm", "--force"]).args(&self.images).output();
+        }
+    }
+}
+
+/// The pull request's Dockerfile labels itself as the main deployment's compose container,
+/// declares `/www` a volume over its own defaced page and then fails a `RUN`: the legacy
+/// builder leaves that step's container behind, labelled as the main deployment's `web`, with
+/// the defaced volume. The main branch's next plain compose deploy must run the main branch's
+/// own page, not the pull request's.
+#[test]
+fn a_failed_pull_request_build_leaves_nothing_that_the_main_deploy_adopts() {
+    let Some(docker) = Docker::require() else { return };
+    let mut env = crate::support::TestEnv::new();
+    env.env("X", "y");
+    let project = crate::support::docker::unique_name("adopt").replace("pipe-test-", "");
+    let _images = crate::support::docker::ProjectImages { project: project.clone() };
+    let _leftovers = crate::previews::Leftovers(project.clone());
+    let repo = crate::support::WorkRepo::new(env.path(), "app");
+    let dir = env.path().join("deploy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "version: \"2.4\"\nservices:\n  web:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    init: true\n    \
+         command: [\"sleep\", \"3600\"]\n",
+    )
+    .unwrap();
+    env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[project.{project}]\nrepo = \"{url}\"\nbranches = [\"main\"]\n\
+         pull_requests = true\n\n[[project.{project}.deploy]]\nbranches = [\"main\"]\n\
+         compose = {{ file = \"{file}\", project = \"{project}\" }}\n",
+        ws = env.path().join("work").display(),
+        url = repo.url(),
+        file = dir.join("docker-compose.yml").display(),
+    ));
+    let base = docker.base_image.clone();
+    repo.write("Dockerfile", &format!("FROM {base}\nCOPY www /www\n"));
+    repo.write(".pipe.toml", &format!("image = \"pipe-test/{project}\"\ntest = \"true\"\n"));
+    repo.write("www/index.html", "main v1\n");
+    repo.commit_to("main", "main v1");
+    env.pipe(&["run"]).code(0);
+    let of_main = || of_project("ps", &project);
+    assert_eq!(of_main().len(), 1);
+
+    // The attacker's pull request: its build fails after planting.
+    git(&repo.work, &["checkout", "--quiet", "-b", "attack"]);
+    repo.write(
+        "Dockerfile",
+        &format!(
+            "FROM {base}\nCOPY www /www\nLABEL com.docker.compose.project={project} com.docker.compose.service=web \
+             com.docker.compose.oneoff=False com.docker.compose.container-number=0 \
+             com.docker.compose.version=1.29.2\nVOLUME /www\nRUN false\n"
+        ),
+    );
+    repo.write("www/index.html", "defaced by a pull request\n");
+    git(&repo.work, &["add", "--all"]);
+    git(&repo.work, &["commit", "--quiet", "-m", "attack"]);
+    git(&repo.work, &["push", "--quiet", "origin", "HEAD:refs/pull/5/head", "HEAD:refs/pull/5/merge"]);
+    env.pipe(&["run"]);
+    let planted = of_project("ps --all", &project);
+    let claimed = planted.len();
+    let mut remove = Remove { volumes: Vec::new(), images: Vec::new() };
+    for id in &planted {
+        let mounts = docker.ok(&["inspect", "--format", "{{range .Mounts}}{{.Name}} {{end}}", id]);
+        remove.volumes.extend(mounts.split_whitespace().map(str::to_string));
+        remove.images.push(docker.ok(&["inspect", "--format", "{{.Image}}", id]).trim().to_string());
+    }
+
+    assert_eq!(claimed, 1, "only the main deployment's container claims its compose project: {planted:?}");
+    // The main branch moves on; its next deploy is a plain `compose up`.
+    git(&repo.work, &["checkout", "--quiet", "main"]);
+    repo.write("www/index.html", "main v2\n");
+    repo.commit_to("main", "main v2");
+    env.pipe(&["run"]).code(0);
+    let running = of_main();
+    assert_eq!(running.len(), 1, "{running:?}");
+    for id in &running {
+        let mounts = docker.ok(&["inspect", "--format", "{{range .Mounts}}{{.Name}} {{end}}", id]);
+        remove.volumes.extend(mounts.split_whitespace().map(str::to_string));
+    }
+    let page = docker.ok(&["exec", &running[0], "cat", "/www/index.html"]);
+    assert_eq!(page, "main v2\n", "the main deployment serves the pull request's page");
+}
