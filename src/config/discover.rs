@@ -222,7 +222,7 @@ pub(crate) fn instantiate(
     let registries: Vec<String> = config.registries.keys().cloned().collect();
     validate::validate_project(&mut cx, candidate.name, &mut project, &registries);
     validate::validate_project_forge(&mut cx, &config.forges, candidate.name, &project);
-    validate::validate_project_previews(&mut cx, &config.ingress, candidate.name, &project);
+    validate::validate_project_previews(&mut cx, &config.ingress, candidate.name, &project, &mut Default::default());
     if !cx.diagnostics.is_empty() {
         return Err(cx.diagnostics);
     }

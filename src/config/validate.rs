@@ -106,13 +106,24 @@ pub(super) fn validate(cx: &mut Cx<'_>, config: &mut Config) {
 /// Preview targets: a compose target switched through the ingress, of a project that follows
 /// pull requests, with a host-name template that yields one plain host per service.
 fn validate_previews(cx: &mut Cx<'_>, config: &Config) {
+    // The compose project each preview target's previews are named after (`<base>-pr-<N>`):
+    // two targets with one base would run pull request N of each in one compose project, on
+    // one network, torn down together.
+    let mut bases = BTreeMap::new();
     for (name, project) in &config.projects {
-        validate_project_previews(cx, &config.ingress, name, project);
+        validate_project_previews(cx, &config.ingress, name, project, &mut bases);
     }
 }
 
-/// [`validate_previews`] for one project, written out or discovered.
-pub(super) fn validate_project_previews(cx: &mut Cx<'_>, ingress: &Ingress, name: &str, project: &Project) {
+/// [`validate_previews`] for one project, written out or discovered; `bases` holds the
+/// compose projects previews are named after so far, and who they are of.
+pub(super) fn validate_project_previews(
+    cx: &mut Cx<'_>,
+    ingress: &Ingress,
+    name: &str,
+    project: &Project,
+    bases: &mut BTreeMap<String, String>,
+) {
     {
         for (index, deploy) in project.deploy.iter().enumerate() {
             let deploy = deploy.get_ref();
@@ -141,6 +152,18 @@ pub(super) fn validate_project_previews(cx: &mut Cx<'_>, ingress: &Ingress, name
                     &at("previews"),
                     format!("project `{name}`: previews are of pull requests: set `pull_requests = true`"),
                 );
+            }
+            if let Some(compose) = &deploy.compose {
+                let base = compose.project.clone().unwrap_or_else(|| name.to_string());
+                let here = format!("project `{name}` target `{}`", deploy.display_name());
+                if let Some(first) = bases.get(&base) {
+                    cx.error_at(
+                        &at("previews"),
+                        format!("{here}: its previews would share the compose projects `{base}-pr-<N>` with the previews of {first} (one network, one teardown); give one of the targets a `compose.project` of its own"),
+                    );
+                } else {
+                    bases.insert(base, here);
+                }
             }
             if deploy.max_previews == Some(0) {
                 cx.error_at(&at("max_previews"), format!("project `{name}`: `max_previews` must be at least 1"));

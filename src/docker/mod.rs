@@ -158,7 +158,10 @@ pub(crate) struct BuildSpec<'a> {
 pub(crate) fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString> {
     let mut argv: Vec<OsString> = match builder {
         Builder::BuildKit => vec!["buildx".into(), "build".into(), "--load".into(), "--progress=plain".into()],
-        Builder::Legacy => vec!["build".into()],
+        // `--force-rm`: the container of a failed step is removed too. Left behind, it would
+        // carry the labels the Dockerfile gave it so far (a compose project's, say) and be
+        // adopted by that project's next `compose up`, volumes and all.
+        Builder::Legacy => vec!["build".into(), "--force-rm".into()],
     };
     argv.push("--file".into());
     argv.push(spec.dockerfile.into());
@@ -369,7 +372,7 @@ mod tests {
             build_args(Builder::Legacy, &spec).iter().map(|a| a.to_string_lossy().into()).collect();
         assert_eq!(
             legacy.join(" "),
-            "build --file /w/Dockerfile --iidfile /tmp/iid --tag app:dev --tag app:0123456789ab \
+            "build --force-rm --file /w/Dockerfile --iidfile /tmp/iid --tag app:dev --tag app:0123456789ab \
              --label org.opencontainers.image.revision=abc --build-arg V=1 --build-arg NPM_TOKEN /w"
         );
         let kit: Vec<String> =

@@ -304,7 +304,9 @@ fn preview_dir(state_path: &Path, compose_project: &str) -> PathBuf {
 }
 
 /// The target's compose file as compose resolves it for the preview's project: with pipe's
-/// deploy variables, and for an untrusted pull request nothing else of pipe's environment.
+/// deploy variables, and for an untrusted pull request (`untrusted`: pipe's directory of the
+/// preview) nothing else of pipe's environment, nor of the `.env` file compose would read
+/// beside the target's file: an empty one of pipe's own stands in for it.
 fn render(
     out: &Output,
     program: &[std::ffi::OsString],

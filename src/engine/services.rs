@@ -528,9 +528,19 @@ impl Services {
     }
 }
 
+/// Docker's log of a confined service on the host: at most this many files of this size, so a
+/// service that prints without end cannot fill the host's disk.
+const LOG_MAX_SIZE: &str = "10m";
+const LOG_MAX_FILES: &str = "3";
+
 /// The confinement of a service in a compose file pipe writes (test services, previews of
-/// untrusted pull requests): no capabilities, no new privileges, memory, PIDs and CPU limits.
+/// untrusted pull requests): no capabilities, no new privileges, memory, PIDs and CPU limits,
+/// and a bounded log on the host.
 pub(crate) fn confine(service: &mut Map<String, Value>, confinement: &Confinement) {
+    service.insert(
+        "logging".into(),
+        json!({ "driver": "json-file", "options": { "max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES } }),
+    );
     service.insert("cap_drop".into(), json!(["ALL"]));
     service.insert("security_opt".into(), json!(["no-new-privileges:true"]));
     service.insert("mem_limit".into(), json!(confinement.memory));
@@ -563,6 +573,7 @@ mod tests {
         assert_eq!(db["security_opt"], json!(["no-new-privileges:true"]));
         assert_eq!(db["mem_limit"], "1g");
         assert_eq!(db["pids_limit"], 512);
+        assert_eq!(db["logging"]["options"]["max-size"], "10m");
         assert_eq!(doc["services"]["app"]["environment"]["PRICE"], "$$5");
         assert_eq!(doc["services"]["app"]["labels"]["pipe.run"], "p-main-1");
         assert_eq!(doc["networks"]["default"]["external"]["name"], "pipetest1");

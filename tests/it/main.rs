@@ -19,6 +19,7 @@ mod output;
 mod page;
 mod poll;
 mod poll_protocols;
+mod preview_attacks;
 mod previews;
 mod process_groups;
 mod prune;

@@ -17,10 +17,10 @@ use crate::support::nginx::{self, NGINX, NginxGuard};
 use crate::support::serve::Serve;
 use crate::support::{TestEnv, WorkRepo, free_port, git};
 
-const DOMAIN: &str = "pv.test";
+pub(crate) const DOMAIN: &str = "pv.test";
 
 /// Removes every container, network and volume of the project and of its previews on drop.
-struct Leftovers(String);
+pub(crate) struct Leftovers(pub(crate) String);
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
@@ -54,7 +54,7 @@ fn matching(kind: &str, project: &str) -> Vec<String> {
 }
 
 /// Ids of one compose project's containers, networks or volumes.
-fn of_project(kind: &str, project: &str) -> Vec<String> {
+pub(crate) fn of_project(kind: &str, project: &str) -> Vec<String> {
     let out = Command::new("docker")
         .args(kind.split(' '))
         .args(["--quiet", "--filter", &format!("label=com.docker.compose.project={project}")])
@@ -63,26 +63,32 @@ fn of_project(kind: &str, project: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
 
-struct Stack {
+pub(crate) struct Stack {
     // Field order is drop order: nginx, then containers, networks and volumes, then images.
     _nginx: NginxGuard,
     _leftovers: Leftovers,
     _images: ProjectImages,
-    env: TestEnv,
-    repo: WorkRepo,
-    project: String,
-    front: u16,
-    host_dir: std::path::PathBuf,
+    pub(crate) env: TestEnv,
+    pub(crate) repo: WorkRepo,
+    pub(crate) project: String,
+    pub(crate) front: u16,
+    pub(crate) host_dir: std::path::PathBuf,
 }
 
 /// The app: busybox httpd on 8080 serving `www/`, CGI scripts included; its compose file gives
 /// it a secret from pipe's environment, a named volume and a host directory.
-fn stack(docker: &Docker, target_extra: &str, trust: bool) -> Option<Stack> {
+pub(crate) fn stack(docker: &Docker, target_extra: &str, trust: bool) -> Option<Stack> {
     stack_with(docker, target_extra, trust, "", "")
 }
 
 /// [`stack`] with `sections` added to the pipeline file and `project_extra` to the project.
-fn stack_with(docker: &Docker, target_extra: &str, trust: bool, sections: &str, project_extra: &str) -> Option<Stack> {
+pub(crate) fn stack_with(
+    docker: &Docker,
+    target_extra: &str,
+    trust: bool,
+    sections: &str,
+    project_extra: &str,
+) -> Option<Stack> {
     if !nginx::available() {
         return None;
     }
@@ -144,7 +150,7 @@ fn stack_with(docker: &Docker, target_extra: &str, trust: bool, sections: &str, 
 impl Stack {
     /// Commits a release answering `body` on `/index.html` to `refname` (a pull request's head
     /// is also made open: its merge ref is advertised).
-    fn release(&self, refname: &str, body: &str) -> String {
+    pub(crate) fn release(&self, refname: &str, body: &str) -> String {
         self.repo.write("www/index.html", &format!("{body}\n"));
         git(&self.repo.work, &["add", "--all"]);
         git(&self.repo.work, &["commit", "--quiet", "--allow-empty", "-m", body]);
@@ -156,21 +162,21 @@ impl Stack {
     }
 
     /// Closes pull request `n`: its merge ref goes, as when GitHub closes or merges it.
-    fn close(&self, n: u32) {
+    pub(crate) fn close(&self, n: u32) {
         git(&self.repo.work, &["push", "--quiet", "origin", &format!(":refs/pull/{n}/merge")]);
     }
 
-    fn host(&self, n: u32) -> String {
+    pub(crate) fn host(&self, n: u32) -> String {
         format!("pr-{n}.{}.{DOMAIN}", self.project)
     }
 
-    fn get(&self, host: &str, path: &str) -> Result<String, String> {
+    pub(crate) fn get(&self, host: &str, path: &str) -> Result<String, String> {
         request(self.front, host, path)
     }
 
     /// The body of `path` on `host` once it answers 200 (a name that just appeared can still
     /// meet an nginx worker of the previous configuration for a moment after the reload).
-    fn fetch(&self, host: &str, path: &str) -> String {
+    pub(crate) fn fetch(&self, host: &str, path: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             match self.get(host, path) {
@@ -182,7 +188,7 @@ impl Stack {
     }
 
     /// Waits until the ingress answers 404 for `host` (nginx forgot the name).
-    fn forgotten(&self, host: &str) {
+    pub(crate) fn forgotten(&self, host: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let got = self.get(host, "/index.html");
@@ -195,7 +201,7 @@ impl Stack {
     }
 
     /// Waits until `host` answers `want` on `/index.html`.
-    fn answers(&self, host: &str, want: &str) {
+    pub(crate) fn answers(&self, host: &str, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let got = self.get(host, "/index.html");
@@ -207,17 +213,17 @@ impl Stack {
         }
     }
 
-    fn run(&self) -> crate::support::Run {
+    pub(crate) fn run(&self) -> crate::support::Run {
         let run = self.env.pipe(&["run"]);
         assert_eq!(run.code, 0, "pipe run failed:\n{}\n{}", run.stdout, run.stderr);
         run
     }
 
-    fn preview(&self, n: u32) -> String {
+    pub(crate) fn preview(&self, n: u32) -> String {
         format!("{}-pr-{n}", self.project)
     }
 
-    fn upstream_files(&self) -> Vec<String> {
+    pub(crate) fn upstream_files(&self) -> Vec<String> {
         let dir = self.env.path().join("nginx/upstreams");
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .into_iter()
@@ -230,7 +236,7 @@ impl Stack {
     }
 
     /// Local tags of the project's images.
-    fn image_tags(&self) -> Vec<String> {
+    pub(crate) fn image_tags(&self) -> Vec<String> {
         let out = Command::new("docker")
             .args(["image", "ls", "--format", "{{.Tag}}", &format!("pipe-test/{}", self.project)])
             .output()
@@ -239,7 +245,7 @@ impl Stack {
     }
 
     /// The id of the preview's running web container.
-    fn container(&self, project: &str) -> String {
+    pub(crate) fn container(&self, project: &str) -> String {
         let ids = of_project("ps", project);
         assert_eq!(ids.len(), 1, "one container of `{project}` should run: {ids:?}");
         ids[0].clone()
@@ -247,7 +253,7 @@ impl Stack {
 }
 
 /// One GET through nginx with a Host header: the body of a 200, or what went wrong.
-fn request(port: u16, host: &str, path: &str) -> Result<String, String> {
+pub(crate) fn request(port: u16, host: &str, path: &str) -> Result<String, String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
