@@ -131,7 +131,14 @@ impl TestJob<'_> {
     /// The container's name and labels for one run (`unique` per run).
     fn names(&self, unique: &str) -> (String, Vec<(String, String)>) {
         let container = format!("pipe-test-{}-{unique}", docker::branch_tag(&self.label));
-        (container, vec![("pipe.run".to_string(), self.label.clone())])
+        // The image's own `com.docker.compose.project` label would let a repository pass its
+        // test container off as another project's (a deploy counting it as one of its
+        // containers): the run's label takes its place.
+        let labels = vec![
+            ("pipe.run".to_string(), self.label.clone()),
+            ("com.docker.compose.project".to_string(), container.clone()),
+        ];
+        (container, labels)
     }
 
     /// Whether the test gets a network of its own (test services, or `limits.egress`); else it

@@ -1057,3 +1057,44 @@ fn networks_and_rules_a_killed_pipe_left_are_swept_and_live_ones_kept() {
     assert!(rules_of("pipe0000000dead").is_empty(), "a rule of a gone bridge is left");
     t.canary.assert_unchanged();
 }
+
+/// A repository's image labels itself as another project's compose container; its running test
+/// container must not pass for one (a deploy of that project would count it among its own).
+#[test]
+fn a_test_container_never_passes_for_another_projects_compose_container() {
+    let Some(docker) = Docker::require() else { return };
+    let t = target(&docker);
+    let victim = format!("{}-victim", t.project);
+    t.repo.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nLABEL com.docker.compose.project={victim} com.docker.compose.service=web \
+             com.docker.compose.oneoff=False\nCOPY app.txt /app.txt\n",
+            t.base
+        ),
+    );
+    t.repo.write(".pipe.toml", &format!("image = \"{}\"\ntest = \"sleep 4\"\n", t.image));
+    t.repo.commit_to("dev", "labelled as another project's container");
+    let mut run = t
+        .env
+        .command(&["run", &t.project])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ours = format!("label=pipe.run={}-dev-1", t.project);
+    let theirs = format!("label=com.docker.compose.project={victim}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen_running = false;
+    while run.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        let running = docker.ok(&["ps", "--quiet", "--filter", &ours]);
+        if !running.trim().is_empty() {
+            seen_running = true;
+            let labelled = docker.ok(&["ps", "--all", "--quiet", "--filter", &theirs]);
+            assert_eq!(labelled.trim(), "", "the test container passes for project `{victim}`'s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(run.wait().unwrap().success());
+    assert!(seen_running, "the test container was never seen running");
+}
