@@ -58,6 +58,20 @@ struct ForgeProject {
     wake: Condvar,
 }
 
+impl ForgeProject {
+    fn new(name: &str, all: bool, kind: ForgeKind, secret: Secret, body_limit: u64) -> ForgeProject {
+        ForgeProject {
+            name: name.to_string(),
+            all,
+            kind,
+            secret,
+            max_body: MAX_BODY.min(body_limit),
+            trigger: Mutex::new(Trigger::default()),
+            wake: Condvar::new(),
+        }
+    }
+}
+
 /// At most one run going and one waiting.
 #[derive(Default)]
 struct Trigger {
@@ -77,16 +91,7 @@ impl ForgeHooks {
             };
             let secret = secret::resolve(&reference, &format!("project.{name}.webhook_secret"))
                 .map_err(|e| Usage(format!("{e:#}")))?;
-            let runtime = ForgeProject {
-                name: name.clone(),
-                all: false,
-                kind: forge.kind,
-                secret,
-                max_body: MAX_BODY.min(body_limit),
-                trigger: Mutex::new(Trigger::default()),
-                wake: Condvar::new(),
-            };
-            projects.insert(name.clone(), Arc::new(runtime));
+            projects.insert(name.clone(), Arc::new(ForgeProject::new(name, false, forge.kind, secret, body_limit)));
         }
         for (name, forge) in &config.forges {
             let Some(discover) = &forge.discover else { continue };
@@ -102,16 +107,7 @@ impl ForgeHooks {
             }
             let secret = secret::resolve(&reference, &format!("forge.{name}.discover.webhook_secret"))
                 .map_err(|e| Usage(format!("{e:#}")))?;
-            let runtime = ForgeProject {
-                name: name.clone(),
-                all: true,
-                kind: forge.kind,
-                secret,
-                max_body: MAX_BODY.min(body_limit),
-                trigger: Mutex::new(Trigger::default()),
-                wake: Condvar::new(),
-            };
-            projects.insert(name.clone(), Arc::new(runtime));
+            projects.insert(name.clone(), Arc::new(ForgeProject::new(name, true, forge.kind, secret, body_limit)));
         }
         let exe = std::env::current_exe().context("cannot find pipe's own executable to start runs")?;
         Ok(ForgeHooks {

@@ -4,8 +4,6 @@
 //! name), idle ones expire, `max_previews` makes room oldest-idle first, and an untrusted pull
 //! request's preview gets no secret, no host path and no route to the main deployment.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -171,7 +169,7 @@ impl Stack {
     }
 
     pub(crate) fn get(&self, host: &str, path: &str) -> Result<String, String> {
-        request(self.front, host, path)
+        nginx::request(self.front, host, path)
     }
 
     /// The body of `path` on `host` once it answers 200 (a name that just appeared can still
@@ -252,18 +250,6 @@ impl Stack {
     }
 }
 
-/// One GET through nginx with a Host header: the body of a 200, or what went wrong.
-pub(crate) fn request(port: u16, host: &str, path: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
-    let status = text.split_whitespace().nth(1).unwrap_or("");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim().to_string();
-    if status == "200" { Ok(body) } else { Err(format!("HTTP {status}: {body}")) }
-}
-
 #[test]
 fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothing() {
     let Some(docker) = Docker::require() else { return };
@@ -325,7 +311,7 @@ fn each_open_pull_request_answers_at_its_own_name_and_a_closed_one_leaves_nothin
         std::thread::spawn(move || {
             let mut answers = std::collections::BTreeMap::<String, usize>::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let key = request(port, &host, "/index.html").unwrap_or_else(|e| format!("FAILED {e}"));
+                let key = nginx::request(port, &host, "/index.html").unwrap_or_else(|e| format!("FAILED {e}"));
                 *answers.entry(key).or_default() += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }

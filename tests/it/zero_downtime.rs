@@ -5,8 +5,6 @@
 //! killed with SIGTERM mid-deploy.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,7 +114,7 @@ impl Stack {
     }
 
     fn get(&self) -> Result<String, String> {
-        request(self.front)
+        nginx::request(self.front, HOST, "/")
     }
 
     /// Waits until the ingress answers 200.
@@ -130,18 +128,6 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// One GET through nginx: the body of a 200, or what went wrong.
-fn request(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
-    let status = text.split_whitespace().nth(1).unwrap_or("");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim().to_string();
-    if status == "200" { Ok(body) } else { Err(format!("HTTP {status}: {body}")) }
 }
 
 /// Continuous GETs at ≥ 100/s (bounded: at most 10 minutes), every answer tallied.
@@ -161,7 +147,7 @@ impl Load {
             let until = Instant::now() + Duration::from_secs(600);
             let mut next = Instant::now();
             while !s.load(Ordering::Relaxed) && Instant::now() < until {
-                let key = match request(port) {
+                let key = match nginx::request(port, HOST, "/") {
                     Ok(body) => body,
                     Err(e) => format!("FAILED {e}"),
                 };

@@ -1,6 +1,8 @@
 //! The host's nginx for the ingress tests: where it is, an `nginx.conf` around the file
 //! `pipe generate nginx` writes, and stopping the nginx pipe started.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -37,4 +39,17 @@ impl Drop for NginxGuard {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+}
+
+/// One GET through the nginx listening on `port` with a Host header: the body of a 200, or what
+/// went wrong.
+pub fn request(port: u16, host: &str, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+    let status = text.split_whitespace().nth(1).unwrap_or("");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim().to_string();
+    if status == "200" { Ok(body) } else { Err(format!("HTTP {status}: {body}")) }
 }
