@@ -25,7 +25,8 @@ pub(crate) struct Notice {
     pub seconds: f64,
     /// The last lines of the run's log (failures only).
     pub log_tail: String,
-    /// The ref's page on the status page, when it is served with a `public_url`.
+    /// The run's page on the status page (the ref's before a run was recorded), when it is
+    /// served with a `public_url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Where a pull request's preview answers (deploy notices of previews).

@@ -140,15 +140,17 @@ pub(crate) fn by_hand<T>(
         let before = files.history.next_run;
         let started = Instant::now();
         let outcome = stage(files);
-        let recorded = files.history.runs.iter().rev().find(|r| r.number >= before).map(|r| r.commit.clone());
-        if let Some(commit) = recorded {
-            let target = reporter.target(job.name, job.project, &job.refname, &commit);
+        let recorded =
+            files.history.runs.iter().rev().find(|r| r.number >= before).map(|r| (r.commit.clone(), r.number));
+        if let Some((commit, run)) = recorded {
+            let target = reporter.target(job.name, job.project, &job.refname, &commit).map(|t| t.with_run(run));
             let (state, description) = ended(&outcome, started, None);
             reporter.report(target.as_ref(), context, state, &description);
         }
         return outcome;
     };
-    let target = reporter.target(job.name, job.project, &job.refname, &commit);
+    let run = run_of(files, &commit);
+    let target = reporter.target(job.name, job.project, &job.refname, &commit).map(|t| with_run(t, run));
     let status = StageStatus::start(&reporter, target.as_ref(), context);
     let command = if context == "pipe/test" { job.project.test.as_deref() } else { None };
     status.end(stage(files), command)
@@ -166,10 +168,23 @@ pub(crate) fn deploy_by_hand<T>(
     let Some(commit) = commit.filter(|_| job.project.forge.is_some()) else { return deploy(files) };
     let reporter = Reporter::open(job.out, job.config, job.state_path);
     reporter.flush();
-    let target = reporter.target(job.name, job.project, &job.refname, commit);
+    let run = run_of(files, commit);
+    let target = reporter.target(job.name, job.project, &job.refname, commit).map(|t| with_run(t, run));
     let names = super::deploy::targets(job, only).iter().map(|t| t.display_name().to_string()).collect();
     let statuses = DeployStatuses::start(&reporter, target.as_ref(), names);
     let deployed = deploy(files);
     statuses.end(job, commit, &deployed);
     deployed
+}
+
+/// The newest run of `commit` in the ref's history, whose page the statuses link to.
+fn run_of(files: &RefFiles, commit: &str) -> Option<u64> {
+    files.history.runs.iter().rev().find(|r| r.commit == commit).map(|r| r.number)
+}
+
+fn with_run(target: Target<'_>, run: Option<u64>) -> Target<'_> {
+    match run {
+        Some(run) => target.with_run(run),
+        None => target,
+    }
 }

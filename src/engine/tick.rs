@@ -108,6 +108,9 @@ pub(crate) struct RefResult {
     /// The ref's history could not be read or written: the run exits 5, the ref stays pending.
     #[serde(skip)]
     pub state_error: bool,
+    /// The run this tick recorded for the ref, whose page a notification links to.
+    #[serde(skip)]
+    pub run: Option<u64>,
 }
 
 /// A ref waiting for the stages.
@@ -240,17 +243,22 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
         preview_url: None,
         message: None,
         state_error: false,
+        run: None,
     };
     let mut files = None;
+    let mut first_new_run = u64::MAX;
     let forge = reporter.target(job.name, job.project, &job.refname, &work.head);
     let outcome = (|| -> anyhow::Result<()> {
         let files = files.insert(job.files()?);
+        first_new_run = files.history.next_run;
         let default_branch = {
             let st = st.lock().unwrap_or_else(|e| e.into_inner());
             super::default_branch(job.config, job.name, job.project, &st)
         };
         let stage = StageStatus::start(reporter, forge.as_ref(), "pipe/build");
         let number = stage.end(super::build::build(job, files, &default_branch, Some(&work.head)), None)?;
+        // From here on the statuses link to this run's page.
+        let forge = forge.as_ref().map(|f| f.with_run(number));
         result.stage = Stage::Test;
         let stage = StageStatus::start(reporter, forge.as_ref(), "pipe/test");
         let tested = super::test::test(job, files, Some(number));
@@ -287,6 +295,11 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
         Ok(())
     })();
     result.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    result.run = files
+        .as_ref()
+        .and_then(|f| f.history.runs.last())
+        .filter(|r| r.number >= first_new_run && r.commit == work.head)
+        .map(|r| r.number);
     let recorded = files.as_ref().and_then(super::RefFiles::last_recorded);
     if let Err(err) = &outcome {
         result.message = Some(format!("{err:#}"));
@@ -397,7 +410,10 @@ fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Pa
         result: result.result.to_string(),
         seconds: result.seconds,
         log_tail: String::new(),
-        url: crate::page::public_url(config).map(|p| crate::page::ref_url(p, &result.project, &result.refname)),
+        url: crate::page::public_url(config).map(|p| match result.run {
+            Some(run) => crate::page::run_url(p, &result.project, &result.refname, run),
+            None => crate::page::ref_url(p, &result.project, &result.refname),
+        }),
         preview_url: result.preview_url.clone(),
     };
     let mut out = Vec::new();

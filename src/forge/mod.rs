@@ -163,9 +163,16 @@ pub(crate) struct Target<'a> {
     commit: &'a str,
     /// The status page's public URL, the default link when the forge names no `target_url`.
     page: Option<&'a str>,
+    /// The run the statuses are of, once its build recorded it: the link is then its page.
+    run: Option<u64>,
 }
 
 impl Target<'_> {
+    /// The same statuses, linking to the page of run `run`.
+    pub(crate) fn with_run(&self, run: u64) -> Self {
+        Target { run: Some(run), ..self.clone() }
+    }
+
     fn status(&self, context: &str, state: State, description: &str) -> OutboxStatus {
         let target_url = self.forge.target_url.as_ref().map(|t| {
             t.replace("{project}", self.project)
@@ -173,7 +180,12 @@ impl Target<'_> {
                 .replace("{commit}", self.commit)
                 .replace("{context}", context)
         });
-        let target_url = target_url.or_else(|| self.page.map(|p| crate::page::ref_url(p, self.project, self.refname)));
+        let target_url = target_url.or_else(|| {
+            self.page.map(|p| match self.run {
+                Some(run) => crate::page::run_url(p, self.project, self.refname, run),
+                None => crate::page::ref_url(p, self.project, self.refname),
+            })
+        });
         OutboxStatus {
             forge: self.forge_name.to_string(),
             repo: self.repo.to_string(),
@@ -242,7 +254,7 @@ impl<'a> Reporter<'a> {
         let forge = self.config.forges.get(forge_name)?;
         let repo = project.forge_repo.as_deref()?;
         let page = crate::page::public_url(self.config);
-        Some(Target { forge_name, forge, repo, project: name, refname, commit, page })
+        Some(Target { forge_name, forge, repo, project: name, refname, commit, page, run: None })
     }
 
     /// Queues a status and sends what can be sent.

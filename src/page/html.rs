@@ -42,6 +42,11 @@ pub(crate) fn ref_url(public_url: &str, project: &str, refname: &str) -> String 
     format!("{}/status/ref?project={}&ref={}", public_url.trim_end_matches('/'), enc(project), enc(refname))
 }
 
+/// The public address of one run's page (its stages and log).
+pub(crate) fn run_url(public_url: &str, project: &str, refname: &str, run: u64) -> String {
+    format!("{}/status/run?project={}&ref={}&run={run}", public_url.trim_end_matches('/'), enc(project), enc(refname))
+}
+
 fn ref_link(link: Link, project: &str, refname: &str) -> String {
     link(&format!("/status/ref?project={}&ref={}", enc(project), enc(refname)))
 }

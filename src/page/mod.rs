@@ -13,7 +13,7 @@ mod badge;
 mod cache;
 mod html;
 
-pub(crate) use html::ref_url;
+pub(crate) use html::{ref_url, run_url};
 
 /// The page's public URL when the page is served and has one: where links from commit statuses
 /// and notifications point.

@@ -627,3 +627,59 @@ command = {{ argv = ["sh", "-c", "exit 4"] }}
     a.env.pipe(&["deploy", &a.project, "main", "--dry-run"]).code(0);
     assert_eq!(api.requests().len(), requests.len());
 }
+
+#[test]
+fn with_a_public_status_page_statuses_and_slack_link_to_the_runs_page() {
+    let Some(docker) = Docker::require() else { return };
+    let mut a = app(&docker);
+    let api = ForgeApi::start(&a.env, "github", None);
+    let slack = crate::support::http::HttpSink::start(200);
+    a.env.env("SLACK_URL", &slack.url("/hook"));
+    a.env.config(&format!(
+        r#"[pipe]
+workspace = "{ws}"
+
+[notify.slack]
+webhook_url_env = "SLACK_URL"
+on = ["failure"]
+
+[forge.origin]
+kind = "github"
+api = "http://127.0.0.1:{port}"
+token_env = "FORGE_TOKEN"
+
+[serve.page]
+enabled = true
+public_url = "https://ci.example.com/"
+
+[project.{p}]
+repo = "{url}"
+branches = ["main"]
+forge = "origin"
+forge_repo = "acme/app"
+"#,
+        ws = a.env.path().join("work").display(),
+        port = api.port,
+        p = a.project,
+        url = a.repo.url(),
+    ));
+    a.commit(1, "echo boom; exit 3");
+    a.env.pipe(&["run"]).code(1);
+    // Query values percent-encoded as the page encodes them (`-` included).
+    let project = a.project.replace('-', "%2D");
+    let ref_page = format!("https://ci.example.com/status/ref?project={project}&ref=refs%2Fheads%2Fmain");
+    let run_page = format!("https://ci.example.com/status/run?project={project}&ref=refs%2Fheads%2Fmain&run=1");
+    let links: Vec<(String, String)> = api
+        .requests()
+        .iter()
+        .map(|r| {
+            (r["body"]["context"].as_str().unwrap().to_string(), r["body"]["target_url"].as_str().unwrap().to_string())
+        })
+        .collect();
+    // The build's pending status comes before its run exists: the ref's page; then the run's.
+    assert_eq!(links[0], ("pipe/build".to_string(), ref_page.clone()), "{links:#?}");
+    assert_eq!(links.last().unwrap(), &("pipe/test".to_string(), run_page.clone()), "{links:#?}");
+    let sent = slack.requests.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "one failure notice");
+    assert_eq!(sent[0].json()["attachments"][0]["title_link"], run_page.as_str());
+}
