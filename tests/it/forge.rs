@@ -239,6 +239,20 @@ fn fixture(name: &str) -> Vec<u8> {
 
 const WEBHOOK_SECRET: &str = "whsec-31415926";
 
+/// An app on GitHub's stand-in whose push webhooks `pipe serve` takes, signed with
+/// [`WEBHOOK_SECRET`].
+fn hooked_app(docker: &Docker) -> (App, ForgeApi) {
+    let mut a = app(docker);
+    a.env.env("WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let api = ForgeApi::start(&a.env, "github", None);
+    a.config(
+        &format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port),
+        "acme/app",
+        "webhook_secret_env = \"WEBHOOK_SECRET\"",
+    );
+    (a, api)
+}
+
 /// A GitHub delivery of `event` with `body`, signed with `secret`.
 fn github(serve: &Serve, project: &str, event: &str, delivery: &str, body: &[u8], secret: &str) -> (u16, String) {
     let signature = format!("sha256={}", crate::support::hmac_hex(secret, body));
@@ -252,14 +266,7 @@ fn github(serve: &Serve, project: &str, event: &str, delivery: &str, body: &[u8]
 #[test]
 fn a_signed_github_push_starts_a_run_within_a_second_and_a_wrong_signature_starts_none() {
     let Some(docker) = Docker::require() else { return };
-    let mut a = app(&docker);
-    a.env.env("WEBHOOK_SECRET", WEBHOOK_SECRET);
-    let api = ForgeApi::start(&a.env, "github", None);
-    a.config(
-        &format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port),
-        "acme/app",
-        "webhook_secret_env = \"WEBHOOK_SECRET\"",
-    );
+    let (a, api) = hooked_app(&docker);
     let commit = a.commit(1, "true");
     let serve = Serve::start(&a.env);
     let path = format!("/forge/{}", a.project);
@@ -295,14 +302,7 @@ fn a_signed_github_push_starts_a_run_within_a_second_and_a_wrong_signature_start
 #[test]
 fn fifty_webhooks_during_a_running_build_make_exactly_one_follow_up_run() {
     let Some(docker) = Docker::require() else { return };
-    let mut a = app(&docker);
-    a.env.env("WEBHOOK_SECRET", WEBHOOK_SECRET);
-    let api = ForgeApi::start(&a.env, "github", None);
-    a.config(
-        &format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port),
-        "acme/app",
-        "webhook_secret_env = \"WEBHOOK_SECRET\"",
-    );
+    let (a, _api) = hooked_app(&docker);
     a.commit(1, "sleep 4");
     let serve = Serve::start(&a.env);
     let push = fixture("github-push.json");
@@ -526,14 +526,7 @@ fn a_rate_limited_forge_is_not_asked_again_before_the_time_it_names() {
 #[test]
 fn a_webhook_while_the_timers_run_holds_the_lock_runs_once_that_run_ends() {
     let Some(docker) = Docker::require() else { return };
-    let mut a = app(&docker);
-    a.env.env("WEBHOOK_SECRET", WEBHOOK_SECRET);
-    let api = ForgeApi::start(&a.env, "github", None);
-    a.config(
-        &format!("[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"", api.port),
-        "acme/app",
-        "webhook_secret_env = \"WEBHOOK_SECRET\"",
-    );
+    let (a, api) = hooked_app(&docker);
     a.commit(1, "sleep 3");
     let serve = Serve::start(&a.env);
     // The timer's tick, building and testing while the webhook arrives.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::docker::{ComposeProject, Container, Docker, ProjectImages, unique_name};
+use crate::support::docker::{ComposeProject, Container, Docker, ProjectImages, unique_name, write_web_compose};
 use crate::support::http::get_as;
 use crate::support::nginx::{self, NGINX};
 use crate::support::{TestEnv, WorkRepo, free_port};
@@ -89,20 +89,7 @@ fn generated_nginx_config_passes_nginx_t_and_proxies_to_the_deployed_service() {
     repo.commit_to("dev", "app");
     let app_port = free_port();
     let compose_file = env.path().join("docker-compose.yml");
-    std::fs::write(
-        &compose_file,
-        format!(
-            r#"version: "2.4"
-services:
-  web:
-    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}
-    init: true
-    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-    ports: ["127.0.0.1:{app_port}:8080"]
-"#
-        ),
-    )
-    .unwrap();
+    write_web_compose(&compose_file, app_port);
     let host_port = free_port();
     let config = |ingress: &str, port: u16| {
         format!(

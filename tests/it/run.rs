@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use snapbox::str;
 
-use crate::support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name};
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name, write_web_compose};
 use crate::support::http::{HttpSink, get};
 use crate::support::{TestEnv, WorkRepo, free_port};
 
@@ -29,21 +29,7 @@ fn app(docker: &Docker) -> App {
     repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
     let port = free_port();
     let file = env.path().join("deploy").join("docker-compose.yml");
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(
-        &file,
-        format!(
-            r#"version: "2.4"
-services:
-  web:
-    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}
-    init: true
-    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-    ports: ["127.0.0.1:{port}:8080"]
-"#
-        ),
-    )
-    .unwrap();
+    write_web_compose(&file, port);
     App {
         _compose: ComposeProject { name: project.clone() },
         compose_file: file,
@@ -91,6 +77,12 @@ branches = [{branches}]
             p = self.project,
             url = self.repo.url(),
         )
+    }
+
+    /// [`App::plain_config`] on `dev` with one deploy entry for `dev` holding `deploy`.
+    fn deploy_config(&self, pipe_extra: &str, deploy: &str) -> String {
+        let plain = self.plain_config(pipe_extra, "\"dev\"");
+        format!("{plain}\n[[project.{}.deploy]]\nbranches = [\"dev\"]\n{deploy}\n", self.project)
     }
 
     fn answers(&self) -> Option<String> {
@@ -236,22 +228,9 @@ PROJECT[..]REF  COMMIT        STAGE   RESULT  TIME
 fn rollback_by_hand_redeploys_an_earlier_commit() {
     let Some(docker) = Docker::require() else { return };
     let a = app(&docker);
-    a.env.config(&format!(
-        r#"[pipe]
-workspace = "{ws}"
-
-[project.{p}]
-repo = "{url}"
-branches = ["dev"]
-
-[[project.{p}.deploy]]
-branches = ["dev"]
-compose = {{ file = "{file}", project = "{p}" }}
-"#,
-        ws = a.env.path().join("work").display(),
-        p = a.project,
-        url = a.repo.url(),
-        file = a.compose_file.display(),
+    a.env.config(&a.deploy_config(
+        "",
+        &format!("compose = {{ file = \"{}\", project = \"{}\" }}", a.compose_file.display(), a.project),
     ));
     let v1 = a.version(1, "true", true);
     a.env.pipe(&["run"]).code(0);
@@ -274,22 +253,9 @@ fn a_webhook_target_posts_a_signed_release() {
     let receiver = HttpSink::start(202);
     let mut a = app(&docker);
     a.env.env("HOOK_SECRET", "hmac-secret-662607");
-    a.env.config(&format!(
-        r#"[pipe]
-workspace = "{ws}"
-
-[project.{p}]
-repo = "{url}"
-branches = ["dev"]
-
-[[project.{p}.deploy]]
-branches = ["dev"]
-webhook = {{ url = "{hook}", secret_env = "HOOK_SECRET" }}
-"#,
-        ws = a.env.path().join("work").display(),
-        p = a.project,
-        url = a.repo.url(),
-        hook = receiver.url("/hooks/app"),
+    a.env.config(&a.deploy_config(
+        "",
+        &format!("webhook = {{ url = \"{}\", secret_env = \"HOOK_SECRET\" }}", receiver.url("/hooks/app")),
     ));
     let sha = a.version(1, "true", true);
     let run = a.env.pipe(&["run", "-vv"]);
@@ -408,24 +374,9 @@ services:
 "#,
     )
     .unwrap();
-    a.env.config(&format!(
-        r#"[pipe]
-workspace = "{ws}"
-
-[project.{p}]
-repo = "{url}"
-branches = ["dev"]
-
-[[project.{p}.deploy]]
-branches = ["dev"]
-swarm = {{ file = "{file}", stack = "{stack}" }}
-timeout = "90s"
-"#,
-        ws = a.env.path().join("work").display(),
-        p = a.project,
-        url = a.repo.url(),
-        file = file.display(),
-        stack = stack.0,
+    a.env.config(&a.deploy_config(
+        "",
+        &format!("swarm = {{ file = \"{}\", stack = \"{}\" }}\ntimeout = \"90s\"", file.display(), stack.0),
     ));
     let sha = a.version(1, "true", true);
     a.env.pipe(&["run"]).code(0);
@@ -470,27 +421,14 @@ services:
     )
     .unwrap();
     a.env.env("NOTIFY_URL", &sink.url("/pipe-events"));
-    a.env.config(&format!(
-        r#"[pipe]
-workspace = "{ws}"
-
-[notify.webhook]
-url_env = "NOTIFY_URL"
-on = ["failure", "deploy"]
-
-[project.{p}]
-repo = "{url}"
-branches = ["dev"]
-
-[[project.{p}.deploy]]
-branches = ["dev"]
-compose = {{ file = "{file}", project = "{p}", services = ["web"] }}
-health = {{ container = "{container}", timeout = "30s" }}
-"#,
-        ws = a.env.path().join("work").display(),
-        p = a.project,
-        url = a.repo.url(),
-        file = a.compose_file.display(),
+    a.env.config(&a.deploy_config(
+        "\n[notify.webhook]\nurl_env = \"NOTIFY_URL\"\non = [\"failure\", \"deploy\"]\n",
+        &format!(
+            "compose = {{ file = \"{file}\", project = \"{p}\", services = [\"web\"] }}\n\
+             health = {{ container = \"{container}\", timeout = \"30s\" }}",
+            file = a.compose_file.display(),
+            p = a.project,
+        ),
     ));
 
     let v1 = a.version(1, "true", true);

@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name, write_web_compose};
 use crate::support::http::get;
 use crate::support::serve::Serve;
 use crate::support::{TestEnv, WorkRepo, free_port};
@@ -216,21 +216,7 @@ test = "test -f /www/index.html"
     let sha = repo.commit_to("main", "first");
     let (app_port, serve_port) = (free_port(), free_port());
     let compose = env.path().join("prod").join("docker-compose.yml");
-    std::fs::create_dir_all(compose.parent().unwrap()).unwrap();
-    std::fs::write(
-        &compose,
-        format!(
-            r#"version: "2.4"
-services:
-  web:
-    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}
-    init: true
-    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-    ports: ["127.0.0.1:{app_port}:8080"]
-"#
-        ),
-    )
-    .unwrap();
+    write_web_compose(&compose, app_port);
     let _down = ComposeProject { name: project.clone() };
     env.env("HOOK_SECRET", "shared-secret-1414");
     env.config(&format!(

@@ -164,6 +164,15 @@ pull_requests = true
         self.canary.assert_unchanged();
     }
 
+    /// Commits `message` to `dev`, runs the pipeline on it, which must pass, and returns the
+    /// run's log.
+    fn passes_on_dev(&mut self, message: &str) -> String {
+        self.repo.commit_to("dev", message);
+        let project = self.project.clone();
+        self.pipe(&["run", &project]).code(0);
+        self.pipe(&["logs", &project, "dev"]).code(0).stdout.clone()
+    }
+
     /// The next legitimate commit on `dev` builds and tests normally.
     fn recovers(&mut self) {
         self.legitimate("grep -q legitimate /app.txt");
@@ -286,10 +295,7 @@ fn compose_never_sees_pipes_environment_nor_the_repositorys_dotenv() {
             t.image
         ),
     );
-    t.repo.commit_to("dev", "services with a .env");
-    let project = t.project.clone();
-    t.pipe(&["run", &project]).code(0);
-    let log = t.pipe(&["logs", &project, "dev"]).stdout.clone();
+    let log = t.passes_on_dev("services with a .env");
     assert!(log.contains("reached-db"), "{log}");
     t.canary.assert_unchanged();
     t.recovers();
@@ -456,10 +462,8 @@ fn the_test_container_is_confined() {
         "echo confined-ok",
     ];
     t.legitimate(&checks.join(" && "));
-    t.repo.commit_to("dev", "confinement probe");
-    let project = t.project.clone();
-    t.pipe(&["run", &project]).code(0);
-    t.pipe(&["logs", &project, "dev"]).code(0).stdout_has("confined-ok").stdout_has("--cap-drop ALL");
+    let log = t.passes_on_dev("confinement probe");
+    assert!(log.contains("confined-ok") && log.contains("--cap-drop ALL"), "{log}");
     t.canary.assert_unchanged();
     t.assert_no_secret_anywhere();
 }
@@ -733,10 +737,8 @@ fn branches_outside_trusted_branches_are_treated_like_pull_requests() {
             t.image
         ),
     );
-    t.repo.commit_to("dev", "an untrusted branch");
+    let log = t.passes_on_dev("an untrusted branch");
     let project = t.project.clone();
-    t.pipe(&["run", &project]).code(0);
-    let log = t.pipe(&["logs", &project, "dev"]).stdout.clone();
     assert!(log.contains("no-secrets") && !log.contains("has-secrets"), "{log}");
     assert!(log.contains("--network pipe-build-"), "an untrusted branch builds isolated:\n{log}");
     assert!(!marker.exists(), "an untrusted branch deployed");
@@ -916,10 +918,9 @@ fn the_fetch_leaves_no_token_in_the_build_context_and_trusting_pull_requests_is_
             &GIT_TOKEN[12..]
         ),
     );
-    t.repo.commit_to("dev", "copies its whole checkout");
+    let log = t.passes_on_dev("copies its whole checkout");
     let project = t.project.clone();
-    t.pipe(&["run", &project]).code(0);
-    t.pipe(&["logs", &project, "dev"]).code(0).stdout_has("context-is-clean");
+    assert!(log.contains("context-is-clean"), "{log}");
     let fetch_head = t.env.path().join("work").join(&project).join("src/.git/FETCH_HEAD");
     assert!(!fetch_head.exists(), "`{}` is left in the checkout", fetch_head.display());
     // A trusted pull request still never writes the tag its branch's build deploys.

@@ -241,6 +241,17 @@ impl Drop for Registry {
     }
 }
 
+/// Writes `file` (and its directory): a compose file of one service `web` running the deployed
+/// image's busybox httpd over `/www`, published on 127.0.0.1:`port`.
+pub fn write_web_compose(file: &std::path::Path, port: u16) {
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let text = format!(
+        "version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n    \
+         command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    ports: [\"127.0.0.1:{port}:8080\"]\n"
+    );
+    std::fs::write(file, text).unwrap();
+}
+
 /// Removes a compose project's containers and networks by label on drop. Works even when the
 /// compose file is already gone (a test's temp dir drops first).
 pub struct ComposeProject {
