@@ -143,14 +143,14 @@ pub(crate) fn by_hand<T>(
         let recorded =
             files.history.runs.iter().rev().find(|r| r.number >= before).map(|r| (r.commit.clone(), r.number));
         if let Some((commit, run)) = recorded {
-            let target = reporter.target(job.name, job.project, &job.refname, &commit).map(|t| t.with_run(run));
+            let target = reporter.target(job.name, job.project, &job.refname, &commit).map(|t| t.with_run(Some(run)));
             let (state, description) = ended(&outcome, started, None);
             reporter.report(target.as_ref(), context, state, &description);
         }
         return outcome;
     };
     let run = run_of(files, &commit);
-    let target = reporter.target(job.name, job.project, &job.refname, &commit).map(|t| with_run(t, run));
+    let target = reporter.target(job.name, job.project, &job.refname, &commit).map(|t| t.with_run(run));
     let status = StageStatus::start(&reporter, target.as_ref(), context);
     let command = if context == "pipe/test" { job.project.test.as_deref() } else { None };
     status.end(stage(files), command)
@@ -169,7 +169,7 @@ pub(crate) fn deploy_by_hand<T>(
     let reporter = Reporter::open(job.out, job.config, job.state_path);
     reporter.flush();
     let run = run_of(files, commit);
-    let target = reporter.target(job.name, job.project, &job.refname, commit).map(|t| with_run(t, run));
+    let target = reporter.target(job.name, job.project, &job.refname, commit).map(|t| t.with_run(run));
     let names = super::deploy::targets(job, only).iter().map(|t| t.display_name().to_string()).collect();
     let statuses = DeployStatuses::start(&reporter, target.as_ref(), names);
     let deployed = deploy(files);
@@ -180,11 +180,4 @@ pub(crate) fn deploy_by_hand<T>(
 /// The newest run of `commit` in the ref's history, whose page the statuses link to.
 fn run_of(files: &RefFiles, commit: &str) -> Option<u64> {
     files.history.runs.iter().rev().find(|r| r.commit == commit).map(|r| r.number)
-}
-
-fn with_run(target: Target<'_>, run: Option<u64>) -> Target<'_> {
-    match run {
-        Some(run) => target.with_run(run),
-        None => target,
-    }
 }

@@ -258,7 +258,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
         let stage = StageStatus::start(reporter, forge.as_ref(), "pipe/build");
         let number = stage.end(super::build::build(job, files, &default_branch, Some(&work.head)), None)?;
         // From here on the statuses link to this run's page.
-        let forge = forge.as_ref().map(|f| f.with_run(number));
+        let forge = forge.as_ref().map(|f| f.with_run(Some(number)));
         result.stage = Stage::Test;
         let stage = StageStatus::start(reporter, forge.as_ref(), "pipe/test");
         let tested = super::test::test(job, files, Some(number));

@@ -168,9 +168,9 @@ pub(crate) struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// The same statuses, linking to the page of run `run`.
-    pub(crate) fn with_run(&self, run: u64) -> Self {
-        Target { run: Some(run), ..self.clone() }
+    /// The same statuses, linking to the page of run `run` (the ref's page without one).
+    pub(crate) fn with_run(&self, run: Option<u64>) -> Self {
+        Target { run, ..self.clone() }
     }
 
     fn status(&self, context: &str, state: State, description: &str) -> OutboxStatus {
