@@ -177,6 +177,20 @@ impl Finished {
         self.code == Some(0) && !self.timed_out && !self.interrupted
     }
 
+    /// How the process ended, as a stage records it.
+    pub(crate) fn outcome(&self) -> crate::model::Outcome {
+        use crate::model::Outcome;
+        if self.interrupted {
+            Outcome::Interrupted
+        } else if self.timed_out {
+            Outcome::TimedOut
+        } else if self.success() {
+            Outcome::Passed
+        } else {
+            Outcome::Failed
+        }
+    }
+
     pub(crate) fn describe(&self) -> String {
         if self.interrupted {
             return "interrupted by a signal".to_string();

@@ -31,6 +31,7 @@ pub(crate) mod server;
 pub(crate) mod signals;
 pub mod state;
 pub(crate) mod targets;
+pub(crate) mod trust;
 
 /// Runs one parsed command line and returns the process exit code.
 pub fn run(cli: cli::Cli) -> anyhow::Result<u8> {

@@ -11,8 +11,8 @@ use super::Context;
 use crate::cli::CheckArgs;
 use crate::config::{ArgValue, NetworkPolicy, SecretRef};
 use crate::engine::discover::ForgeReport;
-use crate::engine::isolation;
 use crate::error::code;
+use crate::trust::isolation;
 
 pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
     // Discovery is listed afresh (nothing saved, no lock), so the check shows what the next

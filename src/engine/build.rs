@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
-use super::isolation::{self, Isolated, NetworkSpec};
 use super::plan::{self, Plan};
-use super::redact::{self, Redactor};
 use super::{Job, RefFiles};
 use crate::config::{NetworkPolicy, Submodules};
 use crate::docker::client::{self as client, Docker};
@@ -19,6 +17,8 @@ use crate::model::{Outcome, Stage};
 use crate::output::Output;
 use crate::secret::{self, Secret};
 use crate::state::{Run, StageRun};
+use crate::trust::isolation::{self, Isolated, NetworkSpec};
+use crate::trust::redact::{self, Redactor};
 use crate::{git, refs};
 
 /// Builds `commit` (else the ref's remote tip) and records the run; returns the run number.
@@ -96,7 +96,7 @@ pub(crate) fn build(
     if let Some(run) = files.run_mut(number) {
         run.image_id = image_id.clone();
     }
-    let record = StageRun::new(Stage::Build, outcome(&finished), started, finished.duration, finished.code);
+    let record = StageRun::new(Stage::Build, finished.outcome(), started, finished.duration, finished.code);
     job.record(files, number, record)?;
     finished.check_interrupted()?;
     if !finished.success() {
@@ -170,7 +170,7 @@ fn build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<Option<Build
         NetworkPolicy::None => Ok(Some(BuildNetworkUse::None)),
         NetworkPolicy::Isolated => {
             check_build_network(job, builder)?;
-            let name = format!("pipe-build-{}", super::test::unique_suffix());
+            let name = format!("pipe-build-{}", super::unique_suffix());
             let spec = NetworkSpec { name: &name, internal: false, purpose: "build", firewall: true };
             Ok(Some(BuildNetworkUse::Isolated(Isolated::create(job.out, &job.docker(), &spec)?)))
         }
@@ -208,7 +208,7 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         job.out.detail(format!(
             "{name}: {} is {}: no secret build args or test variables",
             refs::display(refname),
-            super::untrusted_why(refname)
+            crate::trust::untrusted_why(refname)
         ));
     }
     let services = match &plan.test_services {
@@ -360,19 +360,6 @@ fn lost_cache_layer(output: &str) -> bool {
         (l.contains("failed to get digest") && l.contains("no such file or directory"))
             || l.trim_start().starts_with("No such image: sha256:")
     })
-}
-
-/// How a stage's process ended, as recorded.
-pub(crate) fn outcome(finished: &Finished) -> Outcome {
-    if finished.interrupted {
-        Outcome::Interrupted
-    } else if finished.timed_out {
-        Outcome::TimedOut
-    } else if finished.success() {
-        Outcome::Passed
-    } else {
-        Outcome::Failed
-    }
 }
 
 /// The OCI labels of every image pipe builds. `created` is the commit's time, not the wall

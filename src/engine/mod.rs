@@ -22,15 +22,11 @@ use crate::{git, secret};
 pub(crate) mod build;
 pub(crate) mod deploy;
 pub(crate) mod discover;
-pub(crate) mod isolation;
-pub(crate) mod paths;
 pub(crate) mod plan;
 pub(crate) mod poll;
 pub(crate) mod previews;
 pub(crate) mod prune;
 pub(crate) mod push;
-pub(crate) mod redact;
-pub(crate) mod services;
 pub(crate) mod statuses;
 pub(crate) mod test;
 pub(crate) mod tick;
@@ -94,7 +90,7 @@ impl Job<'_> {
 
     /// Whether this ref may have the project's secrets (see [`trusted`]).
     pub(crate) fn trusted(&self) -> bool {
-        trusted(self.project, &self.refname)
+        crate::trust::trusted(self.project, &self.refname)
     }
 
     /// A docker client with no registry login, for work on untrusted refs and for test
@@ -340,29 +336,6 @@ pub(crate) fn not_built(job: &Job<'_>) -> anyhow::Error {
         .into()
 }
 
-/// Whether `refname` of `project` may have the project's secrets, registry login, pushes and
-/// deploys: a pull request only with `trust_pull_requests`, a branch when it matches
-/// `trusted_branches` (every branch when that is not set).
-pub(crate) fn trusted(project: &Project, refname: &str) -> bool {
-    if crate::refs::classify(refname) == Some(crate::refs::RefKind::PullRequest) {
-        return project.trust_pull_requests;
-    }
-    match (&project.trusted, refname.strip_prefix("refs/heads/")) {
-        (None, _) => true,
-        (Some(patterns), Some(branch)) => patterns.is_match(branch),
-        (Some(_), None) => false,
-    }
-}
-
-/// Why an untrusted ref is untrusted, for people.
-pub(crate) fn untrusted_why(refname: &str) -> &'static str {
-    if crate::refs::classify(refname) == Some(crate::refs::RefKind::PullRequest) {
-        "a pull request and `trust_pull_requests` is off"
-    } else {
-        "a branch outside `trusted_branches`"
-    }
-}
-
 /// Keeps one project's run logs (every ref's, under `project_dir`) within `budget` bytes with
 /// room for a run about to be written (two capped commands): the oldest logs are emptied, down
 /// to a line saying why, so histories still point at a file. Many branches each flooding their
@@ -398,6 +371,13 @@ pub(crate) fn enforce_log_budget(out: &Output, project_dir: &Path, budget: u64) 
             Err(err) => out.warn(format!("could not empty the log `{}`: {err}", path.display())),
         }
     }
+}
+
+/// Lowercase letters and digits unique to this process and moment.
+pub(crate) fn unique_suffix() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}{:08x}", std::process::id(), nanos)
 }
 
 /// Creates a directory only its owner can enter.

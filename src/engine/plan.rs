@@ -1,7 +1,7 @@
 //! The build plan of one checkout: the pipeline file wins, then the repository's `.pipe.toml`,
 //! then its `.jenkins-env` (image name only), then the defaults. Every path a repository names
-//! is resolved inside the checkout ([`super::paths`]); its test-services file is parsed against
-//! the allow-list ([`super::services`]) here, so a refused key fails the build with its
+//! is resolved inside the checkout ([`crate::trust::paths`]); its test-services file is parsed against
+//! the allow-list ([`crate::trust::services`]) here, so a refused key fails the build with its
 //! `file:line`. Secrets (`{ env }` / `{ file }` values) come only from the pipeline file, and
 //! only when the ref is trusted.
 
@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 
-use super::paths;
-use super::services::{self, Services};
 use crate::config::{self, ArgValue, Project, RepoFile, SecretRef};
 use crate::docker;
+use crate::trust::paths;
+use crate::trust::services::{self, Services};
 
 /// How to build and test one checkout: the pipeline file wins, then `.pipe.toml`, then
 /// `.jenkins-env` (image name only), then the defaults.

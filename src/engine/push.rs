@@ -112,7 +112,7 @@ pub(crate) fn registries_for<'a>(
 ) -> Vec<(&'a str, &'a Registry)> {
     let Some(branch) = refname.strip_prefix("refs/heads/") else { return Vec::new() };
     // An untrusted branch never pushes, as a pull request never does.
-    if !crate::engine::trusted(project, refname) {
+    if !crate::trust::trusted(project, refname) {
         return Vec::new();
     }
     let mut out: Vec<(&str, &Registry)> = Vec::new();

@@ -9,10 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::build::outcome;
-use super::isolation::{self, Isolated, NetworkSpec};
-use super::redact::{self, Redactor};
-use super::services::Services;
 use super::{Job, RefFiles};
 use crate::docker::client::{self as client, Docker};
 use crate::docker::{self, Confinement, RunSpec};
@@ -23,6 +19,9 @@ use crate::output::Output;
 use crate::refs;
 use crate::secret::{self, Secret};
 use crate::state::{Run, StageRun};
+use crate::trust::isolation::{self, Isolated, NetworkSpec};
+use crate::trust::redact::{self, Redactor};
+use crate::trust::services::Services;
 
 /// One test container's settings.
 pub(crate) struct TestJob<'a> {
@@ -61,7 +60,7 @@ pub(crate) fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>)
     let (test_job, docker) = plan(job, &run, &command, true)?;
     let started = crate::clock::now();
     let finished = run_job(out, &docker, &test_job)?;
-    let record = StageRun::new(Stage::Test, outcome(&finished), started, finished.duration, finished.code);
+    let record = StageRun::new(Stage::Test, finished.outcome(), started, finished.duration, finished.code);
     job.record(files, run.number, record)?;
     finished.check_interrupted()?;
     if !finished.success() {
@@ -193,7 +192,7 @@ fn network_name(unique: &str) -> String {
 
 /// Runs one test container (with its services) and removes everything it started.
 pub(crate) fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyhow::Result<Finished> {
-    let unique = unique_suffix();
+    let unique = super::unique_suffix();
     let (container, labels) = job.names(&unique);
     // A networked test gets a bridge of its own, created (and firewalled) before anything of the
     // repository's starts on it: internal without `egress`, and refused the host and the LAN
@@ -312,11 +311,4 @@ impl ServicesUp {
             out.warn(format!("could not remove test services `{}`: {err:#}", self.project));
         }
     }
-}
-
-/// Lowercase letters and digits unique to this process and moment.
-pub(crate) fn unique_suffix() -> String {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{}{:08x}", std::process::id(), nanos)
 }

@@ -1,0 +1,123 @@
+//! Organization discovery: every repository of a `[forge.NAME.discover]` organization whose
+//! default branch carries a `.pipe.toml` (or `.jenkins-env` beside a `Dockerfile`) becomes a
+//! project from the forge's template.
+//!
+//! [`refresh`] (the tick, `pipe poll`, `pipe check`) lists the organization through the forge's
+//! API — one conditional request per page — and probes the default branch of each repository
+//! whose last push moved since its last probe, with one shallow fetch through `git` (the
+//! project's own URL and credentials, no API quota). What it found is kept in
+//! `discover/FORGE.toml` beside the state. [`apply`] (every command) turns that cache into
+//! projects without touching the network, so `pipe build APP` knows a discovered `APP`.
+//!
+//! A project written out in the pipeline file wins over the template, by name and by forge
+//! repository. A repository that is archived, removed, excluded or loses its `.pipe.toml` stops
+//! being a project; its state stays until `pipe prune` removes it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::output::Output;
+use crate::state::{self, Discovered};
+
+mod decide;
+mod listing;
+mod probe;
+mod prune;
+
+mod report;
+
+use listing::discovering;
+pub(crate) use prune::{Forgotten, prune_gone};
+pub(crate) use report::ForgeReport;
+
+/// Adds the projects the discovery caches name to `config`, without the network. A cache that
+/// cannot be read is a warning: the written-out projects still run.
+pub(crate) fn apply(out: &Output, config: &mut Config, state_path: &Path) {
+    for forge in discovering(config) {
+        let path = state::discovered_path(state_path, &forge);
+        let cache = match state::load_discovered(&path) {
+            Ok(cache) => cache,
+            Err(e) => {
+                out.warn(format!("forge `{forge}`: discovered projects are left out: {e:#}"));
+                continue;
+            }
+        };
+        let discover = config.forges[&forge].discover.clone().expect("discovering forges have a discover table");
+        if cache.org != discover.org {
+            continue;
+        }
+        let (_, projects) = decide::decide(config, &forge, &discover, &cache);
+        config.projects.extend(projects);
+    }
+}
+
+/// Lists every discovering forge's organization, probes what moved, and adds the projects to
+/// `config`. With `save`, the caches are written (the caller holds the state lock). A forge
+/// that does not answer keeps its known projects.
+pub(crate) fn refresh(out: &Output, config: &mut Config, state_path: &Path, save: bool) -> Vec<ForgeReport> {
+    let mut reports = Vec::new();
+    for forge in discovering(config) {
+        let path = state::discovered_path(state_path, &forge);
+        let discover = config.forges[&forge].discover.clone().expect("discovering forges have a discover table");
+        let mut cache = match state::load_discovered(&path) {
+            Ok(cache) => cache,
+            Err(e) => {
+                out.warn(format!("forge `{forge}`: discovery skipped: {e:#}"));
+                continue;
+            }
+        };
+        let before = cache.clone();
+        if cache.org != discover.org {
+            let gone = cache.projects.iter().map(|p| (p.clone(), format!("organization is now `{}`", discover.org)));
+            let gone: BTreeMap<String, String> = cache.gone.clone().into_iter().chain(gone).collect();
+            cache = Discovered { schema: state::SCHEMA, org: discover.org.clone(), gone, ..Discovered::default() };
+        }
+        let (requests, not_modified, refused) = listing::list(out, config, &forge, &discover, &mut cache);
+        probe::probe(out, config, &forge, &discover, &mut cache);
+        let (decisions, projects) = decide::decide(config, &forge, &discover, &cache);
+        let now: Vec<String> = projects.iter().map(|(name, _)| name.clone()).collect();
+        for name in cache.projects.clone() {
+            if !now.contains(&name) {
+                let why = decisions
+                    .iter()
+                    .find(|d| d.project.as_deref() == Some(&name))
+                    .map_or_else(|| "no longer listed".to_string(), |d| d.decision.as_str().to_string());
+                out.info(format!("forge `{forge}`: `{name}` is no longer a discovered project ({why}); its state stays until `pipe prune`"));
+                cache.gone.insert(name, why);
+            }
+        }
+        for name in &now {
+            if !cache.projects.contains(name) {
+                out.info(format!("forge `{forge}`: discovered project `{name}`"));
+            }
+            cache.gone.remove(name);
+        }
+        cache.projects = now;
+        if save
+            && cache != before
+            && let Err(e) = state::save_discovered(&path, &cache)
+        {
+            out.warn(format!("forge `{forge}`: {e:#}"));
+        }
+        config.projects.extend(projects);
+        reports.push(ForgeReport {
+            forge: forge.clone(),
+            org: discover.org.clone(),
+            requests,
+            not_modified,
+            throttled_until: throttled(&cache),
+            error: cache.error.clone(),
+            repos: decisions,
+            refused,
+            gone: cache.gone.clone(),
+        });
+    }
+    reports
+}
+
+/// When the cache says the forge's rate limit holds discovery back, if it still does.
+pub(crate) fn throttled(cache: &Discovered) -> Option<jiff::Timestamp> {
+    let now = crate::clock::now().as_second();
+    cache.throttled_until.filter(|t| *t > now).and_then(|t| jiff::Timestamp::from_second(t).ok())
+}
