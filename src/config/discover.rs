@@ -4,61 +4,16 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::document::Cx;
-use super::{Config, Patterns, Project, validate};
+use super::forge::Discover;
+use super::patterns::Patterns;
+use super::project::Project;
+use super::types::Config;
+use super::validate;
 use crate::error::Diagnostic;
-
-/// `[forge.NAME.discover]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Discover {
-    /// GitHub or Gitea/Forgejo organization; GitLab group id or full path.
-    pub org: String,
-    /// Repository-name patterns a repository must match (`*` any run of characters).
-    #[serde(default = "everything")]
-    pub include: Vec<String>,
-    /// Repository-name patterns that keep a repository out, even when included.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Forks become projects too.
-    #[serde(default)]
-    pub forks: bool,
-    /// Archived repositories become projects too.
-    #[serde(default)]
-    pub archived: bool,
-    /// Which clone URL of the listing a project polls when the template sets no `repo`.
-    #[serde(default)]
-    pub clone: CloneVia,
-    /// Secret of the organization's webhook (`repository` and push events): `pipe serve`
-    /// answers it at `/forge/FORGE` with a tick over every project.
-    pub webhook_secret_env: Option<String>,
-    pub webhook_secret_file: Option<std::path::PathBuf>,
-    /// `[forge.NAME.discover.project]`: the project every discovered repository becomes, as
-    /// written (strings still hold `{name}` and `{repo}`).
-    #[serde(skip)]
-    pub template: toml::Table,
-    #[serde(skip)]
-    pub included: Patterns,
-    #[serde(skip)]
-    pub excluded: Patterns,
-}
-
-fn everything() -> Vec<String> {
-    vec!["*".into()]
-}
-
-/// `clone = "https"` (default) or `"ssh"`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum CloneVia {
-    #[default]
-    Https,
-    Ssh,
-}
 
 /// The longest repository name taken from a listing (GitHub allows 100).
 pub(crate) const MAX_REPO_NAME: usize = 100;
@@ -76,7 +31,7 @@ pub(crate) fn valid_repo_name(name: &str) -> bool {
 /// still not a valid project name.
 pub(crate) fn project_name(repo: &str) -> Option<String> {
     let name: String = repo.to_ascii_lowercase().chars().map(|c| if c == '.' { '-' } else { c }).collect();
-    super::validate_name(&name).ok().map(|()| name)
+    super::document::validate_name(&name).ok().map(|()| name)
 }
 
 impl Discover {

@@ -12,7 +12,9 @@
 mod discover;
 mod document;
 mod duration;
+mod forge;
 mod patterns;
+mod project;
 mod repo;
 mod targets;
 mod types;
@@ -32,21 +34,16 @@ use crate::error::{ConfigError, Diagnostic, Usage};
 use document::Cx;
 use validate::{validate, validate_hook, validate_ingress};
 
-pub(crate) use discover::{Candidate, CloneVia, Discover, instantiate, project_name, valid_repo_name};
+pub(crate) use discover::{Candidate, instantiate, project_name, valid_repo_name};
 pub(crate) use document::validate_name;
-pub(crate) use duration::Seconds;
-pub(crate) use patterns::Patterns;
+pub(crate) use forge::{CloneVia, Discover, Forge, ForgeKind};
+pub(crate) use project::{ArgValue, NetworkPolicy, Project, SecretRef, Submodules};
 pub(crate) use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub(crate) use targets::{
     CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget, preview_host,
     preview_host_template,
 };
-pub(crate) use types::NetworkPolicy;
-pub(crate) use types::Page;
-pub(crate) use types::{
-    ArgValue, Config, Event, Forge, ForgeKind, Hook, Ingress, Notify, Project, Registry, SecretRef, Serve, Settings,
-    Submodules,
-};
+pub(crate) use types::{Config, Event, Hook, Ingress, Notify, Page, Registry, Serve, Settings};
 
 /// Where the pipeline file is looked for when neither `-c` nor `PIPE_CONFIG` names one.
 pub(crate) const DEFAULT_PATHS: [&str; 2] = ["pipeline.toml", "/etc/pipe/pipeline.toml"];

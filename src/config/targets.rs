@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Patterns, Seconds};
+use super::duration::Seconds;
+use super::patterns::Patterns;
 
 /// `[[project.NAME.deploy]]`: what happens after a branch's image is tested.
 #[derive(Debug, Deserialize)]
