@@ -1,7 +1,7 @@
 //! `pipe build`: fetch one commit into the project's workspace, check it out clean, and
 //! `docker build` it with OCI labels. `--here` builds the working tree a developer stands in.
 
-use super::Context;
+use super::context::Context;
 use crate::cli::BuildArgs;
 use crate::engine::{self, Session, build, statuses};
 use crate::error::code;

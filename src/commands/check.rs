@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::Context;
+use super::context::Context;
 use crate::cli::CheckArgs;
 use crate::config::{ArgValue, NetworkPolicy, SecretRef};
 use crate::engine::discover::ForgeReport;
@@ -17,7 +17,7 @@ use crate::trust::isolation;
 pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
     // Discovery is listed afresh (nothing saved, no lock), so the check shows what the next
     // tick would make of the organization.
-    let super::Discovered { config, reports, .. } = cx.discovered_config("check", true)?;
+    let super::context::Discovered { config, reports, .. } = cx.discovered_config("check", true)?;
     for (key, secret) in config.secret_refs() {
         match secret {
             SecretRef::Env(var) => {

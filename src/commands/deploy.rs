@@ -1,7 +1,7 @@
 //! `pipe deploy`: run the deploy targets configured for a ref's branch; with `--commit`, deploy
 //! an earlier image (rollback by hand).
 
-use super::Context;
+use super::context::Context;
 use crate::cli::DeployArgs;
 use crate::engine::{self, Session, deploy, statuses};
 use crate::error::code;

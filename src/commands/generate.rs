@@ -10,7 +10,7 @@ use clap_complete::Shell as CompleteShell;
 use crate::cli::{Cli, GenerateArgs, GenerateWhat, Shell};
 use crate::error::code;
 
-use super::Context;
+use super::context::Context;
 
 /// The units shipped in `systemd/`, built into the binary so `pipe generate systemd` needs no checkout.
 const UNITS: [(&str, &str); 5] = [

@@ -2,7 +2,7 @@
 //! policy. The build stage runs it as a child process so that its deadline, through exec.rs's
 //! process group, bounds what libgit2 bounds only by socket timeouts.
 
-use super::Context;
+use super::context::Context;
 use crate::cli::InternalSubmodulesArgs;
 use crate::engine;
 use crate::error::code;

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 
-use super::Context;
+use super::context::Context;
 use crate::cli::LogsArgs;
 use crate::engine;
 use crate::error::{Usage, code};

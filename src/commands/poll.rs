@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 
-use super::Context;
+use super::context::Context;
 use crate::cli::PollArgs;
 use crate::engine::poll::{PollReport, poll};
 use crate::error::code;
@@ -10,7 +10,7 @@ use crate::refs::{self, ChangeKind};
 use crate::{output, state};
 
 pub(super) fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
-    let super::Discovered { config, lock, .. } = cx.discovered_config("poll", args.dry_run)?;
+    let super::context::Discovered { config, lock, .. } = cx.discovered_config("poll", args.dry_run)?;
     let projects = config.select(&args.projects)?;
     let state_path = cx.state_path()?;
     let _lock = match lock {

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::Context;
+use super::context::Context;
 use crate::cli::PruneArgs;
 use crate::engine::{self, discover, prune};
 use crate::error::code;

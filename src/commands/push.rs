@@ -1,6 +1,6 @@
 //! `pipe push`: push the tested image of a ref to the registries its branch deploys through.
 
-use super::Context;
+use super::context::Context;
 use crate::cli::PushArgs;
 use crate::engine::{self, Session, push, statuses};
 use crate::error::code;

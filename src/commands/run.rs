@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::Context;
+use super::context::Context;
 use crate::cli::RunArgs;
 use crate::engine::poll::PollError;
 use crate::engine::tick::{self, RefResult};
@@ -24,7 +24,7 @@ struct RunReport<'a> {
 }
 
 pub(super) fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
-    let super::Discovered { config, lock, .. } = cx.discovered_config("run", args.dry_run)?;
+    let super::context::Discovered { config, lock, .. } = cx.discovered_config("run", args.dry_run)?;
     let projects = config.select(&args.projects)?;
     let state_path = cx.state_path()?;
     let tick = tick::tick(cx.out, &config, &state_path, &projects, args.retry, args.dry_run, lock)?;

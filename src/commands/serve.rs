@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use super::Context;
+use super::context::Context;
 use crate::cli::ServeArgs;
 use crate::error::{Usage, code};
 use crate::page::Page;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::Context;
+use super::context::Context;
 use crate::cli::StatusArgs;
 use crate::engine::discover;
 use crate::error::{Usage, code};

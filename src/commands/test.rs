@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::Context;
+use super::context::Context;
 use crate::cli::TestArgs;
 use crate::docker::client::Docker;
 use crate::engine::test::{self, TestJob};
