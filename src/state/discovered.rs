@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{SCHEMA, inline, state_dir, toml_key, write_atomic};
+use super::disk::{SCHEMA, inline, state_dir, toml_key, write_atomic};
 
 /// One forge's discovery cache.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

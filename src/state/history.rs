@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{SCHEMA, state_error, write_atomic};
+use super::disk::{SCHEMA, state_error, write_atomic};
 use crate::error::line_column;
 use crate::model::{DeployResult, Outcome, Stage};
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{SCHEMA, state_dir, write_atomic};
+use super::disk::{SCHEMA, state_dir, write_atomic};
 
 /// Statuses waiting for their forge, oldest first, and when each forge may be asked again.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -52,12 +52,12 @@ pub fn save_outbox(path: &Path, outbox: &Outbox) -> anyhow::Result<()> {
     if outbox.statuses.is_empty() && outbox.deferred.is_empty() {
         return match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(super::state_error(path, format!("cannot be removed: {e}")))
+                Err(super::disk::state_error(path, format!("cannot be removed: {e}")))
             }
             _ => Ok(()),
         };
     }
-    let text = toml::to_string(outbox).map_err(|e| super::state_error(path, format!("cannot be rendered: {e}")))?;
+    let text = toml::to_string(outbox).map_err(|e| super::disk::state_error(path, format!("cannot be rendered: {e}")))?;
     write_atomic(path, &text)
 }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::disk::{SCHEMA, state_dir, state_error, write_atomic};
 use super::history::{Versioned, read_versioned};
-use super::{SCHEMA, state_dir, state_error, write_atomic};
 
 /// The running previews of one project.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
