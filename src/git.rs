@@ -4,36 +4,30 @@
 //! reused session per host ([`ssh`]), `git://` one connection to the daemon; all three read the
 //! advertisement through the same capped reader ([`wire`]).
 
+mod auth;
 mod http;
+mod libgit;
 mod probe;
+mod slots;
 mod ssh;
 pub(crate) mod submodules;
 mod wire;
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Once;
 use std::sync::mpsc;
-use std::sync::{Condvar, Mutex, Once};
 use std::time::Duration;
 
+pub(crate) use auth::{Auth, redact_url};
+use auth::{credentials, with_credentials};
+use libgit::{clean_message, explain, local_path, use_curl_for_http, with_hostkey_hint};
 pub(crate) use probe::{Probed, root_files};
+use slots::host_slot;
 
 use anyhow::{Context as _, anyhow};
-use git2::{Cred, CredentialType, Direction, Remote, RemoteCallbacks, Repository};
-
-/// Credential callbacks give up after this many attempts instead of looping forever.
-const MAX_AUTH_ATTEMPTS: u32 = 3;
-
-/// Credentials for one remote, resolved from the project's `auth` table.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Auth {
-    pub username: Option<String>,
-    pub token: Option<String>,
-    pub ssh_key: Option<PathBuf>,
-    pub ssh_passphrase: Option<String>,
-}
+use git2::{Direction, Remote, RemoteCallbacks, Repository};
 
 /// Sets libgit2's socket connect and read timeouts (process-wide; set once before polling).
 pub(crate) fn set_timeouts(timeout: Duration) {
@@ -91,40 +85,6 @@ fn list_now(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(St
     Ok(heads.iter().map(|h| (h.name().to_string(), h.oid().to_string())).collect())
 }
 
-/// At most this many connections to one host at a time, whatever `pipe.parallel` says, so a
-/// poll of many repositories on one forge never looks like a flood.
-pub(crate) const MAX_PER_HOST: usize = 8;
-
-/// A claim on one of a host's [`MAX_PER_HOST`] connection slots, released on drop.
-pub(crate) struct HostSlot(String);
-
-static SLOTS: (Mutex<Option<HashMap<String, usize>>>, Condvar) = (Mutex::new(None), Condvar::new());
-
-/// Waits for a free slot on `host`.
-pub(crate) fn host_slot(host: &str) -> HostSlot {
-    let (lock, freed) = &SLOTS;
-    let mut slots = lock.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let in_use = slots.get_or_insert_with(HashMap::new).entry(host.to_string()).or_insert(0);
-        if *in_use < MAX_PER_HOST {
-            *in_use += 1;
-            return HostSlot(host.to_string());
-        }
-        slots = freed.wait(slots).unwrap_or_else(|e| e.into_inner());
-    }
-}
-
-impl Drop for HostSlot {
-    fn drop(&mut self) {
-        let (lock, freed) = &SLOTS;
-        let mut slots = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = slots.as_mut().and_then(|s| s.get_mut(&self.0)) {
-            *n = n.saturating_sub(1);
-        }
-        freed.notify_all();
-    }
-}
-
 /// `ssh://…`, `git+ssh://…`, `ssh+git://…` or scp-like `[user@]host:path`.
 fn is_ssh(url: &str) -> bool {
     if ["ssh://", "git+ssh://", "ssh+git://"].iter().any(|p| url.starts_with(p)) {
@@ -164,13 +124,6 @@ fn list_daemon(url: &str, rest: &str, timeout: Duration) -> anyhow::Result<Vec<(
     Ok(refs)
 }
 
-/// The repository path of a `file://` URL; `None` for network URLs (and encoded paths, which
-/// take libgit2's own local transport).
-fn local_path(url: &str) -> Option<&Path> {
-    let path = url.strip_prefix("file://")?;
-    (path.starts_with('/') && !path.contains('%')).then(|| Path::new(path))
-}
-
 /// Reads a local repository's refs directly. libgit2's local transport looks every ref up
 /// again (a `stat` per loose ref, a packed-refs search per ref); iterating the ref database
 /// once gives the same list several times faster on repos with thousands of refs.
@@ -185,137 +138,6 @@ fn list_local(url: &str, path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         }
     }
     Ok(out)
-}
-
-fn credentials(
-    auth: &Auth,
-    attempts: &Cell<u32>,
-    username_from_url: Option<&str>,
-    allowed: CredentialType,
-) -> Result<Cred, git2::Error> {
-    let n = attempts.get() + 1;
-    attempts.set(n);
-    if n > MAX_AUTH_ATTEMPTS {
-        return Err(git2::Error::from_str(&format!("authentication failed after {MAX_AUTH_ATTEMPTS} attempts")));
-    }
-    if allowed.contains(CredentialType::USERNAME) {
-        return Cred::username(auth.username.as_deref().or(username_from_url).unwrap_or("git"));
-    }
-    if allowed.contains(CredentialType::SSH_KEY) {
-        let user = auth.username.as_deref().or(username_from_url).unwrap_or("git");
-        // The agent first; the configured key on the next attempt.
-        if (n == 1 || auth.ssh_key.is_none()) && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-            return Cred::ssh_key_from_agent(user);
-        }
-        if let Some(key) = &auth.ssh_key {
-            return Cred::ssh_key(user, None, key, auth.ssh_passphrase.as_deref());
-        }
-    }
-    if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
-        && let Some(token) = &auth.token
-    {
-        let user = auth.username.as_deref().or(username_from_url).unwrap_or("x-access-token");
-        return Cred::userpass_plaintext(user, token);
-    }
-    Err(git2::Error::from_str("the remote wants credentials and none are configured (see `auth` in the pipeline file)"))
-}
-
-/// libgit2 messages end with the class and code in parentheses; keep the human part.
-fn clean_message(err: &git2::Error) -> String {
-    err.message().trim_end_matches('.').to_string()
-}
-
-/// [`clean_message`], plus what to do when libgit2 refused an SSH server whose host key is not
-/// in `~/.ssh/known_hosts` (it never accepts an unknown one, like `StrictHostKeyChecking=yes`).
-fn explain(err: &git2::Error, url: &str) -> String {
-    with_hostkey_hint(clean_message(err), url)
-}
-
-/// Adds the `ssh-keyscan` hint to a message about an unknown host key.
-fn with_hostkey_hint(message: String, url: &str) -> String {
-    if !message.contains("hostkey") {
-        return message;
-    }
-    let (host, port) = ssh_host(url);
-    let home = std::env::var("HOME").unwrap_or_else(|_| "~".into());
-    let port_flag = port.map(|p| format!("-p {p} ")).unwrap_or_default();
-    format!(
-        "{message}\nhint: the host key of `{host}` is not in `{home}/.ssh/known_hosts`; check its fingerprint, then add it: `ssh-keyscan {port_flag}{host} >> {home}/.ssh/known_hosts`"
-    )
-}
-
-/// Host and port of `ssh://[user@]host[:port]/path` or scp-like `[user@]host:path`.
-fn ssh_host(url: &str) -> (String, Option<u16>) {
-    let rest = url.strip_prefix("ssh://").or_else(|| url.strip_prefix("git+ssh://"));
-    let authority = match rest {
-        Some(rest) => rest.split('/').next().unwrap_or(rest),
-        None => url.split(':').next().unwrap_or(url),
-    };
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    match (rest, host_port.rsplit_once(':')) {
-        (Some(_), Some((host, port))) if port.parse::<u16>().is_ok() => (host.to_string(), port.parse().ok()),
-        _ => (host_port.to_string(), None),
-    }
-}
-
-/// Hides the password or token in `https://user:secret@host/…`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://***@{host}{path}")
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
-/// Routes libgit2's HTTP(S) through libcurl (git2-curl). libgit2 is built without its own TLS
-/// so that runs which never fetch over HTTPS never initialise OpenSSL; fetches, which are rare,
-/// pay for it here, once per process.
-fn use_curl_for_http(timeout: Duration) {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let mut handle = curl::easy::Easy::new();
-        let _ = handle.connect_timeout(timeout.min(Duration::from_secs(60)));
-        // A transfer slower than 1 KB/s for a minute is a dead one.
-        let _ = handle.low_speed_limit(1024);
-        let _ = handle.low_speed_time(Duration::from_secs(60));
-        let _ = handle.useragent(concat!("git/2.0 (pipe/", env!("CARGO_PKG_VERSION"), ")"));
-        // SAFETY: called once, before the first HTTP(S) fetch creates a transport.
-        unsafe { git2_curl::register(handle) };
-    });
-}
-
-/// `https://host/x` with the project's token as `https://user:token@host/x` (percent-encoded),
-/// which is how libcurl takes Basic credentials. The result is never shown; `redact_url` is.
-fn with_credentials(url: &str, auth: &Auth) -> String {
-    let Some(token) = &auth.token else { return url.to_string() };
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let end = rest.find('/').unwrap_or(rest.len());
-    let host = rest[..end].rsplit_once('@').map_or(&rest[..end], |(_, h)| h);
-    let user = auth.username.as_deref().unwrap_or("x-access-token");
-    format!("{scheme}://{}:{}@{host}{}", percent(user), percent(token), &rest[end..])
-}
-
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Fetches one ref (a single refspec, no tags) into the project's cache repository at `dir`
@@ -435,6 +257,9 @@ pub(crate) fn commit_time(commit: &git2::Commit<'_>) -> jiff::Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::git::auth::MAX_AUTH_ATTEMPTS;
+    use crate::git::libgit::ssh_host;
+    use git2::CredentialType;
 
     #[test]
     fn tokens_are_put_in_the_fetch_url_encoded() {

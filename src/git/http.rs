@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 
-use super::{Auth, redact_url, wire};
+use super::auth::{Auth, redact_url};
+use super::wire;
 
-/// Idle connections kept per host: enough for every poll worker ([`super::MAX_PER_HOST`]).
-const IDLE_PER_HOST: usize = super::MAX_PER_HOST;
+/// Idle connections kept per host: enough for every poll worker ([`super::slots::MAX_PER_HOST`]).
+const IDLE_PER_HOST: usize = super::slots::MAX_PER_HOST;
 
 /// Lists refs as (full name, commit id); peeled tags (`^{}`) and capabilities are dropped.
 pub(super) fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(String, String)>> {
@@ -31,7 +32,7 @@ pub(super) fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<
         let user = auth.username.clone().or(url_user).unwrap_or_else(|| "x-access-token".into());
         request = request.basic_auth(user, Some(password));
     }
-    let _slot = super::host_slot(host_of(&bare_url));
+    let _slot = super::slots::host_slot(host_of(&bare_url));
     let response = request.send().map_err(|e| anyhow!("cannot reach `{shown}`: {}", crate::secret::http_cause(&e)))?;
     let status = response.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {

@@ -10,7 +10,8 @@ use std::time::Instant;
 use anyhow::{Context as _, anyhow};
 use git2::{RemoteCallbacks, Repository};
 
-use super::{Auth, clean_message, credentials, explain, local_path, redact_url, use_curl_for_http, with_credentials};
+use super::auth::{Auth, credentials, redact_url, with_credentials};
+use super::libgit::{clean_message, explain, local_path, use_curl_for_http};
 
 /// A probe gives up once the pack it receives passes this size.
 pub(crate) const PROBE_CAP: usize = 256 * 1024 * 1024;

@@ -17,7 +17,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
 
-use super::{Auth, redact_url, wire};
+use super::auth::{Auth, redact_url};
+use super::wire;
 
 /// Where one remote lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,7 +38,7 @@ pub(super) fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<
     let (url_user, host, port, path) = parse(url).ok_or_else(|| anyhow!("invalid remote `{shown}`"))?;
     let user = auth.username.clone().or(url_user).unwrap_or_else(|| "git".into());
     let target = Target { user, host, port, key: auth.ssh_key.clone() };
-    let _slot = super::host_slot(&format!("{}:{}", target.host, target.port));
+    let _slot = super::slots::host_slot(&format!("{}:{}", target.host, target.port));
     let session = match take_idle(&target) {
         Some(session) => session,
         None => connect(&target, auth, timeout).map_err(|e| anyhow!("cannot connect to `{shown}`: {e:#}"))?,

@@ -43,7 +43,7 @@ pub(crate) fn decide(project: &str, url: &str, policy: &Policy) -> Result<Decisi
         };
         return Err(format!(
             "submodule URL `{}` is refused: {why}\nhint: list it in the project's `submodules = {{ allow = [\"…\"] }}` in the pipeline file",
-            crate::git::redact_url(&resolved)
+            crate::git::auth::redact_url(&resolved)
         ));
     }
     Ok(Decision { url: resolved, credentials: same })

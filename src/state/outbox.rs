@@ -57,7 +57,8 @@ pub fn save_outbox(path: &Path, outbox: &Outbox) -> anyhow::Result<()> {
             _ => Ok(()),
         };
     }
-    let text = toml::to_string(outbox).map_err(|e| super::disk::state_error(path, format!("cannot be rendered: {e}")))?;
+    let text =
+        toml::to_string(outbox).map_err(|e| super::disk::state_error(path, format!("cannot be rendered: {e}")))?;
     write_atomic(path, &text)
 }
 
