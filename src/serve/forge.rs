@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::Receiver;
+use super::shared::{DEFAULT_MAX_BODY, Shared};
 use crate::config::{Config, ForgeKind, SecretRef};
 use crate::error::{Usage, code};
 use crate::exec::{self, Cmd};
@@ -125,13 +125,12 @@ impl ForgeHooks {
     }
 
     /// Starts one worker per project.
-    pub(crate) fn workers(rx: &Arc<Receiver>) -> Vec<std::thread::JoinHandle<()>> {
-        rx.forge
-            .projects
+    pub(crate) fn workers(self: &Arc<Self>, shared: &Arc<Shared>) -> Vec<std::thread::JoinHandle<()>> {
+        self.projects
             .values()
             .map(|p| {
-                let (rx, p) = (rx.clone(), p.clone());
-                std::thread::spawn(move || worker(&rx, &p))
+                let (forge, shared, p) = (self.clone(), shared.clone(), p.clone());
+                std::thread::spawn(move || worker(&forge, &shared, &p))
             })
             .collect()
     }
@@ -144,7 +143,7 @@ impl ForgeHooks {
 }
 
 /// Decides from the head: a wrong or missing credential is answered before the body is read.
-pub(crate) fn admit(rx: &Receiver, head: &Request, name: &str) -> Admit {
+pub(crate) fn admit(forge: &ForgeHooks, rx: &Shared, head: &Request, name: &str) -> Admit {
     let started = Instant::now();
     let answer = |status: u16, response: Response| {
         log(rx, name, status, head, "-", started);
@@ -155,7 +154,7 @@ pub(crate) fn admit(rx: &Receiver, head: &Request, name: &str) -> Admit {
         r.headers.push(("Allow".into(), "POST".into()));
         return answer(405, r);
     }
-    let project = rx.forge.projects.get(name);
+    let project = forge.projects.get(name);
     let kinds = [ForgeKind::Github, ForgeKind::Gitea, ForgeKind::Gitlab];
     let kind = project.map(|p| p.kind);
     let gitlab_token = head.header("X-Gitlab-Token");
@@ -165,7 +164,7 @@ pub(crate) fn admit(rx: &Receiver, head: &Request, name: &str) -> Admit {
         .any(|k| webhook::signature_headers(*k).iter().any(|h| head.header(h).is_some()));
     match (kind, gitlab_token) {
         (Some(ForgeKind::Gitlab), Some(token)) | (None, Some(token)) => {
-            let secret = project.map_or(&rx.forge.dummy, |p| &p.secret);
+            let secret = project.map_or(&forge.dummy, |p| &p.secret);
             if !webhook::token_matches(secret, token) || project.is_none() {
                 return answer(403, Response::empty(403));
             }
@@ -177,23 +176,23 @@ pub(crate) fn admit(rx: &Receiver, head: &Request, name: &str) -> Admit {
     if project.is_some() && head.header(event_header).is_none() {
         return answer(400, Response::json(400, json!({"error": format!("no `{event_header}` header")})));
     }
-    Admit::Body(project.map_or(super::DEFAULT_MAX_BODY, |p| p.max_body))
+    Admit::Body(project.map_or(DEFAULT_MAX_BODY, |p| p.max_body))
 }
 
 /// Checks the signature and the delivery id, then queues a run for push and pull-request events.
-pub(crate) fn handle(rx: &Receiver, req: &Request, name: &str) -> Response {
+pub(crate) fn handle(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str) -> Response {
     let started = Instant::now();
-    let (status, response, note) = decide(rx, req, name);
+    let (status, response, note) = decide(forge, rx, req, name);
     log(rx, name, status, req, &note, started);
     response
 }
 
-fn decide(rx: &Receiver, req: &Request, name: &str) -> (u16, Response, String) {
+fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str) -> (u16, Response, String) {
     let refuse = |status: u16| (status, Response::empty(status), "-".to_string());
-    let Some(p) = rx.forge.projects.get(name) else {
+    let Some(p) = forge.projects.get(name) else {
         // Checked against a secret nobody knows, for the same work as a known project.
         let given = req.header("X-Hub-Signature-256").or(req.header("X-Gitea-Signature")).unwrap_or("");
-        let _ = webhook::signature_matches(ForgeKind::Github, &rx.forge.dummy, &req.body, given);
+        let _ = webhook::signature_matches(ForgeKind::Github, &forge.dummy, &req.body, given);
         return refuse(403);
     };
     let authentic = match p.kind {
@@ -243,7 +242,7 @@ fn decide(rx: &Receiver, req: &Request, name: &str) -> (u16, Response, String) {
 }
 
 /// One line per event: never a header value but the event name and delivery id.
-fn log(rx: &Receiver, name: &str, status: u16, req: &Request, note: &str, started: Instant) {
+fn log(rx: &Shared, name: &str, status: u16, req: &Request, note: &str, started: Instant) {
     let shown = if crate::config::validate_name(name).is_ok() { name } else { "***" };
     rx.journal.line(format!(
         "{} /forge/{shown} {status} {note} {:.1}ms",
@@ -253,8 +252,7 @@ fn log(rx: &Receiver, name: &str, status: u16, req: &Request, note: &str, starte
 }
 
 /// Runs the project's pending runs one at a time until the server stops.
-fn worker(rx: &Receiver, p: &ForgeProject) {
-    let forge = &rx.forge;
+fn worker(forge: &ForgeHooks, rx: &Shared, p: &ForgeProject) {
     loop {
         {
             let mut trigger = p.trigger.lock().unwrap_or_else(|e| e.into_inner());

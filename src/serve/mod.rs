@@ -8,11 +8,12 @@
 //! `queue` for who runs when, `runs` for what is kept and for how long.
 
 mod auth;
-pub(crate) mod forge;
+mod forge;
 mod journal;
 mod queue;
 mod replay;
 mod runs;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, TcpListener};
@@ -23,21 +24,20 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::config::{Hook, SecretRef, Serve};
+use crate::config::{SecretRef, Serve};
 use crate::error::Usage;
 use crate::output::Output;
 use crate::secret::{self, Secret};
 use crate::server::{self, Admit, Limits, Request, Response, Service};
 use auth::{Auth, Credentials, Stale};
 use journal::Journal;
-use queue::Slot;
+use queue::{HookRuntime, Slot};
 use replay::Deliveries;
 use runs::{RunInfo, Runs};
+use shared::{DEFAULT_MAX_BODY, Shared};
 
 pub(crate) use forge::ForgeHooks;
 
-/// A hook's body limit when it sets no `max_body`.
-pub(crate) const DEFAULT_MAX_BODY: u64 = 64 * 1024;
 /// Runs kept per hook when `serve.keep_runs` is not set.
 pub(crate) const DEFAULT_KEEP_RUNS: usize = 1000;
 
@@ -51,28 +51,16 @@ pub(crate) const LIMITS: Limits = Limits {
     handlers: 128,
 };
 
-pub(crate) struct HookRuntime {
-    name: String,
-    hook: Hook,
-    token: Option<Secret>,
-    secret: Option<Secret>,
-    max_body: u64,
-    slot: Slot,
-}
-
 /// The receiver: what the server's I/O thread and handler threads call into.
 pub(crate) struct Receiver {
     hooks: BTreeMap<String, Arc<HookRuntime>>,
-    runs: Runs,
-    deliveries: Deliveries,
+    shared: Arc<Shared>,
     window: i64,
     /// Checked against for unknown hooks and missing credential kinds: equal work for all.
     dummy_token: Secret,
     dummy_secret: Secret,
-    out: Output,
-    journal: Journal,
     /// `POST /forge/PROJECT`: the forges' webhooks.
-    forge: ForgeHooks,
+    forge: Arc<ForgeHooks>,
     /// The status page and badges, when `[serve.page]` enables them.
     page: Option<crate::page::Page>,
 }
@@ -101,16 +89,19 @@ impl Receiver {
         std::fs::create_dir_all(&dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
         let now = crate::clock::now().as_second();
         let names: Vec<String> = hooks.keys().cloned().collect();
-        Ok(Receiver {
-            hooks,
+        let shared = Shared {
             runs: Runs::open(dir.clone(), serve.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS), &names),
             deliveries: Deliveries::open(dir.join("deliveries"), now)?,
+            journal: Journal::start(out),
+            out,
+        };
+        Ok(Receiver {
+            hooks,
+            shared: Arc::new(shared),
             window: serve.replay_window.map_or(300, |w| w.0.as_secs() as i64),
             dummy_token: secret::random(),
             dummy_secret: secret::random(),
-            out,
-            journal: Journal::start(out),
-            forge,
+            forge: Arc::new(forge),
             page: None,
         })
     }
@@ -128,13 +119,13 @@ impl Receiver {
             .hooks
             .values()
             .map(|h| {
-                let (rx, h) = (self.clone(), h.clone());
-                std::thread::spawn(move || queue::worker(&rx, &h))
+                let (shared, h) = (self.shared.clone(), h.clone());
+                std::thread::spawn(move || queue::worker(&shared, &h))
             })
             .collect();
-        workers.extend(ForgeHooks::workers(&self));
+        workers.extend(self.forge.workers(&self.shared));
         let forge: Vec<String> = self.forge.names().cloned().collect();
-        self.out.info(format!(
+        self.shared.out.info(format!(
             "listening on {} (hooks: {}{})",
             listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             self.hooks.keys().cloned().collect::<Vec<_>>().join(", "),
@@ -142,7 +133,9 @@ impl Receiver {
         ));
         server::serve(listener, LIMITS, self.clone(), || crate::signals::received().is_some())
             .context("the server stopped")?;
-        self.journal.line("stopping: no new requests; waiting runs are cancelled, a running hook is stopped".into());
+        self.shared
+            .journal
+            .line("stopping: no new requests; waiting runs are cancelled, a running hook is stopped".into());
         for h in self.hooks.values() {
             h.slot.wake.notify_all();
         }
@@ -150,7 +143,7 @@ impl Receiver {
         for w in workers {
             let _ = w.join();
         }
-        self.journal.flush();
+        self.shared.journal.flush();
         Ok(())
     }
 
@@ -171,7 +164,7 @@ impl Receiver {
             Some(r) => (r.method.as_str(), "/***"),
             None => ("-", "-"),
         };
-        self.journal.line(format!(
+        self.shared.journal.line(format!(
             "{method} {path} {status} hook={} run={} {:.1}ms",
             hook.unwrap_or("-"),
             run.unwrap_or("-"),
@@ -261,11 +254,11 @@ impl Receiver {
             Err(why) => return refuse(422, why),
         };
         if let Some((delivery, expires)) = delivery {
-            match self.deliveries.record(delivery, expires, now) {
+            match self.shared.deliveries.record(delivery, expires, now) {
                 Ok(true) => {}
                 Ok(false) => return refuse(409, "this delivery was already received".into()),
                 Err(e) => {
-                    self.journal.line(format!("cannot record a delivery id: {e:#}"));
+                    self.shared.journal.line(format!("cannot record a delivery id: {e:#}"));
                     return refuse(503, "the receiver cannot record the delivery".into());
                 }
             }
@@ -286,7 +279,7 @@ impl Receiver {
             env,
         };
         let mut superseded = None;
-        let inserted = self.runs.insert(info, |supersede| {
+        let inserted = self.shared.runs.insert(info, |supersede| {
             let mut queue = h.slot.queue.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(old) = queue.waiting.replace(id.clone()) {
                 supersede(&old, &id);
@@ -294,17 +287,17 @@ impl Receiver {
             }
         });
         if let Err(e) = inserted {
-            self.journal.line(format!("cannot record a run: {e:#}"));
+            self.shared.journal.line(format!("cannot record a run: {e:#}"));
             return refuse(503, "the receiver cannot record the run".into());
         }
         if let Some(old) = &superseded {
-            self.journal.line(format!("run {old} hook={} superseded by {id}", h.name));
+            self.shared.journal.line(format!("run {old} hook={} superseded by {id}", h.name));
         }
         h.slot.wake.notify_all();
         let status_url = format!("/hooks/{}/runs/{id}", h.name);
         let wait = req.query_param("wait").and_then(|w| w.parse::<u64>().ok()).map(|w| Duration::from_secs(w.min(600)));
         if let Some(wait) = wait
-            && let Some(run) = self.runs.wait_for_end(&id, wait)
+            && let Some(run) = self.shared.runs.wait_for_end(&id, wait)
         {
             let mut doc = serde_json::to_value(&run).unwrap_or_default();
             doc["status_url"] = json!(status_url);
@@ -325,11 +318,11 @@ impl Receiver {
             _ if hook.is_none() => return Response::empty(403),
             _ => {}
         }
-        let Some(run) = self.runs.get(name, id) else {
+        let Some(run) = self.shared.runs.get(name, id) else {
             return Response::json(404, json!({"error": "no such run"}));
         };
         let mut doc = serde_json::to_value(&run).unwrap_or_default();
-        let log = self.runs.log_path(name, &run.id);
+        let log = self.shared.runs.log_path(name, &run.id);
         let tail = std::fs::read_to_string(log).map(|t| crate::output::tail_lines(&t, 20)).unwrap_or_default();
         doc["log_tail"] = json!(tail);
         Response::json(200, doc)
@@ -346,7 +339,7 @@ impl Service for Receiver {
     fn admit(&self, head: &Request, _peer: IpAddr) -> Admit {
         let started = Instant::now();
         if let Some(name) = head.path.strip_prefix("/forge/") {
-            return forge::admit(self, head, name);
+            return forge::admit(&self.forge, &self.shared, head, name);
         }
         let Some(rest) = head.path.strip_prefix("/hooks/") else {
             if head.method == "POST"
@@ -378,7 +371,7 @@ impl Service for Receiver {
 
     fn handle(&self, req: &Request, _peer: IpAddr) -> Response {
         if let Some(name) = req.path.strip_prefix("/forge/") {
-            return forge::handle(self, req, name);
+            return forge::handle(&self.forge, &self.shared, req, name);
         }
         let started = Instant::now();
         let (response, hook, run) = self.route(req);

@@ -5,10 +5,23 @@
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{HookRuntime, Receiver};
+use super::shared::Shared;
+use crate::config::Hook;
 use crate::docker::client::{self as client, Docker};
 use crate::exec;
+use crate::output::Output;
+use crate::secret::Secret;
 use crate::targets::{self, Kinds};
+
+/// A configured hook as the receiver runs it: its credentials, body limit and queue.
+pub(crate) struct HookRuntime {
+    pub name: String,
+    pub hook: Hook,
+    pub token: Option<Secret>,
+    pub secret: Option<Secret>,
+    pub max_body: u64,
+    pub slot: Slot,
+}
 
 /// One hook's queue: at most one running and one waiting.
 #[derive(Default)]
@@ -25,7 +38,7 @@ pub(crate) struct Slot {
 }
 
 /// Runs a hook's queued requests one at a time until the server stops.
-pub(crate) fn worker(rx: &Receiver, h: &HookRuntime) {
+pub(crate) fn worker(rx: &Shared, h: &HookRuntime) {
     loop {
         let next = {
             let mut queue = h.slot.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,7 +71,7 @@ pub(crate) fn worker(rx: &Receiver, h: &HookRuntime) {
         let Some(run) = rx.runs.get_live(&id) else { continue };
         rx.runs.update(&id, |r| r.status = "running".into());
         let started = Instant::now();
-        let outcome = execute(rx, h, run.env, &rx.runs.log_path(&h.name, &id));
+        let outcome = execute(&rx.out, h, run.env, &rx.runs.log_path(&h.name, &id));
         let seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         let status = match &outcome {
             Ok(()) => "succeeded",
@@ -88,7 +101,7 @@ pub(crate) fn default_project(hook: &str) -> String {
 
 /// Runs the hook's commands and health check; `Err((status, exit code, message))`.
 fn execute(
-    rx: &Receiver,
+    out: &Output,
     h: &HookRuntime,
     env: Vec<(String, String)>,
     log: &std::path::Path,
@@ -104,7 +117,7 @@ fn execute(
         k == "PIPE_IMAGE" && v.split('/').next().is_some_and(|host| host.contains(['.', ':']) || host == "localhost")
     });
     let project = default_project(&h.name);
-    let commands = targets::target_commands(&rx.out, &docker, kinds, &project, pulls, env).map_err(failed)?;
+    let commands = targets::target_commands(out, &docker, kinds, &project, pulls, env).map_err(failed)?;
     let timeout = h.hook.timeout.map_or(Duration::from_secs(600), |t| t.0);
     let deadline = Instant::now() + timeout;
     let timed_out = || ("failed", None, format!("timed out after {}s", timeout.as_secs()));
@@ -113,7 +126,7 @@ fn execute(
         if left.is_zero() {
             return Err(timed_out());
         }
-        let finished = exec::logged(&rx.out, &cmd, log, client::LOG_CAP, left, &mut |_| {}).map_err(failed)?;
+        let finished = exec::logged(out, &cmd, log, client::LOG_CAP, left, &mut |_| {}).map_err(failed)?;
         if finished.interrupted {
             return Err(("interrupted", finished.code, "the server was stopped while the hook ran".into()));
         }
@@ -122,14 +135,14 @@ fn execute(
         }
     }
     if let Some(swarm) = &h.hook.swarm {
-        targets::wait_for_stack(&rx.out, &docker, &swarm.stack, deadline).map_err(failed)?;
+        targets::wait_for_stack(out, &docker, &swarm.stack, deadline).map_err(failed)?;
     }
     if let Some(health) = &h.hook.health {
         // The hook's timeout covers the health check too.
         if deadline <= Instant::now() {
             return Err(timed_out());
         }
-        targets::check_health(&rx.out, &docker, health, deadline).map_err(|e| {
+        targets::check_health(out, &docker, health, deadline).map_err(|e| {
             if crate::signals::received().is_some() {
                 ("interrupted", None, "the server was stopped while the hook ran".into())
             } else {

@@ -1,0 +1,30 @@
+//! A small HTTP/1.1 server for `pipe serve`, written for the attacks a deploy receiver meets.
+//!
+//! One I/O thread reads every connection with `poll(2)`, so a slow or idle client costs a file
+//! descriptor and a small buffer, never a thread. The head is parsed with httparse under RFC
+//! 9112's strict rules, then the [`Service`] decides from the head alone whether a body may be
+//! read and how much ([`Admit`]): a request without valid credentials is answered before any of
+//! its body is read. Bodies share one memory budget. Connections being read are bounded per
+//! client address and in total; at a bound the oldest connection of the busiest address is shed,
+//! so a flood of slow clients pushes out its own members, not a fresh request. Only a complete
+//! request reaches a handler thread (bounded too). One request per connection
+//! (`Connection: close`); every answer the server gives on its own is reported to the service
+//! so it can be logged.
+//!
+//! The rooms: `reader` (the `poll(2)` loop and accepting), `conn` (one connection's phases:
+//! head, decision, body, hand-off, linger), `bounds` (the body budget and who is shed at a
+//! connection bound), `request` (the strict head parser), `response` and `chunked` (answers,
+//! streamed ones as chunks), `service` (what `pipe serve` plugs in).
+
+mod bounds;
+mod chunked;
+mod conn;
+mod reader;
+mod request;
+mod response;
+mod service;
+
+pub(crate) use reader::serve;
+pub(crate) use request::Request;
+pub(crate) use response::Response;
+pub(crate) use service::{Admit, Limits, Service};

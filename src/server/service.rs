@@ -1,0 +1,43 @@
+//! What `pipe serve` plugs into the server: its limits, and the service that decides from a
+//! request's head and answers complete requests.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::request::Request;
+use super::response::Response;
+
+/// Limits that keep one client from hurting the others.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Time allowed for the request line and headers, from the connection's accept.
+    pub head_timeout: Duration,
+    /// Time allowed for the body, from the end of the head.
+    pub body_timeout: Duration,
+    /// Connections being read at once; at the bound the oldest of the busiest address is shed.
+    pub connections: usize,
+    /// Connections being read at once from one address.
+    pub per_client: usize,
+    /// Bytes of request bodies held at once, across all connections; beyond it `503`.
+    pub body_memory: usize,
+    /// Requests handled at once (each on its own thread); beyond it `503`.
+    pub handlers: usize,
+}
+
+/// What the service decides from a request's head.
+pub(crate) enum Admit {
+    /// Answer now, without reading the body; the service logged it.
+    Answer(Response),
+    /// Read a body of at most this many bytes (larger `Content-Length` → `413`), then handle.
+    Body(u64),
+}
+
+/// What `pipe serve` plugs into the server.
+pub(crate) trait Service: Send + Sync + 'static {
+    /// Decides from the head (its `body` is empty); runs on the I/O thread, so it must not block.
+    fn admit(&self, head: &Request, peer: IpAddr) -> Admit;
+    /// Answers a complete request, on a handler thread.
+    fn handle(&self, request: &Request, peer: IpAddr) -> Response;
+    /// The server answered `status` on its own (`head` is `None` when none was parsed).
+    fn refused(&self, head: Option<&Request>, peer: IpAddr, status: u16);
+}
