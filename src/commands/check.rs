@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::context::Context;
 use crate::cli::CheckArgs;
 use crate::config::{ArgValue, NetworkPolicy, SecretRef};
+use crate::docker::Needs;
 use crate::engine::discover::ForgeReport;
 use crate::error::code;
 use crate::trust::isolation;
@@ -155,30 +156,49 @@ fn trust_warnings(cx: &Context, config: &crate::config::Config) {
     }
 }
 
-/// Says when this host cannot give the networks the pipeline file asks for: an isolated build
-/// is then refused, and test networks reach the host.
+/// Says when this host's builders cannot build what the pipeline file asks for, before any
+/// build: a secret build arg where only the legacy builder is (it would keep the value in the
+/// image), an isolated build where pipe cannot make its network. Such builds are refused.
+/// Also says when test networks reach the host.
 fn network_warnings(cx: &Context, config: &crate::config::Config) {
-    let builder = crate::docker::client::Docker::new(None).builder();
-    let why = match builder {
-        crate::docker::Builder::BuildKit => {
-            Some("BuildKit builds only on the default network, `none` or `host`".to_string())
-        }
-        crate::docker::Builder::Legacy => isolation::unenforceable(),
-    };
-    let Some(why) = why else { return };
+    let builders = crate::docker::client::Docker::new(None).builders(&cx.out);
     for (name, project) in &config.projects {
-        let untrusted = (project.pull_requests && !project.trust_pull_requests) || project.trusted.is_some();
-        let mut kinds = Vec::new();
-        if project.build_network(true) == NetworkPolicy::Isolated {
-            kinds.push("trusted");
+        let secret = project
+            .build_args
+            .iter()
+            .find(|(_, v)| matches!(v.get_ref(), ArgValue::Secret(_)))
+            .map(|(k, _)| k.as_str());
+        if let Some(key) = secret
+            && let Err(why) = builders.choose(Needs { secret, network: false })
+        {
+            cx.out.warn(format!(
+                "project `{name}`: {why}: its builds will be refused\nhint: install docker's buildx plugin or use a \
+                 docker CLI with BuildKit built in, and read the secret with `RUN --mount=type=secret,id={key}`"
+            ));
         }
-        if untrusted && project.build_network(false) == NetworkPolicy::Isolated {
-            kinds.push("untrusted");
+        let untrusted = (project.pull_requests && !project.trust_pull_requests) || project.trusted.is_some();
+        if secret.is_some() && untrusted && project.build_network(false) == NetworkPolicy::Isolated {
+            cx.out.warn(format!(
+                "project `{name}`: untrusted refs build on an isolated network, which only the legacy builder can \
+                 join, and it cannot read `RUN --mount`: a Dockerfile that mounts a secret fails there\nhint: set \
+                 `build_network = {{ untrusted = \"none\" }}` under [project.{name}] to build them with BuildKit \
+                 and no network"
+            ));
+        }
+        let mut kinds = Vec::new();
+        for (trusted, kind) in [(true, "trusted"), (false, "untrusted")] {
+            if (trusted || untrusted) && project.build_network(trusted) == NetworkPolicy::Isolated {
+                let secret = if trusted { secret } else { None };
+                let why = builders.choose(Needs { secret, network: true }).err().or_else(isolation::unenforceable);
+                if let Some(why) = why {
+                    kinds.push(format!("{kind} refs ({why})"));
+                }
+            }
         }
         if !kinds.is_empty() {
             cx.out.warn(format!(
-                "project `{name}`: this host cannot isolate the image build's network ({why}): builds of {} refs \
-                 will be refused\nhint: run pipe as root with iptables, or set `build_network` to \"none\" or \"default\"",
+                "project `{name}`: this host cannot isolate the image build's network for {}: those builds will be \
+                 refused\nhint: run pipe as root with iptables, or set `build_network` to \"none\" or \"default\"",
                 kinds.join(" and ")
             ));
         }

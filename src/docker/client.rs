@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::docker::Builder;
+use crate::docker::Builders;
 use crate::error::{ProcessFailed, ToolUnavailable};
 use crate::exec::{Cmd, Finished};
 use crate::output::Output;
@@ -45,15 +45,15 @@ impl Docker {
             || std::env::var_os("PIPE_COMPOSE").is_some_and(|c| !c.is_empty() && c == *program)
     }
 
-    /// BuildKit when the buildx plugin is installed where this docker CLI looks for plugins
-    /// (checked on disk: no process), else the legacy builder. `PIPE_BUILDER=legacy|buildkit`
-    /// overrides.
-    pub(crate) fn builder(&self) -> Builder {
-        match std::env::var("PIPE_BUILDER").as_deref() {
-            Ok("legacy") => return Builder::Legacy,
-            Ok("buildkit") => return Builder::BuildKit,
-            _ => {}
-        }
+    /// The builders this docker CLI has: BuildKit through the buildx plugin (looked for on
+    /// disk, no process), BuildKit built into a CLI before 23 (`docker --version`, once per
+    /// process), and `PIPE_BUILDER=legacy|buildkit` as the operator's choice.
+    pub(crate) fn builders(&self, out: &Output) -> Builders {
+        let forced = match std::env::var("PIPE_BUILDER").as_deref() {
+            Ok("legacy") => Some(false),
+            Ok("buildkit") => Some(true),
+            _ => None,
+        };
         let user_dir = match &self.config_dir {
             Some(dir) => Some(dir.join("cli-plugins")),
             None => std::env::var_os("DOCKER_CONFIG")
@@ -67,9 +67,23 @@ impl Docker {
             "/usr/lib/docker/cli-plugins",
             "/usr/libexec/docker/cli-plugins",
         ];
-        let found =
+        let buildx =
             user_dir.into_iter().chain(system.iter().map(PathBuf::from)).any(|d| d.join("docker-buildx").is_file());
-        if found { Builder::BuildKit } else { Builder::Legacy }
+        let builtin = !buildx && self.builtin_buildkit(out);
+        Builders { buildx, builtin, forced }
+    }
+
+    /// Whether the CLI carries BuildKit itself: every CLI from 18.09 to 20.10 does, and
+    /// `DOCKER_BUILDKIT=1` turns it on; from 23 on BuildKit is the buildx plugin alone.
+    fn builtin_buildkit(&self, out: &Output) -> bool {
+        static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FOUND.get_or_init(|| {
+            let version = Cmd::new(self.program.clone()).arg("--version");
+            match crate::exec::capture(out, &version, Duration::from_secs(10)) {
+                Ok(text) => builtin_buildkit(&text),
+                Err(_) => false,
+            }
+        })
     }
 
     /// The compose command: `PIPE_COMPOSE`, else `docker compose` (v2), else `docker-compose` (v1).
@@ -133,4 +147,28 @@ pub(crate) fn engine_unavailable(docker: &Docker, output: &str) -> anyhow::Error
 pub(crate) fn classify(docker: &Docker, err: anyhow::Error) -> anyhow::Error {
     let down = err.chain().any(|c| c.downcast_ref::<ProcessFailed>().is_some_and(|p| engine_down(&p.output_tail)));
     if down { engine_unavailable(docker, &format!("{err:#}")) } else { err }
+}
+
+/// `Docker version 20.10.24+dfsg1, build 297e128`: a CLI older than 23 has BuildKit built in.
+fn builtin_buildkit(version: &str) -> bool {
+    let number = version.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit())).unwrap_or("");
+    let mut parts = number.split('.').map(|p| p.trim_end_matches(',').parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (18, 9) && major < 23,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cli_before_23_has_buildkit_built_in() {
+        assert!(builtin_buildkit("Docker version 20.10.24+dfsg1, build 297e128"));
+        assert!(builtin_buildkit("Docker version 18.09.1, build 4c52b90"));
+        assert!(!builtin_buildkit("Docker version 28.2.2, build e6534b4"));
+        assert!(!builtin_buildkit("Docker version 17.12.0-ce, build c97c6d6"));
+        assert!(!builtin_buildkit("podman version 4.3.1"));
+    }
 }

@@ -129,11 +129,82 @@ fn valid_component(part: &str) -> bool {
     true
 }
 
-/// Which builder `docker build` uses: BuildKit (buildx present) or the legacy builder.
+/// Which builder runs `docker build`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Builder {
+    /// BuildKit through the buildx plugin: `docker buildx build --load`.
+    Buildx,
+    /// The BuildKit a docker CLI before 23 carries inside it: `DOCKER_BUILDKIT=1 docker build`
+    /// (Debian 12's `docker.io` 20.10).
     BuildKit,
+    /// The legacy builder: `DOCKER_BUILDKIT=0 docker build`.
     Legacy,
+}
+
+impl Builder {
+    /// Whether the builder mounts a secret for one step instead of leaving it in the image.
+    pub(crate) fn mounts_secrets(self) -> bool {
+        self != Builder::Legacy
+    }
+
+    /// Whether `RUN` steps can join a network pipe created (BuildKit takes only the engine's
+    /// default, `none` or `host`).
+    pub(crate) fn joins_networks(self) -> bool {
+        self == Builder::Legacy
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Builder::Buildx => "BuildKit (buildx)",
+            Builder::BuildKit => "BuildKit (built into the docker CLI)",
+            Builder::Legacy => "the legacy builder",
+        }
+    }
+}
+
+/// What this host's docker CLI can build with, besides the legacy builder it always has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Builders {
+    pub buildx: bool,
+    pub builtin: bool,
+    /// `PIPE_BUILDER=legacy|buildkit`: the operator's choice, never overridden.
+    pub forced: Option<bool>,
+}
+
+/// What a build needs of its builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Needs<'a> {
+    /// The first secret build arg, by name: only a builder that mounts secrets may run it.
+    pub secret: Option<&'a str>,
+    /// The build's `RUN` steps join a network pipe creates (an isolated build).
+    pub network: bool,
+}
+
+impl Builders {
+    /// BuildKit where the host has it, the legacy builder for a build that joins a network
+    /// pipe made; a build neither can run as asked is refused with why (never run wider).
+    pub(crate) fn choose(&self, needs: Needs<'_>) -> Result<Builder, String> {
+        let kit = if self.buildx { Some(Builder::Buildx) } else { self.builtin.then_some(Builder::BuildKit) };
+        let builder = match self.forced {
+            Some(false) => Builder::Legacy,
+            Some(true) => kit.unwrap_or(Builder::Buildx),
+            None if needs.network && needs.secret.is_none() => Builder::Legacy,
+            None => kit.unwrap_or(Builder::Legacy),
+        };
+        if let Some(key) = needs.secret
+            && !builder.mounts_secrets()
+        {
+            return Err(format!(
+                "the secret build arg `{key}` would be written into the image by {}: its history and config \
+                 keep every build arg in clear",
+                builder.as_str()
+            ));
+        }
+        if needs.network && !builder.joins_networks() {
+            return Err(format!("{} builds only on the default network, `none` or `host`", builder.as_str()));
+        }
+        Ok(builder)
+    }
 }
 
 /// Everything a `docker build` needs.
@@ -145,19 +216,21 @@ pub(crate) struct BuildSpec<'a> {
     pub build_args: &'a [(String, String)],
     /// Secret build args by name; their values are in the docker CLI's environment, never in
     /// argv. BuildKit gets them as `--secret id=NAME,env=NAME` (read with
-    /// `RUN --mount=type=secret,id=NAME`); the legacy builder as `--build-arg NAME`, which
-    /// leaves the value in the image's history (documented in the README).
+    /// `RUN --mount=type=secret,id=NAME`); the legacy builder never gets them
+    /// ([`Builders::choose`] refuses it), since a build arg stays in the image's history.
     pub secret_args: &'a [String],
     pub iidfile: &'a Path,
     /// `--network` of the `RUN` steps; `None` for the engine's default.
     pub network: Option<&'a str>,
 }
 
-/// `docker build` (legacy) or `docker buildx build --load` (BuildKit) arguments, after the
-/// docker program itself. BuildKit-only flags (`--progress`, `--load`) go only to BuildKit.
+/// `docker build` (legacy or the CLI's BuildKit) or `docker buildx build --load` arguments,
+/// after the docker program itself. BuildKit-only flags (`--progress`, `--load`, `--secret`)
+/// go only to BuildKit.
 pub(crate) fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString> {
     let mut argv: Vec<OsString> = match builder {
-        Builder::BuildKit => vec!["buildx".into(), "build".into(), "--load".into(), "--progress=plain".into()],
+        Builder::Buildx => vec!["buildx".into(), "build".into(), "--load".into(), "--progress=plain".into()],
+        Builder::BuildKit => vec!["build".into(), "--progress=plain".into()],
         // `--force-rm`: the container of a failed step is removed too. Left behind, it would
         // carry the labels the Dockerfile gave it so far (a compose project's, say) and be
         // adopted by that project's next `compose up`, volumes and all.
@@ -179,16 +252,11 @@ pub(crate) fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString
         argv.push("--build-arg".into());
         argv.push(format!("{k}={v}").into());
     }
-    for name in spec.secret_args {
-        match builder {
-            Builder::BuildKit => {
-                argv.push("--secret".into());
-                argv.push(format!("id={name},env={name}").into());
-            }
-            Builder::Legacy => {
-                argv.push("--build-arg".into());
-                argv.push(name.into());
-            }
+    // Never as `--build-arg`: the legacy builder is refused a build with secrets.
+    if builder.mounts_secrets() {
+        for name in spec.secret_args {
+            argv.push("--secret".into());
+            argv.push(format!("id={name},env={name}").into());
         }
     }
     if let Some(network) = spec.network {
@@ -373,12 +441,39 @@ mod tests {
         assert_eq!(
             legacy.join(" "),
             "build --force-rm --file /w/Dockerfile --iidfile /tmp/iid --tag app:dev --tag app:0123456789ab \
-             --label org.opencontainers.image.revision=abc --build-arg V=1 --build-arg NPM_TOKEN /w"
+             --label org.opencontainers.image.revision=abc --build-arg V=1 /w"
         );
-        let kit: Vec<String> =
+        let buildx: Vec<String> =
+            build_args(Builder::Buildx, &spec).iter().map(|a| a.to_string_lossy().into()).collect();
+        assert_eq!(&buildx[..4], ["buildx", "build", "--load", "--progress=plain"]);
+        assert!(buildx.join(" ").contains("--secret id=NPM_TOKEN,env=NPM_TOKEN /w"), "{buildx:?}");
+        let builtin: Vec<String> =
             build_args(Builder::BuildKit, &spec).iter().map(|a| a.to_string_lossy().into()).collect();
-        assert_eq!(&kit[..4], ["buildx", "build", "--load", "--progress=plain"]);
-        assert!(kit.join(" ").contains("--secret id=NPM_TOKEN,env=NPM_TOKEN /w"), "{kit:?}");
+        assert_eq!(&builtin[..2], ["build", "--progress=plain"]);
+        assert!(builtin.join(" ").contains("--secret id=NPM_TOKEN,env=NPM_TOKEN /w"), "{builtin:?}");
+    }
+
+    #[test]
+    fn a_secret_build_arg_never_goes_to_a_builder_that_would_keep_it_in_the_image() {
+        let secret = Needs { secret: Some("NPM_TOKEN"), network: false };
+        let isolated = Needs { secret: None, network: true };
+        let legacy_only = Builders::default();
+        let err = legacy_only.choose(secret).unwrap_err();
+        assert!(err.contains("`NPM_TOKEN`") && err.contains("legacy builder"), "{err}");
+        let forced_legacy = Builders { buildx: true, builtin: true, forced: Some(false) };
+        assert!(forced_legacy.choose(secret).is_err());
+        let builtin = Builders { builtin: true, ..Builders::default() };
+        assert_eq!(builtin.choose(secret), Ok(Builder::BuildKit));
+        assert_eq!(builtin.choose(Needs::default()), Ok(Builder::BuildKit));
+        let both = Builders { buildx: true, builtin: true, forced: None };
+        assert_eq!(both.choose(secret), Ok(Builder::Buildx));
+        // An isolated build takes the builder that can join pipe's network; forced to
+        // BuildKit, it is refused rather than run on the default network.
+        assert_eq!(both.choose(isolated), Ok(Builder::Legacy));
+        let forced_kit = Builders { forced: Some(true), ..both };
+        assert!(forced_kit.choose(isolated).unwrap_err().contains("default network"));
+        // Secrets and an isolated network at once: no builder gives both.
+        assert!(both.choose(Needs { secret: Some("K"), network: true }).is_err());
     }
 
     #[test]

@@ -8,9 +8,9 @@ use anyhow::{Context as _, anyhow};
 
 use super::plan::{self, Plan};
 use super::{Job, RefFiles};
-use crate::config::{NetworkPolicy, Submodules};
+use crate::config::{ArgValue, NetworkPolicy, Submodules};
 use crate::docker::client::{self as client, Docker};
-use crate::docker::{self, BuildSpec, Builder};
+use crate::docker::{self, BuildSpec, Builder, Needs};
 use crate::error::{RemoteUnavailable, StageFailed, ToolUnavailable};
 use crate::exec::{self, Cmd, Finished};
 use crate::model::{Outcome, Stage};
@@ -36,19 +36,19 @@ pub(crate) fn build(
     // An untrusted ref builds with no registry login: its Dockerfile cannot pull with pipe's
     // credentials.
     let docker = if job.trusted() { job.docker() } else { job.untrusted_docker()? };
-    let builder = docker.builder();
     let deadline = Instant::now() + job.timeout(Stage::Build);
-    let Prepared { sha, plan, tags, labels, services, secrets } = match prepare(job, default_branch, commit, deadline) {
-        Ok(prepared) => prepared,
-        Err(err) => {
-            // git gives up a fetch at a signal or the deadline with a plain error.
-            crate::signals::check()?;
-            let unanswered = err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>();
-            let Some(commit) = commit.filter(|_| !unanswered) else { return Err(err) };
-            let outcome = if Instant::now() >= deadline { Outcome::TimedOut } else { Outcome::Failed };
-            return record_early_failure(job, files, commit, outcome, err);
-        }
-    };
+    let Prepared { sha, plan, tags, labels, services, secrets, builder } =
+        match prepare(job, default_branch, commit, deadline) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                // git gives up a fetch at a signal or the deadline with a plain error.
+                crate::signals::check()?;
+                let unanswered = err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>();
+                let Some(commit) = commit.filter(|_| !unanswered) else { return Err(err) };
+                let outcome = if Instant::now() >= deadline { Outcome::TimedOut } else { Outcome::Failed };
+                return record_early_failure(job, files, commit, outcome, err);
+            }
+        };
     let number = files.history.next_run;
     files.history.next_run += 1;
     let log = files.new_log(number)?;
@@ -74,7 +74,7 @@ pub(crate) fn build(
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     // The build's network lives as long as this stage: its rules and bridge are removed when
     // `network` drops, whatever the build's end.
-    let network = build_network(job, builder)?;
+    let network = build_network(job)?;
     let refs = BuildRefs {
         plan: &plan,
         tags: &tags,
@@ -135,41 +135,56 @@ impl BuildNetworkUse {
     }
 }
 
-/// Refuses a network policy this host or builder cannot give, before anything is fetched:
-/// an untrusted build is never run with more reach than its policy allows.
-fn check_build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<()> {
-    let policy = job.project.build_network(job.trusted());
-    if policy != NetworkPolicy::Isolated {
-        return Ok(());
-    }
-    let who = if job.trusted() { "trusted" } else { "untrusted" };
-    let why = if builder == Builder::BuildKit {
-        Some("BuildKit builds only on the default network, `none` or `host`".to_string())
+/// The builder of this ref's build, or the refusal, before anything is fetched: a secret
+/// build arg only on a builder that mounts it for one step (never into the image), an
+/// isolated build only where pipe can give its network (never run wider).
+fn choose_builder(job: &Job<'_>) -> anyhow::Result<Builder> {
+    let trusted = job.trusted();
+    let secret = if trusted {
+        job.project.build_args.iter().find(|(_, v)| matches!(v.get_ref(), ArgValue::Secret(_))).map(|(k, _)| k.as_str())
     } else {
-        isolation::unenforceable()
+        None
     };
-    match why {
-        None => Ok(()),
-        Some(why) => Err(StageFailed(format!(
-            "project `{}`: cannot build {} on an isolated network: {why}\nhint: run pipe as root with iptables, or set \
-             `build_network = {{ {who} = \"none\" }}` (no network) or `\"default\"` (its RUN steps reach the host and \
-             the LAN) under [project.{}]",
-            job.name,
-            refs::display(&job.refname),
-            job.name
-        ))
-        .into()),
+    let isolated = job.project.build_network(trusted) == NetworkPolicy::Isolated;
+    let builders = job.docker().builders(&job.out);
+    let refused = |what: &str, why: String, hint: String| -> anyhow::Error {
+        let shown = refs::display(&job.refname);
+        StageFailed(format!("project `{}`: cannot build {shown}{what}: {why}\nhint: {hint}", job.name)).into()
+    };
+    let builder = builders.choose(Needs { secret, network: isolated }).map_err(|why| match secret {
+        Some(key) => refused(
+            "",
+            why,
+            format!(
+                "install docker's buildx plugin, or use a docker CLI with BuildKit built in (before 23, such as \
+                 Debian 12's `docker.io`), and read the secret in the Dockerfile from a mount, \
+                 `RUN --mount=type=secret,id={key} …` (the file `/run/secrets/{key}`), not from `ARG {key}`"
+            ),
+        ),
+        None => refused(" on an isolated network", why, network_hint(job)),
+    })?;
+    if isolated && let Some(why) = isolation::unenforceable() {
+        return Err(refused(" on an isolated network", why, network_hint(job)));
     }
+    Ok(builder)
+}
+
+fn network_hint(job: &Job<'_>) -> String {
+    let who = if job.trusted() { "trusted" } else { "untrusted" };
+    format!(
+        "run pipe as root with iptables, or set `build_network = {{ {who} = \"none\" }}` (no network) or \
+         `\"default\"` (its RUN steps reach the host and the LAN) under [project.{}]",
+        job.name
+    )
 }
 
 /// Creates the build's network: nothing for the engine's default, `none`, or an isolated
-/// bridge of its own with its firewall rules.
-fn build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<Option<BuildNetworkUse>> {
+/// bridge of its own with its firewall rules ([`choose_builder`] said it can be made).
+fn build_network(job: &Job<'_>) -> anyhow::Result<Option<BuildNetworkUse>> {
     match job.project.build_network(job.trusted()) {
         NetworkPolicy::Default => Ok(None),
         NetworkPolicy::None => Ok(Some(BuildNetworkUse::None)),
         NetworkPolicy::Isolated => {
-            check_build_network(job, builder)?;
             let name = format!("pipe-build-{}", super::unique_suffix());
             let spec = NetworkSpec { name: &name, internal: false, purpose: "build", firewall: true };
             Ok(Some(BuildNetworkUse::Isolated(Isolated::create(job.out, &job.docker(), &spec)?)))
@@ -187,11 +202,12 @@ struct Prepared {
     services: Option<PathBuf>,
     /// The secret build args, resolved.
     secrets: Vec<(String, Secret)>,
+    builder: Builder,
 }
 
 fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: Instant) -> anyhow::Result<Prepared> {
     let (name, project, refname) = (job.name, job.project, job.refname.as_str());
-    check_build_network(job, job.docker().builder())?;
+    let builder = choose_builder(job)?;
     let auth = super::git_auth(name, project)?;
     let workdir = super::workspace_dir(job.config, name);
     let shown = git::redact_url(&project.repo);
@@ -236,7 +252,7 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         foreign_tags(job, &job.docker(), &plan.image, &tags)?;
     }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
-    Ok(Prepared { sha, plan, tags, labels, services, secrets })
+    Ok(Prepared { sha, plan, tags, labels, services, secrets, builder })
 }
 
 /// Which submodule URLs a project's checkouts may fetch.
@@ -411,7 +427,7 @@ impl BuildRefs<'_> {
         for (key, value) in self.secrets {
             cmd = cmd.env(key, value.reveal());
         }
-        if builder == Builder::Legacy { cmd.env("DOCKER_BUILDKIT", "0") } else { cmd }
+        cmd.env("DOCKER_BUILDKIT", if builder == Builder::Legacy { "0" } else { "1" })
     }
 }
 
@@ -484,7 +500,8 @@ pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<H
     let labels = labels(&sha, created, &source, &name, &refname);
     let docker = Docker::new(None);
     let reference = format!("{}:{}", plan.image, tags[1]);
-    let builder = docker.builder();
+    // No secrets, no network of pipe's: BuildKit where the host has it, as CI would build.
+    let builder = docker.builders(out).choose(Needs::default()).map_err(StageFailed)?;
     let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[], network: None };
     if dry_run {
         println!("{}", build.command(&docker, builder, Path::new("<iidfile>")));
