@@ -34,6 +34,32 @@ pub(crate) fn untrusted_commit_tag(sha: &str) -> String {
     format!("{}-untrusted", commit_tag(sha))
 }
 
+/// Where every untrusted ref's build goes: a namespace of pipe's own, named after the project
+/// (never after what the repository says), that nothing trusted resolves. A pipeline file or
+/// repository naming an image under it is refused.
+pub(crate) const UNTRUSTED_NAMESPACE: &str = "pipe-untrusted/";
+
+/// The image name of an untrusted ref's build of `project`.
+pub(crate) fn untrusted_image(project: &str) -> String {
+    let name = format!("{UNTRUSTED_NAMESPACE}{project}");
+    if validate_repository(&name).is_ok() {
+        return name;
+    }
+    // A project name Docker would not take as a path component (`app-`, `a__-b`).
+    let digest = Sha256::digest(project.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{UNTRUSTED_NAMESPACE}p-{hex}")
+}
+
+/// Whether an image name lies in the untrusted builds' namespace (on any registry host).
+pub(crate) fn in_untrusted_namespace(image: &str) -> bool {
+    let path = match image.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+        _ => image,
+    };
+    path.starts_with(UNTRUSTED_NAMESPACE)
+}
+
 /// The moving tag of a ref: `latest`, `pr-<n>` or the branch made a valid, distinct tag.
 pub(crate) fn ref_tag(refname: &str, default_branch: Option<&str>) -> String {
     if let Some(branch) = refname.strip_prefix("refs/heads/") {
@@ -409,6 +435,20 @@ mod tests {
         assert_eq!(tags[1], "feat-a", "a valid tag is kept as is");
         assert!(tags[0].starts_with("feat-a-"), "{}", tags[0]);
         assert!(tags[7].starts_with("latest-") && tags[8].starts_with("pr-5-") && tags[9].starts_with("deadbeefcafe-"));
+    }
+
+    #[test]
+    fn untrusted_builds_have_a_namespace_of_their_own_named_after_the_project() {
+        assert_eq!(untrusted_image("app"), "pipe-untrusted/app");
+        // A project name Docker refuses as a path component is hashed, still in the namespace.
+        let odd = untrusted_image("app-");
+        assert!(odd.starts_with("pipe-untrusted/p-") && validate_repository(&odd).is_ok(), "{odd}");
+        for name in ["pipe-untrusted/app", "registry.example.com/pipe-untrusted/x", "localhost/pipe-untrusted/y"] {
+            assert!(in_untrusted_namespace(name), "{name}");
+        }
+        for name in ["app", "pipe-untrusted-app", "team/pipe-untrusted/x", "pipe-untrustedx/y"] {
+            assert!(!in_untrusted_namespace(name), "{name}");
+        }
     }
 
     #[test]

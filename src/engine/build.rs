@@ -219,7 +219,13 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     }
     let sha = checked_out.sha;
     let trusted = job.trusted();
-    let plan = plan::plan(name, Some(project), &workdir, trusted)?;
+    let mut plan = plan::plan(name, Some(project), &workdir, trusted)?;
+    if !trusted {
+        // An untrusted ref's image goes under pipe's own name for it, whatever the pipeline
+        // file or the repository names: it never creates or moves a name anything trusted
+        // resolves (a branch's moving tag, `latest`, a base image a trusted build starts from).
+        plan.image = docker::untrusted_image(name);
+    }
     if !trusted && (!project.build_args.is_empty() || !project.test_env.is_empty()) {
         job.out.detail(format!(
             "{name}: {} is {}: no secret build args or test variables",
@@ -247,8 +253,10 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     // ref's, nor a pull request's even with `trust_pull_requests` (pull requests never deploy).
     let deployable = trusted && refs::classify(refname) != Some(refs::RefKind::PullRequest);
     let commit_tag = if deployable { docker::commit_tag(&sha).to_string() } else { docker::untrusted_commit_tag(&sha) };
-    let tags = vec![docker::ref_tag(refname, Some(default_branch)), commit_tag];
-    if plan.image_from_repo {
+    // Only a trusted ref can be the default branch, tagged `latest`.
+    let default_branch = trusted.then_some(default_branch);
+    let tags = vec![docker::ref_tag(refname, default_branch), commit_tag];
+    if plan.image_from_repo || !trusted {
         foreign_tags(job, &job.docker(), &plan.image, &tags)?;
     }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);

@@ -242,7 +242,11 @@ pub(crate) fn default_branch(config: &Config, name: &str, project: &Project, st:
     let candidates = &config.settings.default_branches;
     candidates
         .iter()
-        .find(|b| known.is_some_and(|p| p.refs.contains_key(&format!("refs/heads/{b}"))))
+        // A branch pipe does not trust never becomes the default (tagged `latest`).
+        .find(|b| {
+            let refname = format!("refs/heads/{b}");
+            known.is_some_and(|p| p.refs.contains_key(&refname)) && crate::trust::trusted(project, &refname)
+        })
         .or_else(|| candidates.first())
         .cloned()
         .unwrap_or_else(|| "main".into())

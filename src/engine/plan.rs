@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 
 use crate::config::{self, ArgValue, Project, RepoFile, SecretRef};
 use crate::docker;
@@ -64,6 +64,13 @@ pub(crate) fn plan(name: &str, project: Option<&Project>, checkout: &Path, trust
             )
         })?;
     docker::validate_repository(&image).map_err(|e| anyhow!("project `{name}`: {e}"))?;
+    if docker::in_untrusted_namespace(&image) {
+        bail!(
+            "project `{name}`: the image `{image}` is under `{}`, where only untrusted refs' builds go\nhint: name \
+             the image elsewhere",
+            docker::UNTRUSTED_NAMESPACE
+        );
+    }
     let pick = |ours: Option<&String>, theirs: &Option<String>| ours.cloned().or_else(|| theirs.clone());
     let dockerfile =
         pick(project.and_then(|p| p.dockerfile.as_ref()), &repo_file.dockerfile).unwrap_or_else(|| "Dockerfile".into());

@@ -125,7 +125,9 @@ fn a_secret_build_arg_is_mounted_by_buildkit_and_found_in_no_blob_the_registry_h
     for blob in &blobs {
         assert!(!contains(blob, NPM_TOKEN) && !contains(blob, &encoded), "the secret is in a pushed blob");
     }
-    assert!(blobs.iter().any(|b| contains(b, "mounted")), "the layers were read: the step's output file is there");
+    // The layers were unpacked and read: tar archives, one holding the step's output file.
+    let layers: Vec<&Vec<u8>> = blobs.iter().filter(|b| contains(b, "ustar")).collect();
+    assert!(layers.iter().any(|l| contains(l, "mounted\n")), "no layer read holds /mounted");
     // The local image: its history and config.
     let local = format!("{}:latest", f.image);
     let history = docker.ok(&["history", "--no-trunc", &local]);
@@ -192,4 +194,76 @@ fn base64(text: &str) -> String {
         }
     }
     out
+}
+
+#[test]
+fn an_untrusted_ref_never_creates_or_moves_a_name_a_trusted_build_or_deploy_resolves() {
+    let Some(docker) = Docker::require() else { return };
+    let env = TestEnv::new();
+    let project = unique_name("ns").replace("pipe-test-", "").replace('_', "-");
+    let image = format!("pipe-test/{project}");
+    // A base image a trusted build starts from, not on the host yet.
+    let victim = format!("pipe-test/{project}-base");
+    let _images = ProjectImages { project: project.clone() };
+    let repo = WorkRepo::new(env.path(), "app");
+    repo.write("Dockerfile", &format!("FROM {}\nCOPY app.txt /app.txt\n", docker.base_image))
+        .write("app.txt", "trusted\n")
+        .write(".pipe.toml", &format!("image = \"{image}\"\ntest = \"true\"\n"));
+    repo.commit_to("main", "trusted");
+    env.config(&format!(
+        r#"[pipe]
+workspace = "{ws}"
+default_branches = ["master", "main"]
+
+[project.{project}]
+repo = "{url}"
+branches = ["**"]
+trusted_branches = ["main"]
+pull_requests = true
+"#,
+        ws = env.path().join("work").display(),
+        url = repo.url(),
+    ));
+    env.pipe(&["run"]).code(0);
+    let latest = docker.ok(&["image", "inspect", "--format", "{{.Id}}", &format!("{image}:latest")]);
+    // Untrusted refs whose repository names the victim's image, on branches named like the
+    // default branch and like the victim's tag, and a pull request.
+    repo.write("app.txt", "untrusted\n").write(".pipe.toml", &format!("image = \"{victim}\"\ntest = \"true\"\n"));
+    let sha = repo.commit_to("master", "untrusted master");
+    git_push(&repo, "HEAD:refs/heads/1.0");
+    git_push(&repo, "HEAD:refs/pull/5/head");
+    env.pipe(&["run"]).code(0);
+    let victims = docker.ok(&["image", "ls", "--quiet", &victim]);
+    assert!(victims.trim().is_empty(), "an untrusted build created `{victim}`: {victims}");
+    assert_eq!(
+        docker.ok(&["image", "inspect", "--format", "{{.Id}}", &format!("{image}:latest")]),
+        latest,
+        "an untrusted branch moved `latest`"
+    );
+    let mine = format!("pipe-untrusted/{project}");
+    let tags = docker.ok(&["image", "ls", "--format", "{{.Tag}}", &mine]);
+    for tag in ["master", "1.0", "pr-5", &format!("{}-untrusted", &sha[..12])] {
+        assert!(tags.lines().any(|t| t == tag), "`{mine}:{tag}` missing: {tags}");
+    }
+    assert!(!tags.lines().any(|t| t == "latest"), "an untrusted branch was tagged latest: {tags}");
+    // A trusted build from the victim's name finds no image an untrusted ref made.
+    repo.write("Dockerfile", &format!("FROM {victim}:1.0\nCOPY app.txt /app.txt\n"))
+        .write(".pipe.toml", &format!("image = \"{image}\"\ntest = \"true\"\n"));
+    repo.commit_to("main", "from the victim");
+    env.pipe(&["run"]).code(1);
+    let log = env.pipe(&["logs", &project, "main"]).stdout.clone();
+    assert!(log.contains(&victim), "the build looked for `{victim}` and found nothing local: {log}");
+    // The operator's own image under that name is what the trusted build starts from.
+    docker.ok(&["tag", &docker.base_image, &format!("{victim}:1.0")]);
+    let _victim = docker.image(&format!("{victim}:1.0"));
+    env.pipe(&["run", "--retry"]).code(0);
+    // Neither the pipeline file nor a repository may name an image under pipe's namespace.
+    repo.write(".pipe.toml", &format!("image = \"{mine}\"\ntest = \"true\"\n"));
+    repo.commit_to("main", "takes the untrusted namespace");
+    env.pipe(&["run"]).code(1);
+    env.pipe(&["logs", &project, "main"]).code(0).stdout_has("where only untrusted refs' builds go");
+}
+
+fn git_push(repo: &WorkRepo, refspec: &str) {
+    crate::support::git(&repo.work, &["push", "--quiet", "--force", "origin", refspec]);
 }

@@ -236,7 +236,8 @@ impl Stack {
     /// Local tags of the project's images.
     pub(crate) fn image_tags(&self) -> Vec<String> {
         let out = Command::new("docker")
-            .args(["image", "ls", "--format", "{{.Tag}}", &format!("pipe-test/{}", self.project)])
+            // The project's image and its untrusted builds' (`pipe-untrusted/PROJECT`) alike.
+            .args(["image", "ls", "--format", "{{.Tag}}", "--filter", &format!("label=pipe.project={}", self.project)])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()

@@ -418,8 +418,10 @@ fn secrets_by_reference_never_show_and_inline_ones_are_warned() {
     t.repo.write(
         "Dockerfile",
         &format!(
-            "FROM {}\nRUN --mount=type=secret,id=NPM_TOKEN echo \"npm=$(cat /run/secrets/NPM_TOKEN 2>/dev/null)\"; cat /run/secrets/NPM_TOKEN 2>/dev/null | wc -c > /npm-len\nCOPY app.txt /app.txt\n",
-            t.base
+            // The project's name keeps the step out of other tests' build cache: BuildKit does
+            // not key a cached step on a secret's value.
+            "FROM {}\nRUN --mount=type=secret,id=NPM_TOKEN echo \"{} npm=$(cat /run/secrets/NPM_TOKEN 2>/dev/null)\"; cat /run/secrets/NPM_TOKEN 2>/dev/null | wc -c > /npm-len\nCOPY app.txt /app.txt\n",
+            t.base, t.project
         ),
     );
     t.repo.write(
@@ -891,10 +893,12 @@ fn a_pull_request_gets_neither_the_registry_login_nor_the_trusted_image_tag() {
     // the trusted image keeps its tag.
     git(&t.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/5/head", "HEAD:refs/pull/5/merge"]);
     t.pipe(&["run", &project]).code(0);
-    assert_eq!(cat_in(&format!("{}:{commit_tag}-untrusted", t.image), "/len"), "0");
-    assert_eq!(cat_in(&format!("{}:pr-5", t.image), "/len"), "0");
+    // Under pipe's own name for the project's untrusted builds, never the project's image.
+    let untrusted = format!("pipe-untrusted/{}", t.project);
+    assert_eq!(cat_in(&format!("{untrusted}:{commit_tag}-untrusted"), "/len"), "0");
+    assert_eq!(cat_in(&format!("{untrusted}:pr-5"), "/len"), "0");
     assert_eq!(cat_in(&format!("{}:{commit_tag}", t.image), "/len"), NPM_TOKEN.len().to_string());
-    let untrusted_tag = format!("--tag {}:{commit_tag}-untrusted ", t.image);
+    let untrusted_tag = format!("--tag {untrusted}:{commit_tag}-untrusted ");
     t.pipe(&["logs", &project, "pull/5"]).code(0).stdout_has(&untrusted_tag);
 
     // A pull request starting `FROM` the private image cannot pull it: pipe's login (stored by

@@ -22,6 +22,17 @@ pub(crate) fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Projec
             format!("project `{name}`: `branches` is empty; list at least one branch or pattern"),
         );
     }
+    if let Some(image) = &project.image
+        && crate::docker::in_untrusted_namespace(image)
+    {
+        cx.error_at(
+            &["project", name, "image"],
+            format!(
+                "project `{name}`: `image = \"{image}\"` is under `{}`, where only untrusted refs' builds go",
+                crate::docker::UNTRUSTED_NAMESPACE
+            ),
+        );
+    }
     project.tracked = compile_spanned(cx, &project.branches);
     project.trusted = project.trusted_branches.as_ref().map(|patterns| compile_spanned(cx, patterns));
     validate_trust(cx, name, project);
