@@ -224,7 +224,7 @@ impl Page {
             })
             .collect();
         // What is red comes first; then by project and ref as the state keeps them.
-        rows.sort_by_key(|(_, r)| !matches!(r.result(), "failed" | "timed_out"));
+        rows.sort_by_key(|(_, r)| !r.outcome().is_some_and(Outcome::is_failure));
         let total = rows.len();
         let pages = total.div_ceil(PER_PAGE).max(1);
         let page = req.query_param("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).clamp(1, pages);
@@ -367,7 +367,7 @@ impl Page {
                     (Some(d), Some(DeployResult::RolledBack)) => {
                         format!("{} (rolled back)", &crate::output::short(&d.commit)[..7])
                     }
-                    (_, Some(DeployResult::Failed)) => "failed".into(),
+                    (_, Some(DeployResult::Failed)) => DeployResult::Failed.to_string(),
                     _ => "unknown".into(),
                 };
                 (format!("deploy {target}"), message, colour)
@@ -382,7 +382,7 @@ impl Page {
                         Outcome::Passed | Outcome::Skipped => ("passing".into(), badge::GREEN),
                         Outcome::Failed => (format!("{} failing", l.stage), badge::RED),
                         Outcome::TimedOut => (format!("{} timed out", l.stage), badge::RED),
-                        Outcome::Interrupted => ("interrupted".into(), badge::GREY),
+                        Outcome::Interrupted => (Outcome::Interrupted.to_string(), badge::GREY),
                     },
                 };
                 ("build".to_string(), message, colour)
