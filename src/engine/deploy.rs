@@ -263,12 +263,9 @@ impl<'a> Rollout<'a> {
     /// The deploy's moments: the commit's stages from its run, readiness and the switch.
     fn timeline(&self, done: jiff::Timestamp) -> Timeline {
         let ended = |stage: Stage| {
-            self.release
-                .stages
-                .iter()
-                .rev()
-                .find(|s| s.stage == stage && s.result == Outcome::Passed)
-                .and_then(|s| s.started.checked_add(jiff::SignedDuration::from_secs_f64(s.seconds)).ok())
+            let s = self.release.stages.iter().rev().find(|s| s.stage == stage && s.result == Outcome::Passed)?;
+            // Records older than `ended` only have a start to the second and a duration.
+            s.ended.or_else(|| s.started.checked_add(jiff::SignedDuration::from_secs_f64(s.seconds)).ok())
         };
         let switched = self.switched.get();
         Timeline {
@@ -342,7 +339,7 @@ impl<'a> Rollout<'a> {
             image: image.clone(),
             tag: tag.clone(),
             refname: self.job.refname.clone(),
-            at: crate::clock::now(),
+            at: crate::clock::precise(),
             result: DeployResult::Succeeded,
             timeline: None,
         };
@@ -402,7 +399,7 @@ impl<'a> Rollout<'a> {
         history.deploys.push(record);
         if rolled.is_ok() {
             history.deploys.push(DeployRecord {
-                at: crate::clock::now(),
+                at: crate::clock::precise(),
                 result: DeployResult::Succeeded,
                 timeline: None,
                 ..previous.clone()

@@ -69,10 +69,14 @@ pub struct StageRun {
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// When the stage ended, to the millisecond ([`crate::clock::precise`]): the deploy
+    /// timeline's instant for it. Absent in records older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Timestamp>,
 }
 
 impl StageRun {
-    /// A stage's record; durations are kept to 0.1 s.
+    /// A stage's record, made when the stage ends; durations are kept to 0.1 s.
     pub fn new(
         stage: Stage,
         result: Outcome,
@@ -81,7 +85,7 @@ impl StageRun {
         exit_code: Option<i32>,
     ) -> StageRun {
         let seconds = (took.as_secs_f64() * 10.0).round() / 10.0;
-        StageRun { stage, result, started, seconds, exit_code }
+        StageRun { stage, result, started, seconds, exit_code, ended: Some(crate::clock::precise()) }
     }
 }
 
@@ -146,12 +150,12 @@ impl Timeline {
         Some(((to.as_millisecond() - from.as_millisecond()) as f64 / 100.0).round() / 10.0)
     }
 
-    /// `detected 20:01:02, built +4.1s, …, took traffic +13.0s`.
+    /// `detected 20:01:02.3, built +4.1s, …, took traffic +13.0s`: every instant in tenths.
     pub fn describe(&self) -> String {
         let base = self.detected.or(self.built).or(self.healthy);
         let mut parts = Vec::new();
         if let Some(at) = self.detected {
-            parts.push(format!("detected {}", at.strftime("%H:%M:%S")));
+            parts.push(format!("detected {}", at.strftime("%H:%M:%S%.1f")));
         }
         for (what, at) in [
             ("built", self.built),

@@ -67,6 +67,7 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
         started: ts("2026-11-26T10:00:00Z"),
         seconds,
         exit_code,
+        ended: None,
     };
     let mut history = History {
         schema: state::SCHEMA,
