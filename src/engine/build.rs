@@ -38,7 +38,7 @@ pub(crate) fn build(
     let docker = if job.trusted() { job.docker() } else { job.untrusted_docker()? };
     let builder = docker.builder();
     let deadline = Instant::now() + job.timeout(Stage::Build);
-    let Prepared { sha, plan, tags, labels, services, secrets } = match prepare(job, default_branch, commit, deadline) {
+    let prepared = match prepare(job, default_branch, commit, deadline) {
         Ok(prepared) => prepared,
         Err(err) => {
             // git gives up a fetch at a signal or the deadline with a plain error.
@@ -49,6 +49,7 @@ pub(crate) fn build(
             return record_early_failure(job, files, commit, outcome, err);
         }
     };
+    let Prepared { sha, subject, author, plan, tags, labels, services, secrets } = prepared;
     let number = files.history.next_run;
     files.history.next_run += 1;
     let log = files.new_log(number)?;
@@ -69,6 +70,8 @@ pub(crate) fn build(
         test_env: plan.test_env.iter().cloned().collect(),
         test_secrets: plan.test_secrets.iter().map(|(k, _)| k.clone()).collect(),
         test_services: services,
+        subject: Some(subject),
+        author: Some(author),
     });
     let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -180,6 +183,9 @@ fn build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<Option<Build
 /// What a build knows once its commit is checked out.
 struct Prepared {
     sha: String,
+    /// The commit's subject and author's name, for the status page.
+    subject: String,
+    author: String,
     plan: Plan,
     tags: Vec<String>,
     labels: Vec<(String, String)>,
@@ -236,7 +242,8 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         foreign_tags(job, &job.docker(), &plan.image, &tags)?;
     }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
-    Ok(Prepared { sha, plan, tags, labels, services, secrets })
+    let (subject, author) = (checked_out.subject, checked_out.author);
+    Ok(Prepared { sha, subject, author, plan, tags, labels, services, secrets })
 }
 
 /// Which submodule URLs a project's checkouts may fetch.
@@ -316,6 +323,8 @@ fn record_early_failure(
         test_env: Default::default(),
         test_secrets: Default::default(),
         test_services: None,
+        subject: None,
+        author: None,
     });
     job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
     let shown = refs::display(&job.refname);

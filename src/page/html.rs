@@ -85,7 +85,7 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
             table id="refs" {
                 thead { tr { th { "project" } th { "ref" } th { "stage" } th { "result" } th { "commit" } th { "age" } th { "duration" } } }
                 tbody {
-                    @for (row, duration) in ov.report.refs.iter().zip(&ov.durations) {
+                    @for (row, run) in ov.report.refs.iter().zip(&ov.runs) {
                         tr class={ "r-" (row.result) } data-ref=(row.refname) {
                             td { (row.project) }
                             td {
@@ -94,9 +94,13 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
                             }
                             td.stage { (row.stage) }
                             td { (result(&row.result)) }
-                            td { code { (short(&row.commit)) } }
+                            td.commit {
+                                code { (short(&row.commit)) }
+                                @if let Some(subject) = &run.subject { " " span.subject { (subject) } }
+                                @if let Some(author) = &run.author { " " span.author { "by " (author) } }
+                            }
                             td { (age(row.age_seconds)) }
-                            td { (seconds(*duration)) }
+                            td { (seconds(run.seconds)) }
                         }
                     }
                 }

@@ -79,10 +79,22 @@ pub(crate) struct Target {
     pub deploys: Vec<DeployRecord>,
 }
 
+/// What the overview shows of a row beyond the state: from the ref's history, read for the
+/// rows on the page only.
+#[derive(Debug, Default)]
+pub(crate) struct RowRun {
+    /// The newest run's duration, its stages summed.
+    pub seconds: Option<f64>,
+    /// The subject and author's name of the row's commit, from its newest build's checkout.
+    pub subject: Option<String>,
+    pub author: Option<String>,
+}
+
 /// The overview: one page of refs, the filter that chose them, the deploy targets.
 pub(crate) struct Overview {
     pub report: StatusReport,
-    pub durations: Vec<Option<f64>>,
+    /// One per row of `report`.
+    pub runs: Vec<RowRun>,
     pub total: usize,
     pub page: usize,
     pub pages: usize,
@@ -248,18 +260,22 @@ impl Page {
                 previews.entry(row.project.clone()).or_insert_with(|| report::preview_urls(&self.state, &row.project));
             row.preview_url = urls.get(&row.refname).cloned();
         }
-        let durations = visible
+        let runs = visible
             .iter()
             .map(|r| {
                 let path = state::history_path(&self.state, &r.project, &r.refname);
-                let history = state::load_history(&path, &r.refname).ok()?;
-                let run = history.runs.last()?;
-                Some(run.stages.iter().map(|s| s.seconds).sum())
+                let Ok(history) = state::load_history(&path, &r.refname) else { return RowRun::default() };
+                let built = history.runs.iter().rev().find(|run| run.commit == r.commit);
+                RowRun {
+                    seconds: history.runs.last().map(|run| run.stages.iter().map(|s| s.seconds).sum()),
+                    subject: built.and_then(|run| run.subject.clone()),
+                    author: built.and_then(|run| run.author.clone()),
+                }
             })
             .collect();
         Overview {
             report: StatusReport { version: 1, refs: visible },
-            durations,
+            runs,
             total,
             page,
             pages,

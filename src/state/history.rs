@@ -57,6 +57,12 @@ pub struct Run {
     /// The accepted test services, as pipe stored them (not the repository's file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_services: Option<PathBuf>,
+    /// The commit's subject and author's name, from the build's checkout (capped, control
+    /// characters blanked). Absent in runs older than these fields and when no checkout was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 /// One stage of a run.

@@ -16,6 +16,10 @@ use crate::support::{BareRepo, TestEnv};
 
 const XSS_BRANCH: &str = "refs/heads/<img/src=x/onerror=alert(1)>";
 const TOKEN: &str = "page-token-s3cret";
+/// The subject and author of dev's commit as its build's checkout gave them: markup, as a
+/// repository may write.
+const SUBJECT: &str = "Fix <b>login</b> & logout";
+const AUTHOR: &str = "Zoë <img src=x onerror=alert(2)>";
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -90,6 +94,8 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
             test_env: Default::default(),
             test_secrets: Vec::new(),
             test_services: None,
+            subject: Some(SUBJECT.into()),
+            author: Some(AUTHOR.into()),
         }],
     };
     state::save_history(&state::history_path(&path, "app", "refs/heads/dev"), &mut history, 20).unwrap();
@@ -183,6 +189,27 @@ fn chromium_shows_the_failing_ref_red_with_its_stage_and_the_deployed_commit() {
     let css = server.get("/status/style.css", &[]).2;
     assert!(css.contains("tr.r-failed"), "{css}");
     screenshot(&server.url("/status"), &env.path().join("overview.png"));
+}
+
+/// The overview promised each ref's commit with its subject and author from the build's
+/// checkout, and showed neither.
+#[test]
+fn the_overview_shows_the_commit_subject_and_author_as_text() {
+    let env = TestEnv::new();
+    seeded(&env, "");
+    let server = Serve::start(&env);
+    let (status, _, html) = server.get("/status", &[]);
+    assert_eq!(status, 200);
+    let dev = row(&html, "refs/heads/dev");
+    assert!(dev.contains("<span class=\"subject\">Fix &lt;b&gt;login&lt;/b&gt; &amp; logout</span>"), "{dev}");
+    assert!(dev.contains("<span class=\"author\">by Zoë &lt;img src=x onerror=alert(2)&gt;</span>"), "{dev}");
+    let main = row(&html, "refs/heads/main");
+    assert!(!main.contains("subject") && !main.contains("author"), "main has no recorded run: {main}");
+
+    let Some(dom) = chromium(&["--dump-dom"], &server.url("/status")) else { return };
+    let dev = row(&dom, "refs/heads/dev");
+    assert!(dev.contains("Fix &lt;b&gt;login&lt;/b&gt; &amp; logout") && !dev.contains("<b>"), "{dev}");
+    assert!(dev.contains("by Zoë &lt;img") && !dom.contains("<img"), "the author is text: {dev}");
 }
 
 #[test]
