@@ -34,6 +34,8 @@ pub(crate) struct Release {
     pub stages: Vec<StageRun>,
     /// When the ref's head was first seen at this commit.
     pub detected: Option<jiff::Timestamp>,
+    /// Asked for by `--commit` and not the ref's newest build: an earlier image put back.
+    pub rollback: bool,
 }
 
 /// The deploy entries of the job's branch that have a target, optionally only the named one.
@@ -134,10 +136,12 @@ fn release(
         run: Some(run.number),
         stages: run.stages.clone(),
         detected: None,
+        rollback: false,
     };
     if let Some(sha) = commit {
+        let newest = super::latest_built(history, None).map(|run| run.commit.as_str());
         if let Some(run) = super::latest_built(history, Some(sha)) {
-            return Ok(from_run(run));
+            return Ok(Release { rollback: newest != Some(run.commit.as_str()), ..from_run(run) });
         }
         for target in targets {
             let deploys = state::load_deploys(&state::deploys_path(job.state_path, job.name, target.display_name()))?;
@@ -151,6 +155,7 @@ fn release(
                     run: None,
                     stages: Vec::new(),
                     detected: None,
+                    rollback: newest != Some(d.commit.as_str()),
                 });
             }
         }
@@ -342,6 +347,7 @@ impl<'a> Rollout<'a> {
             at: crate::clock::precise(),
             result: DeployResult::Succeeded,
             timeline: None,
+            rollback: self.release.rollback,
         };
         let Err(err) = result else {
             let timeline = self.timeline(record.at);
@@ -387,6 +393,7 @@ impl<'a> Rollout<'a> {
             run: None,
             stages: Vec::new(),
             detected: None,
+            rollback: true,
         };
         let deadline = Instant::now() + self.timeout;
         let rolled = self.apply(back_image, back_tag, &back, deadline).and_then(|()| self.check(deadline));
@@ -402,6 +409,7 @@ impl<'a> Rollout<'a> {
                 at: crate::clock::precise(),
                 result: DeployResult::Succeeded,
                 timeline: None,
+                rollback: true,
                 ..previous.clone()
             });
         }

@@ -126,7 +126,7 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
                                     td { code { (short(&d.commit)) } }
                                     td { (refs::display(&d.refname)) }
                                     td { (d.tag) }
-                                    td { (result(d.result.as_str())) @if d.result == DeployResult::RolledBack { " ↩ rollback" } }
+                                    td { (result(d.result.as_str())) @if d.result == DeployResult::RolledBack || d.rollback { " ↩ rollback" } }
                                 }
                             }
                         }

@@ -126,6 +126,10 @@ pub struct DeployRecord {
     /// When the commit went from detected to taking traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// This deploy put an earlier image back: by hand (`pipe deploy --commit` of a commit
+    /// other than the ref's newest build) or after a failed deploy (the automatic rollback).
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub rollback: bool,
 }
 
 /// The moments of one deploy, from the commit being detected to its release taking traffic.

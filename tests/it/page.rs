@@ -108,11 +108,15 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
         at: ts(at),
         result,
         timeline: None,
+        rollback: false,
     };
     let mut deploys = DeployHistory {
         schema: state::SCHEMA,
         deploys: vec![
             deploy(&main, "2026-11-26T09:00:00Z", DeployResult::Succeeded),
+            deploy(&dev, "2026-11-26T09:10:00Z", DeployResult::Succeeded),
+            // `pipe deploy --commit MAIN`: main's image put back by hand.
+            DeployRecord { rollback: true, ..deploy(&main, "2026-11-26T09:20:00Z", DeployResult::Succeeded) },
             deploy(&dev, "2026-11-26T09:30:00Z", DeployResult::RolledBack),
         ],
     };
@@ -210,6 +214,36 @@ fn the_overview_shows_the_commit_subject_and_author_as_text() {
     let dev = row(&dom, "refs/heads/dev");
     assert!(dev.contains("Fix &lt;b&gt;login&lt;/b&gt; &amp; logout") && !dev.contains("<b>"), "{dev}");
     assert!(dev.contains("by Zoë &lt;img") && !dom.contains("<img"), "the author is text: {dev}");
+}
+
+/// Regression: a rollback by hand (`pipe deploy --commit`) was listed without the mark an
+/// automatic rollback gets.
+#[test]
+fn a_rollback_by_hand_is_marked_in_the_targets_last_deploys() {
+    let env = TestEnv::new();
+    seeded(&env, "");
+    let server = Serve::start(&env);
+    let (status, _, html) = server.get("/status", &[]);
+    assert_eq!(status, 200);
+    let deploy_row = |at: &str| {
+        let start = html.find(&format!("<td>2026-11-26 {at}</td>")).unwrap_or_else(|| panic!("no deploy at {at}"));
+        &html[start..start + html[start..].find("</tr>").unwrap()]
+    };
+    let by_hand = deploy_row("09:20:00");
+    assert!(by_hand.contains("r-succeeded") && by_hand.contains("↩ rollback"), "{by_hand}");
+    let automatic = deploy_row("09:30:00");
+    assert!(automatic.contains("r-rolled_back") && automatic.contains("↩ rollback"), "{automatic}");
+    for plain in ["09:00:00", "09:10:00"] {
+        assert!(!deploy_row(plain).contains("rollback"), "{}", deploy_row(plain));
+    }
+    let doc: serde_json::Value = serde_json::from_str(&server.get("/status.json", &[]).2).unwrap();
+    let rollbacks: Vec<bool> = doc["targets"][0]["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["rollback"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(rollbacks, [false, true, false, false], "newest first, in the JSON twin too");
 }
 
 #[test]

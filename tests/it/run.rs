@@ -293,13 +293,20 @@ fn rollback_by_hand_redeploys_an_earlier_commit() {
     ));
     let v1 = a.version(1, "true", true);
     a.env.pipe(&["run"]).code(0);
-    a.version(2, "true", true);
+    let v2 = a.version(2, "true", true);
     a.env.pipe(&["run"]).code(0);
     assert_eq!(a.answers().as_deref(), Some("version 2"));
     let dry = a.env.pipe(&["deploy", &a.project, "dev", "--commit", &v1[..12], "--dry-run"]);
     dry.code(0).stdout_has("up --detach --no-build --remove-orphans");
     a.env.pipe(&["deploy", &a.project, "dev", "--commit", &v1[..12]]).code(0);
     assert_eq!(a.answers().as_deref(), Some("version 1"));
+    // Marked as a rollback in the target's history, as automatic rollbacks are; deploying the
+    // newest build again by its commit is not one.
+    a.env.pipe(&["deploy", &a.project, "dev", "--commit", &v2[..12]]).code(0);
+    let history = pipe::state::deploys_path(&a.env.state_path(), &a.project, "compose");
+    let deploys = pipe::state::load_deploys(&history).unwrap().deploys;
+    let marks: Vec<(&str, bool)> = deploys.iter().map(|d| (&d.commit[..12], d.rollback)).collect();
+    assert_eq!(marks, [(&v1[..12], false), (&v2[..12], false), (&v1[..12], true), (&v2[..12], false)]);
     a.env
         .pipe(&["deploy", &a.project, "dev", "--commit", "deadbeef"])
         .code(1)
