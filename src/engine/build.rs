@@ -454,7 +454,7 @@ pub(crate) fn docker_build(
     let redactor = Redactor::new(build.secrets.iter().map(|(_, s)| s));
     let finished = redact::logged(out, &cmd, log, client::LOG_CAP, timeout, &redactor, &mut |line| {
         if echo {
-            eprintln!("{line}");
+            crate::output::echo(line);
         } else if let Some(step) = docker::build_step(line) {
             spinner.set(step);
             out.detail(step);
@@ -509,7 +509,7 @@ pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<H
     let builder = docker.builder();
     let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[], network: None };
     if dry_run {
-        println!("{}", build.command(&docker, builder, Path::new("<iidfile>")));
+        crate::output::println(build.command(&docker, builder, Path::new("<iidfile>")))?;
         return Ok(None);
     }
     let log = std::env::temp_dir().join(format!("pipe-here-{}.log", docker::branch_tag(&name)));

@@ -305,19 +305,19 @@ impl<'a> Rollout<'a> {
         if self.zero_downtime() {
             let cmds = self.beside(&self.image, &self.tag, self.release, |b| Ok(b.commands()))?;
             for cmd in cmds {
-                println!("{cmd}");
+                crate::output::println(cmd)?;
             }
             return Ok(());
         }
         for cmd in self.commands(&self.image, &self.tag, self.release)? {
-            println!("{cmd}");
+            crate::output::println(cmd)?;
         }
         if let Some(hook) = &self.target.webhook {
-            println!(
+            crate::output::println(format_args!(
                 "POST {} (body: project, ref, commit, image, digest; {})",
                 webhook::shown_url(hook, self.job.name),
                 webhook::auth_note(hook)
-            );
+            ))?;
         }
         Ok(())
     }
