@@ -197,7 +197,23 @@ pub(crate) fn checkout(
     // FETCH_HEAD names the URL fetched from, credentials included: it must not stay in a
     // checkout that becomes a build context.
     let _ = std::fs::remove_file(repo.path().join("FETCH_HEAD"));
-    Ok(Commit { sha: oid.to_string(), time: commit_time(&target) })
+    Ok(Commit {
+        sha: oid.to_string(),
+        time: commit_time(&target),
+        subject: shown_text(target.summary_bytes().unwrap_or_default(), 200),
+        author: shown_text(target.author().name_bytes(), 100),
+    })
+}
+
+/// A commit's line as pipe keeps it to show: repository content, so lossy UTF-8 with control
+/// characters as spaces, and at most `max` characters.
+fn shown_text(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut shown: String = text.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
+    if text.trim().chars().nth(max).is_some() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// Whether the checkout in `dir` declares submodules (its `.gitmodules` lists any).
@@ -242,11 +258,13 @@ pub(crate) fn update_submodules(url: &str, auth: &Auth, dir: &Path, policy: &sub
     Ok(())
 }
 
-/// A checked-out commit: its id and committer time.
+/// A checked-out commit: its id, committer time, subject and author's name.
 #[derive(Debug, Clone)]
 pub(crate) struct Commit {
     pub sha: String,
     pub time: jiff::Timestamp,
+    pub subject: String,
+    pub author: String,
 }
 
 /// The committer time of a commit (what `created` labels use, so rebuilds are reproducible).

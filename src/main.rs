@@ -1,5 +1,6 @@
 //! The `pipe` binary: parse the command line, run it, print the error chain, exit with its code.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,7 +16,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("{}", pipe::error::render(&err));
+            // Not `eprintln!`, which panics when nobody reads stderr any more.
+            let _ = writeln!(std::io::stderr(), "{}", pipe::error::render(&err));
             ExitCode::from(pipe::error::exit_code(&err))
         }
     }

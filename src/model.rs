@@ -127,6 +127,22 @@ pub enum DeployResult {
     RolledBack,
 }
 
+impl DeployResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployResult::Succeeded => "succeeded",
+            DeployResult::Failed => "failed",
+            DeployResult::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl fmt::Display for DeployResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +159,12 @@ mod tests {
             assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{}\"", o.as_str()));
         }
         assert_eq!(serde_json::to_string(&Verdict::Unavailable).unwrap(), "\"unavailable\"");
+        for d in [DeployResult::Succeeded, DeployResult::Failed, DeployResult::RolledBack] {
+            assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{}\"", d.as_str()));
+        }
+        for v in [Verdict::Passed, Verdict::Failed, Verdict::TimedOut, Verdict::Interrupted, Verdict::Unavailable] {
+            assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{}\"", v.as_str()));
+        }
         assert_eq!(serde_json::to_string(&DeployResult::RolledBack).unwrap(), "\"rolled_back\"");
         assert_eq!(serde_json::to_string(&Stage::Deploy).unwrap(), "\"deploy\"");
     }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::config::{Config, Event, SecretRef};
+use crate::model::{Stage, Verdict};
 use crate::output::Output;
 use crate::secret;
 
@@ -20,8 +21,8 @@ pub(crate) struct Notice {
     pub refname: String,
     pub commit: String,
     /// The stage that failed, or the last stage that ran.
-    pub stage: String,
-    pub result: String,
+    pub stage: Stage,
+    pub result: Verdict,
     pub seconds: f64,
     /// The last lines of the run's log (failures only).
     pub log_tail: String,
@@ -57,7 +58,7 @@ impl EventKind {
 }
 
 /// The Slack message: a one-line text and an attachment with the details. Everything that
-/// comes from a repository or a run (project, ref, stage, log lines) passes through
+/// comes from a repository or a run (project, ref, log lines) passes through
 /// [`slack_escape`], so a branch name or a log line cannot add links or mentions.
 pub(crate) fn slack_payload(n: &Notice) -> serde_json::Value {
     let (color, verb) = match n.event {
@@ -69,12 +70,12 @@ pub(crate) fn slack_payload(n: &Notice) -> serde_json::Value {
     let short = slack_escape(n.commit.get(..12).unwrap_or(&n.commit));
     let refname = slack_escape(crate::refs::display(&n.refname));
     let project = slack_escape(&n.project);
-    let stage = slack_escape(&n.stage);
+    let stage = n.stage.as_str();
     let mut fields = vec![
         json!({"title": "Project", "value": project, "short": true}),
         json!({"title": "Ref", "value": refname, "short": true}),
         json!({"title": "Commit", "value": short, "short": true}),
-        json!({"title": "Stage", "value": format!("{stage} ({})", slack_escape(&n.result)), "short": true}),
+        json!({"title": "Stage", "value": format!("{stage} ({})", n.result), "short": true}),
         json!({"title": "Duration", "value": format!("{:.1}s", n.seconds), "short": true}),
     ];
     if let Some(url) = &n.preview_url {
@@ -195,8 +196,8 @@ mod tests {
             project: "web".into(),
             refname: "refs/heads/dev".into(),
             commit: "0123456789abcdef0123".into(),
-            stage: "test".into(),
-            result: "failed".into(),
+            stage: Stage::Test,
+            result: Verdict::Failed,
             seconds: 12.34,
             log_tail: "assert 1 == 2".into(),
             url: None,

@@ -3,6 +3,9 @@
 //! Results that scripts read (tables, `--json`) go to stdout; everything else to stderr.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
 
 /// Verbosity and destination of diagnostic messages.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +73,36 @@ impl Output {
         // never lands in the middle of a bar, whichever thread prints it.
         if self.terminal { bars().suspend(write) } else { write() }
     }
+}
+
+/// Writes a result (a table, a JSON document, a dry run's commands) to stdout. A reader that
+/// closed its end early (`pipe status --json | head -1`) is not an error: the rest of the
+/// output is dropped and the command goes on to its own end and exit code, as `git` and
+/// `ripgrep` stop quietly. Any other failure to write is an error.
+pub(crate) fn print(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match write!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        written => written.context("failed to write to stdout"),
+    }
+}
+
+/// [`print`] and a newline.
+pub(crate) fn println(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    print(format_args!("{text}\n"))
+}
+
+/// A line of a command's own output echoed to stderr (`--here`); like every message, dropped
+/// when nobody reads stderr any more.
+pub(crate) fn echo(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Every spinner of the process draws through one `MultiProgress`, which serialises drawing

@@ -167,6 +167,7 @@ mod tests {
             at: at(when),
             result,
             timeline: Some(Timeline { detected: Some(at(when - took)), traffic: Some(at(when)), ..Default::default() }),
+            rollback: false,
         };
         let records = [
             deploy("refs/heads/main", 100, 30, DeployResult::Succeeded),

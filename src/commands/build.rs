@@ -5,14 +5,14 @@ use super::context::Context;
 use crate::cli::BuildArgs;
 use crate::engine::{self, Session, build, statuses};
 use crate::error::code;
-use crate::git;
+use crate::{git, output};
 
 pub(super) fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
     if args.here {
         engine::here_takes_no_project(&args.project)?;
         let built = build::build_here(&cx.out, args.dry_run)?;
         if let Some(built) = built {
-            println!("{}", built.reference);
+            output::println(&built.reference)?;
         }
         return Ok(code::OK);
     }
@@ -21,18 +21,19 @@ pub(super) fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
     let job = session.job(cx.out, name, args.reference.as_deref());
     if args.dry_run {
         let workdir = engine::workspace_dir(job.config, name);
-        println!(
+        output::println(format_args!(
             "git fetch {} +{}:refs/pipe/fetched (no tags) into {}",
             git::redact_url(&job.project.repo),
             job.refname,
             workdir.display()
-        );
-        println!("git checkout --force {} && git clean -ffdx", args.commit.as_deref().unwrap_or("refs/pipe/fetched"));
-        println!(
+        ))?;
+        let commit = args.commit.as_deref().unwrap_or("refs/pipe/fetched");
+        output::println(format_args!("git checkout --force {commit} && git clean -ffdx"))?;
+        output::println(format_args!(
             "{} build … (tags, labels and build args resolved after checkout; build network: {})",
             job.docker().program.to_string_lossy(),
             job.project.build_network(job.trusted()).name()
-        );
+        ))?;
         return Ok(code::OK);
     }
     // Like "build now": the ref's current tip on the remote, unless a commit is named.

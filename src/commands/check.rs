@@ -13,6 +13,7 @@ use crate::config::{ArgValue, NetworkPolicy, SecretRef};
 use crate::docker::Needs;
 use crate::engine::discover::ForgeReport;
 use crate::error::code;
+use crate::output;
 use crate::trust::isolation;
 
 pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
@@ -79,9 +80,9 @@ pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
             discovered: config.projects.values().filter(|p| p.discovered.is_some()).count(),
             discovery: &reports,
         };
-        println!("{}", serde_json::to_string_pretty(&doc).context("failed to render JSON")?);
+        output::println(serde_json::to_string_pretty(&doc).context("failed to render JSON")?)?;
     } else {
-        print_discovery(&reports);
+        print_discovery(&reports)?;
     }
     cx.out.info(format!(
         "`{}` is valid: {} project(s), {} registr{}, {} deploy target(s)",
@@ -106,9 +107,9 @@ struct CheckReport<'a> {
 }
 
 /// Each discovering forge's repositories and what they become.
-fn print_discovery(reports: &[ForgeReport]) {
+fn print_discovery(reports: &[ForgeReport]) -> anyhow::Result<()> {
     for report in reports {
-        println!("forge `{}`, organization `{}`:", report.forge, report.org);
+        output::println(format_args!("forge `{}`, organization `{}`:", report.forge, report.org))?;
         let rows: Vec<Vec<String>> = report
             .repos
             .iter()
@@ -122,20 +123,23 @@ fn print_discovery(reports: &[ForgeReport]) {
             })
             .collect();
         if !rows.is_empty() {
-            print!("{}", crate::output::table(&["REPOSITORY", "PROJECT", "DISCOVERED AS", "DETAIL"], &rows));
+            output::print(output::table(&["REPOSITORY", "PROJECT", "DISCOVERED AS", "DETAIL"], &rows))?;
         }
         match (&report.error, rows.is_empty()) {
-            (Some(error), false) => println!("listing failed: {error} (the rows are the last listing's)"),
-            (Some(error), true) => println!("listing failed: {error}"),
+            (Some(error), false) => {
+                output::println(format_args!("listing failed: {error} (the rows are the last listing's)"))?
+            }
+            (Some(error), true) => output::println(format_args!("listing failed: {error}"))?,
             (None, _) => {}
         }
         if let Some(until) = report.throttled_until {
-            println!("throttled by the forge's rate limit until {until}");
+            output::println(format_args!("throttled by the forge's rate limit until {until}"))?;
         }
         for (name, why) in &report.gone {
-            println!("no longer discovered: `{name}` ({why}); `pipe prune` removes its state");
+            output::println(format_args!("no longer discovered: `{name}` ({why}); `pipe prune` removes its state"))?;
         }
     }
+    Ok(())
 }
 
 /// Deploy entries for branches `trusted_branches` leaves out: they never push or deploy.

@@ -9,6 +9,7 @@ use clap_complete::Shell as CompleteShell;
 
 use crate::cli::{Cli, GenerateArgs, GenerateWhat, Shell};
 use crate::error::code;
+use crate::output;
 
 use super::context::Context;
 
@@ -32,15 +33,15 @@ pub(super) fn run(cx: &Context, args: &GenerateArgs) -> anyhow::Result<u8> {
                     config.path.display()
                 ));
             }
-            print!("{}", crate::nginx::render(&config, &routes));
+            output::print(crate::nginx::render(&config, &routes))?;
         }
         GenerateWhat::Systemd { dir, bin } => write_units(cx, dir, bin)?,
         GenerateWhat::Webhook { project, url } => {
             let config = cx.config()?;
-            print!("{}", webhook(&config, project, url.as_deref())?);
+            output::print(webhook(&config, project, url.as_deref())?)?;
         }
         GenerateWhat::Completions { shell } => {
-            print!("{}", completions(*shell));
+            output::print(completions(*shell))?;
         }
         GenerateWhat::Man { dir } => write_man_pages(dir)?,
     }

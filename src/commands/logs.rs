@@ -6,9 +6,9 @@ use super::context::Context;
 use crate::cli::LogsArgs;
 use crate::engine;
 use crate::error::{Usage, code};
-use crate::refs;
 use crate::report::LogsReport;
 use crate::state;
+use crate::{output, refs};
 
 pub(super) fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
     let config = cx.config()?;
@@ -35,9 +35,9 @@ pub(super) fn run(cx: &Context, args: &LogsArgs) -> anyhow::Result<u8> {
     let text = String::from_utf8_lossy(&bytes).into_owned();
     if args.json {
         let report = LogsReport::new(&args.project, &refname, run, text);
-        println!("{}", serde_json::to_string_pretty(&report).context("failed to render JSON")?);
+        output::println(serde_json::to_string_pretty(&report).context("failed to render JSON")?)?;
     } else {
-        print!("{}", crate::output::printable(&text));
+        output::print(output::printable(&text))?;
     }
     Ok(code::OK)
 }

@@ -25,19 +25,19 @@ pub(super) fn run(cx: &Context, args: &PollArgs) -> anyhow::Result<u8> {
     }
     let report = report.report;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).context("failed to render JSON")?);
+        output::println(serde_json::to_string_pretty(&report).context("failed to render JSON")?)?;
     } else {
-        print_table(cx, &report);
+        print_table(cx, &report)?;
     }
     Ok(if report.errors.is_empty() { code::OK } else { code::FAILED })
 }
 
-fn print_table(cx: &Context, report: &PollReport) {
+fn print_table(cx: &Context, report: &PollReport) -> anyhow::Result<()> {
     if report.changes.is_empty() {
         if report.errors.is_empty() {
             cx.out.info("no changes");
         }
-        return;
+        return Ok(());
     }
     let rows: Vec<Vec<String>> = report
         .changes
@@ -59,5 +59,5 @@ fn print_table(cx: &Context, report: &PollReport) {
             vec![c.project.clone(), refs::display(&c.refname).to_string(), change.to_string(), commits]
         })
         .collect();
-    print!("{}", output::table(&["PROJECT", "REF", "CHANGE", "COMMIT"], &rows));
+    output::print(output::table(&["PROJECT", "REF", "CHANGE", "COMMIT"], &rows))
 }

@@ -59,7 +59,7 @@ fn print(
     }
     if args.json {
         let doc = PruneDoc { report, forgotten_projects: forgotten };
-        println!("{}", serde_json::to_string_pretty(&doc).context("failed to render the report")?);
+        crate::output::println(serde_json::to_string_pretty(&doc).context("failed to render the report")?)?;
         return Ok(());
     }
     let verb = if args.dry_run { "would remove" } else { "removed" };
@@ -89,12 +89,12 @@ fn print(
         }
     }
     if !cx.out.quiet {
-        println!(
+        crate::output::println(format_args!(
             "{verb} {} image(s) and {} history and log file(s); kept {} image(s) that deploy targets run or can roll back to",
             report.removed_images.len(),
             report.removed_files.len(),
             report.kept_deployed.len()
-        );
+        ))?;
     }
     Ok(())
 }

@@ -30,21 +30,21 @@ pub(super) fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
     let tick = tick::tick(cx.out, &config, &state_path, &projects, args.retry, args.dry_run, lock)?;
     if args.dry_run {
         for w in &tick.work {
-            println!(
+            output::println(format_args!(
                 "{} {}: build {} then test, push, deploy as configured",
                 w.project,
                 refs::display(&w.refname),
                 output::short(&w.head)
-            );
+            ))?;
         }
         return Ok(code::OK);
     }
     let (report, results, deferred) = (&tick.poll, &tick.results, tick.deferred);
     if args.json {
         let doc = RunReport { version: 1, changes: &report.changes, errors: &report.errors, results, deferred };
-        println!("{}", serde_json::to_string_pretty(&doc).context("failed to render JSON")?);
+        output::println(serde_json::to_string_pretty(&doc).context("failed to render JSON")?)?;
     } else {
-        print_summary(cx, results, deferred);
+        print_summary(cx, results, deferred)?;
     }
     let failed = !report.errors.is_empty()
         || results.iter().any(|r| !matches!(r.result, Verdict::Passed | Verdict::Unavailable));
@@ -60,14 +60,14 @@ pub(super) fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn print_summary(cx: &Context, results: &[RefResult], deferred: usize) {
+fn print_summary(cx: &Context, results: &[RefResult], deferred: usize) -> anyhow::Result<()> {
     if results.is_empty() {
         cx.out.info(if deferred > 0 {
             format!("nothing run; {deferred} ref(s) deferred")
         } else {
             "nothing to do".into()
         });
-        return;
+        return Ok(());
     }
     let rows: Vec<Vec<String>> = results
         .iter()
@@ -82,8 +82,9 @@ fn print_summary(cx: &Context, results: &[RefResult], deferred: usize) {
             ]
         })
         .collect();
-    print!("{}", output::table(&["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "TIME"], &rows));
+    output::print(output::table(&["PROJECT", "REF", "COMMIT", "STAGE", "RESULT", "TIME"], &rows))?;
     if deferred > 0 {
         cx.out.info(format!("{deferred} more ref(s) wait for the next run (pipe.max_builds)"));
     }
+    Ok(())
 }

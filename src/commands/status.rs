@@ -41,7 +41,7 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     if args.json {
         let report = StatusReport { version: 1, refs: rows };
         let doc = StatusDoc { report: &report, discovery: &discovery };
-        println!("{}", serde_json::to_string_pretty(&doc).context("failed to render JSON")?);
+        output::println(serde_json::to_string_pretty(&doc).context("failed to render JSON")?)?;
         return Ok(code::OK);
     }
     if rows.is_empty() {
@@ -87,7 +87,7 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     if discovered {
         header.push("DISCOVERED");
     }
-    print!("{}", output::table(&header, &table));
+    output::print(output::table(&header, &table))?;
     Ok(code::OK)
 }
 

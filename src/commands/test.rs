@@ -47,11 +47,11 @@ pub(super) fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
     if args.dry_run {
         let run = engine::latest_built(&files.history, None).ok_or_else(|| engine::not_built(&job))?;
         let Some(command) = &run.test else {
-            println!("# no test command: the test stage records `skipped`");
+            crate::output::println("# no test command: the test stage records `skipped`")?;
             return Ok(code::OK);
         };
         let (test_job, docker) = test::plan(&job, run, command, false)?;
-        println!("{}", test_job.dry_run(&docker));
+        crate::output::println(test_job.dry_run(&docker))?;
         return Ok(code::OK);
     }
     let commit = engine::latest_built(&files.history, None).map(|r| r.commit.clone());

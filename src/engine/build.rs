@@ -37,18 +37,18 @@ pub(crate) fn build(
     // credentials.
     let docker = if job.trusted() { job.docker() } else { job.untrusted_docker()? };
     let deadline = Instant::now() + job.timeout(Stage::Build);
-    let Prepared { sha, plan, tags, labels, services, secrets, builder } =
-        match prepare(job, default_branch, commit, deadline) {
-            Ok(prepared) => prepared,
-            Err(err) => {
-                // git gives up a fetch at a signal or the deadline with a plain error.
-                crate::signals::check()?;
-                let unanswered = err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>();
-                let Some(commit) = commit.filter(|_| !unanswered) else { return Err(err) };
-                let outcome = if Instant::now() >= deadline { Outcome::TimedOut } else { Outcome::Failed };
-                return record_early_failure(job, files, commit, outcome, err);
-            }
-        };
+    let prepared = match prepare(job, default_branch, commit, deadline) {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            // git gives up a fetch at a signal or the deadline with a plain error.
+            crate::signals::check()?;
+            let unanswered = err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>();
+            let Some(commit) = commit.filter(|_| !unanswered) else { return Err(err) };
+            let outcome = if Instant::now() >= deadline { Outcome::TimedOut } else { Outcome::Failed };
+            return record_early_failure(job, files, commit, outcome, err);
+        }
+    };
+    let Prepared { sha, subject, author, plan, tags, labels, services, secrets, builder } = prepared;
     let number = files.history.next_run;
     files.history.next_run += 1;
     let log = files.new_log(number)?;
@@ -69,6 +69,8 @@ pub(crate) fn build(
         test_env: plan.test_env.iter().cloned().collect(),
         test_secrets: plan.test_secrets.iter().map(|(k, _)| k.clone()).collect(),
         test_services: services,
+        subject: Some(subject),
+        author: Some(author),
     });
     let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -195,6 +197,9 @@ fn build_network(job: &Job<'_>) -> anyhow::Result<Option<BuildNetworkUse>> {
 /// What a build knows once its commit is checked out.
 struct Prepared {
     sha: String,
+    /// The commit's subject and author's name, for the status page.
+    subject: String,
+    author: String,
     plan: Plan,
     tags: Vec<String>,
     labels: Vec<(String, String)>,
@@ -260,7 +265,8 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         foreign_tags(job, &job.docker(), &plan.image, &tags)?;
     }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
-    Ok(Prepared { sha, plan, tags, labels, services, secrets, builder })
+    let (subject, author) = (checked_out.subject, checked_out.author);
+    Ok(Prepared { sha, subject, author, plan, tags, labels, services, secrets, builder })
 }
 
 /// Which submodule URLs a project's checkouts may fetch.
@@ -340,6 +346,8 @@ fn record_early_failure(
         test_env: Default::default(),
         test_secrets: Default::default(),
         test_services: None,
+        subject: None,
+        author: None,
     });
     job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
     let shown = refs::display(&job.refname);
@@ -456,7 +464,7 @@ pub(crate) fn docker_build(
     let redactor = Redactor::new(build.secrets.iter().map(|(_, s)| s));
     let finished = redact::logged(out, &cmd, log, client::LOG_CAP, timeout, &redactor, &mut |line| {
         if echo {
-            eprintln!("{line}");
+            crate::output::echo(line);
         } else if let Some(step) = docker::build_step(line) {
             spinner.set(step);
             out.detail(step);
@@ -512,7 +520,7 @@ pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<H
     let builder = docker.builders(out).choose(Needs::default()).map_err(StageFailed)?;
     let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[], network: None };
     if dry_run {
-        println!("{}", build.command(&docker, builder, Path::new("<iidfile>")));
+        crate::output::println(build.command(&docker, builder, Path::new("<iidfile>")))?;
         return Ok(None);
     }
     let log = std::env::temp_dir().join(format!("pipe-here-{}.log", docker::branch_tag(&name)));

@@ -34,6 +34,8 @@ pub(crate) struct Release {
     pub stages: Vec<StageRun>,
     /// When the ref's head was first seen at this commit.
     pub detected: Option<jiff::Timestamp>,
+    /// Asked for by `--commit` and not the ref's newest build: an earlier image put back.
+    pub rollback: bool,
 }
 
 /// The deploy entries of the job's branch that have a target, optionally only the named one.
@@ -134,10 +136,12 @@ fn release(
         run: Some(run.number),
         stages: run.stages.clone(),
         detected: None,
+        rollback: false,
     };
     if let Some(sha) = commit {
+        let newest = super::latest_built(history, None).map(|run| run.commit.as_str());
         if let Some(run) = super::latest_built(history, Some(sha)) {
-            return Ok(from_run(run));
+            return Ok(Release { rollback: newest != Some(run.commit.as_str()), ..from_run(run) });
         }
         for target in targets {
             let deploys = state::load_deploys(&state::deploys_path(job.state_path, job.name, target.display_name()))?;
@@ -151,6 +155,7 @@ fn release(
                     run: None,
                     stages: Vec::new(),
                     detected: None,
+                    rollback: newest != Some(d.commit.as_str()),
                 });
             }
         }
@@ -263,12 +268,9 @@ impl<'a> Rollout<'a> {
     /// The deploy's moments: the commit's stages from its run, readiness and the switch.
     fn timeline(&self, done: jiff::Timestamp) -> Timeline {
         let ended = |stage: Stage| {
-            self.release
-                .stages
-                .iter()
-                .rev()
-                .find(|s| s.stage == stage && s.result == Outcome::Passed)
-                .and_then(|s| s.started.checked_add(jiff::SignedDuration::from_secs_f64(s.seconds)).ok())
+            let s = self.release.stages.iter().rev().find(|s| s.stage == stage && s.result == Outcome::Passed)?;
+            // Records older than `ended` only have a start to the second and a duration.
+            s.ended.or_else(|| s.started.checked_add(jiff::SignedDuration::from_secs_f64(s.seconds)).ok())
         };
         let switched = self.switched.get();
         Timeline {
@@ -303,19 +305,19 @@ impl<'a> Rollout<'a> {
         if self.zero_downtime() {
             let cmds = self.beside(&self.image, &self.tag, self.release, |b| Ok(b.commands()))?;
             for cmd in cmds {
-                println!("{cmd}");
+                crate::output::println(cmd)?;
             }
             return Ok(());
         }
         for cmd in self.commands(&self.image, &self.tag, self.release)? {
-            println!("{cmd}");
+            crate::output::println(cmd)?;
         }
         if let Some(hook) = &self.target.webhook {
-            println!(
+            crate::output::println(format_args!(
                 "POST {} (body: project, ref, commit, image, digest; {})",
                 webhook::shown_url(hook, self.job.name),
                 webhook::auth_note(hook)
-            );
+            ))?;
         }
         Ok(())
     }
@@ -342,9 +344,10 @@ impl<'a> Rollout<'a> {
             image: image.clone(),
             tag: tag.clone(),
             refname: self.job.refname.clone(),
-            at: crate::clock::now(),
+            at: crate::clock::precise(),
             result: DeployResult::Succeeded,
             timeline: None,
+            rollback: self.release.rollback,
         };
         let Err(err) = result else {
             let timeline = self.timeline(record.at);
@@ -390,6 +393,7 @@ impl<'a> Rollout<'a> {
             run: None,
             stages: Vec::new(),
             detected: None,
+            rollback: true,
         };
         let deadline = Instant::now() + self.timeout;
         let rolled = self.apply(back_image, back_tag, &back, deadline).and_then(|()| self.check(deadline));
@@ -402,9 +406,10 @@ impl<'a> Rollout<'a> {
         history.deploys.push(record);
         if rolled.is_ok() {
             history.deploys.push(DeployRecord {
-                at: crate::clock::now(),
+                at: crate::clock::precise(),
                 result: DeployResult::Succeeded,
                 timeline: None,
+                rollback: true,
                 ..previous.clone()
             });
         }

@@ -35,7 +35,8 @@ pub(crate) struct Polled {
 /// Polls the projects and applies what changed to `st` (the caller decides whether to save).
 pub(crate) fn poll(out: &Output, config: &Config, projects: &[(&str, &Project)], st: &mut state::State) -> Polled {
     let listed = list_all(out, config, projects);
-    let now = crate::clock::now();
+    // A head's `since` is the deploy timeline's `detected`: measured as its other instants are.
+    let now = crate::clock::precise();
     let mut report = PollReport { version: 1, ..Default::default() };
     let mut state_changed = false;
     for ((name, project), result) in projects.iter().zip(listed) {

@@ -48,7 +48,7 @@ pub(crate) fn push(job: &Job<'_>, files: &mut RefFiles, force: bool, dry_run: bo
             let plan = PushPlan::new(&docker, reg_name, registry, &run);
             for cmd in plan.login.commands().into_iter().chain(plan.steps.iter().flat_map(|(_, tag, push)| [tag, push]))
             {
-                println!("{cmd}");
+                crate::output::println(cmd)?;
             }
         }
         return Ok(());

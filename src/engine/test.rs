@@ -220,7 +220,7 @@ pub(crate) fn run_job(out: &Output, docker: &Docker, job: &TestJob<'_>) -> anyho
     let echo = job.echo;
     let result = redact::logged(out, &cmd, &job.log, client::LOG_CAP, job.timeout, &redactor, &mut |line| {
         if echo {
-            eprintln!("{line}");
+            crate::output::echo(line);
         }
     });
     spinner.finish();

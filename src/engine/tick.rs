@@ -406,8 +406,8 @@ fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Pa
         project: result.project.clone(),
         refname: result.refname.clone(),
         commit: result.commit.clone(),
-        stage: result.stage.to_string(),
-        result: result.result.to_string(),
+        stage: result.stage,
+        result: result.result,
         seconds: result.seconds,
         log_tail: String::new(),
         url: crate::page::public_url(config).map(|p| match result.run {

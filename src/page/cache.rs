@@ -41,7 +41,12 @@ pub(super) struct Row {
 }
 
 impl Row {
-    /// As [`crate::report::last_result`].
+    /// The last stage's outcome; `None` while no stage ran.
+    pub(super) fn outcome(&self) -> Option<Outcome> {
+        self.last.as_ref().map(|&(_, outcome, _, _)| outcome)
+    }
+
+    /// As [`crate::report::last_result`]: the word the page's filter and JSON use.
     pub(super) fn result(&self) -> &'static str {
         match &self.last {
             Some((_, result, _, _)) => result.as_str(),

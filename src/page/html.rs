@@ -4,6 +4,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::Overview;
+use crate::model::{DeployResult, Outcome};
 use crate::output::{age, short};
 use crate::refs;
 use crate::state::{History, Run};
@@ -70,7 +71,7 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
             form method="get" action=(link("/status")) {
                 input type="search" name="q" value=(ov.query) placeholder="project or ref contains";
                 select name="result" {
-                    @for word in ["", "failed", "timed_out", "passed", "pending", "seen", "interrupted", "skipped"] {
+                    @for word in filter_words() {
                         option value=(word) selected[word == ov.result] { @if word.is_empty() { "any result" } @else { (word) } }
                     }
                 }
@@ -84,7 +85,7 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
             table id="refs" {
                 thead { tr { th { "project" } th { "ref" } th { "stage" } th { "result" } th { "commit" } th { "age" } th { "duration" } } }
                 tbody {
-                    @for (row, duration) in ov.report.refs.iter().zip(&ov.durations) {
+                    @for (row, run) in ov.report.refs.iter().zip(&ov.runs) {
                         tr class={ "r-" (row.result) } data-ref=(row.refname) {
                             td { (row.project) }
                             td {
@@ -93,9 +94,13 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
                             }
                             td.stage { (row.stage) }
                             td { (result(&row.result)) }
-                            td { code { (short(&row.commit)) } }
+                            td.commit {
+                                code { (short(&row.commit)) }
+                                @if let Some(subject) = &run.subject { " " span.subject { (subject) } }
+                                @if let Some(author) = &run.author { " " span.author { "by " (author) } }
+                            }
                             td { (age(row.age_seconds)) }
-                            td { (seconds(*duration)) }
+                            td { (seconds(run.seconds)) }
                         }
                     }
                 }
@@ -121,7 +126,7 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
                                     td { code { (short(&d.commit)) } }
                                     td { (refs::display(&d.refname)) }
                                     td { (d.tag) }
-                                    td { (result(deploy_word(d.result))) @if d.result == crate::model::DeployResult::RolledBack { " ↩ rollback" } }
+                                    td { (result(d.result.as_str())) @if d.result == DeployResult::RolledBack || d.rollback { " ↩ rollback" } }
                                 }
                             }
                         }
@@ -216,11 +221,9 @@ pub(super) fn error(status: u16, message: &str) -> Markup {
     layout("error", &|p: &str| p.to_string(), html! { h1 { (status) } p { (message) } })
 }
 
-fn deploy_word(result: crate::model::DeployResult) -> &'static str {
-    use crate::model::DeployResult::*;
-    match result {
-        Succeeded => "succeeded",
-        Failed => "failed",
-        RolledBack => "rolled_back",
-    }
+/// The overview's result filter, in the order it offers them: any result, then each word a
+/// ref's result can be (a stage's outcome, or `pending` and `seen` before any stage ran).
+fn filter_words() -> [&'static str; 8] {
+    use Outcome::*;
+    ["", Failed.as_str(), TimedOut.as_str(), Passed.as_str(), "pending", "seen", Interrupted.as_str(), Skipped.as_str()]
 }

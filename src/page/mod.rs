@@ -79,10 +79,22 @@ pub(crate) struct Target {
     pub deploys: Vec<DeployRecord>,
 }
 
+/// What the overview shows of a row beyond the state: from the ref's history, read for the
+/// rows on the page only.
+#[derive(Debug, Default)]
+pub(crate) struct RowRun {
+    /// The newest run's duration, its stages summed.
+    pub seconds: Option<f64>,
+    /// The subject and author's name of the row's commit, from its newest build's checkout.
+    pub subject: Option<String>,
+    pub author: Option<String>,
+}
+
 /// The overview: one page of refs, the filter that chose them, the deploy targets.
 pub(crate) struct Overview {
     pub report: StatusReport,
-    pub durations: Vec<Option<f64>>,
+    /// One per row of `report`.
+    pub runs: Vec<RowRun>,
     pub total: usize,
     pub page: usize,
     pub pages: usize,
@@ -224,7 +236,7 @@ impl Page {
             })
             .collect();
         // What is red comes first; then by project and ref as the state keeps them.
-        rows.sort_by_key(|(_, r)| !matches!(r.result(), "failed" | "timed_out"));
+        rows.sort_by_key(|(_, r)| !r.outcome().is_some_and(Outcome::is_failure));
         let total = rows.len();
         let pages = total.div_ceil(PER_PAGE).max(1);
         let page = req.query_param("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).clamp(1, pages);
@@ -248,18 +260,22 @@ impl Page {
                 previews.entry(row.project.clone()).or_insert_with(|| report::preview_urls(&self.state, &row.project));
             row.preview_url = urls.get(&row.refname).cloned();
         }
-        let durations = visible
+        let runs = visible
             .iter()
             .map(|r| {
                 let path = state::history_path(&self.state, &r.project, &r.refname);
-                let history = state::load_history(&path, &r.refname).ok()?;
-                let run = history.runs.last()?;
-                Some(run.stages.iter().map(|s| s.seconds).sum())
+                let Ok(history) = state::load_history(&path, &r.refname) else { return RowRun::default() };
+                let built = history.runs.iter().rev().find(|run| run.commit == r.commit);
+                RowRun {
+                    seconds: history.runs.last().map(|run| run.stages.iter().map(|s| s.seconds).sum()),
+                    subject: built.and_then(|run| run.subject.clone()),
+                    author: built.and_then(|run| run.author.clone()),
+                }
             })
             .collect();
         Overview {
             report: StatusReport { version: 1, refs: visible },
-            durations,
+            runs,
             total,
             page,
             pages,
@@ -367,7 +383,7 @@ impl Page {
                     (Some(d), Some(DeployResult::RolledBack)) => {
                         format!("{} (rolled back)", &crate::output::short(&d.commit)[..7])
                     }
-                    (_, Some(DeployResult::Failed)) => "failed".into(),
+                    (_, Some(DeployResult::Failed)) => DeployResult::Failed.to_string(),
                     _ => "unknown".into(),
                 };
                 (format!("deploy {target}"), message, colour)
@@ -382,7 +398,7 @@ impl Page {
                         Outcome::Passed | Outcome::Skipped => ("passing".into(), badge::GREEN),
                         Outcome::Failed => (format!("{} failing", l.stage), badge::RED),
                         Outcome::TimedOut => (format!("{} timed out", l.stage), badge::RED),
-                        Outcome::Interrupted => ("interrupted".into(), badge::GREY),
+                        Outcome::Interrupted => (Outcome::Interrupted.to_string(), badge::GREY),
                     },
                 };
                 ("build".to_string(), message, colour)

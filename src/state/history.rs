@@ -57,6 +57,12 @@ pub struct Run {
     /// The accepted test services, as pipe stored them (not the repository's file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_services: Option<PathBuf>,
+    /// The commit's subject and author's name, from the build's checkout (capped, control
+    /// characters blanked). Absent in runs older than these fields and when no checkout was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 /// One stage of a run.
@@ -69,10 +75,14 @@ pub struct StageRun {
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// When the stage ended, to the millisecond ([`crate::clock::precise`]): the deploy
+    /// timeline's instant for it. Absent in records older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Timestamp>,
 }
 
 impl StageRun {
-    /// A stage's record; durations are kept to 0.1 s.
+    /// A stage's record, made when the stage ends; durations are kept to 0.1 s.
     pub fn new(
         stage: Stage,
         result: Outcome,
@@ -81,7 +91,7 @@ impl StageRun {
         exit_code: Option<i32>,
     ) -> StageRun {
         let seconds = (took.as_secs_f64() * 10.0).round() / 10.0;
-        StageRun { stage, result, started, seconds, exit_code }
+        StageRun { stage, result, started, seconds, exit_code, ended: Some(crate::clock::precise()) }
     }
 }
 
@@ -116,6 +126,10 @@ pub struct DeployRecord {
     /// When the commit went from detected to taking traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// This deploy put an earlier image back: by hand (`pipe deploy --commit` of a commit
+    /// other than the ref's newest build) or after a failed deploy (the automatic rollback).
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub rollback: bool,
 }
 
 /// The moments of one deploy, from the commit being detected to its release taking traffic.
@@ -146,12 +160,12 @@ impl Timeline {
         Some(((to.as_millisecond() - from.as_millisecond()) as f64 / 100.0).round() / 10.0)
     }
 
-    /// `detected 20:01:02, built +4.1s, …, took traffic +13.0s`.
+    /// `detected 20:01:02.3, built +4.1s, …, took traffic +13.0s`: every instant in tenths.
     pub fn describe(&self) -> String {
         let base = self.detected.or(self.built).or(self.healthy);
         let mut parts = Vec::new();
         if let Some(at) = self.detected {
-            parts.push(format!("detected {}", at.strftime("%H:%M:%S")));
+            parts.push(format!("detected {}", at.strftime("%H:%M:%S%.1f")));
         }
         for (what, at) in [
             ("built", self.built),

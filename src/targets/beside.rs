@@ -135,7 +135,7 @@ impl Beside<'_> {
                     self.wait_ready(service, b, deadline)?;
                 }
             }
-            let healthy = crate::clock::now();
+            let healthy = crate::clock::precise();
             if let Some(release) = self.release {
                 self.out.info(format!("running the release command in `{}`", self.names()[0]));
                 let ran = self.logged(&self.release_cmd(release), deadline);
@@ -161,7 +161,7 @@ impl Beside<'_> {
             self.remove_new(&old);
             return Err(err.context("the new release never took traffic; the old release kept serving"));
         }
-        let switched = crate::clock::now();
+        let switched = crate::clock::precise();
         self.drain_and_stop(old.values().flatten().map(|b| b.id.clone()).collect());
         Ok(Switched { healthy, switched })
     }

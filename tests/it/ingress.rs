@@ -125,6 +125,7 @@ ingress = {{ web = {port} }}
     std::fs::create_dir_all(&host_dir).unwrap();
     let generated = env.pipe(&["generate", "nginx"]);
     generated.code(0).stdout_has(&format!("web {app_port};")).stdout_has("proxy_pass http://127.0.0.1:$pipe_port;");
+    assert!(!generated.stdout.contains("resolver"), "no DNS server on the host to name:\n{}", generated.stdout);
     std::fs::write(host_dir.join("pipe.conf"), &generated.stdout).unwrap();
     let conf = host_dir.join("nginx.conf");
     std::fs::write(&conf, wrapper(&host_dir, &host_dir.join("pipe.conf").display().to_string())).unwrap();

@@ -145,3 +145,73 @@ password_file = "{}"
     let piped = env.pipe(&["check"]);
     assert!(piped.stderr.contains("warning: ") && !piped.stderr.contains('\x1b'), "{}", piped.stderr);
 }
+
+/// Regression: `pipe status --json | head -1` panicked ("failed printing to stdout: Broken
+/// pipe") with a backtrace. A reader that closes the pipe early now ends the output quietly,
+/// and the command exits with its own code.
+#[test]
+fn a_reader_closing_stdout_early_ends_the_output_quietly() {
+    use pipe::state::{self, History, RefState, Run};
+    use std::io::BufRead;
+
+    let env = TestEnv::new();
+    env.config("[project.epipe]\nrepo = \"/nonexistent/epipe.git\"\nbranches = [\"**\"]\n");
+    let path = env.state_path();
+    let mut st = state::State::default();
+    let project = st.project.entry("epipe".into()).or_default();
+    project.indexed = true;
+    // 3,000 refs and a 1 MiB log: every output below is far more than a pipe holds (64 KiB), so
+    // pipe meets the closed pipe whenever the reader closes it.
+    for i in 0..3000 {
+        let since = jiff::Timestamp::from_second(1_790_000_000 + i).unwrap();
+        let r = RefState { head: format!("{i:040x}"), since, pending: true, last: None, closed: false };
+        project.refs.insert(format!("refs/heads/branch-{i:04}"), r);
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    state::save(&path, &st).unwrap();
+    let refname = "refs/heads/branch-0000";
+    let logs = state::logs_dir(&path, "epipe", refname);
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("1.log");
+    std::fs::write(&log, "a line of the build's log\n".repeat(40_000)).unwrap();
+    let mut history = History {
+        schema: state::SCHEMA,
+        refname: refname.into(),
+        next_run: 2,
+        runs: vec![Run {
+            number: 1,
+            commit: format!("{:040x}", 0),
+            started: jiff::Timestamp::from_second(1_790_000_000).unwrap(),
+            image: "epipe".into(),
+            tags: vec!["branch-0000".into()],
+            image_id: None,
+            log,
+            stages: Vec::new(),
+            digests: Default::default(),
+            test: None,
+            test_env: Default::default(),
+            test_secrets: Vec::new(),
+            test_services: None,
+            subject: None,
+            author: None,
+        }],
+    };
+    state::save_history(&state::history_path(&path, "epipe", refname), &mut history, 20).unwrap();
+
+    for args in [
+        &["status", "--json"][..],
+        &["status"],
+        &["logs", "epipe", "branch-0000"],
+        &["logs", "--json", "epipe", "branch-0000"],
+    ] {
+        let mut child = env.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut first = String::new();
+        // One line, then the read end is closed (the reader dropped), as `head -1` does.
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!first.is_empty(), "`pipe {args:?}` printed nothing: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "`pipe {args:?}`:\n{stderr}");
+        assert_eq!(out.status.code(), Some(0), "`pipe {args:?}` ends with its own code:\n{stderr}");
+    }
+}

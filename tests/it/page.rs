@@ -16,6 +16,10 @@ use crate::support::{BareRepo, TestEnv};
 
 const XSS_BRANCH: &str = "refs/heads/<img/src=x/onerror=alert(1)>";
 const TOKEN: &str = "page-token-s3cret";
+/// The subject and author of dev's commit as its build's checkout gave them: markup, as a
+/// repository may write.
+const SUBJECT: &str = "Fix <b>login</b> & logout";
+const AUTHOR: &str = "Zoë <img src=x onerror=alert(2)>";
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -67,6 +71,7 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
         started: ts("2026-11-26T10:00:00Z"),
         seconds,
         exit_code,
+        ended: None,
     };
     let mut history = History {
         schema: state::SCHEMA,
@@ -89,6 +94,8 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
             test_env: Default::default(),
             test_secrets: Vec::new(),
             test_services: None,
+            subject: Some(SUBJECT.into()),
+            author: Some(AUTHOR.into()),
         }],
     };
     state::save_history(&state::history_path(&path, "app", "refs/heads/dev"), &mut history, 20).unwrap();
@@ -101,11 +108,15 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
         at: ts(at),
         result,
         timeline: None,
+        rollback: false,
     };
     let mut deploys = DeployHistory {
         schema: state::SCHEMA,
         deploys: vec![
             deploy(&main, "2026-11-26T09:00:00Z", DeployResult::Succeeded),
+            deploy(&dev, "2026-11-26T09:10:00Z", DeployResult::Succeeded),
+            // `pipe deploy --commit MAIN`: main's image put back by hand.
+            DeployRecord { rollback: true, ..deploy(&main, "2026-11-26T09:20:00Z", DeployResult::Succeeded) },
             deploy(&dev, "2026-11-26T09:30:00Z", DeployResult::RolledBack),
         ],
     };
@@ -182,6 +193,57 @@ fn chromium_shows_the_failing_ref_red_with_its_stage_and_the_deployed_commit() {
     let css = server.get("/status/style.css", &[]).2;
     assert!(css.contains("tr.r-failed"), "{css}");
     screenshot(&server.url("/status"), &env.path().join("overview.png"));
+}
+
+/// The overview promised each ref's commit with its subject and author from the build's
+/// checkout, and showed neither.
+#[test]
+fn the_overview_shows_the_commit_subject_and_author_as_text() {
+    let env = TestEnv::new();
+    seeded(&env, "");
+    let server = Serve::start(&env);
+    let (status, _, html) = server.get("/status", &[]);
+    assert_eq!(status, 200);
+    let dev = row(&html, "refs/heads/dev");
+    assert!(dev.contains("<span class=\"subject\">Fix &lt;b&gt;login&lt;/b&gt; &amp; logout</span>"), "{dev}");
+    assert!(dev.contains("<span class=\"author\">by Zoë &lt;img src=x onerror=alert(2)&gt;</span>"), "{dev}");
+    let main = row(&html, "refs/heads/main");
+    assert!(!main.contains("subject") && !main.contains("author"), "main has no recorded run: {main}");
+
+    let Some(dom) = chromium(&["--dump-dom"], &server.url("/status")) else { return };
+    let dev = row(&dom, "refs/heads/dev");
+    assert!(dev.contains("Fix &lt;b&gt;login&lt;/b&gt; &amp; logout") && !dev.contains("<b>"), "{dev}");
+    assert!(dev.contains("by Zoë &lt;img") && !dom.contains("<img"), "the author is text: {dev}");
+}
+
+/// Regression: a rollback by hand (`pipe deploy --commit`) was listed without the mark an
+/// automatic rollback gets.
+#[test]
+fn a_rollback_by_hand_is_marked_in_the_targets_last_deploys() {
+    let env = TestEnv::new();
+    seeded(&env, "");
+    let server = Serve::start(&env);
+    let (status, _, html) = server.get("/status", &[]);
+    assert_eq!(status, 200);
+    let deploy_row = |at: &str| {
+        let start = html.find(&format!("<td>2026-11-26 {at}</td>")).unwrap_or_else(|| panic!("no deploy at {at}"));
+        &html[start..start + html[start..].find("</tr>").unwrap()]
+    };
+    let by_hand = deploy_row("09:20:00");
+    assert!(by_hand.contains("r-succeeded") && by_hand.contains("↩ rollback"), "{by_hand}");
+    let automatic = deploy_row("09:30:00");
+    assert!(automatic.contains("r-rolled_back") && automatic.contains("↩ rollback"), "{automatic}");
+    for plain in ["09:00:00", "09:10:00"] {
+        assert!(!deploy_row(plain).contains("rollback"), "{}", deploy_row(plain));
+    }
+    let doc: serde_json::Value = serde_json::from_str(&server.get("/status.json", &[]).2).unwrap();
+    let rollbacks: Vec<bool> = doc["targets"][0]["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["rollback"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(rollbacks, [false, true, false, false], "newest first, in the JSON twin too");
 }
 
 #[test]

@@ -224,6 +224,65 @@ PROJECT[..]REF  COMMIT        STAGE   RESULT  TIME
     assert_eq!(slack.taken().len(), 1, "the failed deploy is notified");
 }
 
+/// Regression: the demo's timeline read `tested +1.3s, pushed +1.2s` and `detected` had whole
+/// seconds: each stage's end was its start cut to the second plus its duration. Every instant
+/// is now read from one clock, to the millisecond, when it happens.
+#[test]
+fn the_deploy_timeline_of_a_real_run_is_in_order_and_to_the_millisecond() {
+    let Some(docker) = Docker::require() else { return };
+    let reg = Registry::start("ci", "pw-timeline-1");
+    let mut a = app(&docker);
+    a.env.env("REG_PW", "pw-timeline-1");
+    let registry =
+        format!("[registry.local]\nurl = \"{}\"\nusername = \"ci\"\npassword_env = \"REG_PW\"\n", reg.host());
+    a.env.config(&a.deploy_config(
+        &registry,
+        &format!(
+            "push = [\"local\"]\ncompose = {{ file = \"{}\", project = \"{}\", services = [\"web\"] }}\n\
+             health = {{ url = \"http://127.0.0.1:{}/health\", timeout = \"8s\" }}",
+            a.compose_file.display(),
+            a.project,
+            a.port
+        ),
+    ));
+    a.version(1, "true", true);
+    // To the millisecond, as pipe reads its clock: nothing pipe measures can come before it.
+    let before = jiff::Timestamp::from_millisecond(jiff::Timestamp::now().as_millisecond()).unwrap();
+    let run = a.env.pipe(&["run", "--json"]);
+    let after = jiff::Timestamp::now();
+    run.code(0);
+    let doc = run.json();
+    let timeline = &doc["results"][0]["timeline"];
+    let mut previous = ("the run's start", before);
+    for moment in ["detected", "built", "tested", "pushed", "healthy", "traffic"] {
+        let text = timeline[moment].as_str().unwrap_or_else(|| panic!("no `{moment}` in {timeline}"));
+        let at: jiff::Timestamp = text.parse().unwrap();
+        // A whole-second reading would fall before the run's start most of the time.
+        assert!(previous.1 <= at, "{moment} ({text}) is before {} ({}): {timeline}", previous.0, previous.1);
+        previous = (moment, at);
+    }
+    assert!(previous.1 <= after, "traffic after the run ended: {timeline}");
+
+    // The line people read: `detected` in tenths like the offsets, and no offset going back.
+    let line = run.stderr.lines().find(|l| l.contains("timeline of")).expect("a timeline line");
+    let parts: Vec<&str> = line.split_once(": detected ").expect("detected first").1.split(", ").collect();
+    let detected = parts[0];
+    assert!(
+        detected.len() == 10 && detected.as_bytes()[8] == b'.' && detected[9..].bytes().all(|b| b.is_ascii_digit()),
+        "`detected` in tenths: {line}"
+    );
+    let offsets: Vec<f64> = parts[1..]
+        .iter()
+        .map(|p| {
+            let offset = p.rsplit_once(" +").and_then(|(_, o)| o.strip_suffix('s')).expect("`+N.Ns`");
+            assert_eq!(offset.split_once('.').map(|(_, f)| f.len()), Some(1), "tenths: {line}");
+            offset.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(offsets.len(), 5, "built, tested, pushed, healthy, took traffic: {line}");
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "in order: {line}");
+}
+
 #[test]
 fn rollback_by_hand_redeploys_an_earlier_commit() {
     let Some(docker) = Docker::require() else { return };
@@ -234,13 +293,20 @@ fn rollback_by_hand_redeploys_an_earlier_commit() {
     ));
     let v1 = a.version(1, "true", true);
     a.env.pipe(&["run"]).code(0);
-    a.version(2, "true", true);
+    let v2 = a.version(2, "true", true);
     a.env.pipe(&["run"]).code(0);
     assert_eq!(a.answers().as_deref(), Some("version 2"));
     let dry = a.env.pipe(&["deploy", &a.project, "dev", "--commit", &v1[..12], "--dry-run"]);
     dry.code(0).stdout_has("up --detach --no-build --remove-orphans");
     a.env.pipe(&["deploy", &a.project, "dev", "--commit", &v1[..12]]).code(0);
     assert_eq!(a.answers().as_deref(), Some("version 1"));
+    // Marked as a rollback in the target's history, as automatic rollbacks are; deploying the
+    // newest build again by its commit is not one.
+    a.env.pipe(&["deploy", &a.project, "dev", "--commit", &v2[..12]]).code(0);
+    let history = pipe::state::deploys_path(&a.env.state_path(), &a.project, "compose");
+    let deploys = pipe::state::load_deploys(&history).unwrap().deploys;
+    let marks: Vec<(&str, bool)> = deploys.iter().map(|d| (&d.commit[..12], d.rollback)).collect();
+    assert_eq!(marks, [(&v1[..12], false), (&v2[..12], false), (&v1[..12], true), (&v2[..12], false)]);
     a.env
         .pipe(&["deploy", &a.project, "dev", "--commit", "deadbeef"])
         .code(1)

@@ -2,7 +2,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name, write_web_compose};
@@ -370,30 +369,17 @@ fn a_stderr_nobody_reads_never_stalls_the_receiver() {
     // pipe (or a stalled journal) stopped every request. Now lines are dropped and counted.
     let mut env = TestEnv::new();
     command_hooks(&mut env, "true");
-    let port = free_port();
-    let mut child = env
-        .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "pipe serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = Serve::start_unread(&env);
     // ~80 bytes a line: 3,000 requests write far more than a pipe holds (64 KiB).
     for i in 0..3000 {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
         stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut answer = [0u8; 12];
         let got = stream.read_exact(&mut answer);
         assert!(got.is_ok() && &answer == b"HTTP/1.1 200", "request {i} was not answered");
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0));
     assert!(log.contains("log line(s) dropped: stderr did not keep up"), "{}", &log[log.len().saturating_sub(500)..]);
 }

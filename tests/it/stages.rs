@@ -131,6 +131,8 @@ fn build_test_push_a_commit_to_a_real_registry() {
     )
     .unwrap();
     assert!(history.contains(&format!("local = \"{digest}\"")), "recorded digest {digest} in\n{history}");
+    // For the status page: the commit's subject and author's name, from the build's checkout.
+    assert!(history.contains("\nsubject = \"first\"\n") && history.contains("\nauthor = \"pipe test\"\n"), "{history}");
 
     let status = env.pipe(&["status", "--json"]).json();
     assert_eq!(status["refs"][0]["stage"], "push");

@@ -63,6 +63,8 @@ fn stack(docker: &Docker, target_extra: &str) -> Option<Stack> {
     ));
     let generated = env.pipe(&["generate", "nginx"]);
     generated.code(0).stdout_has("include ").stdout_has("web pipe-web;");
+    // nginx on the host, every service switched: no Docker DNS server named (pipe runs `nginx -t`).
+    assert!(!generated.stdout.contains("resolver") && !generated.stdout.contains("Docker"), "{}", generated.stdout);
     std::fs::write(ngx.join("pipe.conf"), &generated.stdout).unwrap();
     Some(Stack {
         _nginx: NginxGuard(ngx.join("nginx.pid")),

@@ -11,13 +11,15 @@ use super::{TestEnv, free_port};
 
 /// `pipe serve` on a free port of 127.0.0.1, ready once it said "listening on" itself (so a
 /// test never talks to another test's server). Its stderr is drained as it comes, each line
-/// kept with when it arrived, so a long test never stalls the server's logging. SIGTERM and
-/// wait on drop.
+/// kept with when it arrived, so a long test never stalls the server's logging (unless it asks
+/// for a stderr nobody reads: [`Serve::start_unread`]). SIGTERM and wait on drop.
 pub struct Serve {
     child: Child,
     pub port: u16,
     lines: Arc<Mutex<Vec<(Instant, String)>>>,
     reader: Option<JoinHandle<()>>,
+    /// Held while stderr is left unread; dropping it lets the reader drain again.
+    unread: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// One answer: the status, the headers (names in lowercase) and the body.
@@ -42,6 +44,16 @@ impl Serve {
 
     /// Starts on `port`; `None` when pipe serve could not listen there.
     pub fn start_on(env: &TestEnv, port: u16) -> Option<Serve> {
+        Serve::spawn(env, port, false)
+    }
+
+    /// [`Serve::start`], but once it listens nothing reads its stderr (a stalled journal, a
+    /// full pipe) until [`Serve::stop`], which reads the rest.
+    pub fn start_unread(env: &TestEnv) -> Serve {
+        (0..5).find_map(|_| Serve::spawn(env, free_port(), true)).expect("pipe serve did not start")
+    }
+
+    fn spawn(env: &TestEnv, port: u16, unread: bool) -> Option<Serve> {
         let mut child = env
             .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
@@ -51,16 +63,22 @@ impl Serve {
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (resume_tx, resume_rx) = std::sync::mpsc::channel::<()>();
         let kept = lines.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = ready_tx.send(());
-                }
+                let ready = line.contains("listening on");
                 kept.lock().unwrap().push((Instant::now(), line));
+                if ready {
+                    let _ = ready_tx.send(());
+                    if unread {
+                        // Returns when the sender is dropped: by `stop`, or on drop.
+                        let _ = resume_rx.recv();
+                    }
+                }
             }
         });
-        let serve = Serve { child, port, lines, reader: Some(reader) };
+        let serve = Serve { child, port, lines, reader: Some(reader), unread: unread.then_some(resume_tx) };
         if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
             eprintln!("pipe serve did not listen on {port}: {}", serve.log());
             return None;
@@ -100,6 +118,7 @@ impl Serve {
     /// Sends SIGTERM and returns the exit code and everything it logged.
     pub fn stop(mut self) -> (Option<i32>, String) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.unread.take();
         let status = self.child.wait().unwrap();
         if let Some(reader) = self.reader.take() {
             reader.join().unwrap();
@@ -167,6 +186,7 @@ impl Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
+        self.unread.take();
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
