@@ -210,20 +210,30 @@ impl StateCache {
         }
         // The old state goes first: two states are never held for this cache at once.
         *last = None;
-        super::give_back_memory();
+        give_back_memory();
         let file = File::open(&self.path).map_err(error)?;
         let key = FileKey::of(&file.metadata().map_err(error)?);
         let pinned = file.try_clone().map_err(error)?;
         let index = Arc::new(Index::new(state::read_compact(&self.path, file)?));
         self.reads.fetch_add(1, Ordering::Relaxed);
         *last = Some(Snapshot { key, _pinned: pinned, index: index.clone() });
-        super::give_back_memory();
+        give_back_memory();
         Ok(index)
     }
 
     #[cfg(test)]
     fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
+    }
+}
+
+/// Gives memory freed by a large read back to the system (glibc keeps freed heap otherwise,
+/// so one re-read of a 10,000-ref state would stay in the process's RSS).
+pub(crate) fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heaps to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::Overview;
+use super::overview::Overview;
 use crate::model::{DeployResult, Outcome};
 use crate::output::{age, short};
 use crate::refs;

@@ -12,6 +12,7 @@
 mod badge;
 mod cache;
 mod html;
+mod overview;
 
 pub(crate) use html::{ref_url, run_url};
 
@@ -27,7 +28,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::json;
 
 use crate::config::{self, SecretRef};
@@ -36,7 +36,8 @@ use crate::model::{DeployResult, Outcome};
 use crate::report::{self, LogsReport, RefStatus, StatusReport};
 use crate::secret::{self, Secret};
 use crate::server::{Request, Response};
-use crate::state::{self, DeployRecord, History};
+use crate::state::{self, History};
+use overview::{Overview, RowRun, Target};
 
 /// Refs one overview page lists.
 pub(crate) const PER_PAGE: usize = 100;
@@ -66,41 +67,6 @@ pub(crate) struct Page {
     base: String,
     rendering: Arc<AtomicUsize>,
     streaming: Arc<AtomicUsize>,
-}
-
-/// One deploy target as the overview shows it.
-#[derive(Debug, Serialize)]
-pub(crate) struct Target {
-    pub project: String,
-    pub target: String,
-    /// The newest succeeded deploy: what the target runs now.
-    pub current: Option<DeployRecord>,
-    /// Newest first.
-    pub deploys: Vec<DeployRecord>,
-}
-
-/// What the overview shows of a row beyond the state: from the ref's history, read for the
-/// rows on the page only.
-#[derive(Debug, Default)]
-pub(crate) struct RowRun {
-    /// The newest run's duration, its stages summed.
-    pub seconds: Option<f64>,
-    /// The subject and author's name of the row's commit, from its newest build's checkout.
-    pub subject: Option<String>,
-    pub author: Option<String>,
-}
-
-/// The overview: one page of refs, the filter that chose them, the deploy targets.
-pub(crate) struct Overview {
-    pub report: StatusReport,
-    /// One per row of `report`.
-    pub runs: Vec<RowRun>,
-    pub total: usize,
-    pub page: usize,
-    pub pages: usize,
-    pub query: String,
-    pub result: String,
-    pub targets: Vec<Target>,
 }
 
 impl Page {
@@ -446,16 +412,6 @@ fn busy() -> Response {
     let mut r = Response::empty(503);
     r.headers.push(("Retry-After".into(), "1".into()));
     r
-}
-
-/// Gives memory freed by a large read back to the system (glibc keeps freed heap otherwise,
-/// so one re-read of a 10,000-ref state would stay in the process's RSS).
-fn give_back_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of glibc's heaps to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// A ref given as its full name (`refs/heads/dev`) or as shown (`dev`, `pull/12`).

@@ -14,6 +14,7 @@ mod early_failures;
 mod faults;
 mod forge;
 mod hostile_remote;
+mod house;
 mod image_line;
 mod ingress;
 mod output;
