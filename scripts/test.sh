@@ -17,3 +17,13 @@ echo "[test] cargo clippy --all-targets -- -D warnings" >&2
 cargo clippy --quiet --all-targets -- -D warnings
 echo "[test] cargo test" >&2
 cargo test --quiet 2>&1
+# Both builders are first-class: the build, test, push, secret and isolation scenarios run
+# again through Debian's docker CLI (20.10), whose BuildKit is built in (`DOCKER_BUILDKIT=1`);
+# the pass above used the CLI on PATH, whose builder without buildx is the legacy one.
+kit_cli=/usr/bin/docker
+if ! [ -x "$kit_cli" ] || ! "$kit_cli" --version | grep -qE 'version (18\.09|19\.|2[0-2]\.)'; then
+    echo "[test] $kit_cli is not a docker CLI with BuildKit built in (Debian's docker.io)" >&2
+    exit 1
+fi
+echo "[test] cargo test: stages, runs, trust and the image line again on BuildKit ($kit_cli)" >&2
+PIPE_TEST_DOCKER="$kit_cli" cargo test --quiet --test it -- stages:: run:: trust:: image_line:: 2>&1

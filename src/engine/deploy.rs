@@ -434,6 +434,8 @@ impl<'a> Rollout<'a> {
             self.switched.set(Some(switched));
             return Ok(());
         }
+        // A swarm's update of this deploy starts after this instant; one before it is another's.
+        let since = crate::clock::precise();
         for cmd in self.commands(image, tag, release)? {
             let finished = exec::logged(out, &cmd, &self.log, client::LOG_CAP, left(), &mut |_| {})?;
             finished.check_interrupted()?;
@@ -453,7 +455,7 @@ impl<'a> Rollout<'a> {
             }
         }
         if let Some(swarm) = &self.target.swarm {
-            targets::wait_for_stack(out, self.docker, &swarm.stack, deadline)?;
+            targets::wait_for_stack(out, self.docker, &swarm.stack, since, deadline)?;
         }
         if let Some(hook) = &self.target.webhook {
             let delivery = webhook::Delivery {

@@ -120,6 +120,7 @@ fn execute(
     let commands = targets::target_commands(out, &docker, kinds, &project, pulls, env).map_err(failed)?;
     let timeout = h.hook.timeout.map_or(Duration::from_secs(600), |t| t.0);
     let deadline = Instant::now() + timeout;
+    let since = crate::clock::precise();
     let timed_out = || ("failed", None, format!("timed out after {}s", timeout.as_secs()));
     for cmd in commands {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -135,7 +136,7 @@ fn execute(
         }
     }
     if let Some(swarm) = &h.hook.swarm {
-        targets::wait_for_stack(out, &docker, &swarm.stack, deadline).map_err(failed)?;
+        targets::wait_for_stack(out, &docker, &swarm.stack, since, deadline).map_err(failed)?;
     }
     if let Some(health) = &h.hook.health {
         // The hook's timeout covers the health check too.

@@ -172,8 +172,17 @@ impl Compose {
     }
 }
 
-/// Waits until every service of the stack runs all its replicas.
-pub(crate) fn wait_for_stack(out: &Output, docker: &Docker, stack: &str, deadline: Instant) -> anyhow::Result<()> {
+/// Waits until every service of the stack runs all its replicas and no update of this deploy
+/// (one that started at `since` or later) is still going. A swarm that rolled an update back
+/// itself (`failure_action: rollback`) has converged on the old release: that is this deploy's
+/// failure, with the swarm's own words, never a success.
+pub(crate) fn wait_for_stack(
+    out: &Output,
+    docker: &Docker,
+    stack: &str,
+    since: jiff::Timestamp,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     let cmd = docker.cmd().args(["stack", "services", stack, "--format", "{{.Name}} {{.Replicas}}"]);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -186,12 +195,67 @@ pub(crate) fn wait_for_stack(out: &Output, docker: &Docker, stack: &str, deadlin
                 let want = want.split_whitespace().next().unwrap_or(want);
                 have == want && want != "0"
             });
-        if converged {
+        let names: Vec<&str> = last.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        let updates = if names.is_empty() { Vec::new() } else { update_states(out, docker, &names, since)? };
+        if let Some(update) = updates.iter().find(|u| u.state.starts_with("rollback") || u.state == "paused") {
+            if update.state != "rollback_started" {
+                bail!(
+                    "the swarm {} the update of `{}` ({}): {}",
+                    if update.state == "paused" { "paused" } else { "rolled back" },
+                    update.service,
+                    update.state,
+                    if update.message.is_empty() { "no message" } else { &update.message }
+                );
+            }
+        } else if converged && updates.iter().all(|u| u.state != "updating") {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     bail!("stack `{stack}` did not converge in time:\n{}", last.trim())
+}
+
+/// A service's update as the swarm reports it (`UpdateStatus`), for an update started at or
+/// after `since`: `updating`, `completed`, `paused`, `rollback_started`, `rollback_paused` or
+/// `rollback_completed`.
+#[derive(Debug, PartialEq)]
+pub(crate) struct UpdateState {
+    pub service: String,
+    pub state: String,
+    pub message: String,
+}
+
+fn update_states(
+    out: &Output,
+    docker: &Docker,
+    services: &[&str],
+    since: jiff::Timestamp,
+) -> anyhow::Result<Vec<UpdateState>> {
+    let format = "{{.Spec.Name}}\t{{if .UpdateStatus}}{{.UpdateStatus.State}}\t{{.UpdateStatus.StartedAt}}\t{{.UpdateStatus.Message}}{{end}}";
+    let inspect = docker.cmd().args(["service", "inspect", "--format", format]).args(services);
+    let text = exec::capture(out, &inspect, Duration::from_secs(30))?;
+    Ok(parse_update_states(&text, since))
+}
+
+/// Parses `docker service inspect` lines of name, state, start and message (tab-separated);
+/// updates that started before `since` (an earlier deploy's) are left out.
+pub(crate) fn parse_update_states(text: &str, since: jiff::Timestamp) -> Vec<UpdateState> {
+    // The swarm's clock and ours are the same host's for a local engine; a second of slack
+    // covers the rounding of either.
+    let since = since - jiff::SignedDuration::from_secs(1);
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(4, '\t');
+            let service = parts.next()?.trim().to_string();
+            let state = parts.next()?.trim().to_string();
+            let started = parts.next()?.trim();
+            let message = parts.next().unwrap_or("").trim().to_string();
+            // `2026-12-07 08:20:01.123456789 +0000 UTC` (Go's default time format).
+            let started = started.split(" +").next().unwrap_or(started).replacen(' ', "T", 1);
+            let started: jiff::Timestamp = format!("{started}Z").parse().ok()?;
+            (!state.is_empty() && started >= since).then_some(UpdateState { service, state, message })
+        })
+        .collect()
 }
 
 /// Polls an HTTP URL until it answers 2xx, or a container until it is healthy (or running, when
@@ -245,4 +309,26 @@ pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadl
         bail!("container `{container}` was not healthy within {}s (last: {last})", timeout.as_secs());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swarm_update_of_this_deploy_is_read_and_an_earlier_one_is_not() {
+        let since: jiff::Timestamp = "2026-12-07T08:20:00Z".parse().unwrap();
+        let text = "app_web\trollback_completed\t2026-12-07 08:20:03.5 +0000 UTC\trollback completed\n\
+                    app_worker\tcompleted\t2026-12-07 07:00:00 +0000 UTC\tupdate completed\n\
+                    app_db\t\n";
+        let states = parse_update_states(text, since);
+        assert_eq!(
+            states,
+            [UpdateState {
+                service: "app_web".into(),
+                state: "rollback_completed".into(),
+                message: "rollback completed".into()
+            }]
+        );
+    }
 }

@@ -54,6 +54,28 @@ pub(crate) fn parse_stack_config(text: &str) -> StackShape {
     shape
 }
 
+/// What a stack file says about its services' updates, from the file as written.
+pub(crate) fn shape_from_yaml(text: &str) -> anyhow::Result<StackShape> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let docs = YamlLoader::load_from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let root = docs.into_iter().next().unwrap_or(Yaml::Null);
+    let version = match &root["version"] {
+        Yaml::String(v) => v.clone(),
+        Yaml::Real(v) => v.clone(),
+        Yaml::Integer(v) => v.to_string(),
+        _ => String::new(),
+    };
+    let mut services = Vec::new();
+    if let Yaml::Hash(map) = &root["services"] {
+        for (name, service) in map {
+            let Some(name) = name.as_str() else { continue };
+            let update = &service["deploy"]["update_config"];
+            services.push((name.to_string(), !update["order"].is_badvalue(), !update["failure_action"].is_badvalue()));
+        }
+    }
+    Ok(StackShape { version, services })
+}
+
 /// The override adding start-first updates with automatic rollback where the stack file is
 /// silent; `None` when nothing is missing, or the file's version is older than 3.4 (which
 /// cannot say `order`).
@@ -122,8 +144,18 @@ pub(crate) fn write_override(
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }
-    let text = exec::capture(out, &cmd, Duration::from_secs(30))?;
-    let shape = parse_stack_config(&text);
+    let shape = match exec::capture(out, &cmd, Duration::from_secs(30)) {
+        Ok(text) => parse_stack_config(&text),
+        // A CLI before 24 (Debian 12's 20.10) has no `docker stack config`: the stack file is
+        // read as written, which says the same of versions, services and their updates.
+        Err(err) if format!("{err:#}").contains("unknown flag") || format!("{err:#}").contains("unknown command") => {
+            let text = std::fs::read_to_string(&swarm.file)
+                .with_context(|| format!("failed to read the stack file `{}`", swarm.file.display()))?;
+            shape_from_yaml(&text)
+                .with_context(|| format!("the stack file `{}` is not valid YAML", swarm.file.display()))?
+        }
+        Err(err) => return Err(err),
+    };
     let Some(text) = render_override(&shape) else {
         let old = shape.version.split_once('.').is_some_and(|(a, b)| a == "3" && b.parse().is_ok_and(|m: u32| m < 4));
         if old {
@@ -152,6 +184,13 @@ mod tests {
         let shape = parse_stack_config(CONFIG);
         assert_eq!(shape.version, "3.8");
         assert_eq!(shape.services, [("web".to_string(), false, false), ("worker".to_string(), true, false)]);
+    }
+
+    #[test]
+    fn a_stack_file_as_written_says_the_same_as_stack_config() {
+        let file = "version: '3.8'\nservices:\n  web:\n    image: x\n    deploy:\n      replicas: 1\n  worker:\n    image: x\n    deploy:\n      update_config:\n        order: stop-first\n";
+        assert_eq!(shape_from_yaml(file).unwrap(), parse_stack_config(CONFIG));
+        assert_eq!(shape_from_yaml("version: 3.8\nservices: {}\n").unwrap().version, "3.8");
     }
 
     #[test]

@@ -148,7 +148,9 @@ fn a_secret_build_arg_is_mounted_by_buildkit_and_found_in_no_blob_the_registry_h
 fn the_legacy_builder_is_refused_a_secret_build_arg_and_check_says_so_before_any_build() {
     let Some(docker) = Docker::require() else { return };
     let mut f = fixture(&docker);
-    // The 28.x CLI on PATH has no buildx plugin: the legacy builder is all it has.
+    // A host with the legacy builder alone (the 28.x CLI on PATH has no buildx plugin), or an
+    // operator choosing it.
+    f.env.env("PIPE_BUILDER", "legacy");
     f.env.pipe(&["check"]).code(0).stderr_has(&format!(
         "project `{}`: the secret build arg `NPM_TOKEN` would be written into the image by the legacy builder",
         f.project
@@ -161,8 +163,8 @@ fn the_legacy_builder_is_refused_a_secret_build_arg_and_check_says_so_before_any
     let images = docker.ok(&["images", "--quiet", &f.image]);
     assert!(images.trim().is_empty(), "nothing was built: {images}");
     assert!(!run.stderr.contains(NPM_TOKEN) && !run.stdout.contains(NPM_TOKEN));
-    // The operator forcing the legacy builder gets the same refusal, on a BuildKit CLI too.
-    f.env.env("PIPE_DOCKER", BUILTIN_BUILDKIT_CLI).env("PIPE_BUILDER", "legacy");
+    // Chosen on a CLI with BuildKit, the legacy builder is refused the build all the same.
+    f.env.env("PIPE_DOCKER", BUILTIN_BUILDKIT_CLI);
     f.env.pipe(&["run", "--retry"]).code(1).stderr_has("would be written into the image by the legacy builder");
     // Without the override, the same CLI builds it with BuildKit.
     f.env.env("PIPE_BUILDER", "");

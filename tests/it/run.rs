@@ -459,6 +459,60 @@ services:
     assert!(image.trim().starts_with(&format!("{}:{}", a.image, &sha[..12])), "{image}");
 }
 
+/// Peers report a swarm that rolled an update back itself as a successful deploy; the swarm's
+/// own update status says otherwise.
+#[test]
+fn a_swarm_that_rolls_an_update_back_itself_is_reported_as_rolled_back_never_as_success() {
+    let Some(docker) = Docker::require() else { return };
+    let a = app(&docker);
+    let stack = Stack(a.project.clone());
+    let file = a.env.path().join("deploy").join("stack.yml");
+    std::fs::write(
+        &file,
+        r#"version: "3.8"
+services:
+  web:
+    image: ${PIPE_IMAGE}:${PIPE_TAG}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/www/health"]
+      interval: 1s
+      timeout: 1s
+      retries: 2
+    deploy:
+      update_config:
+        monitor: 10s
+"#,
+    )
+    .unwrap();
+    a.env.config(&a.deploy_config(
+        "",
+        &format!("swarm = {{ file = \"{}\", stack = \"{}\" }}\ntimeout = \"120s\"", file.display(), stack.0),
+    ));
+    let good = a.version(1, "true", true);
+    a.env.pipe(&["run"]).code(0);
+    // The next release never becomes healthy: the swarm's own `failure_action: rollback` (pipe's
+    // override) puts the old one back.
+    a.version(2, "true", false);
+    let run = a.env.pipe(&["run"]);
+    run.code(1).stderr_has("the swarm rolled back the update of").stderr_has("rolled back to");
+    let image = docker.ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        &format!("{}_web", stack.0),
+    ]);
+    assert!(image.trim().starts_with(&format!("{}:{}", a.image, &good[..12])), "{image}");
+    let deploys = a.env.state_path().with_file_name("deploys").join(&a.project);
+    let history: String =
+        std::fs::read_dir(&deploys).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect();
+    assert!(history.contains("result = \"rolled_back\""), "the deploy is recorded as rolled back: {history}");
+    // A deploy that changes nothing after it is not taken for another rollback.
+    a.version(3, "true", true);
+    a.env.pipe(&["run"]).code(0);
+}
+
 #[test]
 fn a_container_health_check_rolls_back_an_unhealthy_deploy_and_the_generic_webhook_hears_of_it() {
     let Some(docker) = Docker::require() else { return };

@@ -60,6 +60,11 @@ impl TestEnv {
             .env("PIPE_CONFIG", self.config_path())
             .env("PIPE_STATE", self.state_path())
             .stdin(Stdio::null());
+        // The suite's second pass runs the build scenarios on another docker CLI (BuildKit):
+        // `PIPE_TEST_DOCKER`; a test that sets `PIPE_DOCKER` itself still wins.
+        if let Some(docker) = std::env::var_os("PIPE_TEST_DOCKER").filter(|d| !d.is_empty()) {
+            cmd.env("PIPE_DOCKER", docker);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
