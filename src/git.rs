@@ -7,6 +7,7 @@
 mod auth;
 mod http;
 mod libgit;
+mod plain;
 mod probe;
 mod slots;
 mod ssh;
@@ -45,6 +46,11 @@ pub(crate) fn set_timeouts(timeout: Duration) {
 /// Lists the remote's refs (`git ls-remote`), giving up after `deadline` even if the transport
 /// ignores its own timeouts: the listing runs on a thread that is abandoned when it is late.
 pub(crate) fn list_remote(url: &str, auth: &Auth, deadline: Duration) -> anyhow::Result<Vec<(String, String)>> {
+    // A local repository, plain HTTP and `git://` bound every read by the deadline themselves:
+    // no watchdog thread (a thread start and two wake-ups per repository) for them.
+    if local_path(url).is_some() || url.starts_with("http://") || url.starts_with("git://") {
+        return list_now(url, auth, deadline);
+    }
     let (tx, rx) = mpsc::channel();
     let owned_url = url.to_string();
     let auth = auth.clone();
@@ -64,7 +70,10 @@ fn list_now(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(St
     if let Some(path) = local_path(url) {
         return list_local(url, path);
     }
-    if url.starts_with("http://") || url.starts_with("https://") {
+    if url.starts_with("http://") {
+        return plain::list(url, auth, timeout);
+    }
+    if url.starts_with("https://") {
         return http::list(url, auth, timeout);
     }
     if let Some(rest) = url.strip_prefix("git://") {
@@ -97,30 +106,21 @@ fn is_ssh(url: &str) -> bool {
 /// the advertisement (capped), then a flush so the daemon's upload-pack exits cleanly.
 fn list_daemon(url: &str, rest: &str, timeout: Duration) -> anyhow::Result<Vec<(String, String)>> {
     let shown = redact_url(url);
+    let deadline = std::time::Instant::now() + timeout;
     let (authority, path) = rest.split_at(rest.find('/').ok_or_else(|| anyhow!("invalid remote `{shown}`"))?);
     let has_port = authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok());
     let with_port = if has_port { authority.to_string() } else { format!("{authority}:9418") };
     let _slot = host_slot(&with_port);
-    let connect = || -> std::io::Result<std::net::TcpStream> {
-        use std::net::ToSocketAddrs as _;
-        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-        for addr in with_port.to_socket_addrs()? {
-            match std::net::TcpStream::connect_timeout(&addr, timeout) {
-                Ok(s) => return Ok(s),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    };
-    let mut stream = connect().map_err(|e| anyhow!("cannot connect to `{shown}`: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).ok();
+    let stream = plain::connect(&with_port, deadline).map_err(|e| anyhow!("cannot connect to `{shown}`: {e}"))?;
     stream.set_write_timeout(Some(timeout)).ok();
     let _ = stream.set_nodelay(true);
     let request = wire::pkt(format!("git-upload-pack {path}\0host={authority}\0").as_bytes());
-    stream.write_all(&request).map_err(|e| anyhow!("cannot talk to `{shown}`: {e}"))?;
-    let refs = wire::read_advertisement(&mut stream).map_err(|e| anyhow!("cannot list refs of `{shown}`: {e:#}"))?;
-    let _ = stream.write_all(b"0000");
-    let _ = std::io::copy(&mut (&mut stream).take(64 * 1024), &mut std::io::sink());
+    (&stream).write_all(&request).map_err(|e| anyhow!("cannot talk to `{shown}`: {e}"))?;
+    // Every read waits at most what is left of the deadline: a trickling daemon cannot hold it.
+    let refs = wire::read_advertisement(plain::Deadline { stream: &stream, deadline })
+        .map_err(|e| anyhow!("cannot list refs of `{shown}`: {e:#}"))?;
+    let _ = (&stream).write_all(b"0000");
+    let _ = std::io::copy(&mut plain::Deadline { stream: &stream, deadline }.take(64 * 1024), &mut std::io::sink());
     Ok(refs)
 }
 

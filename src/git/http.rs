@@ -88,14 +88,14 @@ fn build_client() -> Result<reqwest::blocking::Client, String> {
 }
 
 /// `https://host:443/x` → `host:443`.
-fn host_of(url: &str) -> &str {
+pub(super) fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.split('/').next().unwrap_or(rest)
 }
 
 /// `https://user:pw@host/x` → (`https://host/x`, user, pw), user and password percent-decoded
 /// as URLs carry them (`p%40ss` is the password `p@ss`).
-fn split_userinfo(url: &str) -> (String, Option<String>, Option<String>) {
+pub(super) fn split_userinfo(url: &str) -> (String, Option<String>, Option<String>) {
     let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None, None) };
     let end = rest.find('/').unwrap_or(rest.len());
     let decoded = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
