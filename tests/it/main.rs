@@ -16,6 +16,7 @@ mod forge;
 mod hostile_remote;
 mod ingress;
 mod output;
+mod package;
 mod page;
 mod poll;
 mod poll_protocols;
