@@ -244,6 +244,7 @@ fn decide(rx: &Receiver, req: &Request, name: &str) -> (u16, Response, String) {
 
 /// One line per event: never a header value but the event name and delivery id.
 fn log(rx: &Receiver, name: &str, status: u16, req: &Request, note: &str, started: Instant) {
+    crate::metrics::serve::request(&req.method, "/forge/", status);
     let shown = if crate::config::validate_name(name).is_ok() { name } else { "***" };
     rx.journal.line(format!(
         "{} /forge/{shown} {status} {note} {:.1}ms",
