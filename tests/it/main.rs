@@ -15,6 +15,7 @@ mod faults;
 mod forge;
 mod hostile_remote;
 mod ingress;
+mod metrics;
 mod output;
 mod package;
 mod page;
