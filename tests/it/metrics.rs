@@ -296,3 +296,95 @@ fn prometheus_scrapes_node_exporter_and_serve_and_sees_a_failing_project_rise() 
     let risen = query(prom_port, &format!("max_over_time({failed}[5m]) - min_over_time({failed}[5m])"));
     assert_eq!(risen.as_deref(), Some("1"), "the counter rose by one over the window");
 }
+
+/// The deploy series come from what a real tick recorded: a healthy deploy, then one that fails
+/// its health check and is rolled back.
+#[test]
+fn a_deploy_and_a_rollback_are_counted_from_a_real_tick() {
+    use crate::support::docker::{Docker, ProjectImages, unique_name};
+    let Some(docker) = Docker::require() else { return };
+    let Some(promtool) = tool("promtool") else { return };
+    let env = TestEnv::new();
+    let project = unique_name("metrics").replace("pipe-test-", "");
+    let _images = ProjectImages { project: project.clone() };
+    let repo = WorkRepo::new(env.path(), "app");
+    repo.write("Dockerfile", &format!("FROM {}\nCOPY app.txt /app.txt\n", docker.base_image));
+    repo.write(".pipe.toml", &format!("image = \"pipe-test/{project}\"\n"));
+    let www = env.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let port = free_port();
+    let _files = start(
+        "python3",
+        &[
+            "-m".into(),
+            "http.server".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--directory".into(),
+            www.display().to_string(),
+        ],
+        &env.path().join("http.log"),
+    );
+    // The release is healthy unless a `bad-COMMIT` file marks its commit as bad.
+    let script = r#"if [ -e "$0/bad-$PIPE_COMMIT" ]; then rm -f "$0/health"; else echo ok > "$0/health"; fi"#;
+    let textfile = env.path().join("pipe.prom");
+    env.config(&format!(
+        r#"[pipe]
+workspace = "{ws}"
+metrics_textfile = "{tf}"
+
+[project.{project}]
+repo = "{url}"
+branches = ["main"]
+
+[[project.{project}.deploy]]
+name = "devhost"
+branches = ["main"]
+command = {{ argv = ["sh", "-c", {script:?}, {dir:?}] }}
+health = {{ url = "http://127.0.0.1:{port}/health", timeout = "3s" }}
+"#,
+        ws = env.path().join("work").display(),
+        tf = textfile.display(),
+        url = repo.url(),
+        dir = www.display().to_string(),
+    ));
+    repo.write("app.txt", "v1\n");
+    repo.commit_to("main", "v1");
+    env.pipe(&["run"]).code(0);
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    promtool_accepts(&promtool, "the textfile after a deploy", &text);
+    let p = &project;
+    for line in [
+        format!("pipe_runs_total{{project=\"{p}\",ref_kind=\"branch\",result=\"passed\"}} 1\n"),
+        format!("pipe_runs_total{{project=\"{p}\",ref_kind=\"branch\",result=\"failed\"}} 0\n"),
+        format!("pipe_deploys_total{{project=\"{p}\",target=\"devhost\",result=\"succeeded\"}} 1\n"),
+        format!("pipe_rollbacks_total{{project=\"{p}\",target=\"devhost\"}} 0\n"),
+        format!("pipe_commit_to_traffic_seconds_count{{project=\"{p}\",target=\"devhost\"}} 1\n"),
+        format!("pipe_stage_duration_seconds_count{{project=\"{p}\",stage=\"build\",result=\"passed\"}} 1\n"),
+        format!("pipe_stage_duration_seconds_count{{project=\"{p}\",stage=\"deploy\",result=\"passed\"}} 1\n"),
+    ] {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        text.contains(&format!("pipe_deploy_last_success_timestamp_seconds{{project=\"{p}\",target=\"devhost\"}} "))
+    );
+
+    repo.write("app.txt", "v2\n");
+    let bad = repo.commit_to("main", "v2");
+    std::fs::write(www.join(format!("bad-{bad}")), "").unwrap();
+    env.pipe(&["run"]).code(1).stderr_has("rolled back to");
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    promtool_accepts(&promtool, "the textfile after a rollback", &text);
+    for line in [
+        format!("pipe_runs_total{{project=\"{p}\",ref_kind=\"branch\",result=\"failed\"}} 1\n"),
+        format!("pipe_deploys_total{{project=\"{p}\",target=\"devhost\",result=\"rolled_back\"}} 1\n"),
+        format!("pipe_rollbacks_total{{project=\"{p}\",target=\"devhost\"}} 1\n"),
+        format!("pipe_commit_to_traffic_seconds_count{{project=\"{p}\",target=\"devhost\"}} 1\n"),
+    ] {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        text.contains(&format!("pipe_deploy_last_failure_timestamp_seconds{{project=\"{p}\",target=\"devhost\"}} "))
+    );
+}
