@@ -151,7 +151,8 @@ fn check_build_network(job: &Job<'_>, builder: Builder) -> anyhow::Result<()> {
     match why {
         None => Ok(()),
         Some(why) => Err(StageFailed(format!(
-            "project `{}`: cannot build {} on an isolated network: {why}\nhint: run pipe as root with iptables, or set \
+            "project `{}`: cannot build {} on an isolated network: {why}\nhint: run pipe as root or with \
+             CAP_NET_ADMIN (the packaged units do), with iptables, or set \
              `build_network = {{ {who} = \"none\" }}` (no network) or `\"default\"` (its RUN steps reach the host and \
              the LAN) under [project.{}]",
             job.name,
