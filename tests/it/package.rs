@@ -251,12 +251,17 @@ fn the_package_installs_upgrades_removes_and_purges_as_debian_users_expect() {
     let v2 = format!("{}~test2", env!("CARGO_PKG_VERSION"));
     let first = package(&env, &v1);
 
-    let out = run(
-        "lintian",
-        &["--pedantic", "--display-info", "--fail-on", "error,warning,info,pedantic", &first.display().to_string()],
-    );
-    let said: Vec<String> =
-        text(&out).lines().filter(|l| !l.contains("running with root privileges")).map(str::to_string).collect();
+    // Every tag lintian shows, pedantic and info included, counts. The one exception: the
+    // override for the spelling lintian finds in the release build's merged strings is unused
+    // in this (debug) build.
+    let out =
+        run("lintian", &["--pedantic", "--display-info", "--fail-on", "error,warning", &first.display().to_string()]);
+    let said: Vec<String> = text(&out)
+        .lines()
+        .filter(|l| !l.contains("running with root privileges"))
+        .filter(|l| !l.contains("unused-override spelling-error-in-binary") && !l.contains("1 unused override"))
+        .map(str::to_string)
+        .collect();
     assert!(out.status.success() && said.is_empty(), "lintian:\n{}", said.join("\n"));
 
     ok("dpkg", &["-i", &first.display().to_string()]);
