@@ -388,3 +388,23 @@ health = {{ url = "http://127.0.0.1:{port}/health", timeout = "3s" }}
         text.contains(&format!("pipe_deploy_last_failure_timestamp_seconds{{project=\"{p}\",target=\"devhost\"}} "))
     );
 }
+
+#[test]
+fn a_remote_that_cannot_be_listed_counts_a_poll_error_without_its_credentials() {
+    let env = TestEnv::new();
+    let textfile = env.path().join("pipe.prom");
+    env.config(&format!(
+        "[pipe]\nmetrics_textfile = \"{}\"\n\n[project.gone]\nrepo = \"https://user:sekrit@127.0.0.1:1/gone.git\"\nbranches = [\"main\"]\n",
+        textfile.display()
+    ));
+    env.pipe(&["run"]).code(1);
+    env.pipe(&["run"]).code(1);
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert!(!text.contains("sekrit"), "{text}");
+    let line = text.lines().find(|l| l.starts_with("pipe_poll_errors_total{")).unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with("pipe_poll_errors_total{project=\"gone\",remote=\"https://") && line.ends_with("} 2"),
+        "{line}"
+    );
+    assert!(text.contains("pipe_ticks_total{result=\"failed\"} 2\n"), "{text}");
+}
