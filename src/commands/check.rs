@@ -202,7 +202,8 @@ fn network_warnings(cx: &Context, config: &crate::config::Config) {
         if !kinds.is_empty() {
             cx.out.warn(format!(
                 "project `{name}`: this host cannot isolate the image build's network for {}: those builds will be \
-                 refused\nhint: run pipe as root with iptables, or set `build_network` to \"none\" or \"default\"",
+                 refused\nhint: run pipe as root or with CAP_NET_ADMIN (the packaged units do), with \
+                 iptables, or set `build_network` to \"none\" or \"default\"",
                 kinds.join(" and ")
             ));
         }

@@ -24,10 +24,27 @@ struct RunReport<'a> {
 }
 
 pub(super) fn run(cx: &Context, args: &RunArgs) -> anyhow::Result<u8> {
+    let mut metrics = crate::metrics::tick::Recorder::start();
+    let result = run_tick(cx, args, &mut metrics);
+    if !args.dry_run {
+        // A tick refused before it read the pipeline file (the lock) still counts.
+        if !metrics.configured()
+            && let (Ok(config), Ok(state_path)) = (cx.config(), cx.state_path())
+        {
+            metrics.configure(&config, &state_path);
+        }
+        metrics.finish(cx.out, &result);
+    }
+    result
+}
+
+fn run_tick(cx: &Context, args: &RunArgs, metrics: &mut crate::metrics::tick::Recorder) -> anyhow::Result<u8> {
     let super::context::Discovered { config, lock, .. } = cx.discovered_config("run", args.dry_run)?;
     let projects = config.select(&args.projects)?;
     let state_path = cx.state_path()?;
+    metrics.configure(&config, &state_path);
     let tick = tick::tick(cx.out, &config, &state_path, &projects, args.retry, args.dry_run, lock)?;
+    metrics.observe(&config, &state_path, &tick);
     if args.dry_run {
         for w in &tick.work {
             output::println(format_args!(

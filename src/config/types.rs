@@ -186,6 +186,10 @@ pub(crate) struct Settings {
     pub default_branches: Vec<String>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Where `pipe run` writes its metrics for node_exporter's textfile collector (a `.prom`
+    /// file in the collector's `--collector.textfile.directory`); unset: no metrics written.
+    #[serde(default)]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -198,6 +202,7 @@ impl Default for Settings {
             max_builds: default_max_builds(),
             default_branches: default_branches(),
             timeouts: Timeouts::default(),
+            metrics_textfile: None,
         }
     }
 }

@@ -174,8 +174,9 @@ fn choose_builder(job: &Job<'_>) -> anyhow::Result<Builder> {
 fn network_hint(job: &Job<'_>) -> String {
     let who = if job.trusted() { "trusted" } else { "untrusted" };
     format!(
-        "run pipe as root with iptables, or set `build_network = {{ {who} = \"none\" }}` (no network) or \
-         `\"default\"` (its RUN steps reach the host and the LAN) under [project.{}]",
+        "run pipe as root or with CAP_NET_ADMIN (the packaged units do), with iptables, or set \
+         `build_network = {{ {who} = \"none\" }}` (no network) or `\"default\"` (its RUN steps reach the host \
+         and the LAN) under [project.{}]",
         job.name
     )
 }

@@ -104,14 +104,14 @@ fn exchange(
                 "`{shown}` refused the credentials (HTTP {status}); check `auth.token_env` / `auth.token_file`"
             )));
         }
-        300..=399 => return Err(Failure::Answer(anyhow!("`{shown}` answered HTTP {status}: redirects are not followed"))),
+        300..=399 => {
+            return Err(Failure::Answer(anyhow!("`{shown}` answered HTTP {status}: redirects are not followed")));
+        }
         200..=299 => {}
         _ => return Err(Failure::Answer(anyhow!("`{shown}` answered HTTP {status}"))),
     }
     if !head.smart {
-        return Err(Failure::Answer(anyhow!(
-            "`{shown}` is not a smart HTTP git server (dumb HTTP is not supported)"
-        )));
+        return Err(Failure::Answer(anyhow!("`{shown}` is not a smart HTTP git server (dumb HTTP is not supported)")));
     }
     let cap = wire::MAX_ADVERTISEMENT_BYTES as u64 + 1;
     let framed = head.chunked || head.length.is_some();

@@ -116,7 +116,7 @@ impl Page {
     }
 
     /// The token as `Authorization: Bearer T` or as the password of basic auth (any user).
-    fn authorized(&self, req: &Request) -> bool {
+    pub(crate) fn authorized(&self, req: &Request) -> bool {
         let Some(token) = &self.token else { return true };
         let given = req.header("authorization").and_then(|h| {
             let (scheme, value) = h.split_once(' ')?;

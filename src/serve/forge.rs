@@ -243,6 +243,7 @@ fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str) -> (u16, R
 
 /// One line per event: never a header value but the event name and delivery id.
 fn log(rx: &Shared, name: &str, status: u16, req: &Request, note: &str, started: Instant) {
+    crate::metrics::serve::request(&req.method, "/forge/", status);
     let shown = if crate::config::validate_name(name).is_ok() { name } else { "***" };
     rx.journal.line(format!(
         "{} /forge/{shown} {status} {note} {:.1}ms",

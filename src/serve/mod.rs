@@ -157,6 +157,9 @@ impl Receiver {
 
     /// One log line per request: never the query string or a docker-puller path (tokens).
     fn log(&self, req: Option<&Request>, status: u16, hook: Option<&str>, run: Option<&str>, started: Instant) {
+        if let Some(r) = req {
+            crate::metrics::serve::request(&r.method, &r.path, status);
+        }
         let (method, path) = match req {
             Some(r) if r.path.starts_with("/hooks/") || r.path == "/healthz" || crate::page::Page::owns(&r.path) => {
                 (r.method.as_str(), r.path.as_str())
@@ -193,6 +196,9 @@ impl Receiver {
     }
 
     fn route(&self, req: &Request) -> (Response, Option<String>, Option<String>) {
+        if req.path == "/metrics" {
+            return (crate::metrics::serve::respond(self.page.as_ref(), req), None, None);
+        }
         if let Some(response) = self.page.as_ref().and_then(|p| p.handle(req)) {
             return (response, None, None);
         }
@@ -292,6 +298,7 @@ impl Receiver {
         }
         if let Some(old) = &superseded {
             self.shared.journal.line(format!("run {old} hook={} superseded by {id}", h.name));
+            crate::metrics::serve::run_ended(&h.name, "superseded");
         }
         h.slot.wake.notify_all();
         let status_url = format!("/hooks/{}/runs/{id}", h.name);
@@ -380,6 +387,7 @@ impl Service for Receiver {
     }
 
     fn refused(&self, head: Option<&Request>, _peer: IpAddr, status: u16) {
+        crate::metrics::serve::rejected(status);
         self.log(head, status, None, None, Instant::now());
     }
 }

@@ -63,6 +63,7 @@ pub(crate) fn worker(rx: &Shared, h: &HookRuntime) {
             Err(waiting) => {
                 if let Some(waiting) = waiting {
                     rx.journal.line(format!("run {waiting} hook={} cancelled", h.name));
+                    crate::metrics::serve::run_ended(&h.name, "cancelled");
                     rx.runs.update(&waiting, |r| r.status = "cancelled".into());
                 }
                 return;
@@ -78,6 +79,7 @@ pub(crate) fn worker(rx: &Shared, h: &HookRuntime) {
             Err((status, _, _)) => status,
         };
         rx.journal.line(format!("run {id} hook={} {status} in {seconds:.1}s", h.name));
+        crate::metrics::serve::run_ended(&h.name, status);
         h.slot.queue.lock().unwrap_or_else(|e| e.into_inner()).running = None;
         rx.runs.update(&id, |r| {
             r.seconds = Some(seconds);

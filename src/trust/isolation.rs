@@ -34,17 +34,25 @@ fn iptables() -> OsString {
     program(false)
 }
 
-/// Why this host cannot firewall a bridge, or `None` when it can: pipe must run as root and
-/// find `iptables`.
+/// Why this host cannot firewall a bridge, or `None` when it can: pipe must run as root or
+/// with `CAP_NET_ADMIN` (the packaged units' `AmbientCapabilities=`), and find `iptables`.
 pub(crate) fn unenforceable() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("pipe does not run as root, so it cannot add firewall rules".into());
+    if unsafe { libc::geteuid() } != 0 && !has_net_admin() {
+        return Some("pipe runs neither as root nor with CAP_NET_ADMIN, so it cannot add firewall rules".into());
     }
     if !exec::available(&iptables()) {
         return Some(format!("`{}` is not installed", iptables().to_string_lossy()));
     }
     None
+}
+
+/// Whether `CAP_NET_ADMIN` (bit 12) is in this process's effective set, which iptables
+/// inherits through the ambient set: all its nf_tables backend needs.
+fn has_net_admin() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim);
+    eff.and_then(|hex| u64::from_str_radix(hex, 16).ok()).is_some_and(|caps| caps & (1 << 12) != 0)
 }
 
 /// One rule: which program, which chain, and the match and target (without `-I`/`-D`).

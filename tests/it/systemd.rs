@@ -22,7 +22,9 @@ fn shipped_units_verify_without_warnings() {
         assert_eq!(written, shipped.replace("/usr/local/bin/pipe", env!("CARGO_BIN_EXE_pipe")), "{name}");
         paths.push(path);
     }
-    let out = std::process::Command::new(analyze).arg("verify").args(&paths).output().unwrap();
+    // The man pages of `Documentation=` are not installed from a checkout (the package test
+    // verifies them installed).
+    let out = std::process::Command::new(analyze).args(["verify", "--man=no"]).args(&paths).output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "systemd-analyze verify failed:\n{said}");
     assert_eq!(said.trim(), "", "systemd-analyze verify warned:\n{said}");
