@@ -47,6 +47,28 @@ fn inline_secret_is_refused_with_the_fix() {
 }
 
 #[test]
+fn a_password_in_a_url_is_refused_where_it_stands() {
+    let text = "[registry.r]\nurl = \"ci:hunter2@r.example.com\"\n\n[project.a]\nrepo = \"https://ci:hunter2@git.example.com/a.git\"\nbranches = [\"main\"]\n\n[[project.a.deploy]]\nbranches = [\"main\"]\ncommand = { argv = [\"curl\", \"https://u:hunter2@h/x\"] }\nhealth = { url = \"http://u:$PW@h/x\" }\n";
+    let mut errs = errors(text);
+    errs.sort_by_key(|e| e.split(':').nth(1).and_then(|l| l.parse::<u32>().ok()));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(errs[0].starts_with("p.toml:2:7: `url`: a password is never written inline"), "{errs:#?}");
+    assert!(errs[0].contains("(`ci:***@r.example.com`)") && errs[0].contains("password_env"), "{errs:#?}");
+    assert!(
+        errs[1].starts_with("p.toml:5:8: `repo`:") && errs[1].contains("https://ci:***@git.example.com"),
+        "{errs:#?}"
+    );
+    assert!(errs[1].contains("hint: drop it from the URL") && errs[1].contains("token_env"), "{errs:#?}");
+    assert!(errs[2].starts_with("p.toml:10:29: `argv`:") && errs[2].contains("`$VARIABLE`"), "{errs:#?}");
+    assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:#?}");
+    // A user without a password, scp-like remotes and a shell's `$VARIABLE` are not inline secrets.
+    let ok = "[project.a]\nrepo = \"git@github.com:o/a.git\"\nbranches = [\"main\"]\n[project.b]\nrepo = \"https://ci@h/b.git\"\nbranches = [\"main\"]\n";
+    assert!(errors(ok).is_empty(), "{:?}", errors(ok));
+    // A repository's own file may spell its test database's URL with a password.
+    assert!(parse_repo_file(Path::new(".pipe.toml"), "test_env = { DB = \"postgres://t:t@db/t\" }\n").is_ok());
+}
+
+#[test]
 fn unknown_registry_in_push_is_located() {
     let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\npush = [\"prod\"]\n";
     let errs = errors(text);
