@@ -69,6 +69,35 @@ fn a_password_in_a_url_is_refused_where_it_stands() {
 }
 
 #[test]
+fn a_target_env_takes_literals_and_secrets_from_one_source() {
+    let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nname = \"prod\"\nbranches = [\"main\"]\ncommand = { argv = [\"true\"] }\nenv = { MODE = \"prod\", DB = { env = \"PROD_DB\" }, NPM = { command = [\"pass\", \"show\", \"npm\"], timeout = \"5s\" }, BAD = { env = \"A\", command = [\"b\"] }, PIPE_TAG = \"x\", E = { command = [] }, T = { env = \"A\", timeout = \"1s\" } }\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.contains("`deploy.prod.env.BAD` takes exactly one of `env`, `file` and `command`")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("`deploy.prod.env.PIPE_TAG`: `PIPE_*` variables are set by pipe")),
+        "{errs:#?}"
+    );
+    assert!(errs.iter().any(|e| e.contains("`deploy.prod.env.E.command` is an argv list")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("`deploy.prod.env.T.timeout` goes with `command` only")), "{errs:#?}");
+    let good = text.split(", BAD").next().unwrap().to_string() + " }\n";
+    let config = parse(Path::new("p.toml"), &good).unwrap_or_else(|e| panic!("{e:#?}"));
+    let refs = config.secret_refs();
+    let npm = refs.iter().find(|(k, _)| k == "project.a.deploy.prod.env.NPM").map(|(_, r)| r.clone());
+    assert_eq!(
+        npm,
+        Some(SecretRef::Command {
+            argv: vec!["pass".into(), "show".into(), "npm".into()],
+            timeout: std::time::Duration::from_secs(5)
+        })
+    );
+    assert!(refs.iter().any(|(k, r)| k == "project.a.deploy.prod.env.DB" && *r == SecretRef::Env("PROD_DB".into())));
+}
+
+#[test]
 fn unknown_registry_in_push_is_located() {
     let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\npush = [\"prod\"]\n";
     let errs = errors(text);

@@ -7,10 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::config::{CommandTarget, ComposeTarget, Health, SwarmTarget};
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use crate::config::{ArgValue, CommandTarget, ComposeTarget, Health, SecretRef, SwarmTarget};
 use crate::docker::client::Docker;
 use crate::exec::{self, Cmd};
 use crate::output::Output;
+use crate::secret;
+use crate::trust::redact::Redactor;
 
 pub(crate) mod beside;
 pub(crate) mod ingress;
@@ -25,8 +31,61 @@ pub(crate) struct Kinds<'a> {
     pub command: Option<&'a CommandTarget>,
 }
 
-/// The commands of a compose, swarm or command target with `env` exported; `pull` first pulls
-/// the compose services (the image comes from a registry).
+/// The only variables of pipe's own environment a deploy target's or hook's commands see,
+/// besides the `PIPE_*` variables and the target's own `env`: what the docker CLI, compose and a
+/// host command need to find programs, the engine and registry logins (`DOCKER_CONFIG`, else
+/// `HOME/.docker`), none of them a secret. Everything else of pipe's environment (the
+/// `*_env` secrets of other targets, the registry passwords, tokens) stays out.
+pub(crate) const HOST_ENV: [&str; 11] = [
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "DOCKER_CONFIG",
+];
+
+/// A deploy target's or hook's own `env`, read now: the variables and the secret values among
+/// them (for masking its commands' output).
+pub(crate) fn resolve_env(
+    out: &Output,
+    values: &BTreeMap<String, Spanned<ArgValue>>,
+    what: &str,
+    cached: bool,
+) -> anyhow::Result<(Vec<(String, String)>, Redactor)> {
+    let mut vars = Vec::new();
+    let mut secrets = Vec::new();
+    for (key, value) in values {
+        let Some(reference) = value.get_ref().secret() else {
+            if let ArgValue::Literal(v) = value.get_ref() {
+                vars.push((key.clone(), v.clone()));
+            }
+            continue;
+        };
+        let what = format!("{what}.{key}");
+        let secret = match &reference {
+            SecretRef::Command { argv, timeout } if !cached => secret::from_command(out, argv, *timeout, &what, false)?,
+            _ => secret::resolve_logged(out, &reference, &what)?,
+        };
+        vars.push((key.clone(), secret.reveal().to_string()));
+        secrets.push(secret);
+    }
+    Ok((vars, Redactor::new(secrets.iter())))
+}
+
+/// A target's command with exactly `env` and the [`HOST_ENV`] variables.
+pub(crate) fn confined(cmd: Cmd, env: &[(String, String)]) -> Cmd {
+    env.iter().fold(cmd.env_clear_but(&HOST_ENV), |cmd, (k, v)| cmd.env(k, v))
+}
+
+/// The commands of a compose, swarm or command target, each run with `env` (the `PIPE_*`
+/// variables and the target's own) and [`HOST_ENV`] alone; `pull` first pulls the compose
+/// services (the image comes from a registry).
 pub(crate) fn target_commands(
     out: &Output,
     docker: &Docker,
@@ -39,12 +98,6 @@ pub(crate) fn target_commands(
         // compose pulls with pipe's registry logins, like the docker CLI.
         env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
     }
-    let with_env = |mut cmd: Cmd| {
-        for (k, v) in &env {
-            cmd = cmd.env(k, v);
-        }
-        cmd
-    };
     let mut cmds = Vec::new();
     if let Some(compose) = kinds.compose {
         let compose = Compose::new(out, docker, compose, default_project, env.clone())?;
@@ -62,7 +115,7 @@ pub(crate) fn target_commands(
             (None, Some(shell)) => vec!["sh".into(), "-c".into(), shell.into()],
             (None, None) => Vec::new(),
         };
-        cmds.push(with_env(Cmd::from_argv(&argv)));
+        cmds.push(confined(Cmd::from_argv(&argv), &env));
     }
     Ok(cmds)
 }
@@ -106,6 +159,8 @@ pub(crate) struct Compose {
     /// Only `env` and the engine's variables reach compose, none of pipe's own, and this empty
     /// file is its `--env-file` (a preview of an untrusted pull request).
     clean: Option<PathBuf>,
+    /// The secrets among `env`, masked in what its commands print.
+    pub redactor: Redactor,
 }
 
 /// The variables compose needs from pipe's environment to reach the engine.
@@ -127,7 +182,14 @@ impl Compose {
             env,
             services: target.services.clone(),
             clean: None,
+            redactor: Redactor::default(),
         })
+    }
+
+    /// The same project, masking these secrets in what its commands print.
+    pub(crate) fn masking(mut self, redactor: Redactor) -> Compose {
+        self.redactor = redactor;
+        self
     }
 
     /// A compose project on a file pipe wrote, run in that file's directory; with `clean` (an
@@ -142,7 +204,7 @@ impl Compose {
         clean: Option<PathBuf>,
     ) -> Compose {
         let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
-        Compose { program, project, file, dir, env, services, clean }
+        Compose { program, project, file, dir, env, services, clean, redactor: Redactor::default() }
     }
 
     /// `compose --project-name P --file F VERB… SERVICES…` in the file's directory.
@@ -156,19 +218,12 @@ impl Compose {
         }
         argv.extend(verb.iter().map(OsString::from));
         argv.extend(services.iter().map(|s| OsString::from(s.as_ref())));
-        let mut cmd = Cmd::from_argv(&argv).dir(self.dir.clone());
+        let cmd = Cmd::from_argv(&argv).dir(self.dir.clone());
         if self.clean.is_some() {
-            cmd = cmd.env_clear().env("LANG", "C.UTF-8");
-            for key in ENGINE_ENV {
-                if let Some(value) = std::env::var_os(key) {
-                    cmd = cmd.env(key, value);
-                }
-            }
+            let cmd = cmd.env_clear_but(&ENGINE_ENV).env("LANG", "C.UTF-8");
+            return self.env.iter().fold(cmd, |cmd, (k, v)| cmd.env(k, v));
         }
-        for (k, v) in &self.env {
-            cmd = cmd.env(k, v);
-        }
-        cmd
+        confined(cmd, &self.env)
     }
 }
 

@@ -98,10 +98,7 @@ pub(crate) fn deploy_cmd(docker: &Docker, swarm: &SwarmTarget, extra: Option<&Pa
         cmd = cmd.args([OsString::from("--compose-file"), path.into()]);
     }
     cmd = cmd.args(["--with-registry-auth", swarm.stack.as_str()]);
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
-    cmd
+    super::confined(cmd, env)
 }
 
 /// Writes the override for `swarm` into `dir` when the stack file leaves something unsaid, and
@@ -119,9 +116,8 @@ pub(crate) fn write_override(
         "--compose-file".into(),
         swarm.file.clone().into_os_string(),
     ]);
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
+    // Rendered in the environment the stack is deployed with, which it interpolates.
+    cmd = super::confined(cmd, env);
     let text = exec::capture(out, &cmd, Duration::from_secs(30))?;
     let shape = parse_stack_config(&text);
     let Some(text) = render_override(&shape) else {
