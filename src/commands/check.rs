@@ -74,6 +74,9 @@ pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
     }
     trust_warnings(cx, &config);
     network_warnings(cx, &config);
+    for warning in crate::targets::interpolation_warnings(&config) {
+        cx.out.warn(warning);
+    }
     for warning in crate::targets::outage_warnings(&config) {
         cx.out.warn(warning);
     }

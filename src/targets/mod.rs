@@ -7,21 +7,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use std::collections::BTreeMap;
-
-use toml::Spanned;
-
-use crate::config::{ArgValue, CommandTarget, ComposeTarget, Health, SecretRef, SwarmTarget};
+use crate::config::{CommandTarget, ComposeTarget, Health, SwarmTarget};
 use crate::docker::client::Docker;
 use crate::exec::{self, Cmd};
 use crate::output::Output;
-use crate::secret;
 use crate::trust::redact::Redactor;
 
 pub(crate) mod beside;
+mod env;
 pub(crate) mod ingress;
 pub(crate) mod swarm;
 pub(crate) mod webhook;
+
+pub(crate) use env::{confined, interpolation_warnings, resolve_env};
 
 /// The local target kinds a deploy entry or a `pipe serve` hook can run.
 #[derive(Clone, Copy)]
@@ -29,58 +27,6 @@ pub(crate) struct Kinds<'a> {
     pub compose: Option<&'a ComposeTarget>,
     pub swarm: Option<&'a SwarmTarget>,
     pub command: Option<&'a CommandTarget>,
-}
-
-/// The only variables of pipe's own environment a deploy target's or hook's commands see,
-/// besides the `PIPE_*` variables and the target's own `env`: what the docker CLI, compose and a
-/// host command need to find programs, the engine and registry logins (`DOCKER_CONFIG`, else
-/// `HOME/.docker`), none of them a secret. Everything else of pipe's environment (the
-/// `*_env` secrets of other targets, the registry passwords, tokens) stays out.
-pub(crate) const HOST_ENV: [&str; 11] = [
-    "PATH",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    "DOCKER_HOST",
-    "DOCKER_CONTEXT",
-    "DOCKER_TLS_VERIFY",
-    "DOCKER_CERT_PATH",
-    "DOCKER_CONFIG",
-];
-
-/// A deploy target's or hook's own `env`, read now: the variables and the secret values among
-/// them (for masking its commands' output).
-pub(crate) fn resolve_env(
-    out: &Output,
-    values: &BTreeMap<String, Spanned<ArgValue>>,
-    what: &str,
-    cached: bool,
-) -> anyhow::Result<(Vec<(String, String)>, Redactor)> {
-    let mut vars = Vec::new();
-    let mut secrets = Vec::new();
-    for (key, value) in values {
-        let Some(reference) = value.get_ref().secret() else {
-            if let ArgValue::Literal(v) = value.get_ref() {
-                vars.push((key.clone(), v.clone()));
-            }
-            continue;
-        };
-        let what = format!("{what}.{key}");
-        let secret = match &reference {
-            SecretRef::Command { argv, timeout } if !cached => secret::from_command(out, argv, *timeout, &what, false)?,
-            _ => secret::resolve_logged(out, &reference, &what)?,
-        };
-        vars.push((key.clone(), secret.reveal().to_string()));
-        secrets.push(secret);
-    }
-    Ok((vars, Redactor::new(secrets.iter())))
-}
-
-/// A target's command with exactly `env` and the [`HOST_ENV`] variables.
-pub(crate) fn confined(cmd: Cmd, env: &[(String, String)]) -> Cmd {
-    env.iter().fold(cmd.env_clear_but(&HOST_ENV), |cmd, (k, v)| cmd.env(k, v))
 }
 
 /// The commands of a compose, swarm or command target, each run with `env` (the `PIPE_*`

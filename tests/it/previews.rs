@@ -552,7 +552,7 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
 }
 
 #[test]
-fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_environment_and_paths() {
+fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_paths_but_never_its_secrets() {
     let Some(docker) = Docker::require() else { return };
     let Some(s) = stack(&docker, "", true) else { return };
     s.env.pipe(&["check"]).code(0).stderr_has("its previews run unconfined with the deploy target's host paths");

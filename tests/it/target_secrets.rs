@@ -139,7 +139,12 @@ env = {{ BETA_SECRET = {{ file = "{beta_file}" }}, BETA_CMD = {{ command = ["{be
         beta = beta_script.display(),
         beta_env = beta_env.display(),
     ));
-    a.env.pipe(&["check"]).code(0);
+    // The probe asks for what alpha's `env` does not give: compose will see those empty.
+    a.env.pipe(&["check"]).code(0).stderr_has(&format!(
+        "project `{}` target `alpha`: `{}` interpolates `${{ALPHA_SRC}}`, `${{BETA_CMD}}`, `${{BETA_SECRET}}`, `${{UNRELATED_TOKEN}}`, which its `env` does not give",
+        a.project,
+        compose.display()
+    ));
     a.repo.commit_to("main", "one");
     let run = a.env.pipe(&["run"]);
     run.code(0);
