@@ -73,10 +73,13 @@ pub(crate) fn resolve_logged(out: &Output, secret: &SecretRef, what: &str) -> an
 /// What a secret command answered: the value, or the error message (never holding the value).
 type Answer = Result<Secret, String>;
 
+/// Each argv's answer, filled once.
+type Answers = Mutex<HashMap<Vec<String>, Arc<OnceLock<Answer>>>>;
+
 /// Secret commands already run by this process, by argv: each runs at most once, however many
 /// stages, targets and projects (in parallel) use it, and a failure is not retried either.
-fn answers() -> &'static Mutex<HashMap<Vec<String>, Arc<OnceLock<Answer>>>> {
-    static ANSWERS: OnceLock<Mutex<HashMap<Vec<String>, Arc<OnceLock<Answer>>>>> = OnceLock::new();
+fn answers() -> &'static Answers {
+    static ANSWERS: OnceLock<Answers> = OnceLock::new();
     ANSWERS.get_or_init(Default::default)
 }
 
@@ -238,6 +241,40 @@ mod tests {
         assert_eq!(sign(b"It's a Secret to Everybody", b"Hello, World!"), expected);
         assert!(verify(b"It's a Secret to Everybody", b"Hello, World!", expected));
         assert!(!verify(b"It's a Secret to Everybody", b"Hello, World?", expected));
+    }
+
+    #[test]
+    fn a_secret_command_runs_once_per_argv_and_its_errors_never_hold_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let script = format!("echo run >> '{}'; printf 'cmd-s3cret\\n'", calls.display());
+        let argv = vec!["sh".to_string(), "-c".to_string(), script];
+        let out = Output::new(true, 0);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let argv = argv.clone();
+                std::thread::spawn(move || from_command(&out, &argv, Duration::from_secs(10), "k", true).unwrap())
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().reveal(), "cmd-s3cret");
+        }
+        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "run\n", "four users, one run");
+        // Uncached (`pipe serve`): asked again.
+        from_command(&out, &argv, Duration::from_secs(10), "k", false).unwrap();
+        assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2);
+
+        let failing = vec!["sh".to_string(), "-c".to_string(), "echo leaked-value; echo nope >&2; exit 2".to_string()];
+        let err = from_command(&out, &failing, Duration::from_secs(10), "project.a.env.K", true).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.starts_with("the secret for `project.a.env.K`: `sh -c"), "{text}");
+        assert!(
+            text.contains("failed (exit status: 2)") && text.contains("nope") && !text.contains("leaked-value\n"),
+            "{text}"
+        );
+        let empty = vec!["true".to_string()];
+        let err = from_command(&out, &empty, Duration::from_secs(10), "k", true).unwrap_err();
+        assert!(format!("{err:#}").ends_with("`true` printed nothing: an empty secret is never used"), "{err:#}");
     }
 
     #[test]
