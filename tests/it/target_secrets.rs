@@ -1,5 +1,6 @@
-//! Each deploy target gets only its own secrets, from where teams keep them. Two targets with
-//! different secrets look for each other's from inside their containers and commands; builds,
+//! Each deploy target gets only its own secrets, from where teams keep them. Three targets
+//! (compose, command, swarm) with different secrets look for each other's from inside their
+//! containers, commands and services; builds,
 //! tests and `pipe serve` hooks look too; a secret command that fails, hangs or prints nothing
 //! stops what needed it, naming the key and the command; real secrets stores (AWS Secrets
 //! Manager through Debian's `awscli` against a local moto server, `pass` and `gopass` with a GPG
@@ -18,6 +19,7 @@ const ALPHA: &str = "planted-alpha-secret-4711";
 const BETA_FILE: &str = "planted-beta-file-1618";
 const BETA_CMD: &str = "planted-beta-command-2718";
 const SHARED: &str = "planted-shared-command-3141";
+const GAMMA: &str = "planted-gamma-swarm-1414";
 const PIPE_ENV: &str = "planted-pipe-env-token-0815";
 
 /// The docker CLI with BuildKit built in (Debian's 20.10), for builds given a secret.
@@ -85,15 +87,17 @@ fn names(listing: &str) -> Vec<String> {
 }
 
 #[test]
-fn two_targets_each_see_only_their_own_secrets_and_no_build_or_test_sees_either() {
+fn compose_command_and_swarm_targets_each_see_only_their_own_secrets_and_no_build_or_test_sees_any() {
     let Some(docker) = Docker::require() else { return };
-    let mut a = app(&docker, "RUN --mount=type=secret,id=SHARED test -s /run/secrets/SHARED\n", "env");
+    // The default docker CLI: `docker stack config` (the swarm target) is not in Debian's 20.10,
+    // so this build takes no secret (BuildKit's are covered below and in `image_line`).
+    let mut a = app(&docker, "", "env");
     let dir = a.env.path().to_path_buf();
     let beta_file = dir.join("beta.secret");
     std::fs::write(&beta_file, format!("{BETA_FILE}\n")).unwrap();
     let (beta_script, beta_calls) = counting_script(&dir, "beta-secret", BETA_CMD);
     let (shared_script, shared_calls) = counting_script(&dir, "shared-secret", SHARED);
-    a.env.env("ALPHA_SRC", ALPHA).env("UNRELATED_TOKEN", PIPE_ENV).env("PIPE_DOCKER", BUILDKIT_DOCKER);
+    a.env.env("ALPHA_SRC", ALPHA).env("GAMMA_SRC", GAMMA).env("UNRELATED_TOKEN", PIPE_ENV);
     let compose = dir.join("deploy/docker-compose.yml");
     std::fs::create_dir_all(compose.parent().unwrap()).unwrap();
     // Everything compose could interpolate, asked for by name: only the target's own arrives.
@@ -102,12 +106,24 @@ fn two_targets_each_see_only_their_own_secrets_and_no_build_or_test_sees_either(
         "services:\n  probe:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    init: true\n    command: [\"sleep\", \"600\"]\n    \
          environment:\n      ALPHA_SECRET: ${ALPHA_SECRET:-}\n      BETA_SECRET: ${BETA_SECRET:-}\n      \
          BETA_CMD: ${BETA_CMD:-}\n      ALPHA_SRC: ${ALPHA_SRC:-}\n      UNRELATED: ${UNRELATED_TOKEN:-}\n      \
-         MODE: ${MODE:-}\n      SHARED: ${SHARED:-}\n",
+         MODE: ${MODE:-}\n      SHARED: ${SHARED:-}\n      GAMMA_SECRET: ${GAMMA_SECRET:-}\n",
+    )
+    .unwrap();
+    // Gamma is a swarm stack asking for the same names.
+    let stack_file = dir.join("deploy/stack.yml");
+    std::fs::write(
+        &stack_file,
+        "version: \"3.8\"\nservices:\n  probe:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    command: [\"sleep\", \"600\"]\n    \
+         environment:\n      GAMMA_SECRET: ${GAMMA_SECRET:-}\n      ALPHA_SECRET: ${ALPHA_SECRET:-}\n      \
+         BETA_SECRET: ${BETA_SECRET:-}\n      ALPHA_SRC: ${ALPHA_SRC:-}\n      UNRELATED: ${UNRELATED_TOKEN:-}\n",
     )
     .unwrap();
     let compose_project = format!("{}-alpha", a.project);
     let _cleanup = ComposeProject { name: compose_project.clone() };
     let beta_env = dir.join("beta.env");
+    let swarm = docker.ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_eq!(swarm.trim(), "active", "scripts/test-deps.sh initialises a single-node swarm");
+    let stack = Stack(format!("{}-gamma", a.project));
     a.env.config(&format!(
         r#"[pipe]
 workspace = "{ws}"
@@ -115,7 +131,7 @@ workspace = "{ws}"
 [project.{p}]
 repo = "{url}"
 branches = ["main"]
-build_args = {{ SHARED = {{ command = ["{shared}"] }} }}
+build_args = {{ MODE = "build" }}
 test_env = {{ SHARED = {{ command = ["{shared}"] }} }}
 
 [[project.{p}.deploy]]
@@ -129,6 +145,13 @@ name = "beta"
 branches = ["main"]
 command = {{ argv = ["sh", "-c", "env > {beta_env}; echo beta=$BETA_SECRET/$BETA_CMD"] }}
 env = {{ BETA_SECRET = {{ file = "{beta_file}" }}, BETA_CMD = {{ command = ["{beta}"] }}, SHARED = {{ command = ["{shared}"] }} }}
+
+[[project.{p}.deploy]]
+name = "gamma"
+branches = ["main"]
+swarm = {{ file = "{stack_file}", stack = "{stack}" }}
+env = {{ GAMMA_SECRET = {{ env = "GAMMA_SRC" }} }}
+timeout = "90s"
 "#,
         ws = dir.join("work").display(),
         p = a.project,
@@ -138,10 +161,12 @@ env = {{ BETA_SECRET = {{ file = "{beta_file}" }}, BETA_CMD = {{ command = ["{be
         beta_file = beta_file.display(),
         beta = beta_script.display(),
         beta_env = beta_env.display(),
+        stack_file = stack_file.display(),
+        stack = stack.0,
     ));
     // The probe asks for what alpha's `env` does not give: compose will see those empty.
     a.env.pipe(&["check"]).code(0).stderr_has(&format!(
-        "project `{}` target `alpha`: `{}` interpolates `${{ALPHA_SRC}}`, `${{BETA_CMD}}`, `${{BETA_SECRET}}`, `${{UNRELATED_TOKEN}}`, which its `env` does not give",
+        "project `{}` target `alpha`: `{}` interpolates `${{ALPHA_SRC}}`, `${{BETA_CMD}}`, `${{BETA_SECRET}}`, `${{GAMMA_SECRET}}`, `${{UNRELATED_TOKEN}}`, which its `env` does not give",
         a.project,
         compose.display()
     ));
@@ -157,10 +182,23 @@ env = {{ BETA_SECRET = {{ file = "{beta_file}" }}, BETA_CMD = {{ command = ["{be
     for (key, value) in [("ALPHA_SECRET", ALPHA), ("MODE", "alpha"), ("SHARED", SHARED)] {
         assert!(inside.contains(&format!("{key}={value}\n")), "alpha lacks {key}:\n{inside}");
     }
-    for key in ["BETA_SECRET", "BETA_CMD", "ALPHA_SRC", "UNRELATED"] {
+    for key in ["BETA_SECRET", "BETA_CMD", "ALPHA_SRC", "UNRELATED", "GAMMA_SECRET"] {
         assert!(inside.contains(&format!("{key}=\n")), "alpha got {key}:\n{inside}");
     }
-    assert_nowhere(&[BETA_FILE, BETA_CMD, PIPE_ENV], &[(PathBuf::from("alpha's container"), inside)]);
+    assert_nowhere(&[BETA_FILE, BETA_CMD, PIPE_ENV, GAMMA], &[(PathBuf::from("alpha's container"), inside)]);
+
+    // Gamma's service: its own secret only.
+    let spec = docker.ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        &format!("{}_probe", stack.0),
+    ]);
+    assert!(spec.contains(&format!("GAMMA_SECRET={GAMMA}")), "{spec}");
+    for key in ["ALPHA_SECRET", "BETA_SECRET", "ALPHA_SRC", "UNRELATED"] {
+        assert!(spec.contains(&format!("\"{key}=\"")), "gamma got {key}: {spec}");
+    }
 
     // Beta's command: exactly its own variables, the PIPE_* ones and the host's few.
     let seen = std::fs::read_to_string(&beta_env).unwrap();
@@ -168,16 +206,16 @@ env = {{ BETA_SECRET = {{ file = "{beta_file}" }}, BETA_CMD = {{ command = ["{be
         seen.contains(&format!("BETA_SECRET={BETA_FILE}\n")) && seen.contains(&format!("BETA_CMD={BETA_CMD}\n")),
         "{seen}"
     );
-    assert_nowhere(&[ALPHA, PIPE_ENV], &[(beta_env.clone(), seen.clone())]);
+    assert_nowhere(&[ALPHA, PIPE_ENV, GAMMA], &[(beta_env.clone(), seen.clone())]);
     let allowed = ["BETA_CMD", "BETA_SECRET", "DOCKER_CONFIG", "HOME", "PATH", "PWD", "SHARED", "SHLVL", "_"];
     for name in names(&seen) {
         assert!(name.starts_with("PIPE_") || allowed.contains(&name.as_str()), "beta's command got `{name}`:\n{seen}");
     }
 
-    // Neither the build nor the test saw a target's secret (the shared one is the build's own).
+    // Neither the build nor the test saw a target's secret (the shared one is the test's own).
     let image = format!("pipe-test/{}:latest", a.project);
     let build_env = docker.ok(&["run", "--rm", "--entrypoint", "cat", &image, "/build-env"]);
-    assert_nowhere(&[ALPHA, BETA_FILE, BETA_CMD, PIPE_ENV, SHARED], &[(PathBuf::from("/build-env"), build_env)]);
+    assert_nowhere(&[ALPHA, BETA_FILE, BETA_CMD, PIPE_ENV, SHARED, GAMMA], &[(PathBuf::from("/build-env"), build_env)]);
     let logs = a.env.pipe(&["logs", &a.project, "main"]);
     assert!(logs.stdout.contains("SHARED=***"), "the test got the shared secret, masked:\n{}", logs.stdout);
     assert!(logs.stdout.contains("beta=***/***"), "beta's output is masked:\n{}", logs.stdout);
@@ -185,11 +223,30 @@ env = {{ BETA_SECRET = {{ file = "{beta_file}" }}, BETA_CMD = {{ command = ["{be
     let mut texts = all_files(&dir.join("state"));
     texts.push((PathBuf::from("stdout"), run.stdout.clone() + &logs.stdout));
     texts.push((PathBuf::from("stderr"), run.stderr.clone() + &logs.stderr));
-    assert_nowhere(&[ALPHA, BETA_FILE, BETA_CMD, SHARED, PIPE_ENV], &texts);
+    assert_nowhere(&[ALPHA, BETA_FILE, BETA_CMD, SHARED, PIPE_ENV, GAMMA], &texts);
 
     // Each secret command ran once in that run, however many stages and targets used it.
-    assert_eq!(std::fs::read_to_string(&shared_calls).unwrap().lines().count(), 1, "build, test, alpha, beta");
+    assert_eq!(std::fs::read_to_string(&shared_calls).unwrap().lines().count(), 1, "test, alpha, beta");
     assert_eq!(std::fs::read_to_string(&beta_calls).unwrap().lines().count(), 1);
+}
+
+/// Removes a swarm stack on drop, and waits for its containers to go (so the test's images can).
+struct Stack(String);
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ =
+            Command::new("docker").args(["stack", "rm", &self.0]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let label = format!("label=com.docker.stack.namespace={}", self.0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let left = Command::new("docker").args(["ps", "--all", "--quiet", "--filter", &label]).output();
+            if left.map(|o| o.stdout.is_empty()).unwrap_or(true) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 #[test]
