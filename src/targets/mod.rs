@@ -30,7 +30,7 @@ pub(crate) struct Kinds<'a> {
 }
 
 /// The commands of a compose, swarm or command target, each run with `env` (the `PIPE_*`
-/// variables and the target's own) and [`HOST_ENV`] alone; `pull` first pulls the compose
+/// variables and the target's own) and `HOST_ENV` (`env.rs`) alone; `pull` first pulls the compose
 /// services (the image comes from a registry).
 pub(crate) fn target_commands(
     out: &Output,
