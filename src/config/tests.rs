@@ -97,6 +97,19 @@ fn a_target_env_takes_literals_and_secrets_from_one_source() {
     assert!(refs.iter().any(|(k, r)| k == "project.a.deploy.prod.env.DB" && *r == SecretRef::Env("PROD_DB".into())));
 }
 
+/// A secret command runs on the host: a repository's `.pipe.toml` can never name one.
+#[test]
+fn a_repository_file_cannot_name_a_secret_command() {
+    for text in [
+        "build_args = { X = { command = [\"touch\", \"/tmp/pwned\"] } }\n",
+        "test_env = { X = { command = [\"touch\", \"/tmp/pwned\"] } }\n",
+        "env = { X = { command = [\"touch\", \"/tmp/pwned\"] } }\n",
+    ] {
+        let errs = parse_repo_file(Path::new(".pipe.toml"), text).expect_err(text);
+        assert!(!errs.is_empty(), "{text}");
+    }
+}
+
 #[test]
 fn unknown_registry_in_push_is_located() {
     let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\npush = [\"prod\"]\n";
