@@ -418,8 +418,8 @@ fn secrets_by_reference_never_show_and_inline_ones_are_warned() {
     t.repo.write(
         "Dockerfile",
         &format!(
-            "FROM {}\nRUN --mount=type=secret,id=NPM_TOKEN echo \"npm=$(cat /run/secrets/NPM_TOKEN 2>/dev/null)\"; cat /run/secrets/NPM_TOKEN 2>/dev/null | wc -c > /npm-len\nCOPY app.txt /app.txt\n",
-            t.base
+            "FROM {}\nRUN --mount=type=secret,id=NPM_TOKEN echo \"{} npm=$(cat /run/secrets/NPM_TOKEN 2>/dev/null)\"; cat /run/secrets/NPM_TOKEN 2>/dev/null | wc -c > /npm-len\nCOPY app.txt /app.txt\n",
+            t.base, t.project
         ),
     );
     t.repo.write(
@@ -431,6 +431,8 @@ fn secrets_by_reference_never_show_and_inline_ones_are_warned() {
             NPM_TOKEN.len()
         ),
     );
+    // The project's name in the step keeps BuildKit from answering it from a cache another run
+    // (a secret is not part of a step's cache key) filled, which would print nothing to mask.
     t.repo.commit_to("dev", "uses secrets");
     let project = t.project.clone();
     // A secret build arg needs a builder that mounts it: BuildKit, built into Debian's CLI.
