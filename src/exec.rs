@@ -39,8 +39,10 @@ pub(crate) struct Cmd {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
-    /// Start from an empty environment: the process sees only `env`.
+    /// Start from an empty environment: the process sees only `inherit` and `env`.
     env_clear: bool,
+    /// With `env_clear`, the variables of pipe's own environment the process keeps.
+    inherit: Vec<&'static str>,
     dir: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     /// Runs to its end even after SIGTERM/SIGINT (cleanup that must finish).
@@ -54,6 +56,7 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             env_clear: false,
+            inherit: Vec::new(),
             dir: None,
             stdin: None,
             through_signals: false,
@@ -96,6 +99,14 @@ impl Cmd {
         self
     }
 
+    /// [`Cmd::env_clear`], keeping these of pipe's own variables (where set) under those given
+    /// by [`Cmd::env`]: a deploy target sees what its tools need to work, not pipe's secrets.
+    pub(crate) fn env_clear_but(mut self, keep: &[&'static str]) -> Cmd {
+        self.env_clear = true;
+        self.inherit = keep.to_vec();
+        self
+    }
+
     pub(crate) fn dir(mut self, dir: impl Into<PathBuf>) -> Cmd {
         self.dir = Some(dir.into());
         self
@@ -123,7 +134,8 @@ impl Cmd {
             .stdout_file(stdout)
             .stderr_file(stderr);
         if self.env_clear {
-            expression = expression.full_env(self.env.iter().cloned());
+            let kept = self.inherit.iter().filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)));
+            expression = expression.full_env(kept.chain(self.env.iter().cloned()));
         }
         for (k, v) in &self.env {
             expression = expression.env(k, v);

@@ -1,14 +1,23 @@
-//! Secrets resolved from `*_env` / `*_file` indirection. The value never prints: `Debug` and
-//! `Display` show `***`, and error messages name the variable or file, never the content.
+//! Secrets resolved from `*_env` / `*_file` indirection, or from a command's output (a password
+//! manager or secrets store, run through `exec` once per process). The value never prints:
+//! `Debug` and `Display` show `***`, and error messages name the variable, file or command,
+//! never the content.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::SecretRef;
+use crate::error::Interrupted;
+use crate::exec::{self, Cmd};
+use crate::output::Output;
 
 /// A secret value; reveal it only where it is handed to git, docker's stdin or an HTTP header.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,8 +46,14 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Reads the secret now; `what` names the config key for the error message.
+/// Reads the secret now; `what` names the config key for the error message. A command is run
+/// quietly; [`resolve_logged`] shows it at `-v`.
 pub(crate) fn resolve(secret: &SecretRef, what: &str) -> anyhow::Result<Secret> {
+    resolve_logged(&Output::new(true, 0), secret, what)
+}
+
+/// [`resolve`], with a secret command's argv shown at `-v` like every command pipe runs.
+pub(crate) fn resolve_logged(out: &Output, secret: &SecretRef, what: &str) -> anyhow::Result<Secret> {
     let value = match secret {
         SecretRef::Env(var) => match std::env::var(var) {
             Ok(v) => v,
@@ -46,12 +61,107 @@ pub(crate) fn resolve(secret: &SecretRef, what: &str) -> anyhow::Result<Secret> 
         },
         SecretRef::File(path) => std::fs::read_to_string(path)
             .with_context(|| format!("failed to read secret file `{}` (named by `{what}_file`)", path.display()))?,
+        SecretRef::Command { argv, timeout } => return from_command(out, argv, *timeout, what, true),
     };
     let value = value.trim_end_matches(['\n', '\r']).to_string();
     if value.is_empty() {
         bail!("the secret for `{what}` is empty");
     }
     Ok(Secret(value))
+}
+
+/// What a secret command answered: the value, or the error message (never holding the value).
+type Answer = Result<Secret, String>;
+
+/// Each argv's answer, filled once.
+type Answers = Mutex<HashMap<Vec<String>, Arc<OnceLock<Answer>>>>;
+
+/// Secret commands already run by this process, by argv: each runs at most once, however many
+/// stages, targets and projects (in parallel) use it, and a failure is not retried either.
+fn answers() -> &'static Answers {
+    static ANSWERS: OnceLock<Answers> = OnceLock::new();
+    ANSWERS.get_or_init(Default::default)
+}
+
+/// Runs `argv` (no shell) through `exec` under `timeout` and takes its stdout, trailing newline
+/// trimmed, as the secret; with `cached`, at most once per process for each argv. Every error
+/// names the key and the command, never a value.
+pub(crate) fn from_command(
+    out: &Output,
+    argv: &[String],
+    timeout: Duration,
+    what: &str,
+    cached: bool,
+) -> anyhow::Result<Secret> {
+    let answer = if cached {
+        let slot = {
+            let mut answers = answers().lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(answers.entry(argv.to_vec()).or_default())
+        };
+        // Another thread asking for the same argv waits here for the one run.
+        let mut interrupted = None;
+        let answer = slot.get_or_init(|| match run_command(out, argv, timeout) {
+            Err(Failure::Interrupted(e)) => {
+                interrupted = Some(e);
+                Err(String::new())
+            }
+            other => other.map_err(|f| f.message()),
+        });
+        if let Some(e) = interrupted {
+            // Not an answer: the next process asks again.
+            return Err(e);
+        }
+        answer.clone()
+    } else {
+        match run_command(out, argv, timeout) {
+            Err(Failure::Interrupted(e)) => return Err(e),
+            other => other.map_err(|f| f.message()),
+        }
+    };
+    answer.map_err(|why| {
+        let shown = Cmd::from_argv(&argv.iter().map(OsString::from).collect::<Vec<_>>());
+        anyhow!("the secret for `{what}`: `{shown}` {why}")
+    })
+}
+
+/// Whether a secret command's program can be found (`pipe check`, which never runs it).
+pub(crate) fn command_found(argv: &[String]) -> bool {
+    argv.first().is_some_and(|p| exec::available(p.as_ref()))
+}
+
+/// Why a secret command gave no secret.
+enum Failure {
+    Interrupted(anyhow::Error),
+    Failed(String),
+}
+
+impl Failure {
+    fn message(self) -> String {
+        match self {
+            Failure::Interrupted(e) => format!("{e:#}"),
+            Failure::Failed(why) => why,
+        }
+    }
+}
+
+fn run_command(out: &Output, argv: &[String], timeout: Duration) -> Result<Secret, Failure> {
+    let cmd = Cmd::from_argv(&argv.iter().map(OsString::from).collect::<Vec<_>>());
+    let (stdout, failed) = match exec::capture_even_failed(out, &cmd, timeout) {
+        Ok(answer) => answer,
+        Err(e) if e.is::<Interrupted>() => return Err(Failure::Interrupted(e)),
+        Err(e) => return Err(Failure::Failed(format!("could not run: {e:#}"))),
+    };
+    if let Some(failed) = failed {
+        // stderr only: stdout may hold a value even when the command failed.
+        let tail = crate::output::tail_lines(&failed.output_tail, 5);
+        let tail = if tail.trim().is_empty() { String::new() } else { format!("\n--- stderr\n{}", tail.trim_end()) };
+        return Err(Failure::Failed(format!("failed ({}){tail}", failed.status)));
+    }
+    let value = stdout.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(Failure::Failed("printed nothing: an empty secret is never used".into()));
+    }
+    Ok(Secret(value.to_string()))
 }
 
 /// The innermost cause of an HTTP error, without the URL reqwest puts in its own message (a
@@ -131,6 +241,40 @@ mod tests {
         assert_eq!(sign(b"It's a Secret to Everybody", b"Hello, World!"), expected);
         assert!(verify(b"It's a Secret to Everybody", b"Hello, World!", expected));
         assert!(!verify(b"It's a Secret to Everybody", b"Hello, World?", expected));
+    }
+
+    #[test]
+    fn a_secret_command_runs_once_per_argv_and_its_errors_never_hold_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let script = format!("echo run >> '{}'; printf 'cmd-s3cret\\n'", calls.display());
+        let argv = vec!["sh".to_string(), "-c".to_string(), script];
+        let out = Output::new(true, 0);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let argv = argv.clone();
+                std::thread::spawn(move || from_command(&out, &argv, Duration::from_secs(10), "k", true).unwrap())
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().reveal(), "cmd-s3cret");
+        }
+        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "run\n", "four users, one run");
+        // Uncached (`pipe serve`): asked again.
+        from_command(&out, &argv, Duration::from_secs(10), "k", false).unwrap();
+        assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 2);
+
+        let failing = vec!["sh".to_string(), "-c".to_string(), "echo leaked-value; echo nope >&2; exit 2".to_string()];
+        let err = from_command(&out, &failing, Duration::from_secs(10), "project.a.env.K", true).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.starts_with("the secret for `project.a.env.K`: `sh -c"), "{text}");
+        assert!(
+            text.contains("failed (exit status: 2)") && text.contains("nope") && !text.contains("leaked-value\n"),
+            "{text}"
+        );
+        let empty = vec!["true".to_string()];
+        let err = from_command(&out, &empty, Duration::from_secs(10), "k", true).unwrap_err();
+        assert!(format!("{err:#}").ends_with("`true` printed nothing: an empty secret is never used"), "{err:#}");
     }
 
     #[test]

@@ -27,6 +27,13 @@ pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
                     cx.out.warn(format!("`{key}`: environment variable `{var}` is not set here"));
                 }
             }
+            SecretRef::Command { argv, .. } => {
+                // Not run: a check never asks a password manager for anything.
+                if !crate::secret::command_found(&argv) {
+                    let program = argv.first().map_or("", String::as_str);
+                    cx.out.warn(format!("`{key}`: the secret command `{program}` is not on PATH here"));
+                }
+            }
             SecretRef::File(path) => match std::fs::metadata(&path) {
                 Err(err) => cx.out.warn(format!("`{key}`: cannot read secret file `{}` here: {err}", path.display())),
                 Ok(meta) => {
@@ -58,7 +65,7 @@ pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
             let previews = if crate::engine::previews::targets(project).is_empty() {
                 ""
             } else {
-                ", and its previews run unconfined with the deploy target's environment and host paths"
+                ", and its previews run unconfined with the deploy target's host paths and literal variables (never its secrets)"
             };
             cx.out.warn(format!(
                 "project `{name}` has `trust_pull_requests = true`: anyone who can open a pull request can read its \
@@ -68,6 +75,9 @@ pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
     }
     trust_warnings(cx, &config);
     network_warnings(cx, &config);
+    for warning in crate::targets::interpolation_warnings(&config) {
+        cx.out.warn(warning);
+    }
     for warning in crate::targets::outage_warnings(&config) {
         cx.out.warn(warning);
     }

@@ -62,6 +62,7 @@ fn webhook(config: &crate::config::Config, name: &str, base: Option<&str>) -> an
     let secret = match SecretRef::from_pair(&project.webhook_secret_env, &project.webhook_secret_file) {
         Some(SecretRef::Env(var)) => format!("the value of ${var}"),
         Some(SecretRef::File(path)) => format!("the content of `{}`", path.display()),
+        Some(SecretRef::Command { argv, .. }) => format!("the output of `{}`", argv.join(" ")),
         None => {
             return Err(Usage(format!(
                 "project `{name}` has no webhook secret\nhint: set `webhook_secret_env` or `webhook_secret_file`"

@@ -28,11 +28,15 @@ pub(super) struct Cx<'a> {
     text: &'a str,
     keys: Keys,
     pub(super) diagnostics: Vec<Diagnostic>,
+    /// The operator's pipeline file, where a password in a URL is refused; a repository's
+    /// `.pipe.toml` may spell its test database's URL with one (it is the repository's, not
+    /// pipe's secret).
+    pub(super) pipeline: bool,
 }
 
 impl<'a> Cx<'a> {
     pub(super) fn new(path: &'a Path, text: &'a str) -> Self {
-        Cx { path, text, keys: Keys::default(), diagnostics: Vec::new() }
+        Cx { path, text, keys: Keys::default(), diagnostics: Vec::new(), pipeline: true }
     }
 
     /// Parses the text, reporting every syntax error, and refuses inline secrets.
@@ -45,7 +49,7 @@ impl<'a> Cx<'a> {
             return Err(std::mem::take(&mut self.diagnostics));
         }
         let mut doc = doc.into_inner();
-        reject_inline_secrets(self, &mut doc);
+        reject_inline_secrets(self, &mut doc, Level::Plain);
         self.keys = Keys::index(&doc, self.text);
         Ok(doc)
     }
@@ -121,14 +125,28 @@ pub(crate) fn validate_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Tables whose values are variables: a literal or a secret by reference.
+const VALUES_KEYS: [&str; 3] = ["env", "build_args", "test_env"];
+
+/// Where a table stands, for the keys whose meaning depends on it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Plain,
+    /// `env`, `build_args`, `test_env`: a table of variables.
+    Values,
+    /// One variable's `{ env }`, `{ file }` or `{ command = [argv] }`: its `command` is an array.
+    Reference,
+}
+
 /// Removes keys that would hold a secret inline, with a diagnostic that names the fix.
-fn reject_inline_secrets(cx: &mut Cx<'_>, table: &mut DeTable<'_>) {
+fn reject_inline_secrets(cx: &mut Cx<'_>, table: &mut DeTable<'_>, level: Level) {
     let entries = std::mem::take(table);
     *table = entries
         .into_iter()
         .filter_map(|(key, mut value)| {
             let name: &str = key.get_ref().as_ref();
             if TABLE_KEYS.contains(&name)
+                && !(level == Level::Reference && name == "command")
                 && let DeValue::Array(items) = value.get_ref()
                 && !items.iter().all(|item| matches!(item.get_ref(), DeValue::Table(_)))
             {
@@ -147,20 +165,74 @@ fn reject_inline_secrets(cx: &mut Cx<'_>, table: &mut DeTable<'_>) {
                 );
                 return None;
             }
+            let span = value.span();
+            let inner_level = match level {
+                _ if VALUES_KEYS.contains(&name) => Level::Values,
+                Level::Values => Level::Reference,
+                _ => Level::Plain,
+            };
             match value.get_mut() {
-                DeValue::Table(inner) => reject_inline_secrets(cx, inner),
+                DeValue::Table(inner) => reject_inline_secrets(cx, inner, inner_level),
                 DeValue::Array(items) => {
                     for item in items.iter_mut() {
-                        if let DeValue::Table(inner) = item.get_mut() {
-                            reject_inline_secrets(cx, inner);
+                        let span = item.span();
+                        match item.get_mut() {
+                            DeValue::Table(inner) => reject_inline_secrets(cx, inner, inner_level),
+                            DeValue::String(text) => reject_url_password(cx, name, text, span),
+                            _ => {}
                         }
                     }
                 }
+                DeValue::String(text) => reject_url_password(cx, name, text, span),
                 _ => {}
             }
             Some((key, value))
         })
         .collect();
+}
+
+/// Refuses a string holding a URL with a password (`https://user:pw@host/…`), or for `url` and
+/// `repo` a `user:pw@host` without a scheme: a password is written inline there as surely as
+/// in `password = "…"`. A password spelled `$VARIABLE` (a shell's, expanded when it runs) is not
+/// a value.
+fn reject_url_password(cx: &mut Cx<'_>, key: &str, text: &str, span: Range<usize>) {
+    if !cx.pipeline {
+        return;
+    }
+    let Some(shown) = url_password(text, key == "url" || key == "repo") else { return };
+    let fix = match key {
+        "repo" => "drop it from the URL and give the remote's credentials by reference: `auth = { username = \"…\", token_env = \"VARIABLE\" }`".to_string(),
+        "url" => "drop it from the URL: a registry takes `username` and `password_env`/`password_file`; a URL that is a secret as a whole takes `url_env`/`url_file` where the key has them".to_string(),
+        _ => "give the password by reference: a secret in the target's `env` (`{ env = \"VARIABLE\" }`, `{ file = \"/path\" }`, `{ command = [\"…\"] }`) that the command expands (`$VARIABLE`), or a `*_env`/`*_file` key where there is one".to_string(),
+    };
+    cx.error(
+        Some(span),
+        format!("`{key}`: a password is never written inline, not even in a URL (`{shown}`)\nhint: {fix}"),
+    );
+}
+
+/// The first URL in `text` that carries a password, shown with the password masked.
+fn url_password(text: &str, schemeless: bool) -> Option<String> {
+    let stop = |c: char| c.is_whitespace() || "/?#\"'<>`".contains(c);
+    let mut starts: Vec<usize> = text.match_indices("://").map(|(i, _)| i + 3).collect();
+    if schemeless && !text.contains("://") {
+        starts.push(0);
+    }
+    for start in starts {
+        let authority = &text[start..];
+        let authority = &authority[..authority.find(stop).unwrap_or(authority.len())];
+        let Some(at) = authority.rfind('@') else { continue };
+        let Some((user, password)) = authority[..at].split_once(':') else { continue };
+        if password.is_empty() || password.starts_with('$') {
+            continue;
+        }
+        let scheme_start = text[..start.saturating_sub(3)]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+            .map_or(0, |i| i + 1);
+        let prefix = &text[scheme_start..start];
+        return Some(format!("{prefix}{user}:***@{}", &authority[at + 1..]));
+    }
+    None
 }
 
 /// Every key of the document and where it and its value are, so that a rule checked after serde

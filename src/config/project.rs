@@ -78,20 +78,28 @@ pub(crate) struct Project {
     pub trusted: Option<Patterns>,
 }
 
-/// A build arg or test variable in the pipeline file: a literal, or a secret by reference.
+/// A build arg, test variable or deploy variable in the pipeline file: a literal, or a secret
+/// by reference.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged, expecting = "a string, `{ env = \"VARIABLE\" }` or `{ file = \"/path\" }`")]
+#[serde(
+    untagged,
+    expecting = "a string, `{ env = \"VARIABLE\" }`, `{ file = \"/path\" }` or `{ command = [\"program\", \"arg\", …] }`"
+)]
 pub(crate) enum ArgValue {
     Literal(String),
     Secret(SecretArg),
 }
 
-/// `{ env = "VAR" }` or `{ file = "/path" }`.
+/// `{ env = "VAR" }`, `{ file = "/path" }` or `{ command = ["pass", "show", "ci/npm"] }`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SecretArg {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
+    /// A password manager's or secrets store's CLI, run without a shell; its stdout is the value.
+    pub command: Option<Vec<String>>,
+    /// How long `command` may take [default: 30s].
+    pub timeout: Option<Seconds>,
 }
 
 impl ArgValue {
@@ -99,7 +107,13 @@ impl ArgValue {
     pub(crate) fn secret(&self) -> Option<SecretRef> {
         match self {
             ArgValue::Literal(_) => None,
-            ArgValue::Secret(s) => SecretRef::from_pair(&s.env, &s.file),
+            ArgValue::Secret(s) => match &s.command {
+                Some(argv) if s.env.is_none() && s.file.is_none() => Some(SecretRef::Command {
+                    argv: argv.clone(),
+                    timeout: s.timeout.map_or(DEFAULT_COMMAND_TIMEOUT, |t| t.0),
+                }),
+                _ => SecretRef::from_pair(&s.env, &s.file),
+            },
         }
     }
 }
@@ -251,11 +265,16 @@ impl Timeouts {
     }
 }
 
-/// A secret given by indirection: the name of an environment variable, or a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How long a secret command may take when its reference names no `timeout`.
+pub(crate) const DEFAULT_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A secret given by indirection: the name of an environment variable, a file, or a command
+/// whose output is the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum SecretRef {
     Env(String),
     File(PathBuf),
+    Command { argv: Vec<String>, timeout: std::time::Duration },
 }
 
 impl SecretRef {

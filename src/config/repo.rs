@@ -32,6 +32,7 @@ pub(super) const HOST_SIDE_KEYS: [&str; 6] = ["deploy", "hooks", "command", "com
 /// Parses `.pipe.toml` text; errors carry `path:line:column`.
 pub(crate) fn parse_repo_file(path: &Path, text: &str) -> Result<RepoFile, Vec<Diagnostic>> {
     let mut cx = Cx::new(path, text);
+    cx.pipeline = false;
     let mut doc = cx.document()?;
     let entries = std::mem::take(&mut doc);
     for (key, value) in entries {

@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::duration::Seconds;
 use super::patterns::Patterns;
+use super::project::ArgValue;
 
 /// `[[project.NAME.deploy]]`: what happens after a branch's image is tested.
 #[derive(Debug, Deserialize)]
@@ -24,6 +25,11 @@ pub(crate) struct Deploy {
     pub swarm: Option<SwarmTarget>,
     pub command: Option<CommandTarget>,
     pub webhook: Option<WebhookTarget>,
+    /// The target's own environment: literals and secrets by reference. Its compose, swarm or
+    /// command runs with these, the `PIPE_*` variables and the host's few (`HOST_ENV`), nothing
+    /// else of pipe's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<ArgValue>>,
     pub health: Option<Health>,
     pub timeout: Option<Seconds>,
     /// Services `pipe generate nginx` routes to, each with the port nginx connects to.

@@ -47,6 +47,70 @@ fn inline_secret_is_refused_with_the_fix() {
 }
 
 #[test]
+fn a_password_in_a_url_is_refused_where_it_stands() {
+    let text = "[registry.r]\nurl = \"ci:hunter2@r.example.com\"\n\n[project.a]\nrepo = \"https://ci:hunter2@git.example.com/a.git\"\nbranches = [\"main\"]\n\n[[project.a.deploy]]\nbranches = [\"main\"]\ncommand = { argv = [\"curl\", \"https://u:hunter2@h/x\"] }\nhealth = { url = \"http://u:$PW@h/x\" }\n";
+    let mut errs = errors(text);
+    errs.sort_by_key(|e| e.split(':').nth(1).and_then(|l| l.parse::<u32>().ok()));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(errs[0].starts_with("p.toml:2:7: `url`: a password is never written inline"), "{errs:#?}");
+    assert!(errs[0].contains("(`ci:***@r.example.com`)") && errs[0].contains("password_env"), "{errs:#?}");
+    assert!(
+        errs[1].starts_with("p.toml:5:8: `repo`:") && errs[1].contains("https://ci:***@git.example.com"),
+        "{errs:#?}"
+    );
+    assert!(errs[1].contains("hint: drop it from the URL") && errs[1].contains("token_env"), "{errs:#?}");
+    assert!(errs[2].starts_with("p.toml:10:29: `argv`:") && errs[2].contains("`$VARIABLE`"), "{errs:#?}");
+    assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:#?}");
+    // A user without a password, scp-like remotes and a shell's `$VARIABLE` are not inline secrets.
+    let ok = "[project.a]\nrepo = \"git@github.com:o/a.git\"\nbranches = [\"main\"]\n[project.b]\nrepo = \"https://ci@h/b.git\"\nbranches = [\"main\"]\n";
+    assert!(errors(ok).is_empty(), "{:?}", errors(ok));
+    // A repository's own file may spell its test database's URL with a password.
+    assert!(parse_repo_file(Path::new(".pipe.toml"), "test_env = { DB = \"postgres://t:t@db/t\" }\n").is_ok());
+}
+
+#[test]
+fn a_target_env_takes_literals_and_secrets_from_one_source() {
+    let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nname = \"prod\"\nbranches = [\"main\"]\ncommand = { argv = [\"true\"] }\nenv = { MODE = \"prod\", DB = { env = \"PROD_DB\" }, NPM = { command = [\"pass\", \"show\", \"npm\"], timeout = \"5s\" }, BAD = { env = \"A\", command = [\"b\"] }, PIPE_TAG = \"x\", E = { command = [] }, T = { env = \"A\", timeout = \"1s\" } }\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.contains("`deploy.prod.env.BAD` takes exactly one of `env`, `file` and `command`")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("`deploy.prod.env.PIPE_TAG`: `PIPE_*` variables are set by pipe")),
+        "{errs:#?}"
+    );
+    assert!(errs.iter().any(|e| e.contains("`deploy.prod.env.E.command` is an argv list")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("`deploy.prod.env.T.timeout` goes with `command` only")), "{errs:#?}");
+    let good = text.split(", BAD").next().unwrap().to_string() + " }\n";
+    let config = parse(Path::new("p.toml"), &good).unwrap_or_else(|e| panic!("{e:#?}"));
+    let refs = config.secret_refs();
+    let npm = refs.iter().find(|(k, _)| k == "project.a.deploy.prod.env.NPM").map(|(_, r)| r.clone());
+    assert_eq!(
+        npm,
+        Some(SecretRef::Command {
+            argv: vec!["pass".into(), "show".into(), "npm".into()],
+            timeout: std::time::Duration::from_secs(5)
+        })
+    );
+    assert!(refs.iter().any(|(k, r)| k == "project.a.deploy.prod.env.DB" && *r == SecretRef::Env("PROD_DB".into())));
+}
+
+/// A secret command runs on the host: a repository's `.pipe.toml` can never name one.
+#[test]
+fn a_repository_file_cannot_name_a_secret_command() {
+    for text in [
+        "build_args = { X = { command = [\"touch\", \"/tmp/pwned\"] } }\n",
+        "test_env = { X = { command = [\"touch\", \"/tmp/pwned\"] } }\n",
+        "env = { X = { command = [\"touch\", \"/tmp/pwned\"] } }\n",
+    ] {
+        let errs = parse_repo_file(Path::new(".pipe.toml"), text).expect_err(text);
+        assert!(!errs.is_empty(), "{text}");
+    }
+}
+
+#[test]
 fn unknown_registry_in_push_is_located() {
     let text = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n[[project.a.deploy]]\nbranches = [\"main\"]\npush = [\"prod\"]\n";
     let errs = errors(text);

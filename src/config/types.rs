@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use super::duration::Seconds;
 use super::patterns::Patterns;
@@ -151,6 +152,9 @@ pub(crate) struct Hook {
     pub compose: Option<ComposeTarget>,
     pub swarm: Option<SwarmTarget>,
     pub command: Option<CommandTarget>,
+    /// The hook's own environment, as a deploy target's `env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<ArgValue>>,
     pub health: Option<Health>,
     pub timeout: Option<Seconds>,
     /// Largest request body this hook reads, in bytes (default 64 KiB, at most `serve.body_limit`).
@@ -314,6 +318,8 @@ impl Config {
     /// Every secret the file refers to, with the key that names it, for `pipe check`.
     pub(crate) fn secret_refs(&self) -> Vec<(String, SecretRef)> {
         let mut out = Vec::new();
+        // Table values (`{ env }`, `{ file }`, `{ command }`), kept apart while `add` holds `out`.
+        let mut extra = Vec::new();
         let mut add = |what: String, env: &Option<String>, file: &Option<PathBuf>| {
             if let Some(secret) = SecretRef::from_pair(env, file) {
                 out.push((what, secret));
@@ -342,8 +348,8 @@ impl Config {
             add(format!("project.{name}.webhook_secret"), &project.webhook_secret_env, &project.webhook_secret_file);
             for (table, values) in [("build_args", &project.build_args), ("test_env", &project.test_env)] {
                 for (key, value) in values {
-                    if let ArgValue::Secret(secret) = value.get_ref() {
-                        add(format!("project.{name}.{table}.{key}"), &secret.env, &secret.file);
+                    if let Some(secret) = value.get_ref().secret() {
+                        extra.push((format!("project.{name}.{table}.{key}"), secret));
                     }
                 }
             }
@@ -352,13 +358,26 @@ impl Config {
                 add(format!("project.{name}.auth.ssh_key"), &None, &auth.ssh_key);
             }
             for deploy in &project.deploy {
+                let target = deploy.get_ref().display_name();
                 if let Some(hook) = &deploy.get_ref().webhook {
-                    let target = deploy.get_ref().display_name();
                     add(format!("project.{name}.deploy.{target}.secret"), &hook.secret_env, &hook.secret_file);
                     add(format!("project.{name}.deploy.{target}.token"), &hook.token_env, &hook.token_file);
                 }
+                for (key, value) in &deploy.get_ref().env {
+                    if let Some(secret) = value.get_ref().secret() {
+                        extra.push((format!("project.{name}.deploy.{target}.env.{key}"), secret));
+                    }
+                }
             }
         }
+        for (name, hook) in &self.serve.hooks {
+            for (key, value) in &hook.env {
+                if let Some(secret) = value.get_ref().secret() {
+                    extra.push((format!("serve.hooks.{name}.env.{key}"), secret));
+                }
+            }
+        }
+        out.extend(extra);
         out
     }
 

@@ -253,7 +253,9 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     let secrets = plan
         .secret_args
         .iter()
-        .map(|(key, r)| Ok((key.clone(), secret::resolve(r, &format!("project.{name}.build_args.{key}"))?)))
+        .map(|(key, r)| {
+            Ok((key.clone(), secret::resolve_logged(&job.out, r, &format!("project.{name}.build_args.{key}"))?))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Only a build that may be pushed and deployed writes the commit's tag: never an untrusted
     // ref's, nor a pull request's even with `trust_pull_requests` (pull requests never deploy).

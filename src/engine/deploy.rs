@@ -13,13 +13,14 @@ use crate::config::Deploy;
 use crate::docker;
 use crate::docker::client::{self as client, Docker};
 use crate::error::{Interrupted, StageFailed, StateError, ToolUnavailable, Usage};
-use crate::exec::{self, Cmd};
+use crate::exec::Cmd;
 use crate::model::{DeployResult, Outcome, Stage};
 use crate::refs;
 use crate::state::{self, DeployRecord, Run, StageRun, Timeline};
 use crate::targets::beside::{self, Beside};
 use crate::targets::ingress::Nginx;
 use crate::targets::{self, Compose, Kinds, swarm, webhook};
+use crate::trust::redact::{self, Redactor};
 
 /// What gets deployed: an image of one commit.
 #[derive(Debug, Clone)]
@@ -95,7 +96,24 @@ pub(crate) fn deploy(
     let mut failures = Vec::new();
     let mut timeline = None;
     for target in &targets {
-        let rollout = Rollout::new(job, &docker, target, &release, log.clone());
+        // The target's own variables, read before anything of it runs: a secret that cannot be
+        // had fails this target with nothing deployed. A dry run reads none (no password
+        // manager is asked) and shows no environment.
+        let own = if dry_run {
+            Ok(Default::default())
+        } else {
+            let what = format!("project.{}.deploy.{}.env", job.name, target.display_name());
+            targets::resolve_env(&job.out, &target.env, &what, true)
+        };
+        let own = match own {
+            Ok(own) => own,
+            Err(err) if passes_through(&err) => return Err(err),
+            Err(err) => {
+                failures.push(format!("deploy to `{}` not started: {err:#}", target.display_name()));
+                continue;
+            }
+        };
+        let rollout = Rollout::new(job, &docker, target, &release, log.clone(), own);
         if dry_run {
             rollout.print_plan()?;
             continue;
@@ -206,6 +224,9 @@ struct Rollout<'a> {
     timeout: Duration,
     /// Set by a zero-downtime apply: when the release was ready and took traffic.
     switched: Cell<Option<beside::Switched>>,
+    /// The target's own `env`, read, and the secrets among it to mask.
+    own: Vec<(String, String)>,
+    redactor: Redactor,
 }
 
 impl<'a> Rollout<'a> {
@@ -215,6 +236,7 @@ impl<'a> Rollout<'a> {
         target: &'a Deploy,
         release: &'a Release,
         log: PathBuf,
+        (own, redactor): (Vec<(String, String)>, Redactor),
     ) -> Rollout<'a> {
         let image = target
             .push
@@ -223,7 +245,7 @@ impl<'a> Rollout<'a> {
             .map_or_else(|| release.image.clone(), |r| format!("{}/{}", r.url, release.image));
         let tag = docker::commit_tag(&release.commit).to_string();
         let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
-        Rollout { job, docker, target, release, image, tag, log, timeout, switched: Cell::new(None) }
+        Rollout { job, docker, target, release, image, tag, log, timeout, switched: Cell::new(None), own, redactor }
     }
 
     /// A compose target whose services sit behind an ingress pipe switches: started beside
@@ -242,11 +264,11 @@ impl<'a> Rollout<'a> {
     ) -> anyhow::Result<T> {
         let (t, out) = (self.target, &self.job.out);
         let Some(compose) = &t.compose else { bail!("zero-downtime deploys need a compose target") };
-        let mut env = deploy_env(self.job, image, tag, release);
+        let mut env = self.env(image, tag, release);
         if let Some(dir) = &self.docker.config_dir {
             env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
         }
-        let compose = Compose::new(out, self.docker, compose, self.job.name, env)?;
+        let compose = Compose::new(out, self.docker, compose, self.job.name, env)?.masking(self.redactor.clone());
         let nginx =
             Nginx::new(&self.job.config.ingress, &self.log).ok_or_else(|| anyhow!("no `[ingress] upstreams`"))?;
         let beside = Beside {
@@ -287,11 +309,18 @@ impl<'a> Rollout<'a> {
         self.target.display_name()
     }
 
+    /// What the target's commands run with: the `PIPE_*` variables, then its own `env`.
+    fn env(&self, image: &str, tag: &str, release: &Release) -> Vec<(String, String)> {
+        let mut env = deploy_env(self.job, image, tag, release);
+        env.extend(self.own.iter().cloned());
+        env
+    }
+
     /// The process commands of this release on this target (none for a webhook), in order.
     fn commands(&self, image: &str, tag: &str, release: &Release) -> anyhow::Result<Vec<Cmd>> {
         let t = self.target;
         let kinds = Kinds { compose: t.compose.as_ref(), swarm: t.swarm.as_ref(), command: t.command.as_ref() };
-        let env = deploy_env(self.job, image, tag, release);
+        let env = self.env(image, tag, release);
         let Some(stack) = kinds.swarm else {
             return targets::target_commands(&self.job.out, self.docker, kinds, self.job.name, !t.push.is_empty(), env);
         };
@@ -437,7 +466,7 @@ impl<'a> Rollout<'a> {
         // A swarm's update of this deploy starts after this instant; one before it is another's.
         let since = crate::clock::precise();
         for cmd in self.commands(image, tag, release)? {
-            let finished = exec::logged(out, &cmd, &self.log, client::LOG_CAP, left(), &mut |_| {})?;
+            let finished = redact::logged(out, &cmd, &self.log, client::LOG_CAP, left(), &self.redactor, &mut |_| {})?;
             finished.check_interrupted()?;
             if !finished.success() {
                 // Only a docker or compose command can say the engine went away; a deploy

@@ -90,8 +90,11 @@ pub(crate) fn plan<'a>(
     let mut secrets = Vec::new();
     for key in run.test_secrets.iter().filter(|_| trusted) {
         let Some(reference) = job.project.test_env.get(key).and_then(|v| v.get_ref().secret()) else { continue };
-        let value =
-            if resolve { Some(secret::resolve(&reference, &format!("project.{name}.test_env.{key}"))?) } else { None };
+        let value = if resolve {
+            Some(secret::resolve_logged(&job.out, &reference, &format!("project.{name}.test_env.{key}"))?)
+        } else {
+            None
+        };
         secrets.push((key.clone(), value));
     }
     let services = match &run.test_services {

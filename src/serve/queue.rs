@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use super::shared::Shared;
 use crate::config::Hook;
 use crate::docker::client::{self as client, Docker};
-use crate::exec;
 use crate::output::Output;
 use crate::secret::Secret;
 use crate::targets::{self, Kinds};
+use crate::trust::redact;
 
 /// A configured hook as the receiver runs it: its credentials, body limit and queue.
 pub(crate) struct HookRuntime {
@@ -119,6 +119,11 @@ fn execute(
         k == "PIPE_IMAGE" && v.split('/').next().is_some_and(|host| host.contains(['.', ':']) || host == "localhost")
     });
     let project = default_project(&h.name);
+    // The hook's own variables, read afresh for every run (a rotated secret is picked up, a
+    // failed command asked again by the next request); none of pipe's other variables.
+    let (own, redactor) =
+        targets::resolve_env(out, &h.hook.env, &format!("serve.hooks.{}.env", h.name), false).map_err(failed)?;
+    let env = env.into_iter().chain(own).collect();
     let commands = targets::target_commands(out, &docker, kinds, &project, pulls, env).map_err(failed)?;
     let timeout = h.hook.timeout.map_or(Duration::from_secs(600), |t| t.0);
     let deadline = Instant::now() + timeout;
@@ -129,7 +134,7 @@ fn execute(
         if left.is_zero() {
             return Err(timed_out());
         }
-        let finished = exec::logged(out, &cmd, log, client::LOG_CAP, left, &mut |_| {}).map_err(failed)?;
+        let finished = redact::logged(out, &cmd, log, client::LOG_CAP, left, &redactor, &mut |_| {}).map_err(failed)?;
         if finished.interrupted {
             return Err(("interrupted", finished.code, "the server was stopped while the hook ran".into()));
         }

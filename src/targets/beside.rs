@@ -324,7 +324,8 @@ impl Beside<'_> {
 
     fn logged(&self, cmd: &Cmd, deadline: Instant) -> anyhow::Result<()> {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let finished = exec::logged(self.out, cmd, self.log, LOG_CAP, left, &mut |_| {})?;
+        let redactor = &self.compose.redactor;
+        let finished = crate::trust::redact::logged(self.out, cmd, self.log, LOG_CAP, left, redactor, &mut |_| {})?;
         finished.check_interrupted()?;
         if finished.success() {
             return Ok(());

@@ -11,11 +11,15 @@ use crate::config::{CommandTarget, ComposeTarget, Health, SwarmTarget};
 use crate::docker::client::Docker;
 use crate::exec::{self, Cmd};
 use crate::output::Output;
+use crate::trust::redact::Redactor;
 
 pub(crate) mod beside;
+mod env;
 pub(crate) mod ingress;
 pub(crate) mod swarm;
 pub(crate) mod webhook;
+
+pub(crate) use env::{confined, interpolation_warnings, resolve_env};
 
 /// The local target kinds a deploy entry or a `pipe serve` hook can run.
 #[derive(Clone, Copy)]
@@ -25,8 +29,9 @@ pub(crate) struct Kinds<'a> {
     pub command: Option<&'a CommandTarget>,
 }
 
-/// The commands of a compose, swarm or command target with `env` exported; `pull` first pulls
-/// the compose services (the image comes from a registry).
+/// The commands of a compose, swarm or command target, each run with `env` (the `PIPE_*`
+/// variables and the target's own) and `HOST_ENV` (`env.rs`) alone; `pull` first pulls the compose
+/// services (the image comes from a registry).
 pub(crate) fn target_commands(
     out: &Output,
     docker: &Docker,
@@ -39,12 +44,6 @@ pub(crate) fn target_commands(
         // compose pulls with pipe's registry logins, like the docker CLI.
         env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
     }
-    let with_env = |mut cmd: Cmd| {
-        for (k, v) in &env {
-            cmd = cmd.env(k, v);
-        }
-        cmd
-    };
     let mut cmds = Vec::new();
     if let Some(compose) = kinds.compose {
         let compose = Compose::new(out, docker, compose, default_project, env.clone())?;
@@ -62,7 +61,7 @@ pub(crate) fn target_commands(
             (None, Some(shell)) => vec!["sh".into(), "-c".into(), shell.into()],
             (None, None) => Vec::new(),
         };
-        cmds.push(with_env(Cmd::from_argv(&argv)));
+        cmds.push(confined(Cmd::from_argv(&argv), &env));
     }
     Ok(cmds)
 }
@@ -106,6 +105,8 @@ pub(crate) struct Compose {
     /// Only `env` and the engine's variables reach compose, none of pipe's own, and this empty
     /// file is its `--env-file` (a preview of an untrusted pull request).
     clean: Option<PathBuf>,
+    /// The secrets among `env`, masked in what its commands print.
+    pub redactor: Redactor,
 }
 
 /// The variables compose needs from pipe's environment to reach the engine.
@@ -127,7 +128,14 @@ impl Compose {
             env,
             services: target.services.clone(),
             clean: None,
+            redactor: Redactor::default(),
         })
+    }
+
+    /// The same project, masking these secrets in what its commands print.
+    pub(crate) fn masking(mut self, redactor: Redactor) -> Compose {
+        self.redactor = redactor;
+        self
     }
 
     /// A compose project on a file pipe wrote, run in that file's directory; with `clean` (an
@@ -142,7 +150,7 @@ impl Compose {
         clean: Option<PathBuf>,
     ) -> Compose {
         let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
-        Compose { program, project, file, dir, env, services, clean }
+        Compose { program, project, file, dir, env, services, clean, redactor: Redactor::default() }
     }
 
     /// `compose --project-name P --file F VERB… SERVICES…` in the file's directory.
@@ -156,19 +164,12 @@ impl Compose {
         }
         argv.extend(verb.iter().map(OsString::from));
         argv.extend(services.iter().map(|s| OsString::from(s.as_ref())));
-        let mut cmd = Cmd::from_argv(&argv).dir(self.dir.clone());
+        let cmd = Cmd::from_argv(&argv).dir(self.dir.clone());
         if self.clean.is_some() {
-            cmd = cmd.env_clear().env("LANG", "C.UTF-8");
-            for key in ENGINE_ENV {
-                if let Some(value) = std::env::var_os(key) {
-                    cmd = cmd.env(key, value);
-                }
-            }
+            let cmd = cmd.env_clear_but(&ENGINE_ENV).env("LANG", "C.UTF-8");
+            return self.env.iter().fold(cmd, |cmd, (k, v)| cmd.env(k, v));
         }
-        for (k, v) in &self.env {
-            cmd = cmd.env(k, v);
-        }
-        cmd
+        confined(cmd, &self.env)
     }
 }
 

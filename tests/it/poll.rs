@@ -275,13 +275,17 @@ fn refused_remote_is_an_error_for_that_project_only() {
     assert_eq!(changes(&run).len(), 1);
 }
 
+/// A password in a remote's URL is a secret written inline: refused where it stands, never shown.
 #[test]
-fn credentials_in_a_remote_url_never_reach_the_output() {
+fn a_password_in_a_remote_url_is_refused_and_never_shown() {
     let env = TestEnv::new();
     let port = free_port();
     env.config(&project("p", &format!("http://ci:hunter2@127.0.0.1:{port}/x.git"), ""));
     let run = env.pipe(&["poll", "--json", "-v"]);
-    run.code(1).stderr_has("ci:***@127.0.0.1");
+    run.code(2)
+        .stderr_has("pipeline.toml:")
+        .stderr_has("a password is never written inline, not even in a URL (`http://ci:***@127.0.0.1")
+        .stderr_has("token_env");
     assert!(!run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"), "{}\n{}", run.stdout, run.stderr);
 }
 

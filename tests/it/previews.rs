@@ -122,6 +122,7 @@ pub(crate) fn stack_with(
          trust_pull_requests = {trust}\nlimits = {{ memory = \"256m\", pids = 128, cpus = 0.5 }}\n{project_extra}\n\n\
          [[project.{project}.deploy]]\nname = \"devhost\"\nbranches = [\"main\"]\n\
          compose = {{ file = \"{file}\", project = \"{project}\", services = [\"web\"] }}\n\
+         env = {{ APP_SECRET = {{ env = \"APP_SECRET\" }} }}\n\
          ingress = {{ web = 8080 }}\nhealth = {{ url = \"http://web.{DOMAIN}/index.html\", timeout = \"20s\" }}\n\
          drain = \"1s\"\npreviews = true\n{target_extra}\n",
         ws = env.path().join("work").display(),
@@ -552,10 +553,10 @@ fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_dep
 }
 
 #[test]
-fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_environment_and_paths() {
+fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_paths_but_never_its_secrets() {
     let Some(docker) = Docker::require() else { return };
     let Some(s) = stack(&docker, "", true) else { return };
-    s.env.pipe(&["check"]).code(0).stderr_has("its previews run unconfined with the deploy target's environment");
+    s.env.pipe(&["check"]).code(0).stderr_has("its previews run unconfined with the deploy target's host paths");
     let cgi = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"secret=[$APP_SECRET] host=[$(cat /host/key 2>&1)]\"\n";
     s.repo.write("www/cgi-bin/probe", cgi);
     std::fs::set_permissions(s.repo.work.join("www/cgi-bin/probe"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -564,7 +565,8 @@ fn a_pull_request_the_pipeline_file_trusts_gets_the_targets_environment_and_path
     s.run();
     s.answers(&s.host(8), "trusted");
     let seen = s.fetch(&s.host(8), "/cgi-bin/probe");
-    assert!(seen.contains("secret=[s3cr3t-of-main] host=[host-file-content]"), "{seen}");
+    // The target's host paths, but never its secrets: those are the branch deployment's alone.
+    assert!(seen.contains("secret=[] host=[host-file-content]"), "{seen}");
     let preview = s.container(&s.preview(8));
     let caps = docker.ok(&["inspect", "--format", "{{.HostConfig.CapDrop}} {{.HostConfig.Memory}}", &preview]);
     assert_eq!(caps.trim(), "[] 0", "not confined: trusted by the pipeline file");

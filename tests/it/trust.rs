@@ -433,6 +433,8 @@ fn secrets_by_reference_never_show_and_inline_ones_are_warned() {
             NPM_TOKEN.len()
         ),
     );
+    // The project's name in the step keeps BuildKit from answering it from a cache another run
+    // (a secret is not part of a step's cache key) filled, which would print nothing to mask.
     t.repo.commit_to("dev", "uses secrets");
     let project = t.project.clone();
     // A secret build arg needs a builder that mounts it: BuildKit, built into Debian's CLI.

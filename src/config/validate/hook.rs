@@ -2,6 +2,7 @@
 
 use super::ingress::validate_ingress_services;
 use super::pair::{Need, Pair};
+use super::values::{Table, validate_values};
 use crate::config::document::Cx;
 use crate::config::patterns::Patterns;
 use crate::config::types::Hook;
@@ -17,6 +18,7 @@ pub(crate) fn validate_hook(cx: &mut Cx<'_>, name: &str, hook: &mut Hook) {
     }
     let (token, secret) = (token.any(), secret.any());
     validate_ingress_services(cx, &format!("hook `{name}`"), &table, &hook.ingress);
+    validate_values(cx, &format!("hook `{name}`"), "env", Table::Deploy, &hook.env);
     let at = |key: &'static str| [table.as_slice(), &[key]].concat();
     if !token && !secret {
         cx.error_at(&table, format!("hook `{name}` needs credentials: `secret_env`/`secret_file` (HMAC) or `token_env`/`token_file` (bearer)"));

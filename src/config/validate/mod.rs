@@ -9,6 +9,7 @@ mod ingress;
 mod pair;
 mod previews;
 mod project;
+mod values;
 
 pub(crate) use forges::validate_project_forge;
 pub(crate) use hook::validate_hook;

@@ -7,10 +7,11 @@ use toml::Spanned;
 
 use super::ingress::validate_ingress_services;
 use super::pair::{Need, Pair};
+use super::values::{Table, validate_values};
 use crate::config::document::Cx;
 use crate::config::patterns::Patterns;
 use crate::config::patterns::compile_branch_glob;
-use crate::config::project::{ArgValue, Project, Submodules};
+use crate::config::project::{Project, Submodules};
 
 pub(crate) fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Project, registries: &[String]) {
     if project.repo.trim().is_empty() {
@@ -118,6 +119,16 @@ pub(crate) fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Projec
             );
         }
         validate_ingress_services(cx, &format!("project `{name}`"), &entry, &deploy.ingress);
+        let env_table = format!("deploy.{}.env", deploy.display_name());
+        validate_values(cx, &format!("project `{name}`"), &env_table, Table::Deploy, &deploy.env);
+        if deploy.webhook.is_some() && !deploy.env.is_empty() {
+            cx.error_at(
+                &at("env"),
+                format!(
+                    "project `{name}`: `env` on a webhook target belongs in the receiving host's `[serve.hooks.*]`"
+                ),
+            );
+        }
         if let Some(release) = &deploy.release {
             if deploy.compose.is_none() || deploy.ingress.is_empty() {
                 cx.error_at(
@@ -164,30 +175,7 @@ pub(super) fn compile_spanned(cx: &mut Cx<'_>, patterns: &[Spanned<String>]) -> 
 /// decide what a repository's code gets.
 pub(super) fn validate_trust(cx: &mut Cx<'_>, name: &str, project: &Project) {
     for (table, values) in [("build_args", &project.build_args), ("test_env", &project.test_env)] {
-        for (key, value) in values {
-            let valid = key.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
-                cx.error(
-                    Some(value.span()),
-                    format!("project `{name}`: `{table}.{key}`: names are letters, digits and `_`"),
-                );
-            }
-            if let ArgValue::Secret(secret) = value.get_ref() {
-                if secret.env.is_some() == secret.file.is_some() {
-                    cx.error(
-                        Some(value.span()),
-                        format!("project `{name}`: `{table}.{key}` takes exactly one of `env` and `file`"),
-                    );
-                }
-                if key.starts_with("DOCKER_") || ["PATH", "HOME"].contains(&key.as_str()) {
-                    cx.error(
-                        Some(value.span()),
-                        format!("project `{name}`: `{table}.{key}`: a secret cannot be named like the docker CLI's own variables"),
-                    );
-                }
-            }
-        }
+        validate_values(cx, &format!("project `{name}`"), table, Table::Build, values);
     }
     let limits = &project.limits;
     let digits = limits.memory.trim_end_matches(['b', 'k', 'm', 'g', 'B', 'K', 'M', 'G']);

@@ -127,6 +127,14 @@ fn deploy_one(
         ("PIPE_REF_TAG".into(), run.tags.first().cloned().unwrap_or_default()),
         ("PIPE_PREVIEW_URL".into(), url.clone()),
     ];
+    // A trusted preview gets the target's literal variables, never its secrets (nor anything
+    // else of pipe's environment): those are the target's alone.
+    if trusted {
+        env.extend(target.env.iter().filter_map(|(k, v)| match v.get_ref() {
+            crate::config::ArgValue::Literal(v) => Some((k.clone(), v.clone())),
+            crate::config::ArgValue::Secret(_) => None,
+        }));
+    }
     // Pulls for other services use the chosen client's logins: none for an untrusted one.
     if let Some(dir) = &docker.config_dir {
         env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
