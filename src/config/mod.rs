@@ -19,6 +19,7 @@ mod repo;
 mod targets;
 mod types;
 mod validate;
+mod values;
 
 #[cfg(test)]
 mod tests;
@@ -37,13 +38,14 @@ use validate::{validate, validate_hook, validate_ingress};
 pub(crate) use discover::{Candidate, instantiate, project_name, valid_repo_name};
 pub(crate) use document::validate_name;
 pub(crate) use forge::{CloneVia, Discover, Forge, ForgeKind};
-pub(crate) use project::{ArgValue, NetworkPolicy, Project, SecretRef, Submodules};
+pub(crate) use project::{NetworkPolicy, Project, Submodules};
 pub(crate) use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub(crate) use targets::{
     CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget, preview_host,
     preview_host_template,
 };
 pub(crate) use types::{Config, Event, Hook, Ingress, Notify, Page, Registry, Serve, Settings};
+pub(crate) use values::{ArgValue, SecretRef};
 
 /// Where the pipeline file is looked for when neither `-c` nor `PIPE_CONFIG` names one.
 pub(crate) const DEFAULT_PATHS: [&str; 2] = ["pipeline.toml", "/etc/pipe/pipeline.toml"];

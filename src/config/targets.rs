@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::duration::Seconds;
 use super::patterns::Patterns;
-use super::project::ArgValue;
+use super::values::ArgValue;
 
 /// `[[project.NAME.deploy]]`: what happens after a branch's image is tested.
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,8 @@ use crate::error::Usage;
 use crate::model::Stage;
 
 use super::forge::Forge;
-use super::project::{ArgValue, Project, SecretRef, Timeouts};
+use super::project::{Project, Timeouts};
+use super::values::{ArgValue, SecretRef};
 
 /// The whole, validated pipeline file.
 #[derive(Debug)]

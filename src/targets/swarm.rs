@@ -120,7 +120,7 @@ pub(crate) fn deploy_cmd(docker: &Docker, swarm: &SwarmTarget, extra: Option<&Pa
         cmd = cmd.args([OsString::from("--compose-file"), path.into()]);
     }
     cmd = cmd.args(["--with-registry-auth", swarm.stack.as_str()]);
-    super::confined(cmd, env)
+    super::env::confined(cmd, env)
 }
 
 /// Writes the override for `swarm` into `dir` when the stack file leaves something unsaid, and
@@ -139,7 +139,7 @@ pub(crate) fn write_override(
         swarm.file.clone().into_os_string(),
     ]);
     // Rendered in the environment the stack is deployed with, which it interpolates.
-    cmd = super::confined(cmd, env);
+    cmd = super::env::confined(cmd, env);
     let shape = match exec::capture(out, &cmd, Duration::from_secs(30)) {
         Ok(text) => parse_stack_config(&text),
         // A CLI before 24 (Debian 12's 20.10) has no `docker stack config`: the stack file is

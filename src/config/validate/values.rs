@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use crate::config::document::Cx;
-use crate::config::project::ArgValue;
+use crate::config::values::ArgValue;
 
 /// Which table the values are, for the rules that differ.
 #[derive(Clone, Copy, PartialEq, Eq)]
