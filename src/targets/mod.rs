@@ -212,14 +212,15 @@ pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadl
             match client.get(url).send() {
                 Ok(resp) if resp.status().is_success() => return Ok(()),
                 Ok(resp) => last = format!("HTTP {}", resp.status().as_u16()),
-                Err(e) => last = e.to_string(),
+                Err(e) => last = crate::secret::http_cause(&e),
             }
             if Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        bail!("health check `{url}` did not answer 2xx within {}s (last: {last})", timeout.as_secs());
+        let shown = crate::git::redact_url(url);
+        bail!("health check `{shown}` did not answer 2xx within {}s (last: {last})", timeout.as_secs());
     }
     if let Some(container) = &health.container {
         let format = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}";
