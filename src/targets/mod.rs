@@ -202,7 +202,7 @@ pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadl
     let timeout = deadline.saturating_duration_since(start);
     let mut last;
     if let Some(url) = &health.url {
-        let client = reqwest::blocking::Client::builder()
+        let client = crate::http::builder(crate::http::Redirects::SameOrigin)
             .timeout(Duration::from_secs(5))
             .build()
             .context("failed to set up an HTTP client")?;
@@ -211,7 +211,9 @@ pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadl
             crate::signals::check()?;
             match client.get(url).send() {
                 Ok(resp) if resp.status().is_success() => return Ok(()),
-                Ok(resp) => last = format!("HTTP {}", resp.status().as_u16()),
+                Ok(resp) => {
+                    last = crate::http::unfollowed(&resp).unwrap_or_else(|| format!("HTTP {}", resp.status().as_u16()))
+                }
                 Err(e) => last = crate::secret::http_cause(&e),
             }
             if Instant::now() >= deadline {
