@@ -5,14 +5,18 @@
 //! Slack and generic notifications, a deploy webhook and its health check, git listing and
 //! fetching over HTTP. Each runs against a peer that answers a redirect to another loopback
 //! port, the canary, which must receive nothing; then the same path without the redirect works.
+//!
+//! An internal network reaches its own containers and nothing else: no resolver, no gateway, no
+//! host address, by UDP or TCP, while the test container still reaches its sibling service by
+//! name. DNS servers started for the test are the canaries there.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::docker::{Docker, ProjectImages, unique_name};
 use crate::support::forge_api::{ForgeApi, TOKEN};
@@ -424,4 +428,265 @@ fn every_http_client_is_configured_in_one_place() {
         }
     }
     assert!(checked > 50, "only {checked} source files found");
+}
+
+// ── An internal network has no way out ────────────────────────────────────────────────────
+
+/// A DNS server that must never be asked (`support/dns_canary.py`), on the host or inside a
+/// container's network namespace.
+struct DnsCanary {
+    child: Child,
+    record: PathBuf,
+}
+
+impl DnsCanary {
+    /// Listens on 0.0.0.0:53; with `netns_of`, inside that process's network namespace.
+    fn start(dir: &Path, name: &str, netns_of: Option<&str>) -> DnsCanary {
+        let record = dir.join(format!("{name}.queries"));
+        let ready = dir.join(format!("{name}.ready"));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/dns_canary.py");
+        let mut cmd = match netns_of {
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", pid, "-n", "python3", script]);
+                c
+            }
+            None => {
+                let mut c = Command::new("python3");
+                c.arg(script);
+                c
+            }
+        };
+        cmd.args(["0.0.0.0", "53"]).arg(&record).arg(&ready);
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!("the DNS canary `{name}` did not start (is port 53 taken?)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        DnsCanary { child, record }
+    }
+
+    fn queries(&self) -> String {
+        std::fs::read_to_string(&self.record).unwrap_or_default()
+    }
+}
+
+impl Drop for DnsCanary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP service on every host address, counting connections.
+struct HostTcp {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HostTcp {
+    fn start() -> HostTcp {
+        let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let _ = s.write_all(b"host-answer-5150\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        HostTcp { port, connections, stop }
+    }
+}
+
+impl Drop for HostTcp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A network and a container on it, removed on drop.
+struct CanaryBox {
+    network: String,
+    container: String,
+}
+
+impl Drop for CanaryBox {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.container]).output();
+        let _ = Command::new("docker").args(["network", "rm", &self.network]).output();
+    }
+}
+
+fn docker_out(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).stdin(Stdio::null()).output().expect("docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The host's IPv4 addresses but loopback.
+fn host_addresses() -> Vec<String> {
+    let out = Command::new("ip").args(["-4", "-o", "addr", "show"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|a| a.split('/').next())
+        .filter(|a| !a.starts_with("127."))
+        .map(String::from)
+        .collect()
+}
+
+/// The test network of the `pipe` process `pid`, once it exists.
+fn network_of(pid: u32, deadline: Instant) -> Option<String> {
+    while Instant::now() < deadline {
+        let names = docker_out(&["network", "ls", "--filter", "label=pipe.network=test", "--format", "{{.Name}}"]);
+        for name in names.lines() {
+            let inspect = Command::new("docker")
+                .args(["network", "inspect", "--format", "{{index .Labels \"pipe.owner\"}}", name])
+                .output()
+                .unwrap();
+            let owner = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+            if owner.split(':').nth(1) == Some(pid.to_string().as_str()) {
+                return Some(name.to_string());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// `nslookup NAME` from a container of our own on `network`, through Docker's embedded DNS,
+/// which forwards to `dns`.
+fn embedded_lookup(base: &str, network: &str, dns: &str, name: &str) -> String {
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", network, "--dns", dns, base, "timeout", "6", "nslookup", name])
+        .output()
+        .unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn an_internal_network_reaches_only_its_own_containers_dns_included() {
+    let Some(docker) = Docker::require() else { return };
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false);
+    if !root {
+        assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "the network isolation test needs root (iptables)");
+        eprintln!("skipped: isolation needs root");
+        return;
+    }
+    let mut a = App::new(&docker, None);
+    let dir = a.env.path().to_path_buf();
+    // The resolver pipe lets isolated networks reach: a DNS canary in a container of a network
+    // of our own, so a query to it crosses the host's forwarding as one to a real resolver would.
+    let name = unique_name("dns");
+    let boxed = CanaryBox { network: format!("{name}-net"), container: name.clone() };
+    docker_out(&["network", "create", &boxed.network]);
+    docker_out(&[
+        "run",
+        "-d",
+        "--name",
+        &boxed.container,
+        "--network",
+        &boxed.network,
+        &docker.base_image,
+        "sleep",
+        "600",
+    ]);
+    let pid = docker_out(&["inspect", "--format", "{{.State.Pid}}", &boxed.container]);
+    let resolver =
+        docker_out(&["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &name]);
+    let listed = DnsCanary::start(&dir, "listed-resolver", Some(&pid));
+    // Every address of the host, on UDP and TCP 53 and on a TCP port.
+    let on_host = DnsCanary::start(&dir, "host", None);
+    let tcp = HostTcp::start();
+    std::fs::write(dir.join("resolv.conf"), format!("nameserver {resolver}\n")).unwrap();
+    a.env.env("PIPE_RESOLV_CONF", dir.join("resolv.conf").to_str().unwrap());
+
+    let mut targets = host_addresses();
+    targets.push(resolver.clone());
+    targets.push("$gw".into());
+    // Inside the test container, beside its service `db`: the sibling by name (the legitimate
+    // path), then every way out. `reach''ed`: the word the log shows is not in the command.
+    let probe = format!(
+        "gw=$(ip route | awk '/default/{{print $3}}'); echo gateway=$gw; \
+         echo sibling=$(nc -w 3 db 7000); nslookup db >/dev/null 2>&1 && echo sibling-by-''name; \
+         for a in {targets}; do \
+           timeout 4 nslookup leak-udp.example $a; \
+           echo | nc -w 2 $a 53 && echo reach''ed-tcp53-$a; \
+           echo | nc -w 2 $a {port} && echo reach''ed-tcp-$a; \
+         done; timeout 6 nslookup leak-embedded.example; sleep 15; true",
+        targets = targets.join(" "),
+        port = tcp.port,
+    );
+    a.repo
+        .write(
+            "svc.yml",
+            &format!(
+                "version: \"2.4\"\nservices:\n  db:\n    image: {}\n    command: [\"sh\", \"-c\", \"while true; do echo sibling-answer | nc -l -p 7000; done\"]\n",
+                docker.base_image
+            ),
+        )
+        .write(".pipe.toml", &format!("image = {:?}\ntest = {probe:?}\ntest_services = \"svc.yml\"\n", a.image));
+
+    for (egress, round) in [(false, 1), (true, 2)] {
+        let limits = if egress { "limits = { egress = true }" } else { "" };
+        a.config("", &a.repo.url(), limits);
+        a.commit(round);
+        let mut run = a.env.command(&["run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let network = network_of(run.id(), Instant::now() + Duration::from_secs(120))
+            .unwrap_or_else(|| panic!("round {round}: the test network never appeared"));
+        // Docker's embedded DNS forwards a lookup from the container's own address: to the
+        // listed resolver, and to the gateway (the host).
+        std::thread::sleep(Duration::from_secs(2));
+        let via_resolver =
+            embedded_lookup(&docker.base_image, &network, &resolver, &format!("embedded-{round}.example"));
+        let gateway =
+            docker_out(&["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", &network]);
+        let via_gateway = embedded_lookup(&docker.base_image, &network, &gateway, &format!("gateway-{round}.example"));
+        let status = run.wait().unwrap();
+        let mut stderr = String::new();
+        run.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(status.success(), "round {round}: `pipe run` failed:\n{stderr}");
+        let log = a.env.pipe(&["logs", &a.project, "main"]).stdout.clone();
+
+        // The legitimate path, both rounds.
+        assert!(log.contains("sibling=sibling-answer"), "round {round}: the service did not answer by name:\n{log}");
+        assert!(log.contains("sibling-by-name"), "round {round}: the service's name did not resolve:\n{log}");
+        // The host: no address, gateway included, by UDP or TCP, either round.
+        assert!(!log.contains("reached-tcp-"), "round {round}: a TCP connection left the network:\n{log}");
+        assert_eq!(tcp.connections.load(Ordering::SeqCst), 0, "round {round}: the host's TCP service was reached");
+        assert_eq!(on_host.queries(), "", "round {round}: a DNS query reached the host:\n{log}");
+        assert!(!log.contains("203.0.113.7"), "round {round}: a lookup was answered by a canary:\n{log}");
+        assert!(!via_gateway.contains("203.0.113.7"), "round {round}: {via_gateway}");
+
+        let asked = listed.queries();
+        if !egress {
+            // Internal: not even the resolver an isolated network may use.
+            assert_eq!(asked, "", "the internal network reached the resolver:\n{log}\n{via_resolver}");
+            assert!(!log.contains("reached-tcp53-"), "the internal network reached a DNS port:\n{log}");
+        } else {
+            // Isolated, as the README says: the listed resolver on port 53 (directly and through
+            // Docker's embedded DNS), and nothing else of the host or private ranges.
+            assert!(asked.contains("udp") && asked.contains("leak-udp.example"), "isolated: no direct lookup: {asked}");
+            assert!(asked.contains(&format!("embedded-{round}.example")), "isolated: no forwarded lookup: {asked}");
+            // (Docker drops the answers between two of its bridges, so only the queries show.)
+            assert!(
+                !log.contains(&format!("reached-tcp-{resolver}")),
+                "isolated: another port of the resolver:\n{log}"
+            );
+        }
+    }
 }
