@@ -177,22 +177,25 @@ impl App {
     }
 }
 
-const FORGES: [(&str, &str, &str, &str); 3] = [
-    ("github", "", "acme/app", "/repos/acme/app/statuses/"),
-    ("gitea", "/api/v1", "acme/app", "/api/v1/repos/acme/app/statuses/"),
-    ("gitlab", "/api/v4", "group/app", "/api/v4/projects/group%2Fapp/statuses/"),
+/// Each forge as the stand-in plays it: its kind there, `kind` in the pipeline file, the API
+/// base's path, the repository and where its statuses go.
+const FORGES: [(&str, &str, &str, &str, &str); 4] = [
+    ("github", "github", "", "acme/app", "/repos/acme/app/statuses/"),
+    ("github-enterprise", "github", "/api/v3", "acme/app", "/api/v3/repos/acme/app/statuses/"),
+    ("gitea", "gitea", "/api/v1", "acme/app", "/api/v1/repos/acme/app/statuses/"),
+    ("gitlab", "gitlab", "/api/v4", "group/app", "/api/v4/projects/group%2Fapp/statuses/"),
 ];
 
 #[test]
 fn each_forges_status_token_stays_on_the_forges_origin() {
     let Some(docker) = Docker::require() else { return };
     let canary = Peer::start(Answer::Status(201));
-    for (kind, base, repo, path) in FORGES {
+    for (kind, spelled, base, repo, path) in FORGES {
         let a = App::new(&docker, None);
         let api = ForgeApi::start(&a.env, kind, None);
         a.config(
             &format!(
-                "[forge.origin]\nkind = \"{kind}\"\napi = \"http://127.0.0.1:{}{base}\"\ntoken_env = \"FORGE_TOKEN\"",
+                "[forge.origin]\nkind = \"{spelled}\"\napi = \"http://127.0.0.1:{}{base}\"\ntoken_env = \"FORGE_TOKEN\"",
                 api.port
             ),
             &a.repo.url(),
@@ -238,7 +241,7 @@ fn each_forges_status_token_stays_on_the_forges_origin() {
 #[test]
 fn each_forges_listing_token_stays_on_the_forges_origin() {
     let canary = Peer::start(Answer::Status(200));
-    for (kind, base, _, _) in FORGES {
+    for (kind, spelled, base, _, _) in FORGES {
         let mut env = TestEnv::new();
         env.env("FORGE_TOKEN", TOKEN);
         let api = ForgeApi::start(&env, kind, None);
@@ -248,7 +251,7 @@ fn each_forges_listing_token_stays_on_the_forges_origin() {
 workspace = "{ws}"
 
 [forge.acme]
-kind = "{kind}"
+kind = "{spelled}"
 api = "http://127.0.0.1:{port}{base}"
 token_env = "FORGE_TOKEN"
 
@@ -651,6 +654,8 @@ fn an_internal_network_reaches_only_its_own_containers_dns_included() {
         // Docker's embedded DNS forwards a lookup from the container's own address: to the
         // listed resolver, and to the gateway (the host).
         std::thread::sleep(Duration::from_secs(2));
+        let rules = Command::new("iptables").args(["-w", "-S", "DOCKER-USER"]).output().unwrap();
+        let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
         let via_resolver =
             embedded_lookup(&docker.base_image, &network, &resolver, &format!("embedded-{round}.example"));
         let gateway =
@@ -675,13 +680,19 @@ fn an_internal_network_reaches_only_its_own_containers_dns_included() {
         let asked = listed.queries();
         if !egress {
             // Internal: not even the resolver an isolated network may use.
-            assert_eq!(asked, "", "the internal network reached the resolver:\n{log}\n{via_resolver}");
+            assert_eq!(asked, "", "the internal network reached the resolver:\n{log}\n{via_resolver}\n{rules}");
             assert!(!log.contains("reached-tcp53-"), "the internal network reached a DNS port:\n{log}");
         } else {
             // Isolated, as the README says: the listed resolver on port 53 (directly and through
             // Docker's embedded DNS), and nothing else of the host or private ranges.
-            assert!(asked.contains("udp") && asked.contains("leak-udp.example"), "isolated: no direct lookup: {asked}");
-            assert!(asked.contains(&format!("embedded-{round}.example")), "isolated: no forwarded lookup: {asked}");
+            assert!(
+                asked.contains("udp") && asked.contains("leak-udp.example"),
+                "isolated: no direct lookup of {resolver} on {network}: {asked}\n{log}\n{rules}"
+            );
+            assert!(
+                asked.contains(&format!("embedded-{round}.example")),
+                "isolated: no forwarded lookup: {asked}\n{via_resolver}\n{rules}"
+            );
             // (Docker drops the answers between two of its bridges, so only the queries show.)
             assert!(
                 !log.contains(&format!("reached-tcp-{resolver}")),
