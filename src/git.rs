@@ -162,7 +162,7 @@ pub(crate) fn checkout(
     let fetched = "refs/pipe/fetched";
     let refspec = format!("+{refname}:{fetched}");
     let fetch_url = if url.starts_with("http://") || url.starts_with("https://") {
-        use_curl_for_http(deadline.saturating_duration_since(std::time::Instant::now()));
+        use_curl_for_http(deadline.saturating_duration_since(std::time::Instant::now()))?;
         with_credentials(url, auth)
     } else {
         url.to_string()
@@ -173,7 +173,11 @@ pub(crate) fn checkout(
     callbacks.credentials(|_url, user, allowed| credentials(auth, &attempts, user, allowed));
     callbacks.transfer_progress(|_| std::time::Instant::now() < deadline && crate::signals::received().is_none());
     let mut options = git2::FetchOptions::new();
-    options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None).depth(0);
+    options
+        .remote_callbacks(callbacks)
+        .download_tags(git2::AutotagOption::None)
+        .depth(0)
+        .follow_redirects(git2::RemoteRedirect::None);
     remote
         .fetch(&[&refspec], Some(&mut options), None)
         .map_err(|e| anyhow!("cannot fetch `{refname}` from `{shown}`: {}", explain(&e, url)))?;
@@ -227,7 +231,7 @@ pub(crate) fn has_submodules(dir: &Path) -> anyhow::Result<bool> {
 /// that its deadline can stop (`pipe internal-submodules`).
 pub(crate) fn update_submodules(url: &str, auth: &Auth, dir: &Path, policy: &submodules::Policy) -> anyhow::Result<()> {
     if url.starts_with("http://") || url.starts_with("https://") {
-        use_curl_for_http(Duration::from_secs(600));
+        use_curl_for_http(Duration::from_secs(600))?;
     }
     let repo = Repository::open(dir).with_context(|| format!("cannot open the checkout `{}`", dir.display()))?;
     // Submodules by policy: each URL is resolved and checked before anything is fetched, and
@@ -248,7 +252,7 @@ pub(crate) fn update_submodules(url: &str, auth: &Auth, dir: &Path, policy: &sub
         let mut callbacks = RemoteCallbacks::new();
         callbacks.credentials(|_url, user, allowed| credentials(&sub_auth, &attempts, user, allowed));
         let mut fetch = git2::FetchOptions::new();
-        fetch.remote_callbacks(callbacks);
+        fetch.remote_callbacks(callbacks).follow_redirects(git2::RemoteRedirect::None);
         let mut update = git2::SubmoduleUpdateOptions::new();
         update.fetch(fetch);
         submodule

@@ -18,6 +18,7 @@ pub mod error;
 pub(crate) mod exec;
 pub(crate) mod forge;
 pub(crate) mod git;
+pub(crate) mod http;
 pub(crate) mod metrics;
 pub mod model;
 pub(crate) mod nginx;

@@ -135,7 +135,8 @@ pub(crate) fn send(out: &Output, config: &Config, notices: &[Notice]) {
     if notices.is_empty() {
         return;
     }
-    let client = match reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build() {
+    let built = crate::http::builder(crate::http::Redirects::SameOrigin).timeout(Duration::from_secs(10)).build();
+    let client = match built {
         Ok(c) => c,
         Err(e) => {
             out.warn(format!("notifications not sent: {e}"));
@@ -171,11 +172,16 @@ pub(crate) fn send(out: &Output, config: &Config, notices: &[Notice]) {
                 Ok(resp) if resp.status().is_success() => {
                     out.detail(format!("{sink}: notified {:?} for {} {}", notice.event, notice.project, notice.refname))
                 }
-                Ok(resp) => out.warn(format!(
-                    "{sink} notification for {} was refused: HTTP {}",
-                    notice.project,
-                    resp.status().as_u16()
-                )),
+                Ok(resp) => match crate::http::unfollowed(&resp) {
+                    Some(why) => {
+                        out.warn(format!("{sink} notification for {} not sent: the URL {why}", notice.project))
+                    }
+                    None => out.warn(format!(
+                        "{sink} notification for {} was refused: HTTP {}",
+                        notice.project,
+                        resp.status().as_u16()
+                    )),
+                },
                 Err(e) => out.warn(format!(
                     "{sink} notification for {} failed: {}",
                     notice.project,

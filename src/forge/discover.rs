@@ -98,6 +98,14 @@ pub(crate) fn fetch_page(
                 defer: None,
             });
         }
+        300..=399 => {
+            return Err(Failed {
+                why: format!(
+                    "the forge answered {code}, a redirect: not followed (the token would go with it); check `api`"
+                ),
+                defer: None,
+            });
+        }
         _ => return Err(Failed { why: format!("the forge answered {code}"), defer }),
     }
     let (repos, skipped) = parse_page(forge, discover, &body).map_err(fail)?;
@@ -125,7 +133,7 @@ fn get(url: &str, headers: &[String]) -> Result<Response, String> {
         easy.reset();
         easy.url(url).map_err(cause)?;
         easy.get(true).map_err(cause)?;
-        easy.follow_location(false).map_err(cause)?;
+        crate::http::curl_refusing_redirects(easy).map_err(cause)?;
         easy.connect_timeout(TIMEOUT).map_err(cause)?;
         easy.timeout(TIMEOUT).map_err(cause)?;
         easy.useragent(concat!("pipe/", env!("CARGO_PKG_VERSION"))).map_err(cause)?;

@@ -392,11 +392,13 @@ fn send(forge: &Forge, token: &Secret, status: &OutboxStatus, now: i64) -> Sent 
         Err(e) => return Sent::Later { why: secret::http_cause(&e), defer: None },
     };
     let code = response.status().as_u16();
+    let redirect = crate::http::unfollowed(&response);
     let headers = response.headers().clone();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let defer = defer_until(code, &header, now);
     match code {
         200..=299 => Sent::Delivered(defer),
+        300..=399 => Sent::Later { why: format!("the forge {}", redirect.unwrap_or_default()), defer: None },
         429 => Sent::Later { why: format!("rate limited ({code})"), defer },
         403 if defer.is_some() => Sent::Later { why: format!("rate limited ({code})"), defer },
         401 | 403 | 404 => {
@@ -412,9 +414,8 @@ fn client() -> Result<&'static reqwest::blocking::Client, String> {
     static CLIENT: std::sync::OnceLock<Result<reqwest::blocking::Client, String>> = std::sync::OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            reqwest::blocking::Client::builder()
+            crate::http::builder(crate::http::Redirects::SameOrigin)
                 .timeout(TIMEOUT)
-                .user_agent(concat!("pipe/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| format!("cannot build an HTTP client: {}", secret::http_cause(&e)))
         })

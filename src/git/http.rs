@@ -41,6 +41,9 @@ pub(super) fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<
             status.as_u16()
         );
     }
+    if let Some(why) = crate::http::unfollowed(&response) {
+        bail!("`{shown}` {why}");
+    }
     if !status.is_success() {
         bail!("`{shown}` answered HTTP {}", status.as_u16());
     }
@@ -68,7 +71,7 @@ fn client() -> anyhow::Result<&'static reqwest::blocking::Client> {
 }
 
 fn build_client() -> Result<reqwest::blocking::Client, String> {
-    let mut builder = reqwest::blocking::Client::builder()
+    let mut builder = crate::http::builder(crate::http::Redirects::None)
         .user_agent(concat!("git/2.0 (pipe/", env!("CARGO_PKG_VERSION"), ")"))
         .pool_max_idle_per_host(IDLE_PER_HOST)
         .pool_idle_timeout(Duration::from_secs(30))

@@ -2,7 +2,7 @@
 //! libgit2's messages made readable (with the `ssh-keyscan` hint for an unknown host key).
 
 use std::path::Path;
-use std::sync::Once;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The repository path of a `file://` URL; `None` for network URLs (and encoded paths, which
@@ -18,9 +18,21 @@ pub(crate) fn clean_message(err: &git2::Error) -> String {
 }
 
 /// [`clean_message`], plus what to do when libgit2 refused an SSH server whose host key is not
-/// in `~/.ssh/known_hosts` (it never accepts an unknown one, like `StrictHostKeyChecking=yes`).
+/// in `~/.ssh/known_hosts` (it never accepts an unknown one, like `StrictHostKeyChecking=yes`),
+/// or when an HTTP(S) server redirected a fetch (never followed: see `crate::http`).
 pub(crate) fn explain(err: &git2::Error, url: &str) -> String {
-    with_hostkey_hint(clean_message(err), url)
+    with_redirect_hint(with_hostkey_hint(clean_message(err), url))
+}
+
+/// Adds what to do about a redirect to a message from libcurl or libgit2 about one.
+fn with_redirect_hint(message: String) -> String {
+    let lower = message.to_ascii_lowercase();
+    if !lower.contains("redirect") && !lower.contains("response: got 30") {
+        return message;
+    }
+    format!(
+        "{message}\nhint: the server answered with a redirect, which pipe never follows for git (the credentials would go where it points); set the project's `repo` to the repository's new URL"
+    )
 }
 
 /// Adds the `ssh-keyscan` hint to a message about an unknown host key.
@@ -52,11 +64,15 @@ pub(crate) fn ssh_host(url: &str) -> (String, Option<u16>) {
 
 /// Routes libgit2's HTTP(S) through libcurl (git2-curl). libgit2 is built without its own TLS
 /// so that runs which never fetch over HTTPS never initialise OpenSSL; fetches, which are rare,
-/// pay for it here, once per process.
-pub(crate) fn use_curl_for_http(timeout: Duration) {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
+/// pay for it here, once per process. An error when libcurl would not take pipe's redirect
+/// rule: then nothing is registered and no HTTP(S) fetch runs.
+pub(crate) fn use_curl_for_http(timeout: Duration) -> anyhow::Result<()> {
+    static ONCE: OnceLock<Result<(), String>> = OnceLock::new();
+    let registered = ONCE.get_or_init(|| {
         let mut handle = curl::easy::Easy::new();
+        // git2-curl turns following on for each request; this handle still follows none, so
+        // the credentials in the URL never go where a 3xx points.
+        crate::http::curl_refusing_redirects(&mut handle).map_err(|e| e.to_string())?;
         let _ = handle.connect_timeout(timeout.min(Duration::from_secs(60)));
         // A transfer slower than 1 KB/s for a minute is a dead one.
         let _ = handle.low_speed_limit(1024);
@@ -64,5 +80,7 @@ pub(crate) fn use_curl_for_http(timeout: Duration) {
         let _ = handle.useragent(concat!("git/2.0 (pipe/", env!("CARGO_PKG_VERSION"), ")"));
         // SAFETY: called once, before the first HTTP(S) fetch creates a transport.
         unsafe { git2_curl::register(handle) };
+        Ok(())
     });
+    registered.clone().map_err(|e| anyhow::anyhow!("cannot set up libcurl for HTTP(S) fetches: {e}"))
 }

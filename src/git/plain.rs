@@ -37,10 +37,10 @@ pub(super) fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<
     } else {
         format!("{authority}:80")
     };
+    let target = format!("{}/info/refs?service=git-upload-pack", path.trim_end_matches('/'));
+    let endpoint = format!("http://{authority}{target}");
     let mut request = format!(
-        "GET {}/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: git/2.0 (pipe/{})\r\n\
-         Accept: */*\r\n",
-        path.trim_end_matches('/'),
+        "GET {target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: git/2.0 (pipe/{})\r\nAccept: */*\r\n",
         env!("CARGO_PKG_VERSION")
     );
     if let Some(password) = auth.token.clone().or(url_password) {
@@ -57,7 +57,7 @@ pub(super) fn list(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<
             Some(stream) => (stream, true),
             None => (connect(&with_port, deadline).map_err(unreachable)?, false),
         };
-        match exchange(&stream, &request, deadline, &shown) {
+        match exchange(&stream, &request, &endpoint, deadline, &shown) {
             Ok((refs, keep)) => {
                 if keep {
                     put_idle(&with_port, stream);
@@ -83,6 +83,7 @@ enum Failure {
 fn exchange(
     stream: &TcpStream,
     request: &str,
+    endpoint: &str,
     deadline: Instant,
     shown: &str,
 ) -> Result<(Vec<(String, String)>, bool), Failure> {
@@ -105,7 +106,9 @@ fn exchange(
             )));
         }
         300..=399 => {
-            return Err(Failure::Answer(anyhow!("`{shown}` answered HTTP {status}: redirects are not followed")));
+            let from = reqwest::Url::parse(endpoint).map_err(|e| Failure::Answer(anyhow!("`{shown}`: {e}")))?;
+            let why = crate::http::redirect_refused(status, &from, head.location.as_deref());
+            return Err(Failure::Answer(anyhow!("`{shown}` {why}")));
         }
         200..=299 => {}
         _ => return Err(Failure::Answer(anyhow!("`{shown}` answered HTTP {status}"))),
@@ -193,6 +196,7 @@ struct Head {
     smart: bool,
     /// HTTP/1.1 without `Connection: close`.
     keep_alive: bool,
+    location: Option<String>,
 }
 
 fn read_head(input: &mut impl std::io::BufRead) -> anyhow::Result<Head> {
@@ -219,7 +223,8 @@ fn read_head(input: &mut impl std::io::BufRead) -> anyhow::Result<Head> {
     let smart = value("content-type").is_some_and(|v| v.trim() == "application/x-git-upload-pack-advertisement");
     let keep_alive =
         response.version == Some(1) && !value("connection").is_some_and(|v| v.to_ascii_lowercase().contains("close"));
-    Ok(Head { status, length, chunked, smart, keep_alive })
+    let location = value("location").map(|v| v.into_owned());
+    Ok(Head { status, length, chunked, smart, keep_alive, location })
 }
 
 /// A chunked body (RFC 9112 §7.1) read as the bytes it carries; chunk extensions and trailers
@@ -279,10 +284,23 @@ mod tests {
     fn the_head_gives_status_length_encoding_and_protocol() {
         let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\nContent-Length: 12\r\n\r\nrest";
         let read = read_head(&mut &head[..]).unwrap();
-        assert_eq!(read, Head { status: 200, length: Some(12), chunked: false, smart: true, keep_alive: true });
+        assert_eq!(
+            read,
+            Head { status: 200, length: Some(12), chunked: false, smart: true, keep_alive: true, location: None }
+        );
         let head = b"HTTP/1.0 302 Found\r\nLocation: http://elsewhere/\r\n\r\n";
         let read = read_head(&mut &head[..]).unwrap();
-        assert_eq!(read, Head { status: 302, length: None, chunked: false, smart: false, keep_alive: false });
+        assert_eq!(
+            read,
+            Head {
+                status: 302,
+                length: None,
+                chunked: false,
+                smart: false,
+                keep_alive: false,
+                location: Some("http://elsewhere/".into()),
+            }
+        );
         let endless = vec![b'x'; MAX_HEAD + 10];
         assert!(read_head(&mut &endless[..]).unwrap_err().to_string().contains("over 64 KiB"));
     }

@@ -51,7 +51,7 @@ fn probe(url: &str, auth: &Auth, refname: &str, dir: &Path, deadline: Instant) -
     let repo =
         Repository::init_bare(dir).with_context(|| format!("failed to create repository in `{}`", dir.display()))?;
     let fetch_url = if url.starts_with("http://") || url.starts_with("https://") {
-        use_curl_for_http(deadline.saturating_duration_since(Instant::now()));
+        use_curl_for_http(deadline.saturating_duration_since(Instant::now()))?;
         with_credentials(url, auth)
     } else {
         url.to_string()
@@ -69,7 +69,11 @@ fn probe(url: &str, auth: &Auth, refname: &str, dir: &Path, deadline: Instant) -
         Instant::now() < deadline && crate::signals::received().is_none()
     });
     let mut options = git2::FetchOptions::new();
-    options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None).depth(1);
+    options
+        .remote_callbacks(callbacks)
+        .download_tags(git2::AutotagOption::None)
+        .depth(1)
+        .follow_redirects(git2::RemoteRedirect::None);
     let probed = "refs/pipe/probed";
     let fetched = remote.fetch(&[&format!("+{refname}:{probed}")], Some(&mut options), None);
     drop(remote);

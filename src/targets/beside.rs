@@ -197,9 +197,8 @@ impl Beside<'_> {
         let path = self.health.and_then(|h| h.url.as_deref()).map(url_path);
         // A redirect is not followed: the container's code (a pull request's, for a preview)
         // would choose where pipe, on the host, sends a request next.
-        let client = reqwest::blocking::Client::builder()
+        let client = crate::http::builder(crate::http::Redirects::None)
             .timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("failed to set up an HTTP client")?;
         let short = &b.id[..12.min(b.id.len())];

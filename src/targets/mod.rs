@@ -267,7 +267,7 @@ pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadl
     let timeout = deadline.saturating_duration_since(start);
     let mut last;
     if let Some(url) = &health.url {
-        let client = reqwest::blocking::Client::builder()
+        let client = crate::http::builder(crate::http::Redirects::SameOrigin)
             .timeout(Duration::from_secs(5))
             .build()
             .context("failed to set up an HTTP client")?;
@@ -276,15 +276,18 @@ pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadl
             crate::signals::check()?;
             match client.get(url).send() {
                 Ok(resp) if resp.status().is_success() => return Ok(()),
-                Ok(resp) => last = format!("HTTP {}", resp.status().as_u16()),
-                Err(e) => last = e.to_string(),
+                Ok(resp) => {
+                    last = crate::http::unfollowed(&resp).unwrap_or_else(|| format!("HTTP {}", resp.status().as_u16()))
+                }
+                Err(e) => last = crate::secret::http_cause(&e),
             }
             if Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        bail!("health check `{url}` did not answer 2xx within {}s (last: {last})", timeout.as_secs());
+        let shown = crate::git::redact_url(url);
+        bail!("health check `{shown}` did not answer 2xx within {}s (last: {last})", timeout.as_secs());
     }
     if let Some(container) = &health.container {
         let format = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}";

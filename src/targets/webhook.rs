@@ -67,7 +67,7 @@ pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Durat
     let token = SecretRef::from_pair(&hook.token_env, &hook.token_file)
         .map(|s| secret::resolve(&s, &format!("project.{project}.deploy.webhook.token")))
         .transpose()?;
-    let client = reqwest::blocking::Client::builder()
+    let client = crate::http::builder(crate::http::Redirects::SameOrigin)
         .timeout(timeout.min(Duration::from_secs(60)))
         .build()
         .context("failed to set up an HTTP client")?;
@@ -113,7 +113,10 @@ pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Durat
                 };
             }
             Ok(resp) if resp.status().is_server_error() => last = format!("HTTP {}", resp.status().as_u16()),
-            Ok(resp) => bail!("webhook `{shown}` answered HTTP {}", resp.status().as_u16()),
+            Ok(resp) => match crate::http::unfollowed(&resp) {
+                Some(why) => bail!("webhook `{shown}` {why}"),
+                None => bail!("webhook `{shown}` answered HTTP {}", resp.status().as_u16()),
+            },
             Err(e) if e.is_connect() || e.is_timeout() => last = secret::http_cause(&e),
             Err(e) => return Err(anyhow!("webhook `{shown}` failed: {}", secret::http_cause(&e))),
         }

@@ -1,7 +1,10 @@
 //! Networks for untrusted code that reach the internet but neither the host nor the LAN: a
 //! bridge per build or test, with a name pipe chooses, and iptables rules on that bridge for as
 //! long as it lives (the host's INPUT refused; forwarding to private and special ranges
-//! refused, except DNS to the host's own resolvers).
+//! refused, except DNS to the host's own resolvers). An internal network (`--internal`: a test's
+//! services without `egress`) is refused everything beyond its bridge, DNS included: Docker's
+//! embedded DNS forwards a container's lookups from the container's own address, through the
+//! bridge's gateway, and on Docker 20.10 an internal network still has that route.
 
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
@@ -75,15 +78,35 @@ impl Rule {
     }
 }
 
+/// Where a bridge's containers may go beyond it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// The internet and the host's resolvers on port 53; not the host, not private ranges.
+    Internet,
+    /// Nowhere: no resolver, no gateway, no address off the bridge, by any protocol.
+    Bridge,
+}
+
 /// The rules that isolate `bridge`, in the order they are inserted (each `-I` goes on top, so
 /// the DNS exceptions, inserted last, are matched first). `forward` is the chain Docker leaves
 /// to its users (`DOCKER-USER`), else `FORWARD`.
-pub(crate) fn rules(bridge: &str, forward: &str, resolvers: &[Ipv4Addr], v6: bool) -> Vec<Rule> {
+pub(crate) fn rules(bridge: &str, forward: &str, reach: Reach, resolvers: &[Ipv4Addr], v6: bool) -> Vec<Rule> {
     let rule = |v6: bool, chain: &str, matches: &[&str], target: &str| {
         let mut spec: Vec<String> = matches.iter().map(|w| w.to_string()).collect();
         spec.extend(["-m", "comment", "--comment", COMMENT, "-j", target].map(String::from));
         Rule { v6, chain: chain.into(), spec }
     };
+    if reach == Reach::Bridge {
+        let mut rules = vec![
+            rule(false, "INPUT", &["-i", bridge], "REJECT"),
+            rule(false, forward, &["-i", bridge, "!", "-o", bridge], "REJECT"),
+        ];
+        if v6 {
+            rules.push(rule(true, "INPUT", &["-i", bridge], "REJECT"));
+            rules.push(rule(true, "FORWARD", &["-i", bridge, "!", "-o", bridge], "REJECT"));
+        }
+        return rules;
+    }
     let mut rules = vec![
         rule(false, "INPUT", &["-i", bridge], "REJECT"),
         rule(false, forward, &["-i", bridge, "!", "-o", bridge, "-d", NOT_PUBLIC], "REJECT"),
@@ -100,11 +123,15 @@ pub(crate) fn rules(bridge: &str, forward: &str, resolvers: &[Ipv4Addr], v6: boo
     rules
 }
 
-/// The name servers Docker's embedded DNS forwards to: `/etc/resolv.conf`'s, or where that
-/// holds only a local stub (systemd-resolved's 127.0.0.53), the upstream servers behind it, as
-/// Docker itself reads them.
+/// The name servers Docker's embedded DNS forwards to: `/etc/resolv.conf`'s (or the file
+/// `PIPE_RESOLV_CONF` names, for a daemon given other servers), or where that holds only a
+/// local stub (systemd-resolved's 127.0.0.53), the upstream servers behind it, as Docker itself
+/// reads them.
 fn host_resolvers() -> Vec<Ipv4Addr> {
     let read = |path: &str| resolvers(&std::fs::read_to_string(path).unwrap_or_default());
+    if let Some(path) = std::env::var_os("PIPE_RESOLV_CONF").filter(|p| !p.is_empty()) {
+        return resolvers(&std::fs::read_to_string(path).unwrap_or_default());
+    }
     let found = read("/etc/resolv.conf");
     if found.iter().any(|r| !r.is_loopback()) {
         return found;
@@ -148,6 +175,7 @@ pub(crate) struct Isolated {
     docker: Docker,
     pub name: String,
     pub bridge: String,
+    reach: Reach,
     installed: Vec<Rule>,
 }
 
@@ -174,8 +202,9 @@ impl Isolated {
         let create = create.arg(spec.name);
         exec::capture(&out, &create, Duration::from_secs(60))
             .with_context(|| format!("failed to create the network `{}`", spec.name))?;
+        let reach = if spec.internal { Reach::Bridge } else { Reach::Internet };
         let mut network =
-            Isolated { out, docker: docker.clone(), name: spec.name.to_string(), bridge, installed: Vec::new() };
+            Isolated { out, docker: docker.clone(), name: spec.name.to_string(), bridge, reach, installed: Vec::new() };
         if spec.firewall {
             network.firewall()?;
         }
@@ -184,7 +213,7 @@ impl Isolated {
 
     fn firewall(&mut self) -> anyhow::Result<()> {
         sweep(&self.out);
-        for rule in host_rules(&self.out, &self.bridge, false) {
+        for rule in host_rules(&self.out, &self.bridge, self.reach, false) {
             match exec::capture(&self.out, &rule.cmd("-I"), Duration::from_secs(30)) {
                 Ok(_) => self.installed.push(rule),
                 // Without IPv6 filtering in the kernel there is no IPv6 on the bridge to filter.
@@ -201,11 +230,11 @@ impl Isolated {
 /// The rules for `bridge` on this host, in the order they are inserted: the forwarding chain,
 /// resolvers and IPv6 as found now. With `answers` (the host opens connections to the bridge's
 /// containers: nginx to a preview) the answers to those connections are let in.
-fn host_rules(out: &Output, bridge: &str, answers: bool) -> Vec<Rule> {
+fn host_rules(out: &Output, bridge: &str, reach: Reach, answers: bool) -> Vec<Rule> {
     let probe = Cmd::new(iptables()).args(["-w", "-S", "DOCKER-USER"]);
     let forward = if exec::capture(out, &probe, Duration::from_secs(30)).is_ok() { "DOCKER-USER" } else { "FORWARD" };
     let v6 = std::path::Path::new("/proc/net/if_inet6").exists();
-    let mut rules = rules(bridge, forward, &host_resolvers(), v6);
+    let mut rules = rules(bridge, forward, reach, &host_resolvers(), v6);
     if answers {
         let spec = ["-i", bridge, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-m", "comment", "--comment"];
         let mut spec: Vec<String> = spec.iter().map(|w| w.to_string()).collect();
@@ -221,7 +250,7 @@ fn host_rules(out: &Output, bridge: &str, answers: bool) -> Vec<Rule> {
 /// sweep by another pipe may have taken rules whose bridge did not exist yet): when any rule is
 /// missing, all are put back in order, so a redeploy never adds one twice.
 pub(crate) fn ensure_firewall(out: &Output, bridge: &str) -> anyhow::Result<()> {
-    let rules = host_rules(out, bridge, true);
+    let rules = host_rules(out, bridge, Reach::Internet, true);
     let present = |r: &Rule| exec::capture(out, &r.cmd("-C"), Duration::from_secs(30)).is_ok();
     if rules.iter().filter(|r| !r.v6).all(present) {
         return Ok(());
@@ -240,7 +269,7 @@ pub(crate) fn ensure_firewall(out: &Output, bridge: &str) -> anyhow::Result<()> 
 /// Removes what [`ensure_firewall`] added for `bridge` (a preview torn down); rules that are not
 /// there are no error.
 pub(crate) fn remove_firewall(out: &Output, bridge: &str) {
-    remove_rules(out, &host_rules(out, bridge, true));
+    remove_rules(out, &host_rules(out, bridge, Reach::Internet, true));
 }
 
 fn remove_rules(out: &Output, rules: &[Rule]) {
@@ -324,7 +353,9 @@ fn sweep_networks(out: &Output, docker: &Docker) {
 /// Removes pipe's rules whose bridge no longer exists (left by a pipe killed outright). A rule
 /// is inserted only after its bridge exists, so a live run's rules are never taken.
 fn sweep(out: &Output) {
-    for (v6, chain) in [(false, "INPUT"), (false, "DOCKER-USER"), (false, "FORWARD"), (true, "INPUT")] {
+    for (v6, chain) in
+        [(false, "INPUT"), (false, "DOCKER-USER"), (false, "FORWARD"), (true, "INPUT"), (true, "FORWARD")]
+    {
         let probe = Rule { v6, chain: chain.into(), spec: Vec::new() };
         let list = probe.cmd("-S");
         let Ok(listing) = exec::capture(out, &list, Duration::from_secs(30)) else { continue };
@@ -380,7 +411,8 @@ mod tests {
 
     #[test]
     fn rules_refuse_the_host_and_private_ranges_but_keep_the_bridge_and_dns() {
-        let rules = rules("pipeabc", "DOCKER-USER", &[Ipv4Addr::new(10, 0, 0, 53), Ipv4Addr::LOCALHOST], true);
+        let resolvers = [Ipv4Addr::new(10, 0, 0, 53), Ipv4Addr::LOCALHOST];
+        let rules = rules("pipeabc", "DOCKER-USER", Reach::Internet, &resolvers, true);
         let lines: Vec<String> = rules.iter().map(|r| format!("{} {}", r.chain, r.spec.join(" "))).collect();
         assert_eq!(lines[0], "INPUT -i pipeabc -m comment --comment pipe isolation -j REJECT");
         assert_eq!(
@@ -393,6 +425,24 @@ mod tests {
         assert!(lines[3].contains("-p tcp"));
         assert_eq!(rules.len(), 5, "loopback resolvers need no exception: {lines:?}");
         assert!(rules[4].v6 && rules[4].chain == "INPUT");
+    }
+
+    #[test]
+    fn an_internal_bridge_is_refused_everything_beyond_it_dns_included() {
+        let resolvers = [Ipv4Addr::new(10, 0, 0, 53)];
+        let rules = rules("pipeabc", "DOCKER-USER", Reach::Bridge, &resolvers, true);
+        let lines: Vec<String> = rules.iter().map(|r| format!("{} {}", r.chain, r.spec.join(" "))).collect();
+        assert_eq!(
+            lines,
+            [
+                "INPUT -i pipeabc -m comment --comment pipe isolation -j REJECT",
+                "DOCKER-USER -i pipeabc ! -o pipeabc -m comment --comment pipe isolation -j REJECT",
+                "INPUT -i pipeabc -m comment --comment pipe isolation -j REJECT",
+                "FORWARD -i pipeabc ! -o pipeabc -m comment --comment pipe isolation -j REJECT",
+            ]
+        );
+        assert!(!rules[0].v6 && !rules[1].v6 && rules[2].v6 && rules[3].v6);
+        assert!(rules.iter().all(|r| r.spec.last().unwrap() == "REJECT"), "no exception, DNS included: {lines:?}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod hostile_remote;
 mod house;
 mod image_line;
 mod ingress;
+mod leaks;
 mod metrics;
 mod output;
 mod package;

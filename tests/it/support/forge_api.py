@@ -46,7 +46,12 @@ missing, listings answer 404.
 Every request is appended to RECORD_FILE as one JSON line:
 {"status": CODE, "method": ..., "path": ..., "body": ..., "error": REASON or null,
 "if_none_match": HEADER or null}.
-The port is written to PORT_FILE once listening. While RECORD_FILE.limit exists, every
+The port is written to PORT_FILE once listening. While RECORD_FILE.redirect exists
+({"status": 3xx, "origin": "http://HOST:PORT" or "", "replace": [OLD, NEW] or absent}), a request
+that the documentation accepts (auth included: the credential got here) and whose path contains
+OLD is answered with that redirect instead, to ORIGIN + the path with OLD replaced by NEW
+(recorded with error "redirected"): how a forge answers for a renamed repository, or how a
+hostile or misconfigured one could. While RECORD_FILE.limit exists, every
 request gets the rate-limited answer it describes (GitHub: 403 or 429 with `Retry-After` or
 `x-ratelimit-remaining: 0`, https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
 """
@@ -145,6 +150,26 @@ class Handler(BaseHTTPRequestHandler):
             return 422, "description longer than 140 characters", body
         return 201, None, body
 
+    def redirect(self):
+        """The redirect RECORD.redirect describes for this path, or None."""
+        try:
+            with open(RECORD + ".redirect") as f:
+                spec = json.load(f)
+        except FileNotFoundError:
+            return None
+        old, new = spec.get("replace") or ("", "")
+        if old not in self.path:
+            return None
+        return spec["status"], spec.get("origin", "") + self.path.replace(old, new, 1)
+
+    def answer_redirect(self, target, body=None):
+        status, location = target
+        self.record(status, "redirected", body)
+        self.send_response(status)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_POST(self):
         # RECORD.limit, while it exists, holds a rate-limited answer: {"status": …, "headers": {…}}.
         try:
@@ -166,7 +191,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and LISTING[KIND]["path"].match(urlsplit(self.path).path):
             self.listing()
             return
-        self.answer(*self.check())
+        status, error, body = self.check()
+        target = self.redirect()
+        if status == 201 and target:
+            return self.answer_redirect(target, body)
+        self.answer(status, error, body)
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
 
@@ -179,6 +208,9 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in SPEC["headers"].items():
             if self.headers.get(k) != v:
                 return self.answer(400, "header %s must be %s" % (k, v))
+        target = self.redirect()
+        if target:
+            return self.answer_redirect(target)
         query = parse_qs(url.query, keep_blank_values=True)
         unknown = set(query) - spec["params"]
         if unknown:

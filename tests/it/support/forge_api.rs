@@ -89,6 +89,26 @@ impl ForgeApi {
 }
 
 impl ForgeApi {
+    /// From now on, every request the documentation accepts whose path contains `replace.0` is
+    /// answered `status` to `origin` (empty: this one) + its path with `replace.0` replaced by
+    /// `replace.1`; `None` stops redirecting.
+    pub fn redirect(&self, redirect: Option<(u16, &str, (&str, &str))>) {
+        let path = PathBuf::from(format!("{}.redirect", self.record.display()));
+        match redirect {
+            Some((status, origin, (old, new))) => {
+                let tmp = PathBuf::from(format!("{}.redirect.tmp", self.record.display()));
+                let spec = serde_json::json!({"status": status, "origin": origin, "replace": [old, new]});
+                std::fs::write(&tmp, spec.to_string()).unwrap();
+                std::fs::rename(tmp, path).unwrap();
+            }
+            None => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+impl ForgeApi {
     /// Stops the stand-in: the forge's API is down from now on.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

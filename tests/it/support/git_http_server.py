@@ -3,7 +3,9 @@
 usage: git_http_server.py PROJECT_ROOT PORT_FILE [USER:PASSWORD]
 Listens on 127.0.0.1 (a free port, written to PORT_FILE). With USER:PASSWORD, requests without
 exactly that Basic credential get 401. With GIT_HTTP_LOG set, every request's method and path
-is appended to that file, one line each.
+is appended to that file, one line each. With GIT_HTTP_REDIRECT set, while the file it names
+exists and holds `METHOD ORIGIN` (METHOD `*` for any), a request of that method that passed
+the credential check is answered 307 to ORIGIN + its path instead.
 """
 import base64
 import http.server
@@ -37,6 +39,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        try:
+            with open(os.environ.get("GIT_HTTP_REDIRECT", "/nonexistent")) as f:
+                method, origin = f.read().split()
+            if method in ("*", self.command):
+                self.send_response(307)
+                self.send_header("Location", origin + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        except FileNotFoundError:
+            pass
         path, _, query = self.path.partition("?")
         env = dict(os.environ, GIT_PROJECT_ROOT=root, GIT_HTTP_EXPORT_ALL="1", REQUEST_METHOD=self.command,
                    PATH_INFO=path, QUERY_STRING=query, REMOTE_ADDR="127.0.0.1",

@@ -327,6 +327,7 @@ impl Drop for SilentServer {
 pub struct GitHttpServer {
     child: Child,
     pub port: u16,
+    redirect: PathBuf,
 }
 
 impl GitHttpServer {
@@ -346,11 +347,13 @@ impl GitHttpServer {
         if let Some(log) = log {
             cmd.env("GIT_HTTP_LOG", log);
         }
+        let redirect = PathBuf::from(format!("{}.redirect", port_file.display()));
+        cmd.env("GIT_HTTP_REDIRECT", &redirect);
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("python3");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(port) = std::fs::read_to_string(&port_file) {
-                return GitHttpServer { child, port: port.trim().parse().unwrap() };
+                return GitHttpServer { child, port: port.trim().parse().unwrap(), redirect };
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -361,6 +364,17 @@ impl GitHttpServer {
 
     pub fn url(&self, repo: &str) -> String {
         format!("http://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// From now on, requests of `method` (`*`: any) that pass the credential check are answered
+    /// 307 to `origin` + their path; `None` stops redirecting.
+    pub fn redirect(&self, to: Option<(&str, &str)>) {
+        match to {
+            Some((method, origin)) => std::fs::write(&self.redirect, format!("{method} {origin}")).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&self.redirect);
+            }
+        }
     }
 }
 
