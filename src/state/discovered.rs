@@ -33,6 +33,15 @@ pub struct Discovered {
     /// The projects the last discovery made, by name.
     #[serde(default)]
     pub projects: Vec<String>,
+    /// The listing's entries of the repositories discovery made projects of, by name: every
+    /// command but the listing makes the projects from these alone, and they hold their names
+    /// before any newcomer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub made: BTreeMap<String, Repo>,
+    /// Listed repositories kept out because a name their project would hold is another's:
+    /// the repository and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept_out: BTreeMap<String, String>,
     /// The listing's pages in order.
     #[serde(default, rename = "page", skip_serializing_if = "Vec::is_empty")]
     pub pages: Vec<Page>,
@@ -119,7 +128,14 @@ pub fn save_discovered(path: &Path, cache: &Discovered) -> anyhow::Result<()> {
 }
 
 fn render(cache: &Discovered) -> String {
-    let head = Discovered { repo: BTreeMap::new(), gone: BTreeMap::new(), pages: Vec::new(), ..cache.clone() };
+    let head = Discovered {
+        repo: BTreeMap::new(),
+        gone: BTreeMap::new(),
+        kept_out: BTreeMap::new(),
+        made: BTreeMap::new(),
+        pages: Vec::new(),
+        ..cache.clone()
+    };
     let mut out = String::with_capacity(256 + cache.repo.len() * 240);
     out.push_str("# pipe discovery cache: rewritten atomically by pipe\n");
     out.push_str(&toml::to_string(&head).unwrap_or_default());
@@ -132,6 +148,14 @@ fn render(cache: &Discovered) -> String {
     out.push_str("]\n\n[gone]\n");
     for (name, why) in &cache.gone {
         out.push_str(&format!("{} = {}\n", toml_key(name), inline(why)));
+    }
+    out.push_str("\n[kept_out]\n");
+    for (name, why) in &cache.kept_out {
+        out.push_str(&format!("{} = {}\n", toml_key(name), inline(why)));
+    }
+    out.push_str("\n[made]\n");
+    for (name, repo) in &cache.made {
+        out.push_str(&format!("{} = {}\n", toml_key(name), inline(repo)));
     }
     out.push_str("\n[repo]\n");
     for (name, repo) in &cache.repo {

@@ -22,6 +22,7 @@ use crate::state::{self, Discovered};
 
 mod decide;
 mod listing;
+mod names;
 mod probe;
 mod prune;
 
@@ -94,6 +95,16 @@ pub(crate) fn refresh(out: &Output, config: &mut Config, state_path: &Path, save
             cache.gone.remove(name);
         }
         cache.projects = now;
+        cache.made = decisions
+            .iter()
+            .filter(|d| d.decision == report::Decision::Project)
+            .filter_map(|d| cache.repo.get(&d.repo).map(|r| (d.repo.clone(), r.clone())))
+            .collect();
+        cache.kept_out = decisions
+            .iter()
+            .filter(|d| d.decision == report::Decision::NameTaken)
+            .map(|d| (d.repo.clone(), d.detail.clone().unwrap_or_default()))
+            .collect();
         if save
             && cache != before
             && let Err(e) = state::save_discovered(&path, &cache)
