@@ -16,6 +16,7 @@ mod forge;
 mod hostile_remote;
 mod image_line;
 mod ingress;
+mod link_encoding;
 mod name_collisions;
 mod output;
 mod page;
