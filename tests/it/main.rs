@@ -13,6 +13,7 @@ mod docker;
 mod early_failures;
 mod faults;
 mod forge;
+mod hostile_listing;
 mod hostile_remote;
 mod image_line;
 mod ingress;

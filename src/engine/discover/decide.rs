@@ -15,31 +15,53 @@ pub(crate) enum Candidacy {
     Eligible(String, Box<Project>),
 }
 
-pub(crate) fn candidacy(config: &Config, forge: &str, discover: &Discover, repo_name: &str, repo: &Repo) -> Candidacy {
+/// What keeps a listed repository out without making its project (cheap: no template is
+/// rendered), or the project name it would have.
+pub(crate) fn screen(
+    config: &Config,
+    forge: &str,
+    discover: &Discover,
+    repo_name: &str,
+    repo: &Repo,
+) -> Result<String, Candidacy> {
     let out = |d, project: Option<&str>, detail: Option<String>| Candidacy::Out(d, project.map(str::to_string), detail);
     if !discover.wants(repo_name) {
-        return out(Decision::Excluded, None, None);
+        return Err(out(Decision::Excluded, None, None));
     }
     if repo.archived && !discover.archived {
-        return out(Decision::Archived, None, None);
+        return Err(out(Decision::Archived, None, None));
     }
     if repo.fork && !discover.forks {
-        return out(Decision::Fork, None, None);
+        return Err(out(Decision::Fork, None, None));
     }
     let Some(name) = config::project_name(repo_name) else {
-        return out(
+        return Err(out(
             Decision::InvalidName,
             None,
             Some("a project name is lowercase letters, digits, `-` and `_`".into()),
-        );
+        ));
     };
     let written = config.projects.iter().find(|(n, p)| {
         p.discovered.is_none()
             && (**n == name || (p.forge.as_deref() == Some(forge) && p.forge_repo.as_deref() == Some(&repo.full_name)))
     });
     if let Some((written, _)) = written {
-        return out(Decision::WrittenOut, Some(&name), Some(format!("`[project.{written}]` in the pipeline file")));
+        return Err(out(
+            Decision::WrittenOut,
+            Some(&name),
+            Some(format!("`[project.{written}]` in the pipeline file")),
+        ));
     }
+    Ok(name)
+}
+
+/// [`screen`], then the project made from the template.
+pub(crate) fn candidacy(config: &Config, forge: &str, discover: &Discover, repo_name: &str, repo: &Repo) -> Candidacy {
+    let name = match screen(config, forge, discover, repo_name, repo) {
+        Ok(name) => name,
+        Err(out) => return out,
+    };
+    let out = |d, project: Option<&str>, detail: Option<String>| Candidacy::Out(d, project.map(str::to_string), detail);
     let candidate = Candidate { name: &name, repo: repo_name, full_name: &repo.full_name, clone_url: &repo.clone_url };
     match config::instantiate(config, forge, discover, &candidate) {
         Ok(project) => Candidacy::Eligible(name, Box::new(project)),
@@ -91,12 +113,15 @@ pub(crate) fn decide(
             decision,
             detail,
         };
-        let (name, project) = match candidacy(config, forge, discover, repo_name, repo) {
-            Candidacy::Out(d, project, detail) => {
+        // Only a repository carrying a pipe file has its template rendered: what the rest of
+        // a listing costs stays the cost of reading it.
+        let name = match screen(config, forge, discover, repo_name, repo) {
+            Ok(name) => name,
+            Err(Candidacy::Out(d, project, detail)) => {
                 decisions.push(decision(d, project, detail));
                 continue;
             }
-            Candidacy::Eligible(name, project) => (name, project),
+            Err(Candidacy::Eligible(..)) => unreachable!("screen keeps out or names"),
         };
         match repo.carries.as_deref() {
             Some("pipe-toml" | "jenkins-env") => {}
@@ -109,6 +134,13 @@ pub(crate) fn decide(
                 continue;
             }
         }
+        let (name, project) = match candidacy(config, forge, discover, repo_name, repo) {
+            Candidacy::Out(d, project, detail) => {
+                decisions.push(decision(d, project, detail));
+                continue;
+            }
+            Candidacy::Eligible(name, project) => (name, project),
+        };
         if let Some(why) = reserved(config, &name) {
             decisions.push(decision(Decision::InvalidName, Some(name), Some(why.into())));
             continue;

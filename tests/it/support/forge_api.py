@@ -43,6 +43,14 @@ rewritten by the test between ticks; each forge gets its own documented shape:
 `max_per_page`), so a small organization still spans pages. While RECORD_FILE.org.json is
 missing, listings answer 404.
 
+A hostile forge, for the attack tests (what pipe sends is still checked against the
+documentation above; only the answers misbehave):
+- "generate": {"count": N, "prefix": P, "clone_base": URL} appends N repositories named
+  P-0 … P-(N-1) after "repos", each made only when its page is asked for (a million entries
+  cost nothing until listed);
+- "hostile_per_page": K serves K entries a page whatever page size was asked for (the `Link`
+  header still names the size pipe asked for, so pipe's next request stays documented).
+
 Every request is appended to RECORD_FILE as one JSON line:
 {"status": CODE, "method": ..., "path": ..., "body": ..., "error": REASON or null,
 "if_none_match": HEADER or null}.
@@ -201,8 +209,20 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(404, "no such organization")
         per_page = min(per_page, org.get("max_per_page", per_page))
         repos = org["repos"]
-        pages = max(1, (len(repos) + per_page - 1) // per_page)
-        items = [spec["render"](org["org"], r) for r in repos[(page - 1) * per_page: page * per_page]]
+        generate = org.get("generate")
+        total = len(repos) + (generate["count"] if generate else 0)
+
+        def listed(i):
+            if i < len(repos):
+                return repos[i]
+            name = "%s-%d" % (generate["prefix"], i - len(repos))
+            return {"name": name, "clone_url": generate["clone_base"] + name + ".git", "default_branch": "main",
+                    "pushed_at": "2026-01-01T00:00:00Z"}
+
+        served = org.get("hostile_per_page") or per_page
+        pages = max(1, (total + served - 1) // served)
+        first = (page - 1) * served
+        items = [spec["render"](org["org"], listed(i)) for i in range(first, min(first + served, total))]
         payload = json.dumps(items).encode()
         etag = 'W/"%s"' % hashlib.sha256(payload).hexdigest()[:32]
         base = "http://127.0.0.1:%d%s?" % (self.server.server_address[1], url.path)
@@ -221,9 +241,9 @@ class Handler(BaseHTTPRequestHandler):
             headers.update({"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4999", "x-ratelimit-used": "1",
                             "x-ratelimit-reset": reset, "x-ratelimit-resource": "core"})
         elif KIND == "gitea":
-            headers["X-Total-Count"] = str(len(repos))
+            headers["X-Total-Count"] = str(total)
         else:
-            headers.update({"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(len(repos)),
+            headers.update({"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(total),
                             "X-Total-Pages": str(pages), "X-Next-Page": str(page + 1) if page < pages else "",
                             "RateLimit-Limit": "2000", "RateLimit-Remaining": "1999", "RateLimit-Reset": reset})
         matched = self.headers.get("If-None-Match") == etag
