@@ -116,7 +116,7 @@ pub(crate) fn fetch_page(
 }
 
 /// An answer: status, headers by lowercased name, body.
-type Response = (u16, BTreeMap<String, String>, Vec<u8>);
+pub(super) type Response = (u16, BTreeMap<String, String>, Vec<u8>);
 
 /// One GET through libcurl on this thread's reused handle (keep-alive across a listing's
 /// pages): the status, the last response's headers (names lowercased), and the body, read up
@@ -124,7 +124,7 @@ type Response = (u16, BTreeMap<String, String>, Vec<u8>);
 /// client loads and parses the system's TLS roots when it is built, even for `http://`, twice
 /// over with native-tls: ~45 ms of CPU on every tick; libcurl loads them only for an `https://`
 /// connection, once per handle.
-fn get(url: &str, headers: &[String]) -> Result<Response, String> {
+pub(super) fn get(url: &str, headers: &[String]) -> Result<Response, String> {
     thread_local! {
         static HANDLE: std::cell::RefCell<Option<curl::easy::Easy>> = const { std::cell::RefCell::new(None) };
     }

@@ -8,6 +8,7 @@
 
 pub(crate) mod discover;
 pub(crate) mod hook_secret;
+pub(crate) mod pulls;
 pub(crate) mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod author_bounds;
 mod cli;
 mod config;
 mod demo;

@@ -43,6 +43,17 @@ rewritten by the test between ticks; each forge gets its own documented shape:
 `max_per_page`), so a small organization still spans pages. While RECORD_FILE.org.json is
 missing, listings answer 404.
 
+Open pull requests, served from RECORD_FILE.pulls.json ({"OWNER/REPO": [{"number", "author"}]};
+GitLab: the project's path), each forge in its documented shape, one page:
+
+- GitHub: GET /repos/{owner}/{repo}/pulls?state=&head=&base=&sort=&direction=&per_page=&page=
+  https://docs.github.com/en/rest/pulls/pulls#list-pull-requests  (`number`, `user.login`)
+- Gitea/Forgejo: GET /api/v1/repos/{owner}/{repo}/pulls?state=&sort=&milestone=&labels=&poster=&page=&limit=
+  https://gitea.com/api/swagger#/repository/repoListPullRequests  (`number`, `user.login`)
+- GitLab: GET /api/v4/projects/{id}/merge_requests?state=&per_page=&page=&…
+  https://docs.gitlab.com/api/merge_requests/#list-project-merge-requests  (`iid`, `author.username`;
+  state `opened`, `closed`, `locked`, `merged`, `all`)
+
 A hostile forge, for the attack tests (what pipe sends is still checked against the
 documentation above; only the answers misbehave):
 - "generate": {"count": N, "prefix": P, "clone_base": URL} appends N repositories named
@@ -174,9 +185,46 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and LISTING[KIND]["path"].match(urlsplit(self.path).path):
             self.listing()
             return
+        if self.command == "GET" and PULLS[KIND]["path"].match(urlsplit(self.path).path):
+            self.pulls()
+            return
         self.answer(*self.check())
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
+
+    def pulls(self):
+        spec = PULLS[KIND]
+        url = urlsplit(self.path)
+        name, value = SPEC["auth"]
+        if self.headers.get(name) != value:
+            return self.answer(401, "wrong or missing " + name)
+        for k, v in SPEC["headers"].items():
+            if self.headers.get(k) != v:
+                return self.answer(400, "header %s must be %s" % (k, v))
+        query = parse_qs(url.query, keep_blank_values=True)
+        unknown = set(query) - spec["params"]
+        if unknown:
+            return self.answer(400, "undocumented query parameters %s" % sorted(unknown))
+        if query.get("state", [spec["states"][0]])[0] not in spec["states"]:
+            return self.answer(422, "state must be one of %s" % spec["states"])
+        size = int(query.get(spec["size"], ["30"])[0])
+        if size < 1 or size > spec["max_size"]:
+            return self.answer(422, "page size must be 1 to %d" % spec["max_size"])
+        try:
+            with open(RECORD + ".pulls.json") as f:
+                pulls = json.load(f)
+        except FileNotFoundError:
+            pulls = {}
+        repo = spec["path"].match(url.path).group(1).replace("%2F", "/")
+        if repo not in pulls:
+            return self.answer(404, "no such repository")
+        payload = json.dumps([spec["render"](p) for p in pulls[repo]]).encode()
+        self.record(200, None)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def listing(self):
         spec = LISTING[KIND]
@@ -303,6 +351,34 @@ LISTING = {
                           "owned", "starred", "with_issues_enabled", "with_merge_requests_enabled", "with_shared",
                           "include_subgroups", "min_access_level", "with_custom_attributes", "with_security_reports"},
                "render": gitlab_project, "org_in_path": lambda org: org.replace("/", "%2F")},
+}
+
+
+def github_pull(p):
+    return {"number": p["number"], "state": "open", "title": "pull request %d" % p["number"],
+            "user": {"login": p["author"], "type": "User"}, "head": {"ref": "topic", "sha": "0" * 40}}
+
+
+def gitlab_mr(p):
+    return {"iid": p["number"], "state": "opened", "title": "merge request %d" % p["number"],
+            "author": {"username": p["author"]}, "sha": "0" * 40}
+
+
+REPO = r"([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)"
+GITHUB_PULLS = {"path": re.compile(r"^/repos/" + REPO + "/pulls$"), "size": "per_page", "max_size": 100,
+                "params": {"state", "head", "base", "sort", "direction", "per_page", "page"},
+                "states": ["open", "closed", "all"], "render": github_pull}
+PULLS = {
+    "github": GITHUB_PULLS,
+    "github-enterprise": dict(GITHUB_PULLS, path=re.compile(r"^/api/v3/repos/" + REPO + "/pulls$")),
+    "gitea": {"path": re.compile(r"^/api/v1/repos/" + REPO + "/pulls$"), "size": "limit", "max_size": 50,
+              "params": {"state", "sort", "milestone", "labels", "poster", "page", "limit"},
+              "states": ["open", "closed", "all"], "render": github_pull},
+    "gitlab": {"path": re.compile(r"^/api/v4/projects/([A-Za-z0-9_.-]+(?:%2F[A-Za-z0-9_.-]+)+)/merge_requests$"),
+               "size": "per_page", "max_size": 100,
+               "params": {"state", "per_page", "page", "order_by", "sort", "milestone", "labels", "author_id",
+                          "author_username", "scope", "source_branch", "target_branch", "search", "view"},
+               "states": ["opened", "closed", "locked", "merged", "all"], "render": gitlab_mr},
 }
 
 
