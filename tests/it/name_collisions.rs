@@ -135,7 +135,7 @@ image = "pipe-test/{p}-catalog"
 
 [serve.hooks.{p}-deploy]
 token_env = "HOOK_TOKEN"
-images = ["pipe-test/{p}-shop"]
+images = ["pipe-test/{p}-shop", "pipe-test/{p}-api-*"]
 compose = {{ file = "{hook}", project = "{p}-shop" }}
 "#,
         ws = org.env.path().join("work").display(),
@@ -150,6 +150,7 @@ compose = {{ file = "{hook}", project = "{p}-shop" }}
         "Acme_".to_string(),    // project `acme_`: `/forge/acme`, the organization's webhook
         format!("{p}-Twin.x"),  // two newcomers folding alike: both stay out
         format!("{p}-twin_x"),
+        format!("{p}-api-v2"), // image `pipe-test/…-api-v2`: one the serve hook deploys
     ];
     for name in &attackers {
         org.repo(name, &base);
@@ -171,6 +172,7 @@ compose = {{ file = "{hook}", project = "{p}-shop" }}
     assert!(of(&attackers[2]).2.contains(&format!("held by serve hook `{p}-deploy`")), "{decisions:#?}");
     assert!(of("Acme_").2.contains("held by forge `acme`"), "{decisions:#?}");
     assert!(of(&attackers[4]).2.contains("another new repository"), "{decisions:#?}");
+    assert!(of(&attackers[6]).2.contains(&format!("serve hook `{p}-deploy` deploys")), "{decisions:#?}");
     assert_eq!(of(&good).1, "project");
 
     // The holders and the one honest newcomer are built; no newcomer is.

@@ -176,11 +176,17 @@ pub(crate) fn decide(
     prior.sort_by(|a, b| a.name.cmp(&b.name));
     let mut projects = Vec::new();
     let taken = |e: &Eligible, holders: &HashMap<(Space, String), (String, String)>| {
-        e.names.iter().find_map(|mine| {
-            holders
-                .get(&(mine.space, mine.folded.clone()))
-                .map(|(owner, theirs)| format!("its {} is held by {owner} ({theirs})", mine.what))
-        })
+        e.names
+            .iter()
+            .find_map(|mine| {
+                holders
+                    .get(&(mine.space, mine.folded.clone()))
+                    .map(|(owner, theirs)| format!("its {} is held by {owner} ({theirs})", mine.what))
+            })
+            .or_else(|| {
+                names::hook_deploys(config, &e.project)
+                    .map(|(owner, what)| format!("its {what} is one {owner} deploys (`images`)"))
+            })
     };
     let mut admitted = Vec::new();
     for e in prior {

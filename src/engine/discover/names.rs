@@ -109,8 +109,26 @@ pub(crate) fn of_others(config: &Config) -> Vec<(String, Held)> {
             let host = format!("{service}.{}", config.ingress.domain);
             names.push((owner.clone(), held(Space::Host, &host, format!("host `{host}`"))));
         }
+        // The images the hook deploys: a pattern with a wildcard is matched by
+        // [`hook_deploys`] instead.
+        for image in h.images.iter().filter(|i| !i.contains('*')) {
+            let repo = repository(image);
+            names.push((owner.clone(), held(Space::Image, repo, format!("image repository `{repo}`"))));
+        }
     }
     names
+}
+
+/// The serve hook whose `images` patterns let it deploy `project`'s image repository, if any:
+/// a discovered project pushing there would choose what that hook runs.
+pub(crate) fn hook_deploys(config: &Config, project: &Project) -> Option<(String, String)> {
+    let image = repository(project.image.as_deref()?);
+    config
+        .serve
+        .hooks
+        .iter()
+        .find(|(_, h)| h.allowed.is_match(image))
+        .map(|(hook, _)| (format!("serve hook `{hook}`"), format!("image repository `{image}`")))
 }
 
 #[cfg(test)]
