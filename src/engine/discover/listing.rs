@@ -143,8 +143,8 @@ pub(crate) fn list(
     for why in refused.iter().take(SHOWN) {
         out.warn(format!("forge `{forge_name}`: skipped a listed repository: {why}"));
     }
-    if refused.len() > SHOWN {
-        out.warn(format!("forge `{forge_name}`: skipped {} more listed repositories", refused.len() - SHOWN));
+    if refused_count > SHOWN {
+        out.warn(format!("forge `{forge_name}`: skipped {} more listed repositories", refused_count - SHOWN));
     }
     match failure {
         Some(why) => {
