@@ -78,7 +78,7 @@ fn many_pull_requests_of_one_author_neither_starve_another_authors_build_nor_evi
     // Mallory's next previews take the place of her own, never of Alice's.
     let tick = run(&s);
     assert_eq!(built(&tick), pulls(&[3, 4]), "{}", tick.stderr);
-    tick.stderr_has("opened by gh:mallory").stderr_has("`max_previews_per_author` is 2");
+    tick.stderr_has("the oldest idle one of `gh:mallory`").stderr_has("`max_previews_per_author` is 2");
     s.answers(&s.host(3), "mallory 3");
     s.answers(&s.host(4), "mallory 4");
     s.forgotten(&s.host(1));

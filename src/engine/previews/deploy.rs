@@ -123,10 +123,10 @@ fn deploy_one(
             };
             let Some(oldest) = evictee(&running, author, per_author).cloned() else { break };
             out.info(format!(
-                "{name}: removing the preview of {} on `{}` (opened by {}, idle since {}): {why}",
+                "{name}: removing the preview of {} on `{}` (the oldest idle one of {}, since {}): {why}",
                 refs::display(&oldest.refname),
                 oldest.target,
-                oldest.author.as_deref().unwrap_or("an unknown author"),
+                oldest.author.as_deref().map_or_else(|| "an unknown author".to_string(), |a| format!("`{a}`")),
                 oldest.updated
             ));
             teardown(out, config, job.state_path, name, &oldest)?;
