@@ -205,7 +205,7 @@ pub(crate) fn decide(
     let mut counts: HashMap<(Space, String), usize> = HashMap::new();
     let newcomers: Vec<Eligible> = newcomers
         .into_iter()
-        .filter(|e| match taken(&e, &holders) {
+        .filter(|e| match taken(e, &holders) {
             Some(why) => {
                 keep_out(&mut decisions[e.row], why);
                 false

@@ -290,3 +290,39 @@ fn isolated_network(out: &Output, docker: &Docker, project: &str, what: &str) ->
     }
     Ok(network)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preview(number: u64, author: Option<&str>, updated: i64) -> Preview {
+        let at = jiff::Timestamp::from_second(updated).unwrap();
+        Preview {
+            target: "dev".into(),
+            number,
+            refname: format!("refs/pull/{number}/head"),
+            compose_project: format!("app-pr-{number}"),
+            services: vec!["web".into()],
+            commit: String::new(),
+            image: String::new(),
+            url: String::new(),
+            trusted: false,
+            created: at,
+            updated: at,
+            author: author.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_author_holding_the_most_gives_way_and_an_author_at_the_bound_replaces_their_own() {
+        let (alice, mallory) = (Some("gh:alice"), Some("gh:mallory"));
+        // Alice's preview is the oldest, Mallory holds three.
+        let running =
+            [preview(9, alice, 10), preview(1, mallory, 20), preview(2, mallory, 30), preview(3, mallory, 40)];
+        let refs: Vec<&Preview> = running.iter().collect();
+        assert_eq!(evictee(&refs, Some("gh:bob"), 3).map(|p| p.number), Some(1), "not Alice's, though oldest");
+        assert_eq!(evictee(&refs, mallory, 3).map(|p| p.number), Some(1), "Mallory's own oldest");
+        assert_eq!(evictee(&refs, alice, 1).map(|p| p.number), Some(9), "Alice at her bound replaces her own");
+        assert_eq!(evictee(&[], alice, 1).map(|p| p.number), None);
+    }
+}
