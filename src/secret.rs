@@ -187,6 +187,13 @@ pub(crate) fn verify(secret: &[u8], body: &[u8], given: &str) -> bool {
     same(sign(secret, body).as_bytes(), given.as_bytes())
 }
 
+/// A secret of its own for `label`, derived from `key`: the hex HMAC-SHA256 of `label` keyed
+/// with `key` (as `openssl dgst -sha256 -hmac KEY` prints it). Knowing one label's secret
+/// tells nothing of another's or of the key.
+pub(crate) fn derive(key: &Secret, label: &str) -> Secret {
+    Secret(sign(key.0.as_bytes(), label.as_bytes()).trim_start_matches("sha256=").to_string())
+}
+
 /// A random secret nobody knows: what an unknown hook is checked against, so it costs the same
 /// work as a known one.
 pub(crate) fn random() -> Secret {

@@ -52,6 +52,7 @@ pub(super) fn run(cx: &Context, args: &GenerateArgs) -> anyhow::Result<u8> {
 fn webhook(config: &crate::config::Config, name: &str, base: Option<&str>) -> anyhow::Result<String> {
     use crate::config::{ForgeKind, SecretRef};
     use crate::error::Usage;
+    use crate::forge::hook_secret::{self, Source};
     let project = crate::engine::project(config, name)?;
     let forge = project.forge.as_ref().and_then(|f| config.forges.get(f).map(|forge| (f, forge)));
     let Some((forge_name, forge)) = forge else {
@@ -59,10 +60,23 @@ fn webhook(config: &crate::config::Config, name: &str, base: Option<&str>) -> an
             Usage(format!("project `{name}` names no forge\nhint: set `forge = \"NAME\"` and `forge_repo`")).into()
         );
     };
-    let secret = match SecretRef::from_pair(&project.webhook_secret_env, &project.webhook_secret_file) {
-        Some(SecretRef::Env(var)) => format!("the value of ${var}"),
-        Some(SecretRef::File(path)) => format!("the content of `{}`", path.display()),
-        Some(SecretRef::Command { argv, .. }) => format!("the output of `{}`", argv.join(" ")),
+    let shown = |r: &SecretRef| match r {
+        SecretRef::Env(var) => (format!("the value of ${var}"), format!("\"${var}\"")),
+        SecretRef::File(path) => {
+            (format!("the content of `{}`", path.display()), format!("\"$(cat '{}')\"", path.display()))
+        }
+        SecretRef::Command { argv, .. } => {
+            (format!("the output of `{}`", argv.join(" ")), format!("\"$({})\"", argv.join(" ")))
+        }
+    };
+    let (secret, derivation) = match hook_secret::source(config, project) {
+        Some(Source::Own(r)) => (shown(&r).0, None),
+        Some(Source::Derived(r)) => {
+            let (key, arg) = shown(&r);
+            let text = format!("this project's own: HMAC-SHA256 of `{name}` keyed with {key}, as hex");
+            let command = format!("printf %s '{name}' | openssl dgst -sha256 -hmac {arg} -r | cut -d' ' -f1");
+            (text, Some(command))
+        }
         None => {
             return Err(Usage(format!(
                 "project `{name}` has no webhook secret\nhint: set `webhook_secret_env` or `webhook_secret_file`"
@@ -97,7 +111,13 @@ fn webhook(config: &crate::config::Config, name: &str, base: Option<&str>) -> an
              Trigger:       Push events (all branches), Merge request events\n"
         ),
     };
-    Ok(format!("{text}# forge `{forge_name}`; pipe polls on each event, so the payload is never trusted\n"))
+    let derivation = derivation.map_or_else(String::new, |command| {
+        format!(
+            "# The secret is this repository's alone (a discovered project's is derived from the key, so the\n\
+             # admin of one repository cannot sign another's). Print it on the CI host with:\n#   {command}\n"
+        )
+    });
+    Ok(format!("{text}{derivation}# forge `{forge_name}`; pipe polls on each event, so the payload is never trusted\n"))
 }
 
 fn write_units(cx: &Context, dir: &Path, bin: &Path) -> anyhow::Result<()> {

@@ -117,6 +117,9 @@ struct DiscoveryStatus {
     /// Projects no longer discovered, not polled; their state stays until `pipe prune`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     gone: BTreeMap<String, String>,
+    /// Listed repositories kept out because a name they would hold is another's, with why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    kept_out: BTreeMap<String, String>,
 }
 
 /// Reads the discovery caches and says on stderr what holds discovery back.
@@ -145,6 +148,9 @@ fn discovery(cx: &Context, path: &std::path::Path) -> Vec<DiscoveryStatus> {
                 "forge `{forge}`: `{name}` is no longer discovered ({why}); `pipe prune` removes its state"
             ));
         }
+        for (repo, why) in &cache.kept_out {
+            cx.out.warn(format!("forge `{forge}`: `{repo}` is kept out: {why}"));
+        }
         found.push(DiscoveryStatus {
             forge,
             org: cache.org,
@@ -153,6 +159,7 @@ fn discovery(cx: &Context, path: &std::path::Path) -> Vec<DiscoveryStatus> {
             throttled_until,
             error: cache.error,
             gone: cache.gone,
+            kept_out: cache.kept_out,
         });
     }
     found

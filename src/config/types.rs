@@ -186,6 +186,12 @@ pub(crate) struct Settings {
     /// Builds started by one `pipe run`, so a newly indexed project cannot start a build storm.
     #[serde(default = "default_max_builds")]
     pub max_builds: usize,
+    /// Pull-request builds of one author a `pipe run` starts at most (the author from the forge).
+    #[serde(default = "default_max_builds_per_author")]
+    pub max_builds_per_author: usize,
+    /// Previews of one author's pull requests a preview target runs at most.
+    #[serde(default = "default_max_previews_per_author")]
+    pub max_previews_per_author: usize,
     /// Branches whose image is tagged `latest` when a project names no `default_branch`.
     #[serde(default = "default_branches")]
     pub default_branches: Vec<String>,
@@ -205,6 +211,8 @@ impl Default for Settings {
             project_logs_mib: default_project_logs_mib(),
             parallel: default_parallel(),
             max_builds: default_max_builds(),
+            max_builds_per_author: default_max_builds_per_author(),
+            max_previews_per_author: default_max_previews_per_author(),
             default_branches: default_branches(),
             timeouts: Timeouts::default(),
             metrics_textfile: None,
@@ -226,6 +234,12 @@ fn default_parallel() -> usize {
 }
 fn default_max_builds() -> usize {
     4
+}
+fn default_max_builds_per_author() -> usize {
+    2
+}
+fn default_max_previews_per_author() -> usize {
+    3
 }
 fn default_branches() -> Vec<String> {
     vec!["main".into(), "master".into()]

@@ -19,6 +19,7 @@ use crate::output::Output;
 use crate::state::{self, History, Run, StageRecord, StageRun, State};
 use crate::{git, secret};
 
+pub(crate) mod authors;
 pub(crate) mod build;
 pub(crate) mod deploy;
 pub(crate) mod discover;

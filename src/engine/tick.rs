@@ -1,6 +1,7 @@
 //! The tick: which refs have work, and each ref's pass through build → test → push → deploy,
 //! each stage gated by the one before; projects in parallel, refs of one project in turn.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,7 +67,11 @@ pub(crate) fn tick(
             out.warn(format!("previews were not swept: {err:#}"));
         }
     }
-    let (work, deferred) = work_list(config, projects, &st, retry);
+    let with_work = |name: &str, refname: &str| {
+        st.project.get(name).and_then(|p| p.refs.get(refname)).is_some_and(|r| has_work(r, retry))
+    };
+    let authors = super::authors::of_pull_requests(&out, config, projects, &st, &with_work);
+    let (work, deferred) = work_list(config, projects, &st, retry, &authors);
     if dry_run {
         return Ok(Tick { poll: polled.report, work, results: Vec::new(), deferred });
     }
@@ -122,45 +127,69 @@ pub(crate) struct Work {
     since: jiff::Timestamp,
     /// The ref's last recorded outcome before this run.
     previous: Option<Outcome>,
+    /// Who opened it, for a pull request whose project names a forge (`forge:login`).
+    pub author: Option<String>,
+}
+
+/// Whether a ref has work: its head is pending (new or moved), its last stage was
+/// interrupted, or, with `--retry`, its last run failed.
+fn has_work(r: &state::RefState, retry: bool) -> bool {
+    let last = r.last.as_ref().map(|l| l.result);
+    r.pending || last == Some(Outcome::Interrupted) || (retry && last.is_some_and(Outcome::is_failure))
 }
 
 /// Refs whose head is pending (new or moved), whose last stage was interrupted, or, with
 /// `--retry`, whose last run failed; oldest first, at most `pipe.max_builds` of them, taken
-/// round-robin across projects. Returns the work and how many refs were deferred.
-fn work_list(config: &Config, projects: &[(&str, &Project)], st: &State, retry: bool) -> (Vec<Work>, usize) {
+/// round-robin across projects, and at most `pipe.max_builds_per_author` pull requests of one
+/// author (`authors`), so one contributor's pull requests cannot take every build of a tick.
+/// Returns the work and how many refs were deferred.
+fn work_list(
+    config: &Config,
+    projects: &[(&str, &Project)],
+    st: &State,
+    retry: bool,
+    authors: &BTreeMap<(String, String), String>,
+) -> (Vec<Work>, usize) {
     let mut per_project: Vec<Vec<Work>> = Vec::new();
     for (name, _) in projects {
         let Some(project) = st.project.get(*name) else { continue };
         let mut refs: Vec<Work> = project
             .refs
             .iter()
-            .filter(|(_, r)| {
-                let last = r.last.as_ref().map(|l| l.result);
-                r.pending || last == Some(Outcome::Interrupted) || (retry && last.is_some_and(Outcome::is_failure))
-            })
+            .filter(|(_, r)| has_work(r, retry))
             .map(|(refname, r)| Work {
                 project: name.to_string(),
                 refname: refname.clone(),
                 head: r.head.clone(),
                 since: r.since,
                 previous: r.last.as_ref().map(|l| l.result),
+                author: authors.get(&(name.to_string(), refname.clone())).cloned(),
             })
             .collect();
         refs.sort_by_key(|w| w.since);
         per_project.push(refs);
     }
     let total: usize = per_project.iter().map(Vec::len).sum();
+    let longest = per_project.iter().map(Vec::len).max().unwrap_or(0);
+    let max = config.settings.max_builds;
+    let per_author = config.settings.max_builds_per_author.max(1);
+    let mut by_author: BTreeMap<&str, usize> = BTreeMap::new();
     let mut work = Vec::new();
-    let mut round = 0;
-    while work.len() < config.settings.max_builds && work.len() < total {
+    'rounds: for round in 0..longest {
         for refs in &per_project {
-            if let Some(w) = refs.get(round)
-                && work.len() < config.settings.max_builds
-            {
-                work.push(w.clone());
+            if work.len() == max {
+                break 'rounds;
             }
+            let Some(w) = refs.get(round) else { continue };
+            if let Some(author) = &w.author {
+                let taken = by_author.entry(author.as_str()).or_default();
+                if *taken == per_author {
+                    continue;
+                }
+                *taken += 1;
+            }
+            work.push(w.clone());
         }
-        round += 1;
     }
     let deferred = total - work.len();
     (work, deferred)
@@ -289,7 +318,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
         };
         if open && refs::pull_number(&job.refname).is_some() && !previews::targets(job.project).is_empty() {
             result.stage = Stage::Deploy;
-            result.preview_url = preview(job, files, reporter, forge.as_ref())?;
+            result.preview_url = preview(job, files, reporter, forge.as_ref(), work.author.as_deref())?;
             result.deployed = true;
         }
         Ok(())
@@ -349,6 +378,7 @@ fn preview(
     files: &mut super::RefFiles,
     reporter: &Reporter<'_>,
     forge: Option<&Target<'_>>,
+    author: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
     let started = Instant::now();
     for target in previews::targets(job.project) {
@@ -359,7 +389,7 @@ fn preview(
             "deploying the preview",
         );
     }
-    let deployed = previews::deploy(job, files)?;
+    let deployed = previews::deploy(job, files, author)?;
     let mut first = None;
     let mut failures = Vec::new();
     for d in deployed {

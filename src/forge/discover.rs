@@ -27,6 +27,12 @@ use crate::state::Repo;
 pub(crate) const MAX_PAGE_BYTES: u64 = 8 * 1024 * 1024;
 /// Pages followed at most (10,000 repositories at GitHub's 100 per page).
 pub(crate) const MAX_PAGES: usize = 100;
+/// Repositories kept from one organization's listing, whatever a page holds.
+pub(crate) const MAX_REPOS: usize = 10_000;
+/// Bytes of listing text (names, URLs, branches, markers) kept from one organization.
+pub(crate) const MAX_LISTING_BYTES: usize = 8 * 1024 * 1024;
+/// Reasons for refused entries kept from one listing (the rest are counted).
+pub(crate) const MAX_REFUSED: usize = 100;
 /// How long one page may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -45,7 +51,7 @@ pub(crate) enum Answer {
     /// `304`: the page is as it was.
     Unchanged,
     /// `200`: the page's repositories, its `ETag` and the next page.
-    Fresh { etag: Option<String>, next: Option<String>, repos: Vec<(String, Repo)>, skipped: Vec<String> },
+    Fresh { etag: Option<String>, next: Option<String>, page: Parsed },
 }
 
 /// A page and the rate limit it reported.
@@ -62,7 +68,8 @@ pub(crate) struct Failed {
     pub defer: Option<i64>,
 }
 
-/// Asks for one page, conditionally when an `ETag` is known.
+/// Asks for one page, conditionally when an `ETag` is known; at most `room` repositories are
+/// taken from it (see [`parse_page`]).
 pub(crate) fn fetch_page(
     forge: &Forge,
     discover: &Discover,
@@ -70,6 +77,7 @@ pub(crate) fn fetch_page(
     url: &str,
     etag: Option<&str>,
     now: i64,
+    room: usize,
 ) -> Result<Fetched, Failed> {
     let fail = |why: String| Failed { why, defer: None };
     let (auth_name, auth_value) = super::auth_header(forge.kind, token);
@@ -108,14 +116,15 @@ pub(crate) fn fetch_page(
         }
         _ => return Err(Failed { why: format!("the forge answered {code}"), defer }),
     }
-    let (repos, skipped) = parse_page(forge, discover, &body).map_err(fail)?;
+    let page = parse_page(forge, discover, &body, room).map_err(fail)?;
+    drop(body);
     let etag = header("etag").filter(|e| e.len() <= 256 && e.bytes().all(|b| (0x21..0x7f).contains(&b)));
     let next = next_page(forge, url, &header("link"), &header("x-next-page")).map_err(fail)?;
-    Ok(Fetched { answer: Answer::Fresh { etag, next, repos, skipped }, defer })
+    Ok(Fetched { answer: Answer::Fresh { etag, next, page }, defer })
 }
 
 /// An answer: status, headers by lowercased name, body.
-type Response = (u16, BTreeMap<String, String>, Vec<u8>);
+pub(super) type Response = (u16, BTreeMap<String, String>, Vec<u8>);
 
 /// One GET through libcurl on this thread's reused handle (keep-alive across a listing's
 /// pages): the status, the last response's headers (names lowercased), and the body, read up
@@ -123,7 +132,7 @@ type Response = (u16, BTreeMap<String, String>, Vec<u8>);
 /// client loads and parses the system's TLS roots when it is built, even for `http://`, twice
 /// over with native-tls: ~45 ms of CPU on every tick; libcurl loads them only for an `https://`
 /// connection, once per handle.
-fn get(url: &str, headers: &[String]) -> Result<Response, String> {
+pub(super) fn get(url: &str, headers: &[String]) -> Result<Response, String> {
     thread_local! {
         static HANDLE: std::cell::RefCell<Option<curl::easy::Easy>> = const { std::cell::RefCell::new(None) };
     }
@@ -276,66 +285,108 @@ struct GitlabProject {
     last_activity_at: Option<String>,
 }
 
-/// A page's repositories by name, each checked, and why each refused entry was refused.
-type Parsed = (Vec<(String, Repo)>, Vec<String>);
+/// A page's repositories by name, each checked; why entries were refused (at most
+/// [`MAX_REFUSED`] reasons) and how many were; and whether the page held more than the room
+/// left (the listing is then over its bound).
+#[derive(Default)]
+pub(crate) struct Parsed {
+    pub repos: Vec<(String, Repo)>,
+    pub skipped: Vec<String>,
+    pub refused: usize,
+    pub over: bool,
+}
 
-/// A page's repositories, each checked; the ones that fail are named in the second list.
-pub(crate) fn parse_page(forge: &Forge, discover: &Discover, body: &[u8]) -> Result<Parsed, String> {
-    let items: Vec<serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| format!("the listing is not a JSON array of repositories: {e}"))?;
-    let mut repos = Vec::new();
-    let mut skipped = Vec::new();
-    for item in items {
-        let listed = match forge.kind {
-            ForgeKind::Github | ForgeKind::Gitea => serde_json::from_value::<GithubRepo>(item).map(|r| {
-                let url = match discover.clone {
-                    CloneVia::Https => r.clone_url,
-                    CloneVia::Ssh => r.ssh_url,
-                };
-                let marker = r.pushed_at.or(r.updated_at).unwrap_or_default();
-                (r.name, r.full_name, url, r.default_branch, r.archived || r.disabled, r.fork, marker)
-            }),
-            ForgeKind::Gitlab => serde_json::from_value::<GitlabProject>(item).map(|p| {
-                let url = match discover.clone {
-                    CloneVia::Https => p.http_url_to_repo,
-                    CloneVia::Ssh => p.ssh_url_to_repo,
-                };
-                let fork = p.forked_from_project.is_some_and(|f| !f.is_null());
-                (
-                    p.path,
-                    p.path_with_namespace,
-                    url,
-                    p.default_branch,
-                    p.archived,
-                    fork,
-                    p.last_activity_at.unwrap_or_default(),
-                )
-            }),
-        };
-        let (name, full_name, url, branch, archived, fork, marker) = match listed {
-            Ok(l) => l,
-            Err(e) => {
-                skipped.push(format!("an entry the listing does not describe as documented: {e}"));
-                continue;
+/// A page's repositories, each checked as it is read, one entry in memory at a time (never
+/// the whole page as JSON values); reading stops at the entry beyond `room`.
+pub(crate) fn parse_page(forge: &Forge, discover: &Discover, body: &[u8], room: usize) -> Result<Parsed, String> {
+    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+    struct Entries<'a> {
+        forge: &'a Forge,
+        discover: &'a Discover,
+        room: usize,
+        page: Parsed,
+    }
+    impl<'de> Visitor<'de> for &mut Entries<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of repositories")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(item) = seq.next_element::<serde_json::Value>()? {
+                match entry(self.forge, self.discover, item) {
+                    Ok(repo) if self.page.repos.len() == self.room => {
+                        drop(repo);
+                        self.page.over = true;
+                        return Err(A::Error::custom("over the bound"));
+                    }
+                    Ok(repo) => self.page.repos.push(repo),
+                    Err(why) => {
+                        self.page.refused += 1;
+                        if self.page.skipped.len() < MAX_REFUSED {
+                            self.page.skipped.push(why);
+                        }
+                    }
+                }
             }
-        };
-        match check(forge, discover, &name, &full_name, url.as_deref(), branch.as_deref()) {
-            Ok(()) => repos.push((
-                name,
-                Repo {
-                    full_name,
-                    clone_url: url.unwrap_or_default(),
-                    default_branch: branch.unwrap_or_default(),
-                    archived,
-                    fork,
-                    marker: marker.chars().take(64).collect(),
-                    ..Repo::default()
-                },
-            )),
-            Err(why) => skipped.push(format!("`{}`: {why}", escape(&name))),
+            Ok(())
         }
     }
-    Ok((repos, skipped))
+    let mut entries = Entries { forge, discover, room, page: Parsed::default() };
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    match (&mut reader).deserialize_seq(&mut entries).and_then(|()| reader.end()) {
+        Ok(()) => Ok(entries.page),
+        Err(_) if entries.page.over => Ok(entries.page),
+        Err(e) => Err(format!("the listing is not a JSON array of repositories: {e}")),
+    }
+}
+
+/// One entry of a page, checked, or why it is refused.
+fn entry(forge: &Forge, discover: &Discover, item: serde_json::Value) -> Result<(String, Repo), String> {
+    let listed = match forge.kind {
+        ForgeKind::Github | ForgeKind::Gitea => serde_json::from_value::<GithubRepo>(item).map(|r| {
+            let url = match discover.clone {
+                CloneVia::Https => r.clone_url,
+                CloneVia::Ssh => r.ssh_url,
+            };
+            let marker = r.pushed_at.or(r.updated_at).unwrap_or_default();
+            (r.name, r.full_name, url, r.default_branch, r.archived || r.disabled, r.fork, marker)
+        }),
+        ForgeKind::Gitlab => serde_json::from_value::<GitlabProject>(item).map(|p| {
+            let url = match discover.clone {
+                CloneVia::Https => p.http_url_to_repo,
+                CloneVia::Ssh => p.ssh_url_to_repo,
+            };
+            let fork = p.forked_from_project.is_some_and(|f| !f.is_null());
+            (
+                p.path,
+                p.path_with_namespace,
+                url,
+                p.default_branch,
+                p.archived,
+                fork,
+                p.last_activity_at.unwrap_or_default(),
+            )
+        }),
+    };
+    let (name, full_name, url, branch, archived, fork, marker) =
+        listed.map_err(|e| format!("an entry the listing does not describe as documented: {e}"))?;
+    check(forge, discover, &name, &full_name, url.as_deref(), branch.as_deref())
+        .map_err(|why| format!("`{}`: {why}", escape(&name)))?;
+    let repo = Repo {
+        full_name,
+        clone_url: url.unwrap_or_default(),
+        default_branch: branch.unwrap_or_default(),
+        archived,
+        fork,
+        marker: marker.chars().take(64).collect(),
+        ..Repo::default()
+    };
+    Ok((name, repo))
+}
+
+/// The bytes of listing text a repository keeps (for [`MAX_LISTING_BYTES`]).
+pub(crate) fn entry_bytes(name: &str, repo: &Repo) -> usize {
+    name.len() + repo.full_name.len() + repo.clone_url.len() + repo.default_branch.len() + repo.marker.len()
 }
 
 /// The checks a listed repository passes before pipe uses any of it.
@@ -361,7 +412,7 @@ fn check(
     let Some(branch) = branch.filter(|b| !b.is_empty()) else {
         return Err("it has no default branch (an empty repository)".into());
     };
-    if !crate::refs::valid_name(&format!("refs/heads/{branch}")) {
+    if branch.len() > 255 || !crate::refs::valid_name(&format!("refs/heads/{branch}")) {
         return Err(format!("its default branch `{}` is not a valid branch name", escape(branch)));
     }
     let Some(url) = url.filter(|u| !u.is_empty()) else {
@@ -450,6 +501,24 @@ mod tests {
     }
 
     #[test]
+    fn a_page_gives_at_most_its_room_and_says_when_it_held_more() {
+        let gh = forge(ForgeKind::Github, "https://api.github.com");
+        let entry = |i: usize| {
+            serde_json::json!({"name": format!("r{i}"), "full_name": format!("example/r{i}"),
+                "clone_url": format!("https://github.com/example/r{i}.git"), "default_branch": "main"})
+        };
+        let body =
+            serde_json::Value::Array((0..50).map(entry).chain((0..300).map(|_| serde_json::json!({}))).collect());
+        let page = parse_page(&gh, &discover(), body.to_string().as_bytes(), 10).unwrap();
+        assert!(page.over);
+        assert_eq!(page.repos.len(), 10);
+        let page = parse_page(&gh, &discover(), body.to_string().as_bytes(), 50).unwrap();
+        assert!(!page.over);
+        assert_eq!((page.repos.len(), page.refused, page.skipped.len()), (50, 300, MAX_REFUSED));
+        assert!(parse_page(&gh, &discover(), b"[{}, ", 50).is_err());
+    }
+
+    #[test]
     fn listed_repositories_are_checked_before_use() {
         let gh = forge(ForgeKind::Github, "https://api.github.com");
         let body = serde_json::json!([
@@ -463,12 +532,12 @@ mod tests {
             {"name": "other", "full_name": "someone/else", "clone_url": "https://github.com/example/other.git", "default_branch": "main"},
             "not an object"
         ]);
-        let (repos, skipped) = parse_page(&gh, &discover(), body.to_string().as_bytes()).unwrap();
+        let Parsed { repos, skipped, .. } = parse_page(&gh, &discover(), body.to_string().as_bytes(), 100).unwrap();
         assert_eq!(repos.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["app"]);
         assert_eq!(repos[0].1.marker, "2026-01-01T00:00:00Z");
         assert_eq!(skipped.len(), 7, "{skipped:#?}");
         assert!(skipped.iter().any(|s| s.contains("evil.example")));
-        assert!(parse_page(&gh, &discover(), b"{\"message\": \"x\"}").is_err());
+        assert!(parse_page(&gh, &discover(), b"{\"message\": \"x\"}", 100).is_err());
     }
 
     #[test]
@@ -480,7 +549,7 @@ mod tests {
             {"path": "fork", "path_with_namespace": "grp/fork", "http_url_to_repo": "https://gl.example/grp/fork.git",
              "default_branch": "main", "forked_from_project": {"id": 3}}
         ]);
-        let (repos, skipped) = parse_page(&gl, &discover(), body.to_string().as_bytes()).unwrap();
+        let Parsed { repos, skipped, .. } = parse_page(&gl, &discover(), body.to_string().as_bytes(), 100).unwrap();
         assert!(skipped.is_empty(), "{skipped:?}");
         assert!(repos[0].1.archived && !repos[0].1.fork);
         assert!(repos[1].1.fork);

@@ -7,6 +7,8 @@
 //! the state, and honours the forges' rate-limit headers by deferring, never by failing a run.
 
 pub(crate) mod discover;
+pub(crate) mod hook_secret;
+pub(crate) mod pulls;
 pub(crate) mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,6 +126,49 @@ fn encode_path(repo: &str) -> String {
         .collect()
 }
 
+/// A link template with each `{key}` replaced by its value percent-encoded as one URL
+/// component (every byte but ASCII letters, digits and `-._~`), in one pass: a value can
+/// neither add a path segment (`/`, `../`, `%2F` stays `%252F`), a query or a fragment, nor
+/// put another `{key}` into the link.
+pub(crate) fn link_template(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let key = &after[..close];
+            values.iter().find(|(k, _)| *k == key).map(|(_, v)| (close, v))
+        });
+        match value {
+            Some((close, value)) => {
+                out.push_str(&encode_component(value));
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A value as one URL component: every byte but ASCII letters, digits and `-._~` as `%XX`.
+pub(crate) fn encode_component(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A description on one line, at most [`MAX_DESCRIPTION`] characters (an ellipsis marks a cut).
 pub(crate) fn bounded(text: &str) -> String {
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -175,10 +220,10 @@ impl Target<'_> {
 
     fn status(&self, context: &str, state: State, description: &str) -> OutboxStatus {
         let target_url = self.forge.target_url.as_ref().map(|t| {
-            t.replace("{project}", self.project)
-                .replace("{ref}", self.refname)
-                .replace("{commit}", self.commit)
-                .replace("{context}", context)
+            link_template(
+                t,
+                &[("project", self.project), ("ref", self.refname), ("commit", self.commit), ("context", context)],
+            )
         });
         let target_url = target_url.or_else(|| {
             self.page.map(|p| match self.run {
@@ -425,6 +470,30 @@ fn client() -> Result<&'static reqwest::blocking::Client, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_value_in_a_link_template_stays_in_its_component() {
+        let t = "https://ci.example.com/p/{project}/r/{ref}?c={commit}#{context}";
+        let link = |refname: &str| {
+            super::link_template(
+                t,
+                &[("project", "app"), ("ref", refname), ("commit", "0a1b"), ("context", "pipe/test")],
+            )
+        };
+        assert_eq!(link("refs/heads/main"), "https://ci.example.com/p/app/r/refs%2Fheads%2Fmain?c=0a1b#pipe%2Ftest");
+        for (hostile, encoded) in [
+            ("refs/heads/../../admin", "refs%2Fheads%2F..%2F..%2Fadmin"),
+            ("refs/heads/x?admin=1#y", "refs%2Fheads%2Fx%3Fadmin%3D1%23y"),
+            ("refs/heads/%2F..%2Fadmin", "refs%2Fheads%2F%252F..%252Fadmin"),
+            ("refs/heads/a b", "refs%2Fheads%2Fa%20b"),
+            ("refs/heads/é", "refs%2Fheads%2F%C3%A9"),
+            ("refs/heads/{commit}", "refs%2Fheads%2F%7Bcommit%7D"),
+        ] {
+            let got = link(hostile);
+            assert_eq!(got, format!("https://ci.example.com/p/app/r/{encoded}?c=0a1b#pipe%2Ftest"), "{hostile}");
+        }
+        assert_eq!(super::link_template("x/{unknown}/{ref", &[("ref", "r")]), "x/{unknown}/{ref");
+    }
+
     use super::*;
 
     fn forge(kind: ForgeKind, api: Option<&str>) -> Forge {

@@ -22,6 +22,7 @@ use super::shared::{DEFAULT_MAX_BODY, Shared};
 use crate::config::{Config, ForgeKind, SecretRef};
 use crate::error::{Usage, code};
 use crate::exec::{self, Cmd};
+use crate::forge::hook_secret;
 use crate::forge::webhook::{self, Action};
 use crate::secret::{self, Secret};
 use crate::server::{Admit, Request, Response};
@@ -85,12 +86,10 @@ impl ForgeHooks {
         let mut projects = BTreeMap::new();
         for (name, project) in &config.projects {
             let Some(forge) = project.forge.as_ref().and_then(|f| config.forges.get(f)) else { continue };
-            let Some(reference) = SecretRef::from_pair(&project.webhook_secret_env, &project.webhook_secret_file)
-            else {
+            // A discovered project's secret is derived for it alone (`forge::hook_secret`).
+            let Some(secret) = hook_secret::resolve(config, name, project).map_err(|e| Usage(format!("{e:#}")))? else {
                 continue;
             };
-            let secret = secret::resolve(&reference, &format!("project.{name}.webhook_secret"))
-                .map_err(|e| Usage(format!("{e:#}")))?;
             projects.insert(name.clone(), Arc::new(ForgeProject::new(name, false, forge.kind, secret, body_limit)));
         }
         for (name, forge) in &config.forges {

@@ -27,12 +27,25 @@ pub struct Discovered {
     /// Unix second before which the forge's API is not asked (its rate limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled_until: Option<i64>,
+    /// Unix second before which the organization is not listed again: its last listing went
+    /// over pipe's bounds (entries, bytes or pages), and the known projects stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_bound_until: Option<i64>,
     /// Why the last listing did not complete (the known projects stay as they were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The projects the last discovery made, by name.
     #[serde(default)]
     pub projects: Vec<String>,
+    /// The listing's entries of the repositories discovery made projects of, by name: every
+    /// command but the listing makes the projects from these alone, and they hold their names
+    /// before any newcomer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub made: BTreeMap<String, Repo>,
+    /// Listed repositories kept out because a name their project would hold is another's:
+    /// the repository and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept_out: BTreeMap<String, String>,
     /// The listing's pages in order.
     #[serde(default, rename = "page", skip_serializing_if = "Vec::is_empty")]
     pub pages: Vec<Page>,
@@ -84,6 +97,10 @@ pub struct Repo {
     /// `pipe-toml`, `jenkins-env` or `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carries: Option<String>,
+    /// Unix second of the last probe that failed: probes never tried, then the longest-failed,
+    /// go first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_failed_at: Option<i64>,
 }
 
 /// `discover/FORGE.toml` beside the state.
@@ -97,8 +114,46 @@ pub fn load_discovered(path: &Path) -> anyhow::Result<Discovered> {
     Ok(super::history::read_versioned(path)?.unwrap_or(Discovered { schema: SCHEMA, ..Discovered::default() }))
 }
 
-/// Every forge's discovery cache beside the state, by forge name (for `pipe status`, which
-/// reads no pipeline file).
+/// Reads a forge's discovery cache without its listing (`[[page]]`, `[repo]`): the head, the
+/// projects made and the repositories they were made of, read a line at a time up to where
+/// the listing starts. What `pipe status`, `pipe build` and every other command that does not
+/// list spend on it grows with the projects discovery made, not with what the forge listed.
+pub fn load_discovered_head(path: &Path) -> anyhow::Result<Discovered> {
+    use std::io::BufRead as _;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Discovered { schema: SCHEMA, ..Discovered::default() });
+        }
+        Err(err) => return Err(super::disk::state_error(path, format!("cannot be read: {err}"))),
+    };
+    let mut text = String::new();
+    let mut skipping = false;
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|err| super::disk::state_error(path, format!("cannot be read: {err}")))?;
+        if skipping {
+            skipping = line != "]";
+            continue;
+        }
+        match line.as_str() {
+            LISTING_PAGE | LISTING_REPOS => break,
+            // Files written before the head came first keep their pages at the top.
+            "page = [" => skipping = true,
+            _ => {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+    }
+    super::history::parse_versioned(path, &text)
+}
+
+/// Where the listing starts in the file: its pages, then its repositories.
+const LISTING_PAGE: &str = "[[page]]";
+const LISTING_REPOS: &str = "[repo]";
+
+/// Every forge's discovery cache beside the state without its listing, by forge name (for
+/// `pipe status`, which reads no pipeline file).
 pub fn load_all_discovered(state: &Path) -> Vec<(String, anyhow::Result<Discovered>)> {
     let dir = state_dir(state).join("discover");
     let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
@@ -106,7 +161,7 @@ pub fn load_all_discovered(state: &Path) -> Vec<(String, anyhow::Result<Discover
         .filter_map(Result::ok)
         .filter_map(|e| {
             let name = e.file_name().to_str()?.strip_suffix(".toml")?.to_string();
-            (!name.starts_with('.')).then(|| (name.clone(), load_discovered(&e.path())))
+            (!name.starts_with('.')).then(|| (name.clone(), load_discovered_head(&e.path())))
         })
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -118,22 +173,40 @@ pub fn save_discovered(path: &Path, cache: &Discovered) -> anyhow::Result<()> {
     write_atomic(path, &render(cache))
 }
 
+/// The head first, the listing last, so that [`load_discovered_head`] stops where it starts.
 fn render(cache: &Discovered) -> String {
-    let head = Discovered { repo: BTreeMap::new(), gone: BTreeMap::new(), pages: Vec::new(), ..cache.clone() };
-    let mut out = String::with_capacity(256 + cache.repo.len() * 240);
+    let head = Discovered {
+        repo: BTreeMap::new(),
+        gone: BTreeMap::new(),
+        kept_out: BTreeMap::new(),
+        made: BTreeMap::new(),
+        pages: Vec::new(),
+        ..cache.clone()
+    };
+    let mut out = String::with_capacity(512 + (cache.repo.len() + cache.made.len()) * 240);
     out.push_str("# pipe discovery cache: rewritten atomically by pipe\n");
     out.push_str(&toml::to_string(&head).unwrap_or_default());
-    out.push_str("page = [\n");
+    let table = |out: &mut String, name: &str, entries: &mut dyn Iterator<Item = (&String, String)>| {
+        out.push_str(&format!("\n[{name}]\n"));
+        for (key, value) in entries {
+            out.push_str(&toml_key(key));
+            out.push_str(" = ");
+            out.push_str(&value);
+            out.push('\n');
+        }
+    };
+    table(&mut out, "gone", &mut cache.gone.iter().map(|(k, v)| (k, inline(v))));
+    table(&mut out, "kept_out", &mut cache.kept_out.iter().map(|(k, v)| (k, inline(v))));
+    table(&mut out, "made", &mut cache.made.iter().map(|(k, v)| (k, inline(v))));
+    out.push_str("\n# the listing: read only when the organization is listed\n");
     for page in &cache.pages {
-        out.push_str("  ");
-        out.push_str(&inline(page));
-        out.push_str(",\n");
+        out.push_str(LISTING_PAGE);
+        out.push('\n');
+        out.push_str(&toml::to_string(page).unwrap_or_default());
     }
-    out.push_str("]\n\n[gone]\n");
-    for (name, why) in &cache.gone {
-        out.push_str(&format!("{} = {}\n", toml_key(name), inline(why)));
-    }
-    out.push_str("\n[repo]\n");
+    out.push('\n');
+    out.push_str(LISTING_REPOS);
+    out.push('\n');
     for (name, repo) in &cache.repo {
         out.push_str(&toml_key(name));
         out.push_str(" = ");
@@ -179,7 +252,26 @@ mod tests {
                 ..Default::default()
             },
         );
+        cache.made.insert("App.js".into(), cache.repo["App.js"].clone());
+        cache.kept_out.insert("APP_js".into(), "its project name `app-js` is held".into());
         save_discovered(&path, &cache).unwrap();
         assert_eq!(load_discovered(&path).unwrap(), cache);
+        let head = load_discovered_head(&path).unwrap();
+        assert_eq!(head, Discovered { pages: Vec::new(), repo: BTreeMap::new(), ..cache.clone() });
+    }
+
+    #[test]
+    fn the_head_of_a_cache_written_before_the_head_came_first_is_read_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gh.toml");
+        let old = format!(
+            "schema = {SCHEMA}\norg = \"example\"\nprojects = [\"app\"]\npage = [\n  {{ url = \"u\", repos = [\"app\"] }},\n]\n\n[gone]\nold = \"removed\"\n\n[repo]\napp = {{ full_name = \"example/app\", clone_url = \"c\", default_branch = \"main\" }}\n"
+        );
+        std::fs::write(&path, old).unwrap();
+        let head = load_discovered_head(&path).unwrap();
+        assert_eq!(head.projects, ["app"]);
+        assert_eq!(head.gone["old"], "removed");
+        assert!(head.pages.is_empty() && head.repo.is_empty());
+        assert_eq!(load_discovered(&path).unwrap().repo.len(), 1);
     }
 }

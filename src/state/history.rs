@@ -213,14 +213,19 @@ pub(super) fn read_versioned<T: DeserializeOwned + Versioned>(path: &Path) -> an
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(state_error(path, format!("cannot be read: {err}"))),
     };
-    let value: T = toml::from_str(&text).map_err(|err| {
-        let (line, column) = err.span().map(|s| line_column(&text, s.start)).unwrap_or((1, 1));
+    parse_versioned(path, &text).map(Some)
+}
+
+/// [`read_versioned`] of a text already read from `path`.
+pub(super) fn parse_versioned<T: DeserializeOwned + Versioned>(path: &Path, text: &str) -> anyhow::Result<T> {
+    let value: T = toml::from_str(text).map_err(|err| {
+        let (line, column) = err.span().map(|s| line_column(text, s.start)).unwrap_or((1, 1));
         state_error(path, format!("corrupt at line {line}, column {column}: {}", err.message()))
     })?;
     if value.schema() != SCHEMA {
         return Err(state_error(path, format!("has schema {} but this pipe reads schema {SCHEMA}", value.schema())));
     }
-    Ok(Some(value))
+    Ok(value)
 }
 
 pub(super) trait Versioned {

@@ -43,6 +43,9 @@ pub struct Preview {
     /// First deployed; last deployed (a new commit), which the idle TTL counts from.
     pub created: Timestamp,
     pub updated: Timestamp,
+    /// Who opened the pull request (`forge:login`), when its forge named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 impl Versioned for Previews {

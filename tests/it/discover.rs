@@ -385,7 +385,8 @@ fn a_rate_limited_listing_waits_for_the_reset_the_forge_names_and_known_projects
 
     // GitHub's primary rate limit: 403 with `x-ratelimit-remaining: 0` and the reset time.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let reset = now + 4;
+    // Long enough to outlast the build and `pipe status` below on a loaded host.
+    let reset = now + 20;
     let limit = json!({"status": 403, "headers": {
         "x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0", "x-ratelimit-used": "5000",
         "x-ratelimit-reset": reset.to_string(), "x-ratelimit-resource": "core"}});

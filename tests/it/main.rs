@@ -5,6 +5,7 @@
 
 mod support;
 
+mod author_bounds;
 mod cli;
 mod config;
 mod demo;
@@ -13,12 +14,15 @@ mod docker;
 mod early_failures;
 mod faults;
 mod forge;
+mod hostile_listing;
 mod hostile_remote;
 mod house;
 mod image_line;
 mod ingress;
 mod leaks;
+mod link_encoding;
 mod metrics;
+mod name_collisions;
 mod output;
 mod package;
 mod page;

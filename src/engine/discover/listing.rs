@@ -4,10 +4,15 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Config, Discover, SecretRef};
-use crate::forge::discover::{Answer, MAX_PAGES, fetch_page, first_page};
+use crate::forge::discover::{
+    Answer, MAX_LISTING_BYTES, MAX_PAGES, MAX_REFUSED, MAX_REPOS, entry_bytes, fetch_page, first_page,
+};
 use crate::output::Output;
 use crate::secret;
 use crate::state::{Discovered, Page};
+
+/// How long a listing that went over the bounds waits before the organization is listed again.
+const RELIST_AFTER: i64 = 3600;
 
 /// Lists the organization page by page into `cache`. Returns the requests sent, how many were
 /// answered `304`, and the entries refused. A failure leaves the previous listing in place.
@@ -23,6 +28,10 @@ pub(crate) fn list(
     let (mut requests, mut not_modified, mut refused) = (0, 0, Vec::new());
     if cache.throttled_until.is_some_and(|t| t > now) {
         out.detail(format!("forge `{forge_name}`: discovery waits for the rate limit; known projects are polled"));
+        return (requests, not_modified, refused);
+    }
+    if cache.over_bound_until.is_some_and(|t| t > now) {
+        out.detail(format!("forge `{forge_name}`: the last listing was over the bound; known projects are polled"));
         return (requests, not_modified, refused);
     }
     cache.throttled_until = None;
@@ -41,16 +50,20 @@ pub(crate) fn list(
     let mut repos = BTreeMap::new();
     let mut url = Some(first_page(forge, discover));
     let mut failure = None;
+    // Over a bound, the listing stops and counts as failed: the known projects stay.
+    let mut over = None;
+    let (mut bytes, mut refused_count) = (0, 0);
     while let Some(current) = url.take() {
         if pages.len() == MAX_PAGES {
-            failure = Some(format!("the listing has more than {MAX_PAGES} pages; the rest is ignored"));
+            over = Some(format!("the listing has more than {MAX_PAGES} pages"));
             break;
         }
         let known = cache.pages.iter().find(|p| p.url == current);
         // A page is asked for conditionally only when every repository it listed is at hand.
         let etag = known.filter(|p| p.repos.iter().all(|r| cache.repo.contains_key(r))).and_then(|p| p.etag.clone());
         requests += 1;
-        let fetched = match fetch_page(forge, discover, &token, &current, etag.as_deref(), now) {
+        let room = MAX_REPOS - repos.len();
+        let fetched = match fetch_page(forge, discover, &token, &current, etag.as_deref(), now, room) {
             Ok(f) => f,
             Err(failed) => {
                 cache.throttled_until = failed.defer;
@@ -70,20 +83,29 @@ pub(crate) fn list(
                 not_modified += 1;
                 for name in &page.repos {
                     if let Some(repo) = cache.repo.get(name) {
+                        bytes += entry_bytes(name, repo);
                         repos.insert(name.clone(), repo.clone());
                     }
                 }
                 url = page.next.clone();
                 pages.push(page);
             }
-            Answer::Fresh { etag, next, repos: listed, skipped } => {
-                refused.extend(skipped);
+            Answer::Fresh { etag, next, page: listed } => {
+                refused_count += listed.refused;
+                let keep = MAX_REFUSED.saturating_sub(refused.len());
+                refused.extend(listed.skipped.into_iter().take(keep));
+                if listed.over {
+                    over = Some(format!("the listing has more than {MAX_REPOS} repositories"));
+                    break;
+                }
                 let mut names = Vec::new();
-                for (name, mut repo) in listed {
+                for (name, mut repo) in listed.repos {
+                    bytes += entry_bytes(&name, &repo);
                     if let Some(old) = cache.repo.get(&name) {
                         repo.probed = old.probed.clone();
                         repo.commit = old.commit.clone();
                         repo.carries = old.carries.clone();
+                        repo.probe_failed_at = old.probe_failed_at;
                     }
                     names.push(name.clone());
                     repos.insert(name, repo);
@@ -91,6 +113,10 @@ pub(crate) fn list(
                 url = next.clone();
                 pages.push(Page { url: current, etag, next, repos: names });
             }
+        }
+        if bytes > MAX_LISTING_BYTES || repos.len() > MAX_REPOS {
+            over = Some(format!("the listing holds more than {} MiB of names and URLs", MAX_LISTING_BYTES >> 20));
+            break;
         }
         if let Some(until) = fetched.defer {
             cache.throttled_until = Some(until);
@@ -100,12 +126,25 @@ pub(crate) fn list(
             }
         }
     }
+    if refused_count > refused.len() {
+        refused.push(format!("{} more entries refused", refused_count - refused.len()));
+    }
+    if let Some(why) = over {
+        cache.over_bound_until = Some(now + RELIST_AFTER);
+        failure = Some(format!(
+            "over pipe's bound: {why} (at most {MAX_REPOS} repositories, {MAX_PAGES} pages, {} MiB); the rest is ignored and the organization is listed again after {} minutes",
+            MAX_LISTING_BYTES >> 20,
+            RELIST_AFTER / 60
+        ));
+    } else if failure.is_none() {
+        cache.over_bound_until = None;
+    }
     const SHOWN: usize = 5;
     for why in refused.iter().take(SHOWN) {
         out.warn(format!("forge `{forge_name}`: skipped a listed repository: {why}"));
     }
-    if refused.len() > SHOWN {
-        out.warn(format!("forge `{forge_name}`: skipped {} more listed repositories", refused.len() - SHOWN));
+    if refused_count > SHOWN {
+        out.warn(format!("forge `{forge_name}`: skipped {} more listed repositories", refused_count - SHOWN));
     }
     match failure {
         Some(why) => {

@@ -22,6 +22,7 @@ use crate::state::{self, Discovered};
 
 mod decide;
 mod listing;
+mod names;
 mod probe;
 mod prune;
 
@@ -33,10 +34,13 @@ pub(crate) use report::ForgeReport;
 
 /// Adds the projects the discovery caches name to `config`, without the network. A cache that
 /// cannot be read is a warning: the written-out projects still run.
+///
+/// Only the cache's head is read (the projects made and the entries they were made of), never
+/// the listing, so what this costs grows with the projects, not with what the forge listed.
 pub(crate) fn apply(out: &Output, config: &mut Config, state_path: &Path) {
     for forge in discovering(config) {
         let path = state::discovered_path(state_path, &forge);
-        let cache = match state::load_discovered(&path) {
+        let cache = match made(&path) {
             Ok(cache) => cache,
             Err(e) => {
                 out.warn(format!("forge `{forge}`: discovered projects are left out: {e:#}"));
@@ -52,6 +56,16 @@ pub(crate) fn apply(out: &Output, config: &mut Config, state_path: &Path) {
     }
 }
 
+/// The cache's head with the entries of the projects made as its only listing: what every
+/// command but the listing decides over. A cache written before `made` was kept is read whole.
+fn made(path: &Path) -> anyhow::Result<Discovered> {
+    let head = state::load_discovered_head(path)?;
+    if head.made.is_empty() && !head.projects.is_empty() {
+        return state::load_discovered(path);
+    }
+    Ok(Discovered { repo: head.made.clone(), ..head })
+}
+
 /// Lists every discovering forge's organization, probes what moved, and adds the projects to
 /// `config`. With `save`, the caches are written (the caller holds the state lock). A forge
 /// that does not answer keeps its known projects.
@@ -60,6 +74,28 @@ pub(crate) fn refresh(out: &Output, config: &mut Config, state_path: &Path, save
     for forge in discovering(config) {
         let path = state::discovered_path(state_path, &forge);
         let discover = config.forges[&forge].discover.clone().expect("discovering forges have a discover table");
+        // While the forge's rate limit or an over-bound listing holds discovery back, the
+        // listing is neither asked for nor read: the projects come from the cache's head.
+        let now = crate::clock::now().as_second();
+        if let Ok(head) = made(&path)
+            && head.org == discover.org
+            && (head.throttled_until.is_some_and(|t| t > now) || head.over_bound_until.is_some_and(|t| t > now))
+        {
+            let (decisions, projects) = decide::decide(config, &forge, &discover, &head);
+            config.projects.extend(projects);
+            reports.push(ForgeReport {
+                forge: forge.clone(),
+                org: discover.org.clone(),
+                requests: 0,
+                not_modified: 0,
+                throttled_until: throttled(&head),
+                error: head.error.clone(),
+                repos: decisions,
+                refused: Vec::new(),
+                gone: head.gone.clone(),
+            });
+            continue;
+        }
         let mut cache = match state::load_discovered(&path) {
             Ok(cache) => cache,
             Err(e) => {
@@ -94,6 +130,16 @@ pub(crate) fn refresh(out: &Output, config: &mut Config, state_path: &Path, save
             cache.gone.remove(name);
         }
         cache.projects = now;
+        cache.made = decisions
+            .iter()
+            .filter(|d| d.decision == report::Decision::Project)
+            .filter_map(|d| cache.repo.get(&d.repo).map(|r| (d.repo.clone(), r.clone())))
+            .collect();
+        cache.kept_out = decisions
+            .iter()
+            .filter(|d| d.decision == report::Decision::NameTaken)
+            .map(|d| (d.repo.clone(), d.detail.clone().unwrap_or_default()))
+            .collect();
         if save
             && cache != before
             && let Err(e) = state::save_discovered(&path, &cache)

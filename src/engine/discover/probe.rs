@@ -12,20 +12,39 @@ use crate::model::Stage;
 use crate::output::Output;
 use crate::state::Discovered;
 
-use super::decide::{Candidacy, candidacy};
+use super::decide::{Candidacy, candidacy, screen};
+
+/// Probes started per tick at most, whatever the listing holds; the rest wait for later ticks.
+pub(crate) const MAX_PROBES: usize = 32;
 
 /// Probes, in parallel, the default branch of each candidate whose listing marker moved since
-/// its last probe (or that was never probed), and records what it carries.
+/// its last probe (or that was never probed), and records what it carries: at most
+/// [`MAX_PROBES`] a tick, those never tried first, then those whose last probe failed longest
+/// ago, so entries that always fail cannot keep a new repository waiting.
 pub(crate) fn probe(out: &Output, config: &Config, forge: &str, discover: &Discover, cache: &mut Discovered) {
+    let mut waiting: Vec<(&String, Option<i64>)> = cache
+        .repo
+        .iter()
+        .filter(|(_, r)| !(r.probed.as_deref() == Some(r.marker.as_str()) && r.carries.is_some()))
+        .filter(|(n, r)| screen(config, forge, discover, n, r).is_ok())
+        .map(|(n, r)| (n, r.probe_failed_at))
+        .collect();
+    waiting.sort_by_key(|(_, failed)| failed.unwrap_or(i64::MIN));
     let mut todo = Vec::new();
-    for (repo_name, repo) in &cache.repo {
-        if repo.probed.as_deref() == Some(repo.marker.as_str()) && repo.carries.is_some() {
+    let mut later = 0;
+    for (repo_name, _) in waiting {
+        if todo.len() == MAX_PROBES {
+            later += 1;
             continue;
         }
-        let Candidacy::Eligible(name, project) = candidacy(config, forge, discover, repo_name, repo) else {
-            continue;
-        };
-        todo.push((repo_name.clone(), name, project));
+        if let Candidacy::Eligible(name, project) =
+            candidacy(config, forge, discover, repo_name, &cache.repo[repo_name])
+        {
+            todo.push((repo_name.clone(), name, project));
+        }
+    }
+    if later > 0 {
+        out.detail(format!("forge `{forge}`: {later} repositories wait for a probe (at most {MAX_PROBES} a tick)"));
     }
     if todo.is_empty() {
         return;
@@ -64,8 +83,10 @@ pub(crate) fn probe(out: &Output, config: &Config, forge: &str, discover: &Disco
                 repo.carries = Some(carries.into());
                 repo.commit = Some(probed.commit);
                 repo.probed = Some(repo.marker.clone());
+                repo.probe_failed_at = None;
             }
             Err(e) => {
+                repo.probe_failed_at = Some(crate::clock::now().as_second());
                 // Tried again next tick; a few by name so an unreachable host cannot flood the journal.
                 failed += 1;
                 if failed <= 5 {

@@ -55,6 +55,9 @@ pub(crate) enum Decision {
     Fork,
     /// Its name makes no valid project name.
     InvalidName,
+    /// A name its project would hold (project name, compose project, swarm stack, image
+    /// repository, host) is held by another project, forge or hook, exactly or folded.
+    NameTaken,
     /// Its default branch carries neither `.pipe.toml` nor `.jenkins-env` beside a `Dockerfile`.
     NoPipeFile,
     /// The template gives an invalid project for it.
@@ -72,6 +75,7 @@ impl Decision {
             Decision::Archived => "archived",
             Decision::Fork => "fork",
             Decision::InvalidName => "invalid name",
+            Decision::NameTaken => "name taken",
             Decision::NoPipeFile => "no .pipe.toml",
             Decision::InvalidProject => "invalid project",
             Decision::NotProbed => "not probed",

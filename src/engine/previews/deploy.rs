@@ -1,6 +1,7 @@
 //! Deploying a pull request's preview on each of its project's preview targets, through the
 //! same zero-downtime rollout as a target's (`targets::beside`) under an ingress site of its own.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,12 @@ pub(crate) struct Deployed {
 /// Deploys the pull request's latest tested image as its preview on every preview target of
 /// the project. Errors of one target are that target's outcome; an interruption, an engine
 /// that does not answer or an unreadable state file is returned as the error.
-pub(crate) fn deploy(job: &Job<'_>, files: &mut RefFiles) -> anyhow::Result<Vec<Deployed>> {
+///
+/// `author` (`forge:login`, from `engine::authors`) is who opened the pull request: a new
+/// preview of an author at `pipe.max_previews_per_author` takes the place of that author's own
+/// oldest preview, and at `max_previews` that of the author holding the most, never another's
+/// while its own are more.
+pub(crate) fn deploy(job: &Job<'_>, files: &mut RefFiles, author: Option<&str>) -> anyhow::Result<Vec<Deployed>> {
     let Some(number) = refs::pull_number(&job.refname) else { return Ok(Vec::new()) };
     let targets = targets(job.project);
     if targets.is_empty() {
@@ -55,7 +61,7 @@ pub(crate) fn deploy(job: &Job<'_>, files: &mut RefFiles) -> anyhow::Result<Vec<
     let run = run.clone();
     let run = &run;
     for target in targets {
-        let outcome = deploy_one(job, target, number, run, &log, &mut previews, &path);
+        let outcome = deploy_one(job, target, number, author, run, &log, &mut previews, &path);
         // Whatever happened, the file says what runs now.
         state::save_previews(&path, &previews)?;
         // Not the preview's failure: a signal, an engine that does not answer (the ref stays
@@ -72,10 +78,12 @@ pub(crate) fn deploy(job: &Job<'_>, files: &mut RefFiles) -> anyhow::Result<Vec<
     Ok(done)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn deploy_one(
     job: &Job<'_>,
     target: &Deploy,
     number: u64,
+    author: Option<&str>,
     run: &state::Run,
     log: &Path,
     previews: &mut Previews,
@@ -102,14 +110,23 @@ fn deploy_one(
         state::save_previews(path, previews)?;
     }
     if !previews.previews.iter().any(|p| same(p) && p.number == number) {
-        while previews.previews.iter().filter(|p| same(p)).count() >= max {
-            let Some(oldest) = previews.previews.iter().filter(|p| same(p)).min_by_key(|p| p.updated).cloned() else {
+        let per_author = config.settings.max_previews_per_author.max(1);
+        loop {
+            let running: Vec<&Preview> = previews.previews.iter().filter(|p| same(p)).collect();
+            let own = running.iter().filter(|p| author.is_some() && p.author.as_deref() == author).count();
+            let why = if own >= per_author {
+                format!("`max_previews_per_author` is {per_author}")
+            } else if running.len() >= max {
+                format!("`max_previews` is {max}")
+            } else {
                 break;
             };
+            let Some(oldest) = evictee(&running, author, per_author).cloned() else { break };
             out.info(format!(
-                "{name}: removing the preview of {} on `{}` (the oldest idle one, since {}): `max_previews` is {max}",
+                "{name}: removing the preview of {} on `{}` (the oldest idle one of {}, since {}): {why}",
                 refs::display(&oldest.refname),
                 oldest.target,
+                oldest.author.as_deref().map_or_else(|| "an unknown author".to_string(), |a| format!("`{a}`")),
                 oldest.updated
             ));
             teardown(out, config, job.state_path, name, &oldest)?;
@@ -211,6 +228,7 @@ fn deploy_one(
             trusted,
             created: now,
             updated: now,
+            author: author.map(str::to_string),
         });
         state::save_previews(path, previews)?;
     }
@@ -224,12 +242,29 @@ fn deploy_one(
         p.services = target.ingress.keys().cloned().collect();
         p.trusted = trusted;
         p.updated = now;
+        p.author = author.map(str::to_string);
     }
     result.map_err(|e| {
         e.context(format!("preview of {} on `{}` failed", refs::display(&job.refname), target.display_name()))
     })?;
     out.info(format!("{name}: preview of {} answers at {url}", refs::display(&job.refname)));
     Ok(url)
+}
+
+/// Which running preview makes room for a new one of `author`: the author's own oldest when
+/// it holds `per_author` already; otherwise the oldest of whoever holds the most (previews of
+/// no known author counted as one), so a contributor with many pull requests gives way first.
+fn evictee<'a>(running: &[&'a Preview], author: Option<&str>, per_author: usize) -> Option<&'a Preview> {
+    let own: Vec<&'a Preview> = running.iter().copied().filter(|p| p.author.as_deref() == author).collect();
+    if author.is_some() && own.len() >= per_author {
+        return own.into_iter().min_by_key(|p| p.updated);
+    }
+    let mut held: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for p in running {
+        *held.entry(p.author.as_deref()).or_default() += 1;
+    }
+    let most = held.values().copied().max()?;
+    running.iter().copied().filter(|p| held[&p.author.as_deref()] == most).min_by_key(|p| p.updated)
 }
 
 /// The network of an untrusted preview, made once by pipe (labelled as the preview's and as
@@ -262,4 +297,40 @@ fn isolated_network(out: &Output, docker: &Docker, project: &str, what: &str) ->
         None => isolation::ensure_firewall(out, &bridge)?,
     }
     Ok(network)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preview(number: u64, author: Option<&str>, updated: i64) -> Preview {
+        let at = jiff::Timestamp::from_second(updated).unwrap();
+        Preview {
+            target: "dev".into(),
+            number,
+            refname: format!("refs/pull/{number}/head"),
+            compose_project: format!("app-pr-{number}"),
+            services: vec!["web".into()],
+            commit: String::new(),
+            image: String::new(),
+            url: String::new(),
+            trusted: false,
+            created: at,
+            updated: at,
+            author: author.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_author_holding_the_most_gives_way_and_an_author_at_the_bound_replaces_their_own() {
+        let (alice, mallory) = (Some("gh:alice"), Some("gh:mallory"));
+        // Alice's preview is the oldest, Mallory holds three.
+        let running =
+            [preview(9, alice, 10), preview(1, mallory, 20), preview(2, mallory, 30), preview(3, mallory, 40)];
+        let refs: Vec<&Preview> = running.iter().collect();
+        assert_eq!(evictee(&refs, Some("gh:bob"), 3).map(|p| p.number), Some(1), "not Alice's, though oldest");
+        assert_eq!(evictee(&refs, mallory, 3).map(|p| p.number), Some(1), "Mallory's own oldest");
+        assert_eq!(evictee(&refs, alice, 1).map(|p| p.number), Some(9), "Alice at her bound replaces her own");
+        assert_eq!(evictee(&[], alice, 1).map(|p| p.number), None);
+    }
 }

@@ -43,6 +43,25 @@ rewritten by the test between ticks; each forge gets its own documented shape:
 `max_per_page`), so a small organization still spans pages. While RECORD_FILE.org.json is
 missing, listings answer 404.
 
+Open pull requests, served from RECORD_FILE.pulls.json ({"OWNER/REPO": [{"number", "author"}]};
+GitLab: the project's path), each forge in its documented shape, one page:
+
+- GitHub: GET /repos/{owner}/{repo}/pulls?state=&head=&base=&sort=&direction=&per_page=&page=
+  https://docs.github.com/en/rest/pulls/pulls#list-pull-requests  (`number`, `user.login`)
+- Gitea/Forgejo: GET /api/v1/repos/{owner}/{repo}/pulls?state=&sort=&milestone=&labels=&poster=&page=&limit=
+  https://gitea.com/api/swagger#/repository/repoListPullRequests  (`number`, `user.login`)
+- GitLab: GET /api/v4/projects/{id}/merge_requests?state=&per_page=&page=&…
+  https://docs.gitlab.com/api/merge_requests/#list-project-merge-requests  (`iid`, `author.username`;
+  state `opened`, `closed`, `locked`, `merged`, `all`)
+
+A hostile forge, for the attack tests (what pipe sends is still checked against the
+documentation above; only the answers misbehave):
+- "generate": {"count": N, "prefix": P, "clone_base": URL} appends N repositories named
+  P-0 … P-(N-1) after "repos", each made only when its page is asked for (a million entries
+  cost nothing until listed);
+- "hostile_per_page": K serves K entries a page whatever page size was asked for (the `Link`
+  header still names the size pipe asked for, so pipe's next request stays documented).
+
 Every request is appended to RECORD_FILE as one JSON line:
 {"status": CODE, "method": ..., "path": ..., "body": ..., "error": REASON or null,
 "if_none_match": HEADER or null}.
@@ -191,6 +210,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and LISTING[KIND]["path"].match(urlsplit(self.path).path):
             self.listing()
             return
+        if self.command == "GET" and PULLS[KIND]["path"].match(urlsplit(self.path).path):
+            self.pulls()
+            return
         status, error, body = self.check()
         target = self.redirect()
         if status == 201 and target:
@@ -198,6 +220,40 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(status, error, body)
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
+
+    def pulls(self):
+        spec = PULLS[KIND]
+        url = urlsplit(self.path)
+        name, value = SPEC["auth"]
+        if self.headers.get(name) != value:
+            return self.answer(401, "wrong or missing " + name)
+        for k, v in SPEC["headers"].items():
+            if self.headers.get(k) != v:
+                return self.answer(400, "header %s must be %s" % (k, v))
+        query = parse_qs(url.query, keep_blank_values=True)
+        unknown = set(query) - spec["params"]
+        if unknown:
+            return self.answer(400, "undocumented query parameters %s" % sorted(unknown))
+        if query.get("state", [spec["states"][0]])[0] not in spec["states"]:
+            return self.answer(422, "state must be one of %s" % spec["states"])
+        size = int(query.get(spec["size"], ["30"])[0])
+        if size < 1 or size > spec["max_size"]:
+            return self.answer(422, "page size must be 1 to %d" % spec["max_size"])
+        try:
+            with open(RECORD + ".pulls.json") as f:
+                pulls = json.load(f)
+        except FileNotFoundError:
+            pulls = {}
+        repo = spec["path"].match(url.path).group(1).replace("%2F", "/")
+        if repo not in pulls:
+            return self.answer(404, "no such repository")
+        payload = json.dumps([spec["render"](p) for p in pulls[repo]]).encode()
+        self.record(200, None)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def listing(self):
         spec = LISTING[KIND]
@@ -233,8 +289,20 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(404, "no such organization")
         per_page = min(per_page, org.get("max_per_page", per_page))
         repos = org["repos"]
-        pages = max(1, (len(repos) + per_page - 1) // per_page)
-        items = [spec["render"](org["org"], r) for r in repos[(page - 1) * per_page: page * per_page]]
+        generate = org.get("generate")
+        total = len(repos) + (generate["count"] if generate else 0)
+
+        def listed(i):
+            if i < len(repos):
+                return repos[i]
+            name = "%s-%d" % (generate["prefix"], i - len(repos))
+            return {"name": name, "clone_url": generate["clone_base"] + name + ".git", "default_branch": "main",
+                    "pushed_at": "2026-01-01T00:00:00Z"}
+
+        served = org.get("hostile_per_page") or per_page
+        pages = max(1, (total + served - 1) // served)
+        first = (page - 1) * served
+        items = [spec["render"](org["org"], listed(i)) for i in range(first, min(first + served, total))]
         payload = json.dumps(items).encode()
         etag = 'W/"%s"' % hashlib.sha256(payload).hexdigest()[:32]
         base = "http://127.0.0.1:%d%s?" % (self.server.server_address[1], url.path)
@@ -253,9 +321,9 @@ class Handler(BaseHTTPRequestHandler):
             headers.update({"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4999", "x-ratelimit-used": "1",
                             "x-ratelimit-reset": reset, "x-ratelimit-resource": "core"})
         elif KIND == "gitea":
-            headers["X-Total-Count"] = str(len(repos))
+            headers["X-Total-Count"] = str(total)
         else:
-            headers.update({"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(len(repos)),
+            headers.update({"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(total),
                             "X-Total-Pages": str(pages), "X-Next-Page": str(page + 1) if page < pages else "",
                             "RateLimit-Limit": "2000", "RateLimit-Remaining": "1999", "RateLimit-Reset": reset})
         matched = self.headers.get("If-None-Match") == etag
@@ -315,6 +383,34 @@ LISTING = {
                           "owned", "starred", "with_issues_enabled", "with_merge_requests_enabled", "with_shared",
                           "include_subgroups", "min_access_level", "with_custom_attributes", "with_security_reports"},
                "render": gitlab_project, "org_in_path": lambda org: org.replace("/", "%2F")},
+}
+
+
+def github_pull(p):
+    return {"number": p["number"], "state": "open", "title": "pull request %d" % p["number"],
+            "user": {"login": p["author"], "type": "User"}, "head": {"ref": "topic", "sha": "0" * 40}}
+
+
+def gitlab_mr(p):
+    return {"iid": p["number"], "state": "opened", "title": "merge request %d" % p["number"],
+            "author": {"username": p["author"]}, "sha": "0" * 40}
+
+
+REPO = r"([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)"
+GITHUB_PULLS = {"path": re.compile(r"^/repos/" + REPO + "/pulls$"), "size": "per_page", "max_size": 100,
+                "params": {"state", "head", "base", "sort", "direction", "per_page", "page"},
+                "states": ["open", "closed", "all"], "render": github_pull}
+PULLS = {
+    "github": GITHUB_PULLS,
+    "github-enterprise": dict(GITHUB_PULLS, path=re.compile(r"^/api/v3/repos/" + REPO + "/pulls$")),
+    "gitea": {"path": re.compile(r"^/api/v1/repos/" + REPO + "/pulls$"), "size": "limit", "max_size": 50,
+              "params": {"state", "sort", "milestone", "labels", "poster", "page", "limit"},
+              "states": ["open", "closed", "all"], "render": github_pull},
+    "gitlab": {"path": re.compile(r"^/api/v4/projects/([A-Za-z0-9_.-]+(?:%2F[A-Za-z0-9_.-]+)+)/merge_requests$"),
+               "size": "per_page", "max_size": 100,
+               "params": {"state", "per_page", "page", "order_by", "sort", "milestone", "labels", "author_id",
+                          "author_username", "scope", "source_branch", "target_branch", "search", "view"},
+               "states": ["opened", "closed", "locked", "merged", "all"], "render": gitlab_mr},
 }
 
 

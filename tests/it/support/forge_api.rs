@@ -115,3 +115,18 @@ impl ForgeApi {
         let _ = self.child.wait();
     }
 }
+
+impl ForgeApi {
+    /// The open pull requests the stand-in lists from now on: `(repository, number, author)`.
+    pub fn set_pulls(&self, pulls: &[(&str, u32, &str)]) {
+        let mut by_repo = serde_json::Map::new();
+        for (repo, number, author) in pulls {
+            let list = by_repo.entry(repo.to_string()).or_insert_with(|| serde_json::json!([]));
+            list.as_array_mut().unwrap().push(serde_json::json!({"number": number, "author": author}));
+        }
+        let path = PathBuf::from(format!("{}.pulls.json", self.record.display()));
+        let tmp = PathBuf::from(format!("{}.pulls.json.tmp", self.record.display()));
+        std::fs::write(&tmp, serde_json::Value::Object(by_repo).to_string()).unwrap();
+        std::fs::rename(tmp, path).unwrap();
+    }
+}
