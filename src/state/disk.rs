@@ -105,3 +105,8 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
         _ => Path::new("."),
     }
 }
+
+/// For `skip_serializing_if`: a flag that is off is left out of the file.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}

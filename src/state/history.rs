@@ -128,7 +128,7 @@ pub struct DeployRecord {
     pub timeline: Option<Timeline>,
     /// This deploy put an earlier image back: by hand (`pipe deploy --commit` of a commit
     /// other than the ref's newest build) or after a failed deploy (the automatic rollback).
-    #[serde(default, skip_serializing_if = "super::is_false")]
+    #[serde(default, skip_serializing_if = "super::disk::is_false")]
     pub rollback: bool,
 }
 

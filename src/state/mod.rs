@@ -36,7 +36,7 @@ mod previews;
 
 pub use discovered::*;
 pub use disk::{SCHEMA, deploys_path, docker_config_dir, history_path, logs_dir, project_dirs, state_dir};
-use disk::{inline, parent_dir, state_error, toml_key, write_atomic};
+use disk::{inline, is_false, parent_dir, state_error, toml_key, write_atomic};
 pub use history::*;
 pub use outbox::*;
 pub use previews::*;
@@ -96,10 +96,6 @@ pub struct StageRecord {
     pub result: Outcome,
     pub commit: String,
     pub at: Timestamp,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 /// Finds the state file: `--state`/`PIPE_STATE`, else systemd's `$STATE_DIRECTORY`, else

@@ -257,6 +257,17 @@ fn resolve(from: &Module, path: &[String], modules: &BTreeMap<Module, PathBuf>) 
     (0..=base.len()).rev().map(|n| base[..n].to_vec()).find(|m| modules.contains_key(m))
 }
 
+/// Paths named in serde's attributes (`skip_serializing_if = "super::is_false"`): code, though
+/// written as strings.
+fn attribute_paths(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| l.trim_start().starts_with("#[serde("))
+        .flat_map(|l| l.split('"').skip(1).step_by(2))
+        .filter(|s| ["crate::", "super::", "self::"].iter().any(|p| s.starts_with(p)))
+        .map(|s| s.split("::").map(str::to_string).collect())
+        .collect()
+}
+
 fn graph() -> BTreeMap<Module, BTreeSet<Module>> {
     let modules = modules();
     let mut edges = BTreeMap::new();
@@ -265,6 +276,7 @@ fn graph() -> BTreeMap<Module, BTreeSet<Module>> {
         let code = code_only(before_tests(&text));
         let targets: BTreeSet<Module> = paths(&code)
             .iter()
+            .chain(&attribute_paths(before_tests(&text)))
             .filter_map(|p| resolve(module, p, &modules))
             .filter(|target| target != module)
             .collect();
@@ -371,6 +383,9 @@ fn the_checker_sees_a_circle_between_a_room_and_its_front() {
     let found: BTreeSet<Module> =
         paths(&code).iter().filter_map(|p| resolve(&vec!["room".to_string()], p, &modules)).collect();
     assert_eq!(found, BTreeSet::from([vec![], vec!["room".to_string(), "child".into()]]));
+    // A path serde calls, written as a string, is a dependency too.
+    let attr = attribute_paths("    #[serde(default, skip_serializing_if = \"super::is_false\")]\n");
+    assert_eq!(attr, vec![vec!["super".to_string(), "is_false".into()]]);
 }
 
 #[test]
