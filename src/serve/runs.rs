@@ -23,11 +23,12 @@ use super::commit::CommitLog;
 
 /// Finished runs kept in memory (older ones are read back from disk).
 const CACHED: usize = 500;
-/// Files of runs retention let go kept per hook (renamed `.spare-N`, content and all: a
-/// document is written over and cut to its length, a log emptied when taken) for the next
-/// documents and logs: renaming a file costs less than creating one and removing another, most of all on
-/// ext4 without a journal, whose inode allocator steps over every inode freed in the last five
-/// minutes (under `wrk -c64`, perf found request threads spending 46 % of their time there).
+/// Files of runs retention let go kept per hook, under their names but hidden from `get`, and
+/// renamed to the next documents and logs (a document is written over and cut to its length,
+/// a log emptied): renaming a file costs less than creating one and removing another, most of
+/// all on ext4 without a journal, whose inode allocator steps over every inode freed in the
+/// last five minutes (under `wrk -c64`, perf found request threads spending 46 % of their time
+/// there).
 const SPARES: usize = 64;
 
 /// What `GET /hooks/NAME/runs/ID` reports.
@@ -93,9 +94,8 @@ struct Table {
     kept: HashMap<String, VecDeque<String>>,
     /// Lines in `serve/accepted`.
     lines: usize,
-    /// Per hook, files to reuse, and the number the next one is named by.
+    /// Per hook, files of runs retention let go, to reuse.
     spares: HashMap<String, Vec<PathBuf>>,
-    spared: u64,
 }
 
 impl Runs {
@@ -106,11 +106,6 @@ impl Runs {
         for hook in hooks {
             let path = dir.join(hook);
             std::fs::create_dir_all(&path).with_context(|| format!("failed to create `{}`", path.display()))?;
-            for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".spare-") {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
         }
         let (accepted, text) = CommitLog::open(dir.join("accepted"))?;
         let mut runs = Runs {
@@ -265,8 +260,15 @@ impl Runs {
 
     /// A run of `hook`, from memory or from its document.
     pub(crate) fn get(&self, hook: &str, id: &str) -> Option<RunInfo> {
-        if let Some(run) = self.lock().live.get(id).filter(|r| r.hook == hook) {
-            return Some(run.clone());
+        {
+            let table = self.lock();
+            if let Some(run) = table.live.get(id).filter(|r| r.hook == hook) {
+                return Some(run.clone());
+            }
+            let doc = self.doc_path(hook, id);
+            if table.spares.get(hook).is_some_and(|s| s.contains(&doc)) {
+                return None;
+            }
         }
         if !valid_id(id) {
             return None;
@@ -311,27 +313,20 @@ impl Runs {
         entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect()
     }
 
-    /// Takes the documents and logs of runs retention let go out of sight: kept as spares up
-    /// to [`SPARES`] per hook, removed beyond.
+    /// Keeps the documents and logs of runs retention let go as spares, up to [`SPARES`] per
+    /// hook; removes them beyond.
     fn remove(&self, gone: &[(String, String)]) {
         for (hook, id) in gone {
             let doc = self.doc_path(hook, id);
-            for path in [doc.with_extension("log"), doc] {
-                let spare = {
-                    let mut table = self.lock();
-                    table.spared += 1;
-                    let n = table.spared;
-                    (table.spares.get(hook).map_or(0, Vec::len) < SPARES)
-                        .then(|| self.dir.join(hook).join(format!(".spare-{n}")))
-                };
-                match spare {
-                    Some(spare) if std::fs::rename(&path, &spare).is_ok() => {
-                        self.lock().spares.entry(hook.clone()).or_default().push(spare)
-                    }
-                    Some(_) => {}
-                    None => {
-                        let _ = std::fs::remove_file(&path);
-                    }
+            let log = doc.with_extension("log");
+            let log = log.exists().then_some(log);
+            let mut table = self.lock();
+            let spares = table.spares.entry(hook.clone()).or_default();
+            for path in std::iter::once(doc).chain(log) {
+                if spares.len() < SPARES {
+                    spares.push(path);
+                } else {
+                    let _ = std::fs::remove_file(&path);
                 }
             }
         }
@@ -451,7 +446,7 @@ mod tests {
             runs.update(&id(n), |r| r.status = status.into());
             std::fs::write(runs.log_path("a", &id(n)), "log").unwrap();
         }
-        let present = |n: u32| doc(n).exists() && doc(n).with_extension("log").exists();
+        let present = |n: u32| runs.get("a", &id(n)).is_some();
         assert_eq!(
             (0..4).map(present).collect::<Vec<_>>(),
             [true, false, true, true],
@@ -459,20 +454,14 @@ mod tests {
         );
         runs.update(&id(0), |r| r.status = "succeeded".into());
         runs.insert(queued("a", 4), |_| {}).unwrap();
-        assert!(!doc(0).exists() && !doc(0).with_extension("log").exists() && !doc(2).exists() && present(3));
-        assert!(runs.get("a", &id(0)).is_none() && runs.get("a", &id(3)).is_some());
-        let spares = || {
-            std::fs::read_dir(dir.path().join("a"))
-                .unwrap()
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".spare-"))
-                .count()
-        };
+        assert!(!present(0) && !present(2) && present(3));
+        let files = || std::fs::read_dir(dir.path().join("a")).unwrap().count();
         // Documents and logs of 1, 0 and 2 went; run 3's first document took one back.
-        assert_eq!(spares(), 5);
+        assert_eq!((runs.lock().spares["a"].len(), files()), (5, 7), "3 and its log, and 5 spares");
         runs.update(&id(4), |r| r.status = "running".into());
         let log = runs.new_log("a", &id(4));
-        assert_eq!((spares(), std::fs::read(&log).unwrap().len()), (3, 0), "a document and an emptied log reused");
+        assert_eq!(std::fs::read(&log).unwrap().len(), 0, "an emptied log");
+        assert_eq!((runs.lock().spares["a"].len(), files()), (3, 7), "no file created: a document and a log reused");
         assert!(doc(4).exists());
     }
 }
