@@ -6,8 +6,9 @@
 //! at start a document the log has but the directory lacks (or holds cut short) is written
 //! again, so each accepted run stays retrievable after a crash or a power cut. Retention: the
 //! newest `serve.keep_runs` runs of each hook (default 1,000; at start the documents' times
-//! order them, then acceptance); an older run's document and log are removed together when a
-//! new run is accepted, and `serve/accepted` keeps the newest `keep_runs` lines of each hook
+//! order them, then acceptance); when a new run is accepted, an older run's document and log
+//! stop being served and wait, up to [`SPARES`] per hook, to become a new run's files (the
+//! rest are removed), and `serve/accepted` keeps the newest `keep_runs` lines of each hook
 //! when it has grown past twice that. Memory holds queued and running runs, the most recent
 //! finished ones, and the ids of the runs retention keeps.
 
