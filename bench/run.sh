@@ -294,7 +294,7 @@ IFS='|' read -r fuzz_srv fuzz_srv_s _ < <(fuzz serve "$serve_cases" cargo test -
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 # Sections other scripts write (bench/zero_downtime.sh, bench/page.sh, bench/push_to_traffic.sh,
-# bench/discover.sh, bench/previews.sh, bench/isolation.sh) sit between
+# bench/discover.sh, bench/previews.sh, bench/isolation.sh, bench/serve_durable.sh) sit between
 # `<!-- NAME start -->` and `<!-- NAME end -->` markers: kept as they are.
 kept="$(python3 -c 'import re,sys; t=open(sys.argv[1]).read() if __import__("os").path.exists(sys.argv[1]) else ""; print("\n".join(m.group(0) for m in re.finditer(r"<!-- ([\w:-]+) start -->.*?<!-- \1 end -->", t, re.S)))' "$results")"
 cat >"$results" <<MD

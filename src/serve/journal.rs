@@ -1,6 +1,6 @@
-//! The receiver's log lines, written to stderr by one thread. A request never waits for
-//! stderr: when it does not keep up (a stalled journal, an unread pipe), lines are dropped and
-//! counted, and the count is logged as soon as it does.
+//! The receiver's log lines, written to stderr by one thread, the lines waiting written
+//! together. A request never waits for stderr: when it does not keep up (a stalled journal, an
+//! unread pipe), lines are dropped and counted, and the count is logged as soon as it does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +8,19 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use crate::output::Output;
+
+/// Lines written at once at most.
+const BATCH: usize = 256;
+/// How long the journal thread waits after a batch.
+const PAUSE: Duration = Duration::from_millis(2);
+
+/// Writes the lines gathered (each stamped as `Output::info` stamps a line) and empties `batch`.
+fn write(out: &Output, batch: &mut String) {
+    if !batch.is_empty() {
+        out.info(batch.trim_end_matches('\n'));
+        batch.clear();
+    }
+}
 
 /// What the journal thread is asked to do.
 enum Msg {
@@ -26,15 +39,28 @@ impl Journal {
         let dropped = Arc::new(AtomicU64::new(0));
         let counted = dropped.clone();
         std::thread::spawn(move || {
-            for msg in rx {
+            // Lines waiting are written together, in one write; the pause after a batch lets
+            // a busy receiver's lines gather instead of waking this thread once per line.
+            let mut batch = String::new();
+            while let Ok(first) = rx.recv() {
                 let lost = counted.swap(0, Ordering::Relaxed);
                 if lost > 0 {
                     out.warn(format!("{lost} log line(s) dropped: stderr did not keep up"));
                 }
-                match msg {
-                    Msg::Line(line) => out.info(line),
-                    Msg::Flush(done) => drop(done.send(())),
+                for msg in std::iter::once(first).chain(rx.try_iter().take(BATCH)) {
+                    match msg {
+                        Msg::Line(line) => {
+                            batch.push_str(&line);
+                            batch.push('\n');
+                        }
+                        Msg::Flush(done) => {
+                            write(&out, &mut batch);
+                            let _ = done.send(());
+                        }
+                    }
                 }
+                write(&out, &mut batch);
+                std::thread::sleep(PAUSE);
             }
         });
         Journal { tx, dropped }

@@ -8,6 +8,7 @@
 //! `queue` for who runs when, `runs` for what is kept and for how long.
 
 mod auth;
+mod commit;
 mod forge;
 mod journal;
 mod queue;
@@ -90,7 +91,7 @@ impl Receiver {
         let now = crate::clock::now().as_second();
         let names: Vec<String> = hooks.keys().cloned().collect();
         let shared = Shared {
-            runs: Runs::open(dir.clone(), serve.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS), &names),
+            runs: Runs::open(dir.clone(), serve.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS), &names)?,
             deliveries: Deliveries::open(dir.join("deliveries"), now)?,
             journal: Journal::start(out),
             out,

@@ -72,7 +72,7 @@ pub(crate) fn worker(rx: &Shared, h: &HookRuntime) {
         let Some(run) = rx.runs.get_live(&id) else { continue };
         rx.runs.update(&id, |r| r.status = "running".into());
         let started = Instant::now();
-        let outcome = execute(&rx.out, h, run.env, &rx.runs.log_path(&h.name, &id));
+        let outcome = execute(&rx.out, h, run.env, &rx.runs.new_log(&h.name, &id));
         let seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         let status = match &outcome {
             Ok(()) => "succeeded",

@@ -1,17 +1,17 @@
 //! Delivery ids of signed requests, kept on disk until they expire so a captured request stays
-//! refused after a restart. One line per id (`EXPIRES DELIVERY`, unix seconds), appended and
-//! synced before the request is accepted; rewritten without the expired ids when it has grown
-//! to twice the live ones.
+//! refused after a restart. One line per id (`EXPIRES DELIVERY`, unix seconds), on stable
+//! storage before the request is accepted (appended through the group commit of `commit`, so
+//! concurrent requests share a sync); rewritten without the expired ids when it has grown to
+//! twice the live ones.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use anyhow::Context as _;
+use super::commit::CommitLog;
 
 pub(crate) struct Deliveries {
-    path: PathBuf,
+    log: CommitLog,
     state: Mutex<State>,
 }
 
@@ -25,55 +25,50 @@ pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
+/// The ids of `text` that have not expired at `now`.
+fn parse(text: &str, now: i64) -> impl Iterator<Item = (&str, i64)> {
+    text.lines().filter_map(move |line| {
+        let (expires, id) = line.split_once(' ')?;
+        let expires = expires.parse::<i64>().ok()?;
+        (expires >= now && valid_id(id)).then_some((id, expires))
+    })
+}
+
 impl Deliveries {
     /// Loads the ids that have not expired at `now`.
     pub(crate) fn open(path: PathBuf, now: i64) -> anyhow::Result<Deliveries> {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e).with_context(|| format!("failed to read `{}`", path.display())),
-        };
-        let mut live = HashMap::new();
-        let mut lines = 0;
-        for line in text.lines() {
-            lines += 1;
-            let Some((expires, id)) = line.split_once(' ') else { continue };
-            if let Ok(expires) = expires.parse::<i64>()
-                && expires >= now
-                && valid_id(id)
-            {
-                live.insert(id.to_string(), expires);
-            }
-        }
-        Ok(Deliveries { path, state: Mutex::new(State { live, lines }) })
+        let (log, text) = CommitLog::open(path)?;
+        let text = String::from_utf8_lossy(&text);
+        let live: HashMap<String, i64> = parse(&text, now).map(|(id, e)| (id.to_string(), e)).collect();
+        let lines = text.lines().count();
+        Ok(Deliveries { log, state: Mutex::new(State { live, lines }) })
     }
 
-    /// Records `id` until `expires`; `Ok(false)` when it was already received and has not expired.
+    /// Records `id` until `expires`, on stable storage when this returns `Ok(true)`; `Ok(false)`
+    /// when it was already received and has not expired.
     pub(crate) fn record(&self, id: &str, expires: i64, now: i64) -> anyhow::Result<bool> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.live.get(id).is_some_and(|&e| e >= now) {
-            return Ok(false);
+        let rewrite = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.live.get(id).is_some_and(|&e| e >= now) {
+                return Ok(false);
+            }
+            state.live.retain(|_, e| *e >= now);
+            state.live.insert(id.to_string(), expires);
+            state.lines += 1;
+            let rewrite = state.lines > 2 * state.live.len() + 1024;
+            if rewrite {
+                state.lines = state.live.len();
+            }
+            rewrite
+        };
+        self.log.append(format!("{expires} {id}\n").as_bytes())?;
+        if rewrite {
+            // The id is on disk already; a rewrite that fails leaves the file as it was.
+            let _ = self.log.rewrite(|text| {
+                let text = String::from_utf8_lossy(text);
+                parse(&text, now).map(|(id, e)| format!("{e} {id}\n")).collect::<String>().into_bytes()
+            });
         }
-        state.live.retain(|_, e| *e >= now);
-        state.live.insert(id.to_string(), expires);
-        if state.lines > 2 * state.live.len() + 1024 {
-            let text: String = state.live.iter().map(|(id, e)| format!("{e} {id}\n")).collect();
-            let tmp = self.path.with_extension("tmp");
-            std::fs::write(&tmp, text)
-                .and_then(|()| std::fs::rename(&tmp, &self.path))
-                .with_context(|| format!("failed to rewrite `{}`", self.path.display()))?;
-            state.lines = state.live.len();
-            return Ok(true);
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .with_context(|| format!("failed to open `{}`", self.path.display()))?;
-        file.write_all(format!("{expires} {id}\n").as_bytes())
-            .and_then(|()| file.sync_data())
-            .with_context(|| format!("failed to write `{}`", self.path.display()))?;
-        state.lines += 1;
         Ok(true)
     }
 }
@@ -93,5 +88,21 @@ mod tests {
         assert!(!reopened.record("d-1", 300, 190).unwrap(), "remembered across a restart");
         let later = Deliveries::open(path, 201).unwrap();
         assert!(later.record("d-1", 400, 201).unwrap(), "forgotten once expired");
+    }
+
+    #[test]
+    fn the_file_is_rewritten_without_expired_ids_and_keeps_the_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deliveries");
+        let store = Deliveries::open(path.clone(), 0).unwrap();
+        for i in 0..1100 {
+            assert!(store.record(&format!("old-{i}"), 10, 0).unwrap());
+        }
+        assert!(store.record("new", 1000, 20).unwrap(), "the 1,101st line: the expired 1,100 go");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "1000 new\n");
+        assert!(store.record("newer", 1000, 20).unwrap());
+        let reopened = Deliveries::open(path, 30).unwrap();
+        assert!(!reopened.record("new", 1000, 30).unwrap() && !reopened.record("newer", 1000, 30).unwrap());
     }
 }

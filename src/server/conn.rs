@@ -6,10 +6,10 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::bounds::Budget;
+use super::handlers::Handlers;
 use super::request::{MAX_HEAD, Request, content_length, parse_head};
 use super::response::Response;
 use super::service::{Admit, Limits, Service};
@@ -52,10 +52,9 @@ impl Conn {
 /// Reads what the connection has; true when it is finished with (closed or handed off).
 pub(super) fn read_ready<S: Service>(
     conn: &mut Conn,
-    limits: &Limits,
     service: &Arc<S>,
     budget: &Arc<Budget>,
-    handlers: &Arc<AtomicUsize>,
+    handlers: &Arc<Handlers>,
     now: Instant,
 ) -> bool {
     let service_ref = &**service;
@@ -134,7 +133,7 @@ pub(super) fn read_ready<S: Service>(
         if let Phase::Body { length, .. } = conn.phase
             && conn.buf.len() >= length
         {
-            return dispatch(conn, service, budget, handlers, limits);
+            return dispatch(conn, service, budget, handlers);
         }
     }
 }
@@ -182,42 +181,31 @@ fn answer(conn: &mut Conn, response: &Response) {
 }
 
 /// Hands a complete request to a handler thread; false when it was refused (and lingers).
-fn dispatch<S: Service>(
-    conn: &mut Conn,
-    service: &Arc<S>,
-    budget: &Arc<Budget>,
-    handlers: &Arc<AtomicUsize>,
-    limits: &Limits,
-) -> bool {
+fn dispatch<S: Service>(conn: &mut Conn, service: &Arc<S>, budget: &Arc<Budget>, handlers: &Arc<Handlers>) -> bool {
     let Phase::Body { mut request, reserved, .. } = std::mem::replace(&mut conn.phase, Phase::Head) else {
         return true;
     };
     request.body = std::mem::take(&mut conn.buf);
     let stream = conn.stream.try_clone();
-    let full = handlers.fetch_add(1, Ordering::AcqRel) >= limits.handlers;
-    let (Ok(mut stream), false) = (stream, full) else {
-        handlers.fetch_sub(1, Ordering::AcqRel);
+    let (Ok(mut stream), true) = (stream, handlers.acquire()) else {
         conn.phase = Phase::Body { request, length: 0, reserved, since: Instant::now() };
         refuse(conn, &**service, budget, 503);
         return false;
     };
-    let (svc, held, busy, peer) = (service.clone(), budget.clone(), handlers.clone(), conn.peer);
-    let spawned =
-        std::thread::Builder::new().name("pipe-serve-request".into()).stack_size(256 * 1024).spawn(move || {
-            let response = svc.handle(&request, peer);
-            let http10 = request.http10;
-            drop(request);
-            held.release(reserved);
-            let _ = stream.set_nonblocking(false);
-            // Per write: a streamed answer to a client that stops reading ends here.
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-            let _ = response.write_to(&mut stream, http10);
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-            busy.fetch_sub(1, Ordering::AcqRel);
-        });
-    if spawned.is_err() {
-        // Out of threads: the counters must not leak; the connection is dropped.
-        handlers.fetch_sub(1, Ordering::AcqRel);
+    let (svc, held, peer) = (service.clone(), budget.clone(), conn.peer);
+    let started = handlers.run(move || {
+        let response = svc.handle(&request, peer);
+        let http10 = request.http10;
+        drop(request);
+        held.release(reserved);
+        let _ = stream.set_nonblocking(false);
+        // Per write: a streamed answer to a client that stops reading ends here.
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+        let _ = response.write_to(&mut stream, http10);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    });
+    if !started {
+        // Out of threads: the budget must not leak; the connection is dropped.
         budget.release(reserved);
     }
     true

@@ -12,13 +12,15 @@
 //! so it can be logged.
 //!
 //! The rooms: `reader` (the `poll(2)` loop and accepting), `conn` (one connection's phases:
-//! head, decision, body, hand-off, linger), `bounds` (the body budget and who is shed at a
+//! head, decision, body, hand-off, linger), `handlers` (the bounded handler threads, kept
+//! for the next request), `bounds` (the body budget and who is shed at a
 //! connection bound), `request` (the strict head parser), `response` and `chunked` (answers,
 //! streamed ones as chunks), `service` (what `pipe serve` plugs in).
 
 mod bounds;
 mod chunked;
 mod conn;
+mod handlers;
 mod reader;
 mod request;
 mod response;

@@ -4,11 +4,11 @@
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use super::bounds::{self, Budget};
 use super::conn::{Conn, Phase, expired, read_ready, refuse};
+use super::handlers::Handlers;
 use super::service::{Limits, Service};
 
 /// Accepts and reads connections until `stop()` is true; complete requests go to
@@ -26,7 +26,7 @@ pub(crate) fn serve<S: Service>(
         libc::listen(listener.as_raw_fd(), 4096);
     }
     let budget = Arc::new(Budget::new(limits.body_memory));
-    let handlers = Arc::new(AtomicUsize::new(0));
+    let handlers = Handlers::new(limits.handlers);
     let mut conns: Vec<Conn> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     while !stop() {
@@ -40,7 +40,7 @@ pub(crate) fn serve<S: Service>(
         if ready > 0 {
             for (i, conn) in conns.iter_mut().enumerate() {
                 if fds[i + 1].revents != 0 {
-                    done[i] = read_ready(conn, &limits, &service, &budget, &handlers, now);
+                    done[i] = read_ready(conn, &service, &budget, &handlers, now);
                 }
             }
         }

@@ -34,6 +34,7 @@ mod process_groups;
 mod prune;
 mod run;
 mod serve;
+mod serve_durable;
 mod serve_hardening;
 mod ssh;
 mod stages;
