@@ -1,8 +1,9 @@
 //! Listing a remote's refs without downloading objects, with bounded auth, timeouts and sizes;
-//! fetching one ref and checking it out with git2. Local repositories are read directly, HTTP(S)
-//! remotes get one smart-HTTP request on a shared client ([`http`]), SSH remotes a channel on a
-//! reused session per host ([`ssh`]), `git://` one connection to the daemon; all three read the
-//! advertisement through the same capped reader ([`wire`]).
+//! fetching one ref and checking it out with git2. Local repositories are read directly, HTTPS
+//! remotes get one smart-HTTP request on a shared client ([`http`]), plain HTTP remotes one on a
+//! connection of their own ([`plain`]), SSH remotes a channel on a reused session per host
+//! ([`ssh`]), `git://` one connection to the daemon; all of them read the advertisement through
+//! the same capped reader ([`wire`]).
 
 mod auth;
 mod http;
@@ -46,11 +47,6 @@ pub(crate) fn set_timeouts(timeout: Duration) {
 /// Lists the remote's refs (`git ls-remote`), giving up after `deadline` even if the transport
 /// ignores its own timeouts: the listing runs on a thread that is abandoned when it is late.
 pub(crate) fn list_remote(url: &str, auth: &Auth, deadline: Duration) -> anyhow::Result<Vec<(String, String)>> {
-    // A local repository, plain HTTP and `git://` bound every read by the deadline themselves:
-    // no watchdog thread (a thread start and two wake-ups per repository) for them.
-    if local_path(url).is_some() || url.starts_with("http://") || url.starts_with("git://") {
-        return list_now(url, auth, deadline);
-    }
     let (tx, rx) = mpsc::channel();
     let owned_url = url.to_string();
     let auth = auth.clone();
@@ -112,7 +108,8 @@ fn list_daemon(url: &str, rest: &str, timeout: Duration) -> anyhow::Result<Vec<(
     let with_port = if has_port { authority.to_string() } else { format!("{authority}:9418") };
     let _slot = host_slot(&with_port);
     let stream = plain::connect(&with_port, deadline).map_err(|e| anyhow!("cannot connect to `{shown}`: {e}"))?;
-    stream.set_write_timeout(Some(timeout)).ok();
+    let left = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1));
+    stream.set_write_timeout(Some(left)).ok();
     let _ = stream.set_nodelay(true);
     let request = wire::pkt(format!("git-upload-pack {path}\0host={authority}\0").as_bytes());
     (&stream).write_all(&request).map_err(|e| anyhow!("cannot talk to `{shown}`: {e}"))?;

@@ -111,6 +111,10 @@ pub(crate) fn from_command(
             // Not an answer: the next process asks again.
             return Err(e);
         }
+        if answer.as_ref().is_err_and(String::is_empty) {
+            // The run another thread waited on was interrupted: so is this one.
+            crate::signals::check()?;
+        }
         answer.clone()
     } else {
         match run_command(out, argv, timeout) {

@@ -45,10 +45,11 @@ pub(crate) fn untrusted_image(project: &str) -> String {
     if validate_repository(&name).is_ok() {
         return name;
     }
-    // A project name Docker would not take as a path component (`app-`, `a__-b`).
+    // A project name Docker would not take as a path component (`app-`, `a__-b`): hashed one
+    // level deeper, where no project name (one component) can land.
     let digest = Sha256::digest(project.as_bytes());
-    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    format!("{UNTRUSTED_NAMESPACE}p-{hex}")
+    let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
+    format!("{UNTRUSTED_NAMESPACE}x/{hex}")
 }
 
 /// Whether an image name lies in the untrusted builds' namespace (on any registry host).
@@ -442,7 +443,7 @@ mod tests {
         assert_eq!(untrusted_image("app"), "pipe-untrusted/app");
         // A project name Docker refuses as a path component is hashed, still in the namespace.
         let odd = untrusted_image("app-");
-        assert!(odd.starts_with("pipe-untrusted/p-") && validate_repository(&odd).is_ok(), "{odd}");
+        assert!(odd.starts_with("pipe-untrusted/x/") && validate_repository(&odd).is_ok(), "{odd}");
         for name in ["pipe-untrusted/app", "registry.example.com/pipe-untrusted/x", "localhost/pipe-untrusted/y"] {
             assert!(in_untrusted_namespace(name), "{name}");
         }

@@ -148,12 +148,24 @@ fn choose_builder(job: &Job<'_>) -> anyhow::Result<Builder> {
         None
     };
     let isolated = job.project.build_network(trusted) == NetworkPolicy::Isolated;
-    let builders = job.docker().builders(&job.out);
+    // The client that will run the build: an untrusted ref's has no plugins of pipe's config.
+    let docker = if trusted { job.docker() } else { job.untrusted_docker()? };
+    let builders = docker.builders(&job.out);
     let refused = |what: &str, why: String, hint: String| -> anyhow::Error {
         let shown = refs::display(&job.refname);
         StageFailed(format!("project `{}`: cannot build {shown}{what}: {why}\nhint: {hint}", job.name)).into()
     };
     let builder = builders.choose(Needs { secret, network: isolated }).map_err(|why| match secret {
+        // No builder gives both: BuildKit mounts secrets but cannot join pipe's network.
+        Some(key) if isolated => refused(
+            "",
+            format!("the secret build arg `{key}` needs BuildKit, which cannot join the isolated network"),
+            format!(
+                "set `build_network = {{ trusted = \"default\" }}` or `\"none\"` under [project.{}], or give \
+                 the build no secret",
+                job.name
+            ),
+        ),
         Some(key) => refused(
             "",
             why,

@@ -117,17 +117,30 @@ fn exchange(
         return Err(Failure::Answer(anyhow!("`{shown}` is not a smart HTTP git server (dumb HTTP is not supported)")));
     }
     let cap = wire::MAX_ADVERTISEMENT_BYTES as u64 + 1;
-    let framed = head.chunked || head.length.is_some();
-    let mut body: Box<dyn Read + '_> = match (head.chunked, head.length) {
-        (true, _) => Box::new(Chunked { input, left: 0, done: false }.take(cap)),
-        (false, Some(length)) => Box::new(input.take(length.min(cap))),
-        (false, None) => Box::new(input.take(cap)),
+    let invalid = |e: anyhow::Error| Failure::Answer(anyhow!("`{shown}` sent an invalid ref advertisement: {e:#}"));
+    // The connection is kept only when the body's end is known and was reached: otherwise bytes
+    // left unread would be the next request's answer.
+    let (refs, ended) = match (head.chunked, head.length) {
+        (true, _) => {
+            let mut chunked = Chunked { input, left: 0, done: false };
+            let refs = read_body((&mut chunked).take(cap)).map_err(invalid)?.0;
+            (refs, chunked.done)
+        }
+        (false, Some(length)) => {
+            let (refs, drained) = read_body(input.take(length.min(cap))).map_err(invalid)?;
+            (refs, length < cap && drained)
+        }
+        (false, None) => (read_body(input.take(cap)).map_err(invalid)?.0, false),
     };
-    let refs = wire::read_advertisement(&mut body)
-        .map_err(|e| Failure::Answer(anyhow!("`{shown}` sent an invalid ref advertisement: {e:#}")))?;
-    // What follows the flush, up to the body's end, so the connection can be used again.
+    Ok((refs, head.keep_alive && ended))
+}
+
+/// The advertisement, then what follows its flush up to the body's end (at most 64 KiB): the
+/// refs, and whether the body was read to its end.
+fn read_body(mut body: impl Read) -> anyhow::Result<(Vec<(String, String)>, bool)> {
+    let refs = wire::read_advertisement(&mut body)?;
     let rest = std::io::copy(&mut body.take(64 * 1024), &mut std::io::sink()).unwrap_or(64 * 1024);
-    Ok((refs, head.keep_alive && framed && rest < 64 * 1024))
+    Ok((refs, rest < 64 * 1024))
 }
 
 /// Connections a finished listing left open, by host: the next repository on that host uses
@@ -185,7 +198,6 @@ impl Read for Deadline<'_> {
     }
 }
 
-/// Reads and parses the response head.
 /// What a response head says about the body and the connection.
 #[derive(Debug, PartialEq)]
 struct Head {
@@ -199,6 +211,7 @@ struct Head {
     location: Option<String>,
 }
 
+/// Reads and parses the response head.
 fn read_head(input: &mut impl std::io::BufRead) -> anyhow::Result<Head> {
     let mut head = Vec::with_capacity(1024);
     while !head.ends_with(b"\r\n\r\n") {

@@ -231,9 +231,11 @@ impl Recorder {
             });
             if let Some(run) = &run {
                 let since = st.as_ref().and_then(|s| s.project.get(&r.project)?.refs.get(&r.refname)).map(|s| s.since);
-                if let Some(since) = since.filter(|s| *s <= run.started) {
-                    let seconds = run.started.as_second() - since.as_second();
-                    self.observed.push(Observation::QueueWait { project: r.project.clone(), seconds: seconds as f64 });
+                // `since` is kept to the millisecond, a run's start to the second.
+                if let Some(since) = since.filter(|s| s.as_second() <= run.started.as_second()) {
+                    let millis = (run.started.as_millisecond() - since.as_millisecond()).max(0);
+                    let seconds = millis as f64 / 1000.0;
+                    self.observed.push(Observation::QueueWait { project: r.project.clone(), seconds });
                 }
                 for s in run.stages.iter().filter(|s| s.started >= self.at) {
                     self.observed.push(Observation::Stage {

@@ -249,14 +249,27 @@ pub(crate) fn parse_update_states(text: &str, since: jiff::Timestamp) -> Vec<Upd
             let mut parts = line.splitn(4, '\t');
             let service = parts.next()?.trim().to_string();
             let state = parts.next()?.trim().to_string();
-            let started = parts.next()?.trim();
+            let started = parts.next().unwrap_or("").trim();
             let message = parts.next().unwrap_or("").trim().to_string();
-            // `2026-12-07 08:20:01.123456789 +0000 UTC` (Go's default time format).
-            let started = started.split(" +").next().unwrap_or(started).replacen(' ', "T", 1);
-            let started: jiff::Timestamp = format!("{started}Z").parse().ok()?;
-            (!state.is_empty() && started >= since).then_some(UpdateState { service, state, message })
+            if state.is_empty() {
+                return None;
+            }
+            // A start that cannot be read counts as this deploy's: never as no update at all.
+            let earlier = go_time(started).is_some_and(|t| t < since);
+            (!earlier).then_some(UpdateState { service, state, message })
         })
         .collect()
+}
+
+/// Go's default time format, `2026-12-07 08:20:01.123456789 +0000 UTC` (any offset).
+fn go_time(text: &str) -> Option<jiff::Timestamp> {
+    let mut words = text.split_whitespace();
+    let (date, time, offset) = (words.next()?, words.next()?, words.next()?);
+    let (sign, digits) = offset.split_at(1);
+    if !matches!(sign, "+" | "-") || digits.len() != 4 {
+        return None;
+    }
+    format!("{date}T{time}{sign}{}:{}", &digits[..2], &digits[2..]).parse().ok()
 }
 
 /// Polls an HTTP URL until it answers 2xx, or a container until it is healthy (or running, when
@@ -324,15 +337,13 @@ mod tests {
         let since: jiff::Timestamp = "2026-12-07T08:20:00Z".parse().unwrap();
         let text = "app_web\trollback_completed\t2026-12-07 08:20:03.5 +0000 UTC\trollback completed\n\
                     app_worker\tcompleted\t2026-12-07 07:00:00 +0000 UTC\tupdate completed\n\
-                    app_db\t\n";
+                    app_db\t\n\
+                    app_api\tupdating\t<nil>\t\n\
+                    app_cron\tcompleted\t2026-12-07 09:20:00.5 +0100 CET\tupdate completed\n";
         let states = parse_update_states(text, since);
-        assert_eq!(
-            states,
-            [UpdateState {
-                service: "app_web".into(),
-                state: "rollback_completed".into(),
-                message: "rollback completed".into()
-            }]
-        );
+        let shown: Vec<(&str, &str)> = states.iter().map(|u| (u.service.as_str(), u.state.as_str())).collect();
+        // An unreadable start is this deploy's; +0100 is an hour ahead of UTC (08:20:00.5Z).
+        assert_eq!(shown, [("app_web", "rollback_completed"), ("app_api", "updating"), ("app_cron", "completed")]);
+        assert_eq!(states[0].message, "rollback completed");
     }
 }

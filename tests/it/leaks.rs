@@ -310,7 +310,7 @@ fn notifications_deploy_webhooks_and_health_checks_never_follow_a_redirect_elsew
 name = "local"
 branches = ["main"]
 command = {{ argv = ["true"] }}
-health = {{ url = "http://probe:health-pw-5150@127.0.0.1:{health}/healthz", timeout = "2s" }}
+health = {{ url = "http://health-token-5150@127.0.0.1:{health}/healthz", timeout = "2s" }}
 
 [[project.{p}.deploy]]
 name = "remote"
@@ -325,13 +325,13 @@ webhook = {{ url = "{hook}", secret_env = "HOOK_SECRET", token_env = "HOOK_TOKEN
     let run = a.env.pipe(&["run"]);
     assert_untouched(&canary, "a redirect from the notifications, the webhook or the health check");
     run.code(1);
-    for secret in ["hook-token-5150", "hook-hmac-5150", "generic-pw-5150", "health-pw-5150", "slack-secret-path"] {
+    for secret in ["hook-token-5150", "hook-hmac-5150", "generic-pw-5150", "health-token-5150", "slack-secret-path"] {
         assert!(!run.stderr.contains(secret) && !run.stdout.contains(secret), "`{secret}` printed:\n{}", run.stderr);
     }
     // Each credential went to its own origin, as configured, and no further.
     let probes = health.taken();
     assert!(!probes.is_empty(), "the health check never ran:\n{}", run.stderr);
-    assert!(probes.iter().all(|r| r.header("Authorization") == Some(basic("probe", "health-pw-5150").as_str())));
+    assert!(probes.iter().all(|r| r.header("Authorization") == Some(basic("health-token-5150", "").as_str())));
     let posts = hook.taken();
     assert!(!posts.is_empty(), "the webhook was never posted:\n{}", run.stderr);
     assert_eq!(posts[0].header("Authorization"), Some("Bearer hook-token-5150"));

@@ -394,7 +394,7 @@ fn a_remote_that_cannot_be_listed_counts_a_poll_error_without_its_credentials() 
     let env = TestEnv::new();
     let textfile = env.path().join("pipe.prom");
     env.config(&format!(
-        "[pipe]\nmetrics_textfile = \"{}\"\n\n[project.gone]\nrepo = \"https://user:sekrit@127.0.0.1:1/gone.git\"\nbranches = [\"main\"]\n",
+        "[pipe]\nmetrics_textfile = \"{}\"\n\n[project.gone]\nrepo = \"https://sekrit-token@127.0.0.1:1/gone.git\"\nbranches = [\"main\"]\n",
         textfile.display()
     ));
     env.pipe(&["run"]).code(1);
