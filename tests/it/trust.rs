@@ -709,7 +709,8 @@ fn a_host_that_cannot_isolate_refuses_untrusted_builds_unless_the_policy_says_no
         .stderr_has("test containers with test services or `limits.egress` can reach services listening on this host");
     t.repo.write(
         "Dockerfile",
-        &format!("FROM {}\nRUN ! ip route | grep -q default && echo build-had-no-ro''ute\n", t.base),
+        // The project's name keeps the step out of the build cache of other runs.
+        &format!("FROM {}\nRUN ! ip route | grep -q default && echo build-had-no-ro''ute {}\n", t.base, t.project),
     );
     git(&t.repo.work, &["add", "--all"]);
     git(&t.repo.work, &["commit", "--quiet", "-m", "a pull request"]);
