@@ -88,16 +88,7 @@ $rows
 <!-- poll-cpu end -->
 MD
 )
-results="$root/bench/RESULTS.md"
-if grep -q '<!-- poll-cpu start -->' "$results"; then
-    python3 - "$results" "$section" <<'PY'
-import sys, re
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-text = re.sub(r"<!-- poll-cpu start -->.*?<!-- poll-cpu end -->", lambda _: section, text, flags=re.S)
-open(path, "w").write(text)
-PY
-else
-    printf '\n%s\n' "$section" >>"$results"
-fi
+# shellcheck source=bench/section.sh
+. "$root/bench/section.sh"
+write_section poll-cpu "$section"
 echo "$section"

@@ -81,16 +81,7 @@ the image holding the secret: $leaked.
 <!-- secrets end -->
 MD
 )
-results="$root/bench/RESULTS.md"
-if grep -q '<!-- secrets start -->' "$results"; then
-    python3 - "$results" "$section" <<'PY'
-import sys, re
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-text = re.sub(r"<!-- secrets start -->.*?<!-- secrets end -->", lambda _: section, text, flags=re.S)
-open(path, "w").write(text)
-PY
-else
-    printf '\n%s\n' "$section" >>"$results"
-fi
+# shellcheck source=bench/section.sh
+. "$root/bench/section.sh"
+write_section secrets "$section"
 echo "$section"

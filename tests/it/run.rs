@@ -404,6 +404,19 @@ fn sigterm_during_a_long_test_stops_cleanly_and_the_next_run_finishes() {
 /// Removes a swarm stack on drop.
 struct Stack(String);
 
+impl Stack {
+    /// The image the stack's `web` service runs, as the swarm has it.
+    fn web_image(&self, docker: &Docker) -> String {
+        docker.ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            &format!("{}_web", self.0),
+        ])
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         let _ =
@@ -449,13 +462,7 @@ services:
     let replicas =
         docker.ok(&["service", "ls", "--filter", &format!("name={}_web", stack.0), "--format", "{{.Replicas}}"]);
     assert_eq!(replicas.trim(), "1/1", "the service converged before pipe returned");
-    let image = docker.ok(&[
-        "service",
-        "inspect",
-        "--format",
-        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        &format!("{}_web", stack.0),
-    ]);
+    let image = stack.web_image(&docker);
     assert!(image.trim().starts_with(&format!("{}:{}", a.image, &sha[..12])), "{image}");
 }
 
@@ -496,13 +503,7 @@ services:
     a.version(2, "true", false);
     let run = a.env.pipe(&["run"]);
     run.code(1).stderr_has("the swarm rolled back the update of").stderr_has("rolled back to");
-    let image = docker.ok(&[
-        "service",
-        "inspect",
-        "--format",
-        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        &format!("{}_web", stack.0),
-    ]);
+    let image = stack.web_image(&docker);
     assert!(image.trim().starts_with(&format!("{}:{}", a.image, &good[..12])), "{image}");
     let deploys = a.env.state_path().with_file_name("deploys").join(&a.project);
     let history: String =
