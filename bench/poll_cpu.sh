@@ -80,7 +80,7 @@ section=$(cat <<MD
 $(date -u +%F), $(nproc) cores shared with other work (load average $(cut -d' ' -f1 /proc/loadavg) at the end).
 20 repositories x 50 branches on 127.0.0.1, nothing new. CPU: \`perf stat\` task-clock, mean of
 15 polls (5 loops), one run. Servers: git-daemon; \`git http-backend\` behind Python's HTTP server.
-Before: `${before:-not measured}`; after: `$bin`. Rows: $labels.
+Before: \`${before:-not measured}\`; after: \`$bin\`. Rows: $labels.
 
 | remote | \`git ls-remote\` loop | pipe before (ratio) | pipe after (ratio, goal ≤ 0.25) |
 |---|---|---|---|
