@@ -10,7 +10,7 @@
 //! host address, by UDP or TCP, while the test container still reaches its sibling service by
 //! name. DNS servers started for the test are the canaries there.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::docker::{Docker, ProjectImages, unique_name};
 use crate::support::forge_api::{ForgeApi, TOKEN};
-use crate::support::http::Request;
+use crate::support::http::{Request, read_request};
 use crate::support::{GitHttpServer, TestEnv, WorkRepo};
 
 /// How a [`Peer`] answers.
@@ -96,33 +96,6 @@ impl Drop for Peer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let path = parts.next()?.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.trim_end().split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0usize);
-    let mut body = vec![0; len];
-    let _ = reader.read_exact(&mut body);
-    Some(Request { method, path, headers, body })
 }
 
 /// The canary received nothing at all: no request, so no header, userinfo or secret path.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use snapbox::str;
 
-use crate::support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name, write_web_compose};
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, Registry, Stack, unique_name, write_web_compose};
 use crate::support::http::{HttpSink, get};
 use crate::support::{TestEnv, WorkRepo, free_port};
 
@@ -399,40 +399,6 @@ fn sigterm_during_a_long_test_stops_cleanly_and_the_next_run_finishes() {
     let run = a.env.pipe(&["run"]);
     run.code(0);
     assert_eq!(a.env.pipe(&["status", "--json"]).json()["refs"][0]["result"], "passed");
-}
-
-/// Removes a swarm stack on drop.
-struct Stack(String);
-
-impl Stack {
-    /// The image the stack's `web` service runs, as the swarm has it.
-    fn web_image(&self, docker: &Docker) -> String {
-        docker.ok(&[
-            "service",
-            "inspect",
-            "--format",
-            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-            &format!("{}_web", self.0),
-        ])
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ =
-            Command::new("docker").args(["stack", "rm", &self.0]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        // `stack rm` returns before the tasks' containers are gone; the test's images can only be
-        // removed once they are.
-        let label = format!("label=com.docker.stack.namespace={}", self.0);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let left = Command::new("docker").args(["ps", "--all", "--quiet", "--filter", &label]).output();
-            if left.map(|o| o.stdout.is_empty()).unwrap_or(true) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, Stack, unique_name};
 use crate::support::serve::Serve;
 use crate::support::{TestEnv, WorkRepo, free_port};
 
@@ -228,25 +228,6 @@ timeout = "90s"
     // Each secret command ran once in that run, however many stages and targets used it.
     assert_eq!(std::fs::read_to_string(&shared_calls).unwrap().lines().count(), 1, "test, alpha, beta");
     assert_eq!(std::fs::read_to_string(&beta_calls).unwrap().lines().count(), 1);
-}
-
-/// Removes a swarm stack on drop, and waits for its containers to go (so the test's images can).
-struct Stack(String);
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ =
-            Command::new("docker").args(["stack", "rm", &self.0]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        let label = format!("label=com.docker.stack.namespace={}", self.0);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let left = Command::new("docker").args(["ps", "--all", "--quiet", "--filter", &label]).output();
-            if left.map(|o| o.stdout.is_empty()).unwrap_or(true) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
 
 #[test]

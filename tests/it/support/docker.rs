@@ -291,3 +291,35 @@ impl Drop for Container {
             .status();
     }
 }
+
+/// A swarm stack, removed on drop, waiting for its containers to go (so the test's images can).
+pub struct Stack(pub String);
+
+impl Stack {
+    /// The image the stack's `web` service runs, as the swarm has it.
+    pub fn web_image(&self, docker: &Docker) -> String {
+        docker.ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            &format!("{}_web", self.0),
+        ])
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ =
+            Command::new("docker").args(["stack", "rm", &self.0]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let label = format!("label=com.docker.stack.namespace={}", self.0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let left = Command::new("docker").args(["ps", "--all", "--quiet", "--filter", &label]).output();
+            if left.map(|o| o.stdout.is_empty()).unwrap_or(true) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}

@@ -48,32 +48,8 @@ impl HttpSink {
                     continue;
                 };
                 stream.set_nonblocking(false).unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let mut parts = line.split_whitespace();
-                let method = parts.next().unwrap_or("").to_string();
-                let path = parts.next().unwrap_or("").to_string();
-                let mut headers = Vec::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.trim_end().split_once(':') {
-                        headers.push((k.trim().to_string(), v.trim().to_string()));
-                    }
-                }
-                let len = headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0usize);
-                let mut body = vec![0; len];
-                let _ = reader.read_exact(&mut body);
-                r.lock().unwrap().push(Request { method, path, headers, body });
+                let Some(request) = read_request(&stream) else { continue };
+                r.lock().unwrap().push(request);
                 let code = s.load(Ordering::Relaxed);
                 let mut stream = stream;
                 let _ = write!(stream, "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
@@ -118,4 +94,32 @@ pub fn get_as(url: &str, host: Option<&str>) -> Option<(u16, String)> {
     let (body, code) = text.rsplit_once('\n')?;
     let code: u16 = code.trim().parse().ok()?;
     (code != 0).then(|| (code, body.to_string()))
+}
+
+/// Reads one HTTP/1.1 request: its line, headers and a `Content-Length` body.
+pub fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.trim_end().split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0usize);
+    let mut body = vec![0; len];
+    let _ = reader.read_exact(&mut body);
+    Some(Request { method, path, headers, body })
 }
