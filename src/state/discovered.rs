@@ -139,7 +139,18 @@ pub fn load_discovered(path: &Path) -> anyhow::Result<Discovered> {
 /// projects made and the repositories they were made of, read a line at a time up to where
 /// the listing starts. What `pipe status`, `pipe build` and every other command that does not
 /// list spend on it grows with the projects discovery made, not with what the forge listed.
+/// The head's copy of the first page is left out too: only a tick compares with it.
 pub fn load_discovered_head(path: &Path) -> anyhow::Result<Discovered> {
+    read_head(path, false)
+}
+
+/// [`load_discovered_head`] with the head's copy of the first page (at most 100 entries): what
+/// a tick's first look at the listing compares with.
+pub fn load_discovered_look(path: &Path) -> anyhow::Result<Discovered> {
+    read_head(path, true)
+}
+
+fn read_head(path: &Path, with_first: bool) -> anyhow::Result<Discovered> {
     use std::io::BufRead as _;
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
@@ -158,6 +169,7 @@ pub fn load_discovered_head(path: &Path) -> anyhow::Result<Discovered> {
         }
         match line.as_str() {
             LISTING_PAGE | LISTING_REPOS => break,
+            FIRST_PAGE if !with_first => break,
             // Files written before the head came first keep their pages at the top.
             "page = [" => skipping = true,
             _ => {
@@ -172,6 +184,8 @@ pub fn load_discovered_head(path: &Path) -> anyhow::Result<Discovered> {
 /// Where the listing starts in the file: its pages, then its repositories.
 const LISTING_PAGE: &str = "[[page]]";
 const LISTING_REPOS: &str = "[repo]";
+/// Where the head's copy of the first page starts, the head's last table.
+const FIRST_PAGE: &str = "[first]";
 
 /// Every forge's discovery cache beside the state without its listing, by forge name (for
 /// `pipe status`, which reads no pipeline file).
@@ -220,6 +234,7 @@ fn render(cache: &Discovered) -> String {
     table(&mut out, "gone", &mut cache.gone.iter().map(|(k, v)| (k, inline(v))));
     table(&mut out, "kept_out", &mut cache.kept_out.iter().map(|(k, v)| (k, inline(v))));
     table(&mut out, "made", &mut cache.made.iter().map(|(k, v)| (k, inline(v))));
+    // Last in the head: every command but a tick stops reading before it.
     table(&mut out, "first", &mut cache.first.iter().map(|(k, v)| (k, inline(v))));
     out.push_str("\n# the listing: read only when the organization is listed\n");
     for page in &cache.pages {
@@ -283,7 +298,12 @@ mod tests {
         save_discovered(&path, &cache).unwrap();
         assert_eq!(load_discovered(&path).unwrap(), cache);
         let head = load_discovered_head(&path).unwrap();
-        assert_eq!(head, Discovered { pages: Vec::new(), repo: BTreeMap::new(), ..cache.clone() });
+        assert_eq!(
+            head,
+            Discovered { pages: Vec::new(), repo: BTreeMap::new(), first: BTreeMap::new(), ..cache.clone() }
+        );
+        let look = load_discovered_look(&path).unwrap();
+        assert_eq!(look, Discovered { pages: Vec::new(), repo: BTreeMap::new(), ..cache.clone() });
     }
 
     #[test]

@@ -61,7 +61,12 @@ pub(crate) fn apply(out: &Output, config: &mut Config, state_path: &Path) {
 /// The cache's head with the entries of the projects made as its only listing: what every
 /// command but the listing decides over. A cache written before `made` was kept is read whole.
 fn made(path: &Path) -> anyhow::Result<Discovered> {
-    let head = state::load_discovered_head(path)?;
+    made_with(path, state::load_discovered_head)
+}
+
+/// [`made`] with the head's copy of the first page, for a tick's first look.
+fn made_with(path: &Path, read: fn(&Path) -> anyhow::Result<Discovered>) -> anyhow::Result<Discovered> {
+    let head = read(path)?;
     if head.made.is_empty() && !head.projects.is_empty() {
         return state::load_discovered(path);
     }
@@ -82,7 +87,7 @@ pub(crate) fn refresh(out: &Output, config: &mut Config, state_path: &Path, save
         // While the forge's rate limit or an over-bound listing holds discovery back, the
         // listing is neither asked for nor read: the projects come from the cache's head.
         let now = crate::clock::now().as_second();
-        let head = made(&path);
+        let head = made_with(&path, state::load_discovered_look);
         let look = match &head {
             Ok(head)
                 if head.org == discover.org
