@@ -36,6 +36,7 @@ mod run;
 mod serve;
 mod serve_durable;
 mod serve_hardening;
+mod serve_rollout;
 mod ssh;
 mod stages;
 mod state;

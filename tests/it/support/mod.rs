@@ -4,6 +4,7 @@
 pub mod docker;
 pub mod forge_api;
 pub mod http;
+pub mod load;
 pub mod nginx;
 pub mod serve;
 
