@@ -1,8 +1,9 @@
 //! The switched ingress survives what happens behind pipe's back. An upstream file records the
 //! containers pipe switched to (`# pipe-release ID ADDRESS`); the guard asks the engine about
 //! each by id, not by address: a container still running at its address keeps its traffic, one
-//! that came back at another address (a restart without a static address) is followed there,
-//! and when none of them runs (removed by hand, stopped, an engine restart before its restart
+//! that has another fixed address on pipe's network now is followed there (never to an address
+//! on another network: a moment ago it may have been another container's), and when none of
+//! them runs (removed by hand, stopped, an engine restart before its restart
 //! policy brought it back) the group fails closed — one `down` server, nginx answers 502 and
 //! logs "no live upstreams" — never whichever container holds the address now. It runs before
 //! every deploy of a target (`beside`) and, in `pipe serve`, every 2 s between a hook's runs.
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::ingress::Nginx;
+use super::pinned::PREFIX as PINNED;
 use crate::docker::client::Docker;
 use crate::error::ProcessFailed;
 use crate::exec;
@@ -20,8 +22,8 @@ use crate::output::Output;
 
 /// What the engine says of one container pipe switched to.
 enum Seen {
-    /// Running, with its address on each network.
-    Running(Vec<String>),
+    /// Running: its address on each network, and those on pipe's own networks (`pinned`).
+    Running { all: Vec<String>, pinned: Vec<String> },
     /// Not running, or gone.
     Away(&'static str),
 }
@@ -49,10 +51,14 @@ pub(crate) fn guard(
             let short = &release.container[..12.min(release.container.len())];
             let (ip, port) = release.addr.rsplit_once(':').unwrap_or((&release.addr, ""));
             match seen(out, docker, &release.container)? {
-                Seen::Running(ips) if ips.iter().any(|i| i == ip) => addrs.push(release.addr.clone()),
-                Seen::Running(ips) => match ips.first() {
+                Seen::Running { all, .. } if all.iter().any(|i| i == ip) => addrs.push(release.addr.clone()),
+                // A fixed address is the container's alone; any other it has now may have
+                // been someone else's a moment ago (an engine restoring its networks).
+                Seen::Running { pinned, .. } => match pinned.first() {
                     Some(now) => addrs.push(format!("{now}:{port}")),
-                    None => why.push(format!("container {short} has no address")),
+                    None => {
+                        why.push(format!("container {short} of the release pipe switched to is not at its address"))
+                    }
                 },
                 Seen::Away(what) => why.push(format!("container {short} of the release pipe switched to {what}")),
             }
@@ -88,11 +94,11 @@ fn seen(out: &Output, docker: &Docker, id: &str) -> anyhow::Result<Seen> {
             let mut words = text.split_whitespace();
             match words.next() {
                 Some("true") => {
-                    // The address on pipe's own network first (`pinned`), then the others.
-                    let mut on: Vec<(&str, &str)> =
+                    let on: Vec<(&str, &str)> =
                         words.filter_map(|w| w.split_once('=')).filter(|(_, ip)| !ip.is_empty()).collect();
-                    on.sort_by_key(|(net, _)| !net.starts_with("pipe-ingress-"));
-                    Ok(Seen::Running(on.into_iter().map(|(_, ip)| ip.to_string()).collect()))
+                    let all = on.iter().map(|(_, ip)| ip.to_string()).collect();
+                    let pinned = on.iter().filter(|(net, _)| net.starts_with(PINNED)).map(|(_, ip)| ip.to_string());
+                    Ok(Seen::Running { all, pinned: pinned.collect() })
                 }
                 _ => Ok(Seen::Away("is not running")),
             }

@@ -17,6 +17,8 @@ use crate::exec;
 use crate::output::Output;
 
 const SHORT: Duration = Duration::from_secs(60);
+/// The start of the name of every network of fixed addresses.
+pub(crate) const PREFIX: &str = "pipe-ingress-";
 
 /// The network of one compose project's routed containers.
 pub(crate) struct Pinned<'a> {
@@ -62,7 +64,7 @@ impl std::fmt::Display for Subnet {
 impl Pinned<'_> {
     /// The network's name: `pipe-ingress-` and the compose project.
     pub(crate) fn network(&self) -> String {
-        format!("pipe-ingress-{}", self.project.to_lowercase())
+        format!("{PREFIX}{}", self.project.to_lowercase())
     }
 
     /// The network's subnet, creating the network when it is missing.

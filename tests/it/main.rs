@@ -36,6 +36,7 @@ mod prune;
 mod run;
 mod serve;
 mod serve_durable;
+mod serve_engine_restart;
 mod serve_hardening;
 mod serve_rollout;
 mod ssh;

@@ -46,8 +46,10 @@ pub fn compose_file(dir: &Path, service: &str) -> std::path::PathBuf {
     file
 }
 
-/// Builds `image:tag` answering `body` on `/`, labelled for `ProjectImages` of `project`.
-pub fn build_release(docker: &Docker, dir: &Path, project: &str, image: &str, tag: &str, body: &str, kind: Kind) {
+/// Builds `image:tag` answering `body` on `/` from `base`, labelled for `ProjectImages` of
+/// `project`; `docker` runs the docker CLI (of the main engine, or a simulated host's).
+pub fn build_release(docker: &dyn Fn(&[&str]) -> String, base: &str, dir: &Path, release: [&str; 4], kind: Kind) {
+    let [project, image, tag, body] = release;
     let ctx = dir.join(format!("build-{tag}"));
     let www = ctx.join("www");
     std::fs::create_dir_all(www.join("cgi-bin")).unwrap();
@@ -63,10 +65,10 @@ pub fn build_release(docker: &Docker, dir: &Path, project: &str, image: &str, ta
     if kind != Kind::FailingRelease {
         std::fs::write(www.join("migrate-ok"), "yes\n").unwrap();
     }
-    std::fs::write(ctx.join("Dockerfile"), format!("FROM {}\nCOPY www /www\n", docker.base_image)).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nCOPY www /www\n")).unwrap();
     let label = format!("pipe.project={project}");
     let tagged = format!("{image}:{tag}");
-    docker.ok(&["build", "--quiet", "--label", &label, "-t", &tagged, &ctx.display().to_string()]);
+    docker(&["build", "--quiet", "--label", &label, "-t", &tagged, &ctx.display().to_string()]);
 }
 
 /// A receiving host: an nginx pipe configures and a `pipe serve` whose hook `web` deploys the
@@ -134,7 +136,8 @@ fn host(docker: Docker, extra_config: &str, compose: Vec<ComposeProject>) -> Opt
 
 impl Host {
     fn release(&self, tag: &str, body: &str, kind: Kind) {
-        build_release(&self.docker, self.env.path(), &self.project, &self.image, tag, body, kind);
+        let docker = |args: &[&str]| self.docker.ok(args);
+        build_release(&docker, &self.docker.base_image, self.env.path(), [&self.project, &self.image, tag, body], kind);
     }
 
     /// POSTs `tag` to the hook and waits for the run's end: its status document.

@@ -27,6 +27,8 @@ pub fn request(ip: &str, port: u16, host: &str, path: &str) -> Result<String, St
 pub struct Load {
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// When each answer was first seen, from the start.
+    first: Arc<Mutex<BTreeMap<String, Duration>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     started: Instant,
 }
@@ -35,7 +37,9 @@ impl Load {
     pub fn start(ip: &str, port: u16, host: &str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Mutex::new(BTreeMap::new()));
-        let (s, t) = (stop.clone(), tally.clone());
+        let first = Arc::new(Mutex::new(BTreeMap::new()));
+        let (s, t, f) = (stop.clone(), tally.clone(), first.clone());
+        let started = Instant::now();
         let (ip, host) = (ip.to_string(), host.to_string());
         let thread = std::thread::spawn(move || {
             let until = Instant::now() + Duration::from_secs(600);
@@ -45,6 +49,7 @@ impl Load {
                     Ok(body) => body,
                     Err(e) => format!("FAILED {e}"),
                 };
+                f.lock().unwrap().entry(key.clone()).or_insert_with(|| started.elapsed());
                 *t.lock().unwrap().entry(key).or_default() += 1;
                 next += Duration::from_micros(6_667);
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
@@ -52,12 +57,22 @@ impl Load {
                 }
             }
         });
-        Load { stop, tally, thread: Some(thread), started: Instant::now() }
+        Load { stop, tally, first, thread: Some(thread), started }
     }
 
     /// The tally so far.
     pub fn tally(&self) -> BTreeMap<String, usize> {
         self.tally.lock().unwrap().clone()
+    }
+
+    /// When each answer was first seen, from the start.
+    pub fn first_seen(&self) -> BTreeMap<String, Duration> {
+        self.first.lock().unwrap().clone()
+    }
+
+    /// Since the load started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Stops and returns the tally; asserts the rate held at 100/s or more.
