@@ -200,15 +200,21 @@ fn a_hook_behind_the_ingress_deploys_release_after_release_under_load_with_no_fa
 
     let load = Load::start("127.0.0.1", h.front, HOST);
     let mut allowed = vec!["release 0".to_string()];
+    let mut marks = Vec::new();
     for n in 1..=3 {
         let (tag, body) = (format!("r{n}"), format!("release {n}"));
         h.release(&tag, &body, Kind::Good);
+        marks.push((format!("deploy {n}"), load.elapsed()));
         let doc = h.deploy(&tag);
+        marks.push((format!("deployed {n}: {}", doc["timeline"]), load.elapsed()));
         succeeded(&doc);
         assert!(doc.get("rollback").is_none(), "a new release is no rollback: {doc}");
         allowed.push(body.clone());
         assert_eq!(h.get().as_deref(), Ok(body.as_str()));
     }
+    eprintln!("marks: {marks:?}\nseen: {:?}", load.first_seen());
+    let ingress: Vec<String> = h.server.log().lines().filter(|l| l.contains("ingress")).map(str::to_string).collect();
+    eprintln!("the receiver on the ingress: {ingress:?}");
     let tally = load.finish();
     only(&tally, &allowed.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(h.containers().len(), 1, "the old releases were removed: {:?}", h.containers());
@@ -346,4 +352,59 @@ fn check_names_a_hook_without_an_ingress_as_an_outage() {
         "[serve.hooks.app]\ntoken_env = \"T\"\ncommand = { argv = [\"true\"] }\nrelease = { argv = [\"bin/migrate\"] }\n",
     );
     env.pipe(&["check"]).code(2).stderr_has("`release` runs before an ingress switch");
+}
+
+#[test]
+fn a_hook_deployed_in_place_rolls_back_to_its_previous_release_when_the_health_check_fails() {
+    let Some(docker) = Docker::require() else { return };
+    let mut env = TestEnv::new();
+    let project = unique_name("ip").replace("pipe-test-", "");
+    let image = format!("pipe-test/{project}");
+    let _compose = ComposeProject { name: project.clone() };
+    let _images = ProjectImages { project: project.clone() };
+    let port = free_port();
+    let dir = env.path().join("deploy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("docker-compose.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n    \
+             ports: [\"127.0.0.1:{port}:8080\"]\n    environment:\n      APP_SECRET: ${{APP_SECRET}}\n    \
+             command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+        ),
+    )
+    .unwrap();
+    env.env("HOOK_TOKEN", TOKEN).env("APP_SECRET", APP_SECRET);
+    env.config(&format!(
+        "[serve.hooks.web]\ntoken_env = \"HOOK_TOKEN\"\nimages = [\"{image}\"]\n\
+         compose = {{ file = \"{file}\", project = \"{project}\", services = [\"web\"] }}\n\
+         health = {{ url = \"http://127.0.0.1:{port}/cgi-bin/health\", timeout = \"5s\" }}\n\
+         env = {{ APP_SECRET = {{ env = \"APP_SECRET\" }} }}\n",
+        file = file.display(),
+    ));
+    env.pipe(&["check"]).code(0).stderr_has("hook `web`: every deploy is an outage");
+    let run = |args: &[&str]| docker.ok(args);
+    build_release(&run, &docker.base_image, env.path(), [&project, &image, "r1", "release 1"], Kind::Good);
+    build_release(&run, &docker.base_image, env.path(), [&project, &image, "r2", "release 2"], Kind::Unhealthy);
+    let server = Serve::start(&env);
+    let post = |tag: &str| {
+        let body = serde_json::json!({"image": image, "tag": tag}).to_string();
+        let (status, doc) = server.json("POST", "/hooks/web?wait=55", &[BEARER], body.as_bytes());
+        assert_eq!(status, 200, "{doc}");
+        doc
+    };
+    let doc = post("r1");
+    assert_eq!((doc["status"].as_str(), doc["rollout"].as_str()), (Some("succeeded"), Some("in-place")), "{doc}");
+    let doc = post("r2");
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["rolled_back_to"], format!("{image}:r1"), "{doc}");
+    assert_eq!(doc["health"]["status"], 503, "{doc}");
+    assert!(doc["health"]["body"].as_str().unwrap().contains("cannot log in with ***"), "{doc}");
+    assert!(!doc.to_string().contains(APP_SECRET), "{doc}");
+    assert!(doc["error"].as_str().unwrap().contains("rolled back to"), "{doc}");
+    let answer = crate::support::load::request("127.0.0.1", port, "x", "/");
+    assert_eq!(answer.as_deref(), Ok("release 1"), "the previous release runs again");
+    let history = std::fs::read_to_string(env.state_path().with_file_name("serve").join("web/deploys.toml")).unwrap();
+    assert!(history.contains("result = \"rolled_back\"") && history.contains("rollback = true"), "{history}");
 }

@@ -49,7 +49,13 @@ impl Load {
                     Ok(body) => body,
                     Err(e) => format!("FAILED {e}"),
                 };
-                f.lock().unwrap().entry(key.clone()).or_insert_with(|| started.elapsed());
+                let mut firsts = f.lock().unwrap();
+                firsts.entry(key.clone()).or_insert_with(|| started.elapsed());
+                // Every failure's instant too, for a test to place them (at most 100).
+                if key.starts_with("FAILED") && firsts.len() < 100 {
+                    firsts.insert(format!("{key} at {:.3}s", started.elapsed().as_secs_f64()), started.elapsed());
+                }
+                drop(firsts);
                 *t.lock().unwrap().entry(key).or_default() += 1;
                 next += Duration::from_micros(6_667);
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
