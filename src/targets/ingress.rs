@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 
+use super::reloaded;
 use crate::config::Ingress;
 use crate::exec::{self, Cmd};
 use crate::nginx;
@@ -139,11 +140,23 @@ impl<'a> Nginx<'a> {
         self.run(out, &self.cmd(&["-t"]))
     }
 
-    /// `nginx -s reload`, or starting nginx when no master runs (no pid file, stale pid).
+    /// `nginx -s reload`, or starting nginx when no master runs (no pid file, stale pid). After
+    /// a reload, waits until the old workers stopped accepting (`reloaded`).
     fn reload(&self, out: &Output) -> anyhow::Result<()> {
         let cmd = self.cmd(&["-s", "reload"]);
+        let pid_file = exec::capture(out, &self.cmd(&["-T"]), Duration::from_secs(30))
+            .ok()
+            .and_then(|dump| reloaded::pid_file(&dump));
+        let old = pid_file.as_ref().and_then(reloaded::workers);
         match self.run(out, &cmd) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(old) = old
+                    && !reloaded::wait_old_generation(&old, Duration::from_secs(10))
+                {
+                    out.warn("nginx's old workers still accept connections 10s after the reload");
+                }
+                Ok(())
+            }
             Err(err) if not_running(&format!("{err:#}")) => {
                 out.info("the ingress nginx is not running: starting it");
                 self.run(out, &self.cmd(&[]))

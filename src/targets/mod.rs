@@ -20,6 +20,7 @@ pub(crate) use guard::guard;
 mod env;
 pub(crate) mod ingress;
 pub(crate) mod pinned;
+mod reloaded;
 pub(crate) mod rollout;
 pub(crate) mod swarm;
 pub(crate) mod webhook;
