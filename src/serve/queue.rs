@@ -273,3 +273,36 @@ fn by_hand(history: &crate::state::DeployHistory, image: &str, tag: &str) -> boo
         && (current.image != image || current.tag != tag)
         && succeeded.any(|d| d.image == image && d.tag == tag)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{DeployHistory, DeployRecord};
+
+    fn record(tag: &str, result: DeployResult) -> DeployRecord {
+        DeployRecord {
+            commit: String::new(),
+            image: "example/app".into(),
+            tag: tag.into(),
+            refname: String::new(),
+            at: jiff::Timestamp::UNIX_EPOCH,
+            result,
+            timeline: None,
+            rollback: false,
+        }
+    }
+
+    #[test]
+    fn an_image_the_hook_ran_before_other_than_the_current_one_is_a_rollback_by_hand() {
+        let mut history = DeployHistory::default();
+        assert!(!by_hand(&history, "example/app", "v1"), "nothing ran yet");
+        history.deploys.push(record("v1", DeployResult::Succeeded));
+        history.deploys.push(record("v2", DeployResult::Succeeded));
+        history.deploys.push(record("v3", DeployResult::Failed));
+        assert!(by_hand(&history, "example/app", "v1"));
+        assert!(!by_hand(&history, "example/app", "v2"), "the release running now is no rollback");
+        assert!(!by_hand(&history, "example/app", "v3"), "a release that never succeeded is none");
+        assert!(!by_hand(&history, "example/app", "v4"), "a new release is none");
+        assert!(!by_hand(&history, "example/other", "v1"), "another repository is none");
+    }
+}

@@ -422,6 +422,15 @@ mod tests {
     }
 
     #[test]
+    fn the_routed_address_is_the_one_on_pipes_network() {
+        let line = "abc\t{\"Status\":\"running\"}\t{\"a_default\":{\"IPAddress\":\"172.18.0.3\"},\"pipe-ingress-a\":{\"IPAddress\":\"172.19.128.2\"}}";
+        let b = parse_box(line, Some("pipe-ingress-a")).unwrap();
+        assert_eq!(b.ip.as_deref(), Some("172.19.128.2"));
+        assert_eq!(b.ips, ["172.19.128.2", "172.18.0.3"]);
+        assert_eq!(parse_box(line, None).unwrap().ip.as_deref(), Some("172.18.0.3"));
+    }
+
+    #[test]
     fn the_health_path_is_kept_and_the_host_dropped() {
         assert_eq!(url_path("http://web.devel.example.com/health?deep=1"), "/health?deep=1");
         assert_eq!(url_path("http://127.0.0.1:8080"), "/");
