@@ -3,7 +3,9 @@
 
 pub mod docker;
 pub mod forge_api;
+pub mod hosts;
 pub mod http;
+pub mod load;
 pub mod nginx;
 pub mod serve;
 
