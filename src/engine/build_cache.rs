@@ -45,8 +45,8 @@ pub(crate) struct Sources {
     pub local: Vec<String>,
 }
 
-/// The cache sources of a trusted ref's build of `image` (see the module docs); none for an
-/// untrusted ref, a project with `cache = false`, or an image under the untrusted namespace.
+/// The cache sources of a trusted ref's build of `image` (see the module docs): none for an
+/// untrusted ref or an image under the untrusted namespace, no registry's with `cache = false`.
 pub(crate) fn sources(
     config: &Config,
     project: &Project,
@@ -55,7 +55,7 @@ pub(crate) fn sources(
     image: &str,
     ref_tag: &str,
 ) -> Sources {
-    if !enabled(project) || !crate::trust::trusted(project, refname) || docker::in_untrusted_namespace(image) {
+    if !crate::trust::trusted(project, refname) || docker::in_untrusted_namespace(image) {
         return Sources::default();
     }
     let mut out = Sources::default();
@@ -63,7 +63,7 @@ pub(crate) fn sources(
     let own = super::push::registries_for(config, project, refname).into_iter().next();
     let default = super::push::registries_for(config, project, &default_ref).into_iter().next();
     for (found, tag) in [(own, ref_tag), (default, "latest")] {
-        if let Some((name, registry)) = found {
+        if let Some((name, registry)) = found.filter(|_| enabled(project)) {
             let reference = format!("{}/{image}:{tag}", registry.url);
             if !out.remote.iter().any(|(_, r)| *r == reference) {
                 out.remote.push((name.to_string(), reference));
@@ -115,10 +115,6 @@ pub(crate) fn prepare(
         note(log, "build cache: none for an untrusted ref (it reads and writes no cache a trusted build uses)")?;
         return Ok(Guard { cache: CacheUse::default(), purge });
     }
-    if !enabled(job.project) {
-        note(log, "build cache: `cache = false`: the engine's own cache only")?;
-        return Ok(Guard { cache: CacheUse::default(), purge: None });
-    }
     let found = sources(job.config, job.project, &job.refname, default_branch, image, ref_tag);
     let left = || deadline.saturating_duration_since(Instant::now()).min(PULL_LIMIT).max(Duration::from_secs(1));
     let mut logged_in: Vec<String> = Vec::new();
@@ -137,7 +133,7 @@ pub(crate) fn prepare(
         remote.push(reference.clone());
     }
     if builder != Builder::Legacy {
-        let cache = CacheUse { from: remote, inline: true, no_cache: false };
+        let cache = CacheUse { from: remote, inline: enabled(job.project), no_cache: false };
         note(log, &format!("build cache: BuildKit, {}", describe(&cache)))?;
         return Ok(Guard { cache, purge: None });
     }
@@ -191,23 +187,18 @@ pub(crate) fn dry_run(job: &Job<'_>, builder: Builder, default_branch: &str) -> 
     if !trusted {
         return vec!["build cache: none (an untrusted ref reads and writes no cache a trusted build uses)".into()];
     }
-    if !enabled(job.project) {
-        return vec!["build cache: none beyond the engine's own (`cache = false`)".into()];
-    }
     let image = job.project.image.clone().unwrap_or_else(|| "<image>".into());
     let default = Some(default_branch);
     let tag = docker::ref_tag(&job.refname, default);
     let found = sources(job.config, job.project, &job.refname, default_branch, &image, &tag);
     let remote: Vec<String> = found.remote.into_iter().map(|(_, r)| r).collect();
     let shown = |cache: &CacheUse| {
-        docker::cache_args(builder, cache)
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
+        let args: Vec<String> =
+            docker::cache_args(builder, cache).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        if args.is_empty() { "none".to_string() } else { args.join(" ") }
     };
     if builder != Builder::Legacy {
-        let cache = CacheUse { from: remote, inline: true, no_cache: false };
+        let cache = CacheUse { from: remote, inline: enabled(job.project), no_cache: false };
         return vec![format!("build cache flags: {}", shown(&cache))];
     }
     let mut lines: Vec<String> =
@@ -293,10 +284,9 @@ command = { argv = ["true"] }
             sources(&config, project, "refs/heads/dev", "main", "pipe-untrusted/app", "dev"),
             Sources::default()
         );
+        // `cache = false`: no registry, and still only the ref's own trusted images.
         let off = self::config(&PIPELINE.replace("image = \"team/app\"", "image = \"team/app\"\ncache = false"));
-        assert_eq!(
-            sources(&off, &off.projects["app"], "refs/heads/dev", "main", "team/app", "dev"),
-            Sources::default()
-        );
+        let found = sources(&off, &off.projects["app"], "refs/heads/dev", "main", "team/app", "dev");
+        assert_eq!(found, Sources { remote: vec![], local: vec!["team/app:dev".into(), "team/app:latest".into()] });
     }
 }
