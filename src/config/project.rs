@@ -55,7 +55,7 @@ pub(crate) struct Project {
     pub submodules: Option<Submodules>,
     /// Reuse earlier builds on a fresh workspace or host: BuildKit's cache in the pushed image
     /// and `--cache-from` the registry, the legacy builder's pull of the ref's last image
-    /// [default: true; only trusted refs ever read or write it].
+    /// [default: true; only trusted refs ever read or write it; `false`: no registry].
     pub cache: Option<bool>,
     /// Images kept per project beyond those a deploy target runs or can roll back to.
     pub keep_images: Option<u32>,

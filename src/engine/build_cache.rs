@@ -12,7 +12,8 @@
 //! with the ref's local images (`IMAGE:<ref tag>`, `IMAGE:latest`) that exist. Given
 //! `--cache-from`, the legacy builder reuses only layers of those images; with none of them,
 //! the build runs `--no-cache` rather than from the engine's whole layer cache, which untrusted
-//! builds fill too. Cache mounts (`RUN --mount=type=cache`) are BuildKit's, kept per engine:
+//! builds fill too. `cache = false` drops the registry (no login, pull, `--cache-from` of it or
+//! inline export), never that rule. Cache mounts (`RUN --mount=type=cache`) are BuildKit's, kept per engine:
 //! pipe leaves them to the Dockerfile, and empties them around an untrusted ref's BuildKit build
 //! ([`Guard`]), the one place an untrusted ref could read or write what a trusted build mounts.
 

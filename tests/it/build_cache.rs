@@ -273,3 +273,18 @@ build cache flags: --cache-from [REGISTRY]/pipe-test/[PROJECT]:dev --cache-from 
     f.env.env("PIPE_DOCKER", "/usr/bin/docker").env("PIPE_BUILDER", "");
     f.env.pipe(&["build", &p, "dev", "--dry-run"]).code(0).stdout_has("build cache flags: none\n");
 }
+
+#[test]
+fn cache_is_validated_and_check_warns_when_there_is_no_registry_to_read() {
+    let env = TestEnv::new();
+    env.config("[project.app]\nrepo = \"file:///srv/app.git\"\nbranches = [\"main\"]\ncache = \"yes\"\n");
+    env.pipe(&["check"]).code(2).stderr_has(&format!("{}:4:", env.config_path().display())).stderr_has("bool");
+    env.config("[project.app]\nrepo = \"file:///srv/app.git\"\nbranches = [\"main\"]\ncache = true\n");
+    env.pipe(&["check"])
+        .code(0)
+        .stderr_has("project `app` has `cache = true`, but none of its deploy entries pushes to a registry");
+    // The default says nothing: most projects without a registry never asked for it.
+    env.config("[project.app]\nrepo = \"file:///srv/app.git\"\nbranches = [\"main\"]\n");
+    let run = env.pipe(&["check"]);
+    assert!(!run.code(0).stderr.contains("cache"), "{}", run.stderr);
+}
