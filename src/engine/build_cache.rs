@@ -16,6 +16,9 @@
 //! inline export), never that rule. Cache mounts (`RUN --mount=type=cache`) are BuildKit's, kept per engine:
 //! pipe leaves them to the Dockerfile, and empties them around an untrusted ref's BuildKit build
 //! ([`Guard`]), the one place an untrusted ref could read or write what a trusted build mounts.
+//! Such a build holds `buildkit-mounts.lock` beside the state exclusively, and every trusted
+//! BuildKit build holds it shared, so no untrusted build runs while a trusted one has a mount
+//! (pipe builds projects in parallel, and people run `pipe build` beside the timer).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -78,10 +81,12 @@ pub(crate) fn sources(
     out
 }
 
-/// What a build got of the cache, and the cleanup an untrusted BuildKit build needs after it.
+/// What a build got of the cache, the cleanup an untrusted BuildKit build needs after it, and
+/// the cache mounts' lock a BuildKit build holds while it runs.
 pub(crate) struct Guard {
     pub cache: CacheUse,
     purge: Option<(Output, Docker)>,
+    _mounts: Option<std::fs::File>,
 }
 
 impl Drop for Guard {
@@ -108,13 +113,15 @@ pub(crate) fn prepare(
     deadline: Instant,
 ) -> anyhow::Result<Guard> {
     let out = &job.out;
-    if !job.trusted() {
-        let purge = (builder != Builder::Legacy).then(|| {
+    let trusted = job.trusted();
+    let mounts = if builder == Builder::Legacy { None } else { Some(lock_mounts(job, !trusted, deadline)?) };
+    if !trusted {
+        let purge = mounts.is_some().then(|| {
             purge_cache_mounts(out, docker);
             (*out, docker.clone())
         });
         note(log, "build cache: none for an untrusted ref (it reads and writes no cache a trusted build uses)")?;
-        return Ok(Guard { cache: CacheUse::default(), purge });
+        return Ok(Guard { cache: CacheUse::default(), purge, _mounts: mounts });
     }
     let found = sources(job.config, job.project, &job.refname, default_branch, image, ref_tag);
     let left = || deadline.saturating_duration_since(Instant::now()).min(PULL_LIMIT).max(Duration::from_secs(1));
@@ -136,7 +143,7 @@ pub(crate) fn prepare(
     if builder != Builder::Legacy {
         let cache = CacheUse { from: remote, inline: enabled(job.project), no_cache: false };
         note(log, &format!("build cache: BuildKit, {}", describe(&cache)))?;
-        return Ok(Guard { cache, purge: None });
+        return Ok(Guard { cache, purge: None, _mounts: mounts });
     }
     let mut from = Vec::new();
     for reference in &remote {
@@ -161,7 +168,44 @@ pub(crate) fn prepare(
     if cache.no_cache {
         out.detail(format!("{}: no earlier trusted image of {image} to reuse: a cold build", job.name));
     }
-    Ok(Guard { cache, purge: None })
+    Ok(Guard { cache, purge: None, _mounts: None })
+}
+
+/// Takes the cache mounts' lock: shared for a trusted BuildKit build, exclusive for an
+/// untrusted one; waits for it until the build's deadline.
+fn lock_mounts(job: &Job<'_>, exclusive: bool, deadline: Instant) -> anyhow::Result<std::fs::File> {
+    let path = crate::state::state_dir(job.state_path).join("buildkit-mounts.lock");
+    super::ensure_dir(path.parent().unwrap_or(Path::new(".")))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StateError::log(&path, e))?;
+    let mut told = false;
+    loop {
+        let tried = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        match tried {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(StateError::log(&path, e)),
+        }
+        crate::signals::check()?;
+        if Instant::now() >= deadline {
+            let other = if exclusive { "a trusted" } else { "an untrusted" };
+            return Err(crate::error::StageFailed(format!(
+                "{}: the build's deadline passed while {other} BuildKit build held the engine's cache mounts",
+                job.name
+            ))
+            .into());
+        }
+        if !told {
+            let other = if exclusive { "trusted BuildKit builds" } else { "an untrusted BuildKit build" };
+            job.out.info(format!("{}: waiting for {other} to finish (the engine's cache mounts)", job.name));
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// One line of what a build reuses, for the log and `--dry-run`.

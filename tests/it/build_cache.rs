@@ -288,3 +288,30 @@ fn cache_is_validated_and_check_warns_when_there_is_no_registry_to_read() {
     let run = env.pipe(&["check"]);
     assert!(!run.code(0).stderr.contains("cache"), "{}", run.stderr);
 }
+
+#[test]
+fn a_trusted_buildkit_build_waits_while_an_untrusted_one_holds_the_cache_mounts() {
+    let Some(docker) = Docker::require() else { return };
+    let f = fixture(&docker);
+    let p = f.project.clone();
+    f.repo.commit_to("dev", "first");
+    // BuildKit waits for the lock until the build's deadline; the legacy builder never asks.
+    let timeout = if f.buildkit { "timeouts = { build = \"8s\" }\n" } else { "" };
+    f.env.config(&pipeline(&f, &f.env.path().join("ws"), timeout));
+    // What an untrusted BuildKit build holds from before it empties the mounts until after.
+    let dir = f.env.state_path().parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("buildkit-mounts.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let run = f.env.pipe(&["build", &p, "dev"]);
+    if f.buildkit {
+        run.code(1)
+            .stderr_has("waiting for an untrusted BuildKit build to finish")
+            .stderr_has("the build's deadline passed while an untrusted BuildKit build held the engine's cache mounts");
+    } else {
+        // The legacy builder has no cache mounts: nothing to wait for.
+        run.code(0);
+    }
+    drop(lock);
+    f.env.pipe(&["build", &p, "dev"]).code(0);
+}
