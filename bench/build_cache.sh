@@ -10,7 +10,7 @@
 # The dependency step sleeps 20 s and then writes 64 MiB of random bytes: a sleep, not CPU work,
 # so the step costs the same whatever else the 2 shared cores are doing (the figure is about
 # reuse, not the CPU), and the bytes make the registry carry a real, incompressible layer.
-# Needs root (ip netns, a second dockerd), docker-registry, both docker CLIs and jq. Uses
+# Needs root (ip netns, a second dockerd), docker-registry and both docker CLIs. Uses
 # target/release/pipe (built when missing; PIPE_BIN overrides it) and writes its section of
 # bench/RESULTS.md. PIPE_BENCH_RUNS (default 3) runs per figure; the median is quoted.
 set -euo pipefail
@@ -23,7 +23,7 @@ legacy_cli="${PIPE_LEGACY_DOCKER:-/usr/local/bin/docker}"
 kit_cli="${PIPE_BUILDKIT_DOCKER:-/usr/bin/docker}"
 base_image="${PIPE_TEST_BASE_IMAGE:-pipe-busybox:latest}"
 runs="${PIPE_BENCH_RUNS:-3}"
-for tool in docker-registry dockerd nsenter ip jq; do
+for tool in docker-registry dockerd nsenter ip; do
     command -v "$tool" >/dev/null || { say "needs $tool"; exit 1; }
 done
 work="$(mktemp -d /tmp/pipe-bench-cache-XXXXXX)"
@@ -172,7 +172,8 @@ for builder in legacy buildkit; do
     figure[$builder-ws]=$(median "${fresh_ws[@]}")
     figure[$builder-cache]=$(median "${fresh_cache[@]}")
     figure[$builder-cold]=$(median "${fresh_cold[@]}")
-    say "$builder: warm ${warm[*]} | fresh workspace ${fresh_ws[*]} | fresh engine, cache ${fresh_cache[*]} | no cache ${fresh_cold[*]}"
+    figure[$builder-runs]="warm ${warm[*]}; fresh workspace ${fresh_ws[*]}; fresh engine, cache ${fresh_cache[*]}; no cache ${fresh_cold[*]}"
+    say "$builder: ${figure[$builder-runs]}"
 done
 
 row() { # BUILDER LABEL
@@ -192,14 +193,15 @@ The dependency step sleeps 20 s and writes 64 MiB of random bytes (a sleep: the 
 same however busy the shared cores are); each build follows a one-line change to a file the
 last step copies. Fresh engine: a second \`dockerd\` (own data root, own network namespace, only
 the base image), with a state and workspace of its own, reading a local \`docker-registry\`
-(no TLS, no login) that holds the image the first build pushed.
+(no TLS, no login) that holds the image the first build pushed. pipe: \`${bin#"$root"/}\`.
 
 | builder | warm host | fresh workspace | fresh engine, registry cache | fresh engine, \`cache = false\` | cache / warm | no cache / warm |
 |---|---|---|---|---|---|---|
 $(row legacy "legacy (pull, then \`--cache-from\`)")
 $(row buildkit "BuildKit (inline cache, \`--cache-from\` the registry)")
 
-Goal: a fresh engine with the registry cache at most 1.5 times the warm rebuild.
+Goal: a fresh engine with the registry cache at most 1.5 times the warm rebuild. Every build
+in seconds, in order: legacy: ${figure[legacy-runs]}; BuildKit: ${figure[buildkit-runs]}.
 <!-- build-cache end -->
 MD
 )
