@@ -12,6 +12,11 @@ use crate::support::{TestEnv, WorkRepo};
 
 const REG_PASSWORD: &str = "reg-pass-build-cache-2718";
 
+/// Held by the tests whose untrusted BuildKit builds empty the engine's cache mounts, and by the
+/// one that counts on a mount between builds: one engine, and each test has a state (and so a
+/// mounts lock) of its own.
+static ENGINE_MOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Fixture {
     env: TestEnv,
     repo: WorkRepo,
@@ -178,6 +183,7 @@ fn a_fresh_engine_reads_the_cache_the_registry_holds() {
 #[test]
 fn an_untrusted_ref_never_writes_a_cache_a_trusted_build_reads() {
     let Some(docker) = Docker::require() else { return };
+    let _mounts = ENGINE_MOUNTS.lock().unwrap_or_else(|e| e.into_inner());
     let f = fixture(&docker);
     let p = f.project.clone();
     let base = &docker.base_image;
@@ -314,4 +320,27 @@ fn a_trusted_buildkit_build_waits_while_an_untrusted_one_holds_the_cache_mounts(
     }
     drop(lock);
     f.env.pipe(&["build", &p, "dev"]).code(0);
+}
+
+#[test]
+fn cache_mounts_stay_between_trusted_buildkit_builds() {
+    let Some(docker) = Docker::require() else { return };
+    let f = fixture(&docker);
+    if !f.buildkit {
+        return; // `RUN --mount` is BuildKit's alone; the BuildKit pass runs this.
+    }
+    let _mounts = ENGINE_MOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let p = f.project.clone();
+    let dockerfile = |round: u32| {
+        format!(
+            "FROM {}\nRUN --mount=type=cache,id={p}-count,target=/m echo {p} round {round}; (cat /m/count 2>/dev/null || echo none) > /before; echo {round} > /m/count\n",
+            docker.base_image
+        )
+    };
+    for round in 1..=2 {
+        f.repo.write("Dockerfile", &dockerfile(round));
+        f.repo.commit_to("main", "counts");
+        f.env.pipe(&["build", &p, "main"]).code(0);
+    }
+    assert_eq!(cat_in(&format!("{}:latest", f.image), "/before"), "1", "the second build lost the first's mount");
 }
