@@ -6,6 +6,7 @@
 mod support;
 
 mod author_bounds;
+mod build_cache;
 mod cli;
 mod config;
 mod demo;
