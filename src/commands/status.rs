@@ -23,6 +23,12 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         return Err(Usage(format!("no project `{project}` in state file `{}`", path.display())).into());
     }
     let now = crate::clock::now();
+    // Histories are read only for projects that may have several images: those the pipeline
+    // file gives `images`, or no `image` (the repository may declare them).
+    let config = cx.config().ok();
+    let several = |name: &str| {
+        config.as_ref().is_none_or(|c| c.projects.get(name).is_none_or(|p| !p.images.is_empty() || p.image.is_none()))
+    };
     let mut rows = Vec::new();
     for (name, project) in &st.project {
         if args.project.as_ref().is_some_and(|p| p != name) {
@@ -33,6 +39,9 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         for (refname, r) in &project.refs {
             let mut row = RefStatus::new(name, refname, r, now, traffic.get(refname).copied());
             row.preview_url = previews.get(refname).cloned();
+            if several(name) {
+                row.images = report::images(&path, name, refname, &row.commit);
+            }
             rows.push(row);
         }
     }
@@ -54,6 +63,7 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     // And the preview column once some pull request has a preview running.
     let previews = rows.iter().any(|r| r.preview_url.is_some());
     let discovered = rows.iter().any(|r| forge_of(&r.project).is_some());
+    let several = rows.iter().any(|r| !r.images.is_empty());
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -74,6 +84,11 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
             if discovered {
                 row.push(forge_of(&r.project).map_or_else(|| "-".into(), |d| d.forge.clone()));
             }
+            if several {
+                // Each image and the commit its build is: this one's when built, else earlier.
+                let images: Vec<String> = r.images.iter().map(|i| format!("{}={}", i.name, short(&i.from))).collect();
+                row.push(if images.is_empty() { "-".into() } else { images.join(" ") });
+            }
             row
         })
         .collect();
@@ -86,6 +101,9 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     }
     if discovered {
         header.push("DISCOVERED");
+    }
+    if several {
+        header.push("IMAGES");
     }
     output::print(output::table(&header, &table))?;
     Ok(code::OK)

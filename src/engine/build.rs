@@ -71,6 +71,7 @@ pub(crate) fn build(
         test_services: services,
         subject: Some(subject),
         author: Some(author),
+        images: Vec::new(),
     });
     let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -84,6 +85,14 @@ pub(crate) fn build(
         secrets: &secrets,
         network: network.as_ref().map(BuildNetworkUse::name),
     };
+    if !plan.images.is_empty() {
+        let mut one = |plan: &Plan, left| {
+            let refs = BuildRefs { plan, ..refs };
+            docker_build(out, &docker, builder, &refs, &log, left, false)
+        };
+        let plan = (&plan, tags.as_slice());
+        return super::images::build(job, files, number, &docker, plan, default_branch, deadline, &mut one);
+    }
     let (mut finished, mut image_id) = docker_build(out, &docker, builder, &refs, &log, timeout, false)?;
     if !finished.success() && lost_cache_layer(&finished.tail) {
         // An image removed while this build used one of its layers as cache (a prune, another
@@ -243,6 +252,10 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         // file or the repository names: it never creates or moves a name anything trusted
         // resolves (a branch's moving tag, `latest`, a base image a trusted build starts from).
         plan.image = docker::untrusted_image(name);
+        for image in &mut plan.images {
+            image.image = format!("{}/{}", docker::untrusted_image(name), image.name);
+        }
+        plan.image = plan.images.first().map_or(plan.image, |i| i.image.clone());
     }
     if !trusted && (!project.build_args.is_empty() || !project.test_env.is_empty()) {
         job.out.detail(format!(
@@ -277,7 +290,9 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     let default_branch = trusted.then_some(default_branch);
     let tags = vec![docker::ref_tag(refname, default_branch), commit_tag];
     if plan.image_from_repo || !trusted {
-        foreign_tags(job, &job.docker(), &plan.image, &tags)?;
+        for image in plan.images.iter().map(|i| &i.image).chain([&plan.image]) {
+            foreign_tags(job, &job.docker(), image, &tags)?;
+        }
     }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
     let (subject, author) = (checked_out.subject, checked_out.author);
@@ -363,6 +378,7 @@ fn record_early_failure(
         test_services: None,
         subject: None,
         author: None,
+        images: Vec::new(),
     });
     job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
     let shown = refs::display(&job.refname);

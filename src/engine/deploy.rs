@@ -37,6 +37,8 @@ pub(crate) struct Release {
     pub detected: Option<jiff::Timestamp>,
     /// Asked for by `--commit` and not the ref's newest build: an earlier image put back.
     pub rollback: bool,
+    /// A release of several images: image name → local repository, all with the commit's tag.
+    pub images: std::collections::BTreeMap<String, String>,
 }
 
 /// The deploy entries of the job's branch that have a target, optionally only the named one.
@@ -155,6 +157,7 @@ fn release(
         stages: run.stages.clone(),
         detected: None,
         rollback: false,
+        images: run.images.iter().map(|i| (i.name.clone(), i.image.clone())).collect(),
     };
     if let Some(sha) = commit {
         let newest = super::latest_built(history, None).map(|run| run.commit.as_str());
@@ -174,6 +177,7 @@ fn release(
                     stages: Vec::new(),
                     detected: None,
                     rollback: newest != Some(d.commit.as_str()),
+                    images: d.images.clone(),
                 });
             }
         }
@@ -377,6 +381,7 @@ impl<'a> Rollout<'a> {
             result: DeployResult::Succeeded,
             timeline: None,
             rollback: self.release.rollback,
+            images: self.release.images.clone(),
         };
         let Err(err) = result else {
             let timeline = self.timeline(record.at);
@@ -423,6 +428,7 @@ impl<'a> Rollout<'a> {
             stages: Vec::new(),
             detected: None,
             rollback: true,
+            images: previous.images.clone(),
         };
         let deadline = Instant::now() + self.timeout;
         let rolled = self.apply(back_image, back_tag, &back, deadline).and_then(|()| self.check(deadline));
@@ -522,12 +528,20 @@ fn passes_through(err: &anyhow::Error) -> bool {
 /// The environment every deploy exports, for compose files and commands to interpolate.
 fn deploy_env(job: &Job<'_>, image: &str, tag: &str, release: &Release) -> Vec<(String, String)> {
     let branch = job.refname.strip_prefix("refs/heads/").unwrap_or(&job.refname);
-    vec![
+    // Each image of a release of several, from where the first one comes (a registry or not).
+    let from = image.strip_suffix(release.image.as_str()).unwrap_or_default();
+    let images = release.images.iter().flat_map(|(name, repo)| {
+        let name = crate::config::image_env_name(name);
+        [(format!("PIPE_IMAGE_{name}"), format!("{from}{repo}")), (format!("PIPE_TAG_{name}"), tag.to_string())]
+    });
+    let mut env: Vec<(String, String)> = vec![
         ("PIPE_IMAGE".into(), image.into()),
         ("PIPE_TAG".into(), tag.into()),
         ("PIPE_COMMIT".into(), release.commit.clone()),
         ("PIPE_BRANCH".into(), branch.into()),
         ("PIPE_PROJECT".into(), job.name.into()),
         ("PIPE_REF_TAG".into(), release.tags.first().cloned().unwrap_or_default()),
-    ]
+    ];
+    env.extend(images);
+    env
 }

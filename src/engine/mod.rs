@@ -21,8 +21,10 @@ use crate::{git, secret};
 
 pub(crate) mod authors;
 pub(crate) mod build;
+pub(crate) mod changes;
 pub(crate) mod deploy;
 pub(crate) mod discover;
+pub(crate) mod images;
 pub(crate) mod plan;
 pub(crate) mod poll;
 pub(crate) mod previews;
