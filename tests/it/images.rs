@@ -3,9 +3,15 @@
 //! last commit of the ref for which it was built and passed its tests, the others given the
 //! commit's tags, with the real engine, real git and a forge stand-in.
 
-use crate::support::docker::{Docker, ProjectImages, unique_name};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
 use crate::support::forge_api::{ForgeApi, TOKEN};
-use crate::support::{TestEnv, WorkRepo, git};
+use crate::support::nginx::{self, NGINX, NginxGuard};
+use crate::support::{TestEnv, WorkRepo, free_port, git};
 
 /// The fixture: Project1's two images from two subdirectories, and docs beside them.
 struct Project1 {
@@ -16,34 +22,33 @@ struct Project1 {
 }
 
 impl Project1 {
-    fn new(docker: &Docker, extra: &str) -> Project1 {
+    fn new(docker: &Docker) -> Project1 {
         let mut env = TestEnv::new();
         env.env("FORGE_TOKEN", TOKEN);
         let project = unique_name("img").replace("pipe-test-", "");
         let repo = WorkRepo::new(env.path(), "project1");
         // No RUN step: what changes an image is the files it copies, never a cached step.
         repo.write("project1/Dockerfile", &format!("FROM {}\nCOPY . /app\n", docker.base_image));
-        repo.write("project1/views.py", "api 1\n");
+        repo.write("project1/index.html", "api 1\n");
+        repo.write("project1/health", "ok\n");
         repo.write("project1/status", "ok\n");
         repo.write("project1-front/Dockerfile", &format!("FROM {}\nCOPY . /www\n", docker.base_image));
         repo.write("project1-front/index.html", "front 1\n");
+        repo.write("project1-front/health", "ok\n");
         repo.write("docs/README.md", "docs 1\n");
-        let p1 = Project1 { _images: ProjectImages { project: project.clone() }, env, repo, project };
-        p1.env.config(&format!(
+        Project1 { _images: ProjectImages { project: project.clone() }, env, repo, project }
+    }
+
+    /// Writes the pipeline file: `head` before the project, `tail` inside it after its images.
+    fn configure(&self, head: &str, branches: &str, tail: &str) {
+        self.env.config(&format!(
             r#"[pipe]
 workspace = "{ws}"
-
-[forge.origin]
-kind = "github"
-api = "http://127.0.0.1:{{port}}"
-token_env = "FORGE_TOKEN"
-
+{head}
 [project.{p}]
 repo = "{url}"
-branches = ["main", "feature/*"]
-forge = "origin"
-forge_repo = "acme/project1"
-
+branches = {branches}
+{tail}
 [project.{p}.images.api]
 image = "pipe-test/{p}-api"
 context = "project1"
@@ -54,12 +59,11 @@ image = "pipe-test/{p}-front"
 context = "project1-front"
 paths = ["project1-front", "shared/**/*.css"]
 test = "test -s /www/index.html"
-{extra}"#,
-            ws = p1.env.path().join("work").display(),
-            p = p1.project,
-            url = p1.repo.url(),
+"#,
+            ws = self.env.path().join("work").display(),
+            p = self.project,
+            url = self.repo.url(),
         ));
-        p1
     }
 
     fn image(&self, which: &str, tag: &str) -> String {
@@ -122,10 +126,13 @@ fn images(api: (bool, &str), front: (bool, &str)) -> Vec<(String, bool, String)>
 #[test]
 fn each_commit_builds_exactly_the_images_whose_paths_changed_and_retags_the_others() {
     let Some(docker) = Docker::require() else { return };
-    let p1 = Project1::new(&docker, "");
+    let p1 = Project1::new(&docker);
     let api = ForgeApi::start(&p1.env, "github", None);
-    let config = std::fs::read_to_string(p1.env.config_path()).unwrap().replace("{port}", &api.port.to_string());
-    p1.env.config(&config);
+    let forge = format!(
+        "[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"\ntoken_env = \"FORGE_TOKEN\"\n",
+        api.port
+    );
+    p1.configure(&forge, "[\"main\", \"feature/*\"]", "forge = \"origin\"\nforge_repo = \"acme/project1\"\n");
 
     // The first commit: nothing to compare with, so both are built, and say why.
     let c1 = p1.commit("main", &[]);
@@ -135,8 +142,8 @@ fn each_commit_builds_exactly_the_images_whose_paths_changed_and_retags_the_othe
     assert_eq!(p1.id(&docker, "api", "latest").as_ref(), Some(&api1));
 
     // Only the API: the frontend gets the commit's tags on its tested image.
-    let c2 = p1.commit("main", &[("project1/views.py", "api 2\n")]);
-    p1.env.pipe(&["run"]).code(0).stderr_has("building api: `project1/views.py` changed since");
+    let c2 = p1.commit("main", &[("project1/index.html", "api 2\n")]);
+    p1.env.pipe(&["run"]).code(0).stderr_has("building api: `project1/index.html` changed since");
     assert_eq!(p1.last_run("main"), (c2.clone(), images((true, &c2), (false, &c1))));
     let api2 = p1.id(&docker, "api", short(&c2)).unwrap();
     assert_ne!(api2, api1);
@@ -187,7 +194,7 @@ fn each_commit_builds_exactly_the_images_whose_paths_changed_and_retags_the_othe
     // A force push replacing the branch with an API change: the branch's own frontend build is
     // not an ancestor any more, so the frontend is compared with main's (the merge base's line).
     git(&p1.repo.work, &["reset", "--quiet", "--hard", &c5]);
-    let f2 = p1.commit("feature/x", &[("project1/views.py", "api x\n")]);
+    let f2 = p1.commit("feature/x", &[("project1/index.html", "api x\n")]);
     p1.env.pipe(&["run"]).code(0).stderr_has(&format!("front unchanged since `main`'s {}", short(&c5)));
     assert_eq!(p1.last_run("feature/x"), (f2.clone(), images((true, &f2), (false, &c5))));
 
@@ -198,4 +205,155 @@ fn each_commit_builds_exactly_the_images_whose_paths_changed_and_retags_the_othe
     let m = git(&p1.repo.work, &["rev-parse", "HEAD"]);
     p1.env.pipe(&["run"]).code(0);
     assert_eq!(p1.last_run("main"), (m.clone(), images((true, &m), (false, &c5))));
+}
+
+/// GETs through the ingress to both routed services, alternating, until stopped: each answer
+/// tallied as `host: body`, a failure as `host: FAILED …`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<BTreeMap<String, usize>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, hosts: [&'static str; 2]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(BTreeMap::new()));
+        let (s, t) = (stop.clone(), tally.clone());
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(600);
+            let mut n = 0usize;
+            while !s.load(Ordering::Relaxed) && Instant::now() < until {
+                let host = hosts[n % 2];
+                n += 1;
+                let key = match nginx::request(port, host, "/") {
+                    Ok(body) => format!("{host}: {body}"),
+                    Err(e) => format!("{host}: FAILED {e}"),
+                };
+                *t.lock().unwrap().entry(key).or_default() += 1;
+                std::thread::sleep(Duration::from_millis(8));
+            }
+        });
+        Load { stop, tally, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> BTreeMap<String, usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        let tally = self.tally.lock().unwrap().clone();
+        eprintln!("load: {tally:?}");
+        tally
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+const FRONT: &str = "front.p1.test";
+const API: &str = "api.p1.test";
+
+#[test]
+fn a_release_of_several_images_switches_together_under_load_and_a_failed_check_keeps_the_whole_old_one() {
+    let Some(docker) = Docker::require() else { return };
+    if !nginx::available() {
+        return;
+    }
+    let p1 = Project1::new(&docker);
+    let _compose = ComposeProject { name: p1.project.clone() };
+    let dir = p1.env.path().join("deploy");
+    let ngx = p1.env.path().join("nginx");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&ngx).unwrap();
+    let _nginx = NginxGuard(ngx.join("nginx.pid"));
+    // The database: a stand-in from the base image (nothing can be pulled here), not routed.
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        format!(
+            "version: \"2.4\"\nservices:\n  api:\n    image: ${{PIPE_IMAGE_API}}:${{PIPE_TAG_API}}\n    init: true\n    \
+             command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/app\"]\n  front:\n    \
+             image: ${{PIPE_IMAGE_FRONT}}:${{PIPE_TAG_FRONT}}\n    init: true\n    \
+             command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n  db:\n    image: {base}\n    init: true\n    \
+             command: [\"sleep\", \"100000\"]\n",
+            base = docker.base_image
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let d = ngx.display();
+    std::fs::write(ngx.join("nginx.conf"), nginx::conf(&ngx, &format!("{d}/pipe.conf"))).unwrap();
+    let head = format!(
+        "[ingress]\ndomain = \"p1.test\"\nlisten = \"127.0.0.1:{port}\"\nupstreams = \"{d}/upstreams\"\n\
+         nginx = [\"{NGINX}\", \"-c\", \"{d}/nginx.conf\", \"-e\", \"{d}/error.log\"]\n"
+    );
+    let deploy = format!(
+        "[[project.{p}.deploy]]\nname = \"devhost\"\nbranches = [\"main\"]\n\
+         compose = {{ file = \"{file}\", project = \"{p}\", services = [\"api\", \"front\", \"db\"] }}\n\
+         ingress = {{ api = 8080, front = 8080 }}\nhealth = {{ url = \"http://{FRONT}/health\", timeout = \"10s\" }}\n\
+         drain = \"1s\"\n",
+        p = p1.project,
+        file = dir.join("docker-compose.yml").display(),
+    );
+    // The deploy entry is a table array after the images: written at the end of the file.
+    p1.configure(&head, "[\"main\"]", "");
+    let text = std::fs::read_to_string(p1.env.config_path()).unwrap();
+    p1.env.config(&format!("{text}\n{deploy}"));
+    let generated = p1.env.pipe(&["generate", "nginx"]);
+    generated.code(0);
+    std::fs::write(ngx.join("pipe.conf"), &generated.stdout).unwrap();
+
+    let c1 = p1.commit("main", &[]);
+    p1.env.pipe(&["run"]).code(0);
+    assert_eq!(nginx::request(port, FRONT, "/").as_deref(), Ok("front 1"));
+    assert_eq!(nginx::request(port, API, "/").as_deref(), Ok("api 1"));
+    let load = Load::start(port, [FRONT, API]);
+
+    // Only the API: its new image and the frontend's retagged one, each at the commit's tag.
+    let c2 = p1.commit("main", &[("project1/index.html", "api 2\n")]);
+    p1.env.pipe(&["run"]).code(0);
+    assert_eq!(nginx::request(port, API, "/").as_deref(), Ok("api 2"));
+    assert_eq!(nginx::request(port, FRONT, "/").as_deref(), Ok("front 1"));
+    let running = |service: &str| {
+        let label = format!("label=com.docker.compose.service={service}");
+        let project = format!("label=com.docker.compose.project={}", p1.project);
+        let out = docker.ok(&["ps", "--filter", &label, "--filter", &project, "--format", "{{.Image}}"]);
+        out.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(running("api"), [p1.image("api", short(&c2))]);
+    assert_eq!(running("front"), [p1.image("front", short(&c2))], "the frontend runs the commit's tag");
+
+    // A release whose API fails its check: neither service switches.
+    p1.commit("main", &[("project1/index.html", "api broken\n"), ("project1-front/index.html", "front 3\n")]);
+    std::fs::remove_file(p1.repo.work.join("project1/health")).unwrap();
+    let c3 = p1.commit("main", &[]);
+    p1.env.pipe(&["run"]).code(1).stderr_has("the old release kept serving");
+    assert_eq!(nginx::request(port, API, "/").as_deref(), Ok("api 2"));
+    assert_eq!(nginx::request(port, FRONT, "/").as_deref(), Ok("front 1"), "the frontend stayed with its API");
+    assert_eq!(running("front"), [p1.image("front", short(&c2))]);
+
+    // The fix: both switch together.
+    p1.commit("main", &[("project1/index.html", "api 4\n"), ("project1/health", "ok\n")]);
+    p1.env.pipe(&["run"]).code(0);
+    assert_eq!(nginx::request(port, API, "/").as_deref(), Ok("api 4"));
+    assert_eq!(nginx::request(port, FRONT, "/").as_deref(), Ok("front 3"));
+    let tally = load.finish();
+    let allowed = [
+        format!("{FRONT}: front 1"),
+        format!("{FRONT}: front 3"),
+        format!("{API}: api 1"),
+        format!("{API}: api 2"),
+        format!("{API}: api 4"),
+    ];
+    let bad: Vec<_> = tally.iter().filter(|(k, _)| !allowed.contains(k)).collect();
+    assert!(bad.is_empty(), "failed requests or answers from a release that failed its check: {bad:?}");
+    assert!(tally.values().sum::<usize>() > 200, "{tally:?}");
+
+    // The deploy history keeps the release as one commit with its images.
+    let history =
+        std::fs::read_to_string(p1.env.state_path().with_file_name("deploys").join(&p1.project).join("devhost.toml"))
+            .unwrap();
+    assert!(history.contains(&format!("api = \"pipe-test/{}-api\"", p1.project)), "{history}");
+    let _ = (c1, c3);
 }
