@@ -441,6 +441,10 @@ fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Pa
     if result.state_error {
         return Vec::new();
     }
+    let images: Vec<String> = crate::report::images(state_path, &result.project, &result.refname, &result.commit)
+        .iter()
+        .map(|i| format!("{} {}{}", i.name, crate::output::short(&i.from), if i.built { " (built)" } else { "" }))
+        .collect();
     let base = |event| Notice {
         event,
         project: result.project.clone(),
@@ -455,6 +459,7 @@ fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Pa
             None => crate::page::ref_url(p, &result.project, &result.refname),
         }),
         preview_url: result.preview_url.clone(),
+        images: images.clone(),
     };
     let mut out = Vec::new();
     if result.result.is_failure() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
 use crate::support::forge_api::{ForgeApi, TOKEN};
+use crate::support::http::HttpSink;
 use crate::support::nginx::{self, NGINX, NginxGuard};
 use crate::support::{TestEnv, WorkRepo, free_port, git};
 
@@ -126,10 +127,13 @@ fn images(api: (bool, &str), front: (bool, &str)) -> Vec<(String, bool, String)>
 #[test]
 fn each_commit_builds_exactly_the_images_whose_paths_changed_and_retags_the_others() {
     let Some(docker) = Docker::require() else { return };
-    let p1 = Project1::new(&docker);
+    let mut p1 = Project1::new(&docker);
     let api = ForgeApi::start(&p1.env, "github", None);
+    let sink = HttpSink::start(200);
+    p1.env.env("NOTIFY_URL", &sink.url("/events"));
     let forge = format!(
-        "[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"\ntoken_env = \"FORGE_TOKEN\"\n",
+        "[forge.origin]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"\ntoken_env = \"FORGE_TOKEN\"\n\
+         [notify.webhook]\nurl_env = \"NOTIFY_URL\"\non = [\"success\"]\n",
         api.port
     );
     p1.configure(&forge, "[\"main\", \"feature/*\"]", "forge = \"origin\"\nforge_repo = \"acme/project1\"\n");
@@ -169,6 +173,9 @@ fn each_commit_builds_exactly_the_images_whose_paths_changed_and_retags_the_othe
     assert_eq!(row["images"][0]["built"], false);
     assert_eq!(row["images"][0]["from"], c2);
     p1.env.pipe(&["status"]).code(0).stdout_has(&format!("api={} front={}", short(&c2), short(&c1)));
+    let notice = sink.taken().last().unwrap().json();
+    assert_eq!(notice["commit"], c3.as_str());
+    assert_eq!(notice["images"], serde_json::json!([format!("api {}", short(&c2)), format!("front {}", short(&c1))]));
 
     // Both, with the API's tests failing: the API is not recorded as tested, the frontend is
     // never tested (the API's failure ends the stage), so neither counts as a tested build.
@@ -205,6 +212,20 @@ fn each_commit_builds_exactly_the_images_whose_paths_changed_and_retags_the_othe
     let m = git(&p1.repo.work, &["rev-parse", "HEAD"]);
     p1.env.pipe(&["run"]).code(0);
     assert_eq!(p1.last_run("main"), (m.clone(), images((true, &m), (false, &c5))));
+
+    // Only the frontend, with a Dockerfile that does not build: the build fails (the API is
+    // retagged first); the fix touches only the Dockerfile, and the frontend's change made in
+    // the failed commit is still found, compared with its last tested build at c5.
+    let dockerfile = std::fs::read_to_string(p1.repo.work.join("project1-front/Dockerfile")).unwrap();
+    let broken = format!("{dockerfile}COPY no-such-file /x\n");
+    let c6 = p1.commit("main", &[("project1-front/index.html", "front 6\n"), ("project1-front/Dockerfile", &broken)]);
+    p1.env.pipe(&["run"]).code(1).stderr_has("image `front`");
+    assert_eq!(p1.last_run("main"), (c6.clone(), images((false, &m), (true, &c6))));
+    assert_eq!(p1.id(&docker, "front", short(&c6)), None, "no image for the failed build");
+    let c7 = p1.commit("main", &[("project1-front/Dockerfile", &dockerfile)]);
+    let run = p1.env.pipe(&["run"]);
+    run.code(0).stderr_has(&format!("building front: `project1-front/index.html` changed since {}", short(&c5)));
+    assert_eq!(p1.last_run("main"), (c7.clone(), images((false, &m), (true, &c7))));
 }
 
 /// GETs through the ingress to both routed services, alternating, until stopped: each answer
