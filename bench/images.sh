@@ -87,7 +87,8 @@ write_section images "$(cat <<MD
 ## Several images: a docs-only commit in a five-image monorepo (\`bench/images.sh\`)
 
 $(date -u +%F), $(nproc) cores shared with other work (load average $(cut -d' ' -f1 /proc/loadavg)
-at the end), $(docker version --format 'engine {{.Server.Version}}'), $(docker --version | cut -d, -f1).
+at the end), $(docker version --format 'engine {{.Server.Version}}'), $(docker --version | cut -d, -f1),
+\`${bin#"$root"/}\`.
 Hyperfine medians of $runs runs of \`pipe run\`, each after a new commit pushed to a \`file://\`
 remote (the commit and push are not timed). Each image is a base image, a \`COPY\` and a
 \`RUN\` step; its test is \`test -s /app/built\`. Shortcut: tiny images, so a build here is a

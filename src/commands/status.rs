@@ -23,11 +23,13 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         return Err(Usage(format!("no project `{project}` in state file `{}`", path.display())).into());
     }
     let now = crate::clock::now();
-    // Histories are read only for projects that may have several images: those the pipeline
-    // file gives `images`, or no `image` (the repository may declare them).
-    let config = cx.config().ok();
+    // Each ref's images come from its history, read only for projects the pipeline file gives
+    // `images`, or for every ref of the one project asked for (a `.pipe.toml` may declare
+    // them): a status of many refs stays a read of `state.toml`.
+    let config = if args.project.is_some() { None } else { cx.config().ok() };
     let several = |name: &str| {
-        config.as_ref().is_none_or(|c| c.projects.get(name).is_none_or(|p| !p.images.is_empty() || p.image.is_none()))
+        args.project.is_some()
+            || config.as_ref().is_some_and(|c| c.projects.get(name).is_some_and(|p| !p.images.is_empty()))
     };
     let mut rows = Vec::new();
     for (name, project) in &st.project {
