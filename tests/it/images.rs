@@ -378,3 +378,32 @@ fn a_release_of_several_images_switches_together_under_load_and_a_failed_check_k
     assert!(history.contains(&format!("api = \"pipe-test/{}-api\"", p1.project)), "{history}");
     let _ = (c1, c3);
 }
+
+#[test]
+fn a_repository_declares_its_images_in_its_pipe_toml_and_a_docs_commit_builds_none() {
+    let Some(docker) = Docker::require() else { return };
+    let p1 = Project1::new(&docker);
+    p1.env.config(&format!(
+        "[pipe]\nworkspace = \"{}\"\n[project.{p}]\nrepo = \"{}\"\nbranches = [\"main\"]\n",
+        p1.env.path().join("work").display(),
+        p1.repo.url(),
+        p = p1.project,
+    ));
+    let pipe_toml = format!(
+        "[images.api]\nimage = \"pipe-test/{p}-api\"\ncontext = \"project1\"\ntest = \"grep -qx ok /app/status\"\n\
+         [images.front]\nimage = \"pipe-test/{p}-front\"\ncontext = \"project1-front\"\n",
+        p = p1.project
+    );
+    let c1 = p1.commit("main", &[(".pipe.toml", &pipe_toml)]);
+    p1.env.pipe(&["run"]).code(0);
+    assert_eq!(p1.last_run("main"), (c1.clone(), images((true, &c1), (true, &c1))));
+    let c2 = p1.commit("main", &[("docs/README.md", "docs 2\n")]);
+    p1.env.pipe(&["run"]).code(0).stderr_has("nothing built");
+    assert_eq!(p1.last_run("main"), (c2.clone(), images((false, &c1), (false, &c1))));
+    // Images a `.pipe.toml` declares show in `pipe status PROJECT`.
+    p1.env.pipe(&["status", &p1.project]).code(0).stdout_has(&format!("api={} front={}", short(&c1), short(&c1)));
+    // A `.pipe.toml` that declares images beside `image` fails the build at its line.
+    let c3 = p1.commit("main", &[(".pipe.toml", &format!("image = \"x\"\n{pipe_toml}"))]);
+    p1.env.pipe(&["run"]).code(1).stderr_has(".pipe.toml:1:1: the repository: `image` is set beside `images`");
+    let _ = c3;
+}
