@@ -62,6 +62,10 @@ pub(crate) fn decide(
             let Some(tested) = tested else { continue };
             let short = docker::commit_tag(&tested.commit);
             let Ok(base) = Oid::from_str(&tested.commit) else { continue };
+            if tested.recipe != image.recipe {
+                why_not.push(format!("{whose}tested build {short} was made with other settings"));
+                continue;
+            }
             if repo.find_commit(base).is_err() {
                 why_not.push(format!("{whose}tested build {short} is not in the cache repository"));
                 continue;
@@ -141,11 +145,13 @@ mod tests {
             context: ".".into(),
             paths: paths.iter().map(|p| p.to_string()).collect(),
             test: None,
+            recipe: "r1".into(),
         }
     }
 
     fn tested(commit: Oid, name: &str) -> Tested {
-        Tested { commit: commit.to_string(), image: format!("t/{name}:{}", docker::commit_tag(&commit.to_string())) }
+        let image = format!("t/{name}:{}", docker::commit_tag(&commit.to_string()));
+        Tested { commit: commit.to_string(), image, recipe: "r1".into() }
     }
 
     #[test]
@@ -183,5 +189,12 @@ mod tests {
             "{d:?}"
         );
         assert!(matches!(&d[1], Decision::Build { why } if why.contains("not an ancestor")), "{d:?}");
+        // A build made with other settings (a new context, Dockerfile, paths or build args in
+        // the pipeline file) is never reused, whatever the files.
+        let mut changed = images.clone();
+        changed[1].recipe = "r2".into();
+        let d = decide(dir.path(), &docs.to_string(), &changed, &Bases { own: &own, default: None }).unwrap();
+        assert!(matches!(&d[0], Decision::Reuse { .. }), "{d:?}");
+        assert!(matches!(&d[1], Decision::Build { why } if why.contains("other settings")), "{d:?}");
     }
 }

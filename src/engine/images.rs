@@ -52,6 +52,7 @@ pub(crate) fn build(
             built: false,
             from: sha.clone(),
             why: String::new(),
+            recipe: image.recipe.clone(),
             image_id: None,
             test: image.test.clone(),
             tested: None,
@@ -209,7 +210,8 @@ pub(crate) fn test(job: &Job<'_>, files: &mut RefFiles, run: &Run, test_one: &mu
         if let Some(entry) = files.run_mut(run.number).and_then(|r| r.images.iter_mut().find(|i| &i.name == image)) {
             entry.tested = Some(*result);
             if result.clears() {
-                let tested = Tested { commit: run.commit.clone(), image: format!("{}:{tag}", entry.image) };
+                let reference = format!("{}:{tag}", entry.image);
+                let tested = Tested { commit: run.commit.clone(), image: reference, recipe: entry.recipe.clone() };
                 files.history.tested.insert(image.clone(), tested);
             }
         }

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
+use sha2::Digest as _;
 
 use crate::config::{self, ArgValue, Project, RepoFile, SecretRef};
 use crate::docker;
@@ -49,6 +50,9 @@ pub(crate) struct ImagePlan {
     /// Path patterns relative to the repository (see [`crate::config::PathSet`]).
     pub paths: Vec<String>,
     pub test: Option<String>,
+    /// A digest of what the build is made with: image, Dockerfile, context, paths, build args
+    /// (literal values, secret names). Set once the plan is whole.
+    pub recipe: String,
 }
 
 /// The images of a project with several: the pipeline file's `images`, else the repository's
@@ -80,6 +84,7 @@ fn image_plans(
             context: paths::resolve(checkout, &context, &format!("{what}.context"))?,
             paths: spec.paths(),
             test: spec.test.clone(),
+            recipe: String::new(),
         });
     }
     Ok((plans, from_repo))
@@ -179,6 +184,14 @@ pub(crate) fn plan(name: &str, project: Option<&Project>, checkout: &Path, trust
             (paths::resolve(checkout, &dockerfile, "dockerfile")?, paths::resolve(checkout, &context, "context")?)
         }
     };
+    let mut images = images;
+    for i in &mut images {
+        let secrets: Vec<&String> = secret_args.iter().map(|(k, _)| k).collect();
+        let what =
+            format!("{}\0{:?}\0{:?}\0{:?}\0{build_args:?}\0{secrets:?}", i.image, i.dockerfile, i.context, i.paths);
+        let digest = sha2::Sha256::digest(what.as_bytes());
+        i.recipe = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    }
     Ok(Plan {
         image,
         image_from_repo,

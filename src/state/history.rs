@@ -40,6 +40,10 @@ pub struct Tested {
     pub commit: String,
     /// The local image reference (`repository:tag`) that holds that build.
     pub image: String,
+    /// A digest of what the build was made with (image, Dockerfile, context, paths, build
+    /// args): a build made otherwise is never reused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub recipe: String,
 }
 
 /// One image of a run of a project with several.
@@ -57,6 +61,9 @@ pub struct ImageRun {
     pub from: String,
     /// Why it was built or retagged.
     pub why: String,
+    /// What the build was made with, as [`Tested::recipe`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub recipe: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -402,6 +402,14 @@ fn a_repository_declares_its_images_in_its_pipe_toml_and_a_docs_commit_builds_no
     assert_eq!(p1.last_run("main"), (c2.clone(), images((false, &c1), (false, &c1))));
     // Images a `.pipe.toml` declares show in `pipe status PROJECT`.
     p1.env.pipe(&["status", &p1.project]).code(0).stdout_has(&format!("api={} front={}", short(&c1), short(&c1)));
+    // New settings for the frontend (its `paths`): its tested build is not reused, the API's is.
+    let widened = pipe_toml.replace(
+        "context = \"project1-front\"\n",
+        "context = \"project1-front\"\npaths = [\"project1-front\", \"docs\"]\n",
+    );
+    let c4 = p1.commit("main", &[(".pipe.toml", &widened)]);
+    p1.env.pipe(&["run"]).code(0).stderr_has(&format!("tested build {} was made with other settings", short(&c1)));
+    assert_eq!(p1.last_run("main"), (c4.clone(), images((false, &c1), (true, &c4))));
     // A `.pipe.toml` that declares images beside `image` fails the build at its line.
     let c3 = p1.commit("main", &[(".pipe.toml", &format!("image = \"x\"\n{pipe_toml}"))]);
     p1.env.pipe(&["run"]).code(1).stderr_has(".pipe.toml:1:1: the repository: `image` is set beside `images`");
