@@ -531,6 +531,9 @@ pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<H
     let dirty = repo.statuses(Some(&mut status)).map(|s| !s.is_empty()).unwrap_or(true);
     let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "here".into());
     let plan = plan::plan(&name, None, &workdir, true)?;
+    if plan.images.len() > 1 {
+        out.warn(format!("`--here` builds the first of the repository's images only: `{}`", plan.images[0].name));
+    }
     let defaults = crate::config::Settings::default().default_branches;
     let refname = format!("refs/heads/{branch}");
     let default = defaults.iter().find(|b| **b == branch).cloned();
