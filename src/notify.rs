@@ -33,6 +33,10 @@ pub(crate) struct Notice {
     /// Where a pull request's preview answers (deploy notices of previews).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview_url: Option<String>,
+    /// A release of several images: each as `NAME COMMIT` (the commit its build comes from),
+    /// `(built)` when this run built it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 /// Which `on = [...]` entry a notice answers to.
@@ -80,6 +84,9 @@ pub(crate) fn slack_payload(n: &Notice) -> serde_json::Value {
     ];
     if let Some(url) = &n.preview_url {
         fields.push(json!({"title": "Preview", "value": slack_escape(url), "short": false}));
+    }
+    if !n.images.is_empty() {
+        fields.push(json!({"title": "Images", "value": slack_escape(&n.images.join(", ")), "short": false}));
     }
     if !n.log_tail.is_empty() {
         // A log line cannot close the code block early either.
@@ -208,6 +215,7 @@ mod tests {
             log_tail: "assert 1 == 2".into(),
             url: None,
             preview_url: None,
+            images: Vec::new(),
         }
     }
 

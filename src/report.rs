@@ -38,6 +38,40 @@ pub(crate) struct RefStatus {
     /// Where the pull request's preview answers, while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview_url: Option<String>,
+    /// A project of several images: each image of the commit's release.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageStatus>,
+}
+
+/// One image of a release of several: built by this commit's run, or the build of `from`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ImageStatus {
+    pub name: String,
+    pub image: String,
+    pub built: bool,
+    /// The commit whose build this image is.
+    pub from: String,
+    /// Why it was built or retagged.
+    pub why: String,
+}
+
+/// The images of `commit`'s newest run on a ref of a project of several images (read from the
+/// ref's history; empty for a project of one image or a commit never built).
+pub(crate) fn images(state_path: &Path, project: &str, refname: &str, commit: &str) -> Vec<ImageStatus> {
+    let Ok(history) = state::load_history(&state::history_path(state_path, project, refname), refname) else {
+        return Vec::new();
+    };
+    let Some(run) = history.runs.iter().rev().find(|r| r.commit == commit) else { return Vec::new() };
+    run.images
+        .iter()
+        .map(|i| ImageStatus {
+            name: i.name.clone(),
+            image: i.image.clone(),
+            built: i.built,
+            from: i.from.clone(),
+            why: i.why.clone(),
+        })
+        .collect()
 }
 
 impl RefStatus {
@@ -66,6 +100,7 @@ impl RefStatus {
             age_seconds: now.as_second() - at.as_second(),
             commit_to_traffic_seconds: traffic,
             preview_url: None,
+            images: Vec::new(),
         }
     }
 }
@@ -168,6 +203,7 @@ mod tests {
             result,
             timeline: Some(Timeline { detected: Some(at(when - took)), traffic: Some(at(when)), ..Default::default() }),
             rollback: false,
+            images: Default::default(),
         };
         let records = [
             deploy("refs/heads/main", 100, 30, DeployResult::Succeeded),

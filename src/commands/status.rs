@@ -23,6 +23,14 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         return Err(Usage(format!("no project `{project}` in state file `{}`", path.display())).into());
     }
     let now = crate::clock::now();
+    // Each ref's images come from its history, read only for projects the pipeline file gives
+    // `images`, or for every ref of the one project asked for (a `.pipe.toml` may declare
+    // them): a status of many refs stays a read of `state.toml`.
+    let config = if args.project.is_some() { None } else { cx.config().ok() };
+    let several = |name: &str| {
+        args.project.is_some()
+            || config.as_ref().is_some_and(|c| c.projects.get(name).is_some_and(|p| !p.images.is_empty()))
+    };
     let mut rows = Vec::new();
     for (name, project) in &st.project {
         if args.project.as_ref().is_some_and(|p| p != name) {
@@ -33,6 +41,9 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         for (refname, r) in &project.refs {
             let mut row = RefStatus::new(name, refname, r, now, traffic.get(refname).copied());
             row.preview_url = previews.get(refname).cloned();
+            if several(name) {
+                row.images = report::images(&path, name, refname, &row.commit);
+            }
             rows.push(row);
         }
     }
@@ -54,6 +65,7 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     // And the preview column once some pull request has a preview running.
     let previews = rows.iter().any(|r| r.preview_url.is_some());
     let discovered = rows.iter().any(|r| forge_of(&r.project).is_some());
+    let several = rows.iter().any(|r| !r.images.is_empty());
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -74,6 +86,11 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
             if discovered {
                 row.push(forge_of(&r.project).map_or_else(|| "-".into(), |d| d.forge.clone()));
             }
+            if several {
+                // Each image and the commit its build is: this one's when built, else earlier.
+                let images: Vec<String> = r.images.iter().map(|i| format!("{}={}", i.name, short(&i.from))).collect();
+                row.push(if images.is_empty() { "-".into() } else { images.join(" ") });
+            }
             row
         })
         .collect();
@@ -86,6 +103,9 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     }
     if discovered {
         header.push("DISCOVERED");
+    }
+    if several {
+        header.push("IMAGES");
     }
     output::print(output::table(&header, &table))?;
     Ok(code::OK)

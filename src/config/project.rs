@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::Seconds;
+use super::images::ImageSpec;
 use super::patterns::Patterns;
 use super::targets::Deploy;
 use super::values::ArgValue;
@@ -30,6 +31,10 @@ pub(crate) struct Project {
     pub image: Option<String>,
     pub dockerfile: Option<String>,
     pub context: Option<String>,
+    /// Several images built from the repository, each rebuilt only when its paths changed;
+    /// instead of `image`, `dockerfile`, `context` and `test`.
+    #[serde(default)]
+    pub images: BTreeMap<String, Spanned<ImageSpec>>,
     /// `--build-arg` values: literal, or `{ env = "VAR" }` / `{ file = "/path" }` secrets.
     #[serde(default)]
     pub build_args: BTreeMap<String, Spanned<ArgValue>>,

@@ -8,6 +8,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::document::Cx;
+use super::images::{ImageSpec, validate_images};
 use crate::error::Diagnostic;
 
 /// `.pipe.toml` at a repository's root: how to build and test it, and nothing that runs on the
@@ -24,6 +25,9 @@ pub(crate) struct RepoFile {
     #[serde(default)]
     pub test_env: BTreeMap<String, String>,
     pub test_services: Option<String>,
+    /// Several images (`[images.NAME]`), as in the pipeline file.
+    #[serde(default)]
+    pub images: BTreeMap<String, Spanned<ImageSpec>>,
 }
 
 /// Keys a repository might try to set that only the operator may: they run on the host.
@@ -48,6 +52,19 @@ pub(crate) fn parse_repo_file(path: &Path, text: &str) -> Result<RepoFile, Vec<D
     }
     let span = 0..text.len();
     let file = cx.de::<RepoFile>(Spanned::new(span, DeValue::Table(doc)));
+    if let Some(file) = &file {
+        let single: Vec<&str> = [
+            ("image", file.image.is_some()),
+            ("dockerfile", file.dockerfile.is_some()),
+            ("context", file.context.is_some()),
+            ("test", file.test.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set && !file.images.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+        validate_images(&mut cx, &[], &file.images, &single);
+    }
     match (file, cx.diagnostics.is_empty()) {
         (Some(file), true) => Ok(file),
         _ => Err(cx.diagnostics),

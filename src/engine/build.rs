@@ -71,6 +71,7 @@ pub(crate) fn build(
         test_services: services,
         subject: Some(subject),
         author: Some(author),
+        images: Vec::new(),
     });
     let started = crate::clock::now();
     let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -87,6 +88,14 @@ pub(crate) fn build(
         network: network.as_ref().map(BuildNetworkUse::name),
         cache: &cache.cache,
     };
+    if !plan.images.is_empty() {
+        let mut one = |plan: &Plan, left| {
+            let refs = BuildRefs { plan, ..refs };
+            docker_build(out, &docker, builder, &refs, &log, left, false)
+        };
+        let plan = (&plan, tags.as_slice());
+        return super::images::build(job, files, number, &docker, plan, default_branch, deadline, &mut one);
+    }
     let (mut finished, mut image_id) = docker_build(out, &docker, builder, &refs, &log, timeout, false)?;
     if !finished.success() && lost_cache_layer(&finished.tail) {
         // An image removed while this build used one of its layers as cache (a prune, another
@@ -246,6 +255,10 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         // file or the repository names: it never creates or moves a name anything trusted
         // resolves (a branch's moving tag, `latest`, a base image a trusted build starts from).
         plan.image = docker::untrusted_image(name);
+        for image in &mut plan.images {
+            image.image = format!("{}/{}", docker::untrusted_image(name), image.name);
+        }
+        plan.image = plan.images.first().map_or(plan.image, |i| i.image.clone());
     }
     if !trusted && (!project.build_args.is_empty() || !project.test_env.is_empty()) {
         job.out.detail(format!(
@@ -280,7 +293,9 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     let default_branch = trusted.then_some(default_branch);
     let tags = vec![docker::ref_tag(refname, default_branch), commit_tag];
     if plan.image_from_repo || !trusted {
-        foreign_tags(job, &job.docker(), &plan.image, &tags)?;
+        for image in plan.images.iter().map(|i| &i.image).chain([&plan.image]) {
+            foreign_tags(job, &job.docker(), image, &tags)?;
+        }
     }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
     let (subject, author) = (checked_out.subject, checked_out.author);
@@ -366,6 +381,7 @@ fn record_early_failure(
         test_services: None,
         subject: None,
         author: None,
+        images: Vec::new(),
     });
     job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
     let shown = refs::display(&job.refname);
@@ -521,6 +537,9 @@ pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<H
     let dirty = repo.statuses(Some(&mut status)).map(|s| !s.is_empty()).unwrap_or(true);
     let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "here".into());
     let plan = plan::plan(&name, None, &workdir, true)?;
+    if plan.images.len() > 1 {
+        out.warn(format!("`--here` builds the first of the repository's images only: `{}`", plan.images[0].name));
+    }
     let defaults = crate::config::Settings::default().default_branches;
     let refname = format!("refs/heads/{branch}");
     let default = defaults.iter().find(|b| **b == branch).cloned();

@@ -32,6 +32,8 @@ pub(crate) struct Release {
     pub detected: Option<jiff::Timestamp>,
     /// Asked for by `--commit` and not the ref's newest build: an earlier image put back.
     pub rollback: bool,
+    /// A release of several images: image name → local repository, all with the commit's tag.
+    pub images: std::collections::BTreeMap<String, String>,
 }
 
 /// The deploy entries of the job's branch that have a target, optionally only the named one.
@@ -122,7 +124,7 @@ pub(crate) fn deploy(
         };
         let shape = target_of(job, target);
         let shipped = shipment(job, target, &release);
-        let exports = |s: &Shipment| deploy_env(job, s, &release);
+        let exports = |s: &Shipment| deploy_env(job, target, s, &release);
         let rollout = Rollout::new(&place, &shape, &shipped, &exports, own);
         if dry_run {
             rollout.print_plan()?;
@@ -165,6 +167,7 @@ fn release(
         stages: run.stages.clone(),
         detected: None,
         rollback: false,
+        images: run.images.iter().map(|i| (i.name.clone(), i.image.clone())).collect(),
     };
     if let Some(sha) = commit {
         let newest = super::latest_built(history, None).map(|run| run.commit.as_str());
@@ -184,6 +187,7 @@ fn release(
                     stages: Vec::new(),
                     detected: None,
                     rollback: newest != Some(d.commit.as_str()),
+                    images: d.images.clone(),
                 });
             }
         }
@@ -242,11 +246,7 @@ fn target_of<'a>(job: &Job<'_>, target: &'a Deploy) -> Target<'a> {
 /// The release as `target` runs it: the image under the first registry it pushes to, else local,
 /// tagged with the commit's immutable tag.
 fn shipment(job: &Job<'_>, target: &Deploy, release: &Release) -> Shipment {
-    let image = target
-        .push
-        .first()
-        .and_then(|reg| job.config.registries.get(reg.get_ref()))
-        .map_or_else(|| release.image.clone(), |r| format!("{}/{}", r.url, release.image));
+    let image = format!("{}{}", pulled_from(job, target), release.image);
     Shipment {
         commit: release.commit.clone(),
         image,
@@ -255,24 +255,42 @@ fn shipment(job: &Job<'_>, target: &Deploy, release: &Release) -> Shipment {
         stages: release.stages.clone(),
         detected: release.detected,
         rollback: release.rollback,
+        images: release.images.clone(),
     }
+}
+
+/// Where `target` runs images from: `REGISTRY/` of the first registry it pushes to, else nothing
+/// (local images).
+fn pulled_from(job: &Job<'_>, target: &Deploy) -> String {
+    target
+        .push
+        .first()
+        .and_then(|reg| job.config.registries.get(reg.get_ref()))
+        .map_or_else(String::new, |r| format!("{}/", r.url))
 }
 
 /// The environment every deploy exports, for compose files and commands to interpolate. The
 /// moving tag is the release's (for an automatic rollback, the immutable tag put back).
-fn deploy_env(job: &Job<'_>, shipment: &Shipment, release: &Release) -> Vec<(String, String)> {
+fn deploy_env(job: &Job<'_>, target: &Deploy, shipment: &Shipment, release: &Release) -> Vec<(String, String)> {
     let branch = job.refname.strip_prefix("refs/heads/").unwrap_or(&job.refname);
     let ref_tag = if shipment.commit == release.commit {
         release.tags.first().cloned().unwrap_or_default()
     } else {
         shipment.tag.clone()
     };
-    vec![
+    let mut env: Vec<(String, String)> = vec![
         ("PIPE_IMAGE".into(), shipment.image.clone()),
         ("PIPE_TAG".into(), shipment.tag.clone()),
         ("PIPE_COMMIT".into(), shipment.commit.clone()),
         ("PIPE_BRANCH".into(), branch.into()),
         ("PIPE_PROJECT".into(), job.name.into()),
         ("PIPE_REF_TAG".into(), ref_tag),
-    ]
+    ];
+    // Each image of a release of several, from where the target runs images, all with the tag.
+    let from = pulled_from(job, target);
+    env.extend(shipment.images.iter().flat_map(|(name, repo)| {
+        let name = crate::config::image_env_name(name);
+        [(format!("PIPE_IMAGE_{name}"), format!("{from}{repo}")), (format!("PIPE_TAG_{name}"), shipment.tag.clone())]
+    }));
+    env
 }

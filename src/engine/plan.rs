@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
+use sha2::Digest as _;
 
 use crate::config::{self, ArgValue, Project, RepoFile, SecretRef};
 use crate::docker;
@@ -33,6 +34,60 @@ pub(crate) struct Plan {
     pub test_secrets: Vec<(String, SecretRef)>,
     /// The test services the allow-list accepted, and the file they came from.
     pub test_services: Option<(PathBuf, Services)>,
+    /// A project of several images: each one's build (the first is also `image`,
+    /// `dockerfile` and `context` above); empty for a project of one image.
+    pub images: Vec<ImagePlan>,
+}
+
+/// One image of a project with several: its build, the paths it depends on, its test.
+#[derive(Debug, Clone)]
+pub(crate) struct ImagePlan {
+    /// The image's table name (`api` in `[project.p.images.api]`).
+    pub name: String,
+    pub image: String,
+    pub dockerfile: PathBuf,
+    pub context: PathBuf,
+    /// Path patterns relative to the repository (see [`crate::config::PathSet`]).
+    pub paths: Vec<String>,
+    pub test: Option<String>,
+    /// A digest of what the build is made with: image, Dockerfile, context, paths, build args
+    /// (literal values, secret names). Set once the plan is whole.
+    pub recipe: String,
+}
+
+/// The images of a project with several: the pipeline file's `images`, else the repository's
+/// (the whole table from one place: an image is never half the operator's, half the code's).
+fn image_plans(
+    name: &str,
+    project: Option<&Project>,
+    repo_file: &RepoFile,
+    checkout: &Path,
+) -> anyhow::Result<(Vec<ImagePlan>, bool)> {
+    let (specs, from_repo) = match project.map(|p| &p.images).filter(|i| !i.is_empty()) {
+        Some(images) => (images, false),
+        None => (&repo_file.images, true),
+    };
+    let mut plans = Vec::new();
+    for (key, spec) in specs {
+        let spec = spec.get_ref();
+        docker::validate_repository(&spec.image).map_err(|e| anyhow!("project `{name}`: image `{key}`: {e}"))?;
+        let (dockerfile, context) = (spec.dockerfile(), spec.context());
+        let what = format!("images.{key}");
+        for ignore in [format!("{context}/.dockerignore"), format!("{dockerfile}.dockerignore")] {
+            paths::read_repo_file(checkout, &ignore)
+                .map_err(|e| e.context(format!("project `{name}`: cannot read `{ignore}`")))?;
+        }
+        plans.push(ImagePlan {
+            name: key.clone(),
+            image: spec.image.clone(),
+            dockerfile: paths::resolve(checkout, &dockerfile, &format!("{what}.dockerfile"))?,
+            context: paths::resolve(checkout, &context, &format!("{what}.context"))?,
+            paths: spec.paths(),
+            test: spec.test.clone(),
+            recipe: String::new(),
+        });
+    }
+    Ok((plans, from_repo))
 }
 
 /// Reads the repository's own files in `checkout` and merges them under the project's
@@ -55,14 +110,19 @@ pub(crate) fn plan(name: &str, project: Option<&Project>, checkout: &Path, trust
     let jenkins_image = paths::read_repo_file(checkout, ".jenkins-env")
         .map_err(|e| e.context(format!("project `{name}`: cannot read `.jenkins-env`")))?
         .and_then(|t| config::parse_jenkins_env(&t));
-    let image_from_repo = project.and_then(|p| p.image.as_ref()).is_none();
+    let (images, images_from_repo) = image_plans(name, project, &repo_file, checkout)?;
+    let first = images.first();
+    let image_from_repo = first.map_or(project.and_then(|p| p.image.as_ref()).is_none(), |_| images_from_repo);
+    let image = first.map(|i| i.image.clone());
     let image =
-        project.and_then(|p| p.image.clone()).or(repo_file.image.clone()).or(jenkins_image).ok_or_else(|| {
-            anyhow!(
-                "project `{name}` names no image\nhint: set `image` under [project.{name}] in the pipeline file, \
+        image.or(project.and_then(|p| p.image.clone())).or(repo_file.image.clone()).or(jenkins_image).ok_or_else(
+            || {
+                anyhow!(
+                    "project `{name}` names no image\nhint: set `image` under [project.{name}] in the pipeline file, \
                  `image = \"…\"` in the repository's .pipe.toml, or `imagename=\"…\"` in its .jenkins-env"
-            )
-        })?;
+                )
+            },
+        )?;
     docker::validate_repository(&image).map_err(|e| anyhow!("project `{name}`: {e}"))?;
     if docker::in_untrusted_namespace(&image) {
         bail!(
@@ -111,13 +171,26 @@ pub(crate) fn plan(name: &str, project: Option<&Project>, checkout: &Path, trust
         }
         None => None,
     };
-    let dockerfile_path = paths::resolve(checkout, &dockerfile, "dockerfile")?;
-    let context_path = paths::resolve(checkout, &context, "context")?;
-    // The docker CLI reads the context's `.dockerignore` (and BuildKit `DOCKERFILE.dockerignore`)
-    // on the host: the same rules as every repository file, so a link out is never followed.
-    for ignore in [format!("{context}/.dockerignore"), format!("{dockerfile}.dockerignore")] {
-        paths::read_repo_file(checkout, &ignore)
-            .map_err(|e| e.context(format!("project `{name}`: cannot read `{ignore}`")))?;
+    let (dockerfile_path, context_path) = match first {
+        Some(first) => (first.dockerfile.clone(), first.context.clone()),
+        None => {
+            // The docker CLI reads the context's `.dockerignore` (and BuildKit
+            // `DOCKERFILE.dockerignore`) on the host: the same rules as every repository file,
+            // so a link out is never followed.
+            for ignore in [format!("{context}/.dockerignore"), format!("{dockerfile}.dockerignore")] {
+                paths::read_repo_file(checkout, &ignore)
+                    .map_err(|e| e.context(format!("project `{name}`: cannot read `{ignore}`")))?;
+            }
+            (paths::resolve(checkout, &dockerfile, "dockerfile")?, paths::resolve(checkout, &context, "context")?)
+        }
+    };
+    let mut images = images;
+    for i in &mut images {
+        let secrets: Vec<&String> = secret_args.iter().map(|(k, _)| k).collect();
+        let what =
+            format!("{}\0{:?}\0{:?}\0{:?}\0{build_args:?}\0{secrets:?}", i.image, i.dockerfile, i.context, i.paths);
+        let digest = sha2::Sha256::digest(what.as_bytes());
+        i.recipe = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     }
     Ok(Plan {
         image,
@@ -126,9 +199,10 @@ pub(crate) fn plan(name: &str, project: Option<&Project>, checkout: &Path, trust
         context: context_path,
         build_args: build_args.into_iter().collect(),
         secret_args,
-        test: pick(project.and_then(|p| p.test.as_ref()), &repo_file.test),
+        test: if images.is_empty() { pick(project.and_then(|p| p.test.as_ref()), &repo_file.test) } else { None },
         test_env: test_env.into_iter().collect(),
         test_secrets,
         test_services,
+        images,
     })
 }

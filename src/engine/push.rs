@@ -45,10 +45,12 @@ pub(crate) fn push(job: &Job<'_>, files: &mut RefFiles, force: bool, dry_run: bo
     let docker = job.docker();
     if dry_run {
         for (reg_name, registry) in &registries {
-            let plan = PushPlan::new(&docker, reg_name, registry, &run);
-            for cmd in plan.login.commands().into_iter().chain(plan.steps.iter().flat_map(|(_, tag, push)| [tag, push]))
-            {
-                crate::output::println(cmd)?;
+            for (_, unit) in units(&run) {
+                let plan = PushPlan::new(&docker, reg_name, registry, &unit);
+                let steps = plan.steps.iter().flat_map(|(_, tag, push)| [tag, push]);
+                for cmd in plan.login.commands().into_iter().chain(steps) {
+                    crate::output::println(cmd)?;
+                }
             }
         }
         return Ok(());
@@ -58,27 +60,34 @@ pub(crate) fn push(job: &Job<'_>, files: &mut RefFiles, force: bool, dry_run: bo
     let started = crate::clock::now();
     let clock = Instant::now();
     let mut failure = None;
-    for (reg_name, registry) in &registries {
-        let plan = PushPlan::new(&docker, reg_name, registry, &run);
-        match plan.run(out, &docker, &run, deadline) {
-            Ok(digest) => {
-                out.info(format!("{name}: pushed {}/{} ({digest})", registry.url, run.image));
-                if let Some(r) = files.run_mut(run.number) {
-                    r.digests.insert(reg_name.to_string(), digest);
+    'registries: for (reg_name, registry) in &registries {
+        for (index, unit) in units(&run) {
+            let plan = PushPlan::new(&docker, reg_name, registry, &unit);
+            match plan.run(out, &docker, &unit, deadline) {
+                Ok(digest) => {
+                    out.info(format!("{name}: pushed {}/{} ({digest})", registry.url, unit.image));
+                    if let Some(r) = files.run_mut(run.number) {
+                        if let Some(image) = index.and_then(|i| r.images.get_mut(i)) {
+                            image.digests.insert(reg_name.to_string(), digest.clone());
+                        }
+                        if index.is_none_or(|i| i == 0) {
+                            r.digests.insert(reg_name.to_string(), digest);
+                        }
+                    }
                 }
-            }
-            Err(err) => {
-                let err = unreachable_registry(client::classify(&docker, err), reg_name, registry);
-                if err.is::<Interrupted>() {
-                    let record = StageRun::new(Stage::Push, Outcome::Interrupted, started, clock.elapsed(), None);
-                    job.record(files, run.number, record)?;
-                    return Err(err);
+                Err(err) => {
+                    let err = unreachable_registry(client::classify(&docker, err), reg_name, registry);
+                    if err.is::<Interrupted>() {
+                        let record = StageRun::new(Stage::Push, Outcome::Interrupted, started, clock.elapsed(), None);
+                        job.record(files, run.number, record)?;
+                        return Err(err);
+                    }
+                    if err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>() || err.is::<StateError>() {
+                        return Err(err);
+                    }
+                    failure = Some(err.context(format!("push to registry `{reg_name}` failed")));
+                    break 'registries;
                 }
-                if err.is::<ToolUnavailable>() || err.is::<RemoteUnavailable>() || err.is::<StateError>() {
-                    return Err(err);
-                }
-                failure = Some(err.context(format!("push to registry `{reg_name}` failed")));
-                break;
             }
         }
     }
@@ -88,6 +97,14 @@ pub(crate) fn push(job: &Job<'_>, files: &mut RefFiles, force: bool, dry_run: bo
         Some(err) => Err(anyhow::Error::new(StageFailed(format!("{err:#}")))),
         None => Ok(()),
     }
+}
+
+/// What a run pushes: the run's image, or each of its several images (with its index).
+fn units(run: &Run) -> Vec<(Option<usize>, Run)> {
+    if run.images.is_empty() {
+        return vec![(None, run.clone())];
+    }
+    run.images.iter().enumerate().map(|(i, image)| (Some(i), super::images::view(run, image))).collect()
 }
 
 /// A push or login that failed because the registry could not be reached becomes

@@ -50,6 +50,13 @@ pub(crate) fn test(job: &Job<'_>, files: &mut RefFiles, run_number: Option<u64>)
         None => super::latest_built(&files.history, None).cloned(),
     };
     let Some(run) = run else { return Err(super::not_built(job)) };
+    if !run.images.is_empty() {
+        let mut one = |one: &Run, command: &str| {
+            let (test_job, docker) = plan(job, one, command, true)?;
+            run_job(out, &docker, &test_job)
+        };
+        return super::images::test(job, files, &run, &mut one);
+    }
     let image = super::run_image(&run);
     let Some(command) = run.test.clone() else {
         let skipped = StageRun::new(Stage::Test, Outcome::Skipped, crate::clock::now(), Duration::ZERO, None);

@@ -285,14 +285,24 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
             super::default_branch(job.config, job.name, job.project, &st)
         };
         let stage = StageStatus::start(reporter, forge.as_ref(), "pipe/build");
-        let number = stage.end(super::build::build(job, files, &default_branch, Some(&work.head)), None)?;
+        let built = super::build::build(job, files, &default_branch, Some(&work.head));
+        // A project of several images whose commit touched none of their paths says so.
+        let unchanged = built.as_ref().ok().and_then(|n| files.run(*n)).and_then(super::images::unchanged_since);
+        let number = match &unchanged {
+            Some(since) => {
+                stage.end_with(ForgeState::Success, &format!("unchanged since {since}"));
+                built?
+            }
+            None => stage.end(built, None)?,
+        };
         // From here on the statuses link to this run's page.
         let forge = forge.as_ref().map(|f| f.with_run(Some(number)));
         result.stage = Stage::Test;
         let stage = StageStatus::start(reporter, forge.as_ref(), "pipe/test");
         let tested = super::test::test(job, files, Some(number));
         if tested.is_ok() && files.last_recorded() == Some(Outcome::Skipped) {
-            stage.end_with(ForgeState::Success, "skipped: no test command");
+            let why = unchanged.map_or_else(|| "skipped: no test command".into(), |s| format!("unchanged since {s}"));
+            stage.end_with(ForgeState::Success, &why);
         } else {
             stage.end(tested, job.project.test.as_deref())?;
         }
@@ -431,6 +441,10 @@ fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Pa
     if result.state_error {
         return Vec::new();
     }
+    let images: Vec<String> = crate::report::images(state_path, &result.project, &result.refname, &result.commit)
+        .iter()
+        .map(|i| format!("{} {}{}", i.name, crate::output::short(&i.from), if i.built { " (built)" } else { "" }))
+        .collect();
     let base = |event| Notice {
         event,
         project: result.project.clone(),
@@ -445,6 +459,7 @@ fn notices_for(config: &Config, result: &RefResult, work: &Work, state_path: &Pa
             None => crate::page::ref_url(p, &result.project, &result.refname),
         }),
         preview_url: result.preview_url.clone(),
+        images: images.clone(),
     };
     let mut out = Vec::new();
     if result.result.is_failure() {

@@ -98,6 +98,11 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
                                 code { (short(&row.commit)) }
                                 @if let Some(subject) = &run.subject { " " span.subject { (subject) } }
                                 @if let Some(author) = &run.author { " " span.author { "by " (author) } }
+                                @for (name, built, from) in &run.images {
+                                    " " span.image title=(if *built { "built by this commit" } else { "unchanged: the build of an earlier commit" }) {
+                                        (name) "=" code { (short(from)) }
+                                    }
+                                }
                             }
                             td { (age(row.age_seconds)) }
                             td { (seconds(run.seconds)) }
@@ -113,6 +118,7 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
                     @match &t.current {
                         Some(d) => p.current {
                             "runs " code.commit { (short(&d.commit)) } " (" (d.image) ":" (d.tag) ", "
+                            @for (name, image) in &d.images { (name) " " (image) ":" (d.tag) ", " }
                             (refs::display(&d.refname)) ") since " (d.at.strftime("%Y-%m-%d %H:%M:%S UTC")) " (" (age(now - d.at.as_second())) " ago)"
                         },
                         None => p.current { "no successful deploy recorded" },

@@ -236,6 +236,9 @@ impl Page {
                     seconds: history.runs.last().map(|run| run.stages.iter().map(|s| s.seconds).sum()),
                     subject: built.and_then(|run| run.subject.clone()),
                     author: built.and_then(|run| run.author.clone()),
+                    images: built
+                        .map(|run| run.images.iter().map(|i| (i.name.clone(), i.built, i.from.clone())).collect())
+                        .unwrap_or_default(),
                 }
             })
             .collect();

@@ -26,6 +26,9 @@ pub(crate) struct RowRun {
     /// The subject and author's name of the row's commit, from its newest build's checkout.
     pub subject: Option<String>,
     pub author: Option<String>,
+    /// A project of several images: each image of the row's commit, whether that run built it,
+    /// and the commit its build comes from.
+    pub images: Vec<(String, bool, String)>,
 }
 
 /// The overview: one page of refs, the filter that chose them, the deploy targets.

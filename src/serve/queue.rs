@@ -289,6 +289,7 @@ mod tests {
             result,
             timeline: None,
             rollback: false,
+            images: Default::default(),
         }
     }
 

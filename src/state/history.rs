@@ -23,8 +23,57 @@ pub struct History {
     #[serde(rename = "ref")]
     pub refname: String,
     pub next_run: u64,
+    /// For a project of several images: per image, the last commit of this ref whose build of
+    /// it passed its tests, and the image that holds it: what the next commit is compared with.
+    /// Kept here, not in the runs, so that pruning old runs never loses it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tested: BTreeMap<String, Tested>,
     #[serde(default, rename = "run")]
     pub runs: Vec<Run>,
+}
+
+/// An image's last build that passed its tests on a ref.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tested {
+    /// The commit the image was built from.
+    pub commit: String,
+    /// The local image reference (`repository:tag`) that holds that build.
+    pub image: String,
+    /// A digest of what the build was made with (image, Dockerfile, context, paths, build
+    /// args): a build made otherwise is never reused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub recipe: String,
+}
+
+/// One image of a run of a project with several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRun {
+    /// The image's table name (`api`).
+    pub name: String,
+    /// The image repository and the tags this run gave it (local names).
+    pub image: String,
+    pub tags: Vec<String>,
+    /// Built by this run; otherwise the image of `from` got this run's tags.
+    pub built: bool,
+    /// The commit whose build this image is: the run's own when built.
+    pub from: String,
+    /// Why it was built or retagged.
+    pub why: String,
+    /// What the build was made with, as [`Tested::recipe`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub recipe: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    /// How this image's tests ended in this run (absent: not tested by this run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tested: Option<Outcome>,
+    /// Registry name → pushed digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
 }
 
 /// One pass of a commit through the stages.
@@ -63,6 +112,10 @@ pub struct Run {
     pub subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// A project of several images: each image of this commit's release (the first is also
+    /// `image` and `tags` above). Empty for a project of one image.
+    #[serde(default, rename = "images", skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRun>,
 }
 
 /// One stage of a run.
@@ -130,6 +183,9 @@ pub struct DeployRecord {
     /// other than the ref's newest build) or after a failed deploy (the automatic rollback).
     #[serde(default, skip_serializing_if = "super::disk::is_false")]
     pub rollback: bool,
+    /// A release of several images: image name → repository (local, as built), each with `tag`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
 }
 
 /// The moments of one deploy, from the commit being detected to its release taking traffic.
@@ -201,7 +257,13 @@ pub fn save_deploys(path: &Path, history: &mut DeployHistory) -> anyhow::Result<
 
 /// Reads a ref's history; a missing file is an empty history.
 pub fn load_history(path: &Path, refname: &str) -> anyhow::Result<History> {
-    let empty = || History { schema: SCHEMA, refname: refname.to_string(), next_run: 1, runs: Vec::new() };
+    let empty = || History {
+        schema: SCHEMA,
+        refname: refname.to_string(),
+        next_run: 1,
+        tested: BTreeMap::new(),
+        runs: Vec::new(),
+    };
     Ok(read_versioned(path)?.unwrap_or_else(empty))
 }
 

@@ -75,6 +75,8 @@ pub(crate) struct Shipment {
     pub detected: Option<jiff::Timestamp>,
     /// An earlier release put back (by hand, or by the automatic rollback).
     pub rollback: bool,
+    /// A release of several images: image name → repository (local, as built), each with `tag`.
+    pub images: BTreeMap<String, String>,
 }
 
 /// The `PIPE_*` variables of a shipment, as the caller exports them.
@@ -247,6 +249,7 @@ impl<'a> Rollout<'a> {
             result: DeployResult::Succeeded,
             timeline: None,
             rollback: self.shipment.rollback,
+            images: self.shipment.images.clone(),
         };
         let Err(err) = result else {
             let timeline = self.timeline(record.at);
@@ -289,6 +292,7 @@ impl<'a> Rollout<'a> {
             image: back_image.clone(),
             tag: back_tag.clone(),
             rollback: true,
+            images: previous.images.clone(),
             ..Shipment::default()
         };
         let deadline = Instant::now() + self.target.timeout;

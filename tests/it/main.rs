@@ -20,6 +20,7 @@ mod hostile_listing;
 mod hostile_remote;
 mod house;
 mod image_line;
+mod images;
 mod ingress;
 mod leaks;
 mod link_encoding;

@@ -178,6 +178,7 @@ fn a_reader_closing_stdout_early_ends_the_output_quietly() {
         schema: state::SCHEMA,
         refname: refname.into(),
         next_run: 2,
+        tested: Default::default(),
         runs: vec![Run {
             number: 1,
             commit: format!("{:040x}", 0),
@@ -194,6 +195,7 @@ fn a_reader_closing_stdout_early_ends_the_output_quietly() {
             test_services: None,
             subject: None,
             author: None,
+            images: Vec::new(),
         }],
     };
     state::save_history(&state::history_path(&path, "epipe", refname), &mut history, 20).unwrap();

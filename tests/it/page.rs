@@ -77,6 +77,7 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
         schema: state::SCHEMA,
         refname: "refs/heads/dev".into(),
         next_run: 2,
+        tested: Default::default(),
         runs: vec![Run {
             number: 1,
             commit: dev.clone(),
@@ -96,6 +97,7 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
             test_services: None,
             subject: Some(SUBJECT.into()),
             author: Some(AUTHOR.into()),
+            images: Vec::new(),
         }],
     };
     state::save_history(&state::history_path(&path, "app", "refs/heads/dev"), &mut history, 20).unwrap();
@@ -109,6 +111,7 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
         result,
         timeline: None,
         rollback: false,
+        images: Default::default(),
     };
     let mut deploys = DeployHistory {
         schema: state::SCHEMA,

@@ -34,6 +34,17 @@ pub(crate) fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Projec
             ),
         );
     }
+    let single: Vec<&str> = [
+        ("image", project.image.is_some()),
+        ("dockerfile", project.dockerfile.is_some()),
+        ("context", project.context.is_some()),
+        ("test", project.test.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set && !project.images.is_empty())
+    .map(|(k, _)| k)
+    .collect();
+    crate::config::images::validate_images(cx, &["project", name], &project.images, &single);
     project.tracked = compile_spanned(cx, &project.branches);
     project.trusted = project.trusted_branches.as_ref().map(|patterns| compile_spanned(cx, patterns));
     validate_trust(cx, name, project);

@@ -58,7 +58,7 @@ fn repository(image: &str) -> &str {
 /// Every name project `name` holds.
 pub(crate) fn of_project(config: &Config, name: &str, project: &Project) -> Vec<Held> {
     let mut names = vec![held(Space::Name, name, format!("project name `{name}`"))];
-    if let Some(image) = &project.image {
+    for image in project.image.iter().chain(project.images.values().map(|i| &i.get_ref().image)) {
         let repo = repository(image);
         names.push(held(Space::Image, repo, format!("image repository `{repo}`")));
     }
@@ -122,13 +122,15 @@ pub(crate) fn of_others(config: &Config) -> Vec<(String, Held)> {
 /// The serve hook whose `images` patterns let it deploy `project`'s image repository, if any:
 /// a discovered project pushing there would choose what that hook runs.
 pub(crate) fn hook_deploys(config: &Config, project: &Project) -> Option<(String, String)> {
-    let image = repository(project.image.as_deref()?);
-    config
-        .serve
-        .hooks
-        .iter()
-        .find(|(_, h)| h.allowed.is_match(image))
-        .map(|(hook, _)| (format!("serve hook `{hook}`"), format!("image repository `{image}`")))
+    let images = project.image.iter().chain(project.images.values().map(|i| &i.get_ref().image));
+    images.map(|i| repository(i)).find_map(|image| {
+        config
+            .serve
+            .hooks
+            .iter()
+            .find(|(_, h)| h.allowed.is_match(image))
+            .map(|(hook, _)| (format!("serve hook `{hook}`"), format!("image repository `{image}`")))
+    })
 }
 
 #[cfg(test)]
