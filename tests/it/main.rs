@@ -35,6 +35,7 @@ mod prune;
 mod run;
 mod serve;
 mod serve_durable;
+mod serve_flood;
 mod serve_hardening;
 mod ssh;
 mod stages;
