@@ -22,7 +22,7 @@ pub(crate) const PAGE_TOKEN: &str = "page-tok-1732";
 
 /// A receiver with every endpoint: hook `a` (signed or token, `max_body` 200 KiB), hook `b`
 /// (default limits), GitHub project `app`, GitLab project `lab`, the organization webhook of
-/// forge `origin`, and the status page behind a token.
+/// forge `origin`, and the status page behind a token (badges too).
 pub(crate) fn every_endpoint(env: &mut TestEnv) {
     env.env("SECRET", SECRET)
         .env("TOKEN", TOKEN)
@@ -74,6 +74,7 @@ webhook_secret_env = "LAB_SECRET"
 [serve.page]
 enabled = true
 token_env = "PAGE_TOKEN"
+public_badges = false
 
 [serve.hooks.a]
 secret_env = "SECRET"
