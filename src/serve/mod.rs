@@ -154,6 +154,13 @@ impl Receiver {
             self.hooks.keys().cloned().collect::<Vec<_>>().join(", "),
             if forge.is_empty() { String::new() } else { format!("; forge webhooks: {}", forge.join(", ")) }
         ));
+        // Bodies of 128 KiB and more get pages of their own, given back when the request is
+        // done: glibc's default threshold rises after the first such free, and then a flood's
+        // bodies stay in the heap at its peak long after the flood.
+        // SAFETY: mallopt only tunes glibc's allocator; it is called before any request.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
         let limits = limits(self.preauth.max(self.forge.max_body()));
         server::serve(listener, limits, self.clone(), || crate::signals::received().is_some())
             .context("the server stopped")?;
