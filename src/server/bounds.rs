@@ -86,6 +86,18 @@ impl Budget {
     }
 }
 
+/// The client a connection counts against: its IPv4 address, or its IPv6 /64 (one host's
+/// usual allocation, where a single client can pick any of 2^64 addresses).
+pub(super) fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 /// How long a new connection cannot be shed for a newer one.
 const PROTECTED: Duration = Duration::from_secs(1);
 
@@ -148,6 +160,17 @@ mod tests {
             untrusted_handlers: 6,
             untrusted_handlers_per_client: 2,
         }
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client(a), client(b));
+        assert_ne!(client(a), client(other));
+        assert_eq!(client("::ffff:10.0.0.1".parse().unwrap()), IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(client(IpAddr::from([10, 0, 0, 1])), IpAddr::from([10, 0, 0, 1]));
     }
 
     #[test]

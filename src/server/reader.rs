@@ -142,7 +142,8 @@ fn accept_all<S: Service>(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let peer = addr.ip();
+        // Bounds count per client (an IPv6 /64), and the service sees the same.
+        let peer = bounds::client(addr.ip());
         let readers = conns
             .iter()
             .enumerate()
