@@ -46,13 +46,18 @@ const MIB: usize = 1024 * 1024;
 
 /// The connection limits `pipe serve` runs with, for requests whose body, before their
 /// credentials are checked, may be up to `preauth` bytes: anonymous requests may hold 6 MiB of
-/// bodies (2 MiB from one address) and 96 of the 128 handlers (8 from one address); the other
-/// 2 MiB and 32 handlers are kept for requests authenticated from the head or sent from an
-/// address that authenticated in the last ten minutes.
+/// bodies (2 MiB from one address) and are handled on at most half the CPUs' worth of handler
+/// threads (at least one), in turn; the other 2 MiB and the other handlers are kept for
+/// requests authenticated from the head or sent from an address that authenticated in the
+/// last ten minutes.
 pub(crate) fn limits(preauth: u64) -> Limits {
     let preauth = usize::try_from(preauth).unwrap_or(usize::MAX / 8);
     let per_client = (2 * MIB).max(preauth);
     let untrusted = (6 * MIB).max(3 * per_client);
+    // Signatures checked for anonymous clients use at most half the CPUs: the rest is left to
+    // authenticated requests however many fake-signed bodies arrive.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let anonymous_handlers = (cpus / 2).clamp(1, 32);
     Limits {
         head_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(10),
@@ -63,8 +68,8 @@ pub(crate) fn limits(preauth: u64) -> Limits {
         untrusted_body_memory: untrusted,
         untrusted_body_per_client: per_client,
         handlers: 128,
-        untrusted_handlers: 96,
-        untrusted_handlers_per_client: 8,
+        untrusted_handlers: anonymous_handlers,
+        untrusted_handlers_per_client: anonymous_handlers,
     }
 }
 

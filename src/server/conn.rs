@@ -36,6 +36,13 @@ pub(super) enum Phase {
         share: Share,
         since: Instant,
     },
+    /// Complete and anonymous, waiting for a place in the anonymous share of the handlers
+    /// (first come, first served); its body still counts against the budget.
+    Ready {
+        request: Request,
+        share: Share,
+        since: Instant,
+    },
     /// Answered; unread input is drained until `until` so the answer is not reset away.
     Linger {
         until: Instant,
@@ -64,7 +71,9 @@ impl Conn {
     /// The share of the budget an anonymous body being read holds (shedding it frees that).
     pub(super) fn anonymous_share(&self) -> Option<(IpAddr, usize, Instant)> {
         match &self.phase {
-            Phase::Body { share, since, .. } if !share.trusted => Some((share.peer, share.bytes, *since)),
+            Phase::Body { share, since, .. } | Phase::Ready { share, since, .. } if !share.trusted => {
+                Some((share.peer, share.bytes, *since))
+            }
             _ => None,
         }
     }
@@ -83,9 +92,22 @@ pub(super) enum Step {
 
 /// Releases what a connection holds of the budget.
 fn release(conn: &Conn, budget: &Budget) {
-    if let Phase::Body { share, .. } = conn.phase {
+    if let Phase::Body { share, .. } | Phase::Ready { share, .. } = conn.phase {
         budget.release(share);
     }
+}
+
+/// When a complete anonymous request began waiting for a handler, if it is.
+pub(super) fn waiting(conn: &Conn) -> Option<Instant> {
+    match conn.phase {
+        Phase::Ready { since, .. } => Some(since),
+        _ => None,
+    }
+}
+
+/// Drops a waiting request whose client went away; what it held goes back to the budget.
+pub(super) fn abandon(conn: &Conn, budget: &Budget) {
+    release(conn, budget);
 }
 
 /// Tries again to reserve a starved connection's body, then goes on reading it.
@@ -138,6 +160,7 @@ pub(super) fn read_ready<S: Service>(
             Phase::Body { length, .. } => length.saturating_sub(conn.buf.len()),
             Phase::Linger { .. } => chunk.len(),
             Phase::Starved { short, .. } => return Step::Starved(*short),
+            Phase::Ready { .. } => return Step::Open,
         }
         .clamp(1, chunk.len());
         let n = match conn.stream.read(&mut chunk[..want]) {
@@ -214,8 +237,13 @@ pub(super) fn expired<S: Service>(
     now: Instant,
 ) -> bool {
     let late = match &conn.phase {
+        // Complete, but never given a handler: the server's fault, not the client's.
+        Phase::Ready { since, .. } if now.duration_since(*since) >= limits.body_timeout => {
+            refuse(conn, service, budget, 503);
+            return false;
+        }
         Phase::Head | Phase::Starved { .. } => now.duration_since(conn.accepted) >= limits.head_timeout,
-        Phase::Body { since, .. } => now.duration_since(*since) >= limits.body_timeout,
+        Phase::Body { since, .. } | Phase::Ready { since, .. } => now.duration_since(*since) >= limits.body_timeout,
         Phase::Linger { until, .. } => return now >= *until,
     };
     if late {
@@ -227,7 +255,7 @@ pub(super) fn expired<S: Service>(
 /// Answers with a bare status on the server's own behalf, reports it, and lingers.
 pub(super) fn refuse<S: Service>(conn: &mut Conn, service: &S, budget: &Budget, status: u16) {
     let head = match &conn.phase {
-        Phase::Body { request, share, .. } => {
+        Phase::Body { request, share, .. } | Phase::Ready { request, share, .. } => {
             budget.release(*share);
             Some(request)
         }
@@ -248,15 +276,37 @@ fn answer(conn: &mut Conn, response: &Response) {
     conn.phase = Phase::Linger { until: Instant::now() + LINGER, drained: 0 };
 }
 
-/// Hands a complete request to a handler thread (an anonymous one only within the anonymous
-/// share of the handlers); refused with `503` (and lingering) when there is no place.
-fn dispatch<S: Service>(conn: &mut Conn, service: &Arc<S>, budget: &Arc<Budget>, handlers: &Arc<Handlers>) -> Step {
-    let Phase::Body { mut request, share, .. } = std::mem::replace(&mut conn.phase, Phase::Head) else {
-        return Step::Done;
+/// Hands a complete request to a handler thread; an anonymous one only within the anonymous
+/// share of the handlers, waiting its turn ([`Phase::Ready`]) when that is taken. A trusted one
+/// is refused with `503` (and lingers) when every handler is busy.
+pub(super) fn dispatch<S: Service>(
+    conn: &mut Conn,
+    service: &Arc<S>,
+    budget: &Arc<Budget>,
+    handlers: &Arc<Handlers>,
+) -> Step {
+    let (mut request, share, since) = match std::mem::replace(&mut conn.phase, Phase::Head) {
+        Phase::Body { request, share, .. } => (request, share, Instant::now()),
+        Phase::Ready { request, share, since } => (request, share, since),
+        other => {
+            conn.phase = other;
+            return Step::Done;
+        }
     };
-    request.body = std::mem::take(&mut conn.buf);
-    let stream = conn.stream.try_clone();
-    let (Ok(mut stream), Some(place)) = (stream, handlers.admit(share.trusted, conn.peer)) else {
+    if request.body.is_empty() {
+        request.body = std::mem::take(&mut conn.buf);
+    }
+    let Some(place) = handlers.admit(share.trusted, conn.peer) else {
+        if !share.trusted {
+            conn.phase = Phase::Ready { request, share, since };
+            return Step::Open;
+        }
+        conn.phase = Phase::Body { request, length: 0, share, since: Instant::now() };
+        refuse(conn, &**service, budget, 503);
+        return Step::Open;
+    };
+    let Ok(mut stream) = conn.stream.try_clone() else {
+        drop(place);
         conn.phase = Phase::Body { request, length: 0, share, since: Instant::now() };
         refuse(conn, &**service, budget, 503);
         return Step::Open;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::bounds::Short;
 use super::bounds::{self, Budget};
-use super::conn::{Conn, Phase, Step, expired, read_ready, refuse, refuse_starved, resume};
+use super::conn::{Conn, Phase, Step, abandon, dispatch, expired, read_ready, refuse, refuse_starved, resume, waiting};
 use super::handlers::Handlers;
 use super::service::{Limits, Service};
 
@@ -33,14 +33,24 @@ pub(crate) fn serve<S: Service>(
     while !stop() {
         fds.clear();
         fds.push(libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-        fds.extend(conns.iter().map(|c| libc::pollfd { fd: c.stream.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+        // A complete request waiting for a handler is not read from (only its hang-up is seen).
+        fds.extend(conns.iter().map(|c| libc::pollfd {
+            fd: c.stream.as_raw_fd(),
+            events: if waiting(c).is_some() { 0 } else { libc::POLLIN },
+            revents: 0,
+        }));
+        // Requests waiting for a handler are retried soon; a place frees in the time a handler takes.
+        let queued = conns.iter().any(|c| waiting(c).is_some());
         // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, if queued { 5 } else { 100 }) };
         let now = Instant::now();
         let mut done = vec![false; conns.len()];
+        if queued {
+            hand_off(&mut conns, &mut done, &fds, &service, &budget, &handlers);
+        }
         if ready > 0 {
             for i in 0..conns.len() {
-                if fds[i + 1].revents != 0 {
+                if fds[i + 1].revents != 0 && !done[i] && waiting(&conns[i]).is_none() {
                     let mut step = read_ready(&mut conns[i], &service, &budget, &handlers, now);
                     // No room for this body: shed anonymous readers for it while that helps.
                     while let Step::Starved(short) = step {
@@ -80,6 +90,33 @@ pub(crate) fn serve<S: Service>(
         }
     }
     Ok(())
+}
+
+/// Gives waiting anonymous requests the handlers' places that freed, first come first served;
+/// drops those whose client hung up.
+fn hand_off<S: Service>(
+    conns: &mut [Conn],
+    done: &mut [bool],
+    fds: &[libc::pollfd],
+    service: &Arc<S>,
+    budget: &Arc<Budget>,
+    handlers: &Arc<Handlers>,
+) {
+    let mut queue: Vec<(Instant, usize)> =
+        conns.iter().enumerate().filter_map(|(i, c)| waiting(c).map(|since| (since, i))).collect();
+    queue.sort();
+    for (_, i) in queue {
+        if fds[i + 1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            abandon(&conns[i], budget);
+            done[i] = true;
+            continue;
+        }
+        match dispatch(&mut conns[i], service, budget, handlers) {
+            Step::Done => done[i] = true,
+            _ if waiting(&conns[i]).is_some() => return,
+            _ => {}
+        }
+    }
 }
 
 /// The anonymous body reader to shed so that `conns[starved]`'s body fits: one of its own

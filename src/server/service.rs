@@ -31,7 +31,8 @@ pub(crate) struct Limits {
     pub untrusted_body_per_client: usize,
     /// Requests handled at once (each on its own thread); beyond it `503`.
     pub handlers: usize,
-    /// Of `handlers`, how many requests not yet authenticated may take at once.
+    /// Of `handlers`, how many requests not yet authenticated may take at once; beyond it a
+    /// complete one waits its turn, its body held within the anonymous share.
     pub untrusted_handlers: usize,
     /// How many of those from one address.
     pub untrusted_handlers_per_client: usize,
