@@ -5,11 +5,24 @@ usage: serve_bench.py latency URL HEADER_NAME HEADER_VALUE N
        serve_bench.py complete-pipe BASE HOOK TOKEN N
        serve_bench.py complete-sync URL HEADER_NAME HEADER_VALUE N
        serve_bench.py flood URL KIND SECRET_OR_TOKEN N
+       serve_bench.py flood all PIPE_BIN WORKDIR RESULTS_MD [ROUNDS] [SECONDS]
        serve_bench.py durable PIPE_BIN WORKDIR RESULTS_MD
 Prints one number: the median in milliseconds; `flood` prints "PERCENT_WITHIN_1S MAX_MS": N
 legitimate requests (KIND `signed`: pipe's HMAC body for hook URL; `token`: an X-Token header)
 sent one after another while 300 slowloris connections trickle a byte every 2 s and 255
 connections each POST 1 MiB without credentials.
+
+`flood all` starts `pipe serve` itself with every endpoint (two hooks, a GitHub and a GitLab
+project's forge webhooks, an organization webhook, the status page behind a token) and floods
+them all at once from 100 source addresses of 127.0.0.0/8 and from one more: slow
+signature-bearing bodies of declared lengths from 100 bytes to 1 MiB, declared lengths without
+credentials, slow heads, the page without its token, and 1 MiB fake-signed bodies sent whole.
+Meanwhile it sends, one after another, a signed hook request, a signed forge delivery, an
+organization delivery, a GitLab delivery and a page request from 127.0.0.1 (an address that
+authenticated before the flood) and signed hook requests from addresses never seen before; it
+reports each one's p50, p99 and maximum, the share answered within 1 s, and the peak RSS of
+`pipe serve` (VmHWM). ROUNDS (default 3) servers, SECONDS (default 20) of flood each; medians
+over the rounds. Writes the `serve-flood` section of RESULTS_MD and prints it.
 
 `durable` starts both receivers itself (same hook: a token check, a script that appends a
 line) and measures, in one run: wrk throughput and answer times at several concurrencies,
@@ -398,6 +411,358 @@ requests were answered `202`, **{found}** of them have their status document aft
     print(section)
 
 
+# --- flood all: every endpoint at once -------------------------------------------------------
+
+FLOOD_SECRETS = {
+    "SECRET": "bench-hook-secret",
+    "TOKEN": "bench-hook-token",
+    "APP_SECRET": "bench-app-secret",
+    "LAB_SECRET": "bench-lab-secret",
+    "ORG_SECRET": "bench-org-secret",
+    "PAGE_TOKEN": "bench-page-token",
+    "FORGE_TOKEN": "bench-forge-token",
+}
+
+
+def flood_config(work):
+    import os
+    import subprocess
+
+    repo = os.path.join(work, "repo")
+    if not os.path.isdir(os.path.join(repo, ".git")):
+        os.makedirs(repo, exist_ok=True)
+        git = ["git", "-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@example.com"]
+        subprocess.run(["git", "init", "-q", "-b", "main", repo], check=True)
+        open(os.path.join(repo, "README"), "w").write("bench\n")
+        subprocess.run(git + ["add", "README"], check=True)
+        subprocess.run(git + ["commit", "-q", "-m", "one"], check=True)
+    config = f"""[pipe]
+workspace = "{work}/ws"
+
+[forge.origin]
+kind = "github"
+api = "http://127.0.0.1:9"
+token_env = "FORGE_TOKEN"
+
+[forge.origin.discover]
+org = "acme"
+include = ["nothing-*"]
+webhook_secret_env = "ORG_SECRET"
+
+[forge.origin.discover.project]
+branches = ["main"]
+image = "bench/{{name}}"
+
+[forge.lab]
+kind = "gitlab"
+api = "http://127.0.0.1:9/api/v4"
+token_env = "FORGE_TOKEN"
+
+[project.app]
+repo = "file://{repo}"
+branches = ["main"]
+forge = "origin"
+forge_repo = "acme/app"
+webhook_secret_env = "APP_SECRET"
+
+[project.lab]
+repo = "file://{repo}"
+branches = ["main"]
+forge = "lab"
+forge_repo = "42"
+webhook_secret_env = "LAB_SECRET"
+
+[serve.page]
+enabled = true
+token_env = "PAGE_TOKEN"
+public_badges = false
+
+[serve.hooks.a]
+secret_env = "SECRET"
+token_env = "TOKEN"
+max_body = 204800
+command = {{ shell = "true" }}
+
+[serve.hooks.b]
+secret_env = "SECRET"
+token_env = "TOKEN"
+command = {{ shell = "true" }}
+"""
+    path = os.path.join(work, "pipeline.toml")
+    open(path, "w").write(config)
+    return path
+
+
+def connect_from(source, port, timeout=5):
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def exchange(source, port, data):
+    """One request from `source`: (status, milliseconds)."""
+    t = time.perf_counter()
+    try:
+        s = connect_from(source, port, timeout=30)
+        s.sendall(data)
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        s.close()
+        status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+    except OSError:
+        status = 0
+    return status, (time.perf_counter() - t) * 1000
+
+
+def request_bytes(method, path, headers, body=b""):
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (head + "\r\n").encode() + body
+
+
+def sign(secret, body):
+    import hashlib
+    import hmac
+
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def flood_attacks():
+    fake = "sha256=" + "0" * 64
+    heads = []
+    for length in (1024 * 1024, 204800, 65536, 4096, 512, 100):
+        def post(path, extra):
+            return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n{extra}\r\n".encode()
+        heads += [
+            post("/hooks/a", f"X-Hub-Signature-256: {fake}\r\n"),
+            post("/hooks/nope", f"X-Hub-Signature-256: {fake}\r\n"),
+            post("/forge/app", f"X-GitHub-Event: push\r\nX-Hub-Signature-256: {fake}\r\n"),
+            post("/forge/origin", "X-Gitea-Event: push\r\nX-Gitea-Signature: 00\r\n"),
+            post("/forge/nope", f"X-Hub-Signature-256: {fake}\r\n"),
+            post("/hooks/b", ""),
+        ]
+    heads += [
+        b"GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n",
+        b"GET /status.json?q=",
+        b"POST /hooks/a HTTP/1.1\r\nX-Pad: ",
+    ]
+    return heads
+
+
+def flood_round(pipe, work, seconds):
+    import multiprocessing
+    import os
+    import socket
+    import subprocess
+    import uuid
+
+    config = flood_config(work)
+    state = os.path.join(work, f"state-{uuid.uuid4().hex[:8]}", "state.toml")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PIPE_CONFIG=config, PIPE_STATE=state, **FLOOD_SECRETS)
+    proc = subprocess.Popen([pipe, "serve", "--listen", f"127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+
+    def kb(field):
+        for line in open(f"/proc/{proc.pid}/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        return 0
+
+    me = "127.0.0.1"
+    s = FLOOD_SECRETS
+
+    def hook(name, source=me):
+        body = json.dumps({"hook": name, "delivery": uuid.uuid4().hex, "sent_at": int(time.time())}).encode()
+        return exchange(source, port, request_bytes("POST", f"/hooks/{name}", {"X-Hub-Signature-256": sign(s["SECRET"], body)}, body))
+
+    def ping(path, secret):
+        body = json.dumps({"zen": uuid.uuid4().hex, "hook_id": 1}).encode()
+        headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": uuid.uuid4().hex, "X-Hub-Signature-256": sign(secret, body)}
+        return exchange(me, port, request_bytes("POST", path, headers, body))
+
+    def gitlab():
+        body = json.dumps({"object_kind": "note", "n": uuid.uuid4().hex}).encode()
+        headers = {"X-Gitlab-Token": s["LAB_SECRET"], "X-Gitlab-Event": "Note Hook", "X-Gitlab-Event-UUID": uuid.uuid4().hex}
+        return exchange(me, port, request_bytes("POST", "/forge/lab", headers, body))
+
+    def page():
+        return exchange(me, port, request_bytes("GET", "/status.json", {"Authorization": "Bearer " + s["PAGE_TOKEN"]}))
+
+    fresh = iter(f"127.0.{3 + i // 250}.{1 + i % 250}" for i in range(100000))
+    probes = {
+        "signed hook `/hooks/a`": (lambda: hook("a"), 202),
+        "signed forge delivery `/forge/app`": (lambda: ping("/forge/app", s["APP_SECRET"]), 200),
+        "signed organization delivery `/forge/origin`": (lambda: ping("/forge/origin", s["ORG_SECRET"]), 200),
+        "GitLab delivery (token) `/forge/lab`": (gitlab, 204),
+        "status page with its token `/status.json`": (page, 200),
+        "signed hook from a new address": (lambda: hook("b", next(fresh)), 202),
+    }
+
+    def measure(duration):
+        times = {name: [] for name in probes}
+        end = time.time() + duration
+        while time.time() < end:
+            for name, (probe, want) in probes.items():
+                status, ms = probe()
+                times[name].append(ms if status == want else float("inf"))
+            time.sleep(0.05)
+        return times
+
+    hook("a")  # 127.0.0.1 authenticates once, as a CI host does all day
+    quiet = measure(3)
+    idle_rss = kb("VmRSS")
+    # The flood runs in processes of its own, so the measuring one never waits for its GIL.
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    opened = ctx.Value("l", 0)
+    heads = flood_attacks()
+
+    def slow(sources, target):
+        conns, n, last = [], 0, time.time()
+        while not stop.is_set():
+            for _ in range(64):
+                if len(conns) >= target:
+                    break
+                n += 1
+                try:
+                    c = connect_from(sources[n % len(sources)], port)
+                    c.setblocking(False)
+                    c.send(heads[n % len(heads)])
+                    conns.append(c)
+                    with opened.get_lock():
+                        opened.value += 1
+                except OSError:
+                    pass
+            trickle = time.time() - last >= 1
+            if trickle:
+                last = time.time()
+            alive = []
+            for c in conns:
+                try:
+                    c.recv(512)  # answered (refused, shed, timed out) or closed: replace it
+                    c.close()
+                    continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    c.close()
+                    continue
+                try:
+                    if trickle:
+                        c.send(b"x")
+                    alive.append(c)
+                except OSError:
+                    c.close()
+            conns = alive
+            stop.wait(0.05)
+        for c in conns:
+            c.close()
+
+    def whole(sources):
+        body = b"x" * (1024 * 1024)
+        data = request_bytes("POST", "/forge/nope", {"X-Hub-Signature-256": "sha256=" + "0" * 64}, body)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            exchange(sources[n % len(sources)], port, data)
+            with opened.get_lock():
+                opened.value += 1
+
+    many = [f"127.0.1.{i}" for i in range(2, 102)]
+    threads = [ctx.Process(target=slow, args=(many, 600)), ctx.Process(target=slow, args=(["127.0.2.1"], 200))]
+    threads += [ctx.Process(target=whole, args=(many,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    loaded = measure(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    peak = kb("VmHWM")
+    proc.terminate()
+    proc.wait(timeout=30)
+    return quiet, loaded, idle_rss, peak, opened.value
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def flood_all(pipe, work, results, rounds=3, seconds=20):
+    import datetime
+    import os
+    import re
+    import shlex
+
+    os.makedirs(work, exist_ok=True)
+    load_before = open("/proc/loadavg").read().split()[:3]
+    runs = [flood_round(pipe, work, seconds) for _ in range(rounds)]
+    load_after = open("/proc/loadavg").read().split()[:3]
+    med = statistics.median
+
+    def fmt(ms):
+        return "failed" if ms == float("inf") else f"{ms:.1f}"
+
+    rows = []
+    for name in runs[0][0]:
+        quiet = med(med(r[0][name]) for r in runs)
+        p50 = med(med(r[1][name]) for r in runs)
+        p99 = med(percentile(r[1][name], 99) for r in runs)
+        worst = max(max(r[1][name]) for r in runs)
+        n = sum(len(r[1][name]) for r in runs)
+        within = sum(1 for r in runs for t in r[1][name] if t <= 1000) * 100 / n
+        rows.append(f"| {name} | {fmt(quiet)} | {fmt(p50)} | {fmt(p99)} | {fmt(worst)} | {within:.0f} % of {n} |")
+    idle = med(r[2] for r in runs) / 1024
+    peak = med(r[3] for r in runs) / 1024
+    peak_max = max(r[3] for r in runs) / 1024
+    opened = med(r[4] for r in runs)
+    command = "python3 bench/serve_bench.py flood all " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    section = f"""<!-- serve-flood start -->
+## `pipe serve` flooded on every endpoint at once
+
+`{command}` ({datetime.date.today()}, {os.cpu_count()} cores, load average {' '.join(load_before)} before and
+{' '.join(load_after)} after: the machine was shared with other builds, so absolute times are
+pessimistic). {rounds} rounds, each a fresh `pipe serve` ({pipe}) flooded for {seconds} s from 100
+addresses of 127.0.0.0/8 and one more (800 connections kept open: slow signature-bearing bodies of
+declared lengths from 100 bytes to 1 MiB on `/hooks/*` and `/forge/*`, declared lengths without
+credentials, slow heads, the page without its token; plus 4 clients sending 1 MiB fake-signed
+bodies whole); about {opened:.0f} flood connections a round. Legitimate requests, one after
+another from 127.0.0.1 (which authenticated once before the flood) and, last row, from an address
+never seen before each time. Milliseconds, medians over the rounds:
+
+| request | quiet p50 | flooded p50 | flooded p99 | slowest | answered within 1 s |
+|---|---|---|---|---|---|
+""" + "\n".join(rows) + f"""
+
+Peak RSS of `pipe serve` (VmHWM): {peak:.1f} MB (median; the highest round {peak_max:.1f} MB; target < 32 MB),
+{idle:.1f} MB before the flood.
+<!-- serve-flood end -->"""
+    text = open(results).read()
+    pattern = re.compile(r"<!-- serve-flood start -->.*?<!-- serve-flood end -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
+    open(results, "w").write(text)
+    print(section)
+
+
 cmd = sys.argv[1]
 if cmd == "durable":
     durable(sys.argv[2], sys.argv[3], sys.argv[4])
@@ -407,5 +772,8 @@ elif cmd == "complete-pipe":
     print(round(complete_pipe(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])), 2))
 elif cmd == "complete-sync":
     print(round(complete_sync(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])), 2))
+elif cmd == "flood" and sys.argv[2] == "all":
+    extra = [int(a) for a in sys.argv[6:8]]
+    flood_all(sys.argv[3], sys.argv[4], sys.argv[5], *extra)
 elif cmd == "flood":
     print(flood(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))

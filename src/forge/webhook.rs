@@ -50,8 +50,39 @@ pub(crate) fn signature_headers(kind: ForgeKind) -> &'static [&'static str] {
     }
 }
 
+/// What a delivery asks for. The event header is not signed, so it may only narrow what the
+/// (signed) body is: an event that runs must come with a body that reads as a move — a `ref`
+/// (push, tag, branch created or deleted), a `pull_request`, GitLab's `object_kind` or
+/// `event_name`, or an organization's `repository` with its `action` — and never with a ping's
+/// `zen`. A captured ping or comment relabelled `push` runs nothing.
+pub(crate) fn action(kind: ForgeKind, event: &str, body: &[u8]) -> Action {
+    match event_action(kind, event) {
+        Action::Run if !reads_as_move(body) => Action::Ignore,
+        action => action,
+    }
+}
+
+fn reads_as_move(body: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(doc)) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
+    let has = |k: &str| doc.contains_key(k);
+    !has("zen")
+        && (has("ref")
+            || has("pull_request")
+            || has("object_kind")
+            || has("event_name")
+            || (has("repository") && doc.get("action").is_some_and(serde_json::Value::is_string)))
+}
+
+/// A delivery's key in the record of seen deliveries: the project and the body's digest, so
+/// the unsigned delivery id cannot make a body count twice.
+pub(crate) fn replay_key(project: &str, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect();
+    format!("forge:{project}:{digest}")
+}
+
 /// What an event name asks for.
-pub(crate) fn action(kind: ForgeKind, event: &str) -> Action {
+fn event_action(kind: ForgeKind, event: &str) -> Action {
     match (kind, event) {
         (ForgeKind::Github, "ping") => Action::Ping,
         // `repository`: an organization's repository was created, archived, renamed or deleted
@@ -100,12 +131,31 @@ mod tests {
 
     #[test]
     fn only_moves_run() {
-        assert_eq!(action(ForgeKind::Github, "push"), Action::Run);
-        assert_eq!(action(ForgeKind::Github, "pull_request"), Action::Run);
-        assert_eq!(action(ForgeKind::Github, "ping"), Action::Ping);
-        assert_eq!(action(ForgeKind::Github, "issues"), Action::Ignore);
-        assert_eq!(action(ForgeKind::Gitea, "push"), Action::Run);
-        assert_eq!(action(ForgeKind::Gitlab, "Merge Request Hook"), Action::Run);
-        assert_eq!(action(ForgeKind::Gitlab, "push"), Action::Ignore);
+        let push = br#"{"ref": "refs/heads/main", "after": "abc"}"#;
+        assert_eq!(action(ForgeKind::Github, "push", push), Action::Run);
+        assert_eq!(
+            action(ForgeKind::Github, "pull_request", br#"{"action": "opened", "pull_request": {}}"#),
+            Action::Run
+        );
+        assert_eq!(action(ForgeKind::Github, "ping", br#"{"zen": "x"}"#), Action::Ping);
+        assert_eq!(action(ForgeKind::Github, "issues", push), Action::Ignore);
+        assert_eq!(action(ForgeKind::Gitea, "push", push), Action::Run);
+        assert_eq!(
+            action(ForgeKind::Gitlab, "Merge Request Hook", br#"{"object_kind": "merge_request"}"#),
+            Action::Run
+        );
+        assert_eq!(action(ForgeKind::Gitlab, "push", push), Action::Ignore);
+        assert_eq!(action(ForgeKind::Gitea, "repository", br#"{"action": "created", "repository": {}}"#), Action::Run);
+    }
+
+    #[test]
+    fn an_unsigned_event_header_cannot_turn_a_body_into_a_run() {
+        // A ping, an issue comment, a non-JSON body relabelled `push`: nothing runs.
+        for body in [&br#"{"zen": "x", "hook_id": 1, "ref": "r"}"#[..], br#"{"issue": {}, "repository": {}}"#, b"push"]
+        {
+            assert_eq!(action(ForgeKind::Github, "push", body), Action::Ignore, "{}", String::from_utf8_lossy(body));
+        }
+        assert_ne!(replay_key("a", b"x"), replay_key("b", b"x"), "per project");
+        assert_ne!(replay_key("a", b"x"), replay_key("a", b"y"));
     }
 }

@@ -115,6 +115,16 @@ impl Page {
         Some(if badge { self.badge(req) } else { self.page(req) })
     }
 
+    /// Whether the page asks for a token at all.
+    pub(crate) fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether `path` is served without the token (public badges).
+    pub(crate) fn is_public(&self, path: &str) -> bool {
+        self.token.is_none() || (path.starts_with("/badge/") && self.public_badges)
+    }
+
     /// The token as `Authorization: Bearer T` or as the password of basic auth (any user).
     pub(crate) fn authorized(&self, req: &Request) -> bool {
         let Some(token) = &self.token else { return true };

@@ -11,6 +11,7 @@
 //! and a run that finds the state lock held (the timer's tick) is retried until it gets it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::shared::{DEFAULT_MAX_BODY, Shared};
+use super::shared::Shared;
 use crate::config::{Config, ForgeKind, SecretRef};
 use crate::error::{Usage, code};
 use crate::exec::{self, Cmd};
@@ -45,6 +46,8 @@ pub(crate) struct ForgeHooks {
     state: PathBuf,
     dir: PathBuf,
     dummy: Secret,
+    /// What a signed delivery may send, for every name alike (known or not).
+    max_body: u64,
 }
 
 struct ForgeProject {
@@ -54,19 +57,17 @@ struct ForgeProject {
     all: bool,
     kind: ForgeKind,
     secret: Secret,
-    max_body: u64,
     trigger: Mutex<Trigger>,
     wake: Condvar,
 }
 
 impl ForgeProject {
-    fn new(name: &str, all: bool, kind: ForgeKind, secret: Secret, body_limit: u64) -> ForgeProject {
+    fn new(name: &str, all: bool, kind: ForgeKind, secret: Secret) -> ForgeProject {
         ForgeProject {
             name: name.to_string(),
             all,
             kind,
             secret,
-            max_body: MAX_BODY.min(body_limit),
             trigger: Mutex::new(Trigger::default()),
             wake: Condvar::new(),
         }
@@ -90,7 +91,7 @@ impl ForgeHooks {
             let Some(secret) = hook_secret::resolve(config, name, project).map_err(|e| Usage(format!("{e:#}")))? else {
                 continue;
             };
-            projects.insert(name.clone(), Arc::new(ForgeProject::new(name, false, forge.kind, secret, body_limit)));
+            projects.insert(name.clone(), Arc::new(ForgeProject::new(name, false, forge.kind, secret)));
         }
         for (name, forge) in &config.forges {
             let Some(discover) = &forge.discover else { continue };
@@ -106,7 +107,7 @@ impl ForgeHooks {
             }
             let secret = secret::resolve(&reference, &format!("forge.{name}.discover.webhook_secret"))
                 .map_err(|e| Usage(format!("{e:#}")))?;
-            projects.insert(name.clone(), Arc::new(ForgeProject::new(name, true, forge.kind, secret, body_limit)));
+            projects.insert(name.clone(), Arc::new(ForgeProject::new(name, true, forge.kind, secret)));
         }
         let exe = std::env::current_exe().context("cannot find pipe's own executable to start runs")?;
         Ok(ForgeHooks {
@@ -116,7 +117,13 @@ impl ForgeHooks {
             state: state.to_path_buf(),
             dir,
             dummy: secret::random(),
+            max_body: MAX_BODY.min(body_limit),
         })
+    }
+
+    /// The largest body read before a delivery's signature is checked; 0 without forge webhooks.
+    pub(crate) fn max_body(&self) -> u64 {
+        if self.projects.is_empty() { 0 } else { self.max_body }
     }
 
     pub(crate) fn names(&self) -> impl Iterator<Item = &String> {
@@ -141,7 +148,11 @@ impl ForgeHooks {
     }
 }
 
-/// Decides from the head: a wrong or missing credential is answered before the body is read.
+/// Decides from the head, the same way for every name, known or not: a GitLab token is
+/// checked now (against a secret nobody knows when the name is not a GitLab project), a
+/// signature is read up to the same size whatever the name, anything else is `401`. Nothing
+/// about the project (its forge, whether it exists, which event headers it expects) is looked
+/// at before the request is authenticated.
 pub(crate) fn admit(forge: &ForgeHooks, rx: &Shared, head: &Request, name: &str) -> Admit {
     let started = Instant::now();
     let answer = |status: u16, response: Response| {
@@ -153,58 +164,60 @@ pub(crate) fn admit(forge: &ForgeHooks, rx: &Shared, head: &Request, name: &str)
         r.headers.push(("Allow".into(), "POST".into()));
         return answer(405, r);
     }
-    let project = forge.projects.get(name);
-    let kinds = [ForgeKind::Github, ForgeKind::Gitea, ForgeKind::Gitlab];
-    let kind = project.map(|p| p.kind);
-    let gitlab_token = head.header("X-Gitlab-Token");
-    let signed = kinds
-        .iter()
-        .filter(|k| kind.is_none_or(|kind| kind == **k))
-        .any(|k| webhook::signature_headers(*k).iter().any(|h| head.header(h).is_some()));
-    match (kind, gitlab_token) {
-        (Some(ForgeKind::Gitlab), Some(token)) | (None, Some(token)) => {
-            let secret = project.map_or(&forge.dummy, |p| &p.secret);
-            if !webhook::token_matches(secret, token) || project.is_none() {
-                return answer(403, Response::empty(403));
-            }
+    let gitlab = forge.projects.get(name).filter(|p| p.kind == ForgeKind::Gitlab);
+    if let Some(token) = head.header("X-Gitlab-Token") {
+        let secret = gitlab.map_or(&forge.dummy, |p| &p.secret);
+        if !webhook::token_matches(secret, token) || gitlab.is_none() {
+            return answer(403, Response::empty(403));
         }
-        _ if signed => {}
-        _ => return answer(401, Response::empty(401)),
+        return Admit::Trusted(forge.max_body);
     }
-    let event_header = kind.map_or("X-GitHub-Event", webhook::event_header);
-    if project.is_some() && head.header(event_header).is_none() {
-        return answer(400, Response::json(400, json!({"error": format!("no `{event_header}` header")})));
+    if signed_by(head).is_some() {
+        return Admit::Body(forge.max_body);
     }
-    Admit::Body(project.map_or(DEFAULT_MAX_BODY, |p| p.max_body))
+    answer(401, Response::empty(401))
 }
 
-/// Checks the signature and the delivery id, then queues a run for push and pull-request events.
-pub(crate) fn handle(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str) -> Response {
+/// The first signature header a request carries, and the form it is in.
+fn signed_by(req: &Request) -> Option<(ForgeKind, &str)> {
+    [ForgeKind::Github, ForgeKind::Gitea]
+        .into_iter()
+        .find_map(|kind| webhook::signature_headers(kind).iter().find_map(|h| req.header(h)).map(|v| (kind, v)))
+}
+
+/// Checks the signature and the delivery, then queues a run for push and pull-request events.
+pub(crate) fn handle(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str, peer: IpAddr) -> Response {
     let started = Instant::now();
-    let (status, response, note) = decide(forge, rx, req, name);
+    let (status, response, note) = decide(forge, rx, req, name, peer);
     log(rx, name, status, req, &note, started);
     response
 }
 
-fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str) -> (u16, Response, String) {
+/// Whether the request is the project's: its GitLab token (checked from the head already), or
+/// one HMAC over the body whatever the name, against a secret nobody knows when the name is
+/// unknown or signs the other way, for the same work as a known project.
+fn authentic(forge: &ForgeHooks, req: &Request, p: Option<&ForgeProject>) -> bool {
+    if let Some(token) = req.header("X-Gitlab-Token") {
+        return p.is_some_and(|p| p.kind == ForgeKind::Gitlab && webhook::token_matches(&p.secret, token));
+    }
+    let Some((form, given)) = signed_by(req) else { return false };
+    let own = p.filter(|p| p.kind == form);
+    let valid = webhook::signature_matches(form, own.map_or(&forge.dummy, |p| &p.secret), &req.body, given);
+    valid && own.is_some()
+}
+
+fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str, peer: IpAddr) -> (u16, Response, String) {
     let refuse = |status: u16| (status, Response::empty(status), "-".to_string());
-    let Some(p) = forge.projects.get(name) else {
-        // Checked against a secret nobody knows, for the same work as a known project.
-        let given = req.header("X-Hub-Signature-256").or(req.header("X-Gitea-Signature")).unwrap_or("");
-        let _ = webhook::signature_matches(ForgeKind::Github, &forge.dummy, &req.body, given);
-        return refuse(403);
-    };
-    let authentic = match p.kind {
-        ForgeKind::Gitlab => req.header("X-Gitlab-Token").is_some_and(|t| webhook::token_matches(&p.secret, t)),
-        kind => webhook::signature_headers(kind)
-            .iter()
-            .find_map(|h| req.header(h))
-            .is_some_and(|sig| webhook::signature_matches(kind, &p.secret, &req.body, sig)),
-    };
-    if !authentic {
+    let p = forge.projects.get(name).map(|p| &**p);
+    if !authentic(forge, req, p) {
         return refuse(403);
     }
-    let event = req.header(webhook::event_header(p.kind)).unwrap_or("").to_string();
+    let Some(p) = p else { return refuse(403) };
+    rx.senders.authenticated(peer);
+    let event_header = webhook::event_header(p.kind);
+    let Some(event) = req.header(event_header).map(str::to_string) else {
+        return (400, Response::json(400, json!({"error": format!("no `{event_header}` header")})), "-".into());
+    };
     // The event name is the client's text: logged only when it looks like one.
     let shown = if event.len() <= 64 && event.bytes().all(|b| b.is_ascii_alphanumeric() || b" _.-".contains(&b)) {
         event.replace(' ', "_")
@@ -217,7 +230,9 @@ fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str) -> (u16, R
     };
     let now = crate::clock::now().as_second();
     let note = |what: &str| format!("event={shown} delivery={delivery} {what}");
-    match rx.deliveries.record(&format!("forge:{name}:{delivery}"), now + REMEMBER, now) {
+    // The delivery and event headers are not signed: a body counts once, whatever id or event
+    // comes with it, so a captured delivery replayed with a new id is refused.
+    match rx.deliveries.record(&webhook::replay_key(name, &req.body), now + REMEMBER, now) {
         Ok(true) => {}
         Ok(false) => {
             return (409, Response::json(409, json!({"error": "this delivery was already received"})), note("replay"));
@@ -227,7 +242,7 @@ fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str) -> (u16, R
             return (503, Response::empty(503), note("-"));
         }
     }
-    match webhook::action(p.kind, &event) {
+    match webhook::action(p.kind, &event, &req.body) {
         Action::Ping => (200, Response::json(200, json!({"project": name, "ping": "ok"})), note("ping")),
         Action::Ignore => (204, Response::empty(204), note("ignored")),
         Action::Run => {

@@ -42,21 +42,45 @@ pub(crate) use forge::ForgeHooks;
 /// Runs kept per hook when `serve.keep_runs` is not set.
 pub(crate) const DEFAULT_KEEP_RUNS: usize = 1000;
 
-/// The connection limits `pipe serve` runs with.
-pub(crate) const LIMITS: Limits = Limits {
-    head_timeout: Duration::from_secs(10),
-    body_timeout: Duration::from_secs(10),
-    connections: 1024,
-    per_client: 256,
-    body_memory: 8 * 1024 * 1024,
-    handlers: 128,
-};
+const MIB: usize = 1024 * 1024;
+
+/// The connection limits `pipe serve` runs with, for requests whose body, before their
+/// credentials are checked, may be up to `preauth` bytes: anonymous requests may hold 6 MiB of
+/// bodies (2 MiB from one address) and are handled on at most half the CPUs' worth of handler
+/// threads (at least one), in turn; the other 2 MiB and the other handlers are kept for
+/// requests authenticated from the head or sent from an address that authenticated in the
+/// last ten minutes.
+pub(crate) fn limits(preauth: u64) -> Limits {
+    let preauth = usize::try_from(preauth).unwrap_or(usize::MAX / 8);
+    let per_client = (2 * MIB).max(preauth);
+    let untrusted = (6 * MIB).max(3 * per_client);
+    // Signatures checked for anonymous clients use at most half the CPUs: the rest is left to
+    // authenticated requests however many fake-signed bodies arrive.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let anonymous_handlers = (cpus / 2).clamp(1, 32);
+    Limits {
+        head_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(10),
+        connections: 1024,
+        per_client: 256,
+        head_memory: 4 * MIB,
+        body_memory: untrusted + per_client,
+        untrusted_body_memory: untrusted,
+        untrusted_body_per_client: per_client,
+        handlers: 128,
+        untrusted_handlers: anonymous_handlers,
+        untrusted_handlers_per_client: anonymous_handlers,
+    }
+}
 
 /// The receiver: what the server's I/O thread and handler threads call into.
 pub(crate) struct Receiver {
     hooks: BTreeMap<String, Arc<HookRuntime>>,
     shared: Arc<Shared>,
     window: i64,
+    /// What a signature-bearing request may send before its signature is checked: the largest
+    /// `max_body` of any hook, the same for every name, known or not.
+    preauth: u64,
     /// Checked against for unknown hooks and missing credential kinds: equal work for all.
     dummy_token: Secret,
     dummy_secret: Secret,
@@ -95,11 +119,14 @@ impl Receiver {
             deliveries: Deliveries::open(dir.join("deliveries"), now)?,
             journal: Journal::start(out),
             out,
+            senders: Default::default(),
         };
+        let preauth = hooks.values().map(|h| h.max_body).max().unwrap_or(DEFAULT_MAX_BODY);
         Ok(Receiver {
             hooks,
             shared: Arc::new(shared),
             window: serve.replay_window.map_or(300, |w| w.0.as_secs() as i64),
+            preauth,
             dummy_token: secret::random(),
             dummy_secret: secret::random(),
             forge: Arc::new(forge),
@@ -132,7 +159,15 @@ impl Receiver {
             self.hooks.keys().cloned().collect::<Vec<_>>().join(", "),
             if forge.is_empty() { String::new() } else { format!("; forge webhooks: {}", forge.join(", ")) }
         ));
-        server::serve(listener, LIMITS, self.clone(), || crate::signals::received().is_some())
+        // Bodies of 128 KiB and more get pages of their own, given back when the request is
+        // done: glibc's default threshold rises after the first such free, and then a flood's
+        // bodies stay in the heap at its peak long after the flood.
+        // SAFETY: mallopt only tunes glibc's allocator; it is called before any request.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
+        let limits = limits(self.preauth.max(self.forge.max_body()));
+        server::serve(listener, limits, self.clone(), || crate::signals::received().is_some())
             .context("the server stopped")?;
         self.shared
             .journal
@@ -196,7 +231,7 @@ impl Receiver {
         hook.filter(|_| valid).ok_or(403)
     }
 
-    fn route(&self, req: &Request) -> (Response, Option<String>, Option<String>) {
+    fn route(&self, req: &Request, peer: IpAddr) -> (Response, Option<String>, Option<String>) {
         if req.path == "/metrics" {
             return (crate::metrics::serve::respond(self.page.as_ref(), req), None, None);
         }
@@ -211,7 +246,7 @@ impl Receiver {
                 if req.method != "GET" {
                     return (not_allowed("GET"), None, None);
                 }
-                return (self.status(req, name, id), Some(name.to_string()), Some(id.to_string()));
+                return (self.status(req, name, id, peer), Some(name.to_string()), Some(id.to_string()));
             }
             if req.method != "POST" {
                 return (not_allowed("POST"), None, None);
@@ -220,13 +255,23 @@ impl Receiver {
             return match (hook, auth::authenticate(&self.credentials(hook.map(|h| &**h)), req, &req.body)) {
                 (_, Auth::Missing) => (Response::empty(401), None, None),
                 (None, _) | (_, Auth::Wrong) => (Response::empty(403), None, None),
-                (Some(h), auth) => self.accept(h, req, auth == Auth::Signature),
+                (Some(h), auth) => {
+                    self.shared.senders.authenticated(peer);
+                    // Every name read up to the same size; the hook's own limit applies now.
+                    if req.body.len() as u64 > h.max_body {
+                        return (Response::empty(413), Some(h.name.clone()), None);
+                    }
+                    self.accept(h, req, auth == Auth::Signature)
+                }
             };
         }
         if req.method == "POST" {
             let Some((token, name)) = Self::puller_form(req) else { return (Response::empty(404), None, None) };
             return match self.puller_hook(token, name) {
-                Ok(h) => self.accept(h, req, false),
+                Ok(h) => {
+                    self.shared.senders.authenticated(peer);
+                    self.accept(h, req, false)
+                }
                 Err(status) => (Response::empty(status), None, None),
             };
         }
@@ -319,13 +364,13 @@ impl Receiver {
         (Response::json(202, doc), name, Some(id))
     }
 
-    fn status(&self, req: &Request, name: &str, id: &str) -> Response {
+    fn status(&self, req: &Request, name: &str, id: &str, peer: IpAddr) -> Response {
         let hook = self.hooks.get(name);
         match auth::authenticate(&self.credentials(hook.map(|h| &**h)), req, req.path.as_bytes()) {
             Auth::Missing => return Response::empty(401),
             Auth::Wrong => return Response::empty(403),
             _ if hook.is_none() => return Response::empty(403),
-            _ => {}
+            _ => self.shared.senders.authenticated(peer),
         }
         let Some(run) = self.shared.runs.get(name, id) else {
             return Response::json(404, json!({"error": "no such run"}));
@@ -345,45 +390,61 @@ impl Receiver {
 }
 
 impl Service for Receiver {
-    fn admit(&self, head: &Request, _peer: IpAddr) -> Admit {
+    fn admit(&self, head: &Request, peer: IpAddr) -> Admit {
         let started = Instant::now();
+        let known = self.shared.senders.known(peer);
+        // Not authenticated yet: within the anonymous share, unless the address authenticated lately.
+        let anonymous = |limit: u64| if known { Admit::Trusted(limit) } else { Admit::Body(limit) };
         if let Some(name) = head.path.strip_prefix("/forge/") {
-            return forge::admit(&self.forge, &self.shared, head, name);
+            return match forge::admit(&self.forge, &self.shared, head, name) {
+                Admit::Body(limit) => anonymous(limit),
+                admit => admit,
+            };
+        }
+        if let Some(page) = &self.page
+            && (crate::page::Page::owns(&head.path) || head.path == "/metrics")
+        {
+            if !page.is_public(&head.path) && !page.authorized(head) {
+                // Refused from the head: an anonymous page request takes no handler.
+                let (response, _, _) = self.route(head, peer);
+                return self.answer(head, response, started);
+            }
+            return if page.has_token() && page.authorized(head) { Admit::Trusted(0) } else { anonymous(0) };
         }
         let Some(rest) = head.path.strip_prefix("/hooks/") else {
             if head.method == "POST"
                 && let Some((token, name)) = Self::puller_form(head)
             {
                 return match self.puller_hook(token, name) {
-                    Ok(h) => Admit::Body(h.max_body),
+                    Ok(h) => Admit::Trusted(h.max_body),
                     Err(status) => self.answer(head, Response::empty(status), started),
                 };
             }
-            return Admit::Body(0);
+            return anonymous(0);
         };
         if rest.contains("/runs/") {
-            return Admit::Body(0);
+            return anonymous(0);
         }
         if head.method != "POST" {
             return self.answer(head, not_allowed("POST"), started);
         }
         let hook = self.hooks.get(rest).map(|h| &**h);
-        let max = hook.map_or(DEFAULT_MAX_BODY, |h| h.max_body);
         match auth::token_valid(&self.credentials(hook), head) {
-            Some(true) => Admit::Body(max),
-            // A signature is checked over the body (an unknown hook's against the dummy secret).
-            _ if auth::signature(head).is_some() => Admit::Body(max),
+            Some(true) => Admit::Trusted(hook.map_or(DEFAULT_MAX_BODY, |h| h.max_body)),
+            // A signature is checked over the body (an unknown hook's against the dummy
+            // secret), read up to the same size whatever the name.
+            _ if auth::signature(head).is_some() => anonymous(self.preauth),
             Some(false) => self.answer(head, Response::empty(403), started),
             None => self.answer(head, Response::empty(401), started),
         }
     }
 
-    fn handle(&self, req: &Request, _peer: IpAddr) -> Response {
+    fn handle(&self, req: &Request, peer: IpAddr) -> Response {
         if let Some(name) = req.path.strip_prefix("/forge/") {
-            return forge::handle(&self.forge, &self.shared, req, name);
+            return forge::handle(&self.forge, &self.shared, req, name, peer);
         }
         let started = Instant::now();
-        let (response, hook, run) = self.route(req);
+        let (response, hook, run) = self.route(req, peer);
         self.log(Some(req), response.status, hook.as_deref(), run.as_deref(), started);
         response
     }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::bounds::Budget;
+use super::bounds::{Budget, Share, Short};
 use super::handlers::Handlers;
 use super::request::{MAX_HEAD, Request, content_length, parse_head};
 use super::response::Response;
@@ -22,10 +22,25 @@ const LINGER_BYTES: usize = 1024 * 1024;
 /// Where a connection is in its one request.
 pub(super) enum Phase {
     Head,
+    /// The head is parsed and the body may be read, but the budget has no room for it yet:
+    /// the reader sheds an anonymous reader to make room, or refuses this one.
+    Starved {
+        request: Request,
+        head: usize,
+        share: Share,
+        short: Short,
+    },
     Body {
         request: Request,
         length: usize,
-        reserved: usize,
+        share: Share,
+        since: Instant,
+    },
+    /// Complete and anonymous, waiting for a place in the anonymous share of the handlers
+    /// (first come, first served); its body still counts against the budget.
+    Ready {
+        request: Request,
+        share: Share,
         since: Instant,
     },
     /// Answered; unread input is drained until `until` so the answer is not reset away.
@@ -47,16 +62,96 @@ impl Conn {
     pub(super) fn new(stream: TcpStream, peer: IpAddr) -> Conn {
         Conn { stream, peer, accepted: Instant::now(), buf: Vec::new(), phase: Phase::Head }
     }
+
+    /// Bytes held for an unparsed head.
+    pub(super) fn head_bytes(&self) -> usize {
+        if matches!(self.phase, Phase::Head) { self.buf.capacity() } else { 0 }
+    }
+
+    /// The share of the budget an anonymous body being read holds (shedding it frees that).
+    pub(super) fn anonymous_share(&self) -> Option<(IpAddr, usize, Instant)> {
+        match &self.phase {
+            Phase::Body { share, since, .. } | Phase::Ready { share, since, .. } if !share.trusted => {
+                Some((share.peer, share.bytes, *since))
+            }
+            _ => None,
+        }
+    }
 }
 
-/// Reads what the connection has; true when it is finished with (closed or handed off).
+/// What became of a connection after a read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Step {
+    /// Still being read (or lingering).
+    Open,
+    /// Finished with: closed, or handed to a handler.
+    Done,
+    /// Its body has no room in the budget: shed someone and [`resume`], or refuse it.
+    Starved(Short),
+}
+
+/// Releases what a connection holds of the budget.
+fn release(conn: &Conn, budget: &Budget) {
+    if let Phase::Body { share, .. } | Phase::Ready { share, .. } = conn.phase {
+        budget.release(share);
+    }
+}
+
+/// When a complete anonymous request began waiting for a handler, if it is.
+pub(super) fn waiting(conn: &Conn) -> Option<Instant> {
+    match conn.phase {
+        Phase::Ready { since, .. } => Some(since),
+        _ => None,
+    }
+}
+
+/// Drops a waiting request whose client went away; what it held goes back to the budget.
+pub(super) fn abandon(conn: &Conn, budget: &Budget) {
+    release(conn, budget);
+}
+
+/// Tries again to reserve a starved connection's body, then goes on reading it.
+pub(super) fn resume<S: Service>(
+    conn: &mut Conn,
+    service: &Arc<S>,
+    budget: &Arc<Budget>,
+    handlers: &Arc<Handlers>,
+    now: Instant,
+) -> Step {
+    let Phase::Starved { request, head, share, .. } = std::mem::replace(&mut conn.phase, Phase::Head) else {
+        return Step::Open;
+    };
+    if let Err(short) = budget.reserve(share) {
+        conn.phase = Phase::Starved { request, head, share, short };
+        return Step::Starved(short);
+    }
+    conn.buf.drain(..head);
+    conn.buf.truncate(share.bytes);
+    conn.buf.reserve_exact(share.bytes - conn.buf.len());
+    conn.phase = Phase::Body { request, length: share.bytes, share, since: now };
+    if conn.buf.len() >= share.bytes {
+        return dispatch(conn, service, budget, handlers);
+    }
+    read_ready(conn, service, budget, handlers, now)
+}
+
+/// Refuses a connection the budget had no room for.
+pub(super) fn refuse_starved<S: Service>(conn: &mut Conn, service: &S, budget: &Budget) {
+    if let Phase::Starved { request, share, .. } = std::mem::replace(&mut conn.phase, Phase::Head) {
+        let share = Share { bytes: 0, ..share };
+        conn.phase = Phase::Body { request, length: 0, share, since: Instant::now() };
+    }
+    refuse(conn, service, budget, 503);
+}
+
+/// Reads what the connection has.
 pub(super) fn read_ready<S: Service>(
     conn: &mut Conn,
     service: &Arc<S>,
     budget: &Arc<Budget>,
     handlers: &Arc<Handlers>,
     now: Instant,
-) -> bool {
+) -> Step {
     let service_ref = &**service;
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -64,69 +159,64 @@ pub(super) fn read_ready<S: Service>(
             Phase::Head => (MAX_HEAD + 1).saturating_sub(conn.buf.len()),
             Phase::Body { length, .. } => length.saturating_sub(conn.buf.len()),
             Phase::Linger { .. } => chunk.len(),
+            Phase::Starved { short, .. } => return Step::Starved(*short),
+            Phase::Ready { .. } => return Step::Open,
         }
         .clamp(1, chunk.len());
         let n = match conn.stream.read(&mut chunk[..want]) {
             Ok(0) => {
-                if let Phase::Body { reserved, .. } = conn.phase {
-                    budget.release(reserved);
-                }
-                return true;
+                release(conn, budget);
+                return Step::Done;
             }
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Open,
             Err(_) => {
-                if let Phase::Body { reserved, .. } = conn.phase {
-                    budget.release(reserved);
-                }
-                return true;
+                release(conn, budget);
+                return Step::Done;
             }
         };
         if let Phase::Linger { drained, .. } = &mut conn.phase {
             *drained += n;
             if *drained > LINGER_BYTES {
-                return true;
+                return Step::Done;
             }
             continue;
         }
+        // Exactly what arrived: a head's buffer is what the head-memory bound counts.
+        conn.buf.reserve_exact(n);
         conn.buf.extend_from_slice(&chunk[..n]);
         if matches!(conn.phase, Phase::Head) {
             match parse_head(&conn.buf) {
                 Ok(None) if conn.buf.len() > MAX_HEAD => {
                     refuse(conn, service_ref, budget, 431);
-                    return false;
+                    return Step::Open;
                 }
                 Ok(None) => continue,
                 Err(status) => {
                     refuse(conn, service_ref, budget, status);
-                    return false;
+                    return Step::Open;
                 }
                 Ok(Some((request, len))) => {
-                    let limit = match service_ref.admit(&request, conn.peer) {
+                    let (limit, trusted) = match service_ref.admit(&request, conn.peer) {
                         Admit::Answer(response) => {
                             answer(conn, &response);
-                            return false;
+                            return Step::Open;
                         }
-                        Admit::Body(limit) => limit,
+                        Admit::Body(limit) => (limit, false),
+                        Admit::Trusted(limit) => (limit, true),
                     };
                     // parse_head checked the framing already.
                     let length = content_length(&request).unwrap_or(0);
+                    let share = Share { bytes: 0, peer: conn.peer, trusted };
                     if length > limit {
-                        conn.phase = Phase::Body { request, length: 0, reserved: 0, since: now };
+                        conn.phase = Phase::Body { request, length: 0, share, since: now };
                         refuse(conn, service_ref, budget, 413);
-                        return false;
+                        return Step::Open;
                     }
-                    let length = length as usize;
-                    if !budget.reserve(length) {
-                        conn.phase = Phase::Body { request, length: 0, reserved: 0, since: now };
-                        refuse(conn, service_ref, budget, 503);
-                        return false;
-                    }
-                    conn.buf.drain(..len);
-                    conn.buf.truncate(length);
-                    conn.buf.reserve_exact(length - conn.buf.len());
-                    conn.phase = Phase::Body { request, length, reserved: length, since: now };
+                    let share = Share { bytes: length as usize, ..share };
+                    conn.phase = Phase::Starved { request, head: len, share, short: Short::Total };
+                    return resume(conn, service, budget, handlers, now);
                 }
             }
         }
@@ -147,8 +237,13 @@ pub(super) fn expired<S: Service>(
     now: Instant,
 ) -> bool {
     let late = match &conn.phase {
-        Phase::Head => now.duration_since(conn.accepted) >= limits.head_timeout,
-        Phase::Body { since, .. } => now.duration_since(*since) >= limits.body_timeout,
+        // Complete, but never given a handler: the server's fault, not the client's.
+        Phase::Ready { since, .. } if now.duration_since(*since) >= limits.body_timeout => {
+            refuse(conn, service, budget, 503);
+            return false;
+        }
+        Phase::Head | Phase::Starved { .. } => now.duration_since(conn.accepted) >= limits.head_timeout,
+        Phase::Body { since, .. } | Phase::Ready { since, .. } => now.duration_since(*since) >= limits.body_timeout,
         Phase::Linger { until, .. } => return now >= *until,
     };
     if late {
@@ -160,10 +255,11 @@ pub(super) fn expired<S: Service>(
 /// Answers with a bare status on the server's own behalf, reports it, and lingers.
 pub(super) fn refuse<S: Service>(conn: &mut Conn, service: &S, budget: &Budget, status: u16) {
     let head = match &conn.phase {
-        Phase::Body { request, reserved, .. } => {
-            budget.release(*reserved);
+        Phase::Body { request, share, .. } | Phase::Ready { request, share, .. } => {
+            budget.release(*share);
             Some(request)
         }
+        Phase::Starved { request, .. } => Some(request),
         _ => None,
     };
     service.refused(head, conn.peer, status);
@@ -180,24 +276,48 @@ fn answer(conn: &mut Conn, response: &Response) {
     conn.phase = Phase::Linger { until: Instant::now() + LINGER, drained: 0 };
 }
 
-/// Hands a complete request to a handler thread; false when it was refused (and lingers).
-fn dispatch<S: Service>(conn: &mut Conn, service: &Arc<S>, budget: &Arc<Budget>, handlers: &Arc<Handlers>) -> bool {
-    let Phase::Body { mut request, reserved, .. } = std::mem::replace(&mut conn.phase, Phase::Head) else {
-        return true;
+/// Hands a complete request to a handler thread; an anonymous one only within the anonymous
+/// share of the handlers, waiting its turn ([`Phase::Ready`]) when that is taken. A trusted one
+/// is refused with `503` (and lingers) when every handler is busy.
+pub(super) fn dispatch<S: Service>(
+    conn: &mut Conn,
+    service: &Arc<S>,
+    budget: &Arc<Budget>,
+    handlers: &Arc<Handlers>,
+) -> Step {
+    let (mut request, share, since) = match std::mem::replace(&mut conn.phase, Phase::Head) {
+        Phase::Body { request, share, .. } => (request, share, Instant::now()),
+        Phase::Ready { request, share, since } => (request, share, since),
+        other => {
+            conn.phase = other;
+            return Step::Done;
+        }
     };
-    request.body = std::mem::take(&mut conn.buf);
-    let stream = conn.stream.try_clone();
-    let (Ok(mut stream), true) = (stream, handlers.acquire()) else {
-        conn.phase = Phase::Body { request, length: 0, reserved, since: Instant::now() };
+    if request.body.is_empty() {
+        request.body = std::mem::take(&mut conn.buf);
+    }
+    let Some(place) = handlers.admit(share.trusted, conn.peer) else {
+        if !share.trusted {
+            conn.phase = Phase::Ready { request, share, since };
+            return Step::Open;
+        }
+        conn.phase = Phase::Body { request, length: 0, share, since: Instant::now() };
         refuse(conn, &**service, budget, 503);
-        return false;
+        return Step::Open;
+    };
+    let Ok(mut stream) = conn.stream.try_clone() else {
+        drop(place);
+        conn.phase = Phase::Body { request, length: 0, share, since: Instant::now() };
+        refuse(conn, &**service, budget, 503);
+        return Step::Open;
     };
     let (svc, held, peer) = (service.clone(), budget.clone(), conn.peer);
     let started = handlers.run(move || {
+        let _place = place;
         let response = svc.handle(&request, peer);
         let http10 = request.http10;
         drop(request);
-        held.release(reserved);
+        held.release(share);
         let _ = stream.set_nonblocking(false);
         // Per write: a streamed answer to a client that stops reading ends here.
         let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
@@ -206,7 +326,7 @@ fn dispatch<S: Service>(conn: &mut Conn, service: &Arc<S>, budget: &Arc<Budget>,
     });
     if !started {
         // Out of threads: the budget must not leak; the connection is dropped.
-        budget.release(reserved);
+        budget.release(share);
     }
-    true
+    Step::Done
 }

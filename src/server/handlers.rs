@@ -4,7 +4,8 @@
 //! (under `wrk -c16`, perf counted `clone3` at 14 % of the receiver's samples, nearly all on
 //! the I/O thread that every connection waits for).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,6 +18,10 @@ type Job = Box<dyn FnOnce() + Send>;
 pub(super) struct Handlers {
     limit: usize,
     busy: AtomicUsize,
+    /// Places requests not yet authenticated may take, in all and per address.
+    untrusted_limit: usize,
+    untrusted_per_client: usize,
+    untrusted: Mutex<(usize, HashMap<IpAddr, usize>)>,
     pool: Mutex<Pool>,
     ready: Condvar,
 }
@@ -29,8 +34,16 @@ struct Pool {
 }
 
 impl Handlers {
-    pub(super) fn new(limit: usize) -> Arc<Handlers> {
-        Arc::new(Handlers { limit, busy: AtomicUsize::new(0), pool: Mutex::default(), ready: Condvar::new() })
+    pub(super) fn new(limit: usize, untrusted_limit: usize, untrusted_per_client: usize) -> Arc<Handlers> {
+        Arc::new(Handlers {
+            limit,
+            busy: AtomicUsize::new(0),
+            untrusted_limit,
+            untrusted_per_client,
+            untrusted: Mutex::default(),
+            pool: Mutex::default(),
+            ready: Condvar::new(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Pool> {
@@ -44,6 +57,23 @@ impl Handlers {
             return false;
         }
         true
+    }
+
+    /// Takes a handler's place for a request from `peer`; one not yet authenticated only
+    /// within the anonymous share, so the rest stays open to authenticated requests. The share
+    /// is given back when the returned [`Place`] drops (move it into the job).
+    pub(super) fn admit(self: &Arc<Self>, trusted: bool, peer: IpAddr) -> Option<Place> {
+        if !trusted {
+            let mut held = self.untrusted.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = held.1.get(&peer).copied().unwrap_or(0);
+            if held.0 >= self.untrusted_limit || mine >= self.untrusted_per_client {
+                return None;
+            }
+            held.0 += 1;
+            *held.1.entry(peer).or_default() += 1;
+        }
+        let place = Place { handlers: self.clone(), anonymous: (!trusted).then_some(peer) };
+        self.acquire().then_some(place)
     }
 
     /// Runs `job` in the place [`acquire`](Handlers::acquire) took, on an idle thread when
@@ -97,13 +127,33 @@ impl Handlers {
     }
 }
 
+/// An anonymous request's share of the handlers, given back on drop.
+pub(super) struct Place {
+    handlers: Arc<Handlers>,
+    anonymous: Option<IpAddr>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let Some(peer) = self.anonymous else { return };
+        let mut held = self.handlers.untrusted.lock().unwrap_or_else(|e| e.into_inner());
+        held.0 -= 1;
+        if let Some(mine) = held.1.get_mut(&peer) {
+            *mine -= 1;
+            if *mine == 0 {
+                held.1.remove(&peer);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn requests_in_turn_reuse_one_thread_and_the_bound_holds() {
-        let handlers = Handlers::new(2);
+        let handlers = Handlers::new(2, 2, 2);
         let threads = Arc::new(Mutex::new(std::collections::HashSet::new()));
         for _ in 0..20 {
             assert!(handlers.acquire());
@@ -130,5 +180,22 @@ mod tests {
         }
         assert!(!handlers.acquire(), "two busy of two");
         drop(hold);
+    }
+
+    #[test]
+    fn anonymous_requests_leave_places_for_authenticated_ones() {
+        let handlers = Handlers::new(4, 2, 1);
+        let (a, b) = (IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3]));
+        let first = handlers.admit(false, a).expect("one anonymous place for a");
+        assert!(handlers.admit(false, a).is_none(), "a's own cap");
+        let second = handlers.admit(false, b).expect("b's");
+        assert!(handlers.admit(false, IpAddr::from([127, 0, 0, 4])).is_none(), "the anonymous share is taken");
+        let trusted = [handlers.admit(true, a), handlers.admit(true, b)];
+        assert!(trusted.iter().all(Option::is_some), "the rest is open to authenticated requests");
+        assert!(handlers.admit(true, a).is_none(), "four of four");
+        drop((first, second, trusted));
+        // Run jobs give their place back after the job; these never ran.
+        handlers.busy.fetch_sub(4, Ordering::AcqRel);
+        assert!(handlers.admit(false, IpAddr::from([127, 0, 0, 4])).is_some(), "given back on drop");
     }
 }

@@ -4,7 +4,9 @@
 //! descriptor and a small buffer, never a thread. The head is parsed with httparse under RFC
 //! 9112's strict rules, then the [`Service`] decides from the head alone whether a body may be
 //! read and how much ([`Admit`]): a request without valid credentials is answered before any of
-//! its body is read. Bodies share one memory budget. Connections being read are bounded per
+//! its body is read. Bodies share one memory budget, of which requests not yet authenticated
+//! ([`Admit::Body`]) hold only a share, capped per address; the rest is for [`Admit::Trusted`]
+//! requests, and anonymous ones are handled in turn on a share of the handlers. Connections being read are bounded per
 //! client address and in total; at a bound the oldest connection of the busiest address is shed,
 //! so a flood of slow clients pushes out its own members, not a fresh request. Only a complete
 //! request reaches a handler thread (bounded too). One request per connection

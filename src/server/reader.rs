@@ -6,8 +6,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::bounds::Short;
 use super::bounds::{self, Budget};
-use super::conn::{Conn, Phase, expired, read_ready, refuse};
+use super::conn::{Conn, Phase, Step, abandon, dispatch, expired, read_ready, refuse, refuse_starved, resume, waiting};
 use super::handlers::Handlers;
 use super::service::{Limits, Service};
 
@@ -25,24 +26,49 @@ pub(crate) fn serve<S: Service>(
     unsafe {
         libc::listen(listener.as_raw_fd(), 4096);
     }
-    let budget = Arc::new(Budget::new(limits.body_memory));
-    let handlers = Handlers::new(limits.handlers);
+    let budget = Arc::new(Budget::new(&limits));
+    let handlers = Handlers::new(limits.handlers, limits.untrusted_handlers, limits.untrusted_handlers_per_client);
     let mut conns: Vec<Conn> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     while !stop() {
         fds.clear();
         fds.push(libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-        fds.extend(conns.iter().map(|c| libc::pollfd { fd: c.stream.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+        // A complete request waiting for a handler is not read from (only its hang-up is seen).
+        fds.extend(conns.iter().map(|c| libc::pollfd {
+            fd: c.stream.as_raw_fd(),
+            events: if waiting(c).is_some() { 0 } else { libc::POLLIN },
+            revents: 0,
+        }));
+        // Requests waiting for a handler are retried soon; a place frees in the time a handler takes.
+        let queued = conns.iter().any(|c| waiting(c).is_some());
         // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, if queued { 5 } else { 100 }) };
         let now = Instant::now();
         let mut done = vec![false; conns.len()];
+        if queued {
+            hand_off(&mut conns, &mut done, &fds, &service, &budget, &handlers);
+        }
         if ready > 0 {
-            for (i, conn) in conns.iter_mut().enumerate() {
-                if fds[i + 1].revents != 0 {
-                    done[i] = read_ready(conn, &service, &budget, &handlers, now);
+            for i in 0..conns.len() {
+                if fds[i + 1].revents != 0 && !done[i] && waiting(&conns[i]).is_none() {
+                    let mut step = read_ready(&mut conns[i], &service, &budget, &handlers, now);
+                    // No room for this body: shed anonymous readers for it while that helps.
+                    while let Step::Starved(short) = step {
+                        match body_victim(&conns, &done, i, short) {
+                            Some(v) => {
+                                refuse(&mut conns[v], &*service, &budget, 503);
+                                step = resume(&mut conns[i], &service, &budget, &handlers, now);
+                            }
+                            None => {
+                                refuse_starved(&mut conns[i], &*service, &budget);
+                                step = Step::Open;
+                            }
+                        }
+                    }
+                    done[i] = step == Step::Done;
                 }
             }
+            shed_heads(&mut conns, &done, &limits, &*service, &budget);
         }
         for (i, conn) in conns.iter_mut().enumerate() {
             if !done[i] {
@@ -59,11 +85,76 @@ pub(crate) fn serve<S: Service>(
         }
     }
     for conn in conns {
-        if let Phase::Body { reserved, .. } = conn.phase {
-            budget.release(reserved);
+        if let Phase::Body { share, .. } = conn.phase {
+            budget.release(share);
         }
     }
     Ok(())
+}
+
+/// Gives waiting anonymous requests the handlers' places that freed, first come first served;
+/// drops those whose client hung up.
+fn hand_off<S: Service>(
+    conns: &mut [Conn],
+    done: &mut [bool],
+    fds: &[libc::pollfd],
+    service: &Arc<S>,
+    budget: &Arc<Budget>,
+    handlers: &Arc<Handlers>,
+) {
+    let mut queue: Vec<(Instant, usize)> =
+        conns.iter().enumerate().filter_map(|(i, c)| waiting(c).map(|since| (since, i))).collect();
+    queue.sort();
+    for (_, i) in queue {
+        if fds[i + 1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            abandon(&conns[i], budget);
+            done[i] = true;
+            continue;
+        }
+        match dispatch(&mut conns[i], service, budget, handlers) {
+            Step::Done => done[i] = true,
+            _ if waiting(&conns[i]).is_some() => return,
+            _ => {}
+        }
+    }
+}
+
+/// The anonymous body reader to shed so that `conns[starved]`'s body fits: one of its own
+/// address when that address is at its cap, else the oldest of the address holding the most
+/// anonymous bytes; `None` when no anonymous body is being read (what handlers hold cannot be
+/// shed, and that is bounded by the anonymous share of the handlers).
+fn body_victim(conns: &[Conn], done: &[bool], starved: usize, short: Short) -> Option<usize> {
+    let readers = conns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != starved && !done.get(*i).copied().unwrap_or(false))
+        .filter_map(|(i, c)| c.anonymous_share().map(|(ip, bytes, since)| (i, ip, bytes, since)));
+    let ip = match short {
+        Short::Address => conns[starved].peer,
+        Short::Total => bounds::busiest(readers.clone().map(|(_, ip, bytes, _)| (ip, bytes)))?,
+    };
+    bounds::oldest_of(readers.map(|(i, ip, _, since)| (i, ip, since)), ip)
+}
+
+/// Keeps the memory of unparsed heads within its bound by shedding the oldest head reader of
+/// the address holding the most head bytes.
+fn shed_heads<S: Service>(conns: &mut [Conn], done: &[bool], limits: &Limits, service: &S, budget: &Budget) {
+    let mut held: usize = conns.iter().map(Conn::head_bytes).sum();
+    while held > limits.head_memory {
+        let heads = conns
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| !done[*i] && c.head_bytes() > 0)
+            .map(|(i, c)| (i, c.peer, c.accepted));
+        let Some(ip) =
+            bounds::busiest(conns.iter().enumerate().filter(|(i, _)| !done[*i]).map(|(_, c)| (c.peer, c.head_bytes())))
+        else {
+            return;
+        };
+        let Some(v) = bounds::oldest_of(heads, ip) else { return };
+        held -= conns[v].head_bytes();
+        refuse(&mut conns[v], service, budget, 503);
+    }
 }
 
 /// Connections accepted per turn of the loop: between turns the waiting input is read, so a
@@ -88,7 +179,8 @@ fn accept_all<S: Service>(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let peer = addr.ip();
+        // Bounds count per client (an IPv6 /64), and the service sees the same.
+        let peer = bounds::client(addr.ip());
         let readers = conns
             .iter()
             .enumerate()

@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::request::Request;
 use super::response::Response;
 
-/// Limits that keep one client from hurting the others.
+/// Limits that keep one client from hurting the others, and anonymous clients from taking
+/// what an authenticated request needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// Time allowed for the request line and headers, from the connection's accept.
@@ -18,18 +19,36 @@ pub(crate) struct Limits {
     pub connections: usize,
     /// Connections being read at once from one address.
     pub per_client: usize,
+    /// Bytes of unparsed heads held at once, across all connections; beyond it the oldest
+    /// reader of the address holding the most is shed.
+    pub head_memory: usize,
     /// Bytes of request bodies held at once, across all connections; beyond it `503`.
     pub body_memory: usize,
+    /// Of `body_memory`, what requests not yet authenticated ([`Admit::Body`]) may hold at
+    /// once; the rest is kept for [`Admit::Trusted`] requests.
+    pub untrusted_body_memory: usize,
+    /// What requests not yet authenticated from one address may hold at once.
+    pub untrusted_body_per_client: usize,
     /// Requests handled at once (each on its own thread); beyond it `503`.
     pub handlers: usize,
+    /// Of `handlers`, how many requests not yet authenticated may take at once; beyond it a
+    /// complete one waits its turn, its body held within the anonymous share.
+    pub untrusted_handlers: usize,
+    /// How many of those from one address.
+    pub untrusted_handlers_per_client: usize,
 }
 
 /// What the service decides from a request's head.
 pub(crate) enum Admit {
     /// Answer now, without reading the body; the service logged it.
     Answer(Response),
-    /// Read a body of at most this many bytes (larger `Content-Length` → `413`), then handle.
+    /// Not authenticated yet (a signature needs the body, a page may be public): read a body of
+    /// at most this many bytes (larger `Content-Length` → `413`) within what anonymous requests
+    /// may hold, per address and in all, then handle.
     Body(u64),
+    /// Authenticated from the head, or from an address that authenticated recently: the same,
+    /// with the whole budget and every handler open to it.
+    Trusted(u64),
 }
 
 /// What `pipe serve` plugs into the server.

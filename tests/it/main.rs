@@ -39,6 +39,7 @@ mod run;
 mod serve;
 mod serve_durable;
 mod serve_engine_restart;
+mod serve_flood;
 mod serve_hardening;
 mod serve_rollout;
 mod ssh;

@@ -7,11 +7,9 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::serve_flood::{APP_SECRET, LAB_SECRET, SECRET, TOKEN, every_endpoint, post_bytes, send_from};
 use crate::support::TestEnv;
 use crate::support::serve::Serve;
-
-const SECRET: &str = "sec-27182818";
-const TOKEN: &str = "tok-16180339";
 
 /// A hook request signed with the hooks' secret.
 fn signed(server: &Serve, hook: &str, body: &str) -> (u16, serde_json::Value) {
@@ -278,4 +276,244 @@ fn signed_requests_are_served_while_hundreds_of_slow_clients_hold_connections() 
         100,
         "every 202 ran or was superseded"
     );
+}
+
+/// Median of durations.
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d[d.len() / 2]
+}
+
+/// Whether two timing samples differ beyond what a loaded machine's noise explains: medians
+/// more than half the larger one plus a millisecond apart. Reading and signing a body for one
+/// name and not the other is far beyond it (checked below, so this oracle can fail).
+fn differ(a: &[Duration], b: &[Duration]) -> bool {
+    let (ma, mb) = (median(a.to_vec()), median(b.to_vec()));
+    ma.abs_diff(mb) > ma.max(mb) / 2 + Duration::from_millis(1)
+}
+
+/// Sends `known` and `unknown` 25 times each, interleaved: the answers (status, headers, body)
+/// and the time they took.
+fn sample(port: u16, known: &[u8], unknown: &[u8]) -> [(Vec<String>, Vec<Duration>); 2] {
+    let me = std::net::Ipv4Addr::LOCALHOST;
+    let mut out: [(Vec<String>, Vec<Duration>); 2] = Default::default();
+    for i in 0..50 {
+        let which = (i + i / 2) % 2;
+        let (_, text, took) = send_from(me, port, if which == 0 { known } else { unknown });
+        out[which].0.push(text);
+        out[which].1.push(took);
+    }
+    out
+}
+
+#[test]
+fn before_authentication_known_and_unknown_names_are_indistinguishable() {
+    // Regression: an unknown hook or project read 64 KiB where a known one read its own
+    // limit, a known project answered a missing event header or another forge's credential
+    // from the head where an unknown one read the body: names could be told apart.
+    let mut env = TestEnv::new();
+    every_endpoint(&mut env);
+    let server = Serve::start(&env);
+    let port = server.port;
+    let fake = format!("sha256={}", "0".repeat(64));
+    let small = br#"{"hook": "a", "delivery": "x", "sent_at": 1}"#.to_vec();
+    let (k150, k500, mib) = (vec![b'x'; 150 * 1024], vec![b'x'; 500 * 1024], vec![b'x'; 1024 * 1024]);
+    let get = |path: &str, auth: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").into_bytes();
+    let sig = ("X-Hub-Signature-256", fake.as_str());
+    let bearer = ("Authorization", "Bearer wrong");
+    let mut cases: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
+    let pair = |label: &str, known: Vec<u8>, unknown: Vec<u8>| (label.to_string(), known, unknown);
+    for known in ["a", "b"] {
+        let hooks = |headers: &[(&str, &str)], body: &[u8]| {
+            let at = |name: &str| post_bytes(&format!("/hooks/{name}"), headers, body);
+            (at(known), at("nope"))
+        };
+        for (label, headers, body) in [
+            ("no credentials", vec![], &small),
+            ("a wrong token", vec![bearer], &small),
+            ("a wrong signature", vec![sig], &small),
+            ("a wrong signature, 150 KiB", vec![sig], &k150),
+            ("a wrong signature, 500 KiB", vec![sig], &k500),
+            ("a wrong token and signature", vec![bearer, sig], &small),
+        ] {
+            let (k, u) = hooks(&headers, body);
+            cases.push(pair(&format!("/hooks/{known} vs /hooks/nope, {label}"), k, u));
+        }
+        cases.push(pair(
+            &format!("status of /hooks/{known} vs /hooks/nope, a wrong token"),
+            get(&format!("/hooks/{known}/runs/r1"), "Authorization: Bearer wrong\r\n"),
+            get("/hooks/nope/runs/r1", "Authorization: Bearer wrong\r\n"),
+        ));
+        cases.push(pair(
+            &format!("docker-puller form /TOKEN/{known} vs /TOKEN/nope"),
+            post_bytes(&format!("/wrong/{known}"), &[], b""),
+            post_bytes("/wrong/nope", &[], b""),
+        ));
+        cases.push(pair(
+            &format!("GET /hooks/{known} vs /hooks/nope"),
+            get(&format!("/hooks/{known}"), ""),
+            get("/hooks/nope", ""),
+        ));
+    }
+    for known in ["app", "lab", "origin"] {
+        for (label, headers, body) in [
+            ("no credentials", vec![("X-GitHub-Event", "push")], &small),
+            ("a wrong GitHub signature", vec![("X-GitHub-Event", "push"), sig], &small),
+            ("a wrong GitHub signature, no event", vec![sig], &small),
+            ("a wrong GitHub signature, 500 KiB", vec![("X-GitHub-Event", "push"), sig], &k500),
+            ("a wrong Gitea signature", vec![("X-Gitea-Event", "push"), ("X-Gitea-Signature", "00")], &small),
+            ("a wrong GitLab token", vec![("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "wrong")], &small),
+            ("a wrong GitLab token, 1 MiB", vec![("X-Gitlab-Token", "wrong")], &mib),
+        ] {
+            let at = |name: &str| post_bytes(&format!("/forge/{name}"), &headers, body);
+            cases.push(pair(&format!("/forge/{known} vs /forge/nope, {label}"), at(known), at("nope")));
+        }
+    }
+    cases.push(pair(
+        "/status/ref of a project vs of none, no token",
+        get("/status/ref?project=app&ref=main", ""),
+        get("/status/ref?project=nope&ref=main", ""),
+    ));
+    cases.push(pair(
+        "a badge of a project vs of none, no token",
+        get("/badge/app/main.svg", ""),
+        get("/badge/nope/main.svg", ""),
+    ));
+
+    // The oracle can tell a real difference: a 1 MiB body read and signed, or refused unread.
+    let [(_, read), (_, unread)] =
+        sample(port, &post_bytes("/forge/nope", &[sig], &mib), &post_bytes("/forge/nope", &[], &mib));
+    assert!(differ(&read, &unread), "read {:?} vs unread {:?}", median(read.clone()), median(unread.clone()));
+
+    let mut report = String::new();
+    for (label, known, unknown) in &cases {
+        let [(k_text, k_time), (u_text, u_time)] = sample(port, known, unknown);
+        let distinct: std::collections::BTreeSet<&String> = k_text.iter().chain(&u_text).collect();
+        assert_eq!(distinct.len(), 1, "{label}: the answers differ: {distinct:#?}");
+        let status = k_text[0].split(' ').nth(1).unwrap_or("?").to_string();
+        report.push_str(&format!("{label}: {status}, {:?} vs {:?}\n", median(k_time.clone()), median(u_time.clone())));
+        assert!(!differ(&k_time, &u_time), "{label}: the time differs:\n{report}");
+        assert!(!status.starts_with('2'), "{label}: nothing here is authenticated");
+    }
+    eprintln!("{report}");
+    // Next to it, the legitimate path: the same names with their credentials.
+    let body = format!(r#"{{"hook": "a", "delivery": "oracle-ok", "sent_at": {}}}"#, now());
+    assert_eq!(signed(&server, "a", &body).0, 202);
+}
+
+/// A GitHub delivery to `/forge/app` of `body` signed with the project's secret.
+fn github(event: &str, delivery: &str, body: &str) -> Vec<u8> {
+    let sig = crate::support::hub_signature(APP_SECRET, body.as_bytes());
+    post_bytes(
+        "/forge/app",
+        &[("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery), ("X-Hub-Signature-256", &sig)],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn a_captured_forge_delivery_replayed_with_other_unsigned_headers_does_nothing() {
+    // Regression: the delivery id and the event name are not signed, so a captured push
+    // replayed with a new `X-GitHub-Delivery` started another run, and a captured ping
+    // relabelled `push` started one.
+    let mut env = TestEnv::new();
+    every_endpoint(&mut env);
+    let server = Serve::start(&env);
+    let me = std::net::Ipv4Addr::LOCALHOST;
+    let send = |bytes: Vec<u8>| send_from(me, server.port, &bytes).0;
+    let push = r#"{"ref": "refs/heads/main", "after": "1111111111111111111111111111111111111111"}"#;
+    assert_eq!(send(github("push", "d-1", push)), 202);
+    server.wait_for("forge project=app run started", 1, Duration::from_secs(5));
+    for (event, delivery) in [("push", "d-2"), ("pull_request", "d-3"), ("ping", "d-4"), ("push", "d-1")] {
+        assert_eq!(send(github(event, delivery, push)), 409, "{event} {delivery}: a body counts once");
+    }
+    let ping = r#"{"zen": "Design for failure.", "hook_id": 7}"#;
+    assert_eq!(send(github("push", "d-5", ping)), 204, "a ping relabelled push runs nothing");
+    assert_eq!(send(github("ping", "d-6", ping)), 409);
+    let comment = r#"{"action": "created", "issue": {"number": 1}, "comment": {}}"#;
+    assert_eq!(send(github("push", "d-7", comment)), 204, "a comment relabelled push runs nothing");
+    // GitLab signs nothing: its token is the credential, but a body still counts once.
+    let note = r#"{"object_kind": "push", "ref": "refs/heads/main", "checkout_sha": "22"}"#;
+    let gitlab = |uuid: &str| {
+        let headers = [("X-Gitlab-Token", LAB_SECRET), ("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Event-UUID", uuid)];
+        send(post_bytes("/forge/lab", &headers, note.as_bytes()))
+    };
+    assert_eq!(gitlab("u-1"), 202);
+    assert_eq!(gitlab("u-2"), 409, "the same body with a new UUID");
+    // Next to it, the legitimate path: a new push runs.
+    server.wait_for("forge project=app run ended", 1, Duration::from_secs(60));
+    let next = r#"{"ref": "refs/heads/main", "after": "3333333333333333333333333333333333333333"}"#;
+    assert_eq!(send(github("push", "d-8", next)), 202);
+    server.wait_for("forge project=app run ended", 2, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let log = server.log();
+    assert_eq!(log.matches("forge project=app run started").count(), 2, "{log}");
+    assert_eq!(log.matches("/forge/app 202").count(), 2, "{log}");
+    // After a restart, still refused.
+    let log = stop(server);
+    assert!(!log.contains(APP_SECRET) && !log.contains(LAB_SECRET));
+    let server = Serve::start(&env);
+    assert_eq!(send_from(me, server.port, &github("push", "d-9", push)).0, 409);
+}
+
+/// Median time of `n` signed requests to hook `a` on `server`, `tag` naming their deliveries.
+fn signed_cost(server: &Serve, tag: &str, n: usize) -> Duration {
+    let times = (0..n)
+        .map(|i| {
+            let body = body("a", &format!("{tag}-{i}"), now());
+            let started = Instant::now();
+            let (status, doc) = signed(server, "a", &body);
+            assert_eq!(status, 202, "{doc}");
+            started.elapsed()
+        })
+        .collect();
+    median(times)
+}
+
+#[test]
+fn a_signed_body_replayed_with_other_headers_is_refused_and_a_record_of_100000_costs_nothing_more() {
+    let mut empty_env = TestEnv::new();
+    setup(&mut empty_env, "true", "");
+    let mut env = TestEnv::new();
+    setup(&mut env, "true", "");
+    // 100,000 deliveries seen by an earlier run, in that version's format.
+    let dir = env.state_path().parent().unwrap().join("serve");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lines: String = (0..100_000).map(|i| format!("{} d-pre-{i}\n", now() + 3600)).collect();
+    std::fs::write(dir.join("deliveries"), lines).unwrap();
+    let started = Instant::now();
+    let full = Serve::start(&env);
+    let start_full = started.elapsed();
+    let empty = Serve::start(&empty_env);
+    let (cost_empty, cost_full) = (signed_cost(&empty, "warm", 10), signed_cost(&full, "warm", 10));
+    let (cost_empty, cost_full) =
+        (cost_empty.min(signed_cost(&empty, "e", 40)), cost_full.min(signed_cost(&full, "f", 40)));
+    eprintln!(
+        "median signed request: {cost_empty:?} with no record, {cost_full:?} with 100,000; started in {start_full:?}"
+    );
+    // A signed request is mostly its syncs, which a loaded disk makes vary: the margin is wide,
+    // and `replay::tests` measures the record's own cost without them.
+    assert!(cost_full < cost_empty * 3 + Duration::from_millis(30), "{cost_full:?} vs {cost_empty:?}");
+
+    assert_eq!(signed(&full, "a", &body("a", "d-pre-77777", now())).0, 409, "seen by an earlier run");
+    let captured = body("a", "d-captured", now());
+    let sig = crate::support::hub_signature(SECRET, captured.as_bytes());
+    assert_eq!(signed(&full, "a", &captured).0, 202);
+    for (path, extra) in [
+        ("/hooks/a", ("Authorization", "Bearer wrong")),
+        ("/hooks/a?wait=5", ("X-Request-Id", "another")),
+        ("/hooks/a", ("X-GitHub-Delivery", "another")),
+    ] {
+        let (status, doc) = full.json("POST", path, &[("X-Hub-Signature-256", &sig), extra], captured.as_bytes());
+        assert_eq!(status, 409, "{path} {extra:?}: {doc}");
+    }
+    let (status, _) = full.json("POST", "/hooks/b", &[("X-Hub-Signature-256", &sig)], captured.as_bytes());
+    assert_eq!(status, 403, "moved to another hook");
+    stop(full);
+    let full = Serve::start(&env);
+    assert_eq!(signed(&full, "a", &captured).0, 409, "after a restart");
+    assert_eq!(signed(&full, "a", &body("a", "d-pre-5", now())).0, 409);
+    assert_eq!(signed(&full, "a", &body("a", "d-after-restart", now())).0, 202, "the legitimate path");
+    let bytes = std::fs::metadata(dir.join("deliveries")).unwrap().len();
+    assert!(bytes < 100_100 * 45, "{bytes} bytes");
 }

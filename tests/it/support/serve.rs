@@ -178,8 +178,17 @@ impl Serve {
 
     /// Peak resident memory so far, in KiB.
     pub fn peak_rss_kb(&self) -> u64 {
+        self.status_kb("VmHWM:")
+    }
+
+    /// Resident anonymous memory now (the heap, stacks: not the binary's own pages), in KiB.
+    pub fn anon_rss_kb(&self) -> u64 {
+        self.status_kb("RssAnon:")
+    }
+
+    fn status_kb(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix(field)).unwrap();
         line.split_whitespace().next().unwrap().parse().unwrap()
     }
 }
