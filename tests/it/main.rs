@@ -13,6 +13,7 @@ mod discover;
 mod docker;
 mod early_failures;
 mod faults;
+mod fleet;
 mod forge;
 mod hostile_listing;
 mod hostile_remote;

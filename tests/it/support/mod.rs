@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod forge_api;
+pub mod hosts;
 pub mod http;
 pub mod nginx;
 pub mod serve;
