@@ -168,6 +168,7 @@ mod tests {
             result,
             timeline: Some(Timeline { detected: Some(at(when - took)), traffic: Some(at(when)), ..Default::default() }),
             rollback: false,
+            hosts: Vec::new(),
         };
         let records = [
             deploy("refs/heads/main", 100, 30, DeployResult::Succeeded),

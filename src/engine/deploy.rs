@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 
-use super::{Job, RefFiles};
+use super::{Job, RefFiles, fleet};
 use crate::config::Deploy;
 use crate::docker;
 use crate::docker::client::{self as client, Docker};
@@ -342,11 +342,9 @@ impl<'a> Rollout<'a> {
             crate::output::println(cmd)?;
         }
         if let Some(hook) = &self.target.webhook {
-            crate::output::println(format_args!(
-                "POST {} (body: project, ref, commit, image, digest; {})",
-                webhook::shown_url(hook, self.job.name),
-                webhook::auth_note(hook)
-            ))?;
+            for line in fleet::plan(hook, self.job.name) {
+                crate::output::println(line)?;
+            }
         }
         Ok(())
     }
@@ -355,6 +353,16 @@ impl<'a> Rollout<'a> {
     fn run(&self) -> anyhow::Result<Timeline> {
         let (out, project, name) = (&self.job.out, self.job.name, self.name());
         let (image, tag) = (&self.image, &self.tag);
+        if let Some(hook) = self.target.webhook.as_ref().filter(|h| h.is_fleet()) {
+            let release = fleet::FleetRelease {
+                commit: &self.release.commit,
+                image,
+                tag,
+                digest: self.release.digest.as_deref(),
+                rollback: self.release.rollback,
+            };
+            return fleet::rollout(self.job, self.target, hook, &release, self.timeout, &|at| self.timeline(at));
+        }
         let path = state::deploys_path(self.job.state_path, project, name);
         let mut history = state::load_deploys(&path)?;
         out.info(format!("{project}: deploying {image}:{tag} to `{name}`"));
@@ -377,6 +385,7 @@ impl<'a> Rollout<'a> {
             result: DeployResult::Succeeded,
             timeline: None,
             rollback: self.release.rollback,
+            hosts: Vec::new(),
         };
         let Err(err) = result else {
             let timeline = self.timeline(record.at);

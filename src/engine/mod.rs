@@ -23,6 +23,7 @@ pub(crate) mod authors;
 pub(crate) mod build;
 pub(crate) mod deploy;
 pub(crate) mod discover;
+mod fleet;
 pub(crate) mod plan;
 pub(crate) mod poll;
 pub(crate) mod previews;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::disk::{SCHEMA, state_error, write_atomic};
 use crate::error::line_column;
-use crate::model::{DeployResult, Outcome, Stage};
+use crate::model::{DeployResult, HostResult, Outcome, Stage};
 
 /// The runs of one ref, newest last. Kept in its own file beside the state so that a tick,
 /// which reads only `state.toml`, never pays for history.
@@ -130,6 +130,20 @@ pub struct DeployRecord {
     /// other than the ref's newest build) or after a failed deploy (the automatic rollback).
     #[serde(default, skip_serializing_if = "super::disk::is_false")]
     pub rollback: bool,
+    /// A target that spans hosts: where each host ended up, in the pipeline file's order.
+    #[serde(default, rename = "host", skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostRecord>,
+}
+
+/// One host of a fleet in one deploy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostRecord {
+    pub host: String,
+    pub result: HostResult,
+    /// Why it failed, was skipped or was not rolled back: the receiver's own words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The moments of one deploy, from the commit being detected to its release taking traffic.

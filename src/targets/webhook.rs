@@ -20,10 +20,35 @@ pub(crate) struct Delivery<'a> {
 
 /// The webhook URL as shown to people: docker-puller's token is never displayed.
 pub(crate) fn shown_url(hook: &WebhookTarget, project: &str) -> String {
+    shown(hook, &hook.url, project)
+}
+
+fn shown(hook: &WebhookTarget, url: &str, project: &str) -> String {
     if hook.docker_puller {
-        format!("{}?token=***&hook={}", hook.url, hook.hook.as_deref().unwrap_or(project))
+        format!("{url}?token=***&hook={}", hook.hook.as_deref().unwrap_or(project))
     } else {
-        crate::git::redact_url(&hook.url)
+        crate::git::redact_url(url)
+    }
+}
+
+/// The URL of one host of a fleet: `{host}` in the hook's URL replaced by it.
+pub(crate) fn host_url(hook: &WebhookTarget, host: &str) -> String {
+    hook.url.replace("{host}", host)
+}
+
+/// Whether the `pipe serve` behind `url` answers its `/healthz` within `timeout`: before a
+/// fleet's rollout, so that a host that cannot be reached fails the deploy before any switches.
+pub(crate) fn reachable(url: &str, timeout: Duration) -> Result<(), String> {
+    let base = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+    let healthz = base.join("/healthz").map_err(|e| format!("invalid URL: {e}"))?;
+    let client = crate::http::builder(crate::http::Redirects::SameOrigin)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("failed to set up an HTTP client: {e}"))?;
+    match client.get(healthz).send() {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => Err(format!("`GET /healthz` answered HTTP {}", resp.status().as_u16())),
+        Err(e) => Err(secret::http_cause(&e)),
     }
 }
 
@@ -43,12 +68,21 @@ pub(crate) fn auth_note(hook: &WebhookTarget) -> &'static str {
 /// POSTs the release to a `pipe serve` hook (HMAC-signed) or a docker-puller; retries connect
 /// errors and 5xx with backoff (1 s, 2 s), fails on any other non-2xx.
 pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Duration) -> anyhow::Result<()> {
+    post_to(hook, &hook.url, delivery, timeout)
+}
+
+/// [`post`] to one host of a fleet: `url` is the hook's URL with that host in it.
+pub(crate) fn post_to(
+    hook: &WebhookTarget,
+    url: &str,
+    delivery: &Delivery<'_>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let project = delivery.project;
     // `delivery` and `sent_at` are covered by the signature: a receiver refuses a replay. So is
     // `hook`, the last segment of the URL's path: a `pipe serve` receiver refuses a body signed
     // for another of its hooks.
-    let hook_name =
-        hook.url.split(['?', '#']).next().unwrap_or("").trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let hook_name = url.split(['?', '#']).next().unwrap_or("").trim_end_matches('/').rsplit('/').next().unwrap_or("");
     let body = serde_json::json!({
         "hook": hook_name,
         "project": project,
@@ -71,7 +105,7 @@ pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Durat
         .timeout(timeout.min(Duration::from_secs(60)))
         .build()
         .context("failed to set up an HTTP client")?;
-    let shown = shown_url(hook, project);
+    let shown = shown(hook, url, project);
     let mut last = String::new();
     for attempt in 0..3u32 {
         if attempt > 0 {
@@ -81,12 +115,12 @@ pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Durat
         let mut request = if hook.docker_puller {
             let hook_name = hook.hook.clone().unwrap_or_else(|| project.to_string());
             let token = token.as_ref().map(|t| t.reveal().to_string()).unwrap_or_default();
-            client.post(&hook.url).query(&[("token", token.as_str()), ("hook", hook_name.as_str())])
+            client.post(url).query(&[("token", token.as_str()), ("hook", hook_name.as_str())])
         } else {
             // The receiver holds the answer until the run ends (or `wait` passes), so a quick
             // deploy needs no status polling at all.
             let wait = timeout.min(Duration::from_secs(60)).saturating_sub(Duration::from_secs(5)).as_secs();
-            client.post(&hook.url).query(&[("wait", wait.to_string())])
+            client.post(url).query(&[("wait", wait.to_string())])
         };
         request = request
             .header("Content-Type", "application/json")
@@ -108,7 +142,7 @@ pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Durat
                     return Ok(());
                 }
                 return match answer["status_url"].as_str() {
-                    Some(status_url) => follow_run(hook, &client, status_url, secret.as_ref(), token.as_ref(), timeout),
+                    Some(status_url) => follow_run(url, &client, status_url, secret.as_ref(), token.as_ref(), timeout),
                     None => Ok(()),
                 };
             }
@@ -152,14 +186,14 @@ fn run_ended(run: &serde_json::Value) -> anyhow::Result<bool> {
 /// A `pipe serve` hook answers `202` with a `status_url`: follow it until the run ends, so the
 /// deploy is reported as it really went on the far side.
 fn follow_run(
-    hook: &WebhookTarget,
+    hook_url: &str,
     client: &reqwest::blocking::Client,
     status_url: &str,
     secret: Option<&secret::Secret>,
     token: Option<&secret::Secret>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let base = reqwest::Url::parse(&hook.url).context("invalid webhook URL")?;
+    let base = reqwest::Url::parse(hook_url).context("invalid webhook URL")?;
     let url = base.join(status_url).context("invalid status URL from the receiver")?;
     // The token and signature go only where the webhook itself goes.
     if url.origin() != base.origin() {

@@ -109,6 +109,7 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
         result,
         timeline: None,
         rollback: false,
+        hosts: Vec::new(),
     };
     let mut deploys = DeployHistory {
         schema: state::SCHEMA,
