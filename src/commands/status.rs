@@ -30,9 +30,11 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         }
         let traffic = report::commit_to_traffic(&path, name);
         let previews = report::preview_urls(&path, name);
+        let mut fleets = report::fleets(&path, name);
         for (refname, r) in &project.refs {
             let mut row = RefStatus::new(name, refname, r, now, traffic.get(refname).copied());
             row.preview_url = previews.get(refname).cloned();
+            row.fleets = fleets.remove(refname).unwrap_or_default();
             rows.push(row);
         }
     }
@@ -54,6 +56,8 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     // And the preview column once some pull request has a preview running.
     let previews = rows.iter().any(|r| r.preview_url.is_some());
     let discovered = rows.iter().any(|r| forge_of(&r.project).is_some());
+    // And the hosts column once some ref went to a target that spans hosts.
+    let fleets = rows.iter().any(|r| !r.fleets.is_empty());
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -74,6 +78,10 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
             if discovered {
                 row.push(forge_of(&r.project).map_or_else(|| "-".into(), |d| d.forge.clone()));
             }
+            if fleets {
+                let hosts: Vec<String> = r.fleets.iter().map(|f| format!("{}: {}", f.target, f.summary)).collect();
+                row.push(if hosts.is_empty() { "-".into() } else { hosts.join("; ") });
+            }
             row
         })
         .collect();
@@ -86,6 +94,9 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     }
     if discovered {
         header.push("DISCOVERED");
+    }
+    if fleets {
+        header.push("HOSTS");
     }
     output::print(output::table(&header, &table))?;
     Ok(code::OK)

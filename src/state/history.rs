@@ -135,6 +135,48 @@ pub struct DeployRecord {
     pub hosts: Vec<HostRecord>,
 }
 
+impl DeployRecord {
+    /// A fleet deploy's hosts in a few words: how many ended how, then each host that did not
+    /// take the release with its reason (`3 rolled_back, 1 failed: 10.0.0.3 failed: …`).
+    pub fn hosts_summary(&self) -> Option<String> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let mut counts: Vec<(HostResult, usize)> = Vec::new();
+        for h in &self.hosts {
+            match counts.iter_mut().find(|(r, _)| *r == h.result) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((h.result, 1)),
+            }
+        }
+        let mut text = counts.iter().map(|(r, n)| format!("{n} {}", r.as_str())).collect::<Vec<_>>().join(", ");
+        let odd: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| !matches!(h.result, HostResult::Deployed | HostResult::RolledBack | HostResult::NotStarted))
+            .map(|h| match &h.detail {
+                Some(d) => format!("{} {}: {}", h.host, h.result.as_str(), short_reason(d)),
+                None => format!("{} {}", h.host, h.result.as_str()),
+            })
+            .collect();
+        if !odd.is_empty() {
+            text.push_str(": ");
+            text.push_str(&odd.join("; "));
+        }
+        Some(text)
+    }
+}
+
+/// A host's reason as a summary shows it: a health check's last answer, else the reason's
+/// start.
+fn short_reason(detail: &str) -> String {
+    if let Some((_, last)) = detail.split_once("(last: ") {
+        return format!("health check's last answer: {}", last.split(')').next().unwrap_or(last));
+    }
+    let cut: String = detail.chars().take(80).collect();
+    if cut.len() < detail.len() { format!("{cut}…") } else { cut }
+}
+
 /// One host of a fleet in one deploy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,4 +312,45 @@ pub fn save_history(path: &Path, history: &mut History, keep: usize) -> anyhow::
     }
     let text = toml::to_string(history).map_err(|e| state_error(path, format!("cannot be rendered: {e}")))?;
     write_atomic(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fleets_summary_counts_the_hosts_and_names_the_one_that_failed_with_its_health_answer() {
+        let host = |h: &str, result, detail: Option<&str>| HostRecord {
+            host: h.into(),
+            result,
+            detail: detail.map(str::to_string),
+        };
+        let record = DeployRecord {
+            commit: "c".repeat(40),
+            image: "app".into(),
+            tag: "t".into(),
+            refname: "refs/heads/main".into(),
+            at: Timestamp::from_second(1_790_000_000).unwrap(),
+            result: DeployResult::RolledBack,
+            timeline: None,
+            rollback: false,
+            hosts: vec![
+                host("web1", HostResult::RolledBack, None),
+                host("web2", HostResult::RolledBack, None),
+                host(
+                    "web3",
+                    HostResult::Failed,
+                    Some(
+                        "`failed`: health check `http://127.0.0.1:8080/health` did not answer 2xx within 8s (last: HTTP 503)",
+                    ),
+                ),
+                host("web4", HostResult::NotStarted, None),
+            ],
+        };
+        assert_eq!(
+            record.hosts_summary().as_deref(),
+            Some("2 rolled_back, 1 failed, 1 not_started: web3 failed: health check's last answer: HTTP 503")
+        );
+        assert_eq!(DeployRecord { hosts: Vec::new(), ..record }.hosts_summary(), None);
+    }
 }

@@ -305,10 +305,22 @@ fn get(ip: std::net::Ipv4Addr, port: u16) -> Result<String, String> {
 fn judge(results: &[(BTreeMap<String, usize>, Vec<String>)], seconds: f64) -> usize {
     let total: usize = results.iter().map(|(by, failed)| by.values().sum::<usize>() + failed.len()).sum();
     let failed: usize = results.iter().map(|(_, f)| f.len()).sum();
-    eprintln!("load: {total} requests in {seconds:.0}s, {failed} failed: {results:?}");
+    let per_host: Vec<String> = results
+        .iter()
+        .enumerate()
+        .map(|(i, (by, f))| {
+            format!(
+                "host{}: {by:?}, {} failed{}",
+                i + 1,
+                f.len(),
+                f.first().map_or(String::new(), |e| format!(" ({e}…)"))
+            )
+        })
+        .collect();
+    eprintln!("load: {total} requests in {seconds:.0}s, {failed} failed; {}", per_host.join("; "));
     assert!(total as f64 / seconds >= 90.0, "the load stayed near 100 requests/s: {total} in {seconds:.0}s");
     if ZERO_DOWNTIME_HOOKS {
-        assert_eq!(failed, 0, "no request failed on any host: {results:?}");
+        assert_eq!(failed, 0, "no request failed on any host: {per_host:?}");
     }
     total
 }
@@ -372,6 +384,18 @@ fn a_release_reaches_every_host_and_a_failure_on_one_rolls_every_host_back() {
     assert!(hosts[2].2.contains("last: HTTP 404"), "host 3's health answer kept: {hosts:?}");
     assert!(hosts.iter().enumerate().all(|(i, h)| i == 2 || h.1 == "rolled_back"), "{hosts:?}");
     assert_eq!(deploys.last().unwrap()["result"].as_str(), Some("succeeded"));
+    // `pipe status` says it host by host, in its table and its JSON.
+    let status = fleet.env.pipe(&["status", "--json"]);
+    let doc = status.code(0).json();
+    let fleets = &doc["refs"][0]["fleets"][0];
+    assert_eq!(fleets["target"], "prod", "{doc}");
+    assert_eq!(fleets["result"], "rolled_back", "{doc}");
+    assert_eq!(fleets["hosts"][2]["result"], "failed", "{doc}");
+    assert!(
+        fleets["summary"].as_str().unwrap().contains(&format!("{host3} failed: health check's last answer: HTTP 404")),
+        "{doc}"
+    );
+    fleet.env.pipe(&["status"]).code(0).stdout_has("HOSTS").stdout_has("3 rolled_back, 1 failed");
 
     // A rollback by hand goes to every host the same way.
     fleet.env.pipe(&["deploy", &fleet.project(), "main", "--commit", &v1[..12]]).code(0);
