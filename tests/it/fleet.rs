@@ -240,11 +240,13 @@ fn start_host_serve(host: &mut Host, _project: &str) -> u32 {
 }
 
 /// Requests through every host's nginx, ~30 a second each, until stopped: each answer kept
-/// with its host, as the release's name or the error.
+/// with its host and its time, as the release's name or the error.
 struct Load {
     stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Vec<Result<String, String>>>>,
+    threads: Vec<std::thread::JoinHandle<Vec<(Instant, Result<String, String>)>>>,
 }
+
+type Answers = Vec<(Instant, Result<String, String>)>;
 
 impl Load {
     fn start(hosts: &[Host]) -> Load {
@@ -257,7 +259,7 @@ impl Load {
                     let mut answers = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let started = Instant::now();
-                        answers.push(get(ip, FRONT_PORT));
+                        answers.push((started, get(ip, FRONT_PORT)));
                         std::thread::sleep(Duration::from_millis(33).saturating_sub(started.elapsed()));
                     }
                     answers
@@ -267,24 +269,28 @@ impl Load {
         Load { stop, threads }
     }
 
+    /// Stops and returns every host's answers with their times.
+    fn finish_timed(self) -> Vec<Answers> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
     /// Stops and returns, per host, the answers by release and the failures.
     fn finish(self) -> Vec<(BTreeMap<String, usize>, Vec<String>)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.threads
-            .into_iter()
-            .map(|t| {
-                let mut by = BTreeMap::new();
-                let mut failed = Vec::new();
-                for a in t.join().unwrap() {
-                    match a {
-                        Ok(body) => *by.entry(body).or_insert(0) += 1,
-                        Err(e) => failed.push(e),
-                    }
-                }
-                (by, failed)
-            })
-            .collect()
+        self.finish_timed().into_iter().map(|answers| tally(&answers)).collect()
     }
+}
+
+fn tally(answers: &[(Instant, Result<String, String>)]) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut by = BTreeMap::new();
+    let mut failed = Vec::new();
+    for (_, a) in answers {
+        match a {
+            Ok(body) => *by.entry(body.clone()).or_insert(0) += 1,
+            Err(e) => failed.push(e.clone()),
+        }
+    }
+    (by, failed)
 }
 
 fn get(ip: std::net::Ipv4Addr, port: u16) -> Result<String, String> {
@@ -507,4 +513,114 @@ fn check_locates_every_mistake_in_a_fleets_keys() {
          [[project.a.deploy]]\nbranches = [\"main\"]\nwebhook = { url = \"http://{host}:9010/hooks/a\", secret_env = \"S\", hosts = [\"web1.example.com\", \"10.0.0.2:9011\"], batch = 1, skip_unreachable = true }\n",
     );
     env.pipe(&["check"]).code(0);
+}
+
+/// The benchmark `bench/fleet.sh` runs (ignored by the suite): four hosts, one release at a
+/// time under load, deployed to one host alone, to all four one host a batch, to all four at
+/// once, and to all four by hand (`docker-compose up -d` against each host's engine, one after
+/// another); then a release that fails on host 3. Writes its figures as JSON to
+/// `PIPE_FLEET_BENCH_OUT`.
+#[test]
+#[ignore = "a benchmark: bench/fleet.sh runs it"]
+fn bench_fleet_rollout() {
+    let Some(docker) = Docker::require() else { return };
+    let Ok(out) = std::env::var("PIPE_FLEET_BENCH_OUT") else { panic!("set PIPE_FLEET_BENCH_OUT") };
+    let fleet = Fleet::start(&docker, 4, "");
+    let project = fleet.project();
+    let all = std::fs::read_to_string(fleet.env.config_path()).unwrap();
+    let one = format!(
+        "{all}\n[[project.{project}.deploy]]\nname = \"one\"\nbranches = [\"main\"]\ntimeout = \"120s\"\n\
+         webhook = {{ url = \"http://{{host}}:{SERVE_PORT}/hooks/app\", secret_env = \"HOOK_SECRET\", hosts = [\"{}\"] }}\n",
+        fleet.hosts[0].ip
+    );
+    let batch1 = all.replace("\"] }\n", "\"], batch = 1 }\n");
+    assert_ne!(batch1, all);
+    fleet.env.config(&one);
+    fleet.release("b0", None);
+    fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
+    fleet.env.pipe(&["deploy", &project, "main", "--target", "one"]).code(0);
+    let rounds: usize = std::env::var("PIPE_FLEET_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let mut figures = serde_json::Map::new();
+    let mut n = 0;
+    for (mode, config, scope) in
+        [("one_host", &one, 1usize), ("batch_1", &batch1, 4), ("all_at_once", &one, 4), ("compose_by_hand", &one, 4)]
+    {
+        let mut samples = Vec::new();
+        for _ in 0..rounds {
+            n += 1;
+            let release = format!("b{n}");
+            let sha = fleet.release(&release, None);
+            fleet.env.config(config);
+            let load = Load::start(&fleet.hosts);
+            std::thread::sleep(Duration::from_secs(1));
+            let t0 = Instant::now();
+            match mode {
+                "compose_by_hand" => {
+                    for host in &fleet.hosts {
+                        let file = host.dir.join("app").join("docker-compose.yml");
+                        let status = std::process::Command::new("docker-compose")
+                            .args(["-p", &project, "-f"])
+                            .arg(&file)
+                            .args(["up", "-d"])
+                            .env("DOCKER_HOST", host.docker_host())
+                            .env("PIPE_IMAGE", &fleet.image)
+                            .env("PIPE_TAG", &sha[..12])
+                            .env("HOSTLABEL", &host.label)
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status()
+                            .unwrap();
+                        assert!(status.success());
+                    }
+                }
+                _ => {
+                    let target = if mode == "one_host" { "one" } else { "prod" };
+                    fleet.env.pipe(&["deploy", &project, "main", "--target", target]).code(0);
+                }
+            }
+            let took = t0.elapsed().as_secs_f64();
+            std::thread::sleep(Duration::from_secs(2));
+            let answers = load.finish_timed();
+            let firsts: Vec<f64> = answers[..scope]
+                .iter()
+                .map(|a| {
+                    a.iter()
+                        .find(|(at, r)| *at >= t0 && r.as_deref() == Ok(release.as_str()))
+                        .map_or(f64::NAN, |(at, _)| at.duration_since(t0).as_secs_f64())
+                })
+                .collect();
+            let serving = firsts.iter().cloned().fold(0.0, f64::max);
+            let mixed = serving - firsts.iter().cloned().fold(f64::INFINITY, f64::min);
+            let failed: usize = answers[..scope].iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
+            let total: usize = answers[..scope].iter().map(Vec::len).sum();
+            eprintln!(
+                "{mode}: command {took:.2}s, all serving after {serving:.2}s, mixed {mixed:.2}s, {failed}/{total} failed"
+            );
+            samples.push(serde_json::json!({"command_s": took, "serving_s": serving, "mixed_s": mixed, "failed": failed, "requests": total}));
+        }
+        figures.insert(mode.into(), serde_json::Value::Array(samples));
+    }
+    // A release that fails on host 3, all at once: every host on the previous release after.
+    fleet.env.config(&one);
+    n += 1;
+    let before = format!("b{n}");
+    fleet.release(&before, None);
+    fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
+    n += 1;
+    fleet.release(&format!("b{n}"), Some("host3"));
+    let load = Load::start(&fleet.hosts);
+    let t0 = Instant::now();
+    fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(1);
+    let took = t0.elapsed().as_secs_f64();
+    let serving = fleet.serving();
+    let answers = load.finish_timed();
+    let failed: usize = answers.iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
+    let total: usize = answers.iter().map(Vec::len).sum();
+    let off = serving.iter().filter(|s| s.as_deref() != Ok(before.as_str())).count();
+    eprintln!("failure on host 3: {took:.2}s to rolled back, {off} hosts not on {before}, {failed}/{total} failed");
+    figures.insert(
+        "failure_on_host3".into(),
+        serde_json::json!({"command_s": took, "hosts_off_previous": off, "failed": failed, "requests": total}),
+    );
+    std::fs::write(out, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
 }
