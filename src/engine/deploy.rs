@@ -342,7 +342,7 @@ impl<'a> Rollout<'a> {
             crate::output::println(cmd)?;
         }
         if let Some(hook) = &self.target.webhook {
-            for line in fleet::plan(hook, self.job.name) {
+            for line in webhook::plan(hook, self.job.name) {
                 crate::output::println(line)?;
             }
         }

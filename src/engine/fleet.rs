@@ -32,28 +32,6 @@ pub(crate) struct FleetRelease<'a> {
     pub rollback: bool,
 }
 
-/// What a dry run of a webhook target prints: its POST, or for a fleet the check of every host
-/// and one POST per host in its batches.
-pub(crate) fn plan(hook: &WebhookTarget, project: &str) -> Vec<String> {
-    let post = |shown: String| {
-        format!("POST {shown} (body: project, ref, commit, image, digest; {})", webhook::auth_note(hook))
-    };
-    if !hook.is_fleet() {
-        return vec![post(webhook::shown_url(hook, project))];
-    }
-    let mut lines: Vec<String> = hook
-        .hosts
-        .iter()
-        .map(|h| format!("GET /healthz of {}", crate::git::redact_url(&webhook::host_url(hook, h))))
-        .collect();
-    for (b, batch) in hook.hosts.chunks(hook.batch_size()).enumerate() {
-        lines.push(format!("batch {}:", b + 1));
-        lines.extend(batch.iter().map(|h| format!("  {}", post(crate::git::redact_url(&webhook::host_url(hook, h))))));
-    }
-    lines.push("on any failure: POST the previous release to every host asked".into());
-    lines
-}
-
 /// Deploys `release` to every host of `hook`, rolling back every host asked when any fails;
 /// records the deploy (with each host's result) in the target's history.
 pub(crate) fn rollout(
@@ -281,7 +259,11 @@ fn host_record(host: &str, result: HostResult, detail: Option<String>) -> HostRe
 fn answer(err: &anyhow::Error) -> String {
     let text = format!("{err:#}");
     let first = text.lines().next().unwrap_or("").trim();
-    first.strip_prefix("the receiver's run ended ").unwrap_or(first).to_string()
+    // `the receiver's run ended `failed`: WHY` reads `run failed: WHY` beside a host's name.
+    match first.strip_prefix("the receiver's run ended `").and_then(|rest| rest.split_once("`: ")) {
+        Some((status, why)) => format!("run {status}: {why}"),
+        None => first.to_string(),
+    }
 }
 
 /// Runs `f` on every item at once, one thread each; results in the items' order.
@@ -330,7 +312,12 @@ mod tests {
         );
         assert_eq!(
             answer(&err),
-            "`failed`: health check `http://web/health` did not answer 2xx within 15s (last: HTTP 503)"
+            "run failed: health check `http://web/health` did not answer 2xx within 15s (last: HTTP 503)"
+        );
+        let refused = anyhow!("webhook `http://10.0.0.7:9010/hooks/app` failed after 3 attempts: connection refused");
+        assert_eq!(
+            answer(&refused),
+            "webhook `http://10.0.0.7:9010/hooks/app` failed after 3 attempts: connection refused"
         );
     }
 

@@ -341,7 +341,7 @@ mod tests {
                     "web3",
                     HostResult::Failed,
                     Some(
-                        "`failed`: health check `http://127.0.0.1:8080/health` did not answer 2xx within 8s (last: HTTP 503)",
+                        "run failed: health check `http://127.0.0.1:8080/health` did not answer 2xx within 8s (last: HTTP 503)",
                     ),
                 ),
                 host("web4", HostResult::NotStarted, None),

@@ -36,11 +36,40 @@ pub(crate) fn host_url(hook: &WebhookTarget, host: &str) -> String {
     hook.url.replace("{host}", host)
 }
 
+/// `/healthz` of the `pipe serve` a hook's URL names.
+pub(crate) fn healthz_url(url: &str) -> Result<reqwest::Url, String> {
+    let base = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+    base.join("/healthz").map_err(|e| format!("invalid URL: {e}"))
+}
+
+/// What a dry run of a webhook target prints: its POST, or for a fleet the check of every host
+/// and one POST per host in its batches.
+pub(crate) fn plan(hook: &WebhookTarget, project: &str) -> Vec<String> {
+    let post = |shown: String| format!("POST {shown} (body: project, ref, commit, image, digest; {})", auth_note(hook));
+    if !hook.is_fleet() {
+        return vec![post(shown_url(hook, project))];
+    }
+    let mut lines: Vec<String> = hook
+        .hosts
+        .iter()
+        .map(|h| {
+            let url = host_url(hook, h);
+            let healthz = healthz_url(&url).map_or(url, |u| u.to_string());
+            format!("GET {}", crate::git::redact_url(&healthz))
+        })
+        .collect();
+    for (b, batch) in hook.hosts.chunks(hook.batch_size()).enumerate() {
+        lines.push(format!("batch {}:", b + 1));
+        lines.extend(batch.iter().map(|h| format!("  {}", post(crate::git::redact_url(&host_url(hook, h))))));
+    }
+    lines.push("on any failure: POST the previous release to every host asked".into());
+    lines
+}
+
 /// Whether the `pipe serve` behind `url` answers its `/healthz` within `timeout`: before a
 /// fleet's rollout, so that a host that cannot be reached fails the deploy before any switches.
 pub(crate) fn reachable(url: &str, timeout: Duration) -> Result<(), String> {
-    let base = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
-    let healthz = base.join("/healthz").map_err(|e| format!("invalid URL: {e}"))?;
+    let healthz = healthz_url(url)?;
     let client = crate::http::builder(crate::http::Redirects::SameOrigin)
         .timeout(timeout)
         .build()
@@ -225,4 +254,40 @@ fn follow_run(
         pause = (pause * 2).min(Duration::from_secs(5));
     }
     bail!("the receiver's run did not finish in time (last status: {})", last["status"].as_str().unwrap_or("unknown"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_shows_the_check_of_every_host_then_each_batch() {
+        let hook = WebhookTarget {
+            url: "http://{host}:9010/hooks/app".into(),
+            secret_env: Some("S".into()),
+            secret_file: None,
+            token_env: None,
+            token_file: None,
+            docker_puller: false,
+            hook: None,
+            hosts: vec!["web1".into(), "web2".into(), "web3".into()],
+            batch: Some(2),
+            skip_unreachable: false,
+        };
+        let post = "(body: project, ref, commit, image, digest; signed X-Hub-Signature-256, secret redacted)";
+        assert_eq!(
+            plan(&hook, "app"),
+            vec![
+                "GET http://web1:9010/healthz".to_string(),
+                "GET http://web2:9010/healthz".into(),
+                "GET http://web3:9010/healthz".into(),
+                "batch 1:".into(),
+                format!("  POST http://web1:9010/hooks/app {post}"),
+                format!("  POST http://web2:9010/hooks/app {post}"),
+                "batch 2:".into(),
+                format!("  POST http://web3:9010/hooks/app {post}"),
+                "on any failure: POST the previous release to every host asked".into(),
+            ]
+        );
+    }
 }

@@ -243,7 +243,7 @@ fn start_host_serve(host: &mut Host, _project: &str) -> u32 {
 /// with its host and its time, as the release's name or the error.
 struct Load {
     stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Vec<(Instant, Result<String, String>)>>>,
+    threads: Vec<std::thread::JoinHandle<Answers>>,
 }
 
 type Answers = Vec<(Instant, Result<String, String>)>;
@@ -416,8 +416,8 @@ fn a_release_reaches_every_host_and_a_failure_on_one_rolls_every_host_back() {
 
 /// A host that cannot be reached before the rollout fails the deploy with nothing switched
 /// anywhere, naming the host; with `skip_unreachable` the others get the release and the host is
-/// reported skipped. A host whose engine stops mid-rollout fails its batch and puts the hosts
-/// already switched back.
+/// reported skipped. A host whose engine stops mid-rollout (once host 1 serves the release)
+/// fails its batch and puts the hosts already switched back.
 #[test]
 fn an_unreachable_host_stops_the_deploy_before_any_switch_and_a_stopped_engine_rolls_back() {
     let Some(docker) = Docker::require() else { return };
@@ -455,9 +455,18 @@ fn an_unreachable_host_stops_the_deploy_before_any_switch_and_a_stopped_engine_r
     fleet.env.config(&config);
     fleet.env.pipe(&["deploy", &fleet.project(), "main", "--commit", &fleet_commit(&fleet, "v1")]).code(0);
     fleet.release("v3", None);
+    // Host 2's engine stops mid-rollout: as soon as host 1 (the first batch) serves v3.
+    let deploy = fleet.env.command(&["deploy", &fleet.project(), "main"]).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while fleet.hosts[0].get(FRONT_PORT, "app", "/").as_deref() != Ok("v3") {
+        assert!(Instant::now() < deadline, "host 1 never served v3");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     fleet.hosts[1].stop_engine();
-    let run = fleet.env.pipe(&["deploy", &fleet.project(), "main"]);
-    run.code(1).stderr_has(&format!("failed on host `{host2}` (2/3)"));
+    let output = deploy.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("failed on host `{host2}` (2/3)")), "{stderr}");
     let serving = fleet.serving();
     assert_eq!(serving[0].as_deref(), Ok("v1"), "host 1 back on v1: {serving:?}");
     assert_eq!(serving[2].as_deref(), Ok("v1"), "host 3 never switched: {serving:?}");
