@@ -331,6 +331,25 @@ fn judge(results: &[(BTreeMap<String, usize>, Vec<String>)], seconds: f64) -> us
     total
 }
 
+/// Drops the fleet and checks that none of its hosts left anything: namespace, veth, daemon
+/// directory (with its containers' state), slot.
+fn assert_nothing_left(fleet: Fleet) {
+    let left: Vec<(String, std::path::PathBuf, String)> =
+        fleet.hosts.iter().map(|h| (h.netns.clone(), h.dir.clone(), h.veth())).collect();
+    drop(fleet);
+    let links = std::process::Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    for (netns, dir, veth) in left {
+        assert_eq!(hosts::leftovers(&netns, &dir), Vec::<String>::new());
+        assert!(!links.contains(&format!("{veth}@")), "veth {veth} left");
+        let daemons = std::process::Command::new("pgrep")
+            .args(["-f", "--", &format!("--data-root={}/", dir.display())])
+            .output()
+            .unwrap();
+        assert!(daemons.stdout.is_empty(), "a dockerd of {} is still running", dir.display());
+    }
+}
+
 fn host_entries(record: &toml::Value) -> Vec<(String, String, String)> {
     record
         .get("host")
@@ -412,6 +431,7 @@ fn a_release_reaches_every_host_and_a_failure_on_one_rolls_every_host_back() {
     for (by, _) in &results {
         assert!(!by.contains_key("v3") || !ZERO_DOWNTIME_HOOKS, "a release that failed its check never answered");
     }
+    assert_nothing_left(fleet);
 }
 
 /// A host that cannot be reached before the rollout fails the deploy with nothing switched
@@ -478,6 +498,7 @@ fn an_unreachable_host_stops_the_deploy_before_any_switch_and_a_stopped_engine_r
     assert!(hosts[1].1 == "failed" || hosts[1].1 == "rollback_failed", "{hosts:?}");
     assert_eq!(hosts[2].1, "not_started", "{hosts:?}");
     fleet.hosts[1].start_engine();
+    assert_nothing_left(fleet);
 }
 
 fn start_host_serve_again(fleet: &mut Fleet, i: usize) -> u32 {
