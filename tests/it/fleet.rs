@@ -422,8 +422,14 @@ fn a_release_reaches_every_host_and_a_failure_on_one_rolls_every_host_back() {
     );
     fleet.env.pipe(&["status"]).code(0).stdout_has("HOSTS").stdout_has("3 rolled_back, 1 failed");
 
-    // A rollback by hand goes to every host the same way.
-    fleet.env.pipe(&["deploy", &fleet.project(), "main", "--commit", &v1[..12]]).code(0);
+    // A rollback by hand goes to every host the same way; `--json` says where each host is.
+    let run = fleet.env.pipe(&["deploy", &fleet.project(), "main", "--commit", &v1[..12], "--json"]);
+    let doc = run.code(0).json();
+    assert_eq!(doc["result"], "succeeded", "{doc}");
+    assert_eq!(doc["targets"][0]["rollback"], true, "{doc}");
+    let hosts = doc["targets"][0]["host"].as_array().unwrap();
+    assert_eq!(hosts.len(), 4, "{doc}");
+    assert!(hosts.iter().all(|h| h["result"] == "deployed"), "{doc}");
     assert!(fleet.serving().iter().all(|s| s.as_deref() == Ok("v1")), "{:?}", fleet.serving());
     let seconds = started.elapsed().as_secs_f64();
     let results = load.finish();
