@@ -18,8 +18,8 @@ mod wire;
 use std::cell::Cell;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::sync::Once;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Once, mpsc};
 use std::time::Duration;
 
 pub(crate) use auth::{Auth, redact_url};
@@ -31,12 +31,29 @@ use slots::host_slot;
 use anyhow::{Context as _, anyhow};
 use git2::{Direction, Remote, RemoteCallbacks, Repository};
 
-/// Sets libgit2's socket connect and read timeouts (process-wide; set once before polling).
+/// The socket timeout libgit2 is given when it first connects, in milliseconds (0: not set).
+static TIMEOUT_MILLIS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets libgit2's socket connect and read timeouts (process-wide, before polling). They are
+/// handed to libgit2 only when a listing first needs it ([`apply_timeouts`]): initialising
+/// libgit2 initialises libssh2 and with it OpenSSL, which a poll of `git://`, plain `http://`
+/// and local remotes never uses.
 pub(crate) fn set_timeouts(timeout: Duration) {
+    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+    let _ = TIMEOUT_MILLIS.compare_exchange(0, millis, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// Hands the timeouts [`set_timeouts`] recorded to libgit2, once: called before each use of
+/// libgit2's network (a listing, a fetch, a probe).
+pub(super) fn apply_timeouts() {
     static ONCE: Once = Once::new();
-    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let millis = TIMEOUT_MILLIS.load(Ordering::Relaxed);
+    if millis == 0 {
+        return;
+    }
+    let millis = i32::try_from(millis).unwrap_or(i32::MAX);
     ONCE.call_once(|| {
-        // SAFETY: called once, before any thread uses libgit2 for network access.
+        // SAFETY: called once, before this process's first libgit2 network access.
         unsafe {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
             let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
@@ -46,7 +63,13 @@ pub(crate) fn set_timeouts(timeout: Duration) {
 
 /// Lists the remote's refs (`git ls-remote`), giving up after `deadline` even if the transport
 /// ignores its own timeouts: the listing runs on a thread that is abandoned when it is late.
+/// The transports pipe speaks itself (`git://`, plain `http://`) bound every connect, read and
+/// name lookup by the deadline, so they run on the caller's thread (a local repository keeps the
+/// watchdog: a hung file system has no deadline of its own).
 pub(crate) fn list_remote(url: &str, auth: &Auth, deadline: Duration) -> anyhow::Result<Vec<(String, String)>> {
+    if url.starts_with("http://") || url.starts_with("git://") {
+        return list_now(url, auth, deadline);
+    }
     let (tx, rx) = mpsc::channel();
     let owned_url = url.to_string();
     let auth = auth.clone();
@@ -78,6 +101,7 @@ fn list_now(url: &str, auth: &Auth, timeout: Duration) -> anyhow::Result<Vec<(St
     if is_ssh(url) {
         return ssh::list(url, auth, timeout).map_err(|e| anyhow!("{}", with_hostkey_hint(format!("{e:#}"), url)));
     }
+    apply_timeouts();
     let shown = redact_url(url);
     let mut remote = Remote::create_detached(url).with_context(|| format!("invalid remote `{shown}`"))?;
     let attempts = Cell::new(0u32);
@@ -164,6 +188,7 @@ pub(crate) fn checkout(
     } else {
         url.to_string()
     };
+    apply_timeouts();
     let mut remote = repo.remote_anonymous(&fetch_url).with_context(|| format!("invalid remote `{shown}`"))?;
     let attempts = Cell::new(0u32);
     let mut callbacks = RemoteCallbacks::new();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::duration::Seconds;
 use super::patterns::Patterns;
 
 /// `[forge.NAME]`: a GitHub, Gitea/Forgejo or GitLab instance.
@@ -78,6 +79,11 @@ pub(crate) struct Discover {
     /// answers it at `/forge/FORGE` with a tick over every project.
     pub webhook_secret_env: Option<String>,
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// How often the whole organization is listed again (archives, removals, renames,
+    /// repositories moved in without a push); between, a tick asks for the first page only on
+    /// forges that list the most recently pushed first (GitHub, GitLab) [default: 1h].
+    #[serde(default = "hourly", deserialize_with = "relisting")]
+    pub relist: std::time::Duration,
     /// `[forge.NAME.discover.project]`: the project every discovered repository becomes, as
     /// written (strings still hold `{name}` and `{repo}`).
     #[serde(skip)]
@@ -92,6 +98,23 @@ fn everything() -> Vec<String> {
     vec!["*".into()]
 }
 
+/// The shortest and longest `relist`: a relisting costs up to 100 requests against the forge's
+/// quota, and an archived or removed repository must not stay a project for longer than a day.
+pub(crate) const RELIST_BOUNDS: (u64, u64) = (60, 24 * 3600);
+
+fn hourly() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
+}
+
+fn relisting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let Seconds(every) = Seconds::deserialize(d)?;
+    let (least, most) = RELIST_BOUNDS;
+    if !(least..=most).contains(&every.as_secs()) {
+        return Err(serde::de::Error::custom(format!("`relist` must be between 1m and 24h, not {}s", every.as_secs())));
+    }
+    Ok(every)
+}
+
 /// `clone = "https"` (default) or `"ssh"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,4 +122,30 @@ pub(crate) enum CloneVia {
     #[default]
     Https,
     Ssh,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    const FILE: &str = "[forge.gh]\nkind = \"github\"\ntoken_env = \"T\"\n\n[forge.gh.discover]\norg = \"acme\"\nrelist = \"RELIST\"\n\n[forge.gh.discover.project]\nbranches = [\"main\"]\nimage = \"r/{name}\"\n";
+
+    #[test]
+    fn relist_is_an_hour_unless_set_and_refused_out_of_its_bounds_at_its_line() {
+        let parse = |text: &str| super::super::parse(Path::new("pipeline.toml"), text);
+        let default = parse(&FILE.replace("relist = \"RELIST\"\n", "")).unwrap();
+        assert_eq!(default.forges["gh"].discover.as_ref().unwrap().relist.as_secs(), 3600);
+        let set = parse(&FILE.replace("RELIST", "15m")).unwrap();
+        assert_eq!(set.forges["gh"].discover.as_ref().unwrap().relist.as_secs(), 900);
+        for bad in ["30s", "25h", "often"] {
+            let errors = parse(&FILE.replace("RELIST", bad)).unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad}: {errors:#?}");
+            assert_eq!(errors[0].line, 7, "{bad}: {errors:#?}");
+            assert!(
+                errors[0].message.contains("relist") || errors[0].message.contains("duration"),
+                "{}",
+                errors[0].message
+            );
+        }
+    }
 }

@@ -233,6 +233,15 @@ fn cross_field_errors_point_at_their_key() {
     let project = "[project.a]\nrepo = \"x\"\nbranches = [\"main\"]\n";
     let cases = [
         (format!("{project}[pipe]\nparallel = 0\n"), "p.toml:5:1: `pipe.parallel` must be at least 1"),
+        (format!("{project}[pipe]\nmax_builds = 0\n"), "p.toml:5:1: `pipe.max_builds` must be at least 1"),
+        (
+            format!("{project}[pipe]\nparallel = 2\nmax_builds_per_author = 0\n"),
+            "p.toml:6:1: `pipe.max_builds_per_author` must be at least 1",
+        ),
+        (
+            format!("{project}[pipe]\nmax_previews_per_author = 0\n"),
+            "p.toml:5:1: `pipe.max_previews_per_author` must be at least 1",
+        ),
         (
             "\n[registry.r]\nusername = \"u\"\nurl = \"https://r\"\n".to_string(),
             "p.toml:4:1: registry `r`: `url` is a registry host like `registry.example.com[:port][/prefix]`, without a scheme",

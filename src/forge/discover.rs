@@ -1,12 +1,17 @@
 //! Listing an organization's repositories through each forge's documented API:
 //!
-//! - GitHub: `GET {api}/orgs/{org}/repos?per_page=100`
+//! - GitHub: `GET {api}/orgs/{org}/repos?per_page=100&sort=pushed&direction=desc`
 //!   (docs.github.com/en/rest/repos/repos#list-organization-repositories), next pages by the
 //!   `Link` header.
 //! - Gitea/Forgejo: `GET {api}/orgs/{org}/repos?limit=50&page=N` (gitea.com/api/swagger,
 //!   `orgListRepos`), next pages by the `Link` header.
-//! - GitLab: `GET {api}/groups/{id}/projects?per_page=100&page=N`
+//! - GitLab: `GET {api}/groups/{id}/projects?per_page=100&order_by=last_activity_at&sort=desc&page=N`
 //!   (docs.gitlab.com/api/groups/#list-projects), next pages by `Link` or `X-Next-Page`.
+//!
+//! GitHub and GitLab list the most recently pushed repositories first, so a push or a new
+//! repository changes the first page and a tick can tell from that page alone that nothing
+//! moved ([`newest_first`]). Gitea/Forgejo document no order for an organization's
+//! repositories: every page is asked for on every tick.
 //!
 //! Every page is asked for with the `ETag` it last had (`If-None-Match`): an unchanged page is
 //! a `304` with no body. The listing is untrusted: pages are capped in size and number, a next
@@ -40,11 +45,25 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) fn first_page(forge: &Forge, discover: &Discover) -> String {
     let api = forge.api_base();
     match forge.kind {
-        ForgeKind::Github => format!("{api}/orgs/{}/repos?per_page=100", discover.org),
+        ForgeKind::Github => format!("{api}/orgs/{}/repos?per_page=100&sort=pushed&direction=desc", discover.org),
         ForgeKind::Gitea => format!("{api}/orgs/{}/repos?limit=50&page=1", discover.org),
-        ForgeKind::Gitlab => format!("{api}/groups/{}/projects?per_page=100&page=1", super::encode_path(&discover.org)),
+        ForgeKind::Gitlab => format!(
+            "{api}/groups/{}/projects?per_page=100&order_by=last_activity_at&sort=desc&page=1",
+            super::encode_path(&discover.org)
+        ),
     }
 }
+
+/// Whether the forge's listing comes most recently pushed first (GitHub `sort=pushed`, GitLab
+/// `order_by=last_activity_at`): then whatever a push or a new repository changes shows on the
+/// first page. Gitea/Forgejo's `orgListRepos` takes no order.
+pub(crate) fn newest_first(kind: ForgeKind) -> bool {
+    matches!(kind, ForgeKind::Github | ForgeKind::Gitlab)
+}
+
+/// Entries of a first page a tick keeps to compare the next first page with: the documented
+/// largest page. A forge that serves more a page is listed whole every tick.
+pub(crate) const MAX_FIRST_PAGE: usize = 100;
 
 /// One page's answer.
 pub(crate) enum Answer {
@@ -470,6 +489,7 @@ mod tests {
             clone: CloneVia::Https,
             webhook_secret_env: None,
             webhook_secret_file: None,
+            relist: std::time::Duration::from_secs(3600),
             template: toml::Table::new(),
             included: Default::default(),
             excluded: Default::default(),
@@ -555,7 +575,7 @@ mod tests {
         assert!(repos[1].1.fork);
         assert_eq!(
             first_page(&gl, &Discover { org: "grp/sub".into(), ..discover() }),
-            "https://gl.example/api/v4/groups/grp%2Fsub/projects?per_page=100&page=1"
+            "https://gl.example/api/v4/groups/grp%2Fsub/projects?per_page=100&order_by=last_activity_at&sort=desc&page=1"
         );
     }
 }

@@ -10,9 +10,10 @@
 //! server keeps open (HTTP/1.1) serves the next repository on that host. Redirects are not
 //! followed (credentials never leave their origin).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read, Write as _};
-use std::net::{TcpStream, ToSocketAddrs as _};
-use std::sync::Mutex;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
@@ -162,13 +163,43 @@ fn put_idle(with_port: &str, stream: TcpStream) {
 
 pub(super) fn connect(with_port: &str, deadline: Instant) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-    for addr in with_port.to_socket_addrs()? {
+    for addr in resolve(with_port, deadline)? {
         match TcpStream::connect_timeout(&addr, left(deadline)?) {
             Ok(stream) => return Ok(stream),
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// The addresses of `host:port`, under the listing's deadline. The system's resolver has no
+/// deadline of its own, so a name is resolved on a thread that is abandoned when it is late;
+/// the answer is kept for the process, so the repositories of one host pay for it once. An
+/// address literal needs no resolver.
+fn resolve(with_port: &str, deadline: Instant) -> std::io::Result<Vec<SocketAddr>> {
+    static RESOLVED: Mutex<BTreeMap<String, Vec<SocketAddr>>> = Mutex::new(BTreeMap::new());
+    if let Ok(addr) = with_port.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    if let Some(addrs) = RESOLVED.lock().unwrap_or_else(|e| e.into_inner()).get(with_port) {
+        return Ok(addrs.clone());
+    }
+    let (tx, rx) = mpsc::channel();
+    let name = with_port.to_string();
+    std::thread::Builder::new().name("pipe-resolve".into()).spawn(move || {
+        let _ = tx.send(name.to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+    })?;
+    let addrs = match rx.recv_timeout(left(deadline)?) {
+        Ok(answer) => answer?,
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("resolving `{with_port}` timed out"),
+            ));
+        }
+    };
+    RESOLVED.lock().unwrap_or_else(|e| e.into_inner()).insert(with_port.to_string(), addrs.clone());
+    Ok(addrs)
 }
 
 fn left(deadline: Instant) -> std::io::Result<Duration> {

@@ -1,6 +1,6 @@
 //! What organization discovery remembers per forge, in `discover/FORGE.toml` beside the state:
-//! each listing page's `ETag` (so an unchanged listing costs one `304` per page), the
-//! repositories listed, what probing each one's default branch found, the projects discovery
+//! each listing page's `ETag` (so an unchanged page costs one `304`), the first page's entries
+//! and `ETag` in the head (a tick where nothing moved reads nothing else), the repositories listed, what probing each one's default branch found, the projects discovery
 //! made, the ones it made before and no longer does (kept until `pipe prune`), and whether the
 //! forge asked to be left alone.
 //!
@@ -34,6 +34,19 @@ pub struct Discovered {
     /// Why the last listing did not complete (the known projects stay as they were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Unix second the last listing of every page completed: the next is due `relist` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relisted_at: Option<i64>,
+    /// A digest of the pipeline file discovery decided under: another one lists anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
+    /// The first page's `ETag` (forges that list the most recently pushed first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_etag: Option<String>,
+    /// Listed repositories waiting for the probe of their last push (never tried since it
+    /// moved): a tick with some reads the listing to probe them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unprobed: usize,
     /// The projects the last discovery made, by name.
     #[serde(default)]
     pub projects: Vec<String>,
@@ -42,6 +55,10 @@ pub struct Discovered {
     /// before any newcomer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub made: BTreeMap<String, Repo>,
+    /// The first page's entries as listed (GitHub, GitLab: the most recently pushed, at most
+    /// 100): a first page that lists the same moved nothing, whatever its `ETag`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub first: BTreeMap<String, Repo>,
     /// Listed repositories kept out because a name their project would hold is another's:
     /// the repository and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -56,6 +73,10 @@ pub struct Discovered {
     /// Every repository listed, by its name on the forge.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub repo: BTreeMap<String, Repo>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One page of the listing.
@@ -118,7 +139,18 @@ pub fn load_discovered(path: &Path) -> anyhow::Result<Discovered> {
 /// projects made and the repositories they were made of, read a line at a time up to where
 /// the listing starts. What `pipe status`, `pipe build` and every other command that does not
 /// list spend on it grows with the projects discovery made, not with what the forge listed.
+/// The head's copy of the first page is left out too: only a tick compares with it.
 pub fn load_discovered_head(path: &Path) -> anyhow::Result<Discovered> {
+    read_head(path, false)
+}
+
+/// [`load_discovered_head`] with the head's copy of the first page (at most 100 entries): what
+/// a tick's first look at the listing compares with.
+pub fn load_discovered_look(path: &Path) -> anyhow::Result<Discovered> {
+    read_head(path, true)
+}
+
+fn read_head(path: &Path, with_first: bool) -> anyhow::Result<Discovered> {
     use std::io::BufRead as _;
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
@@ -137,6 +169,7 @@ pub fn load_discovered_head(path: &Path) -> anyhow::Result<Discovered> {
         }
         match line.as_str() {
             LISTING_PAGE | LISTING_REPOS => break,
+            FIRST_PAGE if !with_first => break,
             // Files written before the head came first keep their pages at the top.
             "page = [" => skipping = true,
             _ => {
@@ -151,6 +184,8 @@ pub fn load_discovered_head(path: &Path) -> anyhow::Result<Discovered> {
 /// Where the listing starts in the file: its pages, then its repositories.
 const LISTING_PAGE: &str = "[[page]]";
 const LISTING_REPOS: &str = "[repo]";
+/// Where the head's copy of the first page starts, the head's last table.
+const FIRST_PAGE: &str = "[first]";
 
 /// Every forge's discovery cache beside the state without its listing, by forge name (for
 /// `pipe status`, which reads no pipeline file).
@@ -180,10 +215,11 @@ fn render(cache: &Discovered) -> String {
         gone: BTreeMap::new(),
         kept_out: BTreeMap::new(),
         made: BTreeMap::new(),
+        first: BTreeMap::new(),
         pages: Vec::new(),
         ..cache.clone()
     };
-    let mut out = String::with_capacity(512 + (cache.repo.len() + cache.made.len()) * 240);
+    let mut out = String::with_capacity(512 + (cache.repo.len() + cache.made.len() + cache.first.len()) * 240);
     out.push_str("# pipe discovery cache: rewritten atomically by pipe\n");
     out.push_str(&toml::to_string(&head).unwrap_or_default());
     let table = |out: &mut String, name: &str, entries: &mut dyn Iterator<Item = (&String, String)>| {
@@ -198,6 +234,8 @@ fn render(cache: &Discovered) -> String {
     table(&mut out, "gone", &mut cache.gone.iter().map(|(k, v)| (k, inline(v))));
     table(&mut out, "kept_out", &mut cache.kept_out.iter().map(|(k, v)| (k, inline(v))));
     table(&mut out, "made", &mut cache.made.iter().map(|(k, v)| (k, inline(v))));
+    // Last in the head: every command but a tick stops reading before it.
+    table(&mut out, "first", &mut cache.first.iter().map(|(k, v)| (k, inline(v))));
     out.push_str("\n# the listing: read only when the organization is listed\n");
     for page in &cache.pages {
         out.push_str(LISTING_PAGE);
@@ -253,11 +291,19 @@ mod tests {
             },
         );
         cache.made.insert("App.js".into(), cache.repo["App.js"].clone());
+        cache.first.insert("App.js".into(), Repo { carries: None, ..cache.repo["App.js"].clone() });
+        cache.first_etag = Some("W/\"first\"".into());
+        (cache.relisted_at, cache.unprobed, cache.inputs) = (Some(900), 3, Some("abc".into()));
         cache.kept_out.insert("APP_js".into(), "its project name `app-js` is held".into());
         save_discovered(&path, &cache).unwrap();
         assert_eq!(load_discovered(&path).unwrap(), cache);
         let head = load_discovered_head(&path).unwrap();
-        assert_eq!(head, Discovered { pages: Vec::new(), repo: BTreeMap::new(), ..cache.clone() });
+        assert_eq!(
+            head,
+            Discovered { pages: Vec::new(), repo: BTreeMap::new(), first: BTreeMap::new(), ..cache.clone() }
+        );
+        let look = load_discovered_look(&path).unwrap();
+        assert_eq!(look, Discovered { pages: Vec::new(), repo: BTreeMap::new(), ..cache.clone() });
     }
 
     #[test]

@@ -123,14 +123,15 @@ pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(base.join("pipe").join("state.toml"))
 }
 
-/// Reads the state; a missing file is an empty state, anything unreadable is an error.
+/// Reads the state; a missing file is an empty state, anything unreadable is an error. The
+/// compact layout is read a batch of lines at a time ([`read_compact`]): parsing the whole text
+/// at once costs the parser's tokens and events for all of it, several times the file's size.
 pub fn load(path: &Path) -> anyhow::Result<State> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
-        Err(err) => return Err(state_error(path, format!("cannot be read: {err}"))),
-    };
-    parse(path, &text)
+    match File::open(path) {
+        Ok(file) => read_compact(path, file),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+        Err(err) => Err(state_error(path, format!("cannot be read: {err}"))),
+    }
 }
 
 /// Parses state text, checking the schema version first so a newer file is refused clearly.

@@ -256,8 +256,10 @@ fn a_repository_added_later_is_built_on_the_next_tick_which_the_organization_web
 }
 
 #[test]
-fn an_unchanged_listing_is_answered_from_the_cache_with_one_304_per_page() {
-    for (kind, base) in [("github", ""), ("gitea", "/api/v1"), ("gitlab", "/api/v4")] {
+fn an_unchanged_listing_is_answered_from_the_cache_with_one_304_for_the_first_page_or_one_per_page() {
+    // GitHub and GitLab list the most recently pushed first: their first page alone says that
+    // nothing moved. Gitea/Forgejo take no order: every page is asked for.
+    for (kind, base, asked) in [("github", "", 1), ("gitea", "/api/v1", 3), ("gitlab", "/api/v4", 1)] {
         let mut org = Org::new(kind, base);
         org.five("pipe-busybox:latest");
         org.env.pipe(&["poll"]).code(0);
@@ -265,10 +267,14 @@ fn an_unchanged_listing_is_answered_from_the_cache_with_one_304_per_page() {
         assert_eq!(first.len(), 3, "{kind}: {first:#?}");
         assert!(first.iter().all(|r| r["status"] == 200 && r["if_none_match"].is_null()), "{kind}: {first:#?}");
         org.clear_git_log();
+        let cache = org.env.state_path().parent().unwrap().join("discover/acme.toml");
+        let written = std::fs::read(&cache).unwrap();
 
         org.env.pipe(&["poll"]).code(0).stderr_has("no changes");
+        assert_eq!(std::fs::read(&cache).unwrap(), written, "{kind}: a no-op tick rewrote the discovery cache");
         let second = &org.api.listings()[3..];
-        assert_eq!(second.len(), 3, "{kind}: one conditional request per page: {second:#?}");
+        assert_eq!(second.len(), asked, "{kind}: conditional requests: {second:#?}");
+        assert_eq!(second[0]["path"], first[0]["path"], "{kind}");
         for r in second {
             assert_eq!(r["status"], 304, "{kind}: {r}");
             assert!(r["if_none_match"].as_str().is_some_and(|e| e.starts_with("W/\"")), "{kind}: {r}");
@@ -281,6 +287,46 @@ fn an_unchanged_listing_is_answered_from_the_cache_with_one_304_per_page() {
         }
         assert_eq!(log.lines().count(), 2, "{kind}: {log}");
     }
+}
+
+#[test]
+fn an_archived_repository_off_the_first_page_stops_being_a_project_at_the_next_relisting() {
+    let Some(docker) = Docker::require() else { return };
+    let mut org = Org::new("github", "");
+    org.five(&docker.base_image);
+    let dockerfile = format!("FROM {}\nCOPY www /www\n", docker.base_image);
+    // Pushed before the others: listed last, on the third page.
+    org.repo(
+        "late",
+        &[(".pipe.toml", "test = \"true\"\n"), ("Dockerfile", &dockerfile), ("www/index.html", "late\n")],
+        json!({"pushed_at": "2026-10-01T00:00:00Z"}),
+    );
+    org.publish();
+    let late = org.name("late");
+    assert_eq!(org.run(), passed(&[org.name("app"), org.name("legacy"), late.clone()]));
+    let projects = |org: &Org| org.env.pipe(&["status", "--json"]).code(0).json()["discovery"][0]["projects"].clone();
+    assert!(projects(&org).as_array().unwrap().contains(&json!(late)));
+
+    org.listed.last_mut().unwrap()["archived"] = json!(true);
+    org.publish();
+    // Archiving is no push: the first page is as it was, and until the relisting (hourly by
+    // default) the repository stays a project.
+    let before = org.api.listings().len();
+    org.env.pipe(&["poll"]).code(0);
+    assert_eq!(org.api.listings().len() - before, 1);
+    assert!(projects(&org).as_array().unwrap().contains(&json!(late)));
+
+    // An hour later (the cache says the last relisting was then), the organization is listed whole.
+    let cache = org.env.state_path().parent().unwrap().join("discover/acme.toml");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let at: i64 = text.lines().find_map(|l| l.strip_prefix("relisted_at = ")).unwrap().parse().unwrap();
+    std::fs::write(&cache, text.replace(&format!("relisted_at = {at}"), &format!("relisted_at = {}", at - 3600)))
+        .unwrap();
+    let before = org.api.listings().len();
+    org.env.pipe(&["poll"]).code(0).stderr_has(&format!("`{late}` is no longer a discovered project (archived)"));
+    assert_eq!(org.api.listings().len() - before, 3, "the whole listing: three pages of two");
+    assert!(!projects(&org).as_array().unwrap().contains(&json!(late)));
+    assert!(org.api.requests().iter().all(|r| r["error"].is_null()), "every request as documented");
 }
 
 #[test]

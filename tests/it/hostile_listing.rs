@@ -4,7 +4,9 @@
 //! cap, and at 12,500 a page whatever was asked, within it. Pipe stops at its bounds, keeps
 //! none of it, says so in `pipe check` and `pipe status`, keeps the project it had (a real git
 //! remote, built by the real engine) and does not ask again for an hour; within the bounds it
-//! starts at most 32 probes a tick.
+//! starts at most 32 probes a tick. A tick that finds nothing moved in a listing kept at the
+//! bound asks for its first page once and probes nothing; a repository created or given a
+//! `.pipe.toml` in it is still built on the next tick.
 
 use std::path::PathBuf;
 
@@ -37,7 +39,15 @@ impl Org {
         let repo = WorkRepo::new(&root, &app);
         repo.write(".pipe.toml", "test = \"true\"\n").write("Dockerfile", &format!("FROM {base_image}\n"));
         repo.commit_to("main", "first");
-        env.config(&format!(
+        let _images = ProjectImages { project: app.clone() };
+        let org = Org { env, api, git, log, app, repo, _images };
+        org.configure("");
+        org
+    }
+
+    /// The pipeline file, with `discover` lines added.
+    fn configure(&self, discover: &str) {
+        self.env.config(&format!(
             r#"[pipe]
 workspace = "{ws}"
 
@@ -48,16 +58,14 @@ token_env = "FORGE_TOKEN"
 
 [forge.acme.discover]
 org = "acme"
-
+{discover}
 [forge.acme.discover.project]
 branches = ["main"]
 image = "pipe-test/{{name}}"
 "#,
-            ws = env.path().join("work").display(),
-            port = api.port,
+            ws = self.env.path().join("work").display(),
+            port = self.api.port,
         ));
-        let _images = ProjectImages { project: app.clone() };
-        Org { env, api, git, log, app, repo, _images }
     }
 
     fn app_entry(&self) -> Value {
@@ -110,6 +118,63 @@ image = "pipe-test/{{name}}"
         assert_eq!(self.api.listings().len(), listed, "the organization is not listed again within the hour");
         assert!(self.api.requests().iter().all(|r| r["error"].is_null()), "every request as documented");
     }
+}
+
+/// An organization of 9,999 kept repositories (one below pipe's bound), in a steady state: the
+/// project's repository; `docs`, a repository without a pipe file; 40 whose probes never
+/// answer (no such repository on the git server), listed as pushed long ago; and 9,957
+/// generated ones the template excludes (kept in the listing, never probed).
+struct Large {
+    org: Org,
+    docs: WorkRepo,
+    entries: Vec<Value>,
+}
+
+impl Large {
+    fn new(base_image: &str) -> Large {
+        let org = Org::new(base_image);
+        org.first_run();
+        org.configure("exclude = [\"gen-*\"]\n");
+        let docs_name = format!("{}-docs", org.app);
+        let docs = WorkRepo::new(&org.env.path().join("org"), &docs_name);
+        docs.write("README.md", "no pipeline here\n");
+        docs.commit_to("main", "first");
+        let mut entries = vec![
+            org.app_entry(),
+            json!({"name": docs_name, "clone_url": org.git.url(&format!("{docs_name}.git")), "default_branch": "main",
+                   "pushed_at": "2026-10-01T00:00:00Z"}),
+        ];
+        for i in 0..40 {
+            entries.push(json!({"name": format!("dead-{i}"), "clone_url": org.git.url(&format!("dead-{i}.git")),
+                                "default_branch": "main", "pushed_at": "2025-06-01T00:00:00Z"}));
+        }
+        let large = Large { org, docs, entries };
+        large.publish();
+        // The first tick lists all 100 pages and probes 32 of the 40 dead entries; the second
+        // probes the last 8: every candidate has been tried.
+        let before = large.org.api.listings().len();
+        large.org.env.pipe(&["poll"]).code(0);
+        assert_eq!(large.org.api.listings().len() - before, 100, "the whole listing: 100 pages of 100");
+        large.org.env.pipe(&["poll"]).code(0);
+        assert_eq!(large.org.api.listings().len() - before, 101, "then the first page alone");
+        let cache = std::fs::read_to_string(large.org.cache()).unwrap();
+        assert!(cache.contains("gen-9956 = ") && cache.contains("dead-39 = "), "9,999 kept");
+        large
+    }
+
+    fn publish(&self) {
+        self.org.api.set_org(&json!({"org": "acme", "repos": self.entries,
+            "generate": {"count": 9_957, "prefix": "gen", "clone_base": self.org.git.url("")}}));
+    }
+}
+
+/// Repositories of the organization the git server was asked about in `log`, each once.
+fn asked(log: &str, prefix: &str) -> usize {
+    let mut names: Vec<&str> =
+        log.lines().filter_map(|l| l.split_once(&format!("/{prefix}-"))?.1.split(".git").next()).collect();
+    names.sort();
+    names.dedup();
+    names.len()
 }
 
 /// Peak RSS in KiB of `pipe ARGS`, by GNU time.
@@ -199,4 +264,94 @@ fn within_the_bounds_a_listing_is_kept_and_probed_at_most_32_repositories_a_tick
     let doc = org.env.pipe(&["status", "--json"]).code(0).json();
     assert_eq!(doc["discovery"][0]["projects"], json!([org.app]), "{doc:#}");
     assert!(doc["discovery"][0].get("error").is_none(), "{doc:#}");
+}
+
+#[test]
+fn a_no_op_tick_over_9999_kept_repositories_asks_for_the_first_page_once_and_probes_nothing() {
+    let Some(docker) = Docker::require() else { return };
+    let large = Large::new(&docker.base_image);
+    let org = &large.org;
+    let whole = {
+        // What listing all of it costs, for comparison: the pipeline file changed.
+        org.configure("exclude = [\"gen-*\", \"nothing-*\"]\n");
+        let before = org.api.listings().len();
+        let rss = peak_rss_kb(&org.env, &["poll"]);
+        assert_eq!(org.api.listings().len() - before, 100, "a changed pipeline file lists the organization whole");
+        rss
+    };
+    for tick in 0..2 {
+        let cache = std::fs::read(org.cache()).unwrap();
+        let before = org.api.listings().len();
+        let _ = std::fs::remove_file(&org.log);
+        let rss = peak_rss_kb(&org.env, &["poll"]);
+        let listings = org.api.listings();
+        assert_eq!(listings.len() - before, 1, "tick {tick}: one request, whatever the listing holds");
+        let first = &listings[before];
+        assert_eq!(first["status"], 304, "{first}");
+        assert!(first["path"].as_str().unwrap().contains("sort=pushed&direction=desc"), "{first}");
+        assert!(first["if_none_match"].as_str().is_some_and(|e| e.starts_with("W/\"")), "{first}");
+        let log = std::fs::read_to_string(&org.log).unwrap_or_default();
+        assert_eq!((asked(&log, "dead"), asked(&log, "gen")), (0, 0), "tick {tick} probed:\n{log}");
+        assert!(!log.contains(&format!("{}-docs", org.app)), "tick {tick} probed docs:\n{log}");
+        assert_eq!(std::fs::read(org.cache()).unwrap(), cache, "tick {tick} rewrote the cache");
+        eprintln!("no-op tick over 9,999 kept: peak RSS {rss} KiB; listing it whole: {whole} KiB");
+        assert!(rss < whole, "the no-op tick peaked at {rss} KiB, listing the whole organization at {whole} KiB");
+    }
+    assert!(org.api.requests().iter().all(|r| r["error"].is_null()), "every request as documented");
+}
+
+#[test]
+fn a_repository_created_or_given_a_pipe_file_in_9999_kept_repositories_is_built_on_the_next_tick() {
+    let Some(docker) = Docker::require() else { return };
+    let mut large = Large::new(&docker.base_image);
+    let dockerfile = format!("FROM {}\n", docker.base_image);
+    // A new repository, pushed now, and a `.pipe.toml` pushed to `docs`.
+    let fresh = format!("{}-fresh", large.org.app);
+    let repo = WorkRepo::new(&large.org.env.path().join("org"), &fresh);
+    repo.write(".pipe.toml", "test = \"true\"\n").write("Dockerfile", &dockerfile);
+    repo.commit_to("main", "first");
+    let _fresh_images = ProjectImages { project: fresh.clone() };
+    let docs = format!("{}-docs", large.org.app);
+    let _docs_images = ProjectImages { project: docs.clone() };
+    large.docs.write(".pipe.toml", "test = \"true\"\n").write("Dockerfile", &dockerfile);
+    large.docs.commit_to("main", "a pipeline");
+    large.entries[1]["pushed_at"] = json!("2026-12-02T00:00:00Z");
+    large.entries.push(json!({"name": fresh, "clone_url": large.org.git.url(&format!("{fresh}.git")),
+                              "default_branch": "main", "pushed_at": "2026-12-01T00:00:00Z"}));
+    large.publish();
+
+    let before = large.org.api.listings().len();
+    let run = large.org.env.pipe(&["run", "--json"]);
+    run.code(0);
+    let mut built: Vec<(String, String)> = run.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["project"].as_str().unwrap().to_string(), r["result"].as_str().unwrap().to_string()))
+        .collect();
+    built.sort();
+    assert_eq!(built, [(docs.clone(), "passed".to_string()), (fresh.clone(), "passed".to_string())], "{}", run.stdout);
+    let listings = large.org.api.listings();
+    assert_eq!(
+        listings.len() - before,
+        1,
+        "the first page holds both pushes and older ones: {:#?}",
+        &listings[before..]
+    );
+    assert_eq!(listings[before]["status"], 200);
+
+    // Nothing new since: one `304`, nothing built.
+    let before = large.org.api.listings().len();
+    let run = large.org.env.pipe(&["run", "--json"]);
+    run.code(0);
+    assert_eq!(run.json()["results"], json!([]), "{}", run.stdout);
+    assert_eq!(large.org.api.listings().len() - before, 1);
+    assert_eq!(large.org.api.listings()[before]["status"], 304);
+    let doc = large.org.env.pipe(&["status", "--json"]).code(0).json();
+    let mut projects: Vec<String> =
+        doc["discovery"][0]["projects"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    projects.sort();
+    let mut expected = vec![large.org.app.clone(), docs, fresh];
+    expected.sort();
+    assert_eq!(projects, expected, "{doc:#}");
 }

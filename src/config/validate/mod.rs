@@ -53,8 +53,16 @@ pub(crate) fn validate(cx: &mut Cx<'_>, config: &mut Config) {
             format!("`notify.{which}`: set exactly one of `{key}_env` and `{key}_file`")
         });
     }
-    if config.settings.parallel == 0 {
-        cx.error_at(&["pipe", "parallel"], "`pipe.parallel` must be at least 1".into());
+    let counts = [
+        ("parallel", config.settings.parallel),
+        ("max_builds", config.settings.max_builds),
+        ("max_builds_per_author", config.settings.max_builds_per_author),
+        ("max_previews_per_author", config.settings.max_previews_per_author),
+    ];
+    for (key, value) in counts {
+        if value == 0 {
+            cx.error_at(&["pipe", key], format!("`pipe.{key}` must be at least 1"));
+        }
     }
     let registries: Vec<String> = config.registries.keys().cloned().collect();
     for (name, project) in &mut config.projects {

@@ -3,7 +3,8 @@
 //! project from the forge's template.
 //!
 //! [`refresh`] (the tick, `pipe poll`, `pipe check`) lists the organization through the forge's
-//! API — one conditional request per page — and probes the default branch of each repository
+//! API — one conditional request per page; on a tick where the forge lists newest first, the
+//! first page alone when nothing moved ([`quick`]) — and probes the default branch of each repository
 //! whose last push moved since its last probe, with one shallow fetch through `git` (the
 //! project's own URL and credentials, no API quota). What it found is kept in
 //! `discover/FORGE.toml` beside the state. [`apply`] (every command) turns that cache into
@@ -25,6 +26,7 @@ mod listing;
 mod names;
 mod probe;
 mod prune;
+mod quick;
 
 mod report;
 
@@ -59,7 +61,12 @@ pub(crate) fn apply(out: &Output, config: &mut Config, state_path: &Path) {
 /// The cache's head with the entries of the projects made as its only listing: what every
 /// command but the listing decides over. A cache written before `made` was kept is read whole.
 fn made(path: &Path) -> anyhow::Result<Discovered> {
-    let head = state::load_discovered_head(path)?;
+    made_with(path, state::load_discovered_head)
+}
+
+/// [`made`] with the head's copy of the first page, for a tick's first look.
+fn made_with(path: &Path, read: fn(&Path) -> anyhow::Result<Discovered>) -> anyhow::Result<Discovered> {
+    let head = read(path)?;
     if head.made.is_empty() && !head.projects.is_empty() {
         return state::load_discovered(path);
     }
@@ -67,34 +74,51 @@ fn made(path: &Path) -> anyhow::Result<Discovered> {
 }
 
 /// Lists every discovering forge's organization, probes what moved, and adds the projects to
-/// `config`. With `save`, the caches are written (the caller holds the state lock). A forge
-/// that does not answer keeps its known projects.
+/// `config`. With `save` (a tick: the caller holds the state lock), the caches are written, and
+/// on a forge that lists the most recently pushed first a tick first asks for the first page
+/// alone ([`quick`]): when nothing moved and no probe waits, only the cache's head is read. A
+/// forge that does not answer keeps its known projects.
 pub(crate) fn refresh(out: &Output, config: &mut Config, state_path: &Path, save: bool) -> Vec<ForgeReport> {
     let mut reports = Vec::new();
     for forge in discovering(config) {
         let path = state::discovered_path(state_path, &forge);
         let discover = config.forges[&forge].discover.clone().expect("discovering forges have a discover table");
+        let inputs = quick::inputs(config);
         // While the forge's rate limit or an over-bound listing holds discovery back, the
         // listing is neither asked for nor read: the projects come from the cache's head.
         let now = crate::clock::now().as_second();
-        if let Ok(head) = made(&path)
-            && head.org == discover.org
-            && (head.throttled_until.is_some_and(|t| t > now) || head.over_bound_until.is_some_and(|t| t > now))
-        {
-            let (decisions, projects) = decide::decide(config, &forge, &discover, &head);
-            config.projects.extend(projects);
-            reports.push(ForgeReport {
-                forge: forge.clone(),
-                org: discover.org.clone(),
-                requests: 0,
-                not_modified: 0,
-                throttled_until: throttled(&head),
-                error: head.error.clone(),
-                repos: decisions,
-                refused: Vec::new(),
-                gone: head.gone.clone(),
-            });
-            continue;
+        let head = made_with(&path, state::load_discovered_look);
+        let look = match &head {
+            Ok(head)
+                if head.org == discover.org
+                    && (head.throttled_until.is_some_and(|t| t > now)
+                        || head.over_bound_until.is_some_and(|t| t > now)) =>
+            {
+                Some(quick::Look::Still { requests: 0, not_modified: 0 })
+            }
+            Ok(head) if save => Some(quick::look(config, &forge, &discover, head, &inputs)),
+            _ => None,
+        };
+        if let (Some(quick::Look::Still { requests, not_modified }), Ok(head)) = (&look, &head) {
+            let (decisions, projects) = decide::decide(config, &forge, &discover, head);
+            // The same projects as the cache says: nothing to write. Otherwise (another forge's
+            // projects took a name) the organization is listed whole below.
+            let same = projects.iter().map(|(n, _)| n).eq(head.projects.iter());
+            if same || *requests == 0 {
+                config.projects.extend(projects);
+                reports.push(ForgeReport {
+                    forge: forge.clone(),
+                    org: discover.org.clone(),
+                    requests: *requests,
+                    not_modified: *not_modified,
+                    throttled_until: throttled(head),
+                    error: head.error.clone(),
+                    repos: decisions,
+                    refused: Vec::new(),
+                    gone: head.gone.clone(),
+                });
+                continue;
+            }
         }
         let mut cache = match state::load_discovered(&path) {
             Ok(cache) => cache,
@@ -109,15 +133,38 @@ pub(crate) fn refresh(out: &Output, config: &mut Config, state_path: &Path, save
             let gone: BTreeMap<String, String> = cache.gone.clone().into_iter().chain(gone).collect();
             cache = Discovered { schema: state::SCHEMA, org: discover.org.clone(), gone, ..Discovered::default() };
         }
-        let (requests, not_modified, refused) = listing::list(out, config, &forge, &discover, &mut cache);
+        let listed = match look {
+            Some(quick::Look::Probe { requests, not_modified }) => {
+                listing::Listed { requests, not_modified, ..listing::Listed::default() }
+            }
+            Some(quick::Look::Moved { newest, asked }) => {
+                listing::list(out, config, &forge, &discover, &mut cache, listing::Mode::Since(newest), Some(asked))
+            }
+            _ => listing::list(out, config, &forge, &discover, &mut cache, listing::Mode::Whole, None),
+        };
+        // Only where a tick can look at the first page alone does the whole listing have a
+        // cadence (elsewhere every tick lists whole, and a no-op tick must write nothing).
+        if listed.whole && crate::forge::discover::newest_first(config.forges[&forge].kind) {
+            cache.relisted_at = Some(now);
+        }
+        if let Some((etag, entries)) = listed.first.clone() {
+            cache.first_etag = etag;
+            cache.first = entries;
+        }
+        let listing::Listed { requests, not_modified, refused, .. } = listed;
         probe::probe(out, config, &forge, &discover, &mut cache);
+        cache.unprobed = probe::unprobed(config, &forge, &discover, &cache);
+        cache.inputs = Some(inputs);
         let (decisions, projects) = decide::decide(config, &forge, &discover, &cache);
         let now: Vec<String> = projects.iter().map(|(name, _)| name.clone()).collect();
         for name in cache.projects.clone() {
             if !now.contains(&name) {
                 let why = decisions
                     .iter()
-                    .find(|d| d.project.as_deref() == Some(&name))
+                    .find(|d| {
+                        d.project.as_deref() == Some(&name)
+                            || crate::config::project_name(&d.repo).as_deref() == Some(name.as_str())
+                    })
                     .map_or_else(|| "no longer listed".to_string(), |d| d.decision.as_str().to_string());
                 out.info(format!("forge `{forge}`: `{name}` is no longer a discovered project ({why}); its state stays until `pipe prune`"));
                 cache.gone.insert(name, why);

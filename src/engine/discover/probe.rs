@@ -10,29 +10,45 @@ use crate::config::{Config, Discover, Project};
 use crate::git;
 use crate::model::Stage;
 use crate::output::Output;
-use crate::state::Discovered;
+use crate::state::{Discovered, Repo};
 
 use super::decide::{Candidacy, candidacy, screen};
 
 /// Probes started per tick at most, whatever the listing holds; the rest wait for later ticks.
 pub(crate) const MAX_PROBES: usize = 32;
 
+/// Whether a listed repository moved since its last probe (or was never probed).
+fn moved(repo: &Repo) -> bool {
+    !(repo.probed.as_deref() == Some(repo.marker.as_str()) && repo.carries.is_some())
+}
+
+/// The candidates waiting for the probe of their last push, never tried since it moved: a
+/// tick with some reads the listing to probe them; one whose probe failed waits for a tick
+/// that reads the listing anyway.
+pub(crate) fn unprobed(config: &Config, forge: &str, discover: &Discover, cache: &Discovered) -> usize {
+    let waits = |(n, r): &(&String, &Repo)| {
+        moved(r) && r.probe_failed_at.is_none() && screen(config, forge, discover, n, r).is_ok()
+    };
+    cache.repo.iter().filter(waits).count()
+}
+
 /// Probes, in parallel, the default branch of each candidate whose listing marker moved since
 /// its last probe (or that was never probed), and records what it carries: at most
-/// [`MAX_PROBES`] a tick, those never tried first, then those whose last probe failed longest
-/// ago, so entries that always fail cannot keep a new repository waiting.
+/// [`MAX_PROBES`] a tick, those never tried since they moved first (the most recently pushed
+/// first), then those whose last probe failed longest ago, so entries that always fail cannot
+/// keep a new repository waiting.
 pub(crate) fn probe(out: &Output, config: &Config, forge: &str, discover: &Discover, cache: &mut Discovered) {
-    let mut waiting: Vec<(&String, Option<i64>)> = cache
+    let mut waiting: Vec<(&String, Option<i64>, &str)> = cache
         .repo
         .iter()
-        .filter(|(_, r)| !(r.probed.as_deref() == Some(r.marker.as_str()) && r.carries.is_some()))
+        .filter(|(_, r)| moved(r))
         .filter(|(n, r)| screen(config, forge, discover, n, r).is_ok())
-        .map(|(n, r)| (n, r.probe_failed_at))
+        .map(|(n, r)| (n, r.probe_failed_at, r.marker.as_str()))
         .collect();
-    waiting.sort_by_key(|(_, failed)| failed.unwrap_or(i64::MIN));
+    waiting.sort_by(|a, b| (a.1, std::cmp::Reverse(a.2)).cmp(&(b.1, std::cmp::Reverse(b.2))));
     let mut todo = Vec::new();
     let mut later = 0;
-    for (repo_name, _) in waiting {
+    for (repo_name, _, _) in waiting {
         if todo.len() == MAX_PROBES {
             later += 1;
             continue;

@@ -28,13 +28,17 @@ rewritten by the test between ticks; each forge gets its own documented shape:
 
 - GitHub: GET /orgs/{org}/repos?type=&sort=&direction=&per_page=&page=
   https://docs.github.com/en/rest/repos/repos#list-organization-repositories
-  (per_page at most 100; `Link` with rel="next"/"last"; `ETag`, and `304 Not Modified` for a
+  (`sort` created, updated, pushed or full_name, `direction` asc or desc: `sort=pushed` lists by
+  `pushed_at`, the other orders serve the file's order; per_page at most 100; `Link` with rel="next"/"last"; `ETag`, and `304 Not Modified` for a
   matching `If-None-Match`, https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate;
   `x-ratelimit-limit/-remaining/-used/-reset/-resource`)
 - Gitea/Forgejo: GET /api/v1/orgs/{org}/repos?page=&limit=
-  https://gitea.com/api/swagger#/organization/orgListRepos  (`Link`, `X-Total-Count`)
+  https://gitea.com/api/swagger#/organization/orgListRepos  (`Link`, `X-Total-Count`; no
+  order can be asked for)
 - GitLab: GET /api/v4/groups/{id}/projects?page=&per_page=&archived=&include_subgroups=&…
-  https://docs.gitlab.com/api/groups/#list-projects  (`path`, `path_with_namespace`,
+  https://docs.gitlab.com/api/groups/#list-projects  (`order_by` as documented, `sort` asc or
+  desc: `order_by=last_activity_at` lists by `last_activity_at`, the others serve the file's
+  order; `path`, `path_with_namespace`,
   `http_url_to_repo`, `ssh_url_to_repo`, `forked_from_project` on forks, `last_activity_at`;
   `X-Page`, `X-Per-Page`, `X-Next-Page`, `X-Total`, `X-Total-Pages`, `Link`;
   `RateLimit-Limit/-Remaining/-Reset`)
@@ -288,16 +292,31 @@ class Handler(BaseHTTPRequestHandler):
         if spec["path"].match(url.path).group(1) != spec["org_in_path"](org["org"]):
             return self.answer(404, "no such organization")
         per_page = min(per_page, org.get("max_per_page", per_page))
+        order = spec["order"](query)
+        if order == "invalid":
+            return self.answer(422, "an order the documentation does not list")
         repos = org["repos"]
         generate = org.get("generate")
-        total = len(repos) + (generate["count"] if generate else 0)
+        count = generate["count"] if generate else 0
+        total = len(repos) + count
+        # Ordered by last push, the generated block (all pushed at GENERATED_PUSH) sits among
+        # the listed repositories by that time; stable for equal times, as the forge's own order.
+        before, after = list(repos), []
+        if order in ("asc", "desc"):
+            ranked = sorted(repos, key=lambda r: r.get("pushed_at", GENERATED_PUSH), reverse=order == "desc")
+            first = (lambda r: r.get("pushed_at", GENERATED_PUSH) > GENERATED_PUSH) if order == "desc" else \
+                (lambda r: r.get("pushed_at", GENERATED_PUSH) < GENERATED_PUSH)
+            before = [r for r in ranked if first(r)]
+            after = [r for r in ranked if not first(r)]
 
         def listed(i):
-            if i < len(repos):
-                return repos[i]
-            name = "%s-%d" % (generate["prefix"], i - len(repos))
+            if i < len(before):
+                return before[i]
+            if i >= len(before) + count:
+                return after[i - len(before) - count]
+            name = "%s-%d" % (generate["prefix"], i - len(before))
             return {"name": name, "clone_url": generate["clone_base"] + name + ".git", "default_branch": "main",
-                    "pushed_at": "2026-01-01T00:00:00Z"}
+                    "pushed_at": GENERATED_PUSH}
 
         served = org.get("hostile_per_page") or per_page
         pages = max(1, (total + served - 1) // served)
@@ -368,21 +387,47 @@ def gitlab_project(org, r):
     return p
 
 
+GENERATED_PUSH = "2026-01-01T00:00:00Z"
+
+
+def github_order(query):
+    """GitHub: `sort` one of created, updated, pushed, full_name (default created); `direction`
+    asc or desc (default asc for full_name, else desc). Only `pushed` is modelled ("asc" or
+    "desc"); the others are served in the file's order (None)."""
+    sort = query.get("sort", ["created"])[0]
+    direction = query.get("direction", ["asc" if sort == "full_name" else "desc"])[0]
+    if sort not in ("created", "updated", "pushed", "full_name") or direction not in ("asc", "desc"):
+        return "invalid"
+    return direction if sort == "pushed" else None
+
+
+def gitlab_order(query):
+    """GitLab: `order_by` one of id, name, path, created_at, updated_at, similarity,
+    last_activity_at, star_count (default created_at); `sort` asc or desc (default desc). Only
+    `last_activity_at` is modelled."""
+    order_by = query.get("order_by", ["created_at"])[0]
+    sort = query.get("sort", ["desc"])[0]
+    known = ("id", "name", "path", "created_at", "updated_at", "similarity", "last_activity_at", "star_count")
+    if order_by not in known or sort not in ("asc", "desc"):
+        return "invalid"
+    return sort if order_by == "last_activity_at" else None
+
+
 SEGMENT = r"([A-Za-z0-9_.-]+)"
 GITHUB_LISTING = {"path": re.compile(r"^/orgs/" + SEGMENT + "/repos$"), "size": "per_page", "default_size": 30,
                   "max_size": 100, "params": {"type", "sort", "direction", "per_page", "page"},
-                  "render": github_repo, "org_in_path": lambda org: org}
+                  "order": github_order, "render": github_repo, "org_in_path": lambda org: org}
 LISTING = {
     "github": GITHUB_LISTING,
     "github-enterprise": dict(GITHUB_LISTING, path=re.compile(r"^/api/v3/orgs/" + SEGMENT + "/repos$")),
     "gitea": {"path": re.compile(r"^/api/v1/orgs/" + SEGMENT + "/repos$"), "size": "limit", "default_size": 30,
-              "max_size": 50, "params": {"page", "limit"}, "render": gitea_repo, "org_in_path": lambda org: org},
+              "max_size": 50, "params": {"page", "limit"}, "order": lambda query: None, "render": gitea_repo, "org_in_path": lambda org: org},
     "gitlab": {"path": re.compile(r"^/api/v4/groups/([A-Za-z0-9_.%-]+)/projects$"), "size": "per_page",
                "default_size": 20, "max_size": 100,
                "params": {"page", "per_page", "archived", "visibility", "order_by", "sort", "search", "simple",
                           "owned", "starred", "with_issues_enabled", "with_merge_requests_enabled", "with_shared",
                           "include_subgroups", "min_access_level", "with_custom_attributes", "with_security_reports"},
-               "render": gitlab_project, "org_in_path": lambda org: org.replace("/", "%2F")},
+               "order": gitlab_order, "render": gitlab_project, "org_in_path": lambda org: org.replace("/", "%2F")},
 }
 
 
