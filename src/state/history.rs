@@ -170,6 +170,11 @@ impl DeployRecord {
 /// A host's reason as a summary shows it: a health check's last answer, else the reason's
 /// start.
 fn short_reason(detail: &str) -> String {
+    if let Some((_, last)) = detail.split_once("last answered") {
+        let last = last.trim_start_matches(':').trim();
+        let cut: String = last.chars().take(60).collect();
+        return format!("health check's last answer: {cut}");
+    }
     if let Some((_, last)) = detail.split_once("(last: ") {
         return format!("health check's last answer: {}", last.split(')').next().unwrap_or(last));
     }

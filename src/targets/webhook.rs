@@ -206,10 +206,25 @@ fn run_ended(run: &serde_json::Value) -> anyhow::Result<bool> {
         "queued" | "running" | "" => Ok(false),
         other => {
             let detail = run["error"].as_str().unwrap_or("");
+            let health = health_answer(&run["health"]).map(|h| format!("; {h}")).unwrap_or_default();
             let tail = run["log_tail"].as_str().unwrap_or("");
-            bail!("the receiver's run ended `{other}`: {detail}\n{tail}");
+            bail!("the receiver's run ended `{other}`: {detail}{health}\n{tail}");
         }
     }
+}
+
+/// The health check's last answer in a receiver's run document (`health`: `{url, status,
+/// body}` or `{url, error}`), on one line, as a failed host's report gives it.
+fn health_answer(health: &serde_json::Value) -> Option<String> {
+    let url = health["url"].as_str().unwrap_or("");
+    let one_line = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(status) = health["status"].as_u64() {
+        let body = one_line(health["body"].as_str().unwrap_or(""));
+        let body = if body.is_empty() { String::new() } else { format!(": {body}") };
+        return Some(format!("health check `{url}` last answered HTTP {status}{body}"));
+    }
+    let error = health["error"].as_str()?;
+    Some(format!("health check `{url}` last answered: {}", one_line(error)))
 }
 
 /// A `pipe serve` hook answers `202` with a `status_url`: follow it until the run ends, so the
@@ -259,6 +274,28 @@ fn follow_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_run_names_its_health_checks_last_answer_when_the_receiver_gives_it() {
+        let run = serde_json::json!({
+            "status": "failed",
+            "error": "the release failed its health check",
+            "health": {"url": "http://web/health", "status": 503, "body": "db down\nretry later"},
+            "log_tail": "step 1",
+        });
+        let err = run_ended(&run).unwrap_err().to_string();
+        assert_eq!(
+            err.lines().next().unwrap(),
+            "the receiver's run ended `failed`: the release failed its health check; health check `http://web/health` last answered HTTP 503: db down retry later"
+        );
+        let refused = serde_json::json!({"status": "failed", "error": "e", "health": {"url": "http://web/health", "error": "connection refused"}});
+        assert!(run_ended(&refused).unwrap_err().to_string().contains("last answered: connection refused"));
+        let plain = serde_json::json!({"status": "failed", "error": "`docker compose up` failed"});
+        assert_eq!(
+            run_ended(&plain).unwrap_err().to_string(),
+            "the receiver's run ended `failed`: `docker compose up` failed\n"
+        );
+    }
 
     #[test]
     fn a_dry_run_shows_the_check_of_every_host_then_each_batch() {
