@@ -360,8 +360,10 @@ impl<'a> Rollout<'a> {
                 tag,
                 digest: self.release.digest.as_deref(),
                 rollback: self.release.rollback,
+                stages: &self.release.stages,
+                detected: self.release.detected,
             };
-            return fleet::rollout(self.job, self.target, hook, &release, self.timeout, &|at| self.timeline(at));
+            return fleet::rollout(self.job, self.target, hook, &release, self.timeout);
         }
         let path = state::deploys_path(self.job.state_path, project, name);
         let mut history = state::load_deploys(&path)?;

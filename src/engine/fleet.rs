@@ -14,8 +14,8 @@ use anyhow::{Context as _, anyhow};
 use super::Job;
 use crate::config::{Deploy, WebhookTarget};
 use crate::error::{Interrupted, StageFailed};
-use crate::model::{DeployResult, HostResult};
-use crate::state::{self, DeployRecord, HostRecord, Timeline};
+use crate::model::{DeployResult, HostResult, Outcome, Stage};
+use crate::state::{self, DeployRecord, HostRecord, StageRun, Timeline};
 use crate::targets::webhook::{self, Delivery};
 
 /// How long a host has to answer `GET /healthz` before the rollout.
@@ -30,6 +30,26 @@ pub(crate) struct FleetRelease<'a> {
     pub digest: Option<&'a str>,
     /// Asked for by `--commit`: an earlier image put back on every host.
     pub rollback: bool,
+    /// The commit's stage records (built, tested, pushed), for the timeline.
+    pub stages: &'a [StageRun],
+    /// When the ref's head was first seen at this commit.
+    pub detected: Option<jiff::Timestamp>,
+}
+
+/// The deploy's moments: the commit's stages from its run, then every host serving it (`done`).
+fn timeline(release: &FleetRelease<'_>, done: jiff::Timestamp) -> Timeline {
+    let ended = |stage: Stage| {
+        let s = release.stages.iter().rev().find(|s| s.stage == stage && s.result == Outcome::Passed)?;
+        s.ended.or_else(|| s.started.checked_add(jiff::SignedDuration::from_secs_f64(s.seconds)).ok())
+    };
+    Timeline {
+        detected: release.detected,
+        built: ended(Stage::Build),
+        tested: ended(Stage::Test),
+        pushed: ended(Stage::Push),
+        healthy: Some(done),
+        traffic: Some(done),
+    }
 }
 
 /// Deploys `release` to every host of `hook`, rolling back every host asked when any fails;
@@ -40,7 +60,6 @@ pub(crate) fn rollout(
     hook: &WebhookTarget,
     release: &FleetRelease<'_>,
     timeout: Duration,
-    timeline: &dyn Fn(jiff::Timestamp) -> Timeline,
 ) -> anyhow::Result<Timeline> {
     let (out, project, name) = (&job.out, job.name, target.display_name());
     let path = state::deploys_path(job.state_path, project, name);
@@ -137,7 +156,7 @@ pub(crate) fn rollout(
     }
     if failed.is_empty() {
         record.result = DeployResult::Succeeded;
-        let timeline = timeline(record.at);
+        let timeline = timeline(release, record.at);
         record.timeline = Some(timeline.clone());
         history.deploys.push(record);
         state::save_deploys(&path, &mut history)?;
