@@ -13,13 +13,13 @@ mod probe;
 mod slots;
 mod ssh;
 pub(crate) mod submodules;
+mod timeouts;
 mod wire;
 
 use std::cell::Cell;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Once, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 pub(crate) use auth::{Auth, redact_url};
@@ -27,39 +27,11 @@ use auth::{credentials, with_credentials};
 use libgit::{clean_message, explain, local_path, use_curl_for_http, with_hostkey_hint};
 pub(crate) use probe::{Probed, root_files};
 use slots::host_slot;
+use timeouts::apply_timeouts;
+pub(crate) use timeouts::set_timeouts;
 
 use anyhow::{Context as _, anyhow};
 use git2::{Direction, Remote, RemoteCallbacks, Repository};
-
-/// The socket timeout libgit2 is given when it first connects, in milliseconds (0: not set).
-static TIMEOUT_MILLIS: AtomicU64 = AtomicU64::new(0);
-
-/// Sets libgit2's socket connect and read timeouts (process-wide, before polling). They are
-/// handed to libgit2 only when a listing first needs it ([`apply_timeouts`]): initialising
-/// libgit2 initialises libssh2 and with it OpenSSL, which a poll of `git://`, plain `http://`
-/// and local remotes never uses.
-pub(crate) fn set_timeouts(timeout: Duration) {
-    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
-    let _ = TIMEOUT_MILLIS.compare_exchange(0, millis, Ordering::Relaxed, Ordering::Relaxed);
-}
-
-/// Hands the timeouts [`set_timeouts`] recorded to libgit2, once: called before each use of
-/// libgit2's network (a listing, a fetch, a probe).
-pub(super) fn apply_timeouts() {
-    static ONCE: Once = Once::new();
-    let millis = TIMEOUT_MILLIS.load(Ordering::Relaxed);
-    if millis == 0 {
-        return;
-    }
-    let millis = i32::try_from(millis).unwrap_or(i32::MAX);
-    ONCE.call_once(|| {
-        // SAFETY: called once, before this process's first libgit2 network access.
-        unsafe {
-            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
-            let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
-        }
-    });
-}
 
 /// Lists the remote's refs (`git ls-remote`), giving up after `deadline` even if the transport
 /// ignores its own timeouts: the listing runs on a thread that is abandoned when it is late.

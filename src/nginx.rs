@@ -29,15 +29,76 @@ pub(crate) fn upstream_file(dir: &std::path::Path, service: &str) -> std::path::
     dir.join(format!("{service}.conf"))
 }
 
-/// The upstream group of `service` routing to `servers` (`address:port` of the release's
-/// containers). `note` becomes a comment naming the release.
-pub(crate) fn render_upstream(service: &str, servers: &[String], note: &str) -> String {
-    let mut out =
-        format!("# Written by pipe: {note}. Rewritten on every deploy.\nupstream {} {{\n", upstream_name(service));
-    for server in servers {
-        let _ = writeln!(out, "    server {server};");
+/// A server of a switched upstream group: the address nginx connects to and the container
+/// pipe switched to there (empty in files written before pipe recorded it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Server {
+    pub addr: String,
+    pub container: String,
+}
+
+/// What an upstream group routes to when every container pipe switched to is gone: nothing.
+/// A group whose only server is `down` answers 502 at once and never a stranger at the address.
+const CLOSED: &str = "127.0.0.1:9 down";
+
+/// The upstream group of `service` routing to `servers` (the release's containers). `note`
+/// becomes a comment naming the release; each server's container is recorded
+/// (`# pipe-release ID ADDRESS`), so the guard can tell the release from whoever holds its
+/// address later.
+pub(crate) fn render_upstream(service: &str, servers: &[Server], note: &str) -> String {
+    let mut out = format!("# Written by pipe: {note}. Rewritten on every deploy.\n");
+    for s in servers.iter().filter(|s| !s.container.is_empty()) {
+        let _ = writeln!(out, "# pipe-release {} {}", s.container, s.addr);
+    }
+    let _ = writeln!(out, "upstream {} {{", upstream_name(service));
+    for s in servers {
+        let _ = writeln!(out, "    server {};", s.addr);
     }
     out.push_str("}\n");
+    out
+}
+
+/// The containers an upstream file records as the release pipe switched to, with the address
+/// each had then.
+pub(crate) fn parse_releases(text: &str) -> Vec<Server> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# pipe-release "))
+        .filter_map(|l| {
+            let (container, addr) = l.trim().split_once(' ')?;
+            Some(Server { addr: addr.trim().to_string(), container: container.to_string() })
+        })
+        .collect()
+}
+
+/// `text` with its upstream group's servers replaced by `addrs`, or failed closed (one `down`
+/// server, with `why` as a comment) when there are none. Everything else (the recorded
+/// releases, a preview's server block) is kept.
+pub(crate) fn reroute(text: &str, addrs: &[String], why: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("upstream ") && trimmed.ends_with('{') {
+            inside = true;
+            out.push_str(line);
+            out.push('\n');
+            if addrs.is_empty() {
+                let _ = writeln!(out, "    # pipe failed closed: {why}");
+                let _ = writeln!(out, "    server {CLOSED};");
+            }
+            for addr in addrs {
+                let _ = writeln!(out, "    server {addr};");
+            }
+            continue;
+        }
+        if inside && trimmed == "}" {
+            inside = false;
+        } else if inside {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
     out
 }
 
@@ -70,13 +131,24 @@ pub(crate) fn render_site(ingress: &Ingress, host: &str, upstream: &str) -> Stri
     )
 }
 
-/// The servers of an upstream file written by [`render_upstream`].
+/// The addresses an upstream file written by [`render_upstream`] routes to now (none when it
+/// failed closed).
 pub(crate) fn parse_upstream(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("server "))
-        .map(|s| s.trim_end_matches(';').split_whitespace().next().unwrap_or("").to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+    let mut inside = false;
+    let mut addrs = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("upstream ") {
+            inside = true;
+        } else if line == "}" {
+            inside = false;
+        } else if inside
+            && let Some(server) = line.strip_prefix("server ")
+            && !server.trim_end_matches(';').trim().ends_with(" down")
+        {
+            addrs.extend(server.trim_end_matches(';').split_whitespace().next().map(str::to_string));
+        }
+    }
+    addrs
 }
 
 /// Every service named in an `ingress` table of a deploy target or a `pipe serve` hook.
@@ -94,8 +166,9 @@ pub(crate) fn routes(config: &Config) -> anyhow::Result<BTreeMap<String, Route>>
         }
     }
     for (name, hook) in &config.serve.hooks {
+        let switched = config.ingress.upstreams.is_some() && hook.compose.is_some();
         for (service, port) in &hook.ingress {
-            sources.push((service, *port, format!("hook `{name}`"), false));
+            sources.push((service, *port, format!("hook `{name}`"), switched));
         }
     }
     let mut routes: BTreeMap<String, Route> = BTreeMap::new();
@@ -256,6 +329,21 @@ mod tests {
         assert!(text.contains("proxy_read_timeout 120s;"), "{text}");
         assert!(text.contains("proxy_pass http://$pipe_service:$pipe_port;"), "{text}");
         assert!(text.contains("resolver 127.0.0.11 valid=10s"), "{text}");
+    }
+
+    #[test]
+    fn an_upstream_file_records_its_release_and_is_rerouted_or_failed_closed() {
+        let servers = [Server { addr: "10.1.128.2:8080".into(), container: "abc".into() }];
+        let text = render_upstream("web", &servers, "project web:1") + "server {\n    listen 80;\n}\n";
+        assert_eq!(parse_releases(&text), servers);
+        assert_eq!(parse_upstream(&text), ["10.1.128.2:8080"]);
+        let moved = reroute(&text, &["10.1.0.7:8080".into()], "");
+        assert_eq!(parse_upstream(&moved), ["10.1.0.7:8080"]);
+        assert_eq!(parse_releases(&moved), servers);
+        let closed = reroute(&text, &[], "container abc is gone");
+        assert!(parse_upstream(&closed).is_empty(), "{closed}");
+        assert!(closed.contains("    # pipe failed closed: container abc is gone\n    server 127.0.0.1:9 down;\n}\nserver {\n    listen 80;"), "{closed}");
+        assert_eq!(parse_upstream(&reroute(&closed, &["10.1.128.2:8080".into()], "")), ["10.1.128.2:8080"]);
     }
 
     #[test]

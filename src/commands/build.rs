@@ -34,6 +34,15 @@ pub(super) fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
             job.docker().program.to_string_lossy(),
             job.project.build_network(job.trusted()).name()
         ))?;
+        let default_branch = {
+            let st = session.state.lock().unwrap_or_else(|e| e.into_inner());
+            engine::default_branch(job.config, name, job.project, &st)
+        };
+        if let Ok(builder) = build::choose_builder(&job) {
+            for line in engine::build_cache::dry_run(&job, builder, &default_branch) {
+                output::println(line)?;
+            }
+        }
         return Ok(code::OK);
     }
     // Like "build now": the ref's current tip on the remote, unless a commit is named.

@@ -73,6 +73,16 @@ pub(super) fn run(cx: &Context, args: &CheckArgs) -> anyhow::Result<u8> {
             ));
         }
     }
+    for (name, project) in &config.projects {
+        // Asked for explicitly, yet nothing to read on a fresh host: the default stays quiet.
+        if project.cache == Some(true) && project.deploy.iter().all(|d| d.get_ref().push.is_empty()) {
+            cx.out.warn(format!(
+                "project `{name}` has `cache = true`, but none of its deploy entries pushes to a registry: a build \
+                 on a fresh host has no cache to read\nhint: push its default branch to a `[registry.*]`, or remove \
+                 `cache`"
+            ));
+        }
+    }
     trust_warnings(cx, &config);
     network_warnings(cx, &config);
     for warning in crate::targets::interpolation_warnings(&config) {

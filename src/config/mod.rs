@@ -157,6 +157,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
     validate(&mut cx, &mut config);
     for (name, mut hook) in hooks {
         validate_hook(&mut cx, &name, &mut hook);
+        hook.host_ingress = config.ingress.clone();
         config.serve.hooks.insert(name, hook);
     }
     validate_ingress(&mut cx, &config.ingress);

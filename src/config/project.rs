@@ -53,6 +53,10 @@ pub(crate) struct Project {
     pub build_network: Option<BuildNetwork>,
     /// Which submodule URLs a checkout may fetch [default: the project's own host and scheme].
     pub submodules: Option<Submodules>,
+    /// Reuse earlier builds on a fresh workspace or host: BuildKit's cache in the pushed image
+    /// and `--cache-from` the registry, the legacy builder's pull of the ref's last image
+    /// [default: true; only trusted refs ever read or write it; `false`: no registry].
+    pub cache: Option<bool>,
     /// Images kept per project beyond those a deploy target runs or can roll back to.
     pub keep_images: Option<u32>,
     /// Run logs kept per ref [default: `pipe.keep_logs`].

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::duration::Seconds;
 use super::patterns::Patterns;
-use super::targets::{CommandTarget, ComposeTarget, Health, SwarmTarget};
+use super::targets::{CommandTarget, ComposeTarget, Health, ReleaseCommand, SwarmTarget};
 use crate::error::Usage;
 use crate::model::Stage;
 
@@ -160,11 +160,20 @@ pub(crate) struct Hook {
     pub timeout: Option<Seconds>,
     /// Largest request body this hook reads, in bytes (default 64 KiB, at most `serve.body_limit`).
     pub max_body: Option<u64>,
-    /// Services `pipe generate nginx` routes to, each with the port nginx connects to.
+    /// Services `pipe generate nginx` routes to, each with the port nginx connects to. With
+    /// `[ingress] upstreams`, a compose hook deploys them without downtime (start beside,
+    /// check, release command, switch, drain), as a `pipe run` compose target does.
     #[serde(default)]
     pub ingress: BTreeMap<String, u16>,
+    /// How long the old release keeps its containers after the switch [default: 5s].
+    pub drain: Option<Seconds>,
+    /// Run once in the new image before the switch (migrations); failing aborts the deploy.
+    pub release: Option<ReleaseCommand>,
     #[serde(skip)]
     pub allowed: Patterns,
+    /// This host's `[ingress]`, which a hook with `ingress` services is switched through.
+    #[serde(skip)]
+    pub host_ingress: Ingress,
 }
 
 /// `[pipe]`: settings for the whole pipeline.

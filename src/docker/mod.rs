@@ -249,6 +249,40 @@ pub(crate) struct BuildSpec<'a> {
     pub iidfile: &'a Path,
     /// `--network` of the `RUN` steps; `None` for the engine's default.
     pub network: Option<&'a str>,
+    /// What the build reuses of earlier builds, and what it leaves for later ones.
+    pub cache: &'a CacheUse,
+}
+
+/// How a build reuses earlier builds beyond the engine's own cache (the engine's
+/// `engine::build_cache` decides; only a trusted ref's build ever gets any of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CacheUse {
+    /// `--cache-from` images: BuildKit reads their cache metadata from the registry; the legacy
+    /// builder needs them pulled, and then reuses only layers of these images.
+    pub from: Vec<String>,
+    /// BuildKit writes its cache metadata into the image (`BUILDKIT_INLINE_CACHE=1`), so the
+    /// pushed image is a cache source for a fresh host.
+    pub inline: bool,
+    /// `--no-cache`: a legacy build with no trusted image to reuse does not fall back to the
+    /// engine's whole layer cache, which untrusted builds write too.
+    pub no_cache: bool,
+}
+
+/// The cache flags of a build, in argv order; the legacy builder never gets BuildKit's.
+pub(crate) fn cache_args(builder: Builder, cache: &CacheUse) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = Vec::new();
+    if cache.no_cache {
+        argv.push("--no-cache".into());
+    }
+    for image in &cache.from {
+        argv.push("--cache-from".into());
+        argv.push(image.into());
+    }
+    if cache.inline && builder != Builder::Legacy {
+        argv.push("--build-arg".into());
+        argv.push("BUILDKIT_INLINE_CACHE=1".into());
+    }
+    argv
 }
 
 /// `docker build` (legacy or the CLI's BuildKit) or `docker buildx build --load` arguments,
@@ -290,6 +324,7 @@ pub(crate) fn build_args(builder: Builder, spec: &BuildSpec<'_>) -> Vec<OsString
         argv.push("--network".into());
         argv.push(network.into());
     }
+    argv.extend(cache_args(builder, spec.cache));
     argv.push(spec.context.into());
     argv
 }
@@ -476,6 +511,7 @@ mod tests {
             secret_args: &["NPM_TOKEN".to_string()],
             iidfile: Path::new("/tmp/iid"),
             network: None,
+            cache: &CacheUse::default(),
         };
         let legacy: Vec<String> =
             build_args(Builder::Legacy, &spec).iter().map(|a| a.to_string_lossy().into()).collect();
@@ -492,6 +528,43 @@ mod tests {
             build_args(Builder::BuildKit, &spec).iter().map(|a| a.to_string_lossy().into()).collect();
         assert_eq!(&builtin[..2], ["build", "--progress=plain"]);
         assert!(builtin.join(" ").contains("--secret id=NPM_TOKEN,env=NPM_TOKEN /w"), "{builtin:?}");
+    }
+
+    #[test]
+    fn cache_flags_come_before_the_context_and_inline_cache_only_to_buildkit() {
+        let cache = CacheUse {
+            from: vec!["reg.example.com/app:dev".into(), "reg.example.com/app:latest".into()],
+            inline: true,
+            no_cache: false,
+        };
+        let spec = BuildSpec {
+            dockerfile: Path::new("/w/Dockerfile"),
+            context: Path::new("/w"),
+            tags: &["app:dev".to_string()],
+            labels: &[],
+            build_args: &[],
+            secret_args: &[],
+            iidfile: Path::new("/tmp/iid"),
+            network: None,
+            cache: &cache,
+        };
+        let line =
+            |b| build_args(b, &spec).iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            line(Builder::BuildKit),
+            "build --progress=plain --file /w/Dockerfile --iidfile /tmp/iid --tag app:dev \
+             --cache-from reg.example.com/app:dev --cache-from reg.example.com/app:latest \
+             --build-arg BUILDKIT_INLINE_CACHE=1 /w"
+        );
+        assert!(line(Builder::Buildx).ends_with("--build-arg BUILDKIT_INLINE_CACHE=1 /w"));
+        assert_eq!(
+            line(Builder::Legacy),
+            "build --force-rm --file /w/Dockerfile --iidfile /tmp/iid --tag app:dev \
+             --cache-from reg.example.com/app:dev --cache-from reg.example.com/app:latest /w"
+        );
+        let cold = CacheUse { no_cache: true, ..CacheUse::default() };
+        assert_eq!(cache_args(Builder::Legacy, &cold), [OsString::from("--no-cache")]);
+        assert!(cache_args(Builder::BuildKit, &CacheUse::default()).is_empty());
     }
 
     #[test]

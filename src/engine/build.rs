@@ -77,12 +77,15 @@ pub(crate) fn build(
     // The build's network lives as long as this stage: its rules and bridge are removed when
     // `network` drops, whatever the build's end.
     let network = build_network(job)?;
+    let cache =
+        super::build_cache::prepare(job, &docker, builder, &plan.image, &tags[0], default_branch, &log, deadline)?;
     let refs = BuildRefs {
         plan: &plan,
         tags: &tags,
         labels: &labels,
         secrets: &secrets,
         network: network.as_ref().map(BuildNetworkUse::name),
+        cache: &cache.cache,
     };
     let (mut finished, mut image_id) = docker_build(out, &docker, builder, &refs, &log, timeout, false)?;
     if !finished.success() && lost_cache_layer(&finished.tail) {
@@ -140,7 +143,7 @@ impl BuildNetworkUse {
 /// The builder of this ref's build, or the refusal, before anything is fetched: a secret
 /// build arg only on a builder that mounts it for one step (never into the image), an
 /// isolated build only where pipe can give its network (never run wider).
-fn choose_builder(job: &Job<'_>) -> anyhow::Result<Builder> {
+pub(crate) fn choose_builder(job: &Job<'_>) -> anyhow::Result<Builder> {
     let trusted = job.trusted();
     let secret = if trusted {
         job.project.build_args.iter().find(|(_, v)| matches!(v.get_ref(), ArgValue::Secret(_))).map(|(k, _)| k.as_str())
@@ -437,6 +440,8 @@ pub(crate) struct BuildRefs<'a> {
     pub secrets: &'a [(String, Secret)],
     /// The network of the `RUN` steps (`none`, or an isolated one); `None`: the engine's default.
     pub network: Option<&'a str>,
+    /// The cache flags (`super::build_cache`).
+    pub cache: &'a docker::CacheUse,
 }
 
 impl BuildRefs<'_> {
@@ -453,6 +458,7 @@ impl BuildRefs<'_> {
             secret_args: &self.plan.secret_args.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
             iidfile,
             network: self.network,
+            cache: self.cache,
         };
         let mut cmd = docker.cmd().args(docker::build_args(builder, &spec));
         for (key, value) in self.secrets {
@@ -533,7 +539,8 @@ pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<H
     let reference = format!("{}:{}", plan.image, tags[1]);
     // No secrets, no network of pipe's: BuildKit where the host has it, as CI would build.
     let builder = docker.builders(out).choose(Needs::default()).map_err(StageFailed)?;
-    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[], network: None };
+    let cache = docker::CacheUse::default();
+    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[], network: None, cache: &cache };
     if dry_run {
         crate::output::println(build.command(&docker, builder, Path::new("<iidfile>")))?;
         return Ok(None);

@@ -21,6 +21,7 @@ use crate::{git, secret};
 
 pub(crate) mod authors;
 pub(crate) mod build;
+pub(crate) mod build_cache;
 pub(crate) mod deploy;
 pub(crate) mod discover;
 mod fleet;

@@ -146,20 +146,7 @@ struct PushPlan<'a> {
 impl<'a> PushPlan<'a> {
     fn new(docker: &Docker, reg_name: &'a str, registry: &'a Registry, run: &Run) -> PushPlan<'a> {
         let local = format!("{}:{}", run.image, docker::commit_tag(&run.commit));
-        let login_as =
-            |user: &str| docker.cmd().args(["login", "--username", user, "--password-stdin", registry.url.as_str()]);
-        let login = if let Some(ecr) = &registry.ecr {
-            let aws = std::env::var_os("PIPE_AWS").filter(|p| !p.is_empty()).unwrap_or_else(|| "aws".into());
-            let mut password = Cmd::new(aws).args(["ecr", "get-login-password", "--region", &ecr.region]);
-            if let Some(profile) = &ecr.profile {
-                password = password.args(["--profile", profile]);
-            }
-            Login::Ecr { password, login: login_as("AWS") }
-        } else if let Some(secret) = SecretRef::from_pair(&registry.password_env, &registry.password_file) {
-            Login::Password { secret, login: login_as(registry.username.as_deref().unwrap_or_default()) }
-        } else {
-            Login::None
-        };
+        let login = Login::new(docker, registry);
         let steps = run
             .tags
             .iter()
@@ -204,23 +191,45 @@ impl<'a> PushPlan<'a> {
         digest.ok_or_else(|| anyhow!("pushed, but `docker push` printed no digest"))
     }
 
-    /// Runs the login command with the password on stdin; nothing to do without credentials.
     fn log_in(&self, out: &Output, timeout: Duration) -> anyhow::Result<()> {
-        let (login, password) = match &self.login {
-            Login::None => return Ok(()),
-            Login::Ecr { password, login } => {
-                let password = exec::capture(out, password, timeout).context("failed to get an ECR login password")?;
-                (login, password.trim().to_string())
-            }
-            Login::Password { secret, login } => {
-                let password = secret::resolve(secret, &format!("registry.{}.password", self.reg_name))?;
-                (login, password.reveal().to_string())
-            }
-        };
-        exec::capture(out, &login.clone().stdin(password.into_bytes()), timeout)
-            .with_context(|| format!("`docker login` to `{}` failed", self.registry.url))?;
-        Ok(())
+        log_in_with(&self.login, out, self.reg_name, self.registry, timeout)
     }
+}
+
+/// Logs pipe's docker client in to `registry` (nothing to do without credentials): what a push
+/// does first, and what a trusted build does before it reads the registry's cache.
+pub(crate) fn log_in(
+    out: &Output,
+    docker: &Docker,
+    reg_name: &str,
+    registry: &Registry,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    log_in_with(&Login::new(docker, registry), out, reg_name, registry, timeout)
+}
+
+/// Runs the login command with the password on stdin; nothing to do without credentials.
+fn log_in_with(
+    login: &Login,
+    out: &Output,
+    reg_name: &str,
+    registry: &Registry,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let (login, password) = match login {
+        Login::None => return Ok(()),
+        Login::Ecr { password, login } => {
+            let password = exec::capture(out, password, timeout).context("failed to get an ECR login password")?;
+            (login, password.trim().to_string())
+        }
+        Login::Password { secret, login } => {
+            let password = secret::resolve(secret, &format!("registry.{reg_name}.password"))?;
+            (login, password.reveal().to_string())
+        }
+    };
+    exec::capture(out, &login.clone().stdin(password.into_bytes()), timeout)
+        .with_context(|| format!("`docker login` to `{}` failed", registry.url))?;
+    Ok(())
 }
 
 /// How a registry is logged in to: the `docker login … --password-stdin` command (its password
@@ -232,6 +241,23 @@ enum Login {
 }
 
 impl Login {
+    fn new(docker: &Docker, registry: &Registry) -> Login {
+        let login_as =
+            |user: &str| docker.cmd().args(["login", "--username", user, "--password-stdin", registry.url.as_str()]);
+        if let Some(ecr) = &registry.ecr {
+            let aws = std::env::var_os("PIPE_AWS").filter(|p| !p.is_empty()).unwrap_or_else(|| "aws".into());
+            let mut password = Cmd::new(aws).args(["ecr", "get-login-password", "--region", &ecr.region]);
+            if let Some(profile) = &ecr.profile {
+                password = password.args(["--profile", profile]);
+            }
+            Login::Ecr { password, login: login_as("AWS") }
+        } else if let Some(secret) = SecretRef::from_pair(&registry.password_env, &registry.password_file) {
+            Login::Password { secret, login: login_as(registry.username.as_deref().unwrap_or_default()) }
+        } else {
+            Login::None
+        }
+    }
+
     /// The commands a dry run shows, in order; never a password.
     fn commands(&self) -> Vec<&Cmd> {
         match self {

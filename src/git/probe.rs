@@ -56,7 +56,7 @@ fn probe(url: &str, auth: &Auth, refname: &str, dir: &Path, deadline: Instant) -
     } else {
         url.to_string()
     };
-    super::apply_timeouts();
+    super::timeouts::apply_timeouts();
     let mut remote = repo.remote_anonymous(&fetch_url).with_context(|| format!("invalid remote `{shown}`"))?;
     let attempts = Cell::new(0u32);
     let too_big = Cell::new(false);

@@ -283,6 +283,7 @@ impl Receiver {
             image: image.map(|i| format!("{i}:{}", tag.unwrap_or_default())),
             superseded_by: None,
             error: None,
+            deploy: Default::default(),
             env,
         };
         let mut superseded = None;

@@ -52,8 +52,33 @@ pub(crate) struct RunInfo {
     pub superseded_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the deploy did: its timeline, the health check's last answer, rollbacks.
+    #[serde(flatten)]
+    pub deploy: DeployReport,
     #[serde(skip)]
     pub env: Vec<(String, String)>,
+}
+
+/// The deploy of a hook's run as its status document shows it (every field additive: absent
+/// until there is something to say).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DeployReport {
+    /// `zero-downtime` (started beside, checked, switched through the ingress) or `in-place`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    /// The deploy's moments, as in `pipe run --json`: `healthy` and `traffic` (and the
+    /// commit's `detected`, `built`, `tested`, `pushed` when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<crate::state::Timeline>,
+    /// The health check's last answer when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::targets::answer::HealthAnswer>,
+    /// This run put back an image the hook ran before (a rollback by hand).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// `IMAGE:TAG` the automatic rollback put back after this run's release failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
 }
 
 impl RunInfo {
@@ -162,6 +187,11 @@ impl Runs {
                 let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(at));
             }
         }
+    }
+
+    /// The hook's deploy history (its last deploys, for rollback), beside its runs.
+    pub(crate) fn history_path(&self, hook: &str) -> PathBuf {
+        self.dir.join(hook).join("deploys.toml")
     }
 
     pub(crate) fn log_path(&self, hook: &str, id: &str) -> PathBuf {
@@ -411,6 +441,7 @@ mod tests {
             image: None,
             superseded_by: None,
             error: None,
+            deploy: Default::default(),
             env: Vec::new(),
         }
     }

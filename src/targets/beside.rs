@@ -14,10 +14,13 @@ use anyhow::{Context as _, anyhow, bail};
 use jiff::Timestamp;
 
 use super::Compose;
+use super::answer::HealthAnswer;
 use super::ingress::Nginx;
+use super::pinned::Pinned;
 use crate::config::{Health, ReleaseCommand};
 use crate::docker::client::Docker;
 use crate::exec::{self, Cmd};
+use crate::nginx::Server;
 use crate::output::Output;
 
 /// One zero-downtime rollout of a compose target.
@@ -35,6 +38,11 @@ pub(crate) struct Beside<'a> {
     pub log: &'a Path,
     /// Names the release in the upstream files.
     pub note: String,
+    /// The health check's last answer from a new container that never got ready.
+    pub answer: std::cell::RefCell<Option<super::answer::HealthAnswer>>,
+    /// New containers join the project's own network with fixed addresses (`pinned`) and the
+    /// ingress is sent there; previews keep their one network.
+    pub pin: bool,
 }
 
 /// When the new release was ready and when it took traffic.
@@ -51,7 +59,11 @@ struct Box {
     status: String,
     /// `healthy`, `unhealthy`, `starting`, or `none` without a health check.
     health: String,
+    /// The address nginx is sent to: on pipe's own network when the container joined it, else
+    /// on its first network by name.
     ip: Option<String>,
+    /// Its address on every network.
+    ips: Vec<String>,
 }
 
 const SHORT: Duration = Duration::from_secs(60);
@@ -105,6 +117,10 @@ impl Beside<'_> {
 
     /// Starts beside, checks, switches and drains within `deadline`.
     pub(crate) fn run(&self, deadline: Instant) -> anyhow::Result<Switched> {
+        // The ingress first routes to the release pipe switched to, or to nothing.
+        for line in super::guard(self.out, self.docker, self.nginx, &self.names())? {
+            self.out.warn(line);
+        }
         let mut old: BTreeMap<&str, Vec<Box>> = BTreeMap::new();
         for service in self.names() {
             old.insert(service, self.converge(service)?);
@@ -131,6 +147,16 @@ impl Beside<'_> {
                 if boxes.is_empty() {
                     bail!("`{}` started no new container for `{service}`", self.compose.project);
                 }
+            }
+            if self.pin {
+                let pinned = self.pinned();
+                let subnet = pinned.ensure()?;
+                for b in fresh.values_mut().flatten() {
+                    let ip = pinned.attach(&b.id, subnet)?;
+                    b.ip = Some(ip);
+                }
+            }
+            for (service, boxes) in &fresh {
                 for b in boxes {
                     self.wait_ready(service, b, deadline)?;
                 }
@@ -154,7 +180,10 @@ impl Beside<'_> {
         let mut upstreams = Vec::new();
         for (service, boxes) in &fresh {
             let port = self.services[*service];
-            let servers = boxes.iter().filter_map(|b| b.ip.as_ref()).map(|ip| format!("{ip}:{port}")).collect();
+            let servers = boxes
+                .iter()
+                .filter_map(|b| Some(Server { addr: format!("{}:{port}", b.ip.as_ref()?), container: b.id.clone() }))
+                .collect();
             upstreams.push((service.to_string(), servers));
         }
         if let Err(err) = self.nginx.switch(self.out, &upstreams, &self.note) {
@@ -177,7 +206,7 @@ impl Beside<'_> {
             return Ok(boxes);
         }
         let port = self.services[service];
-        let routed = |b: &Box| b.ip.as_ref().is_some_and(|ip| serving.contains(&format!("{ip}:{port}")));
+        let routed = |b: &Box| b.ips.iter().any(|ip| serving.contains(&format!("{ip}:{port}")));
         let (keep, stray): (Vec<Box>, Vec<Box>) = boxes.into_iter().partition(routed);
         if !stray.is_empty() {
             self.out.info(format!(
@@ -202,6 +231,7 @@ impl Beside<'_> {
             .build()
             .context("failed to set up an HTTP client")?;
         let short = &b.id[..12.min(b.id.len())];
+        let redactor = &self.compose.redactor;
         let mut last = String::from("not checked yet");
         while Instant::now() < deadline {
             crate::signals::check()?;
@@ -217,22 +247,30 @@ impl Beside<'_> {
                 match &path {
                     Some(path) => {
                         let url = format!("http://{ip}:{port}{path}");
-                        match client.get(&url).send() {
+                        let answer = match client.get(&url).send() {
                             Ok(resp) if resp.status().is_success() => return Ok(()),
-                            Ok(resp) => last = format!("`{url}` answered HTTP {}", resp.status().as_u16()),
-                            Err(e) => last = format!("`{url}`: {e}"),
-                        }
+                            Ok(resp) => HealthAnswer::answered(&url, resp, redactor),
+                            Err(e) => HealthAnswer::failed(&url, &crate::secret::http_cause(&e), redactor),
+                        };
+                        last = answer.describe();
+                        *self.answer.borrow_mut() = Some(answer);
                     }
                     None => {
                         let addr: SocketAddr = format!("{ip}:{port}").parse().context("container address")?;
                         match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                             Ok(_) => return Ok(()),
-                            Err(e) => last = format!("{addr}: {e}"),
+                            Err(e) => {
+                                let answer = HealthAnswer::failed(&addr.to_string(), &e.to_string(), redactor);
+                                last = answer.describe();
+                                *self.answer.borrow_mut() = Some(answer);
+                            }
                         }
                     }
                 }
             } else {
                 last = format!("container {}, health {}", now.status, now.health);
+                let answer = HealthAnswer::failed(&format!("container {short}"), &last, redactor);
+                *self.answer.borrow_mut() = Some(answer);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -318,7 +356,12 @@ impl Beside<'_> {
         let format = "{{.Id}}\t{{json .State}}\t{{json .NetworkSettings.Networks}}";
         let cmd = self.docker.cmd().args(["inspect", "--format", format]).args(ids);
         let text = exec::capture(self.out, &cmd, SHORT)?;
-        Ok(text.lines().filter_map(parse_box).collect())
+        let pinned = self.pin.then(|| self.pinned().network());
+        Ok(text.lines().filter_map(|line| parse_box(line, pinned.as_deref())).collect())
+    }
+
+    fn pinned(&self) -> Pinned<'_> {
+        Pinned { out: self.out, docker: self.docker, project: self.compose.project.clone() }
     }
 
     fn logged(&self, cmd: &Cmd, deadline: Instant) -> anyhow::Result<()> {
@@ -334,19 +377,23 @@ impl Beside<'_> {
     }
 }
 
-fn parse_box(line: &str) -> Option<Box> {
+/// A container from `docker inspect`; its routed address is the one on `pinned` when it has one.
+fn parse_box(line: &str, pinned: Option<&str>) -> Option<Box> {
     let mut fields = line.splitn(3, '\t');
     let id = fields.next()?.trim().to_string();
     let state: serde_json::Value = serde_json::from_str(fields.next()?).ok()?;
     let networks: serde_json::Value = serde_json::from_str(fields.next()?).ok()?;
     let status = state["Status"].as_str().unwrap_or("unknown").to_string();
     let health = state["Health"]["Status"].as_str().unwrap_or("none").to_string();
-    // The address on the first network by name (a `BTreeMap` keeps Docker's order).
-    let ip = networks
+    // Every address, pipe's own network first, then by network name (a `BTreeMap`).
+    let mut on: Vec<(&String, String)> = networks
         .as_object()
-        .and_then(|n| n.values().filter_map(|v| v["IPAddress"].as_str()).find(|ip| !ip.is_empty()))
-        .map(str::to_string);
-    Some(Box { id, status, health, ip })
+        .map(|n| n.iter().filter_map(|(name, v)| Some((name, v["IPAddress"].as_str()?.to_string()))).collect())
+        .unwrap_or_default();
+    on.retain(|(_, ip)| !ip.is_empty());
+    on.sort_by_key(|(name, _)| Some(name.as_str()) != pinned);
+    let ips: Vec<String> = on.into_iter().map(|(_, ip)| ip).collect();
+    Some(Box { id, status, health, ip: ips.first().cloned(), ips })
 }
 
 /// The path (and query) of a health URL, asked of a container directly.
@@ -367,11 +414,20 @@ mod tests {
     #[test]
     fn inspect_lines_are_parsed() {
         let line = "abc\t{\"Status\":\"running\"}\t{\"p_default\":{\"IPAddress\":\"172.18.0.3\"}}";
-        let b = parse_box(line).unwrap();
+        let b = parse_box(line, None).unwrap();
         assert_eq!((b.id.as_str(), b.status.as_str(), b.health.as_str()), ("abc", "running", "none"));
         assert_eq!(b.ip.as_deref(), Some("172.18.0.3"));
-        let b = parse_box("abc\t{\"Status\":\"exited\",\"Health\":{\"Status\":\"unhealthy\"}}\t{}").unwrap();
+        let b = parse_box("abc\t{\"Status\":\"exited\",\"Health\":{\"Status\":\"unhealthy\"}}\t{}", None).unwrap();
         assert_eq!((b.health.as_str(), b.ip), ("unhealthy", None));
+    }
+
+    #[test]
+    fn the_routed_address_is_the_one_on_pipes_network() {
+        let line = "abc\t{\"Status\":\"running\"}\t{\"a_default\":{\"IPAddress\":\"172.18.0.3\"},\"pipe-ingress-a\":{\"IPAddress\":\"172.19.128.2\"}}";
+        let b = parse_box(line, Some("pipe-ingress-a")).unwrap();
+        assert_eq!(b.ip.as_deref(), Some("172.19.128.2"));
+        assert_eq!(b.ips, ["172.19.128.2", "172.18.0.3"]);
+        assert_eq!(parse_box(line, None).unwrap().ip.as_deref(), Some("172.18.0.3"));
     }
 
     #[test]

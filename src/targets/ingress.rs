@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 
+use super::reloaded;
 use crate::config::Ingress;
 use crate::exec::{self, Cmd};
 use crate::nginx;
@@ -39,7 +40,7 @@ impl<'a> Nginx<'a> {
     }
 
     /// The name of `service`'s upstream group and file: the service's own, or the preview's.
-    fn key(&self, service: &str) -> String {
+    pub(crate) fn key(&self, service: &str) -> String {
         match &self.site {
             Some(site) => format!("{}-{service}", site.prefix),
             None => service.to_string(),
@@ -47,7 +48,7 @@ impl<'a> Nginx<'a> {
     }
 
     /// The upstream file's text: the group, and for a preview its server block.
-    fn render(&self, service: &str, servers: &[String], note: &str) -> String {
+    fn render(&self, service: &str, servers: &[nginx::Server], note: &str) -> String {
         let key = self.key(service);
         let mut text = nginx::render_upstream(&key, servers, note);
         if let Some(host) = self.site.as_ref().and_then(|s| s.hosts.get(service)) {
@@ -95,7 +96,12 @@ impl<'a> Nginx<'a> {
     /// Points each service at its servers: writes the upstream files, checks the whole config
     /// with `nginx -t`, and reloads gracefully (old workers finish their requests). A config
     /// nginx refuses is never reloaded: the previous files are put back.
-    pub(crate) fn switch(&self, out: &Output, services: &[(String, Vec<String>)], note: &str) -> anyhow::Result<()> {
+    pub(crate) fn switch(
+        &self,
+        out: &Output,
+        services: &[(String, Vec<nginx::Server>)],
+        note: &str,
+    ) -> anyhow::Result<()> {
         std::fs::create_dir_all(self.dir)
             .with_context(|| format!("failed to create upstream directory `{}`", self.dir.display()))?;
         let mut previous: Vec<(PathBuf, Option<String>)> = Vec::new();
@@ -134,11 +140,23 @@ impl<'a> Nginx<'a> {
         self.run(out, &self.cmd(&["-t"]))
     }
 
-    /// `nginx -s reload`, or starting nginx when no master runs (no pid file, stale pid).
+    /// `nginx -s reload`, or starting nginx when no master runs (no pid file, stale pid). After
+    /// a reload, waits until the old workers stopped accepting (`reloaded`).
     fn reload(&self, out: &Output) -> anyhow::Result<()> {
         let cmd = self.cmd(&["-s", "reload"]);
+        let pid_file = exec::capture(out, &self.cmd(&["-T"]), Duration::from_secs(30))
+            .ok()
+            .and_then(|dump| reloaded::pid_file(&dump));
+        let old = pid_file.as_ref().and_then(reloaded::workers);
         match self.run(out, &cmd) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(old) = old
+                    && !reloaded::wait_old_generation(&old, Duration::from_secs(10))
+                {
+                    out.warn("nginx's old workers still accept connections 10s after the reload");
+                }
+                Ok(())
+            }
             Err(err) if not_running(&format!("{err:#}")) => {
                 out.info("the ingress nginx is not running: starting it");
                 self.run(out, &self.cmd(&[]))
@@ -182,7 +200,8 @@ mod tests {
 
     #[test]
     fn upstream_files_round_trip() {
-        let text = nginx::render_upstream("web", &["172.18.0.3:8080".into(), "172.18.0.4:8080".into()], "x");
+        let server = |addr: &str| nginx::Server { addr: addr.into(), container: String::new() };
+        let text = nginx::render_upstream("web", &[server("172.18.0.3:8080"), server("172.18.0.4:8080")], "x");
         assert!(text.contains("upstream pipe-web {\n    server 172.18.0.3:8080;\n"), "{text}");
         assert_eq!(nginx::parse_upstream(&text), ["172.18.0.3:8080", "172.18.0.4:8080"]);
     }

@@ -13,9 +13,15 @@ use crate::exec::{self, Cmd};
 use crate::output::Output;
 use crate::trust::redact::Redactor;
 
+pub(crate) mod answer;
 pub(crate) mod beside;
+mod guard;
+pub(crate) use guard::guard;
 mod env;
 pub(crate) mod ingress;
+pub(crate) mod pinned;
+mod reloaded;
+pub(crate) mod rollout;
 pub(crate) mod swarm;
 pub(crate) mod webhook;
 
@@ -89,6 +95,24 @@ pub(crate) fn outage_warnings(config: &crate::config::Config) -> Vec<String> {
                 "project `{project}` target `{name}`: every deploy is an outage (compose stops the old container before the new one answers)\nhint: {fix}, then `pipe generate nginx` again"
             ));
         }
+    }
+    for (name, hook) in &config.serve.hooks {
+        if hook.compose.is_none() {
+            continue;
+        }
+        let fix = match (hook.ingress.is_empty(), config.ingress.upstreams.is_none()) {
+            (false, false) => continue,
+            (true, true) => {
+                "route its services through this host's ingress: `ingress = { SERVICE = PORT }` on the hook and `upstreams = \"/etc/nginx/pipe\"` in `[ingress]`"
+            }
+            (true, false) => {
+                "route its services through this host's ingress: `ingress = { SERVICE = PORT }` on the hook"
+            }
+            (false, true) => "let pipe switch this host's ingress: `upstreams = \"/etc/nginx/pipe\"` in `[ingress]`",
+        };
+        warnings.push(format!(
+            "hook `{name}`: every deploy is an outage (compose stops the old container before the new one answers)\nhint: {fix}, then `pipe generate nginx` again"
+        ));
     }
     warnings
 }
@@ -274,7 +298,15 @@ fn go_time(text: &str) -> Option<jiff::Timestamp> {
 
 /// Polls an HTTP URL until it answers 2xx, or a container until it is healthy (or running, when
 /// it has no health check), within the check's own timeout and the deploy's `deadline`.
-pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadline: Instant) -> anyhow::Result<()> {
+/// `last` gets the check's last answer, its body masked with `redactor`.
+pub(crate) fn check_health(
+    out: &Output,
+    docker: &Docker,
+    health: &Health,
+    deadline: Instant,
+    redactor: &Redactor,
+    last_answer: &mut Option<answer::HealthAnswer>,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     let deadline = deadline.min(start + health.timeout.map_or(Duration::from_secs(60), |t| t.0));
     let timeout = deadline.saturating_duration_since(start);
@@ -285,21 +317,25 @@ pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadl
             .build()
             .context("failed to set up an HTTP client")?;
         // At least one probe, even when the deploy used up its time.
+        let shown = crate::git::redact_url(url);
         loop {
             crate::signals::check()?;
             match client.get(url).send() {
                 Ok(resp) if resp.status().is_success() => return Ok(()),
                 Ok(resp) => {
-                    last = crate::http::unfollowed(&resp).unwrap_or_else(|| format!("HTTP {}", resp.status().as_u16()))
+                    last = crate::http::unfollowed(&resp).unwrap_or_else(|| format!("HTTP {}", resp.status().as_u16()));
+                    *last_answer = Some(answer::HealthAnswer::answered(&shown, resp, redactor));
                 }
-                Err(e) => last = crate::secret::http_cause(&e),
+                Err(e) => {
+                    last = crate::secret::http_cause(&e);
+                    *last_answer = Some(answer::HealthAnswer::failed(&shown, &last, redactor));
+                }
             }
             if Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        let shown = crate::git::redact_url(url);
         bail!("health check `{shown}` did not answer 2xx within {}s (last: {last})", timeout.as_secs());
     }
     if let Some(container) = &health.container {
@@ -310,6 +346,9 @@ pub(crate) fn check_health(out: &Output, docker: &Docker, health: &Health, deadl
             match exec::capture(out, &cmd, Duration::from_secs(30)) {
                 Ok(status) => {
                     last = status.trim().to_string();
+                    let said = format!("container {last}");
+                    *last_answer =
+                        Some(answer::HealthAnswer::failed(&format!("container `{container}`"), &said, redactor));
                     match last.as_str() {
                         "healthy" | "running" => return Ok(()),
                         "unhealthy" | "exited" | "dead" => bail!("container `{container}` is {last}"),

@@ -32,6 +32,14 @@ impl Redactor {
         Redactor { values }
     }
 
+    /// These secrets masked too (a hook's own credentials beside its `env`).
+    pub(crate) fn and<'a>(mut self, secrets: impl IntoIterator<Item = &'a Secret>) -> Redactor {
+        self.values.extend(secrets.into_iter().map(|s| s.reveal().to_string()).filter(|v| !v.is_empty()));
+        self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        self.values.dedup();
+        self
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.values.is_empty()
     }

@@ -6,6 +6,7 @@
 mod support;
 
 mod author_bounds;
+mod build_cache;
 mod cli;
 mod config;
 mod demo;
@@ -36,7 +37,9 @@ mod prune;
 mod run;
 mod serve;
 mod serve_durable;
+mod serve_engine_restart;
 mod serve_hardening;
+mod serve_rollout;
 mod ssh;
 mod stages;
 mod state;

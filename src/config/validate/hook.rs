@@ -44,6 +44,21 @@ pub(crate) fn validate_hook(cx: &mut Cx<'_>, name: &str, hook: &mut Hook) {
     {
         cx.error_at(&at("command"), format!("hook `{name}`: `command` takes exactly one of `argv` and `shell`"));
     }
+    if let Some(release) = &hook.release {
+        if hook.compose.is_none() || hook.ingress.is_empty() {
+            cx.error_at(
+                &at("release"),
+                format!(
+                    "hook `{name}`: `release` runs before an ingress switch: it needs a `compose` hook with `ingress`"
+                ),
+            );
+        } else if release.argv.is_empty() {
+            cx.error_at(
+                &[table.as_slice(), &["release", "argv"]].concat(),
+                format!("hook `{name}`: `release.argv` is empty"),
+            );
+        }
+    }
     match Patterns::compile_images(hook.images.iter().map(String::as_str)) {
         Ok(p) => hook.allowed = p,
         Err(e) => cx.error_at(&at("images"), format!("hook `{name}`: {e}")),

@@ -205,6 +205,8 @@ fn deploy_one(
         pull: false,
         log,
         note: format!("preview of {name} {} at {}:{tag}", refs::display(&job.refname), run.image),
+        answer: Default::default(),
+        pin: false,
     };
     let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
     out.info(format!(

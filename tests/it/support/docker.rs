@@ -167,6 +167,12 @@ auth:
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Its configuration file (storage, address, htpasswd): another `docker-registry` serving it
+    /// answers with the same images.
+    pub fn config_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("config.yml")
+    }
+
     /// GET on the registry API with the test credentials: (status, headers, body).
     pub fn get(&self, path: &str, accept: Option<&str>) -> (u16, String, String) {
         let mut args = vec!["-s".to_string(), "-i".into(), "-u".into(), format!("{}:{}", self.user, self.password)];

@@ -2,9 +2,11 @@
 //! run with a clean environment, real git repositories, and a real git daemon on 127.0.0.1.
 
 pub mod docker;
+pub mod engine;
 pub mod forge_api;
 pub mod hosts;
 pub mod http;
+pub mod load;
 pub mod nginx;
 pub mod serve;
 

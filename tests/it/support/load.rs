@@ -1,0 +1,107 @@
+//! Continuous HTTP load through an ingress, every answer tallied by its body, so a test can say
+//! "0 failed requests and only these releases answered".
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One GET of `path` at `ip:port` with `Host: host`: the body of a 200, or what went wrong.
+pub fn request(ip: &str, port: u16, host: &str, path: &str) -> Result<String, String> {
+    let addr = format!("{ip}:{port}");
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+    let status = text.split_whitespace().nth(1).unwrap_or("");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim().to_string();
+    if status == "200" { Ok(body) } else { Err(format!("HTTP {status}")) }
+}
+
+/// GETs at 150/s (bounded: at most 10 minutes) until finished, each answer tallied: a 200 by
+/// its body, anything else as `FAILED …`.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// When each answer was first seen, from the start.
+    first: Arc<Mutex<BTreeMap<String, Duration>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Load {
+    pub fn start(ip: &str, port: u16, host: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(BTreeMap::new()));
+        let first = Arc::new(Mutex::new(BTreeMap::new()));
+        let (s, t, f) = (stop.clone(), tally.clone(), first.clone());
+        let started = Instant::now();
+        let (ip, host) = (ip.to_string(), host.to_string());
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(600);
+            let mut next = Instant::now();
+            while !s.load(Ordering::Relaxed) && Instant::now() < until {
+                let key = match request(&ip, port, &host, "/") {
+                    Ok(body) => body,
+                    Err(e) => format!("FAILED {e}"),
+                };
+                let mut firsts = f.lock().unwrap();
+                firsts.entry(key.clone()).or_insert_with(|| started.elapsed());
+                // Every failure's instant too, for a test to place them (at most 100).
+                if key.starts_with("FAILED") && firsts.len() < 100 {
+                    firsts.insert(format!("{key} at {:.3}s", started.elapsed().as_secs_f64()), started.elapsed());
+                }
+                drop(firsts);
+                *t.lock().unwrap().entry(key).or_default() += 1;
+                next += Duration::from_micros(6_667);
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        });
+        Load { stop, tally, first, thread: Some(thread), started }
+    }
+
+    /// The tally so far.
+    pub fn tally(&self) -> BTreeMap<String, usize> {
+        self.tally.lock().unwrap().clone()
+    }
+
+    /// When each answer was first seen, from the start.
+    pub fn first_seen(&self) -> BTreeMap<String, Duration> {
+        self.first.lock().unwrap().clone()
+    }
+
+    /// Since the load started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Stops and returns the tally; asserts the rate held at 100/s or more.
+    pub fn finish(mut self) -> BTreeMap<String, usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        let tally = self.tally();
+        let total: usize = tally.values().sum();
+        let rate = total as f64 / self.started.elapsed().as_secs_f64();
+        assert!(rate >= 100.0, "the load ran at {rate:.0} requests/s, below 100: {tally:?}");
+        eprintln!("load: {total} requests at {rate:.0}/s: {tally:?}");
+        tally
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Every answer came from one of `allowed`, and none failed.
+pub fn only(tally: &BTreeMap<String, usize>, allowed: &[&str]) {
+    let bad: Vec<_> = tally.iter().filter(|(k, _)| !allowed.contains(&k.as_str())).collect();
+    assert!(bad.is_empty(), "answers from outside {allowed:?} (failed requests or a bad release): {bad:?}");
+}
