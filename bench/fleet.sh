@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A release to four simulated hosts (network namespaces, each with its own dockerd, nginx and
 # `pipe serve`; tests/it/support/hosts.rs) under ~120 requests/s through every host's nginx:
-# to one host alone, to all four one host a batch (`batch = 1`), to all four at once, and to all
-# four by hand (`docker-compose up -d` against each host's engine, one after another); then a
-# release that fails its health check on host 3. Writes the "fleet" section of bench/RESULTS.md.
+# to one host alone, to all four one host a batch (`batch = 1`), to all four at once; a release
+# that fails its health check on host 3; and on four fresh hosts, by hand (`docker-compose up -d`
+# against each host's engine, one after another). Writes the "fleet" section of bench/RESULTS.md.
 # Needs root, Docker, docker-compose, nginx, jq and the base image (scripts/test-deps.sh).
 # Usage: bench/fleet.sh   (BENCH_ROUNDS deploys per way, default 3)
 set -euo pipefail
@@ -31,9 +31,9 @@ real hosts "all at once" runs on four machines. Load: ~30 requests/s through eac
 from 1 s before the deploy to 2 s after it. Medians of $rounds deploys per way (failed
 requests: the sum). *Command*: the deploy command's duration; *all serving*: from its start to
 the last host's first answer from the new release; *mixed*: from the first host's first new
-answer to the last host's. The hosts' hooks deploy with \`pipe serve\`'s compose \`up\` (not yet
-the zero-downtime path), so each host's switch drops the requests in flight, by pipe and by hand
-alike.
+answer to the last host's. pipe's hosts deploy through their hooks' zero-downtime rollout
+(start beside, check, switch each host's nginx); the hand-rolled way runs on four fresh hosts
+whose nginx proxies to the port the app publishes, which \`up -d\` replaces in place.
 
 | way | command | all serving | mixed | failed requests |
 |---|---|---|---|---|

@@ -107,8 +107,14 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// `n` hosts; `target` is the extra keys of the webhook target (`batch = 2`, …).
+    /// [`Fleet::start_with`] hooks as [`ZERO_DOWNTIME_HOOKS`] says.
     fn start(docker: &Docker, n: usize, target: &str) -> Fleet {
+        Fleet::start_with(docker, n, target, ZERO_DOWNTIME_HOOKS)
+    }
+
+    /// `n` hosts; `target` is the extra keys of the webhook target (`batch = 2`, …); `zero_downtime`:
+    /// the hooks switch each host's nginx (else compose `up` in place behind a published port).
+    fn start_with(docker: &Docker, n: usize, target: &str, zero_downtime: bool) -> Fleet {
         let mut env = TestEnv::new();
         let project = unique_name("fl").replace("pipe-test-", "");
         let image = format!("pipe-test/{project}");
@@ -118,7 +124,7 @@ impl Fleet {
         let mut hosts: Vec<Host> = (1..=n).map(|i| Host::start(&format!("host{i}"), &[])).collect();
         let mut serves = Vec::new();
         for host in &mut hosts {
-            serves.push(start_host(host, &project));
+            serves.push(start_host(host, &project, zero_downtime));
         }
         env.env("HOOK_SECRET", HOOK_SECRET);
         let list: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.ip)).collect();
@@ -189,10 +195,10 @@ const APP_HOST: &str = "web.fleet.test";
 /// that deploys it; returns `pipe serve`'s pid. With [`ZERO_DOWNTIME_HOOKS`] the hook has an
 /// `ingress` and the host's `[ingress]` switches its nginx (start beside, check, switch); without,
 /// nginx proxies to the port the app publishes and the hook's compose `up` replaces it in place.
-fn start_host(host: &mut Host, project: &str) -> u32 {
+fn start_host(host: &mut Host, project: &str, zero_downtime: bool) -> u32 {
     let dir = host.dir.join("app");
     std::fs::create_dir_all(&dir).unwrap();
-    let ports = if ZERO_DOWNTIME_HOOKS { "" } else { "    ports: [\"127.0.0.1:8080:8080\"]\n" };
+    let ports = if zero_downtime { "" } else { "    ports: [\"127.0.0.1:8080:8080\"]\n" };
     // The app fails its health check on the host its image names in `/www/bad-on`.
     std::fs::write(
         dir.join("docker-compose.yml"),
@@ -207,7 +213,7 @@ fn start_host(host: &mut Host, project: &str) -> u32 {
     std::fs::create_dir_all(&ws).unwrap();
     let config = ws.join("pipeline.toml");
     let ngx = host.dir.join("nginx");
-    let (ingress, hook_ingress, health) = if ZERO_DOWNTIME_HOOKS {
+    let (ingress, hook_ingress, health) = if zero_downtime {
         let d = ngx.display();
         (
             format!(
@@ -234,7 +240,7 @@ fn start_host(host: &mut Host, project: &str) -> u32 {
         ),
     )
     .unwrap();
-    if ZERO_DOWNTIME_HOOKS {
+    if zero_downtime {
         std::fs::create_dir_all(&ngx).unwrap();
         let generated = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
             .args(["generate", "nginx"])
@@ -593,110 +599,126 @@ fn check_locates_every_mistake_in_a_fleets_keys() {
 
 /// The benchmark `bench/fleet.sh` runs (ignored by the suite): four hosts, one release at a
 /// time under load, deployed to one host alone, to all four one host a batch, to all four at
-/// once, and to all four by hand (`docker-compose up -d` against each host's engine, one after
-/// another); then a release that fails on host 3. Writes its figures as JSON to
-/// `PIPE_FLEET_BENCH_OUT`.
+/// once (hooks through the zero-downtime rollout), then a release that fails on host 3; and on
+/// four fresh hosts whose app publishes its port, by hand (`docker-compose up -d` against each
+/// host's engine, one after another). Writes its figures as JSON to `PIPE_FLEET_BENCH_OUT`.
 #[test]
 #[ignore = "a benchmark: bench/fleet.sh runs it"]
 fn bench_fleet_rollout() {
     let Some(docker) = Docker::require() else { return };
     let Ok(out) = std::env::var("PIPE_FLEET_BENCH_OUT") else { panic!("set PIPE_FLEET_BENCH_OUT") };
-    let fleet = Fleet::start(&docker, 4, "");
-    let project = fleet.project();
-    let all = std::fs::read_to_string(fleet.env.config_path()).unwrap();
-    let one = format!(
-        "{all}\n[[project.{project}.deploy]]\nname = \"one\"\nbranches = [\"main\"]\ntimeout = \"120s\"\n\
-         webhook = {{ url = \"http://{{host}}:{SERVE_PORT}/hooks/app\", secret_env = \"HOOK_SECRET\", hosts = [\"{}\"] }}\n",
-        fleet.hosts[0].ip
-    );
-    let batch1 = all.replace("\"] }\n", "\"], batch = 1 }\n");
-    assert_ne!(batch1, all);
-    fleet.env.config(&one);
-    fleet.release("b0", None);
-    fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
-    fleet.env.pipe(&["deploy", &project, "main", "--target", "one"]).code(0);
     let rounds: usize = std::env::var("PIPE_FLEET_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     let mut figures = serde_json::Map::new();
     let mut n = 0;
-    for (mode, config, scope) in
-        [("one_host", &one, 1usize), ("batch_1", &batch1, 4), ("all_at_once", &one, 4), ("compose_by_hand", &one, 4)]
     {
-        let mut samples = Vec::new();
-        for _ in 0..rounds {
-            n += 1;
-            let release = format!("b{n}");
-            let sha = fleet.release(&release, None);
-            fleet.env.config(config);
-            let load = Load::start(&fleet.hosts);
-            std::thread::sleep(Duration::from_secs(1));
-            let t0 = Instant::now();
-            match mode {
-                "compose_by_hand" => {
-                    for host in &fleet.hosts {
-                        let file = host.dir.join("app").join("docker-compose.yml");
-                        let status = std::process::Command::new("docker-compose")
-                            .args(["-p", &project, "-f"])
-                            .arg(&file)
-                            .args(["up", "-d"])
-                            .env("DOCKER_HOST", host.docker_host())
-                            .env("PIPE_IMAGE", &fleet.image)
-                            .env("PIPE_TAG", &sha[..12])
-                            .env("HOSTLABEL", &host.label)
-                            .stdout(Stdio::null())
-                            .stderr(Stdio::null())
-                            .status()
-                            .unwrap();
-                        assert!(status.success());
-                    }
-                }
-                _ => {
-                    let target = if mode == "one_host" { "one" } else { "prod" };
-                    fleet.env.pipe(&["deploy", &project, "main", "--target", target]).code(0);
-                }
-            }
-            let took = t0.elapsed().as_secs_f64();
-            std::thread::sleep(Duration::from_secs(2));
-            let answers = load.finish_timed();
-            let firsts: Vec<f64> = answers[..scope]
-                .iter()
-                .map(|a| {
-                    a.iter()
-                        .find(|(at, r)| *at >= t0 && r.as_deref() == Ok(release.as_str()))
-                        .map_or(f64::NAN, |(at, _)| at.duration_since(t0).as_secs_f64())
-                })
-                .collect();
-            let serving = firsts.iter().cloned().fold(0.0, f64::max);
-            let mixed = serving - firsts.iter().cloned().fold(f64::INFINITY, f64::min);
-            let failed: usize = answers[..scope].iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
-            let total: usize = answers[..scope].iter().map(Vec::len).sum();
-            eprintln!(
-                "{mode}: command {took:.2}s, all serving after {serving:.2}s, mixed {mixed:.2}s, {failed}/{total} failed"
-            );
-            samples.push(serde_json::json!({"command_s": took, "serving_s": serving, "mixed_s": mixed, "failed": failed, "requests": total}));
+        let fleet = Fleet::start_with(&docker, 4, "", true);
+        let project = fleet.project();
+        let (one, batch1) = configs(&fleet);
+        fleet.env.config(&one);
+        fleet.release("b0", None);
+        fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
+        fleet.env.pipe(&["deploy", &project, "main", "--target", "one"]).code(0);
+        for (mode, config, scope) in [("one_host", &one, 1usize), ("batch_1", &batch1, 4), ("all_at_once", &one, 4)] {
+            let samples = (0..rounds).map(|_| measure(&fleet, mode, config, scope, &mut n)).collect();
+            figures.insert(mode.into(), serde_json::Value::Array(samples));
         }
-        figures.insert(mode.into(), serde_json::Value::Array(samples));
+        // A release that fails on host 3, all at once: every host on the previous release after.
+        fleet.env.config(&one);
+        n += 1;
+        let before = format!("b{n}");
+        fleet.release(&before, None);
+        fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
+        n += 1;
+        fleet.release(&format!("b{n}"), Some("host3"));
+        let load = Load::start(&fleet.hosts);
+        let t0 = Instant::now();
+        fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(1);
+        let took = t0.elapsed().as_secs_f64();
+        let serving = fleet.serving();
+        let answers = load.finish_timed();
+        let failed: usize = answers.iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
+        let total: usize = answers.iter().map(Vec::len).sum();
+        let off = serving.iter().filter(|s| s.as_deref() != Ok(before.as_str())).count();
+        eprintln!("failure on host 3: {took:.2}s to rolled back, {off} hosts not on {before}, {failed}/{total} failed");
+        figures.insert(
+            "failure_on_host3".into(),
+            serde_json::json!({"command_s": took, "hosts_off_previous": off, "failed": failed, "requests": total}),
+        );
     }
-    // A release that fails on host 3, all at once: every host on the previous release after.
+    let fleet = Fleet::start_with(&docker, 4, "", false);
+    let (one, _) = configs(&fleet);
     fleet.env.config(&one);
-    n += 1;
-    let before = format!("b{n}");
-    fleet.release(&before, None);
-    fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
-    n += 1;
-    fleet.release(&format!("b{n}"), Some("host3"));
-    let load = Load::start(&fleet.hosts);
-    let t0 = Instant::now();
-    fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(1);
-    let took = t0.elapsed().as_secs_f64();
-    let serving = fleet.serving();
-    let answers = load.finish_timed();
-    let failed: usize = answers.iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
-    let total: usize = answers.iter().map(Vec::len).sum();
-    let off = serving.iter().filter(|s| s.as_deref() != Ok(before.as_str())).count();
-    eprintln!("failure on host 3: {took:.2}s to rolled back, {off} hosts not on {before}, {failed}/{total} failed");
-    figures.insert(
-        "failure_on_host3".into(),
-        serde_json::json!({"command_s": took, "hosts_off_previous": off, "failed": failed, "requests": total}),
-    );
+    fleet.release("b0", None);
+    fleet.env.pipe(&["deploy", &fleet.project(), "main", "--target", "prod"]).code(0);
+    let samples = (0..rounds).map(|_| measure(&fleet, "compose_by_hand", &one, 4, &mut n)).collect();
+    figures.insert("compose_by_hand".into(), serde_json::Value::Array(samples));
     std::fs::write(out, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
+}
+
+/// The bench's pipeline files: `prod` (every host, all at once) with `one` (host 1 alone), and
+/// `prod` one host a batch.
+fn configs(fleet: &Fleet) -> (String, String) {
+    let all = std::fs::read_to_string(fleet.env.config_path()).unwrap();
+    let one = format!(
+        "{all}\n[[project.{p}.deploy]]\nname = \"one\"\nbranches = [\"main\"]\ntimeout = \"120s\"\n\
+         webhook = {{ url = \"http://{{host}}:{SERVE_PORT}/hooks/app\", secret_env = \"HOOK_SECRET\", hosts = [\"{}\"] }}\n",
+        fleet.hosts[0].ip,
+        p = fleet.project(),
+    );
+    let batch1 = one.replacen("\"] }\n", "\"], batch = 1 }\n", 1);
+    assert_ne!(batch1, one);
+    (one, batch1)
+}
+
+/// One release deployed one way under load: the command's time, the time until every host of
+/// `scope` served it, the window of mixed releases, failed requests.
+fn measure(fleet: &Fleet, mode: &str, config: &str, scope: usize, n: &mut usize) -> serde_json::Value {
+    *n += 1;
+    let project = fleet.project();
+    let release = format!("b{n}");
+    let sha = fleet.release(&release, None);
+    fleet.env.config(config);
+    let load = Load::start(&fleet.hosts);
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = Instant::now();
+    if mode == "compose_by_hand" {
+        for host in &fleet.hosts {
+            let file = host.dir.join("app").join("docker-compose.yml");
+            let status = std::process::Command::new("docker-compose")
+                .args(["-p", &project, "-f"])
+                .arg(&file)
+                .args(["up", "-d"])
+                .env("DOCKER_HOST", host.docker_host())
+                .env("PIPE_IMAGE", &fleet.image)
+                .env("PIPE_TAG", &sha[..12])
+                .env("HOSTLABEL", &host.label)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    } else {
+        let target = if mode == "one_host" { "one" } else { "prod" };
+        fleet.env.pipe(&["deploy", &project, "main", "--target", target]).code(0);
+    }
+    let took = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let answers = load.finish_timed();
+    let firsts: Vec<f64> = answers[..scope]
+        .iter()
+        .map(|a| {
+            a.iter()
+                .find(|(at, r)| *at >= t0 && r.as_deref() == Ok(release.as_str()))
+                .map_or(f64::NAN, |(at, _)| at.duration_since(t0).as_secs_f64())
+        })
+        .collect();
+    let serving = firsts.iter().cloned().fold(0.0, f64::max);
+    let mixed = serving - firsts.iter().cloned().fold(f64::INFINITY, f64::min);
+    let failed: usize = answers[..scope].iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
+    let total: usize = answers[..scope].iter().map(Vec::len).sum();
+    eprintln!(
+        "{mode}: command {took:.2}s, all serving after {serving:.2}s, mixed {mixed:.2}s, {failed}/{total} failed"
+    );
+    serde_json::json!({"command_s": took, "serving_s": serving, "mixed_s": mixed, "failed": failed, "requests": total})
 }
