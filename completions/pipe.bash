@@ -234,7 +234,7 @@ _pipe() {
             return 0
             ;;
         pipe__subcmd__deploy)
-            opts="-c -q -v -h -V --target --commit --dry-run --config --state --quiet --verbose --help --version"
+            opts="-c -q -v -h -V --target --commit --json --dry-run --config --state --quiet --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -80,6 +80,7 @@ complete -c pipe -n "__fish_pipe_using_subcommand deploy" -l target -d 'Run only
 complete -c pipe -n "__fish_pipe_using_subcommand deploy" -l commit -d 'Redeploy the image of this earlier commit (rollback)' -r
 complete -c pipe -n "__fish_pipe_using_subcommand deploy" -s c -l config -d 'Pipeline file to read [default: ./pipeline.toml, then /etc/pipe/pipeline.toml]' -r -F
 complete -c pipe -n "__fish_pipe_using_subcommand deploy" -l state -d 'State file to read and update [default: $STATE_DIRECTORY/state.toml under systemd, /var/lib/pipe/state.toml as root, else $XDG_STATE_HOME/pipe/state.toml]' -r -F
+complete -c pipe -n "__fish_pipe_using_subcommand deploy" -l json -d 'Print one JSON document on stdout: each target\'s result (and each host\'s, for a target that spans hosts)'
 complete -c pipe -n "__fish_pipe_using_subcommand deploy" -l dry-run -d 'Print the exact docker, command and HTTP actions, secrets redacted, without running them'
 complete -c pipe -n "__fish_pipe_using_subcommand deploy" -s q -l quiet -d 'Print only errors and warnings'
 complete -c pipe -n "__fish_pipe_using_subcommand deploy" -s v -l verbose -d 'Print more detail (repeat for even more, e.g. every git and docker action)'

@@ -168,6 +168,11 @@ pub struct DeployArgs {
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
 
+    /// Print one JSON document on stdout: each target's result (and each host's, for a target
+    /// that spans hosts)
+    #[arg(long)]
+    pub json: bool,
+
     /// Print the exact docker, command and HTTP actions, secrets redacted, without running them
     #[arg(long)]
     pub dry_run: bool,

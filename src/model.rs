@@ -127,6 +127,40 @@ pub enum DeployResult {
     RolledBack,
 }
 
+/// Where one host of a fleet ended up in a deploy that spans hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostResult {
+    /// Runs the new release, checked.
+    Deployed,
+    /// Its deploy failed (the detail says why: the receiver's answer, its health check's last).
+    Failed,
+    /// Went to the new release (or tried to), and runs the previous one again.
+    RolledBack,
+    /// Putting the previous release back failed too.
+    RollbackFailed,
+    /// Could not be reached before the rollout; the deploy went on without it (`skip_unreachable`).
+    Skipped,
+    /// Could not be reached before the rollout; nothing was switched anywhere.
+    Unreachable,
+    /// Never asked: the deploy stopped before its batch.
+    NotStarted,
+}
+
+impl HostResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostResult::Deployed => "deployed",
+            HostResult::Failed => "failed",
+            HostResult::RolledBack => "rolled_back",
+            HostResult::RollbackFailed => "rollback_failed",
+            HostResult::Skipped => "skipped",
+            HostResult::Unreachable => "unreachable",
+            HostResult::NotStarted => "not_started",
+        }
+    }
+}
+
 impl DeployResult {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::model::DeployResult;
 use crate::refs::{self, RefKind};
-use crate::state::{self, DeployRecord, RefState, Run, StageRun};
+use crate::state::{self, DeployRecord, HostRecord, RefState, Run, StageRun};
 
 /// `pipe status --json`, version 1.
 #[derive(Debug, Serialize)]
@@ -41,6 +41,9 @@ pub(crate) struct RefStatus {
     /// A project of several images: each image of the commit's release.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageStatus>,
+    /// Per target that spans hosts: where each host ended in this ref's last deploy there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fleets: Vec<FleetStatus>,
 }
 
 /// One image of a release of several: built by this commit's run, or the build of `from`.
@@ -74,6 +77,17 @@ pub(crate) fn images(state_path: &Path, project: &str, refname: &str, commit: &s
         .collect()
 }
 
+/// One fleet target's last deploy of a ref, host by host.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FleetStatus {
+    pub target: String,
+    pub commit: String,
+    pub result: DeployResult,
+    pub hosts: Vec<HostRecord>,
+    /// In a few words, for tables: counts, then each host that did not take the release and why.
+    pub summary: String,
+}
+
 impl RefStatus {
     /// A ref's row; `traffic` from [`commit_to_traffic`] of its project.
     pub(crate) fn new(
@@ -101,6 +115,7 @@ impl RefStatus {
             commit_to_traffic_seconds: traffic,
             preview_url: None,
             images: Vec::new(),
+            fleets: Vec::new(),
         }
     }
 }
@@ -137,6 +152,35 @@ pub(crate) fn traffic_times<'a>(deploys: impl Iterator<Item = &'a DeployRecord>)
         }
     }
     newest.into_iter().map(|(refname, (_, secs))| (refname, secs)).collect()
+}
+
+/// Per ref of one project: its last deploy to each target that spans hosts. An automatic
+/// rollback's record (no timeline, after the failed one) is passed over: the failure is what
+/// the hosts' results explain.
+pub(crate) fn fleets(state_path: &Path, project: &str) -> BTreeMap<String, Vec<FleetStatus>> {
+    let [_, _, dir] = state::project_dirs(state_path, project);
+    let mut files: Vec<std::path::PathBuf> =
+        std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    files.sort();
+    let mut by_ref: BTreeMap<String, Vec<FleetStatus>> = BTreeMap::new();
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+        let Ok(history) = state::load_deploys(path) else { continue };
+        let target = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut seen = std::collections::BTreeSet::new();
+        for d in history.deploys.iter().rev().filter(|d| !d.hosts.is_empty()) {
+            if (d.rollback && d.timeline.is_none()) || !seen.insert(d.refname.clone()) {
+                continue;
+            }
+            by_ref.entry(d.refname.clone()).or_default().push(FleetStatus {
+                target: target.clone(),
+                commit: d.commit.clone(),
+                result: d.result,
+                hosts: d.hosts.clone(),
+                summary: d.hosts_summary().unwrap_or_default(),
+            });
+        }
+    }
+    by_ref
 }
 
 /// Per pull request of one project: where its preview answers (its first preview target's).
@@ -204,6 +248,7 @@ mod tests {
             timeline: Some(Timeline { detected: Some(at(when - took)), traffic: Some(at(when)), ..Default::default() }),
             rollback: false,
             images: Default::default(),
+            hosts: Vec::new(),
         };
         let records = [
             deploy("refs/heads/main", 100, 30, DeployResult::Succeeded),

@@ -1,10 +1,14 @@
 //! `pipe deploy`: run the deploy targets configured for a ref's branch; with `--commit`, deploy
 //! an earlier image (rollback by hand).
 
+use anyhow::Context as _;
+use serde::Serialize;
+
 use super::context::Context;
 use crate::cli::DeployArgs;
 use crate::engine::{self, Session, deploy, statuses};
 use crate::error::code;
+use crate::{output, state};
 
 pub(super) fn run(cx: &Context, args: &DeployArgs) -> anyhow::Result<u8> {
     let session = Session::open(cx.config()?, cx.state_path()?, &args.project, "deploy", args.dry_run)?;
@@ -22,6 +26,38 @@ pub(super) fn run(cx: &Context, args: &DeployArgs) -> anyhow::Result<u8> {
         })
     };
     let settled = job.settle(&session.state, files.take_unsettled(), None);
+    if args.json && !args.dry_run {
+        let targets: Vec<TargetResult> = deploy::targets(&job, only)
+            .iter()
+            .filter_map(|t| last_deploy(&session.state_path, &args.project, t.display_name()))
+            .collect();
+        let doc = serde_json::json!({
+            "version": 1,
+            "project": args.project,
+            "ref": job.refname,
+            "result": if deployed.is_ok() { "succeeded" } else { "failed" },
+            "targets": targets,
+        });
+        output::println(serde_json::to_string_pretty(&doc).context("failed to render JSON")?)?;
+    }
     engine::conclude(deployed, settled)?;
     Ok(code::OK)
+}
+
+/// One target in `pipe deploy --json`: its newest deploy record.
+#[derive(Serialize)]
+struct TargetResult {
+    target: String,
+    #[serde(flatten)]
+    record: state::DeployRecord,
+}
+
+/// The target's newest deploy record, passing over the redeploy of an automatic rollback (the
+/// failed record before it says what happened, host by host).
+fn last_deploy(state_path: &std::path::Path, project: &str, target: &str) -> Option<TargetResult> {
+    let history = state::load_deploys(&state::deploys_path(state_path, project, target)).ok()?;
+    let mut records = history.deploys.into_iter().rev();
+    let newest = records.next()?;
+    let record = if newest.rollback && newest.timeline.is_none() { records.next().unwrap_or(newest) } else { newest };
+    Some(TargetResult { target: target.to_string(), record })
 }

@@ -38,12 +38,14 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
         }
         let traffic = report::commit_to_traffic(&path, name);
         let previews = report::preview_urls(&path, name);
+        let mut fleets = report::fleets(&path, name);
         for (refname, r) in &project.refs {
             let mut row = RefStatus::new(name, refname, r, now, traffic.get(refname).copied());
             row.preview_url = previews.get(refname).cloned();
             if several(name) {
                 row.images = report::images(&path, name, refname, &row.commit);
             }
+            row.fleets = fleets.remove(refname).unwrap_or_default();
             rows.push(row);
         }
     }
@@ -66,6 +68,8 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     let previews = rows.iter().any(|r| r.preview_url.is_some());
     let discovered = rows.iter().any(|r| forge_of(&r.project).is_some());
     let several = rows.iter().any(|r| !r.images.is_empty());
+    // And the hosts column once some ref went to a target that spans hosts.
+    let fleets = rows.iter().any(|r| !r.fleets.is_empty());
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -91,6 +95,10 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
                 let images: Vec<String> = r.images.iter().map(|i| format!("{}={}", i.name, short(&i.from))).collect();
                 row.push(if images.is_empty() { "-".into() } else { images.join(" ") });
             }
+            if fleets {
+                let hosts: Vec<String> = r.fleets.iter().map(|f| format!("{}: {}", f.target, f.summary)).collect();
+                row.push(if hosts.is_empty() { "-".into() } else { hosts.join("; ") });
+            }
             row
         })
         .collect();
@@ -106,6 +114,9 @@ pub(super) fn run(cx: &Context, args: &StatusArgs) -> anyhow::Result<u8> {
     }
     if several {
         header.push("IMAGES");
+    }
+    if fleets {
+        header.push("HOSTS");
     }
     output::print(output::table(&header, &table))?;
     Ok(code::OK)

@@ -104,6 +104,29 @@ pub(crate) struct WebhookTarget {
     pub docker_puller: bool,
     /// docker-puller's hook name [default: the project's name].
     pub hook: Option<String>,
+    /// A fleet: the hosts this release goes to as one, each put in place of `{host}` in `url`.
+    /// Every host must answer before any switches; a host that fails its check puts every
+    /// switched host back on the previous release.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// How many hosts of a fleet deploy at once [default: all of them].
+    pub batch: Option<usize>,
+    /// A fleet host that cannot be reached before the rollout is skipped and reported, instead
+    /// of failing the deploy [default: false].
+    #[serde(default)]
+    pub skip_unreachable: bool,
+}
+
+impl WebhookTarget {
+    /// A webhook target that spans hosts.
+    pub(crate) fn is_fleet(&self) -> bool {
+        !self.hosts.is_empty()
+    }
+
+    /// How many hosts of the fleet deploy at once.
+    pub(crate) fn batch_size(&self) -> usize {
+        self.batch.unwrap_or(self.hosts.len()).clamp(1, self.hosts.len().max(1))
+    }
 }
 
 /// `health = { url = "…" }` or `health = { container = "…" }`.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 
-use super::{Job, RefFiles};
+use super::{Job, RefFiles, fleet};
 use crate::config::Deploy;
 use crate::docker;
 use crate::error::{StageFailed, Usage};
@@ -130,7 +130,24 @@ pub(crate) fn deploy(
             rollout.print_plan()?;
             continue;
         }
-        match rollout.run() {
+        // A target that spans hosts: every host's receiver runs this rollout; the fleet orders them.
+        let ran = match target.webhook.as_ref().filter(|h| h.is_fleet()) {
+            Some(hook) => {
+                let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
+                let release = fleet::FleetRelease {
+                    commit: &shipped.commit,
+                    image: &shipped.image,
+                    tag: &shipped.tag,
+                    digest: shipped.digest.as_deref(),
+                    rollback: shipped.rollback,
+                    stages: &shipped.stages,
+                    detected: shipped.detected,
+                };
+                fleet::rollout(job, target, hook, &release, timeout)
+            }
+            None => rollout.run(),
+        };
+        match ran {
             Ok(t) => timeline = Some(t),
             Err(err) if passes_through(&err) => return Err(err),
             Err(err) => failures.push(format!("{err:#}")),

@@ -25,6 +25,7 @@ pub(crate) mod build_cache;
 pub(crate) mod changes;
 pub(crate) mod deploy;
 pub(crate) mod discover;
+mod fleet;
 pub(crate) mod images;
 pub(crate) mod plan;
 pub(crate) mod poll;

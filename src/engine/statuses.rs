@@ -84,7 +84,9 @@ pub(crate) fn deploy_status<T>(
     let took = took(started);
     let history = state::load_deploys(&state::deploys_path(job.state_path, job.name, target));
     let last = history.ok().and_then(|h| h.deploys.into_iter().rev().find(|d| d.commit == commit));
-    match last.map(|d| d.result) {
+    // A fleet's status says where each host ended, the failing host's answer first in mind.
+    let hosts = last.as_ref().and_then(|d| d.hosts_summary()).map(|s| format!(" ({s})")).unwrap_or_default();
+    let (state, description) = match last.map(|d| d.result) {
         Some(DeployResult::Succeeded) => (ForgeState::Success, format!("deployed and healthy in {took}")),
         Some(DeployResult::RolledBack) => {
             (ForgeState::Failure, format!("rolled back after {took}: the release failed"))
@@ -92,7 +94,8 @@ pub(crate) fn deploy_status<T>(
         Some(DeployResult::Failed) => (ForgeState::Failure, format!("failed after {took}")),
         None if deployed.is_ok() => (ForgeState::Success, format!("deployed in {took}")),
         None => (ForgeState::Failure, description),
-    }
+    };
+    (state, format!("{description}{hosts}"))
 }
 
 /// A deploy's statuses, one per target: `pending` for each when the deploy starts, then each

@@ -108,6 +108,9 @@ pub(crate) struct RefResult {
     /// Where the pull request's preview answers, when this run deployed one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview_url: Option<String>,
+    /// Per target that spans hosts: where each host ended in this run's deploy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fleets: Vec<crate::report::FleetStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The ref's history could not be read or written: the run exits 5, the ref stays pending.
@@ -270,6 +273,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
         deployed: false,
         timeline: None,
         preview_url: None,
+        fleets: Vec::new(),
         message: None,
         state_error: false,
         run: None,
@@ -318,6 +322,7 @@ fn pipeline(job: &Job<'_>, st: &Mutex<State>, work: &Work, reporter: &Reporter<'
             let statuses = DeployStatuses::start(reporter, forge.as_ref(), names);
             let deployed = deploy::deploy(job, files, None, None, false);
             statuses.end(job, &work.head, &deployed);
+            result.fleets = crate::report::fleets(job.state_path, job.name).remove(&job.refname).unwrap_or_default();
             result.timeline = deployed?;
             result.deployed = true;
         }

@@ -124,7 +124,7 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
                         None => p.current { "no successful deploy recorded" },
                     }
                     table.deploys {
-                        thead { tr { th { "when" } th { "commit" } th { "ref" } th { "tag" } th { "result" } } }
+                        thead { tr { th { "when" } th { "commit" } th { "ref" } th { "tag" } th { "result" } th { "hosts" } } }
                         tbody {
                             @for d in &t.deploys {
                                 tr {
@@ -133,6 +133,12 @@ pub(super) fn overview(ov: &Overview, link: Link) -> Markup {
                                     td { (refs::display(&d.refname)) }
                                     td { (d.tag) }
                                     td { (result(d.result.as_str())) @if d.result == DeployResult::RolledBack || d.rollback { " ↩ rollback" } }
+                                    td.hosts {
+                                        @for h in &d.hosts {
+                                            span class={ "host r-" (h.result.as_str()) } { (h.host) " " (h.result.as_str()) @if let Some(why) = &h.detail { ": " (why) } }
+                                            " "
+                                        }
+                                    }
                                 }
                             }
                         }

@@ -290,6 +290,7 @@ mod tests {
             timeline: None,
             rollback: false,
             images: Default::default(),
+            hosts: Vec::new(),
         }
     }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::disk::{SCHEMA, state_error, write_atomic};
 use crate::error::line_column;
-use crate::model::{DeployResult, Outcome, Stage};
+use crate::model::{DeployResult, HostResult, Outcome, Stage};
 
 /// The runs of one ref, newest last. Kept in its own file beside the state so that a tick,
 /// which reads only `state.toml`, never pays for history.
@@ -186,6 +186,67 @@ pub struct DeployRecord {
     /// A release of several images: image name → repository (local, as built), each with `tag`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+    /// A target that spans hosts: where each host ended up, in the pipeline file's order.
+    #[serde(default, rename = "host", skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostRecord>,
+}
+
+impl DeployRecord {
+    /// A fleet deploy's hosts in a few words: how many ended how, then each host that did not
+    /// take the release with its reason (`3 rolled_back, 1 failed: 10.0.0.3 failed: …`).
+    pub fn hosts_summary(&self) -> Option<String> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let mut counts: Vec<(HostResult, usize)> = Vec::new();
+        for h in &self.hosts {
+            match counts.iter_mut().find(|(r, _)| *r == h.result) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((h.result, 1)),
+            }
+        }
+        let mut text = counts.iter().map(|(r, n)| format!("{n} {}", r.as_str())).collect::<Vec<_>>().join(", ");
+        let odd: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| !matches!(h.result, HostResult::Deployed | HostResult::RolledBack | HostResult::NotStarted))
+            .map(|h| match &h.detail {
+                Some(d) => format!("{} {}: {}", h.host, h.result.as_str(), short_reason(d)),
+                None => format!("{} {}", h.host, h.result.as_str()),
+            })
+            .collect();
+        if !odd.is_empty() {
+            text.push_str(": ");
+            text.push_str(&odd.join("; "));
+        }
+        Some(text)
+    }
+}
+
+/// A host's reason as a summary shows it: a health check's last answer, else the reason's
+/// start.
+fn short_reason(detail: &str) -> String {
+    if let Some((_, last)) = detail.split_once("last answered") {
+        let last = last.trim_start_matches(':').trim();
+        let cut: String = last.chars().take(60).collect();
+        return format!("health check's last answer: {cut}");
+    }
+    if let Some((_, last)) = detail.split_once("(last: ") {
+        return format!("health check's last answer: {}", last.split(')').next().unwrap_or(last));
+    }
+    let cut: String = detail.chars().take(80).collect();
+    if cut.len() < detail.len() { format!("{cut}…") } else { cut }
+}
+
+/// One host of a fleet in one deploy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostRecord {
+    pub host: String,
+    pub result: HostResult,
+    /// Why it failed, was skipped or was not rolled back: the receiver's own words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The moments of one deploy, from the commit being detected to its release taking traffic.
@@ -318,4 +379,46 @@ pub fn save_history(path: &Path, history: &mut History, keep: usize) -> anyhow::
     }
     let text = toml::to_string(history).map_err(|e| state_error(path, format!("cannot be rendered: {e}")))?;
     write_atomic(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fleets_summary_counts_the_hosts_and_names_the_one_that_failed_with_its_health_answer() {
+        let host = |h: &str, result, detail: Option<&str>| HostRecord {
+            host: h.into(),
+            result,
+            detail: detail.map(str::to_string),
+        };
+        let record = DeployRecord {
+            commit: "c".repeat(40),
+            image: "app".into(),
+            tag: "t".into(),
+            refname: "refs/heads/main".into(),
+            at: Timestamp::from_second(1_790_000_000).unwrap(),
+            result: DeployResult::RolledBack,
+            timeline: None,
+            rollback: false,
+            images: Default::default(),
+            hosts: vec![
+                host("web1", HostResult::RolledBack, None),
+                host("web2", HostResult::RolledBack, None),
+                host(
+                    "web3",
+                    HostResult::Failed,
+                    Some(
+                        "run failed: health check `http://127.0.0.1:8080/health` did not answer 2xx within 8s (last: HTTP 503)",
+                    ),
+                ),
+                host("web4", HostResult::NotStarted, None),
+            ],
+        };
+        assert_eq!(
+            record.hosts_summary().as_deref(),
+            Some("2 rolled_back, 1 failed, 1 not_started: web3 failed: health check's last answer: HTTP 503")
+        );
+        assert_eq!(DeployRecord { hosts: Vec::new(), ..record }.hosts_summary(), None);
+    }
 }

@@ -214,11 +214,9 @@ impl<'a> Rollout<'a> {
             crate::output::println(cmd)?;
         }
         if let Some(hook) = self.target.webhook {
-            crate::output::println(format_args!(
-                "POST {} (body: project, ref, commit, image, digest; {})",
-                webhook::shown_url(hook, self.place.project),
-                webhook::auth_note(hook)
-            ))?;
+            for line in webhook::plan(hook, self.place.project) {
+                crate::output::println(line)?;
+            }
         }
         Ok(())
     }
@@ -250,6 +248,7 @@ impl<'a> Rollout<'a> {
             timeline: None,
             rollback: self.shipment.rollback,
             images: self.shipment.images.clone(),
+            hosts: Vec::new(),
         };
         let Err(err) = result else {
             let timeline = self.timeline(record.at);

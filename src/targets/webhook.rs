@@ -20,10 +20,64 @@ pub(crate) struct Delivery<'a> {
 
 /// The webhook URL as shown to people: docker-puller's token is never displayed.
 pub(crate) fn shown_url(hook: &WebhookTarget, project: &str) -> String {
+    shown(hook, &hook.url, project)
+}
+
+fn shown(hook: &WebhookTarget, url: &str, project: &str) -> String {
     if hook.docker_puller {
-        format!("{}?token=***&hook={}", hook.url, hook.hook.as_deref().unwrap_or(project))
+        format!("{url}?token=***&hook={}", hook.hook.as_deref().unwrap_or(project))
     } else {
-        crate::git::redact_url(&hook.url)
+        crate::git::redact_url(url)
+    }
+}
+
+/// The URL of one host of a fleet: `{host}` in the hook's URL replaced by it.
+pub(crate) fn host_url(hook: &WebhookTarget, host: &str) -> String {
+    hook.url.replace("{host}", host)
+}
+
+/// `/healthz` of the `pipe serve` a hook's URL names.
+pub(crate) fn healthz_url(url: &str) -> Result<reqwest::Url, String> {
+    let base = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+    base.join("/healthz").map_err(|e| format!("invalid URL: {e}"))
+}
+
+/// What a dry run of a webhook target prints: its POST, or for a fleet the check of every host
+/// and one POST per host in its batches.
+pub(crate) fn plan(hook: &WebhookTarget, project: &str) -> Vec<String> {
+    let post = |shown: String| format!("POST {shown} (body: project, ref, commit, image, digest; {})", auth_note(hook));
+    if !hook.is_fleet() {
+        return vec![post(shown_url(hook, project))];
+    }
+    let mut lines: Vec<String> = hook
+        .hosts
+        .iter()
+        .map(|h| {
+            let url = host_url(hook, h);
+            let healthz = healthz_url(&url).map_or(url, |u| u.to_string());
+            format!("GET {}", crate::git::redact_url(&healthz))
+        })
+        .collect();
+    for (b, batch) in hook.hosts.chunks(hook.batch_size()).enumerate() {
+        lines.push(format!("batch {}:", b + 1));
+        lines.extend(batch.iter().map(|h| format!("  {}", post(crate::git::redact_url(&host_url(hook, h))))));
+    }
+    lines.push("on any failure: POST the previous release to every host asked".into());
+    lines
+}
+
+/// Whether the `pipe serve` behind `url` answers its `/healthz` within `timeout`: before a
+/// fleet's rollout, so that a host that cannot be reached fails the deploy before any switches.
+pub(crate) fn reachable(url: &str, timeout: Duration) -> Result<(), String> {
+    let healthz = healthz_url(url)?;
+    let client = crate::http::builder(crate::http::Redirects::SameOrigin)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("failed to set up an HTTP client: {e}"))?;
+    match client.get(healthz).send() {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => Err(format!("`GET /healthz` answered HTTP {}", resp.status().as_u16())),
+        Err(e) => Err(secret::http_cause(&e)),
     }
 }
 
@@ -43,12 +97,21 @@ pub(crate) fn auth_note(hook: &WebhookTarget) -> &'static str {
 /// POSTs the release to a `pipe serve` hook (HMAC-signed) or a docker-puller; retries connect
 /// errors and 5xx with backoff (1 s, 2 s), fails on any other non-2xx.
 pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Duration) -> anyhow::Result<()> {
+    post_to(hook, &hook.url, delivery, timeout)
+}
+
+/// [`post`] to one host of a fleet: `url` is the hook's URL with that host in it.
+pub(crate) fn post_to(
+    hook: &WebhookTarget,
+    url: &str,
+    delivery: &Delivery<'_>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let project = delivery.project;
     // `delivery` and `sent_at` are covered by the signature: a receiver refuses a replay. So is
     // `hook`, the last segment of the URL's path: a `pipe serve` receiver refuses a body signed
     // for another of its hooks.
-    let hook_name =
-        hook.url.split(['?', '#']).next().unwrap_or("").trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let hook_name = url.split(['?', '#']).next().unwrap_or("").trim_end_matches('/').rsplit('/').next().unwrap_or("");
     let body = serde_json::json!({
         "hook": hook_name,
         "project": project,
@@ -71,7 +134,7 @@ pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Durat
         .timeout(timeout.min(Duration::from_secs(60)))
         .build()
         .context("failed to set up an HTTP client")?;
-    let shown = shown_url(hook, project);
+    let shown = shown(hook, url, project);
     let mut last = String::new();
     for attempt in 0..3u32 {
         if attempt > 0 {
@@ -81,12 +144,12 @@ pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Durat
         let mut request = if hook.docker_puller {
             let hook_name = hook.hook.clone().unwrap_or_else(|| project.to_string());
             let token = token.as_ref().map(|t| t.reveal().to_string()).unwrap_or_default();
-            client.post(&hook.url).query(&[("token", token.as_str()), ("hook", hook_name.as_str())])
+            client.post(url).query(&[("token", token.as_str()), ("hook", hook_name.as_str())])
         } else {
             // The receiver holds the answer until the run ends (or `wait` passes), so a quick
             // deploy needs no status polling at all.
             let wait = timeout.min(Duration::from_secs(60)).saturating_sub(Duration::from_secs(5)).as_secs();
-            client.post(&hook.url).query(&[("wait", wait.to_string())])
+            client.post(url).query(&[("wait", wait.to_string())])
         };
         request = request
             .header("Content-Type", "application/json")
@@ -108,7 +171,7 @@ pub(crate) fn post(hook: &WebhookTarget, delivery: &Delivery<'_>, timeout: Durat
                     return Ok(());
                 }
                 return match answer["status_url"].as_str() {
-                    Some(status_url) => follow_run(hook, &client, status_url, secret.as_ref(), token.as_ref(), timeout),
+                    Some(status_url) => follow_run(url, &client, status_url, secret.as_ref(), token.as_ref(), timeout),
                     None => Ok(()),
                 };
             }
@@ -143,23 +206,38 @@ fn run_ended(run: &serde_json::Value) -> anyhow::Result<bool> {
         "queued" | "running" | "" => Ok(false),
         other => {
             let detail = run["error"].as_str().unwrap_or("");
+            let health = health_answer(&run["health"]).map(|h| format!("; {h}")).unwrap_or_default();
             let tail = run["log_tail"].as_str().unwrap_or("");
-            bail!("the receiver's run ended `{other}`: {detail}\n{tail}");
+            bail!("the receiver's run ended `{other}`: {detail}{health}\n{tail}");
         }
     }
+}
+
+/// The health check's last answer in a receiver's run document (`health`: `{url, status,
+/// body}` or `{url, error}`), on one line, as a failed host's report gives it.
+fn health_answer(health: &serde_json::Value) -> Option<String> {
+    let url = health["url"].as_str().unwrap_or("");
+    let one_line = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(status) = health["status"].as_u64() {
+        let body = one_line(health["body"].as_str().unwrap_or(""));
+        let body = if body.is_empty() { String::new() } else { format!(": {body}") };
+        return Some(format!("health check `{url}` last answered HTTP {status}{body}"));
+    }
+    let error = health["error"].as_str()?;
+    Some(format!("health check `{url}` last answered: {}", one_line(error)))
 }
 
 /// A `pipe serve` hook answers `202` with a `status_url`: follow it until the run ends, so the
 /// deploy is reported as it really went on the far side.
 fn follow_run(
-    hook: &WebhookTarget,
+    hook_url: &str,
     client: &reqwest::blocking::Client,
     status_url: &str,
     secret: Option<&secret::Secret>,
     token: Option<&secret::Secret>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let base = reqwest::Url::parse(&hook.url).context("invalid webhook URL")?;
+    let base = reqwest::Url::parse(hook_url).context("invalid webhook URL")?;
     let url = base.join(status_url).context("invalid status URL from the receiver")?;
     // The token and signature go only where the webhook itself goes.
     if url.origin() != base.origin() {
@@ -191,4 +269,62 @@ fn follow_run(
         pause = (pause * 2).min(Duration::from_secs(5));
     }
     bail!("the receiver's run did not finish in time (last status: {})", last["status"].as_str().unwrap_or("unknown"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_run_names_its_health_checks_last_answer_when_the_receiver_gives_it() {
+        let run = serde_json::json!({
+            "status": "failed",
+            "error": "the release failed its health check",
+            "health": {"url": "http://web/health", "status": 503, "body": "db down\nretry later"},
+            "log_tail": "step 1",
+        });
+        let err = run_ended(&run).unwrap_err().to_string();
+        assert_eq!(
+            err.lines().next().unwrap(),
+            "the receiver's run ended `failed`: the release failed its health check; health check `http://web/health` last answered HTTP 503: db down retry later"
+        );
+        let refused = serde_json::json!({"status": "failed", "error": "e", "health": {"url": "http://web/health", "error": "connection refused"}});
+        assert!(run_ended(&refused).unwrap_err().to_string().contains("last answered: connection refused"));
+        let plain = serde_json::json!({"status": "failed", "error": "`docker compose up` failed"});
+        assert_eq!(
+            run_ended(&plain).unwrap_err().to_string(),
+            "the receiver's run ended `failed`: `docker compose up` failed\n"
+        );
+    }
+
+    #[test]
+    fn a_dry_run_shows_the_check_of_every_host_then_each_batch() {
+        let hook = WebhookTarget {
+            url: "http://{host}:9010/hooks/app".into(),
+            secret_env: Some("S".into()),
+            secret_file: None,
+            token_env: None,
+            token_file: None,
+            docker_puller: false,
+            hook: None,
+            hosts: vec!["web1".into(), "web2".into(), "web3".into()],
+            batch: Some(2),
+            skip_unreachable: false,
+        };
+        let post = "(body: project, ref, commit, image, digest; signed X-Hub-Signature-256, secret redacted)";
+        assert_eq!(
+            plan(&hook, "app"),
+            vec![
+                "GET http://web1:9010/healthz".to_string(),
+                "GET http://web2:9010/healthz".into(),
+                "GET http://web3:9010/healthz".into(),
+                "batch 1:".into(),
+                format!("  POST http://web1:9010/hooks/app {post}"),
+                format!("  POST http://web2:9010/hooks/app {post}"),
+                "batch 2:".into(),
+                format!("  POST http://web3:9010/hooks/app {post}"),
+                "on any failure: POST the previous release to every host asked".into(),
+            ]
+        );
+    }
 }

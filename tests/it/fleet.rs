@@ -3,10 +3,15 @@
 //!
 //! `PIPE_REQUIRE_DOCKER=1 PIPE_TEST_BASE_IMAGE=pipe-busybox:latest cargo test --test it fleet::`
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::support::docker::Docker;
+use crate::support::docker::{Docker, unique_name};
 use crate::support::hosts::{self, Host};
+use crate::support::{TestEnv, WorkRepo};
 
 /// The harness itself: two hosts, each runs a container of its own engine that publishes a port
 /// on the host's address; the main namespace reaches each one over its veth and gets that host's
@@ -76,4 +81,644 @@ fn hosts_run_containers_reached_over_their_veths() {
         let links = std::process::Command::new("ip").args(["-o", "link"]).output().unwrap();
         assert!(!String::from_utf8_lossy(&links.stdout).contains(&format!("{veth}@")), "veth {veth} left");
     }
+}
+
+/// Whether the hosts' hooks deploy through the zero-downtime rollout: each hook gets `ingress`
+/// and its host's `[ingress]` switches the host's nginx (start beside, check, switch), and the
+/// load must see 0 failed requests. `false` runs the same scenarios with hooks that run compose
+/// `up` in place behind a published port (an outage per host per deploy, counted, not refused);
+/// every other assertion (which release each host serves, the report) holds either way.
+const ZERO_DOWNTIME_HOOKS: bool = true;
+
+const HOOK_SECRET: &str = "fleet-hook-secret-5150";
+const SERVE_PORT: u16 = 9010;
+const FRONT_PORT: u16 = 80;
+
+/// A fleet: hosts that each run the app under compose, nginx in front of it and `pipe serve`
+/// with a hook that deploys it; and the CI side's pipe with a webhook target naming them all.
+struct Fleet {
+    // Field order is drop order: the hosts (their processes, engines, namespaces) first.
+    hosts: Vec<Host>,
+    serves: Vec<u32>,
+    _images: crate::support::docker::ProjectImages,
+    env: TestEnv,
+    repo: WorkRepo,
+    image: String,
+}
+
+impl Fleet {
+    /// [`Fleet::start_with`] hooks as [`ZERO_DOWNTIME_HOOKS`] says.
+    fn start(docker: &Docker, n: usize, target: &str) -> Fleet {
+        Fleet::start_with(docker, n, target, ZERO_DOWNTIME_HOOKS)
+    }
+
+    /// `n` hosts; `target` is the extra keys of the webhook target (`batch = 2`, …); `zero_downtime`:
+    /// the hooks switch each host's nginx (else compose `up` in place behind a published port).
+    fn start_with(docker: &Docker, n: usize, target: &str, zero_downtime: bool) -> Fleet {
+        let mut env = TestEnv::new();
+        let project = unique_name("fl").replace("pipe-test-", "");
+        let image = format!("pipe-test/{project}");
+        let repo = WorkRepo::new(env.path(), "app");
+        repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
+        repo.write(".pipe.toml", &format!("image = \"{image}\"\ntest = \"true\"\n"));
+        let mut hosts: Vec<Host> = (1..=n).map(|i| Host::start(&format!("host{i}"), &[])).collect();
+        let mut serves = Vec::new();
+        for host in &mut hosts {
+            serves.push(start_host(host, &project, zero_downtime));
+        }
+        env.env("HOOK_SECRET", HOOK_SECRET);
+        let list: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.ip)).collect();
+        env.config(&format!(
+            "[pipe]\nworkspace = \"{ws}\"\n\n[project.{project}]\nrepo = \"{url}\"\nbranches = [\"main\"]\n\n\
+             [[project.{project}.deploy]]\nname = \"prod\"\nbranches = [\"main\"]\ntimeout = \"120s\"\n\
+             webhook = {{ url = \"http://{{host}}:{SERVE_PORT}/hooks/app\", secret_env = \"HOOK_SECRET\", hosts = [{hosts}]{target} }}\n",
+            ws = env.path().join("work").display(),
+            url = repo.url(),
+            hosts = list.join(", "),
+        ));
+        Fleet { hosts, serves, _images: crate::support::docker::ProjectImages { project }, env, repo, image }
+    }
+
+    /// Commits a release whose page says `name`; `bad_on` names the host label whose health
+    /// check this release fails (its `/health` is removed there at start). Builds and tests it
+    /// on the CI side and copies its image into every host's engine. Returns its commit.
+    fn release(&self, name: &str, bad_on: Option<&str>) -> String {
+        self.repo.write("www/index.html", &format!("{name}\n"));
+        self.repo.write("www/health", "ok\n");
+        let marker = self.repo.work.join("www").join("bad-on");
+        match bad_on {
+            Some(label) => std::fs::write(&marker, label).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&marker);
+            }
+        }
+        let sha = self.repo.commit_to("main", name);
+        self.env.pipe(&["build", &self.project(), "main"]).code(0);
+        self.env.pipe(&["test", &self.project(), "main"]).code(0);
+        for host in &self.hosts {
+            host.load_image(&format!("{}:{}", self.image, &sha[..12]));
+        }
+        sha
+    }
+
+    fn project(&self) -> String {
+        self.image.trim_start_matches("pipe-test/").to_string()
+    }
+
+    /// What each host's nginx serves now.
+    fn serving(&self) -> Vec<Result<String, String>> {
+        self.hosts.iter().map(|h| h.get(FRONT_PORT, APP_HOST, "/")).collect()
+    }
+
+    /// The target's deploy history, parsed.
+    fn history(&self) -> toml::Value {
+        let path = self.env.path().join("state").join("deploys").join(self.project()).join("prod.toml");
+        let text = std::fs::read_to_string(&path)
+            .or_else(|_| {
+                // The layout is the state's: find the file by name.
+                let out = std::process::Command::new("find")
+                    .args([self.env.path().join("state").to_str().unwrap(), "-name", "prod.toml"])
+                    .output()
+                    .unwrap();
+                let found = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string();
+                std::fs::read_to_string(found)
+            })
+            .expect("the target's deploy history");
+        toml::from_str(&text).unwrap()
+    }
+}
+
+/// The name the hosts' nginx routes to the app (the ingress's `web.DOMAIN`).
+const APP_HOST: &str = "web.fleet.test";
+
+/// One host's side: the app's compose file, its nginx in front, and `pipe serve` with a hook
+/// that deploys it; returns `pipe serve`'s pid. With [`ZERO_DOWNTIME_HOOKS`] the hook has an
+/// `ingress` and the host's `[ingress]` switches its nginx (start beside, check, switch); without,
+/// nginx proxies to the port the app publishes and the hook's compose `up` replaces it in place.
+fn start_host(host: &mut Host, project: &str, zero_downtime: bool) -> u32 {
+    let dir = host.dir.join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ports = if zero_downtime { "" } else { "    ports: [\"127.0.0.1:8080:8080\"]\n" };
+    // The app fails its health check on the host its image names in `/www/bad-on`.
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        format!(
+            "version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n{ports}    \
+             environment:\n      HOSTLABEL: ${{HOSTLABEL}}\n    \
+             command: [\"sh\", \"-c\", \"if [ \\\"$$(cat /www/bad-on 2>/dev/null)\\\" = \\\"$$HOSTLABEL\\\" ]; then rm -f /www/health; fi; exec httpd -f -p 8080 -h /www\"]\n"
+        ),
+    )
+    .unwrap();
+    let ws = host.dir.join("serve");
+    std::fs::create_dir_all(&ws).unwrap();
+    let config = ws.join("pipeline.toml");
+    let ngx = host.dir.join("nginx");
+    let (ingress, hook_ingress, health) = if zero_downtime {
+        let d = ngx.display();
+        (
+            format!(
+                "[ingress]\ndomain = \"fleet.test\"\nlisten = \"{ip}:{FRONT_PORT}\"\nupstreams = \"{d}/upstreams\"\n\
+                 nginx = [\"/usr/sbin/nginx\", \"-p\", \"{d}\", \"-c\", \"{d}/nginx.conf\"]\n\n",
+                ip = host.ip
+            ),
+            "ingress = { web = 8080 }\ndrain = \"1s\"\n",
+            format!("http://{APP_HOST}/health"),
+        )
+    } else {
+        (String::new(), "", "http://127.0.0.1:8080/health".to_string())
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[pipe]\nworkspace = \"{w}\"\n\n{ingress}[serve.hooks.app]\nsecret_env = \"HOOK_SECRET\"\nimages = [\"pipe-test/*\"]\n\
+             compose = {{ file = \"{file}\", project = \"{project}\", services = [\"web\"] }}\n{hook_ingress}\
+             env = {{ HOSTLABEL = \"{label}\" }}\nhealth = {{ url = \"{health}\", timeout = \"8s\" }}\n\
+             timeout = \"90s\"\n",
+            w = ws.join("work").display(),
+            file = dir.join("docker-compose.yml").display(),
+            label = host.label,
+        ),
+    )
+    .unwrap();
+    if zero_downtime {
+        std::fs::create_dir_all(&ngx).unwrap();
+        let generated = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args(["generate", "nginx"])
+            .env("PIPE_CONFIG", &config)
+            .env("PIPE_STATE", ws.join("state").join("state.toml"))
+            .output()
+            .unwrap();
+        assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+        std::fs::write(ngx.join("pipe.conf"), &generated.stdout).unwrap();
+        host.nginx(&format!("    include {}/pipe.conf;", ngx.display()));
+    } else {
+        host.nginx(&format!(
+            "    server {{\n        listen {ip}:{FRONT_PORT};\n        location / {{ proxy_pass http://127.0.0.1:8080; }}\n    }}",
+            ip = host.ip
+        ));
+    }
+    start_host_serve(host, project)
+}
+
+/// `pipe serve` in the host's namespace, on its address, with its engine; returns its pid once
+/// it listens.
+fn start_host_serve(host: &mut Host, _project: &str) -> u32 {
+    let ws = host.dir.join("serve");
+    let config = ws.join("pipeline.toml");
+    let mut serve = host.command(env!("CARGO_BIN_EXE_pipe"));
+    serve
+        .args(["serve", "--listen", &format!("{}:{SERVE_PORT}", host.ip)])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &ws)
+        .env("PIPE_CONFIG", &config)
+        .env("PIPE_STATE", ws.join("state").join("state.toml"))
+        .env("DOCKER_HOST", host.docker_host())
+        .env("HOOK_SECRET", HOOK_SECRET)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(ws.join("serve.log")).unwrap());
+    let pid = host.spawn(serve);
+    host.wait_port(SERVE_PORT, Duration::from_secs(20));
+    pid
+}
+
+/// Requests through every host's nginx, ~30 a second each, until stopped: each answer kept
+/// with its host and its time, as the release's name or the error.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Answers>>,
+}
+
+type Answers = Vec<(Instant, Result<String, String>)>;
+
+impl Load {
+    fn start(hosts: &[Host]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = hosts
+            .iter()
+            .map(|h| {
+                let (ip, stop) = (h.ip, stop.clone());
+                std::thread::spawn(move || {
+                    let mut answers = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        answers.push((started, get(ip, FRONT_PORT)));
+                        std::thread::sleep(Duration::from_millis(33).saturating_sub(started.elapsed()));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops and returns every host's answers with their times.
+    fn finish_timed(self) -> Vec<Answers> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    /// Stops and returns, per host, the answers by release and the failures.
+    fn finish(self) -> Vec<(BTreeMap<String, usize>, Vec<String>)> {
+        self.finish_timed().into_iter().map(|answers| tally(&answers)).collect()
+    }
+}
+
+fn tally(answers: &[(Instant, Result<String, String>)]) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut by = BTreeMap::new();
+    let mut failed = Vec::new();
+    for (_, a) in answers {
+        match a {
+            Ok(body) => *by.entry(body.clone()).or_insert(0) += 1,
+            Err(e) => failed.push(e.clone()),
+        }
+    }
+    (by, failed)
+}
+
+fn get(ip: std::net::Ipv4Addr, port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: {APP_HOST}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+    let status = text.split_whitespace().nth(1).unwrap_or("").to_string();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim().to_string();
+    if status == "200" { Ok(body) } else { Err(format!("HTTP {status}")) }
+}
+
+/// The load's verdict: requests counted, every host answered, and no failure once hooks are
+/// zero-downtime. Returns the total count.
+fn judge(results: &[(BTreeMap<String, usize>, Vec<String>)], seconds: f64) -> usize {
+    let total: usize = results.iter().map(|(by, failed)| by.values().sum::<usize>() + failed.len()).sum();
+    let failed: usize = results.iter().map(|(_, f)| f.len()).sum();
+    let per_host: Vec<String> = results
+        .iter()
+        .enumerate()
+        .map(|(i, (by, f))| {
+            format!(
+                "host{}: {by:?}, {} failed{}",
+                i + 1,
+                f.len(),
+                f.first().map_or(String::new(), |e| format!(" ({e}…)"))
+            )
+        })
+        .collect();
+    eprintln!("load: {total} requests in {seconds:.0}s, {failed} failed; {}", per_host.join("; "));
+    assert!(total as f64 / seconds >= 90.0, "the load stayed near 100 requests/s: {total} in {seconds:.0}s");
+    if ZERO_DOWNTIME_HOOKS {
+        assert_eq!(failed, 0, "no request failed on any host: {per_host:?}");
+    }
+    total
+}
+
+/// Drops the fleet and checks that none of its hosts left anything: namespace, veth, daemon
+/// directory (with its containers' state), slot.
+fn assert_nothing_left(fleet: Fleet) {
+    let left: Vec<(String, std::path::PathBuf, String)> =
+        fleet.hosts.iter().map(|h| (h.netns.clone(), h.dir.clone(), h.veth())).collect();
+    drop(fleet);
+    let links = std::process::Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    for (netns, dir, veth) in left {
+        assert_eq!(hosts::leftovers(&netns, &dir), Vec::<String>::new());
+        assert!(!links.contains(&format!("{veth}@")), "veth {veth} left");
+        let daemons = std::process::Command::new("pgrep")
+            .args(["-f", "--", &format!("--data-root={}/", dir.display())])
+            .output()
+            .unwrap();
+        assert!(daemons.stdout.is_empty(), "a dockerd of {} is still running", dir.display());
+    }
+}
+
+fn host_entries(record: &toml::Value) -> Vec<(String, String, String)> {
+    record
+        .get("host")
+        .and_then(|h| h.as_array())
+        .map(|hosts| {
+            hosts
+                .iter()
+                .map(|h| {
+                    (
+                        h["host"].as_str().unwrap_or("").to_string(),
+                        h["result"].as_str().unwrap_or("").to_string(),
+                        h.get("detail").and_then(|d| d.as_str()).unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Four hosts, several releases in a row under load: each release reaches every host (two at a
+/// time); then a release that fails its health check on host 3 puts every host back on the
+/// previous release, and the report names host 3 and its health check's last answer; then a
+/// rollback by hand puts every host on the first release. Nothing of the hosts is left after.
+#[test]
+fn a_release_reaches_every_host_and_a_failure_on_one_rolls_every_host_back() {
+    let Some(docker) = Docker::require() else { return };
+    if !hosts::available() || !crate::support::nginx::available() {
+        return;
+    }
+    let fleet = Fleet::start(&docker, 4, ", batch = 2");
+    let v1 = fleet.release("v1", None);
+    fleet.env.pipe(&["deploy", &fleet.project(), "main"]).code(0);
+    assert!(fleet.serving().iter().all(|s| s.as_deref() == Ok("v1")), "{:?}", fleet.serving());
+    // Under load from the first release on: before it, nothing serves.
+    let load = Load::start(&fleet.hosts);
+    let started = Instant::now();
+    fleet.release("v2", None);
+    let run = fleet.env.pipe(&["deploy", &fleet.project(), "main"]);
+    run.code(0).stderr_has("4 hosts, 2 at a time").stderr_has("deployed").stderr_has("on 4 of 4 hosts");
+    assert!(fleet.serving().iter().all(|s| s.as_deref() == Ok("v2")), "{:?}", fleet.serving());
+
+    // Host 3 of 4 fails its health check: every host serves v2 again.
+    fleet.release("v3", Some("host3"));
+    let host3 = fleet.hosts[2].ip.to_string();
+    let run = fleet.env.pipe(&["deploy", &fleet.project(), "main"]);
+    run.code(1)
+        .stderr_has(&format!("failed on host `{host3}` (3/4)"))
+        .stderr_has("HTTP 404")
+        .stderr_has("every host runs it again");
+    assert!(fleet.serving().iter().all(|s| s.as_deref() == Ok("v2")), "every host back on v2: {:?}", fleet.serving());
+    let history = fleet.history();
+    let deploys = history["deploy"].as_array().unwrap();
+    let failed = &deploys[deploys.len() - 2];
+    assert_eq!(failed["result"].as_str(), Some("rolled_back"), "{history}");
+    let hosts = host_entries(failed);
+    assert_eq!(hosts.len(), 4);
+    assert_eq!((hosts[2].0.as_str(), hosts[2].1.as_str()), (host3.as_str(), "failed"));
+    assert!(hosts[2].2.contains("HTTP 404"), "host 3's health answer kept: {hosts:?}");
+    assert!(hosts.iter().enumerate().all(|(i, h)| i == 2 || h.1 == "rolled_back"), "{hosts:?}");
+    assert_eq!(deploys.last().unwrap()["result"].as_str(), Some("succeeded"));
+    // `pipe status` says it host by host, in its table and its JSON.
+    let status = fleet.env.pipe(&["status", "--json"]);
+    let doc = status.code(0).json();
+    let fleets = &doc["refs"][0]["fleets"][0];
+    assert_eq!(fleets["target"], "prod", "{doc}");
+    assert_eq!(fleets["result"], "rolled_back", "{doc}");
+    assert_eq!(fleets["hosts"][2]["result"], "failed", "{doc}");
+    assert!(
+        fleets["summary"].as_str().unwrap().contains(&format!("{host3} failed: health check's last answer: HTTP 404")),
+        "{doc}"
+    );
+    fleet.env.pipe(&["status"]).code(0).stdout_has("HOSTS").stdout_has("3 rolled_back, 1 failed");
+
+    // A rollback by hand goes to every host the same way; `--json` says where each host is.
+    let run = fleet.env.pipe(&["deploy", &fleet.project(), "main", "--commit", &v1[..12], "--json"]);
+    let doc = run.code(0).json();
+    assert_eq!(doc["result"], "succeeded", "{doc}");
+    assert_eq!(doc["targets"][0]["rollback"], true, "{doc}");
+    let hosts = doc["targets"][0]["host"].as_array().unwrap();
+    assert_eq!(hosts.len(), 4, "{doc}");
+    assert!(hosts.iter().all(|h| h["result"] == "deployed"), "{doc}");
+    assert!(fleet.serving().iter().all(|s| s.as_deref() == Ok("v1")), "{:?}", fleet.serving());
+    let seconds = started.elapsed().as_secs_f64();
+    let results = load.finish();
+    judge(&results, seconds);
+    // Host 3's release failed its check there: behind a switched ingress it never answered on
+    // host 3 (the others served it from their switch until the fleet rolled them back).
+    if ZERO_DOWNTIME_HOOKS {
+        assert!(!results[2].0.contains_key("v3"), "v3 answered on host 3, where it failed its check");
+    }
+    assert_nothing_left(fleet);
+}
+
+/// A host that cannot be reached before the rollout fails the deploy with nothing switched
+/// anywhere, naming the host; with `skip_unreachable` the others get the release and the host is
+/// reported skipped. A host whose engine stops mid-rollout (once host 1 serves the release)
+/// fails its batch and puts the hosts already switched back.
+#[test]
+fn an_unreachable_host_stops_the_deploy_before_any_switch_and_a_stopped_engine_rolls_back() {
+    let Some(docker) = Docker::require() else { return };
+    if !hosts::available() || !crate::support::nginx::available() {
+        return;
+    }
+    let mut fleet = Fleet::start(&docker, 3, ", batch = 1");
+    fleet.release("v1", None);
+    fleet.env.pipe(&["deploy", &fleet.project(), "main"]).code(0);
+    fleet.release("v2", None);
+    let host2 = fleet.hosts[1].ip.to_string();
+    let pid = fleet.serves[1];
+    fleet.hosts[1].kill(pid);
+    let run = fleet.env.pipe(&["deploy", &fleet.project(), "main"]);
+    run.code(1)
+        .stderr_has(&format!("host `{host2}` (2/3) cannot be reached"))
+        .stderr_has("no host was switched")
+        .stderr_has("skip_unreachable = true");
+    assert!(fleet.serving().iter().all(|s| s.as_deref() == Ok("v1")), "{:?}", fleet.serving());
+
+    // The operator allows it: the others get v2, host 2 is reported skipped.
+    let config = std::fs::read_to_string(fleet.env.config_path()).unwrap();
+    fleet.env.config(&config.replace("batch = 1", "batch = 1, skip_unreachable = true"));
+    fleet.env.pipe(&["deploy", &fleet.project(), "main"]).code(0).stderr_has("skipped").stderr_has("on 2 of 3 hosts");
+    let serving = fleet.serving();
+    assert_eq!((serving[0].as_deref(), serving[2].as_deref()), (Ok("v2"), Ok("v2")));
+    assert_eq!(serving[1].as_deref(), Ok("v1"), "the skipped host was not touched");
+    let history = fleet.history();
+    let hosts = host_entries(history["deploy"].as_array().unwrap().last().unwrap());
+    assert_eq!(hosts[1].1, "skipped", "{hosts:?}");
+
+    // Host 2's receiver back, its engine stopped: host 1 switches, host 2 fails, host 1 goes back.
+    let serve = start_host_serve_again(&mut fleet, 1);
+    fleet.serves[1] = serve;
+    fleet.env.config(&config);
+    fleet.env.pipe(&["deploy", &fleet.project(), "main", "--commit", &fleet_commit(&fleet, "v1")]).code(0);
+    fleet.release("v3", None);
+    // Host 2's engine stops mid-rollout: as soon as host 1 (the first batch) serves v3.
+    let deploy = fleet.env.command(&["deploy", &fleet.project(), "main"]).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while fleet.hosts[0].get(FRONT_PORT, APP_HOST, "/").as_deref() != Ok("v3") {
+        assert!(Instant::now() < deadline, "host 1 never served v3");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fleet.hosts[1].stop_engine();
+    let output = deploy.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("failed on host `{host2}` (2/3)")), "{stderr}");
+    let serving = fleet.serving();
+    assert_eq!(serving[0].as_deref(), Ok("v1"), "host 1 back on v1: {serving:?}");
+    assert_eq!(serving[2].as_deref(), Ok("v1"), "host 3 never switched: {serving:?}");
+    let history = fleet.history();
+    let deploys = history["deploy"].as_array().unwrap();
+    let record = deploys.iter().rev().find(|d| d.get("rollback").and_then(|r| r.as_bool()) != Some(true)).unwrap();
+    let hosts = host_entries(record);
+    assert_eq!(hosts[0].1, "rolled_back", "{hosts:?}");
+    assert!(hosts[1].1 == "failed" || hosts[1].1 == "rollback_failed", "{hosts:?}");
+    assert_eq!(hosts[2].1, "not_started", "{hosts:?}");
+    fleet.hosts[1].start_engine();
+    assert_nothing_left(fleet);
+}
+
+fn start_host_serve_again(fleet: &mut Fleet, i: usize) -> u32 {
+    let project = fleet.project();
+    start_host_serve(&mut fleet.hosts[i], &project)
+}
+
+fn fleet_commit(fleet: &Fleet, message: &str) -> String {
+    let out = std::process::Command::new("git")
+        .args(["log", "--format=%H %s", "HEAD"])
+        .current_dir(&fleet.repo.work)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.ends_with(&format!(" {message}"))).expect("the commit");
+    line[..12].to_string()
+}
+
+/// A fleet's keys are checked where they are written: `{host}` and `hosts` go together, a host
+/// named twice, a batch of 0, docker-puller's protocol, each at its line.
+#[test]
+fn check_locates_every_mistake_in_a_fleets_keys() {
+    let env = TestEnv::new();
+    env.config(
+        "[project.a]\nrepo = \"https://example.com/a.git\"\nbranches = [\"main\"]\n\n\
+         [[project.a.deploy]]\nbranches = [\"main\"]\nwebhook = { url = \"http://10.0.0.1:9010/hooks/a\", hosts = [\"10.0.0.1\", \"10.0.0.1\"], batch = 0 }\n\n\
+         [[project.a.deploy]]\nname = \"two\"\nbranches = [\"main\"]\nwebhook = { url = \"http://{host}:9010/hooks/a\", skip_unreachable = true }\n",
+    );
+    let run = env.pipe(&["check"]);
+    let file = env.config_path().display().to_string();
+    run.code(2)
+        .stderr_has(&format!("{file}:7:"))
+        .stderr_has("`webhook.url` needs `{host}` where each of `hosts` goes")
+        .stderr_has("`webhook.hosts` names `10.0.0.1` twice")
+        .stderr_has("`webhook.batch` is 0")
+        .stderr_has(&format!("{file}:12:"))
+        .stderr_has("`webhook.url` has `{host}` but the target has no `hosts`")
+        .stderr_has("`webhook.skip_unreachable` needs `hosts`");
+    // A good fleet passes.
+    env.config(
+        "[project.a]\nrepo = \"https://example.com/a.git\"\nbranches = [\"main\"]\n\n\
+         [[project.a.deploy]]\nbranches = [\"main\"]\nwebhook = { url = \"http://{host}:9010/hooks/a\", secret_env = \"S\", hosts = [\"web1.example.com\", \"10.0.0.2:9011\"], batch = 1, skip_unreachable = true }\n",
+    );
+    env.pipe(&["check"]).code(0);
+}
+
+/// The benchmark `bench/fleet.sh` runs (ignored by the suite): four hosts, one release at a
+/// time under load, deployed to one host alone, to all four one host a batch, to all four at
+/// once (hooks through the zero-downtime rollout), then a release that fails on host 3; and on
+/// four fresh hosts whose app publishes its port, by hand (`docker-compose up -d` against each
+/// host's engine, one after another). Writes its figures as JSON to `PIPE_FLEET_BENCH_OUT`.
+#[test]
+#[ignore = "a benchmark: bench/fleet.sh runs it"]
+fn bench_fleet_rollout() {
+    let Some(docker) = Docker::require() else { return };
+    let Ok(out) = std::env::var("PIPE_FLEET_BENCH_OUT") else { panic!("set PIPE_FLEET_BENCH_OUT") };
+    let rounds: usize = std::env::var("PIPE_FLEET_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let mut figures = serde_json::Map::new();
+    let mut n = 0;
+    {
+        let fleet = Fleet::start_with(&docker, 4, "", true);
+        let project = fleet.project();
+        let (one, batch1) = configs(&fleet);
+        fleet.env.config(&one);
+        fleet.release("b0", None);
+        fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
+        fleet.env.pipe(&["deploy", &project, "main", "--target", "one"]).code(0);
+        for (mode, config, scope) in [("one_host", &one, 1usize), ("batch_1", &batch1, 4), ("all_at_once", &one, 4)] {
+            let samples = (0..rounds).map(|_| measure(&fleet, mode, config, scope, &mut n)).collect();
+            figures.insert(mode.into(), serde_json::Value::Array(samples));
+        }
+        // A release that fails on host 3, all at once: every host on the previous release after.
+        fleet.env.config(&one);
+        n += 1;
+        let before = format!("b{n}");
+        fleet.release(&before, None);
+        fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
+        n += 1;
+        fleet.release(&format!("b{n}"), Some("host3"));
+        let load = Load::start(&fleet.hosts);
+        let t0 = Instant::now();
+        fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(1);
+        let took = t0.elapsed().as_secs_f64();
+        let serving = fleet.serving();
+        let answers = load.finish_timed();
+        let failed: usize = answers.iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
+        let total: usize = answers.iter().map(Vec::len).sum();
+        let off = serving.iter().filter(|s| s.as_deref() != Ok(before.as_str())).count();
+        eprintln!("failure on host 3: {took:.2}s to rolled back, {off} hosts not on {before}, {failed}/{total} failed");
+        figures.insert(
+            "failure_on_host3".into(),
+            serde_json::json!({"command_s": took, "hosts_off_previous": off, "failed": failed, "requests": total}),
+        );
+    }
+    let fleet = Fleet::start_with(&docker, 4, "", false);
+    let (one, _) = configs(&fleet);
+    fleet.env.config(&one);
+    fleet.release("b0", None);
+    fleet.env.pipe(&["deploy", &fleet.project(), "main", "--target", "prod"]).code(0);
+    let samples = (0..rounds).map(|_| measure(&fleet, "compose_by_hand", &one, 4, &mut n)).collect();
+    figures.insert("compose_by_hand".into(), serde_json::Value::Array(samples));
+    std::fs::write(out, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
+}
+
+/// The bench's pipeline files: `prod` (every host, all at once) with `one` (host 1 alone), and
+/// `prod` one host a batch.
+fn configs(fleet: &Fleet) -> (String, String) {
+    let all = std::fs::read_to_string(fleet.env.config_path()).unwrap();
+    let one = format!(
+        "{all}\n[[project.{p}.deploy]]\nname = \"one\"\nbranches = [\"main\"]\ntimeout = \"120s\"\n\
+         webhook = {{ url = \"http://{{host}}:{SERVE_PORT}/hooks/app\", secret_env = \"HOOK_SECRET\", hosts = [\"{}\"] }}\n",
+        fleet.hosts[0].ip,
+        p = fleet.project(),
+    );
+    let batch1 = one.replacen("\"] }\n", "\"], batch = 1 }\n", 1);
+    assert_ne!(batch1, one);
+    (one, batch1)
+}
+
+/// One release deployed one way under load: the command's time, the time until every host of
+/// `scope` served it, the window of mixed releases, failed requests.
+fn measure(fleet: &Fleet, mode: &str, config: &str, scope: usize, n: &mut usize) -> serde_json::Value {
+    *n += 1;
+    let project = fleet.project();
+    let release = format!("b{n}");
+    let sha = fleet.release(&release, None);
+    fleet.env.config(config);
+    let load = Load::start(&fleet.hosts);
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = Instant::now();
+    if mode == "compose_by_hand" {
+        for host in &fleet.hosts {
+            let file = host.dir.join("app").join("docker-compose.yml");
+            let status = std::process::Command::new("docker-compose")
+                .args(["-p", &project, "-f"])
+                .arg(&file)
+                .args(["up", "-d"])
+                .env("DOCKER_HOST", host.docker_host())
+                .env("PIPE_IMAGE", &fleet.image)
+                .env("PIPE_TAG", &sha[..12])
+                .env("HOSTLABEL", &host.label)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    } else {
+        let target = if mode == "one_host" { "one" } else { "prod" };
+        fleet.env.pipe(&["deploy", &project, "main", "--target", target]).code(0);
+    }
+    let took = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let answers = load.finish_timed();
+    let firsts: Vec<f64> = answers[..scope]
+        .iter()
+        .map(|a| {
+            a.iter()
+                .find(|(at, r)| *at >= t0 && r.as_deref() == Ok(release.as_str()))
+                .map_or(f64::NAN, |(at, _)| at.duration_since(t0).as_secs_f64())
+        })
+        .collect();
+    let serving = firsts.iter().cloned().fold(0.0, f64::max);
+    let mixed = serving - firsts.iter().cloned().fold(f64::INFINITY, f64::min);
+    let failed: usize = answers[..scope].iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
+    let total: usize = answers[..scope].iter().map(Vec::len).sum();
+    eprintln!(
+        "{mode}: command {took:.2}s, all serving after {serving:.2}s, mixed {mixed:.2}s, {failed}/{total} failed"
+    );
+    serde_json::json!({"command_s": took, "serving_s": serving, "mixed_s": mixed, "failed": failed, "requests": total})
 }

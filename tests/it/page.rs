@@ -112,6 +112,7 @@ fn seeded(env: &TestEnv, page: &str) -> (String, String) {
         timeline: None,
         rollback: false,
         images: Default::default(),
+        hosts: Vec::new(),
     };
     let mut deploys = DeployHistory {
         schema: state::SCHEMA,

@@ -3,6 +3,7 @@
 use crate::config::document::Cx;
 use crate::config::types::Config;
 
+mod fleet;
 mod forges;
 mod hook;
 mod ingress;

@@ -111,6 +111,7 @@ pub(crate) fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Projec
             Pair::new(&webhook_table, "token", &hook.token_env, &hook.token_file).check(cx, Need::AtMostOne, || {
                 format!("project `{name}`: `webhook`: set one of `token_env` and `token_file`, not both")
             });
+            super::fleet::validate_fleet(cx, name, &entry, hook);
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 cx.error_at(
                     &[entry.as_slice(), &["webhook", "url"]].concat(),

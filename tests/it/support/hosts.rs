@@ -150,6 +150,16 @@ impl Host {
         pid
     }
 
+    /// Kills a process [`Host::spawn`] started (its whole process group) and waits for it.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(at) = self.children.iter().position(|c| c.id() == pid) {
+            let mut child = self.children.remove(at);
+            // SAFETY: signalling the process group of our own child.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
     /// The engine's socket, for `docker -H` and `DOCKER_HOST`.
     pub fn docker_host(&self) -> String {
         format!("unix://{}", self.dir.join("docker.sock").display())
