@@ -1,0 +1,105 @@
+//! Reproductions of holes found by attacking pipe as an outsider would. Each test fails today
+//! because of the defect it names and is ignored so the suite stays green; remove the
+//! `#[ignore]` with the fix.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name, write_web_compose};
+use crate::support::http::get;
+use crate::support::{TestEnv, WorkRepo, free_port, git};
+
+/// A pull request of one project whose Dockerfile gives its build steps the compose labels
+/// of another project's service: while a step of its build runs, that step's container is,
+/// to compose and to pipe's rollout, a container of the other project's service. The other
+/// project's deploy in the same tick then fails (docker-compose v1 stops on a container without
+/// a `container-number` label), or its rollout counts the stranger among its own containers.
+#[test]
+#[ignore = "hole: an untrusted Dockerfile's LABEL com.docker.compose.* makes its build step containers part of another project's compose service; that project's deploy and rollback fail"]
+fn a_pull_request_image_posing_as_another_projects_service_breaks_its_deploy() {
+    let Some(docker) = Docker::require() else { return };
+    let env = TestEnv::new();
+    let victim = unique_name("v").replace("pipe-test-", "");
+    let attacker = unique_name("a").replace("pipe-test-", "");
+    let _cv = ComposeProject { name: victim.clone() };
+    let (_iv, _ia) = (ProjectImages { project: victim.clone() }, ProjectImages { project: attacker.clone() });
+
+    // The victim: a trusted branch deployed in place with compose.
+    let repo = WorkRepo::new(env.path(), "victim");
+    repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
+    repo.write("www/index.html", "version 1\n");
+    repo.write(".pipe.toml", &format!("image = \"pipe-test/{victim}\"\ntest = \"true\"\n"));
+    repo.commit_to("dev", "version 1");
+    let port = free_port();
+    let file = env.path().join("deploy").join("docker-compose.yml");
+    write_web_compose(&file, port);
+
+    // The attacker: a pull request of another project on the same host.
+    let hostile = WorkRepo::new(env.path(), "hostile");
+    hostile.write("Dockerfile", &format!("FROM {}\n", docker.base_image));
+    hostile.write(".pipe.toml", "test = \"true\"\n");
+    hostile.commit_to("main", "main");
+
+    env.config(&format!(
+        r#"[pipe]
+workspace = "{ws}"
+
+[project.{victim}]
+repo = "{vurl}"
+branches = ["dev"]
+
+[[project.{victim}.deploy]]
+branches = ["dev"]
+compose = {{ file = "{file}", project = "{victim}", services = ["web"] }}
+
+[project.{attacker}]
+repo = "{aurl}"
+image = "pipe-test/{attacker}"
+branches = ["main"]
+pull_requests = true
+"#,
+        ws = env.path().join("work").display(),
+        vurl = repo.url(),
+        aurl = hostile.url(),
+        file = file.display(),
+    ));
+
+    // A first tick: both projects built, the victim's version 1 deployed.
+    env.pipe(&["run"]).code(0);
+
+    // The pull request's Dockerfile claims the victim's compose project and service, then
+    // takes its time in a build step (the untrusted ref builds with the legacy builder, whose
+    // step containers carry the labels set so far); the victim pushes version 2.
+    hostile.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}\nLABEL com.docker.compose.project={victim} com.docker.compose.service=web com.docker.compose.oneoff=False\nRUN sleep 40\n",
+            docker.base_image
+        ),
+    );
+    git(&hostile.work, &["add", "--all"]);
+    git(&hostile.work, &["commit", "--quiet", "-m", "a pull request"]);
+    git(&hostile.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/1/head"]);
+    repo.write("www/index.html", "version 2\n");
+    repo.commit_to("dev", "version 2");
+
+    // Both projects in one tick, as the timer runs them (projects in parallel).
+    let run = env.command(&["run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start pipe run");
+    let output = run.wait_with_output().expect("pipe run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut answer = None;
+    while Instant::now() < deadline {
+        if let Some((200, body)) = get(&format!("http://127.0.0.1:{port}/")) {
+            answer = Some(body.trim().to_string());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = env.pipe(&["logs", &victim, "dev"]).stdout.clone();
+    assert_eq!(
+        answer.as_deref(),
+        Some("version 2"),
+        "the victim's deploy, run while another project's pull request built, never answered\nstderr:\n{stderr}\nvictim's log:\n{log}"
+    );
+}
