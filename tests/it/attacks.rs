@@ -199,3 +199,77 @@ impl Drop for ImageCleanup {
         }
     }
 }
+
+/// A serve hook whose `compose` names no project deploys to the compose project `HOOK-serve`
+/// (`serve::queue::default_project`), but discovery counts it as holding `HOOK`: a repository
+/// named `HOOK-serve` becomes a project whose compose target (the template's `project =
+/// "{name}"`, or none) is the hook's own compose project, so its deploy replaces the containers
+/// the hook runs on this host, and the hook's next deploy replaces the repository's.
+#[test]
+#[ignore = "hole: discovery holds a serve hook's compose project as `HOOK`, while the hook deploys to `HOOK-serve`: a repository named `HOOK-serve` takes it"]
+fn a_listed_repository_cannot_take_the_compose_project_a_serve_hook_deploys_to() {
+    use crate::support::GitHttpServer;
+    use crate::support::forge_api::{ForgeApi, TOKEN};
+    use serde_json::json;
+
+    let mut env = TestEnv::new();
+    env.env("FORGE_TOKEN", TOKEN).env("HOOK_TOKEN", "hook-token-attack");
+    let root = env.path().join("org");
+    std::fs::create_dir_all(&root).unwrap();
+    let git_server = GitHttpServer::start(&root, None);
+    let api = ForgeApi::start(&env, "github", None);
+    let p = unique_name("hk").replace("pipe-test-", "");
+    let hook = format!("{p}-shop");
+    let repo_name = format!("{hook}-serve");
+    let work = WorkRepo::new(&root, &repo_name);
+    work.write(".pipe.toml", "test = \"true\"\n").write("Dockerfile", "FROM pipe-busybox:latest\n");
+    work.commit_to("main", "first");
+    api.set_org(&json!({"org": "acme", "repos": [{
+        "name": repo_name,
+        "clone_url": git_server.url(&format!("{repo_name}.git")),
+        "default_branch": "main",
+        "pushed_at": "2026-11-01T00:00:00Z",
+    }]}));
+    let compose = env.path().join("compose.yml");
+    std::fs::write(&compose, "services:\n  web:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n").unwrap();
+    env.config(&format!(
+        r#"[pipe]
+workspace = "{ws}"
+
+[forge.acme]
+kind = "github"
+api = "http://127.0.0.1:{port}"
+token_env = "FORGE_TOKEN"
+
+[forge.acme.discover]
+org = "acme"
+
+[forge.acme.discover.project]
+branches = ["main"]
+image = "pipe-test/{{name}}"
+
+[[forge.acme.discover.project.deploy]]
+branches = ["main"]
+compose = {{ file = "{file}", project = "{{name}}" }}
+
+[serve.hooks.{hook}]
+token_env = "HOOK_TOKEN"
+images = ["pipe-test/{hook}"]
+compose = {{ file = "{file}" }}
+"#,
+        ws = env.path().join("work").display(),
+        port = api.port,
+        file = compose.display(),
+    ));
+    let check = env.pipe(&["check", "--json"]).json();
+    let repos = check["discovery"][0]["repos"].clone();
+    let decision = repos
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["repo"] == repo_name.as_str()))
+        .unwrap_or_else(|| panic!("{repo_name} not listed: {check:#}"))
+        .clone();
+    assert_eq!(
+        decision["decision"], "name-taken",
+        "`{repo_name}` became a project whose compose project is the one serve hook `{hook}` deploys to (`{hook}-serve`): {decision:#}"
+    );
+}
