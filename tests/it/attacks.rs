@@ -273,3 +273,129 @@ compose = {{ file = "{file}" }}
         "`{repo_name}` became a project whose compose project is the one serve hook `{hook}` deploys to (`{hook}-serve`): {decision:#}"
     );
 }
+
+/// Compose names a project's volumes `PROJECT_VOLUME`. Discovery compares project and compose
+/// project names whole, so a repository named `shop_db` is admitted beside the written-out
+/// project `shop`, though the volume `data` of its compose project is `shop_db_data`, the very
+/// volume `shop`'s `db_data` is. The repository's code (its branches are trusted by default)
+/// then runs with the other project's database mounted.
+#[test]
+#[ignore = "hole: discovery admits a repository whose compose project joins another's name with `_`: compose's PROJECT_VOLUME names meet and its container mounts the other project's volume"]
+fn a_listed_repository_cannot_mount_another_projects_volume() {
+    use crate::support::GitHttpServer;
+    use crate::support::forge_api::{ForgeApi, TOKEN};
+    use serde_json::json;
+
+    let Some(docker) = Docker::require() else { return };
+    let mut env = TestEnv::new();
+    env.env("FORGE_TOKEN", TOKEN);
+    let root = env.path().join("org");
+    std::fs::create_dir_all(&root).unwrap();
+    let git_server = GitHttpServer::start(&root, None);
+    let api = ForgeApi::start(&env, "github", None);
+    let shop = unique_name("vo").replace("pipe-test-", "");
+    let taker = format!("{shop}_db");
+    let (_cv, _ct) = (ComposeProject { name: shop.clone() }, ComposeProject { name: taker.clone() });
+    let (_iv, _it) = (ProjectImages { project: shop.clone() }, ProjectImages { project: taker.clone() });
+    let volume = format!("{shop}_db_data");
+    struct Volume(String);
+    impl Drop for Volume {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "--force", &self.0])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _volume = Volume(volume.clone());
+
+    // The written-out project: its database keeps a secret in the volume `db_data`.
+    let shop_repo = WorkRepo::new(env.path(), "shop");
+    shop_repo.write("Dockerfile", &format!("FROM {}\n", docker.base_image));
+    shop_repo.write(".pipe.toml", "test = \"true\"\n");
+    shop_repo.commit_to("main", "the shop");
+    let shop_compose = env.path().join("shop.yml");
+    std::fs::write(
+        &shop_compose,
+        "version: \"2.4\"\nservices:\n  db:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    \
+         command: [\"sh\", \"-c\", \"echo shop-db-secret > /data/secret; sleep 600\"]\n    \
+         volumes: [\"db_data:/data\"]\nvolumes:\n  db_data: {}\n",
+    )
+    .unwrap();
+
+    // The organization's template: each discovered service keeps its data in `data`.
+    let work = WorkRepo::new(&root, &taker);
+    work.write(".pipe.toml", "test = \"true\"\n")
+        .write("Dockerfile", &format!("FROM {}\nCMD [\"sleep\", \"600\"]\n", docker.base_image));
+    work.commit_to("main", "first");
+    api.set_org(&json!({"org": "acme", "repos": [{
+        "name": taker,
+        "clone_url": git_server.url(&format!("{taker}.git")),
+        "default_branch": "main",
+        "pushed_at": "2026-11-01T00:00:00Z",
+    }]}));
+    let template_compose = env.path().join("service.yml");
+    std::fs::write(
+        &template_compose,
+        "version: \"2.4\"\nservices:\n  app:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    \
+         volumes: [\"data:/data\"]\nvolumes:\n  data: {}\n",
+    )
+    .unwrap();
+    env.config(&format!(
+        r#"[pipe]
+workspace = "{ws}"
+
+[forge.acme]
+kind = "github"
+api = "http://127.0.0.1:{port}"
+token_env = "FORGE_TOKEN"
+
+[forge.acme.discover]
+org = "acme"
+
+[forge.acme.discover.project]
+branches = ["main"]
+image = "pipe-test/{{name}}"
+
+[[forge.acme.discover.project.deploy]]
+branches = ["main"]
+compose = {{ file = "{template}", project = "{{name}}" }}
+
+[project.{shop}]
+repo = "{shop_url}"
+image = "pipe-test/{shop}"
+branches = ["main"]
+
+[[project.{shop}.deploy]]
+branches = ["main"]
+compose = {{ file = "{shop_file}", project = "{shop}" }}
+"#,
+        ws = env.path().join("work").display(),
+        port = api.port,
+        template = template_compose.display(),
+        shop_url = shop_repo.url(),
+        shop_file = shop_compose.display(),
+    ));
+    env.pipe(&["run", &shop]).code(0);
+    let run = env.pipe(&["run"]);
+    let mounted = docker.ok(&[
+        "ps",
+        "--all",
+        "--quiet",
+        "--filter",
+        &format!("label=com.docker.compose.project={taker}"),
+        "--filter",
+        &format!("volume={volume}"),
+    ]);
+    let read = mounted.lines().next().map(|id| {
+        let out = std::process::Command::new("docker").args(["exec", id.trim(), "cat", "/data/secret"]).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    });
+    assert!(
+        mounted.trim().is_empty(),
+        "the listed repository `{taker}` runs with project `{shop}`'s volume `{volume}` mounted; its container reads {read:?}\nstdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
