@@ -295,8 +295,6 @@ fn a_listed_repository_cannot_mount_another_projects_volume() {
     let api = ForgeApi::start(&env, "github", None);
     let shop = unique_name("vo").replace("pipe-test-", "");
     let taker = format!("{shop}_db");
-    let (_cv, _ct) = (ComposeProject { name: shop.clone() }, ComposeProject { name: taker.clone() });
-    let (_iv, _it) = (ProjectImages { project: shop.clone() }, ProjectImages { project: taker.clone() });
     let volume = format!("{shop}_db_data");
     struct Volume(String);
     impl Drop for Volume {
@@ -309,6 +307,9 @@ fn a_listed_repository_cannot_mount_another_projects_volume() {
         }
     }
     let _volume = Volume(volume.clone());
+    // Dropped before the volume: its containers go first.
+    let (_cv, _ct) = (ComposeProject { name: shop.clone() }, ComposeProject { name: taker.clone() });
+    let (_iv, _it) = (ProjectImages { project: shop.clone() }, ProjectImages { project: taker.clone() });
 
     // The written-out project: its database keeps a secret in the volume `db_data`.
     let shop_repo = WorkRepo::new(env.path(), "shop");
