@@ -21,8 +21,9 @@ fn a_pull_request_image_posing_as_another_projects_service_breaks_its_deploy() {
     let env = TestEnv::new();
     let victim = unique_name("v").replace("pipe-test-", "");
     let attacker = unique_name("a").replace("pipe-test-", "");
-    let _cv = ComposeProject { name: victim.clone() };
     let (_iv, _ia) = (ProjectImages { project: victim.clone() }, ProjectImages { project: attacker.clone() });
+    // Dropped before the images: its containers go first.
+    let _cv = ComposeProject { name: victim.clone() };
 
     // The victim: a trusted branch deployed in place with compose.
     let repo = WorkRepo::new(env.path(), "victim");
@@ -296,6 +297,7 @@ fn a_listed_repository_cannot_mount_another_projects_volume() {
     let shop = unique_name("vo").replace("pipe-test-", "");
     let taker = format!("{shop}_db");
     let volume = format!("{shop}_db_data");
+    let (_iv, _it) = (ProjectImages { project: shop.clone() }, ProjectImages { project: taker.clone() });
     struct Volume(String);
     impl Drop for Volume {
         fn drop(&mut self) {
@@ -309,7 +311,6 @@ fn a_listed_repository_cannot_mount_another_projects_volume() {
     let _volume = Volume(volume.clone());
     // Dropped before the volume: its containers go first.
     let (_cv, _ct) = (ComposeProject { name: shop.clone() }, ComposeProject { name: taker.clone() });
-    let (_iv, _it) = (ProjectImages { project: shop.clone() }, ProjectImages { project: taker.clone() });
 
     // The written-out project: its database keeps a secret in the volume `db_data`.
     let shop_repo = WorkRepo::new(env.path(), "shop");
