@@ -5,6 +5,7 @@
 
 mod support;
 
+mod attacks;
 mod author_bounds;
 mod build_cache;
 mod cli;
