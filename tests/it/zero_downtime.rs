@@ -4,13 +4,11 @@
 //! healthy, a failing release command, a rollback by hand, a slow-booting app, and a `pipe run`
 //! killed with SIGTERM mid-deploy.
 
-use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name};
+use crate::support::load::{Load, only};
 use crate::support::nginx::{self, NGINX, NginxGuard};
 use crate::support::{TestEnv, WorkRepo, free_port};
 
@@ -132,63 +130,6 @@ impl Stack {
     }
 }
 
-/// Continuous GETs at ≥ 100/s (bounded: at most 10 minutes), every answer tallied.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<BTreeMap<String, usize>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    started: Instant,
-}
-
-impl Load {
-    fn start(port: u16) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(Mutex::new(BTreeMap::new()));
-        let (s, t) = (stop.clone(), tally.clone());
-        let thread = std::thread::spawn(move || {
-            let until = Instant::now() + Duration::from_secs(600);
-            let mut next = Instant::now();
-            while !s.load(Ordering::Relaxed) && Instant::now() < until {
-                let key = match nginx::request(port, HOST, "/") {
-                    Ok(body) => body,
-                    Err(e) => format!("FAILED {e}"),
-                };
-                *t.lock().unwrap().entry(key).or_default() += 1;
-                // 150 requests a second.
-                next += Duration::from_micros(6_667);
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-            }
-        });
-        Load { stop, tally, thread: Some(thread), started: Instant::now() }
-    }
-
-    /// Stops and returns the tally; asserts the rate held.
-    fn finish(mut self) -> BTreeMap<String, usize> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        let tally = self.tally.lock().unwrap().clone();
-        let total: usize = tally.values().sum();
-        let rate = total as f64 / self.started.elapsed().as_secs_f64();
-        assert!(rate >= 100.0, "the load ran at {rate:.0} requests/s, below 100: {tally:?}");
-        eprintln!("load: {total} requests at {rate:.0}/s: {tally:?}");
-        tally
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Every answer came from one of `allowed`, and none failed.
-fn only(tally: &BTreeMap<String, usize>, allowed: &[&str]) {
-    let bad: Vec<_> = tally.iter().filter(|(k, _)| !allowed.contains(&k.as_str())).collect();
-    assert!(bad.is_empty(), "answers from outside {allowed:?} (failed requests or a bad release): {bad:?}");
-}
-
 fn deploys_wanted() -> u32 {
     std::env::var("PIPE_ZDD_DEPLOYS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
 }
@@ -202,7 +143,7 @@ fn consecutive_deploys_under_load_fail_no_request_and_record_their_timeline() {
     assert_eq!(s.answering(), "release 0");
     assert!(s.env.path().join("nginx/nginx.pid").exists(), "pipe started the ingress nginx");
 
-    let load = Load::start(s.front);
+    let load = Load::start("127.0.0.1", s.front, HOST);
     let mut allowed = vec!["release 0".to_string()];
     for n in 1..=deploys_wanted() {
         let body = format!("release {n}");
@@ -240,7 +181,7 @@ fn bad_releases_never_answer_and_a_rollback_by_hand_switches_without_failures() 
     let first = s.release("good 1", Kind::Good, 0);
     s.env.pipe(&["run"]).code(0);
     assert_eq!(s.answering(), "good 1");
-    let load = Load::start(s.front);
+    let load = Load::start("127.0.0.1", s.front, HOST);
 
     s.release("bad unhealthy", Kind::Unhealthy, 0);
     let run = s.env.pipe(&["run"]);
@@ -273,7 +214,7 @@ fn a_sigterm_mid_deploy_of_a_slow_booting_app_keeps_the_old_release_serving_and_
     s.release("slow 1", Kind::Good, 5);
     s.env.pipe(&["run"]).code(0);
     assert_eq!(s.answering(), "slow 1");
-    let load = Load::start(s.front);
+    let load = Load::start("127.0.0.1", s.front, HOST);
 
     s.release("slow 2", Kind::Good, 5);
     let mut child = s.env.command(&["run"]).stdout(std::process::Stdio::null()).spawn().unwrap();
