@@ -25,5 +25,5 @@ if ! [ -x "$kit_cli" ] || ! "$kit_cli" --version | grep -qE 'version (18\.09|19\
     echo "[test] $kit_cli is not a docker CLI with BuildKit built in (Debian's docker.io)" >&2
     exit 1
 fi
-echo "[test] cargo test: stages, runs, trust and the image line again on BuildKit ($kit_cli)" >&2
-PIPE_TEST_DOCKER="$kit_cli" cargo test --quiet --test it -- stages:: run:: trust:: image_line:: 2>&1
+echo "[test] cargo test: stages, runs, trust, the image line, several images and the build cache again on BuildKit ($kit_cli)" >&2
+PIPE_TEST_DOCKER="$kit_cli" cargo test --quiet --test it -- stages:: run:: trust:: image_line:: images:: build_cache:: 2>&1

@@ -40,7 +40,7 @@ branches = ["main"]
 error: invalid pipeline file (4 errors)
   [ROOT]/pipeline.toml:2:13: invalid value: integer `-1`, expected u32
   [ROOT]/pipeline.toml:4:10: invalid project name `Web`: expected 1 to 63 lowercase letters, digits, `-` or `_`, starting with a letter or digit
-  [ROOT]/pipeline.toml:11:1: unknown field `colour`, expected one of `repo`, `branches`, `pull_requests`, `default_branch`, `image`, `dockerfile`, `context`, `images`, `build_args`, `test`, `test_env`, `test_services`, `limits`, `trust_pull_requests`, `trusted_branches`, `build_network`, `submodules`, `keep_images`, `keep_logs`, `timeouts`, `auth`, `deploy`, `forge`, `forge_repo`, `webhook_secret_env`, `webhook_secret_file`
+  [ROOT]/pipeline.toml:11:1: unknown field `colour`, expected one of `repo`, `branches`, `pull_requests`, `default_branch`, `image`, `dockerfile`, `context`, `images`, `build_args`, `test`, `test_env`, `test_services`, `limits`, `trust_pull_requests`, `trusted_branches`, `build_network`, `submodules`, `cache`, `keep_images`, `keep_logs`, `timeouts`, `auth`, `deploy`, `forge`, `forge_repo`, `webhook_secret_env`, `webhook_secret_file`
   [ROOT]/pipeline.toml:13:1: missing field `repo`
 
 "#]], &[]);

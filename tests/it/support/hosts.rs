@@ -347,19 +347,30 @@ impl Drop for Host {
             }
         }
         self.stop_engine();
-        // Mounts the engine left (overlay layers, netns bind mounts) would keep the dirs busy.
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let prefix = format!("{}/", self.dir.display());
-            let mut points: Vec<&str> =
-                mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&prefix)).collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = quiet(Command::new("umount").args(["-l", p]));
-            }
-        }
         let _ = quiet(Command::new("ip").args(["link", "del", &format!("pvm{}", self.slot)]));
-        let _ = quiet(Command::new("ip").args(["netns", "del", &self.netns]));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The engine's shims may still be exiting (a loaded machine): their mounts keep the
+        // directory and the namespace busy for a moment, so the removal is tried until it holds.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            // Mounts the engine left (overlay layers, netns bind mounts) would keep the dirs busy.
+            if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+                let prefix = format!("{}/", self.dir.display());
+                let mut points: Vec<&str> =
+                    mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&prefix)).collect();
+                points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+                for p in points {
+                    let _ = quiet(Command::new("umount").args(["-l", p]));
+                }
+            }
+            if Path::new(&format!("/var/run/netns/{}", self.netns)).exists() {
+                let _ = quiet(Command::new("ip").args(["netns", "del", &self.netns]));
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+            if leftovers(&self.netns, &self.dir).is_empty() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let _ = std::fs::remove_file(slot_file(self.slot));
     }
 }
