@@ -99,8 +99,8 @@ pub(crate) fn of_others(config: &Config) -> Vec<(String, Held)> {
         let owner = format!("serve hook `{hook}`");
         names.push((owner.clone(), held(Space::Name, hook, format!("hook name `{hook}`"))));
         if let Some(compose) = &h.compose {
-            let p = compose.project.as_deref().unwrap_or(hook);
-            names.push((owner.clone(), held(Space::Docker, p, format!("compose project `{p}`"))));
+            let p = compose.project.clone().unwrap_or_else(|| config::Hook::default_project(hook));
+            names.push((owner.clone(), held(Space::Docker, &p, format!("compose project `{p}`"))));
         }
         if let Some(swarm) = &h.swarm {
             names.push((owner.clone(), held(Space::Docker, &swarm.stack, format!("swarm stack `{}`", swarm.stack))));
