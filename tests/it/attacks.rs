@@ -243,6 +243,7 @@ token_env = "FORGE_TOKEN"
 
 [forge.acme.discover]
 org = "acme"
+git = "http://127.0.0.1:{git}"
 
 [forge.acme.discover.project]
 branches = ["main"]
@@ -259,6 +260,7 @@ compose = {{ file = "{file}" }}
 "#,
         ws = env.path().join("work").display(),
         port = api.port,
+        git = git_server.port,
         file = compose.display(),
     ));
     let check = env.pipe(&["check", "--json"]).json();
@@ -353,6 +355,7 @@ token_env = "FORGE_TOKEN"
 
 [forge.acme.discover]
 org = "acme"
+git = "http://127.0.0.1:{git}"
 
 [forge.acme.discover.project]
 branches = ["main"]
@@ -373,6 +376,7 @@ compose = {{ file = "{shop_file}", project = "{shop}" }}
 "#,
         ws = env.path().join("work").display(),
         port = api.port,
+        git = git_server.port,
         template = template_compose.display(),
         shop_url = shop_repo.url(),
         shop_file = shop_compose.display(),
@@ -400,12 +404,11 @@ compose = {{ file = "{shop_file}", project = "{shop}" }}
     );
 }
 
-/// A listed clone URL is checked against the forge API's host only: its scheme and port are
-/// not. A listing (a hostile or compromised forge answer, a proxy in front of the API) that
+/// A listed clone URL was checked against the forge API's host only, not its scheme and
+/// port. A listing (a hostile or compromised forge answer, a proxy in front of the API) that
 /// names `http://FORGE-HOST:OTHER-PORT/…` gets the organization's git token sent there, to a
 /// service the forge does not run (another port, plain HTTP): the credential leaves its origin.
 #[test]
-#[ignore = "hole: a listed clone URL on the forge's host but another port or scheme is probed and fetched with the template's git token"]
 fn a_listed_clone_url_on_another_port_is_not_handed_the_git_token() {
     use crate::support::GitHttpServer;
     use crate::support::forge_api::{ForgeApi, TOKEN};
