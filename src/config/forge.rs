@@ -75,6 +75,13 @@ pub(crate) struct Discover {
     /// Which clone URL of the listing a project polls when the template sets no `repo`.
     #[serde(default)]
     pub clone: CloneVia,
+    /// The forge's git origin (`scheme://host[:port]`): a clone URL of the listing is used only
+    /// there [default: the API's origin; `https://github.com` for `api.github.com`].
+    #[serde(default, deserialize_with = "an_origin")]
+    pub git: Option<String>,
+    /// The port of the forge's ssh clone URLs, on the git origin's host [default: 22].
+    #[serde(default = "ssh_default")]
+    pub ssh_port: u16,
     /// Secret of the organization's webhook (`repository` and push events): `pipe serve`
     /// answers it at `/forge/FORGE` with a tick over every project.
     pub webhook_secret_env: Option<String>,
@@ -115,6 +122,79 @@ fn relisting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Durati
     Ok(every)
 }
 
+fn ssh_default() -> u16 {
+    22
+}
+
+fn an_origin<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let url = String::deserialize(d)?;
+    match Origin::of(&url) {
+        Some(o)
+            if matches!(o.scheme.as_str(), "http" | "https")
+                && !url.contains('@')
+                && url.trim_end_matches('/') == written(&url) =>
+        {
+            Ok(Some(url))
+        }
+        _ => Err(serde::de::Error::custom(format!("`git` must be an origin, `https://HOST[:PORT]`, not `{url}`"))),
+    }
+}
+
+/// `url` up to the end of its authority.
+fn written(url: &str) -> &str {
+    let Some((scheme, rest)) = url.split_once("://") else { return url };
+    &url[..scheme.len() + 3 + rest.find(['/', '?', '#']).unwrap_or(rest.len())]
+}
+
+/// Where a URL goes: scheme, host (lowercase) and port (the scheme's default when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// The origin of `scheme://[user@]host[:port][/…]`, or of git's `[user@]host:path` (ssh);
+    /// `None` when it is neither or names no host, or a port that is not a number.
+    pub(crate) fn of(url: &str) -> Option<Origin> {
+        let (scheme, authority) = match url.split_once("://") {
+            Some((scheme, rest)) => {
+                (scheme.to_ascii_lowercase(), &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())])
+            }
+            None => ("ssh".to_string(), url.split_once(':').map(|(h, _)| h).filter(|h| !h.contains('/'))?),
+        };
+        let default = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            "ssh" => 22,
+            _ => return None,
+        };
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+            let (h, after) = rest.split_once(']')?;
+            (h, if after.is_empty() { None } else { Some(after.strip_prefix(':')?) })
+        } else {
+            authority.split_once(':').map_or((authority, None), |(h, p)| (h, Some(p)))
+        };
+        let port = match port {
+            None => default,
+            Some(p) => p.parse().ok().filter(|p| *p != 0)?,
+        };
+        (!host.is_empty()).then(|| Origin { scheme, host: host.to_ascii_lowercase(), port })
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}://[{}]:{}", self.scheme, self.host, self.port)
+        } else {
+            write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
+}
+
 /// `clone = "https"` (default) or `"ssh"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,6 +209,21 @@ mod tests {
     use std::path::Path;
 
     const FILE: &str = "[forge.gh]\nkind = \"github\"\ntoken_env = \"T\"\n\n[forge.gh.discover]\norg = \"acme\"\nrelist = \"RELIST\"\n\n[forge.gh.discover.project]\nbranches = [\"main\"]\nimage = \"r/{name}\"\n";
+
+    #[test]
+    fn an_origin_is_scheme_host_and_port_with_the_schemes_default() {
+        use super::Origin;
+        let o = |u: &str| Origin::of(u).map(|o| o.to_string());
+        assert_eq!(o("https://GitHub.com/a/b.git").as_deref(), Some("https://github.com:443"));
+        assert_eq!(o("https://github.com:443/a").as_deref(), Some("https://github.com:443"));
+        assert_eq!(o("http://127.0.0.1:8080/a.git").as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(o("http://[::1]:81/a").as_deref(), Some("http://[::1]:81"));
+        assert_eq!(o("git@github.com:a/b.git").as_deref(), Some("ssh://github.com:22"));
+        assert_eq!(o("ssh://git@gl.example:2222/a/b.git").as_deref(), Some("ssh://gl.example:2222"));
+        for bad in ["ftp://x/a", "https://x:/a", "https://x:99999/a", "https:///a", "/local/path", "x"] {
+            assert_eq!(o(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn relist_is_an_hour_unless_set_and_refused_out_of_its_bounds_at_its_line() {

@@ -176,6 +176,15 @@ pub(crate) struct Hook {
     pub host_ingress: Ingress,
 }
 
+impl Hook {
+    /// The compose project hook `name` deploys to when its `compose` names none: the hook's
+    /// name with `-serve`, so a `pipe run` deploy target of the same name on this host keeps
+    /// its own. The receiver deploys there and discovery counts the hook as holding it.
+    pub(crate) fn default_project(name: &str) -> String {
+        format!("{name}-serve")
+    }
+}
+
 /// `[pipe]`: settings for the whole pipeline.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

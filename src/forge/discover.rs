@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{CloneVia, Discover, Forge, ForgeKind, valid_repo_name};
+use crate::config::{CloneVia, Discover, Forge, ForgeKind, Origin, valid_repo_name};
 use crate::secret::Secret;
 use crate::state::Repo;
 
@@ -252,19 +252,6 @@ fn origin(url: &str) -> Option<&str> {
     Some(&url[..scheme.len() + 3 + end])
 }
 
-/// The host of a URL (no user, no port).
-fn host(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if authority.starts_with('[') {
-        authority.split_once(']').map(|(h, _)| &h[1..])?
-    } else {
-        authority.split(':').next()?
-    };
-    (!host.is_empty()).then_some(host)
-}
-
 /// Untrusted text shown to people: control characters escaped, at most 200 characters.
 fn escape(text: &str) -> String {
     text.chars().take(200).flat_map(char::escape_debug).collect()
@@ -437,31 +424,42 @@ fn check(
     let Some(url) = url.filter(|u| !u.is_empty()) else {
         return Err("the listing gives no clone URL".into());
     };
-    clone_url_ok(forge, discover.clone, url)
+    clone_url_ok(forge, discover, url)
 }
 
-/// A clone URL from the listing is used only on the forge's own host: a listing that points
-/// elsewhere would be handed the project's git credentials.
-fn clone_url_ok(forge: &Forge, via: CloneVia, url: &str) -> Result<(), String> {
+/// A clone URL from the listing is used only on the forge's git origin (scheme, host and
+/// port; [`git_origin`]): a listing that points elsewhere, another port on the forge's host
+/// included, would be handed the project's git credentials.
+fn clone_url_ok(forge: &Forge, discover: &Discover, url: &str) -> Result<(), String> {
     if url.len() > 1024 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("its clone URL is not a plain URL".into());
     }
-    let api_host = host(forge.api_base()).unwrap_or_default();
-    let api_host = if api_host == "api.github.com" { "github.com" } else { api_host };
-    let url_host = match via {
-        CloneVia::Https => {
-            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('@') {
-                return Err(format!("its clone URL `{}` is not an http(s) URL without credentials", escape(url)));
-            }
-            host(url)
-        }
-        CloneVia::Ssh if url.contains("://") => host(url),
-        CloneVia::Ssh => url.split_once(':').map(|(h, _)| h.rsplit_once('@').map_or(h, |(_, h)| h)),
+    if discover.clone == CloneVia::Https
+        && (!(url.starts_with("https://") || url.starts_with("http://")) || url.contains('@'))
+    {
+        return Err(format!("its clone URL `{}` is not an http(s) URL without credentials", escape(url)));
+    }
+    let Some(want) = git_origin(forge, discover) else {
+        return Err(format!("the forge's git origin is not known from `{}`", escape(forge.api_base())));
     };
-    if url_host != Some(api_host) {
-        return Err(format!("its clone URL `{}` is not on the forge's host `{api_host}`", escape(url)));
+    if Origin::of(url).as_ref() != Some(&want) {
+        return Err(format!("its clone URL `{}` is not on the forge's git origin `{want}`", escape(url)));
     }
     Ok(())
+}
+
+/// Where the forge's clone URLs of the kind discovery polls must be: `[forge.NAME.discover]
+/// git`, else the API's origin (`https://github.com` for `api.github.com`); for ssh, that
+/// origin's host on `ssh_port`.
+pub(crate) fn git_origin(forge: &Forge, discover: &Discover) -> Option<Origin> {
+    let mut origin = Origin::of(discover.git.as_deref().unwrap_or(forge.api_base()))?;
+    if discover.git.is_none() && origin.host == "api.github.com" {
+        origin.host = "github.com".into();
+    }
+    if discover.clone == CloneVia::Ssh {
+        origin = Origin { scheme: "ssh".into(), port: discover.ssh_port, ..origin };
+    }
+    Some(origin)
 }
 
 #[cfg(test)]
@@ -487,6 +485,8 @@ mod tests {
             forks: false,
             archived: false,
             clone: CloneVia::Https,
+            git: None,
+            ssh_port: 22,
             webhook_secret_env: None,
             webhook_secret_file: None,
             relist: std::time::Duration::from_secs(3600),
@@ -558,6 +558,38 @@ mod tests {
         assert_eq!(skipped.len(), 7, "{skipped:#?}");
         assert!(skipped.iter().any(|s| s.contains("evil.example")));
         assert!(parse_page(&gh, &discover(), b"{\"message\": \"x\"}", 100).is_err());
+    }
+
+    #[test]
+    fn a_clone_url_must_be_on_the_forges_git_origin_scheme_host_and_port() {
+        let gh = forge(ForgeKind::Github, "https://api.github.com");
+        let https = discover();
+        for ok in ["https://github.com/example/a.git", "https://GITHUB.com:443/example/a.git"] {
+            assert!(clone_url_ok(&gh, &https, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://github.com:8443/example/a.git",
+            "http://github.com/example/a.git",
+            "https://api.github.com/example/a.git",
+            "https://evil.example/a.git",
+        ] {
+            assert!(clone_url_ok(&gh, &https, bad).unwrap_err().contains("git origin"), "{bad}");
+        }
+        let ssh = Discover { clone: CloneVia::Ssh, ..discover() };
+        assert!(clone_url_ok(&gh, &ssh, "git@github.com:example/a.git").is_ok());
+        assert!(clone_url_ok(&gh, &ssh, "ssh://git@github.com:22/example/a.git").is_ok());
+        for bad in ["ssh://git@github.com:2222/example/a.git", "git@evil.example:a.git", "https://github.com/a.git"] {
+            assert!(clone_url_ok(&gh, &ssh, bad).is_err(), "{bad}");
+        }
+        let ssh_2222 = Discover { ssh_port: 2222, ..ssh };
+        assert!(clone_url_ok(&gh, &ssh_2222, "ssh://git@github.com:2222/example/a.git").is_ok());
+        assert!(clone_url_ok(&gh, &ssh_2222, "git@github.com:example/a.git").is_err());
+        let local = forge(ForgeKind::Gitea, "http://127.0.0.1:3000/api/v1");
+        assert!(clone_url_ok(&local, &discover(), "http://127.0.0.1:3000/o/a.git").is_ok());
+        assert!(clone_url_ok(&local, &discover(), "http://127.0.0.1:3001/o/a.git").is_err());
+        let git = Discover { git: Some("http://127.0.0.1:3001".into()), ..discover() };
+        assert!(clone_url_ok(&local, &git, "http://127.0.0.1:3001/o/a.git").is_ok());
+        assert!(clone_url_ok(&local, &git, "http://127.0.0.1:3000/o/a.git").is_err());
     }
 
     #[test]

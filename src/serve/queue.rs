@@ -152,12 +152,6 @@ fn guard(rx: &Shared, h: &HookRuntime, trouble: &mut Option<String>) {
     }
 }
 
-/// The compose project a hook deploys to when its `compose` names none: the hook's name with
-/// `-serve`, so a `pipe run` deploy target of the same name on this host keeps its own.
-pub(crate) fn default_project(hook: &str) -> String {
-    format!("{hook}-serve")
-}
-
 /// A run's end: `Err((status, exit code, message))`, and what its deploy did.
 type Ended = (Result<(), (&'static str, Option<i32>, String)>, DeployReport);
 
@@ -177,7 +171,7 @@ fn execute(out: &Output, h: &HookRuntime, env: Vec<(String, String)>, log: &Path
     let image = var("PIPE_IMAGE").unwrap_or_default();
     let pulls = image.split('/').next().is_some_and(|host| host.contains(['.', ':']) || host == "localhost")
         && image.contains('/');
-    let project = default_project(&h.name);
+    let project = Hook::default_project(&h.name);
     // The hook's own variables, read afresh for every run (a rotated secret is picked up, a
     // failed command asked again by the next request); none of pipe's other variables. The
     // hook's credentials are masked too, in its log and in the health check's answer.

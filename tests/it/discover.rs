@@ -69,6 +69,7 @@ token_env = "FORGE_TOKEN"
 
 [forge.acme.discover]
 org = "acme"
+git = "http://127.0.0.1:{git}"
 include = ["{prefix}-*"]
 webhook_secret_env = "ORG_WEBHOOK_SECRET"
 
@@ -79,6 +80,7 @@ image = "pipe-test/{{name}}"
             ws = self.env.path().join("work").display(),
             api = self.base,
             prefix = self.prefix,
+            git = self.git.port,
         ));
     }
 

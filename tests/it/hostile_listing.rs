@@ -58,6 +58,7 @@ token_env = "FORGE_TOKEN"
 
 [forge.acme.discover]
 org = "acme"
+git = "http://127.0.0.1:{git}"
 {discover}
 [forge.acme.discover.project]
 branches = ["main"]
@@ -65,6 +66,7 @@ image = "pipe-test/{{name}}"
 "#,
             ws = self.env.path().join("work").display(),
             port = self.api.port,
+            git = self.git.port,
         ));
     }
 

@@ -113,6 +113,7 @@ token_env = "FORGE_TOKEN"
 
 [forge.acme.discover]
 org = "acme"
+git = "http://127.0.0.1:{git}"
 webhook_secret_env = "ORG_WEBHOOK_SECRET"
 
 [forge.acme.discover.project]
@@ -140,6 +141,7 @@ compose = {{ file = "{hook}", project = "{p}-shop" }}
 "#,
         ws = org.env.path().join("work").display(),
         port = org.api.port,
+        git = org.git.port,
         hook = hook_compose.display(),
     ));
     // The newcomers: each would hold a name someone holds, exactly or folded.
@@ -225,6 +227,7 @@ token_env = "FORGE_TOKEN"
 
 [forge.acme.discover]
 org = "acme"
+git = "http://127.0.0.1:{git}"
 webhook_secret_env = "ORG_WEBHOOK_SECRET"
 
 [forge.acme.discover.project]
@@ -233,6 +236,7 @@ image = "pipe-test/{{name}}"
 "#,
         ws = org.env.path().join("work").display(),
         port = org.api.port,
+        git = org.git.port,
     ));
     org.env.pipe(&["poll"]).code(0);
 

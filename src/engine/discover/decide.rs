@@ -1,12 +1,10 @@
 //! What each listed repository becomes: refused, excluded, kept out by a name another holds, or
 //! a project made from the forge's template.
 
-use std::collections::{HashMap, HashSet};
-
 use crate::config::{self, Candidate, Config, Discover, Project};
 use crate::state::{Discovered, Repo};
 
-use super::names::{self, Held, Space};
+use super::names::{self, Held, Register, Space};
 use super::report::{Decision, RepoDecision};
 
 /// A listed repository before its probe: what keeps it out, or the project it would be.
@@ -156,9 +154,9 @@ pub(crate) fn decide(
         });
         decisions.push(decision(Decision::Project, Some(name), detail.map(str::to_string)));
     }
-    let mut holders: HashMap<(Space, String), (String, String)> = HashMap::new();
+    let mut holders: Register<(String, String)> = Register::new();
     let mut hold = |owner: &str, held: &Held| {
-        holders.entry((held.space, held.folded.clone())).or_insert_with(|| (owner.to_string(), held.what.clone()));
+        holders.hold(held, || (owner.to_string(), held.what.clone()));
     };
     for (owner, held) in names::of_others(config) {
         hold(&owner, &held);
@@ -175,13 +173,13 @@ pub(crate) fn decide(
         .partition(|e| cache.made.contains_key(&e.repo) || (cache.made.is_empty() && cache.projects.contains(&e.name)));
     prior.sort_by(|a, b| a.name.cmp(&b.name));
     let mut projects = Vec::new();
-    let taken = |e: &Eligible, holders: &HashMap<(Space, String), (String, String)>| {
+    let taken = |e: &Eligible, holders: &Register<(String, String)>| {
         e.names
             .iter()
             .find_map(|mine| {
-                holders
-                    .get(&(mine.space, mine.folded.clone()))
-                    .map(|(owner, theirs)| format!("its {} is held by {owner} ({theirs})", mine.what))
+                holders.met(mine).first().map(|(owner, theirs)| {
+                    format!("its {} is held by {owner} ({theirs}){}", mine.what, joined(mine.space))
+                })
             })
             .or_else(|| {
                 names::hook_deploys(config, &e.project)
@@ -194,15 +192,12 @@ pub(crate) fn decide(
             Some(why) => keep_out(&mut decisions[e.row], why),
             None => {
                 for held in &e.names {
-                    holders
-                        .entry((held.space, held.folded.clone()))
-                        .or_insert_with(|| (format!("project `{}`", e.name), held.what.clone()));
+                    holders.hold(held, || (format!("project `{}`", e.name), held.what.clone()));
                 }
                 admitted.push(e);
             }
         }
     }
-    let mut counts: HashMap<(Space, String), usize> = HashMap::new();
     let newcomers: Vec<Eligible> = newcomers
         .into_iter()
         .filter(|e| match taken(e, &holders) {
@@ -213,23 +208,31 @@ pub(crate) fn decide(
             None => true,
         })
         .collect();
-    for e in &newcomers {
-        let own: HashSet<(Space, &str)> = e.names.iter().map(|h| (h.space, h.folded.as_str())).collect();
-        for (space, folded) in own {
-            *counts.entry((space, folded.to_string())).or_default() += 1;
+    // Which newcomers hold each name; one whose name meets another newcomer's stays out.
+    let mut among: Register<Vec<usize>> = Register::new();
+    for (i, e) in newcomers.iter().enumerate() {
+        for held in &e.names {
+            among.hold(held, Vec::new).push(i);
         }
     }
-    for e in newcomers {
-        match e.names.iter().find(|h| counts[&(h.space, h.folded.clone())] > 1) {
-            Some(shared) => {
-                keep_out(&mut decisions[e.row], format!("another new repository would hold the same {}", shared.what))
-            }
+    for (i, e) in newcomers.into_iter().enumerate() {
+        let shared = e.names.iter().find(|h| among.met(h).into_iter().flatten().any(|&other| other != i));
+        match shared {
+            Some(shared) => keep_out(
+                &mut decisions[e.row],
+                format!("another new repository would hold the same {}{}", shared.what, joined(shared.space)),
+            ),
             None => admitted.push(e),
         }
     }
     admitted.sort_by_key(|e| e.row);
     projects.extend(admitted.into_iter().map(|e| (e.name, e.project)));
     (decisions, projects)
+}
+
+/// For a Docker name: that names joined to it count too ([`names::meet`]).
+fn joined(space: Space) -> &'static str {
+    if space == Space::Docker { " (or one joined to it with `_` or `-`)" } else { "" }
 }
 
 fn keep_out(decision: &mut RepoDecision, why: String) {

@@ -3,11 +3,21 @@
 //! (Docker's namespace), image repositories, ingress and preview host names — folded so that
 //! names that differ only in case or punctuation are the same name. Discovery keeps out a
 //! repository whose project would hold a name another holds (pure: no IO).
+//!
+//! Docker names are joined ones: compose (v1 and v2) names a project's volumes and networks
+//! `PROJECT_NAME`, its containers `PROJECT_SERVICE_N` (v1) or `PROJECT-SERVICE-N` (v2), and a
+//! swarm stack its services, networks, volumes, configs and secrets `STACK_NAME`. So two compose
+//! projects or stacks `P` and `Q` can make the same Docker object exactly when `P` is `Q`, or
+//! one is the other followed by `_` or `-` and more (`shop_db` makes `shop_db_data`, the volume
+//! `db_data` of `shop`). Folded, that is: equal, or one is the other followed by `-` and more
+//! ([`meet`]). Names in other spaces are compared whole.
+
+use std::collections::BTreeMap;
 
 use crate::config::{self, Config, Project};
 
 /// Where a name lives: two names collide only in the same space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Space {
     /// Project names, forge names (`/forge/NAME`) and serve hooks (`/hooks/NAME`).
     Name,
@@ -40,6 +50,49 @@ pub(crate) fn fold(name: &str) -> String {
         }
     }
     out.trim_matches('-').to_string()
+}
+
+/// Whether two folded names in `space` are one name to whoever reads them: equal, or in
+/// [`Space::Docker`] one the other followed by `-` and more (a `_` or `-` before folding),
+/// since Docker joins a compose project's or stack's name to its objects' with `_` or `-`.
+pub(crate) fn meet(space: Space, a: &str, b: &str) -> bool {
+    let extends = |long: &str, short: &str| long.strip_prefix(short).is_some_and(|rest| rest.starts_with('-'));
+    a == b || (space == Space::Docker && (extends(a, b) || extends(b, a)))
+}
+
+/// Names held, each with what it says about its holder, looked up by every held name a name
+/// meets ([`meet`]): the same folded name, and for a Docker name also each shorter name it
+/// extends and each longer one extending it.
+pub(crate) struct Register<T> {
+    held: BTreeMap<(Space, String), T>,
+}
+
+impl<T> Register<T> {
+    pub(crate) fn new() -> Self {
+        Register { held: BTreeMap::new() }
+    }
+
+    /// What `held` maps to, made by `first` when nobody held it before.
+    pub(crate) fn hold(&mut self, held: &Held, first: impl FnOnce() -> T) -> &mut T {
+        self.held.entry((held.space, held.folded.clone())).or_insert_with(first)
+    }
+
+    /// What every held name that `name` meets maps to, the same name first.
+    pub(crate) fn met(&self, name: &Held) -> Vec<&T> {
+        let mut found: Vec<&T> = self.held.get(&(name.space, name.folded.clone())).into_iter().collect();
+        if name.space == Space::Docker {
+            let shorter = name.folded.match_indices('-').map(|(i, _)| &name.folded[..i]);
+            found.extend(shorter.filter_map(|s| self.held.get(&(Space::Docker, s.to_string()))));
+            // Every name extending it sorts from `NAME-` on, together.
+            found.extend(
+                self.held
+                    .range((Space::Docker, format!("{}-", name.folded))..)
+                    .take_while(|((space, n), _)| meet(*space, n, &name.folded))
+                    .map(|(_, t)| t),
+            );
+        }
+        found
+    }
 }
 
 fn held(space: Space, name: &str, what: String) -> Held {
@@ -99,8 +152,8 @@ pub(crate) fn of_others(config: &Config) -> Vec<(String, Held)> {
         let owner = format!("serve hook `{hook}`");
         names.push((owner.clone(), held(Space::Name, hook, format!("hook name `{hook}`"))));
         if let Some(compose) = &h.compose {
-            let p = compose.project.as_deref().unwrap_or(hook);
-            names.push((owner.clone(), held(Space::Docker, p, format!("compose project `{p}`"))));
+            let p = compose.project.clone().unwrap_or_else(|| config::Hook::default_project(hook));
+            names.push((owner.clone(), held(Space::Docker, &p, format!("compose project `{p}`"))));
         }
         if let Some(swarm) = &h.swarm {
             names.push((owner.clone(), held(Space::Docker, &swarm.stack, format!("swarm stack `{}`", swarm.stack))));
@@ -146,5 +199,34 @@ mod tests {
         assert_eq!(repository("r.example/team/web:1.2"), "r.example/team/web");
         assert_eq!(repository("localhost:5000/web"), "localhost:5000/web");
         assert_eq!(repository("r/web@sha256:abc"), "r/web");
+    }
+
+    #[test]
+    fn docker_names_meet_when_one_joins_the_other_with_an_underscore_or_dash() {
+        let docker = |n: &str| held(Space::Docker, n, format!("compose project `{n}`"));
+        // `shop_db`'s volume `data` and `shop`'s `db_data` are both `shop_db_data`; `shop-db`'s
+        // v2 container `web-1` and `shop`'s service `db-web` are both `shop-db-web-1`.
+        for (a, b) in
+            [("shop", "shop_db"), ("shop_db", "shop"), ("shop", "shop-db"), ("Shop", "shop__db_x"), ("a", "a")]
+        {
+            assert!(meet(Space::Docker, &fold(a), &fold(b)), "{a} {b}");
+        }
+        // No separator between them: Docker never makes `shopdb_…` from `shop`.
+        for (a, b) in [("shop", "shopdb"), ("shop", "sho"), ("shop_db", "shop_dc"), ("db", "shop_db")] {
+            assert!(!meet(Space::Docker, &fold(a), &fold(b)), "{a} {b}");
+        }
+        // Other spaces compare whole.
+        assert!(!meet(Space::Name, "shop", "shop-db"));
+
+        let mut register = Register::new();
+        for n in ["shop", "web_api", "cart"] {
+            register.hold(&docker(n), || n.to_string());
+        }
+        let met = |n: &str| register.met(&docker(n)).into_iter().cloned().collect::<Vec<_>>();
+        assert_eq!(met("shop_db"), ["shop"]);
+        assert_eq!(met("web"), ["web_api"]);
+        assert_eq!(met("shop"), ["shop"]);
+        assert!(met("shopdb").is_empty() && met("car").is_empty() && met("cart2").is_empty());
+        assert!(register.met(&held(Space::Name, "shop_db", String::new())).is_empty());
     }
 }
