@@ -292,7 +292,14 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     // Only a trusted ref can be the default branch, tagged `latest`.
     let default_branch = trusted.then_some(default_branch);
     let tags = vec![docker::ref_tag(refname, default_branch), commit_tag];
-    if plan.image_from_repo || !trusted {
+    if let Some(file) = plan.image_from_repo.filter(|_| trusted) {
+        for image in plan.images.iter().map(|i| &i.image).chain([&plan.image]) {
+            held_elsewhere(job, file, image)?;
+        }
+    }
+    if plan.image_from_repo.is_some() || !trusted {
+        // The second line: a tag on this engine that names an image pipe did not build for
+        // this project (a base image, or one built before the pipeline file changed).
         for image in plan.images.iter().map(|i| &i.image).chain([&plan.image]) {
             foreign_tags(job, &job.docker(), image, &tags)?;
         }
@@ -386,6 +393,20 @@ fn record_early_failure(
     job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
     let shown = refs::display(&job.refname);
     Err(err.context(StageFailed(format!("build of {} {shown} failed before the image build", job.name))))
+}
+
+/// Refuses to build when the repository's `file` named an image repository another project
+/// or a serve hook of the pipeline file holds (as discovery compares names: folded): its
+/// build would push over that project's image, or choose what that hook deploys, on any host,
+/// whether or not a tag of it is on this engine.
+fn held_elsewhere(job: &Job<'_>, file: &str, image: &str) -> anyhow::Result<()> {
+    let Some((holder, what)) = super::discover::image_holder(job.config, job.name, image) else { return Ok(()) };
+    Err(StageFailed(format!(
+        "refusing to build {image}: the repository's `{file}` names it, and {holder} holds it ({what})\nhint: name \
+         the image under [project.{}] in the pipeline file",
+        job.name
+    ))
+    .into())
 }
 
 /// Refuses to build when the repository named the image and one of its tags already names an

@@ -111,7 +111,6 @@ pull_requests = true
 /// `pipe prune`, a project added today), the repository's build takes the other project's
 /// image name and pushes over its tags in the registry its deploy hosts pull from.
 #[test]
-#[ignore = "hole: a repository's .pipe.toml may name another project's image (the pipeline file gives it to that project); refused only when a tag of it is local, so on a fresh host it is pushed over in the registry"]
 fn a_repository_cannot_push_over_the_image_another_project_holds_on_a_fresh_host() {
     let Some(docker) = Docker::require() else { return };
     let reg = Registry::start("ci", "pw-attack-image");
@@ -176,6 +175,10 @@ push = ["local"]
         "project `{taker}`'s repository pushed over `{held}`, the image the pipeline file gives `{owner}`: tags {:?}\nlocal: {}\nstderr:\n{stderr}",
         reg.tags(path),
         String::from_utf8_lossy(&local.stdout)
+    );
+    assert!(
+        stderr.contains(&format!("project `{owner}` holds it")) && stderr.contains(".pipe.toml"),
+        "the refusal names neither the file nor the holder\nstderr:\n{stderr}"
     );
 }
 
