@@ -74,6 +74,9 @@ fn image_plans(
         docker::validate_repository(&spec.image).map_err(|e| anyhow!("project `{name}`: image `{key}`: {e}"))?;
         let (dockerfile, context) = (spec.dockerfile(), spec.context());
         let what = format!("images.{key}");
+        // The paths first: a symlink leading out is refused as the key it was named by.
+        let dockerfile_path = paths::resolve(checkout, &dockerfile, &format!("{what}.dockerfile"))?;
+        let context_path = paths::resolve(checkout, &context, &format!("{what}.context"))?;
         for ignore in [format!("{context}/.dockerignore"), format!("{dockerfile}.dockerignore")] {
             paths::read_repo_file(checkout, &ignore)
                 .map_err(|e| e.context(format!("project `{name}`: cannot read `{ignore}`")))?;
@@ -81,8 +84,8 @@ fn image_plans(
         plans.push(ImagePlan {
             name: key.clone(),
             image: spec.image.clone(),
-            dockerfile: paths::resolve(checkout, &dockerfile, &format!("{what}.dockerfile"))?,
-            context: paths::resolve(checkout, &context, &format!("{what}.context"))?,
+            dockerfile: dockerfile_path,
+            context: context_path,
             paths: spec.paths(),
             test: spec.test.clone(),
             recipe: String::new(),
@@ -183,11 +186,13 @@ pub(crate) fn plan(name: &str, project: Option<&Project>, checkout: &Path, trust
             // The docker CLI reads the context's `.dockerignore` (and BuildKit
             // `DOCKERFILE.dockerignore`) on the host: the same rules as every repository file,
             // so a link out is never followed.
+            let resolved =
+                (paths::resolve(checkout, &dockerfile, "dockerfile")?, paths::resolve(checkout, &context, "context")?);
             for ignore in [format!("{context}/.dockerignore"), format!("{dockerfile}.dockerignore")] {
                 paths::read_repo_file(checkout, &ignore)
                     .map_err(|e| e.context(format!("project `{name}`: cannot read `{ignore}`")))?;
             }
-            (paths::resolve(checkout, &dockerfile, "dockerfile")?, paths::resolve(checkout, &context, "context")?)
+            resolved
         }
     };
     let mut images = images;
