@@ -260,6 +260,11 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         }
         plan.image = plan.images.first().map_or(plan.image, |i| i.image.clone());
     }
+    if !trusted {
+        for dockerfile in plan.images.iter().map(|i| &i.dockerfile).chain([&plan.dockerfile]) {
+            compose_labels(job, &workdir, dockerfile)?;
+        }
+    }
     if !trusted && (!project.build_args.is_empty() || !project.test_env.is_empty()) {
         job.out.detail(format!(
             "{name}: {} is {}: no secret build args or test variables",
@@ -393,6 +398,29 @@ fn record_early_failure(
     job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
     let shown = refs::display(&job.refname);
     Err(err.context(StageFailed(format!("build of {} {shown} failed before the image build", job.name))))
+}
+
+/// Refuses an untrusted ref's Dockerfile that sets a `com.docker.compose.*` or
+/// `com.docker.stack.*` label (`trust::dockerfile`): its build step containers would carry it,
+/// and compose would take them for containers of another project's service while it builds.
+/// The Dockerfile is read as every repository file is (`trust::paths`).
+fn compose_labels(job: &Job<'_>, workdir: &Path, dockerfile: &Path) -> anyhow::Result<()> {
+    let root = workdir.canonicalize().with_context(|| format!("failed to resolve `{}`", workdir.display()))?;
+    let Some(relative) = dockerfile.strip_prefix(&root).ok().and_then(Path::to_str) else { return Ok(()) };
+    let Some(text) = crate::trust::paths::read_repo_file(workdir, relative)
+        .map_err(|e| e.context(format!("project `{}`: cannot read `{relative}`", job.name)))?
+    else {
+        return Ok(());
+    };
+    let Some((line, key)) = crate::trust::dockerfile::claimed_label(&text) else { return Ok(()) };
+    Err(StageFailed(format!(
+        "refusing to build {}: `{relative}` line {line} sets the label `{key}`, which makes a container part of a \
+         compose project or swarm stack, and {} is {}: its Dockerfile may not set it",
+        refs::display(&job.refname),
+        refs::display(&job.refname),
+        crate::trust::untrusted_why(&job.refname)
+    ))
+    .into())
 }
 
 /// Refuses to build when the repository's `file` named an image repository another project

@@ -15,7 +15,6 @@ use crate::support::{TestEnv, WorkRepo, free_port, git};
 /// project's deploy in the same tick then fails (docker-compose v1 stops on a container without
 /// a `container-number` label), or its rollout counts the stranger among its own containers.
 #[test]
-#[ignore = "hole: an untrusted Dockerfile's LABEL com.docker.compose.* makes its build step containers part of another project's compose service; that project's deploy and rollback fail"]
 fn a_pull_request_image_posing_as_another_projects_service_breaks_its_deploy() {
     let Some(docker) = Docker::require() else { return };
     let env = TestEnv::new();
