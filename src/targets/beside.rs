@@ -131,10 +131,13 @@ impl Beside<'_> {
         if !self.others().is_empty() {
             self.logged(&self.compose.cmd(&["up", "--detach", "--no-build"], &self.others()), deadline)?;
         }
-        let counts: BTreeMap<&str, usize> = old
-            .iter()
-            .map(|(s, boxes)| (*s, boxes.len() + boxes.iter().filter(|b| b.ip.is_some()).count().max(1)))
-            .collect();
+        // compose's `--scale` counts every container with the service's labels, a stranger's
+        // too: without them it would start nothing new, or stop one of the old release's.
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for (service, boxes) in &old {
+            let strangers = self.listed(service, false, true)?.1;
+            counts.insert(*service, boxes.len() + boxes.iter().filter(|b| b.ip.is_some()).count().max(1) + strangers);
+        }
         let started = self.logged(&self.scale_cmd(&counts), deadline);
         let mut fresh: BTreeMap<&str, Vec<Box>> = BTreeMap::new();
         let checked = started.and_then(|()| {
@@ -329,6 +332,12 @@ impl Beside<'_> {
     /// container made from it (a legacy build's step containers, a test container), so the
     /// name compose gives must match too ([`made_by_compose`]).
     fn ids(&self, service: &str, oneoff: bool, stop_on_signal: bool) -> anyhow::Result<Vec<String>> {
+        Ok(self.listed(service, oneoff, stop_on_signal)?.0)
+    }
+
+    /// [`Self::ids`], and how many containers carry the service's labels without being
+    /// compose's: compose counts them in `--scale`, so the count asked for includes them.
+    fn listed(&self, service: &str, oneoff: bool, stop_on_signal: bool) -> anyhow::Result<(Vec<String>, usize)> {
         let project = self.compose.project.to_lowercase();
         let format = "{{.ID}}\t{{.Names}}\t{{.Label \"com.docker.compose.container-number\"}}";
         let cmd = self.docker.cmd().args(["ps", "--all", "--no-trunc", "--format", format]).args([
@@ -344,13 +353,14 @@ impl Beside<'_> {
         } else {
             exec::capture(self.out, &cmd.through_signals(), SHORT)?
         };
-        let mut ids = Vec::new();
+        let (mut ids, mut strangers) = (Vec::new(), 0);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let mut fields = line.splitn(3, '\t');
             let (id, names, number) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""), fields.next());
             if made_by_compose(&project, service, oneoff, names, number.unwrap_or("").trim()) {
                 ids.push(id.trim().to_string());
             } else {
+                strangers += 1;
                 let short = &id[..12.min(id.len())];
                 self.out.detail(format!(
                     "container {short} (`{names}`) carries the labels of `{project}`'s `{service}` but is not one \
@@ -358,7 +368,7 @@ impl Beside<'_> {
                 ));
             }
         }
-        Ok(ids)
+        Ok((ids, strangers))
     }
 
     fn boxes(&self, service: &str) -> anyhow::Result<Vec<Box>> {
