@@ -260,6 +260,11 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
         }
         plan.image = plan.images.first().map_or(plan.image, |i| i.image.clone());
     }
+    if !trusted {
+        for dockerfile in plan.images.iter().map(|i| &i.dockerfile).chain([&plan.dockerfile]) {
+            super::refuse::compose_labels(job, &workdir, dockerfile)?;
+        }
+    }
     if !trusted && (!project.build_args.is_empty() || !project.test_env.is_empty()) {
         job.out.detail(format!(
             "{name}: {} is {}: no secret build args or test variables",
@@ -292,9 +297,16 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     // Only a trusted ref can be the default branch, tagged `latest`.
     let default_branch = trusted.then_some(default_branch);
     let tags = vec![docker::ref_tag(refname, default_branch), commit_tag];
-    if plan.image_from_repo || !trusted {
+    if let Some(file) = plan.image_from_repo.filter(|_| trusted) {
         for image in plan.images.iter().map(|i| &i.image).chain([&plan.image]) {
-            foreign_tags(job, &job.docker(), image, &tags)?;
+            super::refuse::held_elsewhere(job, file, image)?;
+        }
+    }
+    if plan.image_from_repo.is_some() || !trusted {
+        // The second line: a tag on this engine that names an image pipe did not build for
+        // this project (a base image, or one built before the pipeline file changed).
+        for image in plan.images.iter().map(|i| &i.image).chain([&plan.image]) {
+            super::refuse::foreign_tags(job, &job.docker(), image, &tags)?;
         }
     }
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
@@ -386,38 +398,6 @@ fn record_early_failure(
     job.record(files, number, StageRun::new(Stage::Build, outcome, started, Duration::ZERO, None))?;
     let shown = refs::display(&job.refname);
     Err(err.context(StageFailed(format!("build of {} {shown} failed before the image build", job.name))))
-}
-
-/// Refuses to build when the repository named the image and one of its tags already names an
-/// image pipe did not build for this project (another project's, or a base image such as
-/// `node:20`): a branch could otherwise replace what other builds start `FROM`.
-fn foreign_tags(job: &Job<'_>, docker: &Docker, image: &str, tags: &[String]) -> anyhow::Result<()> {
-    // One call for every tag; a tag that does not exist yet is only missing from the output.
-    let refs: Vec<String> = tags.iter().map(|t| format!("{image}:{t}")).collect();
-    let format = "{{range .RepoTags}}{{.}} {{end}}|{{index .Config.Labels \"pipe.project\"}}";
-    let inspect = docker.cmd().args(["image", "inspect", "--format", format]).args(&refs);
-    let (listed, _missing) = exec::capture_even_failed(&job.out, &inspect, Duration::from_secs(30))?;
-    for line in listed.lines() {
-        let Some((names, owner)) = line.rsplit_once('|') else { continue };
-        let owner = owner.trim();
-        if owner == job.name {
-            continue;
-        }
-        let Some(reference) = refs.iter().find(|r| names.split_whitespace().any(|n| n == r.as_str())) else {
-            continue;
-        };
-        let whose = if owner.is_empty() || owner == "<no value>" {
-            "an image pipe did not build".to_string()
-        } else {
-            format!("project `{owner}`'s image")
-        };
-        return Err(StageFailed(format!(
-            "refusing to build {reference}: the repository names the image, and that tag is {whose}\nhint: name the image under [project.{}] in the pipeline file",
-            job.name
-        ))
-        .into());
-    }
-    Ok(())
 }
 
 /// The legacy builder's words for a cache layer that vanished under it.

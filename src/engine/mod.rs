@@ -32,6 +32,7 @@ pub(crate) mod poll;
 pub(crate) mod previews;
 pub(crate) mod prune;
 pub(crate) mod push;
+mod refuse;
 pub(crate) mod statuses;
 pub(crate) mod test;
 pub(crate) mod tick;

@@ -20,9 +20,10 @@ use crate::trust::services::{self, Services};
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub image: String,
-    /// The image name came from the repository (`.pipe.toml`, `.jenkins-env`), not the
-    /// pipeline file: its tags may only replace images pipe built for this project.
-    pub image_from_repo: bool,
+    /// The repository file that named the image (`.pipe.toml`, `.jenkins-env`), when the
+    /// pipeline file did not: its tags may only replace images pipe built for this project, and
+    /// no image repository another project or hook holds.
+    pub image_from_repo: Option<&'static str>,
     pub dockerfile: PathBuf,
     pub context: PathBuf,
     pub build_args: Vec<(String, String)>,
@@ -73,6 +74,7 @@ fn image_plans(
         docker::validate_repository(&spec.image).map_err(|e| anyhow!("project `{name}`: image `{key}`: {e}"))?;
         let (dockerfile, context) = (spec.dockerfile(), spec.context());
         let what = format!("images.{key}");
+        // The paths first: a symlink leading out is refused as the key it was named by.
         let dockerfile_path = paths::resolve(checkout, &dockerfile, &format!("{what}.dockerfile"))?;
         let context_path = paths::resolve(checkout, &context, &format!("{what}.context"))?;
         for ignore in [format!("{context}/.dockerignore"), format!("{dockerfile}.dockerignore")] {
@@ -114,7 +116,12 @@ pub(crate) fn plan(name: &str, project: Option<&Project>, checkout: &Path, trust
         .and_then(|t| config::parse_jenkins_env(&t));
     let (images, images_from_repo) = image_plans(name, project, &repo_file, checkout)?;
     let first = images.first();
-    let image_from_repo = first.map_or(project.and_then(|p| p.image.as_ref()).is_none(), |_| images_from_repo);
+    let image_from_repo = match first {
+        Some(_) => images_from_repo.then_some(".pipe.toml"),
+        None if project.and_then(|p| p.image.as_ref()).is_some() => None,
+        None if repo_file.image.is_some() => Some(".pipe.toml"),
+        None => Some(".jenkins-env"),
+    };
     let image = first.map(|i| i.image.clone());
     let image =
         image.or(project.and_then(|p| p.image.clone())).or(repo_file.image.clone()).or(jenkins_image).ok_or_else(

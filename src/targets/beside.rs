@@ -131,10 +131,13 @@ impl Beside<'_> {
         if !self.others().is_empty() {
             self.logged(&self.compose.cmd(&["up", "--detach", "--no-build"], &self.others()), deadline)?;
         }
-        let counts: BTreeMap<&str, usize> = old
-            .iter()
-            .map(|(s, boxes)| (*s, boxes.len() + boxes.iter().filter(|b| b.ip.is_some()).count().max(1)))
-            .collect();
+        // compose's `--scale` counts every container with the service's labels, a stranger's
+        // too: without them it would start nothing new, or stop one of the old release's.
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for (service, boxes) in &old {
+            let strangers = self.listed(service, false, true)?.1;
+            counts.insert(*service, boxes.len() + boxes.iter().filter(|b| b.ip.is_some()).count().max(1) + strangers);
+        }
         let started = self.logged(&self.scale_cmd(&counts), deadline);
         let mut fresh: BTreeMap<&str, Vec<Box>> = BTreeMap::new();
         let checked = started.and_then(|()| {
@@ -324,10 +327,20 @@ impl Beside<'_> {
         }
     }
 
-    /// The ids of the service's containers (one-off `run` containers when `oneoff`).
+    /// The ids of the service's containers (one-off `run` containers when `oneoff`) that
+    /// compose created: labels alone are not enough, since an image's `LABEL`s reach every
+    /// container made from it (a legacy build's step containers, a test container), so the
+    /// name compose gives must match too ([`made_by_compose`]).
     fn ids(&self, service: &str, oneoff: bool, stop_on_signal: bool) -> anyhow::Result<Vec<String>> {
+        Ok(self.listed(service, oneoff, stop_on_signal)?.0)
+    }
+
+    /// [`Self::ids`], and how many containers carry the service's labels without being
+    /// compose's: compose counts them in `--scale`, so the count asked for includes them.
+    fn listed(&self, service: &str, oneoff: bool, stop_on_signal: bool) -> anyhow::Result<(Vec<String>, usize)> {
         let project = self.compose.project.to_lowercase();
-        let cmd = self.docker.cmd().args(["ps", "--all", "--quiet", "--no-trunc"]).args([
+        let format = "{{.ID}}\t{{.Names}}\t{{.Label \"com.docker.compose.container-number\"}}";
+        let cmd = self.docker.cmd().args(["ps", "--all", "--no-trunc", "--format", format]).args([
             "--filter".to_string(),
             format!("label=com.docker.compose.project={project}"),
             "--filter".to_string(),
@@ -340,7 +353,22 @@ impl Beside<'_> {
         } else {
             exec::capture(self.out, &cmd.through_signals(), SHORT)?
         };
-        Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        let (mut ids, mut strangers) = (Vec::new(), 0);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut fields = line.splitn(3, '\t');
+            let (id, names, number) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""), fields.next());
+            if made_by_compose(&project, service, oneoff, names, number.unwrap_or("").trim()) {
+                ids.push(id.trim().to_string());
+            } else {
+                strangers += 1;
+                let short = &id[..12.min(id.len())];
+                self.out.detail(format!(
+                    "container {short} (`{names}`) carries the labels of `{project}`'s `{service}` but is not one \
+                     compose made: left alone"
+                ));
+            }
+        }
+        Ok((ids, strangers))
     }
 
     fn boxes(&self, service: &str) -> anyhow::Result<Vec<Box>> {
@@ -396,6 +424,23 @@ fn parse_box(line: &str, pinned: Option<&str>) -> Option<Box> {
     Some(Box { id, status, health, ip: ips.first().cloned(), ips })
 }
 
+/// Whether a container with these labels is one compose created for `project`'s `service`:
+/// its name is compose's (`PROJECT-SERVICE-N` for compose v2, `PROJECT_SERVICE_N` for v1, with
+/// `N` its `com.docker.compose.container-number` label; a one-off's `PROJECT-SERVICE-run-…`).
+/// A build step's or test's container gets a name the engine or pipe chooses, never these.
+fn made_by_compose(project: &str, service: &str, oneoff: bool, names: &str, number: &str) -> bool {
+    names.split(',').map(|n| n.trim().trim_start_matches('/')).any(|name| {
+        ['-', '_'].into_iter().any(|sep| {
+            let Some(rest) = name.strip_prefix(&format!("{project}{sep}{service}{sep}")) else { return false };
+            if oneoff {
+                rest.strip_prefix("run").is_some_and(|r| r.starts_with(sep) && r.len() > 1)
+            } else {
+                !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) && rest == number
+            }
+        })
+    })
+}
+
 /// The path (and query) of a health URL, asked of a container directly.
 fn url_path(url: &str) -> String {
     match reqwest::Url::parse(url) {
@@ -428,6 +473,23 @@ mod tests {
         assert_eq!(b.ip.as_deref(), Some("172.19.128.2"));
         assert_eq!(b.ips, ["172.19.128.2", "172.18.0.3"]);
         assert_eq!(parse_box(line, None).unwrap().ip.as_deref(), Some("172.18.0.3"));
+    }
+
+    #[test]
+    fn only_containers_compose_named_count_as_the_services() {
+        assert!(made_by_compose("shop", "web", false, "shop-web-2", "2"));
+        assert!(made_by_compose("shop", "web", false, "shop_web_1", "1"));
+        assert!(made_by_compose("shop", "web", true, "shop_web_run_3f2a1b", ""));
+        assert!(made_by_compose("shop", "web", true, "shop-web-run-3f2a1b", "1"));
+        // A build step's container with the service's labels: a name the engine chose.
+        assert!(!made_by_compose("shop", "web", false, "hopeful_turing", "1"));
+        // A number label that is not the one in the name, or none at all.
+        assert!(!made_by_compose("shop", "web", false, "shop-web-2", "3"));
+        assert!(!made_by_compose("shop", "web", false, "shop-web-2", ""));
+        // Another service or project whose name starts alike.
+        assert!(!made_by_compose("shop", "web", false, "shop-web-api-1", "1"));
+        assert!(!made_by_compose("shop", "web", false, "shopx-web-1", "1"));
+        assert!(!made_by_compose("shop", "web", true, "shop-web-1", "1"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   read capped and without following links;
 //! - `services`: a repository's test services re-emitted from an allow-list, confined;
 //! - `isolation`: the firewalled networks untrusted builds, tests and previews run on;
-//! - `redact`: secret values masked in what a command wrote.
+//! - `redact`: secret values masked in what a command wrote;
+//! - `dockerfile`: the compose and stack labels an untrusted Dockerfile may not set.
 //!
 //! Invariant: nothing here reads the pipeline's state or calls into the engine; the engine
 //! and `pipe check` call in.
@@ -14,6 +15,7 @@
 use crate::config::Project;
 use crate::refs::{self, RefKind};
 
+pub(crate) mod dockerfile;
 pub(crate) mod isolation;
 pub(crate) mod paths;
 pub(crate) mod redact;

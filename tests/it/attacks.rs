@@ -15,7 +15,6 @@ use crate::support::{TestEnv, WorkRepo, free_port, git};
 /// project's deploy in the same tick then fails (docker-compose v1 stops on a container without
 /// a `container-number` label), or its rollout counts the stranger among its own containers.
 #[test]
-#[ignore = "hole: an untrusted Dockerfile's LABEL com.docker.compose.* makes its build step containers part of another project's compose service; that project's deploy and rollback fail"]
 fn a_pull_request_image_posing_as_another_projects_service_breaks_its_deploy() {
     let Some(docker) = Docker::require() else { return };
     let env = TestEnv::new();
@@ -111,7 +110,6 @@ pull_requests = true
 /// `pipe prune`, a project added today), the repository's build takes the other project's
 /// image name and pushes over its tags in the registry its deploy hosts pull from.
 #[test]
-#[ignore = "hole: a repository's .pipe.toml may name another project's image (the pipeline file gives it to that project); refused only when a tag of it is local, so on a fresh host it is pushed over in the registry"]
 fn a_repository_cannot_push_over_the_image_another_project_holds_on_a_fresh_host() {
     let Some(docker) = Docker::require() else { return };
     let reg = Registry::start("ci", "pw-attack-image");
@@ -176,6 +174,10 @@ push = ["local"]
         "project `{taker}`'s repository pushed over `{held}`, the image the pipeline file gives `{owner}`: tags {:?}\nlocal: {}\nstderr:\n{stderr}",
         reg.tags(path),
         String::from_utf8_lossy(&local.stdout)
+    );
+    assert!(
+        stderr.contains(&format!("project `{owner}` holds it")) && stderr.contains(".pipe.toml"),
+        "the refusal names neither the file nor the holder\nstderr:\n{stderr}"
     );
 }
 

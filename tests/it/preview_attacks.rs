@@ -86,17 +86,26 @@ fn a_pull_request_image_claiming_other_projects_labels_touches_nothing_of_theirs
     let honest = s.container(&s.preview(3));
 
     // The attacker's pull request: an image labelled as the main project's `web` and as pull
-    // request 3's, with anonymous volumes, and a test that tries to write the host path.
+    // request 3's, with anonymous volumes, and a test that tries to write the host path. The
+    // labels come from its base image (its own Dockerfile's `LABEL com.docker.compose.*` is
+    // refused before the build).
     let base = docker.base_image.clone();
-    s.repo.write(
-        "Dockerfile",
-        &format!(
-            "FROM {base}\nCOPY www /www\nLABEL com.docker.compose.project={main} com.docker.compose.service=web \
-             com.docker.compose.oneoff=False pipe.preview={pr3}\nVOLUME /data /host /anon\n",
+    let labelled = format!("pipe-test/{}-labelled:base", s.project);
+    let dir = s.env.path().join("labelled-base");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM {base}\nLABEL com.docker.compose.project={main} com.docker.compose.service=web \
+             com.docker.compose.oneoff=False pipe.preview={pr3}\n",
             main = s.project,
             pr3 = s.preview(3),
         ),
-    );
+    )
+    .unwrap();
+    let owner = format!("pipe.project={}", s.project);
+    docker.ok(&["build", "--quiet", "--label", &owner, "--tag", &labelled, dir.to_str().unwrap()]);
+    s.repo.write("Dockerfile", &format!("FROM {labelled}\nCOPY www /www\nVOLUME /data /host /anon\n"));
     s.repo.write(
         ".pipe.toml",
         &format!(

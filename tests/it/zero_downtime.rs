@@ -325,3 +325,47 @@ fn check_names_the_outage_of_a_compose_target_outside_the_ingress_and_the_fix() 
     run.code(0);
     assert!(!run.stderr.contains("outage"), "{}", run.stderr);
 }
+
+/// A container that only carries the compose labels of the target's service (as a build step's
+/// container gets them from an image's `LABEL`s) is never taken for one of its containers: a
+/// deploy neither switches the ingress to it, attaches it to pipe's network, nor removes it.
+#[test]
+fn a_stranger_with_the_services_labels_is_never_switched_to_attached_or_removed() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "") else { return };
+    s.release("good 1", Kind::Good, 0);
+    s.env.pipe(&["run"]).code(0);
+    assert_eq!(s.answering(), "good 1");
+    let stranger = format!("{}-stranger", s.project);
+    let labels = [
+        format!("com.docker.compose.project={}", s.project),
+        "com.docker.compose.service=web".to_string(),
+        "com.docker.compose.oneoff=False".to_string(),
+        "com.docker.compose.container-number=7".to_string(),
+    ];
+    let mut run = vec!["run", "--detach", "--name", stranger.as_str()];
+    for l in &labels {
+        run.extend(["--label", l.as_str()]);
+    }
+    let app =
+        "mkdir -p /www && echo stranger > /www/index.html && echo ok > /www/health && exec httpd -f -p 8080 -h /www";
+    run.extend([docker.base_image.as_str(), "sh", "-c", app]);
+    docker.ok(&run);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "--force", &self.0]).output();
+        }
+    }
+    let _gone = Gone(stranger.clone());
+
+    s.release("good 2", Kind::Good, 0);
+    let deploy = s.env.pipe(&["run"]);
+    let state = docker.ok(&["inspect", "--format", "{{.State.Running}} {{json .NetworkSettings.Networks}}", &stranger]);
+    assert!(state.starts_with("true "), "the stranger was stopped or removed: {state}\n{}", deploy.stderr);
+    assert!(!state.contains("pipe-ingress-"), "the stranger joined pipe's network: {state}\n{}", deploy.stderr);
+    let answer = s.answering();
+    assert_ne!(answer, "stranger", "the ingress was switched to the stranger\n{}", deploy.stderr);
+    assert_eq!(deploy.code, 0, "the deploy failed:\n{}", deploy.stderr);
+    assert_eq!(answer, "good 2");
+}

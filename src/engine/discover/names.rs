@@ -186,6 +186,31 @@ pub(crate) fn hook_deploys(config: &Config, project: &Project) -> Option<(String
     })
 }
 
+/// Who holds image repository `image` besides project `name`, when `name`'s repository content
+/// chose it: another project (written out or discovered) naming it in `image` or `images`, a
+/// serve hook naming it, or a serve hook whose `images` patterns let it deploy it. Compared
+/// folded, as discovery compares. `(holder, what)`, e.g. ("project `web`", "image repository
+/// `team/web`").
+pub(crate) fn image_holder(config: &Config, name: &str, image: &str) -> Option<(String, String)> {
+    let repo = repository(image);
+    let folded = fold(repo);
+    let projects = config.projects.iter().filter(|(other, _)| other.as_str() != name).flat_map(|(other, p)| {
+        of_project(config, other, p).into_iter().map(move |h| (format!("project `{other}`"), h))
+    });
+    projects
+        .chain(of_others(config))
+        .find(|(_, held)| held.space == Space::Image && held.folded == folded)
+        .map(|(owner, held)| (owner, held.what))
+        .or_else(|| {
+            config
+                .serve
+                .hooks
+                .iter()
+                .find(|(_, h)| h.allowed.is_match(repo))
+                .map(|(hook, _)| (format!("serve hook `{hook}`"), format!("image repository `{repo}` (`images`)")))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +253,40 @@ mod tests {
         assert_eq!(met("shop"), ["shop"]);
         assert!(met("shopdb").is_empty() && met("car").is_empty() && met("cart2").is_empty());
         assert!(register.met(&held(Space::Name, "shop_db", String::new())).is_empty());
+    }
+
+    #[test]
+    fn an_image_another_project_or_hook_holds_is_found_folded() {
+        let text = r#"
+[project.owner]
+repo = "https://git.example/owner.git"
+branches = ["main"]
+image = "team/owner:1"
+
+[project.multi]
+repo = "https://git.example/multi.git"
+branches = ["main"]
+[project.multi.images.api]
+image = "team/api"
+
+[project.taker]
+repo = "https://git.example/taker.git"
+branches = ["main"]
+
+[serve.hooks.h]
+token_env = "T"
+command = { argv = ["true"] }
+images = ["team/exact", "shop/*"]
+"#;
+        let config = crate::config::parse(std::path::Path::new("pipe.toml"), text).expect("valid");
+        let holder = |image| image_holder(&config, "taker", image).map(|(who, _)| who);
+        assert_eq!(holder("team/owner").as_deref(), Some("project `owner`"));
+        assert_eq!(holder("Team/Owner:2").as_deref(), Some("project `owner`"));
+        assert_eq!(holder("team.api").as_deref(), Some("project `multi`"));
+        assert_eq!(holder("team/exact:3").as_deref(), Some("serve hook `h`"));
+        assert_eq!(holder("shop/front").as_deref(), Some("serve hook `h`"));
+        assert_eq!(holder("team/taker"), None);
+        // A project's own image is not held against it.
+        assert_eq!(image_holder(&config, "owner", "team/owner"), None);
     }
 }
