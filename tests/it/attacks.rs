@@ -1,6 +1,5 @@
-//! Reproductions of holes found by attacking pipe as an outsider would. Each test fails today
-//! because of the defect it names and is ignored so the suite stays green; remove the
-//! `#[ignore]` with the fix.
+//! Holes found by attacking pipe as an outsider would, each kept as the attack that found it:
+//! every test failed before its fix and shows the attack refused next to the legitimate path.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -10,12 +9,12 @@ use crate::support::http::get;
 use crate::support::{TestEnv, WorkRepo, free_port, git};
 
 /// A pull request of one project whose Dockerfile gives its build steps the compose labels
-/// of another project's service: while a step of its build runs, that step's container is,
-/// to compose and to pipe's rollout, a container of the other project's service. The other
-/// project's deploy in the same tick then fails (docker-compose v1 stops on a container without
-/// a `container-number` label), or its rollout counts the stranger among its own containers.
+/// of another project's service: while a step of its build ran, that step's container was, to
+/// compose and to pipe's rollout, a container of the other project's service, and the other
+/// project's deploy in the same tick failed (docker-compose v1 stops on a container without a
+/// `container-number` label). Such a Dockerfile is now refused before its build.
 #[test]
-fn a_pull_request_image_posing_as_another_projects_service_breaks_its_deploy() {
+fn a_pull_request_image_posing_as_another_projects_service_cannot_break_its_deploy() {
     let Some(docker) = Docker::require() else { return };
     let env = TestEnv::new();
     let victim = unique_name("v").replace("pipe-test-", "");
