@@ -97,7 +97,16 @@ fn every_request_answered_202_has_its_status_document_after_a_sigkill_during_a_f
     drop(server);
     let ids = accepted.lock().unwrap().clone();
     let docs = env.path().join("state").join("serve").join("a");
-    let missing = ids.iter().filter(|id| !docs.join(format!("{id}.json")).exists()).count();
+    let mut missing = ids.iter().filter(|id| !docs.join(format!("{id}.json")).exists()).count();
+    // A power cut can also lose a document that was written but never synced (only
+    // `serve/accepted` is): when the kill left none missing, the newest accepted run's document
+    // goes, so the restart's rebuilding from `serve/accepted` is what this test proves either way.
+    if missing == 0
+        && let Some(last) = ids.last()
+    {
+        std::fs::remove_file(docs.join(format!("{last}.json"))).unwrap();
+        missing = 1;
+    }
 
     let server = Serve::start(&env);
     let mut found = 0;
@@ -119,7 +128,7 @@ fn every_request_answered_202_has_its_status_document_after_a_sigkill_during_a_f
         ids.len()
     );
     assert_eq!(found, ids.len());
-    // The hook sleeps through the flood: one request always waits, with no document yet.
+    // Every document the restart had to write from `serve/accepted` says the run never ran.
     assert!(missing >= 1 && cancelled >= missing, "{missing} missing before the restart, {cancelled} cancelled after");
     drop(server);
 }

@@ -363,6 +363,13 @@ impl Drop for Host {
                 }
             }
             if Path::new(&format!("/var/run/netns/{}", self.netns)).exists() {
+                // Whatever still runs in the namespace (a proxy, a worker finishing a request)
+                // keeps it: it goes first.
+                if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.netns]).output() {
+                    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                        let _ = quiet(Command::new("kill").args(["-KILL", pid]));
+                    }
+                }
                 let _ = quiet(Command::new("ip").args(["netns", "del", &self.netns]));
             }
             let _ = std::fs::remove_dir_all(&self.dir);
