@@ -348,37 +348,99 @@ impl Drop for Host {
         }
         self.stop_engine();
         let _ = quiet(Command::new("ip").args(["link", "del", &format!("pvm{}", self.slot)]));
-        // The engine's shims may still be exiting (a loaded machine): their mounts keep the
-        // directory and the namespace busy for a moment, so the removal is tried until it holds.
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // The engine's shims and orphaned container processes may still be exiting (a loaded
+        // machine): their mounts and files keep the directory and the namespace busy for a
+        // moment, so the removal is tried until it holds.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut why = Vec::new();
         loop {
-            // Mounts the engine left (overlay layers, netns bind mounts) would keep the dirs busy.
-            if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-                let prefix = format!("{}/", self.dir.display());
-                let mut points: Vec<&str> =
-                    mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&prefix)).collect();
-                points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-                for p in points {
-                    let _ = quiet(Command::new("umount").args(["-l", p]));
-                }
+            why.clear();
+            kill_what_belongs(&self.netns, &self.dir);
+            unmount_under(&self.dir);
+            if let Err(e) = remove_netns(&self.netns) {
+                why.push(e);
             }
-            if Path::new(&format!("/var/run/netns/{}", self.netns)).exists() {
-                // Whatever still runs in the namespace (a proxy, a worker finishing a request)
-                // keeps it: it goes first.
-                if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.netns]).output() {
-                    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                        let _ = quiet(Command::new("kill").args(["-KILL", pid]));
-                    }
-                }
-                let _ = quiet(Command::new("ip").args(["netns", "del", &self.netns]));
+            if let Err(e) = std::fs::remove_dir_all(&self.dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                why.push(format!("removing {}: {e}", self.dir.display()));
             }
-            let _ = std::fs::remove_dir_all(&self.dir);
-            if leftovers(&self.netns, &self.dir).is_empty() || Instant::now() > deadline {
+            if leftovers(&self.netns, &self.dir).is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("{}: teardown left {:?} after 60 s: {why:?}", self.label, leftovers(&self.netns, &self.dir));
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         let _ = std::fs::remove_file(slot_file(self.slot));
+    }
+}
+
+/// Kills whatever still belongs to a host: processes in its network namespace (a proxy, a worker
+/// finishing a request, the engine's shims) and processes whose root or working directory lies
+/// in its directory (a container the engine left running when it died).
+fn kill_what_belongs(netns: &str, dir: &Path) {
+    let mut pids: Vec<String> = Vec::new();
+    if Path::new(&format!("/var/run/netns/{netns}")).exists()
+        && let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output()
+    {
+        pids.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string));
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let inside = ["root", "cwd"].iter().any(|link| {
+                std::fs::read_link(entry.path().join(link)).is_ok_and(|t| t.starts_with(dir) && t != Path::new("/"))
+            });
+            if inside {
+                pids.push(name);
+            }
+        }
+    }
+    for pid in pids {
+        let _ = quiet(Command::new("kill").args(["-KILL", &pid]));
+    }
+}
+
+/// Lazily unmounts every mount under `dir` (overlay layers, the engine's netns bind mounts),
+/// deepest first.
+fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&prefix)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = quiet(Command::new("umount").args(["-l", p]));
+    }
+}
+
+/// Removes the namespace's file under `/var/run/netns`, unmounting it as often as it is mounted
+/// (concurrent `ip netns add`s can stack mounts there), and says why when it could not.
+fn remove_netns(netns: &str) -> Result<(), String> {
+    let path = format!("/var/run/netns/{netns}");
+    if !Path::new(&path).exists() {
+        return Ok(());
+    }
+    let _ = quiet(Command::new("ip").args(["netns", "del", netns]));
+    // `/var/run` is a link to `/run`: the mount table names the namespace's file there.
+    let listed = format!("/run/netns/{netns}");
+    for _ in 0..8 {
+        let mounted = std::fs::read_to_string("/proc/self/mounts")
+            .is_ok_and(|m| m.lines().any(|l| matches!(l.split(' ').nth(1), Some(p) if p == listed || p == path)));
+        if !mounted {
+            break;
+        }
+        let _ = quiet(Command::new("umount").args(["-l", &path]));
+    }
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("removing {path}: {e}")),
+        _ => Ok(()),
     }
 }
 
