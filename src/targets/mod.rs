@@ -200,15 +200,19 @@ impl Compose {
 /// Waits until every service of the stack runs all its replicas and no update of this deploy
 /// (one that started at `since` or later) is still going. A swarm that rolled an update back
 /// itself (`failure_action: rollback`) has converged on the old release: that is this deploy's
-/// failure, with the swarm's own words, never a success.
+/// failure, with the swarm's own words, never a success. Asked of the engine the stack was
+/// deployed to: the docker CLI runs in the target's environment `env` (its `DOCKER_HOST` may
+/// name a swarm manager elsewhere).
 pub(crate) fn wait_for_stack(
     out: &Output,
     docker: &Docker,
     stack: &str,
+    env: &[(String, String)],
     since: jiff::Timestamp,
     deadline: Instant,
 ) -> anyhow::Result<()> {
     let cmd = docker.cmd().args(["stack", "services", stack, "--format", "{{.Name}} {{.Replicas}}"]);
+    let cmd = confined(cmd, env);
     let mut last = String::new();
     while Instant::now() < deadline {
         crate::signals::check()?;
@@ -221,7 +225,7 @@ pub(crate) fn wait_for_stack(
                 have == want && want != "0"
             });
         let names: Vec<&str> = last.lines().filter_map(|l| l.split_whitespace().next()).collect();
-        let updates = if names.is_empty() { Vec::new() } else { update_states(out, docker, &names, since)? };
+        let updates = if names.is_empty() { Vec::new() } else { update_states(out, docker, &names, env, since)? };
         if let Some(update) = updates.iter().find(|u| u.state.starts_with("rollback") || u.state == "paused") {
             if update.state != "rollback_started" {
                 bail!(
@@ -254,10 +258,11 @@ fn update_states(
     out: &Output,
     docker: &Docker,
     services: &[&str],
+    env: &[(String, String)],
     since: jiff::Timestamp,
 ) -> anyhow::Result<Vec<UpdateState>> {
     let format = "{{.Spec.Name}}\t{{if .UpdateStatus}}{{.UpdateStatus.State}}\t{{.UpdateStatus.StartedAt}}\t{{.UpdateStatus.Message}}{{end}}";
-    let inspect = docker.cmd().args(["service", "inspect", "--format", format]).args(services);
+    let inspect = confined(docker.cmd().args(["service", "inspect", "--format", format]).args(services), env);
     let text = exec::capture(out, &inspect, Duration::from_secs(30))?;
     Ok(parse_update_states(&text, since))
 }

@@ -357,7 +357,7 @@ impl<'a> Rollout<'a> {
             }
         }
         if let Some(swarm) = self.target.kinds.swarm {
-            super::wait_for_stack(out, docker, &swarm.stack, since, deadline)?;
+            super::wait_for_stack(out, docker, &swarm.stack, &self.env(shipment), since, deadline)?;
         }
         if let Some(hook) = self.target.webhook {
             let delivery = webhook::Delivery {
