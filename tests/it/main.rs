@@ -46,6 +46,7 @@ mod serve_rollout;
 mod ssh;
 mod stages;
 mod state;
+mod swarm_nodes;
 mod systemd;
 mod target_secrets;
 mod trust;

@@ -9,6 +9,7 @@ pub mod http;
 pub mod load;
 pub mod nginx;
 pub mod serve;
+pub mod swarm;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,174 @@
+//! Swarm targets on a real multi-node swarm: three simulated hosts (`support::hosts`) joined into
+//! one swarm (`support::swarm`), the real `pipe` deploying a stack through the manager's engine
+//! (the target's `env` names it in `DOCKER_HOST`) with an image every node pulls from the test's
+//! registry with the credentials the deploy forwards.
+//!
+//! `PIPE_REQUIRE_DOCKER=1 PIPE_TEST_BASE_IMAGE=pipe-busybox:latest cargo test --test it swarm_nodes::`
+
+use std::collections::BTreeMap;
+
+use crate::support::docker::{Docker, ProjectImages, Registry, unique_name};
+use crate::support::hosts::{self, Host};
+use crate::support::swarm::Swarm;
+use crate::support::{TestEnv, WorkRepo};
+
+const REG_PASSWORD: &str = "swarm-nodes-reg-pw-7731";
+
+/// One container of the service on one node, as that node's engine reports it.
+#[derive(Debug)]
+struct Task {
+    image: String,
+    started: jiff::Timestamp,
+    /// `None` while it runs.
+    finished: Option<jiff::Timestamp>,
+}
+
+/// Every container of `service` on `host`'s engine, running or not, oldest first.
+fn tasks(host: &Host, service: &str) -> Vec<Task> {
+    let ids =
+        host.docker(&["ps", "--all", "--quiet", "--filter", &format!("label=com.docker.swarm.service.name={service}")]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut args =
+        vec!["inspect", "--format", "{{.Config.Image}}|{{.State.StartedAt}}|{{.State.FinishedAt}}|{{.State.Running}}"];
+    args.extend(ids);
+    let mut tasks: Vec<Task> = host
+        .docker(&args)
+        .lines()
+        .map(|line| {
+            let parts: Vec<&str> = line.split('|').collect();
+            let running = parts[3] == "true";
+            Task {
+                image: parts[0].to_string(),
+                started: parts[1].parse().unwrap(),
+                finished: (!running).then(|| parts[2].parse().unwrap()),
+            }
+        })
+        .collect();
+    tasks.sort_by_key(|t| t.started);
+    tasks
+}
+
+/// A release is told apart by its immutable tag in the image the task runs (`REPO:TAG@DIGEST`).
+fn of(task: &Task, sha: &str) -> bool {
+    task.image.contains(&format!(":{}@", &sha[..12])) || task.image.ends_with(&format!(":{}", &sha[..12]))
+}
+
+#[test]
+fn a_stack_rolls_start_first_across_three_nodes_and_a_swarm_rollback_is_reported_rolled_back() {
+    let Some(docker) = Docker::require() else { return };
+    if !hosts::available() {
+        return;
+    }
+    let registry = Registry::start("ci", REG_PASSWORD);
+    let swarm = Swarm::start(3, &registry);
+    let mut env = TestEnv::new();
+    let project = unique_name("sn").replace("pipe-test-", "");
+    let _images = ProjectImages { project: project.clone() };
+    let image = format!("pipe-test/{project}");
+    let repo = WorkRepo::new(env.path(), "app");
+    repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
+    repo.write(".pipe.toml", &format!("image = \"{image}\"\ntest = \"true\"\n"));
+    let stack_file = env.path().join("stack.yml");
+    // One task per node (global), healthy once `/www/health` exists; the update order and failure
+    // action are pipe's override's.
+    std::fs::write(
+        &stack_file,
+        r#"version: "3.8"
+services:
+  web:
+    image: ${PIPE_IMAGE}:${PIPE_TAG}
+    init: true
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/www/health"]
+      interval: 1s
+      timeout: 1s
+      retries: 2
+    deploy:
+      mode: global
+      update_config:
+        monitor: 4s
+"#,
+    )
+    .unwrap();
+    env.env("REG_PW", REG_PASSWORD);
+    env.config(&format!(
+        "[pipe]\nworkspace = \"{ws}\"\n\n[registry.local]\nurl = \"{reg}\"\nusername = \"ci\"\npassword_env = \"REG_PW\"\n\n\
+         [project.{project}]\nrepo = \"{url}\"\nbranches = [\"main\"]\n\n[[project.{project}.deploy]]\nname = \"nodes\"\n\
+         branches = [\"main\"]\npush = [\"local\"]\nswarm = {{ file = \"{file}\", stack = \"{project}\" }}\n\
+         env = {{ DOCKER_HOST = \"{manager}\" }}\ntimeout = \"120s\"\n",
+        ws = env.path().join("work").display(),
+        reg = registry.host(),
+        url = repo.url(),
+        file = stack_file.display(),
+        manager = swarm.manager().docker_host(),
+    ));
+    let release = |name: &str, healthy: bool| {
+        repo.write("www/index.html", &format!("{name}\n"));
+        let health = repo.work.join("www").join("health");
+        if healthy {
+            std::fs::write(&health, "ok\n").unwrap();
+        } else {
+            let _ = std::fs::remove_file(&health);
+        }
+        repo.commit_to("main", name)
+    };
+    let service = format!("{project}_web");
+    let manager = swarm.manager();
+    let nodes = swarm.node_ids();
+
+    // The first release: a task on every node, pulled from the registry with the deploy's
+    // credentials (no node has logged in).
+    let v1 = release("one", true);
+    let run = env.pipe(&["run"]);
+    run.code(0);
+    for host in &swarm.hosts {
+        let running: Vec<Task> = tasks(host, &service).into_iter().filter(|t| t.finished.is_none()).collect();
+        assert!(running.len() == 1 && of(&running[0], &v1), "{}: {running:?}\n{}", host.label, run.stderr);
+    }
+
+    // The second: rolled node by node, each node's new task running before its old one stopped.
+    let v2 = release("two", true);
+    let run = env.pipe(&["run"]);
+    run.code(0);
+    let update = manager.docker(&["service", "inspect", "--format", "{{.UpdateStatus.State}}", &service]);
+    assert_eq!(update.trim(), "completed", "{}", run.stderr);
+    let mut overlaps = BTreeMap::new();
+    for host in &swarm.hosts {
+        let all = tasks(host, &service);
+        let new: Vec<&Task> = all.iter().filter(|t| of(t, &v2)).collect();
+        let old: Vec<&Task> = all.iter().filter(|t| of(t, &v1)).collect();
+        assert!(new.len() == 1 && new[0].finished.is_none(), "{}: {all:?}", host.label);
+        assert!(old.len() == 1, "{}: {all:?}", host.label);
+        let stopped = old[0].finished.unwrap_or_else(|| panic!("{}: the old task still runs: {all:?}", host.label));
+        assert!(new[0].started < stopped, "{}: stop-first, not start-first: {all:?}", host.label);
+        overlaps.insert(new[0].started, (host.label.clone(), stopped));
+    }
+    eprintln!("start-first per node (new started, old stopped): {overlaps:?}");
+    let nodes_running = manager.docker(&[
+        "service",
+        "ps",
+        &service,
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}} {{.Image}}",
+    ]);
+    assert_eq!(nodes_running.lines().count(), nodes.len(), "{nodes_running}");
+
+    // The third never becomes healthy: the swarm rolls itself back, and pipe says so.
+    let _v3 = release("three", false);
+    let run = env.pipe(&["run"]);
+    eprintln!("{}", run.stderr);
+    run.code(1).stderr_has(&format!("the swarm rolled back the update of `{service}`"));
+    for host in &swarm.hosts {
+        let running: Vec<Task> = tasks(host, &service).into_iter().filter(|t| t.finished.is_none()).collect();
+        assert!(running.len() == 1 && of(&running[0], &v2), "{}: {running:?}", host.label);
+    }
+    let history =
+        std::fs::read_to_string(env.path().join("state").join("deploys").join(&project).join("nodes.toml")).unwrap();
+    assert!(history.contains("result = \"rolled_back\""), "{history}");
+}
