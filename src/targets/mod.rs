@@ -214,6 +214,9 @@ pub(crate) fn wait_for_stack(
     let cmd = docker.cmd().args(["stack", "services", stack, "--format", "{{.Name}} {{.Replicas}}"]);
     let cmd = confined(cmd, env);
     let mut last = String::new();
+    // Why the swarm rolls an update back is said only while it does (`rollback_started`); once
+    // done its message is `rollback completed`.
+    let mut causes: Vec<(String, String)> = Vec::new();
     while Instant::now() < deadline {
         crate::signals::check()?;
         last = exec::capture(out, &cmd, Duration::from_secs(30))?;
@@ -227,13 +230,23 @@ pub(crate) fn wait_for_stack(
         let names: Vec<&str> = last.lines().filter_map(|l| l.split_whitespace().next()).collect();
         let updates = if names.is_empty() { Vec::new() } else { update_states(out, docker, &names, env, since)? };
         if let Some(update) = updates.iter().find(|u| u.state.starts_with("rollback") || u.state == "paused") {
-            if update.state != "rollback_started" {
+            let cause = causes.iter().find(|(service, _)| *service == update.service).map(|(_, m)| m.clone());
+            if update.state == "rollback_started" {
+                if cause.is_none() && !update.message.is_empty() {
+                    causes.push((update.service.clone(), update.message.clone()));
+                }
+            } else {
+                // The swarm's reason, the failed task's node and error, then how the update ended.
+                let mut said: Vec<String> = cause.into_iter().collect();
+                let task = said.iter().chain([&update.message]).find_map(|m| swarm::failed_task(m)).map(str::to_string);
+                said.extend(task.and_then(|id| swarm::task_failure(out, docker, env, &id)));
+                said.push(if update.message.is_empty() { "no message".into() } else { update.message.clone() });
                 bail!(
                     "the swarm {} the update of `{}` ({}): {}",
                     if update.state == "paused" { "paused" } else { "rolled back" },
                     update.service,
                     update.state,
-                    if update.message.is_empty() { "no message" } else { &update.message }
+                    said.join("; ")
                 );
             }
         } else if converged && updates.iter().all(|u| u.state != "updating") {

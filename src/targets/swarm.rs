@@ -169,11 +169,43 @@ pub(crate) fn write_override(
     Ok(Some(path))
 }
 
+/// The task a swarm's update message blames (`update rolled back due to failure or early
+/// termination of task ID`, `update paused due to …`).
+pub(crate) fn failed_task(message: &str) -> Option<&str> {
+    let (_, rest) = message.rsplit_once(" of task ")?;
+    let id = rest.split_whitespace().next()?;
+    id.bytes().all(|b| b.is_ascii_alphanumeric()).then_some(id)
+}
+
+/// What the swarm says of a failed task: the node it ran on (its hostname and address) and its
+/// error (`task: non-zero exit (143): dockerexec: unhealthy container`); `None` when the manager
+/// no longer knows it.
+pub(crate) fn task_failure(out: &Output, docker: &Docker, env: &[(String, String)], task: &str) -> Option<String> {
+    let inspect = |kind: &str, format: &str, id: &str| {
+        let cmd = docker.cmd().args(["inspect", "--type", kind, "--format", format, id]);
+        exec::capture(out, &super::env::confined(cmd, env), Duration::from_secs(30)).ok().map(|s| s.trim().to_string())
+    };
+    let found = inspect("task", "{{.NodeID}}\t{{.Status.State}}: {{.Status.Err}}", task)?;
+    let (node, error) = found.split_once('\t')?;
+    let node =
+        inspect("node", "{{.Description.Hostname}} ({{.Status.Addr}})", node).unwrap_or_else(|| node.to_string());
+    Some(format!("task {task} on node {node}: {error}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const CONFIG: &str = "version: \"3.8\"\nservices:\n  web:\n    command:\n      - httpd\n    deploy:\n      replicas: 1\n    image: x\n  worker:\n    deploy:\n      update_config:\n        order: stop-first\n    image: x\nnetworks: {}\n";
+
+    #[test]
+    fn the_task_an_update_message_blames_is_read() {
+        let said = "update rolled back due to failure or early termination of task ubszvup68xpkg2ha6udf6ycme";
+        assert_eq!(failed_task(said), Some("ubszvup68xpkg2ha6udf6ycme"));
+        assert_eq!(failed_task("update paused due to failure or early termination of task abc123"), Some("abc123"));
+        assert_eq!(failed_task("rollback completed"), None);
+        assert_eq!(failed_task("of task --format"), None);
+    }
 
     #[test]
     fn services_and_what_they_say_about_updates_are_read() {
