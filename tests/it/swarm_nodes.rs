@@ -118,7 +118,6 @@ services:
     };
     let service = format!("{project}_web");
     let manager = swarm.manager();
-    let nodes = swarm.node_ids();
 
     // The first release: a task on every node, pulled from the registry with the deploy's
     // credentials (no node has logged in).
@@ -130,45 +129,89 @@ services:
         assert!(running.len() == 1 && of(&running[0], &v1), "{}: {running:?}\n{}", host.label, run.stderr);
     }
 
-    // The second: rolled node by node, each node's new task running before its old one stopped.
-    let v2 = release("two", true);
-    let run = env.pipe(&["run"]);
-    run.code(0);
-    let update = manager.docker(&["service", "inspect", "--format", "{{.UpdateStatus.State}}", &service]);
-    assert_eq!(update.trim(), "completed", "{}", run.stderr);
-    let mut overlaps = BTreeMap::new();
-    for host in &swarm.hosts {
-        let all = tasks(host, &service);
-        let new: Vec<&Task> = all.iter().filter(|t| of(t, &v2)).collect();
-        let old: Vec<&Task> = all.iter().filter(|t| of(t, &v1)).collect();
-        assert!(new.len() == 1 && new[0].finished.is_none(), "{}: {all:?}", host.label);
-        assert!(old.len() == 1, "{}: {all:?}", host.label);
-        let stopped = old[0].finished.unwrap_or_else(|| panic!("{}: the old task still runs: {all:?}", host.label));
-        assert!(new[0].started < stopped, "{}: stop-first, not start-first: {all:?}", host.label);
-        overlaps.insert(new[0].started, (host.label.clone(), stopped));
+    // The next two: each rolled node by node, start-first on every node.
+    let mut previous = v1;
+    for name in ["two", "three"] {
+        let next = release(name, true);
+        let run = env.pipe(&["run"]);
+        run.code(0);
+        let update = manager.docker(&["service", "inspect", "--format", "{{.UpdateStatus.State}}", &service]);
+        assert_eq!(update.trim(), "completed", "{}", run.stderr);
+        rolled_start_first(&swarm, &service, &previous, &next);
+        previous = next;
     }
-    eprintln!("start-first per node (new started, old stopped): {overlaps:?}");
-    let nodes_running = manager.docker(&[
-        "service",
-        "ps",
-        &service,
-        "--filter",
-        "desired-state=running",
-        "--format",
-        "{{.Node}} {{.Image}}",
-    ]);
-    assert_eq!(nodes_running.lines().count(), nodes.len(), "{nodes_running}");
+    let good = previous;
 
-    // The third never becomes healthy: the swarm rolls itself back, and pipe says so.
-    let _v3 = release("three", false);
+    // The last never becomes healthy: the swarm rolls itself back, and pipe says so in the
+    // swarm's words, naming the task that failed, its node and its error.
+    let bad = release("four", false);
     let run = env.pipe(&["run"]);
-    eprintln!("{}", run.stderr);
-    run.code(1).stderr_has(&format!("the swarm rolled back the update of `{service}`"));
+    eprintln!("{}", run.stderr.lines().filter(|l| l.contains("error:")).collect::<Vec<_>>().join("\n"));
+    run.code(1)
+        .stderr_has(&format!("the swarm rolled back the update of `{service}` (rollback_completed)"))
+        .stderr_has("update rolled back due to failure or early termination of task")
+        .stderr_has("unhealthy container")
+        .stderr_has(&format!("rolled back to {}/{image}:{}", registry.host(), &good[..12]));
+    let tried: Vec<&Host> = swarm.hosts.iter().filter(|h| tasks(h, &service).iter().any(|t| of(t, &bad))).collect();
+    assert!(!tried.is_empty(), "no node ran the failing release");
+    assert!(
+        tried.iter().any(|h| run.stderr.contains(&format!("({})", h.ip))),
+        "the report names a node that ran it ({:?}):\n{}",
+        tried.iter().map(|h| h.ip).collect::<Vec<_>>(),
+        run.stderr
+    );
     for host in &swarm.hosts {
         let running: Vec<Task> = tasks(host, &service).into_iter().filter(|t| t.finished.is_none()).collect();
-        assert!(running.len() == 1 && of(&running[0], &v2), "{}: {running:?}", host.label);
+        assert!(running.len() == 1 && of(&running[0], &good), "{}: {running:?}", host.label);
     }
-    let history =
-        std::fs::read_to_string(env.path().join("state").join("deploys").join(&project).join("nodes.toml")).unwrap();
-    assert!(history.contains("result = \"rolled_back\""), "{history}");
+    let history = env.path().join("state").join("deploys").join(&project).join("nodes.toml");
+    let history: toml::Value = toml::from_str(&std::fs::read_to_string(history).unwrap()).unwrap();
+    let deploys = history["deploy"].as_array().unwrap();
+    let failed = deploys.iter().find(|d| d["tag"].as_str() == Some(&bad[..12])).expect("the failed deploy's record");
+    assert_eq!(failed["result"].as_str(), Some("rolled_back"), "{history}");
+    assert!(
+        !deploys.iter().any(|d| d["tag"].as_str() == Some(&bad[..12]) && d["result"].as_str() == Some("succeeded"))
+    );
+    let status = env.pipe(&["status", "--json"]).json();
+    assert_eq!(status["refs"][0]["result"], "failed", "{status}");
+}
+
+/// The update from `old` to `new` went node by node, start-first: on every node the new task's
+/// container started before the swarm saw it running (healthy) and the old one stopped only
+/// after that; the next node's new container started only once the one before was running.
+fn rolled_start_first(swarm: &Swarm, service: &str, old: &str, new: &str) {
+    let manager = swarm.manager();
+    let ids = manager.docker(&["service", "ps", service, "--quiet", "--filter", "desired-state=running"]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let mut args = vec!["inspect", "--type", "task", "--format", "{{.NodeID}}|{{json .Status.Timestamp}}"];
+    args.extend(ids);
+    let running: BTreeMap<String, jiff::Timestamp> = manager
+        .docker(&args)
+        .lines()
+        .map(|l| {
+            let (node, at) = l.split_once('|').unwrap();
+            (node.to_string(), at.trim_matches('"').parse().unwrap())
+        })
+        .collect();
+    let mut timeline = Vec::new();
+    for (host, node) in swarm.hosts.iter().zip(swarm.node_ids()) {
+        let all = tasks(host, service);
+        let fresh: Vec<&Task> = all.iter().filter(|t| of(t, new)).collect();
+        let stale: Vec<&Task> = all.iter().filter(|t| of(t, old)).collect();
+        assert!(fresh.len() == 1 && fresh[0].finished.is_none(), "{}: {all:?}", host.label);
+        assert!(stale.len() == 1, "{}: {all:?}", host.label);
+        let stopped = stale[0].finished.unwrap_or_else(|| panic!("{}: the old task still runs: {all:?}", host.label));
+        let ran = *running.get(&node).unwrap_or_else(|| panic!("{}: no running task: {running:?}", host.label));
+        assert!(
+            fresh[0].started <= ran && ran <= stopped,
+            "{}: not start-first: {all:?}, running at {ran}",
+            host.label
+        );
+        timeline.push((fresh[0].started, ran, stopped, host.label.clone()));
+    }
+    timeline.sort();
+    eprintln!("{service} {} → {}: (new started, new running, old stopped, node) {timeline:?}", &old[..12], &new[..12]);
+    for pair in timeline.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "two nodes were updated at once: {timeline:?}");
+    }
 }
