@@ -283,7 +283,7 @@ fn update_states(
 /// Parses `docker service inspect` lines of name, state, start and message (tab-separated);
 /// updates that started before `since` (an earlier deploy's) are left out.
 pub(crate) fn parse_update_states(text: &str, since: jiff::Timestamp) -> Vec<UpdateState> {
-    // The swarm's clock and ours are the same host's for a local engine; a second of slack
+    // `since` is the manager's own clock (`swarm::engine_now`), else ours; a second of slack
     // covers the rounding of either.
     let since = since - jiff::SignedDuration::from_secs(1);
     text.lines()

@@ -335,7 +335,12 @@ impl<'a> Rollout<'a> {
             return Ok(());
         }
         // A swarm's update of this deploy starts after this instant; one before it is another's.
-        let since = crate::clock::precise();
+        // Read on the manager's clock: it may be another machine's, ahead of or behind ours.
+        let since = match self.target.kinds.swarm {
+            Some(_) => swarm::engine_now(out, docker, &self.env(shipment)),
+            None => None,
+        };
+        let since = since.unwrap_or_else(crate::clock::precise);
         for cmd in self.commands(shipment)? {
             let log = &self.place.log;
             let finished = redact::logged(out, &cmd, log, client::LOG_CAP, left(), &self.redactor, &mut |_| {})?;

@@ -169,6 +169,14 @@ pub(crate) fn write_override(
     Ok(Some(path))
 }
 
+/// The engine's own clock (`docker info`'s `SystemTime`), which dates a swarm's updates: a
+/// manager on another machine may be seconds off pipe's. `None` when it does not answer.
+pub(crate) fn engine_now(out: &Output, docker: &Docker, env: &[(String, String)]) -> Option<jiff::Timestamp> {
+    let cmd = super::env::confined(docker.cmd().args(["info", "--format", "{{json .SystemTime}}"]), env);
+    let text = exec::capture(out, &cmd, Duration::from_secs(30)).ok()?;
+    text.trim().trim_matches('"').parse().ok()
+}
+
 /// The task a swarm's update message blames (`update rolled back due to failure or early
 /// termination of task ID`, `update paused due to …`).
 pub(crate) fn failed_task(message: &str) -> Option<&str> {
