@@ -124,9 +124,12 @@ services:
     let v1 = release("one", true);
     let run = env.pipe(&["run"]);
     run.code(0);
+    // The manager pinned the tag to the registry's digest: every node runs that one image.
+    let digest = registry.digest(&image, &v1[..12]).expect("the pushed tag's digest");
     for host in &swarm.hosts {
         let running: Vec<Task> = tasks(host, &service).into_iter().filter(|t| t.finished.is_none()).collect();
         assert!(running.len() == 1 && of(&running[0], &v1), "{}: {running:?}\n{}", host.label, run.stderr);
+        assert!(running[0].image.ends_with(&format!("@{digest}")), "{}: {running:?} is not {digest}", host.label);
     }
 
     // The next two: each rolled node by node, start-first on every node.
