@@ -144,6 +144,12 @@ services:
         previous = next;
     }
     let good = previous;
+    let serving = |host: &Host| {
+        let running: Vec<Task> = tasks(host, &service).into_iter().filter(|t| t.finished.is_none()).collect();
+        assert!(running.len() == 1 && of(&running[0], &good), "{}: {running:?}", host.label);
+        running[0].started
+    };
+    let before: Vec<jiff::Timestamp> = swarm.hosts.iter().map(serving).collect();
 
     // The last never becomes healthy: the swarm rolls itself back, and pipe says so in the
     // swarm's words, naming the task that failed, its node and its error.
@@ -163,10 +169,10 @@ services:
         tried.iter().map(|h| h.ip).collect::<Vec<_>>(),
         run.stderr
     );
-    for host in &swarm.hosts {
-        let running: Vec<Task> = tasks(host, &service).into_iter().filter(|t| t.finished.is_none()).collect();
-        assert!(running.len() == 1 && of(&running[0], &good), "{}: {running:?}", host.label);
-    }
+    // Start-first: the failing task never became healthy, so no node's old task was stopped;
+    // pipe's redeploy of the previous release after the swarm's rollback changed no task.
+    let after: Vec<jiff::Timestamp> = swarm.hosts.iter().map(serving).collect();
+    assert_eq!(before, after, "a node's running task was replaced");
     let history = env.path().join("state").join("deploys").join(&project).join("nodes.toml");
     let history: toml::Value = toml::from_str(&std::fs::read_to_string(history).unwrap()).unwrap();
     let deploys = history["deploy"].as_array().unwrap();
@@ -177,6 +183,18 @@ services:
     );
     let status = env.pipe(&["status", "--json"]).json();
     assert_eq!(status["refs"][0]["result"], "failed", "{status}");
+
+    // Nothing of the swarm is left: its firewall rules, namespaces, veths, directories.
+    let tag = swarm.rule_tag();
+    let left: Vec<_> = swarm.hosts.iter().map(|h| (h.netns.clone(), h.dir.clone(), h.veth())).collect();
+    drop(swarm);
+    let rules = std::process::Command::new("iptables").args(["-S", "DOCKER-USER"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains(&tag), "firewall rules left");
+    let links = std::process::Command::new("ip").args(["-o", "link"]).output().unwrap();
+    for (netns, dir, veth) in left {
+        assert_eq!(hosts::leftovers(&netns, &dir), Vec::<String>::new());
+        assert!(!String::from_utf8_lossy(&links.stdout).contains(&format!("{veth}@")), "veth {veth} left");
+    }
 }
 
 /// The update from `old` to `new` went node by node, start-first: on every node the new task's

@@ -53,9 +53,14 @@ impl Swarm {
         &self.hosts[0]
     }
 
+    /// The comment on this swarm's firewall rules.
+    pub fn rule_tag(&self) -> String {
+        format!("pipe-test swarm {}", self.hosts[0].netns)
+    }
+
     /// Lets each host reach every other one through the main namespace.
     fn link(&mut self) {
-        let tag = format!("pipe-test swarm {}", self.hosts[0].netns);
+        let tag = self.rule_tag();
         for a in &self.hosts {
             for b in &self.hosts {
                 if a.ip == b.ip {
