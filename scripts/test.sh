@@ -26,4 +26,6 @@ if ! [ -x "$kit_cli" ] || ! "$kit_cli" --version | grep -qE 'version (18\.09|19\
     exit 1
 fi
 echo "[test] cargo test: stages, runs, trust, the image line, several images and the build cache again on BuildKit ($kit_cli)" >&2
-PIPE_TEST_DOCKER="$kit_cli" cargo test --quiet --test it -- stages:: run:: trust:: image_line:: images:: build_cache:: 2>&1
+# Swarm updates and deploys under load build nothing the first pass did not: they are skipped here.
+PIPE_TEST_DOCKER="$kit_cli" cargo test --quiet --test it -- stages:: run:: trust:: image_line:: images:: build_cache:: \
+    --skip run::a_swarm --skip images::a_release_of_several_images_switches_together_under_load 2>&1
