@@ -1,8 +1,8 @@
 //! A release of several images after it is built: the automatic rollback of a deploy target
 //! run in place puts every image of the previous release back, and a real `pipe serve` hook
-//! receives the whole release from a webhook target (each image checked against its `images`,
-//! each exported, all recorded, all rolled back) and refuses a body with one image it does not
-//! allow.
+//! receives the whole release from a webhook target and from a fleet (each image checked
+//! against its `images`, each exported, all recorded, all rolled back) and refuses a body with
+//! one image it does not allow.
 
 use super::{Project1, short};
 use crate::support::docker::{ComposeProject, Docker};
@@ -42,7 +42,7 @@ fn records(path: &std::path::Path) -> Vec<Record> {
 }
 
 #[test]
-fn a_failed_release_of_several_images_is_rolled_back_whole_in_place_and_through_pipe_serve() {
+fn a_failed_release_of_several_images_is_rolled_back_whole_in_place_through_pipe_serve_and_by_a_fleet() {
     let Some(docker) = Docker::require() else { return };
     let mut p1 = Project1::new(&docker);
     let p = p1.project.clone();
@@ -68,7 +68,9 @@ fn a_failed_release_of_several_images_is_rolled_back_whole_in_place_and_through_
          compose = {{ file = \"{ci}\", project = \"{p}\" }}\n\
          health = {{ url = \"http://127.0.0.1:{ci_port}/health\", timeout = \"5s\" }}\n\n\
          [[project.{p}.deploy]]\nname = \"production\"\nbranches = [\"main\"]\n\
-         webhook = {{ url = \"http://127.0.0.1:{serve_port}/hooks/{p}\", secret_env = \"HOOK_SECRET\" }}\n",
+         webhook = {{ url = \"http://127.0.0.1:{serve_port}/hooks/{p}\", secret_env = \"HOOK_SECRET\" }}\n\n\
+         [[project.{p}.deploy]]\nname = \"fleet\"\nbranches = [\"main\"]\n\
+         webhook = {{ url = \"http://{{host}}/hooks/{p}\", secret_env = \"HOOK_SECRET\", hosts = [\"127.0.0.1:{serve_port}\"] }}\n",
         ci = dir.join("ci.yml").display(),
     ));
     let server = Serve::start_on(&p1.env, serve_port).expect("pipe serve listens");
@@ -107,11 +109,17 @@ fn a_failed_release_of_several_images_is_rolled_back_whole_in_place_and_through_
     ];
     let state = p1.env.state_path();
     assert_eq!(records(&state.with_file_name("deploys").join(&p).join("devhost.toml")), expected);
-    let hook_history = state.with_file_name("serve").join(&p).join("deploys.toml");
-    assert_eq!(records(&hook_history), expected, "the receiver records and rolls back the release whole");
     // The webhook target's own history: the release failed on the receiver, which rolled back.
     let production = records(&state.with_file_name("deploys").join(&p).join("production.toml"));
     assert_eq!(production, [expected[0].clone(), (c2.clone(), "failed".into(), false, all.clone())]);
+    // The fleet (one host here) posted the previous release back whole: without every image
+    // the receiver's compose file could not have run it, and the host would be `rollback_failed`.
+    assert_eq!(records(&state.with_file_name("deploys").join(&p).join("fleet.toml")), expected);
+    // The receiver, asked by the webhook target, then by the fleet (whose rollback it was last
+    // asked for), recorded and rolled back the release whole each time.
+    let hook_history = state.with_file_name("serve").join(&p).join("deploys.toml");
+    let received = [0, 0, 1, 2, 1, 2, 0].map(|i| expected[i].clone());
+    assert_eq!(records(&hook_history), received, "the receiver records and rolls back the release whole");
 
     // A signed body naming one image the hook does not allow is refused whole: nothing runs.
     let runs = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
