@@ -387,5 +387,7 @@ mod tests {
                 "on any failure: POST the previous release to every host asked".into(),
             ]
         );
+        let several = plan(&hook, "app", true);
+        assert!(several[4].contains("(body: project, ref, commit, image, digest, images; "), "{several:?}");
     }
 }
