@@ -3,16 +3,16 @@
 
 use super::context::Context;
 use crate::cli::BuildArgs;
-use crate::engine::{self, Session, build, statuses};
+use crate::engine::{self, Session, build, here, statuses};
 use crate::error::code;
 use crate::{git, output};
 
 pub(super) fn run(cx: &Context, args: &BuildArgs) -> anyhow::Result<u8> {
     if args.here {
         engine::here_takes_no_project(&args.project)?;
-        let built = build::build_here(&cx.out, args.dry_run)?;
-        if let Some(built) = built {
-            output::println(&built.reference)?;
+        let built = here::build_here(&cx.out, args.dry_run)?;
+        for image in built.iter().flat_map(|b| &b.images) {
+            output::println(&image.reference)?;
         }
         return Ok(code::OK);
     }

@@ -7,37 +7,43 @@ use super::context::Context;
 use crate::cli::TestArgs;
 use crate::docker::client::Docker;
 use crate::engine::test::{self, TestJob};
-use crate::engine::{self, Session, build, statuses};
+use crate::engine::{self, Session, here, statuses};
 use crate::error::{StageFailed, code};
 
 pub(super) fn run(cx: &Context, args: &TestArgs) -> anyhow::Result<u8> {
     if args.here {
         engine::here_takes_no_project(&args.project)?;
-        let Some(built) = build::build_here(&cx.out, args.dry_run)? else { return Ok(code::OK) };
-        let Some(command) = built.plan.test.clone() else {
+        let Some(built) = here::build_here(&cx.out, args.dry_run)? else { return Ok(code::OK) };
+        if built.images.iter().all(|i| i.test.is_none()) {
             cx.out.info("no test command: set `test` in .pipe.toml");
             return Ok(code::OK);
-        };
-        let confinement = crate::docker::Confinement::default();
-        let nologin = tempfile::Builder::new().prefix("pipe-nologin-").tempdir()?;
-        let job = TestJob {
-            label: format!("here-{}", std::process::id()),
-            image: built.reference.clone(),
-            command: &command,
-            env: built.plan.test_env.clone(),
-            secrets: Vec::new(),
-            services: built.plan.test_services.clone().map(|(_, s)| s),
-            confinement,
-            compose_config: nologin.path().to_path_buf(),
-            timeout: Duration::from_secs(3600),
-            log: std::env::temp_dir().join(format!("pipe-here-test-{}.log", std::process::id())),
-            echo: !cx.out.quiet,
-        };
-        let finished = test::run_job(&cx.out, &Docker::new(None), &job)?;
-        if !finished.success() {
-            return Err(StageFailed(format!("tests of {} failed: {}", built.reference, finished.describe())).into());
         }
-        cx.out.info(format!("tests of {} passed on branch {}", built.reference, built.branch));
+        for image in &built.images {
+            let Some(command) = image.test.clone() else {
+                cx.out.info(format!("{}: no test command", image.reference));
+                continue;
+            };
+            let confinement = crate::docker::Confinement::default();
+            let nologin = tempfile::Builder::new().prefix("pipe-nologin-").tempdir()?;
+            let job = TestJob {
+                label: format!("here-{}", std::process::id()),
+                image: image.reference.clone(),
+                command: &command,
+                env: built.plan.test_env.clone(),
+                secrets: Vec::new(),
+                services: built.plan.test_services.clone().map(|(_, s)| s),
+                confinement,
+                compose_config: nologin.path().to_path_buf(),
+                timeout: Duration::from_secs(3600),
+                log: std::env::temp_dir().join(format!("pipe-here-test-{}.log", std::process::id())),
+                echo: !cx.out.quiet,
+            };
+            let finished = test::run_job(&cx.out, &Docker::new(None), &job)?;
+            if !finished.success() {
+                return Err(StageFailed(format!("tests of {} failed: {}", image.reference, finished.describe())).into());
+            }
+            cx.out.info(format!("tests of {} passed on branch {}", image.reference, built.branch));
+        }
         return Ok(code::OK);
     }
     let name = args.project.as_deref().expect("clap requires PROJECT without --here");

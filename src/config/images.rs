@@ -110,7 +110,7 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
 
 /// Whether an image's table name is valid: lowercase letters, digits, `-` and `_`, starting
 /// with a letter, at most 32 characters (it becomes part of an environment variable's name).
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     name.len() <= 32
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())

@@ -39,7 +39,7 @@ use validate::{validate, validate_hook, validate_ingress};
 pub(crate) use discover::{Candidate, instantiate, project_name, valid_repo_name};
 pub(crate) use document::validate_name;
 pub(crate) use forge::{CloneVia, Discover, Forge, ForgeKind, Origin};
-pub(crate) use images::{PathSet, env_name as image_env_name};
+pub(crate) use images::{MAX_IMAGES, PathSet, env_name as image_env_name, valid_name as valid_image_name};
 pub(crate) use project::{NetworkPolicy, Project, Submodules};
 pub(crate) use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub(crate) use targets::{

@@ -1,10 +1,10 @@
 //! The build stage: fetch one commit into the project's workspace, check it out clean, and
-//! `docker build` it with OCI labels; and the developer's build of the working tree (`--here`).
+//! `docker build` it with OCI labels.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 
 use super::plan::{self, Plan};
 use super::{Job, RefFiles};
@@ -490,76 +490,6 @@ pub(crate) fn docker_build(
     spinner.finish();
     let image_id = std::fs::read_to_string(iid.path()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     Ok((finished, image_id))
-}
-
-/// What `--here` built.
-pub(crate) struct HereBuild {
-    pub reference: String,
-    pub plan: Plan,
-    pub branch: String,
-}
-
-/// Builds the working tree of the checkout around the current directory, uncommitted changes
-/// included, with the image name, tags, labels and build args CI would use for its branch.
-pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<HereBuild>> {
-    let cwd = std::env::current_dir().context("failed to read the current directory")?;
-    let repo = git2::Repository::discover(&cwd).map_err(|_| {
-        anyhow!("`{}` is not inside a git checkout; `--here` builds the checkout you stand in", cwd.display())
-    })?;
-    let workdir = repo.workdir().ok_or_else(|| anyhow!("`{}` is a bare repository", cwd.display()))?.to_path_buf();
-    let head = repo.head().context("the checkout has no commit yet")?;
-    let branch = head.shorthand().unwrap_or("HEAD").to_string();
-    let head_commit = head.peel_to_commit().context("HEAD is not a commit")?;
-    let sha = head_commit.id().to_string();
-    let created = git::commit_time(&head_commit);
-    let mut status = git2::StatusOptions::new();
-    status.include_untracked(true).include_ignored(false);
-    let dirty = repo.statuses(Some(&mut status)).map(|s| !s.is_empty()).unwrap_or(true);
-    let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "here".into());
-    let plan = plan::plan(&name, None, &workdir, true)?;
-    if plan.images.len() > 1 {
-        out.warn(format!("`--here` builds the first of the repository's images only: `{}`", plan.images[0].name));
-    }
-    let defaults = crate::config::Settings::default().default_branches;
-    let refname = format!("refs/heads/{branch}");
-    let default = defaults.iter().find(|b| **b == branch).cloned();
-    let mut commit_tag = docker::commit_tag(&sha).to_string();
-    if dirty {
-        commit_tag.push_str("-dirty");
-    }
-    let tags = vec![docker::ref_tag(&refname, default.as_deref()), commit_tag];
-    let source = repo
-        .find_remote("origin")
-        .ok()
-        .and_then(|r| r.url().ok().map(git::redact_url))
-        .unwrap_or_else(|| workdir.display().to_string());
-    let labels = labels(&sha, created, &source, &name, &refname);
-    let docker = Docker::new(None);
-    let reference = format!("{}:{}", plan.image, tags[1]);
-    // No secrets, no network of pipe's: BuildKit where the host has it, as CI would build.
-    let builder = docker.builders(out).choose(Needs::default()).map_err(StageFailed)?;
-    let cache = docker::CacheUse::default();
-    let build = BuildRefs { plan: &plan, tags: &tags, labels: &labels, secrets: &[], network: None, cache: &cache };
-    if dry_run {
-        crate::output::println(build.command(&docker, builder, Path::new("<iidfile>")))?;
-        return Ok(None);
-    }
-    let log = std::env::temp_dir().join(format!("pipe-here-{}.log", docker::branch_tag(&name)));
-    let _ = std::fs::remove_file(&log);
-    out.info(format!(
-        "building {} from `{}`{}",
-        reference,
-        workdir.display(),
-        if dirty { " (uncommitted changes included)" } else { "" }
-    ));
-    let (finished, _) = docker_build(out, &docker, builder, &build, &log, Duration::from_secs(3600), !out.quiet)?;
-    if client::engine_gone(&docker, out, &finished) {
-        return Err(client::engine_unavailable(&docker, &finished.tail));
-    }
-    if !finished.success() {
-        return Err(StageFailed(format!("build failed: {}\nlog: {}", finished.describe(), log.display())).into());
-    }
-    Ok(Some(HereBuild { reference, plan, branch }))
 }
 
 #[cfg(test)]

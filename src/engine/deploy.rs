@@ -2,6 +2,7 @@
 //! webhook), check health, roll back automatically when the check fails, and keep a short
 //! history per target so `--commit` can roll back by hand.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::bail;
@@ -33,7 +34,9 @@ pub(crate) struct Release {
     /// Asked for by `--commit` and not the ref's newest build: an earlier image put back.
     pub rollback: bool,
     /// A release of several images: image name → local repository, all with the commit's tag.
-    pub images: std::collections::BTreeMap<String, String>,
+    pub images: BTreeMap<String, String>,
+    /// The digests of each of `images` by image name, then by registry (where it was pushed).
+    pub digests: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The deploy entries of the job's branch that have a target, optionally only the named one.
@@ -124,7 +127,7 @@ pub(crate) fn deploy(
         };
         let shape = target_of(job, target);
         let shipped = shipment(job, target, &release);
-        let exports = |s: &Shipment| deploy_env(job, target, s, &release);
+        let exports = |s: &Shipment| deploy_env(job, s, &release);
         let rollout = Rollout::new(&place, &shape, &shipped, &exports, own);
         if dry_run {
             rollout.print_plan()?;
@@ -134,16 +137,7 @@ pub(crate) fn deploy(
         let ran = match target.webhook.as_ref().filter(|h| h.is_fleet()) {
             Some(hook) => {
                 let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
-                let release = fleet::FleetRelease {
-                    commit: &shipped.commit,
-                    image: &shipped.image,
-                    tag: &shipped.tag,
-                    digest: shipped.digest.as_deref(),
-                    rollback: shipped.rollback,
-                    stages: &shipped.stages,
-                    detected: shipped.detected,
-                };
-                fleet::rollout(job, target, hook, &release, timeout)
+                fleet::rollout(job, target, hook, &shipped, timeout)
             }
             None => rollout.run(),
         };
@@ -185,6 +179,7 @@ fn release(
         detected: None,
         rollback: false,
         images: run.images.iter().map(|i| (i.name.clone(), i.image.clone())).collect(),
+        digests: run.images.iter().map(|i| (i.name.clone(), i.digests.clone())).collect(),
     };
     if let Some(sha) = commit {
         let newest = super::latest_built(history, None).map(|run| run.commit.as_str());
@@ -205,6 +200,7 @@ fn release(
                     detected: None,
                     rollback: newest != Some(d.commit.as_str()),
                     images: d.images.clone(),
+                    digests: BTreeMap::new(),
                 });
             }
         }
@@ -263,7 +259,15 @@ fn target_of<'a>(job: &Job<'_>, target: &'a Deploy) -> Target<'a> {
 /// The release as `target` runs it: the image under the first registry it pushes to, else local,
 /// tagged with the commit's immutable tag.
 fn shipment(job: &Job<'_>, target: &Deploy, release: &Release) -> Shipment {
-    let image = format!("{}{}", pulled_from(job, target), release.image);
+    let from = pulled_from(job, target);
+    let image = format!("{from}{}", release.image);
+    // Each image's digest in the registry the target pulls from (none for local images).
+    let registry = target.push.first().map(|r| r.get_ref().as_str());
+    let digests = release
+        .digests
+        .iter()
+        .filter_map(|(name, by_registry)| Some((name.clone(), by_registry.get(registry?)?.clone())))
+        .collect();
     Shipment {
         commit: release.commit.clone(),
         image,
@@ -273,6 +277,8 @@ fn shipment(job: &Job<'_>, target: &Deploy, release: &Release) -> Shipment {
         detected: release.detected,
         rollback: release.rollback,
         images: release.images.clone(),
+        pulled_from: from,
+        digests,
     }
 }
 
@@ -288,7 +294,7 @@ fn pulled_from(job: &Job<'_>, target: &Deploy) -> String {
 
 /// The environment every deploy exports, for compose files and commands to interpolate. The
 /// moving tag is the release's (for an automatic rollback, the immutable tag put back).
-fn deploy_env(job: &Job<'_>, target: &Deploy, shipment: &Shipment, release: &Release) -> Vec<(String, String)> {
+fn deploy_env(job: &Job<'_>, shipment: &Shipment, release: &Release) -> Vec<(String, String)> {
     let branch = job.refname.strip_prefix("refs/heads/").unwrap_or(&job.refname);
     let ref_tag = if shipment.commit == release.commit {
         release.tags.first().cloned().unwrap_or_default()
@@ -304,10 +310,6 @@ fn deploy_env(job: &Job<'_>, target: &Deploy, shipment: &Shipment, release: &Rel
         ("PIPE_REF_TAG".into(), ref_tag),
     ];
     // Each image of a release of several, from where the target runs images, all with the tag.
-    let from = pulled_from(job, target);
-    env.extend(shipment.images.iter().flat_map(|(name, repo)| {
-        let name = crate::config::image_env_name(name);
-        [(format!("PIPE_IMAGE_{name}"), format!("{from}{repo}")), (format!("PIPE_TAG_{name}"), shipment.tag.clone())]
-    }));
+    env.extend(shipment.image_env());
     env
 }

@@ -15,29 +15,15 @@ use super::Job;
 use crate::config::{Deploy, WebhookTarget};
 use crate::error::{Interrupted, StageFailed};
 use crate::model::{DeployResult, HostResult, Outcome, Stage};
-use crate::state::{self, DeployRecord, HostRecord, StageRun, Timeline};
+use crate::state::{self, DeployRecord, HostRecord, Timeline};
+use crate::targets::rollout::Shipment;
 use crate::targets::webhook::{self, Delivery};
 
 /// How long a host has to answer `GET /healthz` before the rollout.
 const REACH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The release going to every host.
-pub(crate) struct FleetRelease<'a> {
-    pub commit: &'a str,
-    /// The image repository as the hosts pull it (with the registry).
-    pub image: &'a str,
-    pub tag: &'a str,
-    pub digest: Option<&'a str>,
-    /// Asked for by `--commit`: an earlier image put back on every host.
-    pub rollback: bool,
-    /// The commit's stage records (built, tested, pushed), for the timeline.
-    pub stages: &'a [StageRun],
-    /// When the ref's head was first seen at this commit.
-    pub detected: Option<jiff::Timestamp>,
-}
-
 /// The deploy's moments: the commit's stages from its run, then every host serving it (`done`).
-fn timeline(release: &FleetRelease<'_>, done: jiff::Timestamp) -> Timeline {
+fn timeline(release: &Shipment, done: jiff::Timestamp) -> Timeline {
     let ended = |stage: Stage| {
         let s = release.stages.iter().rev().find(|s| s.stage == stage && s.result == Outcome::Passed)?;
         s.ended.or_else(|| s.started.checked_add(jiff::SignedDuration::from_secs_f64(s.seconds)).ok())
@@ -58,14 +44,14 @@ pub(crate) fn rollout(
     job: &Job<'_>,
     target: &Deploy,
     hook: &WebhookTarget,
-    release: &FleetRelease<'_>,
+    release: &Shipment,
     timeout: Duration,
 ) -> anyhow::Result<Timeline> {
     let (out, project, name) = (&job.out, job.name, target.display_name());
     let path = state::deploys_path(job.state_path, project, name);
     let _lock = lock(&path, name)?;
     let mut history = state::load_deploys(&path)?;
-    let (image, tag) = (release.image, release.tag);
+    let (image, tag) = (release.image.as_str(), release.tag.as_str());
     let hosts = &hook.hosts;
     let n = hosts.len();
     out.info(format!("{project}: deploying {image}:{tag} to `{name}`: {n} hosts, {} at a time", hook.batch_size()));
@@ -78,8 +64,7 @@ pub(crate) fn rollout(
         result: DeployResult::Failed,
         timeline: None,
         rollback: release.rollback,
-        // A webhook posts one image: a release of several goes to hosts as its first image.
-        images: Default::default(),
+        images: release.images.clone(),
         hosts: hosts.iter().map(|h| host_record(h, HostResult::NotStarted, None)).collect(),
     };
 
@@ -118,8 +103,16 @@ pub(crate) fn rollout(
     let live: Vec<usize> = (0..n).filter(|i| !unreachable.contains(i)).collect();
 
     // Batch by batch; the first batch with a failure is the last.
-    let delivery =
-        Delivery { project, refname: &job.refname, commit: release.commit, image, tag, digest: release.digest };
+    let images = release.release_images();
+    let delivery = Delivery {
+        project,
+        refname: &job.refname,
+        commit: &release.commit,
+        image,
+        tag,
+        digest: release.digest.as_deref(),
+        images: &images,
+    };
     let mut asked = Vec::new();
     let mut failed: Vec<(usize, String)> = Vec::new();
     let mut interrupted = None;
@@ -190,6 +183,14 @@ pub(crate) fn rollout(
     };
     let (back_image, back_tag) = (previous.image.as_str(), previous.tag.as_str());
     out.error(format!("{project}: rolling back {} hosts of `{name}` to {back_image}:{back_tag}", asked.len()));
+    // The previous release whole: every image it ran, from where this target pulls them.
+    let back_images = Shipment {
+        tag: previous.tag.clone(),
+        images: previous.images.clone(),
+        pulled_from: release.pulled_from.clone(),
+        ..Shipment::default()
+    }
+    .release_images();
     let back = Delivery {
         project,
         refname: &previous.refname,
@@ -197,6 +198,7 @@ pub(crate) fn rollout(
         image: back_image,
         tag: back_tag,
         digest: None,
+        images: &back_images,
     };
     // All at once: the sooner every host serves one release again, the better.
     let results =

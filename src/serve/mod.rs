@@ -301,8 +301,8 @@ impl Receiver {
         } else {
             None
         };
-        let env = match auth::release_env(&h.name, &h.hook, &body) {
-            Ok(env) => env,
+        let auth::Requested { env, images } = match auth::release_env(&h.name, &h.hook, &body) {
+            Ok(requested) => requested,
             Err(why) => return refuse(422, why),
         };
         if let Some((delivery, expires)) = delivery {
@@ -330,6 +330,7 @@ impl Receiver {
             error: None,
             deploy: Default::default(),
             env,
+            images,
         };
         let mut superseded = None;
         let inserted = self.shared.runs.insert(info, |supersede| {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::auth::Requested;
 use super::runs::DeployReport;
 use super::shared::Shared;
 use crate::config::Hook;
@@ -89,7 +90,8 @@ pub(crate) fn worker(rx: &Shared, h: &HookRuntime) {
         rx.runs.update(&id, |r| r.status = "running".into());
         let started = Instant::now();
         let log = rx.runs.new_log(&h.name, &id);
-        let (outcome, report) = execute(&rx.out, h, run.env, &log, rx.runs.history_path(&h.name));
+        let requested = super::auth::Requested { env: run.env, images: run.images };
+        let (outcome, report) = execute(&rx.out, h, requested, &log, rx.runs.history_path(&h.name));
         let seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         let status = match &outcome {
             Ok(()) => "succeeded",
@@ -158,7 +160,8 @@ type Ended = (Result<(), (&'static str, Option<i32>, String)>, DeployReport);
 /// Runs the hook's target through the rollout `pipe run` uses (`targets::rollout`): behind a
 /// switched ingress the zero-downtime path, else its commands; then the health check, the
 /// automatic rollback from the hook's deploy history, and the history itself.
-fn execute(out: &Output, h: &HookRuntime, env: Vec<(String, String)>, log: &Path, history: PathBuf) -> Ended {
+fn execute(out: &Output, h: &HookRuntime, requested: Requested, log: &Path, history: PathBuf) -> Ended {
+    let Requested { env, images } = requested;
     let mut report = DeployReport::default();
     let failed = |e: anyhow::Error| ("failed", None, format!("{e:#}"));
     if let Some(dir) = log.parent()
@@ -217,23 +220,28 @@ fn execute(out: &Output, h: &HookRuntime, env: Vec<(String, String)>, log: &Path
         image: image.clone(),
         tag: tag.clone(),
         rollback,
+        // Recorded in the hook's deploy history: its automatic rollback puts all of them back.
+        images,
         ..Shipment::default()
     };
-    // The request's variables; for the automatic rollback, the release put back instead.
+    // The request's variables; for the automatic rollback, the release put back instead (every
+    // image of it, when it had several).
     let exports = |s: &Shipment| -> Vec<(String, String)> {
         if (&s.image, &s.tag) == (&image, &tag) {
             return env.clone();
         }
-        let mut back: Vec<(String, String)> = env
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "PIPE_IMAGE" | "PIPE_TAG" | "PIPE_COMMIT"))
-            .cloned()
-            .collect();
+        let release = |k: &str| {
+            matches!(k, "PIPE_IMAGE" | "PIPE_TAG" | "PIPE_COMMIT")
+                || k.starts_with("PIPE_IMAGE_")
+                || k.starts_with("PIPE_TAG_")
+        };
+        let mut back: Vec<(String, String)> = env.iter().filter(|(k, _)| !release(k)).cloned().collect();
         back.push(("PIPE_IMAGE".into(), s.image.clone()));
         back.push(("PIPE_TAG".into(), s.tag.clone()));
         if !s.commit.is_empty() {
             back.push(("PIPE_COMMIT".into(), s.commit.clone()));
         }
+        back.extend(s.image_env());
         back
     };
     let rollout = Rollout::new(&place, &target, &shipment, &exports, own);

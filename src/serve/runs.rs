@@ -57,6 +57,9 @@ pub(crate) struct RunInfo {
     pub deploy: DeployReport,
     #[serde(skip)]
     pub env: Vec<(String, String)>,
+    /// A release of several images: image name → repository (see `auth::Requested`).
+    #[serde(skip)]
+    pub images: std::collections::BTreeMap<String, String>,
 }
 
 /// The deploy of a hook's run as its status document shows it (every field additive: absent
@@ -443,6 +446,7 @@ mod tests {
             error: None,
             deploy: Default::default(),
             env: Vec::new(),
+            images: Default::default(),
         }
     }
 

@@ -183,7 +183,8 @@ pub struct DeployRecord {
     /// other than the ref's newest build) or after a failed deploy (the automatic rollback).
     #[serde(default, skip_serializing_if = "super::disk::is_false")]
     pub rollback: bool,
-    /// A release of several images: image name → repository (local, as built), each with `tag`.
+    /// A release of several images: image name → repository, each with `tag` (on the CI host
+    /// local, as built; on a receiving host as the webhook's body named it).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
     /// A target that spans hosts: where each host ended up, in the pipeline file's order.

@@ -77,6 +77,38 @@ pub(crate) struct Shipment {
     pub rollback: bool,
     /// A release of several images: image name → repository (local, as built), each with `tag`.
     pub images: BTreeMap<String, String>,
+    /// Where the target runs `images` from: `REGISTRY/` when it pulls them, else nothing (on a
+    /// receiving host the body's repositories are whole already).
+    pub pulled_from: String,
+    /// The digest of each of `images` pushed where the target pulls it from, by image name.
+    pub digests: BTreeMap<String, String>,
+}
+
+impl Shipment {
+    /// `images` as a webhook's body carries them: each as the target runs it, with the tag.
+    pub(crate) fn release_images(&self) -> Vec<webhook::ReleaseImage> {
+        self.images
+            .iter()
+            .map(|(name, repo)| webhook::ReleaseImage {
+                name: name.clone(),
+                image: format!("{}{repo}", self.pulled_from),
+                tag: self.tag.clone(),
+                digest: self.digests.get(name).cloned(),
+            })
+            .collect()
+    }
+
+    /// `PIPE_IMAGE_<IMAGE>` and `PIPE_TAG_<IMAGE>` for each image of a release of several (the
+    /// name upper-cased, `-` as `_`), as every deploy exports them.
+    pub(crate) fn image_env(&self) -> Vec<(String, String)> {
+        self.release_images()
+            .into_iter()
+            .flat_map(|i| {
+                let name = crate::config::image_env_name(&i.name);
+                [(format!("PIPE_IMAGE_{name}"), i.image), (format!("PIPE_TAG_{name}"), i.tag)]
+            })
+            .collect()
+    }
 }
 
 /// The `PIPE_*` variables of a shipment, as the caller exports them.
@@ -214,7 +246,7 @@ impl<'a> Rollout<'a> {
             crate::output::println(cmd)?;
         }
         if let Some(hook) = self.target.webhook {
-            for line in webhook::plan(hook, self.place.project) {
+            for line in webhook::plan(hook, self.place.project, !self.shipment.images.is_empty()) {
                 crate::output::println(line)?;
             }
         }
@@ -292,6 +324,8 @@ impl<'a> Rollout<'a> {
             tag: back_tag.clone(),
             rollback: true,
             images: previous.images.clone(),
+            // The same target: its images come from where this release's would have.
+            pulled_from: self.shipment.pulled_from.clone(),
             ..Shipment::default()
         };
         let deadline = Instant::now() + self.target.timeout;
@@ -365,6 +399,7 @@ impl<'a> Rollout<'a> {
             super::wait_for_stack(out, docker, &swarm.stack, &self.env(shipment), since, deadline)?;
         }
         if let Some(hook) = self.target.webhook {
+            let images = shipment.release_images();
             let delivery = webhook::Delivery {
                 project: self.place.project,
                 refname: self.place.refname,
@@ -372,6 +407,7 @@ impl<'a> Rollout<'a> {
                 image: &shipment.image,
                 tag: &shipment.tag,
                 digest: shipment.digest.as_deref(),
+                images: &images,
             };
             webhook::post(hook, &delivery, left())?;
         }

@@ -13,9 +13,24 @@ pub(crate) struct Delivery<'a> {
     pub project: &'a str,
     pub refname: &'a str,
     pub commit: &'a str,
+    /// The release's first image (by name) for a release of several: the single-image fields
+    /// docker-puller-style receivers and older `pipe serve` versions read.
     pub image: &'a str,
     pub tag: &'a str,
     pub digest: Option<&'a str>,
+    /// Every image of a release of several (the body's `images`); empty for one image.
+    pub images: &'a [ReleaseImage],
+}
+
+/// One image of a release of several, as the body's `images` carries it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub(crate) struct ReleaseImage {
+    /// The image's table name (`api` in `[project.p.images.api]`).
+    pub name: String,
+    /// The repository as the receiver pulls it (with the registry when the target pushes).
+    pub image: String,
+    pub tag: String,
+    pub digest: Option<String>,
 }
 
 /// The webhook URL as shown to people: docker-puller's token is never displayed.
@@ -44,8 +59,10 @@ pub(crate) fn healthz_url(url: &str) -> Result<reqwest::Url, String> {
 
 /// What a dry run of a webhook target prints: its POST, or for a fleet the check of every host
 /// and one POST per host in its batches.
-pub(crate) fn plan(hook: &WebhookTarget, project: &str) -> Vec<String> {
-    let post = |shown: String| format!("POST {shown} (body: project, ref, commit, image, digest; {})", auth_note(hook));
+/// `several`: the release has several images, so the body carries `images` too.
+pub(crate) fn plan(hook: &WebhookTarget, project: &str, several: bool) -> Vec<String> {
+    let fields = if several { "image, digest, images" } else { "image, digest" };
+    let post = |shown: String| format!("POST {shown} (body: project, ref, commit, {fields}; {})", auth_note(hook));
     if !hook.is_fleet() {
         return vec![post(shown_url(hook, project))];
     }
@@ -112,18 +129,7 @@ pub(crate) fn post_to(
     // `hook`, the last segment of the URL's path: a `pipe serve` receiver refuses a body signed
     // for another of its hooks.
     let hook_name = url.split(['?', '#']).next().unwrap_or("").trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    let body = serde_json::json!({
-        "hook": hook_name,
-        "project": project,
-        "ref": delivery.refname,
-        "commit": delivery.commit,
-        "image": delivery.image,
-        "tag": delivery.tag,
-        "digest": delivery.digest,
-        "delivery": secret::random_id(),
-        "sent_at": crate::clock::now().as_second(),
-    })
-    .to_string();
+    let body = body(hook_name, delivery, &secret::random_id(), crate::clock::now().as_second());
     let secret = SecretRef::from_pair(&hook.secret_env, &hook.secret_file)
         .map(|s| secret::resolve(&s, &format!("project.{project}.deploy.webhook.secret")))
         .transpose()?;
@@ -185,6 +191,27 @@ pub(crate) fn post_to(
         }
     }
     Err(anyhow!("webhook `{shown}` failed after 3 attempts: {last}"))
+}
+
+/// The body a receiver gets (and the signature covers): the single-image fields as they always
+/// were, and for a release of several images `images`, each with its name, repository, tag and
+/// digest.
+fn body(hook: &str, delivery: &Delivery<'_>, id: &str, sent_at: i64) -> String {
+    let mut body = serde_json::json!({
+        "hook": hook,
+        "project": delivery.project,
+        "ref": delivery.refname,
+        "commit": delivery.commit,
+        "image": delivery.image,
+        "tag": delivery.tag,
+        "digest": delivery.digest,
+        "delivery": id,
+        "sent_at": sent_at,
+    });
+    if !delivery.images.is_empty() {
+        body["images"] = serde_json::json!(delivery.images);
+    }
+    body.to_string()
 }
 
 /// Reads a response body as JSON, or `null`.
@@ -298,6 +325,40 @@ mod tests {
     }
 
     #[test]
+    fn a_release_of_several_images_carries_each_beside_the_single_image_fields() {
+        let images = [
+            ReleaseImage { name: "api".into(), image: "r/app-api".into(), tag: "c0ffee".into(), digest: None },
+            ReleaseImage {
+                name: "front".into(),
+                image: "r/app-front".into(),
+                tag: "c0ffee".into(),
+                digest: Some("sha256:ab".into()),
+            },
+        ];
+        let mut delivery = Delivery {
+            project: "app",
+            refname: "refs/heads/main",
+            commit: "c0ffee00",
+            image: "r/app-api",
+            tag: "c0ffee",
+            digest: None,
+            images: &images,
+        };
+        let doc: serde_json::Value = serde_json::from_str(&body("app", &delivery, "d1", 7)).unwrap();
+        assert_eq!((doc["image"].as_str(), doc["tag"].as_str()), (Some("r/app-api"), Some("c0ffee")));
+        assert_eq!(
+            doc["images"],
+            serde_json::json!([
+                {"name": "api", "image": "r/app-api", "tag": "c0ffee", "digest": null},
+                {"name": "front", "image": "r/app-front", "tag": "c0ffee", "digest": "sha256:ab"},
+            ])
+        );
+        delivery.images = &[];
+        let one: serde_json::Value = serde_json::from_str(&body("app", &delivery, "d1", 7)).unwrap();
+        assert!(one.get("images").is_none(), "a release of one image keeps the body it always had: {one}");
+    }
+
+    #[test]
     fn a_dry_run_shows_the_check_of_every_host_then_each_batch() {
         let hook = WebhookTarget {
             url: "http://{host}:9010/hooks/app".into(),
@@ -313,7 +374,7 @@ mod tests {
         };
         let post = "(body: project, ref, commit, image, digest; signed X-Hub-Signature-256, secret redacted)";
         assert_eq!(
-            plan(&hook, "app"),
+            plan(&hook, "app", false),
             vec![
                 "GET http://web1:9010/healthz".to_string(),
                 "GET http://web2:9010/healthz".into(),
@@ -326,5 +387,7 @@ mod tests {
                 "on any failure: POST the previous release to every host asked".into(),
             ]
         );
+        let several = plan(&hook, "app", true);
+        assert!(several[4].contains("(body: project, ref, commit, image, digest, images; "), "{several:?}");
     }
 }

@@ -3,6 +3,8 @@
 //! last commit of the ref for which it was built and passed its tests, the others given the
 //! commit's tags, with the real engine, real git and a forge stand-in.
 
+mod release;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,15 +17,15 @@ use crate::support::nginx::{self, NGINX, NginxGuard};
 use crate::support::{TestEnv, WorkRepo, free_port, git};
 
 /// The fixture: Project1's two images from two subdirectories, and docs beside them.
-struct Project1 {
-    env: TestEnv,
-    repo: WorkRepo,
-    project: String,
+pub(crate) struct Project1 {
+    pub(crate) env: TestEnv,
+    pub(crate) repo: WorkRepo,
+    pub(crate) project: String,
     _images: ProjectImages,
 }
 
 impl Project1 {
-    fn new(docker: &Docker) -> Project1 {
+    pub(crate) fn new(docker: &Docker) -> Project1 {
         let mut env = TestEnv::new();
         env.env("FORGE_TOKEN", TOKEN);
         let project = unique_name("img").replace("pipe-test-", "");
@@ -41,7 +43,7 @@ impl Project1 {
     }
 
     /// Writes the pipeline file: `head` before the project, `tail` inside it after its images.
-    fn configure(&self, head: &str, branches: &str, tail: &str) {
+    pub(crate) fn configure(&self, head: &str, branches: &str, tail: &str) {
         self.env.config(&format!(
             r#"[pipe]
 workspace = "{ws}"
@@ -67,12 +69,12 @@ test = "test -s /www/index.html"
         ));
     }
 
-    fn image(&self, which: &str, tag: &str) -> String {
+    pub(crate) fn image(&self, which: &str, tag: &str) -> String {
         format!("pipe-test/{}-{which}:{tag}", self.project)
     }
 
     /// The image id behind `image`, or `None` when the engine has no such image.
-    fn id(&self, docker: &Docker, which: &str, tag: &str) -> Option<String> {
+    pub(crate) fn id(&self, docker: &Docker, which: &str, tag: &str) -> Option<String> {
         let out = std::process::Command::new("docker")
             .args(["image", "inspect", "--format", "{{.Id}}", &self.image(which, tag)])
             .output()
@@ -82,7 +84,13 @@ test = "test -s /www/index.html"
     }
 
     /// The newest run of `branch` in its history: (commit, per image: (name, built, from)).
-    fn last_run(&self, branch: &str) -> (String, Vec<(String, bool, String)>) {
+    pub(crate) fn last_run(&self, branch: &str) -> (String, Vec<(String, bool, String)>) {
+        self.last_run_of(&format!("refs/heads/{branch}"))
+    }
+
+    /// [`Project1::last_run`] of any ref (`refs/pull/5/head`).
+    pub(crate) fn last_run_of(&self, refname: &str) -> (String, Vec<(String, bool, String)>) {
+        let branch = refname;
         let dir = self.env.state_path().parent().unwrap().join("refs").join(&self.project);
         let file = std::fs::read_dir(&dir)
             .unwrap()
@@ -90,7 +98,7 @@ test = "test -s /www/index.html"
             .map(|e| e.path())
             .find(|p| {
                 let text = std::fs::read_to_string(p).unwrap_or_default();
-                text.contains(&format!("ref = \"refs/heads/{branch}\""))
+                text.contains(&format!("ref = \"{branch}\""))
             })
             .unwrap_or_else(|| panic!("no history of {branch} in {}", dir.display()));
         let history: toml::Value = toml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
@@ -107,7 +115,7 @@ test = "test -s /www/index.html"
         (run["commit"].as_str().unwrap().to_string(), images)
     }
 
-    fn commit(&self, branch: &str, files: &[(&str, &str)]) -> String {
+    pub(crate) fn commit(&self, branch: &str, files: &[(&str, &str)]) -> String {
         for (path, text) in files {
             self.repo.write(path, text);
         }
@@ -115,12 +123,12 @@ test = "test -s /www/index.html"
     }
 }
 
-fn short(sha: &str) -> &str {
+pub(crate) fn short(sha: &str) -> &str {
     &sha[..12]
 }
 
 /// (image, built by this run, the commit its build comes from) for the API and the frontend.
-fn images(api: (bool, &str), front: (bool, &str)) -> Vec<(String, bool, String)> {
+pub(crate) fn images(api: (bool, &str), front: (bool, &str)) -> Vec<(String, bool, String)> {
     vec![("api".into(), api.0, api.1.into()), ("front".into(), front.0, front.1.into())]
 }
 
@@ -410,8 +418,116 @@ fn a_repository_declares_its_images_in_its_pipe_toml_and_a_docs_commit_builds_no
     let c4 = p1.commit("main", &[(".pipe.toml", &widened)]);
     p1.env.pipe(&["run"]).code(0).stderr_has(&format!("tested build {} was made with other settings", short(&c1)));
     assert_eq!(p1.last_run("main"), (c4.clone(), images((false, &c1), (true, &c4))));
+    // A developer's `pipe test --here` builds every image of the working tree, as CI does, and
+    // runs each one's test (the frontend has none).
+    p1.repo.write("project1/index.html", "api here\n");
+    let mut cmd = p1.env.command(&["test", "--here"]);
+    cmd.env_remove("PIPE_CONFIG").current_dir(&p1.repo.work);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let dirty = format!("{}-dirty", short(&c4));
+    let _here: Vec<_> = ["api", "front"]
+        .map(|i| [p1.image(i, &dirty), p1.image(i, "latest")])
+        .concat()
+        .into_iter()
+        .map(|name| crate::support::docker::ImageGuard { name })
+        .collect();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("tests of {} passed", p1.image("api", &dirty))), "{stderr}");
+    assert!(stderr.contains(&format!("{}: no test command", p1.image("front", &dirty))), "{stderr}");
+    assert!(p1.id(&docker, "api", &dirty).is_some() && p1.id(&docker, "front", &dirty).is_some());
+    let mut cmd = p1.env.command(&["build", "--here", "--dry-run"]);
+    cmd.env_remove("PIPE_CONFIG").current_dir(&p1.repo.work);
+    let plan = String::from_utf8_lossy(&cmd.output().unwrap().stdout).to_string();
+    assert_eq!(plan.lines().filter(|l| l.contains(" build ")).count(), 2, "{plan}");
+    git(&p1.repo.work, &["checkout", "--quiet", "--", "project1/index.html"]);
+
     // A `.pipe.toml` that declares images beside `image` fails the build at its line.
     let c3 = p1.commit("main", &[(".pipe.toml", &format!("image = \"x\"\n{pipe_toml}"))]);
     p1.env.pipe(&["run"]).code(1).stderr_has(".pipe.toml:1:1: the repository: `image` is set beside `images`");
     let _ = c3;
+}
+
+fn not_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() != b"0").unwrap_or(true)
+}
+
+/// Whether the engine has `image` (a name with its tag).
+fn exists(image: &str) -> bool {
+    std::process::Command::new("docker").args(["image", "inspect", image]).output().unwrap().status.success()
+}
+
+#[test]
+fn a_pull_request_of_several_images_builds_each_under_the_untrusted_rules_and_its_file_cannot_add_an_escape() {
+    let Some(docker) = Docker::require() else { return };
+    if not_root() {
+        assert!(std::env::var("PIPE_REQUIRE_DOCKER").is_err(), "the isolated build needs root (iptables)");
+        eprintln!("skipped: isolation needs root");
+        return;
+    }
+    let mut p1 = Project1::new(&docker);
+    p1.env.env("DB_PASSWORD", "hunter2-kept-from-prs");
+    // The images come from the repository's `.pipe.toml`; the pipeline file gives a secret to
+    // every image's tests and leaves untrusted builds their default, isolated, network.
+    p1.env.config(&format!(
+        "[pipe]\nworkspace = \"{}\"\n[project.{p}]\nrepo = \"{}\"\nbranches = [\"main\"]\npull_requests = true\n\
+         test_env = {{ DB_PASSWORD = {{ env = \"DB_PASSWORD\" }} }}\n",
+        p1.env.path().join("work").display(),
+        p1.repo.url(),
+        p = p1.project,
+    ));
+    let p = p1.project.clone();
+    let test = "echo secret-len=${#DB_PASSWORD}";
+    let pipe_toml = format!(
+        "[images.api]\nimage = \"pipe-test/{p}-api\"\ncontext = \"project1\"\ntest = {test:?}\n\
+         [images.front]\nimage = \"pipe-test/{p}-front\"\ncontext = \"project1-front\"\ntest = {test:?}\n"
+    );
+    let c1 = p1.commit("main", &[(".pipe.toml", &pipe_toml)]);
+    p1.env.pipe(&["run"]).code(0);
+    p1.env.pipe(&["logs", &p, "main"]).code(0).stdout_has(&format!("secret-len={}", "hunter2-kept-from-prs".len()));
+    let trusted_api = p1.id(&docker, "api", "latest").unwrap();
+
+    // A pull request touching both images, whose `.pipe.toml` adds a third under a name
+    // nothing else uses.
+    git(&p1.repo.work, &["checkout", "--quiet", "-b", "pr"]);
+    let evil =
+        format!("{pipe_toml}[images.evil]\nimage = \"pipe-test/{p}-main\"\ncontext = \"project1\"\ntest = {test:?}\n");
+    p1.repo.write("project1/index.html", "api pr\n").write("project1-front/index.html", "front pr\n");
+    p1.repo.write(".pipe.toml", &evil);
+    git(&p1.repo.work, &["add", "--all"]);
+    git(&p1.repo.work, &["commit", "--quiet", "-m", "a pull request"]);
+    let pr = git(&p1.repo.work, &["rev-parse", "HEAD"]);
+    git(&p1.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/5/head", "HEAD:refs/pull/5/merge"]);
+    p1.env.pipe(&["run"]).code(0);
+    let (commit, built) = p1.last_run_of("refs/pull/5/head");
+    assert_eq!(commit, pr);
+    let names: Vec<(&str, bool)> = built.iter().map(|(n, b, _)| (n.as_str(), *b)).collect();
+    assert_eq!(names, [("api", true), ("evil", true), ("front", true)], "every image built, none reused");
+    // Each under pipe's own name for the project's untrusted builds, with untrusted tags only.
+    for name in ["api", "evil", "front"] {
+        let untrusted = format!("pipe-untrusted/{p}/{name}");
+        assert!(exists(&format!("{untrusted}:pr-5")), "{untrusted}:pr-5");
+        assert!(exists(&format!("{untrusted}:{}-untrusted", short(&pr))), "{untrusted}");
+        assert!(!exists(&format!("{untrusted}:{}", short(&pr))), "no deployable tag for an untrusted build");
+    }
+    for trusted in [p1.image("api", "pr-5"), p1.image("front", short(&pr)), format!("pipe-test/{p}-main:pr-5")] {
+        assert!(!exists(&trusted), "an untrusted build wrote a trusted name: {trusted}");
+    }
+    assert!(!exists(&format!("pipe-test/{p}-main:{}-untrusted", short(&pr))));
+    assert_eq!(p1.id(&docker, "api", "latest"), Some(trusted_api), "main's image kept its tag");
+    // Built on an isolated network of pipe's, tested without the secret.
+    let log = p1.env.pipe(&["logs", &p, "pull/5"]).stdout.clone();
+    assert_eq!(log.matches("--network pipe-build-").count(), 3, "{log}");
+    assert_eq!(log.matches("secret-len=0").count(), 3, "{log}");
+    assert!(!log.contains("hunter2"), "{log}");
+
+    // A pull request whose file names an image under the untrusted namespace (another ref's or
+    // project's untrusted builds) is refused at its line, before anything is built.
+    let claim = format!("{pipe_toml}[images.claim]\nimage = \"pipe-untrusted/{p}/api\"\n");
+    p1.repo.write(".pipe.toml", &claim);
+    git(&p1.repo.work, &["commit", "--quiet", "-am", "claims the namespace"]);
+    git(&p1.repo.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/6/head", "HEAD:refs/pull/6/merge"]);
+    p1.env.pipe(&["run"]).code(1).stderr_has("is under `pipe-untrusted/`, where only untrusted refs' builds go");
+    assert!(!exists(&format!("pipe-untrusted/{p}/claim:pr-6")) && !exists(&format!("pipe-untrusted/{p}/api:pr-6")));
+    let _ = c1;
 }
