@@ -143,9 +143,10 @@ impl Link {
     }
 
     /// `argv` run on the host through the master connection. ssh joins its words into one line
-    /// for the host's shell, so each word is quoted for that shell here.
+    /// for the host's shell, so each word is quoted for that shell here (plain words are left
+    /// as they are, so `-v` shows `… -- HOST nginx -t`).
     pub(crate) fn remote<S: AsRef<str>>(&self, argv: &[S]) -> Cmd {
-        self.ssh().args(["--", self.host.as_str()]).arg(remote_line(argv))
+        self.ssh().args(["--", self.host.as_str()]).args(argv.iter().map(|w| shell_word(w.as_ref())))
     }
 
     /// A local TCP address forwarded, through the master, to `ip:port` as the host sees it.
@@ -245,9 +246,10 @@ impl Drop for Link {
     }
 }
 
-/// The words of `argv` as one line for a POSIX shell, each single-quoted.
-pub(crate) fn remote_line<S: AsRef<str>>(argv: &[S]) -> String {
-    argv.iter().map(|w| format!("'{}'", w.as_ref().replace('\'', r"'\''"))).collect::<Vec<_>>().join(" ")
+/// A word as a POSIX shell reads it back: as it is when plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+    if plain { word.to_string() } else { format!("'{}'", word.replace('\'', r"'\''")) }
 }
 
 fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -277,7 +279,8 @@ mod tests {
 
     #[test]
     fn every_word_is_quoted_for_the_hosts_shell() {
-        assert_eq!(remote_line(&["nginx", "-s", "reload"]), "'nginx' '-s' 'reload'");
-        assert_eq!(remote_line(&["cat", "a b; rm -rf /", "it's"]), r"'cat' 'a b; rm -rf /' 'it'\''s'");
+        let words = |argv: &[&str]| argv.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ");
+        assert_eq!(words(&["nginx", "-s", "reload"]), "nginx -s reload");
+        assert_eq!(words(&["cat", "a b; rm -rf /", "it's", "$HOME", ""]), r"cat 'a b; rm -rf /' 'it'\''s' '$HOME' ''");
     }
 }

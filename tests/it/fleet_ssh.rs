@@ -476,3 +476,37 @@ fn an_unreachable_host_or_an_unknown_host_key_stops_the_deploy_before_any_switch
 fn start_sshd_again(fleet: &mut SshFleet, i: usize) -> u32 {
     run_sshd(&mut fleet.hosts[i])
 }
+
+/// An `ssh` table's keys are checked where they are written: a host that is not
+/// `ssh://[USER@]HOST[:PORT]` (an option smuggled as a host included), a host named twice, a
+/// batch of 0, a relative path, and a target that could not deploy over SSH (no ingress, no
+/// health URL), each at its line.
+#[test]
+fn check_locates_every_mistake_in_an_ssh_targets_keys() {
+    let env = TestEnv::new();
+    env.config(
+        "[project.a]\nrepo = \"https://example.com/a.git\"\nbranches = [\"main\"]\n\n\
+         [[project.a.deploy]]\nbranches = [\"main\"]\ncompose = { file = \"/srv/a/docker-compose.yml\" }\n\
+         ssh = { hosts = [\"ssh://-oProxyCommand=x\", \"ssh://deploy@10.0.0.5\", \"ssh://deploy@10.0.0.5\"], batch = 0, upstreams = \"etc/nginx\" }\n",
+    );
+    let file = env.config_path().display().to_string();
+    env.pipe(&["check"])
+        .code(2)
+        .stderr_has(&format!("{file}:8:"))
+        .stderr_has("`ssh.hosts` entry `ssh://-oProxyCommand=x` is not `ssh://[USER@]HOST[:PORT]`")
+        .stderr_has("`ssh.hosts` names `ssh://deploy@10.0.0.5` twice")
+        .stderr_has("`ssh.batch` is 0")
+        .stderr_has("`ssh.upstreams` must be an absolute path")
+        .stderr_has("add `ingress = { SERVICE = PORT }`")
+        .stderr_has("`ssh` hosts need `health = { url = ");
+    // A good target passes, and `pipe check` names no outage for it.
+    env.config(
+        "[project.a]\nrepo = \"https://example.com/a.git\"\nbranches = [\"main\"]\n\n\
+         [[project.a.deploy]]\nbranches = [\"main\"]\ncompose = { file = \"/srv/a/docker-compose.yml\" }\n\
+         ingress = { web = 8080 }\nhealth = { url = \"http://web.example.com/health\" }\n\
+         ssh = { hosts = [\"ssh://deploy@10.0.0.5\", \"ssh://web2.example.com:2222\"], batch = 1, upstreams = \"/etc/nginx/pipe\" }\n",
+    );
+    let run = env.pipe(&["check"]);
+    run.code(0);
+    assert!(!run.stderr.contains("outage"), "{}", run.stderr);
+}
