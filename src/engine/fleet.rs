@@ -165,7 +165,11 @@ pub(crate) fn rollout(
         // The reason's first line is the host's; a hint follows in the error.
         let first = why(i).lines().next().unwrap_or("").to_string();
         record.hosts[i] = host_record(&hosts[i], result, Some(first.clone()));
-        let verb = if skipped { "skipped" } else { "cannot be reached" };
+        let verb = match (skipped, refused.contains(&i)) {
+            (true, _) => "skipped",
+            (false, true) => "refused",
+            (false, false) => "cannot be reached",
+        };
         out.error(format!("{project}: `{name}` host `{}` ({}/{n}) {verb}: {first}", hosts[i], i + 1));
     }
     if !unreachable.is_empty() && (!skip || unreachable.len() == n || !refused.is_empty()) {
@@ -186,8 +190,9 @@ pub(crate) fn rollout(
         };
         let unreachable = stop;
         return Err(StageFailed(format!(
-            "deploy of {image}:{tag} to `{name}` not started: {} of {n} hosts cannot be reached: {}; no host was switched{hint}",
+            "deploy of {image}:{tag} to `{name}` not started: {} of {n} hosts {}: {}; no host was switched{hint}",
             unreachable.len(),
+            if refused.is_empty() { "cannot be reached" } else { "refused for their host keys" },
             named.join(", ")
         ))
         .into());

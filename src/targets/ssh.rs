@@ -230,7 +230,8 @@ impl Link {
 
     /// Ends the master connection and removes its directory.
     fn close(&self) {
-        let exit = self.ssh().args(["-O", "exit", "--", self.host.as_str()]);
+        // Also after SIGTERM: a master left behind would hold the host's Docker socket open.
+        let exit = self.ssh().args(["-O", "exit", "--", self.host.as_str()]).through_signals();
         if std::fs::metadata(&self.control).is_ok()
             && let Err(e) = exec::capture(&self.out, &exit, REMOTE)
         {

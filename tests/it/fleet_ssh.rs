@@ -460,7 +460,8 @@ fn an_unreachable_host_or_an_unknown_host_key_stops_the_deploy_before_any_switch
     fleet
         .deploy(&[])
         .code(1)
-        .stderr_has(&format!("`{host1}` (its host key is not known"))
+        .stderr_has(&format!("host `{host1}` (1/2) refused: its host key is not known"))
+        .stderr_has(&format!("1 of 2 hosts refused for their host keys: `{host1}` (its host key is not known"))
         .stderr_has(&format!("ssh-keyscan -t ed25519 {ip1} >>"))
         .stderr_has("no host was switched");
     let serving = fleet.serving();
