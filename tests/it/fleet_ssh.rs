@@ -337,6 +337,13 @@ fn host_entries(record: &toml::Value) -> Vec<(String, String, String)> {
         .unwrap_or_default()
 }
 
+/// How many ssh master connections of pipe's run: each forwards a Docker socket under `sockets`.
+fn masters(sockets: &Path) -> usize {
+    let out =
+        Command::new("pgrep").args(["-f", "--", &format!("^ssh .* -M -f -N .* -L {}/", sockets.display())]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).lines().count()).unwrap_or(0)
+}
+
 /// Drops the fleet; nothing of its hosts is left, and no ssh connection of pipe's.
 fn assert_nothing_left(fleet: SshFleet) {
     let left: Vec<(String, PathBuf)> = fleet.hosts.iter().map(|h| (h.netns.clone(), h.dir.clone())).collect();
@@ -427,7 +434,8 @@ fn releases_reach_every_host_over_ssh_and_a_failure_on_one_rolls_every_host_back
 
 /// A host that cannot be reached fails the deploy before any host switches, naming it; with
 /// `skip_unreachable` the others get the release. A host whose key is not in known_hosts is
-/// refused before anything runs anywhere, with the fix, even with `skip_unreachable`.
+/// refused before anything runs anywhere, with the fix. A deploy stopped by SIGTERM once
+/// connected closes its ssh connections.
 #[test]
 fn an_unreachable_host_or_an_unknown_host_key_stops_the_deploy_before_any_switch() {
     let Some(docker) = available() else { return };
@@ -450,11 +458,29 @@ fn an_unreachable_host_or_an_unknown_host_key_stops_the_deploy_before_any_switch
     let serving = fleet.serving();
     assert_eq!((serving[0].as_deref(), serving[1].as_deref()), (Ok("v2"), Ok("v1")), "{serving:?}");
 
-    // Host 2 back, host 1's key unknown: refused with the fix, nothing switched anywhere.
+    // Host 2 back; a deploy stopped by SIGTERM once it is connected leaves no ssh connection.
     fleet.sshd[1] = start_sshd_again(&mut fleet, 1);
+    fleet.write_config("");
+    fleet.release("v3", None);
+    let sockets = fleet.env.path().join("work").join("ssh");
+    let mut deploy = fleet.env.command(&["deploy", &fleet.project(), "main"]).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while masters(&sockets) < 2 {
+        assert!(Instant::now() < deadline, "the deploy never connected to both hosts");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(deploy.id() as i32, libc::SIGTERM) };
+    let status = deploy.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "the deploy was stopped by SIGTERM");
+    assert_eq!(masters(&sockets), 0, "an ssh connection outlived the stopped deploy");
+
+    // Host 1's key unknown: refused with the fix, nothing switched anywhere.
     let known = std::fs::read_to_string(fleet.keys.join("known_hosts")).unwrap();
     std::fs::write(fleet.keys.join("known_hosts"), known.lines().nth(1).unwrap().to_string() + "\n").unwrap();
-    fleet.release("v3", None);
+    let before = fleet.serving();
+    fleet.release("v4", None);
     let host1 = spec(&fleet.hosts[0]);
     let ip1 = fleet.hosts[0].ip.to_string();
     fleet
@@ -464,8 +490,7 @@ fn an_unreachable_host_or_an_unknown_host_key_stops_the_deploy_before_any_switch
         .stderr_has(&format!("1 of 2 hosts refused for their host keys: `{host1}` (its host key is not known"))
         .stderr_has(&format!("ssh-keyscan -t ed25519 {ip1} >>"))
         .stderr_has("no host was switched");
-    let serving = fleet.serving();
-    assert_eq!((serving[0].as_deref(), serving[1].as_deref()), (Ok("v2"), Ok("v1")), "{serving:?}");
+    assert_eq!(fleet.serving(), before, "nothing switched anywhere");
     let history = fleet.history();
     let hosts = host_entries(history["deploy"].as_array().unwrap().last().unwrap());
     assert_eq!(hosts[0].1, "unreachable", "{hosts:?}");
