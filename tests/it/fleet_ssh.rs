@@ -263,7 +263,8 @@ fn run_sshd(host: &mut Host) -> u32 {
     pid
 }
 
-/// Requests through every host's nginx, ~40 a second each, until stopped.
+/// Requests through every host's nginx, up to ~60 a second each (bounded: 5 minutes), until
+/// stopped.
 struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<Vec<Result<String, String>>>>,
@@ -283,7 +284,7 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                         let t = Instant::now();
                         answers.push(crate::support::load::request(&ip, FRONT_PORT, APP_HOST, "/"));
-                        std::thread::sleep(Duration::from_millis(25).saturating_sub(t.elapsed()));
+                        std::thread::sleep(Duration::from_millis(16).saturating_sub(t.elapsed()));
                     }
                     answers
                 })
