@@ -442,6 +442,11 @@ fn an_unreachable_host_or_an_unknown_host_key_stops_the_deploy_before_any_switch
     let Some(docker) = available() else { return };
     let mut fleet = SshFleet::start(&docker, 2, "");
     fleet.release("v1", None);
+    // A dry run names each host and connects to none.
+    let dry = fleet.deploy(&["--dry-run"]);
+    dry.code(0).stdout_has(&format!("# on {}: ", spec(&fleet.hosts[1]))).stdout_has("--scale web=2 web");
+    assert!(!dry.stderr.contains(" -M -f -N "), "a dry run connected: {}", dry.stderr);
+    assert!(fleet.serving().iter().all(|s| s.is_err()), "a dry run deployed: {:?}", fleet.serving());
     fleet.deploy(&[]).code(0);
     fleet.release("v2", None);
     let host2 = spec(&fleet.hosts[1]);
