@@ -34,6 +34,7 @@ use toml::de::DeValue;
 
 use crate::error::{ConfigError, Diagnostic, Usage};
 use document::Cx;
+pub(crate) use validate::parse_ssh_host;
 use validate::{validate, validate_hook, validate_ingress};
 
 pub(crate) use discover::{Candidate, instantiate, project_name, valid_repo_name};
@@ -43,7 +44,7 @@ pub(crate) use images::{MAX_IMAGES, PathSet, env_name as image_env_name, valid_n
 pub(crate) use project::{NetworkPolicy, Project, Submodules};
 pub(crate) use repo::{RepoFile, parse_jenkins_env, parse_repo_file};
 pub(crate) use targets::{
-    CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SwarmTarget, WebhookTarget, preview_host,
+    CommandTarget, ComposeTarget, Deploy, Health, ReleaseCommand, SshHosts, SwarmTarget, WebhookTarget, preview_host,
     preview_host_template,
 };
 pub(crate) use types::{Config, Event, Hook, Ingress, Notify, Page, Registry, Serve, Settings};

@@ -25,6 +25,9 @@ pub(crate) struct Deploy {
     pub swarm: Option<SwarmTarget>,
     pub command: Option<CommandTarget>,
     pub webhook: Option<WebhookTarget>,
+    /// A compose target that spans hosts reached over SSH (hosts with Docker, nginx and sshd,
+    /// no pipe): the compose file runs here, against each host's engine through an SSH tunnel.
+    pub ssh: Option<SshHosts>,
     /// The target's own environment: literals and secrets by reference. Its compose, swarm or
     /// command runs with these, the `PIPE_*` variables and the host's few (`HOST_ENV`), nothing
     /// else of pipe's environment.
@@ -124,6 +127,49 @@ impl WebhookTarget {
     }
 
     /// How many hosts of the fleet deploy at once.
+    pub(crate) fn batch_size(&self) -> usize {
+        self.batch.unwrap_or(self.hosts.len()).clamp(1, self.hosts.len().max(1))
+    }
+}
+
+/// `ssh = { hosts = ["ssh://deploy@10.0.0.5"], upstreams = "/etc/nginx/pipe" }`: the hosts a
+/// compose target deploys to over SSH, and where each host's nginx and engine are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SshHosts {
+    /// `ssh://[USER@]HOST[:PORT]`, one release to all of them; the system `ssh` connects, with
+    /// the operator's own ssh configuration, agent and keys.
+    pub hosts: Vec<String>,
+    /// How many hosts deploy at once [default: all of them].
+    pub batch: Option<usize>,
+    /// A host that cannot be reached before the rollout is skipped and reported, instead of
+    /// failing the deploy [default: false]. A host whose key is not known is never skipped.
+    #[serde(default)]
+    pub skip_unreachable: bool,
+    /// The directory on each host where pipe writes the upstream files its nginx includes.
+    pub upstreams: PathBuf,
+    /// The nginx command on each host pipe runs `-t` and `-s reload` with [default: `["nginx"]`].
+    #[serde(default = "default_nginx")]
+    pub nginx: Vec<String>,
+    /// The Docker engine's socket on each host [default: `/var/run/docker.sock`].
+    #[serde(default = "default_socket")]
+    pub docker_socket: PathBuf,
+    /// The known_hosts file that holds the hosts' keys [default: ssh's own, `~/.ssh/known_hosts`].
+    pub known_hosts: Option<PathBuf>,
+    /// The private key to log in with [default: ssh's own choice: agent, config, `~/.ssh/id_*`].
+    pub identity: Option<PathBuf>,
+}
+
+fn default_nginx() -> Vec<String> {
+    vec!["nginx".into()]
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/var/run/docker.sock")
+}
+
+impl SshHosts {
+    /// How many hosts deploy at once.
     pub(crate) fn batch_size(&self) -> usize {
         self.batch.unwrap_or(self.hosts.len()).clamp(1, self.hosts.len().max(1))
     }

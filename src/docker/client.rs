@@ -19,20 +19,31 @@ pub(crate) const LOG_CAP: u64 = 16 * 1024 * 1024;
 pub(crate) struct Docker {
     pub program: OsString,
     pub config_dir: Option<PathBuf>,
+    /// Another engine than the environment's (`DOCKER_HOST`): a host's, through its SSH tunnel.
+    pub host: Option<String>,
 }
 
 impl Docker {
     pub(crate) fn new(config_dir: Option<PathBuf>) -> Docker {
         let program = std::env::var_os("PIPE_DOCKER").filter(|p| !p.is_empty()).unwrap_or_else(|| "docker".into());
-        Docker { program, config_dir }
+        Docker { program, config_dir, host: None }
     }
 
     pub(crate) fn cmd(&self) -> Cmd {
         let cmd = Cmd::new(self.program.clone());
+        let cmd = match &self.host {
+            Some(host) => cmd.env("DOCKER_HOST", host).env("DOCKER_CONTEXT", ""),
+            None => cmd,
+        };
         match &self.config_dir {
             Some(dir) => cmd.env("DOCKER_CONFIG", dir),
             None => cmd,
         }
+    }
+
+    /// The same CLI talking to the engine at `host` (`unix:///…`).
+    pub(crate) fn on(&self, host: String) -> Docker {
+        Docker { host: Some(host), ..self.clone() }
     }
 
     /// Whether `cmd` runs this docker CLI or compose (v1 `docker-compose` or `PIPE_COMPOSE`).

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 
-use super::{Job, RefFiles, fleet};
+use super::{Job, RefFiles, fleet, fleet_ssh};
 use crate::config::Deploy;
 use crate::docker;
 use crate::error::{StageFailed, Usage};
@@ -113,10 +113,16 @@ pub(crate) fn deploy(
                 continue;
             }
         };
+        // Hosts over SSH switch their own nginx: its directory and command are the target's.
+        let ssh_ingress = target.ssh.as_ref().map(|ssh| crate::config::Ingress {
+            upstreams: Some(ssh.upstreams.clone()),
+            nginx: ssh.nginx.clone(),
+            ..job.config.ingress.clone()
+        });
         let place = Place {
             out: &job.out,
             docker: &docker,
-            ingress: &job.config.ingress,
+            ingress: ssh_ingress.as_ref().unwrap_or(&job.config.ingress),
             owner: job.name,
             project: job.name,
             compose_project: job.name,
@@ -124,22 +130,46 @@ pub(crate) fn deploy(
             history: state::deploys_path(job.state_path, job.name, target.display_name()),
             log: log.clone(),
             swarm_dir: job.config.settings.workspace.join("swarm"),
+            remote: None,
         };
         let shape = target_of(job, target);
         let shipped = shipment(job, target, &release);
         let exports = |s: &Shipment| deploy_env(job, s, &release);
-        let rollout = Rollout::new(&place, &shape, &shipped, &exports, own);
+        let rollout = Rollout::new(&place, &shape, &shipped, &exports, own.clone());
         if dry_run {
+            for host in target.ssh.iter().flat_map(|s| &s.hosts) {
+                crate::output::println(format!(
+                    "# on {host}: docker and compose through an ssh tunnel to its engine, nginx there through ssh"
+                ))?;
+            }
             rollout.print_plan()?;
             continue;
         }
-        // A target that spans hosts: every host's receiver runs this rollout; the fleet orders them.
-        let ran = match target.webhook.as_ref().filter(|h| h.is_fleet()) {
-            Some(hook) => {
-                let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
-                fleet::rollout(job, target, hook, &shipped, timeout)
-            }
-            None => rollout.run(),
+        // A target that spans hosts: each host runs this rollout (its own receiver's, or this
+        // one against its engine over SSH); the fleet orders them.
+        let ran = if let Some(ssh) = &target.ssh {
+            let name = target.display_name();
+            let history = state::deploys_path(job.state_path, job.name, name);
+            let histories = history.with_extension("hosts");
+            let workspace = &job.config.settings.workspace;
+            let fleet = fleet_ssh::SshFleet::new(
+                job.out,
+                ssh,
+                &shape,
+                &job.config.ingress,
+                docker.clone(),
+                (job.name, job.name),
+                (histories, log.clone(), workspace.join("swarm"), workspace.join("ssh")),
+                &exports,
+                own,
+            );
+            fleet::rollout(job, name, &fleet, &shipped)
+        } else if let Some(hook) = target.webhook.as_ref().filter(|h| h.is_fleet()) {
+            let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
+            let receivers = fleet::Receivers { hook, project: job.name, timeout };
+            fleet::rollout(job, target.display_name(), &receivers, &shipped)
+        } else {
+            rollout.run()
         };
         match ran {
             Ok(t) => timeline = Some(t),

@@ -1,9 +1,11 @@
-//! A deploy that spans hosts: one release to every host of a webhook target's `hosts`, as one.
-//! Each host runs `pipe serve`, which deploys and checks the release its own way; this room
-//! decides the order and the outcome. Every host must answer before any is asked to switch; the
-//! hosts go in batches of `batch`; when any host fails, every host that was asked gets the
-//! previous release back, and the deploy is recorded as rolled back with each host's result and
-//! the failing host's own answer. One lock per target, held from the check to the last rollback.
+//! A deploy that spans hosts: one release to every host of a target's hosts, as one. The hosts
+//! are reached one of two ways ([`Hosts`]): each runs `pipe serve`, which deploys and checks
+//! the release its own way ([`Receivers`], a webhook target's `hosts`), or each is reached over
+//! SSH and pipe runs the rollout against its engine and nginx (`fleet_ssh`). This room decides
+//! the order and the outcome. Every host must answer before any is asked to switch; the hosts
+//! go in batches of `batch`; when any host fails, every host that was asked gets the previous
+//! release back, and the deploy is recorded as rolled back with each host's result and the
+//! failing host's own answer. One lock per target, held from the check to the last rollback.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -12,12 +14,74 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 
 use super::Job;
-use crate::config::{Deploy, WebhookTarget};
+use crate::config::WebhookTarget;
 use crate::error::{Interrupted, StageFailed};
 use crate::model::{DeployResult, HostResult, Outcome, Stage};
 use crate::state::{self, DeployRecord, HostRecord, Timeline};
 use crate::targets::rollout::Shipment;
+use crate::targets::ssh::Unreached;
 use crate::targets::webhook::{self, Delivery};
+
+/// One release as it goes to one host: the new one, or the previous one put back (whole: every
+/// image it ran, from where the target pulls them).
+pub(crate) struct Ship<'a> {
+    pub refname: &'a str,
+    pub release: &'a Shipment,
+}
+
+/// How a fleet reaches its hosts.
+pub(crate) trait Hosts: Sync {
+    /// The hosts as the pipeline file names them, in its order.
+    fn names(&self) -> &[String];
+    /// How many hosts deploy at once.
+    fn batch(&self) -> usize;
+    /// A host that cannot be reached before the rollout is skipped instead of failing the deploy.
+    fn skip_unreachable(&self) -> bool;
+    /// Whether host `i` can take the release, asked of every host before any is asked to switch.
+    fn reach(&self, i: usize) -> Result<(), Unreached>;
+    /// Deploys `ship` to host `i`, health check included; its error is the host's answer.
+    fn ship(&self, i: usize, ship: &Ship<'_>) -> anyhow::Result<()>;
+}
+
+/// Hosts that run `pipe serve`: a webhook target's `hosts`, each posted the release.
+pub(crate) struct Receivers<'a> {
+    pub hook: &'a WebhookTarget,
+    pub project: &'a str,
+    pub timeout: Duration,
+}
+
+impl Hosts for Receivers<'_> {
+    fn names(&self) -> &[String] {
+        &self.hook.hosts
+    }
+
+    fn batch(&self) -> usize {
+        self.hook.batch_size()
+    }
+
+    fn skip_unreachable(&self) -> bool {
+        self.hook.skip_unreachable
+    }
+
+    fn reach(&self, i: usize) -> Result<(), Unreached> {
+        webhook::reachable(&webhook::host_url(self.hook, &self.hook.hosts[i]), REACH_TIMEOUT).map_err(Unreached::Down)
+    }
+
+    fn ship(&self, i: usize, ship: &Ship<'_>) -> anyhow::Result<()> {
+        let release = ship.release;
+        let images = release.release_images();
+        let delivery = Delivery {
+            project: self.project,
+            refname: ship.refname,
+            commit: &release.commit,
+            image: &release.image,
+            tag: &release.tag,
+            digest: release.digest.as_deref(),
+            images: &images,
+        };
+        webhook::post_to(self.hook, &webhook::host_url(self.hook, &self.hook.hosts[i]), &delivery, self.timeout)
+    }
+}
 
 /// How long a host has to answer `GET /healthz` before the rollout.
 const REACH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,23 +102,18 @@ fn timeline(release: &Shipment, done: jiff::Timestamp) -> Timeline {
     }
 }
 
-/// Deploys `release` to every host of `hook`, rolling back every host asked when any fails;
-/// records the deploy (with each host's result) in the target's history.
-pub(crate) fn rollout(
-    job: &Job<'_>,
-    target: &Deploy,
-    hook: &WebhookTarget,
-    release: &Shipment,
-    timeout: Duration,
-) -> anyhow::Result<Timeline> {
-    let (out, project, name) = (&job.out, job.name, target.display_name());
+/// Deploys `release` to every one of `fleet`'s hosts, rolling back every host asked when any
+/// fails; records the deploy (with each host's result) in the target `name`'s history.
+pub(crate) fn rollout(job: &Job<'_>, name: &str, fleet: &dyn Hosts, release: &Shipment) -> anyhow::Result<Timeline> {
+    let (out, project) = (&job.out, job.name);
     let path = state::deploys_path(job.state_path, project, name);
     let _lock = lock(&path, name)?;
     let mut history = state::load_deploys(&path)?;
     let (image, tag) = (release.image.as_str(), release.tag.as_str());
-    let hosts = &hook.hosts;
+    let hosts = fleet.names();
     let n = hosts.len();
-    out.info(format!("{project}: deploying {image}:{tag} to `{name}`: {n} hosts, {} at a time", hook.batch_size()));
+    let skip = fleet.skip_unreachable();
+    out.info(format!("{project}: deploying {image}:{tag} to `{name}`: {n} hosts, {} at a time", fleet.batch()));
     let mut record = DeployRecord {
         commit: release.commit.to_string(),
         image: image.to_string(),
@@ -69,33 +128,46 @@ pub(crate) fn rollout(
     };
 
     // Every host answers before any switches.
-    let reach = in_parallel(hosts.iter().map(|h| webhook::host_url(hook, h)).collect(), |url| {
-        webhook::reachable(url, REACH_TIMEOUT)
-    });
+    let reach = in_parallel((0..n).collect(), |&i| fleet.reach(i));
     crate::signals::check()?;
     let unreachable: Vec<usize> = (0..n).filter(|&i| reach[i].is_err()).collect();
+    let why = |i: usize| reach[i].as_ref().err().map(|u| u.why().to_string()).unwrap_or_default();
+    // A host refused for its key is never skipped: something is wrong with it or in between.
+    let refused: Vec<usize> = (0..n).filter(|&i| matches!(reach[i], Err(Unreached::Key(_)))).collect();
     for &i in &unreachable {
-        let why = reach[i].as_ref().err().cloned().unwrap_or_default();
-        let result = if hook.skip_unreachable { HostResult::Skipped } else { HostResult::Unreachable };
-        record.hosts[i] = host_record(&hosts[i], result, Some(why.clone()));
-        let verb = if hook.skip_unreachable { "skipped" } else { "cannot be reached" };
-        out.error(format!("{project}: `{name}` host `{}` ({}/{n}) {verb}: {why}", hosts[i], i + 1));
+        let skipped = skip && !refused.contains(&i);
+        let result = if skipped { HostResult::Skipped } else { HostResult::Unreachable };
+        // The reason's first line is the host's; a hint follows in the error.
+        let first = why(i).lines().next().unwrap_or("").to_string();
+        record.hosts[i] = host_record(&hosts[i], result, Some(first.clone()));
+        let verb = match (skipped, refused.contains(&i)) {
+            (true, _) => "skipped",
+            (false, true) => "refused",
+            (false, false) => "cannot be reached",
+        };
+        out.error(format!("{project}: `{name}` host `{}` ({}/{n}) {verb}: {first}", hosts[i], i + 1));
     }
-    if !unreachable.is_empty() && (!hook.skip_unreachable || unreachable.len() == n) {
+    if !unreachable.is_empty() && (!skip || unreachable.len() == n || !refused.is_empty()) {
         history.deploys.push(record);
         state::save_deploys(&path, &mut history)?;
-        let named: Vec<String> = unreachable
-            .iter()
-            .map(|&i| format!("`{}` ({})", hosts[i], reach[i].as_ref().err().cloned().unwrap_or_default()))
-            .collect();
-        let hint = if hook.skip_unreachable {
-            "\nhint: no host could be reached; check that `pipe serve` runs on them and that this host reaches their port"
+        let stop: Vec<usize> = if refused.is_empty() { unreachable.clone() } else { refused.clone() };
+        let named: Vec<String> =
+            stop.iter().map(|&i| format!("`{}` ({})", hosts[i], why(i).lines().next().unwrap_or(""))).collect();
+        let hints: Vec<String> =
+            stop.iter().flat_map(|&i| why(i).lines().skip(1).map(str::to_string).collect::<Vec<_>>()).collect();
+        let hint = if !hints.is_empty() {
+            format!("\n{}", hints.join("\n"))
+        } else if skip {
+            "\nhint: no host could be reached; check that this host reaches them".to_string()
         } else {
             "\nhint: bring the host back, or set `skip_unreachable = true` on the target to deploy without it"
+                .to_string()
         };
+        let unreachable = stop;
         return Err(StageFailed(format!(
-            "deploy of {image}:{tag} to `{name}` not started: {} of {n} hosts cannot be reached: {}; no host was switched{hint}",
+            "deploy of {image}:{tag} to `{name}` not started: {} of {n} hosts {}: {}; no host was switched{hint}",
             unreachable.len(),
+            if refused.is_empty() { "cannot be reached" } else { "refused for their host keys" },
             named.join(", ")
         ))
         .into());
@@ -103,23 +175,12 @@ pub(crate) fn rollout(
     let live: Vec<usize> = (0..n).filter(|i| !unreachable.contains(i)).collect();
 
     // Batch by batch; the first batch with a failure is the last.
-    let images = release.release_images();
-    let delivery = Delivery {
-        project,
-        refname: &job.refname,
-        commit: &release.commit,
-        image,
-        tag,
-        digest: release.digest.as_deref(),
-        images: &images,
-    };
+    let delivery = Ship { refname: &job.refname, release };
     let mut asked = Vec::new();
     let mut failed: Vec<(usize, String)> = Vec::new();
     let mut interrupted = None;
-    for batch in live.chunks(hook.batch_size()) {
-        let results = in_parallel(batch.to_vec(), |&i| {
-            webhook::post_to(hook, &webhook::host_url(hook, &hosts[i]), &delivery, timeout)
-        });
+    for batch in live.chunks(fleet.batch()) {
+        let results = in_parallel(batch.to_vec(), |&i| fleet.ship(i, &delivery));
         for (&i, result) in batch.iter().zip(results) {
             asked.push(i);
             match result {
@@ -184,25 +245,18 @@ pub(crate) fn rollout(
     let (back_image, back_tag) = (previous.image.as_str(), previous.tag.as_str());
     out.error(format!("{project}: rolling back {} hosts of `{name}` to {back_image}:{back_tag}", asked.len()));
     // The previous release whole: every image it ran, from where this target pulls them.
-    let back_images = Shipment {
+    let back_release = Shipment {
+        commit: previous.commit.clone(),
+        image: previous.image.clone(),
         tag: previous.tag.clone(),
+        rollback: true,
         images: previous.images.clone(),
         pulled_from: release.pulled_from.clone(),
         ..Shipment::default()
-    }
-    .release_images();
-    let back = Delivery {
-        project,
-        refname: &previous.refname,
-        commit: &previous.commit,
-        image: back_image,
-        tag: back_tag,
-        digest: None,
-        images: &back_images,
     };
+    let back = Ship { refname: &previous.refname, release: &back_release };
     // All at once: the sooner every host serves one release again, the better.
-    let results =
-        in_parallel(asked.clone(), |&i| webhook::post_to(hook, &webhook::host_url(hook, &hosts[i]), &back, timeout));
+    let results = in_parallel(asked.clone(), |&i| fleet.ship(i, &back));
     let mut stuck = Vec::new();
     for (&i, result) in asked.iter().zip(results) {
         let was = record.hosts[i].clone();

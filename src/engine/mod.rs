@@ -26,6 +26,7 @@ pub(crate) mod changes;
 pub(crate) mod deploy;
 pub(crate) mod discover;
 mod fleet;
+mod fleet_ssh;
 pub(crate) mod here;
 pub(crate) mod images;
 pub(crate) mod plan;

@@ -209,6 +209,7 @@ fn execute(out: &Output, h: &HookRuntime, requested: Requested, log: &Path, hist
         history,
         log: log.to_path_buf(),
         swarm_dir: log.parent().unwrap_or(Path::new(".")).join("swarm"),
+        remote: None,
     };
     let tag = var("PIPE_TAG").unwrap_or_default();
     let rollback = match crate::state::load_deploys(&place.history) {

@@ -43,6 +43,9 @@ pub(crate) struct Beside<'a> {
     /// New containers join the project's own network with fixed addresses (`pinned`) and the
     /// ingress is sent there; previews keep their one network.
     pub pin: bool,
+    /// The engine is another host's, reached over SSH: each new container's check goes through
+    /// a forward of that link (its address is the host's, not reachable from here).
+    pub tunnel: Option<&'a super::ssh::Link>,
 }
 
 /// When the new release was ready and when it took traffic.
@@ -236,6 +239,8 @@ impl Beside<'_> {
         let short = &b.id[..12.min(b.id.len())];
         let redactor = &self.compose.redactor;
         let mut last = String::from("not checked yet");
+        // Where this host reaches the container's address: itself, or a forward over SSH.
+        let mut via: Option<(String, String)> = None;
         while Instant::now() < deadline {
             crate::signals::check()?;
             let now =
@@ -247,10 +252,19 @@ impl Beside<'_> {
                 bail!("new container {short} of `{service}` is unhealthy");
             }
             if let (Some(ip), true) = (&now.ip, matches!(now.health.as_str(), "healthy" | "none")) {
+                let reach = match (&via, self.tunnel) {
+                    (Some((at, local)), _) if at == ip => local.clone(),
+                    (_, Some(link)) => {
+                        let local = link.forward(ip, port)?;
+                        via = Some((ip.clone(), local.clone()));
+                        local
+                    }
+                    (_, None) => format!("{ip}:{port}"),
+                };
                 match &path {
                     Some(path) => {
                         let url = format!("http://{ip}:{port}{path}");
-                        let answer = match client.get(&url).send() {
+                        let answer = match client.get(format!("http://{reach}{path}")).send() {
                             Ok(resp) if resp.status().is_success() => return Ok(()),
                             Ok(resp) => HealthAnswer::answered(&url, resp, redactor),
                             Err(e) => HealthAnswer::failed(&url, &crate::secret::http_cause(&e), redactor),
@@ -259,7 +273,7 @@ impl Beside<'_> {
                         *self.answer.borrow_mut() = Some(answer);
                     }
                     None => {
-                        let addr: SocketAddr = format!("{ip}:{port}").parse().context("container address")?;
+                        let addr: SocketAddr = reach.parse().context("container address")?;
                         match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                             Ok(_) => return Ok(()),
                             Err(e) => {

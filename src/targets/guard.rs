@@ -10,8 +10,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use super::ingress::Nginx;
 use super::pinned::PREFIX as PINNED;
 use crate::docker::client::Docker;
@@ -40,7 +38,7 @@ pub(crate) fn guard(
     let mut changed = Vec::new();
     for service in services {
         let path = nginx::upstream_file(nginx.dir, &nginx.key(service));
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let Ok(Some(text)) = nginx.read(&path) else { continue };
         let releases = nginx::parse_releases(&text);
         if releases.is_empty() {
             continue;
@@ -68,9 +66,7 @@ pub(crate) fn guard(
         }
         let why = why.join("; ");
         let rerouted = nginx::reroute(&text, &addrs, &why);
-        let tmp = path.with_extension("conf.tmp");
-        std::fs::write(&tmp, &rerouted).with_context(|| format!("failed to write `{}`", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("failed to write `{}`", path.display()))?;
+        nginx.write(&path, &rerouted)?;
         changed.push(if addrs.is_empty() {
             format!("ingress `{service}` failed closed (nginx answers 502): {why}")
         } else {

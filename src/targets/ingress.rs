@@ -1,5 +1,7 @@
 //! The ingress as pipe drives it: the upstream files of switched services, `nginx -t` before
-//! every reload, a graceful `nginx -s reload`, and starting nginx when none runs.
+//! every reload, a graceful `nginx -s reload`, and starting nginx when none runs. The nginx may
+//! be this host's or another's reached over SSH (`over`): then its files and commands go
+//! through that host's link, and the same switch runs there.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -8,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 
 use super::reloaded;
+use super::ssh::Link;
 use crate::config::Ingress;
 use crate::exec::{self, Cmd};
 use crate::nginx;
@@ -21,6 +24,8 @@ pub(crate) struct Nginx<'a> {
     ingress: &'a Ingress,
     /// Set for a preview: its own upstream groups and server names.
     pub site: Option<Site>,
+    /// The host over SSH whose nginx this is; `None`: this host's.
+    remote: Option<&'a Link>,
 }
 
 /// A preview's place in the ingress: upstream groups `pipe-<prefix>-<service>` in files of
@@ -36,7 +41,44 @@ const LOG_CAP: u64 = 64 * 1024;
 impl<'a> Nginx<'a> {
     /// `None` when the pipeline file does not let pipe switch the ingress (no `upstreams`).
     pub(crate) fn new(ingress: &'a Ingress, log: &'a Path) -> Option<Nginx<'a>> {
-        Some(Nginx { dir: ingress.upstreams.as_deref()?, argv: &ingress.nginx, log, ingress, site: None })
+        Some(Nginx { dir: ingress.upstreams.as_deref()?, argv: &ingress.nginx, log, ingress, site: None, remote: None })
+    }
+
+    /// The same nginx on the host `link` reaches (its paths and command are that host's).
+    pub(crate) fn over(mut self, link: Option<&'a Link>) -> Nginx<'a> {
+        self.remote = link;
+        self
+    }
+
+    /// An upstream file's text, `None` when there is none.
+    pub(crate) fn read(&self, path: &Path) -> anyhow::Result<Option<String>> {
+        if let Some(link) = self.remote {
+            return link.read(path);
+        }
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow!(e).context(format!("failed to read upstream file `{}`", path.display()))),
+        }
+    }
+
+    /// Writes an upstream file whole (a temporary file renamed over it).
+    pub(crate) fn write(&self, path: &Path, text: &str) -> anyhow::Result<()> {
+        match self.remote {
+            Some(link) => link.write(path, text),
+            None => write_file(path, text),
+        }
+    }
+
+    fn remove(&self, path: &Path) -> anyhow::Result<bool> {
+        if let Some(link) = self.remote {
+            return link.remove(path);
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(anyhow!(e).context(format!("failed to remove `{}`", path.display()))),
+        }
     }
 
     /// The name of `service`'s upstream group and file: the service's own, or the preview's.
@@ -63,16 +105,16 @@ impl<'a> Nginx<'a> {
         let mut removed = false;
         for service in services {
             let path = nginx::upstream_file(self.dir, &self.key(service));
-            match std::fs::remove_file(&path) {
-                Ok(()) => removed = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(anyhow!(e).context(format!("failed to remove `{}`", path.display()))),
-            }
+            removed |= self.remove(&path)?;
         }
         if removed { self.resync(out) } else { Ok(()) }
     }
 
     fn cmd(&self, extra: &[&str]) -> Cmd {
+        if let Some(link) = self.remote {
+            let argv: Vec<&str> = self.argv.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+            return link.remote(&argv);
+        }
         let mut argv: Vec<OsString> = self.argv.iter().map(OsString::from).collect();
         argv.extend(extra.iter().map(OsString::from));
         Cmd::from_argv(&argv)
@@ -86,11 +128,7 @@ impl<'a> Nginx<'a> {
     /// The servers the ingress routes `service` to now (empty before its first switch).
     pub(crate) fn serving(&self, service: &str) -> anyhow::Result<Vec<String>> {
         let path = nginx::upstream_file(self.dir, &self.key(service));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(nginx::parse_upstream(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(anyhow!(e).context(format!("failed to read upstream file `{}`", path.display()))),
-        }
+        Ok(self.read(&path)?.map(|text| nginx::parse_upstream(&text)).unwrap_or_default())
     }
 
     /// Points each service at its servers: writes the upstream files, checks the whole config
@@ -102,19 +140,22 @@ impl<'a> Nginx<'a> {
         services: &[(String, Vec<nginx::Server>)],
         note: &str,
     ) -> anyhow::Result<()> {
-        std::fs::create_dir_all(self.dir)
-            .with_context(|| format!("failed to create upstream directory `{}`", self.dir.display()))?;
+        match self.remote {
+            Some(link) => link.mkdir(self.dir)?,
+            None => std::fs::create_dir_all(self.dir)
+                .with_context(|| format!("failed to create upstream directory `{}`", self.dir.display()))?,
+        }
         let mut previous: Vec<(PathBuf, Option<String>)> = Vec::new();
         for (service, servers) in services {
             let path = nginx::upstream_file(self.dir, &self.key(service));
-            previous.push((path.clone(), std::fs::read_to_string(&path).ok()));
-            write_file(&path, &self.render(service, servers, note))?;
+            previous.push((path.clone(), self.read(&path)?));
+            self.write(&path, &self.render(service, servers, note))?;
         }
         let restore = || {
             for (path, text) in &previous {
                 let _ = match text {
-                    Some(text) => write_file(path, text),
-                    None => std::fs::remove_file(path).map_err(Into::into),
+                    Some(text) => self.write(path, text),
+                    None => self.remove(path).map(|_| ()),
                 };
             }
         };
@@ -143,11 +184,19 @@ impl<'a> Nginx<'a> {
     /// `nginx -s reload`, or starting nginx when no master runs (no pid file, stale pid). After
     /// a reload, waits until the old workers stopped accepting (`reloaded`).
     fn reload(&self, out: &Output) -> anyhow::Result<()> {
-        let cmd = self.cmd(&["-s", "reload"]);
+        let mut cmd = self.cmd(&["-s", "reload"]);
         let pid_file = exec::capture(out, &self.cmd(&["-T"]), Duration::from_secs(30))
             .ok()
             .and_then(|dump| reloaded::pid_file(&dump));
-        let old = pid_file.as_ref().and_then(reloaded::workers);
+        // Another host's workers are not in this host's `/proc`: the wait runs there.
+        if let (Some(link), Some(pid_file)) = (self.remote, &pid_file) {
+            let pid_file = pid_file.to_string_lossy();
+            let mut argv = vec!["sh", "-c", reloaded::REMOTE_WAIT, "sh", &pid_file];
+            argv.extend(self.argv.iter().map(String::as_str));
+            argv.extend(["-s", "reload"]);
+            cmd = link.remote(&argv);
+        }
+        let old = pid_file.as_ref().filter(|_| self.remote.is_none()).and_then(reloaded::workers);
         match self.run(out, &cmd) {
             Ok(()) => {
                 if let Some(old) = old

@@ -22,6 +22,7 @@ pub(crate) mod ingress;
 pub(crate) mod pinned;
 mod reloaded;
 pub(crate) mod rollout;
+pub(crate) mod ssh;
 pub(crate) mod swarm;
 pub(crate) mod webhook;
 
@@ -79,7 +80,8 @@ pub(crate) fn outage_warnings(config: &crate::config::Config) -> Vec<String> {
     for (project, p) in &config.projects {
         for deploy in &p.deploy {
             let deploy = deploy.get_ref();
-            if deploy.compose.is_none() {
+            // Hosts over SSH switch their own nginx (`ssh.upstreams`), checked by validation.
+            if deploy.compose.is_none() || deploy.ssh.is_some() {
                 continue;
             }
             let name = deploy.display_name();

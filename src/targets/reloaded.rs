@@ -7,6 +7,29 @@
 //! `nginx -T`) and `/proc`; an nginx pipe cannot see that way (in a container) is not waited for.
 
 use std::path::PathBuf;
+
+/// The same wait on another host, run there by `sh -c` (over SSH) with the pid file and then
+/// the reload's argv: the master's children before the reload (`/proc/PID/task/PID/children`),
+/// the reload, then up to 10 s until none of them is a worker that still accepts. A host
+/// without that `/proc` file is not waited for (the drain still is).
+pub(crate) const REMOTE_WAIT: &str = r#"pidfile=$1; shift
+m=$(cat "$pidfile" 2>/dev/null)
+old=""
+[ -n "$m" ] && old=$(cat "/proc/$m/task/$m/children" 2>/dev/null)
+"$@" || exit $?
+i=0
+while [ $i -lt 500 ]; do
+  busy=""
+  for p in $old; do
+    t=$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null) || continue
+    case "$t" in *"shutting down"*) ;; *"worker process"*) busy=1 ;; esac
+  done
+  [ -z "$busy" ] && exit 0
+  sleep 0.02
+  i=$((i+1))
+done
+echo "nginx's old workers still accept connections 10s after the reload" >&2
+"#;
 use std::time::{Duration, Instant};
 
 /// nginx's workers now: the master's children, by the master's pid file.

@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail};
 use super::answer::HealthAnswer;
 use super::beside::{self, Beside};
 use super::ingress::Nginx;
+use super::ssh::Link;
 use super::{Compose, Kinds, swarm, webhook};
 use crate::config::{Health, Ingress, ReleaseCommand, WebhookTarget};
 use crate::docker::client::{self as client, Docker};
@@ -59,6 +60,9 @@ pub(crate) struct Place<'a> {
     pub log: PathBuf,
     /// Where a swarm target's override file is written.
     pub swarm_dir: PathBuf,
+    /// The host over SSH this place is (its engine is `docker`'s `host`, its nginx `ingress`'s,
+    /// reached through this link); `None`: this host.
+    pub remote: Option<&'a Link>,
 }
 
 /// The release as the target runs it.
@@ -173,8 +177,12 @@ impl<'a> Rollout<'a> {
         if let Some(dir) = &p.docker.config_dir {
             env.push(("DOCKER_CONFIG".into(), dir.display().to_string()));
         }
+        if let Some(host) = &p.docker.host {
+            env.push(("DOCKER_HOST".into(), host.clone()));
+            env.push(("DOCKER_CONTEXT".into(), String::new()));
+        }
         let compose = Compose::new(p.out, p.docker, compose, p.compose_project, env)?.masking(self.redactor.clone());
-        let nginx = Nginx::new(p.ingress, &p.log).ok_or_else(|| anyhow!("no `[ingress] upstreams`"))?;
+        let nginx = Nginx::new(p.ingress, &p.log).ok_or_else(|| anyhow!("no `[ingress] upstreams`"))?.over(p.remote);
         let beside = Beside {
             out: p.out,
             docker: p.docker,
@@ -189,6 +197,7 @@ impl<'a> Rollout<'a> {
             note: format!("{} {}:{} (commit {})", p.owner, shipment.image, shipment.tag, shipment.commit),
             answer: RefCell::new(None),
             pin: true,
+            tunnel: p.remote,
         };
         let result = f(&beside);
         if let Some(answer) = beside.answer.take() {

@@ -16,6 +16,7 @@ mod docker;
 mod early_failures;
 mod faults;
 mod fleet;
+mod fleet_ssh;
 mod forge;
 mod hostile_listing;
 mod hostile_remote;

@@ -10,6 +10,7 @@ mod ingress;
 mod pair;
 mod previews;
 mod project;
+mod ssh;
 mod values;
 
 pub(crate) use forges::validate_project_forge;
@@ -18,6 +19,7 @@ pub(crate) use ingress::validate_ingress;
 use pair::{Need, Pair};
 pub(crate) use previews::validate_project_previews;
 pub(crate) use project::validate_project;
+pub(crate) use ssh::parse_host as parse_ssh_host;
 
 /// Cross-field rules serde cannot express.
 pub(crate) fn validate(cx: &mut Cx<'_>, config: &mut Config) {

@@ -96,6 +96,7 @@ pub(crate) fn validate_project(cx: &mut Cx<'_>, name: &str, project: &mut Projec
                 format!("project `{name}`: `command.argv` is empty"),
             );
         }
+        super::ssh::validate_ssh(cx, name, &entry, deploy);
         if let Some(health) = &deploy.health
             && health.url.is_some() == health.container.is_some()
         {

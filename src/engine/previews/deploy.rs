@@ -207,6 +207,7 @@ fn deploy_one(
         note: format!("preview of {name} {} at {}:{tag}", refs::display(&job.refname), run.image),
         answer: Default::default(),
         pin: false,
+        tunnel: None,
     };
     let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
     out.info(format!(
