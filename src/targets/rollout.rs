@@ -392,7 +392,15 @@ impl<'a> Rollout<'a> {
                 // Only a docker or compose command can say the engine went away; a deploy
                 // script that failed on a host without an engine is the deploy's failure.
                 let gone = if docker.runs(&cmd) {
-                    client::engine_gone(docker, out, &finished)
+                    // Asked of the engine the command used: the one the target's `env` names
+                    // (a swarm manager elsewhere) when it names one.
+                    let env = self.env(shipment);
+                    let named = |key: &str| env.iter().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v);
+                    match (named("DOCKER_HOST"), named("DOCKER_CONTEXT")) {
+                        (Some(host), _) => client::engine_gone(&docker.on(host.clone()), out, &finished),
+                        (None, Some(_)) => client::engine_down(&finished.tail),
+                        (None, None) => client::engine_gone(docker, out, &finished),
+                    }
                 } else {
                     client::engine_down(&finished.tail)
                 };
