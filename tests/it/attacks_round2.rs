@@ -241,3 +241,100 @@ command = {{ argv = ["/bin/sh", "-c", "echo \"ran $PIPE_COMMIT\" >> {out}"] }}
         "host B accepted ({replayed}: {doc}) and ran the delivery pipe sent to host A: {ran:?}"
     );
 }
+
+/// The company's base image lives in the registry the CI host pushes to
+/// (`REGISTRY/base/NAME:stable`, pushed by another team's CI, pulled here by every build that
+/// starts `FROM` it), as registries are used. A branch's `.pipe.toml` names `base/NAME`. Its
+/// tags are checked only under the bare name, which this engine does not have, never under the
+/// name the push makes of it, which it does: the build goes ahead, the push moves the local
+/// `REGISTRY/base/NAME:stable` onto the branch's image and overwrites the base image in the
+/// registry, so every build on every host that starts `FROM` it now starts from the branch's
+/// layers. The same repository is refused when the base image is on the engine under its bare
+/// name.
+#[test]
+#[ignore = "hole: a repository's image name replaces a base image in the registry it pushes to (foreign tags are checked only under the bare name)"]
+fn a_repository_cannot_push_over_a_base_image_in_its_registry() {
+    let Some(docker) = Docker::require() else { return };
+    let reg = Registry::start("ci", "pw-round2-base");
+    let mut env = TestEnv::new();
+    env.env("REG_PW", "pw-round2-base");
+    let taker = unique_name("bs").replace("pipe-test-", "");
+    let _images = ProjectImages { project: taker.clone() };
+    let base = format!("base/{taker}");
+    let remote = format!("{}/{base}:stable", reg.host());
+    let _cleanup = ImageCleanup { names: vec![base.clone(), format!("{}/{base}", reg.host())] };
+
+    // The base image, pushed by another team (a docker CLI of its own, its own login).
+    let other_team = env.path().join("other-team-docker");
+    std::fs::create_dir_all(&other_team).unwrap();
+    let team = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", &other_team)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    team(&["login", "--username", "ci", "--password-stdin", &reg.host()], Some("pw-round2-base"));
+    team(&["tag", &docker.base_image, &remote], None);
+    team(&["push", &remote], None);
+    let digest = reg.digest(&base, "stable").expect("the base image is in the registry");
+    let local = docker.ok(&["image", "inspect", "--format", "{{.Id}}", &remote]).trim().to_string();
+
+    let repo = WorkRepo::new(env.path(), "taker");
+    repo.write("Dockerfile", &format!("FROM {}\nRUN echo branch > /pwned\n", docker.base_image));
+    repo.write(".pipe.toml", &format!("image = \"{base}\"\ntest = \"true\"\n"));
+    repo.commit_to("stable", "names the base image");
+    env.config(&format!(
+        r#"[pipe]
+workspace = "{ws}"
+
+[registry.prod]
+url = "{reg}"
+username = "ci"
+password_env = "REG_PW"
+
+[project.{taker}]
+repo = "{url}"
+branches = ["stable"]
+
+[[project.{taker}.deploy]]
+branches = ["stable"]
+push = ["prod"]
+"#,
+        ws = env.path().join("work").display(),
+        reg = reg.host(),
+        url = repo.url(),
+    ));
+
+    // The legitimate guard: with the base image on this engine under its bare name, refused.
+    docker.ok(&["tag", &docker.base_image, &format!("{base}:stable")]);
+    let guarded = env.pipe(&["build", &taker, "stable"]);
+    assert!(
+        guarded.stderr.contains("an image pipe did not build"),
+        "the bare base image's tag was not refused:\n{}",
+        guarded.stderr
+    );
+    docker.ok(&["image", "rm", &format!("{base}:stable")]);
+
+    // The attack: the engine has the base image under the name the registry gives it.
+    let run = env.pipe(&["run", &taker]);
+    let after = docker.ok(&["image", "inspect", "--format", "{{.Id}}", &remote]).trim().to_string();
+    assert_eq!(
+        reg.digest(&base, "stable"),
+        Some(digest),
+        "project `{taker}`'s branch pushed over `{remote}`, a base image pipe did not build (local id now {after}, was \
+         {local})\nstderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(after, local, "the engine's `{remote}` was moved onto the branch's image");
+}
