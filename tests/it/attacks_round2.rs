@@ -28,6 +28,19 @@ impl Drop for ImageCleanup {
                         .status();
                 }
             }
+            // What a push leaves: the repository's digests, without a tag.
+            let out = std::process::Command::new("docker")
+                .args(["image", "ls", "--digests", "--format", "{{.Repository}}@{{.Digest}}", name])
+                .output();
+            if let Ok(out) = out {
+                for reference in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.ends_with("<none>")) {
+                    let _ = std::process::Command::new("docker")
+                        .args(["image", "rm", "--force", reference])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
         }
     }
 }
