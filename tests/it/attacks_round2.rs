@@ -351,3 +351,95 @@ push = ["prod"]
     );
     assert_eq!(after, local, "the engine's `{remote}` was moved onto the branch's image");
 }
+
+/// Two registries of the pipeline file on one registry host, one with a path prefix
+/// (`REGISTRY/team`, as an ECR account's team prefix is written) and one without. Project
+/// `owner` names `app-…` and pushes through the prefixed one: `REGISTRY/team/app-…`. Another
+/// project's repository names `team/app-…` in its `.pipe.toml` and pushes through the other:
+/// the same repository. Names are compared as the files spell them, never as the push makes
+/// them, so the build is not refused and the push replaces `owner`'s image (its moving tags
+/// included), which `owner`'s deploys pull. Naming `app-…` itself is refused.
+#[test]
+#[ignore = "hole: a repository's image pushed through another registry entry replaces another project's image (names compared without the registry's prefix)"]
+fn a_repository_cannot_push_over_another_projects_image_through_another_registry_entry() {
+    let Some(docker) = Docker::require() else { return };
+    let reg = Registry::start("ci", "pw-round2-prefix");
+    let mut env = TestEnv::new();
+    env.env("REG_PW", "pw-round2-prefix");
+    let owner = unique_name("ow").replace("pipe-test-", "");
+    let taker = unique_name("tk").replace("pipe-test-", "");
+    let (_io, _it) = (ProjectImages { project: owner.clone() }, ProjectImages { project: taker.clone() });
+    let held = format!("app-{owner}");
+    let _cleanup =
+        ImageCleanup { names: vec![held.clone(), format!("team/{held}"), format!("{}/team/{held}", reg.host())] };
+
+    let owner_repo = WorkRepo::new(env.path(), "owner");
+    owner_repo.write("Dockerfile", &format!("FROM {}\nRUN echo owner > /who\n", docker.base_image));
+    owner_repo.commit_to("main", "the owner's service");
+    let taker_repo = WorkRepo::new(env.path(), "taker");
+    taker_repo.write("Dockerfile", &format!("FROM {}\nRUN echo taker > /who\n", docker.base_image));
+    taker_repo.write(".pipe.toml", &format!("image = \"{held}\"\ntest = \"true\"\n"));
+    taker_repo.commit_to("main", "names the owner's image as written");
+    env.config(&format!(
+        r#"[pipe]
+workspace = "{ws}"
+
+[registry.team]
+url = "{reg}/team"
+username = "ci"
+password_env = "REG_PW"
+
+[registry.all]
+url = "{reg}"
+username = "ci"
+password_env = "REG_PW"
+
+[project.{owner}]
+repo = "{ourl}"
+image = "{held}"
+branches = ["main"]
+
+[[project.{owner}.deploy]]
+branches = ["main"]
+push = ["team"]
+
+[project.{taker}]
+repo = "{turl}"
+branches = ["main"]
+
+[[project.{taker}.deploy]]
+branches = ["main"]
+push = ["all"]
+"#,
+        ws = env.path().join("work").display(),
+        reg = reg.host(),
+        ourl = owner_repo.url(),
+        turl = taker_repo.url(),
+    ));
+
+    // The owner's release, in the registry.
+    env.pipe(&["run", &owner]).code(0);
+    let repository = format!("team/{held}");
+    let digest = reg.digest(&repository, "latest").expect("the owner's image is in the registry");
+    let tags = reg.tags(&repository);
+
+    // The legitimate guard: naming the owner's image as the pipeline file writes it is refused.
+    let refused = env.pipe(&["build", &taker, "main"]);
+    assert!(
+        refused.stderr.contains(&format!("project `{owner}` holds it")),
+        "naming the owner's image is not refused:\n{}",
+        refused.stderr
+    );
+
+    // The attack: the name the owner's push makes of it, pushed through the other entry.
+    taker_repo.write(".pipe.toml", &format!("image = \"team/{held}\"\ntest = \"true\"\n"));
+    taker_repo.commit_to("main", "names the owner's image as pushed");
+    let run = env.pipe(&["run", &taker]);
+    assert_eq!(
+        (reg.digest(&repository, "latest"), reg.tags(&repository)),
+        (Some(digest), tags),
+        "project `{taker}`'s repository pushed over `{}/{repository}`, project `{owner}`'s image\nstderr:\n{}",
+        reg.host(),
+        run.stderr
+    );
+}
