@@ -6,6 +6,7 @@
 mod support;
 
 mod attacks;
+mod attacks_round2;
 mod author_bounds;
 mod build_cache;
 mod cli;
