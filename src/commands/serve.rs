@@ -28,8 +28,9 @@ pub(super) fn run(cx: &Context, args: &ServeArgs) -> anyhow::Result<u8> {
         .into());
     }
     let listen = args.listen.clone().unwrap_or_else(|| config.serve.listen.clone());
-    let receiver = Arc::new(Receiver::new(&config.serve, forge, dir, cx.out)?.with_page(page));
     let listener = std::net::TcpListener::bind(&listen).with_context(|| format!("cannot listen on `{listen}`"))?;
+    let port = listener.local_addr().ok().map(|a| a.port());
+    let receiver = Arc::new(Receiver::new(&config.serve, forge, dir, cx.out, port)?.with_page(page));
     receiver.run(listener)?;
     Ok(code::OK)
 }

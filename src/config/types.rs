@@ -85,6 +85,11 @@ pub(crate) struct Serve {
     pub replay_window: Option<Seconds>,
     /// Runs kept per hook (status documents and logs, pruned together; default 1000).
     pub keep_runs: Option<usize>,
+    /// What this host is called in a fleet's `hosts` when that is neither its host name nor an
+    /// address of its interfaces (a DNS name, an address behind NAT): a fleet's body names the
+    /// host it was sent to, and the receiver runs only those that name it.
+    #[serde(default)]
+    pub names: Vec<String>,
     /// `[serve.page]`: the read-only status page and badges (off unless enabled).
     #[serde(default)]
     pub page: Option<Page>,
@@ -100,6 +105,7 @@ impl Default for Serve {
             body_limit: default_body_limit(),
             replay_window: None,
             keep_runs: None,
+            names: Vec::new(),
             page: None,
             hooks: BTreeMap::new(),
         }

@@ -78,6 +78,7 @@ impl Hosts for Receivers<'_> {
             tag: &release.tag,
             digest: release.digest.as_deref(),
             images: &images,
+            host: Some(&self.hook.hosts[i]),
         };
         webhook::post_to(self.hook, &webhook::host_url(self.hook, &self.hook.hosts[i]), &delivery, self.timeout)
     }

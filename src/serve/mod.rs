@@ -10,6 +10,7 @@
 mod auth;
 mod commit;
 mod forge;
+mod host;
 mod journal;
 mod queue;
 mod replay;
@@ -88,11 +89,21 @@ pub(crate) struct Receiver {
     forge: Arc<ForgeHooks>,
     /// The status page and badges, when `[serve.page]` enables them.
     page: Option<crate::page::Page>,
+    /// The names and addresses this receiver answers to: a fleet's body runs only on the host
+    /// it names.
+    own: host::OwnNames,
 }
 
 impl Receiver {
-    /// Resolves the hooks' secrets and opens the run table and delivery ids under `dir`.
-    pub(crate) fn new(serve: &Serve, forge: ForgeHooks, dir: PathBuf, out: Output) -> anyhow::Result<Receiver> {
+    /// Resolves the hooks' secrets and opens the run table and delivery ids under `dir`; `port`
+    /// is the one it listens on.
+    pub(crate) fn new(
+        serve: &Serve,
+        forge: ForgeHooks,
+        dir: PathBuf,
+        out: Output,
+        port: Option<u16>,
+    ) -> anyhow::Result<Receiver> {
         let mut hooks = BTreeMap::new();
         for (name, hook) in &serve.hooks {
             let resolve = |env: &Option<String>, file: &Option<PathBuf>, what: &str| {
@@ -131,6 +142,7 @@ impl Receiver {
             dummy_secret: secret::random(),
             forge: Arc::new(forge),
             page: None,
+            own: host::OwnNames::gather(&serve.names, port),
         })
     }
 
@@ -301,6 +313,19 @@ impl Receiver {
         } else {
             None
         };
+        // A fleet's body names the host it was sent to: the same bytes run on no other.
+        match body.get("host") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(host)) if self.own.answers_to(host) => {}
+            Some(serde_json::Value::String(host)) => {
+                let why = format!(
+                    "the body was sent to host `{host}`, not to this one ({}); if this host is `{host}`, add it to `[serve] names`",
+                    self.own.describe()
+                );
+                return refuse(403, why);
+            }
+            Some(_) => return refuse(400, "`host` must be a string".into()),
+        }
         let auth::Requested { env, images } = match auth::release_env(&h.name, &h.hook, &body) {
             Ok(requested) => requested,
             Err(why) => return refuse(422, why),

@@ -425,6 +425,7 @@ impl<'a> Rollout<'a> {
                 tag: &shipment.tag,
                 digest: shipment.digest.as_deref(),
                 images: &images,
+                host: None,
             };
             webhook::post(hook, &delivery, left())?;
         }

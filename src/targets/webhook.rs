@@ -20,6 +20,9 @@ pub(crate) struct Delivery<'a> {
     pub digest: Option<&'a str>,
     /// Every image of a release of several (the body's `images`); empty for one image.
     pub images: &'a [ReleaseImage],
+    /// The host of a fleet this delivery goes to (the body's `host`, as `hosts` names it), so
+    /// a receiver runs it only there; none for a target of one receiver.
+    pub host: Option<&'a str>,
 }
 
 /// One image of a release of several, as the body's `images` carries it.
@@ -211,6 +214,9 @@ fn body(hook: &str, delivery: &Delivery<'_>, id: &str, sent_at: i64) -> String {
     if !delivery.images.is_empty() {
         body["images"] = serde_json::json!(delivery.images);
     }
+    if let Some(host) = delivery.host {
+        body["host"] = serde_json::json!(host);
+    }
     body.to_string()
 }
 
@@ -343,6 +349,7 @@ mod tests {
             tag: "c0ffee",
             digest: None,
             images: &images,
+            host: None,
         };
         let doc: serde_json::Value = serde_json::from_str(&body("app", &delivery, "d1", 7)).unwrap();
         assert_eq!((doc["image"].as_str(), doc["tag"].as_str()), (Some("r/app-api"), Some("c0ffee")));
@@ -356,6 +363,10 @@ mod tests {
         delivery.images = &[];
         let one: serde_json::Value = serde_json::from_str(&body("app", &delivery, "d1", 7)).unwrap();
         assert!(one.get("images").is_none(), "a release of one image keeps the body it always had: {one}");
+        assert!(one.get("host").is_none(), "a target of one receiver names no host: {one}");
+        delivery.host = Some("10.0.0.7:9010");
+        let fleet: serde_json::Value = serde_json::from_str(&body("app", &delivery, "d1", 7)).unwrap();
+        assert_eq!(fleet["host"], "10.0.0.7:9010", "a fleet's body names the host it goes to");
     }
 
     #[test]

@@ -5,15 +5,14 @@ use crate::support::docker::unique_name;
 use crate::support::serve::Serve;
 
 /// A fleet's hosts run the same hook with the same signing secret (README, "Targets that span
-/// hosts": `secret_env = "PIPE_PROD_SECRET"` for every host). The signed body names the hook,
-/// a delivery id and `sent_at`, never the receiver, and each receiver remembers only the ids it
-/// was sent itself. So whoever captures the release pipe posted to one host (the README's own
-/// example posts over plain `http://{host}:9010`) can, within the replay window, make every
-/// other host run it: a host the fleet never asked (a later batch, after a failure stopped
-/// the batches), or one it has since rolled back. The same bytes sent again to the host they
-/// were meant for are refused, as the README promises of a replay.
+/// hosts": `secret_env = "PIPE_PROD_SECRET"` for every host), and each receiver remembers only
+/// the delivery ids it was sent itself. So whoever captures the release pipe posted to one host
+/// (the README's own example posts over plain `http://{host}:9010`) could, within the replay
+/// window, make every other host run it: a host the fleet never asked (a later batch, after a
+/// failure stopped the batches), or one it has since rolled back. The fleet's signed body names
+/// the host it goes to (`host`, as `hosts` spells it: here both receivers are on this machine,
+/// so the port tells them apart), and a receiver runs only a body that names it.
 #[test]
-#[ignore = "hole: a signed delivery captured on its way to one host of a fleet is accepted and run by every other host (the body does not bind the receiver)"]
 fn a_delivery_captured_on_its_way_to_one_host_is_not_run_by_another() {
     let secret = "fleet-secret-round2";
     let host = |label: &str| {
@@ -33,11 +32,12 @@ command = {{ argv = ["/bin/sh", "-c", "echo \"ran $PIPE_COMMIT\" >> {out}"] }}
     let (_env_a, host_a, ran_a) = host("a");
     let (_env_b, host_b, ran_b) = host("b");
 
-    // What pipe's webhook target posts to host A: the hook, a fresh delivery id, the time.
+    // What a fleet posts to host A: the hook, a fresh delivery id, the time, the host.
     let sent_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let body = format!(
-        r#"{{"hook":"app","project":"app","ref":"refs/heads/main","commit":"c0ffee0000000000000000000000000000000002","delivery":"{}","sent_at":{sent_at}}}"#,
-        unique_name("d").replace("pipe-test-", "")
+        r#"{{"hook":"app","project":"app","ref":"refs/heads/main","commit":"c0ffee0000000000000000000000000000000002","delivery":"{}","sent_at":{sent_at},"host":"127.0.0.1:{}"}}"#,
+        unique_name("d").replace("pipe-test-", ""),
+        host_a.port
     );
     let signature = crate::support::hub_signature(secret, body.as_bytes());
     let headers = [("X-Hub-Signature-256", signature.as_str())];
@@ -54,7 +54,10 @@ command = {{ argv = ["/bin/sh", "-c", "echo \"ran $PIPE_COMMIT\" >> {out}"] }}
     let (replayed, doc) = host_b.json("POST", "/hooks/app?wait=30", &headers, body.as_bytes());
     let ran = std::fs::read_to_string(&ran_b).unwrap_or_default();
     assert!(
-        replayed == 409 && ran.is_empty(),
+        replayed == 403 && ran.is_empty(),
         "host B accepted ({replayed}: {doc}) and ran the delivery pipe sent to host A: {ran:?}"
     );
+    let why = doc["error"].as_str().unwrap_or("");
+    assert!(why.contains(&format!("sent to host `127.0.0.1:{}`", host_a.port)), "{doc}");
+    assert!(why.contains("[serve] names"), "the refusal says how a host takes another name: {doc}");
 }
