@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{Docker, unique_name};
+use crate::support::fleet_bench::{self, TimedLoad};
 use crate::support::hosts::{self, Host};
 use crate::support::{TestEnv, WorkRepo};
 
@@ -282,73 +281,6 @@ fn start_host_serve(host: &mut Host, _project: &str) -> u32 {
     pid
 }
 
-/// Requests through every host's nginx, ~30 a second each, until stopped: each answer kept
-/// with its host and its time, as the release's name or the error.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<Answers>>,
-}
-
-type Answers = Vec<(Instant, Result<String, String>)>;
-
-impl Load {
-    fn start(hosts: &[Host]) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = hosts
-            .iter()
-            .map(|h| {
-                let (ip, stop) = (h.ip, stop.clone());
-                std::thread::spawn(move || {
-                    let mut answers = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        answers.push((started, get(ip, FRONT_PORT)));
-                        std::thread::sleep(Duration::from_millis(33).saturating_sub(started.elapsed()));
-                    }
-                    answers
-                })
-            })
-            .collect();
-        Load { stop, threads }
-    }
-
-    /// Stops and returns every host's answers with their times.
-    fn finish_timed(self) -> Vec<Answers> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.threads.into_iter().map(|t| t.join().unwrap()).collect()
-    }
-
-    /// Stops and returns, per host, the answers by release and the failures.
-    fn finish(self) -> Vec<(BTreeMap<String, usize>, Vec<String>)> {
-        self.finish_timed().into_iter().map(|answers| tally(&answers)).collect()
-    }
-}
-
-fn tally(answers: &[(Instant, Result<String, String>)]) -> (BTreeMap<String, usize>, Vec<String>) {
-    let mut by = BTreeMap::new();
-    let mut failed = Vec::new();
-    for (_, a) in answers {
-        match a {
-            Ok(body) => *by.entry(body.clone()).or_insert(0) += 1,
-            Err(e) => failed.push(e.clone()),
-        }
-    }
-    (by, failed)
-}
-
-fn get(ip: std::net::Ipv4Addr, port: u16) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET / HTTP/1.1\r\nHost: {APP_HOST}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
-    let status = text.split_whitespace().nth(1).unwrap_or("").to_string();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim().to_string();
-    if status == "200" { Ok(body) } else { Err(format!("HTTP {status}")) }
-}
-
 /// The load's verdict: requests counted, every host answered, and no failure once hooks are
 /// zero-downtime. Returns the total count.
 fn judge(results: &[(BTreeMap<String, usize>, Vec<String>)], seconds: f64) -> usize {
@@ -427,7 +359,7 @@ fn a_release_reaches_every_host_and_a_failure_on_one_rolls_every_host_back() {
     fleet.env.pipe(&["deploy", &fleet.project(), "main"]).code(0);
     assert!(fleet.serving().iter().all(|s| s.as_deref() == Ok("v1")), "{:?}", fleet.serving());
     // Under load from the first release on: before it, nothing serves.
-    let load = Load::start(&fleet.hosts);
+    let load = TimedLoad::start(&fleet.hosts, FRONT_PORT, APP_HOST);
     let started = Instant::now();
     fleet.release("v2", None);
     let run = fleet.env.pipe(&["deploy", &fleet.project(), "main"]);
@@ -476,7 +408,7 @@ fn a_release_reaches_every_host_and_a_failure_on_one_rolls_every_host_back() {
     assert!(hosts.iter().all(|h| h["result"] == "deployed"), "{doc}");
     assert!(fleet.serving().iter().all(|s| s.as_deref() == Ok("v1")), "{:?}", fleet.serving());
     let seconds = started.elapsed().as_secs_f64();
-    let results = load.finish();
+    let results = load.finish_tallied();
     judge(&results, seconds);
     // Host 3's release failed its check there: behind a switched ingress it never answered on
     // host 3 (the others served it from their switch until the fleet rolled them back).
@@ -612,45 +544,17 @@ fn bench_fleet_rollout() {
     let mut n = 0;
     {
         let fleet = Fleet::start_with(&docker, 4, "", true);
-        let project = fleet.project();
-        let (one, batch1) = configs(&fleet);
-        fleet.env.config(&one);
-        fleet.release("b0", None);
-        fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
-        fleet.env.pipe(&["deploy", &project, "main", "--target", "one"]).code(0);
-        for (mode, config, scope) in [("one_host", &one, 1usize), ("batch_1", &batch1, 4), ("all_at_once", &one, 4)] {
-            let samples = (0..rounds).map(|_| measure(&fleet, mode, config, scope, &mut n)).collect();
-            figures.insert(mode.into(), serde_json::Value::Array(samples));
-        }
-        // A release that fails on host 3, all at once: every host on the previous release after.
-        fleet.env.config(&one);
-        n += 1;
-        let before = format!("b{n}");
-        fleet.release(&before, None);
-        fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(0);
-        n += 1;
-        fleet.release(&format!("b{n}"), Some("host3"));
-        let load = Load::start(&fleet.hosts);
-        let t0 = Instant::now();
-        fleet.env.pipe(&["deploy", &project, "main", "--target", "prod"]).code(1);
-        let took = t0.elapsed().as_secs_f64();
-        let serving = fleet.serving();
-        let answers = load.finish_timed();
-        let failed: usize = answers.iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
-        let total: usize = answers.iter().map(Vec::len).sum();
-        let off = serving.iter().filter(|s| s.as_deref() != Ok(before.as_str())).count();
-        eprintln!("failure on host 3: {took:.2}s to rolled back, {off} hosts not on {before}, {failed}/{total} failed");
-        figures.insert(
-            "failure_on_host3".into(),
-            serde_json::json!({"command_s": took, "hosts_off_previous": off, "failed": failed, "requests": total}),
-        );
+        let configs = configs(&fleet);
+        let release = |name: &str, bad_on: Option<&str>| drop(fleet.release(name, bad_on));
+        let bench = fleet_bench::PipeFleet::new(&fleet.hosts, &fleet.env, fleet.project(), configs, &release);
+        fleet_bench::pipe_ways(&bench, (FRONT_PORT, APP_HOST), rounds, &mut n, &mut figures);
     }
     let fleet = Fleet::start_with(&docker, 4, "", false);
     let (one, _) = configs(&fleet);
     fleet.env.config(&one);
     fleet.release("b0", None);
     fleet.env.pipe(&["deploy", &fleet.project(), "main", "--target", "prod"]).code(0);
-    let samples = (0..rounds).map(|_| measure(&fleet, "compose_by_hand", &one, 4, &mut n)).collect();
+    let samples = (0..rounds).map(|_| measure_by_hand(&fleet, &mut n)).collect();
     figures.insert("compose_by_hand".into(), serde_json::Value::Array(samples));
     std::fs::write(out, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
 }
@@ -670,18 +574,14 @@ fn configs(fleet: &Fleet) -> (String, String) {
     (one, batch1)
 }
 
-/// One release deployed one way under load: the command's time, the time until every host of
-/// `scope` served it, the window of mixed releases, failed requests.
-fn measure(fleet: &Fleet, mode: &str, config: &str, scope: usize, n: &mut usize) -> serde_json::Value {
+/// One release deployed by hand under load (`fleet_bench::measure`): `docker-compose up -d`
+/// against each host's engine, one after another.
+fn measure_by_hand(fleet: &Fleet, n: &mut usize) -> serde_json::Value {
     *n += 1;
     let project = fleet.project();
     let release = format!("b{n}");
     let sha = fleet.release(&release, None);
-    fleet.env.config(config);
-    let load = Load::start(&fleet.hosts);
-    std::thread::sleep(Duration::from_secs(1));
-    let t0 = Instant::now();
-    if mode == "compose_by_hand" {
+    fleet_bench::measure(&fleet.hosts, (FRONT_PORT, APP_HOST), "compose_by_hand", &release, 4, || {
         for host in &fleet.hosts {
             let file = host.dir.join("app").join("docker-compose.yml");
             let status = std::process::Command::new("docker-compose")
@@ -698,27 +598,5 @@ fn measure(fleet: &Fleet, mode: &str, config: &str, scope: usize, n: &mut usize)
                 .unwrap();
             assert!(status.success());
         }
-    } else {
-        let target = if mode == "one_host" { "one" } else { "prod" };
-        fleet.env.pipe(&["deploy", &project, "main", "--target", target]).code(0);
-    }
-    let took = t0.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_secs(2));
-    let answers = load.finish_timed();
-    let firsts: Vec<f64> = answers[..scope]
-        .iter()
-        .map(|a| {
-            a.iter()
-                .find(|(at, r)| *at >= t0 && r.as_deref() == Ok(release.as_str()))
-                .map_or(f64::NAN, |(at, _)| at.duration_since(t0).as_secs_f64())
-        })
-        .collect();
-    let serving = firsts.iter().cloned().fold(0.0, f64::max);
-    let mixed = serving - firsts.iter().cloned().fold(f64::INFINITY, f64::min);
-    let failed: usize = answers[..scope].iter().map(|a| a.iter().filter(|(_, r)| r.is_err()).count()).sum();
-    let total: usize = answers[..scope].iter().map(Vec::len).sum();
-    eprintln!(
-        "{mode}: command {took:.2}s, all serving after {serving:.2}s, mixed {mixed:.2}s, {failed}/{total} failed"
-    );
-    serde_json::json!({"command_s": took, "serving_s": serving, "mixed_s": mixed, "failed": failed, "requests": total})
+    })
 }

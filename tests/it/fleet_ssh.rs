@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{Docker, unique_name};
+use crate::support::fleet_bench;
 use crate::support::hosts::{self, Host};
 use crate::support::{TestEnv, WorkRepo};
 
@@ -39,6 +40,13 @@ struct SshFleet {
 
 impl SshFleet {
     fn start(docker: &Docker, n: usize, extra: &str) -> SshFleet {
+        SshFleet::start_with(docker, n, extra, false)
+    }
+
+    /// `n` hosts; `extra` goes into the target's `ssh` table. `by_hand`: fresh hosts for a
+    /// deploy by hand, each with the compose file at `/mnt/app/docker-compose.yml` (the app
+    /// publishing its port on the host's 127.0.0.1:8080) and nginx proxying to that port.
+    fn start_with(docker: &Docker, n: usize, extra: &str, by_hand: bool) -> SshFleet {
         let mut env = TestEnv::new();
         env.env("APP_SECRET", SECRET);
         let project = unique_name("fs").replace("pipe-test-", "");
@@ -65,21 +73,25 @@ impl SshFleet {
                 "-c",
                 &format!("echo {} > /l/name", host.label),
             ]);
-            start_nginx(host);
+            if by_hand {
+                let app = host.dir.join("app");
+                std::fs::create_dir_all(&app).unwrap();
+                std::fs::write(app.join("docker-compose.yml"), compose_file("    ports: [\"127.0.0.1:8080:8080\"]\n"))
+                    .unwrap();
+                host.nginx(&format!(
+                    "    server {{\n        listen {ip}:{FRONT_PORT};\n        location / {{ proxy_pass http://127.0.0.1:8080; }}\n    }}",
+                    ip = host.ip
+                ));
+            } else {
+                start_nginx(host);
+            }
             sshd.push(start_sshd(host, &keys.join("client.pub")));
         }
         let known: String = hosts.iter().map(known_hosts_line).collect();
         std::fs::write(keys.join("known_hosts"), known).unwrap();
         let app = env.path().join("deploy");
         std::fs::create_dir_all(&app).unwrap();
-        std::fs::write(
-            app.join("docker-compose.yml"),
-            "version: \"2.4\"\nservices:\n  web:\n    image: ${PIPE_IMAGE}:${PIPE_TAG}\n    init: true\n    \
-             environment:\n      APP_SECRET: ${APP_SECRET}\n    volumes: [\"hostlabel:/label:ro\"]\n    \
-             command: [\"sh\", \"-c\", \"if [ \\\"$$(cat /www/bad-on 2>/dev/null)\\\" = \\\"$$(cat /label/name)\\\" ]; then rm -f /www/health; fi; exec httpd -f -p 8080 -h /www\"]\n\
-             volumes:\n  hostlabel:\n    external: true\n",
-        )
-        .unwrap();
+        std::fs::write(app.join("docker-compose.yml"), compose_file("")).unwrap();
         let fleet = SshFleet {
             hosts,
             sshd,
@@ -96,23 +108,36 @@ impl SshFleet {
 
     /// The pipeline file, `extra` added to the target's `ssh` table.
     fn write_config(&self, extra: &str) {
-        let list: Vec<String> = self.hosts.iter().map(|h| format!("\"{}\"", spec(h))).collect();
+        self.env.config(&self.config(extra));
+    }
+
+    /// The pipeline file with target `prod` on every host, `extra` added to its `ssh` table.
+    fn config(&self, extra: &str) -> String {
+        format!(
+            "[pipe]\nworkspace = \"{ws}\"\n\n[project.{project}]\nrepo = \"{url}\"\nbranches = [\"main\"]\n\n{target}",
+            ws = self.env.path().join("work").display(),
+            project = self.project(),
+            url = self.repo.url(),
+            target = self.target("prod", &self.hosts, extra),
+        )
+    }
+
+    /// A compose target over SSH named `name` on `hosts`, `extra` added to its `ssh` table.
+    fn target(&self, name: &str, hosts: &[Host], extra: &str) -> String {
+        let list: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", spec(h))).collect();
         let k = self.keys.display();
-        self.env.config(&format!(
-            "[pipe]\nworkspace = \"{ws}\"\n\n[project.{project}]\nrepo = \"{url}\"\nbranches = [\"main\"]\n\n\
-             [[project.{project}.deploy]]\nname = \"prod\"\nbranches = [\"main\"]\ntimeout = \"120s\"\n\
+        format!(
+            "[[project.{project}.deploy]]\nname = \"{name}\"\nbranches = [\"main\"]\ntimeout = \"120s\"\n\
              compose = {{ file = \"{file}\", services = [\"web\"] }}\ningress = {{ web = 8080 }}\ndrain = \"1s\"\n\
              health = {{ url = \"http://{APP_HOST}/health\", timeout = \"8s\" }}\n\
              env = {{ APP_SECRET = {{ env = \"APP_SECRET\" }} }}\n\
              ssh = {{ hosts = [{hosts}], upstreams = \"/mnt/nginx/upstreams\", \
              nginx = [\"/usr/sbin/nginx\", \"-p\", \"/mnt/nginx\", \"-c\", \"/mnt/nginx/nginx.conf\"], \
              docker_socket = \"/mnt/docker.sock\", known_hosts = \"{k}/known_hosts\", identity = \"{k}/client\"{extra} }}\n",
-            ws = self.env.path().join("work").display(),
             project = self.project(),
-            url = self.repo.url(),
             file = self.env.path().join("deploy").join("docker-compose.yml").display(),
             hosts = list.join(", "),
-        ));
+        )
     }
 
     fn project(&self) -> String {
@@ -173,6 +198,17 @@ impl SshFleet {
         let path = self.env.path().join("state").join("deploys").join(self.project()).join("prod.toml");
         toml::from_str(&std::fs::read_to_string(path).expect("the target's deploy history")).unwrap()
     }
+}
+
+/// The app's compose file, `ports` added to its service: it fails its health check on the host
+/// whose label (in the host's volume `hostlabel`) its image names in `/www/bad-on`.
+fn compose_file(ports: &str) -> String {
+    format!(
+        "version: \"2.4\"\nservices:\n  web:\n    image: ${{PIPE_IMAGE}}:${{PIPE_TAG}}\n    init: true\n{ports}    \
+         environment:\n      APP_SECRET: ${{APP_SECRET}}\n    volumes: [\"hostlabel:/label:ro\"]\n    \
+         command: [\"sh\", \"-c\", \"if [ \\\"$$(cat /www/bad-on 2>/dev/null)\\\" = \\\"$$(cat /label/name)\\\" ]; then rm -f /www/health; fi; exec httpd -f -p 8080 -h /www\"]\n\
+         volumes:\n  hostlabel:\n    external: true\n"
+    )
 }
 
 fn spec(host: &Host) -> String {
@@ -543,4 +579,72 @@ fn check_locates_every_mistake_in_an_ssh_targets_keys() {
     let run = env.pipe(&["check"]);
     run.code(0);
     assert!(!run.stderr.contains("outage"), "{}", run.stderr);
+}
+
+/// The benchmark `bench/fleet.sh ssh` runs (ignored by the suite): four hosts over SSH, one
+/// release at a time under load (`fleet_bench`), deployed to one host alone, to all four one
+/// host a batch, to all four at once, then a release that fails on host 3; and on four fresh
+/// hosts, by hand, as an operator would without pipe: `ssh HOST docker-compose -p P -f FILE up
+/// -d` with the compose file on the host, one host after another. Writes its figures as JSON to
+/// `PIPE_FLEET_BENCH_OUT`.
+#[test]
+#[ignore = "a benchmark: bench/fleet.sh ssh runs it"]
+fn bench_ssh_fleet_rollout() {
+    let Some(docker) = available() else { return };
+    let Ok(out) = std::env::var("PIPE_FLEET_BENCH_OUT") else { panic!("set PIPE_FLEET_BENCH_OUT") };
+    let rounds: usize = std::env::var("PIPE_FLEET_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let front = (FRONT_PORT, APP_HOST);
+    let mut figures = serde_json::Map::new();
+    let mut n = 0;
+    {
+        let fleet = SshFleet::start(&docker, 4, "");
+        let one_host = fleet.target("one", &fleet.hosts[..1], "");
+        let configs =
+            (format!("{}\n{one_host}", fleet.config("")), format!("{}\n{one_host}", fleet.config(", batch = 1")));
+        let release = |name: &str, bad_on: Option<&str>| drop(fleet.release(name, bad_on));
+        let bench = fleet_bench::PipeFleet::new(&fleet.hosts, &fleet.env, fleet.project(), configs, &release);
+        fleet_bench::pipe_ways(&bench, front, rounds, &mut n, &mut figures);
+    }
+    let fleet = SshFleet::start_with(&docker, 4, "", true);
+    let by_hand = |sha: &str| {
+        for host in &fleet.hosts {
+            compose_up_over_ssh(&fleet, host, sha);
+        }
+    };
+    by_hand(&fleet.release("b0", None));
+    let samples = (0..rounds)
+        .map(|_| {
+            n += 1;
+            let release = format!("b{n}");
+            let sha = fleet.release(&release, None);
+            fleet_bench::measure(&fleet.hosts, front, "compose_by_hand", &release, 4, || by_hand(&sha))
+        })
+        .collect();
+    figures.insert("compose_by_hand".into(), serde_json::Value::Array(samples));
+    std::fs::write(out, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
+}
+
+/// The hand-rolled deploy of one host: `ssh HOST docker-compose -p P -f FILE up -d` on the
+/// compose file placed on the host, the release named on the command line. `DOCKER_HOST` names
+/// the simulated host's engine socket (`/mnt/docker.sock`), which on a real host would be the
+/// default one.
+fn compose_up_over_ssh(fleet: &SshFleet, host: &Host, sha: &str) {
+    let k = &fleet.keys;
+    let status = Command::new("ssh")
+        .arg("-i")
+        .arg(k.join("client"))
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", k.join("known_hosts").display()))
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", &format!("root@{}", host.ip)])
+        .args(["env", "DOCKER_HOST=unix:///mnt/docker.sock"])
+        .arg(format!("PIPE_IMAGE={}", fleet.image))
+        .arg(format!("PIPE_TAG={}", &sha[..12]))
+        .arg(format!("APP_SECRET={SECRET}"))
+        .args(["docker-compose", "-p", &fleet.project(), "-f", "/mnt/app/docker-compose.yml", "up", "-d"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}: {}", host.label, String::from_utf8_lossy(&status.stderr));
 }

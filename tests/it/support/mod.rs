@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod engine;
+pub mod fleet_bench;
 pub mod forge_api;
 pub mod hosts;
 pub mod http;
