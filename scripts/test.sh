@@ -10,6 +10,9 @@ scripts/test-deps.sh
 export PIPE_REQUIRE_DOCKER=1
 export PIPE_REQUIRE_CHROMIUM=1
 export PIPE_TEST_BASE_IMAGE="${PIPE_TEST_BASE_IMAGE:-pipe-busybox:latest}"
+# Most integration tests wait on engines, registries and load rather than on the CPU: three at
+# once on two cores keeps the suite within its time budget.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}"
 
 echo "[test] cargo fmt --check" >&2
 cargo fmt --check
