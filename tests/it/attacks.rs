@@ -4,7 +4,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::docker::{ComposeProject, Docker, ProjectImages, Registry, unique_name, write_web_compose};
+use crate::support::docker::{
+    ComposeProject, Docker, ImageCleanup, ProjectImages, Registry, unique_name, write_web_compose,
+};
 use crate::support::http::get;
 use crate::support::{TestEnv, WorkRepo, free_port, git};
 
@@ -158,7 +160,7 @@ push = ["local"]
         ourl = owner_repo.url(),
         turl = taker_repo.url(),
     ));
-    let _guard = ImageCleanup { name: held.clone() };
+    let _guard = ImageCleanup { names: vec![held.clone()] };
 
     // The taker's tick comes first (the owner builds on another host, or later today).
     let run = env.pipe(&["run", &taker]);
@@ -178,28 +180,6 @@ push = ["local"]
         stderr.contains(&format!("project `{owner}` holds it")) && stderr.contains(".pipe.toml"),
         "the refusal names neither the file nor the holder\nstderr:\n{stderr}"
     );
-}
-
-/// Removes every local tag of an image repository on drop.
-struct ImageCleanup {
-    name: String,
-}
-
-impl Drop for ImageCleanup {
-    fn drop(&mut self) {
-        let out = std::process::Command::new("docker")
-            .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}", &self.name])
-            .output();
-        if let Ok(out) = out {
-            for tag in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("docker")
-                    .args(["image", "rm", "--force", tag])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
 }
 
 /// A serve hook whose `compose` names no project deploys to the compose project `HOOK-serve`

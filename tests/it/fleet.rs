@@ -142,22 +142,7 @@ impl Fleet {
     /// check this release fails (its `/health` is removed there at start). Builds and tests it
     /// on the CI side and copies its image into every host's engine. Returns its commit.
     fn release(&self, name: &str, bad_on: Option<&str>) -> String {
-        self.repo.write("www/index.html", &format!("{name}\n"));
-        self.repo.write("www/health", "ok\n");
-        let marker = self.repo.work.join("www").join("bad-on");
-        match bad_on {
-            Some(label) => std::fs::write(&marker, label).unwrap(),
-            None => {
-                let _ = std::fs::remove_file(&marker);
-            }
-        }
-        let sha = self.repo.commit_to("main", name);
-        self.env.pipe(&["build", &self.project(), "main"]).code(0);
-        self.env.pipe(&["test", &self.project(), "main"]).code(0);
-        for host in &self.hosts {
-            host.load_image(&format!("{}:{}", self.image, &sha[..12]));
-        }
-        sha
+        hosts::release_everywhere(&self.env, &self.repo, &self.image, &self.hosts, name, bad_on)
     }
 
     fn project(&self) -> String {

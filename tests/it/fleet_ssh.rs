@@ -147,22 +147,7 @@ impl SshFleet {
     /// Commits a release whose page says `name`, failing its health check on the host labelled
     /// `bad_on`; builds and tests it here and copies its image into every host's engine.
     fn release(&self, name: &str, bad_on: Option<&str>) -> String {
-        self.repo.write("www/index.html", &format!("{name}\n"));
-        self.repo.write("www/health", "ok\n");
-        let marker = self.repo.work.join("www").join("bad-on");
-        match bad_on {
-            Some(label) => std::fs::write(&marker, label).unwrap(),
-            None => {
-                let _ = std::fs::remove_file(&marker);
-            }
-        }
-        let sha = self.repo.commit_to("main", name);
-        self.env.pipe(&["build", &self.project(), "main"]).code(0);
-        self.env.pipe(&["test", &self.project(), "main"]).code(0);
-        for host in &self.hosts {
-            host.load_image(&format!("{}:{}", self.image, &sha[..12]));
-        }
-        sha
+        hosts::release_everywhere(&self.env, &self.repo, &self.image, &self.hosts, name, bad_on)
     }
 
     fn deploy(&self, extra: &[&str]) -> crate::support::Run {

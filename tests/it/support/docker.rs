@@ -329,3 +329,41 @@ impl Drop for Stack {
         }
     }
 }
+
+/// Removes every local tag of each image repository in `names` on drop, and the digests a push
+/// left of it.
+pub struct ImageCleanup {
+    pub names: Vec<String>,
+}
+
+impl Drop for ImageCleanup {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let out = std::process::Command::new("docker")
+                .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}", name])
+                .output();
+            if let Ok(out) = out {
+                for tag in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = std::process::Command::new("docker")
+                        .args(["image", "rm", "--force", tag])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            }
+            // What a push leaves: the repository's digests, without a tag.
+            let out = std::process::Command::new("docker")
+                .args(["image", "ls", "--digests", "--format", "{{.Repository}}@{{.Digest}}", name])
+                .output();
+            if let Ok(out) = out {
+                for reference in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.ends_with("<none>")) {
+                    let _ = std::process::Command::new("docker")
+                        .args(["image", "rm", "--force", reference])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
+}

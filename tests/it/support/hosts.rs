@@ -506,3 +506,34 @@ impl Host {
         format!("pvm{}", self.slot)
     }
 }
+
+/// Commits a release whose page (`www/index.html`) says `name`; `bad_on` names the host label
+/// whose health check this release fails (`www/bad-on`, which the test's app reads at start).
+/// Builds and tests it with `env`'s pipe and copies `image` at the commit's tag into every
+/// host's engine. Returns the commit.
+pub fn release_everywhere(
+    env: &crate::support::TestEnv,
+    repo: &crate::support::WorkRepo,
+    image: &str,
+    hosts: &[Host],
+    name: &str,
+    bad_on: Option<&str>,
+) -> String {
+    repo.write("www/index.html", &format!("{name}\n"));
+    repo.write("www/health", "ok\n");
+    let marker = repo.work.join("www").join("bad-on");
+    match bad_on {
+        Some(label) => std::fs::write(&marker, label).unwrap(),
+        None => {
+            let _ = std::fs::remove_file(&marker);
+        }
+    }
+    let sha = repo.commit_to("main", name);
+    let project = image.trim_start_matches("pipe-test/");
+    env.pipe(&["build", project, "main"]).code(0);
+    env.pipe(&["test", project, "main"]).code(0);
+    for host in hosts {
+        host.load_image(&format!("{image}:{}", &sha[..12]));
+    }
+    sha
+}
