@@ -297,18 +297,8 @@ fn prepare(job: &Job<'_>, default_branch: &str, commit: Option<&str>, deadline: 
     // Only a trusted ref can be the default branch, tagged `latest`.
     let default_branch = trusted.then_some(default_branch);
     let tags = vec![docker::ref_tag(refname, default_branch), commit_tag];
-    if let Some(file) = plan.image_from_repo.filter(|_| trusted) {
-        for image in plan.images.iter().map(|i| &i.image).chain([&plan.image]) {
-            super::refuse::held_elsewhere(job, file, image)?;
-        }
-    }
-    if plan.image_from_repo.is_some() || !trusted {
-        // The second line: a tag on this engine that names an image pipe did not build for
-        // this project (a base image, or one built before the pipeline file changed).
-        for image in plan.images.iter().map(|i| &i.image).chain([&plan.image]) {
-            super::refuse::foreign_tags(job, &job.docker(), image, &tags)?;
-        }
-    }
+    let builds = super::refuse::Builds { config: Some(job.config), name, project: Some(project), source: None };
+    super::refuse::images(&job.out, &job.docker(), &builds, &plan, &tags, trusted)?;
     let labels = labels(&sha, checked_out.time, &shown, name, refname);
     let (subject, author) = (checked_out.subject, checked_out.author);
     Ok(Prepared { sha, subject, author, plan, tags, labels, services, secrets, builder })

@@ -90,6 +90,11 @@ pub(crate) fn build_here(out: &Output, dry_run: bool) -> anyhow::Result<Option<H
     // No secrets, no network of pipe's: BuildKit where the host has it, as CI would build.
     let builder = docker.builders(out).choose(Needs::default()).map_err(StageFailed)?;
     let cache = docker::CacheUse::default();
+    if !dry_run {
+        // What CI's build of this branch refuses, `--here` refuses too: it tags the same names.
+        let builds = super::refuse::Builds { config: None, name: &name, project: None, source: Some(&source) };
+        super::refuse::images(out, &docker, &builds, &plan, &tags, true)?;
+    }
     let units = units(&plan);
     let mut images = Vec::new();
     for (image_name, one) in &units {

@@ -31,7 +31,7 @@ mod quick;
 mod report;
 
 use listing::discovering;
-pub(crate) use names::image_holder;
+pub(crate) use names::{image_holder, registries_of, written_as};
 pub(crate) use prune::{Forgotten, prune_gone};
 pub(crate) use report::ForgeReport;
 

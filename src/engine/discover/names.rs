@@ -108,12 +108,65 @@ fn repository(image: &str) -> &str {
     }
 }
 
+/// An image repository as a registry stores it, for comparison: lowercase, no empty path
+/// component, and Docker Hub's host aliases (`index.docker.io`, `registry-1.docker.io`) made
+/// `docker.io`, with `library/` before a one-component name there. A name without a registry
+/// host (no `.` or `:` in its first component, not `localhost`) is left as written.
+pub(crate) fn canonical(repo: &str) -> String {
+    let lower = repo.trim().to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('/').filter(|p| !p.is_empty()).collect();
+    let Some((first, rest)) = parts.split_first() else { return String::new() };
+    let is_host = first.contains('.') || first.contains(':') || *first == "localhost";
+    if !is_host || rest.is_empty() {
+        return parts.join("/");
+    }
+    let host = match *first {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        host => host,
+    };
+    if host == "docker.io" && rest.len() == 1 {
+        return format!("docker.io/library/{}", rest[0]);
+    }
+    format!("{host}/{}", rest.join("/"))
+}
+
+/// The URL of every registry entry `project`'s deploy entries push to (any branch), once each.
+pub(crate) fn registries_of<'a>(config: &'a Config, project: &Project) -> Vec<&'a str> {
+    let mut urls: Vec<&str> = Vec::new();
+    let pushed = project.deploy.iter().flat_map(|d| d.get_ref().push.iter());
+    for registry in pushed.filter_map(|r| config.registries.get(r.get_ref().as_str())) {
+        if !urls.contains(&registry.url.as_str()) {
+            urls.push(registry.url.as_str());
+        }
+    }
+    urls
+}
+
+/// Every repository image `image` is written under: its own name on the engine that builds
+/// it, and `REGISTRY/IMAGE` for each registry URL a push sends it to (the name `docker tag`
+/// and `docker push` use, then [`canonical`]), so that two registry entries on one host (`REG`
+/// and `REG/team`) give `team/x` and `x` one name.
+pub(crate) fn written_as(image: &str, registries: &[&str]) -> Vec<String> {
+    let repo = repository(image);
+    let mut forms = vec![repo.to_string()];
+    for url in registries {
+        for form in [format!("{}/{repo}", url.trim_end_matches('/')), canonical(&format!("{url}/{repo}"))] {
+            if !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
+    }
+    forms
+}
+
 /// Every name project `name` holds.
 pub(crate) fn of_project(config: &Config, name: &str, project: &Project) -> Vec<Held> {
     let mut names = vec![held(Space::Name, name, format!("project name `{name}`"))];
+    let registries = registries_of(config, project);
     for image in project.image.iter().chain(project.images.values().map(|i| &i.get_ref().image)) {
-        let repo = repository(image);
-        names.push(held(Space::Image, repo, format!("image repository `{repo}`")));
+        for repo in written_as(image, &registries) {
+            names.push(held(Space::Image, &repo, format!("image repository `{repo}`")));
+        }
     }
     for deploy in &project.deploy {
         let deploy = deploy.get_ref();
@@ -166,49 +219,58 @@ pub(crate) fn of_others(config: &Config) -> Vec<(String, Held)> {
         // [`hook_deploys`] instead.
         for image in h.images.iter().filter(|i| !i.contains('*')) {
             let repo = repository(image);
-            names.push((owner.clone(), held(Space::Image, repo, format!("image repository `{repo}`"))));
+            let what = format!("image repository `{repo}`");
+            names.push((owner.clone(), Held { space: Space::Image, folded: fold(&canonical(repo)), what }));
         }
     }
     names
 }
 
-/// The serve hook whose `images` patterns let it deploy `project`'s image repository, if any:
-/// a discovered project pushing there would choose what that hook runs.
+/// The serve hook whose `images` patterns let it deploy `project`'s image repository, as it
+/// is built or as its pushes write it ([`written_as`]), if any: a discovered project pushing
+/// there would choose what that hook runs.
 pub(crate) fn hook_deploys(config: &Config, project: &Project) -> Option<(String, String)> {
+    let registries = registries_of(config, project);
     let images = project.image.iter().chain(project.images.values().map(|i| &i.get_ref().image));
-    images.map(|i| repository(i)).find_map(|image| {
-        config
-            .serve
-            .hooks
-            .iter()
-            .find(|(_, h)| h.allowed.is_match(image))
-            .map(|(hook, _)| (format!("serve hook `{hook}`"), format!("image repository `{image}`")))
-    })
+    images.flat_map(|i| written_as(i, &registries)).find_map(|image| hook_allowing(config, &image))
+}
+
+/// The serve hook whose `images` patterns match repository `repo` (also in its [`canonical`]
+/// form): `(holder, what)`.
+fn hook_allowing(config: &Config, repo: &str) -> Option<(String, String)> {
+    let canonical = canonical(repo);
+    config
+        .serve
+        .hooks
+        .iter()
+        .find(|(_, h)| h.allowed.is_match(repo) || h.allowed.is_match(&canonical))
+        .map(|(hook, _)| (format!("serve hook `{hook}`"), format!("image repository `{repo}` (`images`)")))
 }
 
 /// Who holds image repository `image` besides project `name`, when `name`'s repository content
 /// chose it: another project (written out or discovered) naming it in `image` or `images`, a
-/// serve hook naming it, or a serve hook whose `images` patterns let it deploy it. Compared
-/// folded, as discovery compares. `(holder, what)`, e.g. ("project `web`", "image repository
-/// `team/web`").
-pub(crate) fn image_holder(config: &Config, name: &str, image: &str) -> Option<(String, String)> {
-    let repo = repository(image);
-    let folded = fold(repo);
+/// serve hook naming it, or a serve hook whose `images` patterns let it deploy it. Every name
+/// is compared as it is written: `image` on the engine and under every registry `project`
+/// pushes to, against each other project's image on the engine and under every registry it
+/// pushes to, and each hook's names ([`written_as`]), folded as discovery compares. `(holder,
+/// what)`, e.g. ("project `web`", "image repository `registry.example/team/web`").
+pub(crate) fn image_holder(
+    config: &Config,
+    name: &str,
+    project: Option<&Project>,
+    image: &str,
+) -> Option<(String, String)> {
+    let registries = project.map(|p| registries_of(config, p)).unwrap_or_default();
+    let forms = written_as(image, &registries);
+    let folded: Vec<String> = forms.iter().map(|f| fold(f)).collect();
     let projects = config.projects.iter().filter(|(other, _)| other.as_str() != name).flat_map(|(other, p)| {
         of_project(config, other, p).into_iter().map(move |h| (format!("project `{other}`"), h))
     });
     projects
         .chain(of_others(config))
-        .find(|(_, held)| held.space == Space::Image && held.folded == folded)
+        .find(|(_, held)| held.space == Space::Image && folded.contains(&held.folded))
         .map(|(owner, held)| (owner, held.what))
-        .or_else(|| {
-            config
-                .serve
-                .hooks
-                .iter()
-                .find(|(_, h)| h.allowed.is_match(repo))
-                .map(|(hook, _)| (format!("serve hook `{hook}`"), format!("image repository `{repo}` (`images`)")))
-        })
+        .or_else(|| forms.iter().find_map(|form| hook_allowing(config, form)))
 }
 
 #[cfg(test)]
@@ -279,7 +341,8 @@ command = { argv = ["true"] }
 images = ["team/exact", "shop/*"]
 "#;
         let config = crate::config::parse(std::path::Path::new("pipe.toml"), text).expect("valid");
-        let holder = |image| image_holder(&config, "taker", image).map(|(who, _)| who);
+        let taker = config.projects.get("taker");
+        let holder = |image| image_holder(&config, "taker", taker, image).map(|(who, _)| who);
         assert_eq!(holder("team/owner").as_deref(), Some("project `owner`"));
         assert_eq!(holder("Team/Owner:2").as_deref(), Some("project `owner`"));
         assert_eq!(holder("team.api").as_deref(), Some("project `multi`"));
@@ -287,6 +350,54 @@ images = ["team/exact", "shop/*"]
         assert_eq!(holder("shop/front").as_deref(), Some("serve hook `h`"));
         assert_eq!(holder("team/taker"), None);
         // A project's own image is not held against it.
-        assert_eq!(image_holder(&config, "owner", "team/owner"), None);
+        assert_eq!(image_holder(&config, "owner", config.projects.get("owner"), "team/owner"), None);
+    }
+
+    #[test]
+    fn an_image_is_compared_as_every_push_writes_it() {
+        assert_eq!(canonical("Reg.Example:5000//team/"), "reg.example:5000/team");
+        assert_eq!(canonical("index.docker.io/node"), "docker.io/library/node");
+        assert_eq!(canonical("team/x"), "team/x");
+        assert_eq!(written_as("team/x:1", &["reg:5000/"]), ["team/x", "reg:5000/team/x"]);
+        let text = r#"
+[registry.team]
+url = "reg.example:5000/team"
+[registry.all]
+url = "REG.example:5000/"
+
+[project.owner]
+repo = "https://git.example/owner.git"
+branches = ["main"]
+image = "app"
+[[project.owner.deploy]]
+branches = ["main"]
+push = ["team"]
+
+[project.taker]
+repo = "https://git.example/taker.git"
+branches = ["main"]
+[[project.taker.deploy]]
+branches = ["main"]
+push = ["all"]
+
+[serve.hooks.h]
+token_env = "T"
+command = { argv = ["true"] }
+images = ["reg.example:5000/prod/web", "reg.example:5000/shop/*"]
+"#;
+        let config = crate::config::parse(std::path::Path::new("pipe.toml"), text).expect("valid");
+        let taker = config.projects.get("taker");
+        let holder = |image| image_holder(&config, "taker", taker, image).map(|(who, _)| who);
+        // Pushed through `all`, `team/app` is `owner`'s `reg.example:5000/team/app`.
+        assert_eq!(holder("team/app").as_deref(), Some("project `owner`"));
+        assert_eq!(holder("app").as_deref(), Some("project `owner`"));
+        // Pushed, `prod/web` and `shop/front` are what hook `h` deploys.
+        assert_eq!(holder("prod/web:2").as_deref(), Some("serve hook `h`"));
+        assert_eq!(holder("shop/front").as_deref(), Some("serve hook `h`"));
+        assert_eq!(holder("team/other"), None);
+        // Without a push to that registry, the bare names meet nothing.
+        assert_eq!(image_holder(&config, "nobody", None, "prod/web"), None);
+        // The owner pushing its own image again is not refused.
+        assert_eq!(image_holder(&config, "owner", config.projects.get("owner"), "app"), None);
     }
 }

@@ -14,7 +14,6 @@ use crate::support::{TestEnv, WorkRepo};
 /// bare name with the hook's patterns, never the name the push makes of it, so the build goes
 /// ahead and the push lands in the hook's repository (its moving tags included).
 #[test]
-#[ignore = "hole: a repository's image pushed through a registry lands in the repository a serve hook deploys (the hook's patterns are matched against the name without the registry)"]
 fn a_repository_cannot_push_into_the_repository_a_serve_hook_deploys() {
     let Some(docker) = Docker::require() else { return };
     let reg = Registry::start("ci", "pw-round2-hook");
@@ -103,7 +102,6 @@ push = ["prod"]
 /// and moves the base image's `latest` onto the pull request's image, so the next trusted build
 /// of every project on that engine starts from the pull request's layers.
 #[test]
-#[ignore = "hole: `pipe build --here` of several images tags over any image on the engine (a base image's `latest`), which CI refuses"]
 fn build_here_cannot_replace_a_base_image_the_ci_build_refuses_to_touch() {
     let Some(docker) = Docker::require() else { return };
     let mut env = TestEnv::new();
@@ -172,7 +170,6 @@ fn build_here_cannot_replace_a_base_image_the_ci_build_refuses_to_touch() {
 /// layers. The same repository is refused when the base image is on the engine under its bare
 /// name.
 #[test]
-#[ignore = "hole: a repository's image name replaces a base image in the registry it pushes to (foreign tags are checked only under the bare name)"]
 fn a_repository_cannot_push_over_a_base_image_in_its_registry() {
     let Some(docker) = Docker::require() else { return };
     let reg = Registry::start("ci", "pw-round2-base");
@@ -267,7 +264,6 @@ push = ["prod"]
 /// them, so the build is not refused and the push replaces `owner`'s image (its moving tags
 /// included), which `owner`'s deploys pull. Naming `app-…` itself is refused.
 #[test]
-#[ignore = "hole: a repository's image pushed through another registry entry replaces another project's image (names compared without the registry's prefix)"]
 fn a_repository_cannot_push_over_another_projects_image_through_another_registry_entry() {
     let Some(docker) = Docker::require() else { return };
     let reg = Registry::start("ci", "pw-round2-prefix");
