@@ -230,19 +230,27 @@ fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str, peer: IpAd
     };
     let now = crate::clock::now().as_second();
     let note = |what: &str| format!("event={shown} delivery={delivery} {what}");
-    // The delivery and event headers are not signed: a body counts once, whatever id or event
-    // comes with it, so a captured delivery replayed with a new id is refused.
-    match rx.deliveries.record(&webhook::replay_key(name, &req.body), now + REMEMBER, now) {
-        Ok(true) => {}
-        Ok(false) => {
-            return (409, Response::json(409, json!({"error": "this delivery was already received"})), note("replay"));
-        }
-        Err(e) => {
-            rx.journal.line(format!("cannot record a delivery id: {e:#}"));
-            return (503, Response::empty(503), note("-"));
+    let action = webhook::action(p.kind, &event, &req.body);
+    // Only a delivery that starts a run is recorded: a ping or an ignored event does nothing,
+    // so its replay does nothing either, and a captured GitLab token cannot fill the project's
+    // part of the record with deliveries that cost nothing. The delivery and event headers are
+    // not signed: a body that ran counts once, whatever id or event comes with it later, so a
+    // captured delivery replayed with a new id is refused.
+    if action == Action::Run {
+        match rx.deliveries.record(&format!("forge:{name}"), &webhook::replay_key(name, &req.body), now + REMEMBER, now)
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let answer = Response::json(409, json!({"error": "this delivery was already received"}));
+                return (409, answer, note("replay"));
+            }
+            Err(e) => {
+                rx.journal.line(format!("cannot record a delivery id: {e:#}"));
+                return (503, Response::empty(503), note("-"));
+            }
         }
     }
-    match webhook::action(p.kind, &event, &req.body) {
+    match action {
         Action::Ping => (200, Response::json(200, json!({"project": name, "ping": "ok"})), note("ping")),
         Action::Ignore => (204, Response::empty(204), note("ignored")),
         Action::Run => {

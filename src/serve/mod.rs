@@ -306,7 +306,7 @@ impl Receiver {
             Err(why) => return refuse(422, why),
         };
         if let Some((delivery, expires)) = delivery {
-            match self.shared.deliveries.record(delivery, expires, now) {
+            match self.shared.deliveries.record(&format!("hook:{}", h.name), delivery, expires, now) {
                 Ok(true) => {}
                 Ok(false) => return refuse(409, "this delivery was already received".into()),
                 Err(e) => {
