@@ -235,19 +235,20 @@ fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str, peer: IpAd
     // so its replay does nothing either, and a captured GitLab token cannot fill the project's
     // part of the record with deliveries that cost nothing. The delivery and event headers are
     // not signed: a body that ran counts once, whatever id or event comes with it later, so a
-    // captured delivery replayed with a new id is refused.
-    if action == Action::Run {
-        match rx.deliveries.record(&format!("forge:{name}"), &webhook::replay_key(name, &req.body), now + REMEMBER, now)
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                let answer = Response::json(409, json!({"error": "this delivery was already received"}));
-                return (409, answer, note("replay"));
-            }
-            Err(e) => {
-                rx.journal.line(format!("cannot record a delivery id: {e:#}"));
-                return (503, Response::empty(503), note("-"));
-            }
+    // captured delivery replayed with a new id or event is refused.
+    let key = webhook::replay_key(name, &req.body);
+    let fresh = match action {
+        Action::Run => rx.deliveries.record(&format!("forge:{name}"), &key, now + REMEMBER, now),
+        Action::Ping | Action::Ignore => Ok(!rx.deliveries.seen(&key, now)),
+    };
+    match fresh {
+        Ok(true) => {}
+        Ok(false) => {
+            return (409, Response::json(409, json!({"error": "this delivery was already received"})), note("replay"));
+        }
+        Err(e) => {
+            rx.journal.line(format!("cannot record a delivery id: {e:#}"));
+            return (503, Response::empty(503), note("-"));
         }
     }
     match action {

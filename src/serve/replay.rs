@@ -191,6 +191,14 @@ impl Deliveries {
         Ok(true)
     }
 
+    /// Whether `key` was recorded and has not expired at `now` (in any part), without
+    /// recording it.
+    pub(crate) fn seen(&self, key: &str, now: i64) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.expire(now);
+        state.live.get(&hash(key)).is_some_and(|&(e, _)| e >= now)
+    }
+
     /// Live entries now (for tests and the bench).
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -287,6 +295,7 @@ mod tests {
         assert!(store.record("hook:deploy", "release", 100, 50).unwrap(), "another credential's part is not");
         assert!(store.record("forge:other", "push", 100, 50).unwrap(), "nor another project's");
         assert!(!store.record("forge:lab", "release", 100, 50).unwrap(), "a key is seen once, whatever the part");
+        assert!(store.seen("release", 50) && !store.seen("never", 50));
         assert!(store.record("forge:lab", "one-more", 200, 101).unwrap(), "once the others expired: taken");
         assert_eq!(store.len(), 1);
         // Parts are kept on disk: a restart does not give a full part room again.
