@@ -49,7 +49,8 @@ const MIB: usize = 1024 * 1024;
 /// bodies (2 MiB from one address) and are handled on at most half the CPUs' worth of handler
 /// threads (at least one), in turn; the other 2 MiB and the other handlers are kept for
 /// requests authenticated from the head or sent from an address that authenticated in the
-/// last ten minutes.
+/// last ten minutes. Answers to anonymous requests are written outside that share, in places
+/// of their own (32, 4 to one address), so a client that reads slowly holds no handler place.
 pub(crate) fn limits(preauth: u64) -> Limits {
     let preauth = usize::try_from(preauth).unwrap_or(usize::MAX / 8);
     let per_client = (2 * MIB).max(preauth);
@@ -70,6 +71,11 @@ pub(crate) fn limits(preauth: u64) -> Limits {
         handlers: 128,
         untrusted_handlers: anonymous_handlers,
         untrusted_handlers_per_client: anonymous_handlers,
+        // Anonymous answers being written (a log streamed to a slow reader) hold a thread each:
+        // with the anonymous handlers at most 64 of the 128, the rest stays for trusted requests.
+        untrusted_answers: 32,
+        untrusted_answers_per_client: 4,
+        answer_timeout: Duration::from_secs(600),
     }
 }
 
@@ -453,6 +459,10 @@ impl Service for Receiver {
     fn refused(&self, head: Option<&Request>, _peer: IpAddr, status: u16) {
         crate::metrics::serve::rejected(status);
         self.log(head, status, None, None, Instant::now());
+    }
+
+    fn trusted(&self, peer: IpAddr) -> bool {
+        self.shared.senders.known(peer)
     }
 }
 

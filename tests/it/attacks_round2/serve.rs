@@ -12,8 +12,10 @@ use crate::support::{TestEnv, WorkRepo};
 /// request from an address that has not authenticated in the last ten minutes (the CI host
 /// after a quiet spell, a forge's delivery) is anonymous until its signature is checked: it
 /// waits its turn and is answered `503` after 10 s, and the sender's retries meet the same.
+///
+/// Fixed: the anonymous place is given back once the answer is made, before it is written; an
+/// anonymous answer is written in a place of its own (a few per address, a bound in all).
 #[test]
-#[ignore = "hole: one anonymous client reading a run log slowly holds the anonymous handlers, and signed webhooks wait, then get 503"]
 fn a_slow_reader_of_an_open_log_cannot_keep_signed_webhooks_out() {
     use crate::serve_flood::{connect_from, post_bytes, send_from};
     use pipe::model::{Outcome, Stage};
@@ -118,6 +120,7 @@ command = {{ argv = ["true"] }}
     let (status, answer, took) = send_from(Ipv4Addr::new(127, 0, 0, 22), server.port, &signed("during-1"));
     stop.store(true, Ordering::Relaxed);
     let read = slow.join().unwrap();
+    eprintln!("a signed webhook during the slow read: {status} after {took:?} (the reader had read {read} bytes)");
     assert!(
         status == 202 && took < Duration::from_secs(5),
         "a signed webhook was answered {status} after {:?} while one anonymous client read a log slowly ({read} bytes \
