@@ -134,9 +134,13 @@ command = {{ argv = ["true"] }}
 /// receiver with: none is recorded, so this many proves what any number would.
 const IGNORED: usize = 20_000;
 
-/// Deliveries that run, sent with the same token: one more than the project's own part of the
-/// record of seen deliveries holds (`serve::replay::PART_ENTRIES`).
-const RUNS: usize = 100_001;
+/// The live entries one credential's part of the record of seen deliveries holds
+/// (`serve::replay::PART_ENTRIES`).
+const PART: usize = 100_000;
+
+/// Deliveries that run, sent with the same token once its part is nearly full (as a flood of
+/// them leaves it: the record is read back at start): the last one finds the part full.
+const RUNS: usize = 11;
 
 /// The README concedes that whoever captures one GitLab delivery holds the project's token and
 /// "can send new deliveries", and bounds what that buys: "start `pipe run PROJECT`". But every
@@ -182,6 +186,16 @@ command = {{ argv = ["true"] }}
 "#,
         url = repo.url()
     ));
+    // The project's part nearly full, as RUNS - 1 short of PART deliveries that ran leave it:
+    // lines `EXPIRES =KEY PART`, the part being the first 8 bytes of SHA-256 of `forge:lab`.
+    let deliveries = env.state_path().parent().unwrap().join("serve").join("deliveries");
+    std::fs::create_dir_all(deliveries.parent().unwrap()).unwrap();
+    let part: String =
+        <sha2::Sha256 as sha2::Digest>::digest(b"forge:lab")[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 7 * 24 * 3600;
+    let prefilled = PART - (RUNS - 1);
+    let lines: String = (0..prefilled).map(|i| format!("{expires} ={i:032x} {part}\n")).collect();
+    std::fs::write(&deliveries, lines).unwrap();
     let server = Serve::start(&env);
     let port = server.port;
     let release = |delivery: &str| {
@@ -194,9 +208,8 @@ command = {{ argv = ["true"] }}
     let (status, text, _) = send_from(ci, port, &release("before"));
     assert_eq!(status, 202, "the CI host's release before the flood: {text}");
 
-    let deliveries = env.state_path().parent().unwrap().join("serve").join("deliveries");
     let recorded = || std::fs::read_to_string(&deliveries).map_or(0, |t| t.lines().count());
-    assert_eq!(recorded(), 1, "the release is recorded");
+    assert_eq!(recorded(), prefilled + 1, "the release is recorded");
 
     // The flood: distinct bodies with the captured token, sent from many source addresses (one
     // connection per request wears out a source's ports); counts of answers by status.
@@ -241,7 +254,7 @@ command = {{ argv = ["true"] }}
     // Events that run nothing are answered 204 and recorded nowhere.
     let ignored = flood("Note Hook", "note", IGNORED, 20);
     assert_eq!(ignored.get("204"), Some(&IGNORED), "{ignored:?}");
-    assert_eq!(recorded(), 1, "deliveries that ran nothing were recorded");
+    assert_eq!(recorded(), prefilled + 1, "deliveries that ran nothing were recorded");
 
     // Events that run fill the project's own part, and only that.
     let runs = flood("Push Hook", "push", RUNS, 40);
@@ -253,8 +266,8 @@ command = {{ argv = ["true"] }}
     assert_eq!(
         status,
         202,
-        "after {IGNORED} ignored and {RUNS} running GitLab deliveries sent with one captured token ({runs:?}), the CI \
-         host's signed release was refused: {} ({})",
+        "after {IGNORED} ignored GitLab deliveries and the project's part filled ({runs:?}) with one captured token, \
+         the CI host's signed release was refused: {} ({})",
         text.lines().next().unwrap_or(""),
         server.log().lines().rev().find(|l| l.contains("delivery")).unwrap_or("")
     );
