@@ -312,7 +312,15 @@ impl Receiver {
             Err(why) => return refuse(422, why),
         };
         if let Some((delivery, expires)) = delivery {
-            match self.shared.deliveries.record(&format!("hook:{}", h.name), delivery, expires, now) {
+            // Ids are the hook's own: another hook's credential cannot take this hook's next id.
+            // An id as earlier versions recorded it (bare) is still refused until it expires.
+            let part = format!("hook:{}", h.name);
+            let recorded = if self.shared.deliveries.seen(delivery, now) {
+                Ok(false)
+            } else {
+                self.shared.deliveries.record(&part, &format!("{part}:{delivery}"), expires, now)
+            };
+            match recorded {
                 Ok(true) => {}
                 Ok(false) => return refuse(409, "this delivery was already received".into()),
                 Err(e) => {
