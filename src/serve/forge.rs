@@ -230,9 +230,18 @@ fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str, peer: IpAd
     };
     let now = crate::clock::now().as_second();
     let note = |what: &str| format!("event={shown} delivery={delivery} {what}");
-    // The delivery and event headers are not signed: a body counts once, whatever id or event
-    // comes with it, so a captured delivery replayed with a new id is refused.
-    match rx.deliveries.record(&webhook::replay_key(name, &req.body), now + REMEMBER, now) {
+    let action = webhook::action(p.kind, &event, &req.body);
+    // Only a delivery that starts a run is recorded: a ping or an ignored event does nothing,
+    // so its replay does nothing either, and a captured GitLab token cannot fill the project's
+    // part of the record with deliveries that cost nothing. The delivery and event headers are
+    // not signed: a body that ran counts once, whatever id or event comes with it later, so a
+    // captured delivery replayed with a new id or event is refused.
+    let key = webhook::replay_key(name, &req.body);
+    let fresh = match action {
+        Action::Run => rx.deliveries.record(&format!("forge:{name}"), &key, now + REMEMBER, now),
+        Action::Ping | Action::Ignore => Ok(!rx.deliveries.seen(&key, now)),
+    };
+    match fresh {
         Ok(true) => {}
         Ok(false) => {
             return (409, Response::json(409, json!({"error": "this delivery was already received"})), note("replay"));
@@ -242,7 +251,7 @@ fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str, peer: IpAd
             return (503, Response::empty(503), note("-"));
         }
     }
-    match webhook::action(p.kind, &event, &req.body) {
+    match action {
         Action::Ping => (200, Response::json(200, json!({"project": name, "ping": "ok"})), note("ping")),
         Action::Ignore => (204, Response::empty(204), note("ignored")),
         Action::Run => {

@@ -50,7 +50,8 @@ const MIB: usize = 1024 * 1024;
 /// bodies (2 MiB from one address) and are handled on at most half the CPUs' worth of handler
 /// threads (at least one), in turn; the other 2 MiB and the other handlers are kept for
 /// requests authenticated from the head or sent from an address that authenticated in the
-/// last ten minutes.
+/// last ten minutes. Answers to anonymous requests are written outside that share, in places
+/// of their own (32, 4 to one address), so a client that reads slowly holds no handler place.
 pub(crate) fn limits(preauth: u64) -> Limits {
     let preauth = usize::try_from(preauth).unwrap_or(usize::MAX / 8);
     let per_client = (2 * MIB).max(preauth);
@@ -71,6 +72,11 @@ pub(crate) fn limits(preauth: u64) -> Limits {
         handlers: 128,
         untrusted_handlers: anonymous_handlers,
         untrusted_handlers_per_client: anonymous_handlers,
+        // Anonymous answers being written (a log streamed to a slow reader) hold a thread each:
+        // with the anonymous handlers at most 64 of the 128, the rest stays for trusted requests.
+        untrusted_answers: 32,
+        untrusted_answers_per_client: 4,
+        answer_timeout: Duration::from_secs(600),
     }
 }
 
@@ -331,7 +337,15 @@ impl Receiver {
             Err(why) => return refuse(422, why),
         };
         if let Some((delivery, expires)) = delivery {
-            match self.shared.deliveries.record(delivery, expires, now) {
+            // Ids are the hook's own: another hook's credential cannot take this hook's next id.
+            // An id as earlier versions recorded it (bare) is still refused until it expires.
+            let part = format!("hook:{}", h.name);
+            let recorded = if self.shared.deliveries.seen(delivery, now) {
+                Ok(false)
+            } else {
+                self.shared.deliveries.record(&part, &format!("{part}:{delivery}"), expires, now)
+            };
+            match recorded {
                 Ok(true) => {}
                 Ok(false) => return refuse(409, "this delivery was already received".into()),
                 Err(e) => {
@@ -478,6 +492,10 @@ impl Service for Receiver {
     fn refused(&self, head: Option<&Request>, _peer: IpAddr, status: u16) {
         crate::metrics::serve::rejected(status);
         self.log(head, status, None, None, Instant::now());
+    }
+
+    fn trusted(&self, peer: IpAddr) -> bool {
+        self.shared.senders.known(peer)
     }
 }
 

@@ -2,11 +2,13 @@
 //! bodies, kept on disk until they expire so a captured request stays refused after a restart.
 //!
 //! Bounded three ways: in time (an entry lives until its expiry, at most the replay window or
-//! the forges' seven days), in entries ([`MAX_ENTRIES`] live at once; beyond it a new delivery
-//! is refused rather than an unexpired one forgotten, and only authenticated requests add
-//! entries), and in bytes (a key is held as 16 bytes of its SHA-256, a line on disk is 45
-//! bytes, and the file is rewritten without the expired entries once it has grown to twice the
-//! live ones). A request costs one hash lookup and one heap push (expired entries leave from the
+//! the forges' seven days), in entries (each credential — a hook, a forge project — has its own
+//! part of [`PART_ENTRIES`] live entries; beyond it that credential's new delivery is refused
+//! rather than an unexpired one forgotten, so whoever holds one credential fills only its part
+//! and never keeps another hook's or project's deliveries out; only authenticated requests add
+//! entries), and in bytes (a key is held as 16 bytes of its SHA-256 and its part as 8, a line on
+//! disk is 62 bytes, and the file is rewritten without the expired entries once it has grown to
+//! twice the live ones). A request costs one hash lookup and one heap push (expired entries leave from the
 //! heap's top as time passes), and one line appended through the group commit of `commit`, so
 //! concurrent requests share a sync; the rewrite runs on a thread of its own, not in the request
 //! that triggered it.
@@ -19,8 +21,11 @@ use std::sync::{Arc, Mutex};
 
 use super::commit::CommitLog;
 
-/// Live entries at most.
-pub(crate) const MAX_ENTRIES: usize = 250_000;
+/// Live entries at most in one credential's part.
+pub(crate) const PART_ENTRIES: usize = 100_000;
+
+/// The part of entries written by versions that kept no parts: looked up, never added to.
+const EARLIER: u64 = 0;
 
 pub(crate) struct Deliveries {
     log: Arc<CommitLog>,
@@ -29,7 +34,10 @@ pub(crate) struct Deliveries {
 }
 
 struct State {
-    live: HashMap<u128, i64>,
+    /// Each live key's expiry and part.
+    live: HashMap<u128, (i64, u64)>,
+    /// Live entries per part.
+    parts: HashMap<u64, usize>,
     /// Every entry's expiry, soonest on top (an entry recorded again leaves a stale one behind,
     /// told apart by its expiry).
     expiries: BinaryHeap<Reverse<(i64, u128)>>,
@@ -44,23 +52,31 @@ impl State {
                 break;
             }
             self.expiries.pop();
-            if self.live.get(&key) == Some(&expires) {
+            if let Some(&(live, part)) = self.live.get(&key)
+                && live == expires
+            {
                 self.live.remove(&key);
+                if let Some(count) = self.parts.get_mut(&part) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.parts.remove(&part);
+                    }
+                }
             }
         }
     }
 
-    /// Takes `key` until `expires`: `None` when it is live already, else whether the file is due
-    /// for a rewrite; an error when the record is full.
-    fn take(&mut self, key: u128, expires: i64, now: i64) -> anyhow::Result<Option<bool>> {
+    /// Takes `key` for `part` until `expires`: `None` when it is live already (in any part),
+    /// else whether the file is due for a rewrite; an error when the part is full.
+    fn take(&mut self, key: u128, part: u64, expires: i64, now: i64) -> anyhow::Result<Option<bool>> {
         self.expire(now);
-        if self.live.get(&key).is_some_and(|&e| e >= now) {
+        if self.live.get(&key).is_some_and(|&(e, _)| e >= now) {
             return Ok(None);
         }
-        if self.live.len() >= MAX_ENTRIES {
-            anyhow::bail!("{MAX_ENTRIES} deliveries are remembered already; none has expired yet");
+        if self.parts.get(&part).copied().unwrap_or(0) >= PART_ENTRIES {
+            anyhow::bail!("{PART_ENTRIES} deliveries of this credential are remembered already; none has expired yet");
         }
-        self.insert(key, expires);
+        self.insert(key, part, expires);
         self.lines += 1;
         let rewrite = self.lines > 2 * self.live.len() + 1024;
         if rewrite {
@@ -69,8 +85,16 @@ impl State {
         Ok(Some(rewrite))
     }
 
-    fn insert(&mut self, key: u128, expires: i64) {
-        self.live.insert(key, expires);
+    fn insert(&mut self, key: u128, part: u64, expires: i64) {
+        if let Some((_, was)) = self.live.insert(key, (expires, part))
+            && let Some(count) = self.parts.get_mut(&was)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.parts.remove(&was);
+            }
+        }
+        *self.parts.entry(part).or_default() += 1;
         self.expiries.push(Reverse((expires, key)));
     }
 }
@@ -87,24 +111,35 @@ fn hash(key: &str) -> u128 {
     u128::from_be_bytes(digest[..16].try_into().unwrap_or_default())
 }
 
-/// The entries of `text` that have not expired at `now`: `EXPIRES =HASH` lines, and the
-/// `EXPIRES ID` lines of earlier versions (an id never contains `=`).
-fn parse(text: &str, now: i64) -> impl Iterator<Item = (u128, i64)> {
+/// A part as it is held: the first 8 bytes of its name's SHA-256 (never [`EARLIER`]).
+fn part_id(part: &str) -> u64 {
+    ((hash(part) >> 64) as u64).max(1)
+}
+
+/// The entries of `text` that have not expired at `now`: `EXPIRES =HASH PART` lines, and the
+/// `EXPIRES =HASH` and `EXPIRES ID` lines of earlier versions (an id never contains `=`), which
+/// go to the part [`EARLIER`].
+fn parse(text: &str, now: i64) -> impl Iterator<Item = (u128, u64, i64)> {
     text.lines().filter_map(move |line| {
-        let (expires, key) = line.split_once(' ')?;
+        let (expires, rest) = line.split_once(' ')?;
         let expires = expires.parse::<i64>().ok().filter(|e| *e >= now)?;
+        let (key, part) = match rest.split_once(' ') {
+            Some((key, part)) if part.len() == 16 => (key, u64::from_str_radix(part, 16).ok()?),
+            Some(_) => return None,
+            None => (rest, EARLIER),
+        };
         let key = match key.strip_prefix('=') {
             Some(hex) if hex.len() == 32 => u128::from_str_radix(hex, 16).ok()?,
             Some(_) => return None,
             None if valid_id(key) => hash(key),
             None => return None,
         };
-        Some((key, expires))
+        Some((key, part, expires))
     })
 }
 
-fn line(key: u128, expires: i64) -> String {
-    format!("{expires} ={key:032x}\n")
+fn line(key: u128, part: u64, expires: i64) -> String {
+    format!("{expires} ={key:032x} {part:016x}\n")
 }
 
 impl Deliveries {
@@ -112,31 +147,40 @@ impl Deliveries {
     pub(crate) fn open(path: PathBuf, now: i64) -> anyhow::Result<Deliveries> {
         let (log, text) = CommitLog::open(path)?;
         let text = String::from_utf8_lossy(&text);
-        let mut state = State { live: HashMap::new(), expiries: BinaryHeap::new(), lines: text.lines().count() };
-        for (key, expires) in parse(&text, now) {
-            if state.live.get(&key).is_none_or(|e| *e < expires) {
-                state.insert(key, expires);
+        let mut state = State {
+            live: HashMap::new(),
+            parts: HashMap::new(),
+            expiries: BinaryHeap::new(),
+            lines: text.lines().count(),
+        };
+        for (key, part, expires) in parse(&text, now) {
+            if state.live.get(&key).is_none_or(|(e, _)| *e < expires) {
+                state.insert(key, part, expires);
             }
         }
         Ok(Deliveries { log: Arc::new(log), state: Mutex::new(state), rewriting: Arc::default() })
     }
 
-    /// Records `key` until `expires`, on stable storage when this returns `Ok(true)`; `Ok(false)`
-    /// when it was already received and has not expired; an error when it could not be written
-    /// or [`MAX_ENTRIES`] unexpired entries are held.
-    pub(crate) fn record(&self, key: &str, expires: i64, now: i64) -> anyhow::Result<bool> {
-        let key = hash(key);
-        let Some(rewrite) = self.state.lock().unwrap_or_else(|e| e.into_inner()).take(key, expires, now)? else {
+    /// Records `key` in the part of the credential `part` (`hook:NAME`, `forge:PROJECT`) until
+    /// `expires`, on stable storage when this returns `Ok(true)`; `Ok(false)` when it was
+    /// already received and has not expired; an error when it could not be written or that
+    /// part holds [`PART_ENTRIES`] unexpired entries.
+    pub(crate) fn record(&self, part: &str, key: &str, expires: i64, now: i64) -> anyhow::Result<bool> {
+        let (key, part) = (hash(key), part_id(part));
+        let Some(rewrite) = self.state.lock().unwrap_or_else(|e| e.into_inner()).take(key, part, expires, now)? else {
             return Ok(false);
         };
-        self.log.append(line(key, expires).as_bytes())?;
+        self.log.append(line(key, part, expires).as_bytes())?;
         if rewrite && !self.rewriting.swap(true, Ordering::AcqRel) {
             // The entry is on disk already; a rewrite that fails leaves the file as it was.
             let (log, rewriting) = (self.log.clone(), self.rewriting.clone());
             let spawned = std::thread::Builder::new().name("pipe-serve-deliveries".into()).spawn(move || {
                 let _ = log.rewrite(|text| {
                     let text = String::from_utf8_lossy(text);
-                    parse(&text, now).map(|(key, expires)| line(key, expires)).collect::<String>().into_bytes()
+                    parse(&text, now)
+                        .map(|(key, part, expires)| line(key, part, expires))
+                        .collect::<String>()
+                        .into_bytes()
                 });
                 rewriting.store(false, Ordering::Release);
             });
@@ -145,6 +189,14 @@ impl Deliveries {
             }
         }
         Ok(true)
+    }
+
+    /// Whether `key` was recorded and has not expired at `now` (in any part), without
+    /// recording it.
+    pub(crate) fn seen(&self, key: &str, now: i64) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.expire(now);
+        state.live.get(&hash(key)).is_some_and(|&(e, _)| e >= now)
     }
 
     /// Live entries now (for tests and the bench).
@@ -169,22 +221,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deliveries");
         let store = Deliveries::open(path.clone(), 100).unwrap();
-        assert!(store.record("d-1", 200, 100).unwrap());
-        assert!(!store.record("d-1", 200, 150).unwrap());
+        assert!(store.record("h", "d-1", 200, 100).unwrap());
+        assert!(!store.record("h", "d-1", 200, 150).unwrap());
         let reopened = Deliveries::open(path.clone(), 190).unwrap();
-        assert!(!reopened.record("d-1", 300, 190).unwrap(), "remembered across a restart");
+        assert!(!reopened.record("h", "d-1", 300, 190).unwrap(), "remembered across a restart");
         let later = Deliveries::open(path, 201).unwrap();
-        assert!(later.record("d-1", 400, 201).unwrap(), "forgotten once expired");
+        assert!(later.record("h", "d-1", 400, 201).unwrap(), "forgotten once expired");
     }
 
     #[test]
     fn ids_written_by_earlier_versions_are_still_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deliveries");
-        std::fs::write(&path, "200 d-old\n50 d-gone\n").unwrap();
+        std::fs::write(&path, format!("200 d-old\n50 d-gone\n200 ={:032x}\n", hash("d-hashed"))).unwrap();
         let store = Deliveries::open(path, 100).unwrap();
-        assert!(!store.record("d-old", 300, 100).unwrap());
-        assert!(store.record("d-gone", 300, 100).unwrap());
+        assert!(!store.record("h", "d-old", 300, 100).unwrap());
+        assert!(!store.record("h", "d-hashed", 300, 100).unwrap());
+        assert!(store.record("h", "d-gone", 300, 100).unwrap());
     }
 
     #[test]
@@ -193,32 +246,33 @@ mod tests {
         let path = dir.path().join("deliveries");
         let store = Deliveries::open(path.clone(), 0).unwrap();
         for i in 0..1100 {
-            assert!(store.record(&format!("old-{i}"), 10, 0).unwrap());
+            assert!(store.record("h", &format!("old-{i}"), 10, 0).unwrap());
         }
         assert_eq!(store.len(), 1100);
-        assert!(store.record("new", 1000, 20).unwrap(), "the 1,101st line: the expired 1,100 go");
+        assert!(store.record("h", "new", 1000, 20).unwrap(), "the 1,101st line: the expired 1,100 go");
         assert_eq!(store.len(), 1, "expired entries leave memory too");
         wait_rewritten(&store);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, line(hash("new"), 1000));
-        assert!(store.record("newer", 1000, 20).unwrap());
+        assert_eq!(text, line(hash("new"), part_id("h"), 1000));
+        assert!(store.record("h", "newer", 1000, 20).unwrap());
         let reopened = Deliveries::open(path, 30).unwrap();
-        assert!(!reopened.record("new", 1000, 30).unwrap() && !reopened.record("newer", 1000, 30).unwrap());
+        assert!(!reopened.record("h", "new", 1000, 30).unwrap() && !reopened.record("h", "newer", 1000, 30).unwrap());
     }
 
     #[test]
     fn a_request_costs_the_same_beside_100000_entries_as_beside_none() {
         // Regression: every request swept every entry for expired ones (O(n) per request).
         let cost = |entries: u128| {
-            let mut state = State { live: HashMap::new(), expiries: BinaryHeap::new(), lines: 0 };
+            let mut state =
+                State { live: HashMap::new(), parts: HashMap::new(), expiries: BinaryHeap::new(), lines: 0 };
             for i in 0..entries {
-                state.insert(u128::MAX - i, 9_000_000 + (i % 1000) as i64);
+                state.insert(u128::MAX - i, 7 + (i % 4) as u64, 9_000_000 + (i % 1000) as i64);
             }
             let started = std::time::Instant::now();
             for i in 0..20_000u128 {
                 // Time moves on: each request's entry expires 50 s later, as others arrive.
                 let now = 1_000_000 + (i / 20) as i64;
-                assert!(state.take(i, now + 50, now).unwrap().is_some());
+                assert!(state.take(i, 1, now + 50, now).unwrap().is_some());
             }
             started.elapsed()
         };
@@ -227,17 +281,28 @@ mod tests {
     }
 
     #[test]
-    fn a_full_record_refuses_new_deliveries_rather_than_forget_live_ones() {
+    fn a_full_part_refuses_its_new_deliveries_and_no_other_part_s() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Deliveries::open(dir.path().join("deliveries"), 0).unwrap();
+        let path = dir.path().join("deliveries");
+        let store = Deliveries::open(path.clone(), 0).unwrap();
         {
             let mut state = store.state.lock().unwrap();
-            for i in 0..MAX_ENTRIES as u128 {
-                state.insert(i, 100);
+            for i in 0..PART_ENTRIES as u128 {
+                state.insert(i, part_id("forge:lab"), 100);
             }
         }
-        assert!(store.record("one-more", 100, 50).is_err(), "full: refused");
-        assert!(store.record("one-more", 200, 101).unwrap(), "once the others expired: taken");
+        assert!(store.record("forge:lab", "one-more", 100, 50).is_err(), "its part is full: refused");
+        assert!(store.record("hook:deploy", "release", 100, 50).unwrap(), "another credential's part is not");
+        assert!(store.record("forge:other", "push", 100, 50).unwrap(), "nor another project's");
+        assert!(!store.record("forge:lab", "release", 100, 50).unwrap(), "a key is seen once, whatever the part");
+        assert!(store.seen("release", 50) && !store.seen("never", 50));
+        assert!(store.record("forge:lab", "one-more", 200, 101).unwrap(), "once the others expired: taken");
         assert_eq!(store.len(), 1);
+        // Parts are kept on disk: a restart does not give a full part room again.
+        assert!(store.record("hook:deploy", "later", 500, 101).unwrap());
+        let reopened = Deliveries::open(path, 102).unwrap();
+        let state = reopened.state.lock().unwrap();
+        assert_eq!(state.parts.get(&part_id("forge:lab")), Some(&1));
+        assert_eq!(state.parts.get(&part_id("hook:deploy")), Some(&1));
     }
 }

@@ -159,6 +159,9 @@ mod tests {
             handlers: 8,
             untrusted_handlers: 6,
             untrusted_handlers_per_client: 2,
+            untrusted_answers: 4,
+            untrusted_answers_per_client: 2,
+            answer_timeout: Duration::from_secs(600),
         }
     }
 

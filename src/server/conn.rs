@@ -276,6 +276,35 @@ fn answer(conn: &mut Conn, response: &Response) {
     conn.phase = Phase::Linger { until: Instant::now() + LINGER, drained: 0 };
 }
 
+/// The largest answer written without a place to send from: it fits a fresh socket's buffer.
+const SHORT_ANSWER: usize = 8 * 1024;
+
+/// Each write of an answer may wait this long for the client to read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A blocking socket an answer is written to within a deadline: each write waits at most
+/// [`WRITE_TIMEOUT`] and none starts past `until`, so a client that reads a little now and then
+/// cannot keep its answer going for ever.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    until: Instant,
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the answer took too long to send"));
+        }
+        self.stream.set_write_timeout(Some(left.min(WRITE_TIMEOUT)))?;
+        self.stream.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// Hands a complete request to a handler thread; an anonymous one only within the anonymous
 /// share of the handlers, waiting its turn ([`Phase::Ready`]) when that is taken. A trusted one
 /// is refused with `503` (and lingers) when every handler is busy.
@@ -305,23 +334,40 @@ pub(super) fn dispatch<S: Service>(
         refuse(conn, &**service, budget, 503);
         return Step::Open;
     };
-    let Ok(mut stream) = conn.stream.try_clone() else {
+    let Ok(stream) = conn.stream.try_clone() else {
         drop(place);
         conn.phase = Phase::Body { request, length: 0, share, since: Instant::now() };
         refuse(conn, &**service, budget, 503);
         return Step::Open;
     };
-    let (svc, held, peer) = (service.clone(), budget.clone(), conn.peer);
+    let (svc, held, peer, writers) = (service.clone(), budget.clone(), conn.peer, handlers.clone());
     let started = handlers.run(move || {
-        let _place = place;
         let response = svc.handle(&request, peer);
-        let http10 = request.http10;
-        drop(request);
+        drop(std::mem::take(&mut request.body));
         held.release(share);
-        let _ = stream.set_nonblocking(false);
-        // Per write: a streamed answer to a client that stops reading ends here.
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
-        let _ = response.write_to(&mut stream, http10);
+        // The anonymous place bounds the work done before credentials are checked; writing the
+        // answer waits on the client, so it is bounded on its own: a client that reads slowly
+        // holds one of its address's places to be sent to, never the share a signed request
+        // from another address waits for.
+        drop(place);
+        let sending = if share.trusted || svc.trusted(peer) { Some(None) } else { writers.sending(peer).map(Some) };
+        if let Some(_sending) = sending {
+            let _ = stream.set_nonblocking(false);
+            let mut out = Deadline { stream: &stream, until: Instant::now() + writers.answer_timeout };
+            let _ = response.write_to(&mut out, request.http10);
+        } else {
+            // No place to send from: a short whole answer goes out in the one write the socket's
+            // buffer takes at once (an error, a `202`), a streamed or long one is refused.
+            let mut bytes = response.bytes(request.http10);
+            if response.stream.is_some() || bytes.len() > SHORT_ANSWER {
+                drop(response);
+                svc.refused(Some(&request), peer, 503);
+                let mut busy = Response::empty(503);
+                busy.headers.push(("Retry-After".into(), "1".into()));
+                bytes = busy.bytes(request.http10);
+            }
+            let _ = (&stream).write(&bytes);
+        }
         let _ = stream.shutdown(std::net::Shutdown::Both);
     });
     if !started {

@@ -18,12 +18,52 @@ type Job = Box<dyn FnOnce() + Send>;
 pub(super) struct Handlers {
     limit: usize,
     busy: AtomicUsize,
-    /// Places requests not yet authenticated may take, in all and per address.
-    untrusted_limit: usize,
-    untrusted_per_client: usize,
-    untrusted: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// Places requests not yet authenticated may take while they are handled, in all and per
+    /// address.
+    untrusted: Bound,
+    /// Answers to requests not authenticated that may be written at once (a streamed log, a
+    /// page to a slow reader), in all and per address: writing waits on the client, so it
+    /// holds a thread but none of the places above.
+    sending: Bound,
+    /// Time allowed to write one answer.
+    pub(super) answer_timeout: Duration,
     pool: Mutex<Pool>,
     ready: Condvar,
+}
+
+/// A count of places per address and in all.
+struct Bound {
+    limit: usize,
+    per_client: usize,
+    held: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl Bound {
+    fn new(limit: usize, per_client: usize) -> Bound {
+        Bound { limit, per_client, held: Mutex::default() }
+    }
+
+    fn take(&self, peer: IpAddr) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = held.1.get(&peer).copied().unwrap_or(0);
+        if held.0 >= self.limit || mine >= self.per_client {
+            return false;
+        }
+        held.0 += 1;
+        *held.1.entry(peer).or_default() += 1;
+        true
+    }
+
+    fn give(&self, peer: IpAddr) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.0 -= 1;
+        if let Some(mine) = held.1.get_mut(&peer) {
+            *mine -= 1;
+            if *mine == 0 {
+                held.1.remove(&peer);
+            }
+        }
+    }
 }
 
 /// Requests handed to idle threads and not yet taken; never more than the idle threads.
@@ -34,13 +74,20 @@ struct Pool {
 }
 
 impl Handlers {
-    pub(super) fn new(limit: usize, untrusted_limit: usize, untrusted_per_client: usize) -> Arc<Handlers> {
+    /// `limit` handlers, `untrusted` of them (per address and in all) for requests not yet
+    /// authenticated, and `sending` anonymous answers written at once (per address and in all).
+    pub(super) fn new(
+        limit: usize,
+        untrusted: (usize, usize),
+        sending: (usize, usize),
+        answer_timeout: Duration,
+    ) -> Arc<Handlers> {
         Arc::new(Handlers {
             limit,
             busy: AtomicUsize::new(0),
-            untrusted_limit,
-            untrusted_per_client,
-            untrusted: Mutex::default(),
+            untrusted: Bound::new(untrusted.0, untrusted.1),
+            sending: Bound::new(sending.0, sending.1),
+            answer_timeout,
             pool: Mutex::default(),
             ready: Condvar::new(),
         })
@@ -63,17 +110,17 @@ impl Handlers {
     /// within the anonymous share, so the rest stays open to authenticated requests. The share
     /// is given back when the returned [`Place`] drops (move it into the job).
     pub(super) fn admit(self: &Arc<Self>, trusted: bool, peer: IpAddr) -> Option<Place> {
-        if !trusted {
-            let mut held = self.untrusted.lock().unwrap_or_else(|e| e.into_inner());
-            let mine = held.1.get(&peer).copied().unwrap_or(0);
-            if held.0 >= self.untrusted_limit || mine >= self.untrusted_per_client {
-                return None;
-            }
-            held.0 += 1;
-            *held.1.entry(peer).or_default() += 1;
+        if !trusted && !self.untrusted.take(peer) {
+            return None;
         }
-        let place = Place { handlers: self.clone(), anonymous: (!trusted).then_some(peer) };
+        let place = Place { handlers: self.clone(), anonymous: (!trusted).then_some(peer), sending: false };
         self.acquire().then_some(place)
+    }
+
+    /// A place to write an anonymous request's answer from `peer`, given back on drop; `None`
+    /// when that address or all of them have as many answers being written as they may.
+    pub(super) fn sending(self: &Arc<Self>, peer: IpAddr) -> Option<Place> {
+        self.sending.take(peer).then(|| Place { handlers: self.clone(), anonymous: Some(peer), sending: true })
     }
 
     /// Runs `job` in the place [`acquire`](Handlers::acquire) took, on an idle thread when
@@ -127,23 +174,18 @@ impl Handlers {
     }
 }
 
-/// An anonymous request's share of the handlers, given back on drop.
+/// An anonymous request's share of the handlers (or of the answers being written), given
+/// back on drop.
 pub(super) struct Place {
     handlers: Arc<Handlers>,
     anonymous: Option<IpAddr>,
+    sending: bool,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         let Some(peer) = self.anonymous else { return };
-        let mut held = self.handlers.untrusted.lock().unwrap_or_else(|e| e.into_inner());
-        held.0 -= 1;
-        if let Some(mine) = held.1.get_mut(&peer) {
-            *mine -= 1;
-            if *mine == 0 {
-                held.1.remove(&peer);
-            }
-        }
+        if self.sending { self.handlers.sending.give(peer) } else { self.handlers.untrusted.give(peer) }
     }
 }
 
@@ -153,7 +195,7 @@ mod tests {
 
     #[test]
     fn requests_in_turn_reuse_one_thread_and_the_bound_holds() {
-        let handlers = Handlers::new(2, 2, 2);
+        let handlers = Handlers::new(2, (2, 2), (2, 2), IDLE);
         let threads = Arc::new(Mutex::new(std::collections::HashSet::new()));
         for _ in 0..20 {
             assert!(handlers.acquire());
@@ -184,7 +226,7 @@ mod tests {
 
     #[test]
     fn anonymous_requests_leave_places_for_authenticated_ones() {
-        let handlers = Handlers::new(4, 2, 1);
+        let handlers = Handlers::new(4, (2, 1), (2, 1), IDLE);
         let (a, b) = (IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3]));
         let first = handlers.admit(false, a).expect("one anonymous place for a");
         assert!(handlers.admit(false, a).is_none(), "a's own cap");
@@ -197,5 +239,19 @@ mod tests {
         // Run jobs give their place back after the job; these never ran.
         handlers.busy.fetch_sub(4, Ordering::AcqRel);
         assert!(handlers.admit(false, IpAddr::from([127, 0, 0, 4])).is_some(), "given back on drop");
+    }
+
+    #[test]
+    fn answers_being_written_hold_no_anonymous_place_and_are_bounded_on_their_own() {
+        let handlers = Handlers::new(8, (1, 1), (2, 1), IDLE);
+        let (a, b, c) = (IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3]), IpAddr::from([127, 0, 0, 4]));
+        let sending = handlers.sending(a).expect("a's answer");
+        assert!(handlers.sending(a).is_none(), "a's own cap");
+        let other = handlers.sending(b).expect("b's");
+        assert!(handlers.sending(c).is_none(), "every answer place is taken");
+        let place = handlers.admit(false, c).expect("the anonymous share is still open");
+        drop((sending, other, place));
+        assert!(handlers.sending(c).is_some(), "given back on drop");
+        handlers.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -27,7 +27,12 @@ pub(crate) fn serve<S: Service>(
         libc::listen(listener.as_raw_fd(), 4096);
     }
     let budget = Arc::new(Budget::new(&limits));
-    let handlers = Handlers::new(limits.handlers, limits.untrusted_handlers, limits.untrusted_handlers_per_client);
+    let handlers = Handlers::new(
+        limits.handlers,
+        (limits.untrusted_handlers, limits.untrusted_handlers_per_client),
+        (limits.untrusted_answers, limits.untrusted_answers_per_client),
+        limits.answer_timeout,
+    );
     let mut conns: Vec<Conn> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     while !stop() {

@@ -36,6 +36,15 @@ pub(crate) struct Limits {
     pub untrusted_handlers: usize,
     /// How many of those from one address.
     pub untrusted_handlers_per_client: usize,
+    /// Answers to requests not authenticated written at once, once handled (a streamed log, a
+    /// page to a slow reader): they hold a handler thread but not the anonymous share above,
+    /// which only bounds the work done before credentials are checked. Beyond it a streamed
+    /// or long answer is `503`.
+    pub untrusted_answers: usize,
+    /// How many of those to one address.
+    pub untrusted_answers_per_client: usize,
+    /// Time allowed to write one answer (and each write at most `body_timeout`).
+    pub answer_timeout: Duration,
 }
 
 /// What the service decides from a request's head.
@@ -59,4 +68,8 @@ pub(crate) trait Service: Send + Sync + 'static {
     fn handle(&self, request: &Request, peer: IpAddr) -> Response;
     /// The server answered `status` on its own (`head` is `None` when none was parsed).
     fn refused(&self, head: Option<&Request>, peer: IpAddr, status: u16);
+    /// Whether `peer` authenticated lately (as [`Admit::Trusted`] reads it): asked once a
+    /// request is handled, so the answer to a request that authenticated while handled is
+    /// written as a trusted one.
+    fn trusted(&self, peer: IpAddr) -> bool;
 }
