@@ -31,7 +31,10 @@ fn a_slow_reader_of_an_open_log_cannot_keep_signed_webhooks_out() {
     let repo = crate::support::BareRepo::new(env.path(), "app");
     let main = repo.set("refs/heads/main");
     env.config(&format!(
-        r#"[project.app]
+        r#"[pipe]
+workspace = "{ws}"
+
+[project.app]
 repo = "{}"
 branches = ["main"]
 
@@ -42,7 +45,8 @@ enabled = true
 secret_env = "HOOK_SECRET"
 command = {{ argv = ["true"] }}
 "#,
-        repo.url()
+        repo.url(),
+        ws = env.path().join("work").display()
     ));
     env.pipe(&["poll"]).code(0);
     // A failed run on main with a long log, written with pipe's own state writers.
@@ -168,7 +172,10 @@ fn a_captured_gitlab_token_cannot_keep_every_signed_release_out_for_a_week() {
     repo.write("README", "no image here\n");
     repo.commit_to("main", "one");
     env.config(&format!(
-        r#"[forge.lab]
+        r#"[pipe]
+workspace = "{ws}"
+
+[forge.lab]
 kind = "gitlab"
 api = "http://127.0.0.1:9/api/v4"
 token_env = "FORGE_TOKEN"
@@ -184,7 +191,8 @@ webhook_secret_env = "LAB_SECRET"
 secret_env = "HOOK_SECRET"
 command = {{ argv = ["true"] }}
 "#,
-        url = repo.url()
+        url = repo.url(),
+        ws = env.path().join("work").display()
     ));
     // The project's part nearly full, as RUNS - 1 short of PART deliveries that ran leave it:
     // lines `EXPIRES =KEY PART`, the part being the first 8 bytes of SHA-256 of `forge:lab`.
