@@ -310,25 +310,6 @@ fn assert_nothing_left(fleet: Fleet) {
     }
 }
 
-fn host_entries(record: &toml::Value) -> Vec<(String, String, String)> {
-    record
-        .get("host")
-        .and_then(|h| h.as_array())
-        .map(|hosts| {
-            hosts
-                .iter()
-                .map(|h| {
-                    (
-                        h["host"].as_str().unwrap_or("").to_string(),
-                        h["result"].as_str().unwrap_or("").to_string(),
-                        h.get("detail").and_then(|d| d.as_str()).unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Four hosts, several releases in a row under load: each release reaches every host (two at a
 /// time); then a release that fails its health check on host 3 puts every host back on the
 /// previous release, and the report names host 3 and its health check's last answer; then a
@@ -364,7 +345,7 @@ fn a_release_reaches_every_host_and_a_failure_on_one_rolls_every_host_back() {
     let deploys = history["deploy"].as_array().unwrap();
     let failed = &deploys[deploys.len() - 2];
     assert_eq!(failed["result"].as_str(), Some("rolled_back"), "{history}");
-    let hosts = host_entries(failed);
+    let hosts = hosts::host_entries(failed);
     assert_eq!(hosts.len(), 4);
     assert_eq!((hosts[2].0.as_str(), hosts[2].1.as_str()), (host3.as_str(), "failed"));
     assert!(hosts[2].2.contains("HTTP 404"), "host 3's health answer kept: {hosts:?}");
@@ -435,7 +416,7 @@ fn an_unreachable_host_stops_the_deploy_before_any_switch_and_a_stopped_engine_r
     assert_eq!((serving[0].as_deref(), serving[2].as_deref()), (Ok("v2"), Ok("v2")));
     assert_eq!(serving[1].as_deref(), Ok("v1"), "the skipped host was not touched");
     let history = fleet.history();
-    let hosts = host_entries(history["deploy"].as_array().unwrap().last().unwrap());
+    let hosts = hosts::host_entries(history["deploy"].as_array().unwrap().last().unwrap());
     assert_eq!(hosts[1].1, "skipped", "{hosts:?}");
 
     // Host 2's receiver back, its engine stopped: host 1 switches, host 2 fails, host 1 goes back.
@@ -462,7 +443,7 @@ fn an_unreachable_host_stops_the_deploy_before_any_switch_and_a_stopped_engine_r
     let history = fleet.history();
     let deploys = history["deploy"].as_array().unwrap();
     let record = deploys.iter().rev().find(|d| d.get("rollback").and_then(|r| r.as_bool()) != Some(true)).unwrap();
-    let hosts = host_entries(record);
+    let hosts = hosts::host_entries(record);
     assert_eq!(hosts[0].1, "rolled_back", "{hosts:?}");
     assert!(hosts[1].1 == "failed" || hosts[1].1 == "rollback_failed", "{hosts:?}");
     assert_eq!(hosts[2].1, "not_started", "{hosts:?}");

@@ -340,25 +340,6 @@ impl Load {
     }
 }
 
-fn host_entries(record: &toml::Value) -> Vec<(String, String, String)> {
-    record
-        .get("host")
-        .and_then(|h| h.as_array())
-        .map(|hosts| {
-            hosts
-                .iter()
-                .map(|h| {
-                    (
-                        h["host"].as_str().unwrap_or("").to_string(),
-                        h["result"].as_str().unwrap_or("").to_string(),
-                        h.get("detail").and_then(|d| d.as_str()).unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// How many ssh master connections of pipe's run: each forwards a Docker socket under `sockets`.
 fn masters(sockets: &Path) -> usize {
     let out =
@@ -426,7 +407,7 @@ fn releases_reach_every_host_over_ssh_and_a_failure_on_one_rolls_every_host_back
     let deploys = history["deploy"].as_array().unwrap();
     let failed = &deploys[deploys.len() - 2];
     assert_eq!(failed["result"].as_str(), Some("rolled_back"), "{history}");
-    let hosts = host_entries(failed);
+    let hosts = hosts::host_entries(failed);
     assert_eq!((hosts[2].0.as_str(), hosts[2].1.as_str()), (host3.as_str(), "failed"), "{hosts:?}");
     assert!(hosts[2].2.contains("HTTP 404"), "host 3's health answer kept: {hosts:?}");
     assert!(hosts[..2].iter().all(|h| h.1 == "rolled_back"), "{hosts:?}");
@@ -521,7 +502,7 @@ fn an_unreachable_host_or_an_unknown_host_key_stops_the_deploy_before_any_switch
         .stderr_has("no host was switched");
     assert_eq!(fleet.serving(), before, "nothing switched anywhere");
     let history = fleet.history();
-    let hosts = host_entries(history["deploy"].as_array().unwrap().last().unwrap());
+    let hosts = hosts::host_entries(history["deploy"].as_array().unwrap().last().unwrap());
     assert_eq!(hosts[0].1, "unreachable", "{hosts:?}");
     assert!(hosts[0].2.contains("host key is not known"), "{hosts:?}");
     assert_nothing_left(fleet);

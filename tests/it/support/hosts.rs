@@ -537,3 +537,23 @@ pub fn release_everywhere(
     }
     sha
 }
+
+/// The `[[host]]` entries of a deploy record in a target's history: host, result, detail.
+pub fn host_entries(record: &toml::Value) -> Vec<(String, String, String)> {
+    record
+        .get("host")
+        .and_then(|h| h.as_array())
+        .map(|hosts| {
+            hosts
+                .iter()
+                .map(|h| {
+                    (
+                        h["host"].as_str().unwrap_or("").to_string(),
+                        h["result"].as_str().unwrap_or("").to_string(),
+                        h.get("detail").and_then(|d| d.as_str()).unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
