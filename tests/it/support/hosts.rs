@@ -6,7 +6,8 @@
 //!
 //! Slots: each host takes a slot (0..1024) by creating `/tmp/pipe-test-hosts/slot-N` with the
 //! owner's pid, so tests in parallel (and other test processes) never share a subnet; a slot
-//! whose owner pid is gone is taken over. Slot N gives:
+//! whose owner pid is gone is taken over. Each host of a process starts its search one slot past
+//! the last one's, so a slot just given back is not reused at once. Slot N gives:
 //! - veth subnet `10.213.(N/64).(N%64*4)/30`, the main side `.1`, the host side `.2`;
 //! - the host engine's bridge `10.(216 + N/256).(N%256).1/24`;
 //! - the namespace `pipe-h<pid>-<N>` and the veth ends `pvm<N>` (main) / `pvh<N>` (host).
@@ -452,7 +453,12 @@ fn slot_file(slot: u32) -> PathBuf {
 fn take_slot() -> u32 {
     std::fs::create_dir_all(SLOT_DIR).unwrap();
     let me = std::process::id();
-    let start = (me.wrapping_mul(7919)) % SLOTS;
+    // Each host of this process starts looking one slot further on: a slot another test just
+    // gave back is not taken again at once, so a test that checks its hosts left nothing never
+    // finds another test's new host under the same namespace and directory names.
+    static TAKEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let next = TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = me.wrapping_mul(7919).wrapping_add(next) % SLOTS;
     for i in 0..SLOTS {
         let slot = (start + i) % SLOTS;
         let path = slot_file(slot);
