@@ -1,7 +1,8 @@
 //! One connection's one request: the head read and parsed, the service's decision from the
 //! head before any body byte is read, the body read within the shared budget and its deadline,
-//! then the hand-off to a bounded handler thread; an answer the server gives on its own
-//! lingers so it is not lost to a reset.
+//! then the hand-off to a bounded handler thread, which gives the connection back for its next
+//! request when HTTP/1.1 lets it (`kept`); an answer the server gives on its own lingers so it
+//! is not lost to a reset.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::bounds::{Budget, Share, Short};
 use super::handlers::Handlers;
+use super::kept::{Given, may_keep};
 use super::request::{MAX_HEAD, Request, content_length, parse_head};
 use super::response::Response;
 use super::service::{Admit, Limits, Service};
@@ -53,14 +55,39 @@ pub(super) enum Phase {
 pub(super) struct Conn {
     pub(super) stream: TcpStream,
     pub(super) peer: IpAddr,
+    /// When it was accepted, or given back for its next request.
     pub(super) accepted: Instant,
     buf: Vec<u8>,
     pub(super) phase: Phase,
+    /// Requests this connection carried before the one being read.
+    served: u32,
+    /// Bytes arrived past the request being read (a pipelined next request): the connection
+    /// is closed after this answer rather than kept.
+    pipelined: bool,
 }
 
 impl Conn {
     pub(super) fn new(stream: TcpStream, peer: IpAddr) -> Conn {
-        Conn { stream, peer, accepted: Instant::now(), buf: Vec::new(), phase: Phase::Head }
+        Conn {
+            stream,
+            peer,
+            accepted: Instant::now(),
+            buf: Vec::new(),
+            phase: Phase::Head,
+            served: 0,
+            pipelined: false,
+        }
+    }
+
+    /// A connection a handler gave back, waiting for its next request.
+    pub(super) fn kept(given: Given) -> Conn {
+        Conn { served: given.served, ..Conn::new(given.stream, given.peer) }
+    }
+
+    /// A kept connection with nothing of its next request yet: closed without an answer when
+    /// its time runs out or a bound sheds it.
+    fn idle_kept(&self) -> bool {
+        self.served > 0 && matches!(self.phase, Phase::Head) && self.buf.is_empty()
     }
 
     /// Bytes held for an unparsed head.
@@ -125,6 +152,7 @@ pub(super) fn resume<S: Service>(
         conn.phase = Phase::Starved { request, head, share, short };
         return Step::Starved(short);
     }
+    conn.pipelined = conn.buf.len() > head + share.bytes;
     conn.buf.drain(..head);
     conn.buf.truncate(share.bytes);
     conn.buf.reserve_exact(share.bytes - conn.buf.len());
@@ -242,6 +270,8 @@ pub(super) fn expired<S: Service>(
             refuse(conn, service, budget, 503);
             return false;
         }
+        // An idle kept connection is closed without a word: a client may be sending on it.
+        Phase::Head if conn.idle_kept() => return now.duration_since(conn.accepted) >= limits.head_timeout,
         Phase::Head | Phase::Starved { .. } => now.duration_since(conn.accepted) >= limits.head_timeout,
         Phase::Body { since, .. } | Phase::Ready { since, .. } => now.duration_since(*since) >= limits.body_timeout,
         Phase::Linger { until, .. } => return now >= *until,
@@ -252,8 +282,14 @@ pub(super) fn expired<S: Service>(
     false
 }
 
-/// Answers with a bare status on the server's own behalf, reports it, and lingers.
+/// Answers with a bare status on the server's own behalf, reports it, and lingers; an idle
+/// kept connection is closed instead, without an answer (none was asked for).
 pub(super) fn refuse<S: Service>(conn: &mut Conn, service: &S, budget: &Budget, status: u16) {
+    if conn.idle_kept() {
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        conn.phase = Phase::Linger { until: Instant::now(), drained: 0 };
+        return;
+    }
     let head = match &conn.phase {
         Phase::Body { request, share, .. } | Phase::Ready { request, share, .. } => {
             budget.release(*share);
@@ -270,7 +306,7 @@ pub(super) fn refuse<S: Service>(conn: &mut Conn, service: &S, budget: &Budget, 
 fn answer(conn: &mut Conn, response: &Response) {
     // A short answer fits the socket's send buffer; a client that does not read it loses it.
     // (Answers from the head are never streamed.)
-    let _ = conn.stream.write(&response.bytes(false));
+    let _ = conn.stream.write(&response.bytes(false, false));
     let _ = conn.stream.shutdown(std::net::Shutdown::Write);
     conn.buf = Vec::new();
     conn.phase = Phase::Linger { until: Instant::now() + LINGER, drained: 0 };
@@ -325,6 +361,8 @@ pub(super) fn dispatch<S: Service>(
     if request.body.is_empty() {
         request.body = std::mem::take(&mut conn.buf);
     }
+    let served = conn.served + 1;
+    let keep = !conn.pipelined && handlers.kept.enabled() && may_keep(&request, served);
     let Some(place) = handlers.admit(share.trusted, conn.peer) else {
         if !share.trusted {
             conn.phase = Phase::Ready { request, share, since };
@@ -351,24 +389,30 @@ pub(super) fn dispatch<S: Service>(
         // from another address waits for.
         drop(place);
         let sending = if share.trusted || svc.trusted(peer) { Some(None) } else { writers.sending(peer).map(Some) };
-        if let Some(_sending) = sending {
+        let whole = if let Some(_sending) = sending {
             let _ = stream.set_nonblocking(false);
             let mut out = Deadline { stream: &stream, until: Instant::now() + writers.answer_timeout };
-            let _ = response.write_to(&mut out, request.http10);
+            response.write_to(&mut out, request.http10, keep).is_ok()
         } else {
             // No place to send from: a short whole answer goes out in the one write the socket's
             // buffer takes at once (an error, a `202`), a streamed or long one is refused.
-            let mut bytes = response.bytes(request.http10);
+            let bytes = response.bytes(request.http10, keep);
             if response.stream.is_some() || bytes.len() > SHORT_ANSWER {
                 drop(response);
                 svc.refused(Some(&request), peer, 503);
                 let mut busy = Response::empty(503);
                 busy.headers.push(("Retry-After".into(), "1".into()));
-                bytes = busy.bytes(request.http10);
+                let _ = (&stream).write(&busy.bytes(request.http10, false));
+                false
+            } else {
+                (&stream).write(&bytes).is_ok_and(|n| n == bytes.len())
             }
-            let _ = (&stream).write(&bytes);
+        };
+        if keep && whole {
+            writers.kept.give(Given { stream, peer, served });
+        } else {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
-        let _ = stream.shutdown(std::net::Shutdown::Both);
     });
     if !started {
         // Out of threads: the budget must not leak; the connection is dropped.

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::kept::Kept;
+
 /// How long an idle handler thread waits for a request before it exits.
 const IDLE: Duration = Duration::from_secs(10);
 
@@ -27,6 +29,8 @@ pub(super) struct Handlers {
     sending: Bound,
     /// Time allowed to write one answer.
     pub(super) answer_timeout: Duration,
+    /// Connections handlers gave back for their next request.
+    pub(super) kept: Kept,
     pool: Mutex<Pool>,
     ready: Condvar,
 }
@@ -88,6 +92,7 @@ impl Handlers {
             untrusted: Bound::new(untrusted.0, untrusted.1),
             sending: Bound::new(sending.0, sending.1),
             answer_timeout,
+            kept: Kept::new(),
             pool: Mutex::default(),
             ready: Condvar::new(),
         })

@@ -9,13 +9,14 @@
 //! requests, and anonymous ones are handled in turn on a share of the handlers. Connections being read are bounded per
 //! client address and in total; at a bound the oldest connection of the busiest address is shed,
 //! so a flood of slow clients pushes out its own members, not a fresh request. Only a complete
-//! request reaches a handler thread (bounded too). One request per connection
-//! (`Connection: close`); every answer the server gives on its own is reported to the service
-//! so it can be logged.
+//! request reaches a handler thread (bounded too). A connection whose answer a handler wrote
+//! whole is read again for its next request as a new connection is (HTTP/1.1 persistence,
+//! unless the client asks to close); every answer the server gives on its own closes its
+//! connection and is reported to the service so it can be logged.
 //!
 //! The rooms: `reader` (the `poll(2)` loop and accepting), `conn` (one connection's phases:
 //! head, decision, body, hand-off, linger), `handlers` (the bounded handler threads, kept
-//! for the next request), `bounds` (the body budget and who is shed at a
+//! for the next request), `kept` (connections given back for their next request), `bounds` (the body budget and who is shed at a
 //! connection bound), `request` (the strict head parser), `response` and `chunked` (answers,
 //! streamed ones as chunks), `service` (what `pipe serve` plugs in).
 
@@ -23,6 +24,7 @@ mod bounds;
 mod chunked;
 mod conn;
 mod handlers;
+mod kept;
 mod reader;
 mod request;
 mod response;

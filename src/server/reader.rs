@@ -44,6 +44,10 @@ pub(crate) fn serve<S: Service>(
             events: if waiting(c).is_some() { 0 } else { libc::POLLIN },
             revents: 0,
         }));
+        let wake = handlers.kept.fd();
+        if let Some(fd) = wake {
+            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        }
         // Requests waiting for a handler are retried soon; a place frees in the time a handler takes.
         let queued = conns.iter().any(|c| waiting(c).is_some());
         // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
@@ -87,6 +91,9 @@ pub(crate) fn serve<S: Service>(
         });
         if ready > 0 && fds[0].revents != 0 {
             accept_all(&listener, &mut conns, &limits, &*service, &budget);
+        }
+        if ready > 0 && wake.is_some() && fds.last().is_some_and(|fd| fd.revents != 0) {
+            take_back(&handlers, &mut conns, &limits);
         }
     }
     for conn in conns {
@@ -159,6 +166,16 @@ fn shed_heads<S: Service>(conns: &mut [Conn], done: &[bool], limits: &Limits, se
         let Some(v) = bounds::oldest_of(heads, ip) else { return };
         held -= conns[v].head_bytes();
         refuse(&mut conns[v], service, budget, 503);
+    }
+}
+
+/// Reads the connections handlers gave back again, each for its next request, as far as the
+/// bound on connections lets (one past it is closed: it waits for nothing yet).
+fn take_back(handlers: &Handlers, conns: &mut Vec<Conn>, limits: &Limits) {
+    for given in handlers.kept.take() {
+        if conns.len() < limits.connections && given.stream.set_nonblocking(true).is_ok() {
+            conns.push(Conn::kept(given));
+        }
     }
 }
 

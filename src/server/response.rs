@@ -43,8 +43,9 @@ impl Response {
     }
 
     /// The head, and the body unless the answer is streamed (one write, one packet: the client
-    /// has a short answer at once).
-    pub(super) fn bytes(&self, http10: bool) -> Vec<u8> {
+    /// has a short answer at once). `keep`: the connection carries another request after this
+    /// answer (no `Connection: close`; never over HTTP/1.0).
+    pub(super) fn bytes(&self, http10: bool, keep: bool) -> Vec<u8> {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (k, v) in &self.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -52,22 +53,23 @@ impl Response {
         if !self.body.is_empty() && !self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             head.push_str("Content-Type: application/json\r\n");
         }
+        let close = if keep && !http10 { "" } else { "Connection: close\r\n" };
         if self.stream.is_none() {
-            head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()));
+            head.push_str(&format!("Content-Length: {}\r\n{close}\r\n", self.body.len()));
             head.push_str(&self.body);
         } else if http10 {
             // HTTP/1.0 knows no chunks: the body ends where the connection does.
             head.push_str("Connection: close\r\n\r\n");
         } else {
-            head.push_str("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+            head.push_str(&format!("Transfer-Encoding: chunked\r\n{close}\r\n"));
         }
         head.into_bytes()
     }
 
     /// Writes the whole answer to a blocking stream: a streamed one as the head, then its body
     /// and stream through a [`Chunked`] writer.
-    pub(super) fn write_to(mut self, out: &mut impl Write, http10: bool) -> std::io::Result<()> {
-        out.write_all(&self.bytes(http10))?;
+    pub(super) fn write_to(mut self, out: &mut impl Write, http10: bool, keep: bool) -> std::io::Result<()> {
+        out.write_all(&self.bytes(http10, keep))?;
         let Some(stream) = self.stream.take() else { return Ok(()) };
         let mut chunked = Chunked::new(out, !http10);
         chunked.write_all(self.body.as_bytes())?;
@@ -135,7 +137,7 @@ mod tests {
             Ok(())
         }));
         let mut wire = Vec::new();
-        response.write_to(&mut wire, false).unwrap();
+        response.write_to(&mut wire, false, false).unwrap();
         let text = String::from_utf8_lossy(&wire);
         let (head, _) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains("Transfer-Encoding: chunked") && !head.contains("Content-Length"), "{head}");
@@ -154,7 +156,7 @@ mod tests {
         let mut response = Response::text(200, String::new());
         response.stream = Some(Box::new(|out: &mut dyn Write| out.write_all(b"plain")));
         let mut wire = Vec::new();
-        response.write_to(&mut wire, true).unwrap();
+        response.write_to(&mut wire, true, true).unwrap();
         assert!(wire.ends_with(b"Connection: close\r\n\r\nplain"), "HTTP/1.0: delimited by the close");
     }
 }

@@ -2,7 +2,7 @@
 //! rendered by headless Chromium: what a person sees, that nothing from a repository or a log
 //! runs as markup, who may read what, and 10,000 refs.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -372,8 +372,7 @@ fn raw_get(server: &Serve, path: &str, version: &str) -> (String, Vec<u8>) {
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(stream, "GET {path} {version}\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
+    let bytes = crate::support::http::read_answer(&mut stream);
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole head");
     (String::from_utf8(bytes[..end].to_vec()).unwrap(), bytes[end + 4..].to_vec())
 }

@@ -25,8 +25,7 @@ fn wait_run(server: &Serve, hook: &str, id: &str, auth: (&str, &str), done: &[&s
 
 fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
+    let text = String::from_utf8_lossy(&crate::support::http::read_answer(stream)).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))

@@ -2,7 +2,7 @@
 //! has its status document after a restart, including the one still waiting (whose document is
 //! only in `serve/accepted` when the process dies). Real processes on 127.0.0.1.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,8 +27,7 @@ fn post_signed(port: u16, delivery: &str) -> Option<(u16, String)> {
     );
     stream.write_all(head.as_bytes()).ok()?;
     stream.write_all(body.as_bytes()).ok()?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).ok()?;
+    let answer = crate::support::http::read_answer(&mut stream);
     let text = String::from_utf8_lossy(&answer);
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let doc: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()?;

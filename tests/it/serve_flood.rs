@@ -129,8 +129,7 @@ pub(crate) fn send_from(source: Ipv4Addr, port: u16, bytes: &[u8]) -> (u16, Stri
     let Some(mut stream) = connect_from(source, port, false) else { return (0, String::new(), started.elapsed()) };
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let _ = stream.write_all(bytes);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
+    let answer = crate::support::http::read_answer(&mut stream);
     let took = started.elapsed();
     let text = String::from_utf8_lossy(&answer).into_owned();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);

@@ -2,7 +2,7 @@
 //! after a restart and with a skewed clock, signatures moved to another hook, run accounting,
 //! requests refused while being read, strict request heads. Real processes on 127.0.0.1.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +43,7 @@ fn stop(server: Serve) -> String {
 
 fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut bytes = Vec::new();
-    let _ = stream.read_to_end(&mut bytes);
+    let bytes = crate::support::http::read_answer(stream);
     let text = String::from_utf8_lossy(&bytes);
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
@@ -520,4 +519,70 @@ fn a_signed_body_replayed_with_other_headers_is_refused_and_a_record_of_100000_c
     assert_eq!(signed(&full, "a", &body("a", "d-after-restart", now())).0, 202, "the legitimate path");
     let bytes = std::fs::metadata(dir.join("deliveries")).unwrap().len();
     assert!(bytes < 100_100 * 45, "{bytes} bytes");
+}
+
+/// The answer on `stream` to `bytes` written on it: the status and the raw head.
+fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> (u16, String) {
+    stream.write_all(bytes).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let answer = String::from_utf8_lossy(&crate::support::http::read_answer(stream)).into_owned();
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer.split_once("\r\n\r\n").map_or(answer.clone(), |(head, _)| head.to_string()))
+}
+
+/// Whether the server closed `stream` without another byte (read within `limit`).
+fn closed_quietly(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    matches!(std::io::Read::read(stream, &mut [0u8; 64]), Ok(0))
+}
+
+#[test]
+fn a_connection_carries_requests_one_after_another_and_closes_when_asked_pipelined_or_idle() {
+    let mut env = TestEnv::new();
+    setup(&mut env, "true", "");
+    let server = Serve::start(&env);
+    let post = |extra: &str| {
+        format!(
+            "POST /hooks/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    };
+    // Three requests on one connection, each answered without `Connection: close`.
+    let mut kept = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    for i in 0..3 {
+        let (status, head) = exchange(&mut kept, post("").as_bytes());
+        assert_eq!(status, 202, "request {i} on the kept connection: {head}");
+        assert!(!head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    }
+    // An anonymous request on it is answered and the connection kept too; a refusal the server
+    // gives from the head alone closes it.
+    let (status, _) = exchange(&mut kept, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 200);
+    let (status, head) = exchange(&mut kept, post("Connection: close\r\n").as_bytes());
+    assert!(status == 202 && head.contains("Connection: close"), "{head}");
+    assert!(closed_quietly(&mut kept, Duration::from_secs(5)), "closed after the answer it asked to be the last");
+
+    // HTTP/1.0, and a request with the next one behind it (pipelined): answered, then closed;
+    // the second request of the pair is not run.
+    let mut old = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let (status, head) = exchange(&mut old, post("").replace("HTTP/1.1", "HTTP/1.0").as_bytes());
+    assert!(status == 202 && head.contains("Connection: close"), "{head}");
+    assert!(closed_quietly(&mut old, Duration::from_secs(5)));
+    let mut piped = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let (status, head) = exchange(&mut piped, format!("{}{}", post(""), post("")).as_bytes());
+    assert!(status == 202 && head.contains("Connection: close"), "{head}");
+    assert!(closed_quietly(&mut piped, Duration::from_secs(5)));
+
+    // A kept connection left idle is closed at the head timeout (10 s) without an answer.
+    let mut idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    assert_eq!(exchange(&mut idle, post("").as_bytes()).0, 202);
+    let since = Instant::now();
+    assert!(closed_quietly(&mut idle, Duration::from_secs(20)), "an idle kept connection is closed without an answer");
+    assert!(since.elapsed() >= Duration::from_secs(9), "closed after {:?}", since.elapsed());
+    let log = stop(server);
+    assert_eq!(
+        log.matches("POST /hooks/a 202").count(),
+        7,
+        "every answered request once, the pipelined one never: {log}"
+    );
+    assert!(!log.contains(" 408 "), "the idle connection got no 408: {log}");
 }

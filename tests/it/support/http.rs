@@ -123,3 +123,36 @@ pub fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
     let _ = reader.read_exact(&mut body);
     Some(Request { method, path, headers, body })
 }
+
+/// Reads one answer from `stream`: its head, then as much body as its framing says
+/// (`Content-Length`, chunks up to the last one, or up to the close), so a connection the
+/// server keeps for another request is not waited on. What arrived, raw.
+pub fn read_answer(stream: &mut impl Read) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut more = |bytes: &mut Vec<u8>| match stream.read(&mut chunk) {
+        Ok(n) if n > 0 => {
+            bytes.extend_from_slice(&chunk[..n]);
+            true
+        }
+        _ => false,
+    };
+    let end = loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if !more(&mut bytes) {
+            return bytes;
+        }
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let field = |name: &str| head.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
+    if let Some(length) = field("content-length:").and_then(|v| v.parse::<usize>().ok()) {
+        while bytes.len() < end + length && more(&mut bytes) {}
+    } else if field("transfer-encoding:").is_some_and(|v| v == "chunked") {
+        while !bytes[end..].ends_with(b"0\r\n\r\n") && more(&mut bytes) {}
+    } else {
+        while more(&mut bytes) {}
+    }
+    bytes
+}
