@@ -249,7 +249,12 @@ impl Receiver {
         hook.filter(|_| valid).ok_or(403)
     }
 
-    fn route(&self, req: &Request, peer: IpAddr) -> (Response, Option<String>, Option<String>) {
+    fn route(
+        &self,
+        req: &Request,
+        peer: IpAddr,
+        authenticated: &dyn Fn(),
+    ) -> (Response, Option<String>, Option<String>) {
         if req.path == "/metrics" {
             return (crate::metrics::serve::respond(self.page.as_ref(), req), None, None);
         }
@@ -275,6 +280,7 @@ impl Receiver {
                 (None, _) | (_, Auth::Wrong) => (Response::empty(403), None, None),
                 (Some(h), auth) => {
                     self.shared.senders.authenticated(peer);
+                    authenticated();
                     // Every name read up to the same size; the hook's own limit applies now.
                     if req.body.len() as u64 > h.max_body {
                         return (Response::empty(413), Some(h.name.clone()), None);
@@ -288,6 +294,7 @@ impl Receiver {
             return match self.puller_hook(token, name) {
                 Ok(h) => {
                     self.shared.senders.authenticated(peer);
+                    authenticated();
                     self.accept(h, req, false)
                 }
                 Err(status) => (Response::empty(status), None, None),
@@ -446,7 +453,7 @@ impl Service for Receiver {
         {
             if !page.is_public(&head.path) && !page.authorized(head) {
                 // Refused from the head: an anonymous page request takes no handler.
-                let (response, _, _) = self.route(head, peer);
+                let (response, _, _) = self.route(head, peer, &|| ());
                 return self.answer(head, response, started);
             }
             return if page.has_token() && page.authorized(head) { Admit::Trusted(0) } else { anonymous(0) };
@@ -479,12 +486,12 @@ impl Service for Receiver {
         }
     }
 
-    fn handle(&self, req: &Request, peer: IpAddr) -> Response {
+    fn handle(&self, req: &Request, peer: IpAddr, authenticated: &dyn Fn()) -> Response {
         if let Some(name) = req.path.strip_prefix("/forge/") {
             return forge::handle(&self.forge, &self.shared, req, name, peer);
         }
         let started = Instant::now();
-        let (response, hook, run) = self.route(req, peer);
+        let (response, hook, run) = self.route(req, peer, authenticated);
         self.log(Some(req), response.status, hook.as_deref(), run.as_deref(), started);
         response
     }

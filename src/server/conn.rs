@@ -380,14 +380,16 @@ pub(super) fn dispatch<S: Service>(
     };
     let (svc, held, peer, writers) = (service.clone(), budget.clone(), conn.peer, handlers.clone());
     let started = handlers.run(move || {
-        let response = svc.handle(&request, peer);
+        // The anonymous place bounds the work done before credentials are checked: it is given
+        // back as soon as they are (a signed request may go on to wait for its run) and at the
+        // latest once the answer is made. Writing the answer waits on the client, so it is
+        // bounded on its own: a client that reads slowly holds one of its address's places to
+        // be sent to, never the share a signed request from another address waits for.
+        let place = std::cell::Cell::new(Some(place));
+        let response = svc.handle(&request, peer, &|| drop(place.take()));
+        drop(place.take());
         drop(std::mem::take(&mut request.body));
         held.release(share);
-        // The anonymous place bounds the work done before credentials are checked; writing the
-        // answer waits on the client, so it is bounded on its own: a client that reads slowly
-        // holds one of its address's places to be sent to, never the share a signed request
-        // from another address waits for.
-        drop(place);
         let sending = if share.trusted || svc.trusted(peer) { Some(None) } else { writers.sending(peer).map(Some) };
         let whole = if let Some(_sending) = sending {
             let _ = stream.set_nonblocking(false);

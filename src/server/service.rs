@@ -64,8 +64,10 @@ pub(crate) enum Admit {
 pub(crate) trait Service: Send + Sync + 'static {
     /// Decides from the head (its `body` is empty); runs on the I/O thread, so it must not block.
     fn admit(&self, head: &Request, peer: IpAddr) -> Admit;
-    /// Answers a complete request, on a handler thread.
-    fn handle(&self, request: &Request, peer: IpAddr) -> Response;
+    /// Answers a complete request, on a handler thread. `authenticated` is called once the
+    /// request proved its credentials: what it held of the anonymous share is given back then,
+    /// so a request that goes on to wait (`?wait=`) waits as an authenticated one.
+    fn handle(&self, request: &Request, peer: IpAddr, authenticated: &dyn Fn()) -> Response;
     /// The server answered `status` on its own (`head` is `None` when none was parsed).
     fn refused(&self, head: Option<&Request>, peer: IpAddr, status: u16);
     /// Whether `peer` authenticated lately (as [`Admit::Trusted`] reads it): asked once a

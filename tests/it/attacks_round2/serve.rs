@@ -280,3 +280,66 @@ command = {{ argv = ["true"] }}
         server.log().lines().rev().find(|l| l.contains("delivery")).unwrap_or("")
     );
 }
+
+/// A signed request that asks to wait for its run (`?wait=`) from an address not seen lately
+/// was anonymous until its signature was checked, and kept its anonymous handler's place for
+/// the whole wait: as many such requests as the anonymous share has places (one on a two-core
+/// receiver) kept every other new address's signed request waiting its turn, and it was
+/// answered `503` after 10 s.
+///
+/// Fixed: a request gives its anonymous place back once its credentials check out.
+#[test]
+fn signed_requests_waiting_for_their_runs_leave_room_for_another_new_senders_signed_request() {
+    use crate::serve_flood::{post_bytes, send_from};
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    let secret = "hook-secret-waiting";
+    // Enough waiters to take every anonymous place, each on a hook of its own (a second
+    // request to one hook would supersede the first and end its wait).
+    let waiters = (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1);
+    let mut env = TestEnv::new();
+    env.env("HOOK_SECRET", secret);
+    let mut config = format!("[pipe]\nworkspace = \"{}\"\n\n", env.path().join("work").display());
+    for i in 0..waiters {
+        config.push_str(&format!(
+            "[serve.hooks.slow{i}]\nsecret_env = \"HOOK_SECRET\"\ncommand = {{ argv = [\"sleep\", \"12\"] }}\n\n"
+        ));
+    }
+    config.push_str("[serve.hooks.deploy]\nsecret_env = \"HOOK_SECRET\"\ncommand = { argv = [\"true\"] }\n");
+    env.config(&config);
+    let server = Serve::start(&env);
+    let signed = |hook: &str, delivery: &str, query: &str| {
+        let sent_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let body = format!(r#"{{"hook": "{hook}", "delivery": "{delivery}", "sent_at": {sent_at}}}"#);
+        let sig = crate::support::hub_signature(secret, body.as_bytes());
+        post_bytes(&format!("/hooks/{hook}{query}"), &[("X-Hub-Signature-256", &sig)], body.as_bytes())
+    };
+    let port = server.port;
+    let waiting: Vec<_> = (0..waiters)
+        .map(|i| {
+            let request = signed(&format!("slow{i}"), &format!("wait-{i}"), "?wait=30");
+            std::thread::spawn(move || send_from(Ipv4Addr::new(127, 0, 0, 41 + i as u8), port, &request))
+        })
+        .collect();
+    for i in 0..waiters {
+        server.wait_for(&format!("hook slow{i}: deploying"), 1, Duration::from_secs(10));
+    }
+
+    // Another CI host, never seen before, while every waiter waits for its run.
+    let started = Instant::now();
+    let (status, answer, took) = send_from(Ipv4Addr::new(127, 0, 0, 99), port, &signed("deploy", "other-1", ""));
+    eprintln!("a new sender's signed request while {waiters} signed requests wait: {status} after {took:?}");
+    assert!(
+        status == 202 && took < Duration::from_secs(5),
+        "a signed request from a new address was answered {status} after {:?} while {waiters} signed request(s) \
+         waited for their runs: {}",
+        started.elapsed(),
+        answer.lines().next().unwrap_or("")
+    );
+    // The waiters themselves get their runs' end.
+    for w in waiting {
+        let (status, answer, _) = w.join().unwrap();
+        assert!(status == 200 && answer.contains(r#""status":"succeeded""#), "{status}: {answer}");
+    }
+}
