@@ -197,6 +197,7 @@ impl Receiver {
         for w in workers {
             let _ = w.join();
         }
+        self.shared.runs.flush();
         self.shared.journal.flush();
         Ok(())
     }

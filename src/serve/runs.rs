@@ -14,7 +14,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -31,6 +32,19 @@ const CACHED: usize = 500;
 /// last five minutes (under `wrk -c64`, perf found request threads spending 46 % of their time
 /// there).
 const SPARES: usize = 64;
+/// Chores waiting for the chores' thread at most; a request that finds them all taken waits.
+const CHORES: usize = 4096;
+
+/// File work a request need not wait for, done in order on a thread of its own
+/// (`pipe-serve-runs`): the document of a run a new one superseded, and retention's files
+/// (spares, removals, the rewrite of `serve/accepted`). What must survive a power cut is in
+/// `serve/accepted` before the `202`; these only follow from it, and a document a crash left
+/// unwritten is written again from it at start.
+enum Chore {
+    Save(RunInfo),
+    Retire { gone: Vec<(String, String)>, compact: bool },
+    Flush(SyncSender<()>),
+}
 
 /// What `GET /hooks/NAME/runs/ID` reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +127,8 @@ pub(crate) struct Runs {
     table: Mutex<Table>,
     /// Signalled whenever a run reaches its end, for `?wait=`.
     ended: Condvar,
+    /// To the chores' thread.
+    chores: SyncSender<Chore>,
 }
 
 #[derive(Default)]
@@ -131,12 +147,13 @@ impl Runs {
     /// Opens the run directory: documents `serve/accepted` has and the directory lacks are
     /// written again; runs a previous process left queued or running are recorded as
     /// `cancelled` or `interrupted`, and retention is applied.
-    pub(crate) fn open(dir: PathBuf, keep: usize, hooks: &[String]) -> anyhow::Result<Runs> {
+    pub(crate) fn open(dir: PathBuf, keep: usize, hooks: &[String]) -> anyhow::Result<Arc<Runs>> {
         for hook in hooks {
             let path = dir.join(hook);
             std::fs::create_dir_all(&path).with_context(|| format!("failed to create `{}`", path.display()))?;
         }
         let (accepted, text) = CommitLog::open(dir.join("accepted"))?;
+        let (chores, todo) = sync_channel(CHORES);
         let mut runs = Runs {
             dir,
             keep: keep.max(1),
@@ -144,6 +161,7 @@ impl Runs {
             accepted,
             table: Mutex::new(Table::default()),
             ended: Condvar::new(),
+            chores,
         };
         runs.recover(&text, hooks);
         let mut gone = Vec::new();
@@ -168,7 +186,55 @@ impl Runs {
         runs.table = Mutex::new(table);
         runs.remove(&gone);
         runs.accepted.rewrite(|_| kept)?;
+        let runs = Arc::new(runs);
+        // The thread holds the table only while it does a chore; it ends with the last sender.
+        let table = Arc::downgrade(&runs);
+        std::thread::Builder::new()
+            .name("pipe-serve-runs".into())
+            .spawn(move || {
+                while let Ok(chore) = todo.recv() {
+                    let Some(runs) = table.upgrade() else { return };
+                    runs.chore(chore);
+                }
+            })
+            .context("failed to start the thread that writes run documents")?;
         Ok(runs)
+    }
+
+    fn chore(&self, chore: Chore) {
+        match chore {
+            Chore::Save(run) => {
+                let spare = self.lock().spares.get_mut(&run.hook).and_then(Vec::pop);
+                self.write_document(spare, &run);
+            }
+            Chore::Retire { gone, compact } => {
+                self.remove(&gone);
+                if compact {
+                    // The runs are on disk already; a rewrite that fails leaves the file as it was.
+                    let keep = self.keep;
+                    let _ = self.accepted.rewrite(|text| newest(text, keep));
+                }
+            }
+            Chore::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Waits (up to 10 s) until every chore asked for so far is done: at shutdown, and for
+    /// tests that look at the files.
+    pub(crate) fn flush(&self) {
+        let (done, wait) = sync_channel(1);
+        if self.chores.send(Chore::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    fn later(&self, chore: Chore) {
+        // The thread is gone only when the process is going: do it here then.
+        if let Err(std::sync::mpsc::SendError(chore)) = self.chores.send(chore) {
+            self.chore(chore);
+        }
     }
 
     /// Writes the documents of accepted runs that are missing or cut short, as a stopped
@@ -215,8 +281,14 @@ impl Runs {
 
     /// Writes a run's document; its first write (the run leaves `queued`) reuses a spare.
     fn save(&self, spares: &mut HashMap<String, Vec<PathBuf>>, run: &RunInfo, first: bool) {
+        let spare = if first { spares.get_mut(&run.hook).and_then(Vec::pop) } else { None };
+        self.write_document(spare, run);
+    }
+
+    /// Writes a run's document, in the place of `spare` when there is one.
+    fn write_document(&self, spare: Option<PathBuf>, run: &RunInfo) {
         let path = self.doc_path(&run.hook, &run.id);
-        if first && let Some(spare) = spares.get_mut(&run.hook).and_then(Vec::pop) {
+        if let Some(spare) = spare {
             let _ = std::fs::rename(&spare, &path);
         }
         let _ = write(&path, run);
@@ -231,24 +303,26 @@ impl Runs {
     }
 
     /// Records a new run: on stable storage in `serve/accepted` when this returns; `then` runs
-    /// under the table's lock, for the queue.
+    /// under the table's lock, for the queue. The documents of the runs it supersedes and
+    /// retention's files are left to the chores' thread.
     pub(crate) fn insert(&self, run: RunInfo, then: impl FnOnce(&mut dyn FnMut(&str, &str))) -> anyhow::Result<()> {
         let mut line = format!("{} ", run.hook).into_bytes();
         serde_json::to_writer(&mut line, &run)?;
         line.push(b'\n');
         self.accepted.append(&line)?;
+        let mut superseded = Vec::new();
         let (gone, compact) = {
             let mut table = self.lock();
             let hook = run.hook.clone();
             table.kept.entry(hook.clone()).or_default().push_back(run.id.clone());
             table.live.insert(run.id.clone(), run);
             let mut supersede = |old: &str, by: &str| {
-                let Table { live, spares, finished, .. } = &mut *table;
+                let Table { live, finished, .. } = &mut *table;
                 if let Some(r) = live.get_mut(old) {
-                    let first = r.status == "queued";
+                    // Only a run still waiting is superseded: this is its document's first write.
                     r.status = "superseded".into();
                     r.superseded_by = Some(by.to_string());
-                    self.save(spares, r, first);
+                    superseded.push(r.clone());
                 }
                 finished.push_back(old.to_string());
             };
@@ -263,11 +337,11 @@ impl Runs {
             (gone.into_iter().map(|id| (hook.clone(), id)).collect::<Vec<_>>(), compact)
         };
         self.ended.notify_all();
-        self.remove(&gone);
-        if compact {
-            // The run is on disk already; a rewrite that fails leaves the file as it was.
-            let keep = self.keep;
-            let _ = self.accepted.rewrite(|text| newest(text, keep));
+        for run in superseded {
+            self.later(Chore::Save(run));
+        }
+        if compact || !gone.is_empty() {
+            self.later(Chore::Retire { gone, compact });
         }
         Ok(())
     }
@@ -460,6 +534,7 @@ mod tests {
         }
         runs.insert(queued("b", 9), |_| {}).unwrap();
         assert!(!dir.path().join("a").join(format!("{}.json", id(4))).exists(), "written on its first change");
+        runs.flush();
         drop(runs);
         let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
         for (hook, n) in [("a", 2), ("a", 3), ("a", 4), ("b", 9)] {
@@ -478,6 +553,8 @@ mod tests {
         let doc = |n: u32| dir.path().join("a").join(format!("{}.json", id(n)));
         for n in 0..4 {
             runs.insert(queued("a", n), |_| {}).unwrap();
+            // Retention's files are the chores' thread's: done before the run's first change.
+            runs.flush();
             let status = if n == 0 { "running" } else { "succeeded" };
             runs.update(&id(n), |r| r.status = status.into());
             std::fs::write(runs.log_path("a", &id(n)), "log").unwrap();
@@ -490,6 +567,7 @@ mod tests {
         );
         runs.update(&id(0), |r| r.status = "succeeded".into());
         runs.insert(queued("a", 4), |_| {}).unwrap();
+        runs.flush();
         assert!(!present(0) && !present(2) && present(3));
         let files = || std::fs::read_dir(dir.path().join("a")).unwrap().count();
         // Documents and logs of 1, 0 and 2 went; run 3's first document took one back.

@@ -17,7 +17,7 @@ use crate::output::Output;
 pub(crate) const DEFAULT_MAX_BODY: u64 = 64 * 1024;
 
 pub(crate) struct Shared {
-    pub runs: Runs,
+    pub runs: std::sync::Arc<Runs>,
     pub deliveries: Deliveries,
     pub journal: Journal,
     pub out: Output,
