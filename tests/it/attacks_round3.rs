@@ -111,3 +111,51 @@ fn a_replayed_stale_delivery_does_not_make_its_sender_trusted() {
         answer.lines().next().unwrap_or("")
     );
 }
+
+/// The same door, opened by a request the README does not even call a replay: a status poll
+/// (`GET /hooks/NAME/runs/ID`) is signed over its path alone, so one that `pipe deploy` sent
+/// while following a run can be sent again by whoever captured it, at any time, and it still
+/// authenticates (`serve::Receiver::status` calls `senders.authenticated(peer)`). That makes the
+/// capturer's address a trusted sender for ten minutes, renewable for ever with the same bytes,
+/// and its fake-signed slow bodies then hold the whole body budget: every signed release from
+/// the CI host is answered `503`.
+#[test]
+#[ignore = "open hole: a captured status poll, replayable for ever, makes the attacker's address trusted, and its slow bodies then starve every signed release"]
+fn a_captured_status_poll_does_not_make_its_sender_trusted() {
+    const SECRET: &str = "hook-secret-status-trust";
+    let env = signed_hook_env(SECRET);
+    let server = Serve::start(&env);
+    let attacker = Ipv4Addr::new(127, 0, 0, 9);
+
+    // The CI host's release and its status poll, as `pipe deploy` sends them.
+    let (status, answer, _) = send_from(Ipv4Addr::new(127, 0, 0, 21), server.port, &signed_release(SECRET, "ci-1", now()));
+    assert_eq!(status, 202, "{answer}");
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let status_url = serde_json::from_str::<serde_json::Value>(body).unwrap()["status_url"].as_str().unwrap().to_string();
+    let poll = format!(
+        "GET {status_url} HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {}\r\n\r\n",
+        crate::support::hub_signature(SECRET, status_url.as_bytes())
+    );
+
+    // The legitimate path under the anonymous flood: answered at once.
+    let flood = slow_signed_bodies(attacker, server.port, 140);
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, answer, took) = send_from(Ipv4Addr::new(127, 0, 0, 22), server.port, &signed_release(SECRET, "ci-2", now()));
+    assert!(status == 202 && took < Duration::from_secs(3), "before: {status} after {took:?}: {answer}");
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The attack: the captured poll, sent again from the attacker's address, then the flood.
+    let (status, _, _) = send_from(attacker, server.port, poll.as_bytes());
+    assert_eq!(status, 200, "the captured poll is answered");
+    let flood = slow_signed_bodies(attacker, server.port, 140);
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, answer, took) = send_from(Ipv4Addr::new(127, 0, 0, 23), server.port, &signed_release(SECRET, "ci-3", now()));
+    drop(flood);
+    assert!(
+        status == 202 && took < Duration::from_secs(3),
+        "after resending one captured status poll, the attacker's slow bodies kept a signed release out: {status} after \
+         {took:?}: {}",
+        answer.lines().next().unwrap_or("")
+    );
+}
