@@ -85,7 +85,8 @@ fn a_replayed_stale_delivery_does_not_make_its_sender_trusted() {
     // bodies are bounded per address and shed, and a signed release is answered at once.
     let flood = slow_signed_bodies(attacker, server.port, 140);
     std::thread::sleep(Duration::from_millis(500));
-    let (status, answer, took) = send_from(Ipv4Addr::new(127, 0, 0, 21), server.port, &signed_release(SECRET, "ci-1", now()));
+    let (status, answer, took) =
+        send_from(Ipv4Addr::new(127, 0, 0, 21), server.port, &signed_release(SECRET, "ci-1", now()));
     assert!(status == 202 && took < Duration::from_secs(3), "before: {status} after {took:?}: {answer}");
     drop(flood);
     std::thread::sleep(Duration::from_millis(500));
@@ -100,7 +101,8 @@ fn a_replayed_stale_delivery_does_not_make_its_sender_trusted() {
     let started = Instant::now();
     let flood = slow_signed_bodies(attacker, server.port, 140);
     std::thread::sleep(Duration::from_millis(500));
-    let (status, answer, took) = send_from(Ipv4Addr::new(127, 0, 0, 22), server.port, &signed_release(SECRET, "ci-2", now()));
+    let (status, answer, took) =
+        send_from(Ipv4Addr::new(127, 0, 0, 22), server.port, &signed_release(SECRET, "ci-2", now()));
     let held = started.elapsed();
     drop(flood);
     eprintln!("a signed release during the flood, after the replay: {status} after {took:?} ({held:?} into the flood)");
@@ -128,10 +130,12 @@ fn a_captured_status_poll_does_not_make_its_sender_trusted() {
     let attacker = Ipv4Addr::new(127, 0, 0, 9);
 
     // The CI host's release and its status poll, as `pipe deploy` sends them.
-    let (status, answer, _) = send_from(Ipv4Addr::new(127, 0, 0, 21), server.port, &signed_release(SECRET, "ci-1", now()));
+    let (status, answer, _) =
+        send_from(Ipv4Addr::new(127, 0, 0, 21), server.port, &signed_release(SECRET, "ci-1", now()));
     assert_eq!(status, 202, "{answer}");
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let status_url = serde_json::from_str::<serde_json::Value>(body).unwrap()["status_url"].as_str().unwrap().to_string();
+    let status_url =
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["status_url"].as_str().unwrap().to_string();
     let poll = format!(
         "GET {status_url} HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {}\r\n\r\n",
         crate::support::hub_signature(SECRET, status_url.as_bytes())
@@ -140,7 +144,8 @@ fn a_captured_status_poll_does_not_make_its_sender_trusted() {
     // The legitimate path under the anonymous flood: answered at once.
     let flood = slow_signed_bodies(attacker, server.port, 140);
     std::thread::sleep(Duration::from_millis(500));
-    let (status, answer, took) = send_from(Ipv4Addr::new(127, 0, 0, 22), server.port, &signed_release(SECRET, "ci-2", now()));
+    let (status, answer, took) =
+        send_from(Ipv4Addr::new(127, 0, 0, 22), server.port, &signed_release(SECRET, "ci-2", now()));
     assert!(status == 202 && took < Duration::from_secs(3), "before: {status} after {took:?}: {answer}");
     drop(flood);
     std::thread::sleep(Duration::from_millis(500));
@@ -150,7 +155,8 @@ fn a_captured_status_poll_does_not_make_its_sender_trusted() {
     assert_eq!(status, 200, "the captured poll is answered");
     let flood = slow_signed_bodies(attacker, server.port, 140);
     std::thread::sleep(Duration::from_millis(500));
-    let (status, answer, took) = send_from(Ipv4Addr::new(127, 0, 0, 23), server.port, &signed_release(SECRET, "ci-3", now()));
+    let (status, answer, took) =
+        send_from(Ipv4Addr::new(127, 0, 0, 23), server.port, &signed_release(SECRET, "ci-3", now()));
     drop(flood);
     assert!(
         status == 202 && took < Duration::from_secs(3),
