@@ -7,6 +7,7 @@ mod support;
 
 mod attacks;
 mod attacks_round2;
+mod attacks_round3;
 mod author_bounds;
 mod build_cache;
 mod cli;
