@@ -213,7 +213,6 @@ fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str, peer: IpAd
         return refuse(403);
     }
     let Some(p) = p else { return refuse(403) };
-    rx.senders.authenticated(peer);
     let event_header = webhook::event_header(p.kind);
     let Some(event) = req.header(event_header).map(str::to_string) else {
         return (400, Response::json(400, json!({"error": format!("no `{event_header}` header")})), "-".into());
@@ -242,6 +241,9 @@ fn decide(forge: &ForgeHooks, rx: &Shared, req: &Request, name: &str, peer: IpAd
         Action::Ping | Action::Ignore => Ok(!rx.deliveries.seen(&key, now)),
     };
     match fresh {
+        // Only a delivery that starts a run is recorded, so only one trusts its sender: a
+        // captured ping or ignored event can be sent again, and a seen one buys nothing.
+        Ok(true) if action == Action::Run => rx.senders.authenticated(peer),
         Ok(true) => {}
         Ok(false) => {
             return (409, Response::json(409, json!({"error": "this delivery was already received"})), note("replay"));

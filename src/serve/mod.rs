@@ -280,24 +280,18 @@ impl Receiver {
                 (_, Auth::Missing) => (Response::empty(401), None, None),
                 (None, _) | (_, Auth::Wrong) => (Response::empty(403), None, None),
                 (Some(h), auth) => {
-                    self.shared.senders.authenticated(peer);
-                    authenticated();
                     // Every name read up to the same size; the hook's own limit applies now.
                     if req.body.len() as u64 > h.max_body {
                         return (Response::empty(413), Some(h.name.clone()), None);
                     }
-                    self.accept(h, req, auth == Auth::Signature)
+                    self.accept(h, req, auth == Auth::Signature, peer, authenticated)
                 }
             };
         }
         if req.method == "POST" {
             let Some((token, name)) = Self::puller_form(req) else { return (Response::empty(404), None, None) };
             return match self.puller_hook(token, name) {
-                Ok(h) => {
-                    self.shared.senders.authenticated(peer);
-                    authenticated();
-                    self.accept(h, req, false)
-                }
+                Ok(h) => self.accept(h, req, false, peer, authenticated),
                 Err(status) => (Response::empty(status), None, None),
             };
         }
@@ -305,7 +299,24 @@ impl Receiver {
     }
 
     /// Queues an authenticated request; signed bodies are checked for hook and replay first.
-    fn accept(&self, h: &HookRuntime, req: &Request, signed: bool) -> (Response, Option<String>, Option<String>) {
+    /// Its sender counts as one that authenticated lately (the share of the receiver kept for
+    /// them, [`Senders`](shared::Senders)) once its token checked out, or once its signed body
+    /// proved fresh: a captured body sent again, stale or seen, buys its sender nothing.
+    fn accept(
+        &self,
+        h: &HookRuntime,
+        req: &Request,
+        signed: bool,
+        peer: IpAddr,
+        authenticated: &dyn Fn(),
+    ) -> (Response, Option<String>, Option<String>) {
+        let trust = || {
+            self.shared.senders.authenticated(peer);
+            authenticated();
+        };
+        if !signed {
+            trust();
+        }
         let name = Some(h.name.clone());
         let refuse = |status: u16, why: String| (Response::json(status, json!({"error": why})), name.clone(), None);
         let body: serde_json::Value = if req.body.is_empty() {
@@ -354,7 +365,7 @@ impl Receiver {
                 self.shared.deliveries.record(&part, &format!("{part}:{delivery}"), expires, now)
             };
             match recorded {
-                Ok(true) => {}
+                Ok(true) => trust(),
                 Ok(false) => return refuse(409, "this delivery was already received".into()),
                 Err(e) => {
                     self.shared.journal.line(format!("cannot record a delivery id: {e:#}"));
@@ -418,7 +429,10 @@ impl Receiver {
             Auth::Missing => return Response::empty(401),
             Auth::Wrong => return Response::empty(403),
             _ if hook.is_none() => return Response::empty(403),
-            _ => self.shared.senders.authenticated(peer),
+            // A poll signed over its path alone can be sent again at any time: it reads the
+            // run, and its sender is not trusted for it.
+            Auth::Signature => {}
+            Auth::Token => self.shared.senders.authenticated(peer),
         }
         let Some(run) = self.shared.runs.get(name, id) else {
             return Response::json(404, json!({"error": "no such run"}));

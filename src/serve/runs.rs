@@ -41,7 +41,7 @@ const CHORES: usize = 4096;
 /// `serve/accepted` before the `202`; these only follow from it, and a document a crash left
 /// unwritten is written again from it at start.
 enum Chore {
-    Save(RunInfo),
+    Save(Box<RunInfo>),
     Retire { gone: Vec<(String, String)>, compact: bool },
     Flush(SyncSender<()>),
 }
@@ -338,7 +338,7 @@ impl Runs {
         };
         self.ended.notify_all();
         for run in superseded {
-            self.later(Chore::Save(run));
+            self.later(Chore::Save(Box::new(run)));
         }
         if compact || !gone.is_empty() {
             self.later(Chore::Retire { gone, compact });

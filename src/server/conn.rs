@@ -391,7 +391,11 @@ pub(super) fn dispatch<S: Service>(
         drop(std::mem::take(&mut request.body));
         held.release(share);
         let sending = if share.trusted || svc.trusted(peer) { Some(None) } else { writers.sending(peer).map(Some) };
-        let whole = if let Some(_sending) = sending {
+        let whole = if request.method == "HEAD" {
+            // The head alone: a body after it would be read as the answer to the next request.
+            let bytes = response.head_bytes(request.http10, keep);
+            (&stream).write(&bytes).is_ok_and(|n| n == bytes.len())
+        } else if let Some(_sending) = sending {
             let _ = stream.set_nonblocking(false);
             let mut out = Deadline { stream: &stream, until: Instant::now() + writers.answer_timeout };
             response.write_to(&mut out, request.http10, keep).is_ok()

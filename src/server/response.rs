@@ -66,6 +66,15 @@ impl Response {
         head.into_bytes()
     }
 
+    /// The head alone, as the answer to a `HEAD` request carries it (its `Content-Length` that
+    /// of the body it leaves out).
+    pub(super) fn head_bytes(&self, http10: bool, keep: bool) -> Vec<u8> {
+        let mut bytes = self.bytes(http10, keep);
+        let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").map_or(bytes.len(), |at| at + 4);
+        bytes.truncate(end);
+        bytes
+    }
+
     /// Writes the whole answer to a blocking stream: a streamed one as the head, then its body
     /// and stream through a [`Chunked`] writer.
     pub(super) fn write_to(mut self, out: &mut impl Write, http10: bool, keep: bool) -> std::io::Result<()> {

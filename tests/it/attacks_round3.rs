@@ -73,8 +73,11 @@ fn slow_signed_bodies(source: Ipv4Addr, port: u16, n: usize) -> Vec<TcpStream> {
 /// Every signed release from the CI host (from an address that has not authenticated lately)
 /// is answered `503` for as long as the attacker keeps the flood going; a token request with a
 /// body is too.
+///
+/// Fixed: a signed request trusts its sender only once its body proved fresh (and a forge
+/// delivery only when it starts a run and was not seen), a token request once its token
+/// checked out.
 #[test]
-#[ignore = "open hole: replaying any captured (even stale) signed request makes the attacker's address trusted, and its slow bodies then starve every signed release"]
 fn a_replayed_stale_delivery_does_not_make_its_sender_trusted() {
     const SECRET: &str = "hook-secret-replay-trust";
     let env = signed_hook_env(SECRET);
@@ -121,8 +124,10 @@ fn a_replayed_stale_delivery_does_not_make_its_sender_trusted() {
 /// capturer's address a trusted sender for ten minutes, renewable for ever with the same bytes,
 /// and its fake-signed slow bodies then hold the whole body budget: every signed release from
 /// the CI host is answered `503`.
+///
+/// Fixed: a status poll signed over its path reads the run and trusts its sender for nothing;
+/// one with the hook's token still does.
 #[test]
-#[ignore = "open hole: a captured status poll, replayable for ever, makes the attacker's address trusted, and its slow bodies then starve every signed release"]
 fn a_captured_status_poll_does_not_make_its_sender_trusted() {
     const SECRET: &str = "hook-secret-status-trust";
     let env = signed_hook_env(SECRET);
@@ -162,6 +167,47 @@ fn a_captured_status_poll_does_not_make_its_sender_trusted() {
         status == 202 && took < Duration::from_secs(3),
         "after resending one captured status poll, the attacker's slow bodies kept a signed release out: {status} after \
          {took:?}: {}",
+        answer.lines().next().unwrap_or("")
+    );
+}
+
+/// The forge's door to the same trust: a captured ping (or any event that runs nothing) is
+/// not recorded, so it can be sent again at will, and its signature checks out. Fixed with the
+/// hooks': only a forge delivery that starts a run, seen for the first time, trusts its sender.
+#[test]
+fn a_replayed_forge_ping_does_not_make_its_sender_trusted() {
+    use crate::serve_flood::{APP_SECRET, SECRET, every_endpoint};
+    let mut env = TestEnv::new();
+    every_endpoint(&mut env);
+    let server = Serve::start(&env);
+    let attacker = Ipv4Addr::new(127, 0, 0, 9);
+    let release = |delivery: &str| {
+        let body = format!(r#"{{"hook": "a", "delivery": "{delivery}", "sent_at": {}}}"#, now());
+        let sig = crate::support::hub_signature(SECRET, body.as_bytes());
+        post_bytes("/hooks/a", &[("X-Hub-Signature-256", &sig)], body.as_bytes())
+    };
+    let flooded = |from: u8, delivery: &str| {
+        let flood = slow_signed_bodies(attacker, server.port, 140);
+        std::thread::sleep(Duration::from_millis(500));
+        let answer = send_from(Ipv4Addr::new(127, 0, 0, from), server.port, &release(delivery));
+        drop(flood);
+        std::thread::sleep(Duration::from_millis(500));
+        answer
+    };
+    let (status, answer, took) = flooded(21, "ci-1");
+    assert!(status == 202 && took < Duration::from_secs(3), "before: {status} after {took:?}: {answer}");
+
+    // The attack: a ping captured on its way to the receiver, sent again; it is answered.
+    let ping = r#"{"zen": "Design for failure.", "hook_id": 7}"#;
+    let sig = crate::support::hub_signature(APP_SECRET, ping.as_bytes());
+    let headers = [("X-GitHub-Event", "ping"), ("X-GitHub-Delivery", "d-captured"), ("X-Hub-Signature-256", &sig)];
+    for _ in 0..2 {
+        assert_eq!(send_from(attacker, server.port, &post_bytes("/forge/app", &headers, ping.as_bytes())).0, 200);
+    }
+    let (status, answer, took) = flooded(22, "ci-2");
+    assert!(
+        status == 202 && took < Duration::from_secs(3),
+        "after replaying a captured ping, the attacker's slow bodies kept a signed release out: {status} after {took:?}: {}",
         answer.lines().next().unwrap_or("")
     );
 }

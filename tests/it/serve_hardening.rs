@@ -557,6 +557,16 @@ fn a_connection_carries_requests_one_after_another_and_closes_when_asked_pipelin
     // gives from the head alone closes it.
     let (status, _) = exchange(&mut kept, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 200);
+    // A `HEAD` answer is its head alone, so the next answer on the connection is read as its own.
+    kept.write_all(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && std::io::Read::read(&mut kept, &mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    let (status, next) = exchange(&mut kept, post("").as_bytes());
+    assert_eq!(status, 202, "the answer after a HEAD's: {next}");
     let (status, head) = exchange(&mut kept, post("Connection: close\r\n").as_bytes());
     assert!(status == 202 && head.contains("Connection: close"), "{head}");
     assert!(closed_quietly(&mut kept, Duration::from_secs(5)), "closed after the answer it asked to be the last");
@@ -581,7 +591,7 @@ fn a_connection_carries_requests_one_after_another_and_closes_when_asked_pipelin
     let log = stop(server);
     assert_eq!(
         log.matches("POST /hooks/a 202").count(),
-        7,
+        8,
         "every answered request once, the pipelined one never: {log}"
     );
     assert!(!log.contains(" 408 "), "the idle connection got no 408: {log}");
