@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::serve_flood::{connect_from, post_bytes, send_from};
 use crate::support::TestEnv;
@@ -55,6 +55,17 @@ fn slow_signed_bodies(source: Ipv4Addr, port: u16, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
+/// `request` sent from 127.0.0.`from` while `attacker` holds 140 slow fake-signed bodies open:
+/// its status, answer and how long it took. The flood is ended before this returns.
+fn during_flood(port: u16, attacker: Ipv4Addr, from: u8, request: &[u8]) -> (u16, String, Duration) {
+    let flood = slow_signed_bodies(attacker, port, 140);
+    std::thread::sleep(Duration::from_millis(500));
+    let answer = send_from(Ipv4Addr::new(127, 0, 0, from), port, request);
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    answer
+}
+
 /// The README bounds what anonymous clients can take: "Nothing anonymous can take what an
 /// authenticated request needs": anonymous bodies hold at most 6 MiB (2 MiB from one address)
 /// and are shed for a signed request that needs room; "the rest of the budget … and the other
@@ -86,13 +97,8 @@ fn a_replayed_stale_delivery_does_not_make_its_sender_trusted() {
 
     // The legitimate path, under the same flood from an anonymous attacker: anonymous slow
     // bodies are bounded per address and shed, and a signed release is answered at once.
-    let flood = slow_signed_bodies(attacker, server.port, 140);
-    std::thread::sleep(Duration::from_millis(500));
-    let (status, answer, took) =
-        send_from(Ipv4Addr::new(127, 0, 0, 21), server.port, &signed_release(SECRET, "ci-1", now()));
+    let (status, answer, took) = during_flood(server.port, attacker, 21, &signed_release(SECRET, "ci-1", now()));
     assert!(status == 202 && took < Duration::from_secs(3), "before: {status} after {took:?}: {answer}");
-    drop(flood);
-    std::thread::sleep(Duration::from_millis(500));
 
     // The attack: a delivery captured an hour ago (its signature still checks out) is replayed
     // once; it is refused, as the README says.
@@ -101,14 +107,8 @@ fn a_replayed_stale_delivery_does_not_make_its_sender_trusted() {
     assert_eq!(status, 409, "a stale delivery is refused: {answer}");
 
     // Then the same flood from the same address.
-    let started = Instant::now();
-    let flood = slow_signed_bodies(attacker, server.port, 140);
-    std::thread::sleep(Duration::from_millis(500));
-    let (status, answer, took) =
-        send_from(Ipv4Addr::new(127, 0, 0, 22), server.port, &signed_release(SECRET, "ci-2", now()));
-    let held = started.elapsed();
-    drop(flood);
-    eprintln!("a signed release during the flood, after the replay: {status} after {took:?} ({held:?} into the flood)");
+    let (status, answer, took) = during_flood(server.port, attacker, 22, &signed_release(SECRET, "ci-2", now()));
+    eprintln!("a signed release during the flood, after the replay: {status} after {took:?}");
     assert!(
         status == 202 && took < Duration::from_secs(3),
         "after replaying one stale delivery (409), the attacker's slow bodies kept a signed release out: {status} after \
@@ -147,22 +147,13 @@ fn a_captured_status_poll_does_not_make_its_sender_trusted() {
     );
 
     // The legitimate path under the anonymous flood: answered at once.
-    let flood = slow_signed_bodies(attacker, server.port, 140);
-    std::thread::sleep(Duration::from_millis(500));
-    let (status, answer, took) =
-        send_from(Ipv4Addr::new(127, 0, 0, 22), server.port, &signed_release(SECRET, "ci-2", now()));
+    let (status, answer, took) = during_flood(server.port, attacker, 22, &signed_release(SECRET, "ci-2", now()));
     assert!(status == 202 && took < Duration::from_secs(3), "before: {status} after {took:?}: {answer}");
-    drop(flood);
-    std::thread::sleep(Duration::from_millis(500));
 
     // The attack: the captured poll, sent again from the attacker's address, then the flood.
     let (status, _, _) = send_from(attacker, server.port, poll.as_bytes());
     assert_eq!(status, 200, "the captured poll is answered");
-    let flood = slow_signed_bodies(attacker, server.port, 140);
-    std::thread::sleep(Duration::from_millis(500));
-    let (status, answer, took) =
-        send_from(Ipv4Addr::new(127, 0, 0, 23), server.port, &signed_release(SECRET, "ci-3", now()));
-    drop(flood);
+    let (status, answer, took) = during_flood(server.port, attacker, 23, &signed_release(SECRET, "ci-3", now()));
     assert!(
         status == 202 && took < Duration::from_secs(3),
         "after resending one captured status poll, the attacker's slow bodies kept a signed release out: {status} after \
@@ -186,14 +177,7 @@ fn a_replayed_forge_ping_does_not_make_its_sender_trusted() {
         let sig = crate::support::hub_signature(SECRET, body.as_bytes());
         post_bytes("/hooks/a", &[("X-Hub-Signature-256", &sig)], body.as_bytes())
     };
-    let flooded = |from: u8, delivery: &str| {
-        let flood = slow_signed_bodies(attacker, server.port, 140);
-        std::thread::sleep(Duration::from_millis(500));
-        let answer = send_from(Ipv4Addr::new(127, 0, 0, from), server.port, &release(delivery));
-        drop(flood);
-        std::thread::sleep(Duration::from_millis(500));
-        answer
-    };
+    let flooded = |from: u8, delivery: &str| during_flood(server.port, attacker, from, &release(delivery));
     let (status, answer, took) = flooded(21, "ci-1");
     assert!(status == 202 && took < Duration::from_secs(3), "before: {status} after {took:?}: {answer}");
 
