@@ -12,7 +12,8 @@
 # as the conffile /etc/pipe/pipeline.toml; a lintian override for what lintian cannot know.
 # The maintainer scripts (packaging/debian/) make the `pipe` system user in the `docker`
 # group with /var/lib/pipe as its home; the units are installed, not enabled (the pipeline
-# file needs editing first). Needs dpkg-dev (dpkg-shlibdeps) and binutils (strip).
+# file needs editing first). Needs dpkg-dev (dpkg-shlibdeps), binutils (strip, readelf) and,
+# for the OpenSSL that is linked in, libssl-dev (whose version Built-Using records).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root_dir="$PWD"
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
         *) echo "usage: scripts/package.sh [--bin PATH] [--out DIR] [--version VERSION] [--compression xz|gzip|none]" >&2; exit 2 ;;
     esac
 done
-for tool in dpkg-deb dpkg-shlibdeps strip gzip; do
+for tool in dpkg-deb dpkg-shlibdeps strip readelf gzip; do
     command -v "$tool" >/dev/null || { echo "scripts/package.sh: \`$tool\` is missing (apt-get install dpkg-dev binutils)" >&2; exit 1; }
 done
 if [ -z "$version" ]; then
@@ -88,6 +89,18 @@ mkdir -p "$work/src/debian"
 printf 'Source: pipe\n\nPackage: pipe\nArchitecture: any\n' >"$work/src/debian/control"
 shlibs=$(cd "$work/src" && dpkg-shlibdeps -O -e "$pkg/usr/bin/pipe" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 
+# OpenSSL is linked into the binary (.cargo/config.toml), not loaded from libssl3 at run time:
+# Built-Using names the source package it came from, so an OpenSSL security update shows that
+# pipe needs rebuilding (`dpkg-query -W -f '${Built-Using}' pipe`). Debian 12's packages of
+# statically linked programs (Go's) record it there; newer dpkg also knows Static-Built-Using,
+# which Debian 12's lintian does not.
+built_using=""
+needed=$(readelf -d "$pkg/usr/bin/pipe")
+if [[ "$needed" != *libcrypto* ]] && grep -qa 'OpenSSL 3\.' "$pkg/usr/bin/pipe"; then
+    built_using=$(dpkg-query -W -f='${source:Package} (= ${source:Version})' libssl-dev)
+    say "OpenSSL is linked in: Built-Using: $built_using"
+fi
+
 (cd "$pkg" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) \
     >"$pkg/DEBIAN/md5sums"
 chmod 0644 "$pkg/DEBIAN/md5sums"
@@ -99,7 +112,8 @@ Architecture: $arch
 Maintainer: pipe developers <pipe@packages.invalid>
 Installed-Size: $size
 Depends: ${shlibs:+$shlibs, }adduser
-Recommends: docker.io | docker-ce, iptables
+${built_using:+Built-Using: $built_using
+}Recommends: docker.io | docker-ce, iptables
 Suggests: prometheus-node-exporter, nginx
 Section: devel
 Priority: optional

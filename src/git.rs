@@ -17,7 +17,7 @@ mod timeouts;
 mod wire;
 
 use std::cell::Cell;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -112,8 +112,10 @@ fn list_daemon(url: &str, rest: &str, timeout: Duration) -> anyhow::Result<Vec<(
     // Every read waits at most what is left of the deadline: a trickling daemon cannot hold it.
     let refs = wire::read_advertisement(plain::Deadline { stream: &stream, deadline })
         .map_err(|e| anyhow!("cannot list refs of `{shown}`: {e:#}"))?;
+    // The flush tells upload-pack we want nothing, and it exits; like `git ls-remote`, the
+    // connection is closed without waiting for the daemon's end (one wake-up per repository
+    // less). Protocol v0 sends nothing after the advertisement, so no unread byte resets it.
     let _ = (&stream).write_all(b"0000");
-    let _ = std::io::copy(&mut plain::Deadline { stream: &stream, deadline }.take(64 * 1024), &mut std::io::sink());
     Ok(refs)
 }
 

@@ -33,6 +33,7 @@ mod disk;
 mod history;
 mod outbox;
 mod previews;
+mod ref_line;
 
 pub use discovered::*;
 pub use disk::{SCHEMA, deploys_path, docker_config_dir, history_path, logs_dir, project_dirs, state_dir};
@@ -154,8 +155,9 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<State> {
 
 /// Reads the state from an open file a line at a time, for a reader that keeps it (the status
 /// page): memory stays near the size of the result, where [`parse`] of the whole text holds the
-/// text and the parser's tree too (about 50 MB at 10,000 refs). Each line of the compact layout
-/// [`render`] writes is parsed as TOML on its own; anything else (a file edited by hand into
+/// text and the parser's tree too (about 50 MB at 10,000 refs). A ref line of the exact shape
+/// [`render`] writes is read without the TOML parser ([`ref_line`]), the other lines of the
+/// compact layout are parsed as TOML on their own; anything else (a file edited by hand into
 /// another layout) is read whole by [`parse`], so the answer and any error are the same.
 pub fn read_compact(path: &Path, file: File) -> anyhow::Result<State> {
     let mut reader = io::BufReader::new(file);
@@ -170,7 +172,7 @@ pub fn read_compact(path: &Path, file: File) -> anyhow::Result<State> {
     parse(path, &text)
 }
 
-/// Ref lines parsed as one document: the parser's fixed cost is paid per batch, its memory
+/// Ref lines of another shape parsed as one document: the parser's fixed cost is paid per batch, its memory
 /// is bounded by one batch (about 40 KB of text).
 const REF_BATCH: usize = 256;
 
@@ -254,10 +256,17 @@ fn compact_lines(reader: &mut impl io::BufRead) -> Option<State> {
                 }
                 state.project.get_mut(name)?.indexed = toml::from_str::<Indexed>(text).ok()?.indexed;
             }
-            Section::Refs(_) => {
+            Section::Refs(name) => {
                 // One ref per line: `KEY = { … }` (a line of another shape fails the batch).
                 if !text.ends_with('}') {
                     return None;
+                }
+                // The shape pipe writes is read without the parser; a ref twice is not compact.
+                if let Some((refname, record)) = ref_line::parse(text) {
+                    if state.project.get_mut(name)?.refs.insert(refname, record).is_some() {
+                        return None;
+                    }
+                    continue;
                 }
                 batch.push_str(text);
                 batch.push('\n');

@@ -170,6 +170,12 @@ fn check_files(version: &str) {
     assert!(meta.uid() < 1000, "not a system user: {passwd}");
 
     assert_eq!(ok("/usr/bin/pipe", &["--version"]).trim(), format!("pipe {}", env!("CARGO_PKG_VERSION")));
+    // OpenSSL is linked in (.cargo/config.toml), not a dependency: the control file names the
+    // source it came from, so its security updates show that pipe needs rebuilding.
+    let depends = ok("dpkg-query", &["-W", "-f", "${Depends}", "pipe"]);
+    assert!(!depends.contains("libssl"), "{depends}");
+    let built_using = ok("dpkg-query", &["-W", "-f", "${Built-Using}", "pipe"]);
+    assert!(built_using.starts_with("openssl (= "), "Built-Using: {built_using}");
     let status = ok("dpkg-query", &["-W", "-f", "${Version} ${db:Status-Abbrev}", "pipe"]);
     assert_eq!(status.trim(), format!("{version} ii"));
 }
