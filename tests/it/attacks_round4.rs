@@ -107,3 +107,74 @@ pull_requests = true
         "the victim's deploy, run while another project's pull request built, never answered\nstderr:\n{stderr}\nvictim's log:\n{log}"
     );
 }
+
+/// The README: "at most `pipe.max_builds_per_author` (default 2) of them pull requests of one
+/// author, so a contributor who opens many pull requests cannot take every build of a tick";
+/// the authors come from the forge's listing of open pull requests, "at most 10 pages of 8
+/// MiB", and "when the forge does not answer (or names no author for a pull request), its pull
+/// requests count as one author (`?`) that tick". But the listing carries what each author
+/// wrote, their pull requests' descriptions (GitHub allows 65,536 characters each), and one page
+/// over 8 MiB fails the whole listing (`forge::pulls::authors` returns the error of
+/// `forge::discover::get`, keeping none of what it read). So Mallory, who opens a few dozen pull
+/// requests with long descriptions (4-byte characters: 256 KiB each as the forge sends them),
+/// makes every pull request of the project `?`: her own and Alice's share one author's two
+/// builds a tick, and Mallory's, which waited longer, take them. Alice's commit, which the
+/// legitimate path (`author_bounds.rs`) builds in the same tick, waits.
+#[test]
+#[ignore = "open hole: pull-request descriptions push the authors' listing over 8 MiB, making every author `?`"]
+fn long_pull_request_descriptions_do_not_let_one_author_take_every_build_of_a_tick() {
+    use crate::previews::stack_with;
+    use crate::support::forge_api::{ForgeApi, TOKEN};
+
+    let Some(docker) = Docker::require() else { return };
+    let mut probe = TestEnv::new();
+    probe.env("FORGE_TOKEN", TOKEN);
+    let api = ForgeApi::start(&probe, "github", None);
+    let sections = format!(
+        "max_builds = 4\nmax_builds_per_author = 2\nmax_previews_per_author = 2\n\n\
+         [forge.gh]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"\ntoken_env = \"FORGE_TOKEN\"\n",
+        api.port
+    );
+    let Some(mut s) =
+        stack_with(&docker, "max_previews = 3", false, &sections, "forge = \"gh\"\nforge_repo = \"acme/app\"")
+    else {
+        return;
+    };
+    s.env.env("FORGE_TOKEN", TOKEN);
+    let built = |s: &crate::previews::Stack| {
+        let run = s.env.pipe(&["run", "--json"]);
+        assert_eq!(run.code, 0, "pipe run failed:\n{}\n{}", run.stdout, run.stderr);
+        let mut refs: Vec<String> =
+            run.json()["results"].as_array().unwrap().iter().map(|r| r["ref"].as_str().unwrap().to_string()).collect();
+        refs.sort();
+        (refs, run.stderr.clone())
+    };
+    let pulls = |numbers: &[u32]| {
+        let mut refs: Vec<String> = numbers.iter().map(|n| format!("refs/pull/{n}/head")).collect();
+        refs.sort();
+        refs
+    };
+
+    s.release("refs/heads/main", "main v1");
+    api.set_pulls(&[("acme/app", 9, "alice")]);
+    s.release("refs/pull/9/head", "alice v1");
+    let (first, stderr) = built(&s);
+    assert_eq!(first, vec!["refs/heads/main".to_string(), pulls(&[9])[0].clone()], "{stderr}");
+
+    // Mallory opens five pull requests with work and 30 more, each described at GitHub's
+    // length limit; Alice pushes to hers in the same minute.
+    let description = "\u{1F600}".repeat(65_536);
+    let mut open = vec![("acme/app", 9, "alice", "fixes the login page")];
+    for n in 1..=35 {
+        if n <= 5 {
+            s.release(&format!("refs/pull/{n}/head"), &format!("mallory {n}"));
+        }
+        open.push(("acme/app", n, "mallory", description.as_str()));
+    }
+    api.set_pulls_with_bodies(&open);
+    s.release("refs/pull/9/head", "alice v2");
+
+    // Four builds a tick, two of them Mallory's at most: Alice's commit is one of this tick's.
+    let (tick, stderr) = built(&s);
+    assert_eq!(tick, pulls(&[1, 2, 9]), "Mallory's pull requests took every build of the tick:\n{stderr}");
+}
