@@ -20,6 +20,25 @@ use crate::support::{TestEnv, WorkRepo, free_port, git};
 #[test]
 #[ignore = "open hole: LABEL com\\.docker\\.compose\\.project=… passes the Dockerfile check; the builder unescapes it"]
 fn a_pull_request_label_key_written_with_escapes_cannot_pose_as_another_projects_service() {
+    label_attack(
+        "LABEL com\\.docker\\.compose\\.project={victim} com\\.docker\\.compose\\.service=web com\\.docker\\.compose\\.oneoff=False",
+    );
+}
+
+/// The same attack with the keys written plainly, after an empty line inside the `LABEL`'s
+/// continuation: the builder skips an empty continuation line (with a warning) and reads on,
+/// while the check ends the instruction there and reads the keys as an instruction of their own.
+#[test]
+#[ignore = "open hole: an empty line inside a LABEL's continuation hides its compose keys from the Dockerfile check"]
+fn a_pull_request_label_continued_past_an_empty_line_cannot_pose_as_another_projects_service() {
+    label_attack(
+        "LABEL org.example.note=x \\\n\n  com.docker.compose.project={victim} com.docker.compose.service=web com.docker.compose.oneoff=False",
+    );
+}
+
+/// The first round's attack (`attacks.rs`) with the pull request's `LABEL` instruction written
+/// as `label` (`{victim}` stands for the victim's compose project).
+fn label_attack(label: &str) {
     let Some(docker) = Docker::require() else { return };
     let env = TestEnv::new();
     let victim = unique_name("v").replace("pipe-test-", "");
@@ -76,10 +95,7 @@ pull_requests = true
     // step containers carry the labels set so far); the victim pushes version 2.
     hostile.write(
         "Dockerfile",
-        &format!(
-            "FROM {}\nLABEL com\\.docker\\.compose\\.project={victim} com\\.docker\\.compose\\.service=web com\\.docker\\.compose\\.oneoff=False\nRUN sleep 40\n",
-            docker.base_image
-        ),
+        &format!("FROM {}\n{}\nRUN sleep 40\n", docker.base_image, label.replace("{victim}", &victim)),
     );
     git(&hostile.work, &["add", "--all"]);
     git(&hostile.work, &["commit", "--quiet", "-m", "a pull request"]);
