@@ -8,6 +8,7 @@ mod support;
 mod attacks;
 mod attacks_round2;
 mod attacks_round3;
+mod attacks_round4;
 mod author_bounds;
 mod build_cache;
 mod cli;

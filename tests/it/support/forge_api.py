@@ -251,7 +251,7 @@ class Handler(BaseHTTPRequestHandler):
         repo = spec["path"].match(url.path).group(1).replace("%2F", "/")
         if repo not in pulls:
             return self.answer(404, "no such repository")
-        payload = json.dumps([spec["render"](p) for p in pulls[repo]]).encode()
+        payload = json.dumps([spec["render"](p) for p in pulls[repo]], ensure_ascii=False).encode()
         self.record(200, None)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -433,7 +433,8 @@ LISTING = {
 
 def github_pull(p):
     return {"number": p["number"], "state": "open", "title": "pull request %d" % p["number"],
-            "user": {"login": p["author"], "type": "User"}, "head": {"ref": "topic", "sha": "0" * 40}}
+            "user": {"login": p["author"], "type": "User"}, "head": {"ref": "topic", "sha": "0" * 40},
+            "body": p.get("body")}
 
 
 def gitlab_mr(p):

@@ -119,10 +119,17 @@ impl ForgeApi {
 impl ForgeApi {
     /// The open pull requests the stand-in lists from now on: `(repository, number, author)`.
     pub fn set_pulls(&self, pulls: &[(&str, u32, &str)]) {
+        let with_bodies: Vec<(&str, u32, &str, &str)> = pulls.iter().map(|&(r, n, a)| (r, n, a, "")).collect();
+        self.set_pulls_with_bodies(&with_bodies);
+    }
+
+    /// [`set_pulls`](Self::set_pulls) with each pull request's description (`body`), as its
+    /// author wrote it.
+    pub fn set_pulls_with_bodies(&self, pulls: &[(&str, u32, &str, &str)]) {
         let mut by_repo = serde_json::Map::new();
-        for (repo, number, author) in pulls {
+        for (repo, number, author, body) in pulls {
             let list = by_repo.entry(repo.to_string()).or_insert_with(|| serde_json::json!([]));
-            list.as_array_mut().unwrap().push(serde_json::json!({"number": number, "author": author}));
+            list.as_array_mut().unwrap().push(serde_json::json!({"number": number, "author": author, "body": body}));
         }
         let path = PathBuf::from(format!("{}.pulls.json", self.record.display()));
         let tmp = PathBuf::from(format!("{}.pulls.json.tmp", self.record.display()));
