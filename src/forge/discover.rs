@@ -152,6 +152,24 @@ pub(super) type Response = (u16, BTreeMap<String, String>, Vec<u8>);
 /// over with native-tls: ~45 ms of CPU on every tick; libcurl loads them only for an `https://`
 /// connection, once per handle.
 pub(super) fn get(url: &str, headers: &[String]) -> Result<Response, String> {
+    let mut body = Vec::new();
+    let (code, found) = get_into(url, headers, &mut |data: &[u8]| {
+        if body.len() + data.len() > MAX_PAGE_BYTES as usize {
+            return Err(format!("a listing page is over {} MiB", MAX_PAGE_BYTES >> 20));
+        }
+        body.extend_from_slice(data);
+        Ok(())
+    })?;
+    Ok((code, found, body))
+}
+
+/// [`get`], its body handed to `sink` as it arrives: an error from `sink` ends the transfer
+/// and is the answer.
+pub(super) fn get_into(
+    url: &str,
+    headers: &[String],
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(u16, BTreeMap<String, String>), String> {
     thread_local! {
         static HANDLE: std::cell::RefCell<Option<curl::easy::Easy>> = const { std::cell::RefCell::new(None) };
     }
@@ -171,8 +189,7 @@ pub(super) fn get(url: &str, headers: &[String]) -> Result<Response, String> {
         }
         easy.http_headers(list).map_err(cause)?;
         let mut found = BTreeMap::new();
-        let mut body = Vec::new();
-        let mut too_big = false;
+        let mut refused = None;
         {
             let mut transfer = easy.transfer();
             transfer
@@ -189,24 +206,23 @@ pub(super) fn get(url: &str, headers: &[String]) -> Result<Response, String> {
                 })
                 .map_err(cause)?;
             transfer
-                .write_function(|data| {
-                    if body.len() + data.len() > MAX_PAGE_BYTES as usize {
-                        too_big = true;
-                        return Ok(0);
+                .write_function(|data| match sink(data) {
+                    Ok(()) => Ok(data.len()),
+                    Err(why) => {
+                        refused = Some(why);
+                        Ok(0)
                     }
-                    body.extend_from_slice(data);
-                    Ok(data.len())
                 })
                 .map_err(cause)?;
             let performed = transfer.perform();
             drop(transfer);
-            if too_big {
-                return Err(format!("a listing page is over {} MiB", MAX_PAGE_BYTES >> 20));
+            if let Some(why) = refused {
+                return Err(why);
             }
             performed.map_err(cause)?;
         }
         let code = easy.response_code().map_err(cause)?;
-        Ok((u16::try_from(code).unwrap_or(0), found, body))
+        Ok((u16::try_from(code).unwrap_or(0), found))
     })
 }
 

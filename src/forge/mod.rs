@@ -7,6 +7,7 @@
 //! the state, and honours the forges' rate-limit headers by deferring, never by failing a run.
 
 pub(crate) mod discover;
+mod elements;
 pub(crate) mod hook_secret;
 pub(crate) mod pulls;
 pub(crate) mod webhook;

@@ -9,19 +9,30 @@
 //!   (docs.gitlab.com/api/merge_requests/#list-project-merge-requests): `iid`, `author.username`.
 //!
 //! Next pages as the listing of organizations follows them (`Link`, GitLab's `X-Next-Page`,
-//! the API's own origin only). Untrusted: at most [`MAX_PAGES`] pages of at most 8 MiB, and a
-//! login is used only when it is 1 to 64 letters, digits, `.`, `_` or `-`; other entries are
-//! left without an author.
+//! the API's own origin only). Untrusted: at most [`MAX_PAGES`] pages of at most
+//! [`MAX_PAGE_BYTES`], read one pull request at a time (each listed with its description, up to
+//! 65,536 characters at GitHub and a million at GitLab, so a few long ones make a page of many
+//! MiB); a pull request longer than [`MAX_PULL_BYTES`], or not as documented, is left without
+//! an author and the others keep theirs, and a login is used only when it is 1 to 64 letters,
+//! digits, `.`, `_` or `-`.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::elements::{Element, Elements};
 use crate::config::{Forge, ForgeKind};
 use crate::secret::Secret;
 
 /// Pages of open pull requests read at most (1,000 at GitHub's 100 a page).
 pub(crate) const MAX_PAGES: usize = 10;
+/// Bytes of one page read at most (GitHub's 100 pull requests with the longest descriptions
+/// and their repositories come to about 30 MiB).
+const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of one pull request kept at most while it is read.
+const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
+/// Authors kept at most, whatever the pages hold.
+const MAX_AUTHORS: usize = 100 * MAX_PAGES;
 
 #[derive(Deserialize)]
 struct Login {
@@ -79,19 +90,36 @@ pub(crate) fn authors(forge: &Forge, token: &Secret, repo: &str) -> Result<BTree
             break;
         }
         pages += 1;
-        let (code, response_headers, body) = super::discover::get(&current, &headers)?;
-        if code != 200 {
-            return Err(format!("the forge answered {code} to its pull-request listing"));
-        }
-        let pulls: Vec<Pull> =
-            serde_json::from_slice(&body).map_err(|e| format!("the pull-request listing is not as documented: {e}"))?;
-        for pull in pulls {
+        let mut elements = Elements::new(MAX_PULL_BYTES);
+        let mut read = 0;
+        let mut keep = |bytes: &[u8]| {
+            let Ok(pull) = serde_json::from_slice::<Pull>(bytes) else { return };
             let number = if forge.kind == ForgeKind::Gitlab { pull.iid } else { pull.number };
             let who = if forge.kind == ForgeKind::Gitlab { pull.author } else { pull.user };
             let login = who.and_then(|l| if forge.kind == ForgeKind::Gitlab { l.username } else { l.login });
-            if let (Some(number), Some(login)) = (number, login.filter(|l| valid_login(l))) {
+            if let (Some(number), Some(login)) = (number, login.filter(|l| valid_login(l)))
+                && found.len() < MAX_AUTHORS
+            {
                 found.insert(number, login);
             }
+        };
+        let (code, response_headers) = super::discover::get_into(&current, &headers, &mut |data: &[u8]| {
+            read += data.len();
+            if read > MAX_PAGE_BYTES {
+                return Err(format!("a pull-request listing page is over {} MiB", MAX_PAGE_BYTES >> 20));
+            }
+            elements.feed(data, &mut |element| {
+                if let Element::Whole(bytes) = element {
+                    keep(bytes);
+                }
+            });
+            Ok(())
+        })?;
+        if code != 200 {
+            return Err(format!("the forge answered {code} to its pull-request listing"));
+        }
+        if !elements.complete() {
+            return Err("the pull-request listing is not as documented: not a whole JSON array".into());
         }
         let header = |name: &str| response_headers.get(name).cloned();
         url = super::discover::next_page(forge, &current, &header("link"), &header("x-next-page"))?;

@@ -16,8 +16,9 @@ pub(crate) fn claimed_label(text: &str) -> Option<(usize, String)> {
     for (i, line) in text.lines().enumerate() {
         if logical.is_empty() {
             start = i + 1;
-            // A comment line inside a continued instruction is dropped by the builder too.
-        } else if line.trim_start().starts_with('#') {
+            // An empty or comment line inside a continued instruction is skipped by the
+            // builder, which goes on with the instruction on the next line.
+        } else if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
         let trimmed = line.trim_end();
@@ -25,14 +26,14 @@ pub(crate) fn claimed_label(text: &str) -> Option<(usize, String)> {
             Some(head) => logical.push_str(head),
             None => {
                 logical.push_str(trimmed);
-                if let Some(key) = instruction_claims(&logical) {
+                if let Some(key) = instruction_claims(&logical, escape) {
                     return Some((start, key));
                 }
                 logical.clear();
             }
         }
     }
-    instruction_claims(&logical).map(|key| (start, key))
+    instruction_claims(&logical, escape).map(|key| (start, key))
 }
 
 /// The escape character a `# escape=` parser directive sets (`\` by default).
@@ -50,8 +51,9 @@ fn escape_char(text: &str) -> char {
 }
 
 /// A key of a `LABEL` instruction that claims a compose or stack label, or is made of a
-/// variable (whose value could).
-fn instruction_claims(instruction: &str) -> Option<String> {
+/// variable (whose value could). Keys are compared as the builder reads them: without their
+/// quotes and escape characters (`com\.docker\.compose\.project` is that key).
+fn instruction_claims(instruction: &str, escape: char) -> Option<String> {
     let mut words = instruction.split_whitespace();
     let mut first = words.next()?;
     if first.eq_ignore_ascii_case("onbuild") {
@@ -67,14 +69,19 @@ fn instruction_claims(instruction: &str) -> Option<String> {
         None => (i == 0).then_some(*w),
     });
     for key in keys {
-        let bare: String = key.chars().filter(|c| !matches!(c, '"' | '\'')).collect::<String>().to_ascii_lowercase();
+        let bare = unquoted(key, escape);
         if bare.contains('$') || CLAIMED.iter().any(|p| bare.starts_with(p)) {
             return Some(key.to_string());
         }
     }
     // A key in quotes with spaces, or any other form: the text itself.
-    let lower = rest.join(" ").to_ascii_lowercase();
-    CLAIMED.iter().any(|p| lower.contains(p)).then(|| rest.join(" "))
+    let text = unquoted(&rest.join(" "), escape);
+    CLAIMED.iter().any(|p| text.contains(p)).then(|| rest.join(" "))
+}
+
+/// `text` lowercased without quotes and escape characters.
+fn unquoted(text: &str, escape: char) -> String {
+    text.chars().filter(|&c| c != '"' && c != '\'' && c != escape).collect::<String>().to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -92,6 +99,11 @@ mod tests {
         assert_eq!(claims("FROM x\nARG K=com.docker.compose.project\nLABEL ${K}=v\n"), Some(3));
         assert_eq!(claims("FROM x\nONBUILD LABEL com.docker.compose.project=v\n"), Some(2));
         assert_eq!(claims("FROM x\nLABEL COM.DOCKER.COMPOSE.PROJECT v\n"), Some(2));
+        // Escaped keys, as the builder unescapes them, and continuations past empty lines.
+        assert_eq!(claims("FROM x\nLABEL com\\.docker\\.compose\\.project=v\n"), Some(2));
+        assert_eq!(claims("# escape=`\nFROM x\nLABEL com`.docker`.stack`.namespace=v\n"), Some(3));
+        assert_eq!(claims("FROM x\nLABEL a=b \\\n\n   \ncom.docker.compose.project=v\nRUN true\n"), Some(2));
+        assert_eq!(claims("FROM x\nLABEL a=b \\\n# note\n\n  c=\"x y\" com.docker.compose.service=web\n"), Some(2));
         // Legitimate labels, values with variables and mentions elsewhere pass.
         assert_eq!(claims("FROM x\nLABEL org.opencontainers.image.version=$VERSION maintainer=\"a b\"\n"), None);
         assert_eq!(claims("FROM x\nRUN echo com.docker.compose.project\nLABEL a=\"com.docker\"\n"), None);
