@@ -27,13 +27,14 @@ commit=$(git -C "$work/repos/app.git" commit-tree "$tree" -m first)
 git -C "$work/repos/app.git" update-ref refs/heads/main "$commit"
 
 # One stand-in per state, each serving its own organization.
-org() { # org STATE COUNT [HOSTILE_PER_PAGE]
-    python3 - "$work/$1/api.jsonl.org.json" "$2" "${3:-0}" <<'PY'
+org() { # org STATE COUNT [HOSTILE_PER_PAGE] (clone URLs on the stand-in's own origin, as a forge lists them)
+    python3 - "$work/$1/api.jsonl.org.json" "$2" "${3:-0}" "$(cat "$work/$1/api.port")" <<'PY'
 import json, sys
-org = {"org": "acme", "repos": [{"name": "app", "clone_url": "http://127.0.0.1/acme/app.git",
+base = "http://127.0.0.1:%s/acme/" % sys.argv[4]
+org = {"org": "acme", "repos": [{"name": "app", "clone_url": base + "app.git",
        "default_branch": "main", "pushed_at": "2026-11-01T00:00:00Z"}]}
 if int(sys.argv[2]):
-    org["generate"] = {"count": int(sys.argv[2]), "prefix": "gen", "clone_base": "http://127.0.0.1/acme/"}
+    org["generate"] = {"count": int(sys.argv[2]), "prefix": "gen", "clone_base": base}
 if int(sys.argv[3]):
     org["hostile_per_page"] = int(sys.argv[3])
 json.dump(org, open(sys.argv[1] + ".tmp", "w"))
@@ -41,14 +42,14 @@ PY
     mv "$work/$1/api.jsonl.org.json.tmp" "$work/$1/api.jsonl.org.json"
 }
 apis=()
-trap 'kill "${apis[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "${apis[@]}" 2>/dev/null || true; [ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"' EXIT
 export BENCH_TOKEN=bench-token
 for s in plain kept over; do
     mkdir -p "$work/$s"
-    org "$s" 0
     python3 tests/it/support/forge_api.py github bench-token "$work/$s/api.jsonl" "$work/$s/api.port" &
     apis+=($!)
     for _ in $(seq 100); do [ -s "$work/$s/api.port" ] && break; sleep 0.05; done
+    org "$s" 0
     cat >"$work/$s/pipeline.toml" <<EOF
 [pipe]
 workspace = "$work/$s/ws"
@@ -69,7 +70,7 @@ image = "bench/{name}"
 EOF
 done
 requests() { grep -c '"GET"' "$work/$1/api.jsonl"; }
-poll() { PIPE_CONFIG="$work/$1/pipeline.toml" PIPE_STATE="$work/$1/state.toml" "$bin" -q poll >/dev/null 2>&1 || true; }
+poll() { PIPE_CONFIG="$work/$1/pipeline.toml" PIPE_STATE="$work/$1/state.toml" "$bin" -q poll >/dev/null 2>"$work/$1/poll.err" || cat "$work/$1/poll.err" >&2; }
 say "every state: the organization lists the project only"
 poll plain
 poll kept

@@ -523,7 +523,8 @@ def exchange(source, port, data):
 
 
 def request_bytes(method, path, headers, body=b""):
-    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+    # One request per connection, read to the close: a client sending one delivery.
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return (head + "\r\n").encode() + body
 
