@@ -22,25 +22,25 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Locked, line_column};
-use crate::model::{Outcome, Stage};
 
 mod discovered;
 mod disk;
 mod history;
 mod outbox;
 mod previews;
+mod records;
 mod ref_line;
 
 pub use discovered::*;
 pub use disk::{SCHEMA, deploys_path, docker_config_dir, history_path, logs_dir, project_dirs, state_dir};
-use disk::{inline, is_false, parent_dir, state_error, toml_key, write_atomic};
+use disk::{inline, parent_dir, state_error, toml_key, write_atomic};
 pub use history::*;
 pub use outbox::*;
 pub use previews::*;
+pub use records::{RefState, StageRecord};
 
 /// Everything `pipe` remembers between runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,36 +67,6 @@ pub struct ProjectState {
     /// Tracked refs by full name (`refs/heads/dev`, `refs/pull/12/head`).
     #[serde(default)]
     pub refs: BTreeMap<String, RefState>,
-}
-
-/// What is known about one ref.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RefState {
-    /// The head commit the remote advertised at the last poll.
-    pub head: String,
-    /// When that head was first seen.
-    pub since: Timestamp,
-    /// The head has not been through `pipe run` yet.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub pending: bool,
-    /// Last stage run for this ref, with its commit, outcome and end time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last: Option<StageRecord>,
-    /// A pull request whose merge ref is no longer advertised: closed or merged. Its images
-    /// are pruned like those of a deleted branch.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub closed: bool,
-}
-
-/// The outcome of one stage for one commit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StageRecord {
-    pub stage: Stage,
-    pub result: Outcome,
-    pub commit: String,
-    pub at: Timestamp,
 }
 
 /// Finds the state file: `--state`/`PIPE_STATE`, else systemd's `$STATE_DIRECTORY`, else
@@ -384,6 +354,8 @@ fn remove_stale_temp_files(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Outcome, Stage};
+    use jiff::Timestamp;
 
     fn sample() -> State {
         let mut state = State::default();

@@ -13,7 +13,7 @@
 use serde::de::value::{Error, StrDeserializer};
 use serde::de::{DeserializeOwned, IntoDeserializer as _};
 
-use super::{RefState, StageRecord};
+use super::records::{RefState, StageRecord};
 
 /// The ref's full name and record, or `None` when the line is not of the written shape.
 pub(super) fn parse(line: &str) -> Option<(String, RefState)> {
