@@ -17,6 +17,9 @@
 /// At most this many redirects on one origin.
 pub(crate) const MAX_REDIRECTS: usize = 5;
 
+/// How long a client keeps an idle connection for its next request.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Which redirects a client follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Redirects {
@@ -47,6 +50,9 @@ pub(crate) fn builder(redirects: Redirects) -> reqwest::blocking::ClientBuilder 
         .redirect(policy)
         .referer(false)
         .user_agent(concat!("pipe/", env!("CARGO_PKG_VERSION")))
+        // An idle connection is reused only well within the 10 s after which `pipe serve` (and
+        // many servers) close one, so a request is never sent on a connection being closed.
+        .pool_idle_timeout(POOL_IDLE)
 }
 
 /// Whether two URLs share an origin: scheme, host and port (the scheme's default when absent).
