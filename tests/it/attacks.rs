@@ -17,6 +17,16 @@ use crate::support::{TestEnv, WorkRepo, free_port, git};
 /// `container-number` label). Such a Dockerfile is now refused before its build.
 #[test]
 fn a_pull_request_image_posing_as_another_projects_service_cannot_break_its_deploy() {
+    label_attack(
+        "LABEL com.docker.compose.project={victim} com.docker.compose.service=web com.docker.compose.oneoff=False",
+    );
+}
+
+/// The attack: a pull request of another project on the same host whose Dockerfile writes
+/// `label` (`{victim}` stands for the victim's compose project) and then takes its time in a
+/// build step, built in the same tick as the victim's deploy; the victim must answer with its
+/// new version.
+pub(crate) fn label_attack(label: &str) {
     let Some(docker) = Docker::require() else { return };
     let env = TestEnv::new();
     let victim = unique_name("v").replace("pipe-test-", "");
@@ -73,10 +83,7 @@ pull_requests = true
     // step containers carry the labels set so far); the victim pushes version 2.
     hostile.write(
         "Dockerfile",
-        &format!(
-            "FROM {}\nLABEL com.docker.compose.project={victim} com.docker.compose.service=web com.docker.compose.oneoff=False\nRUN sleep 40\n",
-            docker.base_image
-        ),
+        &format!("FROM {}\n{}\nRUN sleep 40\n", docker.base_image, label.replace("{victim}", &victim)),
     );
     git(&hostile.work, &["add", "--all"]);
     git(&hostile.work, &["commit", "--quiet", "-m", "a pull request"]);

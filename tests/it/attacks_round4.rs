@@ -1,12 +1,8 @@
 //! Holes found by the fourth round of attacking pipe as an outsider would. Each test is the
 //! attack that found its hole, beside the legitimate path; each failed before its fix.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-use crate::support::docker::{ComposeProject, Docker, ProjectImages, unique_name, write_web_compose};
-use crate::support::http::get;
-use crate::support::{TestEnv, WorkRepo, free_port, git};
+use crate::attacks::label_attack;
+use crate::support::docker::Docker;
 
 /// The README: an untrusted ref's "Dockerfile may not `LABEL` a `com.docker.compose.*` or
 /// `com.docker.stack.*` key (nor a key made of a variable)", since the legacy builder's step
@@ -37,94 +33,6 @@ fn a_pull_request_label_continued_past_an_empty_line_cannot_pose_as_another_proj
     );
 }
 
-/// The first round's attack (`attacks.rs`) with the pull request's `LABEL` instruction written
-/// as `label` (`{victim}` stands for the victim's compose project).
-fn label_attack(label: &str) {
-    let Some(docker) = Docker::require() else { return };
-    let env = TestEnv::new();
-    let victim = unique_name("v").replace("pipe-test-", "");
-    let attacker = unique_name("a").replace("pipe-test-", "");
-    let (_iv, _ia) = (ProjectImages { project: victim.clone() }, ProjectImages { project: attacker.clone() });
-    // Dropped before the images: its containers go first.
-    let _cv = ComposeProject { name: victim.clone() };
-
-    // The victim: a trusted branch deployed in place with compose.
-    let repo = WorkRepo::new(env.path(), "victim");
-    repo.write("Dockerfile", &format!("FROM {}\nCOPY www /www\n", docker.base_image));
-    repo.write("www/index.html", "version 1\n");
-    repo.write(".pipe.toml", &format!("image = \"pipe-test/{victim}\"\ntest = \"true\"\n"));
-    repo.commit_to("dev", "version 1");
-    let port = free_port();
-    let file = env.path().join("deploy").join("docker-compose.yml");
-    write_web_compose(&file, port);
-
-    // The attacker: a pull request of another project on the same host.
-    let hostile = WorkRepo::new(env.path(), "hostile");
-    hostile.write("Dockerfile", &format!("FROM {}\n", docker.base_image));
-    hostile.write(".pipe.toml", "test = \"true\"\n");
-    hostile.commit_to("main", "main");
-
-    env.config(&format!(
-        r#"[pipe]
-workspace = "{ws}"
-
-[project.{victim}]
-repo = "{vurl}"
-branches = ["dev"]
-
-[[project.{victim}.deploy]]
-branches = ["dev"]
-compose = {{ file = "{file}", project = "{victim}", services = ["web"] }}
-
-[project.{attacker}]
-repo = "{aurl}"
-image = "pipe-test/{attacker}"
-branches = ["main"]
-pull_requests = true
-"#,
-        ws = env.path().join("work").display(),
-        vurl = repo.url(),
-        aurl = hostile.url(),
-        file = file.display(),
-    ));
-
-    // A first tick: both projects built, the victim's version 1 deployed.
-    env.pipe(&["run"]).code(0);
-
-    // The pull request's Dockerfile claims the victim's compose project and service, then
-    // takes its time in a build step (the untrusted ref builds with the legacy builder, whose
-    // step containers carry the labels set so far); the victim pushes version 2.
-    hostile.write(
-        "Dockerfile",
-        &format!("FROM {}\n{}\nRUN sleep 40\n", docker.base_image, label.replace("{victim}", &victim)),
-    );
-    git(&hostile.work, &["add", "--all"]);
-    git(&hostile.work, &["commit", "--quiet", "-m", "a pull request"]);
-    git(&hostile.work, &["push", "--quiet", "--force", "origin", "HEAD:refs/pull/1/head"]);
-    repo.write("www/index.html", "version 2\n");
-    repo.commit_to("dev", "version 2");
-
-    // Both projects in one tick, as the timer runs them (projects in parallel).
-    let run = env.command(&["run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start pipe run");
-    let output = run.wait_with_output().expect("pipe run");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut answer = None;
-    while Instant::now() < deadline {
-        if let Some((200, body)) = get(&format!("http://127.0.0.1:{port}/")) {
-            answer = Some(body.trim().to_string());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let log = env.pipe(&["logs", &victim, "dev"]).stdout.clone();
-    assert_eq!(
-        answer.as_deref(),
-        Some("version 2"),
-        "the victim's deploy, run while another project's pull request built, never answered\nstderr:\n{stderr}\nvictim's log:\n{log}"
-    );
-}
-
 /// The README: "at most `pipe.max_builds_per_author` (default 2) of them pull requests of one
 /// author, so a contributor who opens many pull requests cannot take every build of a tick";
 /// the authors come from the forge's listing of open pull requests, "at most 10 pages of 8
@@ -142,24 +50,8 @@ pull_requests = true
 /// request up to 8 MiB); one too long is left without an author, and the others keep theirs.
 #[test]
 fn long_pull_request_descriptions_do_not_let_one_author_take_every_build_of_a_tick() {
-    use crate::previews::stack_with;
-    use crate::support::forge_api::{ForgeApi, TOKEN};
-
     let Some(docker) = Docker::require() else { return };
-    let mut probe = TestEnv::new();
-    probe.env("FORGE_TOKEN", TOKEN);
-    let api = ForgeApi::start(&probe, "github", None);
-    let sections = format!(
-        "max_builds = 4\nmax_builds_per_author = 2\nmax_previews_per_author = 2\n\n\
-         [forge.gh]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"\ntoken_env = \"FORGE_TOKEN\"\n",
-        api.port
-    );
-    let Some(mut s) =
-        stack_with(&docker, "max_previews = 3", false, &sections, "forge = \"gh\"\nforge_repo = \"acme/app\"")
-    else {
-        return;
-    };
-    s.env.env("FORGE_TOKEN", TOKEN);
+    let Some((api, s)) = crate::author_bounds::stack_with_authors(&docker) else { return };
     let built = |s: &crate::previews::Stack| {
         let run = s.env.pipe(&["run", "--json"]);
         assert_eq!(run.code, 0, "pipe run failed:\n{}\n{}", run.stdout, run.stderr);

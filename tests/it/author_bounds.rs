@@ -25,6 +25,23 @@ fn built(run: &Run) -> Vec<String> {
     refs
 }
 
+/// A preview stack (`previews::stack_with`) whose project's forge is a GitHub stand-in that
+/// names pull requests' authors: at most 4 builds a tick, 2 of one author's, 2 of one
+/// author's previews of 3.
+pub(crate) fn stack_with_authors(docker: &Docker) -> Option<(ForgeApi, crate::previews::Stack)> {
+    let mut probe = crate::support::TestEnv::new();
+    probe.env("FORGE_TOKEN", TOKEN);
+    let api = ForgeApi::start(&probe, "github", None);
+    let sections = format!(
+        "max_builds = 4\nmax_builds_per_author = 2\nmax_previews_per_author = 2\n\n\
+         [forge.gh]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"\ntoken_env = \"FORGE_TOKEN\"\n",
+        api.port
+    );
+    let mut s = stack_with(docker, "max_previews = 3", false, &sections, "forge = \"gh\"\nforge_repo = \"acme/app\"")?;
+    s.env.env("FORGE_TOKEN", TOKEN);
+    Some((api, s))
+}
+
 fn pulls(numbers: &[u32]) -> Vec<String> {
     let mut refs: Vec<String> = numbers.iter().map(|n| format!("refs/pull/{n}/head")).collect();
     refs.sort();
@@ -34,20 +51,7 @@ fn pulls(numbers: &[u32]) -> Vec<String> {
 #[test]
 fn many_pull_requests_of_one_author_neither_starve_another_authors_build_nor_evict_her_preview() {
     let Some(docker) = Docker::require() else { return };
-    let mut probe = crate::support::TestEnv::new();
-    probe.env("FORGE_TOKEN", TOKEN);
-    let api = ForgeApi::start(&probe, "github", None);
-    let sections = format!(
-        "max_builds = 4\nmax_builds_per_author = 2\nmax_previews_per_author = 2\n\n\
-         [forge.gh]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"\ntoken_env = \"FORGE_TOKEN\"\n",
-        api.port
-    );
-    let Some(mut s) =
-        stack_with(&docker, "max_previews = 3", false, &sections, "forge = \"gh\"\nforge_repo = \"acme/app\"")
-    else {
-        return;
-    };
-    s.env.env("FORGE_TOKEN", TOKEN);
+    let Some((api, s)) = stack_with_authors(&docker) else { return };
     let run = |s: &crate::previews::Stack| {
         let run = s.env.pipe(&["run", "--json"]);
         assert_eq!(run.code, 0, "pipe run failed:\n{}\n{}", run.stdout, run.stderr);
