@@ -51,7 +51,7 @@ fn a_pull_request_label_continued_past_an_empty_line_cannot_pose_as_another_proj
 #[test]
 fn long_pull_request_descriptions_do_not_let_one_author_take_every_build_of_a_tick() {
     let Some(docker) = Docker::require() else { return };
-    let Some((api, s)) = crate::author_bounds::stack_with_authors(&docker) else { return };
+    let Some((_probe, api, s)) = crate::author_bounds::stack_with_authors(&docker) else { return };
     let built = |s: &crate::previews::Stack| {
         let run = s.env.pipe(&["run", "--json"]);
         assert_eq!(run.code, 0, "pipe run failed:\n{}\n{}", run.stdout, run.stderr);

@@ -27,8 +27,10 @@ fn built(run: &Run) -> Vec<String> {
 
 /// A preview stack (`previews::stack_with`) whose project's forge is a GitHub stand-in that
 /// names pull requests' authors: at most 4 builds a tick, 2 of one author's, 2 of one
-/// author's previews of 3.
-pub(crate) fn stack_with_authors(docker: &Docker) -> Option<(ForgeApi, crate::previews::Stack)> {
+/// author's previews of 3. The stand-in keeps its record in the returned directory: hold it.
+pub(crate) fn stack_with_authors(
+    docker: &Docker,
+) -> Option<(crate::support::TestEnv, ForgeApi, crate::previews::Stack)> {
     let mut probe = crate::support::TestEnv::new();
     probe.env("FORGE_TOKEN", TOKEN);
     let api = ForgeApi::start(&probe, "github", None);
@@ -39,7 +41,7 @@ pub(crate) fn stack_with_authors(docker: &Docker) -> Option<(ForgeApi, crate::pr
     );
     let mut s = stack_with(docker, "max_previews = 3", false, &sections, "forge = \"gh\"\nforge_repo = \"acme/app\"")?;
     s.env.env("FORGE_TOKEN", TOKEN);
-    Some((api, s))
+    Some((probe, api, s))
 }
 
 fn pulls(numbers: &[u32]) -> Vec<String> {
@@ -51,7 +53,7 @@ fn pulls(numbers: &[u32]) -> Vec<String> {
 #[test]
 fn many_pull_requests_of_one_author_neither_starve_another_authors_build_nor_evict_her_preview() {
     let Some(docker) = Docker::require() else { return };
-    let Some((api, s)) = stack_with_authors(&docker) else { return };
+    let Some((_probe, api, s)) = stack_with_authors(&docker) else { return };
     let run = |s: &crate::previews::Stack| {
         let run = s.env.pipe(&["run", "--json"]);
         assert_eq!(run.code, 0, "pipe run failed:\n{}\n{}", run.stdout, run.stderr);
