@@ -5,7 +5,7 @@
 //!   (docs.github.com/en/rest/pulls/pulls#list-pull-requests): `number`, `user.login`.
 //! - Gitea/Forgejo: `GET {api}/repos/{owner}/{repo}/pulls?state=open&limit=50&page=1`
 //!   (gitea.com/api/swagger, `repoListPullRequests`): `number`, `user.login`.
-//! - GitLab: `GET {api}/projects/{id}/merge_requests?state=opened&per_page=100&page=1`
+//! - GitLab: `GET {api}/projects/{id}/merge_requests?state=opened&per_page=10&page=1`
 //!   (docs.gitlab.com/api/merge_requests/#list-project-merge-requests): `iid`, `author.username`.
 //!
 //! Next pages as the listing of organizations follows them (`Link`, GitLab's `X-Next-Page`,
@@ -24,7 +24,8 @@ use super::elements::{Element, Elements};
 use crate::config::{Forge, ForgeKind};
 use crate::secret::Secret;
 
-/// Pages of open pull requests read at most (1,000 at GitHub's 100 a page).
+/// Pages of open pull requests read at most (1,000 at GitHub's 100 a page, 100 merge requests
+/// at GitLab's 10).
 pub(crate) const MAX_PAGES: usize = 10;
 /// Bytes of one page read at most (GitHub's 100 pull requests with the longest descriptions
 /// and their repositories come to about 30 MiB).
@@ -65,8 +66,10 @@ fn first_page(forge: &Forge, repo: &str) -> String {
     match forge.kind {
         ForgeKind::Github => format!("{api}/repos/{repo}/pulls?state=open&per_page=100"),
         ForgeKind::Gitea => format!("{api}/repos/{repo}/pulls?state=open&limit=50&page=1"),
+        // A merge request's description runs to a million characters (4 MiB of UTF-8): ten a
+        // page keep a page within MAX_PAGE_BYTES whatever they hold.
         ForgeKind::Gitlab => {
-            format!("{api}/projects/{}/merge_requests?state=opened&per_page=100&page=1", super::encode_component(repo))
+            format!("{api}/projects/{}/merge_requests?state=opened&per_page=10&page=1", super::encode_component(repo))
         }
     }
 }
