@@ -390,13 +390,14 @@ impl Receiver {
             env,
             images,
         };
-        let mut superseded = None;
+        let (mut superseded, mut idle) = (None, false);
         let inserted = self.shared.runs.insert(info, |supersede| {
             let mut queue = h.slot.queue.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(old) = queue.waiting.replace(id.clone()) {
                 supersede(&old, &id);
                 superseded = Some(old);
             }
+            idle = queue.idle;
         });
         if let Err(e) = inserted {
             self.shared.journal.line(format!("cannot record a run: {e:#}"));
@@ -406,7 +407,9 @@ impl Receiver {
             self.shared.journal.line(format!("run {old} hook={} superseded by {id}", h.name));
             crate::metrics::serve::run_ended(&h.name, "superseded");
         }
-        h.slot.wake.notify_all();
+        if idle {
+            h.slot.wake.notify_all();
+        }
         let status_url = format!("/hooks/{}/runs/{id}", h.name);
         let wait = req.query_param("wait").and_then(|w| w.parse::<u64>().ok()).map(|w| Duration::from_secs(w.min(600)));
         if let Some(wait) = wait

@@ -34,6 +34,9 @@ pub(crate) struct HookRuntime {
 pub(crate) struct Queue {
     pub waiting: Option<String>,
     pub running: Option<String>,
+    /// Whether the worker sleeps on `wake`: a request wakes it only then (a wake-up is a
+    /// system call, paid before the request's answer).
+    pub idle: bool,
 }
 
 /// The queue with the condition its worker sleeps on.
@@ -62,12 +65,14 @@ pub(crate) fn worker(rx: &Shared, h: &HookRuntime) {
                 if switched(&h.hook) && guarded.is_none_or(|at| at.elapsed() >= GUARD_EVERY) {
                     break Ok(String::new());
                 }
+                queue.idle = true;
                 queue = h
                     .slot
                     .wake
                     .wait_timeout(queue, Duration::from_millis(200))
                     .map(|(q, _)| q)
                     .unwrap_or_else(|e| e.into_inner().0);
+                queue.idle = false;
             }
         };
         let id = match next {

@@ -170,8 +170,8 @@ impl Deliveries {
         let Some(rewrite) = self.state.lock().unwrap_or_else(|e| e.into_inner()).take(key, part, expires, now)? else {
             return Ok(false);
         };
-        self.log.append(line(key, part, expires).as_bytes())?;
-        if rewrite && !self.rewriting.swap(true, Ordering::AcqRel) {
+        let sparse = self.log.append(line(key, part, expires).as_bytes())?;
+        if (rewrite || sparse) && !self.rewriting.swap(true, Ordering::AcqRel) {
             // The entry is on disk already; a rewrite that fails leaves the file as it was.
             let (log, rewriting) = (self.log.clone(), self.rewriting.clone());
             let spawned = std::thread::Builder::new().name("pipe-serve-deliveries".into()).spawn(move || {
@@ -252,7 +252,7 @@ mod tests {
         assert!(store.record("h", "new", 1000, 20).unwrap(), "the 1,101st line: the expired 1,100 go");
         assert_eq!(store.len(), 1, "expired entries leave memory too");
         wait_rewritten(&store);
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = String::from_utf8(CommitLog::read(&path)).unwrap();
         assert_eq!(text, line(hash("new"), part_id("h"), 1000));
         assert!(store.record("h", "newer", 1000, 20).unwrap());
         let reopened = Deliveries::open(path, 30).unwrap();

@@ -143,6 +143,8 @@ struct Table {
     lines: usize,
     /// Per hook, files of runs retention let go, to reuse.
     spares: HashMap<String, Vec<PathBuf>>,
+    /// Requests waiting on `ended` (`?wait=`): a run's end wakes them only when there are any.
+    waiting: usize,
 }
 
 impl Runs {
@@ -194,6 +196,10 @@ impl Runs {
         std::thread::Builder::new()
             .name("pipe-serve-runs".into())
             .spawn(move || {
+                // Behind the requests: a handler woken by its disk write takes the processor
+                // from this thread, not the other way round.
+                // SAFETY: setpriority(2) on this thread (a thread id is a process id to it).
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
                 while let Ok(chore) = todo.recv() {
                     let Some(runs) = table.upgrade() else { return };
                     runs.chore(chore);
@@ -311,9 +317,9 @@ impl Runs {
         let mut line = format!("{} ", run.hook).into_bytes();
         serde_json::to_writer(&mut line, &run)?;
         line.push(b'\n');
-        self.accepted.append(&line)?;
+        let sparse = self.accepted.append(&line)?;
         let mut superseded = Vec::new();
-        let (gone, compact) = {
+        let (gone, compact, ended) = {
             let mut table = self.lock();
             let hook = run.hook.clone();
             table.kept.entry(hook.clone()).or_default().push_back(run.id.clone());
@@ -332,13 +338,16 @@ impl Runs {
             self.trim(&mut table);
             let gone = beyond(&mut table, self.keep, &hook);
             table.lines += 1;
-            let compact = table.lines > 2 * self.keep * self.hooks + 1024;
+            let compact = table.lines > 2 * self.keep * self.hooks + 1024 || sparse;
             if compact {
                 table.lines = self.keep * self.hooks;
             }
-            (gone.into_iter().map(|id| (hook.clone(), id)).collect::<Vec<_>>(), compact)
+            let ended = !superseded.is_empty() && table.waiting > 0;
+            (gone.into_iter().map(|id| (hook.clone(), id)).collect::<Vec<_>>(), compact, ended)
         };
-        self.ended.notify_all();
+        if ended {
+            self.ended.notify_all();
+        }
         for run in superseded {
             self.later(Chore::Save(Box::new(run)));
         }
@@ -359,8 +368,11 @@ impl Runs {
         if run.ended() {
             table.finished.push_back(id.to_string());
             self.trim(&mut table);
+            let waiting = table.waiting > 0;
             drop(table);
-            self.ended.notify_all();
+            if waiting {
+                self.ended.notify_all();
+            }
         }
     }
 
@@ -399,11 +411,13 @@ impl Runs {
             if left.is_zero() || crate::signals::received().is_some() {
                 return None;
             }
+            table.waiting += 1;
             table = self
                 .ended
                 .wait_timeout(table, left.min(Duration::from_millis(200)))
                 .map(|(g, _)| g)
                 .unwrap_or_else(|e| e.into_inner().0);
+            table.waiting -= 1;
         }
     }
 
@@ -544,7 +558,7 @@ mod tests {
             assert_eq!((run.status.as_str(), run.received_at), ("cancelled", 1_000 + i64::from(n)));
         }
         assert!(runs.get("a", &id(0)).is_none() && runs.get("a", &id(1)).is_none(), "beyond keep_runs");
-        let accepted = std::fs::read_to_string(dir.path().join("accepted")).unwrap();
+        let accepted = String::from_utf8(CommitLog::read(&dir.path().join("accepted"))).unwrap();
         assert_eq!(accepted.lines().map(|l| &l[..1]).collect::<String>(), "aaab", "the newest 3 of each hook");
     }
 
