@@ -238,7 +238,7 @@ def durable(pipe, work, results):
             "ok": total - (int(bad.group(1)) if bad else 0),
             "errors": sum(map(int, errors.groups())) if errors else 0,
             "p50": ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
-            "p99": ms(re.search(r"99%\s+(\S+)", out).group(1)),
+            "p99": ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
         }
 
     def count(pattern, path):
