@@ -196,10 +196,6 @@ impl Runs {
         std::thread::Builder::new()
             .name("pipe-serve-runs".into())
             .spawn(move || {
-                // Behind the requests: a handler woken by its disk write takes the processor
-                // from this thread, not the other way round.
-                // SAFETY: setpriority(2) on this thread (a thread id is a process id to it).
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
                 while let Ok(chore) = todo.recv() {
                     let Some(runs) = table.upgrade() else { return };
                     runs.chore(chore);
