@@ -13,17 +13,22 @@
 //! write the same block: a group that starts while the block the last one ends in is still
 //! being written starts at the next block, and the zeros between are skipped when the file is
 //! read. Alone, a request pays one write; under load, one write serves every request that
-//! arrived during the previous ones. Where the file system refuses direct writes (tmpfs, or a
-//! block it will not align to), the same blocks are written through the page cache and synced
-//! with `fdatasync`.
+//! arrived during the previous ones. Where the file system refuses direct writes (at open, or
+//! a block it will not align to), the same blocks are written through the page cache and
+//! synced with `fdatasync`, one group at a time.
 //!
 //! What a crash can leave: a group's records whole, or a record cut short, which is followed by
 //! zeros (a record ends with its newline, so it is dropped), or, where the disk wrote a later
 //! sector of a group and not an earlier one, the end of a record after zeros, which callers
-//! check as they check any line (a run's line names its hook twice; a delivery's end would
-//! name an expiry long past). The file is rewritten whole when it is opened and when its owner
+//! check as they check any line (a run's line must name its hook twice and parse whole; a
+//! delivery's end rarely parses, and then as an entry no request has). A group sharing a
+//! block writes the block's earlier records again, the same bytes: a disk that can tear a
+//! sector on a power cut (no power-loss protection) could damage them there. A record whose
+//! write failed is written over with zeros where the disk takes it; where it does not, a
+//! later open reads it. The file is rewritten whole when it is opened and when its owner
 //! asks, between two groups (temporary file, sync, rename, directory sync), to drop what is no
-//! longer needed and the gaps; `append` says when the gaps outgrow the records.
+//! longer needed and the gaps; `append` says once, on success, when the gaps are more than
+//! 1 MiB larger than the records.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -34,7 +39,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use anyhow::Context as _;
 
-/// The unit a group writes: a file system block, and a multiple of every sector size.
+/// The unit a group writes: a page, ext4's usual block, and a multiple of every sector size.
 const BLOCK: usize = 4096;
 /// Zeros written ahead when the file is written whole; as it fills, it grows by its own size,
 /// within `AHEAD..=GROWTH`.
@@ -48,7 +53,8 @@ const WRITING: usize = 2;
 pub(crate) struct CommitLog {
     path: PathBuf,
     state: Mutex<State>,
-    /// Signalled when no group is being written, for a rewrite waiting for that.
+    /// Signalled when no group is being written, and when a rewrite ends, for a rewrite
+    /// waiting for either.
     idle: Condvar,
 }
 
@@ -117,13 +123,16 @@ struct Log {
     /// Set when a direct write was refused for its alignment: the page cache from then on.
     refused: AtomicBool,
     cached: File,
+    /// One write and sync through the page cache at a time: a failed write-back is reported
+    /// to one `fdatasync` only, which must be the one of the group whose pages failed.
+    syncing: Mutex<()>,
 }
 
 impl Log {
     fn open(path: &Path) -> std::io::Result<Log> {
         let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT | libc::O_DSYNC).open(path).ok();
         let cached = OpenOptions::new().write(true).open(path)?;
-        Ok(Log { direct, refused: AtomicBool::new(false), cached })
+        Ok(Log { direct, refused: AtomicBool::new(false), cached, syncing: Mutex::new(()) })
     }
 
     /// Writes `bytes` (a whole number of blocks) at `at` (a block's start), on stable storage
@@ -135,6 +144,7 @@ impl Log {
                 written => return written,
             }
         }
+        let _one = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         self.cached.write_all_at(bytes.as_slice(), at)?;
         self.cached.sync_data()
     }
@@ -255,7 +265,7 @@ impl CommitLog {
         let group = state.group.clone();
         loop {
             if let Some(outcome) = group.outcome.get() {
-                let sparse = !state.advised && state.end > 2 * state.records + SLACK;
+                let sparse = outcome.is_ok() && !state.advised && state.end > 2 * state.records + SLACK;
                 state.advised |= sparse;
                 return outcome.clone().map(|()| sparse).map_err(anyhow::Error::msg);
             }
@@ -337,9 +347,13 @@ impl CommitLog {
             Err(e) => {
                 match Log::open(&self.path).and_then(|log| Ok((log.cached.metadata()?.len(), log))) {
                     Ok((len, now)) => {
+                        // Nothing known of what it holds but its length: after all of it.
                         state.file = Some(Arc::new(now));
                         state.size = round_up(len);
-                        state.skip_past(len);
+                        state.end = round_up(len);
+                        state.records = state.end;
+                        state.tail.clear();
+                        state.tail_writer = None;
                     }
                     Err(_) => state.file = Some(file),
                 }
@@ -361,8 +375,9 @@ impl CommitLog {
         let mut out = File::create(&tmp).with_context(failed)?;
         let zeros = vec![0; (round_up(text.len() as u64) - text.len() as u64 + AHEAD) as usize];
         out.write_all(text).and_then(|()| out.write_all(&zeros)).and_then(|()| out.sync_all()).with_context(failed)?;
+        // Opened before the rename, so that the descriptors follow the file renamed.
+        let log = Log::open(&tmp).with_context(failed)?;
         std::fs::rename(&tmp, &self.path).with_context(failed)?;
-        let log = Log::open(&self.path).with_context(failed)?;
         sync_dir(&self.path)?;
         Ok((log, text.to_vec()))
     }
@@ -536,7 +551,7 @@ mod tests {
         let path = dir.path().join("log");
         let (log, _) = CommitLog::open(path.clone()).unwrap();
         let cached = OpenOptions::new().write(true).open(&path).unwrap();
-        log.lock().file = Some(Arc::new(Log { direct: None, refused: AtomicBool::new(false), cached }));
+        log.lock().file = Some(Arc::new(Log { direct: None, refused: AtomicBool::new(false), cached, syncing: Mutex::new(()) }));
         log.append(b"a 1\n").unwrap();
         drop(log);
         assert_eq!(CommitLog::open(path).unwrap().1, b"a 1\n");
@@ -550,7 +565,12 @@ mod tests {
         log.append(b"kept 1\n").unwrap();
         let good = log.lock().file.take().unwrap();
         // A descriptor open for reading only: every write fails.
-        let read_only = Log { direct: None, refused: AtomicBool::new(false), cached: File::open(&path).unwrap() };
+        let read_only = Log {
+            direct: None,
+            refused: AtomicBool::new(false),
+            cached: File::open(&path).unwrap(),
+            syncing: Mutex::new(()),
+        };
         log.lock().file = Some(Arc::new(read_only));
         let err = log.append(b"lost 2\n").unwrap_err();
         assert!(format!("{err:#}").contains(&path.display().to_string()), "{err:#}");

@@ -7,10 +7,10 @@
 //! rather than an unexpired one forgotten, so whoever holds one credential fills only its part
 //! and never keeps another hook's or project's deliveries out; only authenticated requests add
 //! entries), and in bytes (a key is held as 16 bytes of its SHA-256 and its part as 8, a line on
-//! disk is 62 bytes, and the file is rewritten without the expired entries once it has grown to
-//! twice the live ones). A request costs one hash lookup and one heap push (expired entries leave from the
+//! disk is 62 bytes, and the file is rewritten without the expired entries once its lines are
+//! twice the live ones, or its gaps, `commit` says, outgrow them). A request costs one hash lookup and one heap push (expired entries leave from the
 //! heap's top as time passes), and one line appended through the group commit of `commit`, so
-//! concurrent requests share a sync; the rewrite runs on a thread of its own, not in the request
+//! concurrent requests share a write; the rewrite runs on a thread of its own, not in the request
 //! that triggered it.
 
 use std::cmp::Reverse;
@@ -83,6 +83,21 @@ impl State {
             self.lines = self.live.len();
         }
         Ok(Some(rewrite))
+    }
+
+    /// Undoes `take` when the entry could not be written: a sender told so may send it again.
+    fn forget(&mut self, key: u128, expires: i64) {
+        if let Some(&(live, part)) = self.live.get(&key)
+            && live == expires
+        {
+            self.live.remove(&key);
+            if let Some(count) = self.parts.get_mut(&part) {
+                *count -= 1;
+                if *count == 0 {
+                    self.parts.remove(&part);
+                }
+            }
+        }
     }
 
     fn insert(&mut self, key: u128, part: u64, expires: i64) {
@@ -170,7 +185,13 @@ impl Deliveries {
         let Some(rewrite) = self.state.lock().unwrap_or_else(|e| e.into_inner()).take(key, part, expires, now)? else {
             return Ok(false);
         };
-        let sparse = self.log.append(line(key, part, expires).as_bytes())?;
+        let sparse = match self.log.append(line(key, part, expires).as_bytes()) {
+            Ok(sparse) => sparse,
+            Err(e) => {
+                self.state.lock().unwrap_or_else(|e| e.into_inner()).forget(key, expires);
+                return Err(e);
+            }
+        };
         if (rewrite || sparse) && !self.rewriting.swap(true, Ordering::AcqRel) {
             // The entry is on disk already; a rewrite that fails leaves the file as it was.
             let (log, rewriting) = (self.log.clone(), self.rewriting.clone());
