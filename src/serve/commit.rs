@@ -251,6 +251,18 @@ impl CommitLog {
         records(&std::fs::read(path).unwrap())
     }
 
+    /// Makes every write fail (a descriptor open for reading only) until called with `false`.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self, fail: bool) {
+        let log = if fail {
+            let cached = File::open(&self.path).unwrap();
+            Log { direct: None, refused: AtomicBool::new(false), cached, syncing: Mutex::new(()) }
+        } else {
+            Log::open(&self.path).unwrap()
+        };
+        self.lock().file = Some(Arc::new(log));
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -551,7 +563,8 @@ mod tests {
         let path = dir.path().join("log");
         let (log, _) = CommitLog::open(path.clone()).unwrap();
         let cached = OpenOptions::new().write(true).open(&path).unwrap();
-        log.lock().file = Some(Arc::new(Log { direct: None, refused: AtomicBool::new(false), cached, syncing: Mutex::new(()) }));
+        log.lock().file =
+            Some(Arc::new(Log { direct: None, refused: AtomicBool::new(false), cached, syncing: Mutex::new(()) }));
         log.append(b"a 1\n").unwrap();
         drop(log);
         assert_eq!(CommitLog::open(path).unwrap().1, b"a 1\n");
@@ -563,20 +576,12 @@ mod tests {
         let path = dir.path().join("log");
         let (log, _) = CommitLog::open(path.clone()).unwrap();
         log.append(b"kept 1\n").unwrap();
-        let good = log.lock().file.take().unwrap();
-        // A descriptor open for reading only: every write fails.
-        let read_only = Log {
-            direct: None,
-            refused: AtomicBool::new(false),
-            cached: File::open(&path).unwrap(),
-            syncing: Mutex::new(()),
-        };
-        log.lock().file = Some(Arc::new(read_only));
+        log.fail_writes(true);
         let err = log.append(b"lost 2\n").unwrap_err();
         assert!(format!("{err:#}").contains(&path.display().to_string()), "{err:#}");
         let end = log.lock().end;
         assert_eq!(end % 4096, 0, "the failed group's blocks are not written into again");
-        log.lock().file = Some(good);
+        log.fail_writes(false);
         log.append(b"kept 3\n").unwrap();
         assert_eq!(CommitLog::read(&path), b"kept 1\nkept 3\n");
     }

@@ -238,6 +238,18 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_that_could_not_be_written_may_be_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Deliveries::open(dir.path().join("deliveries"), 100).unwrap();
+        store.log.fail_writes(true);
+        assert!(store.record("h", "d-1", 200, 100).is_err());
+        assert!(!store.seen("d-1", 100), "not taken: its sender heard of the failure");
+        store.log.fail_writes(false);
+        assert!(store.record("h", "d-1", 200, 101).unwrap(), "taken when sent again");
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
     fn ids_survive_a_reopen_until_they_expire() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deliveries");
