@@ -297,10 +297,12 @@ def durable(pipe, work, results):
     wh_proc.kill()
     wh_proc.wait()
 
-    # Syncs per accepted request, counted by strace (only the sync calls are traced).
+    # Syncs per accepted request, counted by strace (only the sync calls are traced, and
+    # pwrite64: pipe uses it only in serve/commit.rs, whose descriptor is O_DIRECT | O_DSYNC,
+    # so each one is a synchronous write; its zeros written ahead count too).
     trace = f"{work}/strace.txt"
     traced, turl, tlog = start_pipe("traced", ["strace", "-f", "--seccomp-bpf", "-qq", "-ttt", "-o", trace,
-                                               "-e", "trace=fsync,fdatasync,syncfs,sync_file_range,msync,sync"])
+                                               "-e", "trace=fsync,fdatasync,syncfs,sync_file_range,msync,sync,pwrite64"])
     marks = [time.time()]
     for _ in range(100):
         assert post(f"{turl}/hooks/deploy", {"Authorization": "Bearer " + token})[0] == 202
@@ -316,7 +318,7 @@ def durable(pipe, work, results):
     traced.wait()
     calls = []
     for line in open(trace):
-        m = re.match(r"\d+\s+([\d.]+) (fsync|fdatasync|syncfs|sync_file_range|msync|sync)\(", line)
+        m = re.match(r"\d+\s+([\d.]+) (fsync|fdatasync|syncfs|sync_file_range|msync|sync|pwrite64)\(", line)
         if m:
             calls.append(float(m.group(1)))
     per_phase = [sum(1 for c in calls if marks[i] <= c < marks[i + 1]) for i in range(3)]
@@ -371,8 +373,9 @@ def durable(pipe, work, results):
 Written by `bench/serve_durable.sh` on {datetime.date.today()} — {os.cpu_count()} cores, release build, adnanh/webhook
 {subprocess.run(["webhook", "-version"], capture_output=True, text=True).stdout.split()[-1]} (Debian's package), the same hook on both (a token check, a script that appends a
 line), 127.0.0.1, one receiver loaded at a time, all in one run. Durability on: every request
-`pipe serve` answers `202` is on stable storage first (`serve/accepted`, `fdatasync`, group
-commit; a signed request's delivery id too, in `serve/deliveries`); webhook writes nothing.
+`pipe serve` answers `202` is on stable storage first (`serve/accepted`, a synchronous direct
+write into space zeroed ahead, group commit; a signed request's delivery id too, in
+`serve/deliveries`); webhook writes nothing.
 The disk: ext4 without a journal on a virtio block device, shared with other work.
 
 `wrk -t1 -cN -d10s --latency`, `POST` with the token (answer time: median / p99 as wrk
@@ -391,8 +394,10 @@ either; webhook's scripts still starting after its run are waited for before the
 
 pipe's log lines dropped during the runs (stderr not keeping up; the counts above read the log): {dropped}.
 
-Syncs per accepted request, counted with `strace -f --seccomp-bpf -e trace=fsync,fdatasync,syncfs,sync_file_range,msync,sync`
-on a fresh `pipe serve` (its start's syncs excluded):
+Syncs per accepted request, counted with `strace -f --seccomp-bpf -e trace=fsync,fdatasync,syncfs,sync_file_range,msync,sync,pwrite64`
+on a fresh `pipe serve` (its start's syncs excluded; pipe calls `pwrite64` only for its commit
+log, whose descriptor is `O_DIRECT | O_DSYNC`: each is a synchronous write, the zeros it writes
+ahead included; the runs' own syncs, their deploy history, are in the counts too):
 
 | load | syncs | requests answered 202 | syncs per request |
 |---|---|---|---|
