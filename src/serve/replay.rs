@@ -52,17 +52,7 @@ impl State {
                 break;
             }
             self.expiries.pop();
-            if let Some(&(live, part)) = self.live.get(&key)
-                && live == expires
-            {
-                self.live.remove(&key);
-                if let Some(count) = self.parts.get_mut(&part) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.parts.remove(&part);
-                    }
-                }
-            }
+            self.forget(key, expires);
         }
     }
 
@@ -85,29 +75,31 @@ impl State {
         Ok(Some(rewrite))
     }
 
-    /// Undoes `take` when the entry could not be written: a sender told so may send it again.
+    /// Forgets `key` if it is live until `expires` (an entry recorded again since is kept): as
+    /// it expires, or to undo `take` when the entry could not be written, so that a sender told
+    /// so may send it again.
     fn forget(&mut self, key: u128, expires: i64) {
         if let Some(&(live, part)) = self.live.get(&key)
             && live == expires
         {
             self.live.remove(&key);
-            if let Some(count) = self.parts.get_mut(&part) {
-                *count -= 1;
-                if *count == 0 {
-                    self.parts.remove(&part);
-                }
+            self.leave(part);
+        }
+    }
+
+    /// One entry fewer in `part`.
+    fn leave(&mut self, part: u64) {
+        if let Some(count) = self.parts.get_mut(&part) {
+            *count -= 1;
+            if *count == 0 {
+                self.parts.remove(&part);
             }
         }
     }
 
     fn insert(&mut self, key: u128, part: u64, expires: i64) {
-        if let Some((_, was)) = self.live.insert(key, (expires, part))
-            && let Some(count) = self.parts.get_mut(&was)
-        {
-            *count -= 1;
-            if *count == 0 {
-                self.parts.remove(&was);
-            }
+        if let Some((_, was)) = self.live.insert(key, (expires, part)) {
+            self.leave(was);
         }
         *self.parts.entry(part).or_default() += 1;
         self.expiries.push(Reverse((expires, key)));
