@@ -298,8 +298,8 @@ def durable(pipe, work, results):
     wh_proc.wait()
 
     # Syncs per accepted request, counted by strace (only the sync calls are traced, and
-    # pwrite64: pipe uses it only in serve/commit.rs, whose descriptor is O_DIRECT | O_DSYNC,
-    # so each one is a synchronous write; its zeros written ahead count too).
+    # pwrite64: pipe calls it only in serve/commit.rs, a synchronous direct write where the
+    # file system takes O_DIRECT; its zeros written ahead count too).
     trace = f"{work}/strace.txt"
     traced, turl, tlog = start_pipe("traced", ["strace", "-f", "--seccomp-bpf", "-qq", "-ttt", "-o", trace,
                                                "-e", "trace=fsync,fdatasync,syncfs,sync_file_range,msync,sync,pwrite64"])
@@ -395,9 +395,9 @@ either; webhook's scripts still starting after its run are waited for before the
 pipe's log lines dropped during the runs (stderr not keeping up; the counts above read the log): {dropped}.
 
 Syncs per accepted request, counted with `strace -f --seccomp-bpf -e trace=fsync,fdatasync,syncfs,sync_file_range,msync,sync,pwrite64`
-on a fresh `pipe serve` (its start's syncs excluded; pipe calls `pwrite64` only for its commit
-log, whose descriptor is `O_DIRECT | O_DSYNC`: each is a synchronous write, the zeros it writes
-ahead included; the runs' own syncs, their deploy history, are in the counts too):
+on a fresh `pipe serve` (its start's syncs excluded; pipe calls `pwrite64` only in its commit
+log, a synchronous direct write where the file system takes `O_DIRECT`, as this one does, the
+zeros it writes ahead included; the runs' own syncs, their deploy history, count too):
 
 | load | syncs | requests answered 202 | syncs per request |
 |---|---|---|---|

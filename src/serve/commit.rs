@@ -241,6 +241,7 @@ impl CommitLog {
         };
         let log = CommitLog { path, state: Mutex::new(state), idle: Condvar::new() };
         let (file, text) = log.replace(&text)?;
+        sync_dir(&log.path)?;
         log.lock().place(file, &text);
         Ok((log, text))
     }
@@ -268,8 +269,8 @@ impl CommitLog {
     }
 
     /// Appends `record` (whole lines) and returns once it is on stable storage, with whether
-    /// the file now holds more gaps than records, once until it is rewritten: a rewrite would
-    /// be worth its cost.
+    /// the file's gaps are now more than 1 MiB larger than its records (once, until it is
+    /// rewritten): a rewrite would be worth its cost.
     pub(crate) fn append(&self, record: &[u8]) -> anyhow::Result<bool> {
         debug_assert!(record.ends_with(b"\n") && !record.contains(&0), "whole lines without a NUL byte");
         let mut state = self.lock();
@@ -348,27 +349,18 @@ impl CommitLog {
         drop(state);
         let read = std::fs::read(&self.path).with_context(|| format!("failed to rewrite `{}`", self.path.display()));
         let replaced = read.and_then(|bytes| self.replace(&keep(&records(&bytes))));
+        // Renamed: appends go to the new file (a directory sync that fails is reported, and
+        // the new file is the one the path names). Not renamed: the path names the old file
+        // still, which appends go on with as before.
+        let outcome = replaced.map(|new| (new, sync_dir(&self.path)));
         let mut state = self.lock();
-        let outcome = match replaced {
-            Ok((new, text)) => {
+        let outcome = match outcome {
+            Ok(((new, text), synced)) => {
                 state.place(new, &text);
-                Ok(())
+                synced
             }
-            // The rename may have happened: appends go to whatever the path names now, after
-            // all it holds.
             Err(e) => {
-                match Log::open(&self.path).and_then(|log| Ok((log.cached.metadata()?.len(), log))) {
-                    Ok((len, now)) => {
-                        // Nothing known of what it holds but its length: after all of it.
-                        state.file = Some(Arc::new(now));
-                        state.size = round_up(len);
-                        state.end = round_up(len);
-                        state.records = state.end;
-                        state.tail.clear();
-                        state.tail_writer = None;
-                    }
-                    Err(_) => state.file = Some(file),
-                }
+                state.file = Some(file);
                 Err(e)
             }
         };
@@ -379,8 +371,9 @@ impl CommitLog {
         outcome
     }
 
-    /// Writes `text` and zeros ahead to a temporary file, syncs it, renames it over the file
-    /// and syncs the directory; returns the file opened for appends, and `text`.
+    /// Writes `text` and zeros ahead to a temporary file, syncs it, opens it for appends and
+    /// renames it over the file (the directory is synced by the caller); returns it, and
+    /// `text`. On an error, the file at the path is the one it was.
     fn replace(&self, text: &[u8]) -> anyhow::Result<(Log, Vec<u8>)> {
         let failed = || format!("failed to rewrite `{}`", self.path.display());
         let tmp = self.path.with_extension("tmp");
@@ -390,7 +383,6 @@ impl CommitLog {
         // Opened before the rename, so that the descriptors follow the file renamed.
         let log = Log::open(&tmp).with_context(failed)?;
         std::fs::rename(&tmp, &self.path).with_context(failed)?;
-        sync_dir(&self.path)?;
         Ok((log, text.to_vec()))
     }
 }
@@ -570,12 +562,18 @@ mod tests {
         assert_eq!(CommitLog::open(path).unwrap().1, b"a 1\n");
     }
 
-    #[test]
-    fn a_failed_write_is_an_error_naming_the_file_and_the_next_group_does_not_follow_it() {
+    /// A new log in a directory of its own, holding `record`.
+    fn log_holding(record: &[u8]) -> (tempfile::TempDir, PathBuf, CommitLog) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         let (log, _) = CommitLog::open(path.clone()).unwrap();
-        log.append(b"kept 1\n").unwrap();
+        log.append(record).unwrap();
+        (dir, path, log)
+    }
+
+    #[test]
+    fn a_failed_write_is_an_error_naming_the_file_and_the_next_group_does_not_follow_it() {
+        let (_dir, path, log) = log_holding(b"kept 1\n");
         log.fail_writes(true);
         let err = log.append(b"lost 2\n").unwrap_err();
         assert!(format!("{err:#}").contains(&path.display().to_string()), "{err:#}");
@@ -584,5 +582,20 @@ mod tests {
         log.fail_writes(false);
         log.append(b"kept 3\n").unwrap();
         assert_eq!(CommitLog::read(&path), b"kept 1\nkept 3\n");
+    }
+
+    #[test]
+    fn a_rewrite_that_fails_before_its_rename_leaves_appends_going_to_the_file_as_before() {
+        let (_dir, path, log) = log_holding(b"a 1\n");
+        // The temporary file cannot be made: a directory holds its name.
+        std::fs::create_dir(path.with_extension("tmp")).unwrap();
+        let err = log.rewrite(|_| Vec::new()).unwrap_err();
+        assert!(format!("{err:#}").contains("failed to rewrite"), "{err:#}");
+        log.append(b"a 2\n").unwrap();
+        assert_eq!(CommitLog::read(&path), b"a 1\na 2\n", "nothing dropped, the next record after the last");
+        std::fs::remove_dir(path.with_extension("tmp")).unwrap();
+        log.rewrite(|text| text.to_vec()).unwrap();
+        log.append(b"a 3\n").unwrap();
+        assert_eq!(CommitLog::open(path).unwrap().1, b"a 1\na 2\na 3\n");
     }
 }

@@ -8,7 +8,8 @@
 //! and never keeps another hook's or project's deliveries out; only authenticated requests add
 //! entries), and in bytes (a key is held as 16 bytes of its SHA-256 and its part as 8, a line on
 //! disk is 62 bytes, and the file is rewritten without the expired entries once its lines are
-//! twice the live ones, or its gaps, `commit` says, outgrow them). A request costs one hash lookup and one heap push (expired entries leave from the
+//! twice the live ones, or once its gaps are more than 1 MiB larger than its lines, as `commit`
+//! says). A request costs one hash lookup and one heap push (expired entries leave from the
 //! heap's top as time passes), and one line appended through the group commit of `commit`, so
 //! concurrent requests share a write; the rewrite runs on a thread of its own, not in the request
 //! that triggered it.

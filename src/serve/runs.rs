@@ -9,7 +9,8 @@
 //! order them, then acceptance); when a new run is accepted, an older run's document and log
 //! stop being served and wait, up to [`SPARES`] per hook, to become a new run's files (the
 //! rest are removed), and `serve/accepted` keeps the newest `keep_runs` lines of each hook
-//! when it has grown past twice that (or its gaps, `commit` says, outgrow it). Memory holds queued and running runs, the most recent
+//! when it has grown past twice that (or once its gaps are more than 1 MiB larger than its
+//! lines, as `commit` says). Memory holds queued and running runs, the most recent
 //! finished ones, and the ids of the runs retention keeps. What a request need not wait for —
 //! the document of the run it superseded, retention's files, the rewrite of `serve/accepted` —
 //! is done in order by a thread of its own ([`Chore`]) after the request is answered.
