@@ -79,6 +79,7 @@ struct State {
     /// Records appended since the last group was placed, and the outcome they will share.
     pending: Vec<u8>,
     group: Arc<Group>,
+    /// The number of the last group placed (`tail_writer` names groups by it).
     groups: u64,
 }
 

@@ -383,9 +383,9 @@ pub(super) fn dispatch<S: Service>(
         // The anonymous place bounds the work done before credentials are checked: it is given
         // back as soon as the request proves itself (a token that checks out, a signed body that
         // proves fresh; it may go on to wait for its run) and at the latest once the answer is
-        // made. Writing the answer waits on the client, so it is
-        // bounded on its own: a client that reads slowly holds one of its address's places to
-        // be sent to, never the share a signed request from another address waits for.
+        // made. Writing the answer waits on the client, so it is bounded on its own: a client
+        // that reads slowly holds one of its address's places to be sent to, never the share a
+        // signed request from another address waits for.
         let place = std::cell::Cell::new(Some(place));
         let response = svc.handle(&request, peer, &|| drop(place.take()));
         drop(place.take());
