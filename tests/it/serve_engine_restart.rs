@@ -173,6 +173,8 @@ fn after_an_engine_restart_or_a_container_removed_by_hand_the_ingress_never_rout
 
     // 2. The release removed by hand; once the guard failed closed, a container takes its very
     // address. nginx answers 502, never that container.
+    // An answer the release is giving when it is killed is cut short: a failed request (the
+    // load checks each body against its length), not another container's answer.
     marks.push(("release answers again", load.elapsed()));
     host.docker(&["rm", "--force", container]);
     marks.push(("release removed", load.elapsed()));

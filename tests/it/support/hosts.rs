@@ -319,11 +319,13 @@ impl Host {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
             .map_err(|e| format!("write: {e}"))?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
-        let status = text.split_whitespace().nth(1).unwrap_or("");
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim().to_string();
-        if status == "200" { Ok(body) } else { Err(format!("HTTP {status}: {body}")) }
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+        match super::load::answer(&raw) {
+            (200, Ok(body)) => Ok(body),
+            (status, Ok(body)) => Err(format!("HTTP {status}: {body}")),
+            (status, Err(why)) => Err(format!("HTTP {status}: {why}")),
+        }
     }
 }
 

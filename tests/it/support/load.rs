@@ -15,11 +15,59 @@ pub fn request(ip: &str, port: u16, host: &str, path: &str) -> Result<String, St
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
-    let status = text.split_whitespace().nth(1).unwrap_or("");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim().to_string();
-    if status == "200" { Ok(body) } else { Err(format!("HTTP {status}")) }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    match answer(&raw) {
+        (200, Ok(body)) => Ok(body),
+        (status, Ok(_)) => Err(format!("HTTP {status}")),
+        (status, Err(why)) => Err(format!("HTTP {status} {why}")),
+    }
+}
+
+/// An HTTP/1.1 answer read to the connection's close: its status and its trimmed body, or why
+/// the body is not whole. A body shorter than its `Content-Length` or a chunked body without
+/// its last chunk is an answer cut short (the peer went away mid-answer, as a container
+/// killed while it answers), never a body to tally.
+pub fn answer(raw: &[u8]) -> (u16, Result<String, String>) {
+    let text = String::from_utf8_lossy(raw);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return (status, Err("no end of the head".into()));
+    };
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        match dechunk(body) {
+            Some(b) => b,
+            None => return (status, Err("cut short: the chunked body has no last chunk".into())),
+        }
+    } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if body.len() != length {
+            return (status, Err(format!("cut short: {} of {length} bytes", body.len())));
+        }
+        body.to_string()
+    } else {
+        body.to_string()
+    };
+    (status, Ok(body.trim().to_string()))
+}
+
+/// A chunked body's data, or `None` without its last (empty) chunk.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut data = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(data);
+        }
+        data.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// GETs at 150/s (bounded: at most 10 minutes) until finished, each answer tallied: a 200 by
@@ -104,4 +152,17 @@ impl Drop for Load {
 pub fn only(tally: &BTreeMap<String, usize>, allowed: &[&str]) {
     let bad: Vec<_> = tally.iter().filter(|(k, _)| !allowed.contains(&k.as_str())).collect();
     assert!(bad.is_empty(), "answers from outside {allowed:?} (failed requests or a bad release): {bad:?}");
+}
+
+#[test]
+fn an_answer_cut_short_is_never_a_body() {
+    let whole = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nrelease 1\n";
+    assert_eq!(answer(whole), (200, Ok("release 1".to_string())));
+    let cut = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+    assert_eq!(answer(cut), (200, Err("cut short: 0 of 10 bytes".to_string())));
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nrele\r\n6\r\nase 2\n\r\n0\r\n\r\n";
+    assert_eq!(answer(chunked), (200, Ok("release 2".to_string())));
+    let unfinished = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nrele\r\n";
+    assert!(answer(unfinished).1.is_err());
+    assert_eq!(answer(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").0, 502);
 }
