@@ -16,6 +16,7 @@ mod queue;
 mod replay;
 mod runs;
 mod shared;
+mod superseded;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, TcpListener};

@@ -4,15 +4,18 @@
 //! one sync. The document `serve/HOOK/ID.json` beside its log `serve/HOOK/ID.log` is written when
 //! the run's status changes (not synced: a status after acceptance is evidence, not a promise);
 //! at start a document the log has but the directory lacks (or holds cut short) is written
-//! again, so each accepted run stays retrievable after a crash or a power cut. Retention: the
+//! again, so each accepted run stays retrievable after a crash or a power cut. A run
+//! superseded while it waited has no document while the process runs (see `superseded`):
+//! memory answers for it until retention lets it go. Retention: the
 //! newest `serve.keep_runs` runs of each hook (default 1,000; at start the documents' times
 //! order them, then acceptance); when a new run is accepted, an older run's document and log
 //! stop being served and wait, up to [`SPARES`] per hook, to become a new run's files (the
 //! rest are removed), and `serve/accepted` keeps the newest `keep_runs` lines of each hook
 //! when it has grown past twice that (or once its gaps are more than 1 MiB larger than its
 //! lines, as `commit` says). Memory holds queued and running runs, the most recent
-//! finished ones, and the ids of the runs retention keeps. What a request need not wait for —
-//! the document of the run it superseded, retention's files, the rewrite of `serve/accepted` —
+//! finished ones, the ids of the runs retention keeps and the superseded ones among them.
+//! What a request need not wait for — the line of the run it superseded, retention's files,
+//! the rewrite of `serve/accepted` —
 //! is done in order by a thread of its own ([`Chore`]) after the request is answered.
 
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +28,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::commit::CommitLog;
+use super::superseded::Ledger;
 
 /// Finished runs kept in memory (older ones are read back from disk).
 const CACHED: usize = 500;
@@ -39,12 +43,12 @@ const SPARES: usize = 64;
 const CHORES: usize = 4096;
 
 /// File work a request need not wait for, done in order on a thread of its own
-/// (`pipe-serve-runs`): the document of a run a new one superseded, and retention's files
+/// (`pipe-serve-runs`): the line of a run a new one superseded, and retention's files
 /// (spares, removals, the rewrite of `serve/accepted`). What must survive a power cut is in
 /// `serve/accepted` before the `202`; these only follow from it, and a document a crash left
 /// unwritten is written again from it at start.
 enum Chore {
-    Save(Box<RunInfo>),
+    Supersede(Box<RunInfo>),
     Retire { gone: Vec<(String, String)>, compact: bool },
     Flush(SyncSender<()>),
 }
@@ -132,6 +136,8 @@ pub(crate) struct Runs {
     ended: Condvar,
     /// To the chores' thread.
     chores: SyncSender<Chore>,
+    /// `serve/superseded`, the chores' thread's.
+    ledger: Mutex<Ledger>,
 }
 
 #[derive(Default)]
@@ -146,6 +152,8 @@ struct Table {
     spares: HashMap<String, Vec<PathBuf>>,
     /// Requests waiting on `ended` (`?wait=`): a run's end wakes them only when there are any.
     waiting: usize,
+    /// Runs superseded while they waited, which have no document, until retention lets them go.
+    superseded: HashMap<String, RunInfo>,
 }
 
 impl Runs {
@@ -158,6 +166,12 @@ impl Runs {
             std::fs::create_dir_all(&path).with_context(|| format!("failed to create `{}`", path.display()))?;
         }
         let (accepted, text) = CommitLog::open(dir.join("accepted"))?;
+        let ledger = Ledger::new(dir.join("superseded"));
+        let mut superseded: HashMap<String, RunInfo> = (ledger.read().split(|&b| b == b'\n'))
+            .filter_map(parse)
+            .filter(|(_, run)| run.status == "superseded")
+            .map(|(_, run)| (run.id.clone(), run))
+            .collect();
         let (chores, todo) = sync_channel(CHORES);
         let mut runs = Runs {
             dir,
@@ -167,8 +181,10 @@ impl Runs {
             table: Mutex::new(Table::default()),
             ended: Condvar::new(),
             chores,
+            ledger: Mutex::new(ledger),
         };
-        runs.recover(&text, hooks);
+        runs.recover(&text, hooks, &mut superseded);
+        runs.ledger.get_mut().unwrap_or_else(|e| e.into_inner()).start()?;
         let mut gone = Vec::new();
         let mut table = Table::default();
         for hook in hooks {
@@ -208,9 +224,18 @@ impl Runs {
 
     fn chore(&self, chore: Chore) {
         match chore {
-            Chore::Save(run) => {
-                let spare = self.lock().spares.get_mut(&run.hook).and_then(Vec::pop);
-                self.write_document(spare, &run);
+            Chore::Supersede(run) => {
+                let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+                let kept = self.lock().superseded.len();
+                // Not on stable storage in any case: a line that could not be written leaves
+                // the run `cancelled` after a restart.
+                let _ = if ledger.full(kept) {
+                    let all: Vec<RunInfo> = self.lock().superseded.values().cloned().collect();
+                    let text = all.iter().filter_map(|run| line(run).ok()).flatten().collect();
+                    ledger.rewrite(text, all.len())
+                } else {
+                    line(&run).and_then(|line| ledger.append(&line))
+                };
             }
             Chore::Retire { gone, compact } => {
                 self.remove(&gone);
@@ -243,19 +268,21 @@ impl Runs {
     }
 
     /// Writes the documents of accepted runs that are missing or cut short, as a stopped
-    /// receiver leaves them, dated when the run was accepted (retention goes by that date).
-    fn recover(&self, text: &[u8], hooks: &[String]) {
-        for line in text.split(|&b| b == b'\n') {
-            let Some(space) = line.iter().position(|&b| b == b' ') else { continue };
-            let Ok(mut run) = serde_json::from_slice::<RunInfo>(&line[space + 1..]) else { continue };
-            if !hooks.contains(&run.hook) || line[..space] != *run.hook.as_bytes() || !valid_id(&run.id) {
+    /// receiver leaves them (`superseded` has those of runs superseded while they waited),
+    /// dated when the run was accepted (retention goes by that date).
+    fn recover(&self, text: &[u8], hooks: &[String], superseded: &mut HashMap<String, RunInfo>) {
+        for (hook, mut run) in text.split(|&b| b == b'\n').filter_map(parse) {
+            if !hooks.contains(&run.hook) || hook != run.hook.as_bytes() || !valid_id(&run.id) {
                 continue;
             }
             let path = self.doc_path(&run.hook, &run.id);
             if read(&path).is_some() {
                 continue;
             }
-            stopped(&mut run);
+            match superseded.remove(&run.id).filter(|s| s.hook == run.hook) {
+                Some(doc) => run = doc,
+                None => stopped(&mut run),
+            }
             if write(&path, &run).is_ok() {
                 let at = std::time::UNIX_EPOCH + Duration::from_secs(run.received_at.max(0) as u64);
                 let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(at));
@@ -290,7 +317,8 @@ impl Runs {
         self.write_document(spare, run);
     }
 
-    /// Writes a run's document, in the place of `spare` when there is one.
+    /// Writes a run's document, in the place of `spare` when there is one (a run's first
+    /// document: it leaves `queued`).
     fn write_document(&self, spare: Option<PathBuf>, run: &RunInfo) {
         let path = self.doc_path(&run.hook, &run.id);
         if let Some(spare) = spare {
@@ -311,10 +339,7 @@ impl Runs {
     /// under the table's lock, for the queue. The documents of the runs it supersedes and
     /// retention's files are left to the chores' thread.
     pub(crate) fn insert(&self, run: RunInfo, then: impl FnOnce(&mut dyn FnMut(&str, &str))) -> anyhow::Result<()> {
-        let mut line = format!("{} ", run.hook).into_bytes();
-        serde_json::to_writer(&mut line, &run)?;
-        line.push(b'\n');
-        let sparse = self.accepted.append(&line)?;
+        let sparse = self.accepted.append(&line(&run)?)?;
         let mut superseded = Vec::new();
         let (gone, compact, ended) = {
             let mut table = self.lock();
@@ -324,7 +349,7 @@ impl Runs {
             let mut supersede = |old: &str, by: &str| {
                 let Table { live, finished, .. } = &mut *table;
                 if let Some(r) = live.get_mut(old) {
-                    // Only a run still waiting is superseded: this is its document's first write.
+                    // Only a run still waiting is superseded: it has no document.
                     r.status = "superseded".into();
                     r.superseded_by = Some(by.to_string());
                     superseded.push(r.clone());
@@ -332,6 +357,9 @@ impl Runs {
                 finished.push_back(old.to_string());
             };
             then(&mut supersede);
+            for run in &superseded {
+                table.superseded.insert(run.id.clone(), run.clone());
+            }
             self.trim(&mut table);
             let gone = beyond(&mut table, self.keep, &hook);
             table.lines += 1;
@@ -346,7 +374,7 @@ impl Runs {
             self.ended.notify_all();
         }
         for run in superseded {
-            self.later(Chore::Save(Box::new(run)));
+            self.later(Chore::Supersede(Box::new(run)));
         }
         if compact || !gone.is_empty() {
             self.later(Chore::Retire { gone, compact });
@@ -381,7 +409,7 @@ impl Runs {
     pub(crate) fn get(&self, hook: &str, id: &str) -> Option<RunInfo> {
         {
             let table = self.lock();
-            if let Some(run) = table.live.get(id).filter(|r| r.hook == hook) {
+            if let Some(run) = table.live.get(id).or_else(|| table.superseded.get(id)).filter(|r| r.hook == hook) {
                 return Some(run.clone());
             }
             let doc = self.doc_path(hook, id);
@@ -455,9 +483,9 @@ impl Runs {
 }
 
 /// Takes `hook`'s runs beyond the newest `keep` out of the table, a run still queued or running
-/// excepted; returns their ids.
+/// excepted; returns the ids of those with files (a superseded run has none).
 fn beyond(table: &mut Table, keep: usize, hook: &str) -> Vec<String> {
-    let Table { live, kept, .. } = table;
+    let Table { live, kept, superseded, .. } = table;
     let Some(order) = kept.get_mut(hook) else { return Vec::new() };
     let (mut gone, mut going_on) = (Vec::new(), Vec::new());
     while order.len() > keep {
@@ -466,7 +494,9 @@ fn beyond(table: &mut Table, keep: usize, hook: &str) -> Vec<String> {
             going_on.push(id);
         } else {
             live.remove(&id);
-            gone.push(id);
+            if superseded.remove(&id).is_none() {
+                gone.push(id);
+            }
         }
     }
     for id in going_on.into_iter().rev() {
@@ -489,6 +519,20 @@ fn newest(text: &[u8], keep: usize) -> Vec<u8> {
         }
     }
     lines.iter().zip(kept).filter(|(_, k)| *k).flat_map(|(l, _)| l.iter().copied()).collect()
+}
+
+/// A run's line in `serve/accepted` or `serve/superseded`: `HOOK DOCUMENT`.
+fn line(run: &RunInfo) -> anyhow::Result<Vec<u8>> {
+    let mut line = format!("{} ", run.hook).into_bytes();
+    serde_json::to_writer(&mut line, run)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// A line's hook and run (the caller checks that they agree).
+fn parse(line: &[u8]) -> Option<(&[u8], RunInfo)> {
+    let space = line.iter().position(|&b| b == b' ')?;
+    Some((&line[..space], serde_json::from_slice(&line[space + 1..]).ok()?))
 }
 
 fn read(path: &Path) -> Option<RunInfo> {
@@ -590,5 +634,63 @@ mod tests {
         assert_eq!(std::fs::read(&log).unwrap().len(), 0, "an emptied log");
         assert_eq!((runs.lock().spares["a"].len(), files()), (3, 7), "no file created: a document and a log reused");
         assert!(doc(4).exists());
+    }
+
+    #[test]
+    fn a_superseded_run_has_no_document_until_a_restart_writes_it_and_retention_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = vec!["a".to_string()];
+        let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
+        let doc = |n: u32| dir.path().join("a").join(format!("{}.json", id(n)));
+        // Each run supersedes the one before it, which waited.
+        for n in 0..3 {
+            runs.insert(queued("a", n), |supersede| {
+                if n > 0 {
+                    supersede(&id(n - 1), &id(n));
+                }
+            })
+            .unwrap();
+        }
+        runs.flush();
+        for n in 0..2 {
+            assert!(!doc(n).exists(), "run {n} was superseded: no file");
+            let run = runs.get("a", &id(n)).unwrap();
+            assert_eq!((run.status.as_str(), run.superseded_by), ("superseded", Some(id(n + 1))));
+        }
+        assert!(runs.get("b", &id(0)).is_none(), "another hook's name does not find it");
+        let ledger = std::fs::read_to_string(dir.path().join("superseded")).unwrap();
+        assert_eq!(ledger.lines().count(), 2, "{ledger}");
+        // Out of the cache, a superseded run is still there until retention lets it go.
+        runs.lock().live.clear();
+        assert_eq!(runs.get("a", &id(1)).unwrap().status, "superseded");
+        drop(runs);
+
+        let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
+        for n in 0..2 {
+            let run: RunInfo = serde_json::from_slice(&std::fs::read(doc(n)).unwrap()).unwrap();
+            assert_eq!((run.status.as_str(), run.superseded_by), ("superseded", Some(id(n + 1))), "written at start");
+        }
+        assert_eq!(runs.get("a", &id(2)).unwrap().status, "cancelled", "the last one waited when the receiver stopped");
+        assert_eq!(std::fs::read(dir.path().join("superseded")).unwrap().len(), 0, "emptied once written");
+        // Superseded runs retention lets go leave no files behind and nothing in memory.
+        for n in 3..9 {
+            runs.insert(queued("a", n), |supersede| {
+                if n > 3 {
+                    supersede(&id(n - 1), &id(n));
+                }
+            })
+            .unwrap();
+        }
+        runs.flush();
+        assert!(runs.get("a", &id(4)).is_none(), "beyond keep_runs");
+        assert_eq!(runs.lock().superseded.len(), 2, "the newest 3 less the one waiting");
+        // The file is rewritten with the runs still kept once it holds twice them and more.
+        for n in 9..1200 {
+            runs.insert(queued("a", n), |supersede| supersede(&id(n - 1), &id(n))).unwrap();
+        }
+        runs.flush();
+        let ledger = std::fs::read_to_string(dir.path().join("superseded")).unwrap();
+        assert!(ledger.lines().count() < 1100, "{} lines", ledger.lines().count());
+        assert!(ledger.contains(&format!("\"superseded_by\":\"{}\"", id(1198))), "the newest is there");
     }
 }
