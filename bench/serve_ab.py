@@ -5,8 +5,8 @@ builds of the receiver on a noisy machine (each round runs every target once, in
 Usage: python3 bench/serve_ab.py ROUNDS SECONDS CONNS BIN [BIN...]
 
 Every BIN is started as `pipe serve` with one token hook whose script appends a line, webhook
-with the same hook; each round runs `wrk -t1 -cCONNS -dSECONDS` on each, waits until the
-scripts stop running, and prints wrk's median and req/s; the end prints the median of each
+with the same hook; each round runs `wrk -t1 -cCONNS -dSECONDS` on each (after a `sync` and 2 s, so no run pays
+for the last one's writeback), waits until the scripts stop running, and prints wrk's median and req/s; the end prints the median of each
 over the rounds. Needs wrk and webhook (bench/serve_durable.sh installs them). Loopback only.
 """
 import json, os, re, socket, subprocess, sys, time, shutil, statistics
@@ -38,6 +38,7 @@ def ms(t):
 res = {t[0]: [] for t in targets}
 for r in range(rounds):
     for name, url, h in targets:
+        os.sync(); time.sleep(2)  # the last run's dirty pages are written before this one
         lua = f"{work}/w.lua"; open(lua, "w").write(f'wrk.method = "POST"\nwrk.headers["{h[0]}"] = "{h[1]}"\n')
         out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "-s", lua, url], capture_output=True, text=True).stdout
         if not re.search(r"50%\s+[\d.]+(us|ms|s)\b", out): print(out); continue

@@ -392,14 +392,38 @@ pub(super) fn dispatch<S: Service>(
         drop(std::mem::take(&mut request.body));
         held.release(share);
         let sending = if share.trusted || svc.trusted(peer) { Some(None) } else { writers.sending(peer).map(Some) };
+        // The socket is non-blocking as the I/O thread reads it; it is made blocking only for
+        // what the socket's buffer does not take at once, and made non-blocking again when the
+        // connection goes back.
+        let mut blocking = false;
         let whole = if request.method == "HEAD" {
             // The head alone: a body after it would be read as the answer to the next request.
             let bytes = response.head_bytes(request.http10, keep);
             (&stream).write(&bytes).is_ok_and(|n| n == bytes.len())
         } else if let Some(_sending) = sending {
-            let _ = stream.set_nonblocking(false);
-            let mut out = Deadline { stream: &stream, until: Instant::now() + writers.answer_timeout };
-            response.write_to(&mut out, request.http10, keep).is_ok()
+            let until = Instant::now() + writers.answer_timeout;
+            if response.stream.is_none() {
+                // A whole answer: one write, and the rest (when there is a rest) within the deadline.
+                let bytes = response.bytes(request.http10, keep);
+                match (&stream).write(&bytes) {
+                    Ok(n) if n == bytes.len() => true,
+                    Ok(n) => {
+                        blocking = true;
+                        let _ = stream.set_nonblocking(false);
+                        Deadline { stream: &stream, until }.write_all(&bytes[n..]).is_ok()
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        blocking = true;
+                        let _ = stream.set_nonblocking(false);
+                        Deadline { stream: &stream, until }.write_all(&bytes).is_ok()
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                blocking = true;
+                let _ = stream.set_nonblocking(false);
+                response.write_to(&mut Deadline { stream: &stream, until }, request.http10, keep).is_ok()
+            }
         } else {
             // No place to send from: a short whole answer goes out in the one write the socket's
             // buffer takes at once (an error, a `202`), a streamed or long one is refused.
@@ -416,7 +440,7 @@ pub(super) fn dispatch<S: Service>(
             }
         };
         if keep && whole {
-            writers.kept.give(Given { stream, peer, served });
+            writers.kept.give(Given { stream, peer, served, blocking });
         } else {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }

@@ -19,6 +19,8 @@ pub(super) struct Given {
     pub stream: TcpStream,
     pub peer: IpAddr,
     pub served: u32,
+    /// Made blocking to write its answer: the I/O thread makes it non-blocking again.
+    pub blocking: bool,
 }
 
 /// Connections handlers gave back, and the descriptor that wakes the I/O thread for them.
@@ -104,7 +106,7 @@ mod tests {
         let fd = kept.fd().expect("an eventfd");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        kept.give(Given { stream, peer: IpAddr::from([127, 0, 0, 1]), served: 3 });
+        kept.give(Given { stream, peer: IpAddr::from([127, 0, 0, 1]), served: 3, blocking: false });
         let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         assert_eq!(unsafe { libc::poll(&mut poll, 1, 1000) }, 1, "woken");

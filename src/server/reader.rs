@@ -173,7 +173,7 @@ fn shed_heads<S: Service>(conns: &mut [Conn], done: &[bool], limits: &Limits, se
 /// bound on connections lets (one past it is closed: it waits for nothing yet).
 fn take_back(handlers: &Handlers, conns: &mut Vec<Conn>, limits: &Limits) {
     for given in handlers.kept.take() {
-        if conns.len() < limits.connections && given.stream.set_nonblocking(true).is_ok() {
+        if conns.len() < limits.connections && (!given.blocking || given.stream.set_nonblocking(true).is_ok()) {
             conns.push(Conn::kept(given));
         }
     }
