@@ -8,12 +8,13 @@
 //! superseded while it waited has no document while the process runs (see `superseded`):
 //! memory answers for it until retention lets it go. Retention: the
 //! newest `serve.keep_runs` runs of each hook (default 1,000; at start the documents' times
-//! order them, then acceptance); when a new run is accepted, an older run's document and log
+//! order them, a document written at start dated by its run's acceptance); when a new run is accepted, an older run's document and log
 //! stop being served and wait, up to [`SPARES`] per hook, to become a new run's files (the
 //! rest are removed), and `serve/accepted` keeps the newest `keep_runs` lines of each hook
 //! when it has grown past twice that (or once its gaps are more than 1 MiB larger than its
 //! lines, as `commit` says). Memory holds queued and running runs, the most recent
-//! finished ones, the ids of the runs retention keeps and the superseded ones among them.
+//! finished ones, the ids of the runs retention keeps, and the documents of the superseded
+//! ones among them (without the environment and images they would have run with).
 //! What a request need not wait for — the line of the run it superseded, retention's files,
 //! the rewrite of `serve/accepted` —
 //! is done in order by a thread of its own ([`Chore`]) after the request is answered.
@@ -183,7 +184,8 @@ impl Runs {
             chores,
             ledger: Mutex::new(ledger),
         };
-        runs.recover(&text, hooks, &mut superseded);
+        let kept = newest(&text, runs.keep);
+        runs.recover(&kept, hooks, &mut superseded);
         runs.ledger.get_mut().unwrap_or_else(|e| e.into_inner()).start()?;
         let mut gone = Vec::new();
         let mut table = Table::default();
@@ -202,7 +204,6 @@ impl Runs {
             table.kept.insert(hook.clone(), documents.into_iter().map(|(_, id)| id).collect());
             gone.extend(beyond(&mut table, runs.keep, hook).into_iter().map(|id| (hook.clone(), id)));
         }
-        let kept = newest(&text, runs.keep);
         table.lines = kept.iter().filter(|&&b| b == b'\n').count();
         runs.table = Mutex::new(table);
         runs.remove(&gone);
@@ -229,13 +230,14 @@ impl Runs {
                 let kept = self.lock().superseded.len();
                 // Not on stable storage in any case: a line that could not be written leaves
                 // the run `cancelled` after a restart.
-                let _ = if ledger.full(kept) {
+                let rewritten = ledger.full(kept) && {
                     let all: Vec<RunInfo> = self.lock().superseded.values().cloned().collect();
                     let text = all.iter().filter_map(|run| line(run).ok()).flatten().collect();
-                    ledger.rewrite(text, all.len())
-                } else {
-                    line(&run).and_then(|line| ledger.append(&line))
+                    ledger.rewrite(text, all.len()).is_ok()
                 };
+                if !rewritten {
+                    let _ = line(&run).and_then(|line| ledger.append(&line));
+                }
             }
             Chore::Retire { gone, compact } => {
                 self.remove(&gone);
@@ -269,9 +271,10 @@ impl Runs {
 
     /// Writes the documents of accepted runs that are missing or cut short, as a stopped
     /// receiver leaves them (`superseded` has those of runs superseded while they waited),
-    /// dated when the run was accepted (retention goes by that date).
+    /// dated when the run was accepted and, within its second, by its place in `text`
+    /// (retention goes by that date).
     fn recover(&self, text: &[u8], hooks: &[String], superseded: &mut HashMap<String, RunInfo>) {
-        for (hook, mut run) in text.split(|&b| b == b'\n').filter_map(parse) {
+        for (place, (hook, mut run)) in text.split(|&b| b == b'\n').filter_map(parse).enumerate() {
             if !hooks.contains(&run.hook) || hook != run.hook.as_bytes() || !valid_id(&run.id) {
                 continue;
             }
@@ -284,7 +287,9 @@ impl Runs {
                 None => stopped(&mut run),
             }
             if write(&path, &run).is_ok() {
-                let at = std::time::UNIX_EPOCH + Duration::from_secs(run.received_at.max(0) as u64);
+                let at = std::time::UNIX_EPOCH
+                    + Duration::from_secs(run.received_at.max(0) as u64)
+                    + Duration::from_nanos(place as u64 % 1_000_000_000);
                 let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(at));
             }
         }
@@ -336,8 +341,8 @@ impl Runs {
     }
 
     /// Records a new run: on stable storage in `serve/accepted` when this returns; `then` runs
-    /// under the table's lock, for the queue. The documents of the runs it supersedes and
-    /// retention's files are left to the chores' thread.
+    /// under the table's lock, for the queue. The lines of the runs it supersedes (in
+    /// `serve/superseded`) and retention's files are left to the chores' thread.
     pub(crate) fn insert(&self, run: RunInfo, then: impl FnOnce(&mut dyn FnMut(&str, &str))) -> anyhow::Result<()> {
         let sparse = self.accepted.append(&line(&run)?)?;
         let mut superseded = Vec::new();
@@ -349,9 +354,12 @@ impl Runs {
             let mut supersede = |old: &str, by: &str| {
                 let Table { live, finished, .. } = &mut *table;
                 if let Some(r) = live.get_mut(old) {
-                    // Only a run still waiting is superseded: it has no document.
+                    // Only a run still waiting is superseded: it has no document, and never
+                    // needs the environment and images it would have run with.
                     r.status = "superseded".into();
                     r.superseded_by = Some(by.to_string());
+                    r.env = Vec::new();
+                    r.images = Default::default();
                     superseded.push(r.clone());
                 }
                 finished.push_back(old.to_string());
@@ -692,5 +700,37 @@ mod tests {
         let ledger = std::fs::read_to_string(dir.path().join("superseded")).unwrap();
         assert!(ledger.lines().count() < 1100, "{} lines", ledger.lines().count());
         assert!(ledger.contains(&format!("\"superseded_by\":\"{}\"", id(1198))), "the newest is there");
+    }
+
+    #[test]
+    fn after_a_restart_the_runs_kept_are_the_newest_accepted_even_within_one_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = vec!["a".to_string()];
+        let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
+        // Twenty runs accepted in one second, each superseding the one before.
+        let mut ids = Vec::new();
+        for n in 0..20u32 {
+            let mut run = queued("a", n);
+            // Random-looking ids: acceptance, not the id, must order them.
+            run.id = format!("{:032x}", u128::from(n.wrapping_mul(2_654_435_761)) << 64);
+            run.received_at = 5_000;
+            let previous = ids.last().cloned();
+            ids.push(run.id.clone());
+            runs.insert(run, |supersede| {
+                if let Some(previous) = &previous {
+                    supersede(previous, &ids[ids.len() - 1]);
+                }
+            })
+            .unwrap();
+        }
+        runs.flush();
+        drop(runs);
+        let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
+        let statuses: Vec<Option<String>> = ids.iter().map(|id| runs.get("a", id).map(|r| r.status)).collect();
+        let mut expected = vec![None; 17];
+        expected.extend([Some("superseded".to_string()), Some("superseded".to_string()), Some("cancelled".to_string())]);
+        assert_eq!(statuses, expected, "the newest three, as they were");
+        let files = std::fs::read_dir(dir.path().join("a")).unwrap().count();
+        assert!(files <= 3 + SPARES, "{files} files");
     }
 }

@@ -5,8 +5,10 @@
 //! until retention lets it go, and its document is appended to `serve/superseded`, one line
 //! `HOOK DOCUMENT` as in `serve/accepted` (not synced: a status after acceptance is evidence,
 //! not a promise). At start the runs `serve/accepted` has without a document get theirs from
-//! this file when it has them (else they are recorded `cancelled`), and the file starts empty.
-//! It is rewritten with the runs still kept once it has grown past twice their number.
+//! this file when it has them (else they are recorded `cancelled`: after a power cut that lost
+//! the line, or a crash before the chores' thread wrote it, or a write that failed), and the
+//! file starts empty. It is rewritten with the runs still kept once it has grown past twice
+//! their number (a rewrite that fails leaves the file to be appended to as before).
 
 use std::fs::File;
 use std::io::Write as _;

@@ -147,3 +147,17 @@ branches = ["main"]
         assert!(String::from_utf8_lossy(&out.stderr).contains("no pipeline file"));
     }
 }
+
+#[test]
+fn a_hook_named_after_a_file_of_pipe_serve_is_refused() {
+    let env = TestEnv::new();
+    env.config(
+        "[serve.hooks.superseded]\ntoken_env = \"T\"\ncommand = { argv = [\"true\"] }\n\n\
+         [serve.hooks.web]\ntoken_env = \"T\"\ncommand = { argv = [\"true\"] }\n",
+    );
+    env.pipe(&["check"]).code(2).stderr_has(
+        "hook `superseded`: the name is taken by `pipe serve`'s own `serve/superseded` beside the state; choose another",
+    );
+    env.config("[serve.hooks.web]\ntoken_env = \"T\"\ncommand = { argv = [\"true\"] }\n");
+    env.pipe(&["check"]).code(0);
+}

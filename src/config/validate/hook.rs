@@ -7,8 +7,18 @@ use crate::config::document::Cx;
 use crate::config::patterns::Patterns;
 use crate::config::types::Hook;
 
+/// Names of `pipe serve`'s own files and directories under `serve/` beside the state, where
+/// each hook has its directory.
+const RESERVED: [&str; 4] = ["accepted", "deliveries", "superseded", "forge"];
+
 pub(crate) fn validate_hook(cx: &mut Cx<'_>, name: &str, hook: &mut Hook) {
     let table = ["serve", "hooks", name];
+    if RESERVED.contains(&name) {
+        cx.error_at(
+            &table,
+            format!("hook `{name}`: the name is taken by `pipe serve`'s own `serve/{name}` beside the state; choose another"),
+        );
+    }
     let token = Pair::new(&table, "token", &hook.token_env, &hook.token_file);
     let secret = Pair::new(&table, "secret", &hook.secret_env, &hook.secret_file);
     let both = || format!("hook `{name}`: set one of `*_env` and `*_file` for each credential, not both");

@@ -29,11 +29,12 @@ pub fn request(ip: &str, port: u16, host: &str, path: &str) -> Result<String, St
 /// its last chunk is an answer cut short (the peer went away mid-answer, as a container
 /// killed while it answers), never a body to tally.
 pub fn answer(raw: &[u8]) -> (u16, Result<String, String>) {
-    let text = String::from_utf8_lossy(raw);
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return (status, Err("no end of the head".into()));
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        let status = String::from_utf8_lossy(raw).split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        return (status.unwrap_or(0), Err("no end of the head".into()));
     };
+    let (head, body) = (String::from_utf8_lossy(&raw[..end]), &raw[end + 4..]);
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let header = |name: &str| {
         head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
@@ -49,24 +50,26 @@ pub fn answer(raw: &[u8]) -> (u16, Result<String, String>) {
         if body.len() != length {
             return (status, Err(format!("cut short: {} of {length} bytes", body.len())));
         }
-        body.to_string()
+        body.to_vec()
     } else {
-        body.to_string()
+        body.to_vec()
     };
-    (status, Ok(body.trim().to_string()))
+    (status, Ok(String::from_utf8_lossy(&body).trim().to_string()))
 }
 
 /// A chunked body's data, or `None` without its last (empty) chunk.
-fn dechunk(mut rest: &str) -> Option<String> {
-    let mut data = String::new();
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
     loop {
-        let (size, after) = rest.split_once("\r\n")?;
+        let line = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&rest[..line]).ok()?;
         let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        let after = &rest[line + 2..];
         if size == 0 {
             return Some(data);
         }
-        data.push_str(after.get(..size)?);
-        rest = after.get(size..)?.strip_prefix("\r\n")?;
+        data.extend_from_slice(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix(b"\r\n")?;
     }
 }
 
