@@ -728,7 +728,11 @@ mod tests {
         let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
         let statuses: Vec<Option<String>> = ids.iter().map(|id| runs.get("a", id).map(|r| r.status)).collect();
         let mut expected = vec![None; 17];
-        expected.extend([Some("superseded".to_string()), Some("superseded".to_string()), Some("cancelled".to_string())]);
+        expected.extend([
+            Some("superseded".to_string()),
+            Some("superseded".to_string()),
+            Some("cancelled".to_string()),
+        ]);
         assert_eq!(statuses, expected, "the newest three, as they were");
         let files = std::fs::read_dir(dir.path().join("a")).unwrap().count();
         assert!(files <= 3 + SPARES, "{files} files");

@@ -16,7 +16,9 @@ pub(crate) fn validate_hook(cx: &mut Cx<'_>, name: &str, hook: &mut Hook) {
     if RESERVED.contains(&name) {
         cx.error_at(
             &table,
-            format!("hook `{name}`: the name is taken by `pipe serve`'s own `serve/{name}` beside the state; choose another"),
+            format!(
+                "hook `{name}`: the name is taken by `pipe serve`'s own `serve/{name}` beside the state; choose another"
+            ),
         );
     }
     let token = Pair::new(&table, "token", &hook.token_env, &hook.token_file);
