@@ -650,16 +650,19 @@ mod tests {
         let hooks = vec!["a".to_string()];
         let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
         let doc = |n: u32| dir.path().join("a").join(format!("{}.json", id(n)));
-        // Each run supersedes the one before it, which waited.
-        for n in 0..3 {
-            runs.insert(queued("a", n), |supersede| {
-                if n > 0 {
-                    supersede(&id(n - 1), &id(n));
-                }
-            })
-            .unwrap();
-        }
-        runs.flush();
+        // Run `n` of `from..to` supersedes the one before it, which waited (the first none).
+        let chain = |runs: &Runs, from: u32, to: u32| {
+            for n in from..to {
+                runs.insert(queued("a", n), |supersede| {
+                    if n > from {
+                        supersede(&id(n - 1), &id(n));
+                    }
+                })
+                .unwrap();
+            }
+            runs.flush();
+        };
+        chain(&runs, 0, 3);
         for n in 0..2 {
             assert!(!doc(n).exists(), "run {n} was superseded: no file");
             let run = runs.get("a", &id(n)).unwrap();
@@ -681,15 +684,7 @@ mod tests {
         assert_eq!(runs.get("a", &id(2)).unwrap().status, "cancelled", "the last one waited when the receiver stopped");
         assert_eq!(std::fs::read(dir.path().join("superseded")).unwrap().len(), 0, "emptied once written");
         // Superseded runs retention lets go leave no files behind and nothing in memory.
-        for n in 3..9 {
-            runs.insert(queued("a", n), |supersede| {
-                if n > 3 {
-                    supersede(&id(n - 1), &id(n));
-                }
-            })
-            .unwrap();
-        }
-        runs.flush();
+        chain(&runs, 3, 9);
         assert!(runs.get("a", &id(4)).is_none(), "beyond keep_runs");
         assert_eq!(runs.lock().superseded.len(), 2, "the newest 3 less the one waiting");
         // The file is rewritten with the runs still kept once it holds twice them and more.
