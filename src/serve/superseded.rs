@@ -8,7 +8,8 @@
 //! this file when it has them (else they are recorded `cancelled`: after a power cut that lost
 //! the line, or a crash before the chores' thread wrote it, or a write that failed), and the
 //! file starts empty. It is rewritten with the runs still kept once it has grown past twice
-//! their number (a rewrite that fails leaves the file to be appended to as before).
+//! their number and [`SLACK`] lines more (a rewrite that fails leaves the file to be appended
+//! to as before).
 
 use std::fs::File;
 use std::io::Write as _;
