@@ -697,16 +697,13 @@ mod tests {
         assert!(ledger.contains(&format!("\"superseded_by\":\"{}\"", id(1198))), "the newest is there");
     }
 
-    #[test]
-    fn after_a_restart_the_runs_kept_are_the_newest_accepted_even_within_one_second() {
-        let dir = tempfile::tempdir().unwrap();
-        let hooks = vec!["a".to_string()];
-        let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
-        // Twenty runs accepted in one second, each superseding the one before.
-        let mut ids = Vec::new();
-        for n in 0..20u32 {
+    /// `count` runs of hook `a` accepted in one second, each superseding the one before, with
+    /// random-looking ids (acceptance, not the id, must order them); the receiver is stopped.
+    fn one_second(dir: &Path, keep: usize, count: u32) -> Vec<String> {
+        let runs = Runs::open(dir.to_path_buf(), keep, &["a".to_string()]).unwrap();
+        let mut ids: Vec<String> = Vec::new();
+        for n in 0..count {
             let mut run = queued("a", n);
-            // Random-looking ids: acceptance, not the id, must order them.
             run.id = format!("{:032x}", u128::from(n.wrapping_mul(2_654_435_761)) << 64);
             run.received_at = 5_000;
             let previous = ids.last().cloned();
@@ -719,17 +716,37 @@ mod tests {
             .unwrap();
         }
         runs.flush();
-        drop(runs);
-        let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
+        ids
+    }
+
+    /// The statuses of `ids` as `runs` serves them: the last `kept` as a stopped receiver
+    /// leaves them (the last one was waiting), none before.
+    fn newest_kept(runs: &Runs, ids: &[String], kept: usize) {
         let statuses: Vec<Option<String>> = ids.iter().map(|id| runs.get("a", id).map(|r| r.status)).collect();
-        let mut expected = vec![None; 17];
-        expected.extend([
-            Some("superseded".to_string()),
-            Some("superseded".to_string()),
-            Some("cancelled".to_string()),
-        ]);
-        assert_eq!(statuses, expected, "the newest three, as they were");
+        let mut expected = vec![None; ids.len() - kept];
+        expected.extend(std::iter::repeat_n(Some("superseded".to_string()), kept - 1));
+        expected.push(Some("cancelled".to_string()));
+        assert_eq!(statuses, expected, "the newest {kept}, as they were");
+    }
+
+    #[test]
+    fn after_a_restart_the_runs_kept_are_the_newest_accepted_even_within_one_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = one_second(dir.path(), 3, 20);
+        let runs = Runs::open(dir.path().to_path_buf(), 3, &["a".to_string()]).unwrap();
+        newest_kept(&runs, &ids, 3);
         let files = std::fs::read_dir(dir.path().join("a")).unwrap().count();
         assert!(files <= 3 + SPARES, "{files} files");
+    }
+
+    #[test]
+    fn documents_written_at_start_are_dated_in_acceptance_order_within_their_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = one_second(dir.path(), 10, 10);
+        // A start writes the ten documents, all of one second; a start with fewer kept keeps
+        // the newest of them.
+        drop(Runs::open(dir.path().to_path_buf(), 10, &["a".to_string()]).unwrap());
+        let runs = Runs::open(dir.path().to_path_buf(), 3, &["a".to_string()]).unwrap();
+        newest_kept(&runs, &ids, 3);
     }
 }
