@@ -7,8 +7,8 @@
 //! again, so each accepted run stays retrievable after a crash or a power cut. A run
 //! superseded while it waited has no document while the process runs (see `superseded`):
 //! memory answers for it until retention lets it go. Retention: the
-//! newest `serve.keep_runs` runs of each hook (default 1,000; at start the documents' times
-//! order them, a document written at start dated by its run's acceptance); when a new run is accepted, an older run's document and log
+//! newest `serve.keep_runs` runs of each hook by acceptance (default 1,000; at start their
+//! order in `serve/accepted`, a document of a run it no longer has coming before them); when a new run is accepted, an older run's document and log
 //! stop being served and wait, up to [`SPARES`] per hook, to become a new run's files (the
 //! rest are removed), and `serve/accepted` keeps the newest `keep_runs` lines of each hook
 //! when it has grown past twice that (or once its gaps are more than 1 MiB larger than its
@@ -187,6 +187,11 @@ impl Runs {
         let kept = newest(&text, runs.keep);
         runs.recover(&kept, hooks, &mut superseded);
         runs.ledger.get_mut().unwrap_or_else(|e| e.into_inner()).start()?;
+        // Runs are kept by acceptance: their place among the lines kept. A document of a run
+        // those lines lack (a file retention let go, or older than them) comes first, by its
+        // file's time, and goes first.
+        let place: HashMap<String, usize> =
+            kept.split(|&b| b == b'\n').filter_map(parse).enumerate().map(|(i, (_, run))| (run.id, i)).collect();
         let mut gone = Vec::new();
         let mut table = Table::default();
         for hook in hooks {
@@ -198,10 +203,10 @@ impl Runs {
                     let _ = write(&path, &run);
                 }
                 let Ok(at) = std::fs::metadata(&path).and_then(|m| m.modified()) else { continue };
-                documents.push((at, run.id));
+                documents.push((place.get(&run.id).copied(), at, run.id));
             }
             documents.sort();
-            table.kept.insert(hook.clone(), documents.into_iter().map(|(_, id)| id).collect());
+            table.kept.insert(hook.clone(), documents.into_iter().map(|(_, _, id)| id).collect());
             gone.extend(beyond(&mut table, runs.keep, hook).into_iter().map(|id| (hook.clone(), id)));
         }
         table.lines = kept.iter().filter(|&&b| b == b'\n').count();
@@ -271,10 +276,9 @@ impl Runs {
 
     /// Writes the documents of accepted runs that are missing or cut short, as a stopped
     /// receiver leaves them (`superseded` has those of runs superseded while they waited),
-    /// dated when the run was accepted and, within its second, by its place in `text`
-    /// (retention goes by that date).
+    /// dated when the run was accepted.
     fn recover(&self, text: &[u8], hooks: &[String], superseded: &mut HashMap<String, RunInfo>) {
-        for (place, (hook, mut run)) in text.split(|&b| b == b'\n').filter_map(parse).enumerate() {
+        for (hook, mut run) in text.split(|&b| b == b'\n').filter_map(parse) {
             if !hooks.contains(&run.hook) || hook != run.hook.as_bytes() || !valid_id(&run.id) {
                 continue;
             }
@@ -287,9 +291,7 @@ impl Runs {
                 None => stopped(&mut run),
             }
             if write(&path, &run).is_ok() {
-                let at = std::time::UNIX_EPOCH
-                    + Duration::from_secs(run.received_at.max(0) as u64)
-                    + Duration::from_nanos(place as u64 % 1_000_000_000);
+                let at = std::time::UNIX_EPOCH + Duration::from_secs(run.received_at.max(0) as u64);
                 let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(at));
             }
         }
@@ -740,7 +742,7 @@ mod tests {
     }
 
     #[test]
-    fn documents_written_at_start_are_dated_in_acceptance_order_within_their_second() {
+    fn a_start_with_fewer_runs_kept_keeps_the_newest_accepted_of_one_second() {
         let dir = tempfile::tempdir().unwrap();
         let ids = one_second(dir.path(), 10, 10);
         // A start writes the ten documents, all of one second; a start with fewer kept keeps
@@ -748,5 +750,31 @@ mod tests {
         drop(Runs::open(dir.path().to_path_buf(), 10, &["a".to_string()]).unwrap());
         let runs = Runs::open(dir.path().to_path_buf(), 3, &["a".to_string()]).unwrap();
         newest_kept(&runs, &ids, 3);
+    }
+
+    #[test]
+    fn a_run_that_ended_after_newer_ones_were_accepted_does_not_outlive_them_at_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = vec!["a".to_string()];
+        let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
+        // Run 0 runs while 1 to 4 arrive, each superseding the one that waited; run 0 ends
+        // last, so its document is the newest file.
+        runs.insert(queued("a", 0), |_| {}).unwrap();
+        runs.update(&id(0), |r| r.status = "running".into());
+        runs.insert(queued("a", 1), |_| {}).unwrap();
+        for n in 2..5 {
+            runs.insert(queued("a", n), |supersede| supersede(&id(n - 1), &id(n))).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        runs.update(&id(0), |r| r.status = "succeeded".into());
+        runs.flush();
+        drop(runs);
+        let runs = Runs::open(dir.path().to_path_buf(), 3, &hooks).unwrap();
+        let statuses: Vec<Option<String>> = (0..5).map(|n| runs.get("a", &id(n)).map(|r| r.status)).collect();
+        assert_eq!(
+            statuses,
+            [None, None, Some("superseded".into()), Some("superseded".into()), Some("cancelled".into())],
+            "the newest three accepted"
+        );
     }
 }
