@@ -104,6 +104,19 @@ impl Conn {
             _ => None,
         }
     }
+
+    /// The share of the budget a trusted body being read holds.
+    pub(super) fn trusted_share(&self) -> Option<(IpAddr, usize, Instant)> {
+        match &self.phase {
+            Phase::Body { share, since, .. } if share.trusted => Some((share.peer, share.bytes, *since)),
+            _ => None,
+        }
+    }
+
+    /// Whether this connection waits for room for a trusted body.
+    pub(super) fn starved_trusted(&self) -> bool {
+        matches!(&self.phase, Phase::Starved { share, .. } if share.trusted)
+    }
 }
 
 /// What became of a connection after a read.

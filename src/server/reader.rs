@@ -1,7 +1,7 @@
 //! The I/O thread: one `poll(2)` loop accepts and reads every connection, so a slow or idle
 //! client costs a file descriptor and a small buffer, never a thread.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
@@ -131,21 +131,35 @@ fn hand_off<S: Service>(
     }
 }
 
-/// The anonymous body reader to shed so that `conns[starved]`'s body fits: one of its own
-/// address when that address is at its cap, else the oldest of the address holding the most
-/// anonymous bytes; `None` when no anonymous body is being read (what handlers hold cannot be
-/// shed, and that is bounded by the anonymous share of the handlers).
+/// The body reader to shed so that `conns[starved]`'s body fits: an anonymous one first, of
+/// its own address when that address is at its cap, else the oldest of the address holding
+/// the most anonymous bytes. For a trusted body when no anonymous one is being read, the
+/// oldest trusted reader of the address holding the most trusted bytes, when that is more than
+/// the starved request's address holds: whoever holds a token cannot keep the budget from
+/// another's request by declaring long bodies and sending them slowly. `None` when there is
+/// nothing to shed (what handlers hold cannot be shed, and that is bounded by the handlers).
 fn body_victim(conns: &[Conn], done: &[bool], starved: usize, short: Short) -> Option<usize> {
-    let readers = conns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != starved && !done.get(*i).copied().unwrap_or(false))
-        .filter_map(|(i, c)| c.anonymous_share().map(|(ip, bytes, since)| (i, ip, bytes, since)));
+    let others =
+        || conns.iter().enumerate().filter(move |(i, _)| *i != starved && !done.get(*i).copied().unwrap_or(false));
+    let readers = others().filter_map(|(i, c)| c.anonymous_share().map(|(ip, bytes, since)| (i, ip, bytes, since)));
     let ip = match short {
-        Short::Address => conns[starved].peer,
-        Short::Total => bounds::busiest(readers.clone().map(|(_, ip, bytes, _)| (ip, bytes)))?,
+        Short::Address => Some(conns[starved].peer),
+        Short::Total => bounds::busiest(readers.clone().map(|(_, ip, bytes, _)| (ip, bytes))),
     };
-    bounds::oldest_of(readers.map(|(i, ip, _, since)| (i, ip, since)), ip)
+    if let Some(victim) = ip.and_then(|ip| bounds::oldest_of(readers.map(|(i, ip, _, since)| (i, ip, since)), ip)) {
+        return Some(victim);
+    }
+    if !conns[starved].starved_trusted() {
+        return None;
+    }
+    let trusted = others().filter_map(|(i, c)| c.trusted_share().map(|(ip, bytes, since)| (i, ip, bytes, since)));
+    let held =
+        |ip: IpAddr| trusted.clone().filter(|(_, a, _, _)| *a == ip).map(|(_, _, bytes, _)| bytes).sum::<usize>();
+    let busiest = bounds::busiest(trusted.clone().map(|(_, ip, bytes, _)| (ip, bytes)))?;
+    if held(busiest) <= held(conns[starved].peer) {
+        return None;
+    }
+    bounds::oldest_of(trusted.map(|(i, ip, _, since)| (i, ip, since)), busiest)
 }
 
 /// Keeps the memory of unparsed heads within its bound by shedding the oldest head reader of

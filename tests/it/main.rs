@@ -9,6 +9,7 @@ mod attacks;
 mod attacks_round2;
 mod attacks_round3;
 mod attacks_round4;
+mod attacks_round5;
 mod author_bounds;
 mod build_cache;
 mod cli;
