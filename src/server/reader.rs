@@ -61,7 +61,7 @@ pub(crate) fn serve<S: Service>(
             for i in 0..conns.len() {
                 if fds[i + 1].revents != 0 && !done[i] && waiting(&conns[i]).is_none() {
                     let mut step = read_ready(&mut conns[i], &service, &budget, &handlers, now);
-                    // No room for this body: shed anonymous readers for it while that helps.
+                    // No room for this body: shed readers for it (`body_victim`) while that helps.
                     while let Step::Starved(short) = step {
                         match body_victim(&conns, &done, i, short) {
                             Some(v) => {
