@@ -241,7 +241,7 @@ impl CommitLog {
             groups: 0,
         };
         let log = CommitLog { path, state: Mutex::new(state), idle: Condvar::new() };
-        let (file, text) = log.replace(&text)?;
+        let file = log.replace(&text)?;
         sync_dir(&log.path)?;
         log.lock().place(file, &text);
         Ok((log, text))
@@ -349,7 +349,10 @@ impl CommitLog {
         state.rewrites -= 1;
         drop(state);
         let read = std::fs::read(&self.path).with_context(|| format!("failed to rewrite `{}`", self.path.display()));
-        let replaced = read.and_then(|bytes| self.replace(&keep(&records(&bytes))));
+        let replaced = read.and_then(|bytes| {
+            let text = keep(&records(&bytes));
+            self.replace(&text).map(|log| (log, text))
+        });
         // Renamed: appends go to the new file (a directory sync that fails is reported, and
         // the new file is the one the path names). Not renamed: the path names the old file
         // still, which appends go on with as before.
@@ -373,9 +376,9 @@ impl CommitLog {
     }
 
     /// Writes `text` and zeros ahead to a temporary file, syncs it, opens it for appends and
-    /// renames it over the file (the directory is synced by the caller); returns it, and
-    /// `text`. On an error, the file at the path is the one it was.
-    fn replace(&self, text: &[u8]) -> anyhow::Result<(Log, Vec<u8>)> {
+    /// renames it over the file (the directory is synced by the caller); returns it. On an
+    /// error, the file at the path is the one it was.
+    fn replace(&self, text: &[u8]) -> anyhow::Result<Log> {
         let failed = || format!("failed to rewrite `{}`", self.path.display());
         let tmp = self.path.with_extension("tmp");
         let mut out = File::create(&tmp).with_context(failed)?;
@@ -384,7 +387,7 @@ impl CommitLog {
         // Opened before the rename, so that the descriptors follow the file renamed.
         let log = Log::open(&tmp).with_context(failed)?;
         std::fs::rename(&tmp, &self.path).with_context(failed)?;
-        Ok((log, text.to_vec()))
+        Ok(log)
     }
 }
 

@@ -6,18 +6,18 @@
 //! at start a document the log has but the directory lacks (or holds cut short) is written
 //! again, so each accepted run stays retrievable after a crash or a power cut. A run
 //! superseded while it waited has no document while the process runs (see `superseded`):
-//! memory answers for it until retention lets it go. Retention: the
-//! newest `serve.keep_runs` runs of each hook by acceptance (default 1,000; at start their
-//! order in `serve/accepted`, a document of a run it no longer has coming before them); when a new run is accepted, an older run's document and log
-//! stop being served and wait, up to [`SPARES`] per hook, to become a new run's files (the
+//! memory answers for it until retention lets it go. Retention: the newest `serve.keep_runs`
+//! runs of each hook by acceptance (default 1,000; at start their order in `serve/accepted`,
+//! a document of a run it no longer has coming before them); when a new run is accepted, an
+//! older run's document and log stop being served and wait, up to [`SPARES`] per hook, to become a new run's files (the
 //! rest are removed), and `serve/accepted` keeps the newest `keep_runs` lines of each hook
 //! when it has grown past twice that (or once its gaps are more than 1 MiB larger than its
 //! lines, as `commit` says). Memory holds queued and running runs, the most recent
 //! finished ones, the ids of the runs retention keeps, and the documents of the superseded
-//! ones among them (without the environment and images they would have run with).
-//! What a request need not wait for — the line of the run it superseded, retention's files,
-//! the rewrite of `serve/accepted` —
-//! is done in order by a thread of its own ([`Chore`]) after the request is answered.
+//! ones among them (without the environment and images they would have run with). What a
+//! request need not wait for — the line of the run it superseded, retention's files, the
+//! rewrite of `serve/accepted` — is done in order by a thread of its own ([`Chore`]) after
+//! the request is answered.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -49,7 +49,7 @@ const CHORES: usize = 4096;
 /// `serve/accepted` before the `202`; these only follow from it, and a document a crash left
 /// unwritten is written again from it at start.
 enum Chore {
-    Supersede(Box<RunInfo>),
+    Supersede(Arc<RunInfo>),
     Retire { gone: Vec<(String, String)>, compact: bool },
     Flush(SyncSender<()>),
 }
@@ -154,7 +154,7 @@ struct Table {
     /// Requests waiting on `ended` (`?wait=`): a run's end wakes them only when there are any.
     waiting: usize,
     /// Runs superseded while they waited, which have no document, until retention lets them go.
-    superseded: HashMap<String, RunInfo>,
+    superseded: HashMap<String, Arc<RunInfo>>,
 }
 
 impl Runs {
@@ -185,13 +185,11 @@ impl Runs {
             ledger: Mutex::new(ledger),
         };
         let kept = newest(&text, runs.keep);
-        runs.recover(&kept, hooks, &mut superseded);
-        runs.ledger.get_mut().unwrap_or_else(|e| e.into_inner()).start()?;
         // Runs are kept by acceptance: their place among the lines kept. A document of a run
         // those lines lack (a file retention let go, or older than them) comes first, by its
         // file's time, and goes first.
-        let place: HashMap<String, usize> =
-            kept.split(|&b| b == b'\n').filter_map(parse).enumerate().map(|(i, (_, run))| (run.id, i)).collect();
+        let place = runs.recover(&kept, hooks, &mut superseded);
+        runs.ledger.get_mut().unwrap_or_else(|e| e.into_inner()).start()?;
         let mut gone = Vec::new();
         let mut table = Table::default();
         for hook in hooks {
@@ -236,7 +234,7 @@ impl Runs {
                 // Not on stable storage in any case: a line that could not be written leaves
                 // the run `cancelled` after a restart.
                 let rewritten = ledger.full(kept) && {
-                    let all: Vec<RunInfo> = self.lock().superseded.values().cloned().collect();
+                    let all: Vec<Arc<RunInfo>> = self.lock().superseded.values().cloned().collect();
                     let text = all.iter().filter_map(|run| line(run).ok()).flatten().collect();
                     ledger.rewrite(text, all.len()).is_ok()
                 };
@@ -276,9 +274,16 @@ impl Runs {
 
     /// Writes the documents of accepted runs that are missing or cut short, as a stopped
     /// receiver leaves them (`superseded` has those of runs superseded while they waited),
-    /// dated when the run was accepted.
-    fn recover(&self, text: &[u8], hooks: &[String], superseded: &mut HashMap<String, RunInfo>) {
-        for (hook, mut run) in text.split(|&b| b == b'\n').filter_map(parse) {
+    /// dated when the run was accepted. Returns each run's place in `text`.
+    fn recover(
+        &self,
+        text: &[u8],
+        hooks: &[String],
+        superseded: &mut HashMap<String, RunInfo>,
+    ) -> HashMap<String, usize> {
+        let mut place = HashMap::new();
+        for (i, (hook, mut run)) in text.split(|&b| b == b'\n').filter_map(parse).enumerate() {
+            place.insert(run.id.clone(), i);
             if !hooks.contains(&run.hook) || hook != run.hook.as_bytes() || !valid_id(&run.id) {
                 continue;
             }
@@ -295,6 +300,7 @@ impl Runs {
                 let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(at));
             }
         }
+        place
     }
 
     /// The hook's deploy history (its last deploys, for rollback), beside its runs.
@@ -354,7 +360,7 @@ impl Runs {
             table.kept.entry(hook.clone()).or_default().push_back(run.id.clone());
             table.live.insert(run.id.clone(), run);
             let mut supersede = |old: &str, by: &str| {
-                let Table { live, finished, .. } = &mut *table;
+                let Table { live, finished, superseded: kept_superseded, .. } = &mut *table;
                 if let Some(r) = live.get_mut(old) {
                     // Only a run still waiting is superseded: it has no document, and never
                     // needs the environment and images it would have run with.
@@ -362,14 +368,13 @@ impl Runs {
                     r.superseded_by = Some(by.to_string());
                     r.env = Vec::new();
                     r.images = Default::default();
-                    superseded.push(r.clone());
+                    let run = Arc::new(r.clone());
+                    kept_superseded.insert(r.id.clone(), run.clone());
+                    superseded.push(run);
                 }
                 finished.push_back(old.to_string());
             };
             then(&mut supersede);
-            for run in &superseded {
-                table.superseded.insert(run.id.clone(), run.clone());
-            }
             self.trim(&mut table);
             let gone = beyond(&mut table, self.keep, &hook);
             table.lines += 1;
@@ -384,7 +389,7 @@ impl Runs {
             self.ended.notify_all();
         }
         for run in superseded {
-            self.later(Chore::Supersede(Box::new(run)));
+            self.later(Chore::Supersede(run));
         }
         if compact || !gone.is_empty() {
             self.later(Chore::Retire { gone, compact });
@@ -419,7 +424,9 @@ impl Runs {
     pub(crate) fn get(&self, hook: &str, id: &str) -> Option<RunInfo> {
         {
             let table = self.lock();
-            if let Some(run) = table.live.get(id).or_else(|| table.superseded.get(id)).filter(|r| r.hook == hook) {
+            if let Some(run) =
+                table.live.get(id).or_else(|| table.superseded.get(id).map(|r| &**r)).filter(|r| r.hook == hook)
+            {
                 return Some(run.clone());
             }
             let doc = self.doc_path(hook, id);

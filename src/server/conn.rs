@@ -414,28 +414,30 @@ pub(super) fn dispatch<S: Service>(
             let bytes = response.head_bytes(request.http10, keep);
             (&stream).write(&bytes).is_ok_and(|n| n == bytes.len())
         } else if let Some(_sending) = sending {
-            let until = Instant::now() + writers.answer_timeout;
+            let mut out = Deadline { stream: &stream, until: Instant::now() + writers.answer_timeout };
+            let mut block = || {
+                blocking = true;
+                let _ = stream.set_nonblocking(false);
+            };
             if response.stream.is_none() {
                 // A whole answer: one write, and the rest (when there is a rest) within the deadline.
                 let bytes = response.bytes(request.http10, keep);
-                match (&stream).write(&bytes) {
-                    Ok(n) if n == bytes.len() => true,
-                    Ok(n) => {
-                        blocking = true;
-                        let _ = stream.set_nonblocking(false);
-                        Deadline { stream: &stream, until }.write_all(&bytes[n..]).is_ok()
+                let sent = match (&stream).write(&bytes) {
+                    Ok(n) => Some(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(0),
+                    Err(_) => None,
+                };
+                match sent {
+                    Some(n) if n == bytes.len() => true,
+                    Some(n) => {
+                        block();
+                        out.write_all(&bytes[n..]).is_ok()
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        blocking = true;
-                        let _ = stream.set_nonblocking(false);
-                        Deadline { stream: &stream, until }.write_all(&bytes).is_ok()
-                    }
-                    Err(_) => false,
+                    None => false,
                 }
             } else {
-                blocking = true;
-                let _ = stream.set_nonblocking(false);
-                response.write_to(&mut Deadline { stream: &stream, until }, request.http10, keep).is_ok()
+                block();
+                response.write_to(&mut out, request.http10, keep).is_ok()
             }
         } else {
             // No place to send from: a short whole answer goes out in the one write the socket's

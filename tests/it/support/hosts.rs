@@ -313,15 +313,7 @@ impl Host {
     /// One GET from the main namespace to `http://IP:PORT/PATH` with a Host header: the body of a
     /// 200, or what went wrong.
     pub fn get(&self, port: u16, host: &str, path: &str) -> Result<String, String> {
-        use std::io::{Read, Write};
-        let mut s = TcpStream::connect_timeout(&(self.ip, port).into(), Duration::from_secs(5))
-            .map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-            .map_err(|e| format!("write: {e}"))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
-        match super::load::answer(&raw) {
+        match super::load::get((self.ip, port).into(), host, path)? {
             (200, Ok(body)) => Ok(body),
             (status, Ok(body)) => Err(format!("HTTP {status}: {body}")),
             (status, Err(why)) => Err(format!("HTTP {status}: {why}")),

@@ -8,16 +8,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One GET of `path` at `ip:port` with `Host: host`: the body of a 200, or what went wrong.
-pub fn request(ip: &str, port: u16, host: &str, path: &str) -> Result<String, String> {
-    let addr = format!("{ip}:{port}");
-    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+/// One GET of `path` at `addr` with `Host: host`, the connection closed after it: its answer
+/// as [`answer`] reads it, or what kept it from coming.
+pub fn get(addr: std::net::SocketAddr, host: &str, path: &str) -> Result<(u16, Result<String, String>), String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
-    match answer(&raw) {
+    Ok(answer(&raw))
+}
+
+/// One GET of `path` at `ip:port` with `Host: host`: the body of a 200, or what went wrong.
+pub fn request(ip: &str, port: u16, host: &str, path: &str) -> Result<String, String> {
+    let addr = format!("{ip}:{port}");
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    match get(addr, host, path)? {
         (200, Ok(body)) => Ok(body),
         (status, Ok(_)) => Err(format!("HTTP {status}")),
         (status, Err(why)) => Err(format!("HTTP {status} {why}")),
