@@ -25,10 +25,10 @@
 //! block writes the block's earlier records again, the same bytes: a disk that can tear a
 //! sector on a power cut (no power-loss protection) could damage them there. A record whose
 //! write failed is written over with zeros where the disk takes it; where it does not, a
-//! later open reads it. The file is rewritten whole when it is opened and when its owner
-//! asks, between two groups (temporary file, sync, rename, directory sync), to drop what is no
-//! longer needed and the gaps; `append` says once, on success, when the gaps are more than
-//! 1 MiB larger than the records.
+//! later open reads it. The file is rewritten whole (temporary file, sync, rename, directory
+//! sync) when it is opened, with what its owner still needs of it, and when its owner asks,
+//! between two groups, to drop what is no longer needed and the gaps; `append` says once, on
+//! success, when the gaps are more than 1 MiB larger than the records.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -219,10 +219,11 @@ fn records(bytes: &[u8]) -> Vec<u8> {
 }
 
 impl CommitLog {
-    /// Opens (or creates) the file and returns its complete records.
-    pub(crate) fn open(path: PathBuf) -> anyhow::Result<(CommitLog, Vec<u8>)> {
+    /// Opens (or creates) the file, rewritten with the records `keep` returns from its
+    /// complete records (what the owner still needs), and returns those.
+    pub(crate) fn open(path: PathBuf, keep: impl FnOnce(&[u8]) -> Vec<u8>) -> anyhow::Result<(CommitLog, Vec<u8>)> {
         let text = match std::fs::read(&path) {
-            Ok(bytes) => records(&bytes),
+            Ok(bytes) => keep(&records(&bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("failed to read `{}`", path.display())),
         };
@@ -463,7 +464,7 @@ mod tests {
     fn records_appended_from_many_threads_are_all_there_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (log, text) = CommitLog::open(path.clone()).unwrap();
+        let (log, text) = CommitLog::open(path.clone(), <[u8]>::to_vec).unwrap();
         assert!(text.is_empty());
         let log = Arc::new(log);
         let threads: Vec<_> = (0..8)
@@ -487,7 +488,7 @@ mod tests {
         log.append(b"9 9\n").unwrap();
         drop(log);
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"torn").unwrap();
-        let (_, text) = CommitLog::open(path.clone()).unwrap();
+        let (_, text) = CommitLog::open(path.clone(), <[u8]>::to_vec).unwrap();
         let text = String::from_utf8(text).unwrap();
         let expected: String = (0..50).map(|i| format!("3 {i}\n")).chain(["9 9\n".to_string()]).collect();
         let mut lines: Vec<&str> = text.lines().collect();
@@ -508,7 +509,7 @@ mod tests {
     fn a_group_placed_while_the_last_block_is_written_starts_at_the_next_block() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (log, _) = CommitLog::open(path.clone()).unwrap();
+        let (log, _) = CommitLog::open(path.clone(), <[u8]>::to_vec).unwrap();
         let file = log.lock().file.clone().unwrap();
         let mut state = log.lock();
         state.pending.extend_from_slice(b"one\n");
@@ -537,7 +538,7 @@ mod tests {
     #[test]
     fn gaps_beyond_the_records_are_reported_once_until_the_file_is_rewritten() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, _) = CommitLog::open(dir.path().join("log")).unwrap();
+        let (log, _) = CommitLog::open(dir.path().join("log"), <[u8]>::to_vec).unwrap();
         // Each group alone in its block, as when every group starts while another is written.
         let mut said = 0;
         for i in 0..600 {
@@ -554,23 +555,60 @@ mod tests {
     }
 
     #[test]
+    fn an_open_rewrites_the_file_with_what_its_owner_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (log, _) = CommitLog::open(path.clone(), <[u8]>::to_vec).unwrap();
+        for record in [&b"a 1\n"[..], b"b 1\n", b"a 2\n"] {
+            log.append(record).unwrap();
+        }
+        drop(log);
+        let (_, kept) = CommitLog::open(path.clone(), |text| {
+            text.split_inclusive(|&b| b == b'\n').filter(|l| l.starts_with(b"a")).flatten().copied().collect()
+        })
+        .unwrap();
+        assert_eq!(kept, b"a 1\na 2\n");
+        assert_eq!(CommitLog::read(&path), b"a 1\na 2\n", "the file holds what was kept");
+    }
+
+    #[test]
     fn where_direct_writes_are_refused_the_page_cache_is_written_and_synced() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (log, _) = CommitLog::open(path.clone()).unwrap();
+        let (log, _) = CommitLog::open(path.clone(), <[u8]>::to_vec).unwrap();
         let cached = OpenOptions::new().write(true).open(&path).unwrap();
         log.lock().file =
             Some(Arc::new(Log { direct: None, refused: AtomicBool::new(false), cached, syncing: Mutex::new(()) }));
         log.append(b"a 1\n").unwrap();
         drop(log);
-        assert_eq!(CommitLog::open(path).unwrap().1, b"a 1\n");
+        assert_eq!(CommitLog::open(path, <[u8]>::to_vec).unwrap().1, b"a 1\n");
+    }
+
+    /// The fall-back kept for a file system that takes direct writes at open and refuses one
+    /// later (`EINVAL`): that write and every later one go through the page cache, synced.
+    #[test]
+    fn a_direct_write_refused_with_einval_and_every_later_one_go_through_the_page_cache() {
+        // A disk's file system (the build's directory): a tmpfs may take unaligned direct writes.
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, vec![0u8; 3 * BLOCK]).unwrap();
+        let file = Log::open(&path).unwrap();
+        assert!(file.direct.is_some(), "this file system takes direct writes");
+        // An offset off the disk's sectors: the kernel refuses a direct write there.
+        file.write(1, &Blocks::of(b"a 1\n")).unwrap();
+        assert!(file.refused.load(Ordering::Relaxed), "the refusal is remembered");
+        file.write(BLOCK as u64, &Blocks::of(b"a 2\n")).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!((&bytes[1..5], &bytes[BLOCK..BLOCK + 4]), (&b"a 1\n"[..], &b"a 2\n"[..]));
     }
 
     /// A new log in a directory of its own, holding `record`.
     fn log_holding(record: &[u8]) -> (tempfile::TempDir, PathBuf, CommitLog) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (log, _) = CommitLog::open(path.clone()).unwrap();
+        let (log, _) = CommitLog::open(path.clone(), <[u8]>::to_vec).unwrap();
         log.append(record).unwrap();
         (dir, path, log)
     }
@@ -600,6 +638,6 @@ mod tests {
         std::fs::remove_dir(path.with_extension("tmp")).unwrap();
         log.rewrite(|text| text.to_vec()).unwrap();
         log.append(b"a 3\n").unwrap();
-        assert_eq!(CommitLog::open(path).unwrap().1, b"a 1\na 2\na 3\n");
+        assert_eq!(CommitLog::open(path, <[u8]>::to_vec).unwrap().1, b"a 1\na 2\na 3\n");
     }
 }

@@ -45,6 +45,8 @@ pub(crate) use forge::ForgeHooks;
 pub(crate) const DEFAULT_KEEP_RUNS: usize = 1000;
 
 const MIB: usize = 1024 * 1024;
+/// How long a stopping receiver waits for the requests it is still answering.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// The connection limits `pipe serve` runs with, for requests whose body, before their
 /// credentials are checked, may be up to `preauth` bytes: anonymous requests may hold 6 MiB of
@@ -159,8 +161,8 @@ impl Receiver {
         self
     }
 
-    /// Serves until SIGTERM or SIGINT, then cancels waiting runs, stops running hooks and
-    /// waits for the workers.
+    /// Serves until SIGTERM or SIGINT, then cancels waiting runs, stops running hooks, waits
+    /// for the workers and, up to [`STOP_WAIT`], for the requests being handled.
     pub(crate) fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
         let mut workers: Vec<_> = self
             .hooks
@@ -186,7 +188,7 @@ impl Receiver {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         }
         let limits = limits(self.preauth.max(self.forge.max_body()));
-        server::serve(listener, limits, self.clone(), || crate::signals::received().is_some())
+        let in_flight = server::serve(listener, limits, self.clone(), || crate::signals::received().is_some())
             .context("the server stopped")?;
         self.shared
             .journal
@@ -197,6 +199,14 @@ impl Receiver {
         self.forge.wake_all();
         for w in workers {
             let _ = w.join();
+        }
+        // Requests already read are answered (and a run they superseded gets its line) before
+        // the last chores are done; a client reading an answer slowly is not waited for long.
+        if !in_flight.wait(STOP_WAIT) {
+            self.shared.journal.line(format!(
+                "stopped with requests still being answered after {}s",
+                STOP_WAIT.as_secs()
+            ));
         }
         self.shared.runs.flush();
         self.shared.journal.flush();

@@ -146,6 +146,12 @@ fn parse(text: &str, now: i64) -> impl Iterator<Item = (u128, u64, i64)> {
     })
 }
 
+/// The lines of `text` that have not expired at `now`, as [`parse`] reads them.
+fn unexpired(text: &[u8], now: i64) -> Vec<u8> {
+    let text = String::from_utf8_lossy(text);
+    text.lines().filter(|l| parse(l, now).next().is_some()).flat_map(|l| [l, "\n"]).collect::<String>().into_bytes()
+}
+
 fn line(key: u128, part: u64, expires: i64) -> String {
     format!("{expires} ={key:032x} {part:016x}\n")
 }
@@ -153,7 +159,8 @@ fn line(key: u128, part: u64, expires: i64) -> String {
 impl Deliveries {
     /// Loads the entries that have not expired at `now`.
     pub(crate) fn open(path: PathBuf, now: i64) -> anyhow::Result<Deliveries> {
-        let (log, text) = CommitLog::open(path)?;
+        // Expired entries are not kept.
+        let (log, text) = CommitLog::open(path, |text| unexpired(text, now))?;
         let text = String::from_utf8_lossy(&text);
         let mut state = State {
             live: HashMap::new(),
@@ -253,6 +260,21 @@ mod tests {
         assert!(!reopened.record("h", "d-1", 300, 190).unwrap(), "remembered across a restart");
         let later = Deliveries::open(path, 201).unwrap();
         assert!(later.record("h", "d-1", 400, 201).unwrap(), "forgotten once expired");
+    }
+
+    #[test]
+    fn an_open_writes_back_only_the_ids_that_have_not_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deliveries");
+        let store = Deliveries::open(path.clone(), 100).unwrap();
+        assert!(store.record("h", "d-1", 150, 100).unwrap());
+        assert!(store.record("h", "d-2", 300, 100).unwrap());
+        drop(store);
+        let reopened = Deliveries::open(path.clone(), 200).unwrap();
+        assert_eq!(reopened.len(), 1);
+        let text = String::from_utf8(CommitLog::read(&path)).unwrap();
+        assert_eq!(text.lines().map(|l| l.split(' ').next().unwrap()).collect::<Vec<_>>(), ["300"], "{text}");
+        assert!(!reopened.record("h", "d-2", 400, 200).unwrap(), "the live one is still refused");
     }
 
     #[test]

@@ -166,7 +166,9 @@ impl Runs {
             let path = dir.join(hook);
             std::fs::create_dir_all(&path).with_context(|| format!("failed to create `{}`", path.display()))?;
         }
-        let (accepted, text) = CommitLog::open(dir.join("accepted"))?;
+        let keep = keep.max(1);
+        // The file is rewritten once, with the newest runs of each hook only: the runs kept.
+        let (accepted, kept) = CommitLog::open(dir.join("accepted"), |text| newest(text, keep))?;
         let ledger = Ledger::new(dir.join("superseded"));
         let mut superseded: HashMap<String, RunInfo> = (ledger.read().split(|&b| b == b'\n'))
             .filter_map(parse)
@@ -176,7 +178,7 @@ impl Runs {
         let (chores, todo) = sync_channel(CHORES);
         let mut runs = Runs {
             dir,
-            keep: keep.max(1),
+            keep,
             hooks: hooks.len().max(1),
             accepted,
             table: Mutex::new(Table::default()),
@@ -184,7 +186,6 @@ impl Runs {
             chores,
             ledger: Mutex::new(ledger),
         };
-        let kept = newest(&text, runs.keep);
         // Runs are kept by acceptance: their place among the lines kept. A document of a run
         // those lines lack (a file retention let go, or older than them) comes first, by its
         // file's time, and goes first.
@@ -210,7 +211,6 @@ impl Runs {
         table.lines = kept.iter().filter(|&&b| b == b'\n').count();
         runs.table = Mutex::new(table);
         runs.remove(&gone);
-        runs.accepted.rewrite(|_| kept)?;
         let runs = Arc::new(runs);
         // The thread holds the table only while it does a chore; it ends with the last sender.
         let table = Arc::downgrade(&runs);

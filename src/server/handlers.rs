@@ -102,6 +102,11 @@ impl Handlers {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Requests being handled (or handed over and not yet taken by a thread).
+    pub(super) fn busy(&self) -> usize {
+        self.busy.load(Ordering::Acquire)
+    }
+
     /// Takes a handler's place; false when `limit` requests are being handled.
     pub(super) fn acquire(&self) -> bool {
         if self.busy.fetch_add(1, Ordering::AcqRel) >= self.limit {

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::bounds::Short;
 use super::bounds::{self, Budget};
@@ -13,13 +13,14 @@ use super::handlers::Handlers;
 use super::service::{Limits, Service};
 
 /// Accepts and reads connections until `stop()` is true; complete requests go to
-/// `service.handle` on their own threads.
+/// `service.handle` on their own threads, which may still be running when this returns: the
+/// [`InFlight`] returned waits for them.
 pub(crate) fn serve<S: Service>(
     listener: TcpListener,
     limits: Limits,
     service: Arc<S>,
     stop: impl Fn() -> bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<InFlight> {
     listener.set_nonblocking(true)?;
     // A deep accept queue: a burst of connections must not drop a fresh one's SYN (a 1 s retry).
     // SAFETY: listen(2) again on a listening socket only changes its backlog.
@@ -101,7 +102,25 @@ pub(crate) fn serve<S: Service>(
             budget.release(share);
         }
     }
-    Ok(())
+    Ok(InFlight(handlers))
+}
+
+/// The requests still being handled when the server stopped reading.
+pub(crate) struct InFlight(Arc<Handlers>);
+
+impl InFlight {
+    /// Waits up to `within` for every request being handled to be answered; false when some
+    /// still were at the end.
+    pub(crate) fn wait(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while self.0.busy() > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
 }
 
 /// Gives waiting anonymous requests the handlers' places that freed, first come first served;

@@ -378,3 +378,33 @@ fn a_stderr_nobody_reads_never_stalls_the_receiver() {
     assert_eq!(code, Some(0));
     assert!(log.contains("log line(s) dropped: stderr did not keep up"), "{}", &log[log.len().saturating_sub(500)..]);
 }
+
+/// A request waiting for its run (`?wait=`) when the receiver is stopped is answered before
+/// the process exits: a stopping receiver waits for the requests it is answering.
+#[test]
+fn a_request_waiting_for_its_run_is_answered_when_the_receiver_stops() {
+    let mut env = TestEnv::new();
+    let out = command_hooks(&mut env, "echo started >> OUT; sleep 30");
+    let server = Serve::start(&env);
+    let port = server.port;
+    let waiting = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let head = "POST /hooks/tok?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-8675309\r\n\
+                    Content-Length: 0\r\n\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        crate::support::http::read_answer(&mut stream)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains("started")) {
+        assert!(Instant::now() < deadline, "the hook never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, log) = server.stop();
+    let answer = String::from_utf8_lossy(&waiting.join().unwrap()).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 202") || answer.starts_with("HTTP/1.1 200"),
+        "the waiting request was answered before the receiver exited: {answer:?}\n{log}"
+    );
+    assert_eq!(code, Some(0), "{log}");
+}
