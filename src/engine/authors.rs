@@ -43,7 +43,10 @@ pub(crate) fn of_pull_requests(
         let known = SecretRef::from_pair(&forge.token_env, &forge.token_file)
             .ok_or_else(|| "no token".to_string())
             .and_then(|r| secret::resolve(&r, &format!("forge.{forge_name}.token")).map_err(|e| format!("{e:#}")))
-            .and_then(|token| crate::forge::pulls::authors(forge, &token, repo));
+            .and_then(|token| {
+                let wanted: Vec<u64> = pulls.iter().map(|(_, n)| *n).collect();
+                crate::forge::pulls::authors(forge, &token, repo, &wanted)
+            });
         let known = known.unwrap_or_else(|why| {
             out.warn(format!(
                 "{name}: the authors of its pull requests are unknown ({why}); they count as one author this tick"

@@ -11,10 +11,14 @@
 //! Next pages as the listing of organizations follows them (`Link`, GitLab's `X-Next-Page`,
 //! the API's own origin only). Untrusted: at most [`MAX_PAGES`] pages of at most
 //! [`MAX_PAGE_BYTES`], read one pull request at a time (each listed with its description, up to
-//! 65,536 characters at GitHub and a million at GitLab, so a few long ones make a page of many
-//! MiB); a pull request longer than [`MAX_PULL_BYTES`], or not as documented, is left without
-//! an author and the others keep theirs, and a login is used only when it is 1 to 64 letters,
-//! digits, `.`, `_` or `-`.
+//! 65,536 characters at GitHub, a million at GitLab and without a documented bound at Gitea,
+//! so a few long ones make a page of many MiB); a pull request longer than [`MAX_PULL_BYTES`],
+//! or not as documented, is left without an author and the others keep theirs, and a login is
+//! used only when it is 1 to 64 letters, digits, `.`, `_` or `-`. A page over its bound ends
+//! the listing with what it named; a pull request pipe needs the author of and the listing did
+//! not name is then asked for on its own (GitHub and Gitea `GET {api}/repos/{owner}/{repo}/pulls/N`,
+//! GitLab `GET {api}/projects/{id}/merge_requests/IID`), read up to [`MAX_PULL_BYTES`], so
+//! long descriptions cost their own pull requests their author and no one else's.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +38,8 @@ const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
 /// Authors kept at most, whatever the pages hold.
 const MAX_AUTHORS: usize = 100 * MAX_PAGES;
+/// Pull requests asked for one at a time at most, in one call.
+const MAX_ASKED: usize = 50;
 
 #[derive(Deserialize)]
 struct Login {
@@ -74,8 +80,16 @@ fn first_page(forge: &Forge, repo: &str) -> String {
     }
 }
 
-/// The author of each open pull request of `repo`, by number.
-pub(crate) fn authors(forge: &Forge, token: &Secret, repo: &str) -> Result<BTreeMap<u64, String>, String> {
+/// The author of each open pull request of `repo`, by number, for the pull requests in
+/// `wanted` at least: the listing's, then, for a wanted one the listing did not name (a page cut
+/// at [`MAX_PAGE_BYTES`], a description too long, a page past [`MAX_PAGES`]), its own answer,
+/// for [`MAX_ASKED`] of them at most.
+pub(crate) fn authors(
+    forge: &Forge,
+    token: &Secret,
+    repo: &str,
+    wanted: &[u64],
+) -> Result<BTreeMap<u64, String>, String> {
     let (auth_name, auth_value) = super::auth_header(forge.kind, token);
     let mut headers = vec![format!("{auth_name}: {auth_value}")];
     match forge.kind {
@@ -85,6 +99,18 @@ pub(crate) fn authors(forge: &Forge, token: &Secret, repo: &str) -> Result<BTree
         }
         _ => headers.push("Accept: application/json".into()),
     }
+    let mut found = list(forge, repo, &headers)?;
+    let missing: Vec<u64> = wanted.iter().copied().filter(|n| !found.contains_key(n)).take(MAX_ASKED).collect();
+    for number in missing {
+        if let Some(login) = one(forge, repo, &headers, number) {
+            found.insert(number, login);
+        }
+    }
+    Ok(found)
+}
+
+/// The authors the listing names: a page over [`MAX_PAGE_BYTES`] ends it with what was read.
+fn list(forge: &Forge, repo: &str, headers: &[String]) -> Result<BTreeMap<u64, String>, String> {
     let mut found = BTreeMap::new();
     let mut url = Some(first_page(forge, repo));
     let mut pages = 0;
@@ -94,21 +120,18 @@ pub(crate) fn authors(forge: &Forge, token: &Secret, repo: &str) -> Result<BTree
         }
         pages += 1;
         let mut elements = Elements::new(MAX_PULL_BYTES);
-        let mut read = 0;
+        let (mut read, mut cut) = (0, false);
         let mut keep = |bytes: &[u8]| {
-            let Ok(pull) = serde_json::from_slice::<Pull>(bytes) else { return };
-            let number = if forge.kind == ForgeKind::Gitlab { pull.iid } else { pull.number };
-            let who = if forge.kind == ForgeKind::Gitlab { pull.author } else { pull.user };
-            let login = who.and_then(|l| if forge.kind == ForgeKind::Gitlab { l.username } else { l.login });
-            if let (Some(number), Some(login)) = (number, login.filter(|l| valid_login(l)))
+            if let Some((number, login)) = author(forge, bytes)
                 && found.len() < MAX_AUTHORS
             {
                 found.insert(number, login);
             }
         };
-        let (code, response_headers) = super::discover::get_into(&current, &headers, &mut |data: &[u8]| {
+        let answer = super::discover::get_into(&current, headers, &mut |data: &[u8]| {
             read += data.len();
             if read > MAX_PAGE_BYTES {
+                cut = true;
                 return Err(format!("a pull-request listing page is over {} MiB", MAX_PAGE_BYTES >> 20));
             }
             elements.feed(data, &mut |element| {
@@ -117,7 +140,11 @@ pub(crate) fn authors(forge: &Forge, token: &Secret, repo: &str) -> Result<BTree
                 }
             });
             Ok(())
-        })?;
+        });
+        if cut {
+            break;
+        }
+        let (code, response_headers) = answer?;
         if code != 200 {
             return Err(format!("the forge answered {code} to its pull-request listing"));
         }
@@ -128,6 +155,36 @@ pub(crate) fn authors(forge: &Forge, token: &Secret, repo: &str) -> Result<BTree
         url = super::discover::next_page(forge, &current, &header("link"), &header("x-next-page"))?;
     }
     Ok(found)
+}
+
+/// The author of pull request `number`, from its own answer (`GET …/pulls/N`, GitLab's
+/// `…/merge_requests/IID`), read up to [`MAX_PULL_BYTES`]; `None` when the forge does not name
+/// one as documented.
+fn one(forge: &Forge, repo: &str, headers: &[String], number: u64) -> Option<String> {
+    let api = forge.api_base();
+    let url = match forge.kind {
+        ForgeKind::Gitlab => format!("{api}/projects/{}/merge_requests/{number}", super::encode_component(repo)),
+        _ => format!("{api}/repos/{repo}/pulls/{number}"),
+    };
+    let mut body = Vec::new();
+    let (code, _) = super::discover::get_into(&url, headers, &mut |data: &[u8]| {
+        if body.len() + data.len() > MAX_PULL_BYTES {
+            return Err("too long".into());
+        }
+        body.extend_from_slice(data);
+        Ok(())
+    })
+    .ok()?;
+    author(forge, &body).filter(|(n, _)| code == 200 && *n == number).map(|(_, login)| login)
+}
+
+/// A pull request's number and its author's login, as the forge documents them.
+fn author(forge: &Forge, bytes: &[u8]) -> Option<(u64, String)> {
+    let pull = serde_json::from_slice::<Pull>(bytes).ok()?;
+    let number = if forge.kind == ForgeKind::Gitlab { pull.iid } else { pull.number };
+    let who = if forge.kind == ForgeKind::Gitlab { pull.author } else { pull.user };
+    let login = who.and_then(|l| if forge.kind == ForgeKind::Gitlab { l.username } else { l.login });
+    Some((number?, login.filter(|l| valid_login(l))?))
 }
 
 #[cfg(test)]

@@ -203,10 +203,9 @@ impl Receiver {
         // Requests already read are answered (and a run they superseded gets its line) before
         // the last chores are done; a client reading an answer slowly is not waited for long.
         if !in_flight.wait(STOP_WAIT) {
-            self.shared.journal.line(format!(
-                "stopped with requests still being answered after {}s",
-                STOP_WAIT.as_secs()
-            ));
+            self.shared
+                .journal
+                .line(format!("stopped with requests still being answered after {}s", STOP_WAIT.as_secs()));
         }
         self.shared.runs.flush();
         self.shared.journal.flush();

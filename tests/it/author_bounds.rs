@@ -31,12 +31,21 @@ fn built(run: &Run) -> Vec<String> {
 pub(crate) fn stack_with_authors(
     docker: &Docker,
 ) -> Option<(crate::support::TestEnv, ForgeApi, crate::previews::Stack)> {
+    stack_with_authors_on(docker, "github")
+}
+
+/// [`stack_with_authors`] with a stand-in of the forge `kind` (`github` or `gitea`).
+pub(crate) fn stack_with_authors_on(
+    docker: &Docker,
+    kind: &str,
+) -> Option<(crate::support::TestEnv, ForgeApi, crate::previews::Stack)> {
     let mut probe = crate::support::TestEnv::new();
     probe.env("FORGE_TOKEN", TOKEN);
-    let api = ForgeApi::start(&probe, "github", None);
+    let api = ForgeApi::start(&probe, kind, None);
+    let base = if kind == "gitea" { "/api/v1" } else { "" };
     let sections = format!(
         "max_builds = 4\nmax_builds_per_author = 2\nmax_previews_per_author = 2\n\n\
-         [forge.gh]\nkind = \"github\"\napi = \"http://127.0.0.1:{}\"\ntoken_env = \"FORGE_TOKEN\"\n",
+         [forge.gh]\nkind = \"{kind}\"\napi = \"http://127.0.0.1:{}{base}\"\ntoken_env = \"FORGE_TOKEN\"\n",
         api.port
     );
     let mut s = stack_with(docker, "max_previews = 3", false, &sections, "forge = \"gh\"\nforge_repo = \"acme/app\"")?;

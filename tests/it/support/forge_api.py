@@ -58,6 +58,9 @@ GitLab: the project's path), each forge in its documented shape, one page:
   https://docs.gitlab.com/api/merge_requests/#list-project-merge-requests  (`iid`, `author.username`;
   state `opened`, `closed`, `locked`, `merged`, `all`)
 
+and one pull request from the same file (`PULL` below: GitHub and Gitea `…/pulls/N`, GitLab
+`…/merge_requests/IID`, in the listing's shape; 404 for one not listed).
+
 A hostile forge, for the attack tests (what pipe sends is still checked against the
 documentation above; only the answers misbehave):
 - "generate": {"count": N, "prefix": P, "clone_base": URL} appends N repositories named
@@ -217,6 +220,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and PULLS[KIND]["path"].match(urlsplit(self.path).path):
             self.pulls()
             return
+        if self.command == "GET" and PULL[KIND]["path"].match(urlsplit(self.path).path):
+            self.pull()
+            return
         status, error, body = self.check()
         target = self.redirect()
         if status == 201 and target:
@@ -252,6 +258,33 @@ class Handler(BaseHTTPRequestHandler):
         if repo not in pulls:
             return self.answer(404, "no such repository")
         payload = json.dumps([spec["render"](p) for p in pulls[repo]], ensure_ascii=False).encode()
+        self.record(200, None)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def pull(self):
+        spec = PULL[KIND]
+        url = urlsplit(self.path)
+        name, value = SPEC["auth"]
+        if self.headers.get(name) != value:
+            return self.answer(401, "wrong or missing " + name)
+        unknown = set(parse_qs(url.query, keep_blank_values=True)) - spec["params"]
+        if unknown:
+            return self.answer(400, "undocumented query parameters %s" % sorted(unknown))
+        try:
+            with open(RECORD + ".pulls.json") as f:
+                pulls = json.load(f)
+        except FileNotFoundError:
+            pulls = {}
+        found = spec["path"].match(url.path)
+        repo, number = found.group(1).replace("%2F", "/"), int(found.group(2))
+        listed = [p for p in pulls.get(repo, []) if p["number"] == number]
+        if not listed:
+            return self.answer(404, "no such pull request")
+        payload = json.dumps(PULLS[KIND]["render"](listed[0]), ensure_ascii=False).encode()
         self.record(200, None)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -457,6 +490,20 @@ PULLS = {
                "params": {"state", "per_page", "page", "order_by", "sort", "milestone", "labels", "author_id",
                           "author_username", "scope", "source_branch", "target_branch", "search", "view"},
                "states": ["opened", "closed", "locked", "merged", "all"], "render": gitlab_mr},
+}
+
+# One pull request (what pipe asks for when the listing did not name its author):
+# - GitHub: GET /repos/{owner}/{repo}/pulls/{pull_number}
+#   https://docs.github.com/en/rest/pulls/pulls#get-a-pull-request
+# - Gitea/Forgejo: GET /api/v1/repos/{owner}/{repo}/pulls/{index} (swagger `repoGetPullRequest`)
+# - GitLab: GET /api/v4/projects/{id}/merge_requests/{merge_request_iid}
+#   https://docs.gitlab.com/api/merge_requests/#get-single-mr
+PULL = {
+    "github": {"path": re.compile(r"^/repos/" + REPO + r"/pulls/([0-9]+)$"), "params": set()},
+    "github-enterprise": {"path": re.compile(r"^/api/v3/repos/" + REPO + r"/pulls/([0-9]+)$"), "params": set()},
+    "gitea": {"path": re.compile(r"^/api/v1/repos/" + REPO + r"/pulls/([0-9]+)$"), "params": set()},
+    "gitlab": {"path": re.compile(r"^/api/v4/projects/([A-Za-z0-9_.-]+(?:%2F[A-Za-z0-9_.-]+)+)/merge_requests/([0-9]+)$"),
+               "params": {"render_html", "include_diverged_commits_count", "include_rebase_in_progress"}},
 }
 
 
