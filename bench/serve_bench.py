@@ -173,6 +173,7 @@ def durable(pipe, work, results):
     # The disk's own time for one durable record, written as pipe writes it, before any load:
     # the least a durable answer can add to an answer that writes nothing.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.dont_write_bytecode = True
     import commit_write
     disk = {n: commit_write.run("direct+dsync", n, work, 1000) for n in (1, 2)}
     for who in ("pipe", "webhook"):
