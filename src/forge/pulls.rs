@@ -17,10 +17,12 @@
 //! used only when it is 1 to 64 letters, digits, `.`, `_` or `-`. A page over its bound ends
 //! the listing with what it named; a pull request pipe needs the author of and the listing did
 //! not name is then asked for on its own (GitHub and Gitea `GET {api}/repos/{owner}/{repo}/pulls/N`,
-//! GitLab `GET {api}/projects/{id}/merge_requests/IID`), read up to [`MAX_PULL_BYTES`], so
-//! long descriptions cost their own pull requests their author and no one else's.
+//! GitLab `GET {api}/projects/{id}/merge_requests/IID`), read up to [`MAX_PULL_BYTES`], for as
+//! long as [`ASKING`] allows, so long descriptions, or more pull requests than the pages hold,
+//! cost their own pull requests their author and no one else's.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -38,8 +40,10 @@ const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
 /// Authors kept at most, whatever the pages hold.
 const MAX_AUTHORS: usize = 100 * MAX_PAGES;
-/// Pull requests asked for one at a time at most, in one call.
-const MAX_ASKED: usize = 50;
+/// Time the pull requests the listing did not name may take to be asked for one at a time, in
+/// one call (a forge that answers slowly leaves the rest without an author; no number bound,
+/// which whoever opens the most pull requests with work would exhaust for everyone else).
+const ASKING: Duration = Duration::from_secs(60);
 
 #[derive(Deserialize)]
 struct Login {
@@ -83,7 +87,7 @@ fn first_page(forge: &Forge, repo: &str) -> String {
 /// The author of each open pull request of `repo`, by number, for the pull requests in
 /// `wanted` at least: the listing's, then, for a wanted one the listing did not name (a page cut
 /// at [`MAX_PAGE_BYTES`], a description too long, a page past [`MAX_PAGES`]), its own answer,
-/// for [`MAX_ASKED`] of them at most.
+/// for as many as [`ASKING`] allows.
 pub(crate) fn authors(
     forge: &Forge,
     token: &Secret,
@@ -100,8 +104,12 @@ pub(crate) fn authors(
         _ => headers.push("Accept: application/json".into()),
     }
     let mut found = list(forge, repo, &headers)?;
-    let missing: Vec<u64> = wanted.iter().copied().filter(|n| !found.contains_key(n)).take(MAX_ASKED).collect();
+    let missing: Vec<u64> = wanted.iter().copied().filter(|n| !found.contains_key(n)).collect();
+    let until = Instant::now() + ASKING;
     for number in missing {
+        if Instant::now() >= until {
+            break;
+        }
         if let Some(login) = one(forge, repo, &headers, number) {
             found.insert(number, login);
         }

@@ -10,6 +10,7 @@ mod attacks_round2;
 mod attacks_round3;
 mod attacks_round4;
 mod attacks_round5;
+mod attacks_round6;
 mod author_bounds;
 mod build_cache;
 mod cli;
