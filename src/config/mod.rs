@@ -34,7 +34,7 @@ use toml::de::DeValue;
 
 use crate::error::{ConfigError, Diagnostic, Usage};
 use document::Cx;
-pub(crate) use validate::parse_ssh_host;
+pub(crate) use validate::{parse_memory, parse_ssh_host};
 use validate::{validate, validate_hook, validate_ingress};
 
 pub(crate) use discover::{Candidate, instantiate, project_name, valid_repo_name};

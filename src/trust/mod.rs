@@ -7,7 +7,8 @@
 //! - `services`: a repository's test services re-emitted from an allow-list, confined;
 //! - `isolation`: the firewalled networks untrusted builds, tests and previews run on;
 //! - `redact`: secret values masked in what a command wrote;
-//! - `dockerfile`: the compose and stack labels an untrusted Dockerfile may not set.
+//! - `dockerfile`: the compose and stack labels an untrusted Dockerfile may not set;
+//! - `writes`: an untrusted preview writing only to tmpfs of a bounded size, on a read-only root.
 //!
 //! Invariant: nothing here reads the pipeline's state or calls into the engine; the engine
 //! and `pipe check` call in.
@@ -20,6 +21,7 @@ pub(crate) mod isolation;
 pub(crate) mod paths;
 pub(crate) mod redact;
 pub(crate) mod services;
+pub(crate) mod writes;
 
 /// Whether `refname` of `project` may have the project's secrets, registry login, pushes and
 /// deploys: a pull request only with `trust_pull_requests`, a branch when it matches

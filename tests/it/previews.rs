@@ -432,6 +432,39 @@ fn idle_previews_expire_and_the_oldest_idle_one_makes_room() {
     s.answers(&format!("web.{DOMAIN}"), "main v1");
 }
 
+/// An untrusted preview's named volume is a tmpfs (nothing of it on the host's disk) that
+/// holds its data while a container of the preview runs: a new commit's rollout starts the new
+/// container beside the old one, so the data carries over; a restart of the container, with
+/// none left using the volume, empties it. Its `/tmp` is the container's own.
+#[test]
+fn an_untrusted_previews_volume_lives_in_memory_while_a_container_of_the_preview_runs() {
+    let Some(docker) = Docker::require() else { return };
+    let Some(s) = stack(&docker, "", false) else { return };
+    s.release("refs/heads/main", "main v1");
+    s.release("refs/pull/4/head", "preview v1");
+    s.run();
+    s.answers(&s.host(4), "preview v1");
+    let first = s.container(&s.preview(4));
+    docker.ok(&["exec", &first, "sh", "-c", "echo kept > /data/note; echo gone > /tmp/note"]);
+    let volumes = of_project("volume ls", &s.preview(4));
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let options = docker.ok(&["volume", "inspect", "--format", "{{json .Options}}", &volumes[0]]);
+    assert!(options.contains("\"type\":\"tmpfs\"") && options.contains("size=128m"), "{options}");
+
+    s.release("refs/pull/4/head", "preview v2");
+    s.run();
+    s.answers(&s.host(4), "preview v2");
+    let second = s.container(&s.preview(4));
+    assert_ne!(first, second);
+    assert_eq!(docker.ok(&["exec", &second, "cat", "/data/note"]), "kept\n", "the volume's data carried over");
+    let tmp = Command::new("docker").args(["exec", &second, "cat", "/tmp/note"]).output().unwrap();
+    assert!(!tmp.status.success(), "/tmp is the new container's own");
+
+    docker.ok(&["restart", "--time", "1", &second]);
+    let after = Command::new("docker").args(["exec", &second, "cat", "/data/note"]).output().unwrap();
+    assert!(!after.status.success(), "a restart with no container using the volume empties it");
+}
+
 #[test]
 fn an_untrusted_preview_gets_no_secret_no_host_path_and_no_route_to_the_main_deployment() {
     let Some(docker) = Docker::require() else { return };

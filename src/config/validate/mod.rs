@@ -18,7 +18,7 @@ pub(crate) use hook::validate_hook;
 pub(crate) use ingress::validate_ingress;
 use pair::{Need, Pair};
 pub(crate) use previews::validate_project_previews;
-pub(crate) use project::validate_project;
+pub(crate) use project::{parse_memory, validate_project};
 pub(crate) use ssh::parse_host as parse_ssh_host;
 
 /// Cross-field rules serde cannot express.

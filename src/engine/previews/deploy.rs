@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 
-use super::document::{render, reshape};
+use super::document::{ImageFacts, render, reshape};
 use super::names::{DEFAULT_MAX, compose_project, isolated_network_name, preview_dir, targets, url};
 use super::teardown::{stop, teardown};
 use crate::config::Deploy;
@@ -176,7 +176,12 @@ fn deploy_one(
     // the preview starts: a bridge that exists is never taken for a stale one by a sweep.
     let what = format!("{name}: the preview of {}", refs::display(&job.refname));
     let network = if trusted { None } else { Some(isolated_network(out, &docker, &project, &what)?) };
-    let (document, dropped) = reshape(&rendered, confinement.as_ref(), &project, network.as_deref())?;
+    let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
+    // What the rollout starts: the target's services and its ingress's, with what they need.
+    let runs: Vec<String> = target.ingress.keys().chain(&compose_target.services).cloned().collect();
+    let mut image = |name: &str| image_facts(out, &docker, name, timeout);
+    let (document, dropped) =
+        reshape(&rendered, confinement.as_ref(), &project, network.as_deref(), &runs, &mut image)?;
     for what in &dropped {
         out.warn(format!("{name}: preview of {}: {what}", refs::display(&job.refname)));
     }
@@ -209,7 +214,6 @@ fn deploy_one(
         pin: false,
         tunnel: None,
     };
-    let timeout = target.timeout.map_or_else(|| job.timeout(Stage::Deploy), |t| t.0);
     out.info(format!(
         "{name}: deploying the preview of {} ({}:{tag}) as `{project}`",
         refs::display(&job.refname),
@@ -268,6 +272,26 @@ fn evictee<'a>(running: &[&'a Preview], author: Option<&str>, per_author: usize)
     }
     let most = held.values().copied().max()?;
     running.iter().copied().filter(|p| held[&p.author.as_deref()] == most).min_by_key(|p| p.updated)
+}
+
+/// What confining a service of an untrusted preview needs of `image` ([`ImageFacts`]). An
+/// image not on this host is pulled first, as compose would pull it to start the service, with
+/// the same client (an untrusted preview's: no registry logins).
+fn image_facts(out: &Output, docker: &Docker, image: &str, timeout: Duration) -> anyhow::Result<ImageFacts> {
+    let inspect = || docker.cmd().args(["image", "inspect", "--format", "{{json .Config}}", "--", image]);
+    let text = match exec::capture(out, &inspect(), Duration::from_secs(60)) {
+        Ok(text) => text,
+        Err(_) => {
+            out.info(format!("pulling `{image}` to read its volumes"));
+            exec::capture(out, &docker.cmd().args(["pull", "--", image]), timeout)
+                .map_err(|e| client::classify(docker, e))
+                .with_context(|| format!("failed to pull `{image}`, an image of the preview"))?;
+            exec::capture(out, &inspect(), Duration::from_secs(60))
+                .map_err(|e| client::classify(docker, e))
+                .with_context(|| format!("failed to inspect `{image}`, an image of the preview"))?
+        }
+    };
+    ImageFacts::parse(&text).with_context(|| format!("failed to read the configuration of `{image}`"))
 }
 
 /// The network of an untrusted preview, made once by pipe (labelled as the preview's and as
