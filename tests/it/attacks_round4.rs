@@ -64,19 +64,21 @@ fn a_gitea_listing_page_over_its_bound_costs_only_the_long_pull_requests_their_a
     mallory_describes_at_length("gitea", &"x".repeat(2 << 20));
 }
 
+/// One tick of `pipe run --json`: the refs it ran, sorted, and what it said on stderr.
+pub(crate) fn built(s: &crate::previews::Stack) -> (Vec<String>, String) {
+    let run = s.env.pipe(&["run", "--json"]);
+    assert_eq!(run.code, 0, "pipe run failed:\n{}\n{}", run.stdout, run.stderr);
+    let mut refs: Vec<String> =
+        run.json()["results"].as_array().unwrap().iter().map(|r| r["ref"].as_str().unwrap().to_string()).collect();
+    refs.sort();
+    (refs, run.stderr.clone())
+}
+
 /// Mallory opens five pull requests with work and 30 more, each with `description`, listed
 /// before Alice's; Alice pushes to hers in the same minute: her commit is built in that tick.
 fn mallory_describes_at_length(kind: &str, description: &str) {
     let Some(docker) = Docker::require() else { return };
     let Some((_probe, api, s)) = crate::author_bounds::stack_with_authors_on(&docker, kind) else { return };
-    let built = |s: &crate::previews::Stack| {
-        let run = s.env.pipe(&["run", "--json"]);
-        assert_eq!(run.code, 0, "pipe run failed:\n{}\n{}", run.stdout, run.stderr);
-        let mut refs: Vec<String> =
-            run.json()["results"].as_array().unwrap().iter().map(|r| r["ref"].as_str().unwrap().to_string()).collect();
-        refs.sort();
-        (refs, run.stderr.clone())
-    };
     let pulls = |numbers: &[u32]| {
         let mut refs: Vec<String> = numbers.iter().map(|n| format!("refs/pull/{n}/head")).collect();
         refs.sort();

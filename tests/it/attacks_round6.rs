@@ -1,6 +1,7 @@
 //! Holes found by the sixth round of attacking pipe as an outsider would (`attack6`): the
 //! authors of pull requests after a listing page over its bound.
 
+use crate::attacks_round4::built;
 use crate::support::docker::Docker;
 use crate::support::git;
 
@@ -31,14 +32,6 @@ use crate::support::git;
 fn fifty_pull_requests_after_a_cut_listing_page_do_not_make_another_authors_pull_request_unknown() {
     let Some(docker) = Docker::require() else { return };
     let Some((_probe, api, s)) = crate::author_bounds::stack_with_authors_on(&docker, "gitea") else { return };
-    let built = |s: &crate::previews::Stack| {
-        let run = s.env.pipe(&["run", "--json"]);
-        assert_eq!(run.code, 0, "pipe run failed:\n{}\n{}", run.stdout, run.stderr);
-        let mut refs: Vec<String> =
-            run.json()["results"].as_array().unwrap().iter().map(|r| r["ref"].as_str().unwrap().to_string()).collect();
-        refs.sort();
-        (refs, run.stderr.clone())
-    };
 
     s.release("refs/heads/main", "main v1");
     api.set_pulls(&[("acme/app", 9, "alice")]);

@@ -231,33 +231,23 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
 
-    def pulls(self):
-        spec = PULLS[KIND]
-        url = urlsplit(self.path)
+    def documented(self, params):
+        """The query of a request whose credentials, headers and parameters are as the forge
+        documents them; None when it was refused (answered)."""
         name, value = SPEC["auth"]
         if self.headers.get(name) != value:
             return self.answer(401, "wrong or missing " + name)
         for k, v in SPEC["headers"].items():
             if self.headers.get(k) != v:
                 return self.answer(400, "header %s must be %s" % (k, v))
-        query = parse_qs(url.query, keep_blank_values=True)
-        unknown = set(query) - spec["params"]
+        query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+        unknown = set(query) - params
         if unknown:
             return self.answer(400, "undocumented query parameters %s" % sorted(unknown))
-        if query.get("state", [spec["states"][0]])[0] not in spec["states"]:
-            return self.answer(422, "state must be one of %s" % spec["states"])
-        size = int(query.get(spec["size"], ["30"])[0])
-        if size < 1 or size > spec["max_size"]:
-            return self.answer(422, "page size must be 1 to %d" % spec["max_size"])
-        try:
-            with open(RECORD + ".pulls.json") as f:
-                pulls = json.load(f)
-        except FileNotFoundError:
-            pulls = {}
-        repo = spec["path"].match(url.path).group(1).replace("%2F", "/")
-        if repo not in pulls:
-            return self.answer(404, "no such repository")
-        payload = json.dumps([spec["render"](p) for p in pulls[repo]], ensure_ascii=False).encode()
+        return query
+
+    def send_json(self, value):
+        payload = json.dumps(value, ensure_ascii=False).encode()
         self.record(200, None)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -265,32 +255,31 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def pulls(self):
+        spec = PULLS[KIND]
+        query = self.documented(spec["params"])
+        if query is None:
+            return
+        if query.get("state", [spec["states"][0]])[0] not in spec["states"]:
+            return self.answer(422, "state must be one of %s" % spec["states"])
+        size = int(query.get(spec["size"], ["30"])[0])
+        if size < 1 or size > spec["max_size"]:
+            return self.answer(422, "page size must be 1 to %d" % spec["max_size"])
+        pulls = open_pulls()
+        repo = spec["path"].match(urlsplit(self.path).path).group(1).replace("%2F", "/")
+        if repo not in pulls:
+            return self.answer(404, "no such repository")
+        self.send_json([spec["render"](p) for p in pulls[repo]])
+
     def pull(self):
-        spec = PULL[KIND]
-        url = urlsplit(self.path)
-        name, value = SPEC["auth"]
-        if self.headers.get(name) != value:
-            return self.answer(401, "wrong or missing " + name)
-        unknown = set(parse_qs(url.query, keep_blank_values=True)) - spec["params"]
-        if unknown:
-            return self.answer(400, "undocumented query parameters %s" % sorted(unknown))
-        try:
-            with open(RECORD + ".pulls.json") as f:
-                pulls = json.load(f)
-        except FileNotFoundError:
-            pulls = {}
-        found = spec["path"].match(url.path)
+        if self.documented(PULL[KIND]["params"]) is None:
+            return
+        found = PULL[KIND]["path"].match(urlsplit(self.path).path)
         repo, number = found.group(1).replace("%2F", "/"), int(found.group(2))
-        listed = [p for p in pulls.get(repo, []) if p["number"] == number]
+        listed = [p for p in open_pulls().get(repo, []) if p["number"] == number]
         if not listed:
             return self.answer(404, "no such pull request")
-        payload = json.dumps(PULLS[KIND]["render"](listed[0]), ensure_ascii=False).encode()
-        self.record(200, None)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_json(PULLS[KIND]["render"](listed[0]))
 
     def listing(self):
         spec = LISTING[KIND]
@@ -462,6 +451,14 @@ LISTING = {
                           "include_subgroups", "min_access_level", "with_custom_attributes", "with_security_reports"},
                "order": gitlab_order, "render": gitlab_project, "org_in_path": lambda org: org.replace("/", "%2F")},
 }
+
+
+def open_pulls():
+    try:
+        with open(RECORD + ".pulls.json") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
 
 
 def github_pull(p):
