@@ -40,9 +40,11 @@ const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
 /// Authors kept at most, whatever the pages hold.
 const MAX_AUTHORS: usize = 100 * MAX_PAGES;
-/// Time the pull requests the listing did not name may take to be asked for one at a time, in
-/// one call (a forge that answers slowly leaves the rest without an author; no number bound,
-/// which whoever opens the most pull requests with work would exhaust for everyone else).
+/// Time after which no more pull requests the listing did not name are asked for one at a
+/// time, in one call (the last may take its own timeout; a forge that answers slowly leaves the
+/// rest without an author). No bound on their number: 50 pull requests with work of one
+/// contributor used one up for everyone listed after them; this one takes as many as the forge
+/// answers in that time.
 const ASKING: Duration = Duration::from_secs(60);
 
 #[derive(Deserialize)]

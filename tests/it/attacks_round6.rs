@@ -26,8 +26,8 @@ use crate::support::git;
 /// requests instead of 52 (#9 among the first 50 asked) the same test passes.
 ///
 /// Fixed: the pull requests the listing did not name are asked for without a bound on their
-/// number, within a time bound (60 s in all), which a contributor's many pull requests cannot
-/// use up on a forge that answers.
+/// number, none once 60 s have passed: using that up takes as many pull requests with work as
+/// the forge answers in 60 s.
 #[test]
 fn fifty_pull_requests_after_a_cut_listing_page_do_not_make_another_authors_pull_request_unknown() {
     let Some(docker) = Docker::require() else { return };
