@@ -224,7 +224,7 @@ impl CommitLog {
     pub(crate) fn open(path: PathBuf, keep: impl FnOnce(&[u8]) -> Vec<u8>) -> anyhow::Result<(CommitLog, Vec<u8>)> {
         let text = match std::fs::read(&path) {
             Ok(bytes) => keep(&records(&bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => keep(&[]),
             Err(e) => return Err(e).with_context(|| format!("failed to read `{}`", path.display())),
         };
         let state = State {

@@ -133,10 +133,11 @@ impl Receiver {
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("failed to create `{}`", dir.display()))?;
         let now = crate::clock::now().as_second();
+        let window = serve.replay_window.map_or(300, |w| w.0.as_secs() as i64);
         let names: Vec<String> = hooks.keys().cloned().collect();
         let shared = Shared {
             runs: Runs::open(dir.clone(), serve.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS), &names)?,
-            deliveries: Deliveries::open(dir.join("deliveries"), now)?,
+            deliveries: Deliveries::open(dir.join("deliveries"), now, window)?,
             journal: Journal::start(out),
             out,
             senders: Default::default(),
@@ -145,7 +146,7 @@ impl Receiver {
         Ok(Receiver {
             hooks,
             shared: Arc::new(shared),
-            window: serve.replay_window.map_or(300, |w| w.0.as_secs() as i64),
+            window,
             preauth,
             dummy_token: secret::random(),
             dummy_secret: secret::random(),
@@ -429,7 +430,11 @@ impl Receiver {
             doc["status_url"] = json!(status_url);
             return (Response::json(200, doc), name, Some(id));
         }
-        let mut doc = json!({"id": id, "hook": h.name, "status": "queued", "status_url": status_url});
+        // A request that waited in vain says where its run stands now (`running`, or `superseded`
+        // by a newer request meanwhile); one that did not wait, `queued`.
+        let status =
+            wait.and_then(|_| self.shared.runs.get(&h.name, &id)).map_or_else(|| "queued".into(), |r| r.status);
+        let mut doc = json!({"id": id, "hook": h.name, "status": status, "status_url": status_url});
         if let Some(old) = superseded {
             doc["superseded"] = json!(old);
         }

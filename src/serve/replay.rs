@@ -30,6 +30,8 @@ const EARLIER: u64 = 0;
 
 pub(crate) struct Deliveries {
     log: Arc<CommitLog>,
+    /// The replay window, in seconds, its file's last [`window`] line names.
+    window: i64,
     state: Mutex<State>,
     rewriting: Arc<AtomicBool>,
 }
@@ -128,28 +130,67 @@ fn part_id(part: &str) -> u64 {
 /// `EXPIRES =HASH` and `EXPIRES ID` lines of earlier versions (an id never contains `=`), which
 /// go to the part [`EARLIER`].
 fn parse(text: &str, now: i64) -> impl Iterator<Item = (u128, u64, i64)> {
-    text.lines().filter_map(move |line| {
-        let (expires, rest) = line.split_once(' ')?;
-        let expires = expires.parse::<i64>().ok().filter(|e| *e >= now)?;
-        let (key, part) = match rest.split_once(' ') {
-            Some((key, part)) if part.len() == 16 => (key, u64::from_str_radix(part, 16).ok()?),
-            Some(_) => return None,
-            None => (rest, EARLIER),
-        };
-        let key = match key.strip_prefix('=') {
-            Some(hex) if hex.len() == 32 => u128::from_str_radix(hex, 16).ok()?,
-            Some(_) => return None,
-            None if valid_id(key) => hash(key),
-            None => return None,
-        };
-        Some((key, part, expires))
-    })
+    text.lines().filter_map(entry).filter(move |(_, _, expires)| *expires >= now)
 }
 
-/// The lines of `text` that have not expired at `now`, as [`parse`] reads them.
-fn unexpired(text: &[u8], now: i64) -> Vec<u8> {
+/// One line's entry: key, part, expiry; `None` for a line that is not one (a [`window`] line).
+fn entry(line: &str) -> Option<(u128, u64, i64)> {
+    let (expires, rest) = line.split_once(' ')?;
+    let expires = expires.parse::<i64>().ok()?;
+    let (key, part) = match rest.split_once(' ') {
+        Some((key, part)) if part.len() == 16 => (key, u64::from_str_radix(part, 16).ok()?),
+        Some(_) => return None,
+        None => (rest, EARLIER),
+    };
+    let key = match key.strip_prefix('=') {
+        Some(hex) if hex.len() == 32 => u128::from_str_radix(hex, 16).ok()?,
+        Some(_) => return None,
+        None if valid_id(key) => hash(key),
+        None => return None,
+    };
+    Some((key, part, expires))
+}
+
+/// The line that says which replay window the entries after it were recorded under.
+fn window(secs: i64) -> String {
+    format!("window {secs}\n")
+}
+
+/// `text` as the replay window `secs` keeps it at `now`, at an open and at a rewrite: each entry
+/// that has not expired, an entry recorded under a shorter window living as long as the longer
+/// one lets its delivery be fresh (its expiry pushed by the difference), so raising the window
+/// never makes a captured request that is fresh again acceptable again. Each run of entries
+/// follows a window line naming the window its expiries reflect (the longer of the two: a
+/// shorter window keeps what was recorded), and the text ends with `secs`'s line, for the
+/// entries appended after it. Entries before any window line (an earlier version's) keep
+/// their expiry.
+fn kept(text: &[u8], now: i64, secs: i64) -> Vec<u8> {
     let text = String::from_utf8_lossy(text);
-    text.lines().filter(|l| parse(l, now).next().is_some()).flat_map(|l| [l, "\n"]).collect::<String>().into_bytes()
+    let mut out = String::new();
+    let (mut then, mut named) = (None, None);
+    for l in text.lines() {
+        if let Some(recorded) = l.strip_prefix("window ") {
+            then = recorded.parse::<i64>().ok();
+        } else if let Some((key, part, expires)) = entry(l) {
+            let recorded = then.unwrap_or(secs);
+            let longer = (secs - recorded).max(0);
+            if expires.saturating_add(longer) >= now {
+                if named != Some(recorded.max(secs)) {
+                    named = Some(recorded.max(secs));
+                    out.push_str(&window(recorded.max(secs)));
+                }
+                // A line kept as it was (an earlier version's form too) unless its expiry moves.
+                match longer {
+                    0 => out.extend([l, "\n"]),
+                    _ => out.push_str(&line(key, part, expires.saturating_add(longer))),
+                }
+            }
+        }
+    }
+    if named != Some(secs) {
+        out.push_str(&window(secs));
+    }
+    out.into_bytes()
 }
 
 fn line(key: u128, part: u64, expires: i64) -> String {
@@ -157,10 +198,10 @@ fn line(key: u128, part: u64, expires: i64) -> String {
 }
 
 impl Deliveries {
-    /// Loads the entries that have not expired at `now`.
-    pub(crate) fn open(path: PathBuf, now: i64) -> anyhow::Result<Deliveries> {
-        // Expired entries are not kept.
-        let (log, text) = CommitLog::open(path, |text| unexpired(text, now))?;
+    /// Loads the entries that have not expired at `now` under the replay window `window`
+    /// (seconds; see [`kept`]).
+    pub(crate) fn open(path: PathBuf, now: i64, window: i64) -> anyhow::Result<Deliveries> {
+        let (log, text) = CommitLog::open(path, |text| kept(text, now, window))?;
         let text = String::from_utf8_lossy(&text);
         let mut state = State {
             live: HashMap::new(),
@@ -173,7 +214,7 @@ impl Deliveries {
                 state.insert(key, part, expires);
             }
         }
-        Ok(Deliveries { log: Arc::new(log), state: Mutex::new(state), rewriting: Arc::default() })
+        Ok(Deliveries { log: Arc::new(log), window, state: Mutex::new(state), rewriting: Arc::default() })
     }
 
     /// Records `key` in the part of the credential `part` (`hook:NAME`, `forge:PROJECT`) until
@@ -194,15 +235,9 @@ impl Deliveries {
         };
         if (rewrite || sparse) && !self.rewriting.swap(true, Ordering::AcqRel) {
             // The entry is on disk already; a rewrite that fails leaves the file as it was.
-            let (log, rewriting) = (self.log.clone(), self.rewriting.clone());
+            let (log, rewriting, secs) = (self.log.clone(), self.rewriting.clone(), self.window);
             let spawned = std::thread::Builder::new().name("pipe-serve-deliveries".into()).spawn(move || {
-                let _ = log.rewrite(|text| {
-                    let text = String::from_utf8_lossy(text);
-                    parse(&text, now)
-                        .map(|(key, part, expires)| line(key, part, expires))
-                        .collect::<String>()
-                        .into_bytes()
-                });
+                let _ = log.rewrite(|text| kept(text, now, secs));
                 rewriting.store(false, Ordering::Release);
             });
             if spawned.is_err() {
@@ -240,7 +275,7 @@ mod tests {
     #[test]
     fn a_delivery_that_could_not_be_written_may_be_sent_again() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Deliveries::open(dir.path().join("deliveries"), 100).unwrap();
+        let store = Deliveries::open(dir.path().join("deliveries"), 100, 300).unwrap();
         store.log.fail_writes(true);
         assert!(store.record("h", "d-1", 200, 100).is_err());
         assert!(!store.seen("d-1", 100), "not taken: its sender heard of the failure");
@@ -253,12 +288,12 @@ mod tests {
     fn ids_survive_a_reopen_until_they_expire() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deliveries");
-        let store = Deliveries::open(path.clone(), 100).unwrap();
+        let store = Deliveries::open(path.clone(), 100, 300).unwrap();
         assert!(store.record("h", "d-1", 200, 100).unwrap());
         assert!(!store.record("h", "d-1", 200, 150).unwrap());
-        let reopened = Deliveries::open(path.clone(), 190).unwrap();
+        let reopened = Deliveries::open(path.clone(), 190, 300).unwrap();
         assert!(!reopened.record("h", "d-1", 300, 190).unwrap(), "remembered across a restart");
-        let later = Deliveries::open(path, 201).unwrap();
+        let later = Deliveries::open(path, 201, 300).unwrap();
         assert!(later.record("h", "d-1", 400, 201).unwrap(), "forgotten once expired");
     }
 
@@ -266,15 +301,35 @@ mod tests {
     fn an_open_writes_back_only_the_ids_that_have_not_expired() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deliveries");
-        let store = Deliveries::open(path.clone(), 100).unwrap();
+        let store = Deliveries::open(path.clone(), 100, 300).unwrap();
         assert!(store.record("h", "d-1", 150, 100).unwrap());
         assert!(store.record("h", "d-2", 300, 100).unwrap());
         drop(store);
-        let reopened = Deliveries::open(path.clone(), 200).unwrap();
+        let reopened = Deliveries::open(path.clone(), 200, 300).unwrap();
         assert_eq!(reopened.len(), 1);
         let text = String::from_utf8(CommitLog::read(&path)).unwrap();
-        assert_eq!(text.lines().map(|l| l.split(' ').next().unwrap()).collect::<Vec<_>>(), ["300"], "{text}");
+        let firsts: Vec<_> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(firsts, ["window", "300"], "the window line, the live entry after it: {text}");
         assert!(!reopened.record("h", "d-2", 400, 200).unwrap(), "the live one is still refused");
+    }
+
+    /// A captured signed request, fresh again under a window the operator raised, is still
+    /// refused after the restart: its entry lives as long as the new window lets it be fresh.
+    #[test]
+    fn raising_the_replay_window_keeps_an_entry_as_long_as_the_new_window_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deliveries");
+        let store = Deliveries::open(path.clone(), 100, 10).unwrap();
+        assert!(store.record("h", "d-1", 110, 100).unwrap(), "sent at 100, window 10 s");
+        drop(store);
+        let raised = Deliveries::open(path.clone(), 115, 3600).unwrap();
+        assert!(!raised.record("h", "d-1", 3700, 115).unwrap(), "still refused under a window of an hour");
+        drop(raised);
+        let lowered = Deliveries::open(path.clone(), 200, 5).unwrap();
+        assert!(!lowered.record("h", "d-1", 205, 200).unwrap(), "a shorter window keeps what was recorded");
+        drop(lowered);
+        let later = Deliveries::open(path, 3701, 3600).unwrap();
+        assert!(later.record("h", "d-1", 7301, 3701).unwrap(), "forgotten once the hour has passed");
     }
 
     #[test]
@@ -282,7 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deliveries");
         std::fs::write(&path, format!("200 d-old\n50 d-gone\n200 ={:032x}\n", hash("d-hashed"))).unwrap();
-        let store = Deliveries::open(path, 100).unwrap();
+        let store = Deliveries::open(path, 100, 300).unwrap();
         assert!(!store.record("h", "d-old", 300, 100).unwrap());
         assert!(!store.record("h", "d-hashed", 300, 100).unwrap());
         assert!(store.record("h", "d-gone", 300, 100).unwrap());
@@ -292,7 +347,7 @@ mod tests {
     fn the_file_is_rewritten_without_expired_ids_and_keeps_the_live_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deliveries");
-        let store = Deliveries::open(path.clone(), 0).unwrap();
+        let store = Deliveries::open(path.clone(), 0, 300).unwrap();
         for i in 0..1100 {
             assert!(store.record("h", &format!("old-{i}"), 10, 0).unwrap());
         }
@@ -301,9 +356,9 @@ mod tests {
         assert_eq!(store.len(), 1, "expired entries leave memory too");
         wait_rewritten(&store);
         let text = String::from_utf8(CommitLog::read(&path)).unwrap();
-        assert_eq!(text, line(hash("new"), part_id("h"), 1000));
+        assert_eq!(text, window(300) + &line(hash("new"), part_id("h"), 1000));
         assert!(store.record("h", "newer", 1000, 20).unwrap());
-        let reopened = Deliveries::open(path, 30).unwrap();
+        let reopened = Deliveries::open(path, 30, 300).unwrap();
         assert!(!reopened.record("h", "new", 1000, 30).unwrap() && !reopened.record("h", "newer", 1000, 30).unwrap());
     }
 
@@ -332,7 +387,7 @@ mod tests {
     fn a_full_part_refuses_its_new_deliveries_and_no_other_part_s() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deliveries");
-        let store = Deliveries::open(path.clone(), 0).unwrap();
+        let store = Deliveries::open(path.clone(), 0, 300).unwrap();
         {
             let mut state = store.state.lock().unwrap();
             for i in 0..PART_ENTRIES as u128 {
@@ -348,7 +403,7 @@ mod tests {
         assert_eq!(store.len(), 1);
         // Parts are kept on disk: a restart does not give a full part room again.
         assert!(store.record("hook:deploy", "later", 500, 101).unwrap());
-        let reopened = Deliveries::open(path, 102).unwrap();
+        let reopened = Deliveries::open(path, 102, 300).unwrap();
         let state = reopened.state.lock().unwrap();
         assert_eq!(state.parts.get(&part_id("forge:lab")), Some(&1));
         assert_eq!(state.parts.get(&part_id("hook:deploy")), Some(&1));

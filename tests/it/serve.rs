@@ -408,3 +408,18 @@ fn a_request_waiting_for_its_run_is_answered_when_the_receiver_stops() {
     );
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// A request whose wait (`?wait=1`) ends before its run does is answered `202` with where the
+/// run stands then, not `queued`.
+#[test]
+fn a_request_that_waited_in_vain_says_its_run_is_running() {
+    let mut env = TestEnv::new();
+    command_hooks(&mut env, "sleep 30");
+    let server = Serve::start(&env);
+    let (status, doc) = server.json("POST", "/hooks/tok?wait=1", &[BEARER], b"");
+    assert_eq!((status, doc["status"].as_str()), (202, Some("running")), "{doc}");
+    let (status, doc) = server.json("POST", "/hooks/tok", &[BEARER], b"");
+    assert_eq!((status, doc["status"].as_str()), (202, Some("queued")), "without a wait: {doc}");
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "{log}");
+}

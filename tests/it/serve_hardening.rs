@@ -106,6 +106,27 @@ fn sent_at_is_judged_on_the_receivers_clock_both_ways() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// The operator raises `replay_window` and restarts: a request captured under the old window,
+/// whose entry expired there but which is fresh under the new one, is still refused (before,
+/// its entry was dropped at the start and the replay answered `202`).
+#[test]
+fn a_captured_request_stays_refused_when_the_replay_window_is_raised_across_a_restart() {
+    let mut env = TestEnv::new();
+    setup(&mut env, "true", "replay_window = \"3s\"");
+    let server = Serve::start(&env);
+    let captured = body("a", "d-raised", now());
+    assert_eq!(signed(&server, "a", &captured).0, 202);
+    assert_eq!(signed(&server, "a", &captured).0, 409);
+    std::thread::sleep(Duration::from_millis(4_500));
+    stop(server);
+    setup(&mut env, "true", "replay_window = \"1h\"");
+    let server = Serve::start(&env);
+    let (status, doc) = signed(&server, "a", &captured);
+    assert_eq!(status, 409, "replayed under the raised window: {doc}");
+    assert_eq!(signed(&server, "a", &body("a", "d-new", now())).0, 202, "a new delivery still runs");
+    stop(server);
+}
+
 #[test]
 fn a_signature_for_one_hook_is_refused_by_another() {
     let mut env = TestEnv::new();
