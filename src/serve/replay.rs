@@ -173,7 +173,7 @@ fn kept(text: &[u8], now: i64, secs: i64) -> Vec<u8> {
             then = recorded.parse::<i64>().ok();
         } else if let Some((key, part, expires)) = entry(l) {
             let recorded = then.unwrap_or(secs);
-            let longer = (secs - recorded).max(0);
+            let longer = secs.saturating_sub(recorded).max(0);
             if expires.saturating_add(longer) >= now {
                 if named != Some(recorded.max(secs)) {
                     named = Some(recorded.max(secs));
